@@ -1,0 +1,10 @@
+//! What the netspawn launcher, netspawnctl, netd and the NSS module share:
+//! where state lives ([`paths`]), which machine names are valid ([`names`]) and
+//! the on-disk format of the machine registry ([`registry`]).
+//!
+//! This crate uses only `std`, so the NSS module can link it without pulling in
+//! anything heavy.
+
+pub mod names;
+pub mod paths;
+pub mod registry;

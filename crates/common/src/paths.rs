@@ -1,0 +1,61 @@
+//! Where netspawn keeps its state. Every location can be moved with an
+//! environment variable, which is how the test suite keeps away from the
+//! machine's real `/run`, `/var/lib/machines` and `/var/lib/netspawn`.
+
+use std::path::PathBuf;
+
+/// Runtime state (registry, locks, netd's socket). Default `/run/netspawn`.
+pub const ENV_RUN_DIR: &str = "NETSPAWN_RUN_DIR";
+/// Where images live. Default `/var/lib/machines`.
+pub const ENV_IMAGE_DIR: &str = "NETSPAWN_IMAGE_DIR";
+/// Persistent state (leases, pools). Default `/var/lib/netspawn`.
+pub const ENV_STATE_DIR: &str = "NETSPAWN_STATE_DIR";
+/// Colon-separated directories searched for `NAME.nspawn`.
+/// Default `/etc/systemd/nspawn:/run/systemd/nspawn`.
+pub const ENV_SETTINGS_PATH: &str = "NETSPAWN_SETTINGS_PATH";
+/// Name of the cgroup directory under which machines are placed. Default `netspawn`.
+pub const ENV_CGROUP_PARENT: &str = "NETSPAWN_CGROUP_PARENT";
+
+/// The resolved set of locations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    pub run_dir: PathBuf,
+    pub image_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub settings_path: Vec<PathBuf>,
+    pub cgroup_parent: String,
+}
+
+fn env_or(var: &str, default: &str) -> String {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => v,
+        _ => default.to_string(),
+    }
+}
+
+impl Paths {
+    /// Reads the locations from the environment, falling back to the defaults.
+    pub fn from_env() -> Paths {
+        Paths {
+            run_dir: env_or(ENV_RUN_DIR, "/run/netspawn").into(),
+            image_dir: env_or(ENV_IMAGE_DIR, "/var/lib/machines").into(),
+            state_dir: env_or(ENV_STATE_DIR, "/var/lib/netspawn").into(),
+            settings_path: env_or(ENV_SETTINGS_PATH, "/etc/systemd/nspawn:/run/systemd/nspawn")
+                .split(':')
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+            cgroup_parent: env_or(ENV_CGROUP_PARENT, "netspawn"),
+        }
+    }
+
+    /// The registry directory: one file per running machine.
+    pub fn machines_dir(&self) -> PathBuf {
+        self.run_dir.join("machines")
+    }
+
+    /// Lock files (machine names, images).
+    pub fn locks_dir(&self) -> PathBuf {
+        self.run_dir.join("locks")
+    }
+}

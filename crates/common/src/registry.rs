@@ -1,0 +1,427 @@
+//! The machine registry: one file per running machine in
+//! `<run_dir>/machines/NAME`, in `KEY=VALUE` lines (like systemd's
+//! `/run/systemd/machines/NAME`).
+//!
+//! The launcher owns its machine's entry: it claims the name by holding an
+//! exclusive `flock` on `<run_dir>/locks/machine-NAME.lock` for its whole life,
+//! writes the entry atomically (temporary file + rename) and removes it on
+//! exit. If the launcher dies without removing it, readers see that the
+//! launcher's PID (with its start time) is gone and treat the entry as stale;
+//! [`list`] deletes stale entries it finds.
+//!
+//! Entries are untrusted input for readers (the NSS module reads them inside
+//! arbitrary processes), so [`Entry::parse`] never panics and caps sizes.
+
+use std::fs;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use crate::names::machine_name_is_valid;
+
+/// Largest registry entry a reader accepts.
+pub const MAX_ENTRY_SIZE: usize = 64 * 1024;
+
+/// One running machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    /// 32 lowercase hex digits.
+    pub uuid: String,
+    /// PID (in the host's PID namespace) of the container's PID 1.
+    pub leader: u32,
+    /// PID of the netspawn process that owns the machine.
+    pub launcher: u32,
+    /// Start time of the launcher (field 22 of /proc/PID/stat), to detect PID reuse.
+    pub launcher_start: u64,
+    pub root: PathBuf,
+    /// "container".
+    pub class: String,
+    /// "netspawn".
+    pub service: String,
+    /// "opening" until the payload runs, "running" after; "degraded" etc. are not used.
+    pub state: String,
+    pub boot: bool,
+    /// Realtime microseconds when the machine started.
+    pub timestamp_usec: u64,
+    /// Absolute cgroup paths (one per hierarchy) the machine lives in.
+    pub cgroups: Vec<PathBuf>,
+    /// Whether the machine has its own network namespace.
+    pub private_network: bool,
+    /// Host-side interfaces that belong to the machine (ve-NAME, vb-NAME, ...).
+    pub interfaces: Vec<String>,
+    /// Addresses seen inside the machine's network namespace.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Escapes a value so it fits on one line.
+fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn unescape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(o) => out.push(o),
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Entry {
+    /// Serialises the entry.
+    pub fn format(&self) -> String {
+        let join = |v: &[String]| v.join(" ");
+        let mut s = String::new();
+        let mut kv = |k: &str, v: &str| {
+            s.push_str(k);
+            s.push('=');
+            s.push_str(&escape(v));
+            s.push('\n');
+        };
+        kv("NAME", &self.name);
+        kv("UUID", &self.uuid);
+        kv("LEADER", &self.leader.to_string());
+        kv("LAUNCHER", &self.launcher.to_string());
+        kv("LAUNCHER_START", &self.launcher_start.to_string());
+        kv("ROOT", &self.root.to_string_lossy());
+        kv("CLASS", &self.class);
+        kv("SERVICE", &self.service);
+        kv("STATE", &self.state);
+        kv("BOOT", if self.boot { "1" } else { "0" });
+        kv("TIMESTAMP", &self.timestamp_usec.to_string());
+        kv(
+            "PRIVATE_NETWORK",
+            if self.private_network { "1" } else { "0" },
+        );
+        let cg: Vec<String> = self
+            .cgroups
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        kv("CGROUPS", &cg.join(":"));
+        kv("INTERFACES", &join(&self.interfaces));
+        let addrs: Vec<String> = self.addresses.iter().map(|a| a.to_string()).collect();
+        kv("ADDRESSES", &join(&addrs));
+        s
+    }
+
+    /// Parses an entry. Unknown keys are ignored (newer writers may add some);
+    /// a missing or invalid NAME, or an oversized input, is an error.
+    pub fn parse(text: &str) -> Result<Entry, String> {
+        if text.len() > MAX_ENTRY_SIZE {
+            return Err("registry entry too large".into());
+        }
+        let mut e = Entry::default();
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            let v = unescape(v);
+            let num = |v: &str| v.parse::<u64>().unwrap_or(0);
+            match k {
+                "NAME" => e.name = v,
+                "UUID" => e.uuid = v,
+                "LEADER" => e.leader = num(&v) as u32,
+                "LAUNCHER" => e.launcher = num(&v) as u32,
+                "LAUNCHER_START" => e.launcher_start = num(&v),
+                "ROOT" => e.root = PathBuf::from(v),
+                "CLASS" => e.class = v,
+                "SERVICE" => e.service = v,
+                "STATE" => e.state = v,
+                "BOOT" => e.boot = v == "1",
+                "TIMESTAMP" => e.timestamp_usec = num(&v),
+                "PRIVATE_NETWORK" => e.private_network = v == "1",
+                "CGROUPS" => {
+                    e.cgroups = v
+                        .split(':')
+                        .filter(|s| !s.is_empty())
+                        .map(PathBuf::from)
+                        .collect()
+                }
+                "INTERFACES" => e.interfaces = v.split_whitespace().map(str::to_string).collect(),
+                "ADDRESSES" => {
+                    e.addresses = v
+                        .split_whitespace()
+                        .filter_map(|a| a.parse().ok())
+                        .collect()
+                }
+                _ => {}
+            }
+        }
+        if !machine_name_is_valid(&e.name) {
+            return Err(format!(
+                "invalid machine name {:?} in registry entry",
+                e.name
+            ));
+        }
+        Ok(e)
+    }
+
+    /// True if the launcher that owns this entry is still running.
+    pub fn is_alive(&self) -> bool {
+        self.launcher != 0 && process_start_time(self.launcher) == Some(self.launcher_start)
+    }
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of
+/// `/proc/PID/stat`), or None if there is no such process.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: skip past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The registry directory and its operations.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    dir: PathBuf,
+    locks: PathBuf,
+}
+
+/// Proof that this process owns a machine name; dropping it releases the name.
+#[derive(Debug)]
+pub struct NameClaim {
+    _lock: fs::File,
+    pub name: String,
+}
+
+impl Registry {
+    pub fn new(paths: &crate::paths::Paths) -> Registry {
+        Registry {
+            dir: paths.machines_dir(),
+            locks: paths.locks_dir(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn entry_path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Claims `name` for this process. Fails with `AlreadyExists` if a live
+    /// launcher holds it. A stale entry left by a dead launcher is removed.
+    pub fn claim(&self, name: &str) -> io::Result<NameClaim> {
+        fs::create_dir_all(&self.locks)?;
+        fs::create_dir_all(&self.dir)?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.locks.join(format!("machine-{name}.lock")))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("machine '{name}' already exists"),
+                ))
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        // We hold the name: any entry there now is from a dead launcher.
+        match fs::remove_file(self.entry_path(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(NameClaim {
+            _lock: lock,
+            name: name.to_string(),
+        })
+    }
+
+    /// Writes (or replaces) an entry atomically. The caller must hold the claim.
+    pub fn write(&self, _claim: &NameClaim, entry: &Entry) -> io::Result<()> {
+        let tmp = self
+            .dir
+            .join(format!(".#{}.{}", entry.name, std::process::id()));
+        {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(entry.format().as_bytes())?;
+        }
+        fs::rename(&tmp, self.entry_path(&entry.name)).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+    }
+
+    /// Removes an entry; a missing entry is fine.
+    pub fn remove(&self, _claim: &NameClaim, name: &str) -> io::Result<()> {
+        match fs::remove_file(self.entry_path(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads one live entry. Stale entries read as absent.
+    pub fn get(&self, name: &str) -> io::Result<Option<Entry>> {
+        if !machine_name_is_valid(name) {
+            return Ok(None);
+        }
+        let text = match read_capped(&self.entry_path(name)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match Entry::parse(&text) {
+            Ok(e) if e.name == name && e.is_alive() => Ok(Some(e)),
+            _ => Ok(None),
+        }
+    }
+
+    /// All live entries, sorted by name. Stale entries are deleted on the way
+    /// (only when their name lock is free, so a launcher that is just starting
+    /// is never disturbed).
+    pub fn list(&self) -> io::Result<Vec<Entry>> {
+        let rd = match fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for de in rd.flatten() {
+            let fname = de.file_name();
+            let Some(name) = fname.to_str() else { continue };
+            if name.starts_with('.') || !machine_name_is_valid(name) {
+                continue;
+            }
+            let Ok(text) = read_capped(&de.path()) else {
+                continue;
+            };
+            match Entry::parse(&text) {
+                Ok(e) if e.name == name && e.is_alive() => out.push(e),
+                _ => self.reap_stale(name),
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn reap_stale(&self, name: &str) {
+        let Ok(lock) = fs::OpenOptions::new()
+            .write(true)
+            .open(self.locks.join(format!("machine-{name}.lock")))
+        else {
+            // No lock file: nobody can own it.
+            let _ = fs::remove_file(self.entry_path(name));
+            return;
+        };
+        if lock.try_lock().is_ok() {
+            let _ = fs::remove_file(self.entry_path(name));
+        }
+    }
+}
+
+fn read_capped(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let f = fs::File::open(path)?;
+    let mut buf = String::new();
+    f.take(MAX_ENTRY_SIZE as u64 + 1).read_to_string(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Entry {
+        Entry {
+            name: "web".into(),
+            uuid: "0123456789abcdef0123456789abcdef".into(),
+            leader: 42,
+            launcher: std::process::id(),
+            launcher_start: process_start_time(std::process::id()).unwrap(),
+            root: "/var/lib/machines/we\nb".into(),
+            class: "container".into(),
+            service: "netspawn".into(),
+            state: "running".into(),
+            boot: true,
+            timestamp_usec: 17,
+            cgroups: vec!["/sys/fs/cgroup/unified/netspawn/web".into()],
+            private_network: true,
+            interfaces: vec!["ve-web".into()],
+            addresses: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let e = sample();
+        assert_eq!(Entry::parse(&e.format()).unwrap(), e);
+        assert!(e.is_alive());
+    }
+
+    #[test]
+    fn hostile_input_never_panics() {
+        for text in [
+            "",
+            "=",
+            "NAME",
+            "NAME=",
+            "NAME=-x",
+            "NAME=ok\nLEADER=-1\nADDRESSES=garbage 1.2.3.4\\",
+            "\\\\\\",
+        ] {
+            let _ = Entry::parse(text);
+        }
+        let e = Entry::parse("NAME=ok\nLEADER=99999999999\nADDRESSES=garbage 1.2.3.4").unwrap();
+        assert_eq!(e.addresses, vec!["1.2.3.4".parse::<IpAddr>().unwrap()]);
+        assert!(Entry::parse(&"A".repeat(MAX_ENTRY_SIZE + 1)).is_err());
+    }
+
+    #[test]
+    fn claim_is_exclusive_and_stale_entries_go() {
+        let tmp = std::env::temp_dir().join(format!("netspawn-reg-{}", std::process::id()));
+        let paths = crate::paths::Paths {
+            run_dir: tmp.clone(),
+            image_dir: tmp.join("img"),
+            state_dir: tmp.join("state"),
+            settings_path: vec![],
+            cgroup_parent: "x".into(),
+        };
+        let reg = Registry::new(&paths);
+        let claim = reg.claim("web").unwrap();
+        // flock is per open file description: a second open in the same process conflicts too.
+        assert_eq!(
+            reg.claim("web").unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        let e = sample();
+        reg.write(&claim, &e).unwrap();
+        assert_eq!(reg.list().unwrap(), vec![e.clone()]);
+        assert_eq!(reg.get("web").unwrap(), Some(e.clone()));
+        // A dead launcher's entry is stale.
+        let mut dead = e.clone();
+        dead.name = "old".into();
+        dead.launcher_start += 1;
+        fs::write(reg.entry_path("old"), dead.format()).unwrap();
+        assert_eq!(reg.get("old").unwrap(), None);
+        assert_eq!(reg.list().unwrap().len(), 1);
+        assert!(!reg.entry_path("old").exists());
+        reg.remove(&claim, "web").unwrap();
+        assert!(reg.list().unwrap().is_empty());
+        drop(claim);
+        reg.claim("web").unwrap();
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+}

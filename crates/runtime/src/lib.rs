@@ -1,0 +1,21 @@
+//! netspawn: a systemd-nspawn-compatible container launcher.
+//!
+//! The launcher (`netspawn`) and the control tool (`netspawnctl`) are thin
+//! binaries over this library. One module per concern:
+
+pub mod bootstrap;
+pub mod caps;
+pub mod cgroup;
+pub mod cli;
+pub mod config;
+pub mod console;
+pub mod ctl;
+pub mod dev;
+pub mod init;
+pub mod launch;
+pub mod lock;
+pub mod mount;
+pub mod seccomp;
+pub mod settings;
+pub mod spec;
+pub mod sys;
