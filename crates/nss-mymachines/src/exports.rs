@@ -1,0 +1,370 @@
+//! The `_nss_mymachines_*` entry points glibc calls, and the protocol rules
+//! they all share (see [`guarded`]): errno untouched on success, signals
+//! blocked, `catch_unwind` around the body, and the status/errno/h_errno
+//! triple glibc expects for each outcome:
+//!
+//! | outcome       | return                | `*errnop`     | `*h_errnop`      |
+//! |---------------|-----------------------|---------------|------------------|
+//! | answer        | `NSS_STATUS_SUCCESS`  | untouched     | `NETDB_SUCCESS`  |
+//! | no such host  | `NSS_STATUS_NOTFOUND` | untouched     | `HOST_NOT_FOUND` |
+//! | buffer short  | `NSS_STATUS_TRYAGAIN` | `ERANGE`      | `NETDB_INTERNAL` |
+//! | cannot answer | `NSS_STATUS_UNAVAIL`  | the error     | `NO_RECOVERY` (`NO_DATA` for a bad family) |
+//!
+//! About `catch_unwind`: the workspace's release profile sets
+//! `panic = "abort"`, and with that strategy a panic aborts the process
+//! before any unwinding, so `catch_unwind` catches nothing there (it compiles
+//! to a plain call). It only helps in unwinding builds (dev/test), where it
+//! stops a panic from unwinding into glibc's C frames (undefined behaviour).
+//! What actually protects callers is that no code path here can panic: no
+//! `unwrap`/`expect`, no unchecked indexing or arithmetic on sizes derived
+//! from input, and every parse of the registry is fallible. Allocation
+//! failure still aborts, as it does in any Rust code.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::net::IpAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::addrs::{self, Family};
+use crate::ffi::{self, GaihAddrtuple, NssStatus};
+use crate::layout;
+use crate::lookup;
+
+/// What a lookup body decided; [`guarded`] turns it into the C protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Success,
+    NotFound,
+    TooSmall,
+    Unavail { errno: c_int, h_errno: c_int },
+}
+
+impl From<layout::TooSmall> for Outcome {
+    fn from(_: layout::TooSmall) -> Outcome {
+        Outcome::TooSmall
+    }
+}
+
+impl From<lookup::LookupError> for Outcome {
+    fn from(e: lookup::LookupError) -> Outcome {
+        Outcome::Unavail {
+            errno: e.0,
+            h_errno: ffi::NO_RECOVERY,
+        }
+    }
+}
+
+const INVALID: Outcome = Outcome::Unavail {
+    errno: libc::EINVAL,
+    h_errno: ffi::NO_RECOVERY,
+};
+
+const BAD_FAMILY: Outcome = Outcome::Unavail {
+    errno: libc::EAFNOSUPPORT,
+    h_errno: ffi::NO_DATA,
+};
+
+/// Runs one entry point's body under the shared protocol rules.
+fn guarded(errnop: *mut c_int, h_errnop: *mut c_int, body: impl FnOnce() -> Outcome) -> NssStatus {
+    let saved_errno = ffi::errno();
+    let outcome = {
+        let _signals = ffi::SignalBlock::new();
+        catch_unwind(AssertUnwindSafe(body)).unwrap_or(Outcome::Unavail {
+            errno: libc::EIO,
+            h_errno: ffi::NO_RECOVERY,
+        })
+    };
+    // errnop is normally &errno: restore first, then report.
+    ffi::set_errno(saved_errno);
+    let (status, errno, h_errno) = match outcome {
+        Outcome::Success => {
+            ffi::clear_h_errno();
+            (NssStatus::Success, None, ffi::NETDB_SUCCESS)
+        }
+        Outcome::NotFound => (NssStatus::NotFound, None, ffi::HOST_NOT_FOUND),
+        Outcome::TooSmall => (NssStatus::TryAgain, Some(libc::ERANGE), ffi::NETDB_INTERNAL),
+        Outcome::Unavail { errno, h_errno } => (NssStatus::Unavail, Some(errno), h_errno),
+    };
+    // SAFETY: glibc passes valid pointers; null ones are skipped.
+    unsafe {
+        if let (Some(e), false) = (errno, errnop.is_null()) {
+            *errnop = e;
+        }
+        if !h_errnop.is_null() {
+            *h_errnop = h_errno;
+        }
+    }
+    status
+}
+
+/// The query name as UTF-8, or None (such a name cannot be a machine's).
+///
+/// # Safety
+/// `name` must be null or a NUL-terminated string.
+unsafe fn query_name<'a>(name: *const c_char) -> Option<&'a str> {
+    if name.is_null() {
+        return None;
+    }
+    CStr::from_ptr(name).to_str().ok()
+}
+
+/// The live machine's usable addresses of `family`, or the outcome to return.
+fn addresses_of(name: &str, family: Family) -> Result<(String, Vec<IpAddr>), Outcome> {
+    let dir = lookup::machines_dir();
+    let entry = lookup::machine_by_name(&dir, name)?.ok_or(Outcome::NotFound)?;
+    let addrs = addrs::select(&entry.addresses, family);
+    if addrs.is_empty() {
+        return Err(Outcome::NotFound);
+    }
+    Ok((entry.name, addrs))
+}
+
+/// getaddrinfo's entry point: every address (IPv4 and IPv6) of the machine
+/// `name`, as a list of `gaih_addrtuple` in `buffer`.
+///
+/// # Safety
+/// Called by glibc with valid pointers: `name` NUL-terminated, `pat` valid
+/// (`*pat` null or pointing to a tuple to fill), `buffer` valid for `buflen`
+/// bytes, `errnop`/`h_errnop` valid, `ttlp` null or valid.
+#[no_mangle]
+pub unsafe extern "C" fn _nss_mymachines_gethostbyname4_r(
+    name: *const c_char,
+    pat: *mut *mut GaihAddrtuple,
+    buffer: *mut c_char,
+    buflen: usize,
+    errnop: *mut c_int,
+    h_errnop: *mut c_int,
+    ttlp: *mut i32,
+) -> NssStatus {
+    guarded(errnop, h_errnop, || {
+        if pat.is_null() || buffer.is_null() {
+            return INVALID;
+        }
+        let Some(name) = query_name(name) else {
+            return Outcome::NotFound;
+        };
+        let (name, addrs) = match addresses_of(name, Family::Any) {
+            Ok(found) => found,
+            Err(outcome) => return outcome,
+        };
+        let first = match layout::write_tuples(buffer, buflen, &name, &addrs) {
+            Ok(first) => first,
+            Err(e) => return e.into(),
+        };
+        // glibc may hand in a tuple of its own to fill (older callers did).
+        if (*pat).is_null() {
+            *pat = first;
+        } else {
+            **pat = *first;
+        }
+        if !ttlp.is_null() {
+            *ttlp = 0;
+        }
+        Outcome::Success
+    })
+}
+
+/// Fills `result` with the machine's addresses of family `af` (AF_UNSPEC
+/// means AF_INET, as for the other hostent calls).
+///
+/// # Safety
+/// As for [`_nss_mymachines_gethostbyname4_r`]; `result` valid, `canonp`
+/// null or valid.
+#[no_mangle]
+pub unsafe extern "C" fn _nss_mymachines_gethostbyname3_r(
+    name: *const c_char,
+    af: c_int,
+    result: *mut libc::hostent,
+    buffer: *mut c_char,
+    buflen: usize,
+    errnop: *mut c_int,
+    h_errnop: *mut c_int,
+    ttlp: *mut i32,
+    canonp: *mut *mut c_char,
+) -> NssStatus {
+    guarded(errnop, h_errnop, || {
+        if result.is_null() || buffer.is_null() {
+            return INVALID;
+        }
+        let af = if af == libc::AF_UNSPEC {
+            libc::AF_INET
+        } else {
+            af
+        };
+        let (Some(family), Some(alen)) = (Family::from_af(af), addrs::af_len(af)) else {
+            return BAD_FAMILY;
+        };
+        let Some(name) = query_name(name) else {
+            return Outcome::NotFound;
+        };
+        let (name, addrs) = match addresses_of(name, family) {
+            Ok(found) => found,
+            Err(outcome) => return outcome,
+        };
+        let parts = match layout::write_hostent(buffer, buflen, &name, af, alen, &addrs) {
+            Ok(parts) => parts,
+            Err(e) => return e.into(),
+        };
+        fill_hostent(result, parts, af, alen);
+        if !ttlp.is_null() {
+            *ttlp = 0;
+        }
+        if !canonp.is_null() {
+            *canonp = parts.name;
+        }
+        Outcome::Success
+    })
+}
+
+/// # Safety
+/// `result` must be valid for writes.
+unsafe fn fill_hostent(
+    result: *mut libc::hostent,
+    parts: layout::HostentParts,
+    af: c_int,
+    alen: usize,
+) {
+    (*result).h_name = parts.name;
+    (*result).h_aliases = parts.aliases;
+    (*result).h_addrtype = af;
+    // alen is 4 or 16.
+    (*result).h_length = c_int::try_from(alen).unwrap_or(0);
+    (*result).h_addr_list = parts.addr_list;
+}
+
+/// `gethostbyname2_r`: as [`_nss_mymachines_gethostbyname3_r`] without TTL
+/// and canonical name.
+///
+/// # Safety
+/// As for [`_nss_mymachines_gethostbyname3_r`].
+#[no_mangle]
+pub unsafe extern "C" fn _nss_mymachines_gethostbyname2_r(
+    name: *const c_char,
+    af: c_int,
+    result: *mut libc::hostent,
+    buffer: *mut c_char,
+    buflen: usize,
+    errnop: *mut c_int,
+    h_errnop: *mut c_int,
+) -> NssStatus {
+    _nss_mymachines_gethostbyname3_r(
+        name,
+        af,
+        result,
+        buffer,
+        buflen,
+        errnop,
+        h_errnop,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    )
+}
+
+/// `gethostbyname_r`: IPv4 addresses. (glibc's `RES_USE_INET6` option, which
+/// once made this prefer IPv6, no longer exists.)
+///
+/// # Safety
+/// As for [`_nss_mymachines_gethostbyname3_r`].
+#[no_mangle]
+pub unsafe extern "C" fn _nss_mymachines_gethostbyname_r(
+    name: *const c_char,
+    result: *mut libc::hostent,
+    buffer: *mut c_char,
+    buflen: usize,
+    errnop: *mut c_int,
+    h_errnop: *mut c_int,
+) -> NssStatus {
+    _nss_mymachines_gethostbyname3_r(
+        name,
+        libc::AF_INET,
+        result,
+        buffer,
+        buflen,
+        errnop,
+        h_errnop,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    )
+}
+
+/// Reverse lookup: the name of the live machine that has the address
+/// `addr` (`len` bytes of family `af`). Scans the registry.
+///
+/// # Safety
+/// `addr` valid for `len` bytes; the rest as for
+/// [`_nss_mymachines_gethostbyname3_r`].
+#[no_mangle]
+pub unsafe extern "C" fn _nss_mymachines_gethostbyaddr2_r(
+    addr: *const c_void,
+    len: libc::socklen_t,
+    af: c_int,
+    result: *mut libc::hostent,
+    buffer: *mut c_char,
+    buflen: usize,
+    errnop: *mut c_int,
+    h_errnop: *mut c_int,
+    ttlp: *mut i32,
+) -> NssStatus {
+    guarded(errnop, h_errnop, || {
+        if addr.is_null() || result.is_null() || buffer.is_null() {
+            return INVALID;
+        }
+        let Some(alen) = addrs::af_len(af) else {
+            return BAD_FAMILY;
+        };
+        if usize::try_from(len).ok() != Some(alen) {
+            return INVALID;
+        }
+        let bytes = std::slice::from_raw_parts(addr.cast::<u8>(), alen);
+        let Some(ip) = addrs::from_octets(af, bytes) else {
+            return INVALID;
+        };
+        // Never answer for addresses the forward lookup would not give out.
+        if !addrs::is_usable(&ip) {
+            return Outcome::NotFound;
+        }
+        let found = match lookup::machine_by_address(&lookup::machines_dir(), &ip) {
+            Ok(found) => found,
+            Err(e) => return e.into(),
+        };
+        let Some(name) = found else {
+            return Outcome::NotFound;
+        };
+        let parts = match layout::write_hostent(buffer, buflen, &name, af, alen, &[ip]) {
+            Ok(parts) => parts,
+            Err(e) => return e.into(),
+        };
+        fill_hostent(result, parts, af, alen);
+        if !ttlp.is_null() {
+            *ttlp = 0;
+        }
+        Outcome::Success
+    })
+}
+
+/// `gethostbyaddr_r`: as [`_nss_mymachines_gethostbyaddr2_r`] without TTL.
+///
+/// # Safety
+/// As for [`_nss_mymachines_gethostbyaddr2_r`].
+#[no_mangle]
+pub unsafe extern "C" fn _nss_mymachines_gethostbyaddr_r(
+    addr: *const c_void,
+    len: libc::socklen_t,
+    af: c_int,
+    result: *mut libc::hostent,
+    buffer: *mut c_char,
+    buflen: usize,
+    errnop: *mut c_int,
+    h_errnop: *mut c_int,
+) -> NssStatus {
+    _nss_mymachines_gethostbyaddr2_r(
+        addr,
+        len,
+        af,
+        result,
+        buffer,
+        buflen,
+        errnop,
+        h_errnop,
+        std::ptr::null_mut(),
+    )
+}

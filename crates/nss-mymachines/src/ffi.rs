@@ -1,0 +1,173 @@
+//! The C side of the glibc NSS protocol: the types and constants glibc uses
+//! to talk to a hosts module (`enum nss_status`, `struct gaih_addrtuple`,
+//! the `h_errno` codes), and the small pieces of process state an entry point
+//! must leave as it found them (errno, the signal mask).
+//!
+//! The `libc` crate lacks `nss_status` and `gaih_addrtuple`, so they are
+//! declared here with the layout of glibc's `<nss.h>`.
+
+use std::ffi::{c_char, c_int};
+
+/// `enum nss_status` from glibc's `<nss.h>`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NssStatus {
+    /// Temporary failure; with `ERANGE` in errno it means "give me a bigger buffer".
+    TryAgain = -2,
+    /// The service cannot answer at all (bad arguments, I/O error).
+    Unavail = -1,
+    /// No such name or address: glibc asks the next source.
+    NotFound = 0,
+    /// The answer is in the caller's structures.
+    Success = 1,
+    /// Only used by iterator functions; kept for completeness of the enum.
+    Return = 2,
+}
+
+/// `struct gaih_addrtuple` from glibc's `<nss.h>`: one address of a
+/// `gethostbyname4_r` answer, linked into a list.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct GaihAddrtuple {
+    /// Next tuple, or null.
+    pub next: *mut GaihAddrtuple,
+    /// Host name (the same string for every tuple of one answer).
+    pub name: *mut c_char,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: c_int,
+    /// The address in network byte order (IPv4 uses the first 4 bytes).
+    pub addr: [u32; 4],
+    /// Interface index for link-local IPv6 (always 0 here: those are excluded).
+    pub scopeid: u32,
+}
+
+/// `h_errno`: no error.
+pub const NETDB_SUCCESS: c_int = 0;
+/// `h_errno`: see errno (glibc reads `ERANGE` there and retries).
+pub const NETDB_INTERNAL: c_int = -1;
+/// `h_errno`: the name or address is unknown.
+pub const HOST_NOT_FOUND: c_int = 1;
+/// `h_errno`: an unrecoverable error.
+pub const NO_RECOVERY: c_int = 3;
+/// `h_errno`: valid name, no data of the requested type.
+pub const NO_DATA: c_int = 4;
+
+extern "C" {
+    /// glibc's thread-local `h_errno`.
+    fn __h_errno_location() -> *mut c_int;
+    /// glibc's `secure_getenv(3)`: `getenv` that returns null in secure
+    /// execution (setuid/setgid/capabilities). The `libc` crate lacks it.
+    pub fn secure_getenv(name: *const c_char) -> *mut c_char;
+}
+
+/// Reads this thread's errno.
+pub fn errno() -> c_int {
+    // SAFETY: glibc returns a valid pointer to this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets this thread's errno.
+pub fn set_errno(value: c_int) {
+    // SAFETY: as in `errno`.
+    unsafe { *libc::__errno_location() = value }
+}
+
+/// Clears this thread's global `h_errno`. glibc passes `&h_errno` as
+/// `h_errnop` in most paths but not all, and a stale value left by an earlier
+/// module has confused callers before (Red Hat bug 1125975), so success resets
+/// both, as systemd's modules do.
+pub fn clear_h_errno() {
+    // SAFETY: glibc returns a valid pointer to this thread's h_errno.
+    unsafe { *__h_errno_location() = NETDB_SUCCESS }
+}
+
+/// Signals blocked while an entry point runs, as systemd's NSS modules do: a
+/// host program's handler for these must not run in the middle of our reads
+/// (and make them fail with `EINTR`), and job-control stops are deferred.
+const BLOCKED_SIGNALS: [c_int; 12] = [
+    libc::SIGALRM,
+    libc::SIGVTALRM,
+    libc::SIGPIPE,
+    libc::SIGCHLD,
+    libc::SIGTSTP,
+    libc::SIGIO,
+    libc::SIGHUP,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGPROF,
+    libc::SIGURG,
+    libc::SIGWINCH,
+];
+
+/// Blocks [`BLOCKED_SIGNALS`] in this thread until dropped, then restores the
+/// previous mask exactly.
+pub struct SignalBlock {
+    old: Option<libc::sigset_t>,
+}
+
+impl SignalBlock {
+    /// Blocks the signals; if that fails, goes on without (lookups still work).
+    pub fn new() -> SignalBlock {
+        // SAFETY: sigset_t is plain data; the libc calls only write to the
+        // sets we own.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in BLOCKED_SIGNALS {
+                libc::sigaddset(&mut set, sig);
+            }
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) == 0 {
+                SignalBlock { old: Some(old) }
+            } else {
+                SignalBlock { old: None }
+            }
+        }
+    }
+}
+
+impl Drop for SignalBlock {
+    fn drop(&mut self) {
+        if let Some(old) = &self.old {
+            // SAFETY: restores the mask saved in `new`.
+            unsafe {
+                libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaih_addrtuple_matches_glibc_layout() {
+        // glibc: next(8) name(8) family(4) addr[4](16) scopeid(4) = 40 bytes, 8-aligned.
+        assert_eq!(std::mem::size_of::<GaihAddrtuple>(), 40);
+        assert_eq!(std::mem::align_of::<GaihAddrtuple>(), 8);
+        assert_eq!(std::mem::offset_of!(GaihAddrtuple, family), 16);
+        assert_eq!(std::mem::offset_of!(GaihAddrtuple, addr), 20);
+        assert_eq!(std::mem::offset_of!(GaihAddrtuple, scopeid), 36);
+        assert_eq!(
+            std::mem::size_of::<NssStatus>(),
+            std::mem::size_of::<c_int>()
+        );
+    }
+
+    #[test]
+    fn signal_block_restores_the_mask() {
+        // SAFETY: reading this thread's mask into a set we own.
+        let mask = || unsafe {
+            let mut cur: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut cur);
+            libc::sigismember(&cur, libc::SIGUSR1)
+        };
+        let before = mask();
+        {
+            let _b = SignalBlock::new();
+            assert_eq!(mask(), 1);
+        }
+        assert_eq!(mask(), before);
+    }
+}

@@ -1,0 +1,292 @@
+//! Adding `mymachines` to (and removing it from) the `hosts:` line of
+//! `/etc/nsswitch.conf`, as pure text edits for the installer
+//! (`netspawnctl install-nss`).
+//!
+//! Edits are idempotent and touch only the `hosts:` line(s), keeping spacing,
+//! comments and action items (`[NOTFOUND=return]`) as they were. `mymachines`
+//! goes before the first DNS source (`dns` or `resolve`) so machine names win
+//! over the network, and otherwise right after `files` (with its actions);
+//! failing both, at the end. Removal also drops the action items that followed
+//! `mymachines`, since they belonged to it.
+
+const SERVICE: &str = "mymachines";
+/// The line written when the file has no `hosts:` line at all.
+const DEFAULT_HOSTS_LINE: &str = "hosts:          files mymachines dns";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Service,
+    Action,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Token {
+    kind: Kind,
+    start: usize,
+    end: usize,
+}
+
+/// Splits a line into (code end, tokens of the `hosts:` source list) if it is a
+/// `hosts:` line. Offsets are byte offsets into `line`.
+fn hosts_tokens(line: &str) -> Option<(usize, usize, Vec<Token>)> {
+    let code_end = line.find('#').unwrap_or(line.len());
+    let code = line.get(..code_end)?;
+    let colon = code.find(':')?;
+    if code.get(..colon)?.trim() != "hosts" {
+        return None;
+    }
+    let bytes = code.as_bytes();
+    let mut tokens = Vec::new();
+    let mut i = colon + 1;
+    while i < bytes.len() {
+        let b = bytes.get(i).copied().unwrap_or(b' ');
+        if b.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let kind = if b == b'[' {
+            while i < bytes.len() && bytes.get(i) != Some(&b']') {
+                i += 1;
+            }
+            i = (i + 1).min(bytes.len());
+            Kind::Action
+        } else {
+            while i < bytes.len()
+                && !bytes
+                    .get(i)
+                    .is_some_and(|c| c.is_ascii_whitespace() || *c == b'[')
+            {
+                i += 1;
+            }
+            Kind::Service
+        };
+        tokens.push(Token {
+            kind,
+            start,
+            end: i,
+        });
+    }
+    Some((colon, code_end, tokens))
+}
+
+fn is_service(line: &str, t: &Token, name: &str) -> bool {
+    t.kind == Kind::Service && line.get(t.start..t.end) == Some(name)
+}
+
+/// End of service token `i` together with the action items that follow it.
+fn end_with_actions(tokens: &[Token], i: usize) -> usize {
+    let mut end = tokens.get(i).map_or(0, |t| t.end);
+    for t in tokens.iter().skip(i + 1) {
+        if t.kind != Kind::Action {
+            break;
+        }
+        end = t.end;
+    }
+    end
+}
+
+fn add_to_line(line: &str) -> Option<String> {
+    let (colon, code_end, tokens) = hosts_tokens(line)?;
+    if tokens.iter().any(|t| is_service(line, t, SERVICE)) {
+        return Some(line.to_string());
+    }
+    let splice = |at: usize, text: &str| -> Option<String> {
+        Some(format!("{}{}{}", line.get(..at)?, text, line.get(at..)?))
+    };
+    if !tokens.iter().any(|t| t.kind == Kind::Service) {
+        // An empty list means glibc's default; spell out a sensible one.
+        let comment = line.get(code_end..)?;
+        let sep = if comment.is_empty() { "" } else { " " };
+        return Some(format!(
+            "{} files {SERVICE} dns{sep}{comment}",
+            line.get(..=colon)?
+        ));
+    }
+    if let Some(dns) = tokens
+        .iter()
+        .find(|t| is_service(line, t, "dns") || is_service(line, t, "resolve"))
+    {
+        return splice(dns.start, &format!("{SERVICE} "));
+    }
+    let at = match tokens.iter().position(|t| is_service(line, t, "files")) {
+        Some(i) => end_with_actions(&tokens, i),
+        None => tokens.last().map_or(code_end, |t| t.end),
+    };
+    splice(at, &format!(" {SERVICE}"))
+}
+
+fn remove_from_line(line: &str) -> Option<String> {
+    let mut line = line.to_string();
+    loop {
+        let (_, _, tokens) = hosts_tokens(&line)?;
+        let Some(i) = tokens.iter().position(|t| is_service(&line, t, SERVICE)) else {
+            return Some(line);
+        };
+        let start = tokens.get(i).map_or(0, |t| t.start);
+        let end = end_with_actions(&tokens, i);
+        let next = tokens.iter().find(|t| t.start >= end);
+        let (from, to) = match (next, i.checked_sub(1).and_then(|p| tokens.get(p))) {
+            (Some(n), _) => (start, n.start),
+            (None, Some(prev)) => (prev.end, end),
+            (None, None) => (start, end),
+        };
+        line = format!("{}{}", line.get(..from)?, line.get(to..)?);
+    }
+}
+
+fn edit_lines(text: &str, edit: fn(&str) -> Option<String>) -> (String, bool) {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut seen = false;
+    for piece in text.split_inclusive('\n') {
+        let (line, eol) = match piece.strip_suffix('\n') {
+            Some(l) => (l, "\n"),
+            None => (piece, ""),
+        };
+        match edit(line) {
+            Some(new) => {
+                seen = true;
+                out.push_str(&new);
+            }
+            None => out.push_str(line),
+        }
+        out.push_str(eol);
+    }
+    (out, seen)
+}
+
+/// Returns `text` (an nsswitch.conf) with `mymachines` on its `hosts:` line:
+/// before `dns`/`resolve`, else after `files`, else last. Unchanged if it is
+/// already there; a file without a `hosts:` line gets one
+/// (`hosts: files mymachines dns`).
+pub fn nsswitch_add_mymachines(text: &str) -> String {
+    let (mut out, seen) = edit_lines(text, add_to_line);
+    if !seen {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(DEFAULT_HOSTS_LINE);
+        out.push('\n');
+    }
+    out
+}
+
+/// Returns `text` with `mymachines` (and the action items that follow it)
+/// removed from its `hosts:` line(s). Unchanged if it is not there.
+pub fn nsswitch_remove_mymachines(text: &str) -> String {
+    edit_lines(text, remove_from_line).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEBIAN: &str = "# /etc/nsswitch.conf\n\npasswd:         files systemd\n\
+        hosts:          files dns\nnetworks:       files\n";
+
+    #[test]
+    fn adds_before_dns_keeping_the_rest() {
+        let out = nsswitch_add_mymachines(DEBIAN);
+        assert_eq!(
+            out,
+            "# /etc/nsswitch.conf\n\npasswd:         files systemd\n\
+             hosts:          files mymachines dns\nnetworks:       files\n"
+        );
+        assert_eq!(nsswitch_add_mymachines(&out), out);
+        assert_eq!(nsswitch_remove_mymachines(&out), DEBIAN);
+        assert_eq!(nsswitch_remove_mymachines(DEBIAN), DEBIAN);
+    }
+
+    #[test]
+    fn placement_table() {
+        let cases = [
+            ("hosts: files dns", "hosts: files mymachines dns"),
+            (
+                "hosts: files resolve [!UNAVAIL=return] dns",
+                "hosts: files mymachines resolve [!UNAVAIL=return] dns",
+            ),
+            (
+                "hosts: resolve [!UNAVAIL=return] files myhostname dns",
+                "hosts: mymachines resolve [!UNAVAIL=return] files myhostname dns",
+            ),
+            (
+                "hosts: files [NOTFOUND=return] myhostname",
+                "hosts: files [NOTFOUND=return] mymachines myhostname",
+            ),
+            ("hosts: myhostname", "hosts: myhostname mymachines"),
+            (
+                "hosts:\tfiles\tdns # mine",
+                "hosts:\tfiles\tmymachines dns # mine",
+            ),
+            ("hosts:", "hosts: files mymachines dns"),
+            ("hosts: # nothing", "hosts: files mymachines dns # nothing"),
+            ("  hosts : files", "  hosts : files mymachines"),
+            ("hosts: files mymachines dns", "hosts: files mymachines dns"),
+            (
+                "#hosts: files dns",
+                "#hosts: files dns\nhosts:          files mymachines dns",
+            ),
+        ];
+        for (input, want) in cases {
+            let got = nsswitch_add_mymachines(&format!("{input}\n"));
+            assert_eq!(got, format!("{want}\n"), "{input}");
+            assert_eq!(nsswitch_add_mymachines(&got), got, "idempotent: {input}");
+        }
+    }
+
+    #[test]
+    fn no_hosts_line_gets_one() {
+        assert_eq!(
+            nsswitch_add_mymachines("passwd: files"),
+            "passwd: files\nhosts:          files mymachines dns\n"
+        );
+        assert_eq!(
+            nsswitch_add_mymachines(""),
+            "hosts:          files mymachines dns\n"
+        );
+    }
+
+    #[test]
+    fn removal_table() {
+        let cases = [
+            ("hosts: files mymachines dns", "hosts: files dns"),
+            ("hosts: mymachines dns", "hosts: dns"),
+            ("hosts: files mymachines", "hosts: files"),
+            (
+                "hosts: files mymachines [NOTFOUND=return] dns",
+                "hosts: files dns",
+            ),
+            (
+                "hosts: files mymachines [NOTFOUND=return] # c",
+                "hosts: files # c",
+            ),
+            ("hosts: mymachines", "hosts: "),
+            ("hosts: files mymachines mymachines dns", "hosts: files dns"),
+            (
+                "hosts: files mymachinesx dns",
+                "hosts: files mymachinesx dns",
+            ),
+            ("passwd: files mymachines", "passwd: files mymachines"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(nsswitch_remove_mymachines(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn odd_input_does_not_panic() {
+        for text in [
+            "hosts: [",
+            "hosts: [x",
+            "hosts: ]",
+            "hosts:[NOTFOUND=return]mymachines",
+            "hosts: é mymachines ü",
+            ":",
+            "\n\n",
+        ] {
+            let added = nsswitch_add_mymachines(text);
+            let _ = nsswitch_remove_mymachines(&added);
+            assert!(added.contains("mymachines"), "{text}");
+        }
+    }
+}
