@@ -10,7 +10,6 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod ctl;
-pub mod dev;
 pub mod init;
 pub mod launch;
 pub mod lock;

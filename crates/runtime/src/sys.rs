@@ -1,1 +1,140 @@
-//! (being written)
+//! Thin wrappers over the raw system calls the launcher needs that `nix`
+//! does not cover (clone with fork semantics, pivot_root, close_range,
+//! openat2). Each is a single syscall; callers own the policy.
+
+use std::ffi::CString;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// `clone(2)` with fork semantics (no new stack): returns `None` in the child
+/// and the child's PID in the parent. `flags` are `CLONE_NEW*` flags; SIGCHLD
+/// is added so the parent can wait for the child normally.
+///
+/// # Safety
+/// Same rules as `fork(2)`: the caller must be single-threaded, and the child
+/// should avoid anything that could deadlock on locks held at the time of the
+/// call.
+pub unsafe fn clone_fork(flags: libc::c_int) -> nix::Result<Option<Pid>> {
+    let r = libc::syscall(
+        libc::SYS_clone,
+        (flags | libc::SIGCHLD) as libc::c_ulong,
+        0usize,
+        0usize,
+        0usize,
+        0usize,
+    );
+    match r {
+        -1 => Err(Errno::last()),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// `pivot_root(new_root, put_old)`.
+pub fn pivot_root(new_root: &Path, put_old: &Path) -> nix::Result<()> {
+    nix::unistd::pivot_root(new_root, put_old)
+}
+
+/// Marks every descriptor from `first` upwards close-on-exec, so no host file
+/// descriptor survives into the payload.
+pub fn cloexec_from(first: u32) -> nix::Result<()> {
+    // CLOSE_RANGE_CLOEXEC = 1 << 2
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 4u32) };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11 lack the flag: fall back to marking each open fd.
+    for entry in std::fs::read_dir("/proc/self/fd").map_err(|_| Errno::last())? {
+        let Ok(entry) = entry else { continue };
+        if let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+            if fd as u32 >= first {
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+        }
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// Opens `path` as if `root` were `/` (symlinks resolved inside `root`), as
+/// `openat2(RESOLVE_IN_ROOT)` does. Used to look at an image's files without
+/// following its absolute symlinks out to the host.
+pub fn open_in_root(root: &Path, path: &Path, flags: libc::c_int) -> nix::Result<OwnedFd> {
+    let root_c = CString::new(root.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let dirfd = unsafe { libc::open(root_c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if dirfd < 0 {
+        return Err(Errno::last());
+    }
+    let dir = unsafe { OwnedFd::from_raw_fd(dirfd) };
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let path_c = CString::new(rel.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve: RESOLVE_IN_ROOT };
+    use std::os::fd::AsRawFd;
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path_c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// True if `path`, resolved inside `root`, is an executable regular file.
+pub fn is_executable_in_root(root: &Path, path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(fd) = open_in_root(root, path, libc::O_PATH) else { return false };
+    let Ok(st) = nix::sys::stat::fstat(&fd) else { return false };
+    let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    (st.st_mode & libc::S_IFMT) == libc::S_IFREG
+        && nix::unistd::access(proc_path.as_str(), nix::unistd::AccessFlags::X_OK).is_ok()
+}
+
+/// Sets the signal sent to this process when its parent thread dies.
+pub fn set_parent_death_signal(sig: nix::sys::signal::Signal) -> nix::Result<()> {
+    nix::sys::prctl::set_pdeathsig(sig)
+}
+
+/// Start time of the calling process (for the registry's PID-reuse check).
+pub fn self_start_time() -> u64 {
+    netspawn_common::registry::process_start_time(std::process::id()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_in_root_stays_inside() {
+        let tmp = std::env::temp_dir().join(format!("netspawn-sys-{}", std::process::id()));
+        std::fs::create_dir_all(tmp.join("bin")).unwrap();
+        std::fs::write(tmp.join("bin/tool"), b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(tmp.join("bin/tool"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        // An absolute symlink resolves inside the root, not on the host.
+        std::os::unix::fs::symlink("/bin/tool", tmp.join("bin/sh")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", tmp.join("bin/escape")).unwrap();
+        assert!(is_executable_in_root(&tmp, Path::new("/bin/sh")));
+        assert!(is_executable_in_root(&tmp, Path::new("bin/tool")));
+        assert!(!is_executable_in_root(&tmp, Path::new("/bin/escape")));
+        assert!(!is_executable_in_root(&tmp, Path::new("/bin/missing")));
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+}
