@@ -67,7 +67,7 @@ const BAD_FAMILY: Outcome = Outcome::Unavail {
 fn guarded(errnop: *mut c_int, h_errnop: *mut c_int, body: impl FnOnce() -> Outcome) -> NssStatus {
     let saved_errno = ffi::errno();
     let outcome = {
-        let _signals = ffi::SignalBlock::new();
+        let _signals = ffi::SignalBlock::block();
         catch_unwind(AssertUnwindSafe(body)).unwrap_or(Outcome::Unavail {
             errno: libc::EIO,
             h_errno: ffi::NO_RECOVERY,

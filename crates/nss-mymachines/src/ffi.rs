@@ -107,7 +107,7 @@ pub struct SignalBlock {
 
 impl SignalBlock {
     /// Blocks the signals; if that fails, goes on without (lookups still work).
-    pub fn new() -> SignalBlock {
+    pub fn block() -> SignalBlock {
         // SAFETY: sigset_t is plain data; the libc calls only write to the
         // sets we own.
         unsafe {
@@ -129,7 +129,7 @@ impl SignalBlock {
 impl Drop for SignalBlock {
     fn drop(&mut self) {
         if let Some(old) = &self.old {
-            // SAFETY: restores the mask saved in `new`.
+            // SAFETY: restores the mask saved in `block`.
             unsafe {
                 libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut());
             }
@@ -165,7 +165,7 @@ mod tests {
         };
         let before = mask();
         {
-            let _b = SignalBlock::new();
+            let _b = SignalBlock::block();
             assert_eq!(mask(), 1);
         }
         assert_eq!(mask(), before);

@@ -1,0 +1,471 @@
+//! The ERANGE protocol, call by call: every entry point is called directly
+//! (through the rlib) with every buffer size from 1 byte up, at aligned and
+//! misaligned addresses. Each call must either answer correctly, entirely
+//! inside the buffer, or return TRYAGAIN with errno ERANGE and h_errno
+//! NETDB_INTERNAL without touching the buffer; and it must answer for every
+//! size from the exact needed size on. errno must be untouched on success, as
+//! glibc passes `&errno` as `errnop`.
+//!
+//! One test function only: it sets NETSPAWN_RUN_DIR for the whole process.
+
+mod common;
+
+use std::ffi::{c_char, c_int, CStr};
+use std::net::IpAddr;
+
+use common::{Registry, TempDir};
+use nss_mymachines::ffi::{GaihAddrtuple, NssStatus, HOST_NOT_FOUND, NETDB_INTERNAL};
+use nss_mymachines::*;
+
+const SENTINEL_ERRNO: c_int = 4242;
+const CANARY: u8 = 0xA5;
+
+fn errno_ptr() -> *mut c_int {
+    // SAFETY: glibc's errno location is always valid.
+    unsafe { libc::__errno_location() }
+}
+
+/// What a successful call produced, read back through its pointers.
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    name: String,
+    addrs: Vec<IpAddr>,
+}
+
+/// Checks that `p .. p+len` lies in `[lo, hi)`.
+fn inside(p: *const u8, len: usize, lo: *const u8, hi: *const u8) -> bool {
+    let (p, lo, hi) = (p as usize, lo as usize, hi as usize);
+    p >= lo && p + len <= hi
+}
+
+/// Reads a hostent answer, checking every pointer stays in the buffer.
+///
+/// # Safety
+/// `h` must have been filled by a successful call.
+unsafe fn read_hostent(h: &libc::hostent, lo: *const u8, hi: *const u8) -> Answer {
+    let name = CStr::from_ptr(h.h_name);
+    assert!(inside(h.h_name.cast(), name.to_bytes().len() + 1, lo, hi));
+    assert!(inside(h.h_aliases.cast(), 8, lo, hi));
+    assert_eq!(h.h_aliases as usize % 8, 0, "aliases aligned");
+    assert!((*h.h_aliases).is_null(), "no aliases");
+    assert_eq!(h.h_addr_list as usize % 8, 0, "addr list aligned");
+    let alen = h.h_length as usize;
+    let mut addrs = Vec::new();
+    let mut i = 0;
+    loop {
+        let slot = h.h_addr_list.add(i);
+        assert!(inside(slot.cast(), 8, lo, hi));
+        let a = *slot;
+        if a.is_null() {
+            break;
+        }
+        assert!(inside(a.cast(), alen, lo, hi));
+        let bytes = std::slice::from_raw_parts(a.cast::<u8>(), alen);
+        addrs.push(match (h.h_addrtype, alen) {
+            (libc::AF_INET, 4) => IpAddr::from(<[u8; 4]>::try_from(bytes).unwrap()),
+            (libc::AF_INET6, 16) => IpAddr::from(<[u8; 16]>::try_from(bytes).unwrap()),
+            other => panic!("bad family/length {other:?}"),
+        });
+        i += 1;
+    }
+    Answer {
+        name: name.to_string_lossy().into_owned(),
+        addrs,
+    }
+}
+
+/// Reads a gethostbyname4_r tuple list, checking it stays in the buffer
+/// (except the first tuple if it is the caller's own).
+///
+/// # Safety
+/// `first` must come from a successful call.
+unsafe fn read_tuples(
+    first: *const GaihAddrtuple,
+    first_is_callers: bool,
+    lo: *const u8,
+    hi: *const u8,
+) -> Answer {
+    let mut t = first;
+    let mut addrs = Vec::new();
+    let mut name = None;
+    while !t.is_null() {
+        let callers = first_is_callers && std::ptr::eq(t, first);
+        assert!(callers || inside(t.cast(), std::mem::size_of::<GaihAddrtuple>(), lo, hi));
+        assert_eq!(t as usize % 8, 0, "tuple aligned");
+        let tuple = &*t;
+        let n = CStr::from_ptr(tuple.name);
+        assert!(inside(tuple.name.cast(), n.to_bytes().len() + 1, lo, hi));
+        name = Some(n.to_string_lossy().into_owned());
+        let mut bytes = [0u8; 16];
+        for (i, w) in tuple.addr.iter().enumerate() {
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        addrs.push(match tuple.family {
+            libc::AF_INET => IpAddr::from(<[u8; 4]>::try_from(&bytes[..4]).unwrap()),
+            libc::AF_INET6 => IpAddr::from(bytes),
+            f => panic!("bad family {f}"),
+        });
+        assert_eq!(tuple.scopeid, 0);
+        t = tuple.next;
+    }
+    Answer {
+        name: name.unwrap_or_default(),
+        addrs,
+    }
+}
+
+/// Calls `call(buffer, size)` for every size in 1..=max with the buffer at
+/// `offset` bytes past an 8-aligned address. Returns the smallest size that
+/// succeeded, after checking the protocol on every call.
+fn sweep(
+    what: &str,
+    max: usize,
+    offset: usize,
+    want: &Answer,
+    call: &dyn Fn(*mut c_char, usize, *mut c_int) -> (NssStatus, Option<Answer>),
+) -> usize {
+    let mut first_ok = None;
+    for size in 1..=max {
+        let words = (offset + size + 64) / 8 + 1;
+        let mut storage = vec![u64::from_ne_bytes([CANARY; 8]); words];
+        let base = storage.as_mut_ptr().cast::<u8>();
+        // SAFETY: offset + size + 64 < words * 8.
+        let buf = unsafe { base.add(offset) };
+        let mut h_errno: c_int = 777;
+        // SAFETY: errno_ptr is valid.
+        unsafe { *errno_ptr() = SENTINEL_ERRNO };
+        let (status, answer) = call(buf.cast(), size, &mut h_errno);
+        // SAFETY: as above.
+        let errno = unsafe { *errno_ptr() };
+        let bytes: &[u8] = bytemuck_bytes(&storage);
+        let after = &bytes[offset + size..];
+        assert!(
+            after.iter().all(|&b| b == CANARY),
+            "{what}: wrote past a {size}-byte buffer"
+        );
+        match status {
+            NssStatus::Success => {
+                assert_eq!(errno, SENTINEL_ERRNO, "{what}: errno changed on success");
+                assert_eq!(h_errno, 0, "{what}: h_errno on success");
+                assert_eq!(answer.as_ref(), Some(want), "{what}: size {size}");
+                first_ok.get_or_insert(size);
+            }
+            NssStatus::TryAgain => {
+                assert_eq!(errno, libc::ERANGE, "{what}: size {size}");
+                assert_eq!(h_errno, NETDB_INTERNAL, "{what}: size {size}");
+                assert!(
+                    first_ok.is_none(),
+                    "{what}: size {size} failed after {first_ok:?} succeeded"
+                );
+                assert!(
+                    bytes[offset..offset + size].iter().all(|&b| b == CANARY),
+                    "{what}: buffer written before it was known to be big enough"
+                );
+            }
+            other => panic!("{what}: size {size}: unexpected {other:?}"),
+        }
+    }
+    first_ok.unwrap_or_else(|| panic!("{what}: no size up to {max} succeeded"))
+}
+
+fn bytemuck_bytes(words: &[u64]) -> &[u8] {
+    // SAFETY: u64 has no padding; the byte view covers exactly the same memory.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast(), words.len() * 8) }
+}
+
+fn ips(list: &[&str]) -> Vec<IpAddr> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+fn byname2(
+    name: &'static CStr,
+    af: c_int,
+) -> impl Fn(*mut c_char, usize, *mut c_int) -> (NssStatus, Option<Answer>) {
+    move |buf, len, h| {
+        // SAFETY: all pointers are valid; zeroed hostent is a valid out-param.
+        unsafe {
+            let mut he: libc::hostent = std::mem::zeroed();
+            let st = _nss_mymachines_gethostbyname2_r(
+                name.as_ptr(),
+                af,
+                &mut he,
+                buf,
+                len,
+                errno_ptr(),
+                h,
+            );
+            let ans = (st == NssStatus::Success)
+                .then(|| read_hostent(&he, buf.cast(), buf.add(len).cast()));
+            (st, ans)
+        }
+    }
+}
+
+fn byname4(
+    name: &'static CStr,
+    preset: bool,
+) -> impl Fn(*mut c_char, usize, *mut c_int) -> (NssStatus, Option<Answer>) {
+    move |buf, len, h| {
+        // SAFETY: as above; `own` outlives its use.
+        unsafe {
+            let mut own: GaihAddrtuple = std::mem::zeroed();
+            let mut pat: *mut GaihAddrtuple = if preset {
+                &mut own
+            } else {
+                std::ptr::null_mut()
+            };
+            let mut ttl: i32 = -1;
+            let st = _nss_mymachines_gethostbyname4_r(
+                name.as_ptr(),
+                &mut pat,
+                buf,
+                len,
+                errno_ptr(),
+                h,
+                &mut ttl,
+            );
+            let ans = (st == NssStatus::Success).then(|| {
+                assert_eq!(ttl, 0);
+                if preset {
+                    // glibc's own tuple holds the first answer, linked to the rest in the buffer.
+                    assert!(std::ptr::eq(pat, &own));
+                    read_tuples(&own, true, buf.cast(), buf.add(len).cast())
+                } else {
+                    read_tuples(pat, false, buf.cast(), buf.add(len).cast())
+                }
+            });
+            (st, ans)
+        }
+    }
+}
+
+#[test]
+fn every_buffer_size_answers_or_asks_for_more() {
+    let dir = TempDir::new("bufsize");
+    let reg = Registry::new(&dir.0);
+    reg.add(
+        "web",
+        "10.0.0.2 fd00::2 10.0.0.3 fd00::3 fe80::1 169.254.0.9",
+    );
+    let many: Vec<String> = (1..=20)
+        .flat_map(|i| [format!("10.1.0.{i}"), format!("fd01::{i}")])
+        .collect();
+    reg.add("many", &many.join(" "));
+    std::env::set_var("NETSPAWN_RUN_DIR", &reg.run_dir);
+
+    let web = "web".to_string();
+    let v4 = Answer {
+        name: web.clone(),
+        addrs: ips(&["10.0.0.2", "10.0.0.3"]),
+    };
+    let v6 = Answer {
+        name: web.clone(),
+        addrs: ips(&["fd00::2", "fd00::3"]),
+    };
+    let all = Answer {
+        name: web.clone(),
+        addrs: ips(&["10.0.0.2", "fd00::2", "10.0.0.3", "fd00::3"]),
+    };
+
+    // Needed sizes from the layout (8-byte pointers): NULL alias + (n+1)
+    // pointers + n addresses + "web\0"; tuples are 40 bytes each.
+    for offset in 0..8 {
+        let pad = (8 - offset) % 8;
+        let what = format!("gethostbyname2_r AF_INET @+{offset}");
+        assert_eq!(
+            sweep(&what, 1024, offset, &v4, &byname2(c"web", libc::AF_INET)),
+            pad + 8 + 24 + 8 + 4
+        );
+        let what = format!("gethostbyname2_r AF_INET6 @+{offset}");
+        assert_eq!(
+            sweep(&what, 1024, offset, &v6, &byname2(c"web", libc::AF_INET6)),
+            pad + 8 + 24 + 32 + 4
+        );
+        let what = format!("gethostbyname4_r @+{offset}");
+        assert_eq!(
+            sweep(&what, 1024, offset, &all, &byname4(c"web", false)),
+            pad + 4 * 40 + 4
+        );
+    }
+    assert_eq!(
+        sweep(
+            "gethostbyname4_r preset tuple",
+            1024,
+            0,
+            &all,
+            &byname4(c"web", true)
+        ),
+        164
+    );
+
+    let by_r = |buf: *mut c_char, len: usize, h: *mut c_int| {
+        // SAFETY: all pointers valid.
+        unsafe {
+            let mut he: libc::hostent = std::mem::zeroed();
+            let st =
+                _nss_mymachines_gethostbyname_r(c"web".as_ptr(), &mut he, buf, len, errno_ptr(), h);
+            (
+                st,
+                (st == NssStatus::Success)
+                    .then(|| read_hostent(&he, buf.cast(), buf.add(len).cast())),
+            )
+        }
+    };
+    assert_eq!(sweep("gethostbyname_r", 1024, 0, &v4, &by_r), 44);
+
+    let by3 = |buf: *mut c_char, len: usize, h: *mut c_int| {
+        // SAFETY: all pointers valid.
+        unsafe {
+            let mut he: libc::hostent = std::mem::zeroed();
+            let mut ttl = -1;
+            let mut canon: *mut c_char = std::ptr::null_mut();
+            let st = _nss_mymachines_gethostbyname3_r(
+                c"web".as_ptr(),
+                libc::AF_UNSPEC,
+                &mut he,
+                buf,
+                len,
+                errno_ptr(),
+                h,
+                &mut ttl,
+                &mut canon,
+            );
+            let ans = (st == NssStatus::Success).then(|| {
+                assert_eq!(ttl, 0);
+                assert_eq!(canon, he.h_name);
+                read_hostent(&he, buf.cast(), buf.add(len).cast())
+            });
+            (st, ans)
+        }
+    };
+    assert_eq!(sweep("gethostbyname3_r AF_UNSPEC", 1024, 0, &v4, &by3), 44);
+
+    let rev = |buf: *mut c_char, len: usize, h: *mut c_int| {
+        let addr = [10u8, 0, 0, 3];
+        // SAFETY: all pointers valid.
+        unsafe {
+            let mut he: libc::hostent = std::mem::zeroed();
+            let st = _nss_mymachines_gethostbyaddr_r(
+                addr.as_ptr().cast(),
+                4,
+                libc::AF_INET,
+                &mut he,
+                buf,
+                len,
+                errno_ptr(),
+                h,
+            );
+            (
+                st,
+                (st == NssStatus::Success)
+                    .then(|| read_hostent(&he, buf.cast(), buf.add(len).cast())),
+            )
+        }
+    };
+    let rev_want = Answer {
+        name: web.clone(),
+        addrs: ips(&["10.0.0.3"]),
+    };
+    assert_eq!(
+        sweep("gethostbyaddr_r", 1024, 0, &rev_want, &rev),
+        8 + 16 + 4 + 4
+    );
+
+    // An answer larger than 1024 bytes: all of 1..=1024 ask for more.
+    let many_want = Answer {
+        name: "many".into(),
+        addrs: many.iter().map(|s| s.parse().unwrap()).collect(),
+    };
+    assert_eq!(
+        sweep(
+            "gethostbyname4_r 40 addresses",
+            2048,
+            0,
+            &many_want,
+            &byname4(c"many", false)
+        ),
+        40 * 40 + 5
+    );
+
+    not_found_and_bad_arguments();
+}
+
+/// NOTFOUND leaves errno alone and sets HOST_NOT_FOUND; bad arguments give UNAVAIL.
+fn not_found_and_bad_arguments() {
+    let mut buf = [0u64; 128];
+    let b = buf.as_mut_ptr().cast::<c_char>();
+    let mut h: c_int = 0;
+    // SAFETY: all pointers valid for the calls.
+    unsafe {
+        let mut he: libc::hostent = std::mem::zeroed();
+        *errno_ptr() = SENTINEL_ERRNO;
+        let st = _nss_mymachines_gethostbyname2_r(
+            c"nosuch".as_ptr(),
+            libc::AF_INET,
+            &mut he,
+            b,
+            1024,
+            errno_ptr(),
+            &mut h,
+        );
+        assert_eq!(
+            (st, h, *errno_ptr()),
+            (NssStatus::NotFound, HOST_NOT_FOUND, SENTINEL_ERRNO)
+        );
+
+        let mut pat: *mut GaihAddrtuple = std::ptr::null_mut();
+        let st = _nss_mymachines_gethostbyname4_r(
+            c"../run/web".as_ptr(),
+            &mut pat,
+            b,
+            1024,
+            errno_ptr(),
+            &mut h,
+            std::ptr::null_mut(),
+        );
+        assert_eq!((st, h), (NssStatus::NotFound, HOST_NOT_FOUND));
+        assert!(pat.is_null());
+
+        let st = _nss_mymachines_gethostbyname2_r(
+            c"web".as_ptr(),
+            libc::AF_UNIX,
+            &mut he,
+            b,
+            1024,
+            errno_ptr(),
+            &mut h,
+        );
+        assert_eq!((st, *errno_ptr()), (NssStatus::Unavail, libc::EAFNOSUPPORT));
+
+        let addr = [10u8, 0, 0, 3];
+        let st = _nss_mymachines_gethostbyaddr2_r(
+            addr.as_ptr().cast(),
+            3,
+            libc::AF_INET,
+            &mut he,
+            b,
+            1024,
+            errno_ptr(),
+            &mut h,
+            std::ptr::null_mut(),
+        );
+        assert_eq!((st, *errno_ptr()), (NssStatus::Unavail, libc::EINVAL));
+
+        *errno_ptr() = SENTINEL_ERRNO;
+        let unknown = [10u8, 9, 9, 9];
+        let st = _nss_mymachines_gethostbyaddr_r(
+            unknown.as_ptr().cast(),
+            4,
+            libc::AF_INET,
+            &mut he,
+            b,
+            1024,
+            errno_ptr(),
+            &mut h,
+        );
+        assert_eq!(
+            (st, h, *errno_ptr()),
+            (NssStatus::NotFound, HOST_NOT_FOUND, SENTINEL_ERRNO)
+        );
+    }
+}

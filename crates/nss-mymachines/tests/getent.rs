@@ -1,0 +1,304 @@
+//! The module under real glibc: `getent` runs inside `unshare -m` with a
+//! private `/etc/nsswitch.conf` (`hosts: mymachines files`) and `/etc/hosts`
+//! bind-mounted over the real ones, finds `libnss_mymachines.so.2` through
+//! `LD_LIBRARY_PATH` (glibc's dlopen of NSS modules honours it for a program
+//! that is not setuid), and reads a registry in a temp dir named by
+//! `NETSPAWN_RUN_DIR`. Nothing outside the temp dir and the private mount
+//! namespace changes.
+
+mod common;
+
+use std::fs;
+use std::process::{Command, Output};
+
+use common::{built_module, is_root, Registry, TempDir};
+
+/// Mounts the private files, then runs the given command.
+const SCRIPT: &str = r#"set -e
+mount --bind "$NSS_TEST_CONF" /etc/nsswitch.conf
+mount --bind "$NSS_TEST_HOSTS" /etc/hosts
+exec "$@""#;
+
+struct Fixture {
+    dir: TempDir,
+    reg: Registry,
+}
+
+impl Fixture {
+    /// None (after saying why) when the test cannot run here.
+    fn new(tag: &str) -> Option<Fixture> {
+        if !is_root() {
+            eprintln!("SKIPPED: nss-mymachines getent tests need root for unshare -m");
+            return None;
+        }
+        let dir = TempDir::new(tag);
+        let lib = dir.0.join("lib");
+        fs::create_dir_all(&lib).expect("lib dir");
+        fs::copy(built_module(), lib.join("libnss_mymachines.so.2")).expect("copy module");
+        fs::write(dir.0.join("nsswitch.conf"), "hosts: mymachines files\n").expect("conf");
+        fs::write(
+            dir.0.join("hosts"),
+            "127.0.0.1 localhost\n192.0.2.55 onlyinhosts\n",
+        )
+        .expect("hosts");
+        let reg = Registry::new(&dir.0);
+        Some(Fixture { dir, reg })
+    }
+
+    fn run(&self, wrapper: &[&str], args: &[&str]) -> Output {
+        Command::new("timeout")
+            .args(["30", "unshare", "-m", "sh", "-c", SCRIPT, "sh"])
+            .args(wrapper)
+            .arg("getent")
+            .args(args)
+            .env("NSS_TEST_CONF", self.dir.0.join("nsswitch.conf"))
+            .env("NSS_TEST_HOSTS", self.dir.0.join("hosts"))
+            .env("NETSPAWN_RUN_DIR", &self.reg.run_dir)
+            .env("LD_LIBRARY_PATH", self.dir.0.join("lib"))
+            .output()
+            .expect("run unshare")
+    }
+
+    /// Runs `getent ARGS`; returns (exit code, stdout). A crash has no code.
+    fn getent(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = self.run(&[], args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("mount:"),
+            "private mounts failed: {stderr}"
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// `getent ARGS` must succeed; returns stdout.
+    fn found(&self, args: &[&str]) -> String {
+        let (code, out) = self.getent(args);
+        assert_eq!(code, Some(0), "getent {args:?} failed: {out}");
+        out
+    }
+
+    /// `getent ARGS` must report "not found" (exit 2) without crashing.
+    fn absent(&self, args: &[&str]) {
+        let (code, out) = self.getent(args);
+        assert_eq!(code, Some(2), "getent {args:?} should find nothing: {out}");
+    }
+}
+
+/// The addresses in `getent ahosts*` output, in order, without repeats.
+fn ahosts_addresses(out: &str) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for line in out.lines() {
+        if let Some(a) = line.split_whitespace().next() {
+            if !v.iter().any(|x| x == a) {
+                v.push(a.to_string());
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn forward_lookups_give_the_machines_addresses() {
+    let Some(f) = Fixture::new("fwd") else { return };
+    f.reg
+        .add("web", "10.0.0.2 fd00::2 fe80::1 169.254.7.7 127.0.0.1 ::1");
+    f.reg.add("v4only", "10.0.0.5");
+
+    // getent hosts asks gethostbyname2(AF_INET6) first, then AF_INET.
+    assert_eq!(
+        f.found(&["hosts", "web"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["fd00::2", "web"]
+    );
+    assert_eq!(
+        f.found(&["hosts", "v4only"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["10.0.0.5", "v4only"]
+    );
+
+    let mut all = ahosts_addresses(&f.found(&["ahosts", "web"]));
+    all.sort();
+    assert_eq!(all, ["10.0.0.2", "fd00::2"]);
+    assert!(f.found(&["ahosts", "web"]).contains("STREAM web"));
+    assert_eq!(
+        ahosts_addresses(&f.found(&["ahostsv4", "web"])),
+        ["10.0.0.2"]
+    );
+    assert_eq!(
+        ahosts_addresses(&f.found(&["ahostsv6", "web"])),
+        ["fd00::2"]
+    );
+    // No IPv6 at all: ahostsv6 (AI_V4MAPPED) maps the IPv4 address.
+    assert_eq!(
+        ahosts_addresses(&f.found(&["ahostsv6", "v4only"])),
+        ["::ffff:10.0.0.5"]
+    );
+}
+
+#[test]
+fn reverse_lookup_gives_the_machine_name() {
+    let Some(f) = Fixture::new("rev") else { return };
+    f.reg.add("web", "10.0.0.2 fd00::2 fe80::1");
+    f.reg.add("db", "10.0.0.3");
+    let words = |s: String| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(words(f.found(&["hosts", "10.0.0.2"])), ["10.0.0.2", "web"]);
+    assert_eq!(words(f.found(&["hosts", "fd00::2"])), ["fd00::2", "web"]);
+    assert_eq!(words(f.found(&["hosts", "10.0.0.3"])), ["10.0.0.3", "db"]);
+    // Link-local addresses are never answered; unknown ones fall through to files.
+    f.absent(&["hosts", "fe80::1"]);
+    f.absent(&["hosts", "10.9.9.9"]);
+    assert_eq!(
+        words(f.found(&["hosts", "192.0.2.55"])),
+        ["192.0.2.55", "onlyinhosts"]
+    );
+}
+
+#[test]
+fn unknown_names_fall_through_to_the_next_source() {
+    let Some(f) = Fixture::new("fall") else {
+        return;
+    };
+    f.reg.add("web", "10.0.0.2");
+    assert_eq!(
+        f.found(&["hosts", "onlyinhosts"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["192.0.2.55", "onlyinhosts"]
+    );
+    assert_eq!(
+        ahosts_addresses(&f.found(&["ahostsv4", "onlyinhosts"])),
+        ["192.0.2.55"]
+    );
+    f.absent(&["hosts", "nosuchmachine"]);
+    f.absent(&["ahosts", "nosuchmachine"]);
+    // Names that are not machine names (and must not become paths).
+    f.absent(&["hosts", "../machines/web"]);
+    f.absent(&["ahosts", ".web"]);
+}
+
+#[test]
+fn machines_without_addresses_or_launcher_are_absent() {
+    let Some(f) = Fixture::new("gone") else {
+        return;
+    };
+    f.reg.add("noaddr", "");
+    f.reg.add("linklocal", "fe80::1 169.254.1.1");
+    let pid = std::process::id();
+    f.reg.write_raw(
+        "stale",
+        format!("NAME=stale\nLAUNCHER={pid}\nLAUNCHER_START=1\nADDRESSES=10.0.0.4\n"),
+    );
+    for name in ["noaddr", "linklocal", "stale"] {
+        f.absent(&["hosts", name]);
+        f.absent(&["ahosts", name]);
+    }
+    f.absent(&["hosts", "10.0.0.4"]);
+
+    // A machine whose launcher exits disappears at once.
+    let mut launcher = Command::new("sleep").arg("60").spawn().expect("sleep");
+    f.reg.add_owned("short", "10.0.0.6", launcher.id());
+    assert!(f.found(&["ahostsv4", "short"]).contains("10.0.0.6"));
+    launcher.kill().expect("kill");
+    launcher.wait().expect("wait");
+    f.absent(&["ahostsv4", "short"]);
+    f.absent(&["hosts", "10.0.0.6"]);
+}
+
+#[test]
+fn hostile_registry_files_read_as_absent() {
+    let Some(f) = Fixture::new("hostile") else {
+        return;
+    };
+    f.reg.add("good", "10.0.0.2");
+    let pid = std::process::id();
+    let start = netspawn_common::registry::process_start_time(pid).expect("start time");
+    let live = format!("NAME=trunc\nLAUNCHER={pid}\nLAUNCHER_START={start}\nADDRESSES=10.0.0.7\n");
+    f.reg
+        .write_raw("garbage", [0u8, 0xff, b'=', b'\n', 0xfe, b'N', b'=']);
+    let mut huge = format!("NAME=huge\nLAUNCHER={pid}\nLAUNCHER_START={start}\n");
+    while huge.len() < 200_000 {
+        huge.push_str("ADDRESSES=10.0.0.8 10.0.0.9\n");
+    }
+    f.reg.write_raw("huge", huge);
+    // Cut inside the launcher's start time: not alive.
+    f.reg.write_raw(
+        "trunc",
+        &live[..live.find("LAUNCHER_START").unwrap_or(0) + 17],
+    );
+    // Cut inside the address list: no usable address.
+    f.reg.write_raw(
+        "trunc2",
+        format!("NAME=trunc2\nLAUNCHER={pid}\nLAUNCHER_START={start}\nADDRESSES=10.0.0."),
+    );
+    // An entry whose NAME does not match its file.
+    f.reg
+        .write_raw("liar", live.replace("NAME=trunc", "NAME=good"));
+    f.reg
+        .write_raw("badname", live.replace("NAME=trunc", "NAME=-bad-"));
+    fs::create_dir(f.reg.machines.join("adir")).expect("dir");
+    std::os::unix::fs::symlink(f.reg.machines.join("good"), f.reg.machines.join("link"))
+        .expect("symlink");
+    let fifo = std::ffi::CString::new(
+        f.reg
+            .machines
+            .join("fifo")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .expect("path");
+    // SAFETY: fifo is a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+
+    for name in [
+        "garbage", "huge", "trunc", "trunc2", "liar", "badname", "adir", "link", "fifo",
+    ] {
+        f.absent(&["hosts", name]);
+        f.absent(&["ahosts", name]);
+    }
+    for addr in ["10.0.0.7", "10.0.0.8", "10.0.0.9"] {
+        f.absent(&["hosts", addr]);
+    }
+    // The good machine is unaffected by its neighbours, forward and reverse.
+    assert!(f.found(&["ahostsv4", "good"]).contains("10.0.0.2"));
+    assert!(f.found(&["hosts", "10.0.0.2"]).contains("good"));
+}
+
+#[test]
+fn valgrind_finds_no_errors() {
+    let Some(f) = Fixture::new("valgrind") else {
+        return;
+    };
+    let have_valgrind = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_valgrind {
+        eprintln!("SKIPPED: valgrind is not installed (apt-get install -y valgrind)");
+        return;
+    }
+    f.reg.add("web", "10.0.0.2 fd00::2 fe80::1");
+    let vg = ["valgrind", "--error-exitcode=99", "-q"];
+    for args in [
+        &["hosts", "web"][..],
+        &["ahosts", "web"],
+        &["ahostsv4", "web"],
+        &["hosts", "10.0.0.2"],
+        &["hosts", "nosuchmachine"],
+    ] {
+        let out = f.run(&vg, args);
+        let code = out.status.code();
+        assert!(
+            code == Some(0) || (code == Some(2) && args[1] == "nosuchmachine"),
+            "valgrind getent {args:?}: status {code:?}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if code == Some(0) {
+            assert!(String::from_utf8_lossy(&out.stdout).contains("web"));
+        }
+    }
+}
