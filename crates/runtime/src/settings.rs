@@ -721,8 +721,10 @@ impl Parser<'_> {
             // X- keys are extensions, ignored silently as in systemd.
             _ if key.starts_with("X-") => {}
             _ => {
+                // Escaped, so control characters in a key cannot break the line.
                 warning = Some(format!(
-                    "Unknown key name '{key}' in section '{}', ignoring.",
+                    "Unknown key name '{}' in section '{}', ignoring.",
+                    key.escape_debug(),
                     section.name()
                 ));
             }
@@ -1332,6 +1334,17 @@ mod tests {
         );
         assert_eq!(p.settings.boot, Some(true));
         assert_eq!(p.settings.ports.len(), 1);
+    }
+
+    #[test]
+    fn warnings_stay_on_one_line() {
+        let p = ok("[Exec]\nK\u{b}ey\u{2028}=1\n");
+        assert_eq!(p.warnings.len(), 1);
+        assert!(
+            p.warnings[0].contains("'K\\u{b}ey\\u{2028}'"),
+            "{:?}",
+            p.warnings
+        );
     }
 
     #[test]
