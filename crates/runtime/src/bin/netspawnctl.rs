@@ -1,1 +1,234 @@
-fn main() {}
+//! netspawnctl: machinectl's counterpart for netspawn machines. Parses the
+//! command line and dispatches to `netspawn::ctl`; errors are one line on
+//! stderr (`netspawnctl: ...`) with exit status 1. `RUST_LOG` selects what
+//! is logged to stderr.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use netspawn::ctl::{self, images::BootstrapKind, signal::KillWhom, CtlError, ListOptions};
+
+/// Send control commands to or query the netspawn machine registry.
+#[derive(Debug, Parser)]
+#[command(name = "netspawnctl", version, about, disable_help_subcommand = true)]
+struct Cli {
+    /// Output format of list verbs.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Short, global = true)]
+    output: Output,
+
+    /// Do not print the legend (column headers and hints).
+    #[arg(long = "no-legend", global = true)]
+    no_legend: bool,
+
+    /// Suppress informational messages.
+    #[arg(short = 'q', long = "quiet", global = true)]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Output {
+    Short,
+    Json,
+    #[value(name = "json-pretty")]
+    JsonPretty,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List running machines (the default).
+    List,
+    /// Show information about one or more machines.
+    Status {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Run a command (default: a login shell) in a machine.
+    Shell {
+        /// The user to run as (a USER@ in the machine specification wins).
+        #[arg(long = "uid", value_name = "USER")]
+        uid: Option<String>,
+        /// Set an environment variable (VAR=VALUE, or VAR to pass ours).
+        #[arg(short = 'E', long = "setenv", value_name = "VAR[=VALUE]")]
+        setenv: Vec<String>,
+        /// [USER@]NAME
+        #[arg(value_name = "[USER@]NAME")]
+        spec: String,
+        /// The command and its arguments.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<String>,
+    },
+    /// Get a login prompt in a machine.
+    Login {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Power off one or more machines.
+    Poweroff {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Reboot one or more machines.
+    Reboot {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Terminate one or more machines immediately.
+    Terminate {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Send a signal to the processes of one or more machines.
+    Kill {
+        /// Which signal to send (name or number).
+        #[arg(short = 's', long = "signal", default_value = "SIGTERM")]
+        signal: String,
+        /// Whom to send it to: leader or all.
+        #[arg(long = "kill-whom", default_value = "all")]
+        kill_whom: String,
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// List images in the image directory.
+    #[command(name = "list-images", visible_alias = "images")]
+    ListImages,
+    /// Make a new image.
+    Bootstrap {
+        #[command(subcommand)]
+        kind: Bootstrap,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bootstrap {
+    /// A small root from the host's static busybox.
+    Busybox {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Where to put the image (default: the image directory's NAME).
+        #[arg(long = "directory", value_name = "DIR")]
+        directory: Option<PathBuf>,
+    },
+    /// A bootable Debian with debootstrap.
+    Debian {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The Debian suite.
+        #[arg(long = "suite", default_value = "bookworm")]
+        suite: String,
+        /// The mirror URL (default: the host's apt source, else deb.debian.org).
+        #[arg(long = "mirror", value_name = "URL")]
+        mirror: Option<String>,
+        /// Where to put the image (default: the image directory's NAME).
+        #[arg(long = "directory", value_name = "DIR")]
+        directory: Option<PathBuf>,
+    },
+}
+
+fn run(cli: Cli) -> Result<i32, CtlError> {
+    let list = ListOptions {
+        output: match cli.output {
+            Output::Short => ctl::OutputMode::Short,
+            Output::Json => ctl::OutputMode::Json,
+            Output::JsonPretty => ctl::OutputMode::JsonPretty,
+        },
+        no_legend: cli.no_legend,
+    };
+    match cli.command.unwrap_or(Command::List) {
+        Command::List => ctl::list::list(&list),
+        Command::Status { names } => ctl::status::status(&names),
+        Command::Shell {
+            uid,
+            setenv,
+            spec,
+            command,
+        } => ctl::shell::shell(&ctl::shell::ShellOptions {
+            spec,
+            uid,
+            setenv,
+            command,
+            quiet: cli.quiet,
+        }),
+        Command::Login { name } => ctl::shell::login(&name, cli.quiet),
+        Command::Poweroff { names } => ctl::poweroff(&names),
+        Command::Reboot { names } => ctl::reboot(&names),
+        Command::Terminate { names } => ctl::terminate(&names),
+        Command::Kill {
+            signal,
+            kill_whom,
+            names,
+        } => {
+            let sig = ctl::signal::parse_signal(&signal)?;
+            let whom: KillWhom = kill_whom.parse()?;
+            ctl::kill(&names, whom, sig)
+        }
+        Command::ListImages => ctl::images::list_images(&list),
+        Command::Bootstrap { kind } => match kind {
+            Bootstrap::Busybox { name, directory } => {
+                ctl::images::bootstrap(&BootstrapKind::Busybox, &name, directory.as_deref())
+            }
+            Bootstrap::Debian {
+                name,
+                suite,
+                mirror,
+                directory,
+            } => ctl::images::bootstrap(
+                &BootstrapKind::Debian { suite, mirror },
+                &name,
+                directory.as_deref(),
+            ),
+        },
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            // clap's first line is "error: <what>"; keep it as our one line.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "netspawnctl: {}",
+                first.strip_prefix("error: ").unwrap_or(first)
+            );
+            std::process::exit(1);
+        }
+    };
+    init_logging();
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            tracing::debug!(error = ?e, "netspawnctl failed");
+            eprintln!("netspawnctl: {e}");
+            std::process::exit(1);
+        }
+    }
+}

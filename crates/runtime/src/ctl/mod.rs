@@ -1,0 +1,144 @@
+//! netspawnctl, machinectl's counterpart: everything the `netspawnctl` binary
+//! does, one module per verb group. The binary only parses arguments and calls
+//! these functions, which print to stdout and return the exit status.
+//!
+//! - [`list`]: `list` and `list-images` tables (text and JSON);
+//! - [`status`]: `status`, with the machine's process tree;
+//! - [`shell`]: `shell` and `login`;
+//! - [`signal`]: `poweroff`, `reboot`, `terminate`, `kill`;
+//! - [`images`]: the image directory and `bootstrap`;
+//! - [`enter`]: [`enter_machine`], how a process joins a running machine;
+//! - [`pty`]: terminal forwarding; [`procfs`], [`osrelease`], [`passwd`],
+//!   [`table`], [`timefmt`]: the pieces they share.
+
+pub mod enter;
+pub mod images;
+pub mod list;
+pub mod osrelease;
+pub mod passwd;
+pub mod procfs;
+pub mod pty;
+pub mod shell;
+pub mod signal;
+pub mod status;
+pub mod table;
+pub mod timefmt;
+
+pub use enter::{
+    enter_machine, EnterError, EnterOptions, ExitStatus, MachineCommand, MachineProcess,
+};
+
+use netspawn_common::names::NameError;
+use netspawn_common::paths::Paths;
+use netspawn_common::registry::{Entry, Registry};
+use thiserror::Error;
+
+/// Everything a netspawnctl verb can fail with; each message is one line.
+#[derive(Debug, Error)]
+pub enum CtlError {
+    #[error("No machine '{0}' known")]
+    NoMachine(String),
+    #[error("read the machine registry {}: {err}", .path.display())]
+    Registry {
+        path: std::path::PathBuf,
+        err: std::io::Error,
+    },
+    #[error("Invalid machine name '{name}': {reason}")]
+    InvalidName { name: String, reason: NameError },
+    #[error("No user '{user}' known in machine '{machine}'")]
+    NoUser { user: String, machine: String },
+    /// A bad argument value.
+    #[error("{0}")]
+    Usage(String),
+    #[error("send {} to PID {pid}: {err}", signal::signal_name(*.sig))]
+    Signal { pid: u32, sig: i32, err: nix::Error },
+    #[error(transparent)]
+    Enter(#[from] EnterError),
+    #[error(transparent)]
+    Pty(#[from] pty::PtyError),
+    #[error("read the image directory {}: {err}", .path.display())]
+    Images {
+        path: std::path::PathBuf,
+        err: std::io::Error,
+    },
+    #[error(transparent)]
+    Bootstrap(#[from] crate::bootstrap::BootstrapError),
+    #[error("write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// How tables are printed (`-o/--output=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputMode {
+    /// Human table with header and footer.
+    #[default]
+    Short,
+    /// One line of JSON.
+    Json,
+    /// Indented JSON.
+    JsonPretty,
+}
+
+/// Options shared by the listing verbs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListOptions {
+    pub output: OutputMode,
+    /// `--no-legend`: no header and no "N machines listed." footer.
+    pub no_legend: bool,
+}
+
+/// The registry, at the location the environment selects.
+pub fn registry() -> Registry {
+    Registry::new(&Paths::from_env())
+}
+
+/// The live entry for machine `name`, or [`CtlError::NoMachine`].
+pub fn lookup(name: &str) -> Result<Entry, CtlError> {
+    let reg = registry();
+    match reg.get(name) {
+        Ok(Some(e)) => Ok(e),
+        Ok(None) => Err(CtlError::NoMachine(name.to_string())),
+        Err(err) => Err(CtlError::Registry {
+            path: reg.dir().to_path_buf(),
+            err,
+        }),
+    }
+}
+
+/// `poweroff NAME...`: SIGRTMIN+4 to each booted machine's init (SIGTERM to a
+/// machine that runs a plain command).
+pub fn poweroff(names: &[String]) -> Result<i32, CtlError> {
+    for name in names {
+        let e = lookup(name)?;
+        signal::send(e.leader, signal::poweroff_signal(&e))?;
+    }
+    Ok(0)
+}
+
+/// `reboot NAME...`: SIGINT (ctrl-alt-del) to each machine's init.
+pub fn reboot(names: &[String]) -> Result<i32, CtlError> {
+    for name in names {
+        let e = lookup(name)?;
+        signal::send(e.leader, signal::REBOOT_SIGNAL)?;
+    }
+    Ok(0)
+}
+
+/// `terminate NAME...`: SIGKILL to each machine's PID 1, which takes the whole
+/// PID namespace down with it.
+pub fn terminate(names: &[String]) -> Result<i32, CtlError> {
+    for name in names {
+        let e = lookup(name)?;
+        signal::send(e.leader, libc::SIGKILL)?;
+    }
+    Ok(0)
+}
+
+/// `kill [--kill-whom=] [--signal=] NAME...`.
+pub fn kill(names: &[String], whom: signal::KillWhom, sig: i32) -> Result<i32, CtlError> {
+    for name in names {
+        let e = lookup(name)?;
+        signal::kill_machine(&e, whom, sig)?;
+    }
+    Ok(0)
+}
