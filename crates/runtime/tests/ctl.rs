@@ -1,0 +1,366 @@
+//! netspawnctl against a simulated machine: `unshare` makes a process tree
+//! with its own PID, mount, UTS and IPC namespaces (like a netspawn machine
+//! without a root of its own), the test registers it in a private registry
+//! directory, and the real `netspawnctl` binary is driven as a user would.
+//! Needs root; skipped (loudly) otherwise.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use netspawn_common::registry::{process_start_time, Entry};
+
+const CTL: &str = env!("CARGO_BIN_EXE_netspawnctl");
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("SKIPPED: netspawnctl machine tests need root (namespaces, setns)");
+            return;
+        }
+    };
+}
+
+/// A simulated running machine; dropping it kills everything it started.
+struct FakeMachine {
+    name: String,
+    run_dir: PathBuf,
+    unshare: Child,
+    leader: u32,
+}
+
+impl FakeMachine {
+    fn start(name: &str) -> FakeMachine {
+        let run_dir =
+            std::env::temp_dir().join(format!("netspawnctl-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(run_dir.join("machines")).unwrap();
+        let script = format!("hostname {name}; export FOO=from-launch; exec sleep 300");
+        let unshare = Command::new("unshare")
+            .args([
+                "--fork",
+                "--pid",
+                "--mount-proc",
+                "--uts",
+                "--ipc",
+                "--mount",
+                "--kill-child",
+                "/bin/sh",
+                "-c",
+                &script,
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("run unshare");
+        let mut m = FakeMachine {
+            name: name.to_string(),
+            run_dir,
+            leader: 0,
+            unshare,
+        };
+        m.leader = m.wait_for_leader();
+        m.register();
+        m
+    }
+
+    /// The unshare process's child is the machine's PID 1; wait until it has
+    /// exec'd `sleep` (so hostname is set and the environment is final).
+    fn wait_for_leader(&self) -> u32 {
+        let u = self.unshare.id();
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            let children =
+                std::fs::read_to_string(format!("/proc/{u}/task/{u}/children")).unwrap_or_default();
+            if let Some(pid) = children
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.trim() == "sleep" {
+                    return pid;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the simulated machine did not start");
+    }
+
+    fn register(&self) {
+        let me = std::process::id();
+        let entry = Entry {
+            name: self.name.clone(),
+            uuid: "0123456789abcdef0123456789abcdef".into(),
+            leader: self.leader,
+            launcher: me,
+            launcher_start: process_start_time(me).unwrap(),
+            root: "/".into(),
+            class: "container".into(),
+            service: "netspawn".into(),
+            state: "running".into(),
+            boot: false,
+            timestamp_usec: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros() as u64,
+            cgroups: vec![],
+            private_network: false,
+            interfaces: vec![format!("ve-{}", self.name)],
+            addresses: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+        };
+        std::fs::write(
+            self.run_dir.join("machines").join(&self.name),
+            entry.format(),
+        )
+        .unwrap();
+    }
+
+    fn ctl(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(CTL);
+        c.args(args)
+            .env("NETSPAWN_RUN_DIR", &self.run_dir)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// Runs netspawnctl with `args` (and `input` on stdin) to completion.
+    fn run(&self, args: &[&str], input: Option<&[u8]>) -> Output {
+        let mut c = self.ctl(args);
+        if input.is_some() {
+            c.stdin(Stdio::piped());
+        }
+        let mut child = c.spawn().expect("run netspawnctl");
+        if let Some(data) = input {
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(data).unwrap();
+        }
+        wait_with_timeout(child)
+    }
+
+    fn leader_alive(&self) -> bool {
+        Path::new(&format!("/proc/{}", self.leader)).exists()
+            && std::fs::read_to_string(format!("/proc/{}/stat", self.leader))
+                .map(|s| !s.contains(") Z "))
+                .unwrap_or(false)
+    }
+}
+
+impl Drop for FakeMachine {
+    fn drop(&mut self) {
+        // SIGKILL to a PID namespace's init takes the whole namespace down.
+        if self.leader > 0 {
+            // SAFETY: kill(2) with a PID we started.
+            unsafe { libc::kill(self.leader as i32, libc::SIGKILL) };
+        }
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+fn wait_with_timeout(mut child: Child) -> Output {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "netspawnctl timed out; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn list_shows_the_machine_as_table_and_json() {
+    require_root!();
+    let m = FakeMachine::start("ctl-list");
+    let o = m.run(&["list"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("MACHINE  CLASS     SERVICE  OS"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("ctl-list container netspawn"),
+        "{text}"
+    );
+    assert!(lines[1].ends_with("10.0.0.2…"), "{text}");
+    assert_eq!(lines.last(), Some(&"1 machines listed."));
+
+    // No verb means list.
+    let o = m.run(&["--no-legend"], None);
+    assert_eq!(stdout(&o).lines().count(), 1, "{}", stdout(&o));
+
+    let o = m.run(&["list", "-o", "json"], None);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(v[0]["machine"], "ctl-list");
+    assert_eq!(v[0]["leader"], m.leader);
+    assert_eq!(
+        v[0]["addresses"],
+        serde_json::json!(["10.0.0.2", "fd00::2"])
+    );
+    assert_eq!(v[0]["interfaces"], serde_json::json!(["ve-ctl-list"]));
+}
+
+#[test]
+fn status_shows_leader_and_processes() {
+    require_root!();
+    let m = FakeMachine::start("ctl-status");
+    let o = m.run(&["status", "ctl-status"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.starts_with("ctl-status(0123456789abcdef0123456789abcdef)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\t  Leader: {} (sleep)\n", m.leader)),
+        "{text}"
+    );
+    assert!(
+        text.contains("\t Address: 10.0.0.2\n\t          fd00::2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("└─{} sleep 300", m.leader)),
+        "{text}"
+    );
+
+    let o = m.run(&["status", "nope"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "netspawnctl: No machine 'nope' known\n");
+}
+
+#[test]
+fn shell_runs_inside_with_exit_status_and_stdin() {
+    require_root!();
+    let m = FakeMachine::start("ctl-shell");
+    // Its hostname, its PID namespace, the launch's environment.
+    let o = m.run(
+        &[
+            "shell",
+            "ctl-shell",
+            "/bin/sh",
+            "-c",
+            "hostname; readlink /proc/self/ns/pid; echo $FOO $USER $HOME",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let leader_ns = std::fs::read_link(format!("/proc/{}/ns/pid", m.leader)).unwrap();
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "ctl-shell\n{}\nfrom-launch root /root\n",
+            leader_ns.display()
+        )
+    );
+
+    let o = m.run(&["shell", "ctl-shell", "sh", "-c", "exit 7"], None);
+    assert_eq!(o.status.code(), Some(7));
+    let o = m.run(&["shell", "ctl-shell", "sh", "-c", "kill -9 $$"], None);
+    assert_eq!(o.status.code(), Some(137));
+
+    let o = m.run(&["shell", "ctl-shell", "cat"], Some(b"hi\n"));
+    assert_eq!(stdout(&o), "hi\n");
+
+    let o = m.run(&["shell", "root@ctl-shell", "id", "-u"], None);
+    assert_eq!(stdout(&o), "0\n");
+
+    let o = m.run(&["shell", "ctl-shell", "/nonexistent"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "netspawnctl: Failed to execute /nonexistent: No such file or directory\n"
+    );
+}
+
+#[test]
+fn shell_leaks_no_descriptors() {
+    require_root!();
+    let m = FakeMachine::start("ctl-fds");
+    // fd 7 is open (without close-on-exec) in netspawnctl; the command must not see it.
+    let c = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "exec 7</dev/null; exec \"$CTL\" shell ctl-fds /bin/sh -c 'ls /proc/$$/fd'",
+        ])
+        .env("CTL", CTL)
+        .env("NETSPAWN_RUN_DIR", &m.run_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_with_timeout(c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fds: Vec<&str> = std::str::from_utf8(&o.stdout)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(fds, ["0", "1", "2"], "{}", stdout(&o));
+}
+
+#[test]
+fn kill_reaches_processes_and_terminate_ends_the_machine() {
+    require_root!();
+    let m = FakeMachine::start("ctl-kill");
+    let mut long = m
+        .ctl(&["shell", "ctl-kill", "sleep", "100"])
+        .spawn()
+        .unwrap();
+    // Wait until the sleep shows up among the machine's processes.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let o = m.run(&["status", "ctl-kill"], None);
+        if stdout(&o).contains("sleep 100") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sleep 100 never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = m.run(&["kill", "ctl-kill"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let status = long.wait().unwrap();
+    // SIGTERM reached the sleep (128+15); PID 1 has no handler and stays.
+    assert_eq!(status.code(), Some(143));
+    assert!(m.leader_alive());
+
+    let o = m.run(&["kill", "--signal=BOGUS", "ctl-kill"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "netspawnctl: Unknown signal 'BOGUS'\n");
+
+    let o = m.run(&["terminate", "ctl-kill"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let deadline = Instant::now() + TIMEOUT;
+    while m.leader_alive() {
+        assert!(Instant::now() < deadline, "the leader survived terminate");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
