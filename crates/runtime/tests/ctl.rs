@@ -38,12 +38,19 @@ struct FakeMachine {
 
 impl FakeMachine {
     fn start(name: &str) -> FakeMachine {
+        let script = format!("hostname {name}; export FOO=from-launch; exec sleep 300");
+        FakeMachine::start_with(name, &[], &script, "sleep", false)
+    }
+
+    /// Starts `script` under `sh` in new namespaces (plus `extra` unshare
+    /// flags) and registers it once PID 1's command name is `comm`.
+    fn start_with(name: &str, extra: &[&str], script: &str, comm: &str, boot: bool) -> FakeMachine {
         let run_dir =
             std::env::temp_dir().join(format!("netspawnctl-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&run_dir);
         std::fs::create_dir_all(run_dir.join("machines")).unwrap();
-        let script = format!("hostname {name}; export FOO=from-launch; exec sleep 300");
         let unshare = Command::new("unshare")
+            .args(extra)
             .args([
                 "--fork",
                 "--pid",
@@ -54,7 +61,7 @@ impl FakeMachine {
                 "--kill-child",
                 "/bin/sh",
                 "-c",
-                &script,
+                script,
             ])
             .stdin(Stdio::null())
             .spawn()
@@ -65,14 +72,14 @@ impl FakeMachine {
             leader: 0,
             unshare,
         };
-        m.leader = m.wait_for_leader();
-        m.register();
+        m.leader = m.wait_for_leader(comm);
+        m.register(boot);
         m
     }
 
     /// The unshare process's child is the machine's PID 1; wait until it has
-    /// exec'd `sleep` (so hostname is set and the environment is final).
-    fn wait_for_leader(&self) -> u32 {
+    /// exec'd `want` (so hostname is set and the environment is final).
+    fn wait_for_leader(&self, want: &str) -> u32 {
         let u = self.unshare.id();
         let deadline = Instant::now() + TIMEOUT;
         while Instant::now() < deadline {
@@ -84,7 +91,7 @@ impl FakeMachine {
                 .and_then(|p| p.parse::<u32>().ok())
             {
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                if comm.trim() == "sleep" {
+                if comm.trim() == want {
                     return pid;
                 }
             }
@@ -93,7 +100,7 @@ impl FakeMachine {
         panic!("the simulated machine did not start");
     }
 
-    fn register(&self) {
+    fn register(&self, boot: bool) {
         let me = std::process::id();
         let entry = Entry {
             name: self.name.clone(),
@@ -105,7 +112,7 @@ impl FakeMachine {
             class: "container".into(),
             service: "netspawn".into(),
             state: "running".into(),
-            boot: false,
+            boot,
             timestamp_usec: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
@@ -363,4 +370,107 @@ fn kill_reaches_processes_and_terminate_ends_the_machine() {
         assert!(Instant::now() < deadline, "the leader survived terminate");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Runs `netspawnctl ARGS` on a pty made by script(1), as on a terminal.
+fn run_on_terminal(m: &FakeMachine, args: &str, input: &[u8]) -> Output {
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("{CTL} {args}"), "/dev/null"])
+        .env("NETSPAWN_RUN_DIR", &m.run_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script(1)");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // Keep stdin open while the session runs: script ends the session at EOF.
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = stdin.write_all(&input);
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let out = wait_with_timeout(child);
+    let _ = writer.join();
+    out
+}
+
+#[test]
+fn shell_on_a_terminal_gets_a_pty_and_escape_ends_it() {
+    require_root!();
+    let m = FakeMachine::start("ctl-pty");
+    let o = run_on_terminal(&m, "shell ctl-pty /bin/sh -c 'tty; exit 5'", b"");
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(5), "{text}");
+    assert!(text.contains("Connected to machine ctl-pty."), "{text}");
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(
+        text.contains("Connection to machine ctl-pty terminated."),
+        "{text}"
+    );
+
+    // Ctrl-] three times ends a session whose command would run for long.
+    let started = Instant::now();
+    let o = run_on_terminal(&m, "shell ctl-pty sleep 60", b"\x1d\x1d\x1d");
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let o = m.run(&["status", "ctl-pty"], None);
+    assert!(!stdout(&o).contains("sleep 60"), "{}", stdout(&o));
+
+    let o = m.run(&["login", "ctl-pty"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("login needs a terminal"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn reboot_and_poweroff_signal_the_init() {
+    require_root!();
+    // An "init" that says which signal it got through its exit status.
+    let script = "exec bash -c 'trap \"exit 42\" INT; trap \"exit 44\" RTMIN+4; \
+                  while :; do sleep 0.05; done'";
+    let mut m = FakeMachine::start_with("ctl-reboot", &[], script, "bash", true);
+    let o = m.run(&["reboot", "ctl-reboot"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(m.unshare.wait().unwrap().code(), Some(42));
+
+    let mut m = FakeMachine::start_with("ctl-poweroff", &[], script, "bash", true);
+    let o = m.run(&["poweroff", "ctl-poweroff"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(m.unshare.wait().unwrap().code(), Some(44));
+
+    let o = m.run(&["poweroff", "nope"], None);
+    assert_eq!(stderr(&o), "netspawnctl: No machine 'nope' known\n");
+}
+
+#[test]
+fn shell_enters_a_user_namespace() {
+    require_root!();
+    let m = FakeMachine::start_with(
+        "ctl-userns",
+        &["--user", "--map-root-user"],
+        "exec sleep 300",
+        "sleep",
+        false,
+    );
+    let o = m.run(
+        &[
+            "shell",
+            "ctl-userns",
+            "/bin/sh",
+            "-c",
+            "readlink /proc/self/ns/user; id -u",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ns = std::fs::read_link(format!("/proc/{}/ns/user", m.leader)).unwrap();
+    assert_eq!(stdout(&o), format!("{}\n0\n", ns.display()));
+    // nobody has no mapping in a namespace that maps only root.
+    let o = m.run(&["shell", "nobody@ctl-userns", "id"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not mapped"), "{}", stderr(&o));
 }

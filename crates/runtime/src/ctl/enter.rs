@@ -669,14 +669,33 @@ where
     let pty = ctx.pty.then(|| take_pty(sock, ctx.user.uid));
     let groups: Vec<Gid> = ctx.user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     if let Err(e) = nix::unistd::setgroups(&groups) {
-        die(sock, "set supplementary groups", e);
+        // A user namespace whose creator wrote "deny" to setgroups (as
+        // `unshare --map-root-user` does) forbids it for everyone; the
+        // groups we have then are the only ones anybody there can have.
+        let denied = e == nix::Error::EPERM
+            && std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+        if !denied {
+            die(sock, "set supplementary groups", e);
+        }
     }
     let (gid, uid) = (Gid::from_raw(ctx.user.gid), Uid::from_raw(ctx.user.uid));
+    // EINVAL here means the ID has no mapping in the machine's user namespace.
+    let unmapped = |e: nix::Error| {
+        if e == nix::Error::EINVAL {
+            format!("{e} (not mapped in the machine's user namespace)")
+        } else {
+            e.to_string()
+        }
+    };
     if let Err(e) = nix::unistd::setresgid(gid, gid, gid) {
-        die(sock, &format!("switch to group {gid}"), e);
+        die(sock, &format!("switch to group {gid}"), unmapped(e));
     }
     if let Err(e) = nix::unistd::setresuid(uid, uid, uid) {
-        die(sock, &format!("switch to user {}", ctx.user.name), e);
+        die(
+            sock,
+            &format!("switch to user {}", ctx.user.name),
+            unmapped(e),
+        );
     }
     if nix::unistd::chdir(ctx.cwd.as_c_str()).is_err() {
         let _ = nix::unistd::chdir("/");
