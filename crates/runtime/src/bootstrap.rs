@@ -11,7 +11,8 @@
 //!   root on the host holds) and `netspawnctl login`/`shell`; neither image runs a network login
 //!   service. An empty password lets a test log in on the console without secrets in the tree. On
 //!   Debian, PAM's `pam_unix nullok` (Debian's default) accepts it and bookworm no longer uses
-//!   `pam_securetty`. Give root a password before exposing such an image to anyone.
+//!   `pam_securetty`. The busybox image goes further and logs root in on its console without a
+//!   prompt. Give root a password before exposing such an image to anyone.
 //! - **no `/etc/hostname`**: the launcher sets the hostname (the machine name); a file in the image
 //!   would make the guest's init override it.
 //! - **an empty `/etc/machine-id`** on Debian: systemd in the guest makes up an id at each boot, so
@@ -59,6 +60,7 @@ const TOOL_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 
 const INITTAB: &str = include_str!("../data/bootstrap/inittab");
 const RCS: &str = include_str!("../data/bootstrap/rcS");
+const CONSOLE_LOGIN: &str = include_str!("../data/bootstrap/console-login");
 const UDHCPC_SCRIPT: &str = include_str!("../data/bootstrap/udhcpc.script");
 const PROFILE: &str = include_str!("../data/bootstrap/profile");
 
@@ -356,8 +358,8 @@ fn remove_if_present(path: &Path) -> Result<()> {
 ///
 /// The image has `/bin/busybox` (a copy: a link would let the guest write to the host's file),
 /// a relative symlink to it for every applet, busybox init as `/sbin/init` with an inittab that
-/// runs `/etc/init.d/rcS` (loopback up, DHCP on `host0` when present) and keeps a root shell on
-/// the console, a udhcpc event script that applies leases with `ip` and writes resolv.conf,
+/// runs `/etc/init.d/rcS` (loopback up, DHCP on `host0` when present) and keeps root logged in
+/// on the console (getty, then `login -f root`, so the shell has job control), a udhcpc event script that applies leases with `ip` and writes resolv.conf,
 /// `/etc/os-release` with `ID=busybox`, and users root (empty password, `/bin/sh`) and nobody.
 /// See the module documentation for the shutdown signals busybox init understands.
 ///
@@ -427,6 +429,12 @@ fn busybox_from(busybox_bin: &Path, dest: &Path) -> Result<()> {
     write_file(root, "etc/profile", PROFILE.as_bytes(), 0o644)?;
     write_file(root, "etc/inittab", INITTAB.as_bytes(), 0o644)?;
     write_file(root, "etc/init.d/rcS", RCS.as_bytes(), 0o755)?;
+    write_file(
+        root,
+        "etc/init.d/console-login",
+        CONSOLE_LOGIN.as_bytes(),
+        0o755,
+    )?;
     // Upstream busybox runs /usr/share/udhcpc/default.script, Debian's build /etc/udhcpc/...
     write_file(
         root,
@@ -473,10 +481,13 @@ fn busybox_from(busybox_bin: &Path, dest: &Path) -> Result<()> {
         path: busybox_bin.to_path_buf(),
         reason,
     })?;
+    // Directories already made; each metadata call counts on a busy disk.
+    let mut made: Vec<PathBuf> = DIRS.iter().map(|(rel, _)| root.join(rel)).collect();
     for applet in &applets {
         let path = root.join(applet);
-        if let Some(parent) = path.parent() {
+        if let Some(parent) = path.parent().filter(|p| !made.iter().any(|m| m == p)) {
             fs::create_dir_all(parent).map_err(io_err(format!("create {}", parent.display())))?;
+            made.push(parent.to_path_buf());
         }
         match symlink(applet_link_target(applet), &path) {
             Ok(()) => {}
@@ -1285,6 +1296,7 @@ mod tests {
             .unwrap()
             .contains("::sysinit:/etc/init.d/rcS"));
         assert_eq!(mode(&dest.join("etc/init.d/rcS")), 0o755);
+        assert_eq!(mode(&dest.join("etc/init.d/console-login")), 0o755);
         let script = dest.join("usr/share/udhcpc/default.script");
         assert_eq!(mode(&script), 0o755);
         assert_eq!(
