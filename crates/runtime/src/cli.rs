@@ -127,8 +127,20 @@ pub struct Args {
     /// Configure the container's host0 from netd (our extension): auto or none
     #[arg(long = "network-config", value_name = "MODE")]
     pub network_config: Option<String>,
+    /// Bind mounts from a settings file (already parsed).
+    #[arg(skip)]
+    pub file_binds: Vec<crate::spec::BindSpec>,
+    /// Temporary file systems from a settings file.
+    #[arg(skip)]
+    pub file_tmpfs: Vec<crate::spec::TmpfsSpec>,
+    /// Port forwards from a settings file.
+    #[arg(skip)]
+    pub file_ports: Vec<crate::spec::PortSpec>,
+    /// Capabilities a settings file adds / drops.
+    #[arg(skip)]
+    pub file_caps: (crate::caps::CapSet, crate::caps::CapSet),
     /// The command (and its arguments) to run; with -b, arguments for init
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 

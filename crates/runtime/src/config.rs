@@ -166,6 +166,15 @@ pub fn find_command(root: &Path, cmd: &str, path_var: &str) -> Option<String> {
         .find(|p| is_executable_in_root(root, Path::new(p)))
 }
 
+/// True if `init` inside `root` is busybox (e.g. /sbin/init -> ../bin/busybox).
+pub fn init_is_busybox(root: &Path, init: &str) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(fd) = crate::sys::open_in_root(root, Path::new(init), libc::O_PATH) else { return false };
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map(|p| p.file_name().is_some_and(|n| n == "busybox"))
+        .unwrap_or(false)
+}
+
 impl Config {
     /// Resolves the command line (already merged with any settings file).
     pub fn from_args(a: &Args, paths: &Paths) -> Result<Config, ConfigError> {
@@ -267,13 +276,15 @@ impl Config {
         for b in &a.bind_ro {
             binds.push(spec::parse_bind(b, true)?);
         }
+        binds.extend(a.file_binds.iter().cloned());
         for b in &binds {
             let src = if b.source_in_container { crate::mount::in_root(&root, &b.source) } else { b.source.clone() };
             if std::fs::symlink_metadata(&src).is_err() {
                 return Err(ConfigError::Value { flag: "--bind", value: b.source.display().to_string(), reason: "source path does not exist".into() });
             }
         }
-        let tmpfs = a.tmpfs.iter().map(|t| spec::parse_tmpfs(t)).collect::<Result<Vec<_>, _>>()?;
+        let mut tmpfs = a.tmpfs.iter().map(|t| spec::parse_tmpfs(t)).collect::<Result<Vec<_>, _>>()?;
+        tmpfs.extend(a.file_tmpfs.iter().cloned());
         if let Some(d) = &a.chdir {
             if !d.is_absolute() {
                 return Err(ConfigError::Value { flag: "--chdir", value: d.display().to_string(), reason: "must be an absolute path".into() });
@@ -292,6 +303,7 @@ impl Config {
             interfaces: a.network_interface.clone(),
             ports: a.port.iter().map(|p| spec::parse_port(p)).collect::<Result<Vec<_>, _>>()?,
         };
+        net.ports.extend(a.file_ports.iter().cloned());
         if let Some(b) = &net.bridge {
             if !ifname_is_valid(b) {
                 return Err(ConfigError::Value { flag: "--network-bridge", value: b.clone(), reason: "not a valid interface name".into() });
@@ -327,6 +339,8 @@ impl Config {
         if net.private {
             caps |= caps::CAP_NET_ADMIN;
         }
+        caps |= a.file_caps.0;
+        caps &= !a.file_caps.1;
         for c in &a.capability {
             caps |= caps::parse_list(c)?;
         }
@@ -339,7 +353,6 @@ impl Config {
         }
         let kill_signal = match &a.kill_signal {
             Some(s) => Some(parse_signal(s).ok_or_else(|| ConfigError::Value { flag: "--kill-signal", value: s.clone(), reason: "unknown signal".into() })?),
-            None if a.boot => Some(libc::SIGRTMIN() + 3),
             None => None,
         };
 
@@ -350,7 +363,7 @@ impl Config {
                 .iter()
                 .find(|p| is_executable_in_root(&root, Path::new(p)))
                 .ok_or_else(|| ConfigError::NoInit(root.clone(), INIT_PATHS.join(", ")))?;
-            std::iter::once(init.to_string()).chain(a.command.iter().cloned()).collect()
+            std::iter::once(init.to_string()).chain(a.command.iter().cloned()).collect::<Vec<_>>()
         } else if let Some(cmd) = a.command.first() {
             if find_command(&root, cmd, path_var).is_none() {
                 return Err(ConfigError::NoCommand { cmd: cmd.clone(), root });
@@ -362,6 +375,14 @@ impl Config {
                 .find(|p| is_executable_in_root(&root, Path::new(p)))
                 .ok_or_else(|| ConfigError::NoShell(root.clone()))?;
             vec![sh.to_string()]
+        };
+
+        // systemd (and most inits) halt on SIGRTMIN+3; busybox init ignores it
+        // and powers off on SIGUSR2 instead.
+        let kill_signal = match kill_signal {
+            None if a.boot && init_is_busybox(&root, &command[0]) => Some(libc::SIGUSR2),
+            None if a.boot => Some(libc::SIGRTMIN() + 3),
+            other => other,
         };
 
         let tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false) && nix::unistd::isatty(std::io::stdout()).unwrap_or(false);

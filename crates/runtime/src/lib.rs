@@ -16,5 +16,6 @@ pub mod lock;
 pub mod mount;
 pub mod seccomp;
 pub mod settings;
+pub mod settings_merge;
 pub mod spec;
 pub mod sys;

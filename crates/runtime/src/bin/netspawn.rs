@@ -26,6 +26,13 @@ fn real_main() -> i32 {
         .with_target(false)
         .try_init();
     let paths = Paths::from_env();
+    let args = match netspawn::settings_merge::apply(args, &paths) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("netspawn: {e}");
+            return 1;
+        }
+    };
     let cfg = match Config::from_args(&args, &paths) {
         Ok(c) => c,
         Err(e) => {

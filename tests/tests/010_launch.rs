@@ -1,0 +1,231 @@
+//! Running a command in a container: namespaces, file system, environment,
+//! flags, exit status, standard streams.
+
+use netspawn_tests::*;
+
+#[test]
+fn payload_is_pid1_with_its_own_hostname_and_api_filesystems() {
+    let env = TestEnv::new();
+    let img = env.busybox("web");
+    let r = env.netspawn(&[
+        "-q",
+        "-D",
+        img.to_str().unwrap(),
+        "/bin/sh",
+        "-c",
+        "echo pid=$$; hostname; echo container=$container; echo uuid=${#container_uuid}; \
+         grep -E ' /(proc|sys|dev|tmp|run|dev/shm|dev/pts|dev/mqueue|proc/sys|sys/fs/cgroup) ' /proc/self/mounts | cut -d' ' -f2,3,4 | cut -d, -f1; \
+         ls /dev | tr '\\n' ' '",
+    ]);
+    r.expect_status(0);
+    let out = &r.stdout;
+    assert!(out.contains("pid=1\n"), "{out}");
+    assert!(out.contains("\nweb\n"), "{out}");
+    assert!(out.contains("container=netspawn\n"), "{out}");
+    assert!(out.contains("uuid=32\n"), "{out}");
+    for m in [
+        "/proc proc rw",
+        "/proc/sys proc ro",
+        "/sys sysfs ro",
+        "/sys/fs/cgroup cgroup2 rw",
+        "/dev tmpfs rw",
+        "/dev/pts devpts rw",
+        "/dev/shm tmpfs rw",
+        "/dev/mqueue mqueue rw",
+        "/tmp tmpfs rw",
+        "/run tmpfs rw",
+    ] {
+        assert!(out.contains(m), "missing mount {m:?} in\n{out}");
+    }
+    let devs: Vec<&str> = out.lines().last().unwrap().split_whitespace().collect();
+    for d in ["null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm", "mqueue"] {
+        assert!(devs.contains(&d), "/dev lacks {d}: {devs:?}");
+    }
+    assert!(!devs.iter().any(|d| d.starts_with("sd") || d.starts_with("vd") || *d == "mem" || *d == "kmsg"), "{devs:?}");
+    // Nothing is left behind.
+    assert!(env.registry_names().is_empty());
+    assert!(env.leftover_cgroups().is_empty(), "{:?}", env.leftover_cgroups());
+}
+
+#[test]
+fn sys_and_proc_sys_are_read_only_and_block_devices_cannot_be_opened() {
+    let env = TestEnv::new();
+    let img = env.busybox("ro");
+    let r = env.netspawn(&[
+        "-q",
+        "-D",
+        img.to_str().unwrap(),
+        "/bin/sh",
+        "-c",
+        "echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo procsys-writable; \
+         touch /sys/x 2>/dev/null && echo sys-writable; \
+         mknod /tmp/vda b 253 0 && (head -c1 /tmp/vda >/dev/null 2>&1 && echo tmp-opened || echo tmp-refused); \
+         mknod /root/vda b 253 0 && (head -c1 /root/vda >/dev/null 2>&1 && echo root-opened || echo root-refused); rm -f /root/vda; \
+         mknod /dev/vda b 253 0 && (head -c1 /dev/vda >/dev/null 2>&1 && echo dev-opened || echo dev-refused); \
+         echo done",
+    ]);
+    r.expect_status(0);
+    let out = &r.stdout;
+    assert!(!out.contains("writable"), "{out}");
+    assert!(!out.contains("opened"), "{out}");
+    assert!(out.contains("tmp-refused") && out.contains("root-refused") && out.contains("dev-refused"), "{out}");
+}
+
+#[test]
+fn tmp_and_run_are_fresh() {
+    let env = TestEnv::new();
+    let img = env.busybox("fresh");
+    std::fs::write(img.join("tmp/left-behind"), "x").unwrap();
+    std::fs::create_dir_all(img.join("run")).unwrap();
+    std::fs::write(img.join("run/left-behind"), "x").unwrap();
+    let r = env.netspawn(&["-q", "-D", img.to_str().unwrap(), "/bin/sh", "-c", "ls -A /tmp /run; echo hi > /tmp/new"]);
+    r.expect_status(0);
+    assert!(!r.stdout.contains("left-behind"), "{}", r.stdout);
+    assert!(!img.join("tmp/new").exists());
+}
+
+#[test]
+fn exit_status_is_the_payloads() {
+    let env = TestEnv::new();
+    let img = env.busybox("st");
+    let d = img.to_str().unwrap();
+    env.netspawn(&["-q", "-D", d, "/bin/sh", "-c", "exit 3"]).expect_status(3);
+    env.netspawn(&["-q", "-D", d, "/bin/true"]).expect_status(0);
+    env.netspawn(&["-q", "-D", d, "/bin/false"]).expect_status(1);
+    // Killed by a signal: 128+N. PID 1 can only be killed from outside its
+    // namespace or by a signal it handles, so use -a (the payload is PID 2).
+    env.netspawn(&["-q", "-a", "-D", d, "/bin/sh", "-c", "kill -9 $$"]).expect_status(137);
+    env.netspawn(&["-q", "-a", "-D", d, "/bin/sh", "-c", "kill -TERM $$"]).expect_status(143);
+}
+
+#[test]
+fn flags_environment_binds_tmpfs_chdir_hostname() {
+    let env = TestEnv::new();
+    let img = env.busybox("flags");
+    let shared = env.dir.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("file"), "from-host").unwrap();
+    let r = env.netspawn(&[
+        "-q",
+        "-D",
+        img.to_str().unwrap(),
+        "--hostname=other",
+        "-E",
+        "FOO=bar baz",
+        "--setenv=EMPTY=",
+        &format!("--bind={}:/mnt/rw", shared.display()),
+        &format!("--bind-ro={}:/mnt/ro", shared.display()),
+        "--tmpfs=/var/scratch:mode=0700",
+        "--chdir=/mnt/rw",
+        "/bin/sh",
+        "-c",
+        "hostname; echo \"FOO=$FOO\"; env | grep -c '^EMPTY=$'; pwd; cat file; echo new > new; \
+         echo x > /mnt/ro/x 2>/dev/null || echo ro-refused; \
+         grep ' /var/scratch ' /proc/self/mounts | cut -d' ' -f3; stat -c %a /var/scratch",
+    ]);
+    r.expect_status(0);
+    assert_eq!(r.stdout, "other\nFOO=bar baz\n1\n/mnt/rw\nfrom-hostro-refused\ntmpfs\n700\n");
+    assert_eq!(std::fs::read_to_string(shared.join("new")).unwrap(), "new\n");
+}
+
+#[test]
+fn read_only_root() {
+    let env = TestEnv::new();
+    let img = env.busybox("rootro");
+    let r = env.netspawn(&["-q", "--read-only", "-D", img.to_str().unwrap(), "/bin/sh", "-c", "touch /etc/x 2>/dev/null || echo refused; touch /tmp/ok && echo tmp-ok"]);
+    r.expect_status(0);
+    assert_eq!(r.stdout, "refused\ntmp-ok\n");
+    assert!(!img.join("etc/x").exists());
+}
+
+#[test]
+fn machine_flag_finds_the_image_and_names_the_machine() {
+    let env = TestEnv::new();
+    env.busybox("named");
+    let r = env.netspawn(&["-q", "-M", "named", "/bin/hostname"]);
+    r.expect_status(0);
+    assert_eq!(r.stdout, "named\n");
+    // -D with -M: the directory gives the root, -M the name.
+    let img = env.image_dir().join("named");
+    let r = env.netspawn(&["-q", "-D", img.to_str().unwrap(), "-M", "alias", "/bin/hostname"]);
+    assert_eq!(r.stdout, "alias\n");
+}
+
+#[test]
+fn without_a_tty_the_standard_streams_pass_through() {
+    let env = TestEnv::new();
+    let img = env.busybox("pipe");
+    let r = env.netspawn_stdin(&["-q", "-D", img.to_str().unwrap(), "/bin/sh", "-c", "tr a-z A-Z; echo err >&2"], b"hello\n");
+    r.expect_status(0);
+    assert_eq!(r.stdout, "HELLO\n");
+    assert_eq!(r.stderr, "err\n");
+}
+
+#[test]
+fn as_pid2_runs_a_reaping_init() {
+    let env = TestEnv::new();
+    let img = env.busybox("pid2");
+    // The payload is PID 2; an orphaned grandchild is reaped by PID 1 (no zombie left).
+    let r = env.netspawn(&[
+        "-q",
+        "-a",
+        "-D",
+        img.to_str().unwrap(),
+        "/bin/sh",
+        "-c",
+        "echo pid=$$; (sh -c 'exit 0' &); sleep 0.3; ps -o stat,comm | grep -c '^Z' ; cat /proc/1/cmdline | tr '\\0' ' '; echo",
+    ]);
+    r.expect_status(0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0], "pid=2");
+    assert_eq!(lines[1], "0", "zombies left: {}", r.stdout);
+    assert!(lines[2].contains("netspawn") || lines[2].is_empty() || !lines[2].contains("/bin/sh -c"), "{}", r.stdout);
+}
+
+#[test]
+fn private_network_has_only_lo_and_host_network_is_shared() {
+    let env = TestEnv::new();
+    let img = env.busybox("net");
+    let r = env.netspawn(&["-q", "--private-network", "-D", img.to_str().unwrap(), "/bin/sh", "-c", "ls /sys/class/net; ip -o link show lo | grep -c UP"]);
+    r.expect_status(0);
+    assert_eq!(r.stdout, "lo\n1\n");
+    // Default: the (test's private) host network namespace, same as ours.
+    let script = format!(
+        "readlink /proc/self/ns/net; {} -q -D {} /bin/readlink /proc/self/ns/net",
+        bin("netspawn").display(),
+        img.display()
+    );
+    let out = std::process::Command::new("timeout")
+        .args(["60", "unshare", "--mount", "--net", "sh", "-c", &script])
+        .env("NETSPAWN_RUN_DIR", env.run_dir())
+        .env("NETSPAWN_CGROUP_PARENT", &env.cgroup_parent)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lines[0], lines[1]);
+}
+
+#[test]
+fn no_host_file_descriptor_leaks_in() {
+    let env = TestEnv::new();
+    let img = env.busybox("fds");
+    // Open fds 7 and 9 in the launching shell; the container must not see them.
+    let script = format!(
+        "exec 7</etc/hostname 9>/dev/null; {} -q -D {} /bin/sh -c 'ls /proc/self/fd | tr \"\\n\" \" \"'",
+        bin("netspawn").display(),
+        img.display()
+    );
+    let out = std::process::Command::new("timeout")
+        .args(["60", "unshare", "--mount", "--net", "sh", "-c", &script])
+        .env("NETSPAWN_RUN_DIR", env.run_dir())
+        .env("NETSPAWN_CGROUP_PARENT", &env.cgroup_parent)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fds: Vec<&str> = text.split_whitespace().collect();
+    // 0 1 2 and the directory ls itself has open.
+    assert!(fds.len() <= 4, "fds: {fds:?}");
+    assert!(!fds.contains(&"7") && !fds.contains(&"9"), "fds: {fds:?}");
+}
