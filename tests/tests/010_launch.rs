@@ -59,16 +59,20 @@ fn sys_and_proc_sys_are_read_only_and_block_devices_cannot_be_opened() {
         "-c",
         "echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo procsys-writable; \
          touch /sys/x 2>/dev/null && echo sys-writable; \
-         mknod /tmp/vda b 253 0 && (head -c1 /tmp/vda >/dev/null 2>&1 && echo tmp-opened || echo tmp-refused); \
-         mknod /root/vda b 253 0 && (head -c1 /root/vda >/dev/null 2>&1 && echo root-opened || echo root-refused); rm -f /root/vda; \
-         mknod /dev/vda b 253 0 && (head -c1 /dev/vda >/dev/null 2>&1 && echo dev-opened || echo dev-refused); \
+         for d in /tmp /root /dev; do \
+           if mknod $d/vda b 253 0 2>/dev/null; then \
+             head -c1 $d/vda >/dev/null 2>&1 && echo $d-opened || echo $d-refused; rm -f $d/vda; \
+           else echo $d-refused; fi; \
+         done; \
          echo done",
     ]);
     r.expect_status(0);
     let out = &r.stdout;
     assert!(!out.contains("writable"), "{out}");
     assert!(!out.contains("opened"), "{out}");
-    assert!(out.contains("tmp-refused") && out.contains("root-refused") && out.contains("dev-refused"), "{out}");
+    for d in ["/tmp", "/root", "/dev"] {
+        assert!(out.contains(&format!("{d}-refused")), "{out}");
+    }
 }
 
 #[test]

@@ -110,10 +110,6 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
     let cgroup_name = if cfg.register { cfg.machine.clone() } else { format!("{}.{}", cfg.machine, std::process::id()) };
     let held = Held { registry, _image_lock: image_lock, hierarchies, cgroup_name };
 
-    let pty = match cfg.console {
-        ConsoleMode::Pipe => None,
-        _ => Some(console::open_pty()?),
-    };
     let host_os_release = ["/etc/os-release", "/usr/lib/os-release"].iter().find_map(|p| std::fs::read_to_string(p).ok());
 
     if !cfg.quiet {
@@ -122,8 +118,8 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
             eprintln!("Press Ctrl-] three times within 1s to kill container.");
         }
     }
-    let _raw = match (&pty, cfg.console) {
-        (Some(_), ConsoleMode::Interactive) => Some(RawTerminal::enter(std::io::stdin().as_fd())?),
+    let _raw = match cfg.console {
+        ConsoleMode::Interactive => Some(RawTerminal::enter(std::io::stdin().as_fd())?),
         _ => None,
     };
 
@@ -134,6 +130,12 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
         .map_err(sys("signalfd"))?;
 
     let result: Result<Outcome, LaunchError> = (|| loop {
+        // A fresh pty per boot: the kernel hangs up the old one when the
+        // guest's session ends.
+        let pty = match cfg.console {
+            ConsoleMode::Pipe => None,
+            _ => Some(console::open_pty()?),
+        };
         let outcome = run_once(cfg, &held, pty.as_ref(), host_os_release.as_deref(), &sigfd)?;
         if cfg.boot && outcome == Outcome::Killed(libc::SIGHUP) {
             if !cfg.quiet {
