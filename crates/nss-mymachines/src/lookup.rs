@@ -96,11 +96,50 @@ fn read_capped(file: File, cap: u64, out: &mut Vec<u8>) -> Result<(), LookupErro
         .map_err(|e| os_error(&e))
 }
 
+/// True if process `pid` runs and started at `start` (clock ticks since boot,
+/// field 22 of `/proc/PID/stat`): the same test as `Entry::is_alive`, done
+/// with one `read` into a stack buffer. Generating `/proc/PID/stat` is the
+/// dearest step of a lookup, and `fs::read_to_string` adds a `statx`, a second
+/// read and an allocation to it; reading bytes also copes with a command name
+/// that is not UTF-8.
+pub fn launcher_alive(pid: u32, start: u64) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let Ok(mut file) = File::open(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The line is well under 1 KiB (52 numeric fields and a 16-byte name).
+    let mut buf = [0u8; 2048];
+    let mut len = 0;
+    while let Some(rest) = buf.get_mut(len..).filter(|r| !r.is_empty()) {
+        match file.read(rest) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+    }
+    stat_start_time(buf.get(..len).unwrap_or(&[])) == Some(start)
+}
+
+/// Field 22 of a `/proc/PID/stat` line. The command name (field 2) may hold
+/// spaces and parentheses, so fields are counted after the last ')'.
+fn stat_start_time(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let after = stat.get(close + 1..)?;
+    let field = after
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty())
+        .nth(19)?;
+    std::str::from_utf8(field).ok()?.parse().ok()
+}
+
 /// Parses registry text and keeps it only if it is the entry for `name` and
 /// its launcher is alive.
 fn live_entry(text: &str, name: &str) -> Option<Entry> {
     let entry = Entry::parse(text).ok()?;
-    (entry.name == name && entry.is_alive()).then_some(entry)
+    (entry.name == name && launcher_alive(entry.launcher, entry.launcher_start)).then_some(entry)
 }
 
 /// The live machine called `name`, read directly from `dir/name` (no scan).
@@ -140,7 +179,10 @@ pub fn machine_by_address(dir: &Path, addr: &IpAddr) -> Result<Option<String>, L
         let Ok(entry) = Entry::parse(&text) else {
             continue;
         };
-        if entry.name == name && entry.addresses.contains(addr) && entry.is_alive() {
+        if entry.name == name
+            && entry.addresses.contains(addr)
+            && launcher_alive(entry.launcher, entry.launcher_start)
+        {
             best = Some(entry.name);
         }
     }
@@ -200,6 +242,35 @@ mod tests {
             assert_eq!(machine_by_name(&t.0, absent).unwrap(), None, "{absent}");
         }
         assert_eq!(machine_by_name(&t.0.join("missing"), "web").unwrap(), None);
+    }
+
+    #[test]
+    fn liveness_matches_the_registry_crate() {
+        let me = std::process::id();
+        let start = process_start_time(me).unwrap();
+        assert!(launcher_alive(me, start));
+        assert!(!launcher_alive(me, start + 1));
+        assert!(!launcher_alive(0, 0));
+        assert!(!launcher_alive(u32::MAX, start));
+        if let Some(init) = process_start_time(1) {
+            assert!(launcher_alive(1, init));
+        }
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!launcher_alive(pid, 0));
+    }
+
+    #[test]
+    fn stat_lines() {
+        let tail = " S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19 20";
+        let line = |comm: &[u8]| [b"42 (".as_slice(), comm, b")", tail.as_bytes()].concat();
+        assert_eq!(stat_start_time(&line(b"netspawn")), Some(777));
+        assert_eq!(stat_start_time(&line(b"a) (b c")), Some(777));
+        assert_eq!(stat_start_time(&line(&[0xff, 0xfe])), Some(777));
+        assert_eq!(stat_start_time(b"42 (x) S 1 2"), None);
+        assert_eq!(stat_start_time(b""), None);
+        assert_eq!(stat_start_time(b"no paren 1 2 3"), None);
     }
 
     #[test]

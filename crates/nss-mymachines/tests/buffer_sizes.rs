@@ -388,6 +388,73 @@ fn every_buffer_size_answers_or_asks_for_more() {
     );
 
     not_found_and_bad_arguments();
+    concurrent_lookups_while_entries_are_replaced(&reg);
+}
+
+/// Several threads resolve while another replaces an entry atomically (as the
+/// launcher does, temp file + rename): every call answers, with one of the
+/// two address sets.
+fn concurrent_lookups_while_entries_are_replaced(reg: &Registry) {
+    let pid = std::process::id();
+    let start = netspawn_common::registry::process_start_time(pid).expect("start time");
+    let text =
+        |a: &str| format!("NAME=flip\nLAUNCHER={pid}\nLAUNCHER_START={start}\nADDRESSES={a}\n");
+    let (one, two) = (text("10.3.0.1"), text("10.3.0.2 fd03::2"));
+    std::fs::write(reg.machines.join("flip"), &one).expect("write");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let tmp = reg.machines.join(".#flip.tmp");
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::fs::write(&tmp, if n.is_multiple_of(2) { &two } else { &one }).expect("tmp");
+                std::fs::rename(&tmp, reg.machines.join("flip")).expect("rename");
+                n += 1;
+            }
+            n
+        });
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut storage = [0u64; 64];
+                    for _ in 0..2000 {
+                        let buf = storage.as_mut_ptr().cast::<c_char>();
+                        let (mut e, mut h) = (0, 0);
+                        let mut pat: *mut GaihAddrtuple = std::ptr::null_mut();
+                        // SAFETY: all pointers valid; buffer is 512 bytes.
+                        let (st, ans) = unsafe {
+                            let st = _nss_mymachines_gethostbyname4_r(
+                                c"flip".as_ptr(),
+                                &mut pat,
+                                buf,
+                                512,
+                                &mut e,
+                                &mut h,
+                                std::ptr::null_mut(),
+                            );
+                            (
+                                st,
+                                (st == NssStatus::Success).then(|| {
+                                    read_tuples(pat, false, buf.cast(), buf.add(512).cast())
+                                }),
+                            )
+                        };
+                        assert_eq!(st, NssStatus::Success, "lookup during replacement");
+                        let addrs = ans.map(|a| a.addrs).unwrap_or_default();
+                        assert!(
+                            addrs == ips(&["10.3.0.1"]) || addrs == ips(&["10.3.0.2", "fd03::2"]),
+                            "torn answer {addrs:?}"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for r in readers {
+            r.join().expect("reader");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(writer.join().expect("writer") > 0);
+    });
 }
 
 /// NOTFOUND leaves errno alone and sets HOST_NOT_FOUND; bad arguments give UNAVAIL.
