@@ -302,3 +302,78 @@ fn valgrind_finds_no_errors() {
         }
     }
 }
+
+/// A setuid program must not let its caller move the registry: the module
+/// reads `NETSPAWN_RUN_DIR` with `secure_getenv`. glibc also ignores
+/// `LD_LIBRARY_PATH` there, so this test puts the module into the multiarch
+/// directory with a read-only overlay (private mount namespace only), puts a
+/// private tmpfs on `/run` holding the default registry, and runs a setuid
+/// copy of getent as `nobody`.
+#[test]
+fn setuid_programs_ignore_netspawn_run_dir() {
+    let Some(f) = Fixture::new("suid") else {
+        return;
+    };
+    let multiarch =
+        std::path::PathBuf::from(format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH));
+    if !multiarch.join("libnss_files.so.2").exists() {
+        eprintln!(
+            "SKIPPED: no glibc multiarch directory at {}",
+            multiarch.display()
+        );
+        return;
+    }
+    // Only in NETSPAWN_RUN_DIR's registry:
+    f.reg.add("relocated", "10.0.0.42");
+    // In the default registry (copied to the private /run by the script):
+    f.reg.add("default", "10.0.0.43");
+    let script = r#"set -e
+mount --bind "$NSS_TEST_CONF" /etc/nsswitch.conf
+mount --bind "$NSS_TEST_HOSTS" /etc/hosts
+mount -t overlay overlay -o "lowerdir=$NSS_TEST_LIB:$NSS_TEST_MULTIARCH" "$NSS_TEST_MULTIARCH"
+mount -t tmpfs -o mode=755 tmpfs /run
+mkdir -p /run/netspawn/machines
+cp "$NETSPAWN_RUN_DIR/machines/default" /run/netspawn/machines/default
+rm "$NETSPAWN_RUN_DIR/machines/default"
+mount -t tmpfs -o suid,mode=755 tmpfs "$NSS_TEST_SUID"
+cp "$(command -v getent)" "$NSS_TEST_SUID/getent"
+chmod 4755 "$NSS_TEST_SUID/getent"
+as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+for name in relocated default; do
+  st=0; as_nobody getent hosts "$name" >/dev/null || st=$?
+  echo "plain $name $st"
+  st=0; as_nobody "$NSS_TEST_SUID/getent" hosts "$name" >/dev/null || st=$?
+  echo "setuid $name $st"
+done
+"#;
+    let suid_dir = f.dir.0.join("suid");
+    fs::create_dir_all(&suid_dir).expect("suid dir");
+    let out = Command::new("timeout")
+        .args(["30", "unshare", "-m", "sh", "-c", script])
+        .env("NSS_TEST_CONF", f.dir.0.join("nsswitch.conf"))
+        .env("NSS_TEST_HOSTS", f.dir.0.join("hosts"))
+        .env("NSS_TEST_LIB", f.dir.0.join("lib"))
+        .env("NSS_TEST_MULTIARCH", &multiarch)
+        .env("NSS_TEST_SUID", &suid_dir)
+        .env("NETSPAWN_RUN_DIR", &f.reg.run_dir)
+        .output()
+        .expect("run unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "script failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            // A plain program follows NETSPAWN_RUN_DIR ...
+            "plain relocated 0",
+            // ... a setuid one does not, but still reads the default registry.
+            "setuid relocated 2",
+            "plain default 2",
+            "setuid default 0",
+        ]
+    );
+}
