@@ -183,9 +183,12 @@ impl Entry {
 /// Start time of a process in clock ticks since boot (field 22 of
 /// `/proc/PID/stat`), or None if there is no such process.
 pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Bytes, not a String: the command name may be any bytes (even a
+    // truncated multi-byte character).
+    let stat = fs::read(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: skip past the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
