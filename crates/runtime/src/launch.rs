@@ -239,6 +239,23 @@ fn run_in_cgroups(
     if let Err(e) = cgroups.add(child.as_raw()) {
         return Err(kill_child(e.into()));
     }
+    // Let the child go on, then wait for its exec (EOF) or its error message.
+    if let Err(e) = unistd::write(&sync_parent, b"g") {
+        return Err(kill_child(LaunchError::Sys { what: "start container", err: e }));
+    }
+    let mut buf = [0u8; 4096];
+    let n = loop {
+        match unistd::read(&sync_parent, &mut buf) {
+            Err(nix::Error::EINTR) => continue,
+            r => break r.unwrap_or(0),
+        }
+    };
+    if n > 0 {
+        let _ = waitpid(child, None);
+        return Err(LaunchError::Child(String::from_utf8_lossy(&buf[..n]).into_owned()));
+    }
+    drop(sync_parent);
+    // Registered once the payload runs, so readers never see the launcher's image as the leader.
     if let Some((reg, claim)) = &held.registry {
         let entry = Entry {
             name: cfg.machine.clone(),
@@ -261,22 +278,6 @@ fn run_in_cgroups(
             return Err(kill_child(LaunchError::Registry(e)));
         }
     }
-    // Let the child go on, then wait for its exec (EOF) or its error message.
-    if let Err(e) = unistd::write(&sync_parent, b"g") {
-        return Err(kill_child(LaunchError::Sys { what: "start container", err: e }));
-    }
-    let mut buf = [0u8; 4096];
-    let n = loop {
-        match unistd::read(&sync_parent, &mut buf) {
-            Err(nix::Error::EINTR) => continue,
-            r => break r.unwrap_or(0),
-        }
-    };
-    if n > 0 {
-        let _ = waitpid(child, None);
-        return Err(LaunchError::Child(String::from_utf8_lossy(&buf[..n]).into_owned()));
-    }
-    drop(sync_parent);
     supervise(cfg, child, pty, sigfd, &notify)
 }
 
