@@ -23,13 +23,23 @@ pub fn bin(name: &str) -> PathBuf {
     // target/<profile>/deps/<test>-<hash>
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let p = dir.join(name);
-    assert!(p.exists(), "{} not built; run `cargo build --workspace --bins` first", p.display());
+    assert!(
+        p.exists(),
+        "{} not built; run `cargo build --workspace --bins` first",
+        p.display()
+    );
     p
 }
 
 /// True if a command is on PATH.
 pub fn have(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 /// Output of a finished command, with convenient accessors.
@@ -52,7 +62,13 @@ impl Run {
     /// Panics with both streams unless the exit status is `code`.
     #[track_caller]
     pub fn expect_status(&self, code: i32) -> &Run {
-        assert_eq!(self.status, Some(code), "unexpected exit status\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.status,
+            Some(code),
+            "unexpected exit status\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
@@ -60,9 +76,22 @@ impl Run {
     #[track_caller]
     pub fn expect_error(&self, needle: &str) -> &Run {
         self.expect_status(1);
-        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "expected one error line, got:\n{}", self.stderr);
-        assert!(lines[0].contains(needle), "error line {:?} does not mention {needle:?}", lines[0]);
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one error line, got:\n{}",
+            self.stderr
+        );
+        assert!(
+            lines[0].contains(needle),
+            "error line {:?} does not mention {needle:?}",
+            lines[0]
+        );
         self
     }
 }
@@ -88,7 +117,10 @@ impl TestEnv {
         for d in ["run", "images", "state", "etc-nspawn", "run-nspawn"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
-        TestEnv { dir, cgroup_parent: format!("netspawn-test-{tag}") }
+        TestEnv {
+            dir,
+            cgroup_parent: format!("netspawn-test-{tag}"),
+        }
     }
 
     pub fn run_dir(&self) -> PathBuf {
@@ -108,7 +140,14 @@ impl TestEnv {
         c.env("NETSPAWN_RUN_DIR", self.run_dir())
             .env("NETSPAWN_IMAGE_DIR", self.image_dir())
             .env("NETSPAWN_STATE_DIR", self.dir.join("state"))
-            .env("NETSPAWN_SETTINGS_PATH", format!("{}:{}", self.settings_dir().display(), self.dir.join("run-nspawn").display()))
+            .env(
+                "NETSPAWN_SETTINGS_PATH",
+                format!(
+                    "{}:{}",
+                    self.settings_dir().display(),
+                    self.dir.join("run-nspawn").display()
+                ),
+            )
             .env("NETSPAWN_CGROUP_PARENT", &self.cgroup_parent);
     }
 
@@ -116,7 +155,14 @@ impl TestEnv {
     /// under `timeout` in private mount and network namespaces.
     pub fn cmd<S: AsRef<OsStr>>(&self, binary: &str, args: &[S], timeout_secs: u32) -> Command {
         let mut c = Command::new("timeout");
-        c.arg("-k").arg("5").arg(timeout_secs.to_string()).arg("unshare").arg("--mount").arg("--net").arg("--").arg(bin(binary));
+        c.arg("-k")
+            .arg("5")
+            .arg(timeout_secs.to_string())
+            .arg("unshare")
+            .arg("--mount")
+            .arg("--net")
+            .arg("--")
+            .arg(bin(binary));
         c.args(args);
         self.apply_env(&mut c);
         c.stdin(Stdio::null());
@@ -127,7 +173,10 @@ impl TestEnv {
     /// which must see machines started by other commands).
     pub fn ctl_cmd<S: AsRef<OsStr>>(&self, args: &[S], timeout_secs: u32) -> Command {
         let mut c = Command::new("timeout");
-        c.arg("-k").arg("5").arg(timeout_secs.to_string()).arg(bin("netspawnctl"));
+        c.arg("-k")
+            .arg("5")
+            .arg(timeout_secs.to_string())
+            .arg(bin("netspawnctl"));
         c.args(args);
         self.apply_env(&mut c);
         c.stdin(Stdio::null());
@@ -136,20 +185,34 @@ impl TestEnv {
 
     /// Runs netspawn with `args` to completion (60 s limit).
     pub fn netspawn<S: AsRef<OsStr>>(&self, args: &[S]) -> Run {
-        Run::from(self.cmd("netspawn", args, 60).output().expect("run netspawn"))
+        Run::from(
+            self.cmd("netspawn", args, 60)
+                .output()
+                .expect("run netspawn"),
+        )
     }
 
     /// Runs netspawn with `input` on its standard input.
     pub fn netspawn_stdin<S: AsRef<OsStr>>(&self, args: &[S], input: &[u8]) -> Run {
         use std::io::Write;
-        let mut child = self.cmd("netspawn", args, 60).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = self
+            .cmd("netspawn", args, 60)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         child.stdin.take().unwrap().write_all(input).unwrap();
         Run::from(child.wait_with_output().unwrap())
     }
 
     /// Starts netspawn in the background.
     pub fn spawn<S: AsRef<OsStr>>(&self, args: &[S]) -> Child {
-        self.cmd("netspawn", args, 300).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn netspawn")
+        self.cmd("netspawn", args, 300)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn netspawn")
     }
 
     /// Runs netspawnctl to completion.
@@ -166,7 +229,12 @@ impl TestEnv {
     /// Names of the machines the registry lists.
     pub fn registry_names(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.run_dir().join("machines"))
-            .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).filter(|n| !n.starts_with('.')).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -191,12 +259,16 @@ impl TestEnv {
         let mut out = Vec::new();
         let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         for line in mi.lines() {
-            let Some((l, r)) = line.split_once(" - ") else { continue };
+            let Some((l, r)) = line.split_once(" - ") else {
+                continue;
+            };
             let mp = l.split(' ').nth(4).unwrap_or("");
             let mut rs = r.split(' ');
             let fstype = rs.next().unwrap_or("");
             let opts = rs.nth(1).unwrap_or("");
-            if fstype == "cgroup2" || (fstype == "cgroup" && opts.split(',').any(|o| o == "devices")) {
+            if fstype == "cgroup2"
+                || (fstype == "cgroup" && opts.split(',').any(|o| o == "devices"))
+            {
                 out.push(Path::new(mp).join(&self.cgroup_parent));
             }
         }
@@ -207,7 +279,14 @@ impl TestEnv {
     pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
         self.cgroup_dirs()
             .iter()
-            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten().filter(|e| e.path().is_dir()).map(|e| e.path()))
+            .flat_map(|d| {
+                std::fs::read_dir(d)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path())
+            })
             .collect()
     }
 }
@@ -268,7 +347,14 @@ pub fn compile_static_c(env: &TestEnv, name: &str, source: &str) -> PathBuf {
     let src = env.dir.join(format!("{name}.c"));
     let out = env.dir.join(name);
     std::fs::write(&src, source).unwrap();
-    let st = Command::new("cc").arg("-static").arg("-O1").arg("-o").arg(&out).arg(&src).status().expect("cc");
+    let st = Command::new("cc")
+        .arg("-static")
+        .arg("-O1")
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("cc");
     assert!(st.success(), "compiling {name} failed");
     out
 }

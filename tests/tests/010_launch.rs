@@ -38,13 +38,24 @@ fn payload_is_pid1_with_its_own_hostname_and_api_filesystems() {
         assert!(out.contains(m), "missing mount {m:?} in\n{out}");
     }
     let devs: Vec<&str> = out.lines().last().unwrap().split_whitespace().collect();
-    for d in ["null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm", "mqueue"] {
+    for d in [
+        "null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm", "mqueue",
+    ] {
         assert!(devs.contains(&d), "/dev lacks {d}: {devs:?}");
     }
-    assert!(!devs.iter().any(|d| d.starts_with("sd") || d.starts_with("vd") || *d == "mem" || *d == "kmsg"), "{devs:?}");
+    assert!(
+        !devs
+            .iter()
+            .any(|d| d.starts_with("sd") || d.starts_with("vd") || *d == "mem" || *d == "kmsg"),
+        "{devs:?}"
+    );
     // Nothing is left behind.
     assert!(env.registry_names().is_empty());
-    assert!(env.leftover_cgroups().is_empty(), "{:?}", env.leftover_cgroups());
+    assert!(
+        env.leftover_cgroups().is_empty(),
+        "{:?}",
+        env.leftover_cgroups()
+    );
 }
 
 #[test]
@@ -82,7 +93,14 @@ fn tmp_and_run_are_fresh() {
     std::fs::write(img.join("tmp/left-behind"), "x").unwrap();
     std::fs::create_dir_all(img.join("run")).unwrap();
     std::fs::write(img.join("run/left-behind"), "x").unwrap();
-    let r = env.netspawn(&["-q", "-D", img.to_str().unwrap(), "/bin/sh", "-c", "ls -A /tmp /run; echo hi > /tmp/new"]);
+    let r = env.netspawn(&[
+        "-q",
+        "-D",
+        img.to_str().unwrap(),
+        "/bin/sh",
+        "-c",
+        "ls -A /tmp /run; echo hi > /tmp/new",
+    ]);
     r.expect_status(0);
     assert!(!r.stdout.contains("left-behind"), "{}", r.stdout);
     assert!(!img.join("tmp/new").exists());
@@ -93,13 +111,17 @@ fn exit_status_is_the_payloads() {
     let env = TestEnv::new();
     let img = env.busybox("st");
     let d = img.to_str().unwrap();
-    env.netspawn(&["-q", "-D", d, "/bin/sh", "-c", "exit 3"]).expect_status(3);
+    env.netspawn(&["-q", "-D", d, "/bin/sh", "-c", "exit 3"])
+        .expect_status(3);
     env.netspawn(&["-q", "-D", d, "/bin/true"]).expect_status(0);
-    env.netspawn(&["-q", "-D", d, "/bin/false"]).expect_status(1);
+    env.netspawn(&["-q", "-D", d, "/bin/false"])
+        .expect_status(1);
     // Killed by a signal: 128+N. PID 1 can only be killed from outside its
     // namespace or by a signal it handles, so use -a (the payload is PID 2).
-    env.netspawn(&["-q", "-a", "-D", d, "/bin/sh", "-c", "kill -9 $$"]).expect_status(137);
-    env.netspawn(&["-q", "-a", "-D", d, "/bin/sh", "-c", "kill -TERM $$"]).expect_status(143);
+    env.netspawn(&["-q", "-a", "-D", d, "/bin/sh", "-c", "kill -9 $$"])
+        .expect_status(137);
+    env.netspawn(&["-q", "-a", "-D", d, "/bin/sh", "-c", "kill -TERM $$"])
+        .expect_status(143);
 }
 
 #[test]
@@ -128,15 +150,29 @@ fn flags_environment_binds_tmpfs_chdir_hostname() {
          grep ' /var/scratch ' /proc/self/mounts | cut -d' ' -f3; stat -c %a /var/scratch",
     ]);
     r.expect_status(0);
-    assert_eq!(r.stdout, "other\nFOO=bar baz\n1\n/mnt/rw\nfrom-hostro-refused\ntmpfs\n700\n");
-    assert_eq!(std::fs::read_to_string(shared.join("new")).unwrap(), "new\n");
+    assert_eq!(
+        r.stdout,
+        "other\nFOO=bar baz\n1\n/mnt/rw\nfrom-hostro-refused\ntmpfs\n700\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(shared.join("new")).unwrap(),
+        "new\n"
+    );
 }
 
 #[test]
 fn read_only_root() {
     let env = TestEnv::new();
     let img = env.busybox("rootro");
-    let r = env.netspawn(&["-q", "--read-only", "-D", img.to_str().unwrap(), "/bin/sh", "-c", "touch /etc/x 2>/dev/null || echo refused; touch /tmp/ok && echo tmp-ok"]);
+    let r = env.netspawn(&[
+        "-q",
+        "--read-only",
+        "-D",
+        img.to_str().unwrap(),
+        "/bin/sh",
+        "-c",
+        "touch /etc/x 2>/dev/null || echo refused; touch /tmp/ok && echo tmp-ok",
+    ]);
     r.expect_status(0);
     assert_eq!(r.stdout, "refused\ntmp-ok\n");
     assert!(!img.join("etc/x").exists());
@@ -151,7 +187,14 @@ fn machine_flag_finds_the_image_and_names_the_machine() {
     assert_eq!(r.stdout, "named\n");
     // -D with -M: the directory gives the root, -M the name.
     let img = env.image_dir().join("named");
-    let r = env.netspawn(&["-q", "-D", img.to_str().unwrap(), "-M", "alias", "/bin/hostname"]);
+    let r = env.netspawn(&[
+        "-q",
+        "-D",
+        img.to_str().unwrap(),
+        "-M",
+        "alias",
+        "/bin/hostname",
+    ]);
     assert_eq!(r.stdout, "alias\n");
 }
 
@@ -159,7 +202,17 @@ fn machine_flag_finds_the_image_and_names_the_machine() {
 fn without_a_tty_the_standard_streams_pass_through() {
     let env = TestEnv::new();
     let img = env.busybox("pipe");
-    let r = env.netspawn_stdin(&["-q", "-D", img.to_str().unwrap(), "/bin/sh", "-c", "tr a-z A-Z; echo err >&2"], b"hello\n");
+    let r = env.netspawn_stdin(
+        &[
+            "-q",
+            "-D",
+            img.to_str().unwrap(),
+            "/bin/sh",
+            "-c",
+            "tr a-z A-Z; echo err >&2",
+        ],
+        b"hello\n",
+    );
     r.expect_status(0);
     assert_eq!(r.stdout, "HELLO\n");
     assert_eq!(r.stderr, "err\n");
@@ -183,14 +236,26 @@ fn as_pid2_runs_a_reaping_init() {
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines[0], "pid=2");
     assert_eq!(lines[1], "0", "zombies left: {}", r.stdout);
-    assert!(lines[2].contains("netspawn") || lines[2].is_empty() || !lines[2].contains("/bin/sh -c"), "{}", r.stdout);
+    assert!(
+        lines[2].contains("netspawn") || lines[2].is_empty() || !lines[2].contains("/bin/sh -c"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
 fn private_network_has_only_lo_and_host_network_is_shared() {
     let env = TestEnv::new();
     let img = env.busybox("net");
-    let r = env.netspawn(&["-q", "--private-network", "-D", img.to_str().unwrap(), "/bin/sh", "-c", "ls /sys/class/net; ip -o link show lo | grep -c UP"]);
+    let r = env.netspawn(&[
+        "-q",
+        "--private-network",
+        "-D",
+        img.to_str().unwrap(),
+        "/bin/sh",
+        "-c",
+        "ls /sys/class/net; ip -o link show lo | grep -c UP",
+    ]);
     r.expect_status(0);
     assert_eq!(r.stdout, "lo\n1\n");
     // Default: the (test's private) host network namespace, same as ours.
@@ -207,7 +272,12 @@ fn private_network_has_only_lo_and_host_network_is_shared() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        lines.len(),
+        2,
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(lines[0], lines[1]);
 }
 

@@ -8,7 +8,10 @@ use netspawn_tests::*;
 
 fn leader_of(env: &TestEnv, name: &str) -> Option<u32> {
     let text = std::fs::read_to_string(env.run_dir().join("machines").join(name)).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("LEADER="))?.parse().ok()
+    text.lines()
+        .find_map(|l| l.strip_prefix("LEADER="))?
+        .parse()
+        .ok()
 }
 
 /// Waits until the machine answers a shell command.
@@ -28,20 +31,38 @@ fn busybox_init_boots_and_powers_off_with_status_0() {
     let env = TestEnv::new();
     let img = env.busybox("bbinit");
     let mut child = env.spawn(&["-q", "-b", "-D", img.to_str().unwrap()]);
-    let leader = env.wait_registered("bbinit", Duration::from_secs(10)).expect("registered");
+    let leader = env
+        .wait_registered("bbinit", Duration::from_secs(10))
+        .expect("registered");
     let comm = std::fs::read_to_string(format!("/proc/{leader}/comm")).unwrap();
     assert_eq!(comm.trim(), "init");
     wait_shell(&env, "bbinit");
-    let r = env.ctl(&["shell", "bbinit", "/bin/sh", "-c", "echo $$ $(cat /proc/1/comm) $container; [ -t 0 ] || echo no-tty"]);
+    let r = env.ctl(&[
+        "shell",
+        "bbinit",
+        "/bin/sh",
+        "-c",
+        "echo $$ $(cat /proc/1/comm) $container; [ -t 0 ] || echo no-tty",
+    ]);
     r.expect_status(0);
     assert!(r.stdout.contains(" init netspawn"), "{}", r.stdout);
     // Without a terminal the console is read-only: the guest's /dev/console is a pty.
-    let r = env.ctl(&["shell", "bbinit", "/bin/sh", "-c", "[ -c /dev/console ] && echo console-ok; cat /run/host/container-manager"]);
+    let r = env.ctl(&[
+        "shell",
+        "bbinit",
+        "/bin/sh",
+        "-c",
+        "[ -c /dev/console ] && echo console-ok; cat /run/host/container-manager",
+    ]);
     assert_eq!(r.stdout, "console-ok\nnetspawn\n");
     env.ctl(&["poweroff", "bbinit"]).expect_status(0);
     assert_eq!(wait_timeout(&mut child, Duration::from_secs(20)), Some(0));
     assert!(env.registry_names().is_empty());
-    assert!(env.leftover_cgroups().is_empty(), "{:?}", env.leftover_cgroups());
+    assert!(
+        env.leftover_cgroups().is_empty(),
+        "{:?}",
+        env.leftover_cgroups()
+    );
 }
 
 #[test]
@@ -49,7 +70,9 @@ fn reboot_restarts_the_container_in_the_same_launcher() {
     let env = TestEnv::new();
     let img = env.busybox("bbreboot");
     let mut child = env.spawn(&["-b", "-D", img.to_str().unwrap()]);
-    let first = env.wait_registered("bbreboot", Duration::from_secs(10)).expect("registered");
+    let first = env
+        .wait_registered("bbreboot", Duration::from_secs(10))
+        .expect("registered");
     wait_shell(&env, "bbreboot");
     env.ctl(&["reboot", "bbreboot"]).expect_status(0);
     // A new PID 1 comes up under the same launcher.
@@ -62,14 +85,23 @@ fn reboot_restarts_the_container_in_the_same_launcher() {
         }
     };
     assert_ne!(first, second);
-    assert!(child.try_wait().unwrap().is_none(), "launcher exited on reboot");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "launcher exited on reboot"
+    );
     wait_shell(&env, "bbreboot");
     env.ctl(&["poweroff", "bbreboot"]).expect_status(0);
     assert_eq!(wait_timeout(&mut child, Duration::from_secs(20)), Some(0));
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Container bbreboot is being rebooted."), "{err}");
-    assert!(err.contains("Container bbreboot has been shut down."), "{err}");
+    assert!(
+        err.contains("Container bbreboot is being rebooted."),
+        "{err}"
+    );
+    assert!(
+        err.contains("Container bbreboot has been shut down."),
+        "{err}"
+    );
 }
 
 #[test]
@@ -77,7 +109,8 @@ fn sigterm_to_the_launcher_shuts_a_booted_guest_down_cleanly() {
     let env = TestEnv::new();
     let img = env.busybox("bbterm");
     let mut child = env.spawn(&["-q", "-b", "-D", img.to_str().unwrap()]);
-    env.wait_registered("bbterm", Duration::from_secs(10)).expect("registered");
+    env.wait_registered("bbterm", Duration::from_secs(10))
+        .expect("registered");
     wait_shell(&env, "bbterm");
     // `timeout` is our child; signal the launcher itself.
     let launcher: i32 = std::fs::read_to_string(env.run_dir().join("machines/bbterm"))
@@ -88,5 +121,9 @@ fn sigterm_to_the_launcher_shuts_a_booted_guest_down_cleanly() {
         .parse()
         .unwrap();
     unsafe { libc::kill(launcher, libc::SIGTERM) };
-    assert_eq!(wait_timeout(&mut child, Duration::from_secs(20)), Some(0), "clean shutdown is status 0");
+    assert_eq!(
+        wait_timeout(&mut child, Duration::from_secs(20)),
+        Some(0),
+        "clean shutdown is status 0"
+    );
 }

@@ -28,13 +28,23 @@ fn debian_image(env: &TestEnv, name: &str) -> PathBuf {
     if !cache.join("usr/lib/systemd/systemd").exists() {
         let _ = std::fs::remove_dir_all(&cache);
         let st = Command::new(bin("netspawnctl"))
-            .args(["bootstrap", "debian", "cache", &format!("--directory={}", cache.display())])
+            .args([
+                "bootstrap",
+                "debian",
+                "cache",
+                &format!("--directory={}", cache.display()),
+            ])
             .status()
             .unwrap();
         assert!(st.success(), "bootstrap debian failed");
     }
     let dst = env.image_dir().join(name);
-    let st = Command::new("cp").arg("-a").arg(&cache).arg(&dst).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&cache)
+        .arg(&dst)
+        .status()
+        .unwrap();
     assert!(st.success());
     drop(lock);
     dst
@@ -49,7 +59,11 @@ fn shell(env: &TestEnv, name: &str, args: &[&str]) -> Run {
 fn wait_running(env: &TestEnv, name: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let r = shell(env, name, &["/bin/systemctl", "is-system-running", "--wait"]);
+        let r = shell(
+            env,
+            name,
+            &["/bin/systemctl", "is-system-running", "--wait"],
+        );
         let state = r.stdout.trim().to_string();
         if state == "running" || state == "degraded" || Instant::now() > deadline {
             return state;
@@ -60,7 +74,10 @@ fn wait_running(env: &TestEnv, name: &str) -> String {
 
 fn leader_of(env: &TestEnv, name: &str) -> Option<u32> {
     let text = std::fs::read_to_string(env.run_dir().join("machines").join(name)).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("LEADER="))?.parse().ok()
+    text.lines()
+        .find_map(|l| l.strip_prefix("LEADER="))?
+        .parse()
+        .ok()
 }
 
 #[test]
@@ -68,20 +85,32 @@ fn debian_boots_to_its_default_target_and_powers_off_with_status_0() {
     let env = TestEnv::new();
     let img = debian_image(&env, "deb");
     let mut child = env.spawn(&["-b", "-D", img.to_str().unwrap()]);
-    env.wait_registered("deb", Duration::from_secs(30)).expect("registered");
+    env.wait_registered("deb", Duration::from_secs(30))
+        .expect("registered");
     let state = wait_running(&env, "deb");
-    let failed = shell(&env, "deb", &["/bin/systemctl", "--failed", "--no-legend", "--plain"]);
+    let failed = shell(
+        &env,
+        "deb",
+        &["/bin/systemctl", "--failed", "--no-legend", "--plain"],
+    );
     assert_eq!(state, "running", "failed units:\n{}", failed.stdout);
     assert_eq!(failed.stdout.trim(), "");
     // The Container Interface.
     let r = shell(&env, "deb", &["/bin/sh", "-c", "systemd-detect-virt --container; cat /run/host/container-manager; test -s /run/host/os-release && echo host-os-release; tr '\\0' '\\n' < /proc/1/environ | grep -c '^container_uuid='; hostname; stat -fc %T /sys/fs/cgroup; findmnt -no OPTIONS /proc/sys | cut -d, -f1; findmnt -no OPTIONS /sys | cut -d, -f1"]);
     r.expect_status(0);
-    assert_eq!(r.stdout, "container-other\nnetspawn\nhost-os-release\n1\ndeb\ncgroup2fs\nro\nro\n");
+    assert_eq!(
+        r.stdout,
+        "container-other\nnetspawn\nhost-os-release\n1\ndeb\ncgroup2fs\nro\nro\n"
+    );
     // poweroff inside ends netspawn with status 0.
     let _ = shell(&env, "deb", &["/bin/systemctl", "poweroff"]);
     assert_eq!(wait_timeout(&mut child, Duration::from_secs(60)), Some(0));
     assert!(env.registry_names().is_empty());
-    assert!(env.leftover_cgroups().is_empty(), "{:?}", env.leftover_cgroups());
+    assert!(
+        env.leftover_cgroups().is_empty(),
+        "{:?}",
+        env.leftover_cgroups()
+    );
 }
 
 #[test]
@@ -89,7 +118,9 @@ fn debian_reboot_restarts_in_the_same_launcher() {
     let env = TestEnv::new();
     let img = debian_image(&env, "debr");
     let mut child = env.spawn(&["-q", "-b", "-D", img.to_str().unwrap()]);
-    let first = env.wait_registered("debr", Duration::from_secs(30)).expect("registered");
+    let first = env
+        .wait_registered("debr", Duration::from_secs(30))
+        .expect("registered");
     assert_eq!(wait_running(&env, "debr"), "running");
     let _ = shell(&env, "debr", &["/bin/systemctl", "reboot"]);
     let deadline = Instant::now() + Duration::from_secs(60);

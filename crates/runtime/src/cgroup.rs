@@ -23,15 +23,15 @@ pub enum CgroupError {
 /// Devices the container may use (cgroup v1 `devices.allow` rules); the same
 /// set as the nodes bind-mounted into its /dev, plus ptys.
 pub const DEVICE_ALLOW: &[&str] = &[
-    "c 1:3 rwm",   // null
-    "c 1:5 rwm",   // zero
-    "c 1:7 rwm",   // full
-    "c 1:8 rwm",   // random
-    "c 1:9 rwm",   // urandom
-    "c 5:0 rwm",   // tty
-    "c 5:1 rwm",   // console
-    "c 5:2 rwm",   // ptmx
-    "c 136:* rwm", // pts
+    "c 1:3 rwm",    // null
+    "c 1:5 rwm",    // zero
+    "c 1:7 rwm",    // full
+    "c 1:8 rwm",    // random
+    "c 1:9 rwm",    // urandom
+    "c 5:0 rwm",    // tty
+    "c 5:1 rwm",    // console
+    "c 5:2 rwm",    // ptmx
+    "c 136:* rwm",  // pts
     "c 10:200 rwm", // net/tun
 ];
 
@@ -48,8 +48,12 @@ pub fn parse_mountinfo(text: &str) -> Option<Hierarchies> {
     let mut unified = None;
     let mut devices = None;
     for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
-        let Some(mount_point) = left.split(' ').nth(4) else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mount_point) = left.split(' ').nth(4) else {
+            continue;
+        };
         let mut r = right.split(' ');
         let fstype = r.next().unwrap_or("");
         let _source = r.next();
@@ -57,17 +61,23 @@ pub fn parse_mountinfo(text: &str) -> Option<Hierarchies> {
         let mp = PathBuf::from(mount_point.replace("\\040", " "));
         if fstype == "cgroup2" && unified.is_none() {
             unified = Some(mp);
-        } else if fstype == "cgroup" && opts.split(',').any(|o| o == "devices") && devices.is_none() {
+        } else if fstype == "cgroup" && opts.split(',').any(|o| o == "devices") && devices.is_none()
+        {
             devices = Some(mp);
         }
     }
-    Some(Hierarchies { unified: unified?, devices })
+    Some(Hierarchies {
+        unified: unified?,
+        devices,
+    })
 }
 
 impl Hierarchies {
     pub fn detect() -> Result<Hierarchies, CgroupError> {
-        let text = fs::read_to_string("/proc/self/mountinfo")
-            .map_err(|err| CgroupError::Io { path: "/proc/self/mountinfo".into(), err })?;
+        let text = fs::read_to_string("/proc/self/mountinfo").map_err(|err| CgroupError::Io {
+            path: "/proc/self/mountinfo".into(),
+            err,
+        })?;
         parse_mountinfo(&text).ok_or(CgroupError::NoUnified)
     }
 }
@@ -80,7 +90,10 @@ pub struct Cgroups {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
-    move |err| CgroupError::Io { path: path.to_path_buf(), err }
+    move |err| CgroupError::Io {
+        path: path.to_path_buf(),
+        err,
+    }
 }
 
 impl Cgroups {
@@ -167,7 +180,10 @@ fn destroy_tree(dir: &Path) {
                 // Busy: kill what is left (cgroup.kill where the kernel has it).
                 if fs::write(dir.join("cgroup.kill"), "1").is_err() {
                     for pid in procs(dir) {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
                     }
                 }
                 std::thread::sleep(Duration::from_millis(2));
@@ -194,10 +210,19 @@ mod tests {
 ";
         assert_eq!(
             parse_mountinfo(hybrid),
-            Some(Hierarchies { unified: "/sys/fs/cgroup/unified".into(), devices: Some("/sys/fs/cgroup/devices".into()) })
+            Some(Hierarchies {
+                unified: "/sys/fs/cgroup/unified".into(),
+                devices: Some("/sys/fs/cgroup/devices".into())
+            })
         );
         let v2 = "30 23 0:27 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n";
-        assert_eq!(parse_mountinfo(v2), Some(Hierarchies { unified: "/sys/fs/cgroup".into(), devices: None }));
+        assert_eq!(
+            parse_mountinfo(v2),
+            Some(Hierarchies {
+                unified: "/sys/fs/cgroup".into(),
+                devices: None
+            })
+        );
         assert_eq!(parse_mountinfo("garbage\n1 2 3\n"), None);
     }
 }

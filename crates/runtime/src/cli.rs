@@ -74,7 +74,11 @@ pub struct Args {
     #[arg(long = "network-interface", value_name = "INTERFACE")]
     pub network_interface: Vec<String>,
     /// Expose a container IP port on the host
-    #[arg(short = 'p', long = "port", value_name = "[PROTOCOL:]HOSTPORT[:CONTAINERPORT]")]
+    #[arg(
+        short = 'p',
+        long = "port",
+        value_name = "[PROTOCOL:]HOSTPORT[:CONTAINERPORT]"
+    )]
     pub port: Vec<String>,
     /// In addition to the default, retain the specified capability
     #[arg(long = "capability", value_name = "CAP")]
@@ -154,7 +158,9 @@ where
     match Args::try_parse_from(argv) {
         Ok(a) => Ok(Ok(a)),
         Err(e) => match e.kind() {
-            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => Ok(Err(e.to_string())),
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                Ok(Err(e.to_string()))
+            }
             _ => Err(first_line(&e.to_string())),
         },
     }
@@ -162,7 +168,10 @@ where
 
 /// The first meaningful line of a clap error, without its "error: " prefix.
 pub fn first_line(text: &str) -> String {
-    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
     line.trim_start_matches("error: ").to_string()
 }
 
@@ -195,7 +204,14 @@ mod tests {
 
     #[test]
     fn repeatable_and_optional_values() {
-        let a = p(&["--bind=/a", "--bind=/b:/c", "--register=no", "--private-users", "-b"]).unwrap();
+        let a = p(&[
+            "--bind=/a",
+            "--bind=/b:/c",
+            "--register=no",
+            "--private-users",
+            "-b",
+        ])
+        .unwrap();
         assert_eq!(a.bind, vec!["/a", "/b:/c"]);
         assert_eq!(a.register.as_deref(), Some("no"));
         assert_eq!(a.private_users.as_deref(), Some("yes"));

@@ -35,7 +35,11 @@ pub enum ConfigError {
     #[error("Command '{cmd}' not found in directory {root}")]
     NoCommand { cmd: String, root: PathBuf },
     #[error("Invalid {flag} value '{value}': {reason}")]
-    Value { flag: &'static str, value: String, reason: String },
+    Value {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error("{0}")]
     Spec(#[from] spec::SpecError),
     #[error("{0}")]
@@ -107,7 +111,11 @@ pub struct Config {
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Where systemd-nspawn looks for init, in order.
-pub const INIT_PATHS: &[&str] = &["/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init"];
+pub const INIT_PATHS: &[&str] = &[
+    "/usr/lib/systemd/systemd",
+    "/lib/systemd/systemd",
+    "/sbin/init",
+];
 
 /// Parses a boolean as systemd does.
 fn boolean(flag: &'static str, v: &str) -> Result<bool, ConfigError> {
@@ -126,16 +134,27 @@ pub fn parse_signal(s: &str) -> Option<i32> {
     let up = s.to_ascii_uppercase();
     let name = up.strip_prefix("SIG").unwrap_or(&up);
     if let Some(rest) = name.strip_prefix("RTMIN") {
-        let off: i32 = if rest.is_empty() { 0 } else { rest.strip_prefix('+')?.parse().ok()? };
+        let off: i32 = if rest.is_empty() {
+            0
+        } else {
+            rest.strip_prefix('+')?.parse().ok()?
+        };
         let n = libc::SIGRTMIN() + off;
         return (n <= libc::SIGRTMAX()).then_some(n);
     }
     if let Some(rest) = name.strip_prefix("RTMAX") {
-        let off: i32 = if rest.is_empty() { 0 } else { rest.strip_prefix('-')?.parse().ok()? };
+        let off: i32 = if rest.is_empty() {
+            0
+        } else {
+            rest.strip_prefix('-')?.parse().ok()?
+        };
         let n = libc::SIGRTMAX() - off;
         return (n >= libc::SIGRTMIN()).then_some(n);
     }
-    format!("SIG{name}").parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
+    format!("SIG{name}")
+        .parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
 }
 
 /// A random UUID as 32 hex digits (version 4 bits set).
@@ -145,7 +164,9 @@ pub fn random_uuid() -> String {
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
     if n != b.len() as isize {
         // Fall back to something unique enough; getrandom does not fail on Linux >= 3.17.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         b[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
         b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
     }
@@ -169,7 +190,9 @@ pub fn find_command(root: &Path, cmd: &str, path_var: &str) -> Option<String> {
 /// True if `init` inside `root` is busybox (e.g. /sbin/init -> ../bin/busybox).
 pub fn init_is_busybox(root: &Path, init: &str) -> bool {
     use std::os::fd::AsRawFd;
-    let Ok(fd) = crate::sys::open_in_root(root, Path::new(init), libc::O_PATH) else { return false };
+    let Ok(fd) = crate::sys::open_in_root(root, Path::new(init), libc::O_PATH) else {
+        return false;
+    };
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map(|p| p.file_name().is_some_and(|n| n == "busybox"))
         .unwrap_or(false)
@@ -185,25 +208,42 @@ impl Config {
                 check_machine_name(m).map_err(|e| ConfigError::MachineName(m.clone(), e))?;
                 paths.image_dir.join(m)
             }
-            (None, None) => std::env::current_dir().map_err(|_| ConfigError::NoDirectory(".".into()))?,
+            (None, None) => {
+                std::env::current_dir().map_err(|_| ConfigError::NoDirectory(".".into()))?
+            }
         };
         let md = std::fs::metadata(&root).map_err(|_| ConfigError::NoDirectory(root.clone()))?;
         if !md.is_dir() {
             return Err(ConfigError::NotDirectory(root));
         }
-        let root = root.canonicalize().map_err(|_| ConfigError::NoDirectory(root.clone()))?;
+        let root = root
+            .canonicalize()
+            .map_err(|_| ConfigError::NoDirectory(root.clone()))?;
         let machine = match &a.machine {
             Some(m) => m.clone(),
-            None => machine_name_from_path(&root).ok_or_else(|| ConfigError::NoName(root.clone()))?,
+            None => {
+                machine_name_from_path(&root).ok_or_else(|| ConfigError::NoName(root.clone()))?
+            }
         };
         check_machine_name(&machine).map_err(|e| ConfigError::MachineName(machine.clone(), e))?;
         let hostname = a.hostname.clone().unwrap_or_else(|| machine.clone());
         check_machine_name(&hostname).map_err(|e| ConfigError::Hostname(hostname.clone(), e))?;
         let uuid = match &a.uuid {
             Some(u) => {
-                let hex: String = u.chars().filter(|c| *c != '-').collect::<String>().to_ascii_lowercase();
-                if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) || hex.chars().all(|c| c == '0') {
-                    return Err(ConfigError::Value { flag: "--uuid", value: u.clone(), reason: "expected 32 hex digits".into() });
+                let hex: String = u
+                    .chars()
+                    .filter(|c| *c != '-')
+                    .collect::<String>()
+                    .to_ascii_lowercase();
+                if hex.len() != 32
+                    || !hex.chars().all(|c| c.is_ascii_hexdigit())
+                    || hex.chars().all(|c| c == '0')
+                {
+                    return Err(ConfigError::Value {
+                        flag: "--uuid",
+                        value: u.clone(),
+                        reason: "expected 32 hex digits".into(),
+                    });
                 }
                 hex
             }
@@ -212,11 +252,15 @@ impl Config {
 
         // Things we do not do (refused, never silently ignored).
         if a.private_users_short {
-            return Err(ConfigError::Unsupported("-U (user namespaces) is not supported by netspawn".into()));
+            return Err(ConfigError::Unsupported(
+                "-U (user namespaces) is not supported by netspawn".into(),
+            ));
         }
         if let Some(pu) = &a.private_users {
             if boolean("--private-users", pu).ok() != Some(false) {
-                return Err(ConfigError::Unsupported(format!("--private-users={pu} is not supported by netspawn (only \"no\")")));
+                return Err(ConfigError::Unsupported(format!(
+                    "--private-users={pu} is not supported by netspawn (only \"no\")"
+                )));
             }
         }
         if let Some(o) = &a.private_users_ownership {
@@ -225,22 +269,36 @@ impl Config {
             }
         }
         if a.template.is_some() {
-            return Err(ConfigError::Unsupported("--template= is not supported by netspawn".into()));
+            return Err(ConfigError::Unsupported(
+                "--template= is not supported by netspawn".into(),
+            ));
         }
         if a.ephemeral {
-            return Err(ConfigError::Unsupported("-x/--ephemeral is not supported by netspawn".into()));
+            return Err(ConfigError::Unsupported(
+                "-x/--ephemeral is not supported by netspawn".into(),
+            ));
         }
         if a.boot && a.as_pid2 {
-            return Err(ConfigError::Conflict("--boot and --as-pid2 may not be combined".into()));
+            return Err(ConfigError::Conflict(
+                "--boot and --as-pid2 may not be combined".into(),
+            ));
         }
         for p in &a.property {
             if !p.contains('=') {
-                return Err(ConfigError::Value { flag: "--property", value: p.clone(), reason: "expected NAME=VALUE".into() });
+                return Err(ConfigError::Value {
+                    flag: "--property",
+                    value: p.clone(),
+                    reason: "expected NAME=VALUE".into(),
+                });
             }
         }
         if let Some(mode) = &a.network_config {
             if !matches!(mode.as_str(), "auto" | "none") {
-                return Err(ConfigError::Value { flag: "--network-config", value: mode.clone(), reason: "expected auto or none".into() });
+                return Err(ConfigError::Value {
+                    flag: "--network-config",
+                    value: mode.clone(),
+                    reason: "expected auto or none".into(),
+                });
             }
         }
         let register = match &a.register {
@@ -278,16 +336,32 @@ impl Config {
         }
         binds.extend(a.file_binds.iter().cloned());
         for b in &binds {
-            let src = if b.source_in_container { crate::mount::in_root(&root, &b.source) } else { b.source.clone() };
+            let src = if b.source_in_container {
+                crate::mount::in_root(&root, &b.source)
+            } else {
+                b.source.clone()
+            };
             if std::fs::symlink_metadata(&src).is_err() {
-                return Err(ConfigError::Value { flag: "--bind", value: b.source.display().to_string(), reason: "source path does not exist".into() });
+                return Err(ConfigError::Value {
+                    flag: "--bind",
+                    value: b.source.display().to_string(),
+                    reason: "source path does not exist".into(),
+                });
             }
         }
-        let mut tmpfs = a.tmpfs.iter().map(|t| spec::parse_tmpfs(t)).collect::<Result<Vec<_>, _>>()?;
+        let mut tmpfs = a
+            .tmpfs
+            .iter()
+            .map(|t| spec::parse_tmpfs(t))
+            .collect::<Result<Vec<_>, _>>()?;
         tmpfs.extend(a.file_tmpfs.iter().cloned());
         if let Some(d) = &a.chdir {
             if !d.is_absolute() {
-                return Err(ConfigError::Value { flag: "--chdir", value: d.display().to_string(), reason: "must be an absolute path".into() });
+                return Err(ConfigError::Value {
+                    flag: "--chdir",
+                    value: d.display().to_string(),
+                    reason: "must be an absolute path".into(),
+                });
             }
         }
 
@@ -301,28 +375,51 @@ impl Config {
             macvlan: a.network_macvlan.clone(),
             ipvlan: a.network_ipvlan.clone(),
             interfaces: a.network_interface.clone(),
-            ports: a.port.iter().map(|p| spec::parse_port(p)).collect::<Result<Vec<_>, _>>()?,
+            ports: a
+                .port
+                .iter()
+                .map(|p| spec::parse_port(p))
+                .collect::<Result<Vec<_>, _>>()?,
         };
         net.ports.extend(a.file_ports.iter().cloned());
         if let Some(b) = &net.bridge {
             if !ifname_is_valid(b) {
-                return Err(ConfigError::Value { flag: "--network-bridge", value: b.clone(), reason: "not a valid interface name".into() });
+                return Err(ConfigError::Value {
+                    flag: "--network-bridge",
+                    value: b.clone(),
+                    reason: "not a valid interface name".into(),
+                });
             }
         }
         if let Some(z) = &net.zone {
             if !ifname_is_valid(&format!("vz-{z}")) {
-                return Err(ConfigError::Value { flag: "--network-zone", value: z.clone(), reason: "\"vz-\" + zone must be a valid interface name (at most 12 characters)".into() });
+                return Err(ConfigError::Value {
+                    flag: "--network-zone",
+                    value: z.clone(),
+                    reason: "\"vz-\" + zone must be a valid interface name (at most 12 characters)"
+                        .into(),
+                });
             }
         }
         if net.bridge.is_some() && net.zone.is_some() {
-            return Err(ConfigError::Conflict("--network-bridge= and --network-zone= may not be combined".into()));
+            return Err(ConfigError::Conflict(
+                "--network-bridge= and --network-zone= may not be combined".into(),
+            ));
         }
-        for (flag, list) in [("--network-macvlan", &net.macvlan), ("--network-ipvlan", &net.ipvlan), ("--network-interface", &net.interfaces)] {
+        for (flag, list) in [
+            ("--network-macvlan", &net.macvlan),
+            ("--network-ipvlan", &net.ipvlan),
+            ("--network-interface", &net.interfaces),
+        ] {
             if let Some(bad) = list.iter().find(|i| !ifname_is_valid(i)) {
-                return Err(ConfigError::Value { flag, value: bad.clone(), reason: "not a valid interface name".into() });
+                return Err(ConfigError::Value {
+                    flag,
+                    value: bad.clone(),
+                    reason: "not a valid interface name".into(),
+                });
             }
         }
-        if !net.ports.is_empty() && !(net.veth || net.bridge.is_some() || net.zone.is_some()) {
+        if !net.ports.is_empty() && !net.veth && net.bridge.is_none() && net.zone.is_none() {
             return Err(ConfigError::Conflict("--port= requires a private network with a virtual Ethernet link (-n, --network-bridge= or --network-zone=)".into()));
         }
         if net.has_links() {
@@ -352,21 +449,34 @@ impl Config {
             seccomp::parse_arg(&mut syscall_filter, f)?;
         }
         let kill_signal = match &a.kill_signal {
-            Some(s) => Some(parse_signal(s).ok_or_else(|| ConfigError::Value { flag: "--kill-signal", value: s.clone(), reason: "unknown signal".into() })?),
+            Some(s) => Some(parse_signal(s).ok_or_else(|| ConfigError::Value {
+                flag: "--kill-signal",
+                value: s.clone(),
+                reason: "unknown signal".into(),
+            })?),
             None => None,
         };
 
         // What runs.
-        let path_var = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or(DEFAULT_PATH);
+        let path_var = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or(DEFAULT_PATH);
         let command = if a.boot {
             let init = INIT_PATHS
                 .iter()
                 .find(|p| is_executable_in_root(&root, Path::new(p)))
                 .ok_or_else(|| ConfigError::NoInit(root.clone(), INIT_PATHS.join(", ")))?;
-            std::iter::once(init.to_string()).chain(a.command.iter().cloned()).collect::<Vec<_>>()
+            std::iter::once(init.to_string())
+                .chain(a.command.iter().cloned())
+                .collect::<Vec<_>>()
         } else if let Some(cmd) = a.command.first() {
             if find_command(&root, cmd, path_var).is_none() {
-                return Err(ConfigError::NoCommand { cmd: cmd.clone(), root });
+                return Err(ConfigError::NoCommand {
+                    cmd: cmd.clone(),
+                    root,
+                });
             }
             a.command.clone()
         } else {
@@ -385,18 +495,25 @@ impl Config {
             other => other,
         };
 
-        let tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false) && nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
+        let tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false)
+            && nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
         let console = match (a.console, a.pipe) {
             (Some(c), false) => c,
             (None, true) => ConsoleMode::Pipe,
             (Some(c), true) if c == ConsoleMode::Pipe => c,
-            (Some(_), true) => return Err(ConfigError::Conflict("--pipe and --console= may not be combined".into())),
+            (Some(_), true) => {
+                return Err(ConfigError::Conflict(
+                    "--pipe and --console= may not be combined".into(),
+                ))
+            }
             (None, false) if tty => ConsoleMode::Interactive,
             (None, false) if a.boot => ConsoleMode::ReadOnly,
             (None, false) => ConsoleMode::Pipe,
         };
         if console == ConsoleMode::Interactive && !tty {
-            return Err(ConfigError::Conflict("--console=interactive needs standard input and output to be a terminal".into()));
+            return Err(ConfigError::Conflict(
+                "--console=interactive needs standard input and output to be a terminal".into(),
+            ));
         }
 
         Ok(Config {

@@ -43,7 +43,8 @@ pub struct Pty {
 /// Allocates a pty pair on the host's devpts.
 pub fn open_pty() -> Result<Pty, ConsoleError> {
     use nix::fcntl::OFlag;
-    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(ConsoleError::Pty)?;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(ConsoleError::Pty)?;
     nix::pty::grantpt(&master).map_err(ConsoleError::Pty)?;
     nix::pty::unlockpt(&master).map_err(ConsoleError::Pty)?;
     let name = nix::pty::ptsname_r(&master).map_err(ConsoleError::Pty)?;
@@ -54,7 +55,11 @@ pub fn open_pty() -> Result<Pty, ConsoleError> {
     )
     .map_err(ConsoleError::Pty)?;
     let master: OwnedFd = master.into();
-    Ok(Pty { master, slave, slave_path: PathBuf::from(name) })
+    Ok(Pty {
+        master,
+        slave,
+        slave_path: PathBuf::from(name),
+    })
 }
 
 /// Puts a terminal in raw mode; restores it when dropped.
@@ -69,7 +74,11 @@ impl RawTerminal {
         let mut raw = saved.clone();
         termios::cfmakeraw(&mut raw);
         termios::tcsetattr(fd, SetArg::TCSANOW, &raw).map_err(ConsoleError::Terminal)?;
-        let fd = fd.try_clone_to_owned().map_err(|e| ConsoleError::Terminal(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EBADF))))?;
+        let fd = fd.try_clone_to_owned().map_err(|e| {
+            ConsoleError::Terminal(nix::Error::from_raw(
+                e.raw_os_error().unwrap_or(libc::EBADF),
+            ))
+        })?;
         Ok(RawTerminal { fd, saved })
     }
 }
@@ -126,7 +135,11 @@ impl EscapeDetector {
 
 /// Reads what is available on `from` and writes all of it to `to`.
 /// Returns false on end of file or a hang-up.
-pub fn pump(from: BorrowedFd<'_>, to: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<(bool, usize)> {
+pub fn pump(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> nix::Result<(bool, usize)> {
     let n = match nix::unistd::read(from, buf) {
         Ok(0) => return Ok((false, 0)),
         Ok(n) => n,
@@ -167,7 +180,10 @@ mod tests {
 
         let mut d = EscapeDetector::default();
         assert!(!d.feed(&[0x1d, 0x1d], t0));
-        assert!(!d.feed(&[0x1d], t0 + Duration::from_millis(1500)), "too slow: starts over");
+        assert!(
+            !d.feed(&[0x1d], t0 + Duration::from_millis(1500)),
+            "too slow: starts over"
+        );
         assert!(!d.feed(&[0x1d], t0 + Duration::from_millis(1600)));
         assert!(d.feed(&[0x1d], t0 + Duration::from_millis(1700)));
 
@@ -182,7 +198,9 @@ mod tests {
         assert!(pty.slave_path.starts_with("/dev/pts"));
         write_all(pty.slave.as_fd(), b"hello").unwrap();
         let mut buf = [0u8; 64];
-        let (open, n) = pump(pty.master.as_fd(), pty.master.as_fd(), &mut [0u8; 0]).map(|_| (true, 0)).unwrap_or((true, 0));
+        let (open, n) = pump(pty.master.as_fd(), pty.master.as_fd(), &mut [0u8; 0])
+            .map(|_| (true, 0))
+            .unwrap_or((true, 0));
         let _ = (open, n);
         let n = nix::unistd::read(pty.master.as_fd(), &mut buf).unwrap();
         assert_eq!(&buf[..n], b"hello");

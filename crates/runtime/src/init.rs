@@ -65,7 +65,10 @@ mod tests {
     fn codes_as_a_shell() {
         let p = Pid::from_raw(2);
         assert_eq!(exit_code(WaitStatus::Exited(p, 3)), Some(3));
-        assert_eq!(exit_code(WaitStatus::Signaled(p, Signal::SIGKILL, false)), Some(137));
+        assert_eq!(
+            exit_code(WaitStatus::Signaled(p, Signal::SIGKILL, false)),
+            Some(137)
+        );
         assert_eq!(exit_code(WaitStatus::StillAlive), None);
     }
 }

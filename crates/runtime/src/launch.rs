@@ -58,7 +58,14 @@ fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> LaunchError {
 /// Signals the launcher handles itself (blocked and read from a signalfd).
 fn handled_signals() -> SigSet {
     let mut s = SigSet::empty();
-    for sig in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGWINCH, Signal::SIGQUIT] {
+    for sig in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGWINCH,
+        Signal::SIGQUIT,
+    ] {
         s.add(sig);
     }
     s
@@ -107,13 +114,28 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
     };
     let image_lock = ImageLock::acquire(&paths.locks_dir(), &cfg.root, cfg.read_only)?;
     let hierarchies = Hierarchies::detect()?;
-    let cgroup_name = if cfg.register { cfg.machine.clone() } else { format!("{}.{}", cfg.machine, std::process::id()) };
-    let held = Held { registry, _image_lock: image_lock, hierarchies, cgroup_name };
+    let cgroup_name = if cfg.register {
+        cfg.machine.clone()
+    } else {
+        format!("{}.{}", cfg.machine, std::process::id())
+    };
+    let held = Held {
+        registry,
+        _image_lock: image_lock,
+        hierarchies,
+        cgroup_name,
+    };
 
-    let host_os_release = ["/etc/os-release", "/usr/lib/os-release"].iter().find_map(|p| std::fs::read_to_string(p).ok());
+    let host_os_release = ["/etc/os-release", "/usr/lib/os-release"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok());
 
     if !cfg.quiet {
-        eprintln!("Spawning container {} on {}.", cfg.machine, cfg.root.display());
+        eprintln!(
+            "Spawning container {} on {}.",
+            cfg.machine,
+            cfg.root.display()
+        );
         if cfg.console == ConsoleMode::Interactive {
             eprintln!("Press Ctrl-] three times within 1s to kill container.");
         }
@@ -124,10 +146,17 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
     };
 
     let mut old_mask = SigSet::empty();
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_signals()), Some(&mut old_mask))
-        .map_err(sys("block signals"))?;
-    let sigfd = SignalFd::with_flags(&handled_signals(), nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK)
-        .map_err(sys("signalfd"))?;
+    nix::sys::signal::sigprocmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&handled_signals()),
+        Some(&mut old_mask),
+    )
+    .map_err(sys("block signals"))?;
+    let sigfd = SignalFd::with_flags(
+        &handled_signals(),
+        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(sys("signalfd"))?;
 
     let result: Result<Outcome, LaunchError> = (|| loop {
         // A fresh pty per boot: the kernel hangs up the old one when the
@@ -151,17 +180,27 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
     let status = outcome.exit_status(cfg.boot);
     if !cfg.quiet {
         match outcome {
-            Outcome::Killed(s) if cfg.boot && s == libc::SIGINT => eprintln!("Container {} has been shut down.", cfg.machine),
+            Outcome::Killed(s) if cfg.boot && s == libc::SIGINT => {
+                eprintln!("Container {} has been shut down.", cfg.machine)
+            }
             _ if status == 0 => eprintln!("Container {} exited successfully.", cfg.machine),
-            Outcome::Exited(c) => eprintln!("Container {} failed with error code {c}.", cfg.machine),
-            Outcome::Killed(s) => eprintln!("Container {} terminated by signal {}.", cfg.machine, signal_name(s)),
+            Outcome::Exited(c) => {
+                eprintln!("Container {} failed with error code {c}.", cfg.machine)
+            }
+            Outcome::Killed(s) => eprintln!(
+                "Container {} terminated by signal {}.",
+                cfg.machine,
+                signal_name(s)
+            ),
         }
     }
     Ok(status)
 }
 
 fn signal_name(s: i32) -> String {
-    Signal::try_from(s).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("{s}"))
+    Signal::try_from(s)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("{s}"))
 }
 
 /// One boot of the container: from clone to the death of its PID 1.
@@ -172,7 +211,12 @@ fn run_once(
     host_os_release: Option<&str>,
     sigfd: &SignalFd,
 ) -> Result<Outcome, LaunchError> {
-    let cgroups = Cgroups::create(&held.hierarchies, &std::env::var(netspawn_common::paths::ENV_CGROUP_PARENT).unwrap_or_else(|_| "netspawn".into()), &held.cgroup_name)?;
+    let cgroups = Cgroups::create(
+        &held.hierarchies,
+        &std::env::var(netspawn_common::paths::ENV_CGROUP_PARENT)
+            .unwrap_or_else(|_| "netspawn".into()),
+        &held.cgroup_name,
+    )?;
     let result = run_in_cgroups(cfg, held, pty, host_os_release, sigfd, &cgroups);
     if let Some((reg, claim)) = &held.registry {
         let _ = reg.remove(claim, &cfg.machine);
@@ -196,10 +240,18 @@ fn run_in_cgroups(
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(sys("socketpair"))?;
-    let notify = socket::socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
-        .map_err(sys("notify socket"))?;
+    let notify = socket::socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(sys("notify socket"))?;
     // So the container can send credentials-free notifications of any size we read.
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
     if cfg.network.private {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -241,7 +293,10 @@ fn run_in_cgroups(
     }
     // Let the child go on, then wait for its exec (EOF) or its error message.
     if let Err(e) = unistd::write(&sync_parent, b"g") {
-        return Err(kill_child(LaunchError::Sys { what: "start container", err: e }));
+        return Err(kill_child(LaunchError::Sys {
+            what: "start container",
+            err: e,
+        }));
     }
     let mut buf = [0u8; 4096];
     let n = loop {
@@ -252,7 +307,9 @@ fn run_in_cgroups(
     };
     if n > 0 {
         let _ = waitpid(child, None);
-        return Err(LaunchError::Child(String::from_utf8_lossy(&buf[..n]).into_owned()));
+        return Err(LaunchError::Child(
+            String::from_utf8_lossy(&buf[..n]).into_owned(),
+        ));
     }
     drop(sync_parent);
     // Registered once the payload runs, so readers never see the launcher's image as the leader.
@@ -268,7 +325,10 @@ fn run_in_cgroups(
             service: "netspawn".into(),
             state: "running".into(),
             boot: cfg.boot,
-            timestamp_usec: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0),
+            timestamp_usec: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0),
             cgroups: cgroups.paths.clone(),
             private_network: cfg.network.private,
             interfaces: Vec::new(),
@@ -282,13 +342,25 @@ fn run_in_cgroups(
 }
 
 /// Forwards the console and signals until PID 1 dies.
-fn supervise(cfg: &Config, child: Pid, pty: Option<&Pty>, sigfd: &SignalFd, notify: &OwnedFd) -> Result<Outcome, LaunchError> {
+fn supervise(
+    cfg: &Config,
+    child: Pid,
+    pty: Option<&Pty>,
+    sigfd: &SignalFd,
+    notify: &OwnedFd,
+) -> Result<Outcome, LaunchError> {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
-    let forward_out = matches!(cfg.console, ConsoleMode::Interactive | ConsoleMode::ReadOnly);
+    let forward_out = matches!(
+        cfg.console,
+        ConsoleMode::Interactive | ConsoleMode::ReadOnly
+    );
     let forward_in = cfg.console == ConsoleMode::Interactive;
     if let Some(p) = pty {
-        let _ = nix::fcntl::fcntl(&p.master, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+        let _ = nix::fcntl::fcntl(
+            &p.master,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
         if forward_in {
             console::copy_window_size(stdin.as_fd(), p.master.as_fd());
         }
@@ -298,7 +370,10 @@ fn supervise(cfg: &Config, child: Pid, pty: Option<&Pty>, sigfd: &SignalFd, noti
     let mut stop_requests = 0;
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN), PollFd::new(notify.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(notify.as_fd(), PollFlags::POLLIN),
+        ];
         let master_idx = match (pty, forward_out) {
             (Some(p), true) => {
                 fds.push(PollFd::new(p.master.as_fd(), PollFlags::POLLIN));
@@ -314,7 +389,12 @@ fn supervise(cfg: &Config, child: Pid, pty: Option<&Pty>, sigfd: &SignalFd, noti
         };
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(LaunchError::Sys { what: "poll", err: e }),
+            Err(e) => {
+                return Err(LaunchError::Sys {
+                    what: "poll",
+                    err: e,
+                })
+            }
         }
         let ready = |i: usize, fds: &[PollFd]| fds[i].revents().is_some_and(|r| !r.is_empty());
         if let (Some(i), Some(p)) = (master_idx, pty) {
@@ -364,8 +444,17 @@ fn supervise(cfg: &Config, child: Pid, pty: Option<&Pty>, sigfd: &SignalFd, noti
                 }
             }
             match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(finish(pty, forward_out, &mut buf, Outcome::Exited(code))),
-                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(finish(pty, forward_out, &mut buf, Outcome::Killed(sig as i32))),
+                Ok(WaitStatus::Exited(_, code)) => {
+                    return Ok(finish(pty, forward_out, &mut buf, Outcome::Exited(code)))
+                }
+                Ok(WaitStatus::Signaled(_, sig, _)) => {
+                    return Ok(finish(
+                        pty,
+                        forward_out,
+                        &mut buf,
+                        Outcome::Killed(sig as i32),
+                    ))
+                }
                 _ => {}
             }
         }
@@ -388,7 +477,9 @@ fn finish(pty: Option<&Pty>, forward_out: bool, buf: &mut [u8], outcome: Outcome
 
 fn read_notifications(fd: BorrowedFd<'_>, machine: &str) {
     let mut buf = [0u8; 4096];
-    while let Ok(n) = nix::sys::socket::recv(fd.as_raw_fd(), &mut buf, socket::MsgFlags::MSG_DONTWAIT) {
+    while let Ok(n) =
+        nix::sys::socket::recv(fd.as_raw_fd(), &mut buf, socket::MsgFlags::MSG_DONTWAIT)
+    {
         for line in String::from_utf8_lossy(&buf[..n]).lines() {
             match line {
                 "READY=1" => tracing::info!("container {machine} is ready"),
@@ -402,7 +493,14 @@ fn read_notifications(fd: BorrowedFd<'_>, machine: &str) {
 // ---------------------------------------------------------------------------
 // The container's side. Runs in the cloned child; never returns.
 
-fn child_main(cfg: &Config, plan: &[mount::MountOp], sync: OwnedFd, notify: OwnedFd, pty: Option<&Pty>, envp: &[String]) -> ! {
+fn child_main(
+    cfg: &Config,
+    plan: &[mount::MountOp],
+    sync: OwnedFd,
+    notify: OwnedFd,
+    pty: Option<&Pty>,
+    envp: &[String],
+) -> ! {
     let err = match child_setup(cfg, plan, &sync, notify, pty, envp) {
         Ok(never) => match never {},
         Err(e) => e,
@@ -414,7 +512,14 @@ fn child_main(cfg: &Config, plan: &[mount::MountOp], sync: OwnedFd, notify: Owne
 
 enum Never {}
 
-fn child_setup(cfg: &Config, plan: &[mount::MountOp], sync: &OwnedFd, notify: OwnedFd, pty: Option<&Pty>, envp: &[String]) -> Result<Never, String> {
+fn child_setup(
+    cfg: &Config,
+    plan: &[mount::MountOp],
+    sync: &OwnedFd,
+    notify: OwnedFd,
+    pty: Option<&Pty>,
+    envp: &[String],
+) -> Result<Never, String> {
     let e = |what: &str| {
         let what = what.to_string();
         move |err: nix::Error| format!("{what}: {err}")
@@ -430,8 +535,14 @@ fn child_setup(cfg: &Config, plan: &[mount::MountOp], sync: &OwnedFd, notify: Ow
     // File system.
     mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None)
         .map_err(e("make mounts private"))?;
-    mount::<Path, Path, str, str>(Some(&cfg.root), &cfg.root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
-        .map_err(e("bind the root directory"))?;
+    mount::<Path, Path, str, str>(
+        Some(&cfg.root),
+        &cfg.root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(e("bind the root directory"))?;
     mount::apply(plan).map_err(|err| err.to_string())?;
     // The notify socket, bound relative to /run/host so long root paths fit.
     let host_dir = mount::in_root(&cfg.root, Path::new("/run/host"));
@@ -449,15 +560,31 @@ fn child_setup(cfg: &Config, plan: &[mount::MountOp], sync: &OwnedFd, notify: Ow
     crate::sys::pivot_root(Path::new("."), Path::new(".")).map_err(e("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(e("detach old root"))?;
     let wd = cfg.chdir.clone().unwrap_or_else(|| PathBuf::from("/"));
-    unistd::chdir(&wd).map_err(|err| format!("Failed to change to working directory {}: {err}", wd.display()))?;
+    unistd::chdir(&wd).map_err(|err| {
+        format!(
+            "Failed to change to working directory {}: {err}",
+            wd.display()
+        )
+    })?;
 
     // Resolve the program inside the container now that it is our root.
-    let path_var = envp.iter().find_map(|v| v.strip_prefix("PATH=")).unwrap_or(crate::config::DEFAULT_PATH);
+    let path_var = envp
+        .iter()
+        .find_map(|v| v.strip_prefix("PATH="))
+        .unwrap_or(crate::config::DEFAULT_PATH);
     let program = crate::config::find_command(Path::new("/"), &cfg.command[0], path_var)
-        .ok_or_else(|| format!("Failed to execute {}: No such file or directory", cfg.command[0]))?;
-    let c = |s: &str| std::ffi::CString::new(s).map_err(|_| format!("argument contains a NUL byte: {s:?}"));
+        .ok_or_else(|| {
+            format!(
+                "Failed to execute {}: No such file or directory",
+                cfg.command[0]
+            )
+        })?;
+    let c = |s: &str| {
+        std::ffi::CString::new(s).map_err(|_| format!("argument contains a NUL byte: {s:?}"))
+    };
     let prog_c = c(&program)?;
-    let argv: Vec<std::ffi::CString> = cfg.command.iter().map(|s| c(s)).collect::<Result<_, _>>()?;
+    let argv: Vec<std::ffi::CString> =
+        cfg.command.iter().map(|s| c(s)).collect::<Result<_, _>>()?;
     let envv: Vec<std::ffi::CString> = envp.iter().map(|s| c(s)).collect::<Result<_, _>>()?;
 
     crate::sys::cloexec_from(3).map_err(e("close host file descriptors"))?;
@@ -475,7 +602,10 @@ fn child_setup(cfg: &Config, plan: &[mount::MountOp], sync: &OwnedFd, notify: Ow
             }
             // SAFETY: TIOCSCTTY takes an int argument.
             if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
-                return Err(format!("acquire controlling terminal: {}", nix::Error::last()));
+                return Err(format!(
+                    "acquire controlling terminal: {}",
+                    nix::Error::last()
+                ));
             }
         }
         Ok(())
@@ -483,12 +613,18 @@ fn child_setup(cfg: &Config, plan: &[mount::MountOp], sync: &OwnedFd, notify: Ow
 
     if cfg.as_pid2 {
         // PID 1 keeps every signal blocked and collects them with sigwait.
-        nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), None).map_err(e("block signals"))?;
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), None)
+            .map_err(e("block signals"))?;
         // SAFETY: we are single-threaded.
         match unsafe { unistd::fork() }.map_err(e("fork PID 2"))? {
             unistd::ForkResult::Child => {
                 become_session(pty)?;
-                nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(e("unblock signals"))?;
+                nix::sys::signal::sigprocmask(
+                    SigmaskHow::SIG_SETMASK,
+                    Some(&SigSet::empty()),
+                    None,
+                )
+                .map_err(e("unblock signals"))?;
                 let err = unistd::execve(&prog_c, &argv, &envv).unwrap_err();
                 Err(format!("Failed to execute {program}: {}", err.desc()))
             }
@@ -500,7 +636,8 @@ fn child_setup(cfg: &Config, plan: &[mount::MountOp], sync: &OwnedFd, notify: Ow
         }
     } else {
         become_session(pty)?;
-        nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(e("unblock signals"))?;
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+            .map_err(e("unblock signals"))?;
         let err = unistd::execve(&prog_c, &argv, &envv).unwrap_err();
         Err(format!("Failed to execute {program}: {}", err.desc()))
     }
@@ -508,7 +645,12 @@ fn child_setup(cfg: &Config, plan: &[mount::MountOp], sync: &OwnedFd, notify: Ow
 
 /// Brings `lo` up in the current network namespace.
 fn loopback_up() -> nix::Result<()> {
-    let sock = socket::socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    let sock = socket::socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
     // SAFETY: ifreq is plain data; SIOCGIFFLAGS/SIOCSIFFLAGS read and write its flags.
     unsafe {
         let mut ifr: libc::ifreq = std::mem::zeroed();

@@ -25,7 +25,11 @@ pub struct ImageLock {
 
 impl ImageLock {
     /// Locks `image` exclusively, or shared if `read_only`.
-    pub fn acquire(locks_dir: &Path, image: &Path, read_only: bool) -> Result<ImageLock, LockError> {
+    pub fn acquire(
+        locks_dir: &Path,
+        image: &Path,
+        read_only: bool,
+    ) -> Result<ImageLock, LockError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |err| LockError::Io { path, err }
@@ -39,7 +43,11 @@ impl ImageLock {
             .write(true)
             .open(&path)
             .map_err(io(&path))?;
-        let r = if read_only { file.try_lock_shared() } else { file.try_lock() };
+        let r = if read_only {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
         match r {
             Ok(()) => Ok(ImageLock { _file: file }),
             Err(fs::TryLockError::WouldBlock) => Err(LockError::Busy(image.to_path_buf())),
@@ -59,12 +67,21 @@ mod tests {
         fs::create_dir_all(&img).unwrap();
         let locks = tmp.join("locks");
         let w = ImageLock::acquire(&locks, &img, false).unwrap();
-        assert!(matches!(ImageLock::acquire(&locks, &img, false), Err(LockError::Busy(_))));
-        assert!(matches!(ImageLock::acquire(&locks, &img, true), Err(LockError::Busy(_))));
+        assert!(matches!(
+            ImageLock::acquire(&locks, &img, false),
+            Err(LockError::Busy(_))
+        ));
+        assert!(matches!(
+            ImageLock::acquire(&locks, &img, true),
+            Err(LockError::Busy(_))
+        ));
         drop(w);
         let r1 = ImageLock::acquire(&locks, &img, true).unwrap();
         let _r2 = ImageLock::acquire(&locks, &img, true).unwrap();
-        assert!(matches!(ImageLock::acquire(&locks, &img, false), Err(LockError::Busy(_))));
+        assert!(matches!(
+            ImageLock::acquire(&locks, &img, false),
+            Err(LockError::Busy(_))
+        ));
         drop(r1);
         fs::remove_dir_all(&tmp).unwrap();
     }

@@ -43,21 +43,42 @@ pub struct MountConfig {
 /// host paths (already joined with the root).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountOp {
-    MakeDir { path: PathBuf, mode: u32 },
+    MakeDir {
+        path: PathBuf,
+        mode: u32,
+    },
     /// Make `path` a file or directory, whichever `like` is, to bind onto.
-    MakeBindTarget { path: PathBuf, like: PathBuf },
-    Mount { source: Option<String>, target: PathBuf, fstype: Option<&'static str>, flags: MsFlags, data: Option<String> },
-    Symlink { target: String, link: PathBuf },
-    WriteFile { path: PathBuf, contents: String },
+    MakeBindTarget {
+        path: PathBuf,
+        like: PathBuf,
+    },
+    Mount {
+        source: Option<String>,
+        target: PathBuf,
+        fstype: Option<&'static str>,
+        flags: MsFlags,
+        data: Option<String>,
+    },
+    Symlink {
+        target: String,
+        link: PathBuf,
+    },
+    WriteFile {
+        path: PathBuf,
+        contents: String,
+    },
     /// Bind `path` onto itself read-only, if the kernel provides it.
-    ReadOnlyIfExists { path: PathBuf },
+    ReadOnlyIfExists {
+        path: PathBuf,
+    },
 }
 
 /// Host device nodes that every container gets, bind-mounted into its /dev.
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-const NOSUID_NODEV_NOEXEC: MsFlags =
-    MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
 
 /// Joins an absolute container path onto the root, refusing `..`.
 pub fn in_root(root: &Path, path: &Path) -> PathBuf {
@@ -75,7 +96,11 @@ pub fn in_root(root: &Path, path: &Path) -> PathBuf {
 pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
     let r = |p: &str| in_root(root, Path::new(p));
     let mut ops = Vec::with_capacity(64);
-    let mnt = |source: Option<&str>, target: PathBuf, fstype: Option<&'static str>, flags: MsFlags, data: Option<&str>| {
+    let mnt = |source: Option<&str>,
+               target: PathBuf,
+               fstype: Option<&'static str>,
+               flags: MsFlags,
+               data: Option<&str>| {
         MountOp::Mount {
             source: source.map(str::to_string),
             target,
@@ -88,27 +113,60 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
         mnt(Some(src), target, None, MsFlags::MS_BIND | extra, None)
     };
     let remount = |target: PathBuf, flags: MsFlags| {
-        mnt(None, target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags, None)
+        mnt(
+            None,
+            target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+            None,
+        )
     };
 
     for d in ["proc", "sys", "dev", "tmp", "run"] {
-        ops.push(MountOp::MakeDir { path: r(d), mode: 0o755 });
+        ops.push(MountOp::MakeDir {
+            path: r(d),
+            mode: 0o755,
+        });
     }
 
     // /proc, with /proc/sys read-only (but /proc/sys/net writable in a private netns).
-    ops.push(mnt(Some("proc"), r("proc"), Some("proc"), NOSUID_NODEV_NOEXEC, None));
+    ops.push(mnt(
+        Some("proc"),
+        r("proc"),
+        Some("proc"),
+        NOSUID_NODEV_NOEXEC,
+        None,
+    ));
     let proc_sys = r("proc/sys");
-    ops.push(bind(&proc_sys.to_string_lossy(), proc_sys.clone(), MsFlags::empty()));
+    ops.push(bind(
+        &proc_sys.to_string_lossy(),
+        proc_sys.clone(),
+        MsFlags::empty(),
+    ));
     if cfg.private_network {
         let net = r("proc/sys/net");
         ops.push(bind(&net.to_string_lossy(), net.clone(), MsFlags::empty()));
     }
     ops.push(remount(proc_sys, MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC));
-    ops.push(MountOp::ReadOnlyIfExists { path: r("proc/sysrq-trigger") });
+    ops.push(MountOp::ReadOnlyIfExists {
+        path: r("proc/sysrq-trigger"),
+    });
 
     // /sys read-only, with the container's own cgroup2 tree (cgroup namespace) on top.
-    ops.push(mnt(Some("sysfs"), r("sys"), Some("sysfs"), MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC, None));
-    ops.push(mnt(Some("cgroup2"), r("sys/fs/cgroup"), Some("cgroup2"), NOSUID_NODEV_NOEXEC, None));
+    ops.push(mnt(
+        Some("sysfs"),
+        r("sys"),
+        Some("sysfs"),
+        MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC,
+        None,
+    ));
+    ops.push(mnt(
+        Some("cgroup2"),
+        r("sys/fs/cgroup"),
+        Some("cgroup2"),
+        NOSUID_NODEV_NOEXEC,
+        None,
+    ));
 
     // /dev: a private tmpfs. It is nodev: device nodes work only as bind
     // mounts of the host's nodes listed here, so a node made with mknod
@@ -122,10 +180,16 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
     ));
     for dev in DEVICES {
         let host = format!("/dev/{dev}");
-        ops.push(MountOp::MakeBindTarget { path: r(&host), like: PathBuf::from(&host) });
+        ops.push(MountOp::MakeBindTarget {
+            path: r(&host),
+            like: PathBuf::from(&host),
+        });
         ops.push(bind(&host, r(&host), MsFlags::empty()));
     }
-    ops.push(MountOp::MakeDir { path: r("dev/pts"), mode: 0o755 });
+    ops.push(MountOp::MakeDir {
+        path: r("dev/pts"),
+        mode: 0o755,
+    });
     ops.push(mnt(
         Some("devpts"),
         r("dev/pts"),
@@ -133,40 +197,106 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
     ));
-    ops.push(MountOp::Symlink { target: "pts/ptmx".into(), link: r("dev/ptmx") });
-    ops.push(MountOp::MakeDir { path: r("dev/shm"), mode: 0o1777 });
-    ops.push(mnt(Some("tmpfs"), r("dev/shm"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777")));
-    ops.push(MountOp::MakeDir { path: r("dev/mqueue"), mode: 0o755 });
-    ops.push(mnt(Some("mqueue"), r("dev/mqueue"), Some("mqueue"), NOSUID_NODEV_NOEXEC, None));
+    ops.push(MountOp::Symlink {
+        target: "pts/ptmx".into(),
+        link: r("dev/ptmx"),
+    });
+    ops.push(MountOp::MakeDir {
+        path: r("dev/shm"),
+        mode: 0o1777,
+    });
+    ops.push(mnt(
+        Some("tmpfs"),
+        r("dev/shm"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    ));
+    ops.push(MountOp::MakeDir {
+        path: r("dev/mqueue"),
+        mode: 0o755,
+    });
+    ops.push(mnt(
+        Some("mqueue"),
+        r("dev/mqueue"),
+        Some("mqueue"),
+        NOSUID_NODEV_NOEXEC,
+        None,
+    ));
     for (link, target) in [
         ("dev/fd", "/proc/self/fd"),
         ("dev/stdin", "/proc/self/fd/0"),
         ("dev/stdout", "/proc/self/fd/1"),
         ("dev/stderr", "/proc/self/fd/2"),
     ] {
-        ops.push(MountOp::Symlink { target: target.into(), link: r(link) });
+        ops.push(MountOp::Symlink {
+            target: target.into(),
+            link: r(link),
+        });
     }
     if let Some(console) = &cfg.console {
-        ops.push(MountOp::MakeBindTarget { path: r("dev/console"), like: PathBuf::from("/dev/null") });
-        ops.push(bind(&console.to_string_lossy(), r("dev/console"), MsFlags::empty()));
+        ops.push(MountOp::MakeBindTarget {
+            path: r("dev/console"),
+            like: PathBuf::from("/dev/null"),
+        });
+        ops.push(bind(
+            &console.to_string_lossy(),
+            r("dev/console"),
+            MsFlags::empty(),
+        ));
     }
 
     // Fresh /tmp and /run, and the Container Interface's /run/host.
-    ops.push(mnt(Some("tmpfs"), r("tmp"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME, Some("mode=1777")));
-    ops.push(mnt(Some("tmpfs"), r("run"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME, Some("mode=0755")));
-    ops.push(MountOp::MakeDir { path: r("run/host"), mode: 0o755 });
+    ops.push(mnt(
+        Some("tmpfs"),
+        r("tmp"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
+        Some("mode=1777"),
+    ));
+    ops.push(mnt(
+        Some("tmpfs"),
+        r("run"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
+        Some("mode=0755"),
+    ));
+    ops.push(MountOp::MakeDir {
+        path: r("run/host"),
+        mode: 0o755,
+    });
     if let Some(os) = &cfg.host_os_release {
-        ops.push(MountOp::WriteFile { path: r("run/host/os-release"), contents: os.clone() });
+        ops.push(MountOp::WriteFile {
+            path: r("run/host/os-release"),
+            contents: os.clone(),
+        });
     }
-    ops.push(MountOp::WriteFile { path: r("run/host/container-manager"), contents: "netspawn\n".into() });
-    ops.push(MountOp::WriteFile { path: r("run/host/container-uuid"), contents: format!("{}\n", cfg.container_uuid) });
+    ops.push(MountOp::WriteFile {
+        path: r("run/host/container-manager"),
+        contents: "netspawn\n".into(),
+    });
+    ops.push(MountOp::WriteFile {
+        path: r("run/host/container-uuid"),
+        contents: format!("{}\n", cfg.container_uuid),
+    });
 
     // The user's binds and tmpfs mounts, in the order given.
     for b in &cfg.binds {
-        let src = if b.source_in_container { in_root(root, &b.source) } else { b.source.clone() };
+        let src = if b.source_in_container {
+            in_root(root, &b.source)
+        } else {
+            b.source.clone()
+        };
         let dst = in_root(root, &b.dest);
-        ops.push(MountOp::MakeBindTarget { path: dst.clone(), like: src.clone() });
-        let rec = if b.recursive { MsFlags::MS_REC } else { MsFlags::empty() };
+        ops.push(MountOp::MakeBindTarget {
+            path: dst.clone(),
+            like: src.clone(),
+        });
+        let rec = if b.recursive {
+            MsFlags::MS_REC
+        } else {
+            MsFlags::empty()
+        };
         ops.push(bind(&src.to_string_lossy(), dst.clone(), rec));
         if b.read_only {
             ops.push(remount(dst, MsFlags::MS_RDONLY));
@@ -174,8 +304,17 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
     }
     for t in &cfg.tmpfs {
         let dst = in_root(root, &t.path);
-        ops.push(MountOp::MakeDir { path: dst.clone(), mode: 0o755 });
-        ops.push(mnt(Some("tmpfs"), dst, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&t.options)));
+        ops.push(MountOp::MakeDir {
+            path: dst.clone(),
+            mode: 0o755,
+        });
+        ops.push(mnt(
+            Some("tmpfs"),
+            dst,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(&t.options),
+        ));
     }
 
     // Last, the root itself: nodev always (see /dev above), read-only on request.
@@ -191,11 +330,21 @@ fn op_name(op: &MountOp) -> String {
     match op {
         MountOp::MakeDir { path, .. } => format!("create directory {}", path.display()),
         MountOp::MakeBindTarget { path, .. } => format!("create mount point {}", path.display()),
-        MountOp::Mount { source, target, fstype, flags, .. } => {
+        MountOp::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            ..
+        } => {
             if flags.contains(MsFlags::MS_REMOUNT) {
                 format!("remount {}", target.display())
             } else if flags.contains(MsFlags::MS_BIND) {
-                format!("bind {} to {}", source.as_deref().unwrap_or("?"), target.display())
+                format!(
+                    "bind {} to {}",
+                    source.as_deref().unwrap_or("?"),
+                    target.display()
+                )
             } else {
                 format!("mount {} on {}", fstype.unwrap_or("?"), target.display())
             }
@@ -216,9 +365,14 @@ pub fn apply(ops: &[MountOp]) -> Result<(), MountError> {
         match op {
             MountOp::MakeDir { path, mode } => {
                 if !path.is_dir() {
-                    fs::DirBuilder::new().recursive(true).mode(*mode).create(path).map_err(io(path))?;
+                    fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(*mode)
+                        .create(path)
+                        .map_err(io(path))?;
                     if *mode & 0o7000 != 0 {
-                        fs::set_permissions(path, fs::Permissions::from_mode(*mode)).map_err(io(path))?;
+                        fs::set_permissions(path, fs::Permissions::from_mode(*mode))
+                            .map_err(io(path))?;
                     }
                 }
             }
@@ -226,18 +380,41 @@ pub fn apply(ops: &[MountOp]) -> Result<(), MountError> {
                 let md = fs::metadata(like).map_err(|_| MountError::MissingSource(like.clone()))?;
                 if md.is_dir() {
                     if !path.is_dir() {
-                        fs::DirBuilder::new().recursive(true).mode(0o755).create(path).map_err(io(path))?;
+                        fs::DirBuilder::new()
+                            .recursive(true)
+                            .mode(0o755)
+                            .create(path)
+                            .map_err(io(path))?;
                     }
                 } else if fs::symlink_metadata(path).is_err() {
                     if let Some(parent) = path.parent() {
-                        fs::DirBuilder::new().recursive(true).mode(0o755).create(parent).map_err(io(parent))?;
+                        fs::DirBuilder::new()
+                            .recursive(true)
+                            .mode(0o755)
+                            .create(parent)
+                            .map_err(io(parent))?;
                     }
-                    fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io(path))?;
+                    fs::OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(path)
+                        .map_err(io(path))?;
                 }
             }
-            MountOp::Mount { source, target, fstype, flags, data } => {
-                mount(source.as_deref(), target, *fstype, *flags, data.as_deref())
-                    .map_err(|err| MountError::Op { op: op_name(op), err })?;
+            MountOp::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+            } => {
+                mount(source.as_deref(), target, *fstype, *flags, data.as_deref()).map_err(
+                    |err| MountError::Op {
+                        op: op_name(op),
+                        err,
+                    },
+                )?;
             }
             MountOp::Symlink { target, link } => {
                 let _ = fs::remove_file(link);
@@ -246,10 +423,20 @@ pub fn apply(ops: &[MountOp]) -> Result<(), MountError> {
             MountOp::WriteFile { path, contents } => fs::write(path, contents).map_err(io(path))?,
             MountOp::ReadOnlyIfExists { path } => {
                 if fs::symlink_metadata(path).is_ok() {
-                    let err = |err| MountError::Op { op: op_name(op), err };
-                    mount::<Path, Path, str, str>(Some(path), path, None, MsFlags::MS_BIND, None).map_err(err)?;
-                    mount::<str, Path, str, str>(None, path, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None)
+                    let err = |err| MountError::Op {
+                        op: op_name(op),
+                        err,
+                    };
+                    mount::<Path, Path, str, str>(Some(path), path, None, MsFlags::MS_BIND, None)
                         .map_err(err)?;
+                    mount::<str, Path, str, str>(
+                        None,
+                        path,
+                        None,
+                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                        None,
+                    )
+                    .map_err(err)?;
                 }
             }
         }
@@ -264,10 +451,23 @@ mod tests {
     fn targets(ops: &[MountOp]) -> Vec<String> {
         ops.iter()
             .filter_map(|op| match op {
-                MountOp::Mount { target, flags, fstype, .. } => Some(format!(
+                MountOp::Mount {
+                    target,
+                    flags,
+                    fstype,
+                    ..
+                } => Some(format!(
                     "{}{}{}",
-                    fstype.unwrap_or(if flags.contains(MsFlags::MS_REMOUNT) { "remount" } else { "bind" }),
-                    if flags.contains(MsFlags::MS_RDONLY) { ":ro " } else { " " },
+                    fstype.unwrap_or(if flags.contains(MsFlags::MS_REMOUNT) {
+                        "remount"
+                    } else {
+                        "bind"
+                    }),
+                    if flags.contains(MsFlags::MS_RDONLY) {
+                        ":ro "
+                    } else {
+                        " "
+                    },
                     target.display()
                 )),
                 _ => None,
@@ -294,11 +494,15 @@ mod tests {
         assert!(!t.iter().any(|x| x.contains("console")));
         // The root is remounted last: nodev, writable.
         assert_eq!(t.last().unwrap(), "remount /img");
-        let Some(MountOp::Mount { flags, .. }) = ops.last() else { panic!() };
+        let Some(MountOp::Mount { flags, .. }) = ops.last() else {
+            panic!()
+        };
         assert!(flags.contains(MsFlags::MS_NODEV));
         // /dev is nodev: mknod'ed nodes cannot be opened there.
         let dev = ops.iter().find(|op| matches!(op, MountOp::Mount { target, fstype: Some("tmpfs"), .. } if target == Path::new("/img/dev"))).unwrap();
-        let MountOp::Mount { flags, .. } = dev else { panic!() };
+        let MountOp::Mount { flags, .. } = dev else {
+            panic!()
+        };
         assert!(flags.contains(MsFlags::MS_NODEV));
     }
 
@@ -309,15 +513,34 @@ mod tests {
             private_network: true,
             console: Some("/dev/pts/7".into()),
             binds: vec![
-                BindSpec { source: "/srv".into(), dest: "/mnt/srv".into(), read_only: true, recursive: true, source_in_container: false },
-                BindSpec { source: "/etc".into(), dest: "/host-etc".into(), read_only: false, recursive: false, source_in_container: true },
+                BindSpec {
+                    source: "/srv".into(),
+                    dest: "/mnt/srv".into(),
+                    read_only: true,
+                    recursive: true,
+                    source_in_container: false,
+                },
+                BindSpec {
+                    source: "/etc".into(),
+                    dest: "/host-etc".into(),
+                    read_only: false,
+                    recursive: false,
+                    source_in_container: true,
+                },
             ],
-            tmpfs: vec![TmpfsSpec { path: "/var/cache".into(), options: "mode=0700".into() }],
+            tmpfs: vec![TmpfsSpec {
+                path: "/var/cache".into(),
+                options: "mode=0700".into(),
+            }],
             ..Default::default()
         };
         let ops = plan(&cfg, Path::new("/img"));
         let t = targets(&ops);
-        let pos = |s: &str| t.iter().position(|x| x == s).unwrap_or_else(|| panic!("{s} not in {t:?}"));
+        let pos = |s: &str| {
+            t.iter()
+                .position(|x| x == s)
+                .unwrap_or_else(|| panic!("{s} not in {t:?}"))
+        };
         // /proc/sys/net is bound before /proc/sys goes read-only, so it stays writable.
         assert!(pos("bind /img/proc/sys/net") < pos("remount:ro /img/proc/sys"));
         assert!(pos("bind /img/dev/console") > pos("tmpfs /img/dev"));
@@ -327,13 +550,21 @@ mod tests {
         // A "+" source is taken inside the image.
         assert!(ops.iter().any(|op| matches!(op, MountOp::Mount { source: Some(s), target, .. } if s == "/img/etc" && target == Path::new("/img/host-etc"))));
         let srv = ops.iter().find(|op| matches!(op, MountOp::Mount { target, flags, .. } if target == Path::new("/img/mnt/srv") && !flags.contains(MsFlags::MS_REMOUNT))).unwrap();
-        let MountOp::Mount { flags, .. } = srv else { panic!() };
+        let MountOp::Mount { flags, .. } = srv else {
+            panic!()
+        };
         assert!(flags.contains(MsFlags::MS_REC));
     }
 
     #[test]
     fn in_root_never_escapes() {
-        assert_eq!(in_root(Path::new("/img"), Path::new("/../../etc")), PathBuf::from("/img/etc"));
-        assert_eq!(in_root(Path::new("/img"), Path::new("/")), PathBuf::from("/img"));
+        assert_eq!(
+            in_root(Path::new("/img"), Path::new("/../../etc")),
+            PathBuf::from("/img/etc")
+        );
+        assert_eq!(
+            in_root(Path::new("/img"), Path::new("/")),
+            PathBuf::from("/img")
+        );
     }
 }

@@ -40,16 +40,24 @@ pub fn apply(mut a: Args, paths: &Paths) -> Result<Args, MergeError> {
     };
     let name = match (&a.machine, &image) {
         (Some(m), _) => m.clone(),
-        (None, Some(img)) => match img.canonicalize().ok().and_then(|p| machine_name_from_path(&p)) {
+        (None, Some(img)) => match img
+            .canonicalize()
+            .ok()
+            .and_then(|p| machine_name_from_path(&p))
+        {
             Some(n) => n,
             None => return Ok(a),
         },
         (None, None) => return Ok(a),
     };
-    let Some((path, trusted)) = settings::find(&name, image.as_deref(), &paths.settings_path) else {
+    let Some((path, trusted)) = settings::find(&name, image.as_deref(), &paths.settings_path)
+    else {
         return Ok(a);
     };
-    let data = std::fs::read(&path).map_err(|err| MergeError::Read { path: path.clone(), err })?;
+    let data = std::fs::read(&path).map_err(|err| MergeError::Read {
+        path: path.clone(),
+        err,
+    })?;
     let parsed = settings::parse_bytes(&data, &path)?;
     for w in &parsed.warnings {
         eprintln!("netspawn: {w}");
@@ -75,7 +83,11 @@ pub fn apply(mut a: Args, paths: &Paths) -> Result<Args, MergeError> {
         a.command = s.parameters.clone();
     }
     if !s.environment.is_empty() && (ov || a.setenv.is_empty()) {
-        a.setenv = s.environment.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        a.setenv = s
+            .environment
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
     }
     if let Some(wd) = s.working_directory.take() {
         if ov || a.chdir.is_none() {
@@ -111,7 +123,9 @@ pub fn apply(mut a: Args, paths: &Paths) -> Result<Args, MergeError> {
     }
 
     // [Files]
-    if (!s.binds.is_empty() || !s.tmpfs.is_empty()) && (ov || (a.bind.is_empty() && a.bind_ro.is_empty() && a.tmpfs.is_empty())) {
+    if (!s.binds.is_empty() || !s.tmpfs.is_empty())
+        && (ov || (a.bind.is_empty() && a.bind_ro.is_empty() && a.tmpfs.is_empty()))
+    {
         if ov {
             a.bind.clear();
             a.bind_ro.clear();
@@ -132,7 +146,10 @@ pub fn apply(mut a: Args, paths: &Paths) -> Result<Args, MergeError> {
     }
     if let Some(v) = s.volatile.take() {
         if !matches!(crate::spec::parse_boolean(&v), Some(false)) {
-            eprintln!("netspawn: {}: Volatile={v} is not supported by netspawn, ignoring.", path.display());
+            eprintln!(
+                "netspawn: {}: Volatile={v} is not supported by netspawn, ignoring.",
+                path.display()
+            );
         }
     }
 
@@ -148,7 +165,11 @@ pub fn apply(mut a: Args, paths: &Paths) -> Result<Args, MergeError> {
     if s.network_configured() && (ov || !cli_network) {
         a.private_network = s.private_network();
         a.network_veth = s.virtual_ethernet == Some(true) && s.bridge.is_none() && s.zone.is_none();
-        a.network_veth_extra = s.virtual_ethernet_extra.iter().map(|(h, c)| format!("{h}:{c}")).collect();
+        a.network_veth_extra = s
+            .virtual_ethernet_extra
+            .iter()
+            .map(|(h, c)| format!("{h}:{c}"))
+            .collect();
         a.network_bridge = s.bridge.clone();
         a.network_zone = s.zone.clone();
         a.network_macvlan = s.macvlan.clone();

@@ -50,7 +50,11 @@ pub fn cloexec_from(first: u32) -> nix::Result<()> {
     // Kernels before 5.11 lack the flag: fall back to marking each open fd.
     for entry in std::fs::read_dir("/proc/self/fd").map_err(|_| Errno::last())? {
         let Ok(entry) = entry else { continue };
-        if let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+        if let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        {
             if fd as u32 >= first {
                 unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
             }
@@ -73,15 +77,28 @@ const RESOLVE_IN_ROOT: u64 = 0x10;
 /// following its absolute symlinks out to the host.
 pub fn open_in_root(root: &Path, path: &Path, flags: libc::c_int) -> nix::Result<OwnedFd> {
     let root_c = CString::new(root.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-    let dirfd = unsafe { libc::open(root_c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let dirfd = unsafe {
+        libc::open(
+            root_c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
     if dirfd < 0 {
         return Err(Errno::last());
     }
     let dir = unsafe { OwnedFd::from_raw_fd(dirfd) };
     let rel = path.strip_prefix("/").unwrap_or(path);
-    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
     let path_c = CString::new(rel.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve: RESOLVE_IN_ROOT };
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT,
+    };
     use std::os::fd::AsRawFd;
     let r = unsafe {
         libc::syscall(
@@ -101,8 +118,12 @@ pub fn open_in_root(root: &Path, path: &Path, flags: libc::c_int) -> nix::Result
 /// True if `path`, resolved inside `root`, is an executable regular file.
 pub fn is_executable_in_root(root: &Path, path: &Path) -> bool {
     use std::os::fd::AsRawFd;
-    let Ok(fd) = open_in_root(root, path, libc::O_PATH) else { return false };
-    let Ok(st) = nix::sys::stat::fstat(&fd) else { return false };
+    let Ok(fd) = open_in_root(root, path, libc::O_PATH) else {
+        return false;
+    };
+    let Ok(st) = nix::sys::stat::fstat(&fd) else {
+        return false;
+    };
     let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
     (st.st_mode & libc::S_IFMT) == libc::S_IFREG
         && nix::unistd::access(proc_path.as_str(), nix::unistd::AccessFlags::X_OK).is_ok()
@@ -127,7 +148,11 @@ mod tests {
         let tmp = std::env::temp_dir().join(format!("netspawn-sys-{}", std::process::id()));
         std::fs::create_dir_all(tmp.join("bin")).unwrap();
         std::fs::write(tmp.join("bin/tool"), b"#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(tmp.join("bin/tool"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            tmp.join("bin/tool"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         // An absolute symlink resolves inside the root, not on the host.
         std::os::unix::fs::symlink("/bin/tool", tmp.join("bin/sh")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", tmp.join("bin/escape")).unwrap();
