@@ -10,7 +10,7 @@ use netspawn::ctl::{self, images::BootstrapKind, signal::KillWhom, CtlError, Lis
 
 /// Send control commands to or query the netspawn machine registry.
 #[derive(Debug, Parser)]
-#[command(name = "netspawnctl", version, about, disable_help_subcommand = true)]
+#[command(name = "netspawnctl", version, disable_help_subcommand = true)]
 struct Cli {
     /// Output format of list verbs.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Short, global = true)]
@@ -212,12 +212,14 @@ fn main() {
                 let _ = e.print();
                 std::process::exit(0);
             }
-            // clap's first line is "error: <what>"; keep it as our one line.
+            // clap's message up to its first blank line is the error proper
+            // ("error: ..." plus, for missing arguments, their names): one line.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
+            let head = text.split("\n\n").next().unwrap_or("invalid arguments");
+            let line = head.split_whitespace().collect::<Vec<_>>().join(" ");
             eprintln!(
                 "netspawnctl: {}",
-                first.strip_prefix("error: ").unwrap_or(first)
+                line.strip_prefix("error: ").unwrap_or(&line)
             );
             std::process::exit(1);
         }
