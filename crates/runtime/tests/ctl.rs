@@ -154,6 +154,41 @@ impl FakeMachine {
         wait_with_timeout(child)
     }
 
+    /// Waits until PID 1 has a handler for every signal in `sigs` (a PID
+    /// namespace's init ignores signals it has no handler for).
+    fn wait_for_handlers(&self, sigs: &[i32]) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", self.leader))
+                .unwrap_or_default();
+            let caught = status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(0);
+            if sigs.iter().all(|s| caught & (1u64 << (s - 1)) != 0) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "PID 1 never installed its handlers"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The exit code of the unshare process (= PID 1's), waiting at most TIMEOUT.
+    fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.unshare.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "the machine did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn leader_alive(&self) -> bool {
         Path::new(&format!("/proc/{}", self.leader)).exists()
             && std::fs::read_to_string(format!("/proc/{}/stat", self.leader))
@@ -432,15 +467,18 @@ fn reboot_and_poweroff_signal_the_init() {
     // An "init" that says which signal it got through its exit status.
     let script = "exec bash -c 'trap \"exit 42\" INT; trap \"exit 44\" RTMIN+4; \
                   while :; do sleep 0.05; done'";
+    let handlers = [libc::SIGINT, libc::SIGRTMIN() + 4];
     let mut m = FakeMachine::start_with("ctl-reboot", &[], script, "bash", true);
+    m.wait_for_handlers(&handlers);
     let o = m.run(&["reboot", "ctl-reboot"], None);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(m.unshare.wait().unwrap().code(), Some(42));
+    assert_eq!(m.wait_exit(), Some(42));
 
     let mut m = FakeMachine::start_with("ctl-poweroff", &[], script, "bash", true);
+    m.wait_for_handlers(&handlers);
     let o = m.run(&["poweroff", "ctl-poweroff"], None);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(m.unshare.wait().unwrap().code(), Some(44));
+    assert_eq!(m.wait_exit(), Some(44));
 
     let o = m.run(&["poweroff", "nope"], None);
     assert_eq!(stderr(&o), "netspawnctl: No machine 'nope' known\n");
