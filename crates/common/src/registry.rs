@@ -174,14 +174,15 @@ impl Entry {
         Ok(e)
     }
 
-    /// True if the launcher that owns this entry is still running.
+    /// True if the launcher that owns this entry is still running (a zombie
+    /// launcher is dead: on hosts whose PID 1 does not reap, it may linger).
     pub fn is_alive(&self) -> bool {
         self.launcher != 0 && process_start_time(self.launcher) == Some(self.launcher_start)
     }
 }
 
 /// Start time of a process in clock ticks since boot (field 22 of
-/// `/proc/PID/stat`), or None if there is no such process.
+/// `/proc/PID/stat`), or None if there is no such process or it is a zombie.
 pub fn process_start_time(pid: u32) -> Option<u64> {
     // Bytes, not a String: the command name may be any bytes (even a
     // truncated multi-byte character).
@@ -189,7 +190,12 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     // The command name (field 2) may hold spaces and parentheses: skip past the last ')'.
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    // Field 3, the state: a zombie or dead process no longer runs.
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// The registry directory and its operations.

@@ -123,15 +123,18 @@ pub fn launcher_alive(pid: u32, start: u64) -> bool {
     stat_start_time(buf.get(..len).unwrap_or(&[])) == Some(start)
 }
 
-/// Field 22 of a `/proc/PID/stat` line. The command name (field 2) may hold
-/// spaces and parentheses, so fields are counted after the last ')'.
+/// Field 22 of a `/proc/PID/stat` line, or None for a zombie. The command
+/// name (field 2) may hold spaces and parentheses, so fields are counted
+/// after the last ')'.
 fn stat_start_time(stat: &[u8]) -> Option<u64> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let after = stat.get(close + 1..)?;
-    let field = after
-        .split(|b| b.is_ascii_whitespace())
-        .filter(|f| !f.is_empty())
-        .nth(19)?;
+    let mut fields = after.split(|b| b.is_ascii_whitespace()).filter(|f| !f.is_empty());
+    // Field 3, the state: a zombie launcher is dead.
+    if matches!(fields.next()?, b"Z" | b"X" | b"x") {
+        return None;
+    }
+    let field = fields.nth(18)?;
     std::str::from_utf8(field).ok()?.parse().ok()
 }
 

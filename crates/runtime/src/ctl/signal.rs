@@ -167,14 +167,24 @@ pub fn kill_machine(entry: &Entry, whom: KillWhom, sig: i32) -> Result<(), CtlEr
 }
 
 /// The signal `poweroff` sends to a machine's leader: SIGRTMIN+4 (systemd's
-/// "poweroff") to a booted init; SIGTERM to a plain payload, which has no
-/// init to interpret SIGRTMIN+4.
+/// "poweroff") to a booted init, or SIGUSR2 if that init is busybox (which
+/// ignores SIGRTMIN+4 and powers off on SIGUSR2); SIGTERM to a plain
+/// payload, which has no init to interpret either.
 pub fn poweroff_signal(entry: &Entry) -> i32 {
-    if entry.boot {
-        sigrtmin() + 4
-    } else {
+    if !entry.boot {
         libc::SIGTERM
+    } else if leader_is_busybox(entry.leader) {
+        libc::SIGUSR2
+    } else {
+        sigrtmin() + 4
     }
+}
+
+/// True if the machine's PID 1 runs the busybox binary.
+fn leader_is_busybox(leader: u32) -> bool {
+    std::fs::read_link(format!("/proc/{leader}/exe"))
+        .map(|p| p.file_name().is_some_and(|n| n == "busybox"))
+        .unwrap_or(false)
 }
 
 /// The signal `reboot` sends to a machine's leader: SIGINT, which systemd and
