@@ -469,3 +469,71 @@ fn unknown_system_call_names_and_groups_are_refused_up_front() {
         env.leftover_cgroups()
     );
 }
+
+/// i386 system calls entered with `int $0x80` from a 64-bit program: the
+/// filter must cover the compat ABI too, or it could be walked around.
+#[cfg(target_arch = "x86_64")]
+const INT80_PROBE: &str = r#"
+#include <stdio.h>
+static long sys32(long nr, long a, long b, long c) {
+    long ret;
+    __asm__ volatile ("int $0x80" : "=a"(ret) : "a"(nr), "b"(a), "c"(b), "d"(c) : "memory");
+    return ret;
+}
+int main(void) {
+    /* i386 numbers: getpid 20, add_key 286, keyctl 288, init_module 128. */
+    printf("getpid %ld\n", sys32(20, 0, 0, 0));
+    printf("add_key %ld\n", sys32(286, 0, 0, 0));
+    printf("keyctl %ld\n", sys32(288, 99999, 0, 0));
+    printf("init_module %ld\n", sys32(128, 0, 0, 0));
+    return 0;
+}
+"#;
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn filter_covers_the_32_bit_abi() {
+    let env = TestEnv::new();
+    let img = env.busybox("compat");
+    let probe = compile_static_c(&env, "int80", INT80_PROBE);
+    let parse = |out: &str| -> HashMap<String, i64> {
+        out.lines()
+            .filter_map(|l| {
+                let (n, v) = l.split_once(' ')?;
+                Some((n.to_string(), v.trim().parse().ok()?))
+            })
+            .collect()
+    };
+    let out = std::process::Command::new("timeout")
+        .arg("30")
+        .arg(&probe)
+        .output()
+        .unwrap();
+    let host = parse(&String::from_utf8_lossy(&out.stdout));
+    if host.get("getpid").is_none_or(|v| *v <= 0) {
+        eprintln!(
+            "SKIPPED: this kernel has no 32-bit syscall entry (ia32 emulation off): {host:?}"
+        );
+        return;
+    }
+    for n in ["add_key", "keyctl", "init_module"] {
+        assert_ne!(
+            host[n],
+            -(libc::EPERM as i64),
+            "{n} gives EPERM on the host already: {host:?}"
+        );
+    }
+    std::fs::create_dir_all(img.join("usr/local/bin")).unwrap();
+    std::fs::copy(&probe, img.join("usr/local/bin/int80")).unwrap();
+    let r = env.netspawn(&["-q", "-D", img.to_str().unwrap(), "int80"]);
+    r.expect_status(0);
+    let inside = parse(&r.stdout);
+    assert_eq!(inside.get("getpid"), Some(&1), "{inside:?}");
+    for n in ["add_key", "keyctl", "init_module"] {
+        assert_eq!(
+            inside.get(n),
+            Some(&-(libc::EPERM as i64)),
+            "{n} through int 0x80: {inside:?}"
+        );
+    }
+}
