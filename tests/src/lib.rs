@@ -183,6 +183,17 @@ impl TestEnv {
         c
     }
 
+    /// Runs a bash script in fresh mount and network namespaces (a private
+    /// "host" for the test), with this env's relocations and `$NETSPAWN` /
+    /// `$NETSPAWNCTL` naming our binaries.
+    pub fn sh(&self, script: &str, timeout_secs: u32) -> Run {
+        let mut c = Command::new("timeout");
+        c.arg("-k").arg("5").arg(timeout_secs.to_string()).args(["unshare", "--mount", "--net", "--", "bash", "-c"]).arg(script);
+        self.apply_env(&mut c);
+        c.env("NETSPAWN", bin("netspawn")).env("NETSPAWNCTL", bin("netspawnctl")).stdin(Stdio::null());
+        Run::from(c.output().expect("run script"))
+    }
+
     /// Runs netspawn with `args` to completion (60 s limit).
     pub fn netspawn<S: AsRef<OsStr>>(&self, args: &[S]) -> Run {
         Run::from(

@@ -208,8 +208,15 @@ pub struct Registry {
 /// Proof that this process owns a machine name; dropping it releases the name.
 #[derive(Debug)]
 pub struct NameClaim {
-    _lock: fs::File,
+    lock: fs::File,
     pub name: String,
+}
+
+impl std::os::fd::AsRawFd for NameClaim {
+    /// The lock's descriptor: a process that inherits it keeps the name taken.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.lock.as_raw_fd()
+    }
 }
 
 impl Registry {
@@ -238,15 +245,25 @@ impl Registry {
             .truncate(false)
             .write(true)
             .open(self.locks.join(format!("machine-{name}.lock")))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("machine '{name}' already exists"),
-                ))
+        // A name whose machine has stopped may still be held for a moment by
+        // the cleanup of its network links: wait for that, but not for a
+        // live machine.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) => {
+                    let live = self.get(name).ok().flatten().is_some();
+                    if live || std::time::Instant::now() > deadline {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            format!("machine '{name}' already exists"),
+                        ));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(e),
             }
-            Err(fs::TryLockError::Error(e)) => return Err(e),
         }
         // We hold the name: any entry there now is from a dead launcher.
         match fs::remove_file(self.entry_path(name)) {
@@ -255,7 +272,7 @@ impl Registry {
             Err(e) => return Err(e),
         }
         Ok(NameClaim {
-            _lock: lock,
+            lock,
             name: name.to_string(),
         })
     }

@@ -369,7 +369,11 @@ impl Config {
         let mut net = Network {
             private: a.private_network,
             veth: a.network_veth,
-            veth_extra: a.network_veth_extra.clone(),
+            veth_extra: a
+                .network_veth_extra
+                .iter()
+                .map(|v| spec::parse_veth_extra(v).map(|(h, c)| format!("{h}:{c}")))
+                .collect::<Result<Vec<_>, _>>()?,
             bridge: a.network_bridge.clone(),
             zone: a.network_zone.clone(),
             macvlan: a.network_macvlan.clone(),
@@ -422,13 +426,21 @@ impl Config {
         if !net.ports.is_empty() && !net.veth && net.bridge.is_none() && net.zone.is_none() {
             return Err(ConfigError::Conflict("--port= requires a private network with a virtual Ethernet link (-n, --network-bridge= or --network-zone=)".into()));
         }
-        if net.has_links() {
-            net.private = true;
+        if net.private && net.has_links() {
+            // --private-network means "only lo"; asking for links too is a contradiction.
+            let with = if net.veth {
+                "--network-veth"
+            } else if net.bridge.is_some() {
+                "--network-bridge="
+            } else if net.zone.is_some() {
+                "--network-zone="
+            } else {
+                "network interface options"
+            };
+            return Err(ConfigError::Conflict(format!("--private-network and {with} may not be combined")));
         }
         if net.has_links() {
-            return Err(ConfigError::Unsupported(
-                "network links (-n, --network-veth-extra, --network-bridge, --network-zone, --network-macvlan, --network-ipvlan, --network-interface) are not available in this netspawn build yet; use --private-network or the host network".into(),
-            ));
+            net.private = true;
         }
 
         // Security.

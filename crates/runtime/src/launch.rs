@@ -31,6 +31,7 @@ use crate::config::Config;
 use crate::console::{self, ConsoleMode, EscapeDetector, Pty, RawTerminal};
 use crate::lock::{ImageLock, LockError};
 use crate::mount::{self, MountConfig};
+use crate::network;
 
 #[derive(Debug, Error)]
 pub enum LaunchError {
@@ -46,6 +47,8 @@ pub enum LaunchError {
     Registry(std::io::Error),
     #[error("{what}: {err}")]
     Sys { what: &'static str, err: nix::Error },
+    #[error("{0}")]
+    Net(#[from] crate::network::NetError),
     /// An error reported by the container's side before exec.
     #[error("{0}")]
     Child(String),
@@ -99,6 +102,13 @@ struct Held {
     cgroup_name: String,
 }
 
+/// The machine's network links: what to make and the host's netlink socket.
+struct NetState {
+    plan: network::Plan,
+    host: network::rtnl::Netlink,
+    zones: network::zone::Zones,
+}
+
 /// Runs the container to completion and returns netspawn's exit status.
 pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
     // Claim the name and the image before creating anything.
@@ -124,6 +134,18 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
         _image_lock: image_lock,
         hierarchies,
         cgroup_name,
+    };
+    let mut net = if cfg.network.has_links() {
+        let machine_id = network::naming::host_machine_id().unwrap_or_else(|| {
+            tracing::warn!("no machine ID in /etc/machine-id: MACs are stable per name but not per host");
+            [0; 16]
+        });
+        let plan = network::plan(&cfg.machine, &machine_id, &cfg.network);
+        let mut host = network::rtnl::Netlink::open().map_err(network::NetError::from)?;
+        network::check(&plan, &mut host)?;
+        Some(NetState { plan, host, zones: network::zone::Zones::new(paths.locks_dir()) })
+    } else {
+        None
     };
 
     let host_os_release = ["/etc/os-release", "/usr/lib/os-release"]
@@ -165,8 +187,12 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
             ConsoleMode::Pipe => None,
             _ => Some(console::open_pty()?),
         };
-        let outcome = run_once(cfg, &held, pty.as_ref(), host_os_release.as_deref(), &sigfd)?;
+        let (outcome, keeper) = run_once(cfg, &held, net.as_mut(), pty.as_ref(), host_os_release.as_deref(), &sigfd)?;
         if cfg.boot && outcome == Outcome::Killed(libc::SIGHUP) {
+            // The next boot makes the same links again: let the old ones go first.
+            if let Some(k) = keeper {
+                k.finish();
+            }
             if !cfg.quiet {
                 eprintln!("Container {} is being rebooted.", cfg.machine);
             }
@@ -207,17 +233,18 @@ fn signal_name(s: i32) -> String {
 fn run_once(
     cfg: &Config,
     held: &Held,
+    net: Option<&mut NetState>,
     pty: Option<&Pty>,
     host_os_release: Option<&str>,
     sigfd: &SignalFd,
-) -> Result<Outcome, LaunchError> {
+) -> Result<(Outcome, Option<network::keeper::Keeper>), LaunchError> {
     let cgroups = Cgroups::create(
         &held.hierarchies,
         &std::env::var(netspawn_common::paths::ENV_CGROUP_PARENT)
             .unwrap_or_else(|_| "netspawn".into()),
         &held.cgroup_name,
     )?;
-    let result = run_in_cgroups(cfg, held, pty, host_os_release, sigfd, &cgroups);
+    let result = run_in_cgroups(cfg, held, net, pty, host_os_release, sigfd, &cgroups);
     if let Some((reg, claim)) = &held.registry {
         let _ = reg.remove(claim, &cfg.machine);
     }
@@ -228,11 +255,12 @@ fn run_once(
 fn run_in_cgroups(
     cfg: &Config,
     held: &Held,
+    net: Option<&mut NetState>,
     pty: Option<&Pty>,
     host_os_release: Option<&str>,
     sigfd: &SignalFd,
     cgroups: &Cgroups,
-) -> Result<Outcome, LaunchError> {
+) -> Result<(Outcome, Option<network::keeper::Keeper>), LaunchError> {
     let (sync_parent, sync_child) = socket::socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -291,6 +319,15 @@ fn run_in_cgroups(
     if let Err(e) = cgroups.add(child.as_raw()) {
         return Err(kill_child(e.into()));
     }
+    let net_plan_interfaces = net.as_ref().map(|n| n.plan.registry_interfaces()).unwrap_or_default();
+    // Links, made while the child waits for the go-ahead.
+    let keeper = match net {
+        Some(n) => match setup_network(n, child, held) {
+            Ok(k) => Some(k),
+            Err(e) => return Err(kill_child(e)),
+        },
+        None => None,
+    };
     // Let the child go on, then wait for its exec (EOF) or its error message.
     if let Err(e) = unistd::write(&sync_parent, b"g") {
         return Err(kill_child(LaunchError::Sys {
@@ -312,6 +349,7 @@ fn run_in_cgroups(
         ));
     }
     drop(sync_parent);
+    let net_interfaces = net_plan_interfaces.clone();
     // Registered once the payload runs, so readers never see the launcher's image as the leader.
     if let Some((reg, claim)) = &held.registry {
         let entry = Entry {
@@ -331,14 +369,43 @@ fn run_in_cgroups(
                 .unwrap_or(0),
             cgroups: cgroups.paths.clone(),
             private_network: cfg.network.private,
-            interfaces: Vec::new(),
+            interfaces: net_interfaces,
             addresses: Vec::new(),
         };
         if let Err(e) = reg.write(claim, &entry) {
             return Err(kill_child(LaunchError::Registry(e)));
         }
     }
-    supervise(cfg, child, pty, sigfd, &notify)
+    let outcome = supervise(cfg, child, pty, sigfd, &notify)?;
+    Ok((outcome, keeper))
+}
+
+/// Makes the machine's links for the cloned child and starts the keeper
+/// that will undo them. A failure half-way undoes what was made.
+fn setup_network(n: &mut NetState, child: Pid, held: &Held) -> Result<network::keeper::Keeper, LaunchError> {
+    use std::os::fd::AsRawFd as _;
+    let ns: OwnedFd = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw()))
+        .map_err(|e| LaunchError::Sys { what: "open the container's network namespace", err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)) })?
+        .into();
+    let mut undo = network::Teardown::default();
+    let made = network::setup(&n.plan, &mut n.host, child.as_raw() as u32, ns.as_fd(), &n.zones, &mut undo)
+        .and_then(|()| {
+            let mut inside = network::rtnl::Netlink::open_in(ns.as_fd())?;
+            network::configure_container(&n.plan, &mut inside)
+        });
+    if let Err(e) = made {
+        let host_ns = std::fs::File::open("/proc/thread-self/ns/net").ok();
+        let mut inside = network::rtnl::Netlink::open_in(ns.as_fd()).ok();
+        if let Some(host_ns) = &host_ns {
+            for err in undo.run(&mut n.host, inside.as_mut().map(|i| i as &mut dyn network::rtnl::Rtnl), host_ns.as_fd(), &n.zones) {
+                tracing::warn!("undoing network setup: {err}");
+            }
+        }
+        return Err(e.into());
+    }
+    let keep: Vec<i32> = held.registry.iter().map(|(_, c)| c.as_raw_fd()).collect();
+    network::keeper::spawn(undo, ns, n.zones.clone(), &keep)
+        .map_err(|e| LaunchError::Sys { what: "start the network keeper", err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)) })
 }
 
 /// Forwards the console and signals until PID 1 dies.

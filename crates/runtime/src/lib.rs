@@ -14,6 +14,7 @@ pub mod init;
 pub mod launch;
 pub mod lock;
 pub mod mount;
+pub mod network;
 pub mod seccomp;
 pub mod settings;
 pub mod settings_merge;

@@ -1,0 +1,147 @@
+//! Undoing a machine's network setup. [`Teardown`] lists what was made;
+//! [`spawn`] forks a small keeper process that holds the container's network
+//! namespace open and waits for the launcher to go away (normal exit, crash
+//! or `kill -9` alike: its pipe reaches end-of-file), then moves borrowed
+//! interfaces back, deletes the host-side links and removes empty zone
+//! bridges. The launcher itself returns at once; the kernel's slow veth
+//! deletion happens in the keeper.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::unistd::{ForkResult, Pid};
+
+use super::rtnl::{Netlink, Rtnl};
+use super::zone::Zones;
+use super::NetError;
+
+/// What to undo.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Teardown {
+    /// Host-side links to delete (their peers go with them).
+    pub delete: Vec<String>,
+    /// Zones whose bridge goes if it is left empty.
+    pub zones: Vec<String>,
+    /// Host interfaces lent to the container, to move back under their names.
+    pub move_back: Vec<String>,
+}
+
+impl Teardown {
+    pub fn is_empty(&self) -> bool {
+        self.delete.is_empty() && self.zones.is_empty() && self.move_back.is_empty()
+    }
+
+    /// Undoes everything it can and returns every failure (gone is success).
+    pub fn run(&self, host: &mut dyn Rtnl, inside: Option<&mut dyn Rtnl>, host_ns: BorrowedFd<'_>, zones: &Zones) -> Vec<NetError> {
+        let mut errors = Vec::new();
+        if let Some(inside) = inside {
+            for name in &self.move_back {
+                match inside.link(name) {
+                    Ok(Some(l)) => {
+                        if let Err(e) = inside.move_to(l.index, host_ns, name) {
+                            errors.push(e.into());
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => errors.push(e.into()),
+                }
+            }
+        }
+        for name in &self.delete {
+            match host.link(name) {
+                Ok(Some(l)) => {
+                    if let Err(e) = host.delete(l.index) {
+                        errors.push(e.into());
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => errors.push(e.into()),
+            }
+        }
+        for z in &self.zones {
+            if let Err(e) = zones.leave(host, z) {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+
+    /// Runs the teardown with fresh sockets (host and, if interfaces must
+    /// go back, inside `container_ns`).
+    pub fn run_fresh(&self, container_ns: BorrowedFd<'_>, zones: &Zones) -> Vec<NetError> {
+        let mut host = match Netlink::open() {
+            Ok(h) => h,
+            Err(e) => return vec![e.into()],
+        };
+        let host_ns = match std::fs::File::open("/proc/thread-self/ns/net") {
+            Ok(f) => f,
+            Err(e) => return vec![NetError::Lock { path: "/proc/thread-self/ns/net".into(), err: e }],
+        };
+        let mut inside = if self.move_back.is_empty() { None } else { Netlink::open_in(container_ns).ok() };
+        self.run(&mut host, inside.as_mut().map(|i| i as &mut dyn Rtnl), host_ns.as_fd(), zones)
+    }
+}
+
+/// A running keeper. Dropping it lets the keeper tear down in the background.
+#[derive(Debug)]
+pub struct Keeper {
+    pid: Pid,
+    pipe: Option<OwnedFd>,
+}
+
+impl Keeper {
+    /// Lets the keeper tear down and waits until it is done (used between
+    /// reboots, when the same links are about to be made again).
+    pub fn finish(mut self) {
+        self.pipe.take();
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+}
+
+/// Forks the keeper. `keep` are descriptors the keeper must hold on to
+/// besides its own (e.g. the machine-name lock, so the name stays taken
+/// until the teardown is complete).
+pub fn spawn(teardown: Teardown, container_ns: OwnedFd, zones: Zones, keep: &[RawFd]) -> std::io::Result<Keeper> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: the launcher is single-threaded; the child only makes syscalls
+    // and new sockets, and leaves with _exit.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Parent { child } => {
+            drop(r);
+            Ok(Keeper { pid: child, pipe: Some(w) })
+        }
+        ForkResult::Child => {
+            drop(w);
+            keeper_main(&teardown, r, container_ns, &zones, keep)
+        }
+    }
+}
+
+fn keeper_main(teardown: &Teardown, pipe: OwnedFd, ns: OwnedFd, zones: &Zones, keep: &[RawFd]) -> ! {
+    // Own session: signals aimed at the launcher's process group (a
+    // terminal's Ctrl-C, `timeout`) must not stop the cleanup.
+    let _ = nix::unistd::setsid();
+    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&nix::sys::signal::SigSet::empty()), None);
+    // Hold nothing of the launcher's but what we need: a reader waiting for
+    // the launcher's output must see end-of-file when the launcher exits.
+    let wanted = [pipe.as_raw_fd(), ns.as_raw_fd()];
+    if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
+        let fds: Vec<RawFd> = rd.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect();
+        for fd in fds {
+            if fd > 2 && !wanted.contains(&fd) && !keep.contains(&fd) {
+                // SAFETY: closing descriptors inherited from the launcher that we do not use.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+    let mut b = [0u8; 1];
+    while let Err(nix::Error::EINTR) | Ok(1) = nix::unistd::read(&pipe, &mut b) {}
+    let _ = teardown.run_fresh(ns.as_fd(), zones);
+    // SAFETY: leave without running the launcher's destructors.
+    unsafe { libc::_exit(0) }
+}

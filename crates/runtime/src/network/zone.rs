@@ -1,0 +1,94 @@
+//! Network zones: the bridge `vz-ZONE` is created with the first member and
+//! removed after the last one leaves. Create-and-join and
+//! check-empty-and-remove happen under one lock per zone
+//! (`<run_dir>/locks/zone-ZONE.lock`), so concurrent launches never race.
+
+use std::fs::{File, OpenOptions};
+use std::path::PathBuf;
+
+use super::rtnl::{NewLink, Rtnl, RtnlError};
+use super::NetError;
+
+/// The zone locks' directory.
+#[derive(Debug, Clone)]
+pub struct Zones {
+    locks: PathBuf,
+}
+
+impl Zones {
+    pub fn new(locks: PathBuf) -> Zones {
+        Zones { locks }
+    }
+
+    fn lock(&self, zone: &str) -> Result<File, NetError> {
+        let path = self.locks.join(format!("zone-{zone}.lock"));
+        let io = |err| NetError::Lock { path: path.clone(), err };
+        std::fs::create_dir_all(&self.locks).map_err(io)?;
+        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+        f.lock().map_err(io)?;
+        Ok(f)
+    }
+
+    /// Makes sure `vz-ZONE` exists and runs `join` (which creates the member
+    /// link attached to the bridge's index) under the zone's lock.
+    pub fn join(
+        &self,
+        rt: &mut dyn Rtnl,
+        zone: &str,
+        join: impl FnOnce(&mut dyn Rtnl, u32) -> Result<(), RtnlError>,
+    ) -> Result<(), NetError> {
+        let _lock = self.lock(zone)?;
+        let name = format!("vz-{zone}");
+        let index = match rt.link(&name)? {
+            Some(l) => l.index,
+            None => {
+                rt.add(&NewLink::Bridge { name: name.clone() })?;
+                rt.link(&name)?.ok_or_else(|| NetError::NoBridge(name.clone()))?.index
+            }
+        };
+        join(rt, index)?;
+        Ok(())
+    }
+
+    /// Removes `vz-ZONE` if no link is attached to it any more.
+    pub fn leave(&self, rt: &mut dyn Rtnl, zone: &str) -> Result<bool, NetError> {
+        let _lock = self.lock(zone)?;
+        let name = format!("vz-{zone}");
+        let Some(bridge) = rt.link(&name)? else { return Ok(false) };
+        if rt.links()?.iter().any(|l| l.master == Some(bridge.index)) {
+            return Ok(false);
+        }
+        rt.delete(bridge.index)?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::rtnl::fake::FakeRtnl;
+    use super::*;
+
+    #[test]
+    fn first_member_creates_last_member_removes() {
+        let tmp = std::env::temp_dir().join(format!("netspawn-zone-{}", std::process::id()));
+        let zones = Zones::new(tmp.clone());
+        let mut rt = FakeRtnl::with_links(&[("lo", None)]);
+        for m in ["vb-a", "vb-b"] {
+            zones
+                .join(&mut rt, "lab", |rt, master| {
+                    rt.add(&NewLink::Veth { name: m.into(), mac: [2; 6], peer: "host0".into(), peer_mac: [2; 6], peer_netns_pid: 1, master: Some(master) })
+                })
+                .unwrap();
+        }
+        assert_eq!(rt.links.iter().filter(|l| l.name == "vz-lab").count(), 1, "one bridge for both members");
+        let a = rt.links.iter().find(|l| l.name == "vb-a").unwrap().index;
+        rt.delete(a).unwrap();
+        assert!(!zones.leave(&mut rt, "lab").unwrap(), "b is still a member");
+        let b = rt.links.iter().find(|l| l.name == "vb-b").unwrap().index;
+        rt.delete(b).unwrap();
+        assert!(zones.leave(&mut rt, "lab").unwrap());
+        assert!(rt.links.iter().all(|l| l.name != "vz-lab"));
+        assert!(!zones.leave(&mut rt, "lab").unwrap(), "already gone is fine");
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+}

@@ -1,0 +1,92 @@
+//! `-n/--network-veth` and `--network-veth-extra`: links made by netlink,
+//! named and addressed (MAC) as systemd-nspawn does.
+
+use netspawn::network::naming;
+use netspawn_tests::*;
+
+fn machine_id() -> [u8; 16] {
+    naming::host_machine_id().unwrap_or([0; 16])
+}
+
+#[test]
+fn veth_pair_host_side_and_host0_are_up_with_nspawn_macs() {
+    let env = TestEnv::new();
+    let img = env.busybox("web");
+    let r = env.sh(
+        &format!(
+            r#"$NETSPAWN -q -n -D {img} /bin/sh -c 'cat /sys/class/net/host0/address /sys/class/net/host0/operstate; ip -o link show lo | grep -c UP; ls /sys/class/net | tr "\n" " "; echo; sleep 1' &
+            for i in $(seq 100); do ip link show ve-web >/dev/null 2>&1 && break; sleep 0.02; done
+            ip -o link show ve-web | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2; ip -o link show ve-web | grep -c ',UP'
+            
+            wait"#,
+            img = img.display()
+        ),
+        60,
+    );
+    r.expect_status(0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let id = machine_id();
+    assert_eq!(lines[0], naming::format_mac(&naming::generate_mac(&id, "web", &naming::CONTAINER_HASH_KEY, 0)), "{}", r.stdout);
+    assert_eq!(lines[2], "1", "lo up inside");
+    assert_eq!(lines[3].trim(), "host0 lo");
+    assert_eq!(lines[4], naming::format_mac(&naming::generate_mac(&id, "web", &naming::HOST_HASH_KEY, 0)));
+    assert_eq!(lines[5], "1", "ve-web up");
+}
+
+#[test]
+fn extra_veth_pairs_and_long_names() {
+    let env = TestEnv::new();
+    let name = "averyverylongmachinename";
+    let img = env.busybox(name);
+    let host = naming::host_ifname(false, name);
+    assert_eq!(host.len(), 15);
+    let r = env.sh(
+        &format!(
+            r#"$NETSPAWN -q -n --network-veth-extra=xh1:xc1 --network-veth-extra=xh2 -D {img} /bin/sh -c 'ls /sys/class/net | tr "\n" " "; sleep 1' &
+            for i in $(seq 100); do ip link show xh2 >/dev/null 2>&1 && break; sleep 0.02; done
+            echo; ip -o link | cut -d: -f2 | cut -d@ -f1 | tr "\n" " "
+            wait"#,
+            img = img.display()
+        ),
+        60,
+    );
+    r.expect_status(0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0].trim(), "host0 lo xc1 xh2");
+    let mut host_links: Vec<&str> = lines[1].split_whitespace().collect();
+    host_links.sort();
+    let mut want = vec!["lo", host.as_str(), "xh1", "xh2"];
+    want.sort();
+    assert_eq!(host_links, want);
+}
+
+#[test]
+fn the_same_machine_gets_the_same_mac_after_a_restart() {
+    let env = TestEnv::new();
+    let img = env.busybox("stable");
+    let once = || env.netspawn(&["-q", "-n", "-D", img.to_str().unwrap(), "/bin/cat", "/sys/class/net/host0/address"]);
+    let a = once();
+    a.expect_status(0);
+    let b = once();
+    assert_eq!(a.stdout, b.stdout);
+    assert_eq!(a.stdout.len(), 18);
+}
+
+#[test]
+fn the_registry_and_status_show_the_interfaces() {
+    let env = TestEnv::new();
+    let img = env.busybox("listed");
+    let r = env.sh(
+        &format!(
+            r#"$NETSPAWN -q -n -D {img} /bin/sleep 3 &
+            for i in $(seq 150); do grep -q '^INTERFACES=ve-listed' $NETSPAWN_RUN_DIR/machines/listed 2>/dev/null && break; sleep 0.02; done
+            $NETSPAWNCTL status listed | grep -i iface
+            $NETSPAWNCTL list -o json
+            kill %1; wait"#,
+            img = img.display()
+        ),
+        60,
+    );
+    assert!(r.stdout.contains("ve-listed"), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("\"interfaces\":[\"ve-listed\"]"), "{}", r.stdout);
+}
