@@ -183,9 +183,12 @@ fn default_bounding_set_is_nspawns() {
         (default | mask(&["CAP_NET_ADMIN", "CAP_SYS_TIME"])) & !mask(&["CAP_SYS_ADMIN"]) & host
     );
 
-    // "all": everything the launcher holds.
+    // "all": everything the launcher holds; dropping "all" leaves nothing.
     let st = pid1_status(&env, d, &["--capability=all"]);
     assert_eq!(cap_field(&st, "CapBnd"), host);
+    let st = pid1_status(&env, d, &["--drop-capability=all"]);
+    assert_eq!(cap_field(&st, "CapBnd"), 0);
+    assert_eq!(cap_field(&st, "CapEff"), 0);
 }
 
 #[test]

@@ -433,3 +433,21 @@ fn window_size_is_set_before_the_payload_starts() {
     let sizes: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(sizes, vec!["33 111"; 10], "{out:?}");
 }
+
+#[test]
+fn interactive_shell_as_pid2() {
+    let env = TestEnv::new();
+    let img = env.busybox("ttya");
+    // With -a the stub init is PID 1 and the shell, PID 2, gets the console.
+    let mut t = on_terminal(&env, &["-q", "-a", "-D", img.to_str().unwrap(), "/bin/sh"]);
+    t.expect("# ", 20);
+    t.send(b"tty; echo pid=$$; [ -t 0 ] && echo IS-A-TTY\n");
+    t.expect("\nIS-A-TTY\n", 20);
+    t.send(b"exit 3\n");
+    let (status, out) = t.finish(20);
+    assert_eq!(status, Some(3), "{out:?}");
+    for want in ["\n/dev/console\n", "\npid=2\n", "\nIS-A-TTY\n"] {
+        assert!(out.contains(want), "missing {want:?} in {out:?}");
+    }
+    check_clean(&env);
+}
