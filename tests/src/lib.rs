@@ -336,6 +336,13 @@ fn kill_tree(dir: &Path) {
     }
 }
 
+/// Says loudly that a test is skipped, and why: straight to the standard
+/// error stream, past the test harness's output capture.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "\nSKIPPED {test}: {why}");
+}
+
 /// Waits for a child with a deadline; kills it if it overruns.
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<i32> {
     let deadline = Instant::now() + timeout;

@@ -1,1 +1,97 @@
-//! (being written)
+//! Teardown leaves nothing behind: after a normal exit, a crashed payload
+//! or `kill -9` of the launcher, no `ve-`/`vb-` link remains and an unused
+//! zone bridge is gone; many start/kill cycles leave `ip link` as it was; a
+//! launch that fails half-way removes what it made.
+
+use netspawn_tests::*;
+
+/// Shell helper: wait (up to 6 s) until `ip link` lists only what it listed
+/// at the start, then print both lists.
+const SETTLE: &str = r#"
+settle() {
+  for t in $(seq 300); do
+    now=$(ip -o link | cut -d: -f2 | cut -d@ -f1 | tr -d ' ' | sort | tr "\n" " ")
+    [ "$now" = "$before" ] && break
+    sleep 0.02
+  done
+  echo "before=$before"
+  echo "now=$now"
+}
+before=$(ip -o link | cut -d: -f2 | cut -d@ -f1 | tr -d ' ' | sort | tr "\n" " ")
+"#;
+
+fn assert_settled(r: &Run) {
+    let get = |k: &str| r.stdout.lines().filter_map(|l| l.strip_prefix(k)).last().map(str::to_string);
+    assert_eq!(get("before="), get("now="), "links left behind\n{}\n{}", r.stdout, r.stderr);
+    assert!(get("before=").is_some(), "{}\n{}", r.stdout, r.stderr);
+}
+
+#[test]
+fn normal_exit_crash_and_kill_9_leave_no_links() {
+    let env = TestEnv::new();
+    let img = env.busybox("tear");
+    let r = env.sh(
+        &format!(
+            r#"{SETTLE}
+               $NETSPAWN -q -n -D {img} /bin/true; settle
+               $NETSPAWN -q -a --network-zone=tz -D {img} /bin/sh -c 'kill -SEGV $$'; echo crash-rc=$?; settle
+               $NETSPAWN -q --network-zone=tz -D {img} /bin/sleep 60 &
+               for t in $(seq 200); do ip link show vb-tear >/dev/null 2>&1 && break; sleep 0.02; done
+               kill -9 $!; wait; settle"#,
+            img = img.display()
+        ),
+        120,
+    );
+    assert_settled(&r);
+    let runs: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with("now=")).collect();
+    assert_eq!(runs.len(), 3, "{}", r.stdout);
+    assert!(runs.iter().all(|l| *l == runs[0]), "{}", r.stdout);
+    assert!(r.stdout.contains("crash-rc=139"), "{}", r.stdout);
+    assert!(env.registry_names().is_empty(), "{:?}", env.registry_names());
+}
+
+#[test]
+fn two_hundred_start_kill_cycles_leave_ip_link_as_it_was() {
+    let env = TestEnv::new();
+    let img = env.busybox("cycle");
+    let r = env.sh(
+        &format!(
+            r#"{SETTLE}
+               for i in $(seq 200); do
+                 if [ $((i % 2)) = 0 ]; then net=-n; else net=--network-zone=cz; fi
+                 $NETSPAWN -q --read-only $net -M c$i -D {img} /bin/sleep 60 &
+                 pid=$!
+                 for t in $(seq 200); do [ -e $NETSPAWN_RUN_DIR/machines/c$i ] && break; sleep 0.01; done
+                 kill -9 $pid
+               done
+               wait; settle"#,
+            img = img.display()
+        ),
+        600,
+    );
+    assert_settled(&r);
+}
+
+#[test]
+fn a_launch_that_fails_half_way_removes_what_it_made() {
+    let env = TestEnv::new();
+    let img = env.busybox("half");
+    // The second extra link's host name is taken, so setup fails after the
+    // main veth and the first extra pair were made.
+    let r = env.sh(
+        &format!(
+            r#"ip link add taken0 type veth peer name taken1
+               {SETTLE}
+               $NETSPAWN -q -n --network-veth-extra=xa --network-veth-extra=taken0:xb -D {img} /bin/true; echo rc=$?
+               settle"#,
+            img = img.display()
+        ),
+        60,
+    );
+    assert!(r.stdout.contains("rc=1\n"), "{}", r.stdout);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("taken0"), "{}", r.stderr);
+    assert_settled(&r);
+    assert!(env.registry_names().is_empty());
+    assert!(env.leftover_cgroups().is_empty());
+}
