@@ -47,7 +47,9 @@ fn normal_exit_crash_and_kill_9_leave_no_links() {
     assert_eq!(runs.len(), 3, "{}", r.stdout);
     assert!(runs.iter().all(|l| *l == runs[0]), "{}", r.stdout);
     assert!(r.stdout.contains("crash-rc=139"), "{}", r.stdout);
+    // The keeper also cleans up after the killed launcher: entry and cgroups.
     assert!(env.registry_names().is_empty(), "{:?}", env.registry_names());
+    assert!(env.leftover_cgroups().is_empty(), "{:?}", env.leftover_cgroups());
 }
 
 #[test]

@@ -322,7 +322,7 @@ fn run_in_cgroups(
     let net_plan_interfaces = net.as_ref().map(|n| n.plan.registry_interfaces()).unwrap_or_default();
     // Links, made while the child waits for the go-ahead.
     let keeper = match net {
-        Some(n) => match setup_network(n, child, held) {
+        Some(n) => match setup_network(n, child, held, cgroups) {
             Ok(k) => Some(k),
             Err(e) => return Err(kill_child(e)),
         },
@@ -382,7 +382,7 @@ fn run_in_cgroups(
 
 /// Makes the machine's links for the cloned child and starts the keeper
 /// that will undo them. A failure half-way undoes what was made.
-fn setup_network(n: &mut NetState, child: Pid, held: &Held) -> Result<network::keeper::Keeper, LaunchError> {
+fn setup_network(n: &mut NetState, child: Pid, held: &Held, cgroups: &Cgroups) -> Result<network::keeper::Keeper, LaunchError> {
     use std::os::fd::AsRawFd as _;
     let ns: OwnedFd = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw()))
         .map_err(|e| LaunchError::Sys { what: "open the container's network namespace", err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)) })?
@@ -404,6 +404,8 @@ fn setup_network(n: &mut NetState, child: Pid, held: &Held) -> Result<network::k
         return Err(e.into());
     }
     let keep: Vec<i32> = held.registry.iter().map(|(_, c)| c.as_raw_fd()).collect();
+    undo.registry_entry = held.registry.as_ref().map(|(reg, c)| reg.entry_path(&c.name));
+    undo.cgroups = cgroups.paths.clone();
     network::keeper::spawn(undo, ns, n.zones.clone(), &keep)
         .map_err(|e| LaunchError::Sys { what: "start the network keeper", err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)) })
 }

@@ -23,6 +23,10 @@ pub struct Teardown {
     pub zones: Vec<String>,
     /// Host interfaces lent to the container, to move back under their names.
     pub move_back: Vec<String>,
+    /// The machine's registry entry and cgroups: the launcher removes them
+    /// when it exits normally; after `kill -9` the keeper does.
+    pub registry_entry: Option<std::path::PathBuf>,
+    pub cgroups: Vec<std::path::PathBuf>,
 }
 
 impl Teardown {
@@ -142,6 +146,11 @@ fn keeper_main(teardown: &Teardown, pipe: OwnedFd, ns: OwnedFd, zones: &Zones, k
     let mut b = [0u8; 1];
     while let Err(nix::Error::EINTR) | Ok(1) = nix::unistd::read(&pipe, &mut b) {}
     let _ = teardown.run_fresh(ns.as_fd(), zones);
+    // We still hold the machine's name, so nobody else can have written these.
+    if let Some(entry) = &teardown.registry_entry {
+        let _ = std::fs::remove_file(entry);
+    }
+    crate::cgroup::Cgroups { paths: teardown.cgroups.clone() }.destroy();
     // SAFETY: leave without running the launcher's destructors.
     unsafe { libc::_exit(0) }
 }
