@@ -188,9 +188,15 @@ impl TestEnv {
     /// `$NETSPAWNCTL` naming our binaries.
     pub fn sh(&self, script: &str, timeout_secs: u32) -> Run {
         let mut c = Command::new("timeout");
-        c.arg("-k").arg("5").arg(timeout_secs.to_string()).args(["unshare", "--mount", "--net", "--", "bash", "-c"]).arg(script);
+        c.arg("-k")
+            .arg("5")
+            .arg(timeout_secs.to_string())
+            .args(["unshare", "--mount", "--net", "--", "bash", "-c"])
+            .arg(script);
         self.apply_env(&mut c);
-        c.env("NETSPAWN", bin("netspawn")).env("NETSPAWNCTL", bin("netspawnctl")).stdin(Stdio::null());
+        c.env("NETSPAWN", bin("netspawn"))
+            .env("NETSPAWNCTL", bin("netspawnctl"))
+            .stdin(Stdio::null());
         Run::from(c.output().expect("run script"))
     }
 

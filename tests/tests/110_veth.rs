@@ -26,10 +26,23 @@ fn veth_pair_host_side_and_host0_are_up_with_nspawn_macs() {
     r.expect_status(0);
     let lines: Vec<&str> = r.stdout.lines().collect();
     let id = machine_id();
-    assert_eq!(lines[0], naming::format_mac(&naming::generate_mac(&id, "web", &naming::CONTAINER_HASH_KEY, 0)), "{}", r.stdout);
+    assert_eq!(
+        lines[0],
+        naming::format_mac(&naming::generate_mac(
+            &id,
+            "web",
+            &naming::CONTAINER_HASH_KEY,
+            0
+        )),
+        "{}",
+        r.stdout
+    );
     assert_eq!(lines[2], "1", "lo up inside");
     assert_eq!(lines[3].trim(), "host0 lo");
-    assert_eq!(lines[4], naming::format_mac(&naming::generate_mac(&id, "web", &naming::HOST_HASH_KEY, 0)));
+    assert_eq!(
+        lines[4],
+        naming::format_mac(&naming::generate_mac(&id, "web", &naming::HOST_HASH_KEY, 0))
+    );
     assert_eq!(lines[5], "1", "ve-web up");
 }
 
@@ -45,6 +58,7 @@ fn extra_veth_pairs_and_long_names() {
             r#"$NETSPAWN -q -n --network-veth-extra=xh1:xc1 --network-veth-extra=xh2 -D {img} /bin/sh -c 'ls /sys/class/net | tr "\n" " "; sleep 1' &
             for i in $(seq 100); do ip link show xh2 >/dev/null 2>&1 && break; sleep 0.02; done
             echo; ip -o link | cut -d: -f2 | cut -d@ -f1 | tr "\n" " "
+            echo; ip -o link show ve-{name} | cut -d: -f2 | cut -d@ -f1
             wait"#,
             img = img.display()
         ),
@@ -58,13 +72,24 @@ fn extra_veth_pairs_and_long_names() {
     let mut want = vec!["lo", host.as_str(), "xh1", "xh2"];
     want.sort();
     assert_eq!(host_links, want);
+    // As systemd, the full name is an alternative name of the shortened link.
+    assert_eq!(lines[2].trim(), host, "{}", r.stdout);
 }
 
 #[test]
 fn the_same_machine_gets_the_same_mac_after_a_restart() {
     let env = TestEnv::new();
     let img = env.busybox("stable");
-    let once = || env.netspawn(&["-q", "-n", "-D", img.to_str().unwrap(), "/bin/cat", "/sys/class/net/host0/address"]);
+    let once = || {
+        env.netspawn(&[
+            "-q",
+            "-n",
+            "-D",
+            img.to_str().unwrap(),
+            "/bin/cat",
+            "/sys/class/net/host0/address",
+        ])
+    };
     let a = once();
     a.expect_status(0);
     let b = once();
@@ -88,5 +113,9 @@ fn the_registry_and_status_show_the_interfaces() {
         60,
     );
     assert!(r.stdout.contains("ve-listed"), "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("\"interfaces\":[\"ve-listed\"]"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("\"interfaces\":[\"ve-listed\"]"),
+        "{}",
+        r.stdout
+    );
 }

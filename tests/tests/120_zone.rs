@@ -25,14 +25,29 @@ fn ten_containers_at_once_join_one_bridge_which_goes_with_the_last() {
     );
     r.expect_status(0);
     assert!(r.stdout.contains("bridges=1\n"), "{}", r.stdout);
-    let members = r.stdout.lines().find_map(|l| l.strip_prefix("members=")).unwrap();
+    let members = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("members="))
+        .unwrap();
     let mut m: Vec<&str> = members.split_whitespace().collect();
     m.sort();
     let mut want: Vec<String> = (1..=10).map(|i| format!("vb-m{i}")).collect();
     want.sort();
     assert_eq!(m, want);
-    let after = r.stdout.lines().last().unwrap().strip_prefix("after=").unwrap();
-    assert_eq!(after.split_whitespace().collect::<Vec<_>>(), vec!["lo"], "{}", r.stdout);
+    let after = r
+        .stdout
+        .lines()
+        .last()
+        .unwrap()
+        .strip_prefix("after=")
+        .unwrap();
+    assert_eq!(
+        after.split_whitespace().collect::<Vec<_>>(),
+        vec!["lo"],
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -52,6 +67,11 @@ fn zone_members_reach_each_other_over_ipv6_link_local() {
         ),
         120,
     );
-    assert!(r.stdout.contains("peer=fe80::"), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("peer=fe80::"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
     assert!(r.stdout.contains("PING-OK"), "{}\n{}", r.stdout, r.stderr);
 }

@@ -25,8 +25,16 @@ fn vb_link_joins_an_existing_bridge_and_leaves_it_intact() {
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines[0].trim(), "host0 lo");
     assert_eq!(lines[1], "master=master br0");
-    let after: Vec<&str> = lines[2].strip_prefix("after=").unwrap().split_whitespace().collect();
-    assert_eq!(after, vec!["lo", "br0"], "the bridge stays, the member goes");
+    let after: Vec<&str> = lines[2]
+        .strip_prefix("after=")
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        after,
+        vec!["lo", "br0"],
+        "the bridge stays, the member goes"
+    );
 }
 
 #[test]
@@ -44,9 +52,25 @@ fn a_missing_or_wrong_bridge_is_refused_and_nothing_is_left() {
         60,
     );
     let err: Vec<&str> = r.stderr.lines().collect();
-    assert_eq!(err, vec!["netspawn: Bridge 'br9' does not exist", "netspawn: Interface 'up0' is not a bridge"], "{}", r.stderr);
+    assert_eq!(
+        err,
+        vec![
+            "netspawn: Bridge 'br9' does not exist",
+            "netspawn: Interface 'up0' is not a bridge"
+        ],
+        "{}",
+        r.stderr
+    );
     assert!(r.stdout.contains("rc=1\nrc=1\n"), "{}", r.stdout);
-    let links: Vec<&str> = r.stdout.lines().last().unwrap().strip_prefix("links=").unwrap().split_whitespace().collect();
+    let links: Vec<&str> = r
+        .stdout
+        .lines()
+        .last()
+        .unwrap()
+        .strip_prefix("links=")
+        .unwrap()
+        .split_whitespace()
+        .collect();
     assert_eq!(links, vec!["lo", "up1", "up0"]);
     assert!(env.registry_names().is_empty());
     assert!(env.leftover_cgroups().is_empty());
@@ -57,12 +81,25 @@ fn conflicting_and_invalid_network_flags_are_one_line_errors() {
     let env = TestEnv::new();
     let img = env.busybox("conf");
     let d = img.to_str().unwrap();
-    env.netspawn(&["--private-network", "--network-bridge=br0", "-D", d, "/bin/true"]).expect_error("--private-network and --network-bridge= may not be combined");
-    env.netspawn(&["--private-network", "-n", "-D", d, "/bin/true"]).expect_error("may not be combined");
-    env.netspawn(&["--network-bridge=bad name", "-D", d, "/bin/true"]).expect_error("not a valid interface name");
-    env.netspawn(&["--network-zone=x/y", "-D", d, "/bin/true"]).expect_error("--network-zone");
-    env.netspawn(&["--network-interface=nosuchif0", "-D", d, "/bin/true"]).expect_error("Network interface 'nosuchif0' does not exist");
-    env.netspawn(&["--network-macvlan=nosuchif0", "-D", d, "/bin/true"]).expect_error("Network interface 'nosuchif0' does not exist");
-    env.netspawn(&["--network-veth-extra=a:b:c", "-D", d, "/bin/true"]).expect_error("a:b:c");
+    env.netspawn(&[
+        "--private-network",
+        "--network-bridge=br0",
+        "-D",
+        d,
+        "/bin/true",
+    ])
+    .expect_error("--private-network and --network-bridge= may not be combined");
+    env.netspawn(&["--private-network", "-n", "-D", d, "/bin/true"])
+        .expect_error("may not be combined");
+    env.netspawn(&["--network-bridge=bad name", "-D", d, "/bin/true"])
+        .expect_error("not a valid interface name");
+    env.netspawn(&["--network-zone=x/y", "-D", d, "/bin/true"])
+        .expect_error("--network-zone");
+    env.netspawn(&["--network-interface=nosuchif0", "-D", d, "/bin/true"])
+        .expect_error("Network interface 'nosuchif0' does not exist");
+    env.netspawn(&["--network-macvlan=nosuchif0", "-D", d, "/bin/true"])
+        .expect_error("Network interface 'nosuchif0' does not exist");
+    env.netspawn(&["--network-veth-extra=a:b:c", "-D", d, "/bin/true"])
+        .expect_error("a:b:c");
     assert!(env.registry_names().is_empty());
 }

@@ -3,7 +3,6 @@
 
 use netspawn_tests::*;
 
-
 #[test]
 fn macvlan_on_a_host_interface() {
     let env = TestEnv::new();
@@ -18,8 +17,16 @@ fn macvlan_on_a_host_interface() {
     );
     r.expect_status(0);
     use netspawn::network::naming;
-    let mac = naming::generate_mac(&naming::host_machine_id().unwrap_or([0; 16]), "mv", &naming::MACVLAN_HASH_KEY, 0);
-    assert_eq!(r.stdout, format!("lo mv-lan0 {}\n", naming::format_mac(&mac)));
+    let mac = naming::generate_mac(
+        &naming::host_machine_id().unwrap_or([0; 16]),
+        "mv",
+        &naming::MACVLAN_HASH_KEY,
+        0,
+    );
+    assert_eq!(
+        r.stdout,
+        format!("lo mv-lan0 {}\n", naming::format_mac(&mac))
+    );
 }
 
 #[test]
@@ -41,7 +48,11 @@ fn ipvlan_where_the_kernel_has_it() {
             60,
         );
         assert_eq!(r.stdout, "rc=1\n3\n", "{}", r.stderr);
-        assert!(r.stderr.starts_with("netspawn: create ipvlan iv-lan0: "), "{}", r.stderr);
+        assert!(
+            r.stderr.starts_with("netspawn: create ipvlan iv-lan0: "),
+            "{}",
+            r.stderr
+        );
         assert_eq!(r.stderr.lines().count(), 1);
         assert!(env.registry_names().is_empty());
         return;
@@ -74,7 +85,11 @@ fn a_moved_interface_comes_back_with_its_name() {
         ),
         60,
     );
-    assert_eq!(r.stdout, "lan0 lo 02:00:00:00:00:42\nrc=0\nlink/ether 02:00:00:00:00:42\n", "{}", r.stderr);
+    assert_eq!(
+        r.stdout, "lan0 lo 02:00:00:00:00:42\nrc=0\nlink/ether 02:00:00:00:00:42\n",
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -92,27 +107,66 @@ fn the_only_uplink_is_not_moved() {
         60,
     );
     assert_eq!(r.stdout, "rc=1\nstill-here\n");
-    assert!(r.stderr.contains("Network interface 'up0' is the host's only uplink"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("Network interface 'up0' is the host's only uplink"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn nspawn_files_select_the_network() {
     let env = TestEnv::new();
     let img = env.busybox("filenet");
-    std::fs::write(env.settings_dir().join("filenet.nspawn"), "[Network]\nZone=fz\n").unwrap();
-    let r = env.netspawn(&["-q", "-D", img.to_str().unwrap(), "/bin/ls", "/sys/class/net"]);
+    std::fs::write(
+        env.settings_dir().join("filenet.nspawn"),
+        "[Network]\nZone=fz\n",
+    )
+    .unwrap();
+    let r = env.netspawn(&[
+        "-q",
+        "-D",
+        img.to_str().unwrap(),
+        "/bin/ls",
+        "/sys/class/net",
+    ]);
     r.expect_status(0);
     assert_eq!(r.stdout, "host0\nlo\n");
-    std::fs::write(env.settings_dir().join("filenet.nspawn"), "[Network]\nVirtualEthernet=yes\n").unwrap();
-    let r = env.netspawn(&["-q", "-D", img.to_str().unwrap(), "/bin/ls", "/sys/class/net"]);
+    std::fs::write(
+        env.settings_dir().join("filenet.nspawn"),
+        "[Network]\nVirtualEthernet=yes\n",
+    )
+    .unwrap();
+    let r = env.netspawn(&[
+        "-q",
+        "-D",
+        img.to_str().unwrap(),
+        "/bin/ls",
+        "/sys/class/net",
+    ]);
     assert_eq!(r.stdout, "host0\nlo\n");
     // VirtualEthernet=no: the host's network, as without any network option.
-    std::fs::write(env.settings_dir().join("filenet.nspawn"), "[Network]\nVirtualEthernet=no\n").unwrap();
+    std::fs::write(
+        env.settings_dir().join("filenet.nspawn"),
+        "[Network]\nVirtualEthernet=no\n",
+    )
+    .unwrap();
     let script = format!("ip link add marker0 type veth peer name marker1; $NETSPAWN -q -D {} /bin/ls /sys/class/net", img.display());
     let r = env.sh(&script, 60);
     assert!(r.stdout.contains("marker0"), "{}", r.stdout);
     // Private=yes alone: only lo.
-    std::fs::write(env.settings_dir().join("filenet.nspawn"), "[Network]\nPrivate=yes\n").unwrap();
-    let r = env.netspawn(&["-q", "-D", img.to_str().unwrap(), "/bin/ls", "/sys/class/net"]);
+    std::fs::write(
+        env.settings_dir().join("filenet.nspawn"),
+        "[Network]\nPrivate=yes\n",
+    )
+    .unwrap();
+    let r = env.netspawn(&[
+        "-q",
+        "-D",
+        img.to_str().unwrap(),
+        "/bin/ls",
+        "/sys/class/net",
+    ]);
     assert_eq!(r.stdout, "lo\n");
 }

@@ -21,8 +21,20 @@ before=$(ip -o link | cut -d: -f2 | cut -d@ -f1 | tr -d ' ' | sort | tr "\n" " "
 "#;
 
 fn assert_settled(r: &Run) {
-    let get = |k: &str| r.stdout.lines().filter_map(|l| l.strip_prefix(k)).last().map(str::to_string);
-    assert_eq!(get("before="), get("now="), "links left behind\n{}\n{}", r.stdout, r.stderr);
+    let get = |k: &str| {
+        r.stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(k))
+            .next_back()
+            .map(str::to_string)
+    };
+    assert_eq!(
+        get("before="),
+        get("now="),
+        "links left behind\n{}\n{}",
+        r.stdout,
+        r.stderr
+    );
     assert!(get("before=").is_some(), "{}\n{}", r.stdout, r.stderr);
 }
 
@@ -48,8 +60,16 @@ fn normal_exit_crash_and_kill_9_leave_no_links() {
     assert!(runs.iter().all(|l| *l == runs[0]), "{}", r.stdout);
     assert!(r.stdout.contains("crash-rc=139"), "{}", r.stdout);
     // The keeper also cleans up after the killed launcher: entry and cgroups.
-    assert!(env.registry_names().is_empty(), "{:?}", env.registry_names());
-    assert!(env.leftover_cgroups().is_empty(), "{:?}", env.leftover_cgroups());
+    assert!(
+        env.registry_names().is_empty(),
+        "{:?}",
+        env.registry_names()
+    );
+    assert!(
+        env.leftover_cgroups().is_empty(),
+        "{:?}",
+        env.leftover_cgroups()
+    );
 }
 
 #[test]

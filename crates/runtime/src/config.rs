@@ -437,7 +437,9 @@ impl Config {
             } else {
                 "network interface options"
             };
-            return Err(ConfigError::Conflict(format!("--private-network and {with} may not be combined")));
+            return Err(ConfigError::Conflict(format!(
+                "--private-network and {with} may not be combined"
+            )));
         }
         if net.has_links() {
             net.private = true;

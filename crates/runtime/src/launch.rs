@@ -137,13 +137,19 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
     };
     let mut net = if cfg.network.has_links() {
         let machine_id = network::naming::host_machine_id().unwrap_or_else(|| {
-            tracing::warn!("no machine ID in /etc/machine-id: MACs are stable per name but not per host");
+            tracing::warn!(
+                "no machine ID in /etc/machine-id: MACs are stable per name but not per host"
+            );
             [0; 16]
         });
         let plan = network::plan(&cfg.machine, &machine_id, &cfg.network);
         let mut host = network::rtnl::Netlink::open().map_err(network::NetError::from)?;
         network::check(&plan, &mut host)?;
-        Some(NetState { plan, host, zones: network::zone::Zones::new(paths.locks_dir()) })
+        Some(NetState {
+            plan,
+            host,
+            zones: network::zone::Zones::new(paths.locks_dir()),
+        })
     } else {
         None
     };
@@ -187,7 +193,14 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
             ConsoleMode::Pipe => None,
             _ => Some(console::open_pty()?),
         };
-        let (outcome, keeper) = run_once(cfg, &held, net.as_mut(), pty.as_ref(), host_os_release.as_deref(), &sigfd)?;
+        let (outcome, keeper) = run_once(
+            cfg,
+            &held,
+            net.as_mut(),
+            pty.as_ref(),
+            host_os_release.as_deref(),
+            &sigfd,
+        )?;
         if cfg.boot && outcome == Outcome::Killed(libc::SIGHUP) {
             // The next boot makes the same links again: let the old ones go first.
             if let Some(k) = keeper {
@@ -319,7 +332,10 @@ fn run_in_cgroups(
     if let Err(e) = cgroups.add(child.as_raw()) {
         return Err(kill_child(e.into()));
     }
-    let net_plan_interfaces = net.as_ref().map(|n| n.plan.registry_interfaces()).unwrap_or_default();
+    let net_plan_interfaces = net
+        .as_ref()
+        .map(|n| n.plan.registry_interfaces())
+        .unwrap_or_default();
     // Links, made while the child waits for the go-ahead.
     let keeper = match net {
         Some(n) => match setup_network(n, child, held, cgroups) {
@@ -382,32 +398,57 @@ fn run_in_cgroups(
 
 /// Makes the machine's links for the cloned child and starts the keeper
 /// that will undo them. A failure half-way undoes what was made.
-fn setup_network(n: &mut NetState, child: Pid, held: &Held, cgroups: &Cgroups) -> Result<network::keeper::Keeper, LaunchError> {
+fn setup_network(
+    n: &mut NetState,
+    child: Pid,
+    held: &Held,
+    cgroups: &Cgroups,
+) -> Result<network::keeper::Keeper, LaunchError> {
     use std::os::fd::AsRawFd as _;
     let ns: OwnedFd = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw()))
-        .map_err(|e| LaunchError::Sys { what: "open the container's network namespace", err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)) })?
+        .map_err(|e| LaunchError::Sys {
+            what: "open the container's network namespace",
+            err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?
         .into();
     let mut undo = network::Teardown::default();
-    let made = network::setup(&n.plan, &mut n.host, child.as_raw() as u32, ns.as_fd(), &n.zones, &mut undo)
-        .and_then(|()| {
-            let mut inside = network::rtnl::Netlink::open_in(ns.as_fd())?;
-            network::configure_container(&n.plan, &mut inside)
-        });
+    let made = network::setup(
+        &n.plan,
+        &mut n.host,
+        child.as_raw() as u32,
+        ns.as_fd(),
+        &n.zones,
+        &mut undo,
+    )
+    .and_then(|()| {
+        let mut inside = network::rtnl::Netlink::open_in(ns.as_fd())?;
+        network::configure_container(&n.plan, &mut inside)
+    });
     if let Err(e) = made {
         let host_ns = std::fs::File::open("/proc/thread-self/ns/net").ok();
         let mut inside = network::rtnl::Netlink::open_in(ns.as_fd()).ok();
         if let Some(host_ns) = &host_ns {
-            for err in undo.run(&mut n.host, inside.as_mut().map(|i| i as &mut dyn network::rtnl::Rtnl), host_ns.as_fd(), &n.zones) {
+            for err in undo.run(
+                &mut n.host,
+                inside.as_mut().map(|i| i as &mut dyn network::rtnl::Rtnl),
+                host_ns.as_fd(),
+                &n.zones,
+            ) {
                 tracing::warn!("undoing network setup: {err}");
             }
         }
         return Err(e.into());
     }
     let keep: Vec<i32> = held.registry.iter().map(|(_, c)| c.as_raw_fd()).collect();
-    undo.registry_entry = held.registry.as_ref().map(|(reg, c)| reg.entry_path(&c.name));
+    undo.registry_entry = held
+        .registry
+        .as_ref()
+        .map(|(reg, c)| reg.entry_path(&c.name));
     undo.cgroups = cgroups.paths.clone();
-    network::keeper::spawn(undo, ns, n.zones.clone(), &keep)
-        .map_err(|e| LaunchError::Sys { what: "start the network keeper", err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)) })
+    network::keeper::spawn(undo, ns, n.zones.clone(), &keep).map_err(|e| LaunchError::Sys {
+        what: "start the network keeper",
+        err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    })
 }
 
 /// Forwards the console and signals until PID 1 dies.

@@ -164,7 +164,11 @@ pub fn apply(mut a: Args, paths: &Paths) -> Result<Args, MergeError> {
         || !a.network_interface.is_empty();
     if s.network_configured() && (ov || !cli_network) {
         // Private=yes alone means "only lo"; with links it is implied by them.
-        let file_links = s.network_veth() || !s.virtual_ethernet_extra.is_empty() || !s.interfaces.is_empty() || !s.macvlan.is_empty() || !s.ipvlan.is_empty();
+        let file_links = s.network_veth()
+            || !s.virtual_ethernet_extra.is_empty()
+            || !s.interfaces.is_empty()
+            || !s.macvlan.is_empty()
+            || !s.ipvlan.is_empty();
         a.private_network = s.private_network() && !file_links;
         a.network_veth = s.virtual_ethernet == Some(true) && s.bridge.is_none() && s.zone.is_none();
         a.network_veth_extra = s

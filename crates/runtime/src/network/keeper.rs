@@ -35,7 +35,13 @@ impl Teardown {
     }
 
     /// Undoes everything it can and returns every failure (gone is success).
-    pub fn run(&self, host: &mut dyn Rtnl, inside: Option<&mut dyn Rtnl>, host_ns: BorrowedFd<'_>, zones: &Zones) -> Vec<NetError> {
+    pub fn run(
+        &self,
+        host: &mut dyn Rtnl,
+        inside: Option<&mut dyn Rtnl>,
+        host_ns: BorrowedFd<'_>,
+        zones: &Zones,
+    ) -> Vec<NetError> {
         let mut errors = Vec::new();
         if let Some(inside) = inside {
             for name in &self.move_back {
@@ -78,10 +84,24 @@ impl Teardown {
         };
         let host_ns = match std::fs::File::open("/proc/thread-self/ns/net") {
             Ok(f) => f,
-            Err(e) => return vec![NetError::Lock { path: "/proc/thread-self/ns/net".into(), err: e }],
+            Err(e) => {
+                return vec![NetError::Lock {
+                    path: "/proc/thread-self/ns/net".into(),
+                    err: e,
+                }]
+            }
         };
-        let mut inside = if self.move_back.is_empty() { None } else { Netlink::open_in(container_ns).ok() };
-        self.run(&mut host, inside.as_mut().map(|i| i as &mut dyn Rtnl), host_ns.as_fd(), zones)
+        let mut inside = if self.move_back.is_empty() {
+            None
+        } else {
+            Netlink::open_in(container_ns).ok()
+        };
+        self.run(
+            &mut host,
+            inside.as_mut().map(|i| i as &mut dyn Rtnl),
+            host_ns.as_fd(),
+            zones,
+        )
     }
 }
 
@@ -104,14 +124,22 @@ impl Keeper {
 /// Forks the keeper. `keep` are descriptors the keeper must hold on to
 /// besides its own (e.g. the machine-name lock, so the name stays taken
 /// until the teardown is complete).
-pub fn spawn(teardown: Teardown, container_ns: OwnedFd, zones: Zones, keep: &[RawFd]) -> std::io::Result<Keeper> {
+pub fn spawn(
+    teardown: Teardown,
+    container_ns: OwnedFd,
+    zones: Zones,
+    keep: &[RawFd],
+) -> std::io::Result<Keeper> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // SAFETY: the launcher is single-threaded; the child only makes syscalls
     // and new sockets, and leaves with _exit.
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Parent { child } => {
             drop(r);
-            Ok(Keeper { pid: child, pipe: Some(w) })
+            Ok(Keeper {
+                pid: child,
+                pipe: Some(w),
+            })
         }
         ForkResult::Child => {
             drop(w);
@@ -120,16 +148,29 @@ pub fn spawn(teardown: Teardown, container_ns: OwnedFd, zones: Zones, keep: &[Ra
     }
 }
 
-fn keeper_main(teardown: &Teardown, pipe: OwnedFd, ns: OwnedFd, zones: &Zones, keep: &[RawFd]) -> ! {
+fn keeper_main(
+    teardown: &Teardown,
+    pipe: OwnedFd,
+    ns: OwnedFd,
+    zones: &Zones,
+    keep: &[RawFd],
+) -> ! {
     // Own session: signals aimed at the launcher's process group (a
     // terminal's Ctrl-C, `timeout`) must not stop the cleanup.
     let _ = nix::unistd::setsid();
-    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&nix::sys::signal::SigSet::empty()), None);
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
     // Hold nothing of the launcher's but what we need: a reader waiting for
     // the launcher's output must see end-of-file when the launcher exits.
     let wanted = [pipe.as_raw_fd(), ns.as_raw_fd()];
     if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
-        let fds: Vec<RawFd> = rd.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect();
+        let fds: Vec<RawFd> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+            .collect();
         for fd in fds {
             if fd > 2 && !wanted.contains(&fd) && !keep.contains(&fd) {
                 // SAFETY: closing descriptors inherited from the launcher that we do not use.
@@ -137,7 +178,11 @@ fn keeper_main(teardown: &Teardown, pipe: OwnedFd, ns: OwnedFd, zones: &Zones, k
             }
         }
     }
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for fd in 0..3 {
             // SAFETY: dup2 onto the standard descriptors.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
@@ -150,7 +195,10 @@ fn keeper_main(teardown: &Teardown, pipe: OwnedFd, ns: OwnedFd, zones: &Zones, k
     if let Some(entry) = &teardown.registry_entry {
         let _ = std::fs::remove_file(entry);
     }
-    crate::cgroup::Cgroups { paths: teardown.cgroups.clone() }.destroy();
+    crate::cgroup::Cgroups {
+        paths: teardown.cgroups.clone(),
+    }
+    .destroy();
     // SAFETY: leave without running the launcher's destructors.
     unsafe { libc::_exit(0) }
 }

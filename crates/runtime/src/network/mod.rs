@@ -53,11 +53,28 @@ pub enum NetError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlannedLink {
     /// A veth pair; `bridge` is the bridge to join (a zone's or an existing one).
-    Veth { host: String, host_mac: Mac, container: String, container_mac: Mac, bridge: Option<BridgeRef> },
-    MacVlan { parent: String, name: String, mac: Mac },
-    IpVlan { parent: String, name: String },
+    Veth {
+        host: String,
+        /// The unshortened host-side name, set as an alternative name when `host` was shortened.
+        altname: Option<String>,
+        host_mac: Mac,
+        container: String,
+        container_mac: Mac,
+        bridge: Option<BridgeRef>,
+    },
+    MacVlan {
+        parent: String,
+        name: String,
+        mac: Mac,
+    },
+    IpVlan {
+        parent: String,
+        name: String,
+    },
     /// A host interface moved into the container under the same name.
-    Move { name: String },
+    Move {
+        name: String,
+    },
 }
 
 /// Which bridge a veth joins.
@@ -106,7 +123,9 @@ impl Plan {
         let mut v = self.host_interfaces();
         for l in &self.links {
             match l {
-                PlannedLink::MacVlan { name, .. } | PlannedLink::IpVlan { name, .. } | PlannedLink::Move { name } => v.push(name.clone()),
+                PlannedLink::MacVlan { name, .. }
+                | PlannedLink::IpVlan { name, .. }
+                | PlannedLink::Move { name } => v.push(name.clone()),
                 PlannedLink::Veth { .. } => {}
             }
         }
@@ -119,7 +138,9 @@ impl Plan {
             .iter()
             .map(|l| match l {
                 PlannedLink::Veth { container, .. } => container.clone(),
-                PlannedLink::MacVlan { name, .. } | PlannedLink::IpVlan { name, .. } | PlannedLink::Move { name } => name.clone(),
+                PlannedLink::MacVlan { name, .. }
+                | PlannedLink::IpVlan { name, .. }
+                | PlannedLink::Move { name } => name.clone(),
             })
             .collect()
     }
@@ -134,8 +155,11 @@ pub fn plan(machine: &str, machine_id: &[u8; 16], net: &Network) -> Plan {
         _ => None,
     };
     if net.veth || bridge.is_some() {
+        let full = format!("{}{machine}", if bridge.is_some() { "vb-" } else { "ve-" });
+        let host = host_ifname(bridge.is_some(), machine);
         links.push(PlannedLink::Veth {
-            host: host_ifname(bridge.is_some(), machine),
+            altname: (host != full).then_some(full),
+            host,
             host_mac: generate_mac(machine_id, machine, &naming::HOST_HASH_KEY, 0),
             container: "host0".into(),
             container_mac: generate_mac(machine_id, machine, &naming::CONTAINER_HASH_KEY, 0),
@@ -146,9 +170,20 @@ pub fn plan(machine: &str, machine_id: &[u8; 16], net: &Network) -> Plan {
         let (h, c) = pair.split_once(':').unwrap_or((pair, pair));
         links.push(PlannedLink::Veth {
             host: h.to_string(),
-            host_mac: generate_mac(machine_id, machine, &naming::VETH_EXTRA_HOST_HASH_KEY, i as u64),
+            altname: None,
+            host_mac: generate_mac(
+                machine_id,
+                machine,
+                &naming::VETH_EXTRA_HOST_HASH_KEY,
+                i as u64,
+            ),
             container: c.to_string(),
-            container_mac: generate_mac(machine_id, machine, &naming::VETH_EXTRA_CONTAINER_HASH_KEY, i as u64),
+            container_mac: generate_mac(
+                machine_id,
+                machine,
+                &naming::VETH_EXTRA_CONTAINER_HASH_KEY,
+                i as u64,
+            ),
             bridge: None,
         });
     }
@@ -160,7 +195,10 @@ pub fn plan(machine: &str, machine_id: &[u8; 16], net: &Network) -> Plan {
         });
     }
     for parent in &net.ipvlan {
-        links.push(PlannedLink::IpVlan { parent: parent.clone(), name: shorten_ifname(&format!("iv-{parent}")) });
+        links.push(PlannedLink::IpVlan {
+            parent: parent.clone(),
+            name: shorten_ifname(&format!("iv-{parent}")),
+        });
     }
     for name in &net.interfaces {
         links.push(PlannedLink::Move { name: name.clone() });
@@ -175,14 +213,18 @@ pub fn check(plan: &Plan, host: &mut dyn Rtnl) -> Result<(), NetError> {
     let mut uplinks: Option<Vec<u32>> = None;
     for l in &plan.links {
         match l {
-            PlannedLink::Veth { host: name, bridge, .. } => {
+            PlannedLink::Veth {
+                host: name, bridge, ..
+            } => {
                 if host.link(name)?.is_some() {
                     return Err(NetError::Exists(name.clone()));
                 }
                 if let Some(BridgeRef::Existing(b)) = bridge {
                     match host.link(b)? {
                         None => return Err(NetError::NoBridge(b.clone())),
-                        Some(l) if l.kind.as_deref() != Some("bridge") => return Err(NetError::NotBridge(b.clone())),
+                        Some(l) if l.kind.as_deref() != Some("bridge") => {
+                            return Err(NetError::NotBridge(b.clone()))
+                        }
                         Some(_) => {}
                     }
                 }
@@ -193,7 +235,9 @@ pub fn check(plan: &Plan, host: &mut dyn Rtnl) -> Result<(), NetError> {
                 }
             }
             PlannedLink::Move { name } => {
-                let Some(link) = host.link(name)? else { return Err(NetError::NoInterface(name.clone())) };
+                let Some(link) = host.link(name)? else {
+                    return Err(NetError::NoInterface(name.clone()));
+                };
                 let up = match &uplinks {
                     Some(u) => u,
                     None => uplinks.insert(host.default_route_links()?),
@@ -223,7 +267,14 @@ pub fn setup(
 ) -> Result<(), NetError> {
     for l in &plan.links {
         match l {
-            PlannedLink::Veth { host: name, host_mac, container, container_mac, bridge } => {
+            PlannedLink::Veth {
+                host: name,
+                altname,
+                host_mac,
+                container,
+                container_mac,
+                bridge,
+            } => {
                 let new = |master| NewLink::Veth {
                     name: name.clone(),
                     mac: *host_mac,
@@ -239,22 +290,48 @@ pub fn setup(
                         zones.join(host, z, |host, master| host.add(&new(Some(master))))?;
                     }
                     Some(BridgeRef::Existing(b)) => {
-                        let master = host.link(b)?.ok_or_else(|| NetError::NoBridge(b.clone()))?.index;
+                        let master = host
+                            .link(b)?
+                            .ok_or_else(|| NetError::NoBridge(b.clone()))?
+                            .index;
                         host.add(&new(Some(master)))?;
                     }
                     None => host.add(&new(None))?,
                 }
+                if let Some(alt) = altname {
+                    // As systemd: scripts may use the full name. Best effort.
+                    if let Some(l) = host.link(name)? {
+                        if let Err(e) = host.add_altname(l.index, alt) {
+                            tracing::warn!("{e}");
+                        }
+                    }
+                }
             }
             PlannedLink::MacVlan { parent, name, mac } => {
-                let p = host.link(parent)?.ok_or_else(|| NetError::NoInterface(parent.clone()))?;
-                host.add(&NewLink::MacVlan { name: name.clone(), parent: p.index, mac: *mac, netns_pid: pid })?;
+                let p = host
+                    .link(parent)?
+                    .ok_or_else(|| NetError::NoInterface(parent.clone()))?;
+                host.add(&NewLink::MacVlan {
+                    name: name.clone(),
+                    parent: p.index,
+                    mac: *mac,
+                    netns_pid: pid,
+                })?;
             }
             PlannedLink::IpVlan { parent, name } => {
-                let p = host.link(parent)?.ok_or_else(|| NetError::NoInterface(parent.clone()))?;
-                host.add(&NewLink::IpVlan { name: name.clone(), parent: p.index, netns_pid: pid })?;
+                let p = host
+                    .link(parent)?
+                    .ok_or_else(|| NetError::NoInterface(parent.clone()))?;
+                host.add(&NewLink::IpVlan {
+                    name: name.clone(),
+                    parent: p.index,
+                    netns_pid: pid,
+                })?;
             }
             PlannedLink::Move { name } => {
-                let link = host.link(name)?.ok_or_else(|| NetError::NoInterface(name.clone()))?;
+                let link = host
+                    .link(name)?
+                    .ok_or_else(|| NetError::NoInterface(name.clone()))?;
                 undo.move_back.push(name.clone());
                 host.move_to(link.index, container_ns, name)?;
             }
@@ -267,7 +344,9 @@ pub fn setup(
 /// netlink socket inside the container's namespace.
 pub fn configure_container(plan: &Plan, inside: &mut dyn Rtnl) -> Result<(), NetError> {
     for name in std::iter::once("lo".to_string()).chain(plan.container_interfaces()) {
-        let link = inside.link(&name)?.ok_or_else(|| NetError::NoInterface(name.clone()))?;
+        let link = inside
+            .link(&name)?
+            .ok_or_else(|| NetError::NoInterface(name.clone()))?;
         inside.set_up(link.index)?;
     }
     Ok(())
@@ -286,12 +365,35 @@ mod tests {
 
     #[test]
     fn plans_follow_nspawn_names() {
-        let p = plan("web", &ID, &Network { veth: true, ..net() });
+        let p = plan(
+            "web",
+            &ID,
+            &Network {
+                veth: true,
+                ..net()
+            },
+        );
         assert_eq!(p.host_interfaces(), vec!["ve-web"]);
         assert_eq!(p.container_interfaces(), vec!["host0"]);
-        let p = plan("web", &ID, &Network { zone: Some("lab".into()), ..net() });
-        assert!(matches!(&p.links[0], PlannedLink::Veth { host, bridge: Some(BridgeRef::Zone(z)), .. } if host == "vb-web" && z == "lab"));
-        let p = plan("averyveryverylongname", &ID, &Network { bridge: Some("br0".into()), ..net() });
+        let p = plan(
+            "web",
+            &ID,
+            &Network {
+                zone: Some("lab".into()),
+                ..net()
+            },
+        );
+        assert!(
+            matches!(&p.links[0], PlannedLink::Veth { host, bridge: Some(BridgeRef::Zone(z)), .. } if host == "vb-web" && z == "lab")
+        );
+        let p = plan(
+            "averyveryverylongname",
+            &ID,
+            &Network {
+                bridge: Some("br0".into()),
+                ..net()
+            },
+        );
         assert_eq!(p.host_interfaces()[0].len(), 15);
         assert!(p.host_interfaces()[0].starts_with("vb-averyver"));
         let p = plan(
@@ -306,39 +408,137 @@ mod tests {
             },
         );
         assert_eq!(p.host_interfaces(), vec!["h1", "h2"]);
-        assert_eq!(p.container_interfaces(), vec!["c1", "h2", "mv-eth1", "iv-eth2", "eth3"]);
+        assert_eq!(
+            p.container_interfaces(),
+            vec!["c1", "h2", "mv-eth1", "iv-eth2", "eth3"]
+        );
         assert!(plan("m", &ID, &net()).is_empty());
     }
 
     #[test]
     fn check_refuses_missing_bridges_and_the_only_uplink() {
-        let mut host = FakeRtnl::with_links(&[("lo", None), ("eth0", None), ("eth1", None), ("br0", Some("bridge"))]);
+        let mut host = FakeRtnl::with_links(&[
+            ("lo", None),
+            ("eth0", None),
+            ("eth1", None),
+            ("br0", Some("bridge")),
+        ]);
         let p = |n: Network| plan("web", &ID, &n);
-        check(&p(Network { bridge: Some("br0".into()), ..net() }), &mut host).unwrap();
-        assert!(matches!(check(&p(Network { bridge: Some("nope".into()), ..net() }), &mut host), Err(NetError::NoBridge(_))));
-        assert!(matches!(check(&p(Network { bridge: Some("eth1".into()), ..net() }), &mut host), Err(NetError::NotBridge(_))));
-        assert!(matches!(check(&p(Network { interfaces: vec!["eth0".into()], ..net() }), &mut host), Err(NetError::OnlyUplink(_))));
-        check(&p(Network { interfaces: vec!["eth1".into()], ..net() }), &mut host).unwrap();
-        assert!(matches!(check(&p(Network { macvlan: vec!["eth9".into()], ..net() }), &mut host), Err(NetError::NoInterface(_))));
-        host.links.push(rtnl::Link { index: 99, name: "ve-web".into(), kind: Some("veth".into()), master: None, up: true });
-        assert!(matches!(check(&p(Network { veth: true, ..net() }), &mut host), Err(NetError::Exists(_))));
+        check(
+            &p(Network {
+                bridge: Some("br0".into()),
+                ..net()
+            }),
+            &mut host,
+        )
+        .unwrap();
+        assert!(matches!(
+            check(
+                &p(Network {
+                    bridge: Some("nope".into()),
+                    ..net()
+                }),
+                &mut host
+            ),
+            Err(NetError::NoBridge(_))
+        ));
+        assert!(matches!(
+            check(
+                &p(Network {
+                    bridge: Some("eth1".into()),
+                    ..net()
+                }),
+                &mut host
+            ),
+            Err(NetError::NotBridge(_))
+        ));
+        assert!(matches!(
+            check(
+                &p(Network {
+                    interfaces: vec!["eth0".into()],
+                    ..net()
+                }),
+                &mut host
+            ),
+            Err(NetError::OnlyUplink(_))
+        ));
+        check(
+            &p(Network {
+                interfaces: vec!["eth1".into()],
+                ..net()
+            }),
+            &mut host,
+        )
+        .unwrap();
+        assert!(matches!(
+            check(
+                &p(Network {
+                    macvlan: vec!["eth9".into()],
+                    ..net()
+                }),
+                &mut host
+            ),
+            Err(NetError::NoInterface(_))
+        ));
+        host.links.push(rtnl::Link {
+            index: 99,
+            name: "ve-web".into(),
+            kind: Some("veth".into()),
+            master: None,
+            up: true,
+        });
+        assert!(matches!(
+            check(
+                &p(Network {
+                    veth: true,
+                    ..net()
+                }),
+                &mut host
+            ),
+            Err(NetError::Exists(_))
+        ));
     }
 
     #[test]
     fn setup_makes_links_in_order_and_records_undo() {
         let tmp = std::env::temp_dir().join(format!("netspawn-net-{}", std::process::id()));
         let zones = zone::Zones::new(tmp.clone());
-        let mut host = FakeRtnl::with_links(&[("lo", None), ("eth1", None), ("br0", Some("bridge"))]);
+        let mut host =
+            FakeRtnl::with_links(&[("lo", None), ("eth1", None), ("br0", Some("bridge"))]);
         let devnull = std::fs::File::open("/dev/null").unwrap();
-        let n = Network { zone: Some("lab".into()), macvlan: vec!["eth1".into()], interfaces: vec!["eth1".into()], ..net() };
+        let n = Network {
+            zone: Some("lab".into()),
+            macvlan: vec!["eth1".into()],
+            interfaces: vec!["eth1".into()],
+            ..net()
+        };
         let p = plan("web", &ID, &n);
         let mut undo = Teardown::default();
-        setup(&p, &mut host, 42, std::os::fd::AsFd::as_fd(&devnull), &zones, &mut undo).unwrap();
-        let bridge = host.links.iter().find(|l| l.name == "vz-lab").expect("zone bridge made").index;
+        setup(
+            &p,
+            &mut host,
+            42,
+            std::os::fd::AsFd::as_fd(&devnull),
+            &zones,
+            &mut undo,
+        )
+        .unwrap();
+        let bridge = host
+            .links
+            .iter()
+            .find(|l| l.name == "vz-lab")
+            .expect("zone bridge made")
+            .index;
         let vb = host.links.iter().find(|l| l.name == "vb-web").unwrap();
         assert_eq!(vb.master, Some(bridge));
-        assert!(host.moved_out.iter().any(|(pid, n)| *pid == 42 && n == "host0"));
-        assert!(host.moved_out.iter().any(|(pid, n)| *pid == 42 && n == "mv-eth1"));
+        assert!(host
+            .moved_out
+            .iter()
+            .any(|(pid, n)| *pid == 42 && n == "host0"));
+        assert!(host
+            .moved_out
+            .iter()
+            .any(|(pid, n)| *pid == 42 && n == "mv-eth1"));
         assert!(host.moved_out.iter().any(|(_, n)| n == "eth1"));
         assert_eq!(undo.delete, vec!["vb-web"]);
         assert_eq!(undo.zones, vec!["lab"]);
@@ -353,10 +553,31 @@ mod tests {
         let mut host = FakeRtnl::with_links(&[("eth1", None)]);
         host.unsupported.push("ipvlan");
         let devnull = std::fs::File::open("/dev/null").unwrap();
-        let p = plan("web", &ID, &Network { ipvlan: vec!["eth1".into()], ..net() });
-        let err = setup(&p, &mut host, 42, std::os::fd::AsFd::as_fd(&devnull), &zones, &mut Teardown::default()).unwrap_err();
-        assert_eq!(err.to_string(), "create ipvlan iv-eth1: EOPNOTSUPP: Operation not supported on transport endpoint");
-        assert!(host.log.iter().any(|l| l.contains("IpVlan") && l.contains("iv-eth1")));
+        let p = plan(
+            "web",
+            &ID,
+            &Network {
+                ipvlan: vec!["eth1".into()],
+                ..net()
+            },
+        );
+        let err = setup(
+            &p,
+            &mut host,
+            42,
+            std::os::fd::AsFd::as_fd(&devnull),
+            &zones,
+            &mut Teardown::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "create ipvlan iv-eth1: EOPNOTSUPP: Operation not supported on transport endpoint"
+        );
+        assert!(host
+            .log
+            .iter()
+            .any(|l| l.contains("IpVlan") && l.contains("iv-eth1")));
         let _ = std::fs::remove_dir_all(&tmp);
     }
 }

@@ -15,18 +15,35 @@ use netspawn_common::names::IFNAME_MAX;
 /// A 128-bit hash key (the bytes of systemd's `SD_ID128_MAKE(...)`).
 pub type HashKey = [u8; 16];
 
-pub const HOST_HASH_KEY: HashKey = [0x1a, 0x37, 0x6f, 0xc7, 0x46, 0xec, 0x45, 0x0b, 0xad, 0xa3, 0xd5, 0x31, 0x06, 0x60, 0x5d, 0xb1];
-pub const CONTAINER_HASH_KEY: HashKey = [0xc3, 0xc4, 0xf9, 0x19, 0xb5, 0x57, 0xb2, 0x1c, 0xe6, 0xcf, 0x14, 0x27, 0x03, 0x9c, 0xee, 0xa2];
-pub const VETH_EXTRA_HOST_HASH_KEY: HashKey = [0x48, 0xc7, 0xf6, 0xb7, 0xea, 0x9d, 0x4c, 0x9e, 0xb7, 0x28, 0xd4, 0xde, 0x91, 0xd5, 0xbf, 0x66];
-pub const VETH_EXTRA_CONTAINER_HASH_KEY: HashKey = [0xaf, 0x50, 0x17, 0x61, 0xce, 0xf9, 0x4d, 0x35, 0x84, 0x0d, 0x2b, 0x20, 0x54, 0xbe, 0xce, 0x59];
-pub const MACVLAN_HASH_KEY: HashKey = [0x00, 0x13, 0x6d, 0xbc, 0x66, 0x83, 0x44, 0x81, 0xbb, 0x0c, 0xf9, 0x51, 0x1f, 0x24, 0xa6, 0x6f];
-pub const SHORTEN_IFNAME_HASH_KEY: HashKey = [0xe1, 0x90, 0xa4, 0x04, 0xa8, 0xef, 0x4b, 0x51, 0x8c, 0xcc, 0xc3, 0x3a, 0x9f, 0x11, 0xfc, 0xa2];
+pub const HOST_HASH_KEY: HashKey = [
+    0x1a, 0x37, 0x6f, 0xc7, 0x46, 0xec, 0x45, 0x0b, 0xad, 0xa3, 0xd5, 0x31, 0x06, 0x60, 0x5d, 0xb1,
+];
+pub const CONTAINER_HASH_KEY: HashKey = [
+    0xc3, 0xc4, 0xf9, 0x19, 0xb5, 0x57, 0xb2, 0x1c, 0xe6, 0xcf, 0x14, 0x27, 0x03, 0x9c, 0xee, 0xa2,
+];
+pub const VETH_EXTRA_HOST_HASH_KEY: HashKey = [
+    0x48, 0xc7, 0xf6, 0xb7, 0xea, 0x9d, 0x4c, 0x9e, 0xb7, 0x28, 0xd4, 0xde, 0x91, 0xd5, 0xbf, 0x66,
+];
+pub const VETH_EXTRA_CONTAINER_HASH_KEY: HashKey = [
+    0xaf, 0x50, 0x17, 0x61, 0xce, 0xf9, 0x4d, 0x35, 0x84, 0x0d, 0x2b, 0x20, 0x54, 0xbe, 0xce, 0x59,
+];
+pub const MACVLAN_HASH_KEY: HashKey = [
+    0x00, 0x13, 0x6d, 0xbc, 0x66, 0x83, 0x44, 0x81, 0xbb, 0x0c, 0xf9, 0x51, 0x1f, 0x24, 0xa6, 0x6f,
+];
+pub const SHORTEN_IFNAME_HASH_KEY: HashKey = [
+    0xe1, 0x90, 0xa4, 0x04, 0xa8, 0xef, 0x4b, 0x51, 0x8c, 0xcc, 0xc3, 0x3a, 0x9f, 0x11, 0xfc, 0xa2,
+];
 
 /// SipHash-2-4 of `data` with a 16-byte key.
 pub fn siphash24(data: &[u8], key: &HashKey) -> u64 {
     let k0 = u64::from_le_bytes(key[..8].try_into().unwrap_or_default());
     let k1 = u64::from_le_bytes(key[8..].try_into().unwrap_or_default());
-    let mut v = [k0 ^ 0x736f6d6570736575, k1 ^ 0x646f72616e646f6d, k0 ^ 0x6c7967656e657261, k1 ^ 0x7465646279746573];
+    let mut v = [
+        k0 ^ 0x736f6d6570736575,
+        k1 ^ 0x646f72616e646f6d,
+        k0 ^ 0x6c7967656e657261,
+        k1 ^ 0x7465646279746573,
+    ];
     fn round(v: &mut [u64; 4]) {
         v[0] = v[0].wrapping_add(v[1]);
         v[1] = v[1].rotate_left(13) ^ v[0];
@@ -63,7 +80,8 @@ pub fn siphash24(data: &[u8], key: &HashKey) -> u64 {
     v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
-const URLSAFE_BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const URLSAFE_BASE64: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// Shortens an interface name to the kernel's limit as systemd does; names
 /// that fit are returned unchanged.
@@ -121,12 +139,19 @@ pub fn parse_machine_id(text: &str) -> Option<[u8; 16]> {
 pub fn host_machine_id() -> Option<[u8; 16]> {
     ["/etc/machine-id", "/var/lib/dbus/machine-id"]
         .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok().and_then(|t| parse_machine_id(&t)))
+        .find_map(|p| {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|t| parse_machine_id(&t))
+        })
 }
 
 /// Formats a MAC as aa:bb:cc:dd:ee:ff.
 pub fn format_mac(mac: &Mac) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[cfg(test)]
@@ -168,7 +193,10 @@ mod tests {
         assert_eq!(a[0] & 0x02, 0x02);
         assert_ne!(a, generate_mac(&id, "web", &CONTAINER_HASH_KEY, 0));
         assert_ne!(a, generate_mac(&id, "db", &HOST_HASH_KEY, 0));
-        assert_ne!(generate_mac(&id, "web", &MACVLAN_HASH_KEY, 0), generate_mac(&id, "web", &MACVLAN_HASH_KEY, 1));
+        assert_ne!(
+            generate_mac(&id, "web", &MACVLAN_HASH_KEY, 0),
+            generate_mac(&id, "web", &MACVLAN_HASH_KEY, 1)
+        );
         assert_eq!(format_mac(&[2, 0xab, 0, 1, 2, 3]), "02:ab:00:01:02:03");
         assert_eq!(parse_machine_id("xyz"), None);
     }

@@ -8,8 +8,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::link::{
-    InfoData, InfoIpVlan, InfoKind, InfoVeth, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
-    LinkMessage, MacVlanMode,
+    InfoData, InfoIpVlan, InfoKind, InfoVeth, IpVlanMode, LinkAttribute, LinkFlags,
+    LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
 };
 use rtnetlink::packet_route::route::RouteAttribute;
 use rtnetlink::{LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth};
@@ -39,10 +39,19 @@ fn nl_err(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> RtnlError
     let what = what.into();
     move |e| match e {
         rtnetlink::Error::NetlinkError(m) => match m.code {
-            Some(c) => RtnlError::Kernel { what, errno: -c.get() },
-            None => RtnlError::Other { what, msg: "unexpected acknowledgement".into() },
+            Some(c) => RtnlError::Kernel {
+                what,
+                errno: -c.get(),
+            },
+            None => RtnlError::Other {
+                what,
+                msg: "unexpected acknowledgement".into(),
+            },
         },
-        other => RtnlError::Other { what, msg: other.to_string() },
+        other => RtnlError::Other {
+            what,
+            msg: other.to_string(),
+        },
     }
 }
 
@@ -61,12 +70,30 @@ pub struct Link {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NewLink {
     /// A veth pair; the peer goes into the network namespace of `peer_netns_pid`.
-    Veth { name: String, mac: Mac, peer: String, peer_mac: Mac, peer_netns_pid: u32, master: Option<u32> },
-    Bridge { name: String },
+    Veth {
+        name: String,
+        mac: Mac,
+        peer: String,
+        peer_mac: Mac,
+        peer_netns_pid: u32,
+        master: Option<u32>,
+    },
+    Bridge {
+        name: String,
+    },
     /// A macvlan (bridge mode) on `parent`, created straight in the namespace of `netns_pid`.
-    MacVlan { name: String, parent: u32, mac: Mac, netns_pid: u32 },
+    MacVlan {
+        name: String,
+        parent: u32,
+        mac: Mac,
+        netns_pid: u32,
+    },
     /// An ipvlan (L2 mode) on `parent`, created straight in the namespace of `netns_pid`.
-    IpVlan { name: String, parent: u32, netns_pid: u32 },
+    IpVlan {
+        name: String,
+        parent: u32,
+        netns_pid: u32,
+    },
 }
 
 /// The link verbs the launcher uses, in one network namespace.
@@ -82,6 +109,8 @@ pub trait Rtnl {
     fn move_to(&mut self, index: u32, netns: BorrowedFd<'_>, name: &str) -> Result<(), RtnlError>;
     /// Indexes of the links that carry a default route (IPv4 or IPv6).
     fn default_route_links(&mut self) -> Result<Vec<u32>, RtnlError>;
+    /// Gives a link an alternative name (e.g. the full name of a shortened one).
+    fn add_altname(&mut self, index: u32, altname: &str) -> Result<(), RtnlError>;
 }
 
 /// A netlink socket in one network namespace.
@@ -93,7 +122,10 @@ pub struct Netlink {
 impl Netlink {
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> Result<Netlink, RtnlError> {
-        let other = |msg: String| RtnlError::Other { what: "open netlink socket".into(), msg };
+        let other = |msg: String| RtnlError::Other {
+            what: "open netlink socket".into(),
+            msg,
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
@@ -112,13 +144,21 @@ impl Netlink {
     pub fn open_in(netns: BorrowedFd<'_>) -> Result<Netlink, RtnlError> {
         let ns_err = |what: &str| {
             let what = what.to_string();
-            move |e: nix::Error| RtnlError::Kernel { what, errno: e as i32 }
+            move |e: nix::Error| RtnlError::Kernel {
+                what,
+                errno: e as i32,
+            }
         };
-        let own = std::fs::File::open("/proc/thread-self/ns/net")
-            .map_err(|e| RtnlError::Other { what: "open own network namespace".into(), msg: e.to_string() })?;
-        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(ns_err("enter network namespace"))?;
+        let own =
+            std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| RtnlError::Other {
+                what: "open own network namespace".into(),
+                msg: e.to_string(),
+            })?;
+        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(ns_err("enter network namespace"))?;
         let r = Netlink::open();
-        nix::sched::setns(own.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(ns_err("return to own network namespace"))?;
+        nix::sched::setns(own.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(ns_err("return to own network namespace"))?;
         r
     }
 
@@ -155,7 +195,14 @@ fn link_from(msg: &LinkMessage) -> Link {
 impl Rtnl for Netlink {
     fn link(&mut self, name: &str) -> Result<Option<Link>, RtnlError> {
         let h = self.handle.clone();
-        let r = self.run(async move { h.link().get().match_name(name.to_string()).execute().try_next().await });
+        let r = self.run(async move {
+            h.link()
+                .get()
+                .match_name(name.to_string())
+                .execute()
+                .try_next()
+                .await
+        });
         match r {
             Ok(Some(m)) => Ok(Some(link_from(&m))),
             Ok(None) => Ok(None),
@@ -176,7 +223,14 @@ impl Rtnl for Netlink {
 
     fn add(&mut self, link: &NewLink) -> Result<(), RtnlError> {
         let (what, msg) = match link {
-            NewLink::Veth { name, mac, peer, peer_mac, peer_netns_pid, master } => {
+            NewLink::Veth {
+                name,
+                mac,
+                peer,
+                peer_mac,
+                peer_netns_pid,
+                master,
+            } => {
                 let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
                     .name(peer.clone())
                     .address(peer_mac.to_vec())
@@ -191,15 +245,27 @@ impl Rtnl for Netlink {
                 }
                 (format!("create veth {name}"), b.build())
             }
-            NewLink::Bridge { name } => (format!("create bridge {name}"), LinkBridge::new(name).up().build()),
-            NewLink::MacVlan { name, parent, mac, netns_pid } => (
+            NewLink::Bridge { name } => (
+                format!("create bridge {name}"),
+                LinkBridge::new(name).up().build(),
+            ),
+            NewLink::MacVlan {
+                name,
+                parent,
+                mac,
+                netns_pid,
+            } => (
                 format!("create macvlan {name}"),
                 LinkMacVlan::new(name, *parent, MacVlanMode::Bridge)
                     .address(mac.to_vec())
                     .setns_by_pid(*netns_pid)
                     .build(),
             ),
-            NewLink::IpVlan { name, parent, netns_pid } => (
+            NewLink::IpVlan {
+                name,
+                parent,
+                netns_pid,
+            } => (
                 format!("create ipvlan {name}"),
                 LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::IpVlan)
                     .name(name.clone())
@@ -210,25 +276,33 @@ impl Rtnl for Netlink {
             ),
         };
         let h = self.handle.clone();
-        self.run(async move { h.link().add(msg).execute().await }).map_err(nl_err(what))
+        self.run(async move { h.link().add(msg).execute().await })
+            .map_err(nl_err(what))
     }
 
     fn set_up(&mut self, index: u32) -> Result<(), RtnlError> {
         let h = self.handle.clone();
         let msg = LinkUnspec::new_with_index(index).up().build();
-        self.run(async move { h.link().set(msg).execute().await }).map_err(nl_err(format!("bring up link {index}")))
+        self.run(async move { h.link().set(msg).execute().await })
+            .map_err(nl_err(format!("bring up link {index}")))
     }
 
     fn set_master(&mut self, index: u32, master: u32) -> Result<(), RtnlError> {
         let h = self.handle.clone();
-        let msg = LinkUnspec::new_with_index(index).controller(master).up().build();
+        let msg = LinkUnspec::new_with_index(index)
+            .controller(master)
+            .up()
+            .build();
         self.run(async move { h.link().set(msg).execute().await })
             .map_err(nl_err(format!("attach link {index} to bridge {master}")))
     }
 
     fn delete(&mut self, index: u32) -> Result<(), RtnlError> {
         let h = self.handle.clone();
-        match self.run(async move { h.link().del(index).execute().await }).map_err(nl_err(format!("delete link {index}"))) {
+        match self
+            .run(async move { h.link().del(index).execute().await })
+            .map_err(nl_err(format!("delete link {index}")))
+        {
             Err(RtnlError::Kernel { errno, .. }) if errno == libc::ENODEV => Ok(()),
             r => r,
         }
@@ -240,7 +314,20 @@ impl Rtnl for Netlink {
             .setns_by_fd(netns.as_raw_fd())
             .name(name.to_string())
             .build();
-        self.run(async move { h.link().set(msg).execute().await }).map_err(nl_err(format!("move link {name}")))
+        self.run(async move { h.link().set(msg).execute().await })
+            .map_err(nl_err(format!("move link {name}")))
+    }
+
+    fn add_altname(&mut self, index: u32, altname: &str) -> Result<(), RtnlError> {
+        let h = self.handle.clone();
+        self.run(async move {
+            h.link()
+                .property_add(index)
+                .alt_ifname(&[altname])
+                .execute()
+                .await
+        })
+        .map_err(nl_err(format!("add alternative name {altname}")))
     }
 
     fn default_route_links(&mut self) -> Result<Vec<u32>, RtnlError> {
@@ -292,7 +379,10 @@ pub mod fake {
 
     impl FakeRtnl {
         pub fn with_links(names: &[(&str, Option<&str>)]) -> FakeRtnl {
-            let mut f = FakeRtnl { next: 1, ..Default::default() };
+            let mut f = FakeRtnl {
+                next: 1,
+                ..Default::default()
+            };
             for (n, k) in names {
                 f.insert(n, k.map(str::to_string), None);
             }
@@ -301,7 +391,13 @@ pub mod fake {
 
         fn insert(&mut self, name: &str, kind: Option<String>, master: Option<u32>) -> u32 {
             self.next += 1;
-            self.links.push(Link { index: self.next, name: name.into(), kind, master, up: true });
+            self.links.push(Link {
+                index: self.next,
+                name: name.into(),
+                kind,
+                master,
+                up: true,
+            });
             self.next
         }
 
@@ -310,7 +406,10 @@ pub mod fake {
         }
 
         fn eexist(what: &str) -> RtnlError {
-            RtnlError::Kernel { what: what.into(), errno: libc::EEXIST }
+            RtnlError::Kernel {
+                what: what.into(),
+                errno: libc::EEXIST,
+            }
         }
     }
 
@@ -326,13 +425,22 @@ pub mod fake {
         fn add(&mut self, link: &NewLink) -> Result<(), RtnlError> {
             self.log.push(format!("add {link:?}"));
             match link {
-                NewLink::Veth { name, peer, peer_netns_pid, master, .. } => {
+                NewLink::Veth {
+                    name,
+                    peer,
+                    peer_netns_pid,
+                    master,
+                    ..
+                } => {
                     if self.exists(name) {
                         return Err(Self::eexist(name));
                     }
                     if let Some(m) = master {
                         if !self.links.iter().any(|l| l.index == *m) {
-                            return Err(RtnlError::Kernel { what: name.clone(), errno: libc::ENODEV });
+                            return Err(RtnlError::Kernel {
+                                what: name.clone(),
+                                errno: libc::ENODEV,
+                            });
                         }
                     }
                     self.insert(name, Some("veth".into()), *master);
@@ -344,13 +452,33 @@ pub mod fake {
                     }
                     self.insert(name, Some("bridge".into()), None);
                 }
-                NewLink::MacVlan { name, parent, netns_pid, .. } | NewLink::IpVlan { name, parent, netns_pid } => {
-                    let kind = if matches!(link, NewLink::MacVlan { .. }) { "macvlan" } else { "ipvlan" };
+                NewLink::MacVlan {
+                    name,
+                    parent,
+                    netns_pid,
+                    ..
+                }
+                | NewLink::IpVlan {
+                    name,
+                    parent,
+                    netns_pid,
+                } => {
+                    let kind = if matches!(link, NewLink::MacVlan { .. }) {
+                        "macvlan"
+                    } else {
+                        "ipvlan"
+                    };
                     if self.unsupported.contains(&kind) {
-                        return Err(RtnlError::Kernel { what: name.clone(), errno: libc::EOPNOTSUPP });
+                        return Err(RtnlError::Kernel {
+                            what: format!("create {kind} {name}"),
+                            errno: libc::EOPNOTSUPP,
+                        });
                     }
                     if !self.links.iter().any(|l| l.index == *parent) {
-                        return Err(RtnlError::Kernel { what: name.clone(), errno: libc::ENODEV });
+                        return Err(RtnlError::Kernel {
+                            what: name.clone(),
+                            errno: libc::ENODEV,
+                        });
                     }
                     self.moved_out.push((*netns_pid as i64, name.clone()));
                 }
@@ -360,14 +488,28 @@ pub mod fake {
 
         fn set_up(&mut self, index: u32) -> Result<(), RtnlError> {
             self.log.push(format!("up {index}"));
-            let l = self.links.iter_mut().find(|l| l.index == index).ok_or(RtnlError::Kernel { what: "up".into(), errno: libc::ENODEV })?;
+            let l = self
+                .links
+                .iter_mut()
+                .find(|l| l.index == index)
+                .ok_or(RtnlError::Kernel {
+                    what: "up".into(),
+                    errno: libc::ENODEV,
+                })?;
             l.up = true;
             Ok(())
         }
 
         fn set_master(&mut self, index: u32, master: u32) -> Result<(), RtnlError> {
             self.log.push(format!("master {index} {master}"));
-            let l = self.links.iter_mut().find(|l| l.index == index).ok_or(RtnlError::Kernel { what: "master".into(), errno: libc::ENODEV })?;
+            let l = self
+                .links
+                .iter_mut()
+                .find(|l| l.index == index)
+                .ok_or(RtnlError::Kernel {
+                    what: "master".into(),
+                    errno: libc::ENODEV,
+                })?;
             l.master = Some(master);
             Ok(())
         }
@@ -378,16 +520,39 @@ pub mod fake {
             Ok(())
         }
 
-        fn move_to(&mut self, index: u32, netns: BorrowedFd<'_>, name: &str) -> Result<(), RtnlError> {
+        fn move_to(
+            &mut self,
+            index: u32,
+            netns: BorrowedFd<'_>,
+            name: &str,
+        ) -> Result<(), RtnlError> {
             self.log.push(format!("move {index} {name}"));
-            let pos = self.links.iter().position(|l| l.index == index).ok_or(RtnlError::Kernel { what: "move".into(), errno: libc::ENODEV })?;
+            let pos =
+                self.links
+                    .iter()
+                    .position(|l| l.index == index)
+                    .ok_or(RtnlError::Kernel {
+                        what: "move".into(),
+                        errno: libc::ENODEV,
+                    })?;
             self.links.remove(pos);
-            self.moved_out.push((netns.as_raw_fd() as i64, name.to_string()));
+            self.moved_out
+                .push((netns.as_raw_fd() as i64, name.to_string()));
             Ok(())
         }
 
         fn default_route_links(&mut self) -> Result<Vec<u32>, RtnlError> {
-            Ok(self.links.iter().filter(|l| l.name == "eth0").map(|l| l.index).collect())
+            Ok(self
+                .links
+                .iter()
+                .filter(|l| l.name == "eth0")
+                .map(|l| l.index)
+                .collect())
+        }
+
+        fn add_altname(&mut self, index: u32, altname: &str) -> Result<(), RtnlError> {
+            self.log.push(format!("altname {index} {altname}"));
+            Ok(())
         }
     }
 }

@@ -22,9 +22,17 @@ impl Zones {
 
     fn lock(&self, zone: &str) -> Result<File, NetError> {
         let path = self.locks.join(format!("zone-{zone}.lock"));
-        let io = |err| NetError::Lock { path: path.clone(), err };
+        let io = |err| NetError::Lock {
+            path: path.clone(),
+            err,
+        };
         std::fs::create_dir_all(&self.locks).map_err(io)?;
-        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
         f.lock().map_err(io)?;
         Ok(f)
     }
@@ -43,7 +51,9 @@ impl Zones {
             Some(l) => l.index,
             None => {
                 rt.add(&NewLink::Bridge { name: name.clone() })?;
-                rt.link(&name)?.ok_or_else(|| NetError::NoBridge(name.clone()))?.index
+                rt.link(&name)?
+                    .ok_or_else(|| NetError::NoBridge(name.clone()))?
+                    .index
             }
         };
         join(rt, index)?;
@@ -54,7 +64,9 @@ impl Zones {
     pub fn leave(&self, rt: &mut dyn Rtnl, zone: &str) -> Result<bool, NetError> {
         let _lock = self.lock(zone)?;
         let name = format!("vz-{zone}");
-        let Some(bridge) = rt.link(&name)? else { return Ok(false) };
+        let Some(bridge) = rt.link(&name)? else {
+            return Ok(false);
+        };
         if rt.links()?.iter().any(|l| l.master == Some(bridge.index)) {
             return Ok(false);
         }
@@ -76,11 +88,22 @@ mod tests {
         for m in ["vb-a", "vb-b"] {
             zones
                 .join(&mut rt, "lab", |rt, master| {
-                    rt.add(&NewLink::Veth { name: m.into(), mac: [2; 6], peer: "host0".into(), peer_mac: [2; 6], peer_netns_pid: 1, master: Some(master) })
+                    rt.add(&NewLink::Veth {
+                        name: m.into(),
+                        mac: [2; 6],
+                        peer: "host0".into(),
+                        peer_mac: [2; 6],
+                        peer_netns_pid: 1,
+                        master: Some(master),
+                    })
                 })
                 .unwrap();
         }
-        assert_eq!(rt.links.iter().filter(|l| l.name == "vz-lab").count(), 1, "one bridge for both members");
+        assert_eq!(
+            rt.links.iter().filter(|l| l.name == "vz-lab").count(),
+            1,
+            "one bridge for both members"
+        );
         let a = rt.links.iter().find(|l| l.name == "vb-a").unwrap().index;
         rt.delete(a).unwrap();
         assert!(!zones.leave(&mut rt, "lab").unwrap(), "b is still a member");
@@ -88,7 +111,10 @@ mod tests {
         rt.delete(b).unwrap();
         assert!(zones.leave(&mut rt, "lab").unwrap());
         assert!(rt.links.iter().all(|l| l.name != "vz-lab"));
-        assert!(!zones.leave(&mut rt, "lab").unwrap(), "already gone is fine");
+        assert!(
+            !zones.leave(&mut rt, "lab").unwrap(),
+            "already gone is fine"
+        );
         let _ = std::fs::remove_dir_all(&tmp);
     }
 }
