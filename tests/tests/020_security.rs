@@ -547,10 +547,6 @@ fn filter_covers_the_32_bit_abi() {
 /// through `..` (busybox images are full of `../bin/busybox` links), and
 /// asks the caller to retry; parallel launches mount a lot.
 #[test]
-#[ignore = "bug: sys::open_in_root() treats openat2's EAGAIN (RESOLVE_IN_ROOT raced with a mount or rename anywhere \
-            on the machine) as failure instead of retrying, so under parallel launches a present command is \
-            sporadically 'Command '/bin/cat' not found in directory …' or 'Failed to execute /bin/cat: No such file \
-            or directory' (about 3% of launches with 5 running side by side here)"]
 fn command_lookup_survives_parallel_launches() {
     let env = TestEnv::new();
     let images: Vec<_> = (0..8).map(|t| env.busybox(&format!("par{t}"))).collect();

@@ -414,9 +414,6 @@ fn window_size_changes_follow_the_terminal() {
 }
 
 #[test]
-#[ignore = "bug: the console's window size is copied from the outer terminal only in supervise(), after the payload \
-            has exec'd, so a payload that asks for its size at once (stty size, a shell, an editor) often sees 0x0: \
-            7 launches of 10 failed here; copy it right after open_pty(), before the clone"]
 fn window_size_is_set_before_the_payload_starts() {
     let env = TestEnv::new();
     let img = env.busybox("winsz0");

@@ -634,9 +634,6 @@ fn system_call_filter_from_files() {
 }
 
 #[test]
-#[ignore = "bug: an unknown system call name in a .nspawn file's SystemCallFilter= fails with \
-            'netspawn: --system-call-filter=: unknown system call \"no_such_call\"', naming a flag the user did \
-            not pass and not FILE:LINE as every other invalid value in a settings file does"]
 fn unknown_system_call_in_a_file_names_file_and_line() {
     let env = TestEnv::new();
     let img = env.busybox("scfbad");

@@ -193,6 +193,10 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
             ConsoleMode::Pipe => None,
             _ => Some(console::open_pty()?),
         };
+        // The payload may ask for its terminal's size at once: set it before it starts.
+        if let (Some(p), ConsoleMode::Interactive) = (&pty, cfg.console) {
+            console::copy_window_size(std::io::stdin().as_fd(), p.master.as_fd());
+        }
         let (outcome, keeper) = run_once(
             cfg,
             &held,
@@ -217,6 +221,7 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
     drop(_raw);
     let outcome = result?;
     let status = outcome.exit_status(cfg.boot);
+    tracing::debug!(status, "cleaned up, exiting");
     if !cfg.quiet {
         match outcome {
             Outcome::Killed(s) if cfg.boot && s == libc::SIGINT => {
@@ -405,6 +410,7 @@ fn setup_network(
     cgroups: &Cgroups,
 ) -> Result<network::keeper::Keeper, LaunchError> {
     use std::os::fd::AsRawFd as _;
+    let started = Instant::now();
     let ns: OwnedFd = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw()))
         .map_err(|e| LaunchError::Sys {
             what: "open the container's network namespace",
@@ -445,7 +451,12 @@ fn setup_network(
         .as_ref()
         .map(|(reg, c)| reg.entry_path(&c.name));
     undo.cgroups = cgroups.paths.clone();
-    network::keeper::spawn(undo, ns, n.zones.clone(), &keep).map_err(|e| LaunchError::Sys {
+    let keeper = network::keeper::spawn(undo, ns, n.zones.clone(), &keep);
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "network links set up"
+    );
+    keeper.map_err(|e| LaunchError::Sys {
         what: "start the network keeper",
         err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
     })
@@ -573,6 +584,7 @@ fn supervise(
 
 /// Copies what the container left in the pty to our output.
 fn finish(pty: Option<&Pty>, forward_out: bool, buf: &mut [u8], outcome: Outcome) -> Outcome {
+    tracing::debug!(?outcome, "container PID 1 exited");
     if let (Some(p), true) = (pty, forward_out) {
         let stdout = std::io::stdout();
         while let Ok((true, n)) = console::pump(p.master.as_fd(), stdout.as_fd(), buf) {

@@ -577,6 +577,12 @@ impl Parser<'_> {
                 } else {
                     let words =
                         spec::parse_syscall_filter(value).map_err(|e| invalid(e.to_string()))?;
+                    // Unknown names are this line's fault: say so here, not at launch.
+                    let mut scratch = crate::seccomp::SyscallFilter::default();
+                    for w in &words {
+                        crate::seccomp::parse_arg(&mut scratch, w)
+                            .map_err(|e| invalid(e.to_string()))?;
+                    }
                     s.system_call_filter.extend(words);
                 }
             }

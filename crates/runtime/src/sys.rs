@@ -100,18 +100,29 @@ pub fn open_in_root(root: &Path, path: &Path, flags: libc::c_int) -> nix::Result
         resolve: RESOLVE_IN_ROOT,
     };
     use std::os::fd::AsRawFd;
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            path_c.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
+    // With RESOLVE_IN_ROOT the kernel answers EAGAIN when a mount or rename
+    // anywhere raced with a walk through "..": that is "try again", not
+    // "not found".
+    let mut tries = 0;
+    let r = loop {
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                path_c.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if r >= 0 {
+            break r;
+        }
+        let err = Errno::last();
+        tries += 1;
+        if (err != Errno::EAGAIN && err != Errno::EINTR) || tries > 1000 {
+            return Err(err);
+        }
     };
-    if r < 0 {
-        return Err(Errno::last());
-    }
     Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
 }
 
