@@ -17,6 +17,7 @@
 //! by a [`keeper`] process that outlives the launcher, so teardown happens
 //! even after `kill -9` of the launcher and stays off the user's critical path.
 
+pub mod addrs;
 pub mod keeper;
 pub mod naming;
 pub mod rtnl;

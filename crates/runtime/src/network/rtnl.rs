@@ -165,6 +165,16 @@ impl Netlink {
     fn run<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
+
+    /// The rtnetlink handle, for requests this module has no verb for.
+    pub fn handle(&self) -> &rtnetlink::Handle {
+        &self.handle
+    }
+
+    /// Runs a request made with [`Netlink::handle`] to completion.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
 }
 
 fn link_from(msg: &LinkMessage) -> Link {
