@@ -89,6 +89,17 @@ pub struct Cgroups {
     pub paths: Vec<PathBuf>,
 }
 
+/// How the device policy is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevicePolicy {
+    /// A BPF program on the unified cgroup (no v1 directory needed).
+    Bpf,
+    /// The cgroup v1 `devices` controller's allow list.
+    V1,
+    /// Neither is available: only `nodev` mounts protect device nodes.
+    NodevOnly,
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
     move |err| CgroupError::Io {
         path: path.to_path_buf(),
@@ -99,41 +110,64 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
 impl Cgroups {
     /// Creates the machine's cgroups (removing leftovers of an earlier run of
     /// the same machine first: the caller holds the machine's name).
-    pub fn create(h: &Hierarchies, parent: &str, name: &str) -> Result<Cgroups, CgroupError> {
-        let mut paths = vec![h.unified.join(parent).join(name)];
-        if let Some(d) = &h.devices {
-            paths.push(d.join(parent).join(name));
+    pub fn create(
+        h: &Hierarchies,
+        parent: &str,
+        name: &str,
+    ) -> Result<(Cgroups, DevicePolicy), CgroupError> {
+        let unified = h.unified.join(parent).join(name);
+        let v1 = h.devices.as_ref().map(|d| d.join(parent).join(name));
+        // Leftovers of an earlier run in either hierarchy go first.
+        Cgroups {
+            paths: std::iter::once(unified.clone()).chain(v1.clone()).collect(),
         }
-        let cg = Cgroups { paths };
-        cg.destroy();
-        let mut made = Cgroups { paths: Vec::new() };
-        for p in &cg.paths {
-            if let Err(e) = fs::create_dir_all(p).map_err(io_err(p)) {
-                made.destroy();
-                return Err(e);
-            }
-            made.paths.push(p.clone());
-        }
-        if h.devices.is_some() {
-            let dev = &cg.paths[1];
-            let r = (|| {
-                fs::write(dev.join("devices.deny"), "a").map_err(io_err(dev))?;
-                for rule in DEVICE_ALLOW {
-                    fs::write(dev.join("devices.allow"), rule).map_err(io_err(dev))?;
+        .destroy();
+        fs::create_dir_all(&unified).map_err(io_err(&unified))?;
+        let mut cg = Cgroups {
+            paths: vec![unified.clone()],
+        };
+        let bpf = fs::File::open(&unified)
+            .map_err(|e| nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+            .and_then(|f| crate::devices::attach(std::os::fd::AsFd::as_fd(&f)));
+        match (bpf, v1) {
+            (Ok(()), _) => Ok((cg, DevicePolicy::Bpf)),
+            (Err(e), Some(dev)) => {
+                tracing::debug!(
+                    "BPF device policy unavailable ({e}); using the v1 devices controller"
+                );
+                cg.paths.push(dev.clone());
+                let r = (|| {
+                    fs::create_dir_all(&dev).map_err(io_err(&dev))?;
+                    fs::write(dev.join("devices.deny"), "a").map_err(io_err(&dev))?;
+                    for rule in DEVICE_ALLOW {
+                        fs::write(dev.join("devices.allow"), rule).map_err(io_err(&dev))?;
+                    }
+                    Ok(())
+                })();
+                match r {
+                    Ok(()) => Ok((cg, DevicePolicy::V1)),
+                    Err(e) => {
+                        cg.destroy();
+                        Err(e)
+                    }
                 }
-                Ok(())
-            })();
-            if let Err(e) = r {
-                cg.destroy();
-                return Err(e);
+            }
+            (Err(e), None) => {
+                tracing::warn!("no device policy available ({e}): device nodes are protected by nodev mounts only");
+                Ok((cg, DevicePolicy::NodevOnly))
             }
         }
-        Ok(cg)
     }
 
-    /// Moves a process into all of the machine's cgroups.
-    pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
-        for p in &self.paths {
+    /// An fd of the unified directory, for `clone3(CLONE_INTO_CGROUP)`.
+    pub fn unified_fd(&self) -> io::Result<fs::File> {
+        fs::File::open(self.unified())
+    }
+
+    /// Moves a process into the machine's cgroups (all of them, or only the
+    /// v1 ones when it was born in the unified one).
+    pub fn add(&self, pid: i32, skip_unified: bool) -> Result<(), CgroupError> {
+        for p in self.paths.iter().skip(usize::from(skip_unified)) {
             fs::write(p.join("cgroup.procs"), pid.to_string()).map_err(io_err(p))?;
         }
         Ok(())

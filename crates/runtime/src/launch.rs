@@ -256,12 +256,13 @@ fn run_once(
     host_os_release: Option<&str>,
     sigfd: &SignalFd,
 ) -> Result<(Outcome, Option<network::keeper::Keeper>), LaunchError> {
-    let cgroups = Cgroups::create(
+    let (cgroups, policy) = Cgroups::create(
         &held.hierarchies,
         &std::env::var(netspawn_common::paths::ENV_CGROUP_PARENT)
             .unwrap_or_else(|_| "netspawn".into()),
         &held.cgroup_name,
     )?;
+    tracing::debug!(?policy, "device policy");
     let result = run_in_cgroups(cfg, held, net, pty, host_os_release, sigfd, &cgroups);
     if let Some((reg, claim)) = &held.registry {
         let _ = reg.remove(claim, &cfg.machine);
@@ -319,14 +320,27 @@ fn run_in_cgroups(
     // Everything the child needs is computed before the clone.
     let plan = mount::plan(&mount_cfg, &cfg.root);
 
+    // Born in its cgroup where the kernel can (no migration wait), else moved after.
+    let cg_fd = cgroups.unified_fd().ok();
     // SAFETY: the launcher is single-threaded here.
-    let child = match unsafe { crate::sys::clone_fork(flags.bits()) }.map_err(sys("clone"))? {
-        None => {
+    let cloned = match &cg_fd {
+        Some(fd) => match unsafe { crate::sys::clone3_into_cgroup(flags.bits(), fd.as_raw_fd()) } {
+            Err(nix::Error::ENOSYS | nix::Error::EINVAL | nix::Error::E2BIG) => None,
+            r => Some(r.map(|c| (c, true))),
+        },
+        None => None,
+    };
+    // SAFETY: as above.
+    let cloned = cloned
+        .unwrap_or_else(|| unsafe { crate::sys::clone_fork(flags.bits()) }.map(|c| (c, false)));
+    let (child, in_cgroup) = match cloned.map_err(sys("clone"))? {
+        (None, _) => {
             drop(sync_parent);
             child_main(cfg, &plan, sync_child, notify, pty, &envp)
         }
-        Some(pid) => pid,
+        (Some(pid), in_cgroup) => (pid, in_cgroup),
     };
+    drop(cg_fd);
     drop(sync_child);
 
     let kill_child = |e: LaunchError| {
@@ -334,7 +348,7 @@ fn run_in_cgroups(
         let _ = waitpid(child, None);
         e
     };
-    if let Err(e) = cgroups.add(child.as_raw()) {
+    if let Err(e) = cgroups.add(child.as_raw(), in_cgroup) {
         return Err(kill_child(e.into()));
     }
     let net_plan_interfaces = net

@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod devices;
 pub mod ctl;
 pub mod init;
 pub mod launch;
