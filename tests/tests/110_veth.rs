@@ -119,3 +119,33 @@ fn the_registry_and_status_show_the_interfaces() {
         r.stdout
     );
 }
+
+#[test]
+fn addresses_inside_the_machine_are_tracked_in_the_registry() {
+    let env = TestEnv::new();
+    let img = env.busybox("addr");
+    // A static address set in the guest, added after start, then removed.
+    let r = env.sh(
+        &format!(
+            r#"$NETSPAWN -q -n -D {img} /bin/sh -c 'sleep 0.3; ip addr add 10.99.0.2/24 dev host0; ip addr add fd42::2/64 dev host0 nodad; sleep 0.7; ip addr del 10.99.0.2/24 dev host0; sleep 0.7' &
+               for t in $(seq 100); do grep -q '^ADDRESSES=10.99.0.2 fd42::2$' $NETSPAWN_RUN_DIR/machines/addr 2>/dev/null && break; sleep 0.02; done
+               grep ^ADDRESSES= $NETSPAWN_RUN_DIR/machines/addr
+               $NETSPAWNCTL status addr | grep -i address
+               for t in $(seq 100); do grep -q '^ADDRESSES=fd42::2$' $NETSPAWN_RUN_DIR/machines/addr 2>/dev/null && break; sleep 0.02; done
+               grep ^ADDRESSES= $NETSPAWN_RUN_DIR/machines/addr
+               wait"#,
+            img = img.display()
+        ),
+        60,
+    );
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"ADDRESSES=10.99.0.2 fd42::2"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(lines[1].contains("10.99.0.2"), "{}", r.stdout);
+    assert_eq!(lines.last(), Some(&"ADDRESSES=fd42::2"), "{}", r.stdout);
+}

@@ -385,9 +385,25 @@ fn run_in_cgroups(
     }
     drop(sync_parent);
     let net_interfaces = net_plan_interfaces.clone();
+    // The addresses inside a private network namespace, kept current in the registry.
+    let mut watch = match (cfg.network.private, &held.registry) {
+        (true, Some(_)) => std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw()))
+            .ok()
+            .and_then(|ns| {
+                network::addrs::AddressWatch::open_in(ns.as_fd())
+                    .map_err(|e| tracing::warn!("cannot watch addresses: {e}"))
+                    .ok()
+            }),
+        _ => None,
+    };
+    let addresses = watch
+        .as_mut()
+        .and_then(|w| w.addresses().ok())
+        .unwrap_or_default();
+    let mut entry = None;
     // Registered once the payload runs, so readers never see the launcher's image as the leader.
     if let Some((reg, claim)) = &held.registry {
-        let entry = Entry {
+        let e = Entry {
             name: cfg.machine.clone(),
             uuid: cfg.uuid.clone(),
             leader: child.as_raw() as u32,
@@ -405,13 +421,33 @@ fn run_in_cgroups(
             cgroups: cgroups.paths.clone(),
             private_network: cfg.network.private,
             interfaces: net_interfaces,
-            addresses: Vec::new(),
+            addresses,
         };
-        if let Err(e) = reg.write(claim, &entry) {
-            return Err(kill_child(LaunchError::Registry(e)));
+        if let Err(err) = reg.write(claim, &e) {
+            return Err(kill_child(LaunchError::Registry(err)));
         }
+        entry = Some(e);
     }
-    let outcome = supervise(cfg, child, pty, sigfd, &notify)?;
+    let mut on_addresses = |addrs: Vec<std::net::IpAddr>| {
+        if let (Some(e), Some((reg, claim))) = (entry.as_mut(), &held.registry) {
+            if e.addresses != addrs {
+                tracing::debug!(?addrs, "addresses changed");
+                e.addresses = addrs;
+                if let Err(err) = reg.write(claim, e) {
+                    tracing::warn!("registry: {err}");
+                }
+            }
+        }
+    };
+    let outcome = supervise(
+        cfg,
+        child,
+        pty,
+        sigfd,
+        &notify,
+        watch.as_mut(),
+        &mut on_addresses,
+    )?;
     Ok((outcome, keeper))
 }
 
@@ -483,6 +519,8 @@ fn supervise(
     pty: Option<&Pty>,
     sigfd: &SignalFd,
     notify: &OwnedFd,
+    mut watch: Option<&mut network::addrs::AddressWatch>,
+    on_addresses: &mut dyn FnMut(Vec<std::net::IpAddr>),
 ) -> Result<Outcome, LaunchError> {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
@@ -509,6 +547,13 @@ fn supervise(
             PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(notify.as_fd(), PollFlags::POLLIN),
         ];
+        let watch_idx = watch.as_ref().map(|w| {
+            // SAFETY: the watch outlives this loop iteration; the borrow is
+            // detached so the watch can be used mutably once poll returns.
+            let fd = unsafe { BorrowedFd::borrow_raw(w.fd().as_raw_fd()) };
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            fds.len() - 1
+        });
         let master_idx = match (pty, forward_out) {
             (Some(p), true) => {
                 fds.push(PollFd::new(p.master.as_fd(), PollFlags::POLLIN));
@@ -554,6 +599,14 @@ fn supervise(
         }
         if ready(1, &fds) {
             read_notifications(notify.as_fd(), &cfg.machine);
+        }
+        if let (Some(i), Some(w)) = (watch_idx, watch.as_deref_mut()) {
+            if ready(i, &fds) {
+                w.drain();
+                if let Ok(a) = w.addresses() {
+                    on_addresses(a);
+                }
+            }
         }
         if ready(0, &fds) {
             while let Ok(Some(info)) = sigfd.read_signal() {
