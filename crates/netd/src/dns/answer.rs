@@ -1,0 +1,663 @@
+//! The DNS answer logic, without I/O: a request packet (or parsed message)
+//! goes in, a [`Decision`] comes out — a reply to send, a query to forward
+//! upstream, or a reason to drop the packet. Forwarded queries come back
+//! through [`forwarded_reply`]. Everything here is pure and table-tested.
+//!
+//! Naming policy (kept deliberately small):
+//! - a machine `web` answers to `web` and, if a local domain is configured
+//!   (e.g. `netspawn`), to `web.netspawn`; case never matters;
+//! - an unknown single-label name, or any unknown name under the local
+//!   domain, is NXDOMAIN here and never leaks upstream (as dnsmasq's
+//!   `domain-needed`);
+//! - `in-addr.arpa` / `ip6.arpa` names of machine addresses get PTR answers;
+//! - everything else is forwarded.
+
+use std::net::IpAddr;
+
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+use super::directory::MachineDirectory;
+
+/// TTL of answers about machines: short, since machines come and go.
+pub const LOCAL_TTL: u32 = 5;
+/// The EDNS UDP payload size we advertise and honour at most (the DNS flag
+/// day 2020 value, which avoids IP fragmentation).
+pub const EDNS_PAYLOAD: u16 = 1232;
+/// A DNS message over UDP without EDNS.
+pub const PLAIN_UDP_PAYLOAD: u16 = 512;
+
+/// Local naming settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalNames {
+    /// Optional domain under which machines are also known (`web.DOMAIN`),
+    /// lowercase labels.
+    domain: Vec<Vec<u8>>,
+}
+
+impl LocalNames {
+    /// Machines known by their bare names only.
+    pub fn new() -> LocalNames {
+        LocalNames::default()
+    }
+
+    /// Machines also known as `NAME.domain` (e.g. `"netspawn"`). Returns
+    /// `None` if `domain` is not a valid DNS name.
+    pub fn with_domain(domain: &str) -> Option<LocalNames> {
+        let name = Name::from_ascii(domain.trim_end_matches('.')).ok()?;
+        if name.is_root() {
+            return None;
+        }
+        Some(LocalNames {
+            domain: name.iter().map(|l| l.to_ascii_lowercase()).collect(),
+        })
+    }
+
+    fn domain_name(&self) -> Option<Name> {
+        if self.domain.is_empty() {
+            return None;
+        }
+        let mut n = Name::from_labels(self.domain.iter().map(|l| l.as_slice())).ok()?;
+        n.set_fqdn(true);
+        Some(n)
+    }
+}
+
+/// Why a packet was dropped without a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not a DNS message (too short, bad lengths, bad names...).
+    Malformed,
+    /// A response, not a query: answering responses invites reflection loops.
+    NotAQuery,
+}
+
+/// A query to ask upstream; keep it to build the reply with
+/// [`forwarded_reply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The request's header fields.
+    pub metadata: Metadata,
+    /// The question, as the client spelt it.
+    pub query: Query,
+    /// Whether the request carried EDNS (the reply must then carry it too).
+    pub edns: bool,
+    /// Largest UDP reply the client accepts.
+    pub max_payload: u16,
+}
+
+/// A reply made here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The message to send.
+    pub message: Message,
+    /// Largest UDP reply the client accepts.
+    pub max_payload: u16,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Send this reply.
+    Reply(Reply),
+    /// Ask upstream, then reply with [`forwarded_reply`].
+    Forward(Forward),
+    /// Send nothing.
+    Drop(DropReason),
+}
+
+/// What upstream said about a forwarded query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAnswer {
+    /// Records answering the question (a CNAME chain included).
+    Records(Vec<Record>),
+    /// The name exists but has no record of this type.
+    NoData(Option<Record>),
+    /// The name does not exist.
+    NxDomain(Option<Record>),
+    /// No usable answer (timeout, SERVFAIL, no upstream configured...).
+    Failed,
+}
+
+/// Decides what to do with one request packet.
+pub fn decide(packet: &[u8], dir: &dyn MachineDirectory, names: &LocalNames) -> Decision {
+    match Message::from_vec(packet) {
+        Ok(msg) => decide_message(&msg, dir, names),
+        Err(_) => Decision::Drop(DropReason::Malformed),
+    }
+}
+
+/// Decides what to do with a parsed request.
+pub fn decide_message(req: &Message, dir: &dyn MachineDirectory, names: &LocalNames) -> Decision {
+    if req.metadata.message_type != MessageType::Query {
+        return Decision::Drop(DropReason::NotAQuery);
+    }
+    let reply = |message| {
+        Decision::Reply(Reply {
+            message,
+            max_payload: req.max_payload(),
+        })
+    };
+    if req.metadata.op_code != OpCode::Query {
+        return reply(error_reply(req, ResponseCode::NotImp));
+    }
+    let [query] = req.queries.as_slice() else {
+        return reply(error_reply(req, ResponseCode::FormErr));
+    };
+    if query.query_class() != DNSClass::IN {
+        return reply(error_reply(req, ResponseCode::Refused));
+    }
+    if matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR) {
+        return reply(error_reply(req, ResponseCode::Refused));
+    }
+    match local_answer(query, dir, names) {
+        Some(local) => reply(local_reply(req, query, local)),
+        None => Decision::Forward(Forward {
+            metadata: req.metadata,
+            query: query.clone(),
+            edns: req.edns.is_some(),
+            max_payload: req.max_payload(),
+        }),
+    }
+}
+
+/// The reply to a forwarded query, given what upstream said.
+pub fn forwarded_reply(fwd: &Forward, upstream: UpstreamAnswer) -> Message {
+    let mut msg = reply_skeleton(&fwd.metadata, Some(&fwd.query), fwd.edns);
+    match upstream {
+        UpstreamAnswer::Records(records) => msg.answers = records,
+        UpstreamAnswer::NoData(soa) => msg.authorities.extend(soa),
+        UpstreamAnswer::NxDomain(soa) => {
+            msg.metadata.response_code = ResponseCode::NXDomain;
+            msg.authorities.extend(soa);
+        }
+        UpstreamAnswer::Failed => msg.metadata.response_code = ResponseCode::ServFail,
+    }
+    msg
+}
+
+/// Encodes a reply for a transport that takes at most `limit` bytes; a reply
+/// that does not fit is sent without records and with TC set, so the client
+/// retries over TCP. `None` if the message cannot be encoded at all.
+pub fn encode_reply(msg: &Message, limit: u16) -> Option<Vec<u8>> {
+    let bytes = msg.to_vec().ok()?;
+    if bytes.len() <= usize::from(limit) {
+        return Some(bytes);
+    }
+    msg.truncate().to_vec().ok()
+}
+
+/// The UDP size limit for a reply to a request that allowed `max_payload`.
+pub fn udp_limit(max_payload: u16) -> u16 {
+    max_payload.clamp(PLAIN_UDP_PAYLOAD, EDNS_PAYLOAD)
+}
+
+/// A locally known answer.
+#[derive(Debug, PartialEq, Eq)]
+enum Local {
+    /// The name is ours; these records (maybe none: NODATA) answer it.
+    Records(Vec<Record>),
+    /// The name is ours to know and does not exist.
+    NxDomain,
+}
+
+/// Lowercase labels of `name` if every byte may appear in a machine name.
+fn host_labels(name: &Name) -> Option<Vec<Vec<u8>>> {
+    name.iter()
+        .map(|l| {
+            if l.is_empty()
+                || !l
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+            {
+                None
+            } else {
+                Some(l.to_ascii_lowercase())
+            }
+        })
+        .collect()
+}
+
+fn local_answer(query: &Query, dir: &dyn MachineDirectory, names: &LocalNames) -> Option<Local> {
+    let qname = query.name();
+    let qtype = query.query_type();
+    if let Some(labels) = host_labels(qname) {
+        let (machine, in_domain) = if !names.domain.is_empty()
+            && labels.len() >= names.domain.len()
+            && labels[labels.len() - names.domain.len()..] == names.domain[..]
+        {
+            (&labels[..labels.len() - names.domain.len()], true)
+        } else {
+            (&labels[..], false)
+        };
+        if in_domain && machine.is_empty() {
+            // The local domain itself exists but holds no data.
+            return Some(Local::Records(Vec::new()));
+        }
+        if !machine.is_empty() {
+            let key = machine
+                .iter()
+                .map(|l| String::from_utf8_lossy(l))
+                .collect::<Vec<_>>()
+                .join(".");
+            if dir.exists(&key) {
+                let records = dir
+                    .addresses(&key)
+                    .into_iter()
+                    .filter_map(|a| address_record(qname, qtype, a))
+                    .collect();
+                return Some(Local::Records(records));
+            }
+            if in_domain || machine.len() == 1 {
+                return Some(Local::NxDomain);
+            }
+        }
+    }
+    // Reverse names of machine addresses.
+    let net = qname.parse_arpa_name().ok()?;
+    let addr = net.addr();
+    let full = match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
+    if net.prefix_len() != full {
+        return None;
+    }
+    let machine = dir.name_of(addr)?;
+    if !matches!(qtype, RecordType::PTR | RecordType::ANY) {
+        return Some(Local::Records(Vec::new()));
+    }
+    let mut target = Name::from_ascii(&machine).ok()?;
+    if let Some(domain) = names.domain_name() {
+        target = target.append_domain(&domain).ok()?;
+    }
+    target.set_fqdn(true);
+    Some(Local::Records(vec![Record::from_rdata(
+        qname.clone(),
+        LOCAL_TTL,
+        RData::PTR(PTR(target)),
+    )]))
+}
+
+fn address_record(owner: &Name, qtype: RecordType, addr: IpAddr) -> Option<Record> {
+    let data = match (qtype, addr) {
+        (RecordType::A | RecordType::ANY, IpAddr::V4(a)) => RData::A(A(a)),
+        (RecordType::AAAA | RecordType::ANY, IpAddr::V6(a)) => RData::AAAA(AAAA(a)),
+        _ => return None,
+    };
+    Some(Record::from_rdata(owner.clone(), LOCAL_TTL, data))
+}
+
+fn reply_skeleton(req: &Metadata, query: Option<&Query>, edns: bool) -> Message {
+    let mut msg = Message::response(req.id, req.op_code);
+    msg.metadata = Metadata::response_from_request(req);
+    msg.metadata.recursion_available = true;
+    msg.queries.extend(query.cloned());
+    if edns {
+        let mut e = Edns::new();
+        e.set_max_payload(EDNS_PAYLOAD);
+        msg.set_edns(e);
+    }
+    msg
+}
+
+fn local_reply(req: &Message, query: &Query, local: Local) -> Message {
+    let mut msg = reply_skeleton(&req.metadata, Some(query), req.edns.is_some());
+    msg.metadata.authoritative = true;
+    match local {
+        Local::Records(records) => msg.answers = records,
+        Local::NxDomain => msg.metadata.response_code = ResponseCode::NXDomain,
+    }
+    msg
+}
+
+fn error_reply(req: &Message, code: ResponseCode) -> Message {
+    // Echo the question only when there is exactly one: it is then known good.
+    let query = match req.queries.as_slice() {
+        [q] => Some(q),
+        _ => None,
+    };
+    let mut msg = reply_skeleton(&req.metadata, query, req.edns.is_some());
+    msg.metadata.response_code = code;
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+    use crate::dns::directory::StaticDirectory;
+
+    fn dir() -> StaticDirectory {
+        StaticDirectory::new([
+            (
+                "web",
+                vec![
+                    "10.0.0.2".parse().unwrap(),
+                    "fd00::2".parse().unwrap(),
+                    "10.0.0.3".parse().unwrap(),
+                ],
+            ),
+            ("db", vec!["10.0.0.9".parse().unwrap()]),
+            ("booting", vec![]),
+        ])
+    }
+
+    fn query(name: &str, qtype: RecordType) -> Message {
+        let mut m = Message::query();
+        m.metadata.id = 4242;
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        m
+    }
+
+    fn ask(name: &str, qtype: RecordType, names: &LocalNames) -> Decision {
+        let bytes = query(name, qtype).to_vec().unwrap();
+        decide(&bytes, &dir(), names)
+    }
+
+    fn reply(d: Decision) -> Message {
+        match d {
+            Decision::Reply(r) => r.message,
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    fn rdata(m: &Message) -> Vec<String> {
+        m.answers.iter().map(|r| r.data.to_string()).collect()
+    }
+
+    #[test]
+    fn local_names_table() {
+        let plain = LocalNames::new();
+        let dom = LocalNames::with_domain("netspawn.").unwrap();
+        use RecordType::*;
+        // (name, type, names, rcode, answers)
+        let cases: &[(&str, RecordType, &LocalNames, ResponseCode, &[&str])] = &[
+            (
+                "web",
+                A,
+                &plain,
+                ResponseCode::NoError,
+                &["10.0.0.2", "10.0.0.3"],
+            ),
+            (
+                "web.",
+                A,
+                &plain,
+                ResponseCode::NoError,
+                &["10.0.0.2", "10.0.0.3"],
+            ),
+            (
+                "WeB.",
+                A,
+                &plain,
+                ResponseCode::NoError,
+                &["10.0.0.2", "10.0.0.3"],
+            ),
+            ("web.", AAAA, &plain, ResponseCode::NoError, &["fd00::2"]),
+            (
+                "web.",
+                ANY,
+                &plain,
+                ResponseCode::NoError,
+                &["10.0.0.2", "fd00::2", "10.0.0.3"],
+            ),
+            // A known machine without that type: NODATA, not NXDOMAIN.
+            ("db.", AAAA, &plain, ResponseCode::NoError, &[]),
+            ("db.", MX, &plain, ResponseCode::NoError, &[]),
+            ("booting.", A, &plain, ResponseCode::NoError, &[]),
+            ("nope.", A, &plain, ResponseCode::NXDomain, &[]),
+            ("NOPE", AAAA, &plain, ResponseCode::NXDomain, &[]),
+            (
+                "web.netspawn.",
+                A,
+                &dom,
+                ResponseCode::NoError,
+                &["10.0.0.2", "10.0.0.3"],
+            ),
+            (
+                "Web.NetSpawn.",
+                AAAA,
+                &dom,
+                ResponseCode::NoError,
+                &["fd00::2"],
+            ),
+            (
+                "web.",
+                A,
+                &dom,
+                ResponseCode::NoError,
+                &["10.0.0.2", "10.0.0.3"],
+            ),
+            ("nope.netspawn.", A, &dom, ResponseCode::NXDomain, &[]),
+            ("a.b.netspawn.", A, &dom, ResponseCode::NXDomain, &[]),
+            ("netspawn.", A, &dom, ResponseCode::NoError, &[]),
+            (
+                "2.0.0.10.in-addr.arpa.",
+                PTR,
+                &plain,
+                ResponseCode::NoError,
+                &["web."],
+            ),
+            (
+                "3.0.0.10.IN-ADDR.ARPA.",
+                PTR,
+                &plain,
+                ResponseCode::NoError,
+                &["web."],
+            ),
+            (
+                "9.0.0.10.in-addr.arpa.",
+                PTR,
+                &dom,
+                ResponseCode::NoError,
+                &["db.netspawn."],
+            ),
+            (
+                "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.",
+                PTR,
+                &plain,
+                ResponseCode::NoError,
+                &["web."],
+            ),
+            (
+                "2.0.0.10.in-addr.arpa.",
+                A,
+                &plain,
+                ResponseCode::NoError,
+                &[],
+            ),
+        ];
+        for (name, qtype, names, rcode, answers) in cases {
+            let m = reply(ask(name, *qtype, names));
+            assert_eq!(m.metadata.response_code, *rcode, "{name} {qtype}");
+            assert_eq!(rdata(&m), *answers, "{name} {qtype}");
+            assert!(m.metadata.authoritative, "{name}");
+            assert_eq!(m.metadata.id, 4242);
+            assert_eq!(m.metadata.message_type, MessageType::Response);
+            assert!(m.metadata.recursion_desired && m.metadata.recursion_available);
+            // The question is echoed as the client spelt it.
+            assert_eq!(
+                m.queries[0].name().to_string().trim_end_matches('.'),
+                name.trim_end_matches('.')
+            );
+            for r in &m.answers {
+                assert_eq!(r.ttl, LOCAL_TTL);
+            }
+        }
+    }
+
+    #[test]
+    fn other_names_are_forwarded() {
+        for (name, qtype) in [
+            ("example.test.", RecordType::A),
+            ("web.example.", RecordType::A),
+            ("7.2.0.192.in-addr.arpa.", RecordType::PTR),
+            ("0.10.in-addr.arpa.", RecordType::PTR),
+            ("xn--bcher-kva.example.", RecordType::AAAA),
+            (".", RecordType::NS),
+        ] {
+            match ask(name, qtype, &LocalNames::new()) {
+                Decision::Forward(f) => {
+                    assert_eq!(f.query.name(), &Name::from_str(name).unwrap());
+                    assert_eq!(f.query.query_type(), qtype);
+                    assert_eq!(f.metadata.id, 4242);
+                }
+                other => panic!("{name}: expected forward, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn forwarded_replies() {
+        let Decision::Forward(f) = ask("example.test.", RecordType::A, &LocalNames::new()) else {
+            panic!("not forwarded")
+        };
+        let rec = Record::from_rdata(
+            Name::from_str("example.test.").unwrap(),
+            60,
+            RData::A(A("192.0.2.7".parse().unwrap())),
+        );
+        let m = forwarded_reply(&f, UpstreamAnswer::Records(vec![rec]));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(rdata(&m), ["192.0.2.7"]);
+        assert!(!m.metadata.authoritative);
+        let m = forwarded_reply(&f, UpstreamAnswer::NxDomain(None));
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        let m = forwarded_reply(&f, UpstreamAnswer::NoData(None));
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.answers.is_empty());
+        let m = forwarded_reply(&f, UpstreamAnswer::Failed);
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    }
+
+    #[test]
+    fn bad_requests() {
+        let names = LocalNames::new();
+        // Garbage, truncation, empty.
+        assert_eq!(
+            decide(b"", &dir(), &names),
+            Decision::Drop(DropReason::Malformed)
+        );
+        assert_eq!(
+            decide(&[0xff; 7], &dir(), &names),
+            Decision::Drop(DropReason::Malformed)
+        );
+        let good = query("web.", RecordType::A).to_vec().unwrap();
+        for cut in 0..good.len() {
+            assert_eq!(
+                decide(&good[..cut], &dir(), &names),
+                Decision::Drop(DropReason::Malformed),
+                "cut at {cut}"
+            );
+        }
+        // A response is never answered.
+        let mut resp = query("web.", RecordType::A);
+        resp.metadata.message_type = MessageType::Response;
+        assert_eq!(
+            decide(&resp.to_vec().unwrap(), &dir(), &names),
+            Decision::Drop(DropReason::NotAQuery)
+        );
+        // Two questions: FORMERR; no question: FORMERR.
+        let mut two = query("web.", RecordType::A);
+        two.add_query(Query::query(Name::from_str("db.").unwrap(), RecordType::A));
+        let m = reply(decide(&two.to_vec().unwrap(), &dir(), &names));
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        assert!(m.queries.is_empty());
+        let mut none = query("web.", RecordType::A);
+        none.queries.clear();
+        let m = reply(decide(&none.to_vec().unwrap(), &dir(), &names));
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        // Not a query opcode.
+        let mut upd = query("web.", RecordType::A);
+        upd.metadata.op_code = OpCode::Update;
+        let m = reply(decide(&upd.to_vec().unwrap(), &dir(), &names));
+        assert_eq!(m.metadata.response_code, ResponseCode::NotImp);
+        // Zone transfers and other classes.
+        let m = reply(ask("web.", RecordType::AXFR, &names));
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        let mut ch = query("version.bind.", RecordType::TXT);
+        ch.queries[0].set_query_class(DNSClass::CH);
+        let m = reply(decide(&ch.to_vec().unwrap(), &dir(), &names));
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    }
+
+    #[test]
+    fn edns_is_echoed_and_udp_truncates() {
+        let mut q = query("web.", RecordType::A);
+        let mut e = Edns::new();
+        e.set_max_payload(4096);
+        q.set_edns(e);
+        let m = reply(decide(&q.to_vec().unwrap(), &dir(), &LocalNames::new()));
+        assert_eq!(m.edns.as_ref().map(|e| e.max_payload()), Some(EDNS_PAYLOAD));
+        assert_eq!(udp_limit(4096), EDNS_PAYLOAD);
+        assert_eq!(udp_limit(100), PLAIN_UDP_PAYLOAD);
+
+        // A forwarded answer too large for plain UDP is truncated.
+        let Decision::Forward(f) = ask("big.example.", RecordType::A, &LocalNames::new()) else {
+            panic!("not forwarded")
+        };
+        let records = (0..64u8)
+            .map(|i| {
+                Record::from_rdata(
+                    Name::from_str("big.example.").unwrap(),
+                    60,
+                    RData::A(A([192, 0, 2, i].into())),
+                )
+            })
+            .collect();
+        let m = forwarded_reply(&f, UpstreamAnswer::Records(records));
+        let bytes = encode_reply(&m, udp_limit(f.max_payload)).unwrap();
+        assert!(bytes.len() <= 512);
+        let back = Message::from_vec(&bytes).unwrap();
+        assert!(back.metadata.truncation);
+        assert_eq!(back.metadata.id, 4242);
+        assert!(back.answers.is_empty());
+        let full = encode_reply(&m, u16::MAX).unwrap();
+        assert_eq!(Message::from_vec(&full).unwrap().answers.len(), 64);
+    }
+
+    /// Random and mutated packets never panic (the fuzz target runs the same
+    /// path longer).
+    #[test]
+    fn mutated_packets_never_panic() {
+        let names = LocalNames::with_domain("netspawn").unwrap();
+        let d = dir();
+        let seeds: Vec<Vec<u8>> = [
+            ("web.", RecordType::A),
+            ("2.0.0.10.in-addr.arpa.", RecordType::PTR),
+            ("x.netspawn.", RecordType::AAAA),
+        ]
+        .iter()
+        .map(|(n, t)| query(n, *t).to_vec().unwrap())
+        .collect();
+        // xorshift: deterministic, no extra dependency.
+        let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for i in 0..100_000 {
+            let mut p = seeds[i % seeds.len()].clone();
+            let flips = 1 + next() % 4;
+            for _ in 0..flips {
+                match next() % 3 {
+                    0 if !p.is_empty() => {
+                        let at = (next() as usize) % p.len();
+                        p[at] = next() as u8;
+                    }
+                    1 => p.truncate((next() as usize) % (p.len() + 1)),
+                    _ => p.push(next() as u8),
+                }
+            }
+            if let Decision::Reply(r) = decide(&p, &d, &names) {
+                let _ = encode_reply(&r.message, udp_limit(r.max_payload));
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Where the DNS server learns which machines exist: the [`MachineDirectory`]
+//! trait, [`RegistryDirectory`] over netspawn's machine registry (cached in
+//! memory, so answering a query never touches the file system in the steady
+//! state), and [`StaticDirectory`], a fixed table for tests and fuzzing.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use netspawn_common::paths::Paths;
+use netspawn_common::registry::{Entry, Registry};
+
+/// The machines the DNS server answers for. Names are compared
+/// case-insensitively: callers pass them lowercased, implementations store
+/// them lowercased.
+pub trait MachineDirectory: Send + Sync + 'static {
+    /// Addresses of the running machine `name` (lowercase, no trailing dot);
+    /// empty if there is no such machine or it has no address yet.
+    fn addresses(&self, name: &str) -> Vec<IpAddr>;
+
+    /// Whether a machine called `name` is running, even with no address (so
+    /// that a query for it is NODATA rather than NXDOMAIN).
+    fn exists(&self, name: &str) -> bool {
+        !self.addresses(name).is_empty()
+    }
+
+    /// The name of the machine that has `addr`, for PTR answers.
+    fn name_of(&self, addr: IpAddr) -> Option<String>;
+}
+
+/// An immutable name/address table; the cache inside [`RegistryDirectory`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StaticDirectory {
+    by_name: HashMap<String, Vec<IpAddr>>,
+    by_addr: HashMap<IpAddr, String>,
+}
+
+impl StaticDirectory {
+    /// Builds a table from `(name, addresses)` pairs. Names are lowercased;
+    /// when two machines claim one address, the first in the input wins PTR.
+    pub fn new<I, S>(machines: I) -> StaticDirectory
+    where
+        I: IntoIterator<Item = (S, Vec<IpAddr>)>,
+        S: AsRef<str>,
+    {
+        let mut dir = StaticDirectory::default();
+        for (name, addrs) in machines {
+            let name = name.as_ref().to_ascii_lowercase();
+            for a in &addrs {
+                dir.by_addr.entry(*a).or_insert_with(|| name.clone());
+            }
+            dir.by_name.entry(name).or_default().extend(addrs);
+        }
+        dir
+    }
+
+    fn from_entries(entries: &[Entry]) -> StaticDirectory {
+        StaticDirectory::new(entries.iter().map(|e| (&e.name, e.addresses.clone())))
+    }
+
+    /// Number of machines in the table.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+impl MachineDirectory for StaticDirectory {
+    fn addresses(&self, name: &str) -> Vec<IpAddr> {
+        self.by_name.get(name).cloned().unwrap_or_default()
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    fn name_of(&self, addr: IpAddr) -> Option<String> {
+        self.by_addr.get(&addr).cloned()
+    }
+}
+
+/// How often the registry directory's mtime is looked at (at most).
+const STAT_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the registry is re-read even if its directory did not change:
+/// a launcher killed before its keeper removed the entry leaves the directory
+/// untouched, and entries are only dropped once their launcher is seen dead.
+const FULL_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+/// Directory timestamps have the kernel's coarse clock resolution: a change in
+/// the same tick as our read would keep the same mtime. While the mtime is
+/// this recent, keep re-reading.
+const MTIME_SETTLE: Duration = Duration::from_millis(50);
+
+/// What the cache last saw of the registry directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DirStamp {
+    mtime: Option<SystemTime>,
+    ino: u64,
+}
+
+/// [`MachineDirectory`] over netspawn's machine registry
+/// (`<run_dir>/machines/`). The registry is read into memory and re-read
+/// when the directory's mtime changes (checked at most every 100 ms, from the
+/// query path) and every 5 s regardless, so queries are answered from memory.
+pub struct RegistryDirectory {
+    registry: Registry,
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last mtime check.
+    last_check_ms: AtomicU64,
+    /// Only one caller reloads at a time; the others use the old table.
+    reload: Mutex<ReloadState>,
+    table: RwLock<Arc<StaticDirectory>>,
+}
+
+struct ReloadState {
+    stamp: Option<DirStamp>,
+    loaded_at: Instant,
+    /// The last stamp was too fresh to trust (see [`MTIME_SETTLE`]).
+    unsettled: bool,
+}
+
+impl RegistryDirectory {
+    /// A directory over the registry at the locations from the environment
+    /// (`NETSPAWN_RUN_DIR`, default `/run/netspawn`).
+    pub fn from_env() -> RegistryDirectory {
+        RegistryDirectory::new(Registry::new(&Paths::from_env()))
+    }
+
+    /// A directory over `registry`, read once now.
+    pub fn new(registry: Registry) -> RegistryDirectory {
+        let now = Instant::now();
+        let dir = RegistryDirectory {
+            registry,
+            epoch: now,
+            last_check_ms: AtomicU64::new(0),
+            reload: Mutex::new(ReloadState {
+                stamp: None,
+                loaded_at: now,
+                unsettled: true,
+            }),
+            table: RwLock::new(Arc::new(StaticDirectory::default())),
+        };
+        dir.refresh(true);
+        dir
+    }
+
+    /// The registry directory this reads.
+    pub fn path(&self) -> PathBuf {
+        self.registry.dir().to_path_buf()
+    }
+
+    /// Re-reads the registry now, whatever the cache thinks.
+    pub fn reload_now(&self) {
+        self.refresh(true);
+    }
+
+    fn stamp(&self) -> Option<DirStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(self.registry.dir()).ok()?;
+        Some(DirStamp {
+            mtime: md.modified().ok(),
+            ino: md.ino(),
+        })
+    }
+
+    /// Cheap check from the query path: at most one `stat` per
+    /// [`STAT_INTERVAL`], a re-read only when something changed.
+    fn maybe_refresh(&self) {
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        let last = self.last_check_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) < STAT_INTERVAL.as_millis() as u64 {
+            return;
+        }
+        if self
+            .last_check_ms
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return; // another thread is checking
+        }
+        self.refresh(false);
+    }
+
+    fn refresh(&self, force: bool) {
+        let Ok(mut state) = self.reload.try_lock() else {
+            return;
+        };
+        let stamp = self.stamp();
+        let stale = state.loaded_at.elapsed() >= FULL_RELOAD_INTERVAL;
+        if !force && !stale && !state.unsettled && stamp == state.stamp {
+            return;
+        }
+        // A missing directory is an empty registry; an unreadable one keeps
+        // the old table rather than making every machine vanish.
+        let entries = match self.registry.list() {
+            Ok(e) => e,
+            Err(err) => {
+                tracing::warn!(dir = %self.registry.dir().display(), %err, "cannot read the machine registry");
+                return;
+            }
+        };
+        let table = Arc::new(StaticDirectory::from_entries(&entries));
+        if let Ok(mut t) = self.table.write() {
+            *t = table;
+        }
+        state.unsettled = stamp
+            .and_then(|s| s.mtime)
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_none_or(|age| age < MTIME_SETTLE);
+        state.stamp = stamp;
+        state.loaded_at = Instant::now();
+    }
+
+    fn table(&self) -> Arc<StaticDirectory> {
+        self.maybe_refresh();
+        match self.table.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+impl MachineDirectory for RegistryDirectory {
+    fn addresses(&self, name: &str) -> Vec<IpAddr> {
+        self.table().addresses(name)
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.table().exists(name)
+    }
+
+    fn name_of(&self, addr: IpAddr) -> Option<String> {
+        self.table().name_of(addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_directory_is_case_insensitive_and_first_wins_ptr() {
+        let a: IpAddr = "10.0.0.2".parse().unwrap();
+        let d = StaticDirectory::new([("Web", vec![a]), ("db", vec![a]), ("empty", vec![])]);
+        assert_eq!(d.addresses("web"), vec![a]);
+        assert_eq!(d.name_of(a).as_deref(), Some("web"));
+        assert!(d.exists("empty"));
+        assert!(d.addresses("empty").is_empty());
+        assert!(!d.exists("nope"));
+        assert_eq!(d.len(), 3);
+    }
+
+    #[test]
+    fn registry_directory_follows_the_registry() {
+        let tmp = std::env::temp_dir().join(format!("netd-dnsdir-{}", std::process::id()));
+        let paths = Paths {
+            run_dir: tmp.clone(),
+            image_dir: tmp.join("img"),
+            state_dir: tmp.join("state"),
+            settings_path: vec![],
+            cgroup_parent: "x".into(),
+        };
+        let reg = Registry::new(&paths);
+        let dir = RegistryDirectory::new(reg.clone());
+        assert!(dir.addresses("web").is_empty());
+
+        let claim = reg.claim("web").unwrap();
+        let me = std::process::id();
+        let entry = Entry {
+            name: "web".into(),
+            launcher: me,
+            launcher_start: netspawn_common::registry::process_start_time(me).unwrap(),
+            addresses: vec!["10.1.2.3".parse().unwrap()],
+            ..Entry::default()
+        };
+        reg.write(&claim, &entry).unwrap();
+        // Picked up within the stat interval, from the query path alone.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while dir.addresses("web").is_empty() {
+            assert!(Instant::now() < deadline, "registry change not seen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            dir.name_of("10.1.2.3".parse().unwrap()).as_deref(),
+            Some("web")
+        );
+        reg.remove(&claim, "web").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while dir.exists("web") {
+            assert!(Instant::now() < deadline, "registry removal not seen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(claim);
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+}

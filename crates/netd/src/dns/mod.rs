@@ -1,0 +1,35 @@
+//! netd's DNS server: A, AAAA and PTR for every running machine by name,
+//! everything else forwarded to the host's upstream resolvers.
+//!
+//! - [`directory`]: which machines exist ([`MachineDirectory`], the cached
+//!   [`RegistryDirectory`] over the machine registry);
+//! - [`answer`]: the answer logic, sans I/O (packet in, decision out);
+//! - [`upstream`]: forwarding through hickory-resolver, following resolv.conf;
+//! - [`server`]: UDP/TCP listeners added and removed at runtime, counters.
+//!
+//! The server listens only on the addresses it is given (container links'
+//! host-side addresses, loopback), never on a wildcard address, so it is not
+//! an open resolver on the host's uplink.
+
+pub mod answer;
+pub mod directory;
+pub mod server;
+pub mod upstream;
+
+use std::net::SocketAddr;
+
+pub use answer::LocalNames;
+pub use directory::{MachineDirectory, RegistryDirectory, StaticDirectory};
+pub use server::{serve, DnsConfig, DnsServer, Stats, StatsSnapshot};
+pub use upstream::UpstreamConfig;
+
+/// Errors of the DNS server.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// A listen socket could not be set up.
+    #[error("DNS: cannot listen on {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    /// A wildcard address was asked for: that would serve the host's uplink.
+    #[error("DNS: refusing to listen on the wildcard address {0}")]
+    Wildcard(SocketAddr),
+}

@@ -1,0 +1,546 @@
+//! The DNS server's I/O: listeners on UDP and TCP port 53 of the addresses
+//! netd is told to serve (container links' host-side addresses, loopback),
+//! added and removed at runtime, and the [`Stats`] counters.
+//!
+//! UDP is served by our own receive loop: it answers machine names inline
+//! (no task per query, no allocation beyond the reply), and it sees every
+//! datagram, so malformed ones are dropped *and counted*. TCP is served by
+//! hickory-server's [`Server`] with a [`RequestHandler`] that runs the same
+//! answer logic; it brings connection handling, framing and idle timeouts.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_proto::op::{Header, HeaderCounts, Message};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::Server;
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType};
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::answer::{
+    decide, decide_message, encode_reply, forwarded_reply, udp_limit, Decision, DropReason,
+    LocalNames, UpstreamAnswer,
+};
+use super::directory::MachineDirectory;
+use super::upstream::{Upstream, UpstreamConfig};
+use super::DnsError;
+
+/// Forwarded queries waiting for upstream at once; more are dropped (and
+/// counted) rather than piling up tasks when a client floods unique names.
+const MAX_FORWARDS_IN_FLIGHT: usize = 1024;
+/// A TCP connection idle this long is closed.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest UDP datagram read; a DNS query is far smaller.
+const UDP_RECV_BUF: usize = 4096;
+
+/// Settings of a [`DnsServer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Port to listen on (53; tests may pick another).
+    pub port: u16,
+    /// Local naming (optional domain).
+    pub names: LocalNames,
+    /// Where forwarded queries go.
+    pub upstream: UpstreamConfig,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            port: 53,
+            names: LocalNames::new(),
+            upstream: UpstreamConfig::default(),
+        }
+    }
+}
+
+/// Counters, updated lock-free from the query paths.
+#[derive(Debug, Default)]
+pub struct Stats {
+    udp_queries: AtomicU64,
+    tcp_queries: AtomicU64,
+    answered_local: AtomicU64,
+    forwarded: AtomicU64,
+    forward_failed: AtomicU64,
+    dropped_malformed: AtomicU64,
+    dropped_not_query: AtomicU64,
+    dropped_busy: AtomicU64,
+    send_errors: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Datagrams received on UDP listeners.
+    pub udp_queries: u64,
+    /// Messages received on TCP connections (well-formed enough for hickory
+    /// to hand over: it answers FORMERR itself to the rest).
+    pub tcp_queries: u64,
+    /// Replies made here: machine names, PTR, NXDOMAIN, refusals.
+    pub answered_local: u64,
+    /// Queries passed to the upstream resolver (cache hits included).
+    pub forwarded: u64,
+    /// Forwarded queries answered SERVFAIL (no upstream, timeout...).
+    pub forward_failed: u64,
+    /// Packets that are not DNS messages: dropped.
+    pub dropped_malformed: u64,
+    /// Responses sent to us: dropped (no reflection).
+    pub dropped_not_query: u64,
+    /// Forwards refused because too many were in flight: dropped.
+    pub dropped_busy: u64,
+    /// Replies that could not be encoded or sent.
+    pub send_errors: u64,
+}
+
+impl Stats {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current values.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            udp_queries: g(&self.udp_queries),
+            tcp_queries: g(&self.tcp_queries),
+            answered_local: g(&self.answered_local),
+            forwarded: g(&self.forwarded),
+            forward_failed: g(&self.forward_failed),
+            dropped_malformed: g(&self.dropped_malformed),
+            dropped_not_query: g(&self.dropped_not_query),
+            dropped_busy: g(&self.dropped_busy),
+            send_errors: g(&self.send_errors),
+        }
+    }
+
+    fn count_drop(&self, reason: DropReason) {
+        match reason {
+            DropReason::Malformed => Stats::bump(&self.dropped_malformed),
+            DropReason::NotAQuery => Stats::bump(&self.dropped_not_query),
+        }
+    }
+}
+
+/// What every listener shares.
+struct Inner {
+    dir: Arc<dyn MachineDirectory>,
+    names: LocalNames,
+    upstream: Upstream,
+    stats: Stats,
+    forwards: Arc<Semaphore>,
+}
+
+impl Inner {
+    /// Asks upstream and builds the reply.
+    async fn forward(&self, fwd: &super::answer::Forward) -> Message {
+        Stats::bump(&self.stats.forwarded);
+        let answer = self.upstream.lookup(&fwd.query).await;
+        if answer == UpstreamAnswer::Failed {
+            Stats::bump(&self.stats.forward_failed);
+        }
+        forwarded_reply(fwd, answer)
+    }
+}
+
+/// One address's sockets.
+struct Listener {
+    udp: JoinHandle<()>,
+    /// Dropping hickory's server aborts its accept loop and connections.
+    _tcp: Server<TcpHandler>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.udp.abort();
+    }
+}
+
+/// A DNS server for machine names with forwarding, serving a changing set
+/// of addresses. Must be used inside a tokio runtime (with I/O and time).
+pub struct DnsServer {
+    inner: Arc<Inner>,
+    port: u16,
+    listeners: Mutex<HashMap<SocketAddr, Listener>>,
+}
+
+impl DnsServer {
+    /// A server with no listener yet.
+    pub fn new(dir: Arc<dyn MachineDirectory>, config: DnsConfig) -> DnsServer {
+        DnsServer {
+            inner: Arc::new(Inner {
+                dir,
+                names: config.names,
+                upstream: Upstream::new(config.upstream),
+                stats: Stats::default(),
+                forwards: Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT)),
+            }),
+            port: config.port,
+            listeners: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn listeners(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Listener>> {
+        match self.listeners.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Starts serving UDP and TCP on `addr` at the configured port. The
+    /// address need not be configured yet (IP_FREEBIND): a link's address
+    /// may still be tentative. Adding an address already served is a no-op.
+    /// An IPv6 link-local address needs its scope: use
+    /// [`add_listener_scoped`](Self::add_listener_scoped).
+    pub async fn add_listener(&self, addr: IpAddr) -> Result<SocketAddr, DnsError> {
+        self.add_socket_addr(SocketAddr::new(addr, self.port))
+    }
+
+    /// As [`add_listener`](Self::add_listener) for an IPv6 address on the
+    /// interface with index `scope_id` (link-local addresses).
+    pub async fn add_listener_scoped(
+        &self,
+        addr: std::net::Ipv6Addr,
+        scope_id: u32,
+    ) -> Result<SocketAddr, DnsError> {
+        self.add_socket_addr(SocketAddr::V6(std::net::SocketAddrV6::new(
+            addr, self.port, 0, scope_id,
+        )))
+    }
+
+    fn add_socket_addr(&self, sa: SocketAddr) -> Result<SocketAddr, DnsError> {
+        if sa.ip().is_unspecified() {
+            // A wildcard listener would answer on the host's uplink too.
+            return Err(DnsError::Wildcard(sa));
+        }
+        let mut listeners = self.listeners();
+        if listeners.contains_key(&sa) {
+            return Ok(sa);
+        }
+        let udp = bind_udp(sa)?;
+        let tcp = bind_tcp(sa)?;
+        let udp_task = tokio::spawn(udp_loop(Arc::new(udp), self.inner.clone()));
+        let mut server = Server::new(TcpHandler {
+            inner: self.inner.clone(),
+        });
+        server.register_listener(tcp, TCP_IDLE_TIMEOUT, 64);
+        listeners.insert(
+            sa,
+            Listener {
+                udp: udp_task,
+                _tcp: server,
+            },
+        );
+        self.inner
+            .upstream
+            .set_own_addresses(listeners.keys().map(|k| k.ip()));
+        tracing::debug!(%sa, "DNS listening");
+        Ok(sa)
+    }
+
+    /// Stops serving `addr` (any scope). Returns whether it was served.
+    pub fn remove_listener(&self, addr: IpAddr) -> bool {
+        let mut listeners = self.listeners();
+        let before = listeners.len();
+        listeners.retain(|k, _| k.ip() != addr);
+        let removed = listeners.len() != before;
+        if removed {
+            self.inner
+                .upstream
+                .set_own_addresses(listeners.keys().map(|k| k.ip()));
+            tracing::debug!(%addr, "DNS no longer listening");
+        }
+        removed
+    }
+
+    /// The socket addresses served now.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<_> = self.listeners().keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// Stops every listener.
+    pub fn shutdown(&self) {
+        self.listeners().clear();
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Serves `listen` until `shutdown` completes: the one-call form of
+/// [`DnsServer`] for a fixed set of addresses.
+pub async fn serve(
+    listen: Vec<IpAddr>,
+    dir: Arc<dyn MachineDirectory>,
+    config: DnsConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<StatsSnapshot, DnsError> {
+    let server = DnsServer::new(dir, config);
+    for addr in listen {
+        server.add_listener(addr).await?;
+    }
+    shutdown.await;
+    server.shutdown();
+    Ok(server.stats())
+}
+
+fn family(sa: &SocketAddr) -> AddressFamily {
+    match sa {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+/// Sets an integer socket option (nix has these only with its "net"
+/// feature, which this workspace does not enable).
+fn set_int_opt(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    val: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: the pointer and length describe a live c_int for the call's duration.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn bind_raw(fd: &OwnedFd, sa: SocketAddr) -> std::io::Result<()> {
+    // SAFETY: an all-zero sockaddr_in/sockaddr_in6 is valid; each is filled
+    // and passed with its own size.
+    let r = unsafe {
+        match sa {
+            SocketAddr::V4(v4) => {
+                let mut s: libc::sockaddr_in = std::mem::zeroed();
+                s.sin_family = libc::AF_INET as libc::sa_family_t;
+                s.sin_port = v4.port().to_be();
+                s.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&s as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            SocketAddr::V6(v6) => {
+                let mut s: libc::sockaddr_in6 = std::mem::zeroed();
+                s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                s.sin6_port = v6.port().to_be();
+                s.sin6_addr.s6_addr = v6.ip().octets();
+                s.sin6_scope_id = v6.scope_id();
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&s as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A socket bound to `sa`, close-on-exec, non-blocking, IP_FREEBIND.
+fn bound_socket(sa: SocketAddr, ty: SockType) -> Result<OwnedFd, DnsError> {
+    let err = |e: std::io::Error| DnsError::Bind(sa, e);
+    let fd = socket::socket(
+        family(&sa),
+        ty,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| err(e.into()))?;
+    // Best effort: without it, binding only waits for the address to exist.
+    let _ = set_int_opt(&fd, libc::IPPROTO_IP, libc::IP_FREEBIND, 1);
+    if ty == SockType::Stream {
+        // Re-adding an address must not wait for old connections' TIME_WAIT.
+        set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(err)?;
+    }
+    if sa.is_ipv6() {
+        set_int_opt(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1).map_err(err)?;
+    }
+    bind_raw(&fd, sa).map_err(err)?;
+    Ok(fd)
+}
+
+fn bind_udp(sa: SocketAddr) -> Result<UdpSocket, DnsError> {
+    let fd = bound_socket(sa, SockType::Datagram)?;
+    UdpSocket::from_std(std::net::UdpSocket::from(fd)).map_err(|e| DnsError::Bind(sa, e))
+}
+
+fn bind_tcp(sa: SocketAddr) -> Result<tokio::net::TcpListener, DnsError> {
+    let fd = bound_socket(sa, SockType::Stream)?;
+    socket::listen(
+        &fd,
+        socket::Backlog::new(128).unwrap_or(socket::Backlog::MAXCONN),
+    )
+    .map_err(|e| DnsError::Bind(sa, e.into()))?;
+    tokio::net::TcpListener::from_std(std::net::TcpListener::from(fd))
+        .map_err(|e| DnsError::Bind(sa, e))
+}
+
+/// Sends one encoded reply; counts failures.
+async fn send_reply(sock: &UdpSocket, inner: &Inner, msg: &Message, limit: u16, to: SocketAddr) {
+    let Some(bytes) = encode_reply(msg, limit) else {
+        Stats::bump(&inner.stats.send_errors);
+        return;
+    };
+    // A full socket buffer would make send_to wait; try the fast path first.
+    let sent = match sock.try_send_to(&bytes, to) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => sock.send_to(&bytes, to).await,
+        other => other,
+    };
+    if sent.is_err() {
+        Stats::bump(&inner.stats.send_errors);
+    }
+}
+
+async fn udp_loop(sock: Arc<UdpSocket>, inner: Arc<Inner>) {
+    let mut buf = vec![0u8; UDP_RECV_BUF];
+    loop {
+        let (n, src) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here; keep serving.
+                tracing::debug!(err = %e, "DNS UDP receive");
+                continue;
+            }
+        };
+        Stats::bump(&inner.stats.udp_queries);
+        if src.port() == 0 {
+            inner.stats.count_drop(DropReason::Malformed);
+            continue;
+        }
+        let packet = buf.get(..n).unwrap_or_default();
+        match decide(packet, &*inner.dir, &inner.names) {
+            Decision::Reply(reply) => {
+                Stats::bump(&inner.stats.answered_local);
+                let limit = udp_limit(reply.max_payload);
+                send_reply(&sock, &inner, &reply.message, limit, src).await;
+            }
+            Decision::Forward(fwd) => {
+                let Ok(permit) = inner.forwards.clone().try_acquire_owned() else {
+                    Stats::bump(&inner.stats.dropped_busy);
+                    continue;
+                };
+                let (sock, inner) = (sock.clone(), inner.clone());
+                tokio::spawn(async move {
+                    let msg = inner.forward(&fwd).await;
+                    send_reply(&sock, &inner, &msg, udp_limit(fwd.max_payload), src).await;
+                    drop(permit);
+                });
+            }
+            Decision::Drop(reason) => inner.stats.count_drop(reason),
+        }
+    }
+}
+
+/// hickory-server's view of us, for TCP.
+struct TcpHandler {
+    inner: Arc<Inner>,
+}
+
+impl TcpHandler {
+    async fn handle<R: ResponseHandler>(&self, request: &Request, mut response: R) -> ResponseInfo {
+        let inner = &self.inner;
+        Stats::bump(&inner.stats.tcp_queries);
+        // hickory has parsed the request already, but into its server-side
+        // form; our answer logic works on the plain message.
+        let decision = match Message::from_vec(request.as_slice()) {
+            Ok(msg) => decide_message(&msg, &*inner.dir, &inner.names),
+            Err(_) => Decision::Drop(DropReason::Malformed),
+        };
+        let msg = match decision {
+            Decision::Reply(reply) => {
+                Stats::bump(&inner.stats.answered_local);
+                reply.message
+            }
+            Decision::Forward(fwd) => {
+                let Ok(_permit) = inner.forwards.clone().try_acquire_owned() else {
+                    Stats::bump(&inner.stats.dropped_busy);
+                    return no_response(request);
+                };
+                inner.forward(&fwd).await
+            }
+            Decision::Drop(reason) => {
+                inner.stats.count_drop(reason);
+                return no_response(request);
+            }
+        };
+        let builder = MessageResponseBuilder::new(&request.queries, msg.edns.as_ref());
+        let reply = builder.build(
+            msg.metadata,
+            msg.answers.iter(),
+            msg.authorities.iter(),
+            std::iter::empty(),
+            msg.additionals.iter(),
+        );
+        match response.send_response(reply).await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::debug!(err = %e, "DNS TCP send");
+                Stats::bump(&inner.stats.send_errors);
+                no_response(request)
+            }
+        }
+    }
+}
+
+/// What hickory is told when nothing was sent.
+fn no_response(request: &Request) -> ResponseInfo {
+    ResponseInfo::from(Header {
+        metadata: request.metadata,
+        counts: HeaderCounts::default(),
+    })
+}
+
+// Written out rather than with #[async_trait]: that macro is not one of our
+// dependencies, and this is the signature it would generate.
+impl RequestHandler for TcpHandler {
+    fn handle_request<'a, 'b, 'f, R, T>(
+        &'a self,
+        request: &'b Request,
+        response_handle: R,
+    ) -> Pin<Box<dyn Future<Output = ResponseInfo> + Send + 'f>>
+    where
+        R: ResponseHandler + 'f,
+        T: Time + 'f,
+        'a: 'f,
+        'b: 'f,
+        Self: 'f,
+    {
+        Box::pin(self.handle(request, response_handle))
+    }
+}
