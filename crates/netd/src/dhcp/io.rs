@@ -1,0 +1,184 @@
+//! The DHCP server's socket: one UDP socket on 0.0.0.0:67 per served link.
+//!
+//! The socket is bound to the link's device (SO_BINDTODEVICE, set before bind), so several links
+//! each have their own socket on port 67 (SO_REUSEADDR), a broadcast reply leaves by the right
+//! device, and nothing is served on any other interface. Everything else happens in
+//! [`Server::handle`]; this module only receives, asks the caller for the machine's host name,
+//! and sends what `handle` returned, after `handle` has already made the lease change durable.
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket as StdUdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use nix::sys::socket::{
+    setsockopt, socket, sockopt, AddressFamily, SockFlag, SockProtocol, SockType,
+};
+use std::os::fd::{AsRawFd, OwnedFd};
+use tokio::net::UdpSocket;
+
+use super::server::{client_hwaddr, Destination, Outcome, RequestContext, Server};
+
+/// DHCP server port.
+pub const SERVER_PORT: u16 = 67;
+/// DHCP client port.
+pub const CLIENT_PORT: u16 = 68;
+
+/// Errors of the DHCP socket.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// Creating or configuring the socket failed.
+    #[error("DHCP socket on {ifname}: {action}: {source}")]
+    Socket {
+        /// The link.
+        ifname: String,
+        /// What failed.
+        action: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Another thread panicked while holding the server.
+    #[error("DHCP server on {0}: state lock poisoned")]
+    Poisoned(String),
+}
+
+fn sock_err(ifname: &str, action: &'static str) -> impl FnOnce(nix::Error) -> IoError {
+    let ifname = ifname.to_string();
+    move |e| IoError::Socket {
+        ifname,
+        action,
+        source: e.into(),
+    }
+}
+
+/// Creates the link's DHCP socket (non-blocking, close-on-exec) in the calling thread's network
+/// namespace: UDP 0.0.0.0:67, SO_REUSEADDR, SO_BROADCAST, SO_BINDTODEVICE=`ifname`.
+pub fn bind_socket(ifname: &str) -> Result<StdUdpSocket, IoError> {
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        SockProtocol::Udp,
+    )
+    .map_err(sock_err(ifname, "socket"))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(sock_err(ifname, "SO_REUSEADDR"))?;
+    setsockopt(&fd, sockopt::Broadcast, &true).map_err(sock_err(ifname, "SO_BROADCAST"))?;
+    setsockopt(&fd, sockopt::BindToDevice, &OsString::from(ifname))
+        .map_err(sock_err(ifname, "SO_BINDTODEVICE"))?;
+    bind_any(&fd, SERVER_PORT).map_err(|source| IoError::Socket {
+        ifname: ifname.to_string(),
+        action: "bind 0.0.0.0:67",
+        source,
+    })?;
+    Ok(StdUdpSocket::from(fd))
+}
+
+/// bind(2) to 0.0.0.0:`port`; nix's socket address types need its "net" feature, which the
+/// workspace does not enable, so this one call goes through libc.
+fn bind_any(fd: &OwnedFd, port: u16) -> std::io::Result<()> {
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(Ipv4Addr::UNSPECIFIED).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: addr is a valid sockaddr_in for the duration of the call and its size is passed.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Serves DHCP on `ifname` until `shutdown` completes. `hostname_for` maps a client's hardware
+/// address to the machine's name (option 12), e.g. from the machine registry. The server stays
+/// shared so the daemon can read leases and counters meanwhile.
+pub async fn serve<H, S>(
+    ifname: &str,
+    server: Arc<Mutex<Server>>,
+    hostname_for: H,
+    shutdown: S,
+) -> Result<(), IoError>
+where
+    H: Fn(&[u8]) -> Option<String>,
+    S: Future<Output = ()>,
+{
+    let socket = bind_socket(ifname)?;
+    serve_socket(socket, ifname, server, hostname_for, shutdown).await
+}
+
+/// As [`serve`], on a socket made by [`bind_socket`] (e.g. in another network namespace).
+pub async fn serve_socket<H, S>(
+    socket: StdUdpSocket,
+    ifname: &str,
+    server: Arc<Mutex<Server>>,
+    hostname_for: H,
+    shutdown: S,
+) -> Result<(), IoError>
+where
+    H: Fn(&[u8]) -> Option<String>,
+    S: Future<Output = ()>,
+{
+    let socket = UdpSocket::from_std(socket).map_err(|source| IoError::Socket {
+        ifname: ifname.to_string(),
+        action: "register with tokio",
+        source,
+    })?;
+    tokio::pin!(shutdown);
+    // Larger than any Ethernet frame; DHCP messages are at most 576..1500 bytes in practice.
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (len, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Transient (e.g. ENETDOWN while the link flaps); the daemon stops us when
+                    // the link is gone.
+                    tracing::debug!(ifname, error = %e, "DHCP receive failed");
+                    continue;
+                }
+            },
+        };
+        let packet = &buf[..len];
+        let ctx = RequestContext {
+            hostname_for: client_hwaddr(packet).and_then(&hostname_for),
+        };
+        let outcome = {
+            let mut srv = server
+                .lock()
+                .map_err(|_| IoError::Poisoned(ifname.to_string()))?;
+            // Saving the lease table (inside handle, before the ACK) blocks for an fsync; that
+            // is short and keeps the "saved before acknowledged" order trivially true.
+            srv.handle(packet, SystemTime::now(), &ctx)
+        };
+        match outcome {
+            Outcome::Reply { bytes, to } => {
+                let dest = match to {
+                    Destination::Broadcast => Ipv4Addr::BROADCAST,
+                    Destination::Unicast(a) => a,
+                };
+                if let Err(e) = socket
+                    .send_to(&bytes, SocketAddrV4::new(dest, CLIENT_PORT))
+                    .await
+                {
+                    tracing::warn!(ifname, %dest, error = %e, "DHCP reply not sent");
+                }
+            }
+            Outcome::Ignore => {}
+            Outcome::Drop(reason) => {
+                tracing::debug!(ifname, %peer, ?reason, "DHCP packet dropped");
+            }
+        }
+    }
+}

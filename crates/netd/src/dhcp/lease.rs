@@ -1,0 +1,610 @@
+//! The DHCP lease table and its crash-safe persistence.
+//!
+//! The table remembers, per client, the last address it was given and until when, including
+//! leases that expired or were released: a client that comes back gets its old address again as
+//! long as nobody else took it. It also remembers addresses that a client declined (found in use
+//! on the link), which stay out of the pool for a while.
+//!
+//! Persistence is a small JSON file replaced atomically (temporary file, fsync, rename, fsync of
+//! the directory), so a crash at any point leaves either the old or the new table on disk, never a
+//! mix. The server saves before it sends an ACK (see [`LeaseStore`]), so whatever a client was
+//! told survives a `kill -9`.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the lease file format; bumped on incompatible changes.
+const FORMAT_VERSION: u32 = 1;
+
+/// Errors of loading or saving the lease table.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Reading, writing, syncing or renaming the lease file failed.
+    #[error("{action} lease file {path}: {source}")]
+    Io {
+        /// What was being done ("read", "write", "rename", ...).
+        action: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The lease file is not valid JSON of the expected shape.
+    #[error("parse lease file {path}: {source}")]
+    Parse {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: serde_json::Error,
+    },
+    /// The lease file is well-formed but its content is not acceptable.
+    #[error("lease file {path}: {reason}")]
+    Invalid {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// How a client is identified: by its client identifier (option 61) when it sends one, else by
+/// hardware type and address, as RFC 2131 4.2 says.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientKey(Vec<u8>);
+
+impl ClientKey {
+    /// A key from a client identifier option's bytes.
+    pub fn from_client_id(id: &[u8]) -> Self {
+        let mut v = Vec::with_capacity(id.len() + 1);
+        // A leading tag keeps a client id from colliding with a hardware address key.
+        v.push(b'i');
+        v.extend_from_slice(id);
+        ClientKey(v)
+    }
+
+    /// A key from the hardware type and client hardware address.
+    pub fn from_hwaddr(htype: u8, chaddr: &[u8]) -> Self {
+        let mut v = Vec::with_capacity(chaddr.len() + 2);
+        v.push(b'h');
+        v.push(htype);
+        v.extend_from_slice(chaddr);
+        ClientKey(v)
+    }
+
+    fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn from_hex(s: &str) -> Option<Self> {
+        if s.len() % 2 != 0 || s.is_empty() || !s.is_ascii() {
+            return None;
+        }
+        let bytes = (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        Some(ClientKey(bytes))
+    }
+}
+
+/// Where a binding stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    /// Acknowledged to the client; valid until `expires`.
+    Bound,
+    /// The client released it; kept so the client gets the same address next time.
+    Released,
+}
+
+/// One client's binding: the address it has (or last had) and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The client.
+    pub client: ClientKey,
+    /// The client's hardware address (for display and for the DNS/registry side).
+    pub hwaddr: Vec<u8>,
+    /// The address.
+    pub addr: Ipv4Addr,
+    /// End of validity of a bound lease.
+    pub expires: SystemTime,
+    /// Bound or released.
+    pub state: LeaseState,
+    /// The host name the client sent (option 12), if any and valid.
+    pub client_hostname: Option<String>,
+}
+
+impl Lease {
+    /// Whether the address is in use by this client at `now`.
+    pub fn is_active(&self, now: SystemTime) -> bool {
+        self.state == LeaseState::Bound && self.expires > now
+    }
+}
+
+/// All bindings of one DHCP server, plus declined addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseTable {
+    by_client: HashMap<ClientKey, Lease>,
+    by_addr: HashMap<Ipv4Addr, ClientKey>,
+    declined: HashMap<Ipv4Addr, SystemTime>,
+}
+
+impl LeaseTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The binding (active or not) of a client.
+    pub fn get(&self, client: &ClientKey) -> Option<&Lease> {
+        self.by_client.get(client)
+    }
+
+    /// The binding (active or not) that holds or last held an address.
+    pub fn by_addr(&self, addr: Ipv4Addr) -> Option<&Lease> {
+        self.by_addr.get(&addr).and_then(|k| self.by_client.get(k))
+    }
+
+    /// Every binding, active or not, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Lease> {
+        self.by_client.values()
+    }
+
+    /// The bindings in use at `now`.
+    pub fn active(&self, now: SystemTime) -> impl Iterator<Item = &Lease> {
+        self.by_client.values().filter(move |l| l.is_active(now))
+    }
+
+    /// Number of bindings, active or not.
+    pub fn len(&self) -> usize {
+        self.by_client.len()
+    }
+
+    /// Whether the table has no binding.
+    pub fn is_empty(&self) -> bool {
+        self.by_client.is_empty()
+    }
+
+    /// Records a binding, replacing the client's previous one and any stale binding of another
+    /// client to the same address. Refuses (returns false) if another client holds the address
+    /// actively at `now`: an address is never given to two clients.
+    pub fn insert(&mut self, lease: Lease, now: SystemTime) -> bool {
+        if let Some(other) = self.by_addr(lease.addr) {
+            if other.client != lease.client && other.is_active(now) {
+                return false;
+            }
+        }
+        if let Some(old_key) = self.by_addr.remove(&lease.addr) {
+            if old_key != lease.client {
+                self.by_client.remove(&old_key);
+            }
+        }
+        if let Some(old) = self.by_client.remove(&lease.client) {
+            self.by_addr.remove(&old.addr);
+        }
+        self.declined.remove(&lease.addr);
+        self.by_addr.insert(lease.addr, lease.client.clone());
+        self.by_client.insert(lease.client.clone(), lease);
+        true
+    }
+
+    /// Marks a client's binding released (kept for stickiness). Returns whether it changed.
+    pub fn release(&mut self, client: &ClientKey, addr: Ipv4Addr, now: SystemTime) -> bool {
+        match self.by_client.get_mut(client) {
+            Some(l) if l.addr == addr && l.state == LeaseState::Bound => {
+                l.state = LeaseState::Released;
+                l.expires = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes whatever binding holds `addr` and keeps the address out of use until `until`.
+    pub fn decline(&mut self, addr: Ipv4Addr, until: SystemTime) {
+        if let Some(key) = self.by_addr.remove(&addr) {
+            self.by_client.remove(&key);
+        }
+        self.declined.insert(addr, until);
+    }
+
+    /// Whether `addr` was declined and is still quarantined at `now`.
+    pub fn is_declined(&self, addr: Ipv4Addr, now: SystemTime) -> bool {
+        self.declined.get(&addr).is_some_and(|until| *until > now)
+    }
+
+    /// Drops bindings whose address fails `keep` (e.g. outside a re-carved pool), and expired
+    /// quarantines.
+    pub fn retain_addrs(&mut self, now: SystemTime, keep: impl Fn(Ipv4Addr) -> bool) {
+        let gone: Vec<ClientKey> = self
+            .by_client
+            .values()
+            .filter(|l| !keep(l.addr))
+            .map(|l| l.client.clone())
+            .collect();
+        for k in gone {
+            if let Some(l) = self.by_client.remove(&k) {
+                self.by_addr.remove(&l.addr);
+            }
+        }
+        self.declined.retain(|a, until| keep(*a) && *until > now);
+    }
+
+    /// Loads a table from `path`; a missing file is an empty table.
+    pub fn load(path: &Path) -> Result<Self, LeaseError> {
+        let text = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::new()),
+            Err(source) => {
+                return Err(LeaseError::Io {
+                    action: "read",
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        Self::from_json(&text).map_err(|e| match e {
+            FromJsonError::Parse(source) => LeaseError::Parse {
+                path: path.to_owned(),
+                source,
+            },
+            FromJsonError::Invalid(reason) => LeaseError::Invalid {
+                path: path.to_owned(),
+                reason,
+            },
+        })
+    }
+
+    /// Saves the table to `path` atomically and durably: when this returns Ok, the new content
+    /// is on disk and survives a crash; when it fails, the old file is intact.
+    pub fn save(&self, path: &Path) -> Result<(), LeaseError> {
+        let io_err = |action: &'static str, p: &Path| {
+            let p = p.to_owned();
+            move |source| LeaseError::Io {
+                action,
+                path: p,
+                source,
+            }
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "leases".into());
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let text = self.to_json();
+        {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .open(&tmp)
+                .map_err(io_err("create", &tmp))?;
+            f.write_all(text.as_bytes())
+                .map_err(io_err("write", &tmp))?;
+            f.sync_all().map_err(io_err("fsync", &tmp))?;
+        }
+        fs::rename(&tmp, path).map_err(io_err("rename", path))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync directory of", path))?;
+        Ok(())
+    }
+
+    /// The table as the lease file's JSON text.
+    pub fn to_json(&self) -> String {
+        let mut leases: Vec<LeaseRecord> = self
+            .by_client
+            .values()
+            .map(|l| LeaseRecord {
+                client: l.client.to_hex(),
+                hwaddr: l.hwaddr.iter().map(|b| format!("{b:02x}")).collect(),
+                addr: l.addr,
+                expires: unix_secs(l.expires),
+                state: l.state,
+                hostname: l.client_hostname.clone(),
+            })
+            .collect();
+        leases.sort_by_key(|r| u32::from(r.addr));
+        let mut declined: Vec<DeclinedRecord> = self
+            .declined
+            .iter()
+            .map(|(a, until)| DeclinedRecord {
+                addr: *a,
+                until: unix_secs(*until),
+            })
+            .collect();
+        declined.sort_by_key(|r| u32::from(r.addr));
+        let file = LeaseFile {
+            version: FORMAT_VERSION,
+            leases,
+            declined,
+        };
+        // Serializing plain strings and numbers cannot fail.
+        serde_json::to_string_pretty(&file).unwrap_or_default() + "\n"
+    }
+
+    fn from_json(text: &str) -> Result<Self, FromJsonError> {
+        let file: LeaseFile = serde_json::from_str(text).map_err(FromJsonError::Parse)?;
+        if file.version != FORMAT_VERSION {
+            return Err(FromJsonError::Invalid(format!(
+                "unsupported version {}",
+                file.version
+            )));
+        }
+        let mut table = LeaseTable::new();
+        let mut records = file.leases;
+        // If a damaged file names an address twice, the later-expiring binding wins, so the
+        // table never holds one address for two clients.
+        records.sort_by_key(|r| std::cmp::Reverse(r.expires));
+        for r in records {
+            let client = ClientKey::from_hex(&r.client)
+                .ok_or_else(|| FromJsonError::Invalid(format!("bad client key {:?}", r.client)))?;
+            let hwaddr = ClientKey::from_hex(&r.hwaddr)
+                .map(|k| k.0)
+                .unwrap_or_default();
+            if table.by_addr.contains_key(&r.addr) || table.by_client.contains_key(&client) {
+                continue;
+            }
+            let lease = Lease {
+                client: client.clone(),
+                hwaddr,
+                addr: r.addr,
+                expires: from_unix_secs(r.expires),
+                state: r.state,
+                client_hostname: r.hostname,
+            };
+            table.by_addr.insert(r.addr, client.clone());
+            table.by_client.insert(client, lease);
+        }
+        for d in file.declined {
+            table.declined.insert(d.addr, from_unix_secs(d.until));
+        }
+        Ok(table)
+    }
+}
+
+enum FromJsonError {
+    Parse(serde_json::Error),
+    Invalid(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct LeaseFile {
+    version: u32,
+    leases: Vec<LeaseRecord>,
+    #[serde(default)]
+    declined: Vec<DeclinedRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LeaseRecord {
+    client: String,
+    #[serde(default)]
+    hwaddr: String,
+    addr: Ipv4Addr,
+    expires: u64,
+    state: LeaseState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hostname: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DeclinedRecord {
+    addr: Ipv4Addr,
+    until: u64,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    // Round up so a persisted lease never ends before what the client was told.
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() + u64::from(d.subsec_nanos() > 0),
+        Err(_) => 0,
+    }
+}
+
+fn from_unix_secs(s: u64) -> SystemTime {
+    // Clamp absurd values from a damaged file instead of overflowing.
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(s.min(1 << 40)))
+        .unwrap_or(UNIX_EPOCH)
+}
+
+/// Where the server persists its table. The server calls [`LeaseStore::save`] after every change
+/// a client will be told about and before the reply is handed out, so an implementation that
+/// returns Ok must have made the table durable.
+pub trait LeaseStore: Send {
+    /// Reads the persisted table.
+    fn load(&mut self) -> Result<LeaseTable, LeaseError>;
+    /// Persists the table durably.
+    fn save(&mut self, table: &LeaseTable) -> Result<(), LeaseError>;
+}
+
+/// A lease file on disk (under netd's state directory, e.g. `/var/lib/netspawn/dhcp/ve-web.json`).
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    path: PathBuf,
+}
+
+impl FileStore {
+    /// A store at `path`; the directory must exist.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileStore { path: path.into() }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl LeaseStore for FileStore {
+    fn load(&mut self) -> Result<LeaseTable, LeaseError> {
+        LeaseTable::load(&self.path)
+    }
+    fn save(&mut self, table: &LeaseTable) -> Result<(), LeaseError> {
+        table.save(&self.path)
+    }
+}
+
+/// A store in memory, for tests and for links whose leases need not survive a restart. Clones
+/// share the saved state, so a test can keep a handle and inspect or fail saves.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: std::sync::Arc<std::sync::Mutex<MemoryInner>>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    saved: Option<String>,
+    saves: u64,
+    fail: bool,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes later saves fail (to test that nothing is acknowledged unsaved).
+    pub fn set_failing(&self, fail: bool) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.fail = fail;
+        }
+    }
+
+    /// Number of successful saves.
+    pub fn saves(&self) -> u64 {
+        self.inner.lock().map(|g| g.saves).unwrap_or(0)
+    }
+
+    /// The last saved table, as the server would find it after a crash.
+    pub fn saved_table(&self) -> LeaseTable {
+        let text = self.inner.lock().ok().and_then(|g| g.saved.clone());
+        text.and_then(|t| LeaseTable::from_json(&t).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl LeaseStore for MemoryStore {
+    fn load(&mut self) -> Result<LeaseTable, LeaseError> {
+        Ok(self.saved_table())
+    }
+    fn save(&mut self, table: &LeaseTable) -> Result<(), LeaseError> {
+        let mut g = self.inner.lock().map_err(|_| LeaseError::Invalid {
+            path: PathBuf::from("<memory>"),
+            reason: "store lock poisoned".into(),
+        })?;
+        if g.fail {
+            return Err(LeaseError::Io {
+                action: "write",
+                path: PathBuf::from("<memory>"),
+                source: io::Error::other("simulated failure"),
+            });
+        }
+        g.saved = Some(table.to_json());
+        g.saves += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn lease(mac: u8, addr: [u8; 4], expires: u64) -> Lease {
+        let hw = vec![2, 0, 0, 0, 0, mac];
+        Lease {
+            client: ClientKey::from_hwaddr(1, &hw),
+            hwaddr: hw,
+            addr: addr.into(),
+            expires: t(expires),
+            state: LeaseState::Bound,
+            client_hostname: Some(format!("h{mac}")),
+        }
+    }
+
+    #[test]
+    fn insert_refuses_an_address_held_by_another_client() {
+        let mut tbl = LeaseTable::new();
+        assert!(tbl.insert(lease(1, [10, 0, 0, 2], 100), t(0)));
+        assert!(!tbl.insert(lease(2, [10, 0, 0, 2], 100), t(50)));
+        // Once expired, the address may go to someone else, and the stale binding goes away.
+        assert!(tbl.insert(lease(2, [10, 0, 0, 2], 300), t(150)));
+        assert_eq!(tbl.len(), 1);
+        assert_eq!(
+            tbl.by_addr([10, 0, 0, 2].into()).map(|l| l.hwaddr[5]),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn file_round_trip_and_crash_safety() {
+        let dir = std::env::temp_dir().join(format!("netd-lease-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("leases.json");
+        let mut tbl = LeaseTable::new();
+        tbl.insert(lease(1, [10, 0, 0, 2], 1000), t(0));
+        tbl.insert(lease(2, [10, 0, 0, 3], 1000), t(0));
+        tbl.release(&lease(2, [0; 4], 0).client, [10, 0, 0, 3].into(), t(10));
+        tbl.decline([10, 0, 0, 4].into(), t(2000));
+        tbl.save(&path).unwrap();
+        // A crash mid-save leaves a stray temporary file; the real file is untouched.
+        fs::write(dir.join(".leases.json.tmp"), b"{ garbage").unwrap();
+        let back = LeaseTable::load(&path).unwrap();
+        assert_eq!(back, tbl);
+        assert!(back.is_declined([10, 0, 0, 4].into(), t(100)));
+        assert!(!back.is_declined([10, 0, 0, 4].into(), t(3000)));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn damaged_files_are_refused_or_deduplicated() {
+        assert!(matches!(
+            LeaseTable::from_json("{"),
+            Err(FromJsonError::Parse(_))
+        ));
+        assert!(matches!(
+            LeaseTable::from_json(r#"{"version":9,"leases":[]}"#),
+            Err(FromJsonError::Invalid(_))
+        ));
+        assert!(matches!(
+            LeaseTable::from_json(
+                r#"{"version":1,"leases":[{"client":"zz","addr":"10.0.0.2","expires":5,"state":"bound"}]}"#
+            ),
+            Err(FromJsonError::Invalid(_))
+        ));
+        let dup = r#"{"version":1,"leases":[
+            {"client":"6801020000000001","addr":"10.0.0.2","expires":5,"state":"bound"},
+            {"client":"6801020000000002","addr":"10.0.0.2","expires":99,"state":"bound"}]}"#;
+        let tbl = LeaseTable::from_json(dup).ok().unwrap();
+        assert_eq!(tbl.len(), 1);
+        assert_eq!(
+            tbl.by_addr([10, 0, 0, 2].into())
+                .map(|l| unix_secs(l.expires)),
+            Some(99)
+        );
+    }
+
+    #[test]
+    fn missing_file_is_empty() {
+        let tbl = LeaseTable::load(Path::new("/nonexistent/netd/leases.json")).unwrap();
+        assert!(tbl.is_empty());
+    }
+}

@@ -1,0 +1,778 @@
+//! The DHCPv4 server's protocol core (RFC 2131), without I/O.
+//!
+//! [`Server::handle`] takes one received datagram and the current time and returns what to send
+//! and where. Address decisions live here: a client (by client identifier, else hardware address)
+//! gets back the address it had before, even after its lease ran out, as long as nobody else took
+//! it; a new client gets an address picked by a hash of its hardware address, so a restarted
+//! machine that keeps its MAC keeps its address even if the lease table was lost.
+//!
+//! Durability is enforced here too: every change that a reply will announce (an ACK) is saved
+//! through the server's [`LeaseStore`] before `handle` returns the reply; when the save fails no
+//! reply is produced. The caller only has to send what it gets.
+//!
+//! Decisions where RFC 2131 leaves room:
+//! - Replies to a client without an address and without the broadcast flag are broadcast, not
+//!   unicast to the client's MAC: RFC 2131 4.1 allows broadcast when unicast is not possible, and a
+//!   UDP socket cannot address a MAC without an ARP entry. All clients listen on a packet socket
+//!   until bound, so this costs nothing but a broadcast on a link that has one container (`ve-*`)
+//!   or a few (`vz-*`).
+//! - Relayed requests (giaddr set) are dropped: netd serves only the link it listens on.
+//! - An INIT-REBOOT or REBINDING request for a free pool address with no record of the client is
+//!   acknowledged (the RFC says "remain silent"), so a client keeps its address across a loss of the
+//!   lease file; an address held by someone else, outside the pool or off the subnet is NAKed.
+//! - Offers are held for [`OFFER_HOLD`] in memory only; they are not persisted (a lost offer just
+//!   makes the client discover again).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, SystemTime};
+
+use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode, MAGIC, MIN_PACKET_SIZE};
+use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+use ipnetwork::Ipv4Network;
+
+use super::lease::{ClientKey, Lease, LeaseError, LeaseState, LeaseStore, LeaseTable};
+
+/// How long an offered address stays reserved for the client it was offered to.
+pub const OFFER_HOLD: Duration = Duration::from_secs(60);
+/// How long an address a client declined stays out of the pool.
+pub const DECLINE_HOLD: Duration = Duration::from_secs(600);
+/// networkd's DefaultLeaseTimeSec= default.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(3600);
+/// networkd's MaxLeaseTimeSec= default.
+pub const MAX_LEASE: Duration = Duration::from_secs(12 * 3600);
+
+/// Fixed BOOTP header length up to and including the magic cookie.
+const HEADER_LEN: usize = 240;
+const OFF_HLEN: usize = 2;
+const OFF_CHADDR: usize = 28;
+const OFF_MAGIC: usize = 236;
+
+/// Errors of building a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is inconsistent.
+    #[error("DHCP server configuration: {0}")]
+    Config(String),
+    /// The lease table could not be loaded.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+}
+
+/// What the server hands out on one link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The server's own address on the link (server identifier, and default router/DNS).
+    pub server_ip: Ipv4Addr,
+    /// The link's subnet.
+    pub subnet: Ipv4Network,
+    /// First address of the pool.
+    pub pool_start: Ipv4Addr,
+    /// Last address of the pool (inclusive).
+    pub pool_end: Ipv4Addr,
+    /// Router option (EmitRouter=); None leaves it out.
+    pub router: Option<Ipv4Addr>,
+    /// DNS servers option (EmitDNS=); empty leaves it out.
+    pub dns: Vec<Ipv4Addr>,
+    /// Domain name option.
+    pub domain: Option<String>,
+    /// Lease time when the client asks for none (DefaultLeaseTimeSec=).
+    pub default_lease: Duration,
+    /// Longest lease granted (MaxLeaseTimeSec=).
+    pub max_lease: Duration,
+}
+
+impl ServerConfig {
+    /// A configuration as systemd-networkd derives it from `[DHCPServer] PoolOffset=` and
+    /// `PoolSize=`: offset 0 means 1 (skip the subnet address), size 0 means up to the address
+    /// before the broadcast address; the server's own address is never handed out. The router and
+    /// DNS server are the server itself (EmitRouter=yes, and netd serves DNS on that address);
+    /// lease times are networkd's defaults (1 h, at most 12 h). Adjust the public fields for other
+    /// settings.
+    pub fn from_subnet(
+        server_ip: Ipv4Addr,
+        subnet: Ipv4Network,
+        pool_offset: u32,
+        pool_size: u32,
+    ) -> Result<Self, ServerError> {
+        let subnet = Ipv4Network::new(subnet.network(), subnet.prefix())
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        if subnet.prefix() > 30 {
+            return Err(ServerError::Config(format!(
+                "subnet {subnet} is too small for a DHCP pool"
+            )));
+        }
+        let base = u32::from(subnet.network());
+        let last_off = !u32::from(subnet.mask()); // broadcast offset
+        let offset = if pool_offset == 0 { 1 } else { pool_offset };
+        if offset >= last_off {
+            return Err(ServerError::Config(format!(
+                "PoolOffset={pool_offset} is outside subnet {subnet}"
+            )));
+        }
+        let size_max = last_off - offset;
+        let size = if pool_size == 0 { size_max } else { pool_size };
+        if size > size_max {
+            return Err(ServerError::Config(format!(
+                "PoolSize={pool_size} with PoolOffset={pool_offset} does not fit in subnet {subnet}"
+            )));
+        }
+        let cfg = ServerConfig {
+            server_ip,
+            subnet,
+            pool_start: Ipv4Addr::from(base + offset),
+            pool_end: Ipv4Addr::from(base + offset + size - 1),
+            router: Some(server_ip),
+            dns: vec![server_ip],
+            domain: None,
+            default_lease: DEFAULT_LEASE,
+            max_lease: MAX_LEASE,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks that the addresses are consistent.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let s = &self.subnet;
+        let bad = |m: String| Err(ServerError::Config(m));
+        if !s.contains(self.server_ip)
+            || self.server_ip == s.network()
+            || self.server_ip == s.broadcast()
+        {
+            return bad(format!(
+                "server address {} is not a host address of {s}",
+                self.server_ip
+            ));
+        }
+        if !s.contains(self.pool_start)
+            || !s.contains(self.pool_end)
+            || u32::from(self.pool_start) > u32::from(self.pool_end)
+        {
+            return bad(format!(
+                "pool {}-{} is not inside {s}",
+                self.pool_start, self.pool_end
+            ));
+        }
+        if self.default_lease.is_zero() || self.max_lease < self.default_lease {
+            return bad("lease times must satisfy 0 < default <= max".into());
+        }
+        Ok(())
+    }
+
+    /// Whether `addr` may be handed out: in the pool, not the server, subnet or broadcast address.
+    pub fn in_pool(&self, addr: Ipv4Addr) -> bool {
+        let a = u32::from(addr);
+        a >= u32::from(self.pool_start)
+            && a <= u32::from(self.pool_end)
+            && addr != self.server_ip
+            && addr != self.subnet.network()
+            && addr != self.subnet.broadcast()
+    }
+}
+
+/// Per-request facts the caller knows and the packet does not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestContext {
+    /// The machine's name, sent as option 12 (host name) when known.
+    pub hostname_for: Option<String>,
+}
+
+/// Where a reply goes. The UDP destination port is always 68.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// 255.255.255.255 on the link.
+    Broadcast,
+    /// The client's own address (it has one: renewing, or INFORM).
+    Unicast(Ipv4Addr),
+}
+
+/// Why a packet was dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DropReason {
+    /// Too short, bad cookie, bad hardware length, undecodable, or no message type.
+    Malformed(&'static str),
+    /// Not a BOOTREQUEST (e.g. another server's reply).
+    NotRequest,
+    /// A message type a server does not act on (OFFER, ACK, NAK, ...).
+    UnexpectedType,
+    /// Came through a relay agent; netd serves only its own link.
+    Relayed,
+    /// No free address for this client.
+    PoolExhausted,
+    /// The lease table could not be saved, so nothing was acknowledged.
+    SaveFailed(String),
+    /// The reply could not be encoded.
+    Encode(String),
+}
+
+/// What to do with a received packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Send `bytes` to `to`, port 68. Any lease change it announces is already durable.
+    Reply {
+        /// The encoded DHCP message.
+        bytes: Vec<u8>,
+        /// Where to send it.
+        to: Destination,
+    },
+    /// Valid, acted on or deliberately not answered (RELEASE, DECLINE, REQUEST for another server).
+    Ignore,
+    /// Invalid or not servable; counted in [`Stats`].
+    Drop(DropReason),
+}
+
+/// Counters, for status output and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Packets given to `handle`.
+    pub received: u64,
+    /// Replies produced.
+    pub replied: u64,
+    /// OFFERs sent.
+    pub offers: u64,
+    /// ACKs sent (REQUEST and INFORM).
+    pub acks: u64,
+    /// NAKs sent.
+    pub naks: u64,
+    /// RELEASEs acted on.
+    pub releases: u64,
+    /// DECLINEs acted on.
+    pub declines: u64,
+    /// Valid packets not answered.
+    pub ignored: u64,
+    /// Malformed packets dropped.
+    pub dropped_malformed: u64,
+    /// Other drops (not a request, relayed, pool exhausted, save failure, ...).
+    pub dropped_other: u64,
+    /// DISCOVERs that found no free address.
+    pub pool_exhausted: u64,
+    /// Lease table saves that failed.
+    pub save_failures: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Offer {
+    addr: Ipv4Addr,
+    until: SystemTime,
+}
+
+/// A DHCPv4 server for one link.
+pub struct Server {
+    config: ServerConfig,
+    table: LeaseTable,
+    offers: HashMap<ClientKey, Offer>,
+    store: Box<dyn LeaseStore>,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .field("leases", &self.table.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// The parts of a request the state machine uses, decoded once.
+struct Request {
+    msg: Message,
+    kind: MessageType,
+    key: ClientKey,
+    client_id: Option<Vec<u8>>,
+    requested: Option<Ipv4Addr>,
+    server_id: Option<Ipv4Addr>,
+    lease: Option<u32>,
+    hostname: Option<String>,
+}
+
+impl Server {
+    /// A server with `config`, loading its leases from `store`. Bindings outside the configured
+    /// pool (the link was re-carved) are dropped.
+    pub fn new(
+        config: ServerConfig,
+        mut store: Box<dyn LeaseStore>,
+        now: SystemTime,
+    ) -> Result<Self, ServerError> {
+        config.validate()?;
+        let mut table = store.load()?;
+        table.retain_addrs(now, |a| config.in_pool(a));
+        Ok(Server {
+            config,
+            table,
+            offers: HashMap::new(),
+            store,
+            stats: Stats::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The lease table (e.g. for DNS names of the bound clients).
+    pub fn leases(&self) -> &LeaseTable {
+        &self.table
+    }
+
+    /// Handles one received datagram: decides, saves what must be durable, and says what to send.
+    pub fn handle(&mut self, packet: &[u8], now: SystemTime, ctx: &RequestContext) -> Outcome {
+        self.stats.received += 1;
+        let out = match parse(packet) {
+            Ok(req) => self.dispatch(req, now, ctx),
+            Err(reason) => Outcome::Drop(reason),
+        };
+        match &out {
+            Outcome::Reply { .. } => self.stats.replied += 1,
+            Outcome::Ignore => self.stats.ignored += 1,
+            Outcome::Drop(DropReason::Malformed(_)) => self.stats.dropped_malformed += 1,
+            Outcome::Drop(_) => self.stats.dropped_other += 1,
+        }
+        out
+    }
+
+    fn dispatch(&mut self, req: Request, now: SystemTime, ctx: &RequestContext) -> Outcome {
+        if req.msg.giaddr() != Ipv4Addr::UNSPECIFIED {
+            return Outcome::Drop(DropReason::Relayed);
+        }
+        match req.kind {
+            MessageType::Discover => self.discover(&req, now, ctx),
+            MessageType::Request => self.request(&req, now, ctx),
+            MessageType::Decline => self.decline(&req, now),
+            MessageType::Release => self.release(&req, now),
+            MessageType::Inform => self.inform(&req, ctx),
+            _ => Outcome::Drop(DropReason::UnexpectedType),
+        }
+    }
+
+    fn discover(&mut self, req: &Request, now: SystemTime, ctx: &RequestContext) -> Outcome {
+        let Some(addr) = self.pick_address(req, now) else {
+            self.stats.pool_exhausted += 1;
+            return Outcome::Drop(DropReason::PoolExhausted);
+        };
+        self.offers.retain(|_, o| o.until > now);
+        self.offers.insert(
+            req.key.clone(),
+            Offer {
+                addr,
+                until: now + OFFER_HOLD,
+            },
+        );
+        let lease = self.lease_time(req);
+        self.stats.offers += 1;
+        self.reply(req, MessageType::Offer, addr, Some(lease), ctx)
+    }
+
+    fn request(&mut self, req: &Request, now: SystemTime, ctx: &RequestContext) -> Outcome {
+        let ciaddr = nonzero(req.msg.ciaddr());
+        let addr = match req.server_id {
+            // SELECTING: the client answers an offer, ours or another server's.
+            Some(sid) if sid != self.config.server_ip => {
+                self.offers.remove(&req.key);
+                return Outcome::Ignore;
+            }
+            // Ours; or INIT-REBOOT (requested address), RENEWING/REBINDING (ciaddr).
+            _ => req.requested.or(ciaddr),
+        };
+        let Some(addr) = addr else {
+            return Outcome::Drop(DropReason::Malformed("REQUEST names no address"));
+        };
+        if !self.usable_for(addr, &req.key, now) {
+            return self.nak(req, "requested address is not available");
+        }
+        let lease_time = self.lease_time(req);
+        let lease = Lease {
+            client: req.key.clone(),
+            hwaddr: req.msg.chaddr().to_vec(),
+            addr,
+            expires: now + lease_time,
+            state: LeaseState::Bound,
+            client_hostname: req.hostname.clone(),
+        };
+        if !self.table.insert(lease, now) {
+            return self.nak(req, "requested address is in use");
+        }
+        self.offers.remove(&req.key);
+        if let Err(e) = self.store.save(&self.table) {
+            self.stats.save_failures += 1;
+            return Outcome::Drop(DropReason::SaveFailed(e.to_string()));
+        }
+        self.stats.acks += 1;
+        self.reply(req, MessageType::Ack, addr, Some(lease_time), ctx)
+    }
+
+    fn decline(&mut self, req: &Request, now: SystemTime) -> Outcome {
+        if req.server_id.is_some_and(|s| s != self.config.server_ip) {
+            return Outcome::Ignore;
+        }
+        let Some(addr) = req.requested else {
+            return Outcome::Drop(DropReason::Malformed("DECLINE names no address"));
+        };
+        let offered = self.offers.get(&req.key).is_some_and(|o| o.addr == addr);
+        let bound = self.table.get(&req.key).is_some_and(|l| l.addr == addr);
+        // Only the client the address was given to may take it out of the pool.
+        if !offered && !bound {
+            return Outcome::Ignore;
+        }
+        self.offers.remove(&req.key);
+        self.table.decline(addr, now + DECLINE_HOLD);
+        self.stats.declines += 1;
+        if let Err(e) = self.store.save(&self.table) {
+            self.stats.save_failures += 1;
+            return Outcome::Drop(DropReason::SaveFailed(e.to_string()));
+        }
+        Outcome::Ignore
+    }
+
+    fn release(&mut self, req: &Request, now: SystemTime) -> Outcome {
+        if req.server_id.is_some_and(|s| s != self.config.server_ip) {
+            return Outcome::Ignore;
+        }
+        if self.table.release(&req.key, req.msg.ciaddr(), now) {
+            self.stats.releases += 1;
+            if let Err(e) = self.store.save(&self.table) {
+                // The address simply stays reserved for this client until it expires.
+                self.stats.save_failures += 1;
+                return Outcome::Drop(DropReason::SaveFailed(e.to_string()));
+            }
+        }
+        Outcome::Ignore
+    }
+
+    fn inform(&mut self, req: &Request, ctx: &RequestContext) -> Outcome {
+        self.stats.acks += 1;
+        self.reply(req, MessageType::Ack, Ipv4Addr::UNSPECIFIED, None, ctx)
+    }
+
+    fn nak(&mut self, req: &Request, why: &str) -> Outcome {
+        self.stats.naks += 1;
+        self.offers.remove(&req.key);
+        let mut m = self.reply_header(req, Ipv4Addr::UNSPECIFIED);
+        m.set_ciaddr(Ipv4Addr::UNSPECIFIED);
+        let o = m.opts_mut();
+        o.insert(DhcpOption::MessageType(MessageType::Nak));
+        o.insert(DhcpOption::ServerIdentifier(self.config.server_ip));
+        o.insert(DhcpOption::Message(why.to_string()));
+        if let Some(id) = &req.client_id {
+            o.insert(DhcpOption::ClientIdentifier(id.clone()));
+        }
+        // RFC 2131 4.1: a NAK is always broadcast when not relayed.
+        encode(&m, Destination::Broadcast)
+    }
+
+    fn lease_time(&self, req: &Request) -> Duration {
+        match req.lease {
+            Some(s) if s > 0 => Duration::from_secs(u64::from(s)).min(self.config.max_lease),
+            _ => self.config.default_lease,
+        }
+    }
+
+    /// Whether `addr` may be bound to `key` now: in the pool, not quarantined, and neither bound
+    /// nor offered to anybody else.
+    fn usable_for(&self, addr: Ipv4Addr, key: &ClientKey, now: SystemTime) -> bool {
+        if !self.config.in_pool(addr) || self.table.is_declined(addr, now) {
+            return false;
+        }
+        if let Some(l) = self.table.by_addr(addr) {
+            if &l.client != key && l.is_active(now) {
+                return false;
+            }
+        }
+        !self
+            .offers
+            .iter()
+            .any(|(k, o)| k != key && o.addr == addr && o.until > now)
+    }
+
+    /// Usable, and not remembered as another client's address either.
+    fn fresh_for(&self, addr: Ipv4Addr, key: &ClientKey, now: SystemTime) -> bool {
+        self.usable_for(addr, key, now) && self.table.by_addr(addr).is_none_or(|l| &l.client == key)
+    }
+
+    fn pick_address(&self, req: &Request, now: SystemTime) -> Option<Ipv4Addr> {
+        let key = &req.key;
+        let remembered = [
+            self.offers
+                .get(key)
+                .filter(|o| o.until > now)
+                .map(|o| o.addr),
+            self.table.get(key).map(|l| l.addr),
+        ];
+        if let Some(a) = remembered
+            .into_iter()
+            .flatten()
+            .find(|a| self.usable_for(*a, key, now))
+        {
+            return Some(a);
+        }
+        if let Some(a) = req.requested.filter(|a| self.fresh_for(*a, key, now)) {
+            return Some(a);
+        }
+        let start = u32::from(self.config.pool_start);
+        let n = u32::from(self.config.pool_end) - start + 1;
+        let h = fnv1a(req.msg.chaddr()) % n;
+        let probe = |i: u32| Ipv4Addr::from(start + (h + i) % n);
+        // First an address nobody has had; failing that, one whose old owner is gone.
+        (0..n)
+            .map(probe)
+            .find(|a| self.fresh_for(*a, key, now))
+            .or_else(|| (0..n).map(probe).find(|a| self.usable_for(*a, key, now)))
+    }
+
+    fn reply_header(&self, req: &Request, yiaddr: Ipv4Addr) -> Message {
+        let mut m = Message::default();
+        m.set_opcode(Opcode::BootReply)
+            .set_htype(req.msg.htype())
+            .set_chaddr(req.msg.chaddr())
+            .set_xid(req.msg.xid())
+            .set_flags(req.msg.flags())
+            .set_ciaddr(req.msg.ciaddr())
+            .set_yiaddr(yiaddr)
+            .set_giaddr(req.msg.giaddr());
+        m
+    }
+
+    fn reply(
+        &self,
+        req: &Request,
+        kind: MessageType,
+        yiaddr: Ipv4Addr,
+        lease: Option<Duration>,
+        ctx: &RequestContext,
+    ) -> Outcome {
+        let c = &self.config;
+        let mut m = self.reply_header(req, yiaddr);
+        if kind == MessageType::Offer {
+            m.set_ciaddr(Ipv4Addr::UNSPECIFIED);
+        }
+        let o = m.opts_mut();
+        o.insert(DhcpOption::MessageType(kind));
+        o.insert(DhcpOption::ServerIdentifier(c.server_ip));
+        if let Some(lease) = lease {
+            let secs = u32::try_from(lease.as_secs()).unwrap_or(u32::MAX);
+            o.insert(DhcpOption::AddressLeaseTime(secs));
+            o.insert(DhcpOption::Renewal(secs / 2));
+            o.insert(DhcpOption::Rebinding(
+                u32::try_from(u64::from(secs) * 7 / 8).unwrap_or(u32::MAX),
+            ));
+        }
+        o.insert(DhcpOption::SubnetMask(c.subnet.mask()));
+        if let Some(r) = c.router {
+            o.insert(DhcpOption::Router(vec![r]));
+        }
+        if !c.dns.is_empty() {
+            o.insert(DhcpOption::DomainNameServer(c.dns.clone()));
+        }
+        if let Some(d) = c.domain.as_ref().filter(|d| !d.is_empty()) {
+            o.insert(DhcpOption::DomainName(d.clone()));
+        }
+        if let Some(h) = ctx.hostname_for.as_ref().filter(|h| valid_hostname(h)) {
+            o.insert(DhcpOption::Hostname(h.clone()));
+        }
+        if let Some(id) = &req.client_id {
+            // RFC 6842: echo the client identifier.
+            o.insert(DhcpOption::ClientIdentifier(id.clone()));
+        }
+        let to = match nonzero(req.msg.ciaddr()) {
+            Some(ci) if kind != MessageType::Offer => Destination::Unicast(ci),
+            _ => Destination::Broadcast,
+        };
+        encode(&m, to)
+    }
+}
+
+fn encode(m: &Message, to: Destination) -> Outcome {
+    let mut bytes = Vec::with_capacity(MIN_PACKET_SIZE);
+    if let Err(e) = m.encode(&mut Encoder::new(&mut bytes)) {
+        return Outcome::Drop(DropReason::Encode(e.to_string()));
+    }
+    // BOOTP relays and old clients expect at least 300 bytes.
+    if bytes.len() < MIN_PACKET_SIZE {
+        bytes.resize(MIN_PACKET_SIZE, 0);
+    }
+    Outcome::Reply { bytes, to }
+}
+
+fn nonzero(a: Ipv4Addr) -> Option<Ipv4Addr> {
+    (a != Ipv4Addr::UNSPECIFIED).then_some(a)
+}
+
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// RFC 1123 host name (dots allowed), as a client or we may send in option 12.
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// The client hardware address of a request, without decoding the rest; for the I/O layer to
+/// look up the machine behind a MAC before calling [`Server::handle`].
+pub fn client_hwaddr(packet: &[u8]) -> Option<&[u8]> {
+    let hlen = usize::from(*packet.get(OFF_HLEN)?);
+    if hlen == 0 || hlen > 16 {
+        return None;
+    }
+    packet.get(OFF_CHADDR..OFF_CHADDR + hlen)
+}
+
+/// Option codes the server reads, with their valid lengths (min, max).
+const READ_OPTIONS: [(u8, usize, usize); 8] = [
+    (12, 1, 255), // host name
+    (50, 4, 4),   // requested address
+    (51, 4, 4),   // lease time
+    (53, 1, 1),   // message type
+    (54, 4, 4),   // server identifier
+    (55, 0, 255), // parameter request list
+    (57, 2, 2),   // maximum message size
+    (61, 0, 255), // client identifier (empty is refused later, with a reason)
+];
+
+/// Rebuilds the packet with only the options the server reads, each checked for its length.
+///
+/// dhcproto's option decoder has debug assertions and unchecked length arithmetic for some
+/// options the server never needs (client FQDN, bulk lease query, ...), so untrusted options
+/// are walked here with bounds checks and only known-good ones reach it. Repeated options are
+/// concatenated (RFC 3396). A truncated option ends the walk, as a missing END would.
+fn sanitize(packet: &[u8]) -> Result<Vec<u8>, DropReason> {
+    let mut found: Vec<(u8, Vec<u8>)> = Vec::new();
+    let mut i = HEADER_LEN;
+    while let Some(&code) = packet.get(i) {
+        match code {
+            0 => {
+                i += 1;
+                continue;
+            }
+            255 => break,
+            _ => {}
+        }
+        let Some(&len) = packet.get(i + 1) else { break };
+        let Some(data) = packet.get(i + 2..i + 2 + usize::from(len)) else {
+            break;
+        };
+        i += 2 + usize::from(len);
+        if !READ_OPTIONS.iter().any(|(c, _, _)| *c == code) {
+            continue;
+        }
+        match found.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, d)) => d.extend_from_slice(data),
+            None => found.push((code, data.to_vec())),
+        }
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + 64);
+    out.extend_from_slice(&packet[..HEADER_LEN]);
+    for (code, data) in found {
+        let Some((_, min, max)) = READ_OPTIONS.iter().find(|(c, _, _)| *c == code) else {
+            continue;
+        };
+        if data.len() < *min || data.len() > *max {
+            if code == 53 {
+                return Err(DropReason::Malformed("bad message type option"));
+            }
+            // Any other badly sized option is ignored, as if absent.
+            continue;
+        }
+        out.push(code);
+        // Bounded by max <= 255 above.
+        out.push(data.len() as u8);
+        out.extend_from_slice(&data);
+    }
+    out.push(255);
+    Ok(out)
+}
+
+/// Checks the fixed header by hand (dhcproto trusts `hlen`), then decodes with dhcproto.
+fn parse(packet: &[u8]) -> Result<Request, DropReason> {
+    if packet.len() < HEADER_LEN {
+        return Err(DropReason::Malformed("shorter than a BOOTP header"));
+    }
+    if packet[0] != 1 {
+        return Err(DropReason::NotRequest);
+    }
+    if usize::from(packet[OFF_HLEN]) > 16 {
+        return Err(DropReason::Malformed(
+            "hardware address longer than 16 bytes",
+        ));
+    }
+    if packet[OFF_MAGIC..HEADER_LEN] != MAGIC {
+        return Err(DropReason::Malformed("no DHCP magic cookie"));
+    }
+    let clean = sanitize(packet)?;
+    let msg = Message::decode(&mut Decoder::new(&clean))
+        .map_err(|_| DropReason::Malformed("undecodable message"))?;
+    if msg.opcode() != Opcode::BootRequest {
+        return Err(DropReason::NotRequest);
+    }
+    let opts = msg.opts();
+    let kind = match opts.get(OptionCode::MessageType) {
+        Some(DhcpOption::MessageType(k)) => *k,
+        _ => return Err(DropReason::Malformed("no message type")),
+    };
+    let client_id = match opts.get(OptionCode::ClientIdentifier) {
+        Some(DhcpOption::ClientIdentifier(id)) if !id.is_empty() => Some(id.clone()),
+        Some(DhcpOption::ClientIdentifier(_)) => {
+            return Err(DropReason::Malformed("empty client identifier"))
+        }
+        _ => None,
+    };
+    let key = match &client_id {
+        Some(id) => ClientKey::from_client_id(id),
+        None => {
+            let hw = msg.chaddr();
+            if hw.is_empty() || hw.iter().all(|b| *b == 0) {
+                return Err(DropReason::Malformed("no client hardware address"));
+            }
+            ClientKey::from_hwaddr(u8::from(msg.htype()), hw)
+        }
+    };
+    let requested = match opts.get(OptionCode::RequestedIpAddress) {
+        Some(DhcpOption::RequestedIpAddress(a)) => nonzero(*a),
+        _ => None,
+    };
+    let server_id = match opts.get(OptionCode::ServerIdentifier) {
+        Some(DhcpOption::ServerIdentifier(a)) => Some(*a),
+        _ => None,
+    };
+    let lease = match opts.get(OptionCode::AddressLeaseTime) {
+        Some(DhcpOption::AddressLeaseTime(s)) => Some(*s),
+        _ => None,
+    };
+    let hostname = match opts.get(OptionCode::Hostname) {
+        Some(DhcpOption::Hostname(h)) if valid_hostname(h) => Some(h.clone()),
+        _ => None,
+    };
+    Ok(Request {
+        msg,
+        kind,
+        key,
+        client_id,
+        requested,
+        server_id,
+        lease,
+        hostname,
+    })
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
