@@ -6,5 +6,7 @@
 //! anything heavy.
 
 pub mod names;
+pub mod naming;
+pub mod netd;
 pub mod paths;
 pub mod registry;

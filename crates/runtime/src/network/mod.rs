@@ -19,7 +19,7 @@
 
 pub mod addrs;
 pub mod keeper;
-pub mod naming;
+pub use netspawn_common::naming;
 pub mod rtnl;
 pub mod zone;
 

@@ -10,7 +10,7 @@
 //!   (systemd's `generate_mac()`), so a restarted machine gets the same MAC
 //!   and therefore the same DHCP lease.
 
-use netspawn_common::names::IFNAME_MAX;
+use crate::names::IFNAME_MAX;
 
 /// A 128-bit hash key (the bytes of systemd's `SD_ID128_MAKE(...)`).
 pub type HashKey = [u8; 16];

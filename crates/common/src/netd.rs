@@ -1,0 +1,132 @@
+//! The control protocol between `netspawn` and `netspawn-netd`: one request
+//! per line on the Unix socket `<run_dir>/netd.sock`, one answer line back.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `PING` | `OK` |
+//! | `LINK IFNAME TIMEOUT_MS` | `OK address=A/N` once netd has configured the link (or the zone bridge it is a member of), `OK unmanaged` when no network template matches, `ERR ...` |
+//! | `PORTS OWNER IFNAME MAC PROTO:HOST:CONTAINER...` | `OK` when the forwards are registered (installed as soon as the container's address is known), `ERR ...` if a port is taken |
+//! | `RELEASE OWNER` | `OK` |
+//!
+//! Words are separated by single spaces and may not contain spaces or
+//! newlines (interface and machine names cannot).
+
+use std::path::PathBuf;
+
+/// A parsed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Ping,
+    Link { ifname: String, timeout_ms: u64 },
+    Ports { owner: String, ifname: String, mac: String, forwards: Vec<Forward> },
+    Release { owner: String },
+}
+
+/// One port forward: `tcp:8080:80`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub udp: bool,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+impl std::fmt::Display for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", if self.udp { "udp" } else { "tcp" }, self.host_port, self.container_port)
+    }
+}
+
+fn word_ok(w: &str) -> bool {
+    !w.is_empty() && w.len() <= 256 && !w.contains(char::is_whitespace)
+}
+
+impl Request {
+    /// The request as one line (without the newline).
+    pub fn to_line(&self) -> String {
+        match self {
+            Request::Ping => "PING".into(),
+            Request::Link { ifname, timeout_ms } => format!("LINK {ifname} {timeout_ms}"),
+            Request::Ports { owner, ifname, mac, forwards } => {
+                let mut s = format!("PORTS {owner} {ifname} {mac}");
+                for f in forwards {
+                    s.push(' ');
+                    s.push_str(&f.to_string());
+                }
+                s
+            }
+            Request::Release { owner } => format!("RELEASE {owner}"),
+        }
+    }
+
+    /// Parses one line; the error is the answer's message.
+    pub fn parse(line: &str) -> Result<Request, String> {
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.len() > 4096 {
+            return Err("request too long".into());
+        }
+        let words: Vec<&str> = line.split(' ').collect();
+        if words.iter().skip(1).any(|w| !word_ok(w)) {
+            return Err("malformed request".into());
+        }
+        match words.as_slice() {
+            ["PING"] => Ok(Request::Ping),
+            ["LINK", ifname, t] => Ok(Request::Link {
+                ifname: ifname.to_string(),
+                timeout_ms: t.parse().map_err(|_| "bad timeout")?,
+            }),
+            ["PORTS", owner, ifname, mac, fwds @ ..] => {
+                let mut forwards = Vec::new();
+                for f in fwds {
+                    let parts: Vec<&str> = f.split(':').collect();
+                    let [proto, h, c] = parts.as_slice() else { return Err(format!("bad forward {f:?}")) };
+                    let udp = match *proto {
+                        "tcp" => false,
+                        "udp" => true,
+                        _ => return Err(format!("bad protocol in {f:?}")),
+                    };
+                    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("bad port in {f:?}"));
+                    forwards.push(Forward { udp, host_port: port(h)?, container_port: port(c)? });
+                }
+                Ok(Request::Ports { owner: owner.to_string(), ifname: ifname.to_string(), mac: mac.to_string(), forwards })
+            }
+            ["RELEASE", owner] => Ok(Request::Release { owner: owner.to_string() }),
+            _ => Err("unknown request".into()),
+        }
+    }
+}
+
+/// The control socket's path.
+pub fn socket_path(paths: &crate::paths::Paths) -> PathBuf {
+    paths.run_dir.join("netd.sock")
+}
+
+/// The single-instance lock's path.
+pub fn lock_path(paths: &crate::paths::Paths) -> PathBuf {
+    paths.run_dir.join("netd.lock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_garbage() {
+        let reqs = [
+            Request::Ping,
+            Request::Link { ifname: "ve-web".into(), timeout_ms: 3000 },
+            Request::Ports {
+                owner: "web".into(),
+                ifname: "ve-web".into(),
+                mac: "02:00:00:00:00:01".into(),
+                forwards: vec![Forward { udp: false, host_port: 8080, container_port: 80 }, Forward { udp: true, host_port: 53, container_port: 5353 }],
+            },
+            Request::Release { owner: "web".into() },
+        ];
+        for r in reqs {
+            assert_eq!(Request::parse(&r.to_line()), Ok(r.clone()));
+        }
+        for bad in ["", "LINK", "LINK a", "LINK a b", "PORTS o i m tcp:0:1", "PORTS o i m sctp:1:1", "PORTS o i m tcp:1", "NOPE", "LINK  x 1", &"A".repeat(5000)] {
+            assert!(Request::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
