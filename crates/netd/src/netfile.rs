@@ -1,0 +1,1743 @@
+//! Network templates: `.network` files in systemd.network(5) syntax, the
+//! search path they are loaded from, and which file applies to a link.
+//!
+//! The line syntax is systemd's unit-file syntax, as for `.nspawn` files
+//! (crates/runtime/src/settings.rs): `[Section]` headers, `Key=Value` with
+//! whitespace around `=` trimmed, `#`/`;` comment lines (dropped even inside
+//! a continuation), lines continued with a trailing backslash (which becomes
+//! a space), `\n`, `\r\n` or `\r` line ends, a leading BOM ignored.
+//!
+//! netd understands [Match] `Name=`, `Driver=`, `Kind=`, `Virtualization=`;
+//! [Network] `Address=`, `DHCPServer=`, `IPMasquerade=`,
+//! `LinkLocalAddressing=`, `DNS=`, `DHCP=`, `KeepMaster=`; [DHCPServer]
+//! `PoolOffset=`, `PoolSize=`, `EmitDNS=`, `DNS=`, `EmitRouter=`,
+//! `DefaultLeaseTimeSec=`, `MaxLeaseTimeSec=`. Other keys and sections that
+//! systemd knows are warnings saying netd ignores them; unknown ones are
+//! "Unknown ..." warnings; `X-` keys and sections are ignored silently.
+//!
+//! Differences from systemd-networkd, on purpose:
+//! - a malformed line or an invalid value is an error (`FILE:LINE: msg`)
+//!   instead of a logged-and-ignored assignment, so a typo never silently
+//!   changes a link's configuration;
+//! - a [Match] key netd cannot test (`MACAddress=`, `Path=`, `Type=`, ...)
+//!   makes the file match no link (with a warning), instead of the file
+//!   matching more links than its author meant;
+//! - drop-in directories (`NAME.network.d/*.conf`) are not read.
+//!
+//! Loading follows networkd's precedence: files are collected by file name
+//! over directories in decreasing priority, a file masks those of the same
+//! name in lower directories (an empty file or a symlink to `/dev/null` masks
+//! the name entirely), and the first file in lexical order of file names
+//! whose [Match] matches a link applies to it. The templates of
+//! `network-templates/` are built into the binary as the lowest-priority
+//! directory; see [`search_path`] for the directories above them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+use thiserror::Error;
+
+/// Longest logical line (after joining continuations), as systemd's
+/// `LONG_LINE_MAX`; bounds the work a hostile file can cause.
+pub const LONG_LINE_MAX: usize = 1024 * 1024;
+
+/// Largest `.network` file read; bigger ones are an error rather than a
+/// reason to read without bound.
+pub const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
+
+/// Colon-separated directories searched for `.network` files, highest
+/// priority first; replaces [`DEFAULT_NETWORK_PATH`] when set and not empty
+/// (tests use it). The built-in templates stay below it either way.
+pub const ENV_NETWORK_PATH: &str = "NETSPAWN_NETWORK_PATH";
+
+/// Directories searched for `.network` files when [`ENV_NETWORK_PATH`] is not
+/// set, highest priority first: the administrator's, then the package's.
+pub const DEFAULT_NETWORK_PATH: [&str; 2] = ["/etc/netspawn/network", "/usr/lib/netspawn/network"];
+
+/// The directory name shown in messages about a built-in template.
+pub const BUILTIN_DIR: &str = "(built-in)";
+
+/// The templates of `network-templates/`, built in: (file name, text).
+pub const BUILTIN: [(&str, &str); 4] = [
+    (
+        "80-container-host0.network",
+        include_str!("../../../network-templates/80-container-host0.network"),
+    ),
+    (
+        "80-container-vb.network",
+        include_str!("../../../network-templates/80-container-vb.network"),
+    ),
+    (
+        "80-container-ve.network",
+        include_str!("../../../network-templates/80-container-ve.network"),
+    ),
+    (
+        "80-container-vz.network",
+        include_str!("../../../network-templates/80-container-vz.network"),
+    ),
+];
+
+/// Default `DefaultLeaseTimeSec=`: 1h, as networkd.
+pub const DEFAULT_LEASE_SECS: u32 = 3600;
+/// Default `MaxLeaseTimeSec=`: 12h, as networkd.
+pub const DEFAULT_MAX_LEASE_SECS: u32 = 12 * 3600;
+/// A lease time of `infinity`: DHCP's "infinite lease" value (RFC 2131).
+pub const INFINITE_LEASE: u32 = u32::MAX;
+
+/// A `.network` file that cannot be used, or a directory that cannot be read.
+/// `Display` is `FILE:LINE: msg`, or `FILE: msg` when no line is concerned
+/// (`line` 0), on one line.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{}{}: {msg}", file.display(), LineSuffix(*line))]
+pub struct NetFileError {
+    pub file: PathBuf,
+    /// 1-based; for a line continued with backslashes, the last physical
+    /// line; 0 when the error is not about a line (I/O, file too large).
+    pub line: usize,
+    pub msg: String,
+}
+
+/// `:LINE`, or nothing for line 0.
+struct LineSuffix(usize);
+
+impl fmt::Display for LineSuffix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            Ok(())
+        } else {
+            write!(f, ":{}", self.0)
+        }
+    }
+}
+
+/// What netd knows about a link when it picks its `.network` file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkFacts {
+    /// The interface name.
+    pub name: String,
+    /// Alternative names (IFLA_ALT_IFNAME); `Name=` matches them too, as in
+    /// networkd (netspawn sets a shortened link's full name as one).
+    pub altnames: Vec<String>,
+    /// The link kind (IFLA_INFO_KIND: `veth`, `bridge`, ...), `None` for
+    /// links without one (physical devices).
+    pub kind: Option<String>,
+    /// The driver (`ethtool -i`: `veth` for veth links, `bridge` for
+    /// bridges), `None` if unknown.
+    pub driver: Option<String>,
+}
+
+/// One word of a `Name=`/`Driver=`/`Kind=` list: a shell glob (fnmatch(3)
+/// without flags), negated when its assignment started with `!`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    pub glob: String,
+    pub negate: bool,
+}
+
+/// A `Virtualization=` condition: a boolean, `vm`, `container`, or a
+/// technology name as systemd-detect-virt prints it; `!` negates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtCondition {
+    pub value: String,
+    pub negate: bool,
+}
+
+/// Whether, and in what, netd itself runs (systemd-detect-virt's answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Virtualization {
+    /// On bare metal, or in a VM that was not detected.
+    #[default]
+    None,
+    /// In a virtual machine of this technology (`kvm`, `qemu`, ...).
+    Vm(String),
+    /// In a container of this technology (`systemd-nspawn`, `docker`, ...).
+    Container(String),
+}
+
+/// Technologies systemd-detect-virt names for virtual machines.
+const VM_IDS: [&str; 19] = [
+    "qemu",
+    "kvm",
+    "amazon",
+    "zvm",
+    "vmware",
+    "microsoft",
+    "oracle",
+    "powervm",
+    "xen",
+    "bochs",
+    "uml",
+    "parallels",
+    "bhyve",
+    "qnx",
+    "acrn",
+    "apple",
+    "sre",
+    "google",
+    "vm-other",
+];
+
+impl Virtualization {
+    /// Detects a container the way systemd does for one: `/run/systemd/container`,
+    /// else `container=` in PID 1's environment (as netspawn and other
+    /// managers set it). Virtual machines are not detected (reported as
+    /// [`Virtualization::None`]); nothing in netd's templates depends on them.
+    pub fn detect() -> Virtualization {
+        if let Ok(s) = std::fs::read_to_string("/run/systemd/container") {
+            let s = s.trim();
+            if !s.is_empty() {
+                return Virtualization::Container(s.to_string());
+            }
+        }
+        if let Ok(env) = std::fs::read("/proc/1/environ") {
+            for var in env.split(|b| *b == 0) {
+                if let Some(v) = var.strip_prefix(b"container=") {
+                    if !v.is_empty() {
+                        return Virtualization::Container(String::from_utf8_lossy(v).into_owned());
+                    }
+                }
+            }
+        }
+        Virtualization::None
+    }
+}
+
+impl VirtCondition {
+    /// systemd's `condition_test_virtualization()` for the cases netd can
+    /// tell apart.
+    pub fn test(&self, virt: &Virtualization) -> bool {
+        let result = if let Some(b) = parse_boolean(&self.value) {
+            b == (*virt != Virtualization::None)
+        } else {
+            match (self.value.as_str(), virt) {
+                ("vm", Virtualization::Vm(_)) => true,
+                ("container", Virtualization::Container(_)) => true,
+                (v, Virtualization::Vm(id) | Virtualization::Container(id)) => v == id,
+                (_, Virtualization::None) => false,
+            }
+        };
+        result != self.negate
+    }
+}
+
+/// The [Match] section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Match {
+    /// `Name=`: globs for the interface name or any alternative name.
+    pub name: Vec<Pattern>,
+    /// `Driver=`.
+    pub driver: Vec<Pattern>,
+    /// `Kind=`.
+    pub kind: Vec<Pattern>,
+    /// `Virtualization=`: only the last assignment counts, as in systemd.
+    pub virtualization: Option<VirtCondition>,
+    /// [Match] keys netd cannot test that are set: while any is, the file
+    /// matches no link.
+    pub untestable: Vec<String>,
+}
+
+impl Match {
+    /// True when nothing is set, so the file matches every link (networkd
+    /// warns about that; so does [`parse`]).
+    pub fn is_empty(&self) -> bool {
+        self.name.is_empty()
+            && self.driver.is_empty()
+            && self.kind.is_empty()
+            && self.virtualization.is_none()
+            && self.untestable.is_empty()
+    }
+
+    /// True if every condition set holds for `link`, netd running in `virt`
+    /// (networkd's `net_match_config()`).
+    pub fn matches(&self, link: &LinkFacts, virt: &Virtualization) -> bool {
+        if !self.untestable.is_empty() {
+            return false;
+        }
+        if !test_patterns(&self.driver, link.driver.as_deref())
+            || !test_patterns(&self.kind, link.kind.as_deref())
+        {
+            return false;
+        }
+        let name_ok = test_patterns(&self.name, Some(&link.name))
+            || link
+                .altnames
+                .iter()
+                .any(|a| test_patterns(&self.name, Some(a)));
+        if !name_ok {
+            return false;
+        }
+        self.virtualization.as_ref().is_none_or(|c| c.test(virt))
+    }
+}
+
+/// networkd's `net_condition_test_strv()`: an empty list holds; a negated
+/// glob that matches fails the test; otherwise the test holds if some
+/// positive glob matches, or if there are only negated ones. An absent
+/// value matches no glob.
+fn test_patterns(patterns: &[Pattern], value: Option<&str>) -> bool {
+    if patterns.is_empty() {
+        return true;
+    }
+    let mut matched = false;
+    let mut has_positive = false;
+    for p in patterns {
+        if !p.negate {
+            has_positive = true;
+        }
+        if value.is_some_and(|v| fnmatch(&p.glob, v)) {
+            if p.negate {
+                return false;
+            }
+            matched = true;
+        }
+    }
+    if has_positive {
+        matched
+    } else {
+        true
+    }
+}
+
+/// Address families a setting applies to: systemd's `no`/`ipv4`/`ipv6`/
+/// `yes` (or `both`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Families {
+    #[default]
+    No,
+    Ipv4,
+    Ipv6,
+    Both,
+}
+
+impl Families {
+    /// True for `ipv4` and `both`.
+    pub fn ipv4(self) -> bool {
+        matches!(self, Families::Ipv4 | Families::Both)
+    }
+
+    /// True for `ipv6` and `both`.
+    pub fn ipv6(self) -> bool {
+        matches!(self, Families::Ipv6 | Families::Both)
+    }
+}
+
+/// A `DNS=` server of the [Network] section:
+/// `ADDR[:PORT][%IFNAME][#SNI]`, an IPv6 address with a port in brackets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsServer {
+    pub addr: IpAddr,
+    pub port: Option<u16>,
+    pub ifname: Option<String>,
+    pub server_name: Option<String>,
+}
+
+/// The [Network] section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Network {
+    /// `Address=` in file order, as written (the host bits kept). An
+    /// unspecified address (`0.0.0.0/N`, `::/N`) asks for a subnet of prefix
+    /// `N` from the address pool: see [`is_pool_request`].
+    pub addresses: Vec<IpNetwork>,
+    /// `DHCPServer=`: serve DHCPv4 on the link.
+    pub dhcp_server: bool,
+    /// `IPMasquerade=`. `yes` means `ipv4`, as current networkd (with a
+    /// deprecation warning).
+    pub ip_masquerade: Families,
+    /// `LinkLocalAddressing=` as written; `None` when not set, see
+    /// [`Network::link_local`] for the default.
+    pub link_local_addressing: Option<Families>,
+    /// `DNS=`: the link's DNS servers.
+    pub dns: Vec<DnsServer>,
+    /// `DHCP=`: which DHCP clients run on the link (a guest-side setting).
+    pub dhcp: Families,
+    /// `KeepMaster=`: leave the link in its bridge. netd never changes a
+    /// link's master, so it only affects the link-local default.
+    pub keep_master: bool,
+}
+
+impl Network {
+    /// `LinkLocalAddressing=`, or its default: `no` with `KeepMaster=yes`,
+    /// else `ipv6` (networkd's rule, minus the cases netd does not handle).
+    pub fn link_local(&self) -> Families {
+        match self.link_local_addressing {
+            Some(f) => f,
+            None if self.keep_master => Families::No,
+            None => Families::Ipv6,
+        }
+    }
+
+    /// The `Address=` entries that ask for a subnet from the pool.
+    pub fn pool_requests(&self) -> impl Iterator<Item = &IpNetwork> {
+        self.addresses.iter().filter(|a| is_pool_request(a))
+    }
+
+    /// The `Address=` entries that are static addresses.
+    pub fn static_addresses(&self) -> impl Iterator<Item = &IpNetwork> {
+        self.addresses.iter().filter(|a| !is_pool_request(a))
+    }
+}
+
+/// True for `0.0.0.0/N` and `::/N`: a request for a subnet of prefix `N`
+/// from the address pool rather than an address.
+pub fn is_pool_request(addr: &IpNetwork) -> bool {
+    addr.ip().is_unspecified()
+}
+
+/// A `DNS=` entry of the [DHCPServer] section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DhcpDns {
+    /// `_server_address`: the DHCP server's own address on the link.
+    ServerAddress,
+    Addr(Ipv4Addr),
+}
+
+/// The [DHCPServer] section, with networkd's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpServerConfig {
+    /// `PoolOffset=`: offset of the first address handed out from the start
+    /// of the subnet; 0 means the default (right after the subnet address).
+    pub pool_offset: u32,
+    /// `PoolSize=`: number of addresses handed out; 0 means the default (the
+    /// rest of the subnet, without the broadcast address).
+    pub pool_size: u32,
+    /// `EmitDNS=` (default yes).
+    pub emit_dns: bool,
+    /// `DNS=`: the servers to hand out; empty means "netd's own DNS".
+    pub dns: Vec<DhcpDns>,
+    /// `EmitRouter=` (default yes): hand out the server address as router.
+    pub emit_router: bool,
+    /// `DefaultLeaseTimeSec=` in seconds (default 1h); [`INFINITE_LEASE`]
+    /// for `infinity`.
+    pub default_lease_secs: u32,
+    /// `MaxLeaseTimeSec=` in seconds (default 12h); [`INFINITE_LEASE`] for
+    /// `infinity`.
+    pub max_lease_secs: u32,
+}
+
+impl Default for DhcpServerConfig {
+    fn default() -> Self {
+        DhcpServerConfig {
+            pool_offset: 0,
+            pool_size: 0,
+            emit_dns: true,
+            dns: Vec::new(),
+            emit_router: true,
+            default_lease_secs: DEFAULT_LEASE_SECS,
+            max_lease_secs: DEFAULT_MAX_LEASE_SECS,
+        }
+    }
+}
+
+/// One parsed `.network` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkFile {
+    /// The file name (`80-container-ve.network`): what precedence and order
+    /// go by.
+    pub name: String,
+    /// Where it was read from (`(built-in)/NAME` for a built-in template).
+    pub path: PathBuf,
+    pub matching: Match,
+    pub network: Network,
+    pub dhcp_server: DhcpServerConfig,
+}
+
+/// The result of parsing one file: the file and its warnings (each already
+/// `FILE:LINE: ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub file: NetworkFile,
+    pub warnings: Vec<String>,
+}
+
+/// Parses the text of a `.network` file; `file` names it in messages and
+/// gives [`NetworkFile::name`].
+pub fn parse(text: &str, file: &Path) -> Result<Parsed, NetFileError> {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut p = Parser {
+        file,
+        section: SectionState::None,
+        out: NetworkFile {
+            name,
+            path: file.to_path_buf(),
+            matching: Match::default(),
+            network: Network::default(),
+            dhcp_server: DhcpServerConfig::default(),
+        },
+        warnings: Vec::new(),
+    };
+    p.run(text)?;
+    if p.out.matching.is_empty() {
+        p.warnings.push(format!(
+            "{}: No valid settings found in the [Match] section, the file will match all \
+             interfaces. If that is intended, please add Name=* in the [Match] section.",
+            file.display()
+        ));
+    }
+    Ok(Parsed {
+        file: p.out,
+        warnings: p.warnings,
+    })
+}
+
+/// Like [`parse`], for the raw bytes of a file: a line that is not UTF-8 is
+/// an error naming that line.
+pub fn parse_bytes(data: &[u8], file: &Path) -> Result<Parsed, NetFileError> {
+    match std::str::from_utf8(data) {
+        Ok(text) => parse(text, file),
+        Err(e) => {
+            let valid = data.get(..e.valid_up_to()).unwrap_or_default();
+            Err(NetFileError {
+                file: file.to_path_buf(),
+                line: 1 + count_line_breaks(valid),
+                msg: "line is not valid UTF-8".to_string(),
+            })
+        }
+    }
+}
+
+/// The `.network` files in effect, in the order they are tried.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// Parsed files, sorted by file name.
+    pub files: Vec<NetworkFile>,
+    /// The files that mask a name (empty, or a symlink to `/dev/null`).
+    pub masked: Vec<PathBuf>,
+    /// Warnings of all files, each `FILE:LINE: ...` on one line.
+    pub warnings: Vec<String>,
+    /// What netd runs in, for `Virtualization=`; [`load`] detects it.
+    pub virtualization: Virtualization,
+}
+
+impl Loaded {
+    /// The file that applies to `link`: the first, in lexical order of file
+    /// names, whose [Match] section matches (networkd's rule).
+    pub fn find_match(&self, link: &LinkFacts) -> Option<&NetworkFile> {
+        self.files
+            .iter()
+            .find(|f| f.matching.matches(link, &self.virtualization))
+    }
+
+    /// Every static `Address=` of every file, as subnets: the pool must not
+    /// hand these out even before a link using them appears (networkd checks
+    /// configured-but-unassigned addresses too).
+    pub fn static_networks(&self) -> Vec<IpNetwork> {
+        let mut out = Vec::new();
+        for f in &self.files {
+            out.extend(f.network.static_addresses().copied());
+        }
+        out
+    }
+}
+
+/// The directories to load from, highest priority first: [`ENV_NETWORK_PATH`]
+/// if set and not empty, else [`DEFAULT_NETWORK_PATH`]. (The built-in
+/// templates come below these in [`load`].)
+pub fn search_path() -> Vec<PathBuf> {
+    match std::env::var(ENV_NETWORK_PATH) {
+        Ok(v) if !v.is_empty() => v
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect(),
+        _ => DEFAULT_NETWORK_PATH.iter().map(PathBuf::from).collect(),
+    }
+}
+
+/// Loads the `.network` files of `dirs` (highest priority first) over the
+/// built-in templates ([`BUILTIN`]), and detects [`Virtualization`].
+pub fn load(dirs: &[PathBuf]) -> Result<Loaded, NetFileError> {
+    let mut loaded = load_with(dirs, &BUILTIN)?;
+    loaded.virtualization = Virtualization::detect();
+    Ok(loaded)
+}
+
+/// Where the text of a file in effect comes from.
+enum Source<'a> {
+    Path(PathBuf),
+    Builtin(&'a str),
+    Masked(PathBuf),
+}
+
+/// Like [`load`] with the given built-in files (name, text) as the lowest
+/// priority directory, and [`Virtualization::None`]. A missing directory is
+/// skipped; one that cannot be read, or a file that cannot be read or parsed,
+/// is an error. Only regular files (or symlinks to them) named `*.network`,
+/// not hidden, are read.
+pub fn load_with(dirs: &[PathBuf], builtin: &[(&str, &str)]) -> Result<Loaded, NetFileError> {
+    let io_error = |file: &Path, e: std::io::Error| NetFileError {
+        file: file.to_path_buf(),
+        line: 0,
+        msg: e.to_string(),
+    };
+    let mut chosen: BTreeMap<String, Source> = BTreeMap::new();
+    for dir in dirs {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_error(dir, e)),
+        };
+        // Sorted, so errors and masking are reported the same on every run.
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(dir, e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if name.starts_with('.') || !name.ends_with(".network") {
+                continue;
+            }
+            names.push(name);
+        }
+        names.sort();
+        for name in names {
+            if chosen.contains_key(&name) {
+                continue;
+            }
+            let path = dir.join(&name);
+            let meta = std::fs::metadata(&path).map_err(|e| io_error(&path, e))?;
+            let source = if is_masking(&path, &meta) {
+                Source::Masked(path)
+            } else if meta.is_file() {
+                Source::Path(path)
+            } else {
+                // A directory named *.network is not a network file.
+                continue;
+            };
+            chosen.insert(name, source);
+        }
+    }
+    for (name, text) in builtin {
+        chosen
+            .entry((*name).to_string())
+            .or_insert(Source::Builtin(text));
+    }
+
+    let mut loaded = Loaded::default();
+    for (name, source) in chosen {
+        let parsed = match source {
+            Source::Masked(path) => {
+                loaded.masked.push(path);
+                continue;
+            }
+            Source::Builtin(text) => parse(text, &Path::new(BUILTIN_DIR).join(&name))?,
+            Source::Path(path) => {
+                let data = read_bounded(&path).map_err(|e| io_error(&path, e))?;
+                parse_bytes(&data, &path)?
+            }
+        };
+        loaded.files.push(parsed.file);
+        loaded.warnings.extend(parsed.warnings);
+    }
+    Ok(loaded)
+}
+
+/// networkd's masking rule: an empty file, or anything that is `/dev/null`
+/// (a symlink to it).
+fn is_masking(path: &Path, meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if meta.is_file() && meta.len() == 0 {
+        return true;
+    }
+    if meta.file_type().is_char_device() {
+        return std::fs::metadata("/dev/null").is_ok_and(|null| null.rdev() == meta.rdev())
+            || std::fs::read_link(path).is_ok_and(|t| t == Path::new("/dev/null"));
+    }
+    false
+}
+
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let mut data = Vec::new();
+    f.take(MAX_FILE_SIZE + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > MAX_FILE_SIZE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("file is larger than {MAX_FILE_SIZE} bytes"),
+        ));
+    }
+    Ok(data)
+}
+
+// ---------------------------------------------------------------------------
+// Line syntax (the same behaviour as the .nspawn parser).
+
+/// Counts line ends as [`physical_lines`] does (`\n`, `\r\n`, `\r`).
+fn count_line_breaks(data: &[u8]) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i < data.len() {
+        match data[i] {
+            b'\n' => n += 1,
+            b'\r' => {
+                n += 1;
+                if data.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    n
+}
+
+/// Splits at `\n`, `\r\n` or `\r`, as systemd's `read_line()` does.
+fn physical_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        match s.find(['\n', '\r']) {
+            Some(i) => {
+                let line = &s[..i];
+                // Both terminators are one ASCII byte, so these are char boundaries.
+                let skip = if s[i..].starts_with("\r\n") { 2 } else { 1 };
+                let after = &s[i + skip..];
+                rest = if after.is_empty() { None } else { Some(after) };
+                Some(line)
+            }
+            None => {
+                rest = None;
+                if s.is_empty() {
+                    None
+                } else {
+                    Some(s)
+                }
+            }
+        }
+    })
+}
+
+const WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
+
+/// True if the line ends in a backslash that is not itself escaped.
+fn ends_in_escape(s: &str) -> bool {
+    let run = s.bytes().rev().take_while(|b| *b == b'\\').count();
+    run % 2 == 1
+}
+
+/// systemd's `string_is_safe()`: no control characters, quotes or backslash.
+fn string_is_safe(s: &str) -> bool {
+    !s.chars()
+        .any(|c| c.is_control() || matches!(c, '"' | '\'' | '\\'))
+}
+
+/// systemd's `parse_boolean()`.
+fn parse_boolean(s: &str) -> Option<bool> {
+    const YES: [&str; 6] = ["1", "yes", "y", "true", "t", "on"];
+    const NO: [&str; 6] = ["0", "no", "n", "false", "f", "off"];
+    if YES.iter().any(|w| s.eq_ignore_ascii_case(w)) {
+        Some(true)
+    } else if NO.iter().any(|w| s.eq_ignore_ascii_case(w)) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Sections and keys.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Match,
+    Network,
+    DhcpServer,
+}
+
+impl Section {
+    fn name(self) -> &'static str {
+        match self {
+            Section::Match => "Match",
+            Section::Network => "Network",
+            Section::DhcpServer => "DHCPServer",
+        }
+    }
+}
+
+enum SectionState {
+    /// Before the first section header.
+    None,
+    /// Inside a section netd skips (it was warned about, or is `X-`).
+    Ignored,
+    Known(Section),
+}
+
+/// systemd.network(5) sections netd does not read: warned about as ignored
+/// rather than unknown, so the user knows the file is not wrong.
+const IGNORED_SECTIONS: &[&str] = &[
+    "Link",
+    "SR-IOV",
+    "Address",
+    "Neighbor",
+    "IPv6AddressLabel",
+    "RoutingPolicyRule",
+    "NextHop",
+    "Route",
+    "DHCP",
+    "DHCPv4",
+    "DHCPv6",
+    "DHCPPrefixDelegation",
+    "IPv6AcceptRA",
+    "DHCPServerStaticLease",
+    "IPv6SendRA",
+    "IPv6Prefix",
+    "IPv6RoutePrefix",
+    "IPv6PREF64Prefix",
+    "Bridge",
+    "BridgeFDB",
+    "BridgeMDB",
+    "BridgeVLAN",
+    "LLDP",
+    "CAN",
+    "IPoIB",
+    "QDisc",
+    "NetworkEmulator",
+    "TokenBucketFilter",
+    "PIE",
+    "FlowQueuePIE",
+    "StochasticFairBlue",
+    "StochasticFairnessQueueing",
+    "BFIFO",
+    "PFIFO",
+    "PFIFOHeadDrop",
+    "PFIFOFast",
+    "CAKE",
+    "ControlledDelay",
+    "DeficitRoundRobinScheduler",
+    "DeficitRoundRobinSchedulerClass",
+    "EnhancedTransmissionSelection",
+    "GenericRandomEarlyDetection",
+    "FairQueueingControlledDelay",
+    "FairQueueing",
+    "TrivialLinkEqualizer",
+    "HierarchyTokenBucket",
+    "HierarchyTokenBucketClass",
+    "HeavyHitterFilter",
+    "QuickFairQueueing",
+    "QuickFairQueueingClass",
+];
+
+/// [Match] keys netd cannot test: a file that sets one matches no link.
+const UNTESTABLE_MATCH_KEYS: &[&str] = &[
+    "MACAddress",
+    "PermanentMACAddress",
+    "Path",
+    "Type",
+    "Property",
+    "WLANInterfaceType",
+    "SSID",
+    "BSSID",
+    "Host",
+    "KernelCommandLine",
+    "KernelVersion",
+    "Credential",
+    "Architecture",
+    "Firmware",
+];
+
+/// [Network] keys netd ignores (systemd knows them).
+const IGNORED_NETWORK_KEYS: &[&str] = &[
+    "Description",
+    "RequiredForOnline",
+    "RequiredFamilyForOnline",
+    "ActivationPolicy",
+    "IPv6LinkLocalAddressGenerationMode",
+    "IPv6StableSecretAddress",
+    "IPv4LLStartAddress",
+    "IPv4LLRoute",
+    "DefaultRouteOnDevice",
+    "LLMNR",
+    "MulticastDNS",
+    "DNSOverTLS",
+    "DNSSEC",
+    "DNSSECNegativeTrustAnchors",
+    "LLDP",
+    "EmitLLDP",
+    "BindCarrier",
+    "Gateway",
+    "GatewayOnLink",
+    "Domains",
+    "DNSDefaultRoute",
+    "NTP",
+    "IPForward",
+    "IPv4Forwarding",
+    "IPv6Forwarding",
+    "IPv6PrivacyExtensions",
+    "IPv6AcceptRA",
+    "IPv6DuplicateAddressDetection",
+    "IPv6HopLimit",
+    "IPv6RetransmissionTimeSec",
+    "IPv4AcceptLocal",
+    "IPv4RouteLocalnet",
+    "IPv4ReversePathFilter",
+    "IPv4ProxyARP",
+    "IPv6ProxyNDP",
+    "IPv6ProxyNDPAddress",
+    "IPv6SendRA",
+    "DHCPPrefixDelegation",
+    "IPv6MTUBytes",
+    "Bridge",
+    "Bond",
+    "VRF",
+    "IPoIB",
+    "IPVLAN",
+    "IPVTAP",
+    "L2TP",
+    "MACsec",
+    "MACVLAN",
+    "MACVTAP",
+    "Tunnel",
+    "VLAN",
+    "VXLAN",
+    "Xfrm",
+    "BatmanAdvanced",
+    "ConfigureWithoutCarrier",
+    "IgnoreCarrierLoss",
+    "KeepConfiguration",
+];
+
+/// [DHCPServer] keys netd ignores (systemd knows them).
+const IGNORED_DHCP_SERVER_KEYS: &[&str] = &[
+    "ServerAddress",
+    "UplinkInterface",
+    "EmitNTP",
+    "NTP",
+    "EmitSIP",
+    "SIP",
+    "EmitPOP3",
+    "POP3",
+    "EmitSMTP",
+    "SMTP",
+    "EmitLPR",
+    "LPR",
+    "Router",
+    "EmitTimezone",
+    "Timezone",
+    "BootServerAddress",
+    "BootServerName",
+    "BootFilename",
+    "SendOption",
+    "SendVendorOption",
+    "BindToInterface",
+    "RelayTarget",
+    "RelayAgentCircuitId",
+    "RelayAgentRemoteId",
+    "RapidCommit",
+    "PersistLeases",
+    "IPv6OnlyPreferredSec",
+    "LocalLeaseDomain",
+];
+
+struct Parser<'a> {
+    file: &'a Path,
+    section: SectionState,
+    out: NetworkFile,
+    warnings: Vec<String>,
+}
+
+impl Parser<'_> {
+    fn error(&self, line: usize, msg: impl Into<String>) -> NetFileError {
+        NetFileError {
+            file: self.file.to_path_buf(),
+            line,
+            msg: msg.into(),
+        }
+    }
+
+    fn warn(&mut self, line: usize, msg: impl fmt::Display) {
+        self.warnings
+            .push(format!("{}:{line}: {msg}", self.file.display()));
+    }
+
+    fn run(&mut self, text: &str) -> Result<(), NetFileError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut continuation: Option<String> = None;
+        let mut lineno = 0;
+        for raw in physical_lines(text) {
+            lineno += 1;
+            if raw.contains('\0') {
+                return Err(self.error(lineno, "line contains a NUL byte"));
+            }
+            // Comment lines are dropped even in the middle of a continuation,
+            // as systemd does.
+            let lead = raw.trim_start_matches(WHITESPACE);
+            if lead.starts_with('#') || lead.starts_with(';') {
+                continue;
+            }
+            let mut logical = match continuation.take() {
+                Some(mut c) => {
+                    c.push_str(raw);
+                    c
+                }
+                None => raw.to_string(),
+            };
+            if logical.len() > LONG_LINE_MAX {
+                return Err(
+                    self.error(lineno, format!("line is longer than {LONG_LINE_MAX} bytes"))
+                );
+            }
+            if ends_in_escape(&logical) {
+                // The continuation backslash becomes a space, as in systemd.
+                logical.pop();
+                logical.push(' ');
+                continuation = Some(logical);
+                continue;
+            }
+            self.line(&logical, lineno)?;
+        }
+        if let Some(c) = continuation {
+            self.line(&c, lineno.max(1))?;
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, l: &str, n: usize) -> Result<(), NetFileError> {
+        let l = l.trim_matches(WHITESPACE);
+        if l.is_empty() {
+            return Ok(());
+        }
+        if let Some(rest) = l.strip_prefix('[') {
+            let name = rest
+                .strip_suffix(']')
+                .ok_or_else(|| self.error(n, format!("Invalid section header {l:?}")))?;
+            if !string_is_safe(name) {
+                return Err(self.error(n, format!("Bad characters in section header {l:?}")));
+            }
+            self.section = match name {
+                "Match" => SectionState::Known(Section::Match),
+                "Network" => SectionState::Known(Section::Network),
+                "DHCPServer" => SectionState::Known(Section::DhcpServer),
+                _ if name.starts_with("X-") => SectionState::Ignored,
+                _ if IGNORED_SECTIONS.contains(&name) => {
+                    self.warn(n, format_args!("Section '{name}' is ignored by netd."));
+                    SectionState::Ignored
+                }
+                _ => {
+                    self.warn(n, format_args!("Unknown section '{name}'. Ignoring."));
+                    SectionState::Ignored
+                }
+            };
+            return Ok(());
+        }
+        let section = match self.section {
+            SectionState::Known(s) => s,
+            SectionState::Ignored => return Ok(()),
+            SectionState::None => {
+                return Err(self.error(n, format!("Assignment outside of any section: {l:?}")))
+            }
+        };
+        let Some((key, value)) = l.split_once('=') else {
+            return Err(self.error(n, format!("Missing '=' in {l:?}")));
+        };
+        let key = key.trim_matches(WHITESPACE);
+        let value = value.trim_matches(WHITESPACE);
+        if key.is_empty() {
+            return Err(self.error(n, format!("Missing key name before '=' in {l:?}")));
+        }
+        self.assign(section, key, value, n)
+    }
+
+    fn assign(
+        &mut self,
+        section: Section,
+        key: &str,
+        value: &str,
+        n: usize,
+    ) -> Result<(), NetFileError> {
+        let file = self.file;
+        let invalid = |what: String| NetFileError {
+            file: file.to_path_buf(),
+            line: n,
+            msg: format!("Invalid {key}= value: {what}"),
+        };
+        // Recorded after the match, which holds a mutable borrow of the output.
+        let mut warning: Option<String> = None;
+        let out = &mut self.out;
+        match (section, key) {
+            (Section::Match, "Name") => {
+                assign_patterns(&mut out.matching.name, value, PatternKind::IfName)
+                    .map_err(invalid)?;
+            }
+            (Section::Match, "Driver") => {
+                assign_patterns(&mut out.matching.driver, value, PatternKind::Word)
+                    .map_err(invalid)?;
+            }
+            (Section::Match, "Kind") => {
+                assign_patterns(&mut out.matching.kind, value, PatternKind::Word)
+                    .map_err(invalid)?;
+            }
+            (Section::Match, "Virtualization") => {
+                out.matching.virtualization = parse_virt_condition(value).map_err(invalid)?;
+            }
+            (Section::Match, _) if UNTESTABLE_MATCH_KEYS.contains(&key) => {
+                let list = &mut out.matching.untestable;
+                list.retain(|k| k != key);
+                if !value.is_empty() {
+                    list.push(key.to_string());
+                    warning = Some(format!(
+                        "Key '{key}' in section 'Match' is not supported by netd; \
+                         this file will match no link."
+                    ));
+                }
+            }
+            (Section::Network, "Address") => {
+                if value.is_empty() {
+                    out.network.addresses.clear();
+                } else {
+                    out.network
+                        .addresses
+                        .push(parse_address(value).map_err(invalid)?);
+                }
+            }
+            (Section::Network, "DHCPServer") => {
+                out.network.dhcp_server = strict_bool(value).map_err(invalid)?;
+            }
+            (Section::Network, "IPMasquerade") => {
+                let (f, deprecated) = parse_masquerade(value).map_err(invalid)?;
+                out.network.ip_masquerade = f;
+                if deprecated {
+                    warning = Some(format!(
+                        "IPMasquerade={value} is deprecated, and it is handled as \"ipv4\" \
+                         instead of \"both\". Please use \"ipv4\" or \"both\"."
+                    ));
+                }
+            }
+            (Section::Network, "LinkLocalAddressing") => {
+                out.network.link_local_addressing = if value.is_empty() {
+                    None
+                } else {
+                    Some(parse_families(value).map_err(invalid)?)
+                };
+            }
+            (Section::Network, "DNS") => {
+                if value.is_empty() {
+                    out.network.dns.clear();
+                }
+                for word in value.split(WHITESPACE).filter(|w| !w.is_empty()) {
+                    out.network
+                        .dns
+                        .push(parse_dns_server(word).map_err(invalid)?);
+                }
+            }
+            (Section::Network, "DHCP") => {
+                let (f, note) = parse_dhcp_client(value).map_err(invalid)?;
+                out.network.dhcp = f;
+                warning = note;
+            }
+            (Section::Network, "KeepMaster") => {
+                out.network.keep_master = strict_bool(value).map_err(invalid)?;
+            }
+            (Section::DhcpServer, "PoolOffset") => {
+                out.dhcp_server.pool_offset = parse_u32(value).map_err(invalid)?;
+            }
+            (Section::DhcpServer, "PoolSize") => {
+                out.dhcp_server.pool_size = parse_u32(value).map_err(invalid)?;
+            }
+            (Section::DhcpServer, "EmitDNS") => {
+                out.dhcp_server.emit_dns = strict_bool(value).map_err(invalid)?;
+            }
+            (Section::DhcpServer, "DNS") => {
+                if value.is_empty() {
+                    out.dhcp_server.dns.clear();
+                }
+                for word in value.split(WHITESPACE).filter(|w| !w.is_empty()) {
+                    let dns = if word == "_server_address" {
+                        DhcpDns::ServerAddress
+                    } else {
+                        DhcpDns::Addr(parse_ipv4(word).map_err(invalid)?)
+                    };
+                    out.dhcp_server.dns.push(dns);
+                }
+            }
+            (Section::DhcpServer, "EmitRouter") => {
+                out.dhcp_server.emit_router = strict_bool(value).map_err(invalid)?;
+            }
+            (Section::DhcpServer, "DefaultLeaseTimeSec") => {
+                out.dhcp_server.default_lease_secs = if value.is_empty() {
+                    DEFAULT_LEASE_SECS
+                } else {
+                    parse_lease_time(value).map_err(invalid)?
+                };
+            }
+            (Section::DhcpServer, "MaxLeaseTimeSec") => {
+                out.dhcp_server.max_lease_secs = if value.is_empty() {
+                    DEFAULT_MAX_LEASE_SECS
+                } else {
+                    parse_lease_time(value).map_err(invalid)?
+                };
+            }
+            (Section::Network, _) if IGNORED_NETWORK_KEYS.contains(&key) => {
+                warning = Some(ignored_key(key, section));
+            }
+            (Section::DhcpServer, _) if IGNORED_DHCP_SERVER_KEYS.contains(&key) => {
+                warning = Some(ignored_key(key, section));
+            }
+            // X- keys are extensions, ignored silently as in systemd.
+            _ if key.starts_with("X-") => {}
+            _ => {
+                // Escaped, so control characters in a key cannot break the line.
+                warning = Some(format!(
+                    "Unknown key name '{}' in section '{}', ignoring.",
+                    key.escape_debug(),
+                    section.name()
+                ));
+            }
+        }
+        if let Some(w) = warning {
+            self.warn(n, w);
+        }
+        Ok(())
+    }
+}
+
+fn ignored_key(key: &str, section: Section) -> String {
+    format!(
+        "Key '{key}' in section '{}' is ignored by netd.",
+        section.name()
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Values.
+
+fn strict_bool(value: &str) -> Result<bool, String> {
+    parse_boolean(value).ok_or_else(|| format!("{value:?} is not a boolean"))
+}
+
+/// A boolean or `ipv4`/`ipv6` (`LinkLocalAddressing=`).
+fn parse_families(value: &str) -> Result<Families, String> {
+    match value {
+        "ipv4" => Ok(Families::Ipv4),
+        "ipv6" => Ok(Families::Ipv6),
+        _ => match parse_boolean(value) {
+            Some(true) => Ok(Families::Both),
+            Some(false) => Ok(Families::No),
+            None => Err(format!("{value:?} is not a boolean, \"ipv4\" or \"ipv6\"")),
+        },
+    }
+}
+
+/// `IPMasquerade=`: `ipv4`, `ipv6`, `both`, `no`, or (deprecated) a boolean,
+/// where true means `ipv4` as current networkd; the flag says "deprecated".
+/// An empty value means `no`.
+fn parse_masquerade(value: &str) -> Result<(Families, bool), String> {
+    match value {
+        "" => Ok((Families::No, false)),
+        "ipv4" => Ok((Families::Ipv4, false)),
+        "ipv6" => Ok((Families::Ipv6, false)),
+        "both" => Ok((Families::Both, false)),
+        _ => match parse_boolean(value) {
+            Some(true) => Ok((Families::Ipv4, true)),
+            Some(false) => Ok((Families::No, false)),
+            None => Err(format!(
+                "{value:?} is not one of \"ipv4\", \"ipv6\", \"both\" or \"no\""
+            )),
+        },
+    }
+}
+
+/// `DHCP=`: a boolean, `ipv4` or `ipv6`; the old `both`, `v4`, `v6` are
+/// accepted with a warning, as networkd. An empty value means `no`.
+fn parse_dhcp_client(value: &str) -> Result<(Families, Option<String>), String> {
+    let deprecated = |f: Families, instead: &str| {
+        Ok((
+            f,
+            Some(format!(
+                "DHCP={value} is deprecated, please use DHCP={instead} instead."
+            )),
+        ))
+    };
+    match value {
+        "" => Ok((Families::No, None)),
+        "ipv4" => Ok((Families::Ipv4, None)),
+        "ipv6" => Ok((Families::Ipv6, None)),
+        "both" => deprecated(Families::Both, "yes"),
+        "v4" => deprecated(Families::Ipv4, "ipv4"),
+        "v6" => deprecated(Families::Ipv6, "ipv6"),
+        _ => match parse_boolean(value) {
+            Some(true) => Ok((Families::Both, None)),
+            Some(false) => Ok((Families::No, None)),
+            None => Err(format!("{value:?} is not a boolean, \"ipv4\" or \"ipv6\"")),
+        },
+    }
+}
+
+fn parse_u32(value: &str) -> Result<u32, String> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{value:?} is not a number"));
+    }
+    value
+        .parse()
+        .map_err(|_| format!("{value:?} is out of range (0...{})", u32::MAX))
+}
+
+fn parse_ipv4(word: &str) -> Result<Ipv4Addr, String> {
+    word.parse()
+        .map_err(|_| format!("{word:?} is not an IPv4 address"))
+}
+
+/// `ADDR[/PREFIX]`; the prefix defaults to the full length (networkd's
+/// `in_addr_prefix_from_string_auto()`). A pool request (`0.0.0.0/N`,
+/// `::/N`) needs `N` of at least 8 for IPv4 and 64 for IPv6, as networkd.
+fn parse_address(value: &str) -> Result<IpNetwork, String> {
+    let (addr, prefix) = match value.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (value, None),
+    };
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IP address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => {
+            if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("{p:?} is not a prefix length"));
+            }
+            let n: u8 = p
+                .parse()
+                .map_err(|_| format!("{p:?} is not a prefix length"))?;
+            if n > max {
+                return Err(format!("prefix length {n} is longer than {max}"));
+            }
+            n
+        }
+    };
+    if ip.is_unspecified() {
+        let min = if ip.is_ipv4() { 8 } else { 64 };
+        if prefix < min {
+            return Err(format!(
+                "an address from the pool needs a prefix length of at least {min}, not {prefix}"
+            ));
+        }
+    }
+    let net = match ip {
+        IpAddr::V4(a) => Ipv4Network::new(a, prefix).map(IpNetwork::V4),
+        IpAddr::V6(a) => Ipv6Network::new(a, prefix).map(IpNetwork::V6),
+    };
+    net.map_err(|e| e.to_string())
+}
+
+/// One [Network] `DNS=` word: `ADDR`, `V4:PORT`, `[V6]:PORT`, then optional
+/// `%IFNAME` and `#SERVERNAME`.
+fn parse_dns_server(word: &str) -> Result<DnsServer, String> {
+    let bad = || format!("{word:?} is not a DNS server address");
+    let (rest, server_name) = match word.split_once('#') {
+        Some((r, s)) if !s.is_empty() => (r, Some(s.to_string())),
+        Some(_) => return Err(bad()),
+        None => (word, None),
+    };
+    let (rest, ifname) = match rest.split_once('%') {
+        Some((r, i)) if ifname_is_valid(i) => (r, Some(i.to_string())),
+        Some(_) => return Err(bad()),
+        None => (rest, None),
+    };
+    let parse_port = |p: &str| -> Result<u16, String> {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        match p.parse::<u16>() {
+            Ok(0) | Err(_) => Err(bad()),
+            Ok(port) => Ok(port),
+        }
+    };
+    let (addr, port) = if let Some(inner) = rest.strip_prefix('[') {
+        let (a, after) = inner.split_once(']').ok_or_else(bad)?;
+        let a: std::net::Ipv6Addr = a.parse().map_err(|_| bad())?;
+        let port = match after {
+            "" => None,
+            _ => Some(parse_port(after.strip_prefix(':').ok_or_else(bad)?)?),
+        };
+        (IpAddr::V6(a), port)
+    } else if let Ok(a) = rest.parse::<IpAddr>() {
+        (a, None)
+    } else {
+        let (a, p) = rest.split_once(':').ok_or_else(bad)?;
+        let a: Ipv4Addr = a.parse().map_err(|_| bad())?;
+        (IpAddr::V4(a), Some(parse_port(p)?))
+    };
+    Ok(DnsServer {
+        addr,
+        port,
+        ifname,
+        server_name,
+    })
+}
+
+/// `Virtualization=`: `[!]VALUE`; empty clears.
+fn parse_virt_condition(value: &str) -> Result<Option<VirtCondition>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let (negate, v) = match value.strip_prefix('!') {
+        Some(v) => (true, v),
+        None => (false, value),
+    };
+    let known = parse_boolean(v).is_some()
+        || matches!(v, "vm" | "container" | "private-users")
+        || VM_IDS.contains(&v)
+        || CONTAINER_IDS.contains(&v);
+    if !known {
+        return Err(format!("{v:?} is not a virtualization technology"));
+    }
+    Ok(Some(VirtCondition {
+        value: v.to_string(),
+        negate,
+    }))
+}
+
+/// Technologies systemd-detect-virt names for containers.
+const CONTAINER_IDS: [&str; 11] = [
+    "openvz",
+    "lxc",
+    "lxc-libvirt",
+    "systemd-nspawn",
+    "docker",
+    "podman",
+    "rkt",
+    "wsl",
+    "proot",
+    "pouch",
+    "container-other",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PatternKind {
+    /// `Name=`: words taken as they are (no unquoting), each a valid
+    /// interface (alternative) name apart from glob characters.
+    IfName,
+    /// `Driver=`, `Kind=`: words may be quoted.
+    Word,
+}
+
+/// networkd's `config_parse_match_strv()`/`config_parse_match_ifnames()`:
+/// a whitespace-separated list; a leading `!` negates every word of this
+/// assignment; the list accumulates over lines; an empty value resets it.
+fn assign_patterns(list: &mut Vec<Pattern>, value: &str, kind: PatternKind) -> Result<(), String> {
+    if value.is_empty() {
+        list.clear();
+        return Ok(());
+    }
+    let (negate, rest) = match value.strip_prefix('!') {
+        Some(r) => (true, r),
+        None => (false, value),
+    };
+    let words = match kind {
+        PatternKind::IfName => rest
+            .split(WHITESPACE)
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect(),
+        PatternKind::Word => split_quoted(rest)?,
+    };
+    if words.is_empty() {
+        return Err(format!("{value:?} has no pattern after '!'"));
+    }
+    for glob in words {
+        if kind == PatternKind::IfName && !ifname_is_valid(&glob) {
+            return Err(format!("{glob:?} is not a valid interface name or pattern"));
+        }
+        list.push(Pattern { glob, negate });
+    }
+    Ok(())
+}
+
+/// An interface name as networkd's `ifname_valid_full(...,
+/// IFNAME_VALID_ALTERNATIVE)` accepts it: 1 to 127 bytes, no `/`, `:` or
+/// whitespace, not `.` or `..`.
+fn ifname_is_valid(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 127
+        && s != "."
+        && s != ".."
+        && !s
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+}
+
+/// Splits at whitespace; a word may be in double or single quotes (which are
+/// removed); an unterminated quote is an error.
+fn split_quoted(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut rest = s.trim_start_matches(WHITESPACE);
+    while !rest.is_empty() {
+        let first = rest.chars().next().unwrap_or(' ');
+        if first == '"' || first == '\'' {
+            let body = &rest[1..];
+            let end = body
+                .find(first)
+                .ok_or_else(|| format!("unterminated quote in {s:?}"))?;
+            words.push(body[..end].to_string());
+            rest = &body[end + 1..];
+            if !rest.is_empty() && !rest.starts_with(WHITESPACE) {
+                return Err(format!("text right after a closing quote in {s:?}"));
+            }
+        } else {
+            let end = rest.find(WHITESPACE).unwrap_or(rest.len());
+            words.push(rest[..end].to_string());
+            rest = &rest[end..];
+        }
+        rest = rest.trim_start_matches(WHITESPACE);
+    }
+    Ok(words)
+}
+
+/// A lease time: a systemd time span (seconds when no unit is given),
+/// rounded up to whole seconds, at least 1s; `infinity` is
+/// [`INFINITE_LEASE`].
+fn parse_lease_time(value: &str) -> Result<u32, String> {
+    let usec = parse_timespan_usec(value)?;
+    let Some(usec) = usec else {
+        return Ok(INFINITE_LEASE);
+    };
+    let secs = usec.div_ceil(1_000_000);
+    if secs == 0 {
+        return Err(format!("{value:?} is shorter than 1s"));
+    }
+    if secs >= u128::from(INFINITE_LEASE) {
+        return Err(format!("{value:?} is too long (use \"infinity\")"));
+    }
+    u32::try_from(secs).map_err(|_| format!("{value:?} is too long"))
+}
+
+/// systemd's `parse_sec()`: a sum of `NUMBER[UNIT]` parts, spaces between
+/// them optional, the number possibly with a fraction; no unit means
+/// seconds. Returns microseconds, or `None` for `infinity`.
+pub fn parse_timespan_usec(value: &str) -> Result<Option<u128>, String> {
+    const USEC_PER_SEC: u128 = 1_000_000;
+    const UNITS: [(&str, u128); 23] = [
+        ("seconds", USEC_PER_SEC),
+        ("second", USEC_PER_SEC),
+        ("sec", USEC_PER_SEC),
+        ("s", USEC_PER_SEC),
+        ("minutes", 60 * USEC_PER_SEC),
+        ("minute", 60 * USEC_PER_SEC),
+        ("min", 60 * USEC_PER_SEC),
+        ("months", 2_629_800 * USEC_PER_SEC),
+        ("month", 2_629_800 * USEC_PER_SEC),
+        ("msec", 1000),
+        ("ms", 1000),
+        ("m", 60 * USEC_PER_SEC),
+        ("hours", 3600 * USEC_PER_SEC),
+        ("hour", 3600 * USEC_PER_SEC),
+        ("hr", 3600 * USEC_PER_SEC),
+        ("h", 3600 * USEC_PER_SEC),
+        ("days", 86400 * USEC_PER_SEC),
+        ("day", 86400 * USEC_PER_SEC),
+        ("d", 86400 * USEC_PER_SEC),
+        ("weeks", 604_800 * USEC_PER_SEC),
+        ("week", 604_800 * USEC_PER_SEC),
+        ("w", 604_800 * USEC_PER_SEC),
+        ("M", 2_629_800 * USEC_PER_SEC),
+    ];
+    const MORE_UNITS: [(&str, u128); 7] = [
+        ("years", 31_557_600 * USEC_PER_SEC),
+        ("year", 31_557_600 * USEC_PER_SEC),
+        ("y", 31_557_600 * USEC_PER_SEC),
+        ("usec", 1),
+        ("us", 1),
+        ("\u{b5}s", 1),
+        ("\u{3bc}s", 1),
+    ];
+    // Far beyond any lease time; keeps the sum from overflowing.
+    const CAP: u128 = 1 << 100;
+
+    let bad = || format!("{value:?} is not a time span");
+    let trimmed = value.trim_matches(WHITESPACE);
+    if trimmed == "infinity" {
+        return Ok(None);
+    }
+    if trimmed.is_empty() {
+        return Err(bad());
+    }
+    let mut total: u128 = 0;
+    let mut rest = trimmed;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let (whole, after) = rest.split_at(digits);
+        let (frac, after) = match after.strip_prefix('.') {
+            Some(a) => {
+                let n = a.bytes().take_while(u8::is_ascii_digit).count();
+                a.split_at(n)
+            }
+            None => ("", after),
+        };
+        if whole.is_empty() && frac.is_empty() {
+            return Err(bad());
+        }
+        let after = after.trim_start_matches(WHITESPACE);
+        let unit_len = after
+            .char_indices()
+            .find(|(_, c)| !(c.is_alphabetic()))
+            .map_or(after.len(), |(i, _)| i);
+        let (unit, after) = after.split_at(unit_len);
+        let mult = if unit.is_empty() {
+            USEC_PER_SEC
+        } else {
+            UNITS
+                .iter()
+                .chain(MORE_UNITS.iter())
+                .find(|(u, _)| *u == unit)
+                .map(|(_, m)| *m)
+                .ok_or_else(bad)?
+        };
+        // Too many digits for u128 is more than the cap anyway.
+        let w: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().unwrap_or(CAP)
+        };
+        let mut part = w.saturating_mul(mult);
+        let mut scale = mult;
+        for d in frac.bytes().take(18) {
+            scale /= 10;
+            part = part.saturating_add(u128::from(d - b'0') * scale);
+        }
+        total = total.saturating_add(part).min(CAP);
+        rest = after.trim_start_matches(WHITESPACE);
+    }
+    Ok(Some(total))
+}
+
+// ---------------------------------------------------------------------------
+// Globs.
+
+/// fnmatch(3) with no flags: `*`, `?`, `[...]` (ranges, `!`/`^` negation,
+/// `[:class:]`), `\` quoting the next character. `*` and `?` match any
+/// character, `/` and a leading `.` included. Runs in O(pattern × string).
+pub fn fnmatch(pattern: &str, s: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let s: Vec<char> = s.chars().collect();
+    let (mut pi, mut si) = (0usize, 0usize);
+    // Where to resume after the last `*`: (pattern index after it, string index).
+    let mut star: Option<(usize, usize)> = None;
+    loop {
+        if pi < p.len() && p[pi] == '*' {
+            while pi < p.len() && p[pi] == '*' {
+                pi += 1;
+            }
+            star = Some((pi, si));
+            continue;
+        }
+        if si == s.len() {
+            return pi == p.len();
+        }
+        if pi < p.len() {
+            if let Some(next) = match_one(&p, pi, s[si]) {
+                pi = next;
+                si += 1;
+                continue;
+            }
+        }
+        match star {
+            Some((sp, ss)) if ss < s.len() => {
+                star = Some((sp, ss + 1));
+                pi = sp;
+                si = ss + 1;
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Matches one pattern element at `p[pi]` (not `*`) against `c`; returns the
+/// index after the element on a match.
+fn match_one(p: &[char], pi: usize, c: char) -> Option<usize> {
+    match p[pi] {
+        '?' => Some(pi + 1),
+        '[' => match match_bracket(p, pi, c) {
+            Some((hit, next)) => hit.then_some(next),
+            // An unclosed `[` is an ordinary character.
+            None => (c == '[').then_some(pi + 1),
+        },
+        '\\' if pi + 1 < p.len() => (p[pi + 1] == c).then_some(pi + 2),
+        x => (x == c).then_some(pi + 1),
+    }
+}
+
+/// Matches `c` against the bracket expression at `p[start] == '['`; returns
+/// whether it matched and the index after the closing `]`, or `None` if the
+/// bracket is not closed. A `]` right after `[` or `[!` is an ordinary
+/// member.
+fn match_bracket(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
+    let mut k = start + 1;
+    let negate = matches!(p.get(k), Some('!' | '^'));
+    if negate {
+        k += 1;
+    }
+    let first = k;
+    let mut hit = false;
+    loop {
+        let item = *p.get(k)?;
+        if item == ']' && k > first {
+            return Some((hit != negate, k + 1));
+        }
+        if item == '[' && p.get(k + 1) == Some(&':') {
+            if let Some(end) = class_end(p, k + 2) {
+                let name: String = p[k + 2..end - 2].iter().collect();
+                hit |= class_matches(&name, c);
+                k = end;
+                continue;
+            }
+        }
+        let (lo, next) = if item == '\\' && k + 1 < p.len() {
+            (p[k + 1], k + 2)
+        } else {
+            (item, k + 1)
+        };
+        // `a-z` is a range unless the `-` is last (`[a-]`).
+        if p.get(next) == Some(&'-') && p.get(next + 1).is_some_and(|h| *h != ']') {
+            let (hi, after) = if p[next + 1] == '\\' && next + 2 < p.len() {
+                (p[next + 2], next + 3)
+            } else {
+                (p[next + 1], next + 2)
+            };
+            hit |= lo <= c && c <= hi;
+            k = after;
+        } else {
+            hit |= lo == c;
+            k = next;
+        }
+    }
+}
+
+/// For a `[:name:]` class whose name starts at `from`, the index after `:]`.
+fn class_end(p: &[char], from: usize) -> Option<usize> {
+    let mut k = from;
+    while k + 1 < p.len() {
+        if p[k] == ':' && p[k + 1] == ']' {
+            return Some(k + 2);
+        }
+        if !p[k].is_ascii_alphabetic() {
+            return None;
+        }
+        k += 1;
+    }
+    None
+}
+
+/// POSIX character classes, for ASCII (the C locale networkd runs in).
+fn class_matches(name: &str, c: char) -> bool {
+    match name {
+        "alnum" => c.is_ascii_alphanumeric(),
+        "alpha" => c.is_ascii_alphabetic(),
+        "blank" => c == ' ' || c == '\t',
+        "cntrl" => c.is_ascii_control(),
+        "digit" => c.is_ascii_digit(),
+        "graph" => c.is_ascii_graphic(),
+        "lower" => c.is_ascii_lowercase(),
+        "print" => c.is_ascii_graphic() || c == ' ',
+        "punct" => c.is_ascii_punctuation(),
+        "space" => c.is_ascii_whitespace() || c == '\x0b',
+        "upper" => c.is_ascii_uppercase(),
+        "xdigit" => c.is_ascii_hexdigit(),
+        _ => false,
+    }
+}

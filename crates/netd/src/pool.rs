@@ -1,0 +1,555 @@
+//! Address pools: the subnets netd hands to links whose `.network` file asks
+//! for `Address=0.0.0.0/N` or `Address=::/N`, and their persistence.
+//!
+//! As networkd (`src/network/networkd-address-pool.c`), IPv4 subnets come
+//! from the private ranges 192.168.0.0/16, 172.16.0.0/12 and 10.0.0.0/8,
+//! tried in that order, and a subnet is free when it overlaps no address or
+//! route of the host and no subnet already handed out. networkd picks a
+//! random subnet in each range (up to 1024 tries); netd instead starts at a
+//! subnet chosen by a stable hash of the key (the link name, `ve-web`,
+//! `vz-lab`) and walks forward, so the same machine or zone gets the same
+//! subnet whenever it is free, and a full range is always found full.
+//!
+//! IPv6 (`::/N`, N from 64 to 126): a unique local /48 (RFC 4193) whose
+//! 40-bit global ID is a stable hash of the machine ID, then a /N in it
+//! chosen the same way as for IPv4. networkd takes random bits of fd00::/8
+//! instead; a site prefix per host keeps a host's links in one /48.
+//!
+//! The host side of a link gets the first address after the subnet address
+//! ([`Assignment::host`]). [`Pools`] is pure; [`Pools::load`] and
+//! [`Pools::save`] keep it in `<state_dir>/pools.json` (written atomically)
+//! so a restart of netd keeps every link's subnet.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The IPv4 ranges subnets are taken from, in the order they are tried
+/// (networkd's).
+pub const IPV4_RANGES: [(Ipv4Addr, u8); 3] = [
+    (Ipv4Addr::new(192, 168, 0, 0), 16),
+    (Ipv4Addr::new(172, 16, 0, 0), 12),
+    (Ipv4Addr::new(10, 0, 0, 0), 8),
+];
+
+/// Longest IPv4 prefix netd hands out: a /30 still has one address for the
+/// host side and one for a container.
+pub const MAX_IPV4_PREFIX: u8 = 30;
+/// Shortest IPv6 prefix from the pool (networkd's limit: 40 bits of global
+/// ID and 16 of subnet ID leave 64).
+pub const MIN_IPV6_PREFIX: u8 = 64;
+/// Longest IPv6 prefix netd hands out.
+pub const MAX_IPV6_PREFIX: u8 = 126;
+
+/// The file under the state directory that holds the assignments.
+pub const STATE_FILE: &str = "pools.json";
+
+/// Why a subnet could not be handed out, or the state not kept.
+#[derive(Debug, Error)]
+pub enum PoolError {
+    #[error("{0} is not a pool request (0.0.0.0/N or ::/N)")]
+    NotAPoolRequest(IpNetwork),
+    #[error("cannot take a {request} subnet from the address pool: {reason}")]
+    BadPrefix { request: IpNetwork, reason: String },
+    #[error(
+        "no free /{prefix} subnet left in the address pool ({ranges}) for {key}: \
+         every candidate overlaps a host address or route, or another link's subnet"
+    )]
+    Exhausted {
+        key: String,
+        prefix: u8,
+        ranges: String,
+    },
+    #[error("address pool state {}: {msg}", path.display())]
+    State { path: PathBuf, msg: String },
+    #[error("address pool state {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A subnet handed to a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// Who holds it: the link name (plus anything the caller adds to tell
+    /// several requests of one link apart).
+    pub key: String,
+    /// The subnet, host bits zero (`192.168.87.16/28`).
+    pub subnet: IpNetwork,
+}
+
+impl Assignment {
+    /// The host side's address: the first after the subnet address, with the
+    /// subnet's prefix (`192.168.87.17/28`).
+    pub fn host(&self) -> IpNetwork {
+        match self.subnet {
+            IpNetwork::V4(n) => {
+                let a = Ipv4Addr::from(u32::from(n.network()).wrapping_add(1));
+                IpNetwork::V4(Ipv4Network::new(a, n.prefix()).unwrap_or(n))
+            }
+            IpNetwork::V6(n) => {
+                let a = Ipv6Addr::from(u128::from(n.network()).wrapping_add(1));
+                IpNetwork::V6(Ipv6Network::new(a, n.prefix()).unwrap_or(n))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Family {
+    V4,
+    V6,
+}
+
+fn family_of(n: &IpNetwork) -> Family {
+    match n {
+        IpNetwork::V4(_) => Family::V4,
+        IpNetwork::V6(_) => Family::V6,
+    }
+}
+
+/// The subnets handed out, at most one per key and address family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pools {
+    by_key: BTreeMap<(String, Family), IpNetwork>,
+    ula_site: Ipv6Network,
+}
+
+/// Where the pool state lives under netd's state directory.
+pub fn state_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(STATE_FILE)
+}
+
+/// The unique local /48 of this host: `fd` and 40 bits of a stable hash of
+/// `machine_id` (the contents of /etc/machine-id).
+pub fn ula_site(machine_id: &str) -> Ipv6Network {
+    let global_id =
+        u128::from(stable_hash(b"ula-site", machine_id.trim().as_bytes()) & ((1 << 40) - 1));
+    let prefix = (0xfd_u128 << 120) | (global_id << 80);
+    // 48 is a valid prefix length, so the fallback is never taken.
+    Ipv6Network::new(Ipv6Addr::from(prefix), 48)
+        .unwrap_or_else(|_| Ipv6Network::from(Ipv6Addr::from(prefix)))
+}
+
+impl Pools {
+    /// No subnets handed out; IPv6 subnets come from this host's
+    /// [`ula_site`].
+    pub fn new(machine_id: &str) -> Pools {
+        Pools {
+            by_key: BTreeMap::new(),
+            ula_site: ula_site(machine_id),
+        }
+    }
+
+    /// The unique local /48 IPv6 subnets come from.
+    pub fn ula_site(&self) -> Ipv6Network {
+        self.ula_site
+    }
+
+    /// Hands `key` a subnet for `request` (`0.0.0.0/N` or `::/N` from an
+    /// `Address=` line) that overlaps none of `host` (the host's addresses
+    /// and routes, and static `Address=` subnets of the `.network` files;
+    /// default routes are ignored) and no other key's subnet.
+    ///
+    /// If `key` already holds a subnet of that family and prefix, it keeps
+    /// it (acquire is idempotent, and survives a restart through
+    /// [`Pools::load`]), unless a host network that is not inside it
+    /// overlaps it: the link's own address and route from an earlier run lie
+    /// inside the subnet and do not count. Otherwise the search starts at a
+    /// subnet chosen by a stable hash of `key` in each range.
+    pub fn acquire(
+        &mut self,
+        key: &str,
+        request: &IpNetwork,
+        host: &[IpNetwork],
+    ) -> Result<Assignment, PoolError> {
+        if !request.ip().is_unspecified() {
+            return Err(PoolError::NotAPoolRequest(*request));
+        }
+        let family = family_of(request);
+        let want = request.prefix();
+        let map_key = (key.to_string(), family);
+        if let Some(old) = self.by_key.get(&map_key).copied() {
+            let conflict = host
+                .iter()
+                .filter(|h| h.prefix() > 0)
+                .any(|h| overlaps(h, &old) && h.prefix() < old.prefix());
+            if old.prefix() == want && !conflict {
+                return Ok(Assignment {
+                    key: key.to_string(),
+                    subnet: old,
+                });
+            }
+            self.by_key.remove(&map_key);
+        }
+        let subnet = match family {
+            Family::V4 => self.pick_v4(key, want, host)?,
+            Family::V6 => self.pick_v6(key, want, host)?,
+        };
+        self.by_key.insert(map_key, subnet);
+        Ok(Assignment {
+            key: key.to_string(),
+            subnet,
+        })
+    }
+
+    /// What a new subnet must not overlap. Default routes (prefix 0) are
+    /// left out: they overlap everything and say nothing about local use.
+    fn taken(&self, family: Family, host: &[IpNetwork]) -> Vec<(u128, u8)> {
+        host.iter()
+            .filter(|h| h.prefix() > 0)
+            .chain(self.by_key.values())
+            .filter(|n| family_of(n) == family)
+            .map(|n| (addr_bits(n), n.prefix()))
+            .collect()
+    }
+
+    fn pick_v4(&self, key: &str, want: u8, host: &[IpNetwork]) -> Result<IpNetwork, PoolError> {
+        let bad = |reason: String| PoolError::BadPrefix {
+            request: IpNetwork::V4(
+                Ipv4Network::new(Ipv4Addr::UNSPECIFIED, want)
+                    .unwrap_or_else(|_| Ipv4Network::from(Ipv4Addr::UNSPECIFIED)),
+            ),
+            reason,
+        };
+        if want > MAX_IPV4_PREFIX {
+            return Err(bad(format!(
+                "the prefix length must be at most {MAX_IPV4_PREFIX}, to leave room for the \
+                 host and a container"
+            )));
+        }
+        if IPV4_RANGES.iter().all(|(_, p)| want <= *p) {
+            return Err(bad(format!(
+                "no private range is larger than a /{want} (the largest is 10.0.0.0/8)"
+            )));
+        }
+        let taken = self.taken(Family::V4, host);
+        for (i, (base, range_prefix)) in IPV4_RANGES.iter().enumerate() {
+            if want <= *range_prefix {
+                continue;
+            }
+            let count = 1u128 << (want - range_prefix);
+            let start = u128::from(stable_hash(&[b'4', i as u8], key.as_bytes())) % count;
+            let space = Space {
+                base: u128::from(u32::from(*base)),
+                bits: 32,
+                want,
+                count,
+            };
+            if let Some(net) = space.carve(start, &taken) {
+                let addr = Ipv4Addr::from(u32::try_from(net).unwrap_or(0));
+                return Ipv4Network::new(addr, want)
+                    .map(IpNetwork::V4)
+                    .map_err(|e| bad(e.to_string()));
+            }
+        }
+        Err(PoolError::Exhausted {
+            key: key.to_string(),
+            prefix: want,
+            ranges: IPV4_RANGES
+                .iter()
+                .map(|(a, p)| format!("{a}/{p}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    fn pick_v6(&self, key: &str, want: u8, host: &[IpNetwork]) -> Result<IpNetwork, PoolError> {
+        let bad = |reason: String| PoolError::BadPrefix {
+            request: IpNetwork::V6(
+                Ipv6Network::new(Ipv6Addr::UNSPECIFIED, want)
+                    .unwrap_or_else(|_| Ipv6Network::from(Ipv6Addr::UNSPECIFIED)),
+            ),
+            reason,
+        };
+        if !(MIN_IPV6_PREFIX..=MAX_IPV6_PREFIX).contains(&want) {
+            return Err(bad(format!(
+                "the prefix length must be between {MIN_IPV6_PREFIX} and {MAX_IPV6_PREFIX}"
+            )));
+        }
+        let site = self.ula_site;
+        let count = 1u128 << (want - site.prefix());
+        let h = (u128::from(stable_hash(b"6hi", key.as_bytes())) << 64)
+            | u128::from(stable_hash(b"6lo", key.as_bytes()));
+        let space = Space {
+            base: u128::from(site.network()),
+            bits: 128,
+            want,
+            count,
+        };
+        let taken = self.taken(Family::V6, host);
+        match space.carve(h % count, &taken) {
+            Some(net) => Ipv6Network::new(Ipv6Addr::from(net), want)
+                .map(IpNetwork::V6)
+                .map_err(|e| bad(e.to_string())),
+            None => Err(PoolError::Exhausted {
+                key: key.to_string(),
+                prefix: want,
+                ranges: site.to_string(),
+            }),
+        }
+    }
+
+    /// The subnets `key` holds (IPv4 first).
+    pub fn assigned(&self, key: &str) -> Vec<Assignment> {
+        [Family::V4, Family::V6]
+            .iter()
+            .filter_map(|f| {
+                self.by_key
+                    .get(&(key.to_string(), *f))
+                    .map(|subnet| Assignment {
+                        key: key.to_string(),
+                        subnet: *subnet,
+                    })
+            })
+            .collect()
+    }
+
+    /// Gives back every subnet `key` holds (when its link goes away);
+    /// returns them, empty if it held none.
+    pub fn release(&mut self, key: &str) -> Vec<Assignment> {
+        let out = self.assigned(key);
+        for a in &out {
+            self.by_key.remove(&(key.to_string(), family_of(&a.subnet)));
+        }
+        out
+    }
+
+    /// Keeps only the keys `keep` accepts (at start-up: the links that still
+    /// exist) and returns the released ones.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) -> Vec<Assignment> {
+        let mut released = Vec::new();
+        self.by_key.retain(|(key, _), subnet| {
+            let k = keep(key);
+            if !k {
+                released.push(Assignment {
+                    key: key.clone(),
+                    subnet: *subnet,
+                });
+            }
+            k
+        });
+        released
+    }
+
+    /// Every assignment, ordered by key.
+    pub fn iter(&self) -> impl Iterator<Item = Assignment> + '_ {
+        self.by_key.iter().map(|((key, _), subnet)| Assignment {
+            key: key.clone(),
+            subnet: *subnet,
+        })
+    }
+
+    /// The state as JSON: `{"assignments":[{"key":..,"subnet":..},..]}`.
+    pub fn to_json(&self) -> String {
+        let state = StateFile {
+            assignments: self
+                .iter()
+                .map(|a| StateEntry {
+                    key: a.key,
+                    subnet: a.subnet.to_string(),
+                })
+                .collect(),
+        };
+        serde_json::to_string_pretty(&state).unwrap_or_else(|_| String::from("{}"))
+    }
+
+    /// Reads [`Pools::to_json`]'s output. Entries must be subnets (host bits
+    /// zero) of the IPv4 ranges or of fc00::/7, at most one per key and
+    /// family, none overlapping another; anything else is an error naming it.
+    pub fn from_json(text: &str, machine_id: &str) -> Result<Pools, String> {
+        let state: StateFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let mut pools = Pools::new(machine_id);
+        for e in state.assignments {
+            let subnet: IpNetwork = e
+                .subnet
+                .parse()
+                .map_err(|_| format!("{:?} is not a subnet", e.subnet))?;
+            if addr_bits(&subnet) != addr_bits_of_ip(subnet.ip()) {
+                return Err(format!("{subnet} has host bits set"));
+            }
+            let in_pool = match subnet {
+                IpNetwork::V4(n) => IPV4_RANGES.iter().any(|(a, p)| {
+                    Ipv4Network::new(*a, *p).is_ok_and(|r| n.prefix() > *p && r.contains(n.ip()))
+                }),
+                IpNetwork::V6(n) => (u128::from(n.ip()) >> 121) == (0xfc >> 1),
+            };
+            if !in_pool {
+                return Err(format!("{subnet} is not from the address pool"));
+            }
+            if let Some(other) = pools.iter().find(|a| overlaps(&a.subnet, &subnet)) {
+                return Err(format!(
+                    "{subnet} of {} overlaps {} of {}",
+                    e.key, other.subnet, other.key
+                ));
+            }
+            let k = (e.key.clone(), family_of(&subnet));
+            if pools.by_key.insert(k, subnet).is_some() {
+                return Err(format!("{} holds two subnets of one family", e.key));
+            }
+        }
+        Ok(pools)
+    }
+
+    /// Reads the state file; a missing file is an empty pool.
+    pub fn load(path: &Path, machine_id: &str) -> Result<Pools, PoolError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Pools::from_json(&text, machine_id).map_err(|msg| PoolError::State {
+                path: path.to_path_buf(),
+                msg,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Pools::new(machine_id)),
+            Err(source) => Err(PoolError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes the state file atomically (a synced temporary file renamed
+    /// over it), creating its directory if needed.
+    pub fn save(&self, path: &Path) -> Result<(), PoolError> {
+        let io = |source| PoolError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut tmp_name = path.as_os_str().to_owned();
+        tmp_name.push(".tmp");
+        let tmp = PathBuf::from(tmp_name);
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(self.to_json().as_bytes()).map_err(io)?;
+        f.write_all(b"\n").map_err(io)?;
+        f.sync_all().map_err(io)?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(io)?;
+        // The rename is durable once the directory is synced.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    assignments: Vec<StateEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateEntry {
+    key: String,
+    subnet: String,
+}
+
+/// The candidate subnets of one range: `count` blocks of prefix `want`
+/// from `base`, addresses as integers of `bits` bits.
+struct Space {
+    base: u128,
+    bits: u8,
+    want: u8,
+    count: u128,
+}
+
+impl Space {
+    /// The first free block walking forward from index `start` and wrapping
+    /// around, or `None` if every block overlaps one of `taken`
+    /// (address, prefix) networks. A taken network that covers a block is
+    /// skipped as a whole, so the walk is bounded by the number of taken
+    /// networks, not of blocks.
+    fn carve(&self, start: u128, taken: &[(u128, u8)]) -> Option<u128> {
+        self.first_free(start, self.count, taken)
+            .or_else(|| self.first_free(0, start, taken))
+    }
+
+    fn first_free(&self, lo: u128, hi: u128, taken: &[(u128, u8)]) -> Option<u128> {
+        let shift = self.bits - self.want;
+        let mut i = lo;
+        while i < hi {
+            let block = self.base + (i << shift);
+            let hit = taken
+                .iter()
+                .find(|(t, tp)| prefix_overlap(block, self.want, *t, *tp, self.bits));
+            match hit {
+                None => return Some(block),
+                Some((t, tp)) if *tp <= self.want => {
+                    // Jump past the end of the covering network.
+                    let end = last_addr(*t, *tp, self.bits);
+                    let next = end
+                        .checked_sub(self.base)
+                        .map_or(self.count, |off| (off >> shift).saturating_add(1));
+                    i = next.max(i + 1);
+                }
+                Some(_) => i += 1,
+            }
+        }
+        None
+    }
+}
+
+/// True if the networks `a/pa` and `b/pb` (addresses of `bits` bits)
+/// share an address: the shorter prefix's network contains the other.
+fn prefix_overlap(a: u128, pa: u8, b: u128, pb: u8, bits: u8) -> bool {
+    let p = pa.min(pb);
+    if p == 0 {
+        return true;
+    }
+    let shift = u32::from(bits - p);
+    (a >> shift) == (b >> shift)
+}
+
+/// The last address of the network `a/p`.
+fn last_addr(a: u128, p: u8, bits: u8) -> u128 {
+    let host_bits = u32::from(bits - p.min(bits));
+    let mask = if host_bits >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << host_bits) - 1
+    };
+    a | mask
+}
+
+fn addr_bits_of_ip(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+/// The network address of `n` as an integer (host bits cleared).
+fn addr_bits(n: &IpNetwork) -> u128 {
+    addr_bits_of_ip(n.network())
+}
+
+fn overlaps(a: &IpNetwork, b: &IpNetwork) -> bool {
+    if family_of(a) != family_of(b) {
+        return false;
+    }
+    let bits = if family_of(a) == Family::V4 { 32 } else { 128 };
+    prefix_overlap(addr_bits(a), a.prefix(), addr_bits(b), b.prefix(), bits)
+}
+
+/// A 64-bit hash that never changes between builds or releases (unlike
+/// std's `DefaultHasher`): FNV-1a over `domain` then `data`, finished with
+/// the SplitMix64 mixer so that nearby keys land far apart.
+fn stable_hash(domain: &[u8], data: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    for b in domain.iter().chain([0u8].iter()).chain(data.iter()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(PRIME);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
