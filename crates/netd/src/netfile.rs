@@ -1741,3 +1741,1072 @@ fn class_matches(name: &str, c: char) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Parsed, NetFileError> {
+        parse(text, Path::new("/etc/netspawn/network/t.network"))
+    }
+
+    fn ok(text: &str) -> Parsed {
+        match p(text) {
+            Ok(parsed) => parsed,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+
+    fn link(name: &str, kind: Option<&str>, driver: Option<&str>) -> LinkFacts {
+        LinkFacts {
+            name: name.to_string(),
+            altnames: Vec::new(),
+            kind: kind.map(str::to_string),
+            driver: driver.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn globs() {
+        let table: &[(&str, &str, bool)] = &[
+            ("ve-*", "ve-web", true),
+            ("ve-*", "ve-", true),
+            ("ve-*", "vb-web", false),
+            ("ve-*", "xve-web", false),
+            ("*", "", true),
+            ("", "", true),
+            ("", "a", false),
+            ("?", "", false),
+            ("?", "é", true),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("[a-c]x", "bx", true),
+            ("[a-c]x", "dx", false),
+            ("[!a-c]x", "bx", false),
+            ("[!a-c]x", "dx", true),
+            ("[^a]", "b", true),
+            ("[]]", "]", true),
+            ("[!]]", "]", false),
+            ("[!]]", "a", true),
+            ("[a-]", "-", true),
+            ("[a-]", "b", false),
+            ("[[:digit:]]*", "1abc", true),
+            ("[[:digit:]]*", "abc", false),
+            ("[[:upper:][:digit:]]", "Q", true),
+            ("[[:bogus:]]", "b", false),
+            ("\\*", "*", true),
+            ("\\*", "a", false),
+            ("[\\]]", "]", true),
+            ("[", "[", true),
+            ("ab[", "ab[", true),
+            ("ab[c", "ab[c", true),
+            ("*a*b*c*", "xxaxxbxxc", true),
+            ("*a*b*c*", "xxaxxcxxb", false),
+            ("*/*", "a/b", true),
+            ("*", ".hidden", true),
+            ("vz-*", "vz-lab", true),
+            ("ve-web", "ve-web", true),
+            ("ve-web", "ve-we", false),
+        ];
+        for (pat, s, want) in table {
+            assert_eq!(fnmatch(pat, s), *want, "fnmatch({pat:?}, {s:?})");
+        }
+        // Backtracking stays cheap on a pathological pattern.
+        let s = "a".repeat(4000);
+        assert!(!fnmatch(&"a*".repeat(200).replace("a*a*a*", "a*a*b*"), &s));
+    }
+
+    #[test]
+    fn match_names_kinds_drivers() {
+        let v = Virtualization::None;
+        // (file text, link, expected)
+        let table: &[(&str, LinkFacts, bool)] = &[
+            ("[Match]\nName=ve-*\n", link("ve-web", None, None), true),
+            ("[Match]\nName=ve-*\n", link("vb-web", None, None), false),
+            (
+                "[Match]\nName=eth0 ve-*\n",
+                link("ve-web", None, None),
+                true,
+            ),
+            (
+                "[Match]\nName=eth0\nName=ve-*\n",
+                link("ve-web", None, None),
+                true,
+            ),
+            (
+                "[Match]\nName=eth0\nName=\nName=vb-*\n",
+                link("eth0", None, None),
+                false,
+            ),
+            ("[Match]\nName=!ve-web\n", link("ve-db", None, None), true),
+            ("[Match]\nName=!ve-web\n", link("ve-web", None, None), false),
+            (
+                "[Match]\nName=!ve-web ve-db\n",
+                link("ve-db", None, None),
+                false,
+            ),
+            (
+                "[Match]\nName=ve-*\nName=!ve-web\n",
+                link("ve-db", None, None),
+                true,
+            ),
+            (
+                "[Match]\nName=ve-*\nName=!ve-web\n",
+                link("ve-web", None, None),
+                false,
+            ),
+            (
+                "[Match]\nName=ve-*\nName=!ve-web\n",
+                link("eth0", None, None),
+                false,
+            ),
+            ("[Match]\nKind=veth\n", link("x", Some("veth"), None), true),
+            (
+                "[Match]\nKind=veth\n",
+                link("x", Some("bridge"), None),
+                false,
+            ),
+            ("[Match]\nKind=veth\n", link("x", None, None), false),
+            ("[Match]\nKind=!veth\n", link("x", None, None), true),
+            (
+                "[Match]\nKind=\"veth\" 'bridge'\n",
+                link("x", Some("bridge"), None),
+                true,
+            ),
+            (
+                "[Match]\nDriver=veth\n",
+                link("x", None, Some("veth")),
+                true,
+            ),
+            (
+                "[Match]\nDriver=veth\n",
+                link("x", Some("veth"), None),
+                false,
+            ),
+            (
+                "[Match]\nDriver=br*\nName=vz-*\n",
+                link("vz-a", None, Some("bridge")),
+                true,
+            ),
+            (
+                "[Match]\nDriver=br*\nName=vz-*\n",
+                link("vz-a", None, Some("veth")),
+                false,
+            ),
+            ("[Match]\nName=*\n", link("anything", None, None), true),
+            ("[Network]\nDHCP=yes\n", link("anything", None, None), true),
+            (
+                "[Match]\nMACAddress=12:34:56:78:9a:bc\n",
+                link("x", None, None),
+                false,
+            ),
+            (
+                "[Match]\nMACAddress=12:34:56:78:9a:bc\nMACAddress=\n",
+                link("x", None, None),
+                true,
+            ),
+            (
+                "[Match]\nName=ve-*\nType=ether\n",
+                link("ve-a", None, None),
+                false,
+            ),
+        ];
+        for (text, l, want) in table {
+            let parsed = ok(text);
+            assert_eq!(
+                parsed.file.matching.matches(l, &v),
+                *want,
+                "{text:?} against {l:?}"
+            );
+        }
+        // Alternative names match too.
+        let f = ok("[Match]\nName=ve-a-very-long-machine-name\n").file;
+        let mut l = link("ve-a-very-lo1f2", Some("veth"), None);
+        assert!(!f.matching.matches(&l, &v));
+        l.altnames.push("ve-a-very-long-machine-name".into());
+        assert!(f.matching.matches(&l, &v));
+    }
+
+    #[test]
+    fn virtualization_condition() {
+        let none = Virtualization::None;
+        let nspawn = Virtualization::Container("systemd-nspawn".into());
+        let kvm = Virtualization::Vm("kvm".into());
+        let table: &[(&str, &Virtualization, bool)] = &[
+            ("container", &nspawn, true),
+            ("container", &none, false),
+            ("container", &kvm, false),
+            ("!container", &none, true),
+            ("vm", &kvm, true),
+            ("yes", &kvm, true),
+            ("yes", &none, false),
+            ("no", &none, true),
+            ("systemd-nspawn", &nspawn, true),
+            ("docker", &nspawn, false),
+            ("!docker", &nspawn, true),
+            ("kvm", &kvm, true),
+        ];
+        for (value, virt, want) in table {
+            let f = ok(&format!("[Match]\nVirtualization={value}\nName=host0\n")).file;
+            assert_eq!(
+                f.matching.matches(&link("host0", Some("veth"), None), virt),
+                *want,
+                "Virtualization={value} in {virt:?}"
+            );
+        }
+        // An empty assignment clears the condition.
+        let f = ok("[Match]\nVirtualization=container\nVirtualization=\nName=host0\n").file;
+        assert!(f.matching.matches(&link("host0", None, None), &none));
+    }
+
+    #[test]
+    fn every_key() {
+        let text = "\
+[Match]
+Name=ve-* vz-*
+Driver=veth
+Kind=veth bridge
+Virtualization=!container
+
+[Network]
+Address=0.0.0.0/28
+Address=::/64
+Address=192.168.5.1/24
+Address=10.1.2.3
+DHCPServer=yes
+IPMasquerade=both
+LinkLocalAddressing=ipv6
+DNS=1.1.1.1 [2001:db8::1]:5353%eth0#dns.example
+DNS=9.9.9.9:53
+DHCP=ipv4
+KeepMaster=yes
+
+[DHCPServer]
+PoolOffset=10
+PoolSize=20
+EmitDNS=no
+DNS=_server_address 8.8.8.8
+EmitRouter=false
+DefaultLeaseTimeSec=30min
+MaxLeaseTimeSec=2h 30min
+";
+        let parsed = ok(text);
+        assert_eq!(parsed.warnings, Vec::<String>::new());
+        let f = parsed.file;
+        assert_eq!(f.name, "t.network");
+        let pat = |g: &str| Pattern {
+            glob: g.into(),
+            negate: false,
+        };
+        assert_eq!(f.matching.name, vec![pat("ve-*"), pat("vz-*")]);
+        assert_eq!(f.matching.driver, vec![pat("veth")]);
+        assert_eq!(f.matching.kind, vec![pat("veth"), pat("bridge")]);
+        assert_eq!(
+            f.matching.virtualization,
+            Some(VirtCondition {
+                value: "container".into(),
+                negate: true
+            })
+        );
+        let n = &f.network;
+        let addrs: Vec<String> = n.addresses.iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            addrs,
+            ["0.0.0.0/28", "::/64", "192.168.5.1/24", "10.1.2.3/32"]
+        );
+        assert_eq!(n.pool_requests().count(), 2);
+        assert_eq!(n.static_addresses().count(), 2);
+        assert!(n.dhcp_server);
+        assert_eq!(n.ip_masquerade, Families::Both);
+        assert_eq!(n.link_local(), Families::Ipv6);
+        assert_eq!(
+            n.dns,
+            vec![
+                DnsServer {
+                    addr: "1.1.1.1".parse().unwrap(),
+                    port: None,
+                    ifname: None,
+                    server_name: None
+                },
+                DnsServer {
+                    addr: "2001:db8::1".parse().unwrap(),
+                    port: Some(5353),
+                    ifname: Some("eth0".into()),
+                    server_name: Some("dns.example".into())
+                },
+                DnsServer {
+                    addr: "9.9.9.9".parse().unwrap(),
+                    port: Some(53),
+                    ifname: None,
+                    server_name: None
+                },
+            ]
+        );
+        assert_eq!(n.dhcp, Families::Ipv4);
+        assert!(n.keep_master);
+        let d = &f.dhcp_server;
+        assert_eq!(d.pool_offset, 10);
+        assert_eq!(d.pool_size, 20);
+        assert!(!d.emit_dns);
+        assert_eq!(
+            d.dns,
+            vec![
+                DhcpDns::ServerAddress,
+                DhcpDns::Addr(Ipv4Addr::new(8, 8, 8, 8))
+            ]
+        );
+        assert!(!d.emit_router);
+        assert_eq!(d.default_lease_secs, 1800);
+        assert_eq!(d.max_lease_secs, 9000);
+    }
+
+    #[test]
+    fn defaults_and_resets() {
+        let f = ok("[Match]\nName=x\n").file;
+        assert_eq!(f.network, Network::default());
+        assert_eq!(f.network.link_local(), Families::Ipv6);
+        assert_eq!(f.dhcp_server, DhcpServerConfig::default());
+        assert!(f.dhcp_server.emit_dns && f.dhcp_server.emit_router);
+        assert_eq!(f.dhcp_server.default_lease_secs, 3600);
+        assert_eq!(f.dhcp_server.max_lease_secs, 43200);
+
+        let f = ok("[Match]\nName=x\n[Network]\nKeepMaster=yes\n").file;
+        assert_eq!(f.network.link_local(), Families::No);
+
+        let f = ok("\
+[Match]
+Name=x
+[Network]
+Address=10.0.0.1/24
+Address=
+Address=10.0.0.2/24
+DNS=1.1.1.1
+DNS=
+LinkLocalAddressing=no
+LinkLocalAddressing=
+IPMasquerade=both
+IPMasquerade=
+DHCP=yes
+DHCP=
+[DHCPServer]
+DNS=1.1.1.1
+DNS=
+DefaultLeaseTimeSec=5
+DefaultLeaseTimeSec=
+MaxLeaseTimeSec=5
+MaxLeaseTimeSec=
+")
+        .file;
+        assert_eq!(f.network.addresses.len(), 1);
+        assert!(f.network.dns.is_empty());
+        assert_eq!(f.network.link_local_addressing, None);
+        assert_eq!(f.network.ip_masquerade, Families::No);
+        assert_eq!(f.network.dhcp, Families::No);
+        assert_eq!(f.dhcp_server, DhcpServerConfig::default());
+    }
+
+    #[test]
+    fn family_values() {
+        let table: &[(&str, &str, Families)] = &[
+            ("IPMasquerade", "ipv4", Families::Ipv4),
+            ("IPMasquerade", "ipv6", Families::Ipv6),
+            ("IPMasquerade", "both", Families::Both),
+            ("IPMasquerade", "no", Families::No),
+            ("IPMasquerade", "yes", Families::Ipv4),
+            ("IPMasquerade", "true", Families::Ipv4),
+            ("LinkLocalAddressing", "yes", Families::Both),
+            ("LinkLocalAddressing", "ipv4", Families::Ipv4),
+            ("LinkLocalAddressing", "off", Families::No),
+            ("DHCP", "yes", Families::Both),
+            ("DHCP", "ipv6", Families::Ipv6),
+            ("DHCP", "both", Families::Both),
+            ("DHCP", "v4", Families::Ipv4),
+            ("DHCP", "0", Families::No),
+        ];
+        for (key, value, want) in table {
+            let f = ok(&format!("[Match]\nName=x\n[Network]\n{key}={value}\n")).file;
+            let got = match *key {
+                "IPMasquerade" => f.network.ip_masquerade,
+                "LinkLocalAddressing" => f.network.link_local(),
+                _ => f.network.dhcp,
+            };
+            assert_eq!(got, *want, "{key}={value}");
+        }
+        assert!(Families::Both.ipv4() && Families::Both.ipv6());
+        assert!(Families::Ipv4.ipv4() && !Families::Ipv4.ipv6());
+        assert!(!Families::No.ipv4() && !Families::No.ipv6());
+    }
+
+    #[test]
+    fn warnings() {
+        let f = "/etc/netspawn/network/t.network";
+        let table: &[(&str, &str)] = &[
+            (
+                "[Match]\nName=x\n[Network]\nFoo=1\n",
+                ":4: Unknown key name 'Foo' in section 'Network', ignoring.",
+            ),
+            (
+                "[Match]\nName=x\n[DHCPServer]\nFoo=1\n",
+                ":4: Unknown key name 'Foo' in section 'DHCPServer', ignoring.",
+            ),
+            (
+                "[Match]\nName=x\nFoo=1\n",
+                ":3: Unknown key name 'Foo' in section 'Match', ignoring.",
+            ),
+            (
+                "[Match]\nName=x\n[Bogus]\nFoo=1\n",
+                ":3: Unknown section 'Bogus'. Ignoring.",
+            ),
+            (
+                "[Match]\nName=x\n[Network]\nLLDP=yes\n",
+                ":4: Key 'LLDP' in section 'Network' is ignored by netd.",
+            ),
+            (
+                "[Match]\nName=x\n[DHCPServer]\nRouter=1.2.3.4\n",
+                ":4: Key 'Router' in section 'DHCPServer' is ignored by netd.",
+            ),
+            (
+                "[Match]\nName=x\n[DHCP]\nUseTimezone=yes\n",
+                ":3: Section 'DHCP' is ignored by netd.",
+            ),
+            (
+                "[Match]\nName=x\n[Network]\nIPMasquerade=yes\n",
+                ":4: IPMasquerade=yes is deprecated, and it is handled as \"ipv4\" instead of \
+                 \"both\". Please use \"ipv4\" or \"both\".",
+            ),
+            (
+                "[Match]\nName=x\n[Network]\nDHCP=both\n",
+                ":4: DHCP=both is deprecated, please use DHCP=yes instead.",
+            ),
+            (
+                "[Match]\nPath=pci-*\n",
+                ":2: Key 'Path' in section 'Match' is not supported by netd; this file will \
+                 match no link.",
+            ),
+            (
+                "[Network]\nDHCP=yes\n",
+                ": No valid settings found in the [Match] section, the file will match all \
+                 interfaces. If that is intended, please add Name=* in the [Match] section.",
+            ),
+            (
+                "[Match]\nName=x\n[Network]\nFo\\u{1}o=1\n",
+                ":4: Unknown key name 'Fo\\\\u{1}o' in section 'Network', ignoring.",
+            ),
+        ];
+        for (text, want) in table {
+            let parsed = ok(text);
+            assert_eq!(parsed.warnings, vec![format!("{f}{want}")], "{text:?}");
+        }
+        // X- keys and sections are silent.
+        let parsed = ok("[Match]\nName=x\nX-Foo=1\n[X-Mine]\nBar=2\n[Network]\nX-Baz=3\n");
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let table: &[(&str, usize, &str)] = &[
+            (
+                "Name=x\n",
+                1,
+                "Assignment outside of any section: \"Name=x\"",
+            ),
+            ("[Match\n", 1, "Invalid section header \"[Match\""),
+            ("[Ma\"tch]\n", 1, "Bad characters in section header"),
+            ("[Match]\nName\n", 2, "Missing '=' in \"Name\""),
+            ("[Match]\n=x\n", 2, "Missing key name before '='"),
+            (
+                "[Match]\nName=a/b\n",
+                2,
+                "Invalid Name= value: \"a/b\" is not a valid",
+            ),
+            ("[Match]\nName=a:b\n", 2, "Invalid Name= value"),
+            (
+                "[Match]\nName=!\n",
+                2,
+                "Invalid Name= value: \"!\" has no pattern",
+            ),
+            (
+                "[Match]\nKind=\"veth\n",
+                2,
+                "Invalid Kind= value: unterminated quote",
+            ),
+            ("[Match]\nKind=\"veth\"x\n", 2, "Invalid Kind= value"),
+            (
+                "[Match]\nVirtualization=cloud\n",
+                2,
+                "Invalid Virtualization= value",
+            ),
+            (
+                "[Network]\nAddress=10.0.0.300/24\n",
+                2,
+                "Invalid Address= value",
+            ),
+            (
+                "[Network]\nAddress=10.0.0.1/33\n",
+                2,
+                "prefix length 33 is longer than 32",
+            ),
+            (
+                "[Network]\nAddress=::1/129\n",
+                2,
+                "prefix length 129 is longer than 128",
+            ),
+            (
+                "[Network]\nAddress=10.0.0.1/\n",
+                2,
+                "is not a prefix length",
+            ),
+            (
+                "[Network]\nAddress=10.0.0.1/+4\n",
+                2,
+                "is not a prefix length",
+            ),
+            ("[Network]\nAddress=0.0.0.0/7\n", 2, "at least 8, not 7"),
+            ("[Network]\nAddress=::/48\n", 2, "at least 64, not 48"),
+            (
+                "[Network]\nAddress=web\n",
+                2,
+                "\"web\" is not an IP address",
+            ),
+            (
+                "[Network]\nDHCPServer=maybe\n",
+                2,
+                "Invalid DHCPServer= value: \"maybe\" is not a boolean",
+            ),
+            ("[Network]\nDHCPServer=\n", 2, "Invalid DHCPServer= value"),
+            (
+                "[Network]\nIPMasquerade=all\n",
+                2,
+                "Invalid IPMasquerade= value",
+            ),
+            (
+                "[Network]\nLinkLocalAddressing=fallback\n",
+                2,
+                "Invalid LinkLocalAddressing=",
+            ),
+            ("[Network]\nDHCP=ipv5\n", 2, "Invalid DHCP= value"),
+            ("[Network]\nKeepMaster=2\n", 2, "Invalid KeepMaster= value"),
+            (
+                "[Network]\nDNS=1.1.1.1 nope\n",
+                2,
+                "\"nope\" is not a DNS server address",
+            ),
+            ("[Network]\nDNS=1.1.1.1:0\n", 2, "Invalid DNS= value"),
+            ("[Network]\nDNS=1.1.1.1:99999\n", 2, "Invalid DNS= value"),
+            ("[Network]\nDNS=[::1\n", 2, "Invalid DNS= value"),
+            ("[Network]\nDNS=1.1.1.1#\n", 2, "Invalid DNS= value"),
+            ("[Network]\nDNS=1.1.1.1%\n", 2, "Invalid DNS= value"),
+            (
+                "[DHCPServer]\nPoolOffset=-1\n",
+                2,
+                "Invalid PoolOffset= value: \"-1\" is not a number",
+            ),
+            ("[DHCPServer]\nPoolSize=4294967296\n", 2, "is out of range"),
+            ("[DHCPServer]\nPoolSize=\n", 2, "Invalid PoolSize= value"),
+            (
+                "[DHCPServer]\nEmitDNS=perhaps\n",
+                2,
+                "Invalid EmitDNS= value",
+            ),
+            (
+                "[DHCPServer]\nEmitRouter=\n",
+                2,
+                "Invalid EmitRouter= value",
+            ),
+            (
+                "[DHCPServer]\nDNS=::1\n",
+                2,
+                "Invalid DNS= value: \"::1\" is not an IPv4 address",
+            ),
+            (
+                "[DHCPServer]\nDefaultLeaseTimeSec=1 fortnight\n",
+                2,
+                "is not a time span",
+            ),
+            ("[DHCPServer]\nMaxLeaseTimeSec=0\n", 2, "is shorter than 1s"),
+            ("[DHCPServer]\nMaxLeaseTimeSec=200y\n", 2, "is too long"),
+            (
+                "[Match]\nName=x\n\n# c\n[Network]\nDHCPServer=x\n",
+                6,
+                "Invalid DHCPServer=",
+            ),
+            // A continued line is reported at its last physical line.
+            (
+                "[Network]\nDHCPServer=y\\\nes\\\nx\n",
+                4,
+                "Invalid DHCPServer=",
+            ),
+            ("[Match]\nName=a\0b\n", 2, "line contains a NUL byte"),
+        ];
+        for (text, line, msg) in table {
+            let e = match p(text) {
+                Ok(parsed) => panic!("{text:?} parsed: {parsed:?}"),
+                Err(e) => e,
+            };
+            assert_eq!(e.line, *line, "{text:?}: {e}");
+            assert!(e.msg.contains(msg), "{text:?}: {e}");
+            let shown = e.to_string();
+            assert!(
+                shown.starts_with(&format!("/etc/netspawn/network/t.network:{line}: ")),
+                "{shown}"
+            );
+            assert!(!shown.contains('\n'), "{shown:?}");
+        }
+    }
+
+    #[test]
+    fn error_display_without_line() {
+        let e = NetFileError {
+            file: "/etc/netspawn/network".into(),
+            line: 0,
+            msg: "Permission denied".into(),
+        };
+        assert_eq!(e.to_string(), "/etc/netspawn/network: Permission denied");
+    }
+
+    #[test]
+    fn line_syntax() {
+        // CRLF, CR, BOM, comments inside a continuation, whitespace around '='.
+        let f = ok(
+            "\u{feff}[Match]\r\nName = ve-* \\\r\n# comment\r\n  vz-*\r[Network]\rDHCPServer =yes",
+        )
+        .file;
+        assert_eq!(f.matching.name.len(), 2);
+        assert!(f.network.dhcp_server);
+        // A trailing continuation at end of file still counts.
+        let f = ok("[Match]\nName=a \\").file;
+        assert_eq!(f.matching.name.len(), 1);
+        // An escaped backslash does not continue the line.
+        let e = p("[Match]\nName=a\\\\\n[Network]\nDHCPServer=q\n").unwrap_err();
+        assert_eq!(e.line, 4);
+        // Not UTF-8: the line is named.
+        let e = parse_bytes(b"[Match]\nName=x\r\nKind=\xff\n", Path::new("f.network")).unwrap_err();
+        assert_eq!(e.to_string(), "f.network:3: line is not valid UTF-8");
+        // Overlong lines are refused.
+        let long = format!("[Match]\nName={}\n", "a".repeat(LONG_LINE_MAX));
+        assert!(p(&long).unwrap_err().msg.contains("longer than"));
+    }
+
+    #[test]
+    fn time_spans() {
+        let table: &[(&str, Option<u32>)] = &[
+            ("3600", Some(3600)),
+            ("1h", Some(3600)),
+            ("30min", Some(1800)),
+            ("30 min", Some(1800)),
+            ("2hours", Some(7200)),
+            ("48hr", Some(172_800)),
+            ("1h 30min", Some(5400)),
+            ("55s500ms", Some(56)),
+            ("1.5h", Some(5400)),
+            ("0.5", Some(1)),
+            ("1ms", Some(1)),
+            ("1d", Some(86400)),
+            ("1w", Some(604_800)),
+            ("1M", Some(2_629_800)),
+            ("1m", Some(60)),
+            ("1y", Some(31_557_600)),
+            ("100us", Some(1)),
+            ("infinity", Some(INFINITE_LEASE)),
+            ("0", None),
+            ("0s", None),
+            ("", None),
+            ("h", None),
+            ("1 fortnight", None),
+            ("-5", None),
+            ("5,3", None),
+            ("1.h", Some(3600)),
+            ("99999999999999999999999999999999999999999999", None),
+            ("137y", None),
+            ("136y", Some(4_291_833_600)),
+        ];
+        for (value, want) in table {
+            assert_eq!(parse_lease_time(value).ok(), *want, "{value:?}");
+        }
+        assert_eq!(parse_timespan_usec("2.5s"), Ok(Some(2_500_000)));
+        assert_eq!(
+            parse_timespan_usec("300ms20s 5day").map(|u| u.map(|x| x / 1000)),
+            Ok(Some(432_020_300))
+        );
+    }
+
+    #[test]
+    fn dns_servers() {
+        let table: &[(
+            &str,
+            Option<(&str, Option<u16>, Option<&str>, Option<&str>)>,
+        )] = &[
+            ("1.2.3.4", Some(("1.2.3.4", None, None, None))),
+            ("1.2.3.4:53", Some(("1.2.3.4", Some(53), None, None))),
+            ("::1", Some(("::1", None, None, None))),
+            ("[::1]:853", Some(("::1", Some(853), None, None))),
+            ("[::1]", Some(("::1", None, None, None))),
+            ("fe80::1%eth0", Some(("fe80::1", None, Some("eth0"), None))),
+            (
+                "1.2.3.4#dns.example",
+                Some(("1.2.3.4", None, None, Some("dns.example"))),
+            ),
+            ("1.2.3.4:1:2", None),
+            ("[1.2.3.4]:53", None),
+            ("[::1]53", None),
+            ("host.example", None),
+            ("1.2.3.4:", None),
+        ];
+        for (word, want) in table {
+            let got = parse_dns_server(word).ok();
+            let want = want.map(|(a, port, ifname, sni)| DnsServer {
+                addr: a.parse().unwrap(),
+                port,
+                ifname: ifname.map(str::to_string),
+                server_name: sni.map(str::to_string),
+            });
+            assert_eq!(got, want, "{word:?}");
+        }
+    }
+
+    #[test]
+    fn builtin_templates() {
+        let loaded = load_with(&[], &BUILTIN).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let names: Vec<&str> = loaded.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "80-container-host0.network",
+                "80-container-vb.network",
+                "80-container-ve.network",
+                "80-container-vz.network"
+            ]
+        );
+        let find = |l: &LinkFacts| loaded.find_match(l).map(|f| f.name.as_str());
+        assert_eq!(
+            find(&link("ve-web", Some("veth"), Some("veth"))),
+            Some("80-container-ve.network")
+        );
+        assert_eq!(
+            find(&link("vz-lab", Some("bridge"), None)),
+            Some("80-container-vz.network")
+        );
+        assert_eq!(
+            find(&link("vb-web", Some("veth"), None)),
+            Some("80-container-vb.network")
+        );
+        assert_eq!(find(&link("ve-web", Some("bridge"), None)), None);
+        assert_eq!(find(&link("vz-lab", Some("veth"), None)), None);
+        assert_eq!(find(&link("eth0", None, Some("e1000e"))), None);
+        // host0 only inside a container.
+        assert_eq!(find(&link("host0", Some("veth"), None)), None);
+        let mut inside = loaded.clone();
+        inside.virtualization = Virtualization::Container("systemd-nspawn".into());
+        assert_eq!(
+            inside
+                .find_match(&link("host0", Some("veth"), None))
+                .map(|f| f.name.as_str()),
+            Some("80-container-host0.network")
+        );
+
+        let ve = loaded
+            .files
+            .iter()
+            .find(|f| f.name == "80-container-ve.network")
+            .unwrap();
+        assert_eq!(ve.path, Path::new("(built-in)/80-container-ve.network"));
+        assert_eq!(
+            ve.network.addresses,
+            vec!["0.0.0.0/28".parse::<IpNetwork>().unwrap()]
+        );
+        assert!(ve.network.dhcp_server);
+        assert_eq!(ve.network.ip_masquerade, Families::Both);
+        assert_eq!(ve.network.link_local(), Families::Both);
+        let vz = loaded
+            .files
+            .iter()
+            .find(|f| f.name == "80-container-vz.network")
+            .unwrap();
+        assert_eq!(
+            vz.network.addresses,
+            vec!["0.0.0.0/24".parse::<IpNetwork>().unwrap()]
+        );
+        assert!(vz.network.dhcp_server);
+        assert_eq!(vz.network.ip_masquerade, Families::Both);
+        let vb = loaded
+            .files
+            .iter()
+            .find(|f| f.name == "80-container-vb.network")
+            .unwrap();
+        assert!(vb.network.addresses.is_empty() && !vb.network.dhcp_server);
+        assert!(vb.network.keep_master);
+        assert_eq!(vb.network.link_local(), Families::No);
+        assert_eq!(vb.network.ip_masquerade, Families::No);
+        let host0 = loaded
+            .files
+            .iter()
+            .find(|f| f.name == "80-container-host0.network")
+            .unwrap();
+        assert_eq!(host0.network.dhcp, Families::Both);
+        assert!(!host0.network.dhcp_server);
+        assert!(loaded.static_networks().is_empty());
+    }
+
+    /// A scratch directory removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "netd-netfile-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        fn sub(&self, name: &str) -> PathBuf {
+            let d = self.0.join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn precedence_and_masking() {
+        let t = TempDir::new("prec");
+        let etc = t.sub("etc");
+        let usr = t.sub("usr");
+        let missing = t.0.join("missing");
+        let builtin: [(&str, &str); 3] = [
+            (
+                "80-container-ve.network",
+                "[Match]\nName=ve-*\n[Network]\nAddress=0.0.0.0/28\n",
+            ),
+            (
+                "80-container-vz.network",
+                "[Match]\nName=vz-*\n[Network]\nAddress=0.0.0.0/24\n",
+            ),
+            ("90-other.network", "[Match]\nName=ve-*\n"),
+        ];
+        // /etc overrides the built-in ve file with a /26.
+        write(
+            &etc,
+            "80-container-ve.network",
+            "[Match]\nName=ve-*\n[Network]\nAddress=0.0.0.0/26\n",
+        );
+        // /usr has a lower-priority copy that must be ignored.
+        write(
+            &usr,
+            "80-container-ve.network",
+            "[Match]\nName=ve-*\n[Network]\nAddress=0.0.0.0/30\n",
+        );
+        // /usr masks vz with an empty file.
+        write(&usr, "80-container-vz.network", "");
+        // /etc masks 90-other with a symlink to /dev/null.
+        std::os::unix::fs::symlink("/dev/null", etc.join("90-other.network")).unwrap();
+        // An earlier-sorting file in /usr that matches ve-web first.
+        write(
+            &usr,
+            "10-web.network",
+            "[Match]\nName=ve-web\n[Network]\nDHCPServer=yes\n",
+        );
+        // Not network files: other suffix, hidden, directory.
+        write(&etc, "README", "junk");
+        write(&etc, ".hidden.network", "junk");
+        write(&etc, "x.network.bak", "junk");
+        std::fs::create_dir(etc.join("dir.network")).unwrap();
+
+        let loaded = load_with(&[etc.clone(), missing, usr.clone()], &builtin).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let names: Vec<(&str, &Path)> = loaded
+            .files
+            .iter()
+            .map(|f| (f.name.as_str(), f.path.as_path()))
+            .collect();
+        let ve_path = etc.join("80-container-ve.network");
+        let web_path = usr.join("10-web.network");
+        assert_eq!(
+            names,
+            [
+                ("10-web.network", web_path.as_path()),
+                ("80-container-ve.network", ve_path.as_path())
+            ]
+        );
+        assert_eq!(
+            loaded.masked,
+            // By file name, as the files.
+            vec![
+                usr.join("80-container-vz.network"),
+                etc.join("90-other.network")
+            ]
+        );
+        let ve = &loaded.files[1];
+        assert_eq!(ve.network.addresses[0].prefix(), 26);
+        let f = |n: &str| {
+            loaded
+                .find_match(&link(n, Some("veth"), None))
+                .map(|f| f.name.clone())
+        };
+        assert_eq!(f("ve-web").as_deref(), Some("10-web.network"));
+        assert_eq!(f("ve-db").as_deref(), Some("80-container-ve.network"));
+        assert_eq!(f("vz-lab"), None);
+    }
+
+    #[test]
+    fn load_errors() {
+        let t = TempDir::new("err");
+        let etc = t.sub("etc");
+        write(
+            &etc,
+            "50-bad.network",
+            "[Match]\nName=x\n[Network]\nDHCPServer=maybe\n",
+        );
+        let e = load_with(&[etc.clone()], &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:4: Invalid DHCPServer= value: \"maybe\" is not a boolean",
+                etc.join("50-bad.network").display()
+            )
+        );
+        // A masked bad file is not read.
+        let top = t.sub("top");
+        write(&top, "50-bad.network", "");
+        assert!(load_with(&[top.clone(), etc.clone()], &[]).is_ok());
+        // A dangling symlink cannot be read.
+        let dang = t.sub("dang");
+        std::os::unix::fs::symlink(t.0.join("nowhere"), dang.join("60-x.network")).unwrap();
+        let e = load_with(&[dang.clone()], &[]).unwrap_err();
+        assert_eq!(e.line, 0);
+        assert!(e
+            .to_string()
+            .starts_with(&format!("{}: ", dang.join("60-x.network").display())));
+        // A file where a directory should be.
+        let file = t.0.join("plain");
+        std::fs::write(&file, "x").unwrap();
+        assert!(load_with(&[file], &[]).is_err());
+        // Warnings carry the real path.
+        let w = t.sub("warn");
+        write(&w, "70-w.network", "[Match]\nName=x\n[Network]\nLLDP=yes\n");
+        let loaded = load_with(&[w.clone()], &[]).unwrap();
+        assert_eq!(
+            loaded.warnings,
+            vec![format!(
+                "{}:4: Key 'LLDP' in section 'Network' is ignored by netd.",
+                w.join("70-w.network").display()
+            )]
+        );
+    }
+
+    #[test]
+    fn static_networks_of_all_files() {
+        let t = TempDir::new("static");
+        let d = t.sub("d");
+        write(
+            &d,
+            "a.network",
+            "[Match]\nName=a\n[Network]\nAddress=192.168.7.1/24\nAddress=0.0.0.0/28\n",
+        );
+        write(
+            &d,
+            "b.network",
+            "[Match]\nName=b\n[Network]\nAddress=fd00:1::1/64\n",
+        );
+        let loaded = load_with(&[d], &[]).unwrap();
+        let nets: Vec<String> = loaded
+            .static_networks()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["192.168.7.1/24", "fd00:1::1/64"]);
+    }
+
+    #[test]
+    fn search_path_env() {
+        // The only test that reads or writes this variable.
+        std::env::set_var(ENV_NETWORK_PATH, "/a:/b::/c");
+        assert_eq!(
+            search_path(),
+            [
+                PathBuf::from("/a"),
+                PathBuf::from("/b"),
+                PathBuf::from("/c")
+            ]
+        );
+        std::env::set_var(ENV_NETWORK_PATH, "");
+        assert_eq!(
+            search_path(),
+            [
+                PathBuf::from("/etc/netspawn/network"),
+                PathBuf::from("/usr/lib/netspawn/network")
+            ]
+        );
+        std::env::remove_var(ENV_NETWORK_PATH);
+        assert_eq!(search_path().len(), 2);
+    }
+
+    /// Random and mutated inputs never panic, and errors and warnings stay on
+    /// one line naming the file (a stand-in for the fuzz target where
+    /// cargo-fuzz cannot run).
+    #[test]
+    fn random_inputs_never_panic() {
+        let seeds: Vec<&[u8]> = vec![
+            BUILTIN[0].1.as_bytes(),
+            BUILTIN[2].1.as_bytes(),
+            b"[Match]\nName=ve-* !vb-[a-z]*\nKind=\"veth\"\n[Network]\nAddress=0.0.0.0/28\nDNS=[::1]:53%lo#x\n[DHCPServer]\nMaxLeaseTimeSec=1.5h 3min\n",
+        ];
+        let alphabet: &[u8] = b"[]=\\\n\r#;!*?\"' /:%.0123456789abcdefhmsxyzMNPSKDVT-\x00\xff";
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let facts = [
+            link("ve-web", Some("veth"), Some("veth")),
+            link("vz-lab", Some("bridge"), None),
+            link("[]", None, None),
+        ];
+        for i in 0..100_000u32 {
+            let mut data: Vec<u8> = seeds[i as usize % seeds.len()].to_vec();
+            let edits = 1 + next() % 8;
+            for _ in 0..edits {
+                let pos = (next() as usize) % (data.len() + 1);
+                let byte = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 if pos < data.len() => data[pos] = byte,
+                    1 if pos < data.len() => {
+                        data.remove(pos);
+                    }
+                    _ => data.insert(pos, byte),
+                }
+            }
+            match parse_bytes(&data, Path::new("fz.network")) {
+                Ok(parsed) => {
+                    for w in &parsed.warnings {
+                        assert!(w.starts_with("fz.network:") && !w.contains('\n'), "{w:?}");
+                    }
+                    for l in &facts {
+                        let _ = parsed.file.matching.matches(l, &Virtualization::None);
+                    }
+                }
+                Err(e) => {
+                    let s = e.to_string();
+                    assert!(s.starts_with("fz.network:") && !s.contains('\n'), "{s:?}");
+                }
+            }
+        }
+    }
+}
