@@ -18,6 +18,7 @@
 //! even after `kill -9` of the launcher and stays off the user's critical path.
 
 pub mod addrs;
+pub mod dhcp_client;
 pub mod keeper;
 pub use netspawn_common::naming;
 pub mod rtnl;
