@@ -2432,10 +2432,9 @@ MaxLeaseTimeSec=
 
     #[test]
     fn dns_servers() {
-        let table: &[(
-            &str,
-            Option<(&str, Option<u16>, Option<&str>, Option<&str>)>,
-        )] = &[
+        // (word, Some((address, port, interface, server name)) or None if invalid)
+        type Want<'a> = Option<(&'a str, Option<u16>, Option<&'a str>, Option<&'a str>)>;
+        let table: &[(&str, Want)] = &[
             ("1.2.3.4", Some(("1.2.3.4", None, None, None))),
             ("1.2.3.4:53", Some(("1.2.3.4", Some(53), None, None))),
             ("::1", Some(("::1", None, None, None))),
@@ -2672,7 +2671,7 @@ MaxLeaseTimeSec=
             "50-bad.network",
             "[Match]\nName=x\n[Network]\nDHCPServer=maybe\n",
         );
-        let e = load_with(&[etc.clone()], &[]).unwrap_err();
+        let e = load_with(std::slice::from_ref(&etc), &[]).unwrap_err();
         assert_eq!(
             e.to_string(),
             format!(
@@ -2687,7 +2686,7 @@ MaxLeaseTimeSec=
         // A dangling symlink cannot be read.
         let dang = t.sub("dang");
         std::os::unix::fs::symlink(t.0.join("nowhere"), dang.join("60-x.network")).unwrap();
-        let e = load_with(&[dang.clone()], &[]).unwrap_err();
+        let e = load_with(std::slice::from_ref(&dang), &[]).unwrap_err();
         assert_eq!(e.line, 0);
         assert!(e
             .to_string()
@@ -2699,7 +2698,7 @@ MaxLeaseTimeSec=
         // Warnings carry the real path.
         let w = t.sub("warn");
         write(&w, "70-w.network", "[Match]\nName=x\n[Network]\nLLDP=yes\n");
-        let loaded = load_with(&[w.clone()], &[]).unwrap();
+        let loaded = load_with(std::slice::from_ref(&w), &[]).unwrap();
         assert_eq!(
             loaded.warnings,
             vec![format!(

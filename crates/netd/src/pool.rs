@@ -553,3 +553,364 @@ fn stable_hash(domain: &[u8], data: &[u8]) -> u64 {
     h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MID: &str = "0123456789abcdef0123456789abcdef";
+
+    fn net(s: &str) -> IpNetwork {
+        s.parse().unwrap()
+    }
+
+    fn v4(prefix: u8) -> IpNetwork {
+        net(&format!("0.0.0.0/{prefix}"))
+    }
+
+    fn v6(prefix: u8) -> IpNetwork {
+        net(&format!("::/{prefix}"))
+    }
+
+    fn within(outer: &str, inner: &IpNetwork) -> bool {
+        let o = net(outer);
+        overlaps(&o, inner) && o.prefix() <= inner.prefix()
+    }
+
+    #[test]
+    fn first_pick_is_stable_and_private() {
+        for (key, prefix) in [("ve-web", 28), ("vz-lab", 24), ("ve-db", 28), ("", 30)] {
+            let a = Pools::new(MID).acquire(key, &v4(prefix), &[]).unwrap();
+            let b = Pools::new("another machine")
+                .acquire(key, &v4(prefix), &[])
+                .unwrap();
+            assert_eq!(a, b, "{key}: same key, same subnet on any fresh pool");
+            assert_eq!(a.subnet.prefix(), prefix);
+            assert!(within("192.168.0.0/16", &a.subnet), "{a:?}");
+            assert_eq!(a.subnet.ip(), a.subnet.network(), "host bits are zero");
+            let host = a.host();
+            assert_eq!(host.prefix(), prefix);
+            assert_eq!(
+                addr_bits_of_ip(host.ip()),
+                addr_bits(&a.subnet) + 1,
+                "the host side takes the first address"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_get_disjoint_subnets() {
+        let mut pools = Pools::new(MID);
+        let mut got: Vec<IpNetwork> = Vec::new();
+        for i in 0..300 {
+            let a = pools.acquire(&format!("ve-m{i}"), &v4(28), &[]).unwrap();
+            assert!(got.iter().all(|g| !overlaps(g, &a.subnet)), "{a:?}");
+            got.push(a.subnet);
+        }
+        let z = pools.acquire("vz-lab", &v4(24), &[]).unwrap();
+        assert!(got.iter().all(|g| !overlaps(g, &z.subnet)));
+    }
+
+    #[test]
+    fn host_networks_are_avoided() {
+        let preferred = Pools::new(MID)
+            .acquire("ve-web", &v4(28), &[])
+            .unwrap()
+            .subnet;
+        let around = IpNetwork::new(preferred.network(), 24).unwrap();
+        let host_addr = IpNetwork::new(host_ip(&preferred, 5), 24).unwrap();
+        // (host networks, range the pick must be in)
+        let table: Vec<(Vec<IpNetwork>, &str)> = vec![
+            (vec![around], "192.168.0.0/16"),
+            // An address with host bits, as the kernel lists it.
+            (vec![host_addr], "192.168.0.0/16"),
+            (vec![preferred], "192.168.0.0/16"),
+            (vec![net("192.168.0.0/16")], "172.16.0.0/12"),
+            (
+                vec![net("192.168.0.0/17"), net("192.168.128.0/17")],
+                "172.16.0.0/12",
+            ),
+            (
+                vec![net("192.168.0.0/16"), net("172.16.0.0/12")],
+                "10.0.0.0/8",
+            ),
+            // A default route says nothing about local use.
+            (vec![net("0.0.0.0/0"), net("::/0")], "192.168.0.0/16"),
+            // Other families do not matter.
+            (vec![net("fd00::/8")], "192.168.0.0/16"),
+        ];
+        for (host, range) in table {
+            let a = Pools::new(MID).acquire("ve-web", &v4(28), &host).unwrap();
+            assert!(within(range, &a.subnet), "{host:?}: {a:?}");
+            for h in host.iter().filter(|h| h.prefix() > 0) {
+                assert!(!overlaps(h, &a.subnet), "{h} overlaps {a:?}");
+            }
+        }
+        // Without conflicts, the preferred subnet.
+        let a = Pools::new(MID)
+            .acquire("ve-web", &v4(28), &[net("10.0.0.0/8")])
+            .unwrap();
+        assert_eq!(a.subnet, preferred);
+    }
+
+    fn host_ip(n: &IpNetwork, offset: u32) -> IpAddr {
+        match n {
+            IpNetwork::V4(n) => IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) + offset)),
+            IpNetwork::V6(n) => {
+                IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) + u128::from(offset)))
+            }
+        }
+    }
+
+    #[test]
+    fn the_last_free_subnet_is_found() {
+        // Every /24 of 192.168.0.0/16 but one is in use on the host; the walk
+        // wraps around from wherever the key's hash starts.
+        for free in [0u32, 1, 77, 254, 255] {
+            let host: Vec<IpNetwork> = (0..256u32)
+                .filter(|i| *i != free)
+                .map(|i| net(&format!("192.168.{i}.0/24")))
+                .collect();
+            for key in ["vz-a", "vz-b", "vz-c"] {
+                let a = Pools::new(MID).acquire(key, &v4(24), &host).unwrap();
+                assert_eq!(a.subnet, net(&format!("192.168.{free}.0/24")), "{key}");
+            }
+        }
+    }
+
+    #[test]
+    fn exhaustion_is_a_clear_error() {
+        let all = [
+            net("192.168.0.0/16"),
+            net("172.16.0.0/12"),
+            net("10.0.0.0/8"),
+        ];
+        let e = Pools::new(MID)
+            .acquire("ve-web", &v4(28), &all)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no free /28 subnet left in the address pool (192.168.0.0/16, 172.16.0.0/12, \
+             10.0.0.0/8) for ve-web: every candidate overlaps a host address or route, or \
+             another link's subnet"
+        );
+        // A /9 fits only in 10.0.0.0/8, twice.
+        let mut pools = Pools::new(MID);
+        let a = pools.acquire("a", &v4(9), &[]).unwrap();
+        let b = pools.acquire("b", &v4(9), &[]).unwrap();
+        assert!(!overlaps(&a.subnet, &b.subnet));
+        assert!(matches!(
+            pools.acquire("c", &v4(9), &[]),
+            Err(PoolError::Exhausted { prefix: 9, .. })
+        ));
+        // Released, it goes to the next asker.
+        assert_eq!(pools.release("a"), vec![a.clone()]);
+        assert_eq!(pools.release("a"), vec![]);
+        let c = pools.acquire("c", &v4(9), &[]).unwrap();
+        assert_eq!(c.subnet, a.subnet);
+    }
+
+    #[test]
+    fn bad_requests() {
+        let table: &[(IpNetwork, &str)] = &[
+            (
+                net("10.0.0.1/28"),
+                "10.0.0.1/28 is not a pool request (0.0.0.0/N or ::/N)",
+            ),
+            (
+                v4(31),
+                "cannot take a 0.0.0.0/31 subnet from the address pool: the prefix length must \
+                 be at most 30, to leave room for the host and a container",
+            ),
+            (
+                v4(8),
+                "cannot take a 0.0.0.0/8 subnet from the address pool: no private range is \
+                 larger than a /8 (the largest is 10.0.0.0/8)",
+            ),
+            (
+                v6(48),
+                "cannot take a ::/48 subnet from the address pool: the prefix length must be \
+                 between 64 and 126",
+            ),
+            (v6(127), "between 64 and 126"),
+        ];
+        for (req, msg) in table {
+            let e = Pools::new(MID).acquire("k", req, &[]).unwrap_err();
+            assert!(e.to_string().contains(msg), "{req}: {e}");
+        }
+    }
+
+    #[test]
+    fn acquire_is_idempotent_and_keeps_its_subnet() {
+        let mut pools = Pools::new(MID);
+        let a = pools.acquire("ve-web", &v4(28), &[]).unwrap();
+        // The link's own address and route from before do not count.
+        let own = vec![a.host(), a.subnet];
+        assert_eq!(pools.acquire("ve-web", &v4(28), &own).unwrap(), a);
+        // A host network that contains it does: a new subnet.
+        let lan = IpNetwork::new(a.subnet.network(), 20).unwrap();
+        let b = pools.acquire("ve-web", &v4(28), &[lan]).unwrap();
+        assert!(!overlaps(&b.subnet, &lan));
+        // A different prefix length: a new subnet of that size.
+        let c = pools.acquire("ve-web", &v4(26), &[]).unwrap();
+        assert_eq!(c.subnet.prefix(), 26);
+        assert_eq!(pools.iter().count(), 1);
+        // IPv4 and IPv6 of one key coexist.
+        let d = pools.acquire("ve-web", &v6(64), &[]).unwrap();
+        assert_eq!(pools.assigned("ve-web"), vec![c.clone(), d.clone()]);
+        assert_eq!(pools.release("ve-web"), vec![c, d]);
+        assert!(pools.assigned("ve-web").is_empty());
+    }
+
+    #[test]
+    fn ipv6_from_the_hosts_ula_site() {
+        let site = ula_site(MID);
+        assert_eq!(
+            site,
+            ula_site(&format!("{MID}\n")),
+            "trailing newline ignored"
+        );
+        assert_ne!(site, ula_site("fedcba9876543210fedcba9876543210"));
+        assert_eq!(site.prefix(), 48);
+        assert_eq!(u128::from(site.network()) >> 120, 0xfd);
+        let mut pools = Pools::new(MID);
+        assert_eq!(pools.ula_site(), site);
+        let a = pools.acquire("ve-web", &v6(64), &[]).unwrap();
+        assert!(overlaps(&IpNetwork::V6(site), &a.subnet));
+        assert_eq!(a.subnet.prefix(), 64);
+        assert_eq!(a.host().ip(), host_ip(&a.subnet, 1));
+        // Stable per key.
+        assert_eq!(Pools::new(MID).acquire("ve-web", &v6(64), &[]).unwrap(), a);
+        // Avoids host networks and other keys.
+        let b = Pools::new(MID)
+            .acquire("ve-web", &v6(64), &[a.subnet])
+            .unwrap();
+        assert_ne!(b.subnet, a.subnet);
+        let c = pools.acquire("ve-db", &v6(64), &[]).unwrap();
+        assert!(!overlaps(&a.subnet, &c.subnet));
+        let d = pools.acquire("ve-x", &v6(126), &[]).unwrap();
+        assert_eq!(d.subnet.prefix(), 126);
+        // A host route over the whole site exhausts it.
+        let e = Pools::new(MID)
+            .acquire("ve-web", &v6(64), &[IpNetwork::V6(site)])
+            .unwrap_err();
+        assert!(e.to_string().contains(&format!("({site})")), "{e}");
+    }
+
+    #[test]
+    fn state_round_trip() {
+        let mut pools = Pools::new(MID);
+        pools.acquire("ve-web", &v4(28), &[]).unwrap();
+        pools.acquire("vz-lab", &v4(24), &[]).unwrap();
+        pools.acquire("ve-web", &v6(64), &[]).unwrap();
+        let json = pools.to_json();
+        let back = Pools::from_json(&json, MID).unwrap();
+        assert_eq!(back, pools);
+
+        let dir = std::env::temp_dir().join(format!("netd-pool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = state_path(&dir.join("state"));
+        assert_eq!(
+            Pools::load(&path, MID).unwrap(),
+            Pools::new(MID),
+            "missing is empty"
+        );
+        pools.save(&path).unwrap();
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["pools.json"], "no temporary file left");
+        let mut loaded = Pools::load(&path, MID).unwrap();
+        assert_eq!(loaded, pools);
+        // After a restart the same key gets the same subnet back.
+        let again = loaded.acquire("vz-lab", &v4(24), &[]).unwrap();
+        assert_eq!(pools.assigned("vz-lab"), vec![again]);
+        // Start-up cleanup of links that are gone.
+        let released = loaded.retain(|k| k == "vz-lab");
+        assert_eq!(released.len(), 2);
+        assert_eq!(loaded.iter().count(), 1);
+        std::fs::write(&path, "{not json").unwrap();
+        let e = Pools::load(&path, MID).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with(&format!("address pool state {}: ", path.display())));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn state_is_validated() {
+        let entry = |k: &str, s: &str| format!("{{\"key\":\"{k}\",\"subnet\":\"{s}\"}}");
+        let file = |entries: &[String]| format!("{{\"assignments\":[{}]}}", entries.join(","));
+        let table: &[(Vec<String>, Option<&str>)] = &[
+            (vec![entry("a", "192.168.1.0/24")], None),
+            (
+                vec![entry("a", "192.168.1.5/24")],
+                Some("has host bits set"),
+            ),
+            (
+                vec![entry("a", "8.8.8.0/24")],
+                Some("is not from the address pool"),
+            ),
+            (
+                vec![entry("a", "10.0.0.0/8")],
+                Some("is not from the address pool"),
+            ),
+            (
+                vec![entry("a", "2001:db8::/64")],
+                Some("is not from the address pool"),
+            ),
+            (vec![entry("a", "fd12:3456:789a:1::/64")], None),
+            (vec![entry("a", "banana")], Some("is not a subnet")),
+            (
+                vec![entry("a", "192.168.1.0/24"), entry("b", "192.168.1.16/28")],
+                Some("192.168.1.16/28 of b overlaps 192.168.1.0/24 of a"),
+            ),
+            (
+                vec![entry("a", "192.168.1.0/24"), entry("a", "192.168.2.0/24")],
+                Some("a holds two subnets of one family"),
+            ),
+        ];
+        for (entries, want) in table {
+            let got = Pools::from_json(&file(entries), MID);
+            match want {
+                None => assert!(got.is_ok(), "{entries:?}: {got:?}"),
+                Some(msg) => {
+                    let e = got.unwrap_err();
+                    assert!(e.contains(msg), "{entries:?}: {e}");
+                }
+            }
+        }
+        assert!(Pools::from_json("[]", MID).is_err());
+    }
+
+    #[test]
+    fn overlap_and_hash_primitives() {
+        let table: &[(&str, &str, bool)] = &[
+            ("10.0.0.0/8", "10.1.2.0/24", true),
+            ("10.1.2.0/24", "10.0.0.0/8", true),
+            ("10.1.2.0/24", "10.1.3.0/24", false),
+            ("10.1.2.0/28", "10.1.2.16/28", false),
+            ("10.1.2.7/24", "10.1.2.200/32", true),
+            ("0.0.0.0/0", "1.2.3.4/32", true),
+            ("fd00::/8", "fd12::/16", true),
+            ("fd00::/8", "10.0.0.0/8", false),
+            ("::/0", "fe80::/64", true),
+        ];
+        for (a, b, want) in table {
+            assert_eq!(overlaps(&net(a), &net(b)), *want, "{a} {b}");
+        }
+        assert_eq!(last_addr(0, 0, 128), u128::MAX);
+        assert_eq!(last_addr(0x0a00_0000, 8, 32), 0x0aff_ffff);
+        // Fixed values: the hash must never change between releases, or
+        // machines would move to other subnets after an upgrade.
+        assert_eq!(stable_hash(b"", b""), stable_hash(b"", b""));
+        assert_ne!(stable_hash(b"a", b"b"), stable_hash(b"", b"ab"));
+        let a = Pools::new(MID).acquire("ve-web", &v4(28), &[]).unwrap();
+        assert_eq!(a.subnet, net(GOLDEN_VE_WEB));
+    }
+
+    /// Where `ve-web` lands on an empty host; pinned so a change of the hash
+    /// or the walk shows up here.
+    const GOLDEN_VE_WEB: &str = "192.168.224.208/28";
+}
