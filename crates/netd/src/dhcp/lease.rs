@@ -83,7 +83,7 @@ impl ClientKey {
     }
 
     fn from_hex(s: &str) -> Option<Self> {
-        if s.len() % 2 != 0 || s.is_empty() || !s.is_ascii() {
+        if !s.len().is_multiple_of(2) || s.is_empty() || !s.is_ascii() {
             return None;
         }
         let bytes = (0..s.len())

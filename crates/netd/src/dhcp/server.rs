@@ -505,6 +505,12 @@ impl Server {
                 .filter(|o| o.until > now)
                 .map(|o| o.addr),
             self.table.get(key).map(|l| l.addr),
+            // The same MAC under another client identity (another DHCP client in the same
+            // machine): its address, once the old binding is no longer in use.
+            self.table
+                .iter()
+                .find(|l| l.hwaddr == req.msg.chaddr() && !l.is_active(now))
+                .map(|l| l.addr),
         ];
         if let Some(a) = remembered
             .into_iter()

@@ -177,7 +177,9 @@ fn lease(s: &mut Server, n: u8, now: SystemTime) -> Ipv4Addr {
 fn pool_carving_follows_networkd() {
     let net = |s: &str| s.parse::<Ipv4Network>().unwrap();
     let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
-    let cases: &[(&str, &str, u32, u32, Option<(&str, &str)>)] = &[
+    // (server, subnet, PoolOffset, PoolSize, expected pool or None for an error)
+    type Case<'a> = (&'a str, &'a str, u32, u32, Option<(&'a str, &'a str)>);
+    let cases: &[Case] = &[
         (
             "10.0.0.1",
             "10.0.0.0/28",
@@ -449,14 +451,16 @@ fn client_identifier_takes_precedence_over_mac() {
         send(&mut s, &req2, t(5)).unwrap().kind(),
         Some(MessageType::Ack)
     );
-    // Same MAC, other client id: a different client.
-    let other = send(
-        &mut s,
-        &pkt(MessageType::Discover, 1).client_id(b"\xffmachine-b"),
-        t(5),
-    )
-    .unwrap();
-    assert_ne!(other.msg.yiaddr(), a);
+    // Same MAC, other client id: a different client, which cannot have the bound address.
+    let other = pkt(MessageType::Discover, 9).client_id(b"\xffmachine-b");
+    assert_ne!(send(&mut s, &other, t(5)).unwrap().msg.yiaddr(), a);
+    // Once machine-a released it, another DHCP client on the same MAC (no client id) gets it.
+    let rel = pkt(MessageType::Release, 9)
+        .client_id(b"\xffmachine-a")
+        .ciaddr(a);
+    assert!(send(&mut s, &rel, t(6)).is_none());
+    let plain = send(&mut s, &pkt(MessageType::Discover, 9), t(7)).unwrap();
+    assert_eq!(plain.msg.yiaddr(), a);
 }
 
 #[test]
