@@ -310,6 +310,22 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
+        // netd, if a test started one, goes with the test.
+        for e in std::fs::read_dir(self.run_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("netd-") && n.ends_with(".pid") {
+                if let Some(pid) = std::fs::read_to_string(e.path())
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                {
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                }
+            }
+        }
         // Kill anything still running in our cgroups, then remove them.
         for d in self.cgroup_dirs() {
             kill_tree(&d);

@@ -8,42 +8,49 @@ fn machine_id() -> [u8; 16] {
     naming::host_machine_id().unwrap_or([0; 16])
 }
 
+/// The lines of `out` that start with `prefix`, without it (the container's
+/// and the host's output interleave).
+fn tagged<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
+    out.lines().filter_map(|l| l.strip_prefix(prefix)).collect()
+}
+
 #[test]
 fn veth_pair_host_side_and_host0_are_up_with_nspawn_macs() {
     let env = TestEnv::new();
     let img = env.busybox("web");
     let r = env.sh(
         &format!(
-            r#"$NETSPAWN -q -n -D {img} /bin/sh -c 'cat /sys/class/net/host0/address /sys/class/net/host0/operstate; ip -o link show lo | grep -c UP; ls /sys/class/net | tr "\n" " "; echo; sleep 1' &
-            for i in $(seq 100); do ip link show ve-web >/dev/null 2>&1 && break; sleep 0.02; done
-            ip -o link show ve-web | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2; ip -o link show ve-web | grep -c ',UP'
-            
+            r#"$NETSPAWN -q -n -D {img} /bin/sh -c 'echo C:$(cat /sys/class/net/host0/address); echo C:$(ip -o link show lo | grep -c UP); echo C:$(ip -o link show host0 | grep -c ",UP"); echo C:$(ls /sys/class/net | tr "\n" " "); sleep 1' &
+            for i in $(seq 300); do ip link show ve-web >/dev/null 2>&1 && break; sleep 0.02; done
+            echo H:$(ip -o link show ve-web | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)
+            echo H:$(ip -o link show ve-web | grep -c ',UP')
             wait"#,
             img = img.display()
         ),
         60,
     );
     r.expect_status(0);
-    let lines: Vec<&str> = r.stdout.lines().collect();
+    let c = tagged(&r.stdout, "C:");
+    let h = tagged(&r.stdout, "H:");
     let id = machine_id();
+    let mac = |key| naming::format_mac(&naming::generate_mac(&id, "web", key, 0));
     assert_eq!(
-        lines[0],
-        naming::format_mac(&naming::generate_mac(
-            &id,
-            "web",
-            &naming::CONTAINER_HASH_KEY,
-            0
-        )),
+        c,
+        vec![
+            mac(&naming::CONTAINER_HASH_KEY).as_str(),
+            "1",
+            "1",
+            "host0 lo"
+        ],
         "{}",
         r.stdout
     );
-    assert_eq!(lines[2], "1", "lo up inside");
-    assert_eq!(lines[3].trim(), "host0 lo");
     assert_eq!(
-        lines[4],
-        naming::format_mac(&naming::generate_mac(&id, "web", &naming::HOST_HASH_KEY, 0))
+        h,
+        vec![mac(&naming::HOST_HASH_KEY).as_str(), "1"],
+        "{}",
+        r.stdout
     );
-    assert_eq!(lines[5], "1", "ve-web up");
 }
 
 #[test]
@@ -55,25 +62,26 @@ fn extra_veth_pairs_and_long_names() {
     assert_eq!(host.len(), 15);
     let r = env.sh(
         &format!(
-            r#"$NETSPAWN -q -n --network-veth-extra=xh1:xc1 --network-veth-extra=xh2 -D {img} /bin/sh -c 'ls /sys/class/net | tr "\n" " "; sleep 1' &
-            for i in $(seq 100); do ip link show xh2 >/dev/null 2>&1 && break; sleep 0.02; done
-            echo; ip -o link | cut -d: -f2 | cut -d@ -f1 | tr "\n" " "
-            echo; ip -o link show ve-{name} | cut -d: -f2 | cut -d@ -f1
+            r#"$NETSPAWN -q -n --network-veth-extra=xh1:xc1 --network-veth-extra=xh2 -D {img} /bin/sh -c 'echo C:$(ls /sys/class/net | tr "\n" " "); sleep 1' &
+            for i in $(seq 300); do ip link show xh2 >/dev/null 2>&1 && break; sleep 0.02; done
+            echo H:$(ip -o link | cut -d: -f2 | cut -d@ -f1 | tr "\n" " ")
+            echo H:$(ip -o link show ve-{name} | cut -d: -f2 | cut -d@ -f1)
             wait"#,
             img = img.display()
         ),
         60,
     );
     r.expect_status(0);
-    let lines: Vec<&str> = r.stdout.lines().collect();
-    assert_eq!(lines[0].trim(), "host0 lo xc1 xh2");
-    let mut host_links: Vec<&str> = lines[1].split_whitespace().collect();
+    let c = tagged(&r.stdout, "C:");
+    let h = tagged(&r.stdout, "H:");
+    assert_eq!(c, vec!["host0 lo xc1 xh2"], "{}", r.stdout);
+    let mut host_links: Vec<&str> = h[0].split_whitespace().collect();
     host_links.sort();
     let mut want = vec!["lo", host.as_str(), "xh1", "xh2"];
     want.sort();
     assert_eq!(host_links, want);
     // As systemd, the full name is an alternative name of the shortened link.
-    assert_eq!(lines[2].trim(), host, "{}", r.stdout);
+    assert_eq!(h[1].trim(), host, "{}", r.stdout);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The control protocol between `netspawn` and `netspawn-netd`: one request
-//! per line on the Unix socket `<run_dir>/netd.sock`, one answer line back.
+//! per line on the Unix socket `<run_dir>/netd-NETNS.sock` (NETNS: the inode
+//! of the network namespace netd serves), one answer line back.
 //!
 //! | request | answer |
 //! |---|---|
@@ -17,9 +18,19 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Ping,
-    Link { ifname: String, timeout_ms: u64 },
-    Ports { owner: String, ifname: String, mac: String, forwards: Vec<Forward> },
-    Release { owner: String },
+    Link {
+        ifname: String,
+        timeout_ms: u64,
+    },
+    Ports {
+        owner: String,
+        ifname: String,
+        mac: String,
+        forwards: Vec<Forward>,
+    },
+    Release {
+        owner: String,
+    },
 }
 
 /// One port forward: `tcp:8080:80`.
@@ -32,7 +43,13 @@ pub struct Forward {
 
 impl std::fmt::Display for Forward {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}", if self.udp { "udp" } else { "tcp" }, self.host_port, self.container_port)
+        write!(
+            f,
+            "{}:{}:{}",
+            if self.udp { "udp" } else { "tcp" },
+            self.host_port,
+            self.container_port
+        )
     }
 }
 
@@ -46,7 +63,12 @@ impl Request {
         match self {
             Request::Ping => "PING".into(),
             Request::Link { ifname, timeout_ms } => format!("LINK {ifname} {timeout_ms}"),
-            Request::Ports { owner, ifname, mac, forwards } => {
+            Request::Ports {
+                owner,
+                ifname,
+                mac,
+                forwards,
+            } => {
                 let mut s = format!("PORTS {owner} {ifname} {mac}");
                 for f in forwards {
                     s.push(' ');
@@ -78,31 +100,63 @@ impl Request {
                 let mut forwards = Vec::new();
                 for f in fwds {
                     let parts: Vec<&str> = f.split(':').collect();
-                    let [proto, h, c] = parts.as_slice() else { return Err(format!("bad forward {f:?}")) };
+                    let [proto, h, c] = parts.as_slice() else {
+                        return Err(format!("bad forward {f:?}"));
+                    };
                     let udp = match *proto {
                         "tcp" => false,
                         "udp" => true,
                         _ => return Err(format!("bad protocol in {f:?}")),
                     };
-                    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("bad port in {f:?}"));
-                    forwards.push(Forward { udp, host_port: port(h)?, container_port: port(c)? });
+                    let port = |p: &str| {
+                        p.parse::<u16>()
+                            .ok()
+                            .filter(|p| *p != 0)
+                            .ok_or_else(|| format!("bad port in {f:?}"))
+                    };
+                    forwards.push(Forward {
+                        udp,
+                        host_port: port(h)?,
+                        container_port: port(c)?,
+                    });
                 }
-                Ok(Request::Ports { owner: owner.to_string(), ifname: ifname.to_string(), mac: mac.to_string(), forwards })
+                Ok(Request::Ports {
+                    owner: owner.to_string(),
+                    ifname: ifname.to_string(),
+                    mac: mac.to_string(),
+                    forwards,
+                })
             }
-            ["RELEASE", owner] => Ok(Request::Release { owner: owner.to_string() }),
+            ["RELEASE", owner] => Ok(Request::Release {
+                owner: owner.to_string(),
+            }),
             _ => Err("unknown request".into()),
         }
     }
 }
 
-/// The control socket's path.
+/// Identifies the calling thread's network namespace (its inode number).
+/// netd serves the links of one namespace, so its files carry this.
+pub fn netns_id() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .map(|m| m.ino())
+        .unwrap_or(0)
+}
+
+/// The control socket's path (for this network namespace's netd).
 pub fn socket_path(paths: &crate::paths::Paths) -> PathBuf {
-    paths.run_dir.join("netd.sock")
+    paths.run_dir.join(format!("netd-{}.sock", netns_id()))
 }
 
 /// The single-instance lock's path.
 pub fn lock_path(paths: &crate::paths::Paths) -> PathBuf {
-    paths.run_dir.join("netd.lock")
+    paths.run_dir.join(format!("netd-{}.lock", netns_id()))
+}
+
+/// The file holding the running netd's PID.
+pub fn pid_path(paths: &crate::paths::Paths) -> PathBuf {
+    paths.run_dir.join(format!("netd-{}.pid", netns_id()))
 }
 
 #[cfg(test)]
@@ -113,19 +167,46 @@ mod tests {
     fn round_trip_and_garbage() {
         let reqs = [
             Request::Ping,
-            Request::Link { ifname: "ve-web".into(), timeout_ms: 3000 },
+            Request::Link {
+                ifname: "ve-web".into(),
+                timeout_ms: 3000,
+            },
             Request::Ports {
                 owner: "web".into(),
                 ifname: "ve-web".into(),
                 mac: "02:00:00:00:00:01".into(),
-                forwards: vec![Forward { udp: false, host_port: 8080, container_port: 80 }, Forward { udp: true, host_port: 53, container_port: 5353 }],
+                forwards: vec![
+                    Forward {
+                        udp: false,
+                        host_port: 8080,
+                        container_port: 80,
+                    },
+                    Forward {
+                        udp: true,
+                        host_port: 53,
+                        container_port: 5353,
+                    },
+                ],
             },
-            Request::Release { owner: "web".into() },
+            Request::Release {
+                owner: "web".into(),
+            },
         ];
         for r in reqs {
             assert_eq!(Request::parse(&r.to_line()), Ok(r.clone()));
         }
-        for bad in ["", "LINK", "LINK a", "LINK a b", "PORTS o i m tcp:0:1", "PORTS o i m sctp:1:1", "PORTS o i m tcp:1", "NOPE", "LINK  x 1", &"A".repeat(5000)] {
+        for bad in [
+            "",
+            "LINK",
+            "LINK a",
+            "LINK a b",
+            "PORTS o i m tcp:0:1",
+            "PORTS o i m sctp:1:1",
+            "PORTS o i m tcp:1",
+            "NOPE",
+            "LINK  x 1",
+            &"A".repeat(5000),
+        ] {
             assert!(Request::parse(bad).is_err(), "{bad:?}");
         }
     }

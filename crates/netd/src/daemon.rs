@@ -86,7 +86,12 @@ pub fn run(paths: Paths, foreground: bool, idle_exit: Duration) -> Result<(), Da
     };
     std::fs::create_dir_all(&paths.run_dir).map_err(io(&paths.run_dir))?;
     let lock_path = netspawn_common::netd::lock_path(&paths);
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
     match lock.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -95,9 +100,14 @@ pub fn run(paths: Paths, foreground: bool, idle_exit: Duration) -> Result<(), Da
             }
             return Ok(());
         }
-        Err(std::fs::TryLockError::Error(err)) => return Err(DaemonError::Io { path: lock_path, err }),
+        Err(std::fs::TryLockError::Error(err)) => {
+            return Err(DaemonError::Io {
+                path: lock_path,
+                err,
+            })
+        }
     }
-    let pid_path = paths.run_dir.join("netd.pid");
+    let pid_path = netspawn_common::netd::pid_path(&paths);
     std::fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(io(&pid_path))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -113,7 +123,12 @@ pub fn run(paths: Paths, foreground: bool, idle_exit: Duration) -> Result<(), Da
 }
 
 fn link_facts(m: &LinkMessage) -> (LinkFacts, Option<u32>) {
-    let mut facts = LinkFacts { name: String::new(), altnames: Vec::new(), kind: None, driver: None };
+    let mut facts = LinkFacts {
+        name: String::new(),
+        altnames: Vec::new(),
+        kind: None,
+        driver: None,
+    };
     let mut master = None;
     for a in &m.attributes {
         match a {
@@ -139,9 +154,14 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
     let machine_id = netspawn_common::naming::host_machine_id().unwrap_or([0; 16]);
     let id_hex: String = machine_id.iter().map(|b| format!("{b:02x}")).collect();
     let pool_path = pool::state_path(&paths.state_dir);
-    let pools = if pool_path.exists() { Pools::load(&pool_path, &id_hex)? } else { Pools::new(&id_hex) };
+    let pools = if pool_path.exists() {
+        Pools::load(&pool_path, &id_hex)?
+    } else {
+        Pools::new(&id_hex)
+    };
 
-    let (mut conn, handle, mut messages) = rtnetlink::new_connection().map_err(|e| DaemonError::Netlink(e.to_string()))?;
+    let (mut conn, handle, mut messages) =
+        rtnetlink::new_connection().map_err(|e| DaemonError::Netlink(e.to_string()))?;
     // RTMGRP_LINK: new and removed links.
     conn.socket_mut()
         .socket_mut()
@@ -172,7 +192,10 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
     // Control socket.
     let sock = socket_path(&paths);
     let _ = std::fs::remove_file(&sock);
-    let listener = tokio::net::UnixListener::bind(&sock).map_err(|err| DaemonError::Io { path: sock.clone(), err })?;
+    let listener = tokio::net::UnixListener::bind(&sock).map_err(|err| DaemonError::Io {
+        path: sock.clone(),
+        err,
+    })?;
     {
         let ctx = ctx.clone();
         tokio::spawn(async move {
@@ -204,13 +227,23 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
     }
 
     // Links that exist already.
-    let existing: Vec<LinkMessage> = handle.link().get().execute().try_collect().await.unwrap_or_default();
+    let existing: Vec<LinkMessage> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .unwrap_or_default();
     for m in existing {
         on_new_link(&ctx, &m).await;
     }
     tracing::info!("netd ready on {}", sock.display());
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|err| DaemonError::Io { path: "signal".into(), err })?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|err| DaemonError::Io {
+            path: "signal".into(),
+            err,
+        })?;
     let mut idle = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -255,7 +288,13 @@ async fn host_networks(handle: &rtnetlink::Handle) -> Vec<IpNetwork> {
     use rtnetlink::packet_route::address::AddressAttribute;
     use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
     let mut out = Vec::new();
-    if let Ok(addrs) = handle.address().get().execute().try_collect::<Vec<_>>().await {
+    if let Ok(addrs) = handle
+        .address()
+        .get()
+        .execute()
+        .try_collect::<Vec<_>>()
+        .await
+    {
         for a in addrs {
             for attr in &a.attributes {
                 if let AddressAttribute::Address(ip) = attr {
@@ -267,11 +306,19 @@ async fn host_networks(handle: &rtnetlink::Handle) -> Vec<IpNetwork> {
         }
     }
     let req = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build();
-    if let Ok(routes) = handle.route().get(req).execute().try_collect::<Vec<_>>().await {
+    if let Ok(routes) = handle
+        .route()
+        .get(req)
+        .execute()
+        .try_collect::<Vec<_>>()
+        .await
+    {
         for r in routes {
             for attr in &r.attributes {
                 if let RouteAttribute::Destination(RouteAddress::Inet(ip)) = attr {
-                    if let Ok(n) = IpNetwork::new(IpAddr::V4(*ip), r.header.destination_prefix_length) {
+                    if let Ok(n) =
+                        IpNetwork::new(IpAddr::V4(*ip), r.header.destination_prefix_length)
+                    {
                         out.push(n);
                     }
                 }
@@ -298,7 +345,11 @@ async fn on_new_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
     ctx.changed.notify_waiters();
     let Some(file) = file else { return };
     let net = &file.network;
-    let Some(request) = net.pool_requests().find(|r| r.is_ipv4()).copied().or_else(|| net.static_addresses().find(|a| a.is_ipv4()).copied())
+    let Some(request) = net
+        .pool_requests()
+        .find(|r| r.is_ipv4())
+        .copied()
+        .or_else(|| net.static_addresses().find(|a| a.is_ipv4()).copied())
     else {
         // A member link (vb-*): nothing to configure on it.
         return;
@@ -329,7 +380,13 @@ async fn on_new_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
     };
     let Some(address) = assignment else { return };
     let IpNetwork::V4(v4) = address else { return };
-    if let Err(e) = ctx.handle.address().add(index, IpAddr::V4(v4.ip()), v4.prefix()).execute().await {
+    if let Err(e) = ctx
+        .handle
+        .address()
+        .add(index, IpAddr::V4(v4.ip()), v4.prefix())
+        .execute()
+        .await
+    {
         if !e.to_string().contains("File exists") {
             tracing::warn!("{name}: add address {address}: {e}");
         }
@@ -341,7 +398,12 @@ async fn on_new_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
     let mut dhcp_stop = None;
     if net.dhcp_server {
         let subnet = Ipv4Network::new(v4.network(), v4.prefix()).unwrap_or(v4);
-        match dhcp::ServerConfig::from_subnet(v4.ip(), subnet, file.dhcp_server.pool_offset, file.dhcp_server.pool_size) {
+        match dhcp::ServerConfig::from_subnet(
+            v4.ip(),
+            subnet,
+            file.dhcp_server.pool_offset,
+            file.dhcp_server.pool_size,
+        ) {
             Ok(mut cfg) => {
                 if !file.dhcp_server.emit_router {
                     cfg.router = None;
@@ -349,13 +411,25 @@ async fn on_new_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
                 if !file.dhcp_server.emit_dns {
                     cfg.dns.clear();
                 }
-                cfg.default_lease = Duration::from_secs(u64::from(file.dhcp_server.default_lease_secs));
+                cfg.default_lease =
+                    Duration::from_secs(u64::from(file.dhcp_server.default_lease_secs));
                 cfg.max_lease = Duration::from_secs(u64::from(file.dhcp_server.max_lease_secs));
-                let lease_path = ctx.state.lock().unwrap_or_else(|p| p.into_inner()).paths.state_dir.join("leases").join(format!("{name}.json"));
+                let lease_path = ctx
+                    .state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .paths
+                    .state_dir
+                    .join("leases")
+                    .join(format!("{name}.json"));
                 if let Some(p) = lease_path.parent() {
                     let _ = std::fs::create_dir_all(p);
                 }
-                match dhcp::Server::new(cfg, Box::new(dhcp::FileStore::new(lease_path)), SystemTime::now()) {
+                match dhcp::Server::new(
+                    cfg,
+                    Box::new(dhcp::FileStore::new(lease_path)),
+                    SystemTime::now(),
+                ) {
                     Ok(server) => {
                         let server = Arc::new(std::sync::Mutex::new(server));
                         let (tx, rx) = oneshot::channel();
@@ -397,7 +471,11 @@ async fn on_new_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
         let subnet = IpNetwork::V4(Ipv4Network::new(v4.network(), v4.prefix()).unwrap_or(v4));
         let _ = tokio::task::spawn_blocking(move || {
             let mut st = ctx2.state.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(e) = st.nat.set_masquerade(&name2, subnet, mode).and_then(|()| st.nat.apply()) {
+            if let Err(e) = st
+                .nat
+                .set_masquerade(&name2, subnet, mode)
+                .and_then(|()| st.nat.apply())
+            {
                 tracing::error!("{name2}: NAT: {e}");
             }
         })
@@ -405,7 +483,13 @@ async fn on_new_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
     }
     {
         let mut st = ctx.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.links.insert(name.clone(), Managed { address: Some(address), dhcp_stop });
+        st.links.insert(
+            name.clone(),
+            Managed {
+                address: Some(address),
+                dhcp_stop,
+            },
+        );
         st.last_busy = Instant::now();
     }
     tracing::info!("{name}: configured {address}");
@@ -419,7 +503,12 @@ async fn on_del_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
         let mut st = ctx.state.lock().unwrap_or_else(|p| p.into_inner());
         st.seen.remove(&m.header.index);
         let removed = st.links.remove(&name);
-        let owners: Vec<String> = st.ports.iter().filter(|(_, p)| p.ifname == name).map(|(o, _)| o.clone()).collect();
+        let owners: Vec<String> = st
+            .ports
+            .iter()
+            .filter(|(_, p)| p.ifname == name)
+            .map(|(o, _)| o.clone())
+            .collect();
         for o in &owners {
             st.ports.remove(o);
         }
@@ -460,7 +549,11 @@ async fn on_del_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
 fn hostname_for(ctx: &Ctx, mac: &[u8]) -> Option<String> {
     use netspawn_common::naming::{generate_mac, CONTAINER_HASH_KEY};
     let reg = netspawn_common::registry::Registry::new(&ctx.state.lock().ok()?.paths);
-    reg.list().ok()?.into_iter().map(|e| e.name).find(|n| generate_mac(&ctx.machine_id, n, &CONTAINER_HASH_KEY, 0)[..] == *mac)
+    reg.list()
+        .ok()?
+        .into_iter()
+        .map(|e| e.name)
+        .find(|n| generate_mac(&ctx.machine_id, n, &CONTAINER_HASH_KEY, 0)[..] == *mac)
 }
 
 /// The configured address a link's machine can use: its own, or its bridge's.
@@ -504,9 +597,21 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> String {
                     st.last_busy = Instant::now();
                     match link_address(&st, &ifname) {
                         Some(Ok(a)) => return format!("OK address={a}"),
-                        Some(Err(())) if !st.seen.values().any(|(n, m)| n == &ifname && m.is_some()) && !st.links.contains_key(&ifname) => {
+                        Some(Err(()))
+                            if !st.seen.values().any(|(n, m)| n == &ifname && m.is_some())
+                                && !st.links.contains_key(&ifname) =>
+                        {
                             // Seen, not a bridge member, no template: not ours.
-                            if st.templates.find_match(&LinkFacts { name: ifname.clone(), altnames: vec![], kind: Some("veth".into()), driver: Some("veth".into()) }).is_none() {
+                            if st
+                                .templates
+                                .find_match(&LinkFacts {
+                                    name: ifname.clone(),
+                                    altnames: vec![],
+                                    kind: Some("veth".into()),
+                                    driver: Some("veth".into()),
+                                })
+                                .is_none()
+                            {
                                 return "OK unmanaged".into();
                             }
                         }
@@ -526,15 +631,35 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> String {
                 let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), notified).await;
             }
         }
-        Request::Ports { owner, ifname, mac: _, forwards } => {
+        Request::Ports {
+            owner,
+            ifname,
+            mac: _,
+            forwards,
+        } => {
             {
                 let mut st = ctx.state.lock().unwrap_or_else(|p| p.into_inner());
                 for f in &forwards {
-                    if let Some((other, _)) = st.ports.iter().find(|(o, p)| **o != owner && p.forwards.iter().any(|g| g.udp == f.udp && g.host_port == f.host_port)) {
-                        return format!("ERR port {}/{} is already forwarded to machine {other}", f.host_port, if f.udp { "udp" } else { "tcp" });
+                    if let Some((other, _)) = st.ports.iter().find(|(o, p)| {
+                        **o != owner
+                            && p.forwards
+                                .iter()
+                                .any(|g| g.udp == f.udp && g.host_port == f.host_port)
+                    }) {
+                        return format!(
+                            "ERR port {}/{} is already forwarded to machine {other}",
+                            f.host_port,
+                            if f.udp { "udp" } else { "tcp" }
+                        );
                     }
                 }
-                st.ports.insert(owner.clone(), Ports { ifname: ifname.clone(), forwards: forwards.clone() });
+                st.ports.insert(
+                    owner.clone(),
+                    Ports {
+                        ifname: ifname.clone(),
+                        forwards: forwards.clone(),
+                    },
+                );
                 st.last_busy = Instant::now();
             }
             // Installed once the machine's address is known (DHCP takes a moment).
@@ -556,7 +681,12 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> String {
     }
 }
 
-async fn install_ports(ctx: Arc<Ctx>, owner: String, ifname: String, forwards: Vec<netspawn_common::netd::Forward>) {
+async fn install_ports(
+    ctx: Arc<Ctx>,
+    owner: String,
+    ifname: String,
+    forwards: Vec<netspawn_common::netd::Forward>,
+) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         let (subnet, wanted) = {
@@ -567,10 +697,14 @@ async fn install_ports(ctx: Arc<Ctx>, owner: String, ifname: String, forwards: V
         if !wanted {
             return;
         }
-        let addr = ctx.directory.addresses(&owner).into_iter().find(|a| match subnet {
-            Some(s) => s.contains(*a),
-            None => a.is_ipv4(),
-        });
+        let addr = ctx
+            .directory
+            .addresses(&owner)
+            .into_iter()
+            .find(|a| match subnet {
+                Some(s) => s.contains(*a),
+                None => a.is_ipv4(),
+            });
         if let Some(addr) = addr {
             let ctx2 = ctx.clone();
             let _ = tokio::task::spawn_blocking(move || {
@@ -578,14 +712,24 @@ async fn install_ports(ctx: Arc<Ctx>, owner: String, ifname: String, forwards: V
                 let fwds: Vec<nat::PortForward> = forwards
                     .iter()
                     .map(|f| nat::PortForward {
-                        proto: if f.udp { nat::Proto::Udp } else { nat::Proto::Tcp },
+                        proto: if f.udp {
+                            nat::Proto::Udp
+                        } else {
+                            nat::Proto::Tcp
+                        },
                         host_port: f.host_port,
                         container_addr: addr,
                         container_port: f.container_port,
                     })
                     .collect();
-                match st.nat.add_port_forwards(&owner, &fwds).and_then(|()| st.nat.apply()) {
-                    Ok(()) => tracing::info!("{owner}: forwarding {} port(s) to {addr}", fwds.len()),
+                match st
+                    .nat
+                    .add_port_forwards(&owner, &fwds)
+                    .and_then(|()| st.nat.apply())
+                {
+                    Ok(()) => {
+                        tracing::info!("{owner}: forwarding {} port(s) to {addr}", fwds.len())
+                    }
                     Err(e) => tracing::error!("{owner}: port forwards: {e}"),
                 }
             })

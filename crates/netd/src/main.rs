@@ -18,23 +18,57 @@ struct Args {
 fn main() {
     let args = match Args::try_parse() {
         Ok(a) => a,
-        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
             print!("{e}");
             return;
         }
         Err(e) => {
-            eprintln!("netspawn-netd: {}", e.to_string().lines().next().unwrap_or("invalid arguments").trim_start_matches("error: "));
+            eprintln!(
+                "netspawn-netd: {}",
+                e.to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid arguments")
+                    .trim_start_matches("error: ")
+            );
             std::process::exit(1);
         }
     };
     let default = if args.foreground { "info" } else { "warn" };
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
+        )
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+    if !args.foreground {
+        // Into the background: the caller (netspawn) waits only for this
+        // first process; the daemon gets its own session.
+        // SAFETY: single-threaded here; the parent only exits.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Parent { .. }) => return,
+            Ok(nix::unistd::ForkResult::Child) => {
+                let _ = nix::unistd::setsid();
+            }
+            Err(e) => {
+                eprintln!("netspawn-netd: fork: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let paths = netspawn_common::paths::Paths::from_env();
-    match netd::daemon::run(paths, args.foreground, std::time::Duration::from_secs(args.idle_exit)) {
+    match netd::daemon::run(
+        paths,
+        args.foreground,
+        std::time::Duration::from_secs(args.idle_exit),
+    ) {
         Ok(()) => {}
         Err(e) => {
             eprintln!("netspawn-netd: {e}");

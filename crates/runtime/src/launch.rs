@@ -49,6 +49,8 @@ pub enum LaunchError {
     Sys { what: &'static str, err: nix::Error },
     #[error("{0}")]
     Net(#[from] crate::network::NetError),
+    #[error("{0}")]
+    Netd(#[from] crate::netd_client::NetdError),
     /// An error reported by the container's side before exec.
     #[error("{0}")]
     Child(String),
@@ -107,6 +109,8 @@ struct NetState {
     plan: network::Plan,
     host: network::rtnl::Netlink,
     zones: network::zone::Zones,
+    /// netd, when a link it serves (ve-, vz-) or a port forward is involved.
+    netd: Option<crate::netd_client::NetdClient>,
 }
 
 /// Runs the container to completion and returns netspawn's exit status.
@@ -145,10 +149,18 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
         let plan = network::plan(&cfg.machine, &machine_id, &cfg.network);
         let mut host = network::rtnl::Netlink::open().map_err(network::NetError::from)?;
         network::check(&plan, &mut host)?;
+        let served =
+            cfg.network.veth || cfg.network.zone.is_some() || !cfg.network.ports.is_empty();
+        let netd = if served {
+            Some(crate::netd_client::NetdClient::connect_or_start(paths)?)
+        } else {
+            None
+        };
         Some(NetState {
             plan,
             host,
             zones: network::zone::Zones::new(paths.locks_dir()),
+            netd,
         })
     } else {
         None
@@ -358,7 +370,13 @@ fn run_in_cgroups(
     // Links, made while the child waits for the go-ahead.
     let keeper = match net {
         Some(n) => match setup_network(n, child, held, cgroups) {
-            Ok(k) => Some(k),
+            Ok(k) => {
+                // From here on the keeper undoes the links if anything fails.
+                if let Err(e) = serve_guest(n, cfg) {
+                    return Err(kill_child(e));
+                }
+                Some(k)
+            }
             Err(e) => return Err(kill_child(e)),
         },
         None => None,
@@ -449,6 +467,50 @@ fn run_in_cgroups(
         &mut on_addresses,
     )?;
     Ok((outcome, keeper))
+}
+
+/// Asks netd to serve the machine's link (address, DHCP, DNS) and waits
+/// until it does; registers port forwards.
+fn serve_guest(n: &mut NetState, cfg: &Config) -> Result<(), LaunchError> {
+    let Some(netd) = n.netd.as_mut() else {
+        return Ok(());
+    };
+    let primary = n.plan.links.iter().find_map(|l| match l {
+        network::PlannedLink::Veth {
+            host,
+            container,
+            container_mac,
+            ..
+        } if container == "host0" => Some((host.clone(), *container_mac)),
+        _ => None,
+    });
+    let Some((ifname, mac)) = primary else {
+        return Ok(());
+    };
+    let answer = netd.request(&netspawn_common::netd::Request::Link {
+        ifname: ifname.clone(),
+        timeout_ms: 10_000,
+    })?;
+    tracing::debug!("netd: {ifname}: {answer}");
+    if !cfg.network.ports.is_empty() {
+        let forwards = cfg
+            .network
+            .ports
+            .iter()
+            .map(|p| netspawn_common::netd::Forward {
+                udp: p.proto == crate::spec::Proto::Udp,
+                host_port: p.host_port,
+                container_port: p.container_port,
+            })
+            .collect();
+        netd.request(&netspawn_common::netd::Request::Ports {
+            owner: cfg.machine.clone(),
+            ifname,
+            mac: network::naming::format_mac(&mac),
+            forwards,
+        })?;
+    }
+    Ok(())
 }
 
 /// Makes the machine's links for the cloned child and starts the keeper

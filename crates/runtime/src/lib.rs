@@ -15,6 +15,7 @@ pub mod init;
 pub mod launch;
 pub mod lock;
 pub mod mount;
+pub mod netd_client;
 pub mod network;
 pub mod seccomp;
 pub mod settings;

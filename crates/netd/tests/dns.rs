@@ -1,0 +1,574 @@
+//! netd's DNS server against real `dig` (and `dnsperf`), each scenario in a
+//! private network namespace of its own: the test re-executes itself under
+//! `unshare -n`, brings `lo` up, and serves on 127.0.0.2:53. Upstream is a
+//! stub DNS server the test runs on 127.0.0.53/.54, named by a temporary
+//! resolv.conf; machines are entries in a temporary registry whose launcher
+//! is the test process itself. Needs root, `unshare`, `ip` and `dig`.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{RData, Record, RecordType};
+use netd::dns::{DnsConfig, DnsServer, RegistryDirectory, UpstreamConfig};
+use netspawn_common::paths::Paths;
+use netspawn_common::registry::{process_start_time, Entry, NameClaim, Registry};
+
+const CHILD_ENV: &str = "NETD_DNS_TEST_IN_NETNS";
+const SERVER: &str = "127.0.0.2";
+
+/// Runs the calling test again inside a fresh network namespace. Returns
+/// true in that child (run the body), false in the parent (done).
+fn in_private_netns(test: &str) -> bool {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        run(&["ip", "link", "set", "lo", "up"]);
+        return true;
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED {test}: needs root for a private network namespace");
+        return false;
+    }
+    for tool in ["dig", "unshare", "ip"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            panic!(
+                "{test}: {tool} is missing (apt-get install -y bind9-dnsutils util-linux iproute2)"
+            );
+        }
+    }
+    let exe = std::env::current_exe().expect("own executable");
+    let status = Command::new("timeout")
+        .args(["180", "unshare", "-n", "--"])
+        .arg(exe)
+        .args([
+            "--exact",
+            test,
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
+        .env(CHILD_ENV, "1")
+        .status()
+        .expect("run unshare");
+    assert!(status.success(), "{test} failed in its namespace: {status}");
+    false
+}
+
+fn run(argv: &[&str]) {
+    let st = Command::new(argv[0])
+        .args(&argv[1..])
+        .status()
+        .expect(argv[0]);
+    assert!(st.success(), "{argv:?}: {st}");
+}
+
+/// A scratch directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("netd-dns-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Machines in a temporary registry, owned by this process.
+struct Machines {
+    reg: Registry,
+    claims: Vec<NameClaim>,
+}
+
+impl Machines {
+    fn new(run_dir: &Path) -> Machines {
+        let paths = Paths {
+            run_dir: run_dir.to_path_buf(),
+            image_dir: run_dir.join("img"),
+            state_dir: run_dir.join("state"),
+            settings_path: vec![],
+            cgroup_parent: "x".into(),
+        };
+        Machines {
+            reg: Registry::new(&paths),
+            claims: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, name: &str, addrs: &[&str]) {
+        let me = std::process::id();
+        let claim = self.reg.claim(name).unwrap();
+        let entry = Entry {
+            name: name.into(),
+            launcher: me,
+            launcher_start: process_start_time(me).unwrap(),
+            state: "running".into(),
+            addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            ..Entry::default()
+        };
+        self.reg.write(&claim, &entry).unwrap();
+        self.claims.push(claim);
+    }
+}
+
+/// A stub upstream DNS server on UDP: `A` questions for names in `table` get
+/// that address (TTL 300), everything else NXDOMAIN. Counts questions.
+struct Stub {
+    queries: Arc<AtomicU64>,
+}
+
+impl Stub {
+    fn start(addr: &str, table: &[(&str, &str)]) -> Stub {
+        let sock = UdpSocket::bind((addr, 53)).unwrap();
+        let table: Vec<(String, IpAddr)> = table
+            .iter()
+            .map(|(n, a)| (n.to_string(), a.parse().unwrap()))
+            .collect();
+        let queries = Arc::new(AtomicU64::new(0));
+        let count = queries.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            loop {
+                let Ok((n, src)) = sock.recv_from(&mut buf) else {
+                    return;
+                };
+                let Ok(req) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+                resp.metadata.recursion_desired = req.metadata.recursion_desired;
+                resp.metadata.recursion_available = true;
+                resp.metadata.message_type = MessageType::Response;
+                resp.queries = req.queries.clone();
+                let Some(q) = req.queries.first() else {
+                    continue;
+                };
+                let qname = q.name().to_ascii().to_ascii_lowercase();
+                let hit = table.iter().find(|(n, _)| *n == qname);
+                match (hit, q.query_type()) {
+                    (Some((_, IpAddr::V4(a))), RecordType::A) => resp
+                        .answers
+                        .push(Record::from_rdata(q.name().clone(), 300, RData::A(A(*a)))),
+                    (Some(_), _) => {}
+                    (None, _) => resp.metadata.response_code = ResponseCode::NXDomain,
+                }
+                let _ = sock.send_to(&resp.to_vec().unwrap(), src);
+            }
+        });
+        Stub { queries }
+    }
+
+    fn count(&self) -> u64 {
+        self.queries.load(Ordering::SeqCst)
+    }
+}
+
+/// The server under test, driven by a tokio runtime on its own thread.
+struct Running {
+    server: Arc<DnsServer>,
+    rt: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(run_dir: &Path, resolv_conf: &Path) -> Running {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let _ = rt.block_on(stopped);
+        });
+        let paths_dir = Machines::new(run_dir).reg;
+        let dir = Arc::new(RegistryDirectory::new(paths_dir));
+        let config = DnsConfig {
+            upstream: UpstreamConfig {
+                resolv_conf: resolv_conf.to_path_buf(),
+                ..UpstreamConfig::default()
+            },
+            ..DnsConfig::default()
+        };
+        let server = {
+            let _g = handle.enter();
+            Arc::new(DnsServer::new(dir, config))
+        };
+        let r = Running {
+            server,
+            rt: handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+        r.add(SERVER);
+        r
+    }
+
+    fn add(&self, addr: &str) -> SocketAddr {
+        let s = self.server.clone();
+        let addr: IpAddr = addr.parse().unwrap();
+        self.rt
+            .block_on(async move { s.add_listener(addr).await })
+            .unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.server.shutdown();
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `dig` at `server`: (status, answer rdata).
+fn dig_at(server: &str, args: &[&str]) -> (String, Vec<String>) {
+    let out = Command::new("timeout")
+        .args([
+            "10",
+            "dig",
+            "+nocmd",
+            "+noall",
+            "+comments",
+            "+answer",
+            "+time=2",
+            "+tries=1",
+        ])
+        .arg(format!("@{server}"))
+        .args(args)
+        .output()
+        .expect("run dig");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("NO REPLY")
+        .to_string();
+    let answers = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+        .collect();
+    (status, answers)
+}
+
+fn dig(args: &[&str]) -> (String, Vec<String>) {
+    dig_at(SERVER, args)
+}
+
+fn ok(answers: &[&str]) -> (String, Vec<String>) {
+    (
+        "NOERROR".to_string(),
+        answers.iter().map(|s| s.to_string()).collect(),
+    )
+}
+
+fn write_resolv_conf(path: &Path, text: &str) {
+    // Replace atomically, as resolvconf and NetworkManager do.
+    let tmp = path.with_extension("tmp");
+    std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Polls `f` until it returns true or 3 s pass.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn machines_ptr_and_forwarding_over_udp_and_tcp() {
+    if !in_private_netns("machines_ptr_and_forwarding_over_udp_and_tcp") {
+        return;
+    }
+    let tmp = TempDir::new("main");
+    let mut machines = Machines::new(&tmp.0);
+    machines.add("web", &["10.0.0.2", "fd00::2"]);
+    machines.add("db", &["10.0.0.9"]);
+    let stub = Stub::start("127.0.0.53", &[("example.test.", "192.0.2.7")]);
+    let resolv = tmp.0.join("resolv.conf");
+    write_resolv_conf(&resolv, "nameserver 127.0.0.53\n");
+    let srv = Running::start(&tmp.0, &resolv);
+
+    for tcp in [&[][..], &["+tcp"][..]] {
+        let q = |args: &[&str]| dig(&[args, tcp].concat());
+        assert_eq!(q(&["web", "A"]), ok(&["10.0.0.2"]), "{tcp:?}");
+        assert_eq!(q(&["web.", "AAAA"]), ok(&["fd00::2"]));
+        assert_eq!(q(&["WeB", "A"]), ok(&["10.0.0.2"]));
+        // A known machine without IPv6: NODATA, not NXDOMAIN.
+        assert_eq!(q(&["db", "AAAA"]), ok(&[]));
+        assert_eq!(q(&["nope", "A"]).0, "NXDOMAIN");
+        assert_eq!(q(&["-x", "10.0.0.2"]), ok(&["web."]));
+        assert_eq!(q(&["-x", "fd00::2"]), ok(&["web."]));
+        assert_eq!(q(&["-x", "10.0.0.9"]), ok(&["db."]));
+        assert_eq!(q(&["example.test", "A"]), ok(&["192.0.2.7"]));
+        assert_eq!(q(&["unknown.test", "A"]).0, "NXDOMAIN");
+    }
+    // Repeated forwarded questions come from the cache.
+    let before = stub.count();
+    for _ in 0..5 {
+        assert_eq!(dig(&["example.test", "A"]), ok(&["192.0.2.7"]));
+    }
+    assert_eq!(stub.count(), before, "example.test asked upstream again");
+
+    // A machine that starts later is found without restarting anything.
+    machines.add("late", &["10.0.0.77"]);
+    eventually("the new machine", || {
+        dig(&["late", "A"]) == ok(&["10.0.0.77"])
+    });
+
+    let stats = srv.server.stats();
+    assert!(
+        stats.udp_queries >= 15 && stats.tcp_queries >= 10,
+        "{stats:?}"
+    );
+    assert!(stats.forwarded >= 4, "{stats:?}");
+    assert_eq!(stats.dropped_malformed, 0, "{stats:?}");
+}
+
+#[test]
+fn resolv_conf_changes_are_followed_and_loops_avoided() {
+    if !in_private_netns("resolv_conf_changes_are_followed_and_loops_avoided") {
+        return;
+    }
+    let tmp = TempDir::new("resolv");
+    let first = Stub::start("127.0.0.53", &[("example.test.", "192.0.2.7")]);
+    let second = Stub::start("127.0.0.54", &[("example.test.", "192.0.2.8")]);
+    let resolv = tmp.0.join("resolv.conf");
+    write_resolv_conf(
+        &resolv,
+        "# stub\nnameserver 127.0.0.53\noptions timeout:1\n",
+    );
+    let srv = Running::start(&tmp.0, &resolv);
+    assert_eq!(dig(&["example.test", "A"]), ok(&["192.0.2.7"]));
+
+    write_resolv_conf(&resolv, "nameserver 127.0.0.54\n");
+    eventually("the new upstream", || {
+        dig(&["example.test", "A"]) == ok(&["192.0.2.8"])
+    });
+    assert!(second.count() >= 1);
+
+    // resolv.conf naming only ourselves: SERVFAIL at once, no query loop.
+    write_resolv_conf(&resolv, &format!("nameserver {SERVER}\n"));
+    eventually("the loop to be refused", || {
+        dig(&["other.test", "A"]).0 == "SERVFAIL"
+    });
+    let seen = first.count() + second.count();
+    let before = srv.server.stats();
+    assert_eq!(dig(&["third.test", "A"]).0, "SERVFAIL");
+    assert_eq!(first.count() + second.count(), seen);
+    // Exactly one query reached us: we did not ask ourselves.
+    assert_eq!(srv.server.stats().udp_queries, before.udp_queries + 1);
+
+    // Ourselves first, a real upstream second: the real one is used.
+    write_resolv_conf(
+        &resolv,
+        &format!("nameserver {SERVER}\nnameserver 127.0.0.53\n"),
+    );
+    eventually("the remaining upstream", || {
+        dig(&["example.test", "A"]) == ok(&["192.0.2.7"])
+    });
+
+    // No resolv.conf at all: forwarding fails, machine names still work.
+    std::fs::remove_file(&resolv).unwrap();
+    eventually("forwarding to stop", || {
+        dig(&["example.test", "A"]).0 == "SERVFAIL"
+    });
+    assert_eq!(dig(&["nope", "A"]).0, "NXDOMAIN");
+}
+
+#[test]
+fn garbage_is_dropped_and_counted_and_service_goes_on() {
+    if !in_private_netns("garbage_is_dropped_and_counted_and_service_goes_on") {
+        return;
+    }
+    let tmp = TempDir::new("garbage");
+    let mut machines = Machines::new(&tmp.0);
+    machines.add("web", &["10.0.0.2"]);
+    let resolv = tmp.0.join("resolv.conf");
+    write_resolv_conf(&resolv, "nameserver 127.0.0.53\n");
+    let srv = Running::start(&tmp.0, &resolv);
+
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut packets: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0],
+        vec![0xff; 11],
+        vec![0xff; 12],
+        vec![0xab; 1500],
+        // A header announcing 65535 questions that are not there.
+        vec![0x12, 0x34, 0x01, 0x00, 0xff, 0xff, 0, 0, 0, 0, 0, 0],
+        // A name whose compression pointer points at itself.
+        vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1],
+    ];
+    let mut x: u32 = 12345;
+    for len in 0..200usize {
+        packets.push(
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect(),
+        );
+    }
+    for p in &packets {
+        sock.send_to(p, (SERVER, 53)).unwrap();
+    }
+    // A response sent to us is not answered either (no reflection).
+    let mut resp = Message::response(7, hickory_proto::op::OpCode::Query);
+    resp.metadata.message_type = MessageType::Response;
+    resp.add_query(hickory_proto::op::Query::query(
+        "web.".parse().unwrap(),
+        RecordType::A,
+    ));
+    sock.send_to(&resp.to_vec().unwrap(), (SERVER, 53)).unwrap();
+    let mut buf = [0u8; 1500];
+    // Nothing malformed gets a reply (random bytes may by chance form a
+    // query; those are answered, which is fine: count what was dropped).
+    while sock.recv_from(&mut buf).is_ok() {}
+
+    assert_eq!(dig(&["web", "A"]), ok(&["10.0.0.2"]));
+    let stats = srv.server.stats();
+    assert!(stats.dropped_malformed >= 150, "{stats:?}");
+    assert_eq!(stats.dropped_not_query, 1, "{stats:?}");
+
+    // TCP: junk on a connection, then a proper query on another one.
+    {
+        use std::io::Read;
+        let mut c = std::net::TcpStream::connect((SERVER, 53)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = c.write_all(&[0x00, 0x05, 1, 2, 3, 4, 5, 0xff, 0xff, 9, 9]);
+        let _ = c.read(&mut buf);
+    }
+    assert_eq!(dig(&["web", "A", "+tcp"]), ok(&["10.0.0.2"]));
+}
+
+#[test]
+fn listeners_come_and_go() {
+    if !in_private_netns("listeners_come_and_go") {
+        return;
+    }
+    let tmp = TempDir::new("listen");
+    let mut machines = Machines::new(&tmp.0);
+    machines.add("web", &["10.0.0.2"]);
+    let resolv = tmp.0.join("resolv.conf");
+    write_resolv_conf(&resolv, "nameserver 127.0.0.53\n");
+    let srv = Running::start(&tmp.0, &resolv);
+
+    // An address not configured yet can be served (IP_FREEBIND) and works
+    // once it exists.
+    srv.add("10.123.0.1");
+    run(&["ip", "addr", "add", "10.123.0.1/32", "dev", "lo"]);
+    assert_eq!(dig_at("10.123.0.1", &["web", "A"]), ok(&["10.0.0.2"]));
+    assert_eq!(
+        dig_at("10.123.0.1", &["web", "A", "+tcp"]),
+        ok(&["10.0.0.2"])
+    );
+    srv.add("::1");
+    assert_eq!(dig_at("::1", &["web", "A"]), ok(&["10.0.0.2"]));
+    assert_eq!(
+        srv.server.listen_addrs(),
+        vec![
+            "10.123.0.1:53".parse().unwrap(),
+            "127.0.0.2:53".parse().unwrap(),
+            "[::1]:53".parse().unwrap()
+        ]
+    );
+
+    assert!(srv.server.remove_listener("10.123.0.1".parse().unwrap()));
+    assert!(!srv.server.remove_listener("10.123.0.1".parse().unwrap()));
+    assert_eq!(dig_at("10.123.0.1", &["web", "A"]).0, "NO REPLY");
+    assert_eq!(dig_at("10.123.0.1", &["web", "A", "+tcp"]).0, "NO REPLY");
+    // Other listeners are unaffected, and the address can come back.
+    assert_eq!(dig(&["web", "A"]), ok(&["10.0.0.2"]));
+    srv.add("10.123.0.1");
+    assert_eq!(
+        dig_at("10.123.0.1", &["web", "A", "+tcp"]),
+        ok(&["10.0.0.2"])
+    );
+
+    // Never a wildcard.
+    let s = srv.server.clone();
+    let err = srv
+        .rt
+        .block_on(async move { s.add_listener("0.0.0.0".parse().unwrap()).await })
+        .unwrap_err();
+    assert!(err.to_string().contains("wildcard"), "{err}");
+}
+
+/// Rough QPS for a machine name with dnsperf (informational; bench/ does the
+/// comparison). Run with
+/// `cargo test --release -p netspawn-netd --test dns -- --ignored dnsperf --nocapture`.
+#[test]
+#[ignore = "measurement, not a test: run explicitly"]
+fn dnsperf_machine_name() {
+    if !in_private_netns("dnsperf_machine_name") {
+        return;
+    }
+    let tmp = TempDir::new("perf");
+    let mut machines = Machines::new(&tmp.0);
+    machines.add("web", &["10.0.0.2", "fd00::2"]);
+    let resolv = tmp.0.join("resolv.conf");
+    write_resolv_conf(&resolv, "nameserver 127.0.0.53\n");
+    let srv = Running::start(&tmp.0, &resolv);
+    let data = tmp.0.join("queries");
+    std::fs::write(&data, "web A\n").unwrap();
+    for (clients, inflight) in [(1, 10), (1, 100), (4, 10), (4, 100)] {
+        let out = Command::new("timeout")
+            .args(["60", "dnsperf", "-s", SERVER, "-l", "5", "-S", "0"])
+            .args(["-c", &clients.to_string(), "-T", &clients.to_string()])
+            .args(["-Q", "1000000", "-q", &inflight.to_string(), "-d"])
+            .arg(&data)
+            .output()
+            .expect("run dnsperf (apt-get install -y dnsperf)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let pick = |key: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(key))
+                .map(|l| l.trim().to_string())
+                .unwrap_or_default()
+        };
+        println!(
+            "dnsperf clients={clients} in-flight={inflight}: {} | {} | {} | {}",
+            pick("Queries per second"),
+            pick("Queries lost"),
+            pick("Average Latency"),
+            pick("Latency StdDev"),
+        );
+        assert!(out.status.success(), "dnsperf failed: {text}");
+    }
+    println!("{:?}", srv.server.stats());
+}
