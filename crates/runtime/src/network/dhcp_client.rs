@@ -1003,10 +1003,52 @@ mod tests {
         assert!(matches!(c.handle(&raw_offer(&opts)), Event::SendRequest(_)));
     }
 
+    /// Mutated replies (bytes flipped, options cut, lengths changed) in
+    /// every state: never a panic, and nothing accepted that binds to an
+    /// unusable address.
+    #[test]
+    fn mutated_packets_never_panic() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let base = [
+            bytes(&reply(0x1234_5678, MessageType::Offer, &MAC)),
+            bytes(&reply(0x1234_5678, MessageType::Ack, &MAC)),
+            bytes(&reply(0x1234_5678, MessageType::Nak, &MAC)),
+        ];
+        for i in 0..10_000 {
+            let mut p = base[i % 3].clone();
+            for _ in 0..(rnd() % 8 + 1) {
+                let at = HEADER_LEN + (rnd() as usize % (p.len() - HEADER_LEN));
+                match rnd() % 4 {
+                    0 => p[at] = rnd() as u8,
+                    1 => p.truncate(at),
+                    2 => p.insert(at, rnd() as u8),
+                    _ => p[at] ^= 1 << (rnd() % 8),
+                }
+                if p.len() <= HEADER_LEN {
+                    break;
+                }
+            }
+            let mut c = if i % 2 == 0 {
+                selecting()
+            } else {
+                requesting()
+            };
+            if let Event::Bound(l) = c.handle(&p) {
+                assert!(assignable(l.address) && l.prefix_len <= 32);
+            }
+        }
+    }
+
     #[test]
     fn split_options_are_joined_and_hostile_domains_dropped() {
         let mut c = requesting();
-        let mut p = raw_offer(&[
+        let p = raw_offer(&[
             53, 1, 5, // ACK
             54, 4, 10, 77, 0, 1, //
             6, 2, 10, 77, // first half of a DNS server (RFC 3396)
