@@ -103,6 +103,23 @@ enum Command {
         #[command(subcommand)]
         kind: Bootstrap,
     },
+    /// Install the NSS module and add "mymachines" to the hosts: line of nsswitch.conf.
+    #[command(name = "install-nss")]
+    InstallNss {
+        /// Operate on this root directory instead of /.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+        /// The module to install (default: libnss_mymachines.so next to netspawnctl).
+        #[arg(long, value_name = "PATH")]
+        library: Option<PathBuf>,
+    },
+    /// Remove the NSS module and "mymachines" from nsswitch.conf.
+    #[command(name = "uninstall-nss")]
+    UninstallNss {
+        /// Operate on this root directory instead of /.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +186,8 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
             ctl::kill(&names, whom, sig)
         }
         Command::ListImages => ctl::images::list_images(&list),
+        Command::InstallNss { root, library } => ctl::nss::install(&root, library.as_deref()),
+        Command::UninstallNss { root } => ctl::nss::uninstall(&root),
         Command::Bootstrap { kind } => match kind {
             Bootstrap::Busybox { name, directory } => {
                 ctl::images::bootstrap(&BootstrapKind::Busybox, &name, directory.as_deref())

@@ -11,6 +11,7 @@
 //! - [`pty`]: terminal forwarding; [`procfs`], [`osrelease`], [`passwd`],
 //!   [`table`], [`timefmt`]: the pieces they share.
 
+pub mod nss;
 pub mod enter;
 pub mod images;
 pub mod list;

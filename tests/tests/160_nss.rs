@@ -1,0 +1,94 @@
+//! The host resolves running machines by name through the NSS module, with
+//! real glibc (`getent`) and real network tools, whatever gave the machine
+//! its address: netd's DHCP (via busybox udhcpc) or a static address.
+
+use netspawn_tests::*;
+
+/// Script prelude: a private nsswitch.conf with `mymachines` (bind-mounted
+/// over /etc/nsswitch.conf in the test's own mount namespace) and the
+/// module on LD_LIBRARY_PATH.
+fn prelude(env: &TestEnv) -> String {
+    let lib = env.dir.join("nsslib");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::copy(
+        bin("libnss_mymachines.so"),
+        lib.join("libnss_mymachines.so.2"),
+    )
+    .unwrap();
+    let conf = env.dir.join("nsswitch.conf");
+    std::fs::write(
+        &conf,
+        "passwd: files\ngroup: files\nhosts: files mymachines\n",
+    )
+    .unwrap();
+    format!(
+        "mount --bind {} /etc/nsswitch.conf && export LD_LIBRARY_PATH={}\nip link set lo up\n",
+        conf.display(),
+        lib.display()
+    )
+}
+
+#[test]
+fn getent_and_ping_reach_a_machine_by_name_with_a_dhcp_address() {
+    let env = TestEnv::new();
+    let img = env.busybox("web");
+    let r = env.sh(
+        &format!(
+            r#"{prelude}
+               $NETSPAWN -q -n -D {img} /bin/sh -c 'udhcpc -i host0 -n -q -f -t 5 >/dev/null 2>&1; sleep 3' &
+               for t in $(seq 200); do getent hosts web >/dev/null && break; sleep 0.05; done
+               echo hosts=$(getent hosts web)
+               echo ahostsv4=$(getent ahostsv4 web | head -1)
+               addr=$(getent hosts web | cut -d' ' -f1)
+               echo reverse=$(getent hosts $addr)
+               ping -c1 -W2 web >/dev/null && echo ping-ok
+               getent hosts nosuchmachine; echo unknown-rc=$?
+               wait
+               getent hosts web; echo stopped-rc=$?"#,
+            prelude = prelude(&env),
+            img = img.display()
+        ),
+        90,
+    );
+    let out = &r.stdout;
+    let hosts = out
+        .lines()
+        .find_map(|l| l.strip_prefix("hosts="))
+        .unwrap_or("");
+    let addr = hosts.split_whitespace().next().unwrap_or("");
+    assert!(
+        addr.parse::<std::net::Ipv4Addr>().is_ok() && hosts.ends_with(" web"),
+        "{out}\n{}",
+        r.stderr
+    );
+    assert!(out.contains(&format!("ahostsv4={addr} ")), "{out}");
+    assert!(out.contains(&format!("reverse={addr} web")), "{out}");
+    assert!(out.contains("ping-ok"), "{out}\n{}", r.stderr);
+    assert!(out.contains("unknown-rc=2"), "{out}");
+    assert!(
+        out.contains("stopped-rc=2"),
+        "a stopped machine disappears at once: {out}"
+    );
+}
+
+#[test]
+fn a_static_address_set_in_the_guest_resolves_and_link_local_does_not() {
+    let env = TestEnv::new();
+    let img = env.busybox("db");
+    let r = env.sh(
+        &format!(
+            r#"{prelude}
+               # getaddrinfo (AI_ADDRCONFIG) answers a family only if the host has an address of it.
+               ip link add h0 type veth peer name h1 && ip addr add 192.0.2.1/24 dev h0 && ip addr add 2001:db8::1/64 dev h0 nodad && ip link set h0 up && ip link set h1 up
+               $NETSPAWN -q --private-network -D {img} /bin/sh -c 'ip addr add 10.55.0.9/24 dev lo; ip addr add fd55::9/64 dev lo; ip addr add 169.254.7.7/16 dev lo; sleep 2' &
+               for t in $(seq 200); do getent ahostsv6 db >/dev/null && break; sleep 0.05; done
+               getent ahostsv4 db | cut -d' ' -f1 | sort -u
+               getent ahostsv6 db | cut -d' ' -f1 | sort -u
+               wait"#,
+            prelude = prelude(&env),
+            img = img.display()
+        ),
+        60,
+    );
+    assert_eq!(r.stdout, "10.55.0.9\nfd55::9\n", "{}", r.stderr);
+}
