@@ -21,8 +21,9 @@
 //! 255.255.255.255, which the kernel delivers to a UDP socket bound to
 //! `0.0.0.0:68` on the device. A server that ignores the flag and unicasts to
 //! the offered address is not heard (the kernel drops datagrams for an
-//! address it does not own); dnsmasq, busybox udhcpd and netd all honour
-//! the flag.
+//! address it does not own; checked: with the flag cleared, dnsmasq
+//! unicasts and the client times out). dnsmasq and busybox udhcpd honour
+//! the flag (udhcpd broadcasts anyway while `ciaddr` is 0); netd must too.
 //!
 //! There is no renewal: the address is added without a lifetime and stays
 //! until the container's namespace goes away. The caller asks for a lease
