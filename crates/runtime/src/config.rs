@@ -105,6 +105,9 @@ pub struct Config {
     /// Signal sent to PID 1 when we are asked to stop (None: SIGKILL).
     pub kill_signal: Option<i32>,
     pub console: ConsoleMode,
+    /// Configure host0 with our own DHCP client before a plain command runs
+    /// (not for `-b`, whose guest runs its own; off with `--network-config=none`).
+    pub dhcp_host0: bool,
 }
 
 /// Default PATH inside the container (systemd-nspawn's).
@@ -530,6 +533,9 @@ impl Config {
             ));
         }
 
+        let dhcp_host0 = !a.boot
+            && a.network_config.as_deref() != Some("none")
+            && (net.veth || net.zone.is_some() || net.bridge.is_some());
         Ok(Config {
             root,
             machine,
@@ -550,6 +556,7 @@ impl Config {
             syscall_filter,
             kill_signal,
             console,
+            dhcp_host0,
         })
     }
 

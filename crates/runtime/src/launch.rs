@@ -51,6 +51,8 @@ pub enum LaunchError {
     Net(#[from] crate::network::NetError),
     #[error("{0}")]
     Netd(#[from] crate::netd_client::NetdError),
+    #[error("{0}")]
+    Dhcp(String),
     /// An error reported by the container's side before exec.
     #[error("{0}")]
     Child(String),
@@ -99,6 +101,7 @@ impl Outcome {
 /// Everything the launcher holds for one machine; dropping it releases all.
 struct Held {
     registry: Option<(Registry, NameClaim)>,
+    run_dir: PathBuf,
     _image_lock: ImageLock,
     hierarchies: Hierarchies,
     cgroup_name: String,
@@ -135,6 +138,7 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
     };
     let held = Held {
         registry,
+        run_dir: paths.run_dir.clone(),
         _image_lock: image_lock,
         hierarchies,
         cgroup_name,
@@ -279,6 +283,9 @@ fn run_once(
     if let Some((reg, claim)) = &held.registry {
         let _ = reg.remove(claim, &cfg.machine);
     }
+    if cfg.dhcp_host0 {
+        let _ = std::fs::remove_file(resolv_conf_path(cfg, &held.run_dir));
+    }
     cgroups.destroy();
     result
 }
@@ -322,6 +329,7 @@ fn run_in_cgroups(
         console: pty.map(|p| p.slave_path.clone()),
         host_os_release: host_os_release.map(str::to_string),
         container_uuid: cfg.uuid.clone(),
+        resolv_conf: cfg.dhcp_host0.then(|| resolv_conf_path(cfg, &held.run_dir)),
     };
     let term = match cfg.console {
         ConsoleMode::Interactive => Some(std::env::var("TERM").unwrap_or_else(|_| "vt220".into())),
@@ -372,7 +380,7 @@ fn run_in_cgroups(
         Some(n) => match setup_network(n, child, held, cgroups) {
             Ok(k) => {
                 // From here on the keeper undoes the links if anything fails.
-                if let Err(e) = serve_guest(n, cfg) {
+                if let Err(e) = serve_guest(n, cfg, child, &held.run_dir) {
                     return Err(kill_child(e));
                 }
                 Some(k)
@@ -471,10 +479,12 @@ fn run_in_cgroups(
 
 /// Asks netd to serve the machine's link (address, DHCP, DNS) and waits
 /// until it does; registers port forwards.
-fn serve_guest(n: &mut NetState, cfg: &Config) -> Result<(), LaunchError> {
-    let Some(netd) = n.netd.as_mut() else {
-        return Ok(());
-    };
+fn serve_guest(
+    n: &mut NetState,
+    cfg: &Config,
+    child: Pid,
+    run_dir: &Path,
+) -> Result<(), LaunchError> {
     let primary = n.plan.links.iter().find_map(|l| match l {
         network::PlannedLink::Veth {
             host,
@@ -487,11 +497,21 @@ fn serve_guest(n: &mut NetState, cfg: &Config) -> Result<(), LaunchError> {
     let Some((ifname, mac)) = primary else {
         return Ok(());
     };
-    let answer = netd.request(&netspawn_common::netd::Request::Link {
-        ifname: ifname.clone(),
-        timeout_ms: 10_000,
-    })?;
-    tracing::debug!("netd: {ifname}: {answer}");
+    let mut managed = false;
+    if let Some(netd) = n.netd.as_mut() {
+        let answer = netd.request(&netspawn_common::netd::Request::Link {
+            ifname: ifname.clone(),
+            timeout_ms: 10_000,
+        })?;
+        tracing::debug!("netd: {ifname}: {answer}");
+        managed = answer.starts_with("address=");
+    }
+    if cfg.dhcp_host0 {
+        configure_host0(cfg, child, mac, managed, run_dir)?;
+    }
+    let Some(netd) = n.netd.as_mut() else {
+        return Ok(());
+    };
     if !cfg.network.ports.is_empty() {
         let forwards = cfg
             .network
@@ -510,6 +530,65 @@ fn serve_guest(n: &mut NetState, cfg: &Config) -> Result<(), LaunchError> {
             forwards,
         })?;
     }
+    Ok(())
+}
+
+/// Where the launcher writes the container's resolv.conf.
+fn resolv_conf_path(cfg: &Config, run_dir: &Path) -> PathBuf {
+    let name = if cfg.register {
+        cfg.machine.clone()
+    } else {
+        format!("{}.{}", cfg.machine, std::process::id())
+    };
+    run_dir.join("resolv").join(format!("{name}.conf"))
+}
+
+/// Our own DHCP client configures host0 (address, default route) from
+/// inside the container's namespace, and writes the resolv.conf the
+/// container will see. On a link netd serves, failure is an error; on a
+/// LAN bridge without a DHCP server, host0 stays bare with a warning.
+fn configure_host0(
+    cfg: &Config,
+    child: Pid,
+    mac: network::naming::Mac,
+    managed: bool,
+    run_dir: &Path,
+) -> Result<(), LaunchError> {
+    let started = Instant::now();
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw())).map_err(|e| {
+        LaunchError::Sys {
+            what: "open the container's network namespace",
+            err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    })?;
+    let timeout = std::time::Duration::from_secs(if managed { 10 } else { 5 });
+    let lease =
+        match network::dhcp_client::acquire(ns.as_fd(), "host0", mac, &cfg.hostname, timeout) {
+            Ok(l) => l,
+            Err(e) if !managed => {
+                tracing::warn!("{e}; host0 stays unconfigured");
+                if !cfg.quiet {
+                    eprintln!("netspawn: {e}; host0 stays unconfigured.");
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(LaunchError::Dhcp(e.to_string())),
+        };
+    let mut inside =
+        network::rtnl::Netlink::open_in(ns.as_fd()).map_err(network::NetError::from)?;
+    network::dhcp_client::configure(&mut inside, "host0", &lease)
+        .map_err(|e| LaunchError::Dhcp(e.to_string()))?;
+    let path = resolv_conf_path(cfg, run_dir);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&path, network::dhcp_client::resolv_conf(&lease)).map_err(|e| {
+        LaunchError::Sys {
+            what: "write the container's resolv.conf",
+            err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    })?;
+    tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, address = %lease.address, "host0 configured by DHCP");
     Ok(())
 }
 

@@ -37,6 +37,9 @@ pub struct MountConfig {
     /// Contents for /run/host/os-release.
     pub host_os_release: Option<String>,
     pub container_uuid: String,
+    /// A resolv.conf (written by the launcher from the DHCP lease) to show
+    /// as the container's /etc/resolv.conf, if it exists by mount time.
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// One step of setting up the container's file system. Paths are absolute
@@ -70,6 +73,12 @@ pub enum MountOp {
     /// Bind `path` onto itself read-only, if the kernel provides it.
     ReadOnlyIfExists {
         path: PathBuf,
+    },
+    /// Bind `src` over the image's /etc/resolv.conf (following a symlink
+    /// there inside the root), if `src` exists.
+    ResolvConf {
+        src: PathBuf,
+        root: PathBuf,
     },
 }
 
@@ -317,6 +326,13 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
         ));
     }
 
+    if let Some(src) = &cfg.resolv_conf {
+        ops.push(MountOp::ResolvConf {
+            src: src.clone(),
+            root: root.to_path_buf(),
+        });
+    }
+
     // Last, the root itself: nodev always (see /dev above), read-only on request.
     let mut root_flags = MsFlags::MS_NODEV;
     if cfg.read_only {
@@ -352,6 +368,7 @@ fn op_name(op: &MountOp) -> String {
         MountOp::Symlink { link, .. } => format!("symlink {}", link.display()),
         MountOp::WriteFile { path, .. } => format!("write {}", path.display()),
         MountOp::ReadOnlyIfExists { path } => format!("make {} read-only", path.display()),
+        MountOp::ResolvConf { src, .. } => format!("bind {} to /etc/resolv.conf", src.display()),
     }
 }
 
@@ -421,6 +438,26 @@ pub fn apply(ops: &[MountOp]) -> Result<(), MountError> {
                 std::os::unix::fs::symlink(target, link).map_err(io(link))?;
             }
             MountOp::WriteFile { path, contents } => fs::write(path, contents).map_err(io(path))?,
+            MountOp::ResolvConf { src, root } => {
+                if src.exists() {
+                    let target = resolv_conf_target(root);
+                    if let Some(parent) = target.parent() {
+                        fs::DirBuilder::new()
+                            .recursive(true)
+                            .mode(0o755)
+                            .create(parent)
+                            .map_err(io(parent))?;
+                    }
+                    if fs::symlink_metadata(&target).is_err() {
+                        fs::write(&target, "").map_err(io(&target))?;
+                    }
+                    mount::<Path, Path, str, str>(Some(src), &target, None, MsFlags::MS_BIND, None)
+                        .map_err(|err| MountError::Op {
+                            op: op_name(op),
+                            err,
+                        })?;
+                }
+            }
             MountOp::ReadOnlyIfExists { path } => {
                 if fs::symlink_metadata(path).is_ok() {
                     let err = |err| MountError::Op {
@@ -442,6 +479,35 @@ pub fn apply(ops: &[MountOp]) -> Result<(), MountError> {
         }
     }
     Ok(())
+}
+
+/// Where the image's /etc/resolv.conf really is: a symlink (Debian with
+/// systemd-resolved points it into /run) is followed inside the root.
+fn resolv_conf_target(root: &Path) -> PathBuf {
+    // The path inside the container, normalised as we follow links.
+    let mut inside = PathBuf::from("/etc/resolv.conf");
+    for _ in 0..8 {
+        let Ok(t) = fs::read_link(in_root(root, &inside)) else {
+            break;
+        };
+        let joined = if t.is_absolute() {
+            t
+        } else {
+            inside.parent().unwrap_or(Path::new("/")).join(t)
+        };
+        let mut norm = PathBuf::from("/");
+        for c in joined.components() {
+            match c {
+                Component::Normal(n) => norm.push(n),
+                Component::ParentDir => {
+                    norm.pop();
+                }
+                _ => {}
+            }
+        }
+        inside = norm;
+    }
+    in_root(root, &inside)
 }
 
 #[cfg(test)]
