@@ -1,0 +1,605 @@
+//! NAT and port forwards for container links, in netd's own nftables table.
+//!
+//! netd owns exactly one table, `table inet netspawn`, and never reads or
+//! writes any other. The whole desired state (masquerade per link, port
+//! forwards per owner) is rendered with the typed `nftables` schema and applied
+//! as one `nft -j -f -` transaction that deletes and recreates the table, so
+//! [`Nat::apply`] is atomic and idempotent and can be re-run at any time;
+//! [`Nat::ensure`] re-applies when the kernel's table no longer matches (after
+//! `nft flush ruleset`, say), and [`monitor`] says when to check.
+//!
+//! Forwarding is switched on per interface only, never globally (see
+//! [`sysctl`]): IPv4 `conf/IF/forwarding` and IPv6 `conf/IF/force_forwarding`
+//! on the container links and on the interfaces replies come back on
+//! ("uplinks"). An uplink on which netd had to switch forwarding on is guarded
+//! by a `forward` chain that lets through only replies and port-forwarded
+//! connections, so the host does not become a general router for its LAN.
+//! Every knob netd changes is remembered and restored once unneeded.
+//!
+//! Port forwards reach the container from the host's own addresses, from other
+//! hosts, and from the host's 127.0.0.1: DNAT in `output` as well as
+//! `prerouting`, `route_localnet` on the container link (the kernel otherwise
+//! drops 127.0.0.0/8 on a non-loopback link) and masquerade of 127.0.0.0/8
+//! sources leaving by that link.
+
+pub mod monitor;
+mod render;
+pub mod sysctl;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use ipnetwork::IpNetwork;
+use nftables::helper::{self, NftablesError};
+use nftables::schema::Nftables;
+
+use render::Summary;
+use sysctl::{Knob, SysctlKey, Sysctls};
+
+pub use monitor::{watch_and_restore, NftMonitor};
+
+/// The name of netd's table (family `inet`).
+pub const TABLE: &str = "netspawn";
+
+/// Errors of the NAT module. Each is one line naming what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NatError {
+    /// The host port is already forwarded (by another machine, or by the same
+    /// one to a different place).
+    #[error("port {proto}:{host_port} is already forwarded by machine {owner}")]
+    PortBusy {
+        /// Protocol of the port.
+        proto: Proto,
+        /// The busy host port.
+        host_port: u16,
+        /// The owner that holds it.
+        owner: String,
+    },
+    /// A port of 0.
+    #[error("invalid port forward {0}: ports are 1..=65535")]
+    BadPort(String),
+    /// A link name that is not a valid interface name.
+    #[error("invalid interface name {0:?}")]
+    BadLinkName(String),
+    /// A subnet that cannot be masqueraded (prefix length 0).
+    #[error("refusing to masquerade {0}: prefix length 0 would cover every address")]
+    BadSubnet(IpNetwork),
+    /// `nft` failed (its error message is in `detail`).
+    #[error("{action} table inet {TABLE}: {detail}")]
+    Nft {
+        /// What was being done.
+        action: &'static str,
+        /// nft's message, or why nft could not run.
+        detail: String,
+    },
+    /// A sysctl could not be read or written.
+    #[error("{action} {}: {source}", path.display())]
+    Sysctl {
+        /// "read" or "write".
+        action: &'static str,
+        /// The sysctl file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Several sysctl steps failed (each was attempted).
+    #[error("forwarding sysctls: {0}")]
+    Sysctls(String),
+}
+
+/// Transport protocol of a port forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// `tcp` or `udp`, as nftables and `-p` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `IPMasquerade=` of a link, as systemd.network(5) has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Masquerade {
+    /// `no`: no masquerade (the link may still receive port forwards).
+    #[default]
+    No,
+    /// `ipv4` (and systemd's deprecated `yes`).
+    Ipv4,
+    /// `ipv6`.
+    Ipv6,
+    /// `both`.
+    Both,
+}
+
+impl FromStr for Masquerade {
+    type Err = String;
+
+    /// Parses `IPMasquerade=` values: `ipv4`, `ipv6`, `both`, `no`, and the
+    /// booleans systemd still accepts (`yes` meaning `ipv4`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "ipv4" | "yes" | "true" | "on" | "1" => Ok(Masquerade::Ipv4),
+            "ipv6" => Ok(Masquerade::Ipv6),
+            "both" => Ok(Masquerade::Both),
+            "no" | "false" | "off" | "0" => Ok(Masquerade::No),
+            _ => Err(format!("invalid IPMasquerade= value {s:?}")),
+        }
+    }
+}
+
+/// One `-p/--port=` forward: `proto` `host_port` on the host's addresses to
+/// `container_addr`:`container_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortForward {
+    /// Protocol.
+    pub proto: Proto,
+    /// Port on the host, 1..=65535.
+    pub host_port: u16,
+    /// The container's address (its family decides IPv4 or IPv6 DNAT).
+    pub container_addr: IpAddr,
+    /// Port in the container, 1..=65535.
+    pub container_port: u16,
+}
+
+impl fmt::Display for PortForward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{} -> {}:{}",
+            self.proto, self.host_port, self.container_addr, self.container_port
+        )
+    }
+}
+
+/// IPv4 or IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IpFamily {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl IpFamily {
+    fn of(addr: IpAddr) -> Self {
+        if addr.is_ipv4() {
+            IpFamily::V4
+        } else {
+            IpFamily::V6
+        }
+    }
+
+    fn of_net(net: &IpNetwork) -> Self {
+        IpFamily::of(net.ip())
+    }
+
+    /// `ipv4` or `ipv6` (nftables' `meta nfproto` values).
+    pub fn name(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "ipv4",
+            IpFamily::V6 => "ipv6",
+        }
+    }
+}
+
+/// NAT settings of one container link.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct LinkNat {
+    subnets: BTreeSet<IpNetwork>,
+    masquerade: Masquerade,
+}
+
+/// An uplink where netd switched forwarding on, for one family.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Guard {
+    family: IpFamily,
+    ifname: String,
+}
+
+/// Everything `render` needs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct State {
+    links: BTreeMap<String, LinkNat>,
+    forwards: BTreeMap<String, Vec<PortForward>>,
+    /// Links with IPv4 forwards, which get localhost forwarding (derived).
+    localnet_links: BTreeSet<String>,
+    /// Uplinks netd switched forwarding on for (derived at `apply`).
+    guards: BTreeSet<Guard>,
+}
+
+/// Where the kernel interfaces are: `/proc/sys` and the route tables.
+#[derive(Debug, Clone)]
+pub struct NatPaths {
+    /// The sysctl root, normally `/proc/sys`.
+    pub sysctl: PathBuf,
+    /// The calling thread's `/proc/.../net`, normally `/proc/thread-self/net`
+    /// (per thread, as a thread may have entered another network namespace).
+    pub proc_net: PathBuf,
+}
+
+impl Default for NatPaths {
+    fn default() -> Self {
+        NatPaths {
+            sysctl: "/proc/sys".into(),
+            proc_net: "/proc/thread-self/net".into(),
+        }
+    }
+}
+
+/// netd's NAT: the desired state, the sysctls it changed, and the verbs that
+/// push both to the kernel. Methods that change the state do no I/O; call
+/// [`Nat::apply`] afterwards. All I/O happens in the caller's network
+/// namespace (`nft` inherits it; sysctls and routes are read per thread).
+#[derive(Debug)]
+pub struct Nat {
+    state: State,
+    sysctls: Sysctls,
+    proc_net: PathBuf,
+    uplinks: Option<BTreeSet<String>>,
+    warnings: Vec<String>,
+}
+
+impl Default for Nat {
+    fn default() -> Self {
+        Nat::new()
+    }
+}
+
+impl Nat {
+    /// An empty NAT state on the real `/proc`.
+    pub fn new() -> Self {
+        Nat::with_paths(NatPaths::default())
+    }
+
+    /// An empty NAT state reading and writing the kernel through `paths`.
+    pub fn with_paths(paths: NatPaths) -> Self {
+        Nat {
+            state: State::default(),
+            sysctls: Sysctls::new(paths.sysctl),
+            proc_net: paths.proc_net,
+            uplinks: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Register `subnet` on container link `link` with masquerade `mode`
+    /// (`IPMasquerade=`; the mode applies to all of the link's subnets). A link
+    /// with [`Masquerade::No`] is still known, so port forwards into it work.
+    pub fn set_masquerade(
+        &mut self,
+        link: &str,
+        subnet: IpNetwork,
+        mode: Masquerade,
+    ) -> Result<(), NatError> {
+        if !sysctl::valid_ifname(link) {
+            return Err(NatError::BadLinkName(link.to_string()));
+        }
+        if subnet.prefix() == 0 {
+            return Err(NatError::BadSubnet(subnet));
+        }
+        let net = IpNetwork::new(subnet.network(), subnet.prefix())
+            .map_err(|_| NatError::BadSubnet(subnet))?;
+        let l = self.state.links.entry(link.to_string()).or_default();
+        l.subnets.insert(net);
+        l.masquerade = mode;
+        Ok(())
+    }
+
+    /// Forget container link `link`: its masquerade, and the port forwards into
+    /// its subnets (their container is gone with it). Unknown links are fine.
+    pub fn remove_link(&mut self, link: &str) {
+        let Some(l) = self.state.links.remove(link) else {
+            return;
+        };
+        for fwds in self.state.forwards.values_mut() {
+            fwds.retain(|f| !l.subnets.iter().any(|n| n.contains(f.container_addr)));
+        }
+        self.state.forwards.retain(|_, v| !v.is_empty());
+    }
+
+    /// Set the interfaces replies arrive on. `None` (the default) means every
+    /// interface that appears in the kernel's route tables, read at each
+    /// `apply`, except loopback and the container links.
+    pub fn set_uplinks(&mut self, uplinks: Option<Vec<String>>) -> Result<(), NatError> {
+        if let Some(v) = &uplinks {
+            if let Some(bad) = v.iter().find(|n| !sysctl::valid_ifname(n)) {
+                return Err(NatError::BadLinkName(bad.clone()));
+            }
+        }
+        self.uplinks = uplinks.map(|v| v.into_iter().collect());
+        Ok(())
+    }
+
+    /// Add one port forward for `owner` (a machine name). See
+    /// [`Nat::add_port_forwards`].
+    pub fn add_port_forward(&mut self, owner: &str, fwd: PortForward) -> Result<(), NatError> {
+        self.add_port_forwards(owner, &[fwd])
+    }
+
+    /// Add `fwds` for `owner`, all or none: if any host port is already
+    /// forwarded by another owner (or by this one elsewhere in the same family),
+    /// nothing is added and [`NatError::PortBusy`] names the holder. Adding a
+    /// forward that exists already is a no-op.
+    pub fn add_port_forwards(&mut self, owner: &str, fwds: &[PortForward]) -> Result<(), NatError> {
+        let mut added: Vec<PortForward> = Vec::new();
+        for f in fwds {
+            if f.host_port == 0 || f.container_port == 0 {
+                return Err(NatError::BadPort(f.to_string()));
+            }
+            let existing = self
+                .state
+                .forwards
+                .iter()
+                .flat_map(|(o, v)| v.iter().map(move |g| (o.as_str(), g)));
+            let pending = added.iter().map(|g| (owner, g));
+            for (o, g) in existing.chain(pending) {
+                let same_port = g.proto == f.proto && g.host_port == f.host_port;
+                let same_family = IpFamily::of(g.container_addr) == IpFamily::of(f.container_addr);
+                if same_port && (o != owner || (same_family && g != f)) {
+                    return Err(NatError::PortBusy {
+                        proto: f.proto,
+                        host_port: f.host_port,
+                        owner: o.to_string(),
+                    });
+                }
+            }
+            if !added.contains(f) {
+                added.push(*f);
+            }
+        }
+        let v = self.state.forwards.entry(owner.to_string()).or_default();
+        for f in added {
+            if !v.contains(&f) {
+                v.push(f);
+            }
+        }
+        if v.is_empty() {
+            self.state.forwards.remove(owner);
+        }
+        Ok(())
+    }
+
+    /// Remove every port forward of `owner`. Unknown owners are fine.
+    pub fn remove_owner(&mut self, owner: &str) {
+        self.state.forwards.remove(owner);
+    }
+
+    /// The port forwards of `owner`.
+    pub fn port_forwards(&self, owner: &str) -> &[PortForward] {
+        self.state.forwards.get(owner).map_or(&[], Vec::as_slice)
+    }
+
+    /// Problems of the last `apply` that did not stop it (e.g. IPv6 forwarding
+    /// unavailable on this kernel), one line each.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The sysctls netd currently holds switched on, with their original values.
+    pub fn changed_sysctls(&self) -> Vec<(PathBuf, String)> {
+        self.sysctls
+            .changed()
+            .iter()
+            .map(|(k, v)| (k.knob.rel_path(&k.ifname), v.clone()))
+            .collect()
+    }
+
+    /// The transaction that makes the kernel's table match the current state
+    /// (pure; the uplink guards are those computed by the last `apply`).
+    pub fn render(&self) -> Nftables<'static> {
+        render::render(&self.rendered_state())
+    }
+
+    fn rendered_state(&self) -> State {
+        let mut s = self.state.clone();
+        s.localnet_links = localnet_links(&s);
+        s
+    }
+
+    /// Push the state to the kernel: the table (one atomic transaction), then
+    /// the forwarding sysctls (switching on what is needed, restoring what no
+    /// longer is). The table goes first so that an uplink is guarded before
+    /// forwarding is switched on for it; if `nft` fails, no sysctl changes.
+    pub fn apply(&mut self) -> Result<(), NatError> {
+        self.warnings.clear();
+        let desired = self.desired_sysctls()?;
+        self.state.guards = desired
+            .iter()
+            .filter(|(_, uplink)| **uplink)
+            .map(|(k, _)| k)
+            .filter(|k| matches!(self.sysctls.original(k), Ok(Some(v)) if v == "0"))
+            .map(|k| Guard {
+                family: match k.knob {
+                    Knob::Ipv6ForceForwarding => IpFamily::V6,
+                    _ => IpFamily::V4,
+                },
+                ifname: k.ifname.clone(),
+            })
+            .collect();
+        let nft = self.render();
+        helper::apply_ruleset(&nft).map_err(|e| nft_error("apply", e))?;
+        let keys: BTreeSet<SysctlKey> = desired.into_keys().collect();
+        self.sysctls.sync(&keys)?;
+        for w in &self.warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(())
+    }
+
+    /// Check that the kernel's table still holds what [`Nat::render`] gives
+    /// (same chains, same rules by their comments, in order; or no table when
+    /// there is nothing to render) and re-apply if not. Returns whether it
+    /// re-applied. Call it on nftables change events ([`NftMonitor`]) or
+    /// periodically.
+    pub fn ensure(&mut self) -> Result<bool, NatError> {
+        let want = Summary::of(&self.render());
+        let have = current_table()?;
+        if have == want {
+            return Ok(false);
+        }
+        tracing::info!("table inet {TABLE} differs from netd's state; re-applying");
+        self.apply()?;
+        Ok(true)
+    }
+
+    /// Delete netd's table and restore every sysctl netd changed (on shutdown).
+    /// The state is kept: a later `apply` puts everything back. Both steps are
+    /// attempted; failures are reported together.
+    pub fn remove_all(&mut self) -> Result<(), NatError> {
+        self.state.guards.clear();
+        let empty = render::render(&State::default());
+        let nft = helper::apply_ruleset(&empty).map_err(|e| nft_error("delete", e));
+        let sys = self.sysctls.restore_all();
+        match (nft, sys) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+            (Err(a), Err(b)) => Err(NatError::Sysctls(format!("{a}; {b}"))),
+        }
+    }
+
+    /// The sysctls the state needs, each marked `true` if it is an uplink's.
+    fn desired_sysctls(&mut self) -> Result<BTreeMap<SysctlKey, bool>, NatError> {
+        let mut want = BTreeMap::new();
+        let has_v6 = self.sysctls.has_ipv6_force_forwarding();
+        let key = |ifname: &str, knob| SysctlKey {
+            ifname: ifname.to_string(),
+            knob,
+        };
+        let fwd_knob = |fam| match fam {
+            IpFamily::V4 => Knob::Ipv4Forwarding,
+            IpFamily::V6 => Knob::Ipv6ForceForwarding,
+        };
+        let all_forwards: Vec<PortForward> =
+            self.state.forwards.values().flatten().copied().collect();
+        let mut v6_needed = false;
+        for (link, l) in &self.state.links {
+            for net in &l.subnets {
+                let fam = IpFamily::of_net(net);
+                let forwarded = all_forwards.iter().any(|f| net.contains(f.container_addr));
+                if l.masquerade.covers(fam) || forwarded {
+                    v6_needed |= fam == IpFamily::V6;
+                    if fam == IpFamily::V4 || has_v6 {
+                        want.insert(key(link, fwd_knob(fam)), false);
+                    }
+                }
+                if forwarded && fam == IpFamily::V4 {
+                    want.insert(key(link, Knob::Ipv4RouteLocalnet), false);
+                }
+            }
+        }
+        for f in &all_forwards {
+            let known = self
+                .state
+                .links
+                .values()
+                .any(|l| l.subnets.iter().any(|n| n.contains(f.container_addr)));
+            if !known {
+                self.warnings.push(format!(
+                    "port forward {f}: no container link has {}; forwarding and 127.0.0.1 \
+                     access are not set up for it",
+                    f.container_addr
+                ));
+            }
+        }
+        if v6_needed && !has_v6 {
+            self.warnings.push(
+                "this kernel has no per-interface IPv6 forwarding (force_forwarding, Linux 6.17); \
+                 IPv6 masquerade and forwards need net.ipv6.conf.all.forwarding=1, which netd \
+                 does not set because it stops the host accepting router advertisements"
+                    .to_string(),
+            );
+        }
+        for fam in render::families_in_use(&self.state) {
+            if fam == IpFamily::V6 && !has_v6 {
+                continue;
+            }
+            for up in self.uplinks_for(fam) {
+                if up != "lo" && !self.state.links.contains_key(&up) {
+                    want.insert(key(&up, fwd_knob(fam)), true);
+                }
+            }
+        }
+        Ok(want)
+    }
+
+    fn uplinks_for(&self, fam: IpFamily) -> BTreeSet<String> {
+        if let Some(u) = &self.uplinks {
+            return u.clone();
+        }
+        let (file, parse): (&str, fn(&str) -> BTreeSet<String>) = match fam {
+            IpFamily::V4 => ("route", sysctl::parse_route_ifaces_v4),
+            IpFamily::V6 => ("ipv6_route", sysctl::parse_route_ifaces_v6),
+        };
+        // No route table (IPv6 disabled, say) means no uplink for that family.
+        std::fs::read_to_string(self.proc_net.join(file))
+            .map(|t| parse(&t))
+            .unwrap_or_default()
+    }
+}
+
+/// Links that carry IPv4 port forwards (so 127.0.0.1 on the host reaches them).
+fn localnet_links(s: &State) -> BTreeSet<String> {
+    let v4: Vec<IpAddr> = s
+        .forwards
+        .values()
+        .flatten()
+        .map(|f| f.container_addr)
+        .filter(IpAddr::is_ipv4)
+        .collect();
+    s.links
+        .iter()
+        .filter(|(_, l)| l.subnets.iter().any(|n| v4.iter().any(|a| n.contains(*a))))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// The summary of the kernel's `table inet netspawn` (empty if absent).
+fn current_table() -> Result<Summary, NatError> {
+    let args = ["list", "table", "inet", TABLE];
+    match helper::get_current_ruleset_with_args(helper::DEFAULT_NFT, &args) {
+        Ok(nft) => Ok(Summary::of(&nft)),
+        Err(NftablesError::NftFailed { stderr, .. })
+            if stderr.contains("No such file or directory") =>
+        {
+            Ok(Summary::default())
+        }
+        Err(e) => Err(nft_error("list", e)),
+    }
+}
+
+fn nft_error(action: &'static str, e: NftablesError) -> NatError {
+    let detail = match e {
+        NftablesError::NftFailed { stderr, .. } => {
+            let s = stderr.trim();
+            // nft's first line is the message; the rest repeats the input.
+            s.lines().next().unwrap_or("nft failed").to_string()
+        }
+        NftablesError::NftExecution { program, inner } => {
+            format!("cannot run {}: {inner}", program.to_string_lossy())
+        }
+        other => other.to_string(),
+    };
+    NatError::Nft { action, detail }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,221 @@
+//! Unit tests of the NAT state and its rendering (golden JSON, no I/O).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use super::*;
+
+fn net(s: &str) -> IpNetwork {
+    s.parse().unwrap()
+}
+
+fn fwd(proto: Proto, host: u16, addr: &str, port: u16) -> PortForward {
+    PortForward {
+        proto,
+        host_port: host,
+        container_addr: addr.parse::<IpAddr>().unwrap(),
+        container_port: port,
+    }
+}
+
+/// Compare with `testdata/NAME.json`; `NETSPAWN_UPDATE_GOLDEN=1` rewrites it.
+fn golden(name: &str, nft: &Nftables<'_>) {
+    let got = serde_json::to_string_pretty(nft).unwrap() + "\n";
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src/nat/testdata")
+        .join(format!("{name}.json"));
+    if std::env::var_os("NETSPAWN_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        got == want,
+        "{name}: rendering differs from {}:\n{got}",
+        path.display()
+    );
+}
+
+fn sample() -> Nat {
+    let mut nat = Nat::new();
+    nat.set_masquerade("ve-web", net("10.0.0.5/28"), Masquerade::Both)
+        .unwrap();
+    nat.set_masquerade("ve-web", net("fd00:1::/64"), Masquerade::Both)
+        .unwrap();
+    nat.set_masquerade("vz-lab", net("10.1.0.0/24"), Masquerade::Ipv4)
+        .unwrap();
+    nat.set_masquerade("vz-lab", net("fd00:2::/64"), Masquerade::Ipv4)
+        .unwrap();
+    nat.add_port_forwards(
+        "web",
+        &[
+            fwd(Proto::Tcp, 8080, "10.0.0.2", 80),
+            fwd(Proto::Udp, 5353, "fd00:1::2", 53),
+        ],
+    )
+    .unwrap();
+    nat.state.guards.insert(Guard {
+        family: IpFamily::V4,
+        ifname: "eth0".into(),
+    });
+    nat
+}
+
+#[test]
+fn render_full_golden() {
+    golden("full", &sample().render());
+}
+
+#[test]
+fn render_empty_only_deletes_the_table() {
+    golden("empty", &Nat::new().render());
+}
+
+#[test]
+fn render_masquerade_only_golden() {
+    let mut nat = Nat::new();
+    nat.set_masquerade("ve-a", net("192.168.77.0/28"), Masquerade::Ipv4)
+        .unwrap();
+    golden("masquerade", &nat.render());
+}
+
+#[test]
+fn masquerade_modes_pick_families() {
+    let mut nat = Nat::new();
+    nat.set_masquerade("ve-a", net("10.2.0.0/28"), Masquerade::Ipv6)
+        .unwrap();
+    nat.set_masquerade("ve-a", net("fd00:3::/64"), Masquerade::Ipv6)
+        .unwrap();
+    let json = serde_json::to_string(&nat.render()).unwrap();
+    assert!(json.contains("masquerade fd00:3::/64 from ve-a"));
+    assert!(!json.contains("masquerade 10.2.0.0/28"));
+    nat.set_masquerade("ve-a", net("10.2.0.0/28"), Masquerade::No)
+        .unwrap();
+    assert_eq!(nat.render(), Nat::new().render(), "no rules left");
+}
+
+#[test]
+fn port_busy_is_all_or_nothing() {
+    let mut nat = Nat::new();
+    nat.add_port_forward("a", fwd(Proto::Tcp, 8080, "10.0.0.2", 80))
+        .unwrap();
+    let err = nat
+        .add_port_forwards(
+            "b",
+            &[
+                fwd(Proto::Tcp, 9090, "10.0.0.3", 80),
+                fwd(Proto::Tcp, 8080, "10.0.0.3", 80),
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, NatError::PortBusy { host_port: 8080, owner, .. } if owner == "a"),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "port tcp:8080 is already forwarded by machine a"
+    );
+    assert!(nat.port_forwards("b").is_empty(), "nothing half-made");
+    // Another protocol on the same number is free.
+    nat.add_port_forward("b", fwd(Proto::Udp, 8080, "10.0.0.3", 80))
+        .unwrap();
+    // The same forward again is a no-op; the same port elsewhere is busy.
+    nat.add_port_forward("a", fwd(Proto::Tcp, 8080, "10.0.0.2", 80))
+        .unwrap();
+    assert_eq!(nat.port_forwards("a").len(), 1);
+    assert!(nat
+        .add_port_forward("a", fwd(Proto::Tcp, 8080, "10.0.0.9", 80))
+        .is_err());
+    // One machine may forward a port over both families.
+    nat.add_port_forward("a", fwd(Proto::Tcp, 8080, "fd00::2", 80))
+        .unwrap();
+    // Duplicates inside one call conflict too.
+    assert!(nat
+        .add_port_forwards(
+            "c",
+            &[
+                fwd(Proto::Tcp, 7000, "10.0.0.4", 1),
+                fwd(Proto::Tcp, 7000, "10.0.0.4", 2)
+            ]
+        )
+        .is_err());
+    nat.remove_owner("a");
+    nat.add_port_forward("b", fwd(Proto::Tcp, 8080, "10.0.0.3", 80))
+        .unwrap();
+}
+
+#[test]
+fn bad_input_is_refused() {
+    let mut nat = Nat::new();
+    for bad in ["", "all", "default", "../x", "a b", "sixteen-bytes-xx"] {
+        assert!(matches!(
+            nat.set_masquerade(bad, net("10.0.0.0/28"), Masquerade::Ipv4),
+            Err(NatError::BadLinkName(_))
+        ));
+    }
+    assert!(matches!(
+        nat.set_masquerade("ve-a", net("0.0.0.0/0"), Masquerade::Ipv4),
+        Err(NatError::BadSubnet(_))
+    ));
+    assert!(matches!(
+        nat.add_port_forward("a", fwd(Proto::Tcp, 0, "10.0.0.2", 80)),
+        Err(NatError::BadPort(_))
+    ));
+    assert!(nat.set_uplinks(Some(vec!["all".into()])).is_err());
+    assert_eq!(nat.render(), Nat::new().render());
+}
+
+#[test]
+fn remove_link_drops_its_rules_and_forwards() {
+    let mut nat = sample();
+    nat.state.guards.clear();
+    nat.remove_link("ve-web");
+    nat.remove_link("ve-unknown");
+    assert!(nat.port_forwards("web").is_empty());
+    let json = serde_json::to_string(&nat.render()).unwrap();
+    assert!(!json.contains("ve-web"), "{json}");
+    assert!(json.contains("vz-lab"));
+    nat.remove_link("vz-lab");
+    assert_eq!(nat.render(), Nat::new().render());
+}
+
+#[test]
+fn summary_matches_listed_form() {
+    // What `nft -j list table` prints for the masquerade-only table (handles
+    // and normalized expressions differ; chains and comments are what count).
+    let listed = r#"{"nftables": [
+      {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
+      {"table": {"family": "inet", "name": "netspawn", "handle": 3}},
+      {"chain": {"family": "inet", "table": "netspawn", "name": "postrouting", "handle": 1,
+                 "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}},
+      {"rule": {"family": "inet", "table": "netspawn", "chain": "postrouting", "handle": 2,
+                "comment": "masquerade 192.168.77.0/28 from ve-a",
+                "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                                    "right": {"prefix": {"addr": "192.168.77.0", "len": 28}}}},
+                         {"masquerade": null}]}}]}"#;
+    let listed: Nftables = serde_json::from_str(listed).unwrap();
+    let mut nat = Nat::new();
+    nat.set_masquerade("ve-a", net("192.168.77.0/28"), Masquerade::Ipv4)
+        .unwrap();
+    assert_eq!(Summary::of(&listed), Summary::of(&nat.render()));
+    assert_ne!(Summary::of(&listed), Summary::of(&sample().render()));
+    assert_eq!(
+        Summary::of(&Nat::new().render()),
+        Summary::default(),
+        "empty state wants no table"
+    );
+}
+
+#[test]
+fn masquerade_values() {
+    for (s, m) in [
+        ("ipv4", Masquerade::Ipv4),
+        ("yes", Masquerade::Ipv4),
+        ("IPv6", Masquerade::Ipv6),
+        ("both", Masquerade::Both),
+        ("no", Masquerade::No),
+    ] {
+        assert_eq!(s.parse::<Masquerade>().unwrap(), m);
+    }
+    assert!("bogus".parse::<Masquerade>().is_err());
+}
