@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netd::nat::{watch_and_restore, Masquerade, Nat, NatError, PortForward, Proto};
+use netd::nat::{watch_and_restore, Masquerade, Nat, NatError, NatPaths, PortForward, Proto};
 
 /// A namespace held open by a `sleep` in it; killed on drop.
 struct Ns {
@@ -430,4 +430,25 @@ fn masquerade_port_forwards_localhost_restore_and_cleanup() {
     nat.remove_all().unwrap();
     assert!(nft(&["list", "table", "inet", "netspawn"]).is_none());
     assert_eq!(sysctl("net/ipv4/conf/up0/forwarding"), "0");
+
+    // netd killed with everything set up: the next one undoes it at startup.
+    let journal =
+        std::env::temp_dir().join(format!("netspawn-nat-test-{}.json", std::process::id()));
+    let paths = NatPaths {
+        journal: Some(journal.clone()),
+        ..NatPaths::default()
+    };
+    let mut crashed = Nat::with_paths(paths.clone());
+    crashed
+        .set_masquerade("ve-ctr", "10.77.0.0/28".parse().unwrap(), Masquerade::Ipv4)
+        .unwrap();
+    crashed.apply().unwrap();
+    std::mem::forget(crashed);
+    assert_eq!(sysctl("net/ipv4/conf/up0/forwarding"), "1");
+    let mut next = Nat::with_paths(paths);
+    assert_eq!(next.recover().unwrap(), 2, "ve-ctr and up0 forwarding");
+    assert_eq!(sysctl("net/ipv4/conf/up0/forwarding"), "0");
+    assert_eq!(sysctl("net/ipv4/conf/ve-ctr/forwarding"), "0");
+    assert!(nft(&["list", "table", "inet", "netspawn"]).is_none());
+    assert!(!journal.exists());
 }

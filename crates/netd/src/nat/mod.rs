@@ -89,6 +89,14 @@ pub enum NatError {
     /// Several sysctl steps failed (each was attempted).
     #[error("forwarding sysctls: {0}")]
     Sysctls(String),
+    /// The journal of changed sysctls could not be read or written.
+    #[error("sysctl journal {}: {detail}", path.display())]
+    Journal {
+        /// The journal file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 /// Transport protocol of a port forward.
@@ -234,6 +242,10 @@ pub struct NatPaths {
     /// The calling thread's `/proc/.../net`, normally `/proc/thread-self/net`
     /// (per thread, as a thread may have entered another network namespace).
     pub proc_net: PathBuf,
+    /// Where to keep the list of sysctls netd changed (with their original
+    /// values) so that [`Nat::recover`] can undo them after a crash, e.g.
+    /// `/run/netspawn/nat-sysctls.json`. `None`: not kept.
+    pub journal: Option<PathBuf>,
 }
 
 impl Default for NatPaths {
@@ -241,6 +253,7 @@ impl Default for NatPaths {
         NatPaths {
             sysctl: "/proc/sys".into(),
             proc_net: "/proc/thread-self/net".into(),
+            journal: None,
         }
     }
 }
@@ -274,11 +287,21 @@ impl Nat {
     pub fn with_paths(paths: NatPaths) -> Self {
         Nat {
             state: State::default(),
-            sysctls: Sysctls::new(paths.sysctl),
+            sysctls: Sysctls::new(paths.sysctl, paths.journal),
             proc_net: paths.proc_net,
             uplinks: None,
             warnings: Vec::new(),
         }
+    }
+
+    /// At startup: undo what a previous netd (killed before it could clean up)
+    /// left behind: restore the sysctls in the journal and delete the table.
+    /// Returns how many sysctls were restored.
+    pub fn recover(&mut self) -> Result<usize, NatError> {
+        let restored = self.sysctls.recover()?;
+        let empty = render::render(&State::default());
+        helper::apply_ruleset(&empty).map_err(|e| nft_error("delete", e))?;
+        Ok(restored)
     }
 
     /// Register `subnet` on container link `link` with masquerade `mode`

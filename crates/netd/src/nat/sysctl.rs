@@ -12,10 +12,12 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use super::NatError;
 
 /// A per-interface sysctl netd may change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Knob {
     /// `net/ipv4/conf/IF/forwarding`: IPv4 packets arriving on IF may be forwarded.
     Ipv4Forwarding,
@@ -49,20 +51,103 @@ pub struct SysctlKey {
 }
 
 /// The knobs netd has switched on, with the values they had before, so that
-/// they can be restored when no link needs them any more.
+/// they can be restored when no link needs them any more. With a journal, the
+/// same is kept in a file, so that a netd killed with knobs switched on can
+/// restore them when it starts again ([`Sysctls::recover`]).
 #[derive(Debug)]
 pub struct Sysctls {
     root: PathBuf,
+    journal: Option<PathBuf>,
     saved: BTreeMap<SysctlKey, String>,
 }
 
+/// One line of the journal.
+#[derive(Debug, Serialize, Deserialize)]
+struct JournalEntry {
+    ifname: String,
+    knob: Knob,
+    original: String,
+}
+
 impl Sysctls {
-    /// Knobs under `root` (normally `/proc/sys`).
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+    /// Knobs under `root` (normally `/proc/sys`), journaled in `journal` if given.
+    pub fn new(root: impl Into<PathBuf>, journal: Option<PathBuf>) -> Self {
         Sysctls {
             root: root.into(),
+            journal,
             saved: BTreeMap::new(),
         }
+    }
+
+    /// Restore the knobs a previous netd left switched on (read from the
+    /// journal, which is then removed). Knobs of interfaces that are gone are
+    /// skipped. Returns how many were restored.
+    pub fn recover(&mut self) -> Result<usize, NatError> {
+        let Some(journal) = self.journal.clone() else {
+            return Ok(0);
+        };
+        let text = match fs::read_to_string(&journal) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(journal_error(&journal, e.to_string())),
+        };
+        let entries: Vec<JournalEntry> =
+            serde_json::from_str(&text).map_err(|e| journal_error(&journal, e.to_string()))?;
+        let mut restored = 0;
+        for e in entries {
+            let key = SysctlKey {
+                ifname: e.ifname,
+                knob: e.knob,
+            };
+            // Values are single numbers; anything else is not ours to write.
+            let value_ok = !e.original.is_empty() && e.original.bytes().all(|b| b.is_ascii_digit());
+            if !valid_ifname(&key.ifname) || !value_ok || self.saved.contains_key(&key) {
+                continue;
+            }
+            let path = self.path(&key);
+            if read_knob(&path)?.is_some() {
+                write_knob(&path, &e.original)?;
+                restored += 1;
+            }
+        }
+        match fs::remove_file(&journal) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(journal_error(&journal, e.to_string()))
+            }
+            _ => Ok(restored),
+        }
+    }
+
+    /// Write the journal (atomically), or remove it when nothing is held.
+    fn save_journal(&self) -> Result<(), NatError> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        if self.saved.is_empty() {
+            return match fs::remove_file(journal) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    Err(journal_error(journal, e.to_string()))
+                }
+                _ => Ok(()),
+            };
+        }
+        let entries: Vec<JournalEntry> = self
+            .saved
+            .iter()
+            .map(|(k, v)| JournalEntry {
+                ifname: k.ifname.clone(),
+                knob: k.knob,
+                original: v.clone(),
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&entries)
+            .map_err(|e| journal_error(journal, e.to_string()))?;
+        let mut tmp = journal.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        fs::write(&tmp, text)
+            .and_then(|()| fs::rename(&tmp, journal))
+            .map_err(|e| journal_error(journal, e.to_string()))
     }
 
     fn path(&self, key: &SysctlKey) -> PathBuf {
@@ -107,6 +192,9 @@ impl Sysctls {
             if let Err(e) = self.switch_on(key) {
                 failures.push(e.to_string());
             }
+        }
+        if let Err(e) = self.save_journal() {
+            failures.push(e.to_string());
         }
         if failures.is_empty() {
             Ok(())
@@ -166,6 +254,13 @@ impl Sysctls {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+fn journal_error(path: &Path, detail: String) -> NatError {
+    NatError::Journal {
+        path: path.to_path_buf(),
+        detail,
     }
 }
 
@@ -274,7 +369,7 @@ mod tests {
     #[test]
     fn switch_on_then_restore() {
         let root = fake_root(&["ve-a", "eth0", "lo"]);
-        let mut s = Sysctls::new(&root);
+        let mut s = Sysctls::new(&root, None);
         assert!(s.has_ipv6_force_forwarding());
         let a = key("ve-a", Knob::Ipv4Forwarding);
         let e = key("eth0", Knob::Ipv4Forwarding);
@@ -295,7 +390,7 @@ mod tests {
     #[test]
     fn vanished_interface_is_forgotten() {
         let root = fake_root(&["ve-b"]);
-        let mut s = Sysctls::new(&root);
+        let mut s = Sysctls::new(&root, None);
         let b = key("ve-b", Knob::Ipv4RouteLocalnet);
         s.sync(&[b.clone()].into()).unwrap();
         assert_eq!(s.changed().len(), 1);
@@ -306,6 +401,43 @@ mod tests {
         s.sync(&[key("ve-gone", Knob::Ipv4Forwarding)].into())
             .unwrap();
         assert!(s.changed().is_empty());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn journal_lets_a_new_netd_restore_what_a_killed_one_changed() {
+        let root = fake_root(&["ve-c", "up9"]);
+        let journal = root.join("nat-sysctls.json");
+        let c = key("ve-c", Knob::Ipv4Forwarding);
+        let u = key("up9", Knob::Ipv6ForceForwarding);
+        {
+            let mut s = Sysctls::new(&root, Some(journal.clone()));
+            s.sync(&[c.clone(), u.clone()].into()).unwrap();
+            assert!(journal.exists());
+            // Killed here: no restore.
+        }
+        assert_eq!(read(&root, &c), "1");
+        let mut s = Sysctls::new(&root, Some(journal.clone()));
+        assert_eq!(s.recover().unwrap(), 2);
+        assert_eq!(read(&root, &c), "0");
+        assert_eq!(read(&root, &u), "0");
+        assert!(!journal.exists());
+        assert_eq!(s.recover().unwrap(), 0, "nothing left");
+        // A journal emptied by a clean shutdown is removed.
+        s.sync(&[c.clone()].into()).unwrap();
+        s.restore_all().unwrap();
+        assert!(!journal.exists());
+        // A hostile journal is refused with its name, never written through.
+        fs::write(
+            &journal,
+            r#"[{"ifname":"../../x","knob":"Ipv4Forwarding","original":"0"},
+                                 {"ifname":"ve-c","knob":"Ipv4Forwarding","original":"1; rm"}]"#,
+        )
+        .unwrap();
+        assert_eq!(s.recover().unwrap(), 0);
+        fs::write(&journal, "garbage").unwrap();
+        let err = s.recover().unwrap_err().to_string();
+        assert!(err.contains("nat-sysctls.json"), "{err}");
         fs::remove_dir_all(&root).unwrap();
     }
 
