@@ -108,14 +108,9 @@ unsafe fn query_name<'a>(name: *const c_char) -> Option<&'a str> {
 }
 
 /// The live machine's usable addresses of `family`, or the outcome to return.
-fn addresses_of(name: &str, family: Family) -> Result<(String, Vec<IpAddr>), Outcome> {
+fn addresses_of(name: &str, family: Family) -> Result<Vec<IpAddr>, Outcome> {
     let dir = lookup::machines_dir();
-    let entry = lookup::machine_by_name(&dir, name)?.ok_or(Outcome::NotFound)?;
-    let addrs = addrs::select(&entry.addresses, family);
-    if addrs.is_empty() {
-        return Err(Outcome::NotFound);
-    }
-    Ok((entry.name, addrs))
+    lookup::machine_by_name(&dir, name, family)?.ok_or(Outcome::NotFound)
 }
 
 /// getaddrinfo's entry point: every address (IPv4 and IPv6) of the machine
@@ -142,11 +137,11 @@ pub unsafe extern "C" fn _nss_mymachines_gethostbyname4_r(
         let Some(name) = query_name(name) else {
             return Outcome::NotFound;
         };
-        let (name, addrs) = match addresses_of(name, Family::Any) {
+        let addrs = match addresses_of(name, Family::Any) {
             Ok(found) => found,
             Err(outcome) => return outcome,
         };
-        let first = match layout::write_tuples(buffer, buflen, &name, &addrs) {
+        let first = match layout::write_tuples(buffer, buflen, name, &addrs) {
             Ok(first) => first,
             Err(e) => return e.into(),
         };
@@ -196,11 +191,11 @@ pub unsafe extern "C" fn _nss_mymachines_gethostbyname3_r(
         let Some(name) = query_name(name) else {
             return Outcome::NotFound;
         };
-        let (name, addrs) = match addresses_of(name, family) {
+        let addrs = match addresses_of(name, family) {
             Ok(found) => found,
             Err(outcome) => return outcome,
         };
-        let parts = match layout::write_hostent(buffer, buflen, &name, af, alen, &addrs) {
+        let parts = match layout::write_hostent(buffer, buflen, name, af, alen, &addrs) {
             Ok(parts) => parts,
             Err(e) => return e.into(),
         };
