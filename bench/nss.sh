@@ -147,8 +147,10 @@ def load(m, o):
         for s in data["scenarios"]:
             if s["label"] not in merged:
                 order.append(s["label"])
-                merged[s["label"]] = {"label": s["label"], "name": s["name"], "samples_us": []}
+                merged[s["label"]] = {"label": s["label"], "name": s["name"], "samples_us": [],
+                                      "wall_samples_us": []}
             merged[s["label"]]["samples_us"] += s["samples_us"]
+            merged[s["label"]]["wall_samples_us"] += s["wall_samples_us"]
     files = statistics.median(merged["files"]["samples_us"])
     rows = []
     for label in order:
@@ -158,6 +160,7 @@ def load(m, o):
         s["p10_us"] = quantile(v, 0.1)
         s["p90_us"] = quantile(v, 0.9)
         s["ratio_to_files"] = s["median_us"] / files
+        s["wall_median_us"] = statistics.median(s["wall_samples_us"])
         rows.append(s)
     return rows
 
@@ -200,7 +203,10 @@ for m in modules:
     L.append(f"- module `{m}`: git {revs[m]}, cargo release profile")
 L.append(f"- {procs} measuring process(es) per module and nsswitch order, alternated; "
          f"{result['rounds_per_process']} rounds each; {result['calls_per_sample']} calls per sample "
-         "(a sample is the mean of one batch); medians and p10/p90 over all samples\n")
+         "(a sample is the mean of one batch); medians and p10/p90 over all samples. Times are the "
+         "measuring thread's CPU time per call (user + system: the machine is shared, and a lookup never "
+         "sleeps, so this is its latency without other work preempting it); the wall-time median is "
+         "given beside it\n")
 L.append("Method: one process calls glibc `getaddrinfo(name, NULL, {AF_UNSPEC, SOCK_STREAM})` in a loop "
          "inside a private mount namespace with its own nsswitch.conf and a copy of the host's /etc/hosts "
          "(plus the `files` name, last) bind-mounted over the real files; the module comes from "
@@ -211,14 +217,17 @@ L.append("Method: one process calls glibc `getaddrinfo(name, NULL, {AF_UNSPEC, S
          "pays a `files` miss before the module, as it would on a host. See bench/nss-README.md.\n")
 for o in orders:
     L.append(f"## `{lines[o]}`" + (" (the documented order: the target)" if o == "files-first" else " (reference)") + "\n")
-    L.append("| lookup | name |" + "".join(f" `{m}` µs/call (p10–p90) | `{m}` / files |" for m in modules))
-    L.append("|---|---|" + "---:|---:|" * len(modules))
+    L.append("| lookup | name |" + "".join(f" `{m}` µs/call (p10–p90) | wall | `{m}` / files |" for m in modules))
+    L.append("|---|---|" + "---:|---:|---:|" * len(modules))
     rows0 = result["modules"][modules[0]]["orders"][o]["scenarios"]
     for i, r0 in enumerate(rows0):
+        if r0["label"].startswith("floor/"):
+            continue
         cells = ""
         for m in modules:
             r = result["modules"][m]["orders"][o]["scenarios"][i]
-            cells += f" {r['median_us']:.2f} ({r['p10_us']:.2f}–{r['p90_us']:.2f}) | {r['ratio_to_files']:.2f}x |"
+            cells += (f" {r['median_us']:.2f} ({r['p10_us']:.2f}–{r['p90_us']:.2f}) | {r['wall_median_us']:.2f} | "
+                      f"{r['ratio_to_files']:.2f}x |")
         L.append(f"| {r0['label']} | `{r0['name']}` |{cells}")
     L.append("")
     for m in modules:
@@ -233,6 +242,18 @@ for o in orders:
                          f"{g['size_ratio']:.0f}x the machines (less than linear: {'met' if t['sublinear'] else 'NOT met'})")
         L.append(f"- `{m}`: " + "; ".join(parts))
     L.append("")
+floors = [r for r in result["modules"]["current"]["orders"]["files-first"]["scenarios"]
+          if r["label"].startswith("floor/")]
+if floors:
+    L.append("## System-call floors (measured in the same processes)\n")
+    L.append("What the module's steps cost as bare system calls here: reading an entry "
+             "(`open`+`read`+`close`), opening a missing one (tmpfs keeps no negative dentries), "
+             "reading `/proc/PID/stat` (the launcher check), setting and restoring the signal mask.\n")
+    L.append("| step | µs (p10–p90) |")
+    L.append("|---|---:|")
+    for r in floors:
+        L.append(f"| {r['label'][6:]} | {r['median_us']:.2f} ({r['p10_us']:.2f}–{r['p90_us']:.2f}) |")
+    L.append("")
 if "baseline" in modules:
     L.append("## Before / after (median µs per call)\n")
     L.append("| nsswitch | lookup | baseline | current | change |")
@@ -241,7 +262,7 @@ if "baseline" in modules:
         base = {r["label"]: r for r in result["modules"]["baseline"]["orders"][o]["scenarios"]}
         for r in result["modules"]["current"]["orders"][o]["scenarios"]:
             b = base.get(r["label"])
-            if b:
+            if b and not r["label"].startswith("floor/"):
                 L.append(f"| {o} | {r['label']} | {b['median_us']:.2f} | {r['median_us']:.2f} | "
                          f"{(r['median_us'] - b['median_us']):+.2f} µs |")
     L.append("")

@@ -13,13 +13,57 @@
 //! between them by setting `NETSPAWN_RUN_DIR`, which the module reads on
 //! every call. Scenarios are interleaved round by round (rotating order) so
 //! that a busy machine slows them alike; each round's mean per call is one
-//! sample. Prints JSON on stdout.
+//! sample, in this thread's CPU time (`samples_us`: immune to preemption by
+//! other work on a shared machine) and in wall time (`wall_samples_us`).
+//! After the lookups come the floors: the bare system calls the module makes
+//! (read an entry, open a missing one, read /proc/PID/stat, set the signal
+//! mask), timed the same way. Prints JSON on stdout.
 //!
 //! Usage: `nss_bench ROOT HOSTS_NAME ROUNDS CALLS SIZE...`
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// One sample: µs per call in CPU time of this thread (user + system: what
+/// the lookup itself costs, unaffected by other work preempting it on a
+/// shared machine) and in wall time.
+#[derive(Clone, Copy)]
+struct Sample {
+    cpu: f64,
+    wall: f64,
+}
+
+/// Starts a sample's clocks.
+struct Clocks {
+    wall: Instant,
+    cpu: f64,
+}
+
+fn thread_cpu_us() -> f64 {
+    // SAFETY: zeroed timespec is valid; clock_gettime only writes it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid clock id and out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1e6 + ts.tv_nsec as f64 / 1e3
+}
+
+impl Clocks {
+    fn start() -> Clocks {
+        Clocks {
+            wall: Instant::now(),
+            cpu: thread_cpu_us(),
+        }
+    }
+
+    fn per_call(&self, calls: u32) -> Sample {
+        let n = f64::from(calls.max(1));
+        Sample {
+            cpu: (thread_cpu_us() - self.cpu) / n,
+            wall: self.wall.elapsed().as_secs_f64() * 1e6 / n,
+        }
+    }
+}
 
 use netspawn_common::registry::{process_start_time, Entry};
 
@@ -29,7 +73,68 @@ struct Scenario {
     name: CString,
     run_dir: PathBuf,
     expect_found: bool,
-    samples: Vec<f64>,
+    /// What is timed: getaddrinfo, or one of the system-call floors.
+    kind: Kind,
+    samples: Vec<Sample>,
+}
+
+/// The floors: what the module's steps cost as bare system calls on this
+/// machine (the same calls the module makes, without glibc's NSS around them).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Getaddrinfo,
+    /// `open` + `read` + `close` of the registry entry `name`.
+    ReadEntry,
+    /// `open` of a registry entry that does not exist.
+    OpenMissing,
+    /// `open` + `read` + `close` of this process's `/proc/PID/stat`.
+    ProcStat,
+    /// The signal mask set and restored.
+    SigMask,
+}
+
+/// Times `calls` repetitions of a floor; returns µs per repetition.
+fn time_floor(kind: Kind, path: &CString, calls: u32) -> Result<Sample, String> {
+    let mut buf = [0u8; 4096];
+    let start = Clocks::start();
+    for _ in 0..calls {
+        // SAFETY: valid NUL-terminated path and buffer; descriptors are closed.
+        unsafe {
+            match kind {
+                Kind::ReadEntry | Kind::ProcStat | Kind::OpenMissing => {
+                    let fd = libc::open(
+                        path.as_ptr(),
+                        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+                    );
+                    if (fd >= 0) == (kind == Kind::OpenMissing) {
+                        return Err(format!("{path:?}: unexpected open result {fd}"));
+                    }
+                    if fd >= 0 {
+                        libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+                        libc::close(fd);
+                    }
+                }
+                Kind::SigMask => {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    let mut old: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, libc::SIGHUP);
+                    libc::sigaddset(&mut set, libc::SIGCHLD);
+                    libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+                    libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+                }
+                Kind::Getaddrinfo => return Err("not a floor".into()),
+            }
+        }
+    }
+    Ok(start.per_call(calls))
+}
+
+fn time_scenario(s: &Scenario, calls: u32) -> Result<Sample, String> {
+    match s.kind {
+        Kind::Getaddrinfo => time_lookups(&s.name, calls, s.expect_found),
+        kind => time_floor(kind, &s.name, calls),
+    }
 }
 
 fn die(msg: &str) -> ! {
@@ -76,12 +181,12 @@ fn write_registry(run_dir: &Path, n: usize) {
 
 /// Times `calls` lookups of `name`; returns µs per call, or an error when a
 /// lookup's outcome is not the expected one.
-fn time_lookups(name: &CString, calls: u32, expect_found: bool) -> Result<f64, String> {
+fn time_lookups(name: &CString, calls: u32, expect_found: bool) -> Result<Sample, String> {
     // SAFETY: zeroed addrinfo is a valid "no hints" value; fields set below.
     let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
     hints.ai_family = libc::AF_UNSPEC;
     hints.ai_socktype = libc::SOCK_STREAM;
-    let start = Instant::now();
+    let start = Clocks::start();
     for _ in 0..calls {
         let mut res: *mut libc::addrinfo = std::ptr::null_mut();
         // SAFETY: valid C string, hints and out-pointer; the result is freed.
@@ -94,7 +199,7 @@ fn time_lookups(name: &CString, calls: u32, expect_found: bool) -> Result<f64, S
             return Err(format!("{name:?}: getaddrinfo returned {rc}"));
         }
     }
-    Ok(start.elapsed().as_secs_f64() * 1e6 / f64::from(calls.max(1)))
+    Ok(start.per_call(calls))
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -130,6 +235,7 @@ fn main() {
         name: cstr(hosts_name),
         run_dir: empty.clone(),
         expect_found: true,
+        kind: Kind::Getaddrinfo,
         samples: Vec::new(),
     }];
     for &n in &sizes {
@@ -140,6 +246,7 @@ fn main() {
             name: cstr(&format!("machine-{}", n / 2 + 1)),
             run_dir,
             expect_found: true,
+            kind: Kind::Getaddrinfo,
             samples: Vec::new(),
         });
     }
@@ -149,14 +256,44 @@ fn main() {
             name: cstr("no-such-machine"),
             run_dir: root.join(format!("netspawn-{n}")),
             expect_found: false,
+            kind: Kind::Getaddrinfo,
             samples: Vec::new(),
         });
+        let machines = root.join(format!("netspawn-{n}/machines"));
+        let floors = [
+            (
+                "floor/read-entry",
+                Kind::ReadEntry,
+                machines.join(format!("machine-{}", n / 2 + 1)),
+            ),
+            (
+                "floor/open-missing",
+                Kind::OpenMissing,
+                machines.join("no-such-machine"),
+            ),
+            (
+                "floor/proc-stat",
+                Kind::ProcStat,
+                PathBuf::from(format!("/proc/{}/stat", std::process::id())),
+            ),
+            ("floor/sigmask", Kind::SigMask, PathBuf::new()),
+        ];
+        for (label, kind, path) in floors {
+            scenarios.push(Scenario {
+                label: label.into(),
+                name: cstr(path.to_str().unwrap_or_else(|| die("path not UTF-8"))),
+                run_dir: root.join(format!("netspawn-{n}")),
+                expect_found: true,
+                kind,
+                samples: Vec::new(),
+            });
+        }
     }
 
     // Warm up every path (module loaded, caches filled) before measuring.
     for s in &scenarios {
         std::env::set_var("NETSPAWN_RUN_DIR", &s.run_dir);
-        if let Err(e) = time_lookups(&s.name, calls.min(200), s.expect_found) {
+        if let Err(e) = time_scenario(s, calls.min(200)) {
             die(&e);
         }
     }
@@ -165,7 +302,7 @@ fn main() {
         for k in 0..count {
             let s = &mut scenarios[(round + k) % count];
             std::env::set_var("NETSPAWN_RUN_DIR", &s.run_dir);
-            match time_lookups(&s.name, calls, s.expect_found) {
+            match time_scenario(s, calls) {
                 Ok(us) => s.samples.push(us),
                 Err(e) => die(&e),
             }
@@ -176,20 +313,28 @@ fn main() {
     out.push_str(&calls.to_string());
     out.push_str(", \"scenarios\": [");
     for (i, s) in scenarios.iter().enumerate() {
-        let mut sorted = s.samples.clone();
+        let cpu: Vec<f64> = s.samples.iter().map(|x| x.cpu).collect();
+        let wall: Vec<f64> = s.samples.iter().map(|x| x.wall).collect();
+        let mut sorted = cpu.clone();
         sorted.sort_by(f64::total_cmp);
-        let list: Vec<String> = s.samples.iter().map(|v| format!("{v:.4}")).collect();
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.4}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         if i > 0 {
             out.push_str(", ");
         }
         out.push_str(&format!(
-            "{{\"label\": \"{}\", \"name\": {:?}, \"median_us\": {:.4}, \"p10_us\": {:.4}, \"p90_us\": {:.4}, \"samples_us\": [{}]}}",
+            "{{\"label\": \"{}\", \"name\": {:?}, \"median_us\": {:.4}, \"p10_us\": {:.4}, \"p90_us\": {:.4}, \"samples_us\": [{}], \"wall_samples_us\": [{}]}}",
             s.label,
             s.name.to_string_lossy(),
             quantile(&sorted, 0.5),
             quantile(&sorted, 0.1),
             quantile(&sorted, 0.9),
-            list.join(", ")
+            list(&cpu),
+            list(&wall)
         ));
     }
     out.push_str("]}");
