@@ -55,12 +55,17 @@ host_state() {
 HOST_BEFORE=$(host_state)
 
 setup_sandbox
-# Keepers (netspawn's detached teardown processes) run in the benchmark
-# cgroup: wait for them before lib.sh removes it.
+# Keepers (netspawn's detached teardown processes) and the netd that netspawn
+# started run in the benchmark cgroup: stop our netd (by its PID: only a
+# process running our private copy of the binary), wait for the keepers,
+# then lib.sh removes the cgroup.
 network_cleanup() {
-    local rc=$? d i
+    local rc=$? d i pid
     set +e
     for d in "${BENCH_CG_DIRS[@]}"; do
+        for pid in $(cat "$d/cgroup.procs" 2>/dev/null); do
+            [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$WORK/bin/netspawn-netd" ] && kill "$pid"
+        done
         for i in $(seq 300); do
             [ -z "$(cat "$d/cgroup.procs" 2>/dev/null)" ] && break
             sleep 0.1
@@ -80,7 +85,7 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
 fi
 mkdir -p "$WORK/bin"
 for b in "$NETSPAWN" "$NETSPAWNCTL" "$(dirname "$NETSPAWN")/netspawn-netd"; do
-    [ -x "$b" ] && cp "$b" "$WORK/bin/"
+    [ -x "$b" ] && cp -p "$b" "$WORK/bin/"
 done
 BIN_ID="$(for b in "$WORK"/bin/*; do printf '%s %s (built %s); ' "$(basename "$b")" "$(sha256sum "$b" | cut -c1-12)" "$(date -u -r "$b" '+%H:%M:%S UTC')"; done)"
 NETSPAWN=$WORK/bin/netspawn NETSPAWNCTL=$WORK/bin/netspawnctl
@@ -201,7 +206,8 @@ def log_find(entries, text):
 
 class Netspawn:
     """One netspawn launcher per container, payload `sh -c 'echo ready; read x; exit 0'`
-    (stdin held open by us), --read-only so all share one image."""
+    (stdin held open by us), --read-only so all share one image,
+    --network-config=none (the links and netd's host side, no DHCP for host0)."""
 
     def __init__(self, mode):
         self.mode = mode
@@ -220,7 +226,10 @@ class Netspawn:
 
     def setup(self, i):
         logp = f"{WORK}/logs/{self.machine(i)}.log"
-        argv = [C["netspawn"], "-q", "--register=no", *self.net_args(), "-M", self.machine(i), "--read-only",
+        # --network-config=none: links only, no DHCP wait before the payload
+        # (netd's zone pool is a /24: at most 253 DHCP clients per zone).
+        argv = [C["netspawn"], "-q", "--register=no", *self.net_args(), "--network-config=none",
+                "-M", self.machine(i), "--read-only",
                 "-D", C["image"], "/bin/sh", "-c", "echo ready; read x; exit 0"]
         with open(logp, "w") as err:
             t0 = time.perf_counter_ns()
@@ -468,8 +477,9 @@ def launch_context(rng):
 
 
 def main():
-    global BASELINE, NS_ENV, LAUNCH_ENV, LEAKS
+    global BASELINE, NS_ENV, LAUNCH_ENV, LEAKS, FAILURES
     LEAKS = {}
+    FAILURES = {}
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
     # Private /run: ip netns, netavark, iptables' lock all stay in this mount namespace.
     sh("mount", "-t", "tmpfs", "-o", "mode=0755,size=64m", "netbench", "/run")
@@ -514,11 +524,26 @@ def main():
             order = list(ts)
             rng.shuffle(order)
             for t in order:
+                if n >= 1000:
+                    time.sleep(5)  # let the previous tool's background teardown settle
                 t0 = time.monotonic()
-                run_round(t, n, per[t.name])
+                try:
+                    run_round(t, n, per[t.name])
+                except RuntimeError as e:
+                    # A failed launch is a result too: recorded, and the other tools go on.
+                    log(f"  FAILED: {t.name} N={n}: {e}")
+                    FAILURES.setdefault(t.name, {}).setdefault(str(n), []).append(str(e)[:600])
+                    deadline = time.monotonic() + 30
+                    while links() != BASELINE and time.monotonic() < deadline:
+                        time.sleep(0.1)
+                    if links() != BASELINE:
+                        raise RuntimeError(f"after the failure of {t.name}: links left: {links()}") from e
+                    continue
                 if n >= 100:
                     log(f"  {t.name}: {time.monotonic() - t0:.1f} s")
         for t in ts:
+            if not per[t.name]:
+                continue
             res = {k: stats([v for _, v in s]) for k, s in per[t.name].items()}
             if n >= 20:
                 # Growth within a run: the first and the last tenth of the containers.
@@ -530,6 +555,7 @@ def main():
             raw[t.name][str(n)] = {k: [round(v, 4) for _, v in s] for k, s in per[t.name].items()}
     out["results"] = results
     out["leaks"] = LEAKS
+    out["failures"] = FAILURES
     out["raw"] = raw
 
     out["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
@@ -640,6 +666,14 @@ for ns in (NSV, NSZ):
             w(f"| {ns}, N={n}: launcher exit after payload exit (median / p90 / max ms) | "
               f"{e['median']:.2f} / {e['p90']:.2f} / {e['max']:.2f} | ≤ 2 ms |")
 w("")
+if d.get("failures"):
+    w("## Failures (a round that failed is left out of the tables above, except the samples taken before the failure)")
+    w("")
+    for t, per in d["failures"].items():
+        for n, lst in per.items():
+            for msg in lst:
+                w(f"- **{t}**, N={n}: " + msg.replace("\n", " ")[:400])
+    w("")
 if d.get("leaks"):
     w("## Leaks (links a tool left behind after its last teardown; removed by the benchmark, untimed)")
     w("")
