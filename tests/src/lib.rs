@@ -123,6 +123,11 @@ impl TestEnv {
         }
     }
 
+    /// A path inside this env's state directory (NETSPAWN_STATE_DIR).
+    pub fn state_dir_file(&self, rel: &str) -> PathBuf {
+        self.dir.join("state").join(rel)
+    }
+
     pub fn run_dir(&self) -> PathBuf {
         self.dir.join("run")
     }
@@ -187,11 +192,16 @@ impl TestEnv {
     /// "host" for the test), with this env's relocations and `$NETSPAWN` /
     /// `$NETSPAWNCTL` naming our binaries.
     pub fn sh(&self, script: &str, timeout_secs: u32) -> Run {
+        // The script runs in a session of its own; whatever it leaves
+        // running (it would hold our pipes open) is killed with it.
+        let wrapper = r#"setsid bash -c "$1" & pid=$!; wait $pid; rc=$?; pkill -KILL -s $pid 2>/dev/null; exit $rc"#;
         let mut c = Command::new("timeout");
         c.arg("-k")
             .arg("5")
             .arg(timeout_secs.to_string())
-            .args(["unshare", "--mount", "--net", "--", "bash", "-c"])
+            .args([
+                "unshare", "--mount", "--net", "--", "bash", "-c", wrapper, "sh",
+            ])
             .arg(script);
         self.apply_env(&mut c);
         c.env("NETSPAWN", bin("netspawn"))

@@ -60,9 +60,11 @@ struct State {
     templates: netfile::Loaded,
     pools: Pools,
     links: HashMap<String, Managed>,
-    /// Link index → (name, master index), for every link we have seen.
-    seen: HashMap<u32, (String, Option<u32>)>,
+    /// Link index → (name, master index, kind), for every link we have seen.
+    seen: HashMap<u32, (String, Option<u32>, Option<String>)>,
     ports: HashMap<String, Ports>,
+    /// Links we could not configure, with the reason (for `LINK`).
+    failed: HashMap<String, String>,
     nat: Nat,
     last_busy: Instant,
 }
@@ -77,6 +79,9 @@ struct Ctx {
     directory: Arc<dns::RegistryDirectory>,
     machine_id: [u8; 16],
 }
+
+/// Points the DNS forwarder at another resolv.conf than /etc/resolv.conf (tests, benchmarks).
+pub const ENV_UPSTREAM_RESOLV_CONF: &str = "NETSPAWN_UPSTREAM_RESOLV_CONF";
 
 /// Runs the daemon until it is idle for `idle_exit` (zero: forever) or gets SIGTERM/SIGINT.
 pub fn run(paths: Paths, foreground: bool, idle_exit: Duration) -> Result<(), DaemonError> {
@@ -169,6 +174,22 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
         .map_err(|e| DaemonError::Netlink(e.to_string()))?;
     tokio::spawn(conn);
 
+    let mut nat = Nat::with_paths(nat::NatPaths {
+        journal: Some(paths.run_dir.join(format!(
+            "netd-{}-sysctls.json",
+            netspawn_common::netd::netns_id()
+        ))),
+        ..Default::default()
+    });
+    match nat.recover() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("restored {n} forwarding setting(s) left by an earlier netd"),
+        Err(e) => tracing::warn!("recovering from an earlier netd: {e}"),
+    }
+    let mut dns_config = dns::DnsConfig::default();
+    if let Some(p) = std::env::var_os(ENV_UPSTREAM_RESOLV_CONF) {
+        dns_config.upstream.resolv_conf = p.into();
+    }
     let directory = Arc::new(dns::RegistryDirectory::from_env());
     let dir_dyn: Arc<dyn MachineDirectory> = directory.clone();
     let ctx = Arc::new(Ctx {
@@ -179,12 +200,13 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
             links: HashMap::new(),
             seen: HashMap::new(),
             ports: HashMap::new(),
-            nat: Nat::new(),
+            failed: HashMap::new(),
+            nat,
             last_busy: Instant::now(),
         })),
         changed: Notify::new(),
         handle: handle.clone(),
-        dns: dns::DnsServer::new(dir_dyn, dns::DnsConfig::default()),
+        dns: dns::DnsServer::new(dir_dyn, dns_config),
         directory,
         machine_id,
     });
@@ -334,7 +356,8 @@ async fn on_new_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
     let name = facts.name.clone();
     let file = {
         let mut st = ctx.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.seen.insert(index, (name.clone(), master));
+        st.seen
+            .insert(index, (name.clone(), master, facts.kind.clone()));
         if st.links.contains_key(&name) {
             drop(st);
             ctx.changed.notify_waiters();
@@ -371,6 +394,7 @@ async fn on_new_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
                 }
                 Err(e) => {
                     tracing::error!("{name}: {e}");
+                    st.failed.insert(name.clone(), e.to_string());
                     None
                 }
             }
@@ -502,6 +526,7 @@ async fn on_del_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
     let (removed, owners) = {
         let mut st = ctx.state.lock().unwrap_or_else(|p| p.into_inner());
         st.seen.remove(&m.header.index);
+        st.failed.remove(&name);
         let removed = st.links.remove(&name);
         let owners: Vec<String> = st
             .ports
@@ -520,6 +545,7 @@ async fn on_del_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
         st.last_busy = Instant::now();
         (removed, owners)
     };
+    let removed_any = removed.is_some() || !owners.is_empty();
     if let Some(mut l) = removed {
         if let Some(tx) = l.dhcp_stop.take() {
             let _ = tx.send(());
@@ -529,18 +555,22 @@ async fn on_del_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
         }
         tracing::info!("{name}: released");
     }
-    let ctx2 = ctx.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        let mut st = ctx2.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.nat.remove_link(&name);
-        for o in &owners {
-            st.nat.remove_owner(o);
-        }
-        if let Err(e) = st.nat.apply() {
-            tracing::error!("NAT: {e}");
-        }
-    })
-    .await;
+    // Only links we served (or with port forwards) have rules: most links
+    // that go away (bridge members, other machines' links) cost nothing.
+    if removed_any {
+        let ctx2 = ctx.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut st = ctx2.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.nat.remove_link(&name);
+            for o in &owners {
+                st.nat.remove_owner(o);
+            }
+            if let Err(e) = st.nat.apply() {
+                tracing::error!("NAT: {e}");
+            }
+        })
+        .await;
+    }
     ctx.changed.notify_waiters();
 }
 
@@ -556,18 +586,50 @@ fn hostname_for(ctx: &Ctx, mac: &[u8]) -> Option<String> {
         .find(|n| generate_mac(&ctx.machine_id, n, &CONTAINER_HASH_KEY, 0)[..] == *mac)
 }
 
-/// The configured address a link's machine can use: its own, or its bridge's.
-fn link_address(st: &State, ifname: &str) -> Option<Result<IpNetwork, ()>> {
-    if let Some(m) = st.links.get(ifname) {
-        return Some(m.address.ok_or(()));
+/// Where a link stands, as far as `LINK` is concerned.
+enum LinkState {
+    /// Configured (its own address, or its bridge's for a member).
+    Ready(IpNetwork),
+    /// Not ours: no template matches it (or its bridge), e.g. a LAN bridge.
+    Unmanaged,
+    /// Not seen yet, or being configured.
+    Pending,
+}
+
+fn facts(name: &str, kind: &Option<String>) -> LinkFacts {
+    LinkFacts {
+        name: name.to_string(),
+        altnames: Vec::new(),
+        kind: kind.clone(),
+        driver: kind.clone(),
     }
-    let (_, master) = st.seen.values().find(|(n, _)| n == ifname)?;
-    match master {
-        Some(mi) => {
-            let (mname, _) = st.seen.get(mi)?;
-            st.links.get(mname).map(|m| m.address.ok_or(()))
+}
+
+fn link_state(st: &State, ifname: &str) -> LinkState {
+    if let Some(m) = st.links.get(ifname) {
+        return m.address.map_or(LinkState::Pending, LinkState::Ready);
+    }
+    let Some((_, master, kind)) = st.seen.values().find(|(n, _, _)| n == ifname) else {
+        return LinkState::Pending;
+    };
+    let (name, kind) = match master {
+        Some(mi) => match st.seen.get(mi) {
+            Some((mname, _, mkind)) => (mname.as_str(), mkind),
+            None => return LinkState::Pending,
+        },
+        None => (ifname, kind),
+    };
+    if let Some(m) = st.links.get(name) {
+        return m.address.map_or(LinkState::Pending, LinkState::Ready);
+    }
+    match st.templates.find_match(&facts(name, kind)) {
+        Some(f)
+            if f.network.pool_requests().next().is_some()
+                || f.network.static_addresses().next().is_some() =>
+        {
+            LinkState::Pending
         }
-        None => Some(Err(())),
+        _ => LinkState::Unmanaged,
     }
 }
 
@@ -595,33 +657,13 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> String {
                 {
                     let mut st = ctx.state.lock().unwrap_or_else(|p| p.into_inner());
                     st.last_busy = Instant::now();
-                    match link_address(&st, &ifname) {
-                        Some(Ok(a)) => return format!("OK address={a}"),
-                        Some(Err(()))
-                            if !st.seen.values().any(|(n, m)| n == &ifname && m.is_some())
-                                && !st.links.contains_key(&ifname) =>
-                        {
-                            // Seen, not a bridge member, no template: not ours.
-                            if st
-                                .templates
-                                .find_match(&LinkFacts {
-                                    name: ifname.clone(),
-                                    altnames: vec![],
-                                    kind: Some("veth".into()),
-                                    driver: Some("veth".into()),
-                                })
-                                .is_none()
-                            {
-                                return "OK unmanaged".into();
-                            }
-                        }
-                        Some(Err(())) => {
-                            // A member of a bridge we do not manage (a LAN bridge).
-                            if st.seen.values().any(|(n, m)| n == &ifname && m.is_some()) {
-                                return "OK unmanaged".into();
-                            }
-                        }
-                        None => {}
+                    if let Some(why) = st.failed.get(&ifname) {
+                        return format!("ERR {why}");
+                    }
+                    match link_state(&st, &ifname) {
+                        LinkState::Ready(a) => return format!("OK address={a}"),
+                        LinkState::Unmanaged => return "OK unmanaged".into(),
+                        LinkState::Pending => {}
                     }
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -692,7 +734,11 @@ async fn install_ports(
         let (subnet, wanted) = {
             let st = ctx.state.lock().unwrap_or_else(|p| p.into_inner());
             let still = st.ports.get(&owner).is_some_and(|p| p.ifname == ifname);
-            (link_address(&st, &ifname).and_then(|r| r.ok()), still)
+            let subnet = match link_state(&st, &ifname) {
+                LinkState::Ready(a) => Some(a),
+                _ => None,
+            };
+            (subnet, still)
         };
         if !wanted {
             return;

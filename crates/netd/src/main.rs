@@ -48,6 +48,11 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+    // Bad templates are the caller's problem: report them before going to the background.
+    if let Err(e) = netd::netfile::load(&netd::netfile::search_path()) {
+        eprintln!("netspawn-netd: {e}");
+        std::process::exit(1);
+    }
     if !args.foreground {
         // Into the background: the caller (netspawn) waits only for this
         // first process; the daemon gets its own session.
@@ -56,6 +61,18 @@ fn main() {
             Ok(nix::unistd::ForkResult::Parent { .. }) => return,
             Ok(nix::unistd::ForkResult::Child) => {
                 let _ = nix::unistd::setsid();
+                // Let go of the caller's output (it waits for end-of-file).
+                if let Ok(null) = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+                {
+                    use std::os::fd::AsRawFd;
+                    for fd in 0..3 {
+                        // SAFETY: dup2 onto the standard descriptors.
+                        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+                    }
+                }
             }
             Err(e) => {
                 eprintln!("netspawn-netd: fork: {e}");

@@ -64,18 +64,25 @@ impl NetdClient {
         let mut cmd = std::process::Command::new(&bin);
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        // netd forks into the background itself, so this returns at once
-        // and the daemon is not our child.
-        let status = cmd.status().map_err(|err| NetdError::Start {
+            .stderr(std::process::Stdio::piped());
+        // netd checks its templates, then forks into the background, so this
+        // returns at once (with its error, if any) and the daemon is not our child.
+        let out = cmd.output().map_err(|err| NetdError::Start {
             path: bin.clone(),
             err,
         })?;
-        if !status.success() {
-            return Err(NetdError::Start {
-                path: bin,
-                err: std::io::Error::other(format!("exited with {status}")),
-            });
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&out.stderr);
+            let line = text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("netspawn-netd: ");
+            return Err(NetdError::Refused(if line.is_empty() {
+                format!("exited with {}", out.status)
+            } else {
+                line.to_string()
+            }));
         }
         let wait = Duration::from_secs(5);
         let deadline = Instant::now() + wait;

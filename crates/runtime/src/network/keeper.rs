@@ -78,28 +78,46 @@ impl Teardown {
     /// Runs the teardown with fresh sockets (host and, if interfaces must
     /// go back, inside `container_ns`).
     pub fn run_fresh(&self, container_ns: BorrowedFd<'_>, zones: &Zones) -> Vec<NetError> {
-        let mut host = match Netlink::open() {
-            Ok(h) => h,
-            Err(e) => return vec![e.into()],
-        };
-        let host_ns = match std::fs::File::open("/proc/thread-self/ns/net") {
-            Ok(f) => f,
-            Err(e) => {
-                return vec![NetError::Lock {
-                    path: "/proc/thread-self/ns/net".into(),
-                    err: e,
-                }]
-            }
-        };
-        let mut inside = if self.move_back.is_empty() {
+        match Sockets::open(self, container_ns) {
+            Ok(mut s) => s.run(self, zones),
+            Err(e) => vec![e],
+        }
+    }
+}
+
+/// The keeper's own netlink sockets (host, and inside the container's
+/// namespace when interfaces go back), opened up front.
+struct Sockets {
+    host: Netlink,
+    inside: Option<Netlink>,
+    host_ns: std::fs::File,
+}
+
+impl Sockets {
+    fn open(teardown: &Teardown, container_ns: BorrowedFd<'_>) -> Result<Sockets, NetError> {
+        let host = Netlink::open()?;
+        let host_ns =
+            std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| NetError::Lock {
+                path: "/proc/thread-self/ns/net".into(),
+                err: e,
+            })?;
+        let inside = if teardown.move_back.is_empty() {
             None
         } else {
-            Netlink::open_in(container_ns).ok()
+            Some(Netlink::open_in(container_ns)?)
         };
-        self.run(
-            &mut host,
-            inside.as_mut().map(|i| i as &mut dyn Rtnl),
-            host_ns.as_fd(),
+        Ok(Sockets {
+            host,
+            inside,
+            host_ns,
+        })
+    }
+
+    fn run(&mut self, teardown: &Teardown, zones: &Zones) -> Vec<NetError> {
+        teardown.run(
+            &mut self.host,
+            self.inside.as_mut().map(|i| i as &mut dyn Rtnl),
+            self.host_ns.as_fd(),
             zones,
         )
     }
@@ -163,19 +181,31 @@ fn keeper_main(
         Some(&nix::sys::signal::SigSet::empty()),
         None,
     );
-    // Hold nothing of the launcher's but what we need: a reader waiting for
-    // the launcher's output must see end-of-file when the launcher exits.
+    // Our sockets first, while everything the runtime may need (tokio keeps
+    // process-wide descriptors of its own) is still open.
+    let list_fds = || -> Vec<RawFd> {
+        std::fs::read_dir("/proc/self/fd")
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let inherited = list_fds();
+    let sockets = Sockets::open(teardown, ns.as_fd());
+    let ours: Vec<RawFd> = list_fds()
+        .into_iter()
+        .filter(|fd| !inherited.contains(fd))
+        .collect();
+    // Then hold nothing of the launcher's but what we need: a reader waiting
+    // for the launcher's output must see end-of-file when the launcher
+    // exits, and the image lock must go with the launcher.
     let wanted = [pipe.as_raw_fd(), ns.as_raw_fd()];
-    if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
-        let fds: Vec<RawFd> = rd
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-            .collect();
-        for fd in fds {
-            if fd > 2 && !wanted.contains(&fd) && !keep.contains(&fd) {
-                // SAFETY: closing descriptors inherited from the launcher that we do not use.
-                unsafe { libc::close(fd) };
-            }
+    for fd in inherited {
+        if fd > 2 && !wanted.contains(&fd) && !keep.contains(&fd) && !ours.contains(&fd) {
+            // SAFETY: closing descriptors inherited from the launcher that we do not use.
+            unsafe { libc::close(fd) };
         }
     }
     if let Ok(null) = std::fs::OpenOptions::new()
@@ -190,7 +220,14 @@ fn keeper_main(
     }
     let mut b = [0u8; 1];
     while let Err(nix::Error::EINTR) | Ok(1) = nix::unistd::read(&pipe, &mut b) {}
-    let _ = teardown.run_fresh(ns.as_fd(), zones);
+    match sockets {
+        Ok(mut s) => {
+            for e in s.run(teardown, zones) {
+                tracing::warn!("teardown: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("teardown: {e}"),
+    }
     // We still hold the machine's name, so nobody else can have written these.
     if let Some(entry) = &teardown.registry_entry {
         let _ = std::fs::remove_file(entry);

@@ -1,0 +1,254 @@
+//! netd end to end, driven through the real launcher: addresses from the
+//! pool, DHCP, DNS for machine names and forwarding, NAT and port forwards,
+//! templates and their overrides, lifecycle. Each test runs in its own
+//! network namespace; the "upstream" DNS is a stub on loopback, the
+//! "internet" another namespace the test makes.
+
+use netspawn_tests::*;
+
+/// A DNS stub answering every A query with 192.0.2.99, on 127.0.0.53:53.
+const STUB_DNS: &str = r#"
+cat > $NETSPAWN_STATE_DIR/stub.py <<'PY'
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.53", 53))
+while True:
+    q, peer = s.recvfrom(512)
+    # Header: same id, QR+RD+RA, 1 question, 1 answer; then the question, then the answer.
+    end = 12
+    while q[end] != 0:
+        end += q[end] + 1
+    question = q[12:end + 5]
+    answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([192, 0, 2, 99])
+    s.sendto(q[:2] + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + question + answer, peer)
+PY
+mkdir -p $NETSPAWN_STATE_DIR
+python3 $NETSPAWN_STATE_DIR/stub.py &
+echo "nameserver 127.0.0.53" > $NETSPAWN_STATE_DIR/upstream.conf
+export NETSPAWN_UPSTREAM_RESOLV_CONF=$NETSPAWN_STATE_DIR/upstream.conf
+"#;
+
+#[test]
+fn machines_get_addresses_and_find_each_other_and_the_world_by_name() {
+    let env = TestEnv::new();
+    let img = env.busybox("one");
+    let other = env.busybox("two");
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               {STUB_DNS}
+               $NETSPAWN -q -n -D {img} /bin/sleep 20 &
+               for t in $(seq 200); do grep -q '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/one 2>/dev/null && break; sleep 0.05; done
+               $NETSPAWN -q -n -D {other} /bin/sh -c 'echo addr=$(ip -4 -o addr show host0 | grep -o "inet [0-9./]*"); grep nameserver /etc/resolv.conf; ip route | grep default; nslookup one | grep '^Address' | tail -1; nslookup example.test | grep '^Address' | tail -1'
+               echo host=$(ip -4 -o addr show ve-one | grep -o "inet [0-9./]*")
+               kill %2; wait %2"#,
+            img = img.display(),
+            other = other.display()
+        ),
+        120,
+    );
+    let out = &r.stdout;
+    assert!(out.contains("addr=inet "), "{out}\n{}", r.stderr);
+    let host = out
+        .lines()
+        .find_map(|l| l.strip_prefix("host=inet "))
+        .expect("ve-one has an address");
+    assert!(host.ends_with("/28"), "a /28 from the pool: {host}");
+    assert!(out.contains("nameserver "), "{out}");
+    assert!(out.contains("default via "), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Address: ") && !l.contains("192.0.2.99")),
+        "'one' resolves to its own address: {out}"
+    );
+    assert!(
+        out.contains("Address: 192.0.2.99"),
+        "other names are forwarded upstream: {out}"
+    );
+    // netd persisted the lease it gave "one".
+    let leases =
+        std::fs::read_to_string(env.state_dir_file("leases/ve-one.json")).unwrap_or_default();
+    assert!(!leases.is_empty(), "no lease file for ve-one");
+}
+
+#[test]
+fn port_forwards_reach_the_container_from_the_host_and_its_localhost() {
+    let env = TestEnv::new();
+    let img = env.busybox("www");
+    let img2 = env.busybox("www2");
+    std::fs::create_dir_all(img.join("www")).unwrap();
+    std::fs::write(img.join("www/index.html"), "hello from www\n").unwrap();
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               ip link add up0 type veth peer name up1 && ip addr add 198.51.100.1/24 dev up0 && ip link set up0 up && ip link set up1 up
+               $NETSPAWN -q -n -p 8080:80 -D {img} httpd -f -p 80 -h /www &
+               get() {{ python3 -c "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode().strip())" "$1" 2>/dev/null; }}
+               for t in $(seq 100); do out=$(get http://127.0.0.1:8080/index.html) && [ -n "$out" ] && break; sleep 0.1; done
+               echo localhost=$out
+               echo address=$(get http://198.51.100.1:8080/index.html)
+               $NETSPAWN -q -n -p 8080:80 -D {img2} /bin/true; echo busy-rc=$?
+               nft list tables
+               kill %1; wait %1
+               for t in $(seq 100); do nft list tables | grep -q netspawn || break; sleep 0.1; done
+               echo after=$(get http://127.0.0.1:8080/index.html)"#,
+            img = img.display(),
+            img2 = img2.display()
+        ),
+        120,
+    );
+    let out = &r.stdout;
+    assert!(
+        out.contains("localhost=hello from www"),
+        "{out}\n{}",
+        r.stderr
+    );
+    assert!(out.contains("address=hello from www"), "{out}");
+    assert!(out.contains("busy-rc=1"), "{out}");
+    assert!(
+        r.stderr
+            .contains("port 8080/tcp is already forwarded to machine www"),
+        "{}",
+        r.stderr
+    );
+    assert!(out.contains("table inet netspawn"), "{out}");
+    assert!(
+        out.contains("after=\n") || out.trim_end().ends_with("after="),
+        "rules go with the machine: {out}"
+    );
+}
+
+#[test]
+fn masquerade_takes_containers_out_through_the_host() {
+    let env = TestEnv::new();
+    let img = env.busybox("out");
+    // The "internet": a namespace behind up0 that has no route to the container subnet.
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               unshare --net sleep 60 & inet=$!
+               sleep 0.2
+               ip link add up0 type veth peer name up1 netns /proc/$inet/ns/net
+               ip addr add 203.0.113.1/24 dev up0 && ip link set up0 up
+               nsenter --net=/proc/$inet/ns/net sh -c 'ip addr add 203.0.113.2/24 dev up1; ip link set up1 up; ip link set lo up'
+               ip route add default via 203.0.113.2
+               $NETSPAWN -q -n -D {img} /bin/sh -c 'ping -c 1 -W 2 203.0.113.2 >/dev/null && echo PING-OK'
+               kill $inet"#,
+            img = img.display()
+        ),
+        60,
+    );
+    assert!(r.stdout.contains("PING-OK"), "{}\n{}", r.stdout, r.stderr);
+}
+
+#[test]
+fn a_template_in_etc_overrides_the_builtin_and_a_bad_one_is_refused() {
+    let env = TestEnv::new();
+    let img = env.busybox("tpl");
+    let dir = env.dir.join("etc-network");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("80-container-ve.network"),
+        "[Match]\nName=ve-*\n\n[Network]\nAddress=0.0.0.0/29\nDHCPServer=yes\n",
+    )
+    .unwrap();
+    let script = format!(
+        r#"ip link set lo up
+           export NETSPAWN_NETWORK_PATH={dir}
+           $NETSPAWN -q -n -D {img} /bin/sh -c 'ip -4 -o addr show host0 | grep -o "/[0-9]*"'"#,
+        dir = dir.display(),
+        img = img.display()
+    );
+    let r = env.sh(&script, 60);
+    assert_eq!(r.stdout, "/29\n", "{}", r.stderr);
+    // A malformed line: one clear error naming FILE:LINE, nothing left behind.
+    let bad = env.dir.join("bad-network");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("80-container-ve.network"),
+        "[Match]\nName=ve-*\n[Network]\nDHCPServer=perhaps\n",
+    )
+    .unwrap();
+    let r = env.sh(
+        &format!(
+            "ip link set lo up; export NETSPAWN_NETWORK_PATH={}; $NETSPAWN -q -n -D {} /bin/true; echo rc=$?; ip -o link | wc -l",
+            bad.display(),
+            img.display()
+        ),
+        60,
+    );
+    assert_eq!(r.stdout, "rc=1\n1\n", "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("80-container-ve.network:4:"),
+        "{}",
+        r.stderr
+    );
+    assert!(env.registry_names().is_empty());
+}
+
+#[test]
+fn netd_restarts_keep_leases_and_restore_flushed_rules() {
+    let env = TestEnv::new();
+    let img = env.busybox("keep");
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               a1=$($NETSPAWN -q -n -D {img} /bin/sh -c 'ip -4 -o addr show host0' | grep -o 'inet [0-9.]*')
+               kill -9 $(cat $NETSPAWN_RUN_DIR/netd-*.pid); sleep 0.2
+               a2=$($NETSPAWN -q -n -D {img} /bin/sh -c 'ip -4 -o addr show host0' | grep -o 'inet [0-9.]*')
+               echo "a1=$a1"; echo "a2=$a2"
+               $NETSPAWN -q -n -D {img} /bin/sleep 10 &
+               for t in $(seq 100); do nft list tables | grep -q netspawn && break; sleep 0.05; done
+               nft flush ruleset
+               for t in $(seq 100); do nft list tables | grep -q netspawn && break; sleep 0.1; done
+               echo restored=$(nft list tables | grep -c netspawn)
+               kill %1; wait"#,
+            img = img.display()
+        ),
+        90,
+    );
+    let get = |k: &str| {
+        r.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        get("a1=").starts_with("inet "),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(
+        get("a1="),
+        get("a2="),
+        "same machine, same lease after netd was killed"
+    );
+    assert_eq!(get("restored="), "1", "{}", r.stdout);
+}
+
+#[test]
+fn netd_runs_by_hand_in_the_foreground() {
+    let env = TestEnv::new();
+    let r = env.sh(
+        r#"ip link set lo up
+           $(dirname $NETSPAWN)/netspawn-netd --foreground --idle-exit 1 2>&1 | head -1
+           $(dirname $NETSPAWN)/netspawn-netd --bogus; echo rc=$?"#,
+        30,
+    );
+    assert!(
+        r.stdout.contains("netd ready on "),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(r.stdout.contains("rc=1"), "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("netspawn-netd: unexpected argument '--bogus'"),
+        "{}",
+        r.stderr
+    );
+}
