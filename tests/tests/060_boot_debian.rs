@@ -143,3 +143,46 @@ fn debian_reboot_restarts_in_the_same_launcher() {
     unsafe { libc::kill(launcher, libc::SIGTERM) };
     assert_eq!(wait_timeout(&mut child, Duration::from_secs(60)), Some(0));
 }
+
+#[test]
+fn debian_networkd_gets_a_lease_from_netd_on_a_veth() {
+    let env = TestEnv::new();
+    let img = debian_image(&env, "debnet");
+    // The guest's own systemd-networkd (stock 80-container-host0.network) asks netd for a lease.
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               $NETSPAWN -q -b -n -D {img} >/dev/null 2>&1 &
+               for t in $(seq 600); do grep -q '^ADDRESSES=.*\.' $NETSPAWN_RUN_DIR/machines/debnet 2>/dev/null && break; sleep 0.1; done
+               echo host=$(ip -4 -o addr show ve-debnet | grep -o 'inet [0-9./]*')
+               grep ^ADDRESSES= $NETSPAWN_RUN_DIR/machines/debnet
+               $NETSPAWNCTL shell debnet /bin/sh -c 'networkctl status host0 --no-pager | grep -i "state:"; ip route | grep default'
+               $NETSPAWNCTL poweroff debnet; wait"#,
+            img = img.display()
+        ),
+        180,
+    );
+    let out = &r.stdout;
+    let host = out
+        .lines()
+        .find_map(|l| l.strip_prefix("host=inet "))
+        .unwrap_or("");
+    let net: Vec<&str> = host.split('/').collect();
+    assert_eq!(net.len(), 2, "{out}\n{}", r.stderr);
+    let addrs = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ADDRESSES="))
+        .unwrap_or("");
+    let prefix: String = net[0].rsplitn(2, '.').nth(1).unwrap_or("").to_string();
+    assert!(
+        addrs
+            .split_whitespace()
+            .any(|a| a.starts_with(&format!("{prefix}."))),
+        "leased address in ve-debnet's subnet: {out}"
+    );
+    assert!(
+        out.contains("routable") || out.contains("configured"),
+        "networkd configured host0: {out}"
+    );
+    assert!(out.contains("default via "), "{out}");
+}
