@@ -173,7 +173,11 @@ fn debian_networkd_gets_a_lease_from_netd_on_a_veth() {
         .lines()
         .find_map(|l| l.strip_prefix("ADDRESSES="))
         .unwrap_or("");
-    let prefix: String = net[0].rsplitn(2, '.').nth(1).unwrap_or("").to_string();
+    let prefix: String = net[0]
+        .rsplit_once('.')
+        .map(|x| x.0)
+        .unwrap_or("")
+        .to_string();
     assert!(
         addrs
             .split_whitespace()

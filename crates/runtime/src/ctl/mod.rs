@@ -11,10 +11,10 @@
 //! - [`pty`]: terminal forwarding; [`procfs`], [`osrelease`], [`passwd`],
 //!   [`table`], [`timefmt`]: the pieces they share.
 
-pub mod nss;
 pub mod enter;
 pub mod images;
 pub mod list;
+pub mod nss;
 pub mod osrelease;
 pub mod passwd;
 pub mod procfs;

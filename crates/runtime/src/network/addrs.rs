@@ -20,9 +20,18 @@ const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 /// unspecified or multicast.
 pub fn usable(a: &IpAddr) -> bool {
     match a {
-        IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()),
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast())
+        }
         IpAddr::V6(v6) => {
-            !(v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || (v6.segments()[0] & 0xffc0) == 0xfe80)
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80)
         }
     }
 }
@@ -38,11 +47,19 @@ impl AddressWatch {
     pub fn open_in(netns: BorrowedFd<'_>) -> Result<AddressWatch, RtnlError> {
         let err = |what: &str| {
             let what = what.to_string();
-            move |e: std::io::Error| RtnlError::Other { what, msg: e.to_string() }
+            move |e: std::io::Error| RtnlError::Other {
+                what,
+                msg: e.to_string(),
+            }
         };
-        let own = std::fs::File::open("/proc/thread-self/ns/net").map_err(err("open own network namespace"))?;
-        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| RtnlError::Kernel { what: "enter network namespace".into(), errno: e as i32 })?;
+        let own = std::fs::File::open("/proc/thread-self/ns/net")
+            .map_err(err("open own network namespace"))?;
+        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+            RtnlError::Kernel {
+                what: "enter network namespace".into(),
+                errno: e as i32,
+            }
+        })?;
         let sock = (|| {
             let mut s = Socket::new(NETLINK_ROUTE)?;
             s.bind(&SocketAddr::new(0, RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))?;
@@ -51,8 +68,14 @@ impl AddressWatch {
         })();
         let back = nix::sched::setns(own.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET);
         let sock = sock.map_err(err("address event socket"))?;
-        back.map_err(|e| RtnlError::Kernel { what: "return to own network namespace".into(), errno: e as i32 })?;
-        Ok(AddressWatch { sock, nl: Netlink::open_in(netns)? })
+        back.map_err(|e| RtnlError::Kernel {
+            what: "return to own network namespace".into(),
+            errno: e as i32,
+        })?;
+        Ok(AddressWatch {
+            sock,
+            nl: Netlink::open_in(netns)?,
+        })
     }
 
     /// The descriptor to poll for events.
@@ -77,7 +100,10 @@ impl AddressWatch {
         let msgs: Vec<_> = self
             .nl
             .block_on(async move { h.address().get().execute().try_collect::<Vec<_>>().await })
-            .map_err(|e| RtnlError::Other { what: "list addresses".into(), msg: e.to_string() })?;
+            .map_err(|e| RtnlError::Other {
+                what: "list addresses".into(),
+                msg: e.to_string(),
+            })?;
         let mut out: Vec<IpAddr> = msgs
             .iter()
             .flat_map(|m| m.attributes.iter())
