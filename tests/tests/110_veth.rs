@@ -135,11 +135,11 @@ fn addresses_inside_the_machine_are_tracked_in_the_registry() {
     // A static address set in the guest, added after start, then removed.
     let r = env.sh(
         &format!(
-            r#"$NETSPAWN -q -n -D {img} /bin/sh -c 'sleep 0.3; ip addr add 10.99.0.2/24 dev host0; ip addr add fd42::2/64 dev host0; sleep 0.7; ip addr del 10.99.0.2/24 dev host0; sleep 0.7' &
-               for t in $(seq 100); do grep -q '^ADDRESSES=10.99.0.2 fd42::2$' $NETSPAWN_RUN_DIR/machines/addr 2>/dev/null && break; sleep 0.02; done
+            r#"$NETSPAWN -q -n --network-config=none -D {img} /bin/sh -c 'sleep 0.3; ip addr add 10.99.0.2/24 dev host0; ip addr add fd42::2/64 dev host0; sleep 2; ip addr del 10.99.0.2/24 dev host0; sleep 2' &
+               for t in $(seq 250); do grep -q '^ADDRESSES=10.99.0.2 fd42::2$' $NETSPAWN_RUN_DIR/machines/addr 2>/dev/null && break; sleep 0.02; done
                grep ^ADDRESSES= $NETSPAWN_RUN_DIR/machines/addr
                $NETSPAWNCTL status addr | grep -i address
-               for t in $(seq 100); do grep -q '^ADDRESSES=fd42::2$' $NETSPAWN_RUN_DIR/machines/addr 2>/dev/null && break; sleep 0.02; done
+               for t in $(seq 250); do grep -q '^ADDRESSES=fd42::2$' $NETSPAWN_RUN_DIR/machines/addr 2>/dev/null && break; sleep 0.02; done
                grep ^ADDRESSES= $NETSPAWN_RUN_DIR/machines/addr
                wait"#,
             img = img.display()

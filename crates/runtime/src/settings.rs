@@ -1010,8 +1010,8 @@ mod tests {
                 |s| s.system_call_filter == strings(&["@system-service", "~@mount", "~kexec_load"]),
             ),
             (
-                "[Exec]\nSystemCallFilter=a\nSystemCallFilter=\nSystemCallFilter=b",
-                |s| s.system_call_filter == strings(&["b"]),
+                "[Exec]\nSystemCallFilter=uname\nSystemCallFilter=\nSystemCallFilter=getpid",
+                |s| s.system_call_filter == strings(&["getpid"]),
             ),
             ("[Exec]\nPrivateUsers=pick", |s| {
                 s.private_users.as_deref() == Some("pick")
