@@ -11,7 +11,7 @@ fn vb_link_joins_an_existing_bridge_and_leaves_it_intact() {
     let r = env.sh(
         &format!(
             r#"ip link add br0 type bridge && ip link set br0 up
-               $NETSPAWN -q --network-bridge=br0 -D {img} /bin/sh -c 'ls /sys/class/net | tr "\n" " "; sleep 1' &
+               $NETSPAWN -q --network-bridge=br0 --network-config=none -D {img} /bin/sh -c 'ls /sys/class/net | tr "\n" " "; sleep 1' &
                for t in $(seq 200); do ip link show vb-lanbox >/dev/null 2>&1 && break; sleep 0.02; done
                echo; echo master=$(ip -o link show vb-lanbox | grep -o 'master [^ ]*')
                wait

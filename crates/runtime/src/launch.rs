@@ -636,13 +636,13 @@ fn setup_network(
         }
         return Err(e.into());
     }
-    let keep: Vec<i32> = held.registry.iter().map(|(_, c)| c.as_raw_fd()).collect();
+    let close: Vec<i32> = vec![held._image_lock.as_raw_fd()];
     undo.registry_entry = held
         .registry
         .as_ref()
         .map(|(reg, c)| reg.entry_path(&c.name));
     undo.cgroups = cgroups.paths.clone();
-    let keeper = network::keeper::spawn(undo, ns, n.zones.clone(), &keep);
+    let keeper = network::keeper::spawn(undo, ns, n.zones.clone(), &close);
     tracing::debug!(
         elapsed_us = started.elapsed().as_micros() as u64,
         "network links set up"

@@ -23,6 +23,12 @@ pub struct ImageLock {
     _file: File,
 }
 
+impl std::os::fd::AsRawFd for ImageLock {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self._file.as_raw_fd()
+    }
+}
+
 impl ImageLock {
     /// Locks `image` exclusively, or shared if `read_only`.
     pub fn acquire(

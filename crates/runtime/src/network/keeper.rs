@@ -139,14 +139,14 @@ impl Keeper {
     }
 }
 
-/// Forks the keeper. `keep` are descriptors the keeper must hold on to
-/// besides its own (e.g. the machine-name lock, so the name stays taken
-/// until the teardown is complete).
+/// Forks the keeper. It inherits the launcher's descriptors (so the
+/// machine-name lock stays taken until the teardown is complete) except
+/// `close`, which it lets go of at once (e.g. the image lock).
 pub fn spawn(
     teardown: Teardown,
     container_ns: OwnedFd,
     zones: Zones,
-    keep: &[RawFd],
+    close: &[RawFd],
 ) -> std::io::Result<Keeper> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // SAFETY: the launcher is single-threaded; the child only makes syscalls
@@ -161,7 +161,7 @@ pub fn spawn(
         }
         ForkResult::Child => {
             drop(w);
-            keeper_main(&teardown, r, container_ns, &zones, keep)
+            keeper_main(&teardown, r, container_ns, &zones, close)
         }
     }
 }
@@ -171,7 +171,7 @@ fn keeper_main(
     pipe: OwnedFd,
     ns: OwnedFd,
     zones: &Zones,
-    keep: &[RawFd],
+    close: &[RawFd],
 ) -> ! {
     // Own session: signals aimed at the launcher's process group (a
     // terminal's Ctrl-C, `timeout`) must not stop the cleanup.
@@ -181,32 +181,17 @@ fn keeper_main(
         Some(&nix::sys::signal::SigSet::empty()),
         None,
     );
-    // Our sockets first, while everything the runtime may need (tokio keeps
-    // process-wide descriptors of its own) is still open.
-    let list_fds = || -> Vec<RawFd> {
-        std::fs::read_dir("/proc/self/fd")
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let inherited = list_fds();
+    // Our sockets first. Nothing inherited is closed wholesale: the tokio
+    // runtime and the standard library own descriptors we cannot see, and
+    // closing them under their feet aborts. What must not outlive the
+    // launcher (its image lock) is closed explicitly; our standard streams
+    // go to /dev/null so readers of the launcher's output see end-of-file.
     let sockets = Sockets::open(teardown, ns.as_fd());
-    let ours: Vec<RawFd> = list_fds()
-        .into_iter()
-        .filter(|fd| !inherited.contains(fd))
-        .collect();
-    // Then hold nothing of the launcher's but what we need: a reader waiting
-    // for the launcher's output must see end-of-file when the launcher
-    // exits, and the image lock must go with the launcher.
-    let wanted = [pipe.as_raw_fd(), ns.as_raw_fd()];
-    for fd in inherited {
-        if fd > 2 && !wanted.contains(&fd) && !keep.contains(&fd) && !ours.contains(&fd) {
-            // SAFETY: closing descriptors inherited from the launcher that we do not use.
-            unsafe { libc::close(fd) };
-        }
+    for fd in close {
+        // SAFETY: descriptors the launcher named for us to let go of; their
+        // owners in this copy of the launcher's memory are never dropped
+        // (we leave with _exit).
+        unsafe { libc::close(*fd) };
     }
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
