@@ -59,7 +59,14 @@ fn normal_exit_crash_and_kill_9_leave_no_links() {
     assert_eq!(runs.len(), 3, "{}", r.stdout);
     assert!(runs.iter().all(|l| *l == runs[0]), "{}", r.stdout);
     assert!(r.stdout.contains("crash-rc=139"), "{}", r.stdout);
-    // The keeper also cleans up after the killed launcher: entry and cgroups.
+    // The keeper also cleans up after the killed launcher: entry and cgroups
+    // (it does so right after the links, so give it a moment).
+    for _ in 0..250 {
+        if env.registry_names().is_empty() && env.leftover_cgroups().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(
         env.registry_names().is_empty(),
         "{:?}",
