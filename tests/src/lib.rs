@@ -340,7 +340,22 @@ impl Drop for TestEnv {
         for d in self.cgroup_dirs() {
             kill_tree(&d);
         }
+        // A network keeper finishing a zone teardown (it outlives the
+        // launcher by design) may take the zone lock here a moment after we
+        // remove the directory: then sweep again for a second.
+        let zones = std::fs::read_dir(self.run_dir().join("locks"))
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("zone-"))
+            })
+            .unwrap_or(false);
         let _ = std::fs::remove_dir_all(&self.dir);
+        if zones {
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_millis(50));
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+        }
     }
 }
 
