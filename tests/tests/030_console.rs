@@ -62,6 +62,9 @@ impl Terminal {
             c.env(k, v);
         }
         c.env("TERM", "xterm");
+        // script(1) runs the command with $SHELL, which differs between a
+        // login session and CI; the commands here are written for bash.
+        c.env("SHELL", "/bin/bash");
         let mut child = c
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
