@@ -54,7 +54,8 @@ impl LocalNames {
         })
     }
 
-    fn domain_name(&self) -> Option<Name> {
+    /// The local domain as a name, if there is one.
+    pub(crate) fn domain_name(&self) -> Option<Name> {
         if self.domain.is_empty() {
             return None;
         }

@@ -29,6 +29,25 @@ pub trait MachineDirectory: Send + Sync + 'static {
 
     /// The name of the machine that has `addr`, for PTR answers.
     fn name_of(&self, addr: IpAddr) -> Option<String>;
+
+    /// A number that changes whenever the table behind this directory may
+    /// have changed, so that answers precomputed from a [`snapshot`] can be
+    /// reused until then. `None` (the default): no snapshot, so nothing may
+    /// be precomputed.
+    ///
+    /// [`snapshot`]: MachineDirectory::snapshot
+    fn generation(&self) -> Option<u64> {
+        None
+    }
+
+    /// The whole table as it is now, with the [`generation`] it belongs to
+    /// (read before the table, so a change in between only causes one more
+    /// rebuild). `None` when [`generation`] is `None`.
+    ///
+    /// [`generation`]: MachineDirectory::generation
+    fn snapshot(&self) -> Option<(u64, Arc<StaticDirectory>)> {
+        None
+    }
 }
 
 /// An immutable name/address table; the cache inside [`RegistryDirectory`].
@@ -70,6 +89,11 @@ impl StaticDirectory {
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
+
+    /// Every machine with its addresses (lowercase names, in no order).
+    pub fn machines(&self) -> impl Iterator<Item = (&str, &[IpAddr])> {
+        self.by_name.iter().map(|(n, a)| (n.as_str(), a.as_slice()))
+    }
 }
 
 impl MachineDirectory for StaticDirectory {
@@ -83,6 +107,15 @@ impl MachineDirectory for StaticDirectory {
 
     fn name_of(&self, addr: IpAddr) -> Option<String> {
         self.by_addr.get(&addr).cloned()
+    }
+
+    /// Immutable: always the same generation.
+    fn generation(&self) -> Option<u64> {
+        Some(0)
+    }
+
+    fn snapshot(&self) -> Option<(u64, Arc<StaticDirectory>)> {
+        Some((0, Arc::new(self.clone())))
     }
 }
 
@@ -116,6 +149,9 @@ pub struct RegistryDirectory {
     /// Only one caller reloads at a time; the others use the old table.
     reload: Mutex<ReloadState>,
     table: RwLock<Arc<StaticDirectory>>,
+    /// Bumped each time the table's content changes (not on a re-read that
+    /// found the same machines): see [`MachineDirectory::generation`].
+    generation: AtomicU64,
 }
 
 struct ReloadState {
@@ -145,6 +181,7 @@ impl RegistryDirectory {
                 unsettled: true,
             }),
             table: RwLock::new(Arc::new(StaticDirectory::default())),
+            generation: AtomicU64::new(0),
         };
         dir.refresh(true);
         dir
@@ -207,7 +244,12 @@ impl RegistryDirectory {
         };
         let table = Arc::new(StaticDirectory::from_entries(&entries));
         if let Ok(mut t) = self.table.write() {
-            *t = table;
+            if **t != *table {
+                *t = table;
+                // Release: a reader that sees the new number also sees the
+                // new table (it takes the lock after reading the number).
+                self.generation.fetch_add(1, Ordering::Release);
+            }
         }
         state.unsettled = stamp
             .and_then(|s| s.mtime)
@@ -237,6 +279,20 @@ impl MachineDirectory for RegistryDirectory {
 
     fn name_of(&self, addr: IpAddr) -> Option<String> {
         self.table().name_of(addr)
+    }
+
+    fn generation(&self) -> Option<u64> {
+        self.maybe_refresh();
+        Some(self.generation.load(Ordering::Acquire))
+    }
+
+    fn snapshot(&self) -> Option<(u64, Arc<StaticDirectory>)> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let table = match self.table.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        Some((generation, table))
     }
 }
 

@@ -4,6 +4,8 @@
 //! - [`directory`]: which machines exist ([`MachineDirectory`], the cached
 //!   [`RegistryDirectory`] over the machine registry);
 //! - [`answer`]: the answer logic, sans I/O (packet in, decision out);
+//! - [`fast`]: the UDP fast path for machine names (a cache of [`answer`]'s
+//!   replies, no allocation per query);
 //! - [`upstream`]: forwarding through hickory-resolver, following resolv.conf;
 //! - [`server`]: UDP/TCP listeners added and removed at runtime, counters.
 //!
@@ -13,6 +15,7 @@
 
 pub mod answer;
 pub mod directory;
+pub mod fast;
 pub mod server;
 pub mod upstream;
 
