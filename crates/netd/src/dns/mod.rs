@@ -7,7 +7,8 @@
 //! - [`fast`]: the UDP fast path for machine names (a cache of [`answer`]'s
 //!   replies, no allocation per query);
 //! - [`upstream`]: forwarding through hickory-resolver, following resolv.conf;
-//! - [`server`]: UDP/TCP listeners added and removed at runtime, counters.
+//! - [`server`]: UDP/TCP listeners added and removed at runtime, counters;
+//! - `udp`: a UDP listener's serving thread (batched receive and send).
 //!
 //! The server listens only on the addresses it is given (container links'
 //! host-side addresses, loopback), never on a wildcard address, so it is not
@@ -17,6 +18,7 @@ pub mod answer;
 pub mod directory;
 pub mod fast;
 pub mod server;
+mod udp;
 pub mod upstream;
 
 use std::net::SocketAddr;

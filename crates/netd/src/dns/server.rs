@@ -2,11 +2,13 @@
 //! netd is told to serve (container links' host-side addresses, loopback),
 //! added and removed at runtime, and the [`Stats`] counters.
 //!
-//! UDP is served by our own receive loop: it answers machine names inline
-//! (no task per query, no allocation beyond the reply), and it sees every
-//! datagram, so malformed ones are dropped *and counted*. TCP is served by
-//! hickory-server's [`Server`] with a [`RequestHandler`] that runs the same
-//! answer logic; it brings connection handling, framing and idle timeouts.
+//! UDP is served by a thread per listener socket (`super::udp`): batched
+//! receive and send, machine names answered from a precomputed table
+//! ([`super::fast`]), everything else by the general answer logic; it sees
+//! every datagram, so malformed ones are dropped *and counted*. TCP is
+//! served by hickory-server's [`Server`] with a [`RequestHandler`] that runs
+//! the same answer logic; it brings connection handling, framing and idle
+//! timeouts.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,15 +25,14 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType};
-use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 
 use super::answer::{
-    decide, decide_message, encode_reply, forwarded_reply, udp_limit, Decision, DropReason,
-    LocalNames, UpstreamAnswer,
+    decide_message, forwarded_reply, Decision, DropReason, LocalNames, UpstreamAnswer,
 };
 use super::directory::MachineDirectory;
+use super::fast::FastTable;
+use super::udp::UdpListener;
 use super::upstream::{Upstream, UpstreamConfig};
 use super::DnsError;
 
@@ -40,8 +41,6 @@ use super::DnsError;
 const MAX_FORWARDS_IN_FLIGHT: usize = 1024;
 /// A TCP connection idle this long is closed.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest UDP datagram read; a DNS query is far smaller.
-const UDP_RECV_BUF: usize = 4096;
 
 /// Settings of a [`DnsServer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,15 +66,15 @@ impl Default for DnsConfig {
 /// Counters, updated lock-free from the query paths.
 #[derive(Debug, Default)]
 pub struct Stats {
-    udp_queries: AtomicU64,
+    pub(super) udp_queries: AtomicU64,
     tcp_queries: AtomicU64,
-    answered_local: AtomicU64,
+    pub(super) answered_local: AtomicU64,
     forwarded: AtomicU64,
     forward_failed: AtomicU64,
     dropped_malformed: AtomicU64,
     dropped_not_query: AtomicU64,
-    dropped_busy: AtomicU64,
-    send_errors: AtomicU64,
+    pub(super) dropped_busy: AtomicU64,
+    pub(super) send_errors: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -103,8 +102,14 @@ pub struct StatsSnapshot {
 }
 
 impl Stats {
-    fn bump(c: &AtomicU64) {
+    pub(super) fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn add(c: &AtomicU64, n: u64) {
+        if n != 0 {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// The current values.
@@ -123,7 +128,7 @@ impl Stats {
         }
     }
 
-    fn count_drop(&self, reason: DropReason) {
+    pub(super) fn count_drop(&self, reason: DropReason) {
         match reason {
             DropReason::Malformed => Stats::bump(&self.dropped_malformed),
             DropReason::NotAQuery => Stats::bump(&self.dropped_not_query),
@@ -132,17 +137,20 @@ impl Stats {
 }
 
 /// What every listener shares.
-struct Inner {
-    dir: Arc<dyn MachineDirectory>,
-    names: LocalNames,
+pub(super) struct Inner {
+    pub(super) dir: Arc<dyn MachineDirectory>,
+    pub(super) names: LocalNames,
     upstream: Upstream,
-    stats: Stats,
-    forwards: Arc<Semaphore>,
+    pub(super) stats: Stats,
+    pub(super) forwards: Arc<Semaphore>,
+    /// The UDP fast path's table with the directory generation it was
+    /// built from, shared so that listeners build it once between them.
+    pub(super) fast: Mutex<Option<(u64, Arc<FastTable>)>>,
 }
 
 impl Inner {
     /// Asks upstream and builds the reply.
-    async fn forward(&self, fwd: &super::answer::Forward) -> Message {
+    pub(super) async fn forward(&self, fwd: &super::answer::Forward) -> Message {
         Stats::bump(&self.stats.forwarded);
         let answer = self.upstream.lookup(&fwd.query).await;
         if answer == UpstreamAnswer::Failed {
@@ -154,15 +162,10 @@ impl Inner {
 
 /// One address's sockets.
 struct Listener {
-    udp: JoinHandle<()>,
+    /// Dropping it stops its thread and closes the socket.
+    _udp: UdpListener,
     /// Dropping hickory's server aborts its accept loop and connections.
     _tcp: Server<TcpHandler>,
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.udp.abort();
-    }
 }
 
 /// A DNS server for machine names with forwarding, serving a changing set
@@ -183,6 +186,7 @@ impl DnsServer {
                 upstream: Upstream::new(config.upstream),
                 stats: Stats::default(),
                 forwards: Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT)),
+                fast: Mutex::new(None),
             }),
             port: config.port,
             listeners: Mutex::new(HashMap::new()),
@@ -226,9 +230,11 @@ impl DnsServer {
         if listeners.contains_key(&sa) {
             return Ok(sa);
         }
-        let udp = bind_udp(sa)?;
+        // The UDP thread blocks in recvmmsg: a blocking socket.
+        let udp = bound_socket(sa, SockType::Datagram, SockFlag::empty())?;
         let tcp = bind_tcp(sa)?;
-        let udp_task = tokio::spawn(udp_loop(Arc::new(udp), self.inner.clone()));
+        let udp = UdpListener::start(udp, self.inner.clone(), tokio::runtime::Handle::current())
+            .map_err(|e| DnsError::Bind(sa, e))?;
         let mut server = Server::new(TcpHandler {
             inner: self.inner.clone(),
         });
@@ -236,7 +242,7 @@ impl DnsServer {
         listeners.insert(
             sa,
             Listener {
-                udp: udp_task,
+                _udp: udp,
                 _tcp: server,
             },
         );
@@ -372,16 +378,12 @@ fn bind_raw(fd: &OwnedFd, sa: SocketAddr) -> std::io::Result<()> {
     }
 }
 
-/// A socket bound to `sa`, close-on-exec, non-blocking, IP_FREEBIND.
-fn bound_socket(sa: SocketAddr, ty: SockType) -> Result<OwnedFd, DnsError> {
+/// A socket bound to `sa`, close-on-exec, IP_FREEBIND, with `flags`
+/// (non-blocking or not).
+fn bound_socket(sa: SocketAddr, ty: SockType, flags: SockFlag) -> Result<OwnedFd, DnsError> {
     let err = |e: std::io::Error| DnsError::Bind(sa, e);
-    let fd = socket::socket(
-        family(&sa),
-        ty,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )
-    .map_err(|e| err(e.into()))?;
+    let fd = socket::socket(family(&sa), ty, SockFlag::SOCK_CLOEXEC | flags, None)
+        .map_err(|e| err(e.into()))?;
     // Best effort: without it, binding only waits for the address to exist.
     let _ = set_int_opt(&fd, libc::IPPROTO_IP, libc::IP_FREEBIND, 1);
     if ty == SockType::Stream {
@@ -395,13 +397,8 @@ fn bound_socket(sa: SocketAddr, ty: SockType) -> Result<OwnedFd, DnsError> {
     Ok(fd)
 }
 
-fn bind_udp(sa: SocketAddr) -> Result<UdpSocket, DnsError> {
-    let fd = bound_socket(sa, SockType::Datagram)?;
-    UdpSocket::from_std(std::net::UdpSocket::from(fd)).map_err(|e| DnsError::Bind(sa, e))
-}
-
 fn bind_tcp(sa: SocketAddr) -> Result<tokio::net::TcpListener, DnsError> {
-    let fd = bound_socket(sa, SockType::Stream)?;
+    let fd = bound_socket(sa, SockType::Stream, SockFlag::SOCK_NONBLOCK)?;
     socket::listen(
         &fd,
         socket::Backlog::new(128).unwrap_or(socket::Backlog::MAXCONN),
@@ -409,62 +406,6 @@ fn bind_tcp(sa: SocketAddr) -> Result<tokio::net::TcpListener, DnsError> {
     .map_err(|e| DnsError::Bind(sa, e.into()))?;
     tokio::net::TcpListener::from_std(std::net::TcpListener::from(fd))
         .map_err(|e| DnsError::Bind(sa, e))
-}
-
-/// Sends one encoded reply; counts failures.
-async fn send_reply(sock: &UdpSocket, inner: &Inner, msg: &Message, limit: u16, to: SocketAddr) {
-    let Some(bytes) = encode_reply(msg, limit) else {
-        Stats::bump(&inner.stats.send_errors);
-        return;
-    };
-    // A full socket buffer would make send_to wait; try the fast path first.
-    let sent = match sock.try_send_to(&bytes, to) {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => sock.send_to(&bytes, to).await,
-        other => other,
-    };
-    if sent.is_err() {
-        Stats::bump(&inner.stats.send_errors);
-    }
-}
-
-async fn udp_loop(sock: Arc<UdpSocket>, inner: Arc<Inner>) {
-    let mut buf = vec![0u8; UDP_RECV_BUF];
-    loop {
-        let (n, src) = match sock.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                // ICMP errors from earlier sends surface here; keep serving.
-                tracing::debug!(err = %e, "DNS UDP receive");
-                continue;
-            }
-        };
-        Stats::bump(&inner.stats.udp_queries);
-        if src.port() == 0 {
-            inner.stats.count_drop(DropReason::Malformed);
-            continue;
-        }
-        let packet = buf.get(..n).unwrap_or_default();
-        match decide(packet, &*inner.dir, &inner.names) {
-            Decision::Reply(reply) => {
-                Stats::bump(&inner.stats.answered_local);
-                let limit = udp_limit(reply.max_payload);
-                send_reply(&sock, &inner, &reply.message, limit, src).await;
-            }
-            Decision::Forward(fwd) => {
-                let Ok(permit) = inner.forwards.clone().try_acquire_owned() else {
-                    Stats::bump(&inner.stats.dropped_busy);
-                    continue;
-                };
-                let (sock, inner) = (sock.clone(), inner.clone());
-                tokio::spawn(async move {
-                    let msg = inner.forward(&fwd).await;
-                    send_reply(&sock, &inner, &msg, udp_limit(fwd.max_payload), src).await;
-                    drop(permit);
-                });
-            }
-            Decision::Drop(reason) => inner.stats.count_drop(reason),
-        }
-    }
 }
 
 /// hickory-server's view of us, for TCP.
