@@ -246,9 +246,12 @@ floors = [r for r in result["modules"]["current"]["orders"]["files-first"]["scen
           if r["label"].startswith("floor/")]
 if floors:
     L.append("## System-call floors (measured in the same processes)\n")
-    L.append("What the module's steps cost as bare system calls here: reading an entry "
-             "(`open`+`read`+`close`), opening a missing one (tmpfs keeps no negative dentries), "
-             "reading `/proc/PID/stat` (the launcher check), setting and restoring the signal mask.\n")
+    L.append("What the module's steps cost as bare system calls here. The current module: "
+             "`readlink` of a hosts link (a machine) and of a missing one (an unknown name), "
+             "`kill(PID, 0)` (the launcher check). Modules from before the hosts view: reading an "
+             "entry (`open`+`read`+`close`), opening a missing one (tmpfs keeps no negative "
+             "dentries), reading `/proc/PID/stat` (their launcher check), setting and restoring "
+             "the signal mask.\n")
     L.append("| step | µs (p10–p90) |")
     L.append("|---|---:|")
     for r in floors:

@@ -1,10 +1,12 @@
 //! What the netspawn launcher, netspawnctl, netd and the NSS module share:
 //! where state lives ([`paths`]), which machine names are valid ([`names`]) and
-//! the on-disk format of the machine registry ([`registry`]).
+//! the on-disk format of the machine registry ([`registry`], with its
+//! [`hosts`] view for resolvers).
 //!
 //! This crate uses only `std`, so the NSS module can link it without pulling in
 //! anything heavy.
 
+pub mod hosts;
 pub mod names;
 pub mod naming;
 pub mod netd;

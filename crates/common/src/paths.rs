@@ -54,6 +54,12 @@ impl Paths {
         self.run_dir.join("machines")
     }
 
+    /// The registry's hosts view: one link per machine with addresses (see
+    /// [`crate::hosts`]).
+    pub fn hosts_dir(&self) -> PathBuf {
+        self.run_dir.join("hosts")
+    }
+
     /// Lock files (machine names, images).
     pub fn locks_dir(&self) -> PathBuf {
         self.run_dir.join("locks")

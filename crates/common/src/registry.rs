@@ -9,6 +9,10 @@
 //! launcher's PID (with its start time) is gone and treat the entry as stale;
 //! [`list`] deletes stale entries it finds.
 //!
+//! Every write also refreshes the machine's link in the hosts view
+//! (`<run_dir>/hosts/NAME`, see [`crate::hosts`]), which is what resolvers
+//! read; every removal removes the link first.
+//!
 //! Entries are untrusted input for readers (the NSS module reads them inside
 //! arbitrary processes), so [`Entry::parse`] never panics and caps sizes.
 
@@ -202,6 +206,7 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
 #[derive(Debug, Clone)]
 pub struct Registry {
     dir: PathBuf,
+    hosts: PathBuf,
     locks: PathBuf,
 }
 
@@ -223,6 +228,7 @@ impl Registry {
     pub fn new(paths: &crate::paths::Paths) -> Registry {
         Registry {
             dir: paths.machines_dir(),
+            hosts: paths.hosts_dir(),
             locks: paths.locks_dir(),
         }
     }
@@ -235,11 +241,50 @@ impl Registry {
         self.dir.join(name)
     }
 
+    /// The machine's link in the hosts view (present while it has addresses).
+    pub fn hosts_path(&self, name: &str) -> PathBuf {
+        self.hosts.join(name)
+    }
+
+    /// Removes a machine's link and then its entry (missing ones are fine),
+    /// so name lookups stop answering before the entry goes.
+    fn remove_files(&self, name: &str) -> io::Result<()> {
+        for path in [self.hosts_path(name), self.entry_path(name)] {
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Points the machine's hosts link at its launcher and addresses, or
+    /// removes it when the machine has none.
+    fn publish_hosts(&self, entry: &Entry) -> io::Result<()> {
+        let link = self.hosts_path(&entry.name);
+        if entry.addresses.is_empty() {
+            return match fs::remove_file(&link) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
+        let target = crate::hosts::format_target(entry.launcher, &entry.addresses);
+        let tmp = self
+            .hosts
+            .join(format!(".#{}.{}", entry.name, std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp)?;
+        fs::rename(&tmp, &link).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+    }
+
     /// Claims `name` for this process. Fails with `AlreadyExists` if a live
     /// launcher holds it. A stale entry left by a dead launcher is removed.
     pub fn claim(&self, name: &str) -> io::Result<NameClaim> {
         fs::create_dir_all(&self.locks)?;
         fs::create_dir_all(&self.dir)?;
+        fs::create_dir_all(&self.hosts)?;
         let lock = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -266,11 +311,7 @@ impl Registry {
             }
         }
         // We hold the name: any entry there now is from a dead launcher.
-        match fs::remove_file(self.entry_path(name)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+        self.remove_files(name)?;
         Ok(NameClaim {
             lock,
             name: name.to_string(),
@@ -288,15 +329,13 @@ impl Registry {
         }
         fs::rename(&tmp, self.entry_path(&entry.name)).inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
-        })
+        })?;
+        self.publish_hosts(entry)
     }
 
-    /// Removes an entry; a missing entry is fine.
+    /// Removes an entry and its hosts link; missing ones are fine.
     pub fn remove(&self, _claim: &NameClaim, name: &str) -> io::Result<()> {
-        match fs::remove_file(self.entry_path(name)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        self.remove_files(name)
     }
 
     /// Reads one live entry. Stale entries read as absent.
@@ -349,11 +388,11 @@ impl Registry {
             .open(self.locks.join(format!("machine-{name}.lock")))
         else {
             // No lock file: nobody can own it.
-            let _ = fs::remove_file(self.entry_path(name));
+            let _ = self.remove_files(name);
             return;
         };
         if lock.try_lock().is_ok() {
-            let _ = fs::remove_file(self.entry_path(name));
+            let _ = self.remove_files(name);
         }
     }
 }
@@ -448,6 +487,67 @@ mod tests {
         assert!(reg.list().unwrap().is_empty());
         drop(claim);
         reg.claim("web").unwrap();
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn the_hosts_view_follows_the_entries() {
+        let tmp = std::env::temp_dir().join(format!("netspawn-hosts-{}", std::process::id()));
+        let paths = crate::paths::Paths {
+            run_dir: tmp.clone(),
+            image_dir: tmp.join("img"),
+            state_dir: tmp.join("state"),
+            settings_path: vec![],
+            cgroup_parent: "x".into(),
+        };
+        let reg = Registry::new(&paths);
+        let link = |name: &str| fs::read_link(reg.hosts_path(name)).ok();
+        let claim = reg.claim("web").unwrap();
+        let mut e = sample();
+        e.addresses = vec![];
+        reg.write(&claim, &e).unwrap();
+        assert_eq!(link("web"), None, "no addresses, no link");
+        e.addresses = vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
+        reg.write(&claim, &e).unwrap();
+        let target = link("web").expect("link written with the entry");
+        let target = target.as_os_str().as_encoded_bytes();
+        let parsed = crate::hosts::Target::parse(target).unwrap();
+        assert_eq!(parsed.launcher, e.launcher);
+        assert_eq!(parsed.addresses().collect::<Vec<_>>(), e.addresses);
+        e.addresses.clear();
+        reg.write(&claim, &e).unwrap();
+        assert_eq!(link("web"), None, "addresses gone, link gone");
+        e.addresses = vec!["10.0.0.3".parse().unwrap()];
+        reg.write(&claim, &e).unwrap();
+        reg.remove(&claim, "web").unwrap();
+        assert_eq!(link("web"), None);
+        // A dead launcher's link goes with its stale entry, whoever notices.
+        reg.write(&claim, &e).unwrap();
+        drop(claim);
+        let mut dead = e.clone();
+        dead.launcher_start += 1;
+        fs::write(reg.entry_path("web"), dead.format()).unwrap();
+        assert!(reg.list().unwrap().is_empty());
+        assert_eq!(link("web"), None);
+        reg.write(
+            &reg.claim("db").unwrap(),
+            &Entry {
+                name: "db".into(),
+                ..e.clone()
+            },
+        )
+        .unwrap();
+        assert!(link("db").is_some());
+        // Claiming a name whose launcher died clears what it left.
+        reg.claim("db").unwrap();
+        assert_eq!(link("db"), None);
+        assert!(!reg.entry_path("db").exists());
+        let leftovers: Vec<_> = fs::read_dir(reg.hosts_path(""))
+            .unwrap()
+            .flatten()
+            .map(|d| d.file_name())
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
         fs::remove_dir_all(&tmp).unwrap();
     }
 }

@@ -16,8 +16,9 @@
 //! sample, in this thread's CPU time (`samples_us`: immune to preemption by
 //! other work on a shared machine) and in wall time (`wall_samples_us`).
 //! After the lookups come the floors: the bare system calls the module makes
-//! (read an entry, open a missing one, read /proc/PID/stat, set the signal
-//! mask), timed the same way. Prints JSON on stdout.
+//! now or made before the hosts view (read an entry, open a missing one,
+//! read /proc/PID/stat, set the signal mask; `readlink` of a hosts link and
+//! of a missing one, `kill(PID, 0)`), timed the same way. Prints JSON on stdout.
 //!
 //! Usage: `nss_bench ROOT HOSTS_NAME ROUNDS CALLS SIZE...`
 
@@ -91,6 +92,12 @@ enum Kind {
     ProcStat,
     /// The signal mask set and restored.
     SigMask,
+    /// `readlink` of the hosts link `name`.
+    ReadLink,
+    /// `readlink` of a hosts link that does not exist.
+    ReadLinkMissing,
+    /// `kill(self, 0)`.
+    Kill0,
 }
 
 /// Times `calls` repetitions of a floor; returns µs per repetition.
@@ -123,6 +130,17 @@ fn time_floor(kind: Kind, path: &CString, calls: u32) -> Result<Sample, String> 
                     libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
                     libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
                 }
+                Kind::ReadLink | Kind::ReadLinkMissing => {
+                    let n = libc::readlink(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len());
+                    if (n >= 0) == (kind == Kind::ReadLinkMissing) {
+                        return Err(format!("{path:?}: unexpected readlink result {n}"));
+                    }
+                }
+                Kind::Kill0 => {
+                    if libc::kill(libc::getpid(), 0) != 0 {
+                        return Err("kill(self, 0) failed".into());
+                    }
+                }
                 Kind::Getaddrinfo => return Err("not a floor".into()),
             }
         }
@@ -151,6 +169,8 @@ fn address(i: usize) -> String {
 fn write_registry(run_dir: &Path, n: usize) {
     let dir = run_dir.join("machines");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| die(&format!("{}: {e}", dir.display())));
+    let hosts = run_dir.join("hosts");
+    std::fs::create_dir_all(&hosts).unwrap_or_else(|e| die(&format!("{}: {e}", hosts.display())));
     let me = std::process::id();
     let start = process_start_time(me).unwrap_or_else(|| die("no start time for self"));
     for i in 1..=n {
@@ -172,10 +192,15 @@ fn write_registry(run_dir: &Path, n: usize) {
             addresses: vec![address(i).parse().unwrap_or_else(|_| die("bad address"))],
             ..Entry::default()
         };
-        // Written as Registry::write does: a temporary file renamed into place.
+        // Written as Registry::write does: a temporary file renamed into
+        // place, then the hosts link (what the current module reads; a
+        // baseline module from before the hosts view reads the entry).
         let tmp = dir.join(format!(".#{name}"));
         std::fs::write(&tmp, entry.format()).unwrap_or_else(|e| die(&format!("write: {e}")));
         std::fs::rename(&tmp, dir.join(&name)).unwrap_or_else(|e| die(&format!("rename: {e}")));
+        let target = netspawn_common::hosts::format_target(me, &entry.addresses);
+        std::os::unix::fs::symlink(target, hosts.join(&name))
+            .unwrap_or_else(|e| die(&format!("symlink: {e}")));
     }
 }
 
@@ -260,6 +285,7 @@ fn main() {
             samples: Vec::new(),
         });
         let machines = root.join(format!("netspawn-{n}/machines"));
+        let hosts = root.join(format!("netspawn-{n}/hosts"));
         let floors = [
             (
                 "floor/read-entry",
@@ -277,6 +303,17 @@ fn main() {
                 PathBuf::from(format!("/proc/{}/stat", std::process::id())),
             ),
             ("floor/sigmask", Kind::SigMask, PathBuf::new()),
+            (
+                "floor/readlink",
+                Kind::ReadLink,
+                hosts.join(format!("machine-{}", n / 2 + 1)),
+            ),
+            (
+                "floor/readlink-missing",
+                Kind::ReadLinkMissing,
+                hosts.join("no-such-machine"),
+            ),
+            ("floor/kill0", Kind::Kill0, PathBuf::from("self")),
         ];
         for (label, kind, path) in floors {
             scenarios.push(Scenario {

@@ -1,7 +1,7 @@
 //! The `_nss_mymachines_*` entry points glibc calls, and the protocol rules
-//! they all share (see [`guarded`]): errno untouched on success, signals
-//! blocked, `catch_unwind` around the body, and the status/errno/h_errno
-//! triple glibc expects for each outcome:
+//! they all share (see [`guarded`]): errno untouched on success,
+//! `catch_unwind` around the body, and the status/errno/h_errno triple glibc
+//! expects for each outcome:
 //!
 //! | outcome       | return                | `*errnop`     | `*h_errnop`      |
 //! |---------------|-----------------------|---------------|------------------|
@@ -9,6 +9,13 @@
 //! | no such host  | `NSS_STATUS_NOTFOUND` | untouched     | `HOST_NOT_FOUND` |
 //! | buffer short  | `NSS_STATUS_TRYAGAIN` | `ERANGE`      | `NETDB_INTERNAL` |
 //! | cannot answer | `NSS_STATUS_UNAVAIL`  | the error     | `NO_RECOVERY` (`NO_DATA` for a bad family) |
+//!
+//! Signals are not blocked, unlike in systemd's modules: those talk to
+//! machined over a socket and wait in `poll`, where a caller's signal handler
+//! could interrupt them with `EINTR`. A lookup here makes only system calls
+//! that never fail with `EINTR` (`readlink` and `getdents` on local
+//! filesystems, `kill(PID, 0)`), and blocking and restoring the mask would
+//! cost two more system calls on every lookup.
 //!
 //! About `catch_unwind`: the workspace's release profile sets
 //! `panic = "abort"`, and with that strategy a panic aborts the process
@@ -66,13 +73,10 @@ const BAD_FAMILY: Outcome = Outcome::Unavail {
 /// Runs one entry point's body under the shared protocol rules.
 fn guarded(errnop: *mut c_int, h_errnop: *mut c_int, body: impl FnOnce() -> Outcome) -> NssStatus {
     let saved_errno = ffi::errno();
-    let outcome = {
-        let _signals = ffi::SignalBlock::block();
-        catch_unwind(AssertUnwindSafe(body)).unwrap_or(Outcome::Unavail {
-            errno: libc::EIO,
-            h_errno: ffi::NO_RECOVERY,
-        })
-    };
+    let outcome = catch_unwind(AssertUnwindSafe(body)).unwrap_or(Outcome::Unavail {
+        errno: libc::EIO,
+        h_errno: ffi::NO_RECOVERY,
+    });
     // errnop is normally &errno: restore first, then report.
     ffi::set_errno(saved_errno);
     let (status, errno, h_errno) = match outcome {
@@ -109,7 +113,7 @@ unsafe fn query_name<'a>(name: *const c_char) -> Option<&'a str> {
 
 /// The live machine's usable addresses of `family`, or the outcome to return.
 fn addresses_of(name: &str, family: Family) -> Result<Vec<IpAddr>, Outcome> {
-    let dir = lookup::machines_dir();
+    let dir = lookup::hosts_dir();
     lookup::machine_by_name(&dir, name, family)?.ok_or(Outcome::NotFound)
 }
 
@@ -317,7 +321,7 @@ pub unsafe extern "C" fn _nss_mymachines_gethostbyaddr2_r(
         if !addrs::is_usable(&ip) {
             return Outcome::NotFound;
         }
-        let found = match lookup::machine_by_address(&lookup::machines_dir(), &ip) {
+        let found = match lookup::machine_by_address(&lookup::hosts_dir(), &ip) {
             Ok(found) => found,
             Err(e) => return e.into(),
         };

@@ -81,62 +81,6 @@ pub fn clear_h_errno() {
     unsafe { *__h_errno_location() = NETDB_SUCCESS }
 }
 
-/// Signals blocked while an entry point runs, as systemd's NSS modules do: a
-/// host program's handler for these must not run in the middle of our reads
-/// (and make them fail with `EINTR`), and job-control stops are deferred.
-const BLOCKED_SIGNALS: [c_int; 12] = [
-    libc::SIGALRM,
-    libc::SIGVTALRM,
-    libc::SIGPIPE,
-    libc::SIGCHLD,
-    libc::SIGTSTP,
-    libc::SIGIO,
-    libc::SIGHUP,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGPROF,
-    libc::SIGURG,
-    libc::SIGWINCH,
-];
-
-/// Blocks [`BLOCKED_SIGNALS`] in this thread until dropped, then restores the
-/// previous mask exactly.
-pub struct SignalBlock {
-    old: Option<libc::sigset_t>,
-}
-
-impl SignalBlock {
-    /// Blocks the signals; if that fails, goes on without (lookups still work).
-    pub fn block() -> SignalBlock {
-        // SAFETY: sigset_t is plain data; the libc calls only write to the
-        // sets we own.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for sig in BLOCKED_SIGNALS {
-                libc::sigaddset(&mut set, sig);
-            }
-            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) == 0 {
-                SignalBlock { old: Some(old) }
-            } else {
-                SignalBlock { old: None }
-            }
-        }
-    }
-}
-
-impl Drop for SignalBlock {
-    fn drop(&mut self) {
-        if let Some(old) = &self.old {
-            // SAFETY: restores the mask saved in `block`.
-            unsafe {
-                libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut());
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,21 +97,5 @@ mod tests {
             std::mem::size_of::<NssStatus>(),
             std::mem::size_of::<c_int>()
         );
-    }
-
-    #[test]
-    fn signal_block_restores_the_mask() {
-        // SAFETY: reading this thread's mask into a set we own.
-        let mask = || unsafe {
-            let mut cur: libc::sigset_t = std::mem::zeroed();
-            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut cur);
-            libc::sigismember(&cur, libc::SIGUSR1)
-        };
-        let before = mask();
-        {
-            let _b = SignalBlock::block();
-            assert_eq!(mask(), 1);
-        }
-        assert_eq!(mask(), before);
     }
 }

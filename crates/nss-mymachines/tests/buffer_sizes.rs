@@ -391,24 +391,24 @@ fn every_buffer_size_answers_or_asks_for_more() {
     concurrent_lookups_while_entries_are_replaced(&reg);
 }
 
-/// Several threads resolve while another replaces an entry atomically (as the
-/// launcher does, temp file + rename): every call answers, with one of the
-/// two address sets.
+/// Several threads resolve while another replaces a hosts link atomically
+/// (as `Registry::write` does, temporary link + rename): every call answers,
+/// with one of the two address sets.
 fn concurrent_lookups_while_entries_are_replaced(reg: &Registry) {
     let pid = std::process::id();
-    let start = netspawn_common::registry::process_start_time(pid).expect("start time");
-    let text =
-        |a: &str| format!("NAME=flip\nLAUNCHER={pid}\nLAUNCHER_START={start}\nADDRESSES={a}\n");
-    let (one, two) = (text("10.3.0.1"), text("10.3.0.2 fd03::2"));
-    std::fs::write(reg.machines.join("flip"), &one).expect("write");
+    let (one, two) = (format!("{pid} 10.3.0.1"), format!("{pid} 10.3.0.2 fd03::2"));
+    reg.link_raw("flip", &one);
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
-            let tmp = reg.machines.join(".#flip.tmp");
+            let tmp = reg.hosts.join(".#flip.tmp");
             let mut n = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::fs::write(&tmp, if n.is_multiple_of(2) { &two } else { &one }).expect("tmp");
-                std::fs::rename(&tmp, reg.machines.join("flip")).expect("rename");
+            // Bounded, so that a failing reader cannot leave it running forever.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 10_000_000 {
+                let _ = std::fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(if n.is_multiple_of(2) { &two } else { &one }, &tmp)
+                    .expect("tmp link");
+                std::fs::rename(&tmp, reg.hosts.join("flip")).expect("rename");
                 n += 1;
             }
             n
@@ -449,10 +449,11 @@ fn concurrent_lookups_while_entries_are_replaced(reg: &Registry) {
                 })
             })
             .collect();
-        for r in readers {
-            r.join().expect("reader");
-        }
+        let results: Vec<_> = readers.into_iter().map(|r| r.join()).collect();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in results {
+            r.expect("reader");
+        }
         assert!(writer.join().expect("writer") > 0);
     });
 }

@@ -188,11 +188,11 @@ fn machines_without_addresses_or_launcher_are_absent() {
     };
     f.reg.add("noaddr", "");
     f.reg.add("linklocal", "fe80::1 169.254.1.1");
-    let pid = std::process::id();
-    f.reg.write_raw(
-        "stale",
-        format!("NAME=stale\nLAUNCHER={pid}\nLAUNCHER_START=1\nADDRESSES=10.0.0.4\n"),
-    );
+    // A link left by a launcher that is gone (killed along with its keeper).
+    let mut gone = Command::new("true").spawn().expect("true");
+    let dead = gone.id();
+    gone.wait().expect("wait");
+    f.reg.link_raw("stale", format!("{dead} 10.0.0.4"));
     for name in ["noaddr", "linklocal", "stale"] {
         f.absent(&["hosts", name]);
         f.absent(&["ahosts", name]);
@@ -210,42 +210,32 @@ fn machines_without_addresses_or_launcher_are_absent() {
 }
 
 #[test]
-fn hostile_registry_files_read_as_absent() {
+fn hostile_hosts_links_read_as_absent() {
     let Some(f) = Fixture::new("hostile") else {
         return;
     };
     f.reg.add("good", "10.0.0.2");
     let pid = std::process::id();
-    let start = netspawn_common::registry::process_start_time(pid).expect("start time");
-    let live = format!("NAME=trunc\nLAUNCHER={pid}\nLAUNCHER_START={start}\nADDRESSES=10.0.0.7\n");
-    f.reg
-        .write_raw("garbage", [0u8, 0xff, b'=', b'\n', 0xfe, b'N', b'=']);
-    let mut huge = format!("NAME=huge\nLAUNCHER={pid}\nLAUNCHER_START={start}\n");
-    while huge.len() < 200_000 {
-        huge.push_str("ADDRESSES=10.0.0.8 10.0.0.9\n");
-    }
-    f.reg.write_raw("huge", huge);
-    // Cut inside the launcher's start time: not alive.
-    f.reg.write_raw(
-        "trunc",
-        &live[..live.find("LAUNCHER_START").unwrap_or(0) + 17],
+    use std::os::unix::ffi::OsStrExt;
+    f.reg.link_raw(
+        "garbage",
+        std::ffi::OsStr::from_bytes(&[0xff, b' ', b'=', b'\n', 0xfe, b'N', b'=']),
     );
-    // Cut inside the address list: no usable address.
-    f.reg.write_raw(
-        "trunc2",
-        format!("NAME=trunc2\nLAUNCHER={pid}\nLAUNCHER_START={start}\nADDRESSES=10.0.0."),
-    );
-    // An entry whose NAME does not match its file.
-    f.reg
-        .write_raw("liar", live.replace("NAME=trunc", "NAME=good"));
-    f.reg
-        .write_raw("badname", live.replace("NAME=trunc", "NAME=-bad-"));
-    fs::create_dir(f.reg.machines.join("adir")).expect("dir");
-    std::os::unix::fs::symlink(f.reg.machines.join("good"), f.reg.machines.join("link"))
-        .expect("symlink");
+    // The longest target the kernel allows, all digits: no address.
+    f.reg.link_raw("huge", "1".repeat(4095));
+    // Cut inside the address list, or inside the PID.
+    f.reg.link_raw("trunc", format!("{pid} 10.0.0.7 10.0.0."));
+    f.reg.link_raw("trunc2", format!("{}", pid / 10));
+    f.reg.link_raw("spaces", format!("{pid}  10.0.0.8"));
+    f.reg.link_raw("group", "-1 10.0.0.9");
+    f.reg.link_raw("bad..name", format!("{pid} 10.0.0.9"));
+    // A link to a link is not followed: its target is a path, not an answer.
+    f.reg.link_raw("chain", f.reg.hosts.join("good"));
+    fs::write(f.reg.hosts.join("file"), format!("{pid} 10.0.0.7")).expect("file");
+    fs::create_dir(f.reg.hosts.join("adir")).expect("dir");
     let fifo = std::ffi::CString::new(
         f.reg
-            .machines
+            .hosts
             .join("fifo")
             .into_os_string()
             .into_encoded_bytes(),
@@ -255,7 +245,17 @@ fn hostile_registry_files_read_as_absent() {
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
 
     for name in [
-        "garbage", "huge", "trunc", "trunc2", "liar", "badname", "adir", "link", "fifo",
+        "garbage",
+        "huge",
+        "trunc",
+        "trunc2",
+        "spaces",
+        "group",
+        "bad..name",
+        "chain",
+        "file",
+        "adir",
+        "fifo",
     ] {
         f.absent(&["hosts", name]);
         f.absent(&["ahosts", name]);
@@ -332,9 +332,10 @@ mount --bind "$NSS_TEST_CONF" /etc/nsswitch.conf
 mount --bind "$NSS_TEST_HOSTS" /etc/hosts
 mount -t overlay overlay -o "lowerdir=$NSS_TEST_LIB:$NSS_TEST_MULTIARCH" "$NSS_TEST_MULTIARCH"
 mount -t tmpfs -o mode=755 tmpfs /run
-mkdir -p /run/netspawn/machines
+mkdir -p /run/netspawn/machines /run/netspawn/hosts
 cp "$NETSPAWN_RUN_DIR/machines/default" /run/netspawn/machines/default
-rm "$NETSPAWN_RUN_DIR/machines/default"
+cp -P "$NETSPAWN_RUN_DIR/hosts/default" /run/netspawn/hosts/default
+rm "$NETSPAWN_RUN_DIR/machines/default" "$NETSPAWN_RUN_DIR/hosts/default"
 mount -t tmpfs -o suid,mode=755 tmpfs "$NSS_TEST_SUID"
 cp "$(command -v getent)" "$NSS_TEST_SUID/getent"
 chmod 4755 "$NSS_TEST_SUID/getent"

@@ -641,6 +641,10 @@ fn setup_network(
         .registry
         .as_ref()
         .map(|(reg, c)| reg.entry_path(&c.name));
+    undo.hosts_link = held
+        .registry
+        .as_ref()
+        .map(|(reg, c)| reg.hosts_path(&c.name));
     undo.cgroups = cgroups.paths.clone();
     let keeper = network::keeper::spawn(undo, ns, n.zones.clone(), &close);
     tracing::debug!(

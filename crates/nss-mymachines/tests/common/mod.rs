@@ -27,23 +27,39 @@ impl Drop for TempDir {
     }
 }
 
-/// A registry at `<root>/run/machines`, for `NETSPAWN_RUN_DIR=<root>/run`.
+/// A registry at `<root>/run/machines` with its hosts view at
+/// `<root>/run/hosts`, for `NETSPAWN_RUN_DIR=<root>/run`.
 pub struct Registry {
     pub run_dir: PathBuf,
     pub machines: PathBuf,
+    pub hosts: PathBuf,
 }
 
 impl Registry {
     pub fn new(root: &Path) -> Registry {
         let run_dir = root.join("run");
         let machines = run_dir.join("machines");
+        let hosts = run_dir.join("hosts");
         fs::create_dir_all(&machines).expect("create registry dir");
-        Registry { run_dir, machines }
+        fs::create_dir_all(&hosts).expect("create hosts dir");
+        Registry {
+            run_dir,
+            machines,
+            hosts,
+        }
     }
 
-    /// Writes an entry owned by process `pid` (alive as long as it runs).
+    /// Writes an entry owned by process `pid` (alive as long as it runs) and,
+    /// as `Registry::write` does, its hosts link when it has addresses.
     pub fn add_owned(&self, name: &str, addresses: &str, pid: u32) {
         let start = process_start_time(pid).expect("start time of launcher");
+        let parsed: Vec<std::net::IpAddr> = addresses
+            .split_whitespace()
+            .map(|a| a.parse().expect("test address"))
+            .collect();
+        if !parsed.is_empty() {
+            self.link_raw(name, netspawn_common::hosts::format_target(pid, &parsed));
+        }
         self.write_raw(
             name,
             format!(
@@ -62,6 +78,13 @@ impl Registry {
     /// Writes arbitrary bytes as the entry file `file`.
     pub fn write_raw(&self, file: &str, content: impl AsRef<[u8]>) {
         fs::write(self.machines.join(file), content).expect("write registry entry");
+    }
+
+    /// Makes `hosts/NAME` a link with an arbitrary target.
+    pub fn link_raw(&self, name: &str, target: impl AsRef<std::ffi::OsStr>) {
+        let path = self.hosts.join(name);
+        let _ = fs::remove_file(&path);
+        std::os::unix::fs::symlink(target.as_ref(), &path).expect("write hosts link");
     }
 }
 

@@ -23,9 +23,11 @@ pub struct Teardown {
     pub zones: Vec<String>,
     /// Host interfaces lent to the container, to move back under their names.
     pub move_back: Vec<String>,
-    /// The machine's registry entry and cgroups: the launcher removes them
-    /// when it exits normally; after `kill -9` the keeper does.
+    /// The machine's registry entry, its hosts link and its cgroups: the
+    /// launcher removes them when it exits normally; after `kill -9` the
+    /// keeper does (the hosts link first, so resolvers stop at once).
     pub registry_entry: Option<std::path::PathBuf>,
+    pub hosts_link: Option<std::path::PathBuf>,
     pub cgroups: Vec<std::path::PathBuf>,
 }
 
@@ -205,6 +207,10 @@ fn keeper_main(
     }
     let mut b = [0u8; 1];
     while let Err(nix::Error::EINTR) | Ok(1) = nix::unistd::read(&pipe, &mut b) {}
+    // We still hold the machine's name, so nobody else can have written these.
+    if let Some(link) = &teardown.hosts_link {
+        let _ = std::fs::remove_file(link);
+    }
     match sockets {
         Ok(mut s) => {
             for e in s.run(teardown, zones) {
@@ -213,7 +219,6 @@ fn keeper_main(
         }
         Err(e) => tracing::warn!("teardown: {e}"),
     }
-    // We still hold the machine's name, so nobody else can have written these.
     if let Some(entry) = &teardown.registry_entry {
         let _ = std::fs::remove_file(entry);
     }
