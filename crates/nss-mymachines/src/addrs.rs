@@ -65,8 +65,8 @@ pub fn is_usable(addr: &IpAddr) -> bool {
 
 /// The addresses of `all` to answer with for `family`, in registry order,
 /// without duplicates.
-pub fn select(all: &[IpAddr], family: Family) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = Vec::with_capacity(all.len());
+pub fn select<'a>(all: impl IntoIterator<Item = &'a IpAddr>, family: Family) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
     for a in all {
         if family.admits(a) && is_usable(a) && !out.contains(a) {
             out.push(*a);

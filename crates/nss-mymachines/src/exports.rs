@@ -113,8 +113,7 @@ unsafe fn query_name<'a>(name: *const c_char) -> Option<&'a str> {
 
 /// The live machine's usable addresses of `family`, or the outcome to return.
 fn addresses_of(name: &str, family: Family) -> Result<Vec<IpAddr>, Outcome> {
-    let dir = lookup::hosts_dir();
-    lookup::machine_by_name(&dir, name, family)?.ok_or(Outcome::NotFound)
+    lookup::machine_by_name_here(name, family)?.ok_or(Outcome::NotFound)
 }
 
 /// getaddrinfo's entry point: every address (IPv4 and IPv6) of the machine

@@ -52,41 +52,52 @@ fn is_absent(errno: c_int) -> bool {
     )
 }
 
-/// The hosts view: `$NETSPAWN_RUN_DIR/hosts`, read with `secure_getenv` so
-/// that setuid and otherwise secure-mode programs always use
-/// [`DEFAULT_RUN_DIR`].
-pub fn hosts_dir() -> PathBuf {
-    let var: Vec<u8> = ENV_RUN_DIR.bytes().chain(std::iter::once(0)).collect();
-    let from_env = CStr::from_bytes_with_nul(&var).ok().and_then(|key| {
-        // SAFETY: key is NUL-terminated; the returned pointer (if any) points
-        // into the environment and is copied before anything else runs.
-        let value = unsafe { crate::ffi::secure_getenv(key.as_ptr()) };
-        if value.is_null() {
-            return None;
-        }
+/// Calls `f` with the run directory: `$NETSPAWN_RUN_DIR`, read with
+/// `secure_getenv` so that setuid and otherwise secure-mode programs always
+/// use [`DEFAULT_RUN_DIR`]. The bytes are borrowed from the environment only
+/// for the call (no copy, no allocation on the lookup path).
+fn with_run_dir<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    // SAFETY: the key is NUL-terminated; the returned pointer (if any)
+    // points into the environment, which nothing here changes during `f`.
+    let value = unsafe { crate::ffi::secure_getenv(RUN_DIR_KEY.as_ptr()) };
+    let from_env = if value.is_null() {
+        &[][..]
+    } else {
         // SAFETY: secure_getenv returns a NUL-terminated string.
-        let bytes = unsafe { CStr::from_ptr(value) }.to_bytes();
-        (!bytes.is_empty()).then(|| PathBuf::from(OsStr::from_bytes(bytes)))
-    });
-    from_env
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR))
-        .join("hosts")
+        unsafe { CStr::from_ptr(value) }.to_bytes()
+    };
+    if from_env.is_empty() {
+        f(DEFAULT_RUN_DIR.as_bytes())
+    } else {
+        f(from_env)
+    }
+}
+
+/// [`ENV_RUN_DIR`] as a C string.
+const RUN_DIR_KEY: &CStr = c"NETSPAWN_RUN_DIR";
+const _: () = assert!(RUN_DIR_KEY.count_bytes() == ENV_RUN_DIR.len());
+
+/// The hosts view: `<run dir>/hosts` (see [`with_run_dir`]).
+pub fn hosts_dir() -> PathBuf {
+    with_run_dir(|dir| PathBuf::from(OsStr::from_bytes(dir)).join("hosts"))
 }
 
 /// Room for `DIR/NAME` and its NUL on the stack; a longer directory (only
 /// possible through `NETSPAWN_RUN_DIR`) is refused as the kernel would.
 const PATH_ROOM: usize = libc::PATH_MAX as usize;
 
-/// Reads the target of the link `dir/name` into `buf`: `Ok(None)` if there
+/// Reads the target of the link `DIR SUB NAME` (`SUB` being `/` or
+/// `/hosts/`) into `buf`: `Ok(None)` if there
 /// is no such link (or it is something else, or its target is too long to
 /// be ours). One `readlink`, no descriptor, no allocation.
 fn read_target<'a>(
-    dir: &Path,
+    dir: &[u8],
+    sub: &[u8],
     name: &str,
     buf: &'a mut [u8; MAX_TARGET + 1],
 ) -> Result<Option<&'a [u8]>, LookupError> {
     let mut path = [0u8; PATH_ROOM];
-    let parts: [&[u8]; 4] = [dir.as_os_str().as_bytes(), b"/", name.as_bytes(), b"\0"];
+    let parts: [&[u8]; 4] = [dir, sub, name.as_bytes(), b"\0"];
     let mut len = 0;
     for part in parts {
         let Some(dst) = path.get_mut(len..len + part.len()) else {
@@ -140,19 +151,76 @@ pub fn machine_by_name(
     name: &str,
     family: Family,
 ) -> Result<Option<Vec<IpAddr>>, LookupError> {
+    by_name_at(dir.as_os_str().as_bytes(), b"/", name, family)
+}
+
+/// [`machine_by_name`] in the hosts view of the run directory the
+/// environment names (see [`with_run_dir`]): the path is built on the stack.
+pub fn machine_by_name_here(
+    name: &str,
+    family: Family,
+) -> Result<Option<Vec<IpAddr>>, LookupError> {
+    with_run_dir(|run_dir| by_name_at(run_dir, b"/hosts/", name, family))
+}
+
+fn by_name_at(
+    dir: &[u8],
+    sub: &[u8],
+    name: &str,
+    family: Family,
+) -> Result<Option<Vec<IpAddr>>, LookupError> {
     if !machine_name_is_valid(name) {
         return Ok(None);
     }
     let mut buf = [0u8; MAX_TARGET + 1];
-    let Some(target) = read_target(dir, name, &mut buf)?.and_then(Target::parse) else {
+    let Some(target) = read_target(dir, sub, name, &mut buf)?.and_then(Target::parse) else {
         return Ok(None);
     };
-    let all: Vec<IpAddr> = target.addresses().collect();
-    let usable = addrs::select(&all, family);
+    let usable = addrs::select(&target.addresses().collect::<SmallList>(), family);
     if usable.is_empty() || !launcher_running(target.launcher) {
         return Ok(None);
     }
     Ok(Some(usable))
+}
+
+/// The addresses of one link, on the stack for the usual few (a link holds
+/// at most about a hundred; the rest go to the heap).
+struct SmallList {
+    head: [IpAddr; 8],
+    len: usize,
+    rest: Vec<IpAddr>,
+}
+
+impl FromIterator<IpAddr> for SmallList {
+    fn from_iter<I: IntoIterator<Item = IpAddr>>(iter: I) -> SmallList {
+        let mut list = SmallList {
+            head: [IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED); 8],
+            len: 0,
+            rest: Vec::new(),
+        };
+        for a in iter {
+            match list.head.get_mut(list.len) {
+                Some(slot) => {
+                    *slot = a;
+                    list.len += 1;
+                }
+                None => list.rest.push(a),
+            }
+        }
+        list
+    }
+}
+
+impl<'a> IntoIterator for &'a SmallList {
+    type Item = &'a IpAddr;
+    type IntoIter = std::iter::Chain<std::slice::Iter<'a, IpAddr>, std::slice::Iter<'a, IpAddr>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.head
+            .get(..self.len)
+            .unwrap_or(&[])
+            .iter()
+            .chain(self.rest.iter())
+    }
 }
 
 /// The name of the running machine that has `addr`, scanning the hosts
@@ -179,7 +247,7 @@ pub fn machine_by_address(dir: &Path, addr: &IpAddr) -> Result<Option<String>, L
             continue;
         }
         // One unreadable link must not hide the others.
-        let Ok(Some(target)) = read_target(dir, name, &mut buf) else {
+        let Ok(Some(target)) = read_target(dir.as_os_str().as_bytes(), b"/", name, &mut buf) else {
             continue;
         };
         let Some(target) = Target::parse(target) else {
