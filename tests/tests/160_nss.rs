@@ -92,3 +92,32 @@ fn a_static_address_set_in_the_guest_resolves_and_link_local_does_not() {
     );
     assert_eq!(r.stdout, "10.55.0.9\nfd55::9\n", "{}", r.stderr);
 }
+
+#[test]
+fn a_machine_whose_launcher_is_killed_stops_resolving() {
+    let env = TestEnv::new();
+    let img = env.busybox("kld");
+    let r = env.sh(
+        &format!(
+            r#"{prelude}
+               ip link add h0 type veth peer name h1 && ip addr add 192.0.2.1/24 dev h0 && ip link set h0 up && ip link set h1 up
+               $NETSPAWN -q -n --network-config=none -D {img} /bin/sh -c 'ip link set host0 up; ip addr add 10.56.0.9/24 dev host0; sleep 60' &
+               launcher=$!
+               for t in $(seq 200); do getent hosts kld >/dev/null && break; sleep 0.05; done
+               echo before=$(getent hosts kld)
+               kill -9 $launcher
+               # The keeper removes the name; nothing else is waited for.
+               for t in $(seq 100); do getent hosts kld >/dev/null || break; sleep 0.05; done
+               getent hosts kld; echo after-rc=$?
+               getent hosts 10.56.0.9; echo reverse-rc=$?
+               wait"#,
+            prelude = prelude(&env),
+            img = img.display()
+        ),
+        60,
+    );
+    let out = &r.stdout;
+    assert!(out.contains("before=10.56.0.9 kld"), "{out}\n{}", r.stderr);
+    assert!(out.contains("after-rc=2"), "{out}\n{}", r.stderr);
+    assert!(out.contains("reverse-rc=2"), "{out}\n{}", r.stderr);
+}
