@@ -110,6 +110,17 @@ fn a_machine_whose_launcher_is_killed_stops_resolving() {
                for t in $(seq 100); do getent hosts kld >/dev/null || break; sleep 0.05; done
                getent hosts kld; echo after-rc=$?
                getent hosts 10.56.0.9; echo reverse-rc=$?
+               # No links at all, and a parent that never reaps: the killed
+               # launcher stays a zombie, so only its keeper can remove the name.
+               sh -c '$NETSPAWN -q --private-network -M zmb -D {img} /bin/sh -c "ip addr add 10.57.0.9/24 dev lo; sleep 60" & echo $! > launcher.pid; exec sleep 30' &
+               reaper=$!
+               for t in $(seq 200); do getent hosts zmb >/dev/null && break; sleep 0.05; done
+               echo zombie-before=$(getent hosts zmb)
+               kill -9 $(cat launcher.pid)
+               for t in $(seq 100); do getent hosts zmb >/dev/null || break; sleep 0.05; done
+               grep -q '^State:.*Z' /proc/$(cat launcher.pid)/status && echo launcher-is-zombie
+               getent hosts zmb; echo zombie-after-rc=$?
+               kill $reaper
                wait"#,
             prelude = prelude(&env),
             img = img.display()
@@ -120,4 +131,11 @@ fn a_machine_whose_launcher_is_killed_stops_resolving() {
     assert!(out.contains("before=10.56.0.9 kld"), "{out}\n{}", r.stderr);
     assert!(out.contains("after-rc=2"), "{out}\n{}", r.stderr);
     assert!(out.contains("reverse-rc=2"), "{out}\n{}", r.stderr);
+    assert!(
+        out.contains("zombie-before=10.57.0.9 zmb"),
+        "{out}\n{}",
+        r.stderr
+    );
+    assert!(out.contains("launcher-is-zombie"), "{out}\n{}", r.stderr);
+    assert!(out.contains("zombie-after-rc=2"), "{out}\n{}", r.stderr);
 }

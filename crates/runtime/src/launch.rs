@@ -387,6 +387,15 @@ fn run_in_cgroups(
             }
             Err(e) => return Err(kill_child(e)),
         },
+        // A private network without links can still get addresses (set
+        // inside): a keeper removes the registry entry and hosts link if the
+        // launcher is killed, as it does for machines with links.
+        None if cfg.network.private && held.registry.is_some() => {
+            match registry_keeper(child, held, cgroups) {
+                Ok(k) => Some(k),
+                Err(e) => return Err(kill_child(e)),
+            }
+        }
         None => None,
     };
     // Let the child go on, then wait for its exec (EOF) or its error message.
@@ -590,6 +599,30 @@ fn configure_host0(
     })?;
     tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, address = %lease.address, "host0 configured by DHCP");
     Ok(())
+}
+
+/// Starts a keeper that only removes the machine's registry entry, hosts
+/// link and cgroups after the launcher is gone (it has no links to undo).
+fn registry_keeper(
+    child: Pid,
+    held: &Held,
+    cgroups: &crate::cgroup::Cgroups,
+) -> Result<network::keeper::Keeper, LaunchError> {
+    let sys = |what: &'static str, e: std::io::Error| LaunchError::Sys {
+        what,
+        err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    };
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw()))
+        .map_err(|e| sys("open the container's network namespace", e))?;
+    let teardown = network::keeper::Teardown {
+        registry_entry: held.registry.as_ref().map(|(r, c)| r.entry_path(&c.name)),
+        hosts_link: held.registry.as_ref().map(|(r, c)| r.hosts_path(&c.name)),
+        cgroups: cgroups.paths.clone(),
+        ..Default::default()
+    };
+    let zones = network::zone::Zones::new(held.run_dir.join("locks"));
+    network::keeper::spawn(teardown, ns.into(), zones, &[held._image_lock.as_raw_fd()])
+        .map_err(|e| sys("start the network keeper", e))
 }
 
 /// Makes the machine's links for the cloned child and starts the keeper
