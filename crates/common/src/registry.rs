@@ -454,9 +454,9 @@ mod tests {
         assert!(Entry::parse(&"A".repeat(MAX_ENTRY_SIZE + 1)).is_err());
     }
 
-    #[test]
-    fn claim_is_exclusive_and_stale_entries_go() {
-        let tmp = std::env::temp_dir().join(format!("netspawn-reg-{}", std::process::id()));
+    /// A private run directory (removed by the test) and paths into it.
+    fn temp_paths(tag: &str) -> (PathBuf, crate::paths::Paths) {
+        let tmp = std::env::temp_dir().join(format!("netspawn-{tag}-{}", std::process::id()));
         let paths = crate::paths::Paths {
             run_dir: tmp.clone(),
             image_dir: tmp.join("img"),
@@ -464,6 +464,12 @@ mod tests {
             settings_path: vec![],
             cgroup_parent: "x".into(),
         };
+        (tmp, paths)
+    }
+
+    #[test]
+    fn claim_is_exclusive_and_stale_entries_go() {
+        let (tmp, paths) = temp_paths("reg");
         let reg = Registry::new(&paths);
         let claim = reg.claim("web").unwrap();
         // flock is per open file description: a second open in the same process conflicts too.
@@ -492,14 +498,7 @@ mod tests {
 
     #[test]
     fn the_hosts_view_follows_the_entries() {
-        let tmp = std::env::temp_dir().join(format!("netspawn-hosts-{}", std::process::id()));
-        let paths = crate::paths::Paths {
-            run_dir: tmp.clone(),
-            image_dir: tmp.join("img"),
-            state_dir: tmp.join("state"),
-            settings_path: vec![],
-            cgroup_parent: "x".into(),
-        };
+        let (tmp, paths) = temp_paths("hosts");
         let reg = Registry::new(&paths);
         let link = |name: &str| fs::read_link(reg.hosts_path(name)).ok();
         let claim = reg.claim("web").unwrap();
