@@ -112,18 +112,19 @@ fn a_machine_whose_launcher_is_killed_stops_resolving() {
                getent hosts 10.56.0.9; echo reverse-rc=$?
                # No links at all, and a parent that never reaps: the killed
                # launcher stays a zombie, so only its keeper can remove the name.
-               sh -c '$NETSPAWN -q --private-network -M zmb -D {img} /bin/sh -c "ip addr add 10.57.0.9/24 dev lo; sleep 60" & echo $! > launcher.pid; exec sleep 30' &
+               sh -c '$NETSPAWN -q --private-network -M zmb -D {img} /bin/sh -c "ip addr add 10.57.0.9/24 dev lo; sleep 60" & echo $! > {dir}/launcher.pid; exec sleep 30' &
                reaper=$!
                for t in $(seq 200); do getent hosts zmb >/dev/null && break; sleep 0.05; done
                echo zombie-before=$(getent hosts zmb)
-               kill -9 $(cat launcher.pid)
+               kill -9 $(cat {dir}/launcher.pid)
                for t in $(seq 100); do getent hosts zmb >/dev/null || break; sleep 0.05; done
-               grep -q '^State:.*Z' /proc/$(cat launcher.pid)/status && echo launcher-is-zombie
+               grep -q '^State:.*Z' /proc/$(cat {dir}/launcher.pid)/status && echo launcher-is-zombie
                getent hosts zmb; echo zombie-after-rc=$?
                kill $reaper
                wait"#,
             prelude = prelude(&env),
-            img = img.display()
+            img = img.display(),
+            dir = env.dir.display()
         ),
         60,
     );
