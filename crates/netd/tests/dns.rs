@@ -530,7 +530,9 @@ fn listeners_come_and_go() {
 }
 
 /// Rough QPS for a machine name with dnsperf (informational; bench/ does the
-/// comparison). Run with
+/// comparison on veths). With `NETD_DNSPERF_DNSMASQ=1`, dnsmasq serves the
+/// same name on 127.0.0.3 and each load alternates between the two servers
+/// (`NETD_DNSPERF_REPS` times, `NETD_DNSPERF_SECS` seconds each). Run with
 /// `cargo test --release -p netspawn-netd --test dns -- --ignored dnsperf --nocapture`.
 #[test]
 #[ignore = "measurement, not a test: run explicitly"]
@@ -538,37 +540,78 @@ fn dnsperf_machine_name() {
     if !in_private_netns("dnsperf_machine_name") {
         return;
     }
+    let env_num = |k: &str, d: u32| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (reps, secs) = (
+        env_num("NETD_DNSPERF_REPS", 1),
+        env_num("NETD_DNSPERF_SECS", 5),
+    );
     let tmp = TempDir::new("perf");
     let mut machines = Machines::new(&tmp.0);
     machines.add("web", &["10.0.0.2", "fd00::2"]);
     let resolv = tmp.0.join("resolv.conf");
     write_resolv_conf(&resolv, "nameserver 127.0.0.53\n");
     let srv = Running::start(&tmp.0, &resolv);
+    let mut servers = vec![("netd", SERVER)];
+    let _dnsmasq = if std::env::var_os("NETD_DNSPERF_DNSMASQ").is_some() {
+        run(&["ip", "addr", "add", "127.0.0.3/8", "dev", "lo"]);
+        let child = Command::new("dnsmasq")
+            .args(["--no-daemon", "--conf-file=/dev/null", "--bind-interfaces"])
+            .args(["--listen-address=127.0.0.3", "--no-resolv", "--no-hosts"])
+            .args(["--host-record=web,10.0.0.2,fd00::2", "--pid-file="])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run dnsmasq (apt-get install -y dnsmasq-base)");
+        eventually("dnsmasq to answer", || {
+            dig_at("127.0.0.3", &["web", "A"]) == ok(&["10.0.0.2"])
+        });
+        servers.push(("dnsmasq", "127.0.0.3"));
+        Some(KillOnDrop(child))
+    } else {
+        None
+    };
     let data = tmp.0.join("queries");
     std::fs::write(&data, "web A\n").unwrap();
     for (clients, inflight) in [(1, 10), (1, 100), (4, 10), (4, 100)] {
-        let out = Command::new("timeout")
-            .args(["60", "dnsperf", "-s", SERVER, "-l", "5", "-S", "0"])
-            .args(["-c", &clients.to_string(), "-T", &clients.to_string()])
-            .args(["-Q", "1000000", "-q", &inflight.to_string(), "-d"])
-            .arg(&data)
-            .output()
-            .expect("run dnsperf (apt-get install -y dnsperf)");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let pick = |key: &str| {
-            text.lines()
-                .find(|l| l.trim_start().starts_with(key))
-                .map(|l| l.trim().to_string())
-                .unwrap_or_default()
-        };
-        println!(
-            "dnsperf clients={clients} in-flight={inflight}: {} | {} | {} | {}",
-            pick("Queries per second"),
-            pick("Queries lost"),
-            pick("Average Latency"),
-            pick("Latency StdDev"),
-        );
-        assert!(out.status.success(), "dnsperf failed: {text}");
+        for rep in 0..reps {
+            for (name, addr) in &servers {
+                let out = Command::new("timeout")
+                    .args(["60", "dnsperf", "-s", addr, "-l", &secs.to_string()])
+                    .args(["-c", &clients.to_string(), "-q", &inflight.to_string()])
+                    .arg("-d")
+                    .arg(&data)
+                    .output()
+                    .expect("run dnsperf (apt-get install -y dnsperf)");
+                let text = String::from_utf8_lossy(&out.stdout);
+                let pick = |key: &str| {
+                    text.lines()
+                        .find(|l| l.trim_start().starts_with(key))
+                        .map(|l| l.trim().to_string())
+                        .unwrap_or_default()
+                };
+                println!(
+                    "c{clients} q{inflight} #{rep} {name}: {} | {} | {}",
+                    pick("Queries per second"),
+                    pick("Queries lost"),
+                    pick("Average Latency"),
+                );
+                assert!(out.status.success(), "dnsperf failed: {text}");
+            }
+        }
     }
     println!("{:?}", srv.server.stats());
+}
+
+/// A child process killed (and reaped) on drop.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
