@@ -150,18 +150,10 @@ mod tests {
 
     #[test]
     fn arbitrary_bytes_never_panic() {
-        // A small deterministic generator: no dependency needed.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
         let alphabet = b"0123456789 .:abcdef\xff\0/";
         for len in 0..300 {
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    alphabet[(x % alphabet.len() as u64) as usize]
-                })
-                .collect();
+            let bytes = crate::testgen::picks(&mut state, alphabet, len);
             if let Some(t) = Target::parse(&bytes) {
                 assert!(t.launcher > 0);
                 let _ = t.addresses().count();

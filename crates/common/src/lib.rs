@@ -12,3 +12,6 @@ pub mod naming;
 pub mod netd;
 pub mod paths;
 pub mod registry;
+#[cfg(test)]
+mod testgen;
+pub mod unitfile;

@@ -28,7 +28,8 @@ use crate::spec::{self, BindSpec, PortSpec, TmpfsSpec};
 
 /// Longest logical line (after joining continuations), as systemd's
 /// `LONG_LINE_MAX`; bounds the work a hostile file can cause.
-pub const LONG_LINE_MAX: usize = 1024 * 1024;
+pub use netspawn_common::unitfile::LONG_LINE_MAX;
+use netspawn_common::unitfile::{self, Item, WHITESPACE};
 
 /// Settings read from one `.nspawn` file. Every field is an `Option` or a
 /// `Vec`: `None`/empty means "the file does not set this", so the command line
@@ -268,67 +269,13 @@ pub fn parse(text: &str, file: &Path) -> Result<Parsed, SettingsError> {
 /// Like [`parse`], for the raw bytes of a file: a line that is not UTF-8 is
 /// an error naming that line.
 pub fn parse_bytes(data: &[u8], file: &Path) -> Result<Parsed, SettingsError> {
-    match std::str::from_utf8(data) {
-        Ok(text) => parse(text, file),
-        Err(e) => {
-            let valid = &data[..e.valid_up_to()];
-            let line = 1 + count_line_breaks(valid);
-            Err(SettingsError {
-                file: file.to_path_buf(),
-                line,
-                msg: "line is not valid UTF-8".to_string(),
-            })
-        }
-    }
+    let text = unitfile::decode(data).map_err(|e| SettingsError {
+        file: file.to_path_buf(),
+        line: e.line,
+        msg: e.msg,
+    })?;
+    parse(text, file)
 }
-
-/// Counts line ends as [`physical_lines`] does (`\n`, `\r\n`, `\r`).
-fn count_line_breaks(data: &[u8]) -> usize {
-    let mut n = 0;
-    let mut i = 0;
-    while i < data.len() {
-        match data[i] {
-            b'\n' => n += 1,
-            b'\r' => {
-                n += 1;
-                if data.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    n
-}
-
-/// Splits at `\n`, `\r\n` or `\r`, as systemd's `read_line()` does.
-fn physical_lines(text: &str) -> impl Iterator<Item = &str> {
-    let mut rest = Some(text);
-    std::iter::from_fn(move || {
-        let s = rest?;
-        match s.find(['\n', '\r']) {
-            Some(i) => {
-                let line = &s[..i];
-                // Both terminators are one ASCII byte, so these are char boundaries.
-                let skip = if s[i..].starts_with("\r\n") { 2 } else { 1 };
-                let after = &s[i + skip..];
-                rest = if after.is_empty() { None } else { Some(after) };
-                Some(line)
-            }
-            None => {
-                rest = None;
-                if s.is_empty() {
-                    None
-                } else {
-                    Some(s)
-                }
-            }
-        }
-    })
-}
-
-const WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Section {
@@ -399,88 +346,43 @@ impl Parser<'_> {
     }
 
     fn run(&mut self, text: &str) -> Result<(), SettingsError> {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let mut continuation: Option<String> = None;
-        let mut lineno = 0;
-        for raw in physical_lines(text) {
-            lineno += 1;
-            if raw.contains('\0') {
-                return Err(self.error(lineno, "line contains a NUL byte"));
-            }
-            // Comment lines are dropped even in the middle of a continuation,
-            // as systemd does.
-            let lead = raw.trim_start_matches(WHITESPACE);
-            if lead.starts_with('#') || lead.starts_with(';') {
-                continue;
-            }
-            let mut logical = match continuation.take() {
-                Some(mut c) => {
-                    c.push_str(raw);
-                    c
-                }
-                None => raw.to_string(),
-            };
-            if logical.len() > LONG_LINE_MAX {
-                return Err(
-                    self.error(lineno, format!("line is longer than {LONG_LINE_MAX} bytes"))
-                );
-            }
-            if ends_in_escape(&logical) {
-                // The continuation backslash becomes a space, as in systemd.
-                logical.pop();
-                logical.push(' ');
-                continuation = Some(logical);
-                continue;
-            }
-            self.line(&logical, lineno)?;
-        }
-        if let Some(c) = continuation {
-            self.line(&c, lineno.max(1))?;
-        }
-        Ok(())
+        let file = self.file;
+        unitfile::parse(
+            text,
+            |e| SettingsError {
+                file: file.to_path_buf(),
+                line: e.line,
+                msg: e.msg,
+            },
+            |n, item| self.item(n, item),
+        )
     }
 
-    fn line(&mut self, l: &str, n: usize) -> Result<(), SettingsError> {
-        let l = l.trim_matches(WHITESPACE);
-        if l.is_empty() {
-            return Ok(());
-        }
-        if let Some(rest) = l.strip_prefix('[') {
-            let name = rest
-                .strip_suffix(']')
-                .ok_or_else(|| self.error(n, format!("Invalid section header {l:?}")))?;
-            if !string_is_safe(name) {
-                return Err(self.error(n, format!("Bad characters in section header {l:?}")));
-            }
-            self.section = match name {
-                "Exec" => SectionState::Known(Section::Exec),
-                "Files" => SectionState::Known(Section::Files),
-                "Network" => SectionState::Known(Section::Network),
-                _ => {
-                    // X- sections are extensions, ignored silently as in systemd.
-                    if !name.starts_with("X-") {
-                        self.warn(n, format_args!("Unknown section '{name}'. Ignoring."));
+    fn item(&mut self, n: usize, item: Item<'_>) -> Result<(), SettingsError> {
+        let l = match item {
+            Item::Section(name) => {
+                self.section = match name {
+                    "Exec" => SectionState::Known(Section::Exec),
+                    "Files" => SectionState::Known(Section::Files),
+                    "Network" => SectionState::Known(Section::Network),
+                    _ => {
+                        // X- sections are extensions, ignored silently as in systemd.
+                        if !name.starts_with("X-") {
+                            self.warn(n, format_args!("Unknown section '{name}'. Ignoring."));
+                        }
+                        SectionState::Ignored
                     }
-                    SectionState::Ignored
-                }
-            };
-            return Ok(());
-        }
+                };
+                return Ok(());
+            }
+            Item::Line(l) => l,
+        };
         let section = match self.section {
             SectionState::Known(s) => s,
             SectionState::Ignored => return Ok(()),
-            SectionState::None => {
-                return Err(self.error(n, format!("Assignment outside of any section: {l:?}")))
-            }
+            SectionState::None => return Err(self.error(n, unitfile::outside_of_any_section(l))),
         };
-        let Some((key, value)) = l.split_once('=') else {
-            return Err(self.error(n, format!("Missing '=' in {l:?}")));
-        };
-        let key = key.trim_matches(WHITESPACE);
-        let value = value.trim_matches(WHITESPACE);
-        if key.is_empty() {
-            return Err(self.error(n, format!("Missing key name before '=' in {l:?}")));
-        }
+        let (key, value) = unitfile::split_assignment(l).map_err(|msg| self.error(n, msg))?;
         self.assign(section, key, value, n)
     }
 
@@ -740,18 +642,6 @@ impl Parser<'_> {
         }
         Ok(())
     }
-}
-
-/// True if the line ends in a backslash that is not itself escaped.
-fn ends_in_escape(s: &str) -> bool {
-    let run = s.bytes().rev().take_while(|b| *b == b'\\').count();
-    run % 2 == 1
-}
-
-/// systemd's `string_is_safe()`: no control characters, quotes or backslash.
-fn string_is_safe(s: &str) -> bool {
-    !s.chars()
-        .any(|c| c.is_control() || matches!(c, '"' | '\'' | '\\'))
 }
 
 fn strict_bool(value: &str) -> Result<bool, String> {

@@ -92,17 +92,7 @@ pub const DEFAULT_TMPFS_OPTIONS: &str = "mode=0755";
 
 /// Parses systemd's boolean words: `1 yes y true t on` and `0 no n false f
 /// off`, case-insensitively. Anything else (including "") is `None`.
-pub fn parse_boolean(s: &str) -> Option<bool> {
-    const YES: [&str; 6] = ["1", "yes", "y", "true", "t", "on"];
-    const NO: [&str; 6] = ["0", "no", "n", "false", "f", "off"];
-    if YES.iter().any(|w| s.eq_ignore_ascii_case(w)) {
-        Some(true)
-    } else if NO.iter().any(|w| s.eq_ignore_ascii_case(w)) {
-        Some(false)
-    } else {
-        None
-    }
-}
+pub use netspawn_common::unitfile::parse_boolean;
 
 /// Why a path was refused by [`normalize_absolute`].
 enum PathProblem {
