@@ -532,7 +532,9 @@ fn listeners_come_and_go() {
 /// Rough QPS for a machine name with dnsperf (informational; bench/ does the
 /// comparison on veths). With `NETD_DNSPERF_DNSMASQ=1`, dnsmasq serves the
 /// same name on 127.0.0.3 and each load alternates between the two servers
-/// (`NETD_DNSPERF_REPS` times, `NETD_DNSPERF_SECS` seconds each). Run with
+/// (`NETD_DNSPERF_REPS` times, `NETD_DNSPERF_SECS` seconds each). With
+/// `NETD_DNSPERF_VETH=1`, dnsperf runs in a namespace of its own across a
+/// veth pair (as in bench/) instead of on loopback. Run with
 /// `cargo test --release -p netspawn-netd --test dns -- --ignored dnsperf --nocapture`.
 #[test]
 #[ignore = "measurement, not a test: run explicitly"]
@@ -556,20 +558,70 @@ fn dnsperf_machine_name() {
     let resolv = tmp.0.join("resolv.conf");
     write_resolv_conf(&resolv, "nameserver 127.0.0.53\n");
     let srv = Running::start(&tmp.0, &resolv);
-    let mut servers = vec![("netd", SERVER)];
+    let veth = std::env::var_os("NETD_DNSPERF_VETH").is_some();
+    let (netd_addr, dnsmasq_addr) = if veth {
+        ("10.99.0.1", "10.99.0.3")
+    } else {
+        (SERVER, "127.0.0.3")
+    };
+    // The client side: a process holding a namespace of its own, reached by
+    // a veth pair; dnsperf joins it with nsenter.
+    let client = veth.then(|| {
+        let c = KillOnDrop(
+            Command::new("unshare")
+                .args(["-n", "sleep", "1000"])
+                .spawn()
+                .expect("unshare"),
+        );
+        let pid = c.0.id().to_string();
+        eventually("the client namespace", || {
+            std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
+                != std::fs::read_link("/proc/self/ns/net").ok()
+        });
+        run(&[
+            "ip", "link", "add", "dp0", "type", "veth", "peer", "name", "eth0", "netns", &pid,
+        ]);
+        run(&["ip", "addr", "add", "10.99.0.1/24", "dev", "dp0"]);
+        run(&["ip", "addr", "add", "10.99.0.3/24", "dev", "dp0"]);
+        run(&["ip", "link", "set", "dp0", "up"]);
+        for cmd in [
+            &["ip", "addr", "add", "10.99.0.2/24", "dev", "eth0"][..],
+            &["ip", "link", "set", "eth0", "up"],
+            &["ip", "link", "set", "lo", "up"],
+        ] {
+            let mut argv = vec!["nsenter", "-t", &pid, "-n"];
+            argv.extend_from_slice(cmd);
+            run(&argv);
+        }
+        srv.add(netd_addr);
+        (c, pid)
+    });
+    let in_client = |argv: &[&str]| -> Command {
+        let mut c = Command::new("timeout");
+        c.arg("60");
+        if let Some((_, pid)) = &client {
+            c.args(["nsenter", "-t", pid, "-n"]);
+        }
+        c.args(argv);
+        c
+    };
+    let mut servers = vec![("netd", netd_addr)];
     let _dnsmasq = if std::env::var_os("NETD_DNSPERF_DNSMASQ").is_some() {
-        run(&["ip", "addr", "add", "127.0.0.3/8", "dev", "lo"]);
+        if !veth {
+            run(&["ip", "addr", "add", "127.0.0.3/8", "dev", "lo"]);
+        }
         let child = Command::new("dnsmasq")
             .args(["--no-daemon", "--conf-file=/dev/null", "--bind-interfaces"])
-            .args(["--listen-address=127.0.0.3", "--no-resolv", "--no-hosts"])
+            .arg(format!("--listen-address={dnsmasq_addr}"))
+            .args(["--no-resolv", "--no-hosts"])
             .args(["--host-record=web,10.0.0.2,fd00::2", "--pid-file="])
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("run dnsmasq (apt-get install -y dnsmasq-base)");
         eventually("dnsmasq to answer", || {
-            dig_at("127.0.0.3", &["web", "A"]) == ok(&["10.0.0.2"])
+            dig_at(dnsmasq_addr, &["web", "A"]) == ok(&["10.0.0.2"])
         });
-        servers.push(("dnsmasq", "127.0.0.3"));
+        servers.push(("dnsmasq", dnsmasq_addr));
         Some(KillOnDrop(child))
     } else {
         None
@@ -579,8 +631,7 @@ fn dnsperf_machine_name() {
     for (clients, inflight) in [(1, 10), (1, 100), (4, 10), (4, 100)] {
         for rep in 0..reps {
             for (name, addr) in &servers {
-                let out = Command::new("timeout")
-                    .args(["60", "dnsperf", "-s", addr, "-l", &secs.to_string()])
+                let out = in_client(&["dnsperf", "-s", addr, "-l", &secs.to_string()])
                     .args(["-c", &clients.to_string(), "-q", &inflight.to_string()])
                     .arg("-d")
                     .arg(&data)

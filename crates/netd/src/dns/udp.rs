@@ -68,11 +68,12 @@ impl UdpListener {
         set_send_timeout(&sock, SEND_TIMEOUT)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (sock, stop) = (sock.clone(), stop.clone());
+            let worker = Worker::new(sock.clone(), inner, rt)?;
+            let stop = stop.clone();
             std::thread::Builder::new()
                 .name("netd-dns-udp".into())
                 .stack_size(STACK)
-                .spawn(move || Worker::new(sock, inner, rt).run(&stop))?
+                .spawn(move || worker.run(&stop))?
         };
         Ok(UdpListener {
             sock,
@@ -190,34 +191,108 @@ impl RawAddr {
     }
 }
 
+/// Zeroed memory mapped for a listener's buffers: an anonymous mapping of
+/// its own, whose pages cost nothing until a datagram is written to them
+/// (netd may serve a hundred links, most of them idle), whatever the
+/// allocator's thresholds.
+struct Buffers {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone.
+unsafe impl Send for Buffers {}
+
+impl Buffers {
+    fn new(len: usize) -> std::io::Result<Buffers> {
+        // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Buffers {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+}
+
+impl std::ops::Deref for Buffers {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: ptr/len describe our live, readable mapping.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl std::ops::DerefMut for Buffers {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: ptr/len describe our live, writable mapping, borrowed
+        // mutably through self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Buffers {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what new() mapped; no slice of it outlives self.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
 /// The serving thread's state: buffers allocated once.
 struct Worker {
     sock: Arc<OwnedFd>,
     inner: Arc<Inner>,
     rt: tokio::runtime::Handle,
     table: Option<(u64, Arc<FastTable>)>,
-    rx: Vec<[u8; RECV_BUF]>,
+    /// Receive buffers, then send buffers.
+    bufs: Buffers,
     rx_addr: Vec<RawAddr>,
     rx_len: Vec<usize>,
-    tx: Vec<[u8; SEND_BUF]>,
     tx_addr: Vec<RawAddr>,
     tx_len: Vec<usize>,
 }
 
 impl Worker {
-    fn new(sock: Arc<OwnedFd>, inner: Arc<Inner>, rt: tokio::runtime::Handle) -> Worker {
-        Worker {
+    /// Receive buffer `i`.
+    fn rx(&mut self, i: usize) -> &mut [u8] {
+        let at = i * RECV_BUF;
+        &mut self.bufs[at..at + RECV_BUF]
+    }
+
+    /// Send buffer `i`.
+    fn tx(&mut self, i: usize) -> &mut [u8] {
+        let at = BATCH * RECV_BUF + i * SEND_BUF;
+        &mut self.bufs[at..at + SEND_BUF]
+    }
+
+    fn new(
+        sock: Arc<OwnedFd>,
+        inner: Arc<Inner>,
+        rt: tokio::runtime::Handle,
+    ) -> std::io::Result<Worker> {
+        Ok(Worker {
             sock,
             inner,
             rt,
             table: None,
-            rx: vec![[0; RECV_BUF]; BATCH],
+            bufs: Buffers::new(BATCH * (RECV_BUF + SEND_BUF))?,
             rx_addr: vec![RawAddr::empty(); BATCH],
             rx_len: vec![0; BATCH],
-            tx: vec![[0; SEND_BUF]; BATCH],
             tx_addr: vec![RawAddr::empty(); BATCH],
             tx_len: vec![0; BATCH],
-        }
+        })
     }
 
     fn run(mut self, stop: &AtomicBool) {
@@ -268,7 +343,7 @@ impl Worker {
         let mut iov: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
         for i in 0..BATCH {
-            iov[i].iov_base = self.rx[i].as_mut_ptr().cast();
+            iov[i].iov_base = self.rx(i).as_mut_ptr().cast();
             iov[i].iov_len = RECV_BUF;
             let h = &mut hdrs[i].msg_hdr;
             h.msg_name = (&mut self.rx_addr[i].storage as *mut libc::sockaddr_storage).cast();
@@ -332,17 +407,19 @@ impl Worker {
         self.refresh_table();
         let stats = &self.inner.stats;
         Stats::add(&stats.udp_queries, n as u64);
+        let (rx, tx) = self.bufs.split_at_mut(BATCH * RECV_BUF);
         let mut out = 0;
         let mut local = 0;
         for i in 0..n {
             let (addr, len) = (self.rx_addr[i], self.rx_len[i]);
-            let packet = self.rx[i].get(..len).unwrap_or_default();
+            let packet = rx.get(i * RECV_BUF..i * RECV_BUF + len).unwrap_or_default();
+            let slot = &mut tx[out * SEND_BUF..(out + 1) * SEND_BUF];
             let Some(src) = addr.to_std().filter(|s| s.port() != 0) else {
                 stats.count_drop(super::answer::DropReason::Malformed);
                 continue;
             };
             if let Some((_, table)) = &self.table {
-                if let Some(l) = fast::answer(packet, table, &mut self.tx[out]) {
+                if let Some(l) = fast::answer(packet, table, slot) {
                     self.tx_addr[out] = addr;
                     self.tx_len[out] = l;
                     out += 1;
@@ -358,7 +435,7 @@ impl Worker {
                         Stats::bump(&stats.send_errors);
                         continue;
                     };
-                    match self.tx[out].get_mut(..bytes.len()) {
+                    match slot.get_mut(..bytes.len()) {
                         Some(slot) => {
                             slot.copy_from_slice(&bytes);
                             self.tx_addr[out] = addr;
@@ -407,7 +484,7 @@ impl Worker {
             let todo = count - from;
             for j in 0..todo {
                 let i = from + j;
-                iov[j].iov_base = self.tx[i].as_mut_ptr().cast();
+                iov[j].iov_base = self.tx(i).as_mut_ptr().cast();
                 iov[j].iov_len = self.tx_len[i];
                 let h = &mut hdrs[j].msg_hdr;
                 h.msg_name = (&mut self.tx_addr[i].storage as *mut libc::sockaddr_storage).cast();
