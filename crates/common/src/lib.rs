@@ -6,6 +6,7 @@
 //! This crate uses only `std`, so the NSS module can link it without pulling in
 //! anything heavy.
 
+pub mod fnv;
 pub mod hosts;
 pub mod names;
 pub mod naming;

@@ -14,8 +14,8 @@
 //! audit userspace reads as "audit is off" (audit does not work in
 //! containers).
 
+use netspawn_common::fnv::FnvBuild;
 use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use libseccomp::{ScmpArch, ScmpSyscall};
 use thiserror::Error;
@@ -346,29 +346,7 @@ fn in_table(name: &str) -> bool {
 
 /// A set of system call names. FNV hashing: the names are short and ours,
 /// and SipHash costs a noticeable part of a launch here.
-type NameSet<'a> = HashSet<&'a str, BuildHasherDefault<Fnv>>;
-
-/// 64-bit FNV-1a.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
+type NameSet<'a> = HashSet<&'a str, FnvBuild>;
 
 /// Adds `item` (a system call, or a `@group` with everything it includes)
 /// to `out`. `seen` marks groups already added (bit = index in GROUPS), so

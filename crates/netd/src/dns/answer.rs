@@ -325,14 +325,16 @@ fn error_reply(req: &Message, code: ResponseCode) -> Message {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::str::FromStr;
 
     use super::*;
     use crate::dns::directory::StaticDirectory;
 
-    fn dir() -> StaticDirectory {
-        StaticDirectory::new([
+    /// The machines the answer tests (and the fast path's) know: two with
+    /// addresses, one still without.
+    pub(crate) fn machines() -> Vec<(&'static str, Vec<std::net::IpAddr>)> {
+        vec![
             (
                 "web",
                 vec![
@@ -343,7 +345,11 @@ mod tests {
             ),
             ("db", vec!["10.0.0.9".parse().unwrap()]),
             ("booting", vec![]),
-        ])
+        ]
+    }
+
+    fn dir() -> StaticDirectory {
+        StaticDirectory::new(machines())
     }
 
     fn query(name: &str, qtype: RecordType) -> Message {

@@ -12,8 +12,8 @@
 //! exactly ([`answer`] returns `None`) goes to the general path, which also
 //! decides what is malformed and counts it.
 
+use netspawn_common::fnv::FnvBuild;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -178,35 +178,11 @@ struct Entry {
     ptr: Option<Answers>,
 }
 
-/// FNV-1a: the keys are short names we chose to store, and lookups of
-/// unknown names only ever miss, so a keyed hash buys nothing here.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
 /// Answers for every machine name and address, precomputed from a
 /// directory snapshot; rebuilt when the directory changes, never per query.
 #[derive(Debug, Clone, Default)]
 pub struct FastTable {
-    names: HashMap<Box<[u8]>, Entry, BuildHasherDefault<Fnv>>,
+    names: HashMap<Box<[u8]>, Entry, FnvBuild>,
 }
 
 impl FastTable {
@@ -371,23 +347,13 @@ mod tests {
     use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 
     fn dir() -> StaticDirectory {
-        StaticDirectory::new([
-            (
-                "web",
-                vec![
-                    "10.0.0.2".parse().unwrap(),
-                    "fd00::2".parse().unwrap(),
-                    "10.0.0.3".parse().unwrap(),
-                ],
-            ),
-            ("db", vec!["10.0.0.9".parse().unwrap()]),
-            ("booting", vec![]),
-            // Enough addresses that the A answer does not fit in 512 bytes.
-            (
-                "big",
-                (0..40u8).map(|i| IpAddr::from([10, 9, 0, i])).collect(),
-            ),
-        ])
+        let mut machines = crate::dns::answer::tests::machines();
+        // Enough addresses that the A answer does not fit in 512 bytes.
+        machines.push((
+            "big",
+            (0..40u8).map(|i| IpAddr::from([10, 9, 0, i])).collect(),
+        ));
+        StaticDirectory::new(machines)
     }
 
     fn query(name: &str, qtype: RecordType, rd: bool, edns: Option<u16>) -> Vec<u8> {
