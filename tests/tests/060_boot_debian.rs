@@ -156,7 +156,8 @@ fn debian_networkd_gets_a_lease_from_netd_on_a_veth() {
                for t in $(seq 600); do grep -q '^ADDRESSES=.*\.' $NETSPAWN_RUN_DIR/machines/debnet 2>/dev/null && break; sleep 0.1; done
                echo host=$(ip -4 -o addr show ve-debnet | grep -o 'inet [0-9./]*')
                grep ^ADDRESSES= $NETSPAWN_RUN_DIR/machines/debnet
-               $NETSPAWNCTL shell debnet /bin/sh -c 'networkctl status host0 --no-pager | grep -i "state:"; ip route | grep default'
+               # networkd may still be finishing (or its bus not yet answering) when the address shows.
+               $NETSPAWNCTL shell debnet /bin/sh -c 'for i in $(seq 100); do s=$(networkctl status host0 --no-pager 2>&1 | grep -i "state:"); case "$s" in *routable*|*configured*) break;; esac; sleep 0.1; done; echo "networkctl: $s"; ip route | grep default'
                $NETSPAWNCTL poweroff debnet; wait"#,
             img = img.display()
         ),
