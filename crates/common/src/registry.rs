@@ -354,6 +354,22 @@ impl Registry {
         }
     }
 
+    /// The names that have an entry, live or not, without reading any entry
+    /// (for finding a machine by something derived from its name, as netd
+    /// does with MACs for each DHCP packet).
+    pub fn names(&self) -> io::Result<Vec<String>> {
+        let rd = match fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(rd
+            .flatten()
+            .filter_map(|de| de.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.') && machine_name_is_valid(n))
+            .collect())
+    }
+
     /// All live entries, sorted by name. Stale entries are deleted on the way
     /// (only when their name lock is free, so a launcher that is just starting
     /// is never disturbed).
@@ -489,8 +505,12 @@ mod tests {
         assert_eq!(reg.get("old").unwrap(), None);
         assert_eq!(reg.list().unwrap().len(), 1);
         assert!(!reg.entry_path("old").exists());
+        let mut names = reg.names().unwrap();
+        names.sort();
+        assert_eq!(names, ["web"]);
         reg.remove(&claim, "web").unwrap();
         assert!(reg.list().unwrap().is_empty());
+        assert!(reg.names().unwrap().is_empty());
         drop(claim);
         reg.claim("web").unwrap();
         fs::remove_dir_all(&tmp).unwrap();

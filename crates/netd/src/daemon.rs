@@ -578,11 +578,13 @@ async fn on_del_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
 /// hash of the host's machine ID and the machine name).
 fn hostname_for(ctx: &Ctx, mac: &[u8]) -> Option<String> {
     use netspawn_common::naming::{generate_mac, CONTAINER_HASH_KEY};
+    // Names only: reading and checking every entry for each DHCP packet
+    // would cost milliseconds with a thousand machines. A stale entry
+    // cannot share a name with a live one, so the MAC picks the machine.
     let reg = netspawn_common::registry::Registry::new(&ctx.state.lock().ok()?.paths);
-    reg.list()
+    reg.names()
         .ok()?
         .into_iter()
-        .map(|e| e.name)
         .find(|n| generate_mac(&ctx.machine_id, n, &CONTAINER_HASH_KEY, 0)[..] == *mac)
 }
 

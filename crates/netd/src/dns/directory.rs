@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -138,10 +138,15 @@ struct DirStamp {
 }
 
 /// [`MachineDirectory`] over netspawn's machine registry
-/// (`<run_dir>/machines/`). The registry is read into memory and re-read
-/// when the directory's mtime changes (checked at most every 100 ms, from the
-/// query path) and every 5 s regardless, so queries are answered from memory.
+/// (`<run_dir>/machines/`). The registry is read into memory and re-read as
+/// soon as it changes, so queries are answered from memory: a watcher thread
+/// (inotify) raises a flag that the query path checks without a system call.
+/// Where inotify is not available, the directory's mtime is checked instead
+/// (at most every 100 ms, from the query path). Either way it is re-read
+/// every 5 s regardless.
 pub struct RegistryDirectory {
+    /// Set by the watcher thread on every change to the directory.
+    watch: Arc<Watch>,
     registry: Registry,
     epoch: Instant,
     /// Milliseconds since `epoch` of the last mtime check.
@@ -152,6 +157,113 @@ pub struct RegistryDirectory {
     /// Bumped each time the table's content changes (not on a re-read that
     /// found the same machines): see [`MachineDirectory::generation`].
     generation: AtomicU64,
+    /// Milliseconds since `epoch` of the last re-read.
+    loaded_ms: AtomicU64,
+}
+
+/// The registry directory's watcher: a thread blocked in inotify that raises
+/// `changed` on every change, while the directory (its `Arc`) is alive.
+#[derive(Default)]
+struct Watch {
+    /// The watch is in place (else the mtime check is used).
+    active: AtomicBool,
+    changed: AtomicBool,
+}
+
+impl Watch {
+    /// How long the watcher waits between looks at whether its directory is
+    /// still wanted (and, while the registry directory does not exist yet,
+    /// between attempts to watch it).
+    const TICK: Duration = Duration::from_millis(500);
+
+    fn start(watch: &Arc<Watch>, dir: PathBuf) {
+        let weak = Arc::downgrade(watch);
+        let spawned = std::thread::Builder::new()
+            .name("registry-watch".into())
+            .spawn(move || Watch::run(&weak, &dir));
+        if let Err(e) = spawned {
+            tracing::warn!(%e, "cannot watch the machine registry; checking its mtime instead");
+        }
+    }
+
+    fn run(weak: &std::sync::Weak<Watch>, dir: &std::path::Path) {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return;
+        };
+        // SAFETY: plain syscall; the descriptor is owned below.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+        if fd < 0 {
+            tracing::warn!(err = %std::io::Error::last_os_error(), "inotify; checking the registry's mtime instead");
+            return;
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mask = libc::IN_CREATE
+            | libc::IN_DELETE
+            | libc::IN_MOVED_FROM
+            | libc::IN_MOVED_TO
+            | libc::IN_CLOSE_WRITE
+            | libc::IN_DELETE_SELF
+            | libc::IN_MOVE_SELF
+            | libc::IN_ONLYDIR;
+        let mut watching = false;
+        let mut buf = [0u8; 4096];
+        loop {
+            let Some(watch) = weak.upgrade() else {
+                return;
+            };
+            if !watching {
+                // SAFETY: fd is open; path is NUL-terminated.
+                let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) };
+                if wd >= 0 {
+                    watching = true;
+                    // Whatever happened before the watch: read it all once.
+                    watch.changed.store(true, Ordering::Release);
+                    watch.active.store(true, Ordering::Release);
+                }
+            }
+            drop(watch);
+            let mut pfd = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut pfd, 1, Watch::TICK.as_millis() as libc::c_int) };
+            if ready <= 0 {
+                continue;
+            }
+            // SAFETY: buf is valid for its length; fd is open.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            let Ok(n) = usize::try_from(n) else {
+                continue;
+            };
+            let Some(watch) = weak.upgrade() else {
+                return;
+            };
+            watch.changed.store(true, Ordering::Release);
+            // The directory itself went (IN_IGNORED follows): watch it anew
+            // once it is back, with the mtime check meanwhile.
+            let mut off = 0;
+            let header = std::mem::size_of::<libc::inotify_event>();
+            while let Some(ev) = buf.get(..n).and_then(|b| b.get(off..off + header)) {
+                // SAFETY: ev holds a whole inotify_event header (read_unaligned copes with alignment).
+                let event: libc::inotify_event =
+                    unsafe { std::ptr::read_unaligned(ev.as_ptr().cast()) };
+                if event.mask & (libc::IN_IGNORED | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0
+                {
+                    watching = false;
+                    watch.active.store(false, Ordering::Release);
+                }
+                off += header + event.len as usize;
+                if off >= n {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 struct ReloadState {
@@ -168,10 +280,13 @@ impl RegistryDirectory {
         RegistryDirectory::new(Registry::new(&Paths::from_env()))
     }
 
-    /// A directory over `registry`, read once now.
+    /// A directory over `registry`, read once now, with its watcher.
     pub fn new(registry: Registry) -> RegistryDirectory {
         let now = Instant::now();
+        let watch = Arc::new(Watch::default());
+        Watch::start(&watch, registry.dir().to_path_buf());
         let dir = RegistryDirectory {
+            watch,
             registry,
             epoch: now,
             last_check_ms: AtomicU64::new(0),
@@ -182,6 +297,7 @@ impl RegistryDirectory {
             }),
             table: RwLock::new(Arc::new(StaticDirectory::default())),
             generation: AtomicU64::new(0),
+            loaded_ms: AtomicU64::new(0),
         };
         dir.refresh(true);
         dir
@@ -206,10 +322,26 @@ impl RegistryDirectory {
         })
     }
 
-    /// Cheap check from the query path: at most one `stat` per
-    /// [`STAT_INTERVAL`], a re-read only when something changed.
+    /// Cheap check from the query path. With the watcher running: an atomic
+    /// flag (a re-read when it is up) and the clock for the periodic re-read.
+    /// Without: at most one `stat` per [`STAT_INTERVAL`], a re-read only when
+    /// something changed.
     fn maybe_refresh(&self) {
         let now_ms = self.epoch.elapsed().as_millis() as u64;
+        if self.watch.active.load(Ordering::Acquire) {
+            if self.watch.changed.swap(false, Ordering::AcqRel) {
+                // A change during the re-read raises the flag again.
+                if !self.refresh(true) {
+                    self.watch.changed.store(true, Ordering::Release);
+                }
+                return;
+            }
+            let loaded = self.loaded_ms.load(Ordering::Relaxed);
+            if now_ms.saturating_sub(loaded) >= FULL_RELOAD_INTERVAL.as_millis() as u64 {
+                self.refresh(false);
+            }
+            return;
+        }
         let last = self.last_check_ms.load(Ordering::Relaxed);
         if now_ms.saturating_sub(last) < STAT_INTERVAL.as_millis() as u64 {
             return;
@@ -224,14 +356,18 @@ impl RegistryDirectory {
         self.refresh(false);
     }
 
-    fn refresh(&self, force: bool) {
+    /// Re-reads the registry if `force`, or if the cached stamp says it may
+    /// have changed, or it is time for the periodic re-read. False if
+    /// another caller was already re-reading (the caller's change may be
+    /// after that read).
+    fn refresh(&self, force: bool) -> bool {
         let Ok(mut state) = self.reload.try_lock() else {
-            return;
+            return false;
         };
         let stamp = self.stamp();
         let stale = state.loaded_at.elapsed() >= FULL_RELOAD_INTERVAL;
         if !force && !stale && !state.unsettled && stamp == state.stamp {
-            return;
+            return true;
         }
         // A missing directory is an empty registry; an unreadable one keeps
         // the old table rather than making every machine vanish.
@@ -239,7 +375,7 @@ impl RegistryDirectory {
             Ok(e) => e,
             Err(err) => {
                 tracing::warn!(dir = %self.registry.dir().display(), %err, "cannot read the machine registry");
-                return;
+                return true;
             }
         };
         let table = Arc::new(StaticDirectory::from_entries(&entries));
@@ -257,6 +393,9 @@ impl RegistryDirectory {
             .is_none_or(|age| age < MTIME_SETTLE);
         state.stamp = stamp;
         state.loaded_at = Instant::now();
+        self.loaded_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        true
     }
 
     fn table(&self) -> Arc<StaticDirectory> {
@@ -352,6 +491,51 @@ mod tests {
             assert!(Instant::now() < deadline, "registry removal not seen");
             std::thread::sleep(Duration::from_millis(20));
         }
+        drop(claim);
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn the_query_after_a_change_sees_it() {
+        let tmp = std::env::temp_dir().join(format!("netd-dnswatch-{}", std::process::id()));
+        let paths = Paths {
+            run_dir: tmp.clone(),
+            image_dir: tmp.join("img"),
+            state_dir: tmp.join("state"),
+            settings_path: vec![],
+            cgroup_parent: "x".into(),
+        };
+        let reg = Registry::new(&paths);
+        std::fs::create_dir_all(reg.dir()).unwrap();
+        let dir = RegistryDirectory::new(reg.clone());
+        let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !cond() {
+                assert!(Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        wait_for("the watch is in place", &|| {
+            dir.watch.active.load(Ordering::Acquire)
+        });
+        // A query now, so that the mtime check (had it been used) would not
+        // look again for a while.
+        assert!(dir.addresses("web").is_empty());
+        let claim = reg.claim("web").unwrap();
+        let me = std::process::id();
+        let entry = Entry {
+            name: "web".into(),
+            launcher: me,
+            launcher_start: netspawn_common::registry::process_start_time(me).unwrap(),
+            addresses: vec!["10.1.2.4".parse().unwrap()],
+            ..Entry::default()
+        };
+        reg.write(&claim, &entry).unwrap();
+        wait_for("the watcher saw the change", &|| {
+            dir.watch.changed.load(Ordering::Acquire)
+        });
+        assert_eq!(dir.addresses("web"), entry.addresses);
+        drop(dir);
         drop(claim);
         std::fs::remove_dir_all(&tmp).unwrap();
     }
