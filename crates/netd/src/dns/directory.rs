@@ -451,9 +451,9 @@ mod tests {
         assert_eq!(d.len(), 3);
     }
 
-    #[test]
-    fn registry_directory_follows_the_registry() {
-        let tmp = std::env::temp_dir().join(format!("netd-dnsdir-{}", std::process::id()));
+    /// A registry in a private run directory (removed by the test).
+    fn temp_registry(tag: &str) -> (PathBuf, Registry) {
+        let tmp = std::env::temp_dir().join(format!("netd-{tag}-{}", std::process::id()));
         let paths = Paths {
             run_dir: tmp.clone(),
             image_dir: tmp.join("img"),
@@ -461,7 +461,12 @@ mod tests {
             settings_path: vec![],
             cgroup_parent: "x".into(),
         };
-        let reg = Registry::new(&paths);
+        (tmp, Registry::new(&paths))
+    }
+
+    #[test]
+    fn registry_directory_follows_the_registry() {
+        let (tmp, reg) = temp_registry("dnsdir");
         let dir = RegistryDirectory::new(reg.clone());
         assert!(dir.addresses("web").is_empty());
 
@@ -497,15 +502,7 @@ mod tests {
 
     #[test]
     fn the_query_after_a_change_sees_it() {
-        let tmp = std::env::temp_dir().join(format!("netd-dnswatch-{}", std::process::id()));
-        let paths = Paths {
-            run_dir: tmp.clone(),
-            image_dir: tmp.join("img"),
-            state_dir: tmp.join("state"),
-            settings_path: vec![],
-            cgroup_parent: "x".into(),
-        };
-        let reg = Registry::new(&paths);
+        let (tmp, reg) = temp_registry("dnswatch");
         std::fs::create_dir_all(reg.dir()).unwrap();
         let dir = RegistryDirectory::new(reg.clone());
         let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
