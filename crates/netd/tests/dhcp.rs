@@ -8,68 +8,19 @@ use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use netd::dhcp::lease::{FileStore, LeaseState};
 use netd::dhcp::server::{Server, ServerConfig};
 
+mod common;
+use common::{have, Ns};
+
 const SRV_IF: &str = "dhs0";
 const CLI_IF: &str = "dhc0";
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
-
-/// A namespace held open by a `sleep` in it; killed on drop.
-struct Ns {
-    child: Child,
-}
-
-impl Ns {
-    fn new() -> Ns {
-        let child = Command::new("unshare")
-            .args(["-n", "sleep", "600"])
-            .spawn()
-            .expect("spawn unshare");
-        let mine = fs::read_link("/proc/self/ns/net").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let p = format!("/proc/{}/ns/net", child.id());
-            if matches!(fs::read_link(&p), Ok(l) if l != mine) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "namespace did not appear");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ns { child }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    fn cmd(&self, secs: u32, args: &[&str]) -> Command {
-        let mut c = Command::new("timeout");
-        c.args([&secs.to_string(), "nsenter", "-t", &self.pid(), "-n", "--"]);
-        c.args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) {
-        let out = self.cmd(10, args).output().expect("spawn nsenter");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Kills a background client (and whatever it left behind by pid file) on drop.
 struct Cleanup {
@@ -95,14 +46,6 @@ impl Drop for Cleanup {
             }
         }
     }
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn skip_reason() -> Option<String> {

@@ -13,60 +13,8 @@ use std::time::{Duration, Instant};
 
 use netd::nat::{watch_and_restore, Masquerade, Nat, NatError, NatPaths, PortForward, Proto};
 
-/// A namespace held open by a `sleep` in it; killed on drop.
-struct Ns {
-    child: Child,
-}
-
-impl Ns {
-    fn new() -> Ns {
-        let child = Command::new("unshare")
-            .args(["-n", "sleep", "600"])
-            .spawn()
-            .expect("spawn unshare");
-        // Wait until the sleep runs in its own namespace.
-        let mine = fs::read_link("/proc/self/ns/net").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let p = format!("/proc/{}/ns/net", child.id());
-            if matches!(fs::read_link(&p), Ok(l) if l != mine) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "namespace did not appear");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ns { child }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    /// Run a command in this namespace, with a timeout; panic on failure.
-    fn run(&self, args: &[&str]) {
-        let out = self.cmd(args).output().expect("spawn nsenter");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("timeout");
-        c.args(["10", "nsenter", "-t", &self.pid(), "-n", "--"]);
-        c.args(args);
-        c
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        // Kills the namespace's only process; the namespace and its links go.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Ns;
 
 /// A python3 TCP server in `ns` that answers every connection with the peer's
 /// address, then closes it.
@@ -117,7 +65,7 @@ fn connect_from(ns: &Ns, addr: &str, port: u16) -> Option<String> {
          s = socket.create_connection(('{addr}', {port}), timeout=2)\n\
          print(s.recv(100).decode(), end='')\n"
     );
-    let out = ns.cmd(&["python3", "-c", &script]).output().ok()?;
+    let out = ns.cmd(10, &["python3", "-c", &script]).output().ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
