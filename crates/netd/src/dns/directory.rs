@@ -464,6 +464,18 @@ mod tests {
         (tmp, Registry::new(&paths))
     }
 
+    /// An entry owned by this (running) test process.
+    fn live_entry(name: &str, addr: &str) -> Entry {
+        let me = std::process::id();
+        Entry {
+            name: name.into(),
+            launcher: me,
+            launcher_start: netspawn_common::registry::process_start_time(me).unwrap(),
+            addresses: vec![addr.parse().unwrap()],
+            ..Entry::default()
+        }
+    }
+
     #[test]
     fn registry_directory_follows_the_registry() {
         let (tmp, reg) = temp_registry("dnsdir");
@@ -471,14 +483,7 @@ mod tests {
         assert!(dir.addresses("web").is_empty());
 
         let claim = reg.claim("web").unwrap();
-        let me = std::process::id();
-        let entry = Entry {
-            name: "web".into(),
-            launcher: me,
-            launcher_start: netspawn_common::registry::process_start_time(me).unwrap(),
-            addresses: vec!["10.1.2.3".parse().unwrap()],
-            ..Entry::default()
-        };
+        let entry = live_entry("web", "10.1.2.3");
         reg.write(&claim, &entry).unwrap();
         // Picked up within the stat interval, from the query path alone.
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -519,14 +524,7 @@ mod tests {
         // look again for a while.
         assert!(dir.addresses("web").is_empty());
         let claim = reg.claim("web").unwrap();
-        let me = std::process::id();
-        let entry = Entry {
-            name: "web".into(),
-            launcher: me,
-            launcher_start: netspawn_common::registry::process_start_time(me).unwrap(),
-            addresses: vec!["10.1.2.4".parse().unwrap()],
-            ..Entry::default()
-        };
+        let entry = live_entry("web", "10.1.2.4");
         reg.write(&claim, &entry).unwrap();
         wait_for("the watcher saw the change", &|| {
             dir.watch.changed.load(Ordering::Acquire)
