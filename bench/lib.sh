@@ -194,3 +194,21 @@ if [ "${BASH_SOURCE[0]}" = "$0" ] && [ "${1:-}" = __inner ]; then
     fi
     exec "$@"
 fi
+
+# Copies netspawn, netspawnctl and netspawn-netd (built first unless
+# BENCH_NO_BUILD=1) into $WORK/bin: others may rebuild target/release during a
+# run in a shared checkout, and netspawn starts the netspawn-netd that sits
+# next to it. Sets BIN_ID to the copies' names, hashes and build times.
+private_binaries() {
+    if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+        (cd "$REPO_DIR" && cargo build --release --quiet -p netspawn-netd --bins) ||
+            log "warning: could not build netspawn-netd; using the one in target/release if any"
+    fi
+    mkdir -p "$WORK/bin"
+    local b
+    for b in "$NETSPAWN" "$NETSPAWNCTL" "$(dirname "$NETSPAWN")/netspawn-netd"; do
+        [ -x "$b" ] || die "missing binary $b"
+        cp -p "$b" "$WORK/bin/"
+    done
+    BIN_ID="$(for b in "$WORK"/bin/*; do printf '%s %s (built %s), ' "$(basename "$b")" "$(sha256sum "$b" | cut -c1-12)" "$(date -u -r "$b" '+%Y-%m-%d %H:%M UTC')"; done)"
+}

@@ -87,17 +87,7 @@ netd_cleanup() {
 }
 trap netd_cleanup EXIT
 
-# Others may rebuild target/release during the run: measure a private copy.
-if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-    (cd "$REPO_DIR" && cargo build --release --quiet -p netspawn-netd --bins) ||
-        log "warning: could not build netspawn-netd; using the one in target/release if any"
-fi
-mkdir -p "$WORK/bin"
-for b in "$NETSPAWN" "$NETSPAWNCTL" "$(dirname "$NETSPAWN")/netspawn-netd"; do
-    [ -x "$b" ] || die "missing binary $b"
-    cp "$b" "$WORK/bin/"
-done
-BIN_ID="$(for b in "$WORK"/bin/*; do printf '%s %s (built %s), ' "$(basename "$b")" "$(sha256sum "$b" | cut -c1-12)" "$(date -u -r "$b" '+%Y-%m-%d %H:%M UTC')"; done)"
+private_binaries
 
 log "making the busybox image (netspawnctl bootstrap busybox)"
 "$WORK/bin/netspawnctl" bootstrap busybox bb >"$WORK/bootstrap.log" 2>&1 || {

@@ -77,17 +77,7 @@ network_cleanup() {
 }
 trap network_cleanup EXIT
 
-# Others may rebuild target/release during the run (shared checkout): measure
-# a private copy. netspawn starts netspawn-netd from next to itself.
-if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-    (cd "$REPO_DIR" && cargo build --release --quiet -p netspawn-netd --bins) ||
-        log "warning: could not build netspawn-netd; using the one in target/release if any"
-fi
-mkdir -p "$WORK/bin"
-for b in "$NETSPAWN" "$NETSPAWNCTL" "$(dirname "$NETSPAWN")/netspawn-netd"; do
-    [ -x "$b" ] && cp -p "$b" "$WORK/bin/"
-done
-BIN_ID="$(for b in "$WORK"/bin/*; do printf '%s %s (built %s); ' "$(basename "$b")" "$(sha256sum "$b" | cut -c1-12)" "$(date -u -r "$b" '+%H:%M:%S UTC')"; done)"
+private_binaries
 NETSPAWN=$WORK/bin/netspawn NETSPAWNCTL=$WORK/bin/netspawnctl
 
 log "making the busybox image (netspawnctl bootstrap busybox)"
