@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use nix::sys::socket::{
-    setsockopt, socket, sockopt, AddressFamily, SockFlag, SockProtocol, SockType,
+    setsockopt, socket, sockopt, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrIn,
 };
 use std::os::fd::{AsRawFd, OwnedFd};
 use tokio::net::UdpSocket;
@@ -74,30 +74,9 @@ pub fn bind_socket(ifname: &str) -> Result<StdUdpSocket, IoError> {
     Ok(StdUdpSocket::from(fd))
 }
 
-/// bind(2) to 0.0.0.0:`port`; nix's socket address types need its "net" feature, which the
-/// workspace does not enable, so this one call goes through libc.
+/// bind(2) to 0.0.0.0:`port`.
 fn bind_any(fd: &OwnedFd, port: u16) -> std::io::Result<()> {
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(Ipv4Addr::UNSPECIFIED).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: addr is a valid sockaddr_in for the duration of the call and its size is passed.
-    let r = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    nix::sys::socket::bind(fd.as_raw_fd(), &SockaddrIn::new(0, 0, 0, 0, port)).map_err(Into::into)
 }
 
 /// Serves DHCP on `ifname` until `shutdown` completes. `hostname_for` maps a client's hardware

@@ -24,7 +24,7 @@ use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
-use nix::sys::socket::{self, AddressFamily, SockFlag, SockType};
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 use tokio::sync::Semaphore;
 
 use super::answer::{
@@ -316,68 +316,6 @@ fn family(sa: &SocketAddr) -> AddressFamily {
     }
 }
 
-/// Sets an integer socket option (nix has these only with its "net"
-/// feature, which this workspace does not enable).
-fn set_int_opt(
-    fd: &OwnedFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    val: libc::c_int,
-) -> std::io::Result<()> {
-    // SAFETY: the pointer and length describe a live c_int for the call's duration.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&val as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-fn bind_raw(fd: &OwnedFd, sa: SocketAddr) -> std::io::Result<()> {
-    // SAFETY: an all-zero sockaddr_in/sockaddr_in6 is valid; each is filled
-    // and passed with its own size.
-    let r = unsafe {
-        match sa {
-            SocketAddr::V4(v4) => {
-                let mut s: libc::sockaddr_in = std::mem::zeroed();
-                s.sin_family = libc::AF_INET as libc::sa_family_t;
-                s.sin_port = v4.port().to_be();
-                s.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
-                libc::bind(
-                    fd.as_raw_fd(),
-                    (&s as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            }
-            SocketAddr::V6(v6) => {
-                let mut s: libc::sockaddr_in6 = std::mem::zeroed();
-                s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                s.sin6_port = v6.port().to_be();
-                s.sin6_addr.s6_addr = v6.ip().octets();
-                s.sin6_scope_id = v6.scope_id();
-                libc::bind(
-                    fd.as_raw_fd(),
-                    (&s as *const libc::sockaddr_in6).cast(),
-                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            }
-        }
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 /// A socket bound to `sa`, close-on-exec, IP_FREEBIND, with `flags`
 /// (non-blocking or not).
 fn bound_socket(sa: SocketAddr, ty: SockType, flags: SockFlag) -> Result<OwnedFd, DnsError> {
@@ -385,15 +323,15 @@ fn bound_socket(sa: SocketAddr, ty: SockType, flags: SockFlag) -> Result<OwnedFd
     let fd = socket::socket(family(&sa), ty, SockFlag::SOCK_CLOEXEC | flags, None)
         .map_err(|e| err(e.into()))?;
     // Best effort: without it, binding only waits for the address to exist.
-    let _ = set_int_opt(&fd, libc::IPPROTO_IP, libc::IP_FREEBIND, 1);
+    let _ = socket::setsockopt(&fd, sockopt::IpFreebind, &true);
     if ty == SockType::Stream {
         // Re-adding an address must not wait for old connections' TIME_WAIT.
-        set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(err)?;
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| err(e.into()))?;
     }
     if sa.is_ipv6() {
-        set_int_opt(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1).map_err(err)?;
+        socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| err(e.into()))?;
     }
-    bind_raw(&fd, sa).map_err(err)?;
+    socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(sa)).map_err(|e| err(e.into()))?;
     Ok(fd)
 }
 

@@ -33,7 +33,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use dhcproto::v4::{
@@ -591,26 +591,22 @@ fn random_xid() -> u32 {
 /// enters it only for `socket(2)`), bound to `0.0.0.0:68` on `ifname`.
 fn socket_in(netns: BorrowedFd<'_>, ifname: &str) -> io::Result<UdpSocket> {
     use nix::sched::{setns, CloneFlags};
+    use nix::sys::socket::{
+        bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockProtocol, SockType,
+        SockaddrIn,
+    };
     let own = std::fs::File::open("/proc/thread-self/ns/net")?;
     setns(netns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-    // SAFETY: plain socket(2); the result is checked before use.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_UDP,
-        )
-    };
-    let made = if raw < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-    };
+    let made = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::Udp,
+    )
+    .map_err(io::Error::from);
     setns(own.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
     let fd = made?;
 
-    use nix::sys::socket::{setsockopt, sockopt};
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(io::Error::from)?;
     setsockopt(&fd, sockopt::Broadcast, &true).map_err(io::Error::from)?;
     setsockopt(
@@ -619,23 +615,7 @@ fn socket_in(netns: BorrowedFd<'_>, ifname: &str) -> io::Result<UdpSocket> {
         &std::ffi::OsString::from(ifname),
     )
     .map_err(io::Error::from)?;
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: CLIENT_PORT.to_be(),
-        sin_addr: libc::in_addr { s_addr: 0 },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: `addr` is a valid sockaddr_in of the length given.
-    let r = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    bind(fd.as_raw_fd(), &SockaddrIn::new(0, 0, 0, 0, CLIENT_PORT)).map_err(io::Error::from)?;
     Ok(UdpSocket::from(fd))
 }
 
