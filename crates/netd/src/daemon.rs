@@ -455,7 +455,7 @@ async fn on_new_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
                     SystemTime::now(),
                 ) {
                     Ok(server) => {
-                        let server = Arc::new(std::sync::Mutex::new(server));
+                        let server = Arc::new(Mutex::new(server));
                         let (tx, rx) = oneshot::channel();
                         let ctx2 = ctx.clone();
                         let ifname = name.clone();

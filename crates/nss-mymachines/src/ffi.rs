@@ -88,14 +88,11 @@ mod tests {
     #[test]
     fn gaih_addrtuple_matches_glibc_layout() {
         // glibc: next(8) name(8) family(4) addr[4](16) scopeid(4) = 40 bytes, 8-aligned.
-        assert_eq!(std::mem::size_of::<GaihAddrtuple>(), 40);
-        assert_eq!(std::mem::align_of::<GaihAddrtuple>(), 8);
+        assert_eq!(size_of::<GaihAddrtuple>(), 40);
+        assert_eq!(align_of::<GaihAddrtuple>(), 8);
         assert_eq!(std::mem::offset_of!(GaihAddrtuple, family), 16);
         assert_eq!(std::mem::offset_of!(GaihAddrtuple, addr), 20);
         assert_eq!(std::mem::offset_of!(GaihAddrtuple, scopeid), 36);
-        assert_eq!(
-            std::mem::size_of::<NssStatus>(),
-            std::mem::size_of::<c_int>()
-        );
+        assert_eq!(size_of::<NssStatus>(), size_of::<c_int>());
     }
 }

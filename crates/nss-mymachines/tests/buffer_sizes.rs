@@ -90,7 +90,7 @@ unsafe fn read_tuples(
     let mut name = None;
     while !t.is_null() {
         let callers = first_is_callers && std::ptr::eq(t, first);
-        assert!(callers || inside(t.cast(), std::mem::size_of::<GaihAddrtuple>(), lo, hi));
+        assert!(callers || inside(t.cast(), size_of::<GaihAddrtuple>(), lo, hi));
         assert_eq!(t as usize % 8, 0, "tuple aligned");
         let tuple = &*t;
         let n = CStr::from_ptr(tuple.name);

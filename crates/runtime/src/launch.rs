@@ -48,7 +48,7 @@ pub enum LaunchError {
     #[error("{what}: {err}")]
     Sys { what: &'static str, err: nix::Error },
     #[error("{0}")]
-    Net(#[from] crate::network::NetError),
+    Net(#[from] network::NetError),
     #[error("{0}")]
     Netd(#[from] crate::netd_client::NetdError),
     #[error("{0}")]
@@ -606,7 +606,7 @@ fn configure_host0(
 fn registry_keeper(
     child: Pid,
     held: &Held,
-    cgroups: &crate::cgroup::Cgroups,
+    cgroups: &Cgroups,
 ) -> Result<network::keeper::Keeper, LaunchError> {
     let sys = |what: &'static str, e: std::io::Error| LaunchError::Sys {
         what,
@@ -762,7 +762,7 @@ fn supervise(
         }
         if let (Some(i), Some(p)) = (stdin_idx, pty) {
             if ready(i, &fds) {
-                match nix::unistd::read(stdin.as_fd(), &mut buf) {
+                match unistd::read(stdin.as_fd(), &mut buf) {
                     Ok(0) | Err(_) => stdin_open = false,
                     Ok(n) => {
                         if escape.feed(&buf[..n], Instant::now()) {
@@ -844,9 +844,7 @@ fn finish(pty: Option<&Pty>, forward_out: bool, buf: &mut [u8], outcome: Outcome
 
 fn read_notifications(fd: BorrowedFd<'_>, machine: &str) {
     let mut buf = [0u8; 4096];
-    while let Ok(n) =
-        nix::sys::socket::recv(fd.as_raw_fd(), &mut buf, socket::MsgFlags::MSG_DONTWAIT)
-    {
+    while let Ok(n) = socket::recv(fd.as_raw_fd(), &mut buf, socket::MsgFlags::MSG_DONTWAIT) {
         for line in String::from_utf8_lossy(&buf[..n]).lines() {
             match line {
                 "READY=1" => tracing::info!("container {machine} is ready"),

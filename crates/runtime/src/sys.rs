@@ -77,7 +77,7 @@ pub unsafe fn clone3_into_cgroup(
     let r = libc::syscall(
         libc::SYS_clone3,
         &args as *const CloneArgs,
-        std::mem::size_of::<CloneArgs>(),
+        size_of::<CloneArgs>(),
     );
     match r {
         -1 => Err(Errno::last()),
@@ -163,7 +163,7 @@ pub fn open_in_root(root: &Path, path: &Path, flags: libc::c_int) -> nix::Result
                 dir.as_raw_fd(),
                 path_c.as_ptr(),
                 &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
+                size_of::<OpenHow>(),
             )
         };
         if r >= 0 {

@@ -333,7 +333,7 @@ pub(crate) mod tests {
 
     /// The machines the answer tests (and the fast path's) know: two with
     /// addresses, one still without.
-    pub(crate) fn machines() -> Vec<(&'static str, Vec<std::net::IpAddr>)> {
+    pub(crate) fn machines() -> Vec<(&'static str, Vec<IpAddr>)> {
         vec![
             (
                 "web",

@@ -247,7 +247,7 @@ impl Watch {
             // The directory itself went (IN_IGNORED follows): watch it anew
             // once it is back, with the mtime check meanwhile.
             let mut off = 0;
-            let header = std::mem::size_of::<libc::inotify_event>();
+            let header = size_of::<libc::inotify_event>();
             while let Some(ev) = buf.get(..n).and_then(|b| b.get(off..off + header)) {
                 // SAFETY: ev holds a whole inotify_event header (read_unaligned copes with alignment).
                 let event: libc::inotify_event =

@@ -83,7 +83,7 @@ impl NftMonitor {
             libc::bind(
                 fd.as_raw_fd(),
                 &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
             )
         };
         if r < 0 {
@@ -97,7 +97,7 @@ impl NftMonitor {
                 libc::SOL_NETLINK,
                 libc::NETLINK_ADD_MEMBERSHIP,
                 &group as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
         if r < 0 {
