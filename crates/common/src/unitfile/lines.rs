@@ -1,10 +1,10 @@
-//! The line syntax that `.nspawn` and `.network` files share, as systemd's
+//! The line layer: the syntax that `.nspawn` and `.network` files share, as systemd's
 //! `config_parse()` reads it: lines end at `\n`, `\r\n` or `\r`; `#` and `;`
 //! start comment lines (dropped even inside a continuation); a line ending in
 //! an unescaped backslash continues on the next one (the backslash becomes a
 //! space); `[Section]` headers; `KEY=VALUE` assignments with whitespace
 //! trimmed around both. What the sections and keys mean is the callers'
-//! (`runtime::settings`, `netd::netfile`).
+//! ([`super::table`] and its callers' key tables).
 //!
 //! Files are untrusted input: nothing here panics, a NUL byte, a line longer
 //! than [`LONG_LINE_MAX`] or a line that is not UTF-8 is an error naming its
@@ -133,19 +133,6 @@ pub fn split_assignment(l: &str) -> Result<(&str, &str), String> {
 /// The error for an assignment before any section header.
 pub fn outside_of_any_section(l: &str) -> String {
     format!("Assignment outside of any section: {l:?}")
-}
-
-/// systemd's `parse_boolean()`.
-pub fn parse_boolean(s: &str) -> Option<bool> {
-    const YES: [&str; 6] = ["1", "yes", "y", "true", "t", "on"];
-    const NO: [&str; 6] = ["0", "no", "n", "false", "f", "off"];
-    if YES.iter().any(|w| s.eq_ignore_ascii_case(w)) {
-        Some(true)
-    } else if NO.iter().any(|w| s.eq_ignore_ascii_case(w)) {
-        Some(false)
-    } else {
-        None
-    }
 }
 
 /// Counts line ends as [`physical_lines`] does (`\n`, `\r\n`, `\r`).
@@ -277,9 +264,6 @@ mod tests {
         assert!(split_assignment(" =v")
             .unwrap_err()
             .starts_with("Missing key name"));
-        assert_eq!(parse_boolean("On"), Some(true));
-        assert_eq!(parse_boolean("f"), Some(false));
-        assert_eq!(parse_boolean("maybe"), None);
     }
 
     #[test]
