@@ -87,6 +87,10 @@ pub struct Schema<T: 'static> {
 pub struct Warning {
     pub line: usize,
     pub msg: String,
+    /// The line sets an [`Action::Ignored`] key: one the format defines and
+    /// this program does not act on. A caller may refuse such a file
+    /// instead (netspawn does, for trusted `.nspawn` files).
+    pub ignored_key: bool,
 }
 
 impl<T> Schema<T> {
@@ -116,7 +120,11 @@ pub fn parse<T>(text: &str, schema: &Schema<T>, out: &mut T) -> Result<Vec<Warni
                         } else {
                             format!("Unknown section '{name}'. Ignoring.")
                         };
-                        warnings.push(Warning { line: n, msg });
+                        warnings.push(Warning {
+                            line: n,
+                            msg,
+                            ignored_key: false,
+                        });
                     }
                     section = Some(known);
                     return Ok(());
@@ -139,7 +147,9 @@ pub fn parse<T>(text: &str, schema: &Schema<T>, out: &mut T) -> Result<Vec<Warni
                 line: n,
                 msg: format!("Invalid {key}= value: {why}"),
             };
-            let note = match schema.find(sect, key).map(|k| &k.action) {
+            let action = schema.find(sect, key).map(|k| &k.action);
+            let ignored_key = matches!(action, Some(Action::Ignored));
+            let note = match action {
                 Some(Action::Parse(f)) => f(out, value).map_err(invalid)?,
                 Some(Action::ParseKey(f)) => f(out, key, value).map_err(invalid)?,
                 Some(Action::Ignored) => Some((schema.ignored_key)(key, sect)),
@@ -151,7 +161,11 @@ pub fn parse<T>(text: &str, schema: &Schema<T>, out: &mut T) -> Result<Vec<Warni
                 )),
             };
             if let Some(msg) = note {
-                warnings.push(Warning { line: n, msg });
+                warnings.push(Warning {
+                    line: n,
+                    msg,
+                    ignored_key,
+                });
             }
             Ok(())
         },
@@ -215,6 +229,8 @@ mod tests {
             }
         );
         let msgs: Vec<(usize, &str)> = w.iter().map(|w| (w.line, w.msg.as_str())).collect();
+        let ignored: Vec<usize> = w.iter().filter(|w| w.ignored_key).map(|w| w.line).collect();
+        assert_eq!(ignored, vec![3]);
         assert_eq!(
             msgs,
             vec![

@@ -323,7 +323,11 @@ pub fn parse_size_1024(value: &str) -> Option<u64> {
     let bytes = w.checked_mul(1u64.checked_shl(shift)?)?;
     // The fraction exactly, as systemd: digits / 10^len of the unit.
     let frac = frac.get(..frac.len().min(18)).unwrap_or_default();
-    let num: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let num: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     let den = 10u128.pow(frac.len() as u32);
     let part = u64::try_from((num << shift) / den).ok()?;
     bytes.checked_add(part)
