@@ -1,7 +1,8 @@
 //! [`Netlink`]: [`Rtnl`] over one persistent rtnetlink socket in one
 //! network namespace, driven by a small single-threaded tokio runtime of its
 //! own and blocking per call. It must not be called from inside another
-//! tokio runtime's task (use `spawn_blocking` there).
+//! tokio runtime's task (use `spawn_blocking` there); it may be dropped
+//! anywhere.
 
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -25,7 +26,8 @@ use crate::{in_netns, Rtnl, RtnlError};
 
 /// A netlink socket in one network namespace.
 pub struct Netlink {
-    rt: tokio::runtime::Runtime,
+    /// Always there until drop, which takes it out.
+    rt: Option<tokio::runtime::Runtime>,
     handle: rtnetlink::Handle,
 }
 
@@ -42,7 +44,10 @@ impl Netlink {
             rtnetlink::new_connection().map_err(RtnlError::io(what))?
         };
         rt.spawn(conn);
-        Ok(Netlink { rt, handle })
+        Ok(Netlink {
+            rt: Some(rt),
+            handle,
+        })
     }
 
     /// Opens a socket inside the network namespace `netns` (e.g. a
@@ -53,7 +58,20 @@ impl Netlink {
     }
 
     fn run<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
+        self.rt
+            .as_ref()
+            .expect("the runtime lives until drop")
+            .block_on(f)
+    }
+}
+
+impl Drop for Netlink {
+    /// Without waiting, so that a daemon may drop its socket inside a task
+    /// (a plain runtime drop would panic there); nothing of ours blocks.
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
     }
 }
 

@@ -9,6 +9,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use crate::model::{Address, Link};
 use crate::real::{address_from, link_from};
@@ -53,7 +55,6 @@ pub enum Event {
 /// A socket subscribed to link and/or address events.
 pub struct Watch {
     sock: Socket,
-    buf: Vec<u8>,
 }
 
 impl Watch {
@@ -65,10 +66,7 @@ impl Watch {
         sock.bind(&SocketAddr::new(0, mask))
             .map_err(RtnlError::io(what))?;
         sock.set_non_blocking(true).map_err(RtnlError::io(what))?;
-        Ok(Watch {
-            sock,
-            buf: vec![0u8; 64 * 1024],
-        })
+        Ok(Watch { sock })
     }
 
     /// Opens a watch on `groups` inside the network namespace `netns`.
@@ -93,12 +91,14 @@ impl Watch {
 
     /// Every pending event, in order; empty when there is none. Reads until
     /// the socket is empty, so edge-triggered pollers may wait again after.
-    pub fn read(&mut self) -> Result<Vec<Event>, RtnlError> {
+    pub fn read(&self) -> Result<Vec<Event>, RtnlError> {
         let mut out = Vec::new();
+        // Larger than any one message the kernel multicasts.
+        let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match self.sock.recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT) {
+            match self.sock.recv(&mut &mut buf[..], libc::MSG_DONTWAIT) {
                 Ok(0) => break,
-                Ok(n) => out.extend(parse(&self.buf[..n])),
+                Ok(n) => out.extend(parse(&buf[..n])),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => out.push(Event::Overrun),
@@ -106,6 +106,16 @@ impl Watch {
             }
         }
         Ok(out)
+    }
+
+    /// The watch registered with the current tokio runtime's reactor, for a
+    /// daemon to await: `readable()`, then [`Watch::read`] through the
+    /// guard, then `clear_ready()`. Must be called within a tokio runtime.
+    pub fn into_async(self) -> Result<AsyncFd<Watch>, RtnlError> {
+        // SAFETY: the socket belongs to the Watch, stays open until the
+        // Watch is dropped, and `as_raw_fd` always returns it.
+        unsafe { AsyncFd::register_with_interest(self, Interest::READABLE) }
+            .map_err(|e| RtnlError::io("register netlink event socket")(e.into()))
     }
 }
 
@@ -230,7 +240,7 @@ mod tests {
         use crate::{Netlink, NewLink, Rtnl};
         std::thread::spawn(|| {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            let mut w = Watch::open(&[Group::Link, Group::Ipv4Addr, Group::Ipv6Addr]).unwrap();
+            let w = Watch::open(&[Group::Link, Group::Ipv4Addr, Group::Ipv6Addr]).unwrap();
             assert!(w.read().unwrap().is_empty());
             let mut nl = Netlink::open().unwrap();
             nl.add(&NewLink::Bridge { name: "br-w".into() }).unwrap();
