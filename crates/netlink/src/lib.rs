@@ -9,6 +9,13 @@
 //! - [`in_netns`]: the one helper that runs code inside another network
 //!   namespace and comes back (sockets made there stay bound to it).
 //! - [`RtnlError`]: what failed, with the kernel's errno to test by number.
+//!
+//! In a tokio daemon (netd): open the [`Watch`] first and list the links
+//! after, so no link falls between the two; await the watch through
+//! [`Watch::into_async`]; call the verbs on `spawn_blocking` threads (a
+//! [`Netlink`] blocks on a runtime of its own, which must not be entered
+//! from a task); re-list when [`Event::Overrun`] says events were lost.
+//! `tests/tokio_daemon.rs` does exactly that.
 
 mod error;
 pub mod fake;
