@@ -91,14 +91,16 @@ impl Watch {
 
     /// Every pending event, in order; empty when there is none. Reads until
     /// the socket is empty, so edge-triggered pollers may wait again after.
+    /// Only the kernel's datagrams count (a process could unicast to us).
     pub fn read(&self) -> Result<Vec<Event>, RtnlError> {
         let mut out = Vec::new();
         // Larger than any one message the kernel multicasts.
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match self.sock.recv(&mut &mut buf[..], libc::MSG_DONTWAIT) {
-                Ok(0) => break,
-                Ok(n) => out.extend(parse(&buf[..n])),
+            match self.sock.recv_from(&mut &mut buf[..], libc::MSG_DONTWAIT) {
+                Ok((0, _)) => break,
+                Ok((n, from)) if from.port_number() == 0 => out.extend(parse(&buf[..n])),
+                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => out.push(Event::Overrun),
@@ -228,6 +230,28 @@ mod tests {
         bad[0..4].copy_from_slice(&3u32.to_ne_bytes());
         assert!(parse(&bad).is_empty());
         assert!(parse(&[0xff; 40]).is_empty());
+    }
+
+    /// A datagram from a process, not the kernel, is no event (needs root).
+    #[test]
+    fn forged_events_from_a_process_are_ignored() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: unicasting to a netlink socket needs root");
+            return;
+        }
+        let w = Watch::open(&[Group::Link]).unwrap();
+        let mut ours = SocketAddr::new(0, 0);
+        w.sock.get_address(&mut ours).unwrap();
+        let mut forger = Socket::new(NETLINK_ROUTE).unwrap();
+        forger.bind_auto().unwrap();
+        let forged = wire(RouteNetlinkMessage::NewLink(link_msg(9, "ve-evil", None)));
+        forger
+            .send_to(&forged, &SocketAddr::new(ours.port_number(), 0), 0)
+            .unwrap();
+        let mut fds = [nix::poll::PollFd::new(w.fd(), nix::poll::PollFlags::POLLIN)];
+        let n = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(2000u16)).unwrap();
+        assert_eq!(n, 1, "the forged datagram arrived");
+        assert_eq!(w.read().unwrap(), vec![]);
     }
 
     /// The real socket, in a namespace of its own (needs root).
