@@ -65,7 +65,7 @@ impl FakeRtnl {
         RtnlError::kernel(what, libc::ENODEV)
     }
 
-    /// The prefix route the kernel adds with an IPv4 address.
+    /// The prefix route the kernel adds with an address.
     fn prefix_route(index: u32, address: IpAddr, prefix_len: u8) -> Route {
         Route {
             oif: Some(index),
@@ -223,11 +223,16 @@ impl Rtnl for FakeRtnl {
             address,
             prefix_len,
         };
-        if self.addresses.contains(&a) {
+        // IPv4 allows one address twice with different prefixes; IPv6 does not.
+        if self.addresses.iter().any(|x| {
+            x.index == index
+                && x.address == address
+                && (address.is_ipv6() || x.prefix_len == prefix_len)
+        }) {
             return Err(Self::eexist(&what));
         }
         self.addresses.push(a);
-        if address.is_ipv4() && prefix_len < 32 {
+        if prefix_len < if address.is_ipv4() { 32 } else { 128 } {
             self.routes
                 .push(Self::prefix_route(index, address, prefix_len));
         }
@@ -277,13 +282,16 @@ impl Rtnl for FakeRtnl {
             }
         }
         if let Some(g) = route.gateway {
-            // As the kernel: a gateway must be on a link the route uses.
-            let reachable = self.routes.iter().any(|r| {
-                r.scope == RouteScope::Link
-                    && r.gateway.is_none()
-                    && (route.oif.is_none() || r.oif == route.oif)
-                    && r.contains(&g)
-            });
+            // As the kernel: a gateway must be on a link the route uses (an
+            // IPv6 link-local one is, on the link named).
+            let link_local = matches!(g, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+            let reachable = (link_local && route.oif.is_some())
+                || self.routes.iter().any(|r| {
+                    r.scope == RouteScope::Link
+                        && r.gateway.is_none()
+                        && (route.oif.is_none() || r.oif == route.oif)
+                        && r.contains(&g)
+                });
             if !reachable {
                 return Err(RtnlError::kernel(what, libc::ENETUNREACH));
             }
@@ -376,12 +384,17 @@ mod tests {
             "add address 10.0.0.2/28: EEXIST: File exists"
         );
         f.add_address(h, ip("fd00::2"), 64).unwrap();
+        let e = f.add_address(h, ip("fd00::2"), 80).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EEXIST), "IPv6: one address once");
+        f.add_address(h, ip("10.0.0.2"), 24).unwrap();
+        f.delete_address(h, ip("10.0.0.2"), 24).unwrap();
         let e = f.add_address(99, ip("10.1.0.2"), 24).unwrap_err();
         assert_eq!(e.errno(), Some(libc::ENODEV));
         assert_eq!(f.link_addresses(h).unwrap().len(), 2);
         let lo = index(&mut f, "lo");
         assert!(f.link_addresses(lo).unwrap().is_empty());
         // The kernel's prefix route comes and goes with the address.
+        assert_eq!(f.routes(Family::V6).unwrap().len(), 1);
         let prefix = f.routes(Family::V4).unwrap();
         assert_eq!(prefix.len(), 1);
         assert_eq!(
@@ -432,6 +445,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(f.default_route_links().unwrap(), vec![e0, e1]);
+        // An IPv6 link-local gateway is on the link it names.
+        f.add_default_route(e1, ip("fe80::1"), None, RouteProtocol::Ra)
+            .unwrap();
+        assert_eq!(f.routes(Family::V6).unwrap().len(), 1);
         let d = Route::default_via(ip("192.168.1.1"), e0);
         f.delete_route(&d).unwrap();
         assert_eq!(f.delete_route(&d).unwrap_err().errno(), Some(libc::ESRCH));

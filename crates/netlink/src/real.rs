@@ -532,6 +532,12 @@ mod tests {
             let e = nl.add_address(br.index, ip("10.9.0.1"), 24).unwrap_err();
             assert_eq!(e.errno(), Some(libc::EEXIST), "{e}");
             nl.add_address(br.index, ip("10.9.1.1"), 24).unwrap();
+            // As the fake: IPv4 takes one address with two prefixes, IPv6 not.
+            nl.add_address(br.index, ip("10.9.1.1"), 16).unwrap();
+            nl.delete_address(br.index, ip("10.9.1.1"), 16).unwrap();
+            nl.add_address(br.index, ip("fd00::1"), 64).unwrap();
+            let e = nl.add_address(br.index, ip("fd00::1"), 80).unwrap_err();
+            assert_eq!(e.errno(), Some(libc::EEXIST), "{e}");
             let mut mine: Vec<_> = nl
                 .link_addresses(br.index)
                 .unwrap()
