@@ -5,16 +5,9 @@
 //! address multicast groups; on any event the launcher re-reads the list.
 
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
-use futures_util::TryStreamExt;
-use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
-
-use super::rtnl::{Netlink, RtnlError};
-
-const RTMGRP_IPV4_IFADDR: u32 = 0x10;
-const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+use netlink::{in_netns, Group, Netlink, Rtnl, RtnlError, Watch};
 
 /// True for addresses worth publishing: not loopback, link-local,
 /// unspecified or multicast.
@@ -38,79 +31,37 @@ pub fn usable(a: &IpAddr) -> bool {
 
 /// Address events and queries for one network namespace.
 pub struct AddressWatch {
-    sock: Socket,
+    watch: Watch,
     nl: Netlink,
 }
 
 impl AddressWatch {
     /// Opens the watch inside the namespace `netns`.
     pub fn open_in(netns: BorrowedFd<'_>) -> Result<AddressWatch, RtnlError> {
-        let err = |what: &str| {
-            let what = what.to_string();
-            move |e: std::io::Error| RtnlError::Other {
-                what,
-                msg: e.to_string(),
-            }
-        };
-        let own = std::fs::File::open("/proc/thread-self/ns/net")
-            .map_err(err("open own network namespace"))?;
-        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-            RtnlError::Kernel {
-                what: "enter network namespace".into(),
-                errno: e as i32,
-            }
-        })?;
-        let sock = (|| {
-            let mut s = Socket::new(NETLINK_ROUTE)?;
-            s.bind(&SocketAddr::new(0, RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))?;
-            s.set_non_blocking(true)?;
-            Ok::<_, std::io::Error>(s)
-        })();
-        let back = nix::sched::setns(own.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET);
-        let sock = sock.map_err(err("address event socket"))?;
-        back.map_err(|e| RtnlError::Kernel {
-            what: "return to own network namespace".into(),
-            errno: e as i32,
-        })?;
-        Ok(AddressWatch {
-            sock,
-            nl: Netlink::open_in(netns)?,
-        })
+        let (watch, nl) = in_netns(netns, || {
+            let watch = Watch::open(&[Group::Ipv4Addr, Group::Ipv6Addr])?;
+            Ok::<_, RtnlError>((watch, Netlink::open()?))
+        })??;
+        Ok(AddressWatch { watch, nl })
     }
 
     /// The descriptor to poll for events.
     pub fn fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the socket lives as long as self.
-        unsafe { BorrowedFd::borrow_raw(self.sock.as_raw_fd()) }
+        self.watch.fd()
     }
 
     /// Drains pending events.
     pub fn drain(&self) {
-        let mut buf = vec![0u8; 16 * 1024];
-        while let Ok(n) = self.sock.recv(&mut &mut buf[..], libc::MSG_DONTWAIT) {
-            if n == 0 {
-                break;
-            }
-        }
+        self.watch.drain();
     }
 
     /// The namespace's usable addresses, sorted.
     pub fn addresses(&mut self) -> Result<Vec<IpAddr>, RtnlError> {
-        let h = self.nl.handle().clone();
-        let msgs: Vec<_> = self
+        let mut out: Vec<IpAddr> = self
             .nl
-            .block_on(async move { h.address().get().execute().try_collect::<Vec<_>>().await })
-            .map_err(|e| RtnlError::Other {
-                what: "list addresses".into(),
-                msg: e.to_string(),
-            })?;
-        let mut out: Vec<IpAddr> = msgs
-            .iter()
-            .flat_map(|m| m.attributes.iter())
-            .filter_map(|a| match a {
-                AddressAttribute::Address(ip) => Some(*ip),
-                _ => None,
-            })
+            .addresses()?
+            .into_iter()
+            .map(|a| a.address)
             .filter(usable)
             .collect();
         out.sort();

@@ -33,7 +33,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use dhcproto::v4::{
@@ -41,9 +41,8 @@ use dhcproto::v4::{
     SERVER_PORT,
 };
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+use netlink::{in_netns, Route, RouteProtocol, RouteScope, Rtnl, RtnlError};
 use thiserror::Error;
-
-use super::rtnl::{Netlink, Rtnl, RtnlError};
 
 /// Errors of the DHCP client, each naming the interface.
 #[derive(Debug, Error)]
@@ -590,22 +589,23 @@ fn random_xid() -> u32 {
 /// Creates the client's UDP socket inside `netns` (the calling thread
 /// enters it only for `socket(2)`), bound to `0.0.0.0:68` on `ifname`.
 fn socket_in(netns: BorrowedFd<'_>, ifname: &str) -> io::Result<UdpSocket> {
-    use nix::sched::{setns, CloneFlags};
     use nix::sys::socket::{
         bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockProtocol, SockType,
         SockaddrIn,
     };
-    let own = std::fs::File::open("/proc/thread-self/ns/net")?;
-    setns(netns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-    let made = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::Udp,
-    )
-    .map_err(io::Error::from);
-    setns(own.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-    let fd = made?;
+    let made = in_netns(netns, || {
+        socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::Udp,
+        )
+    })
+    .map_err(|e| match e.errno() {
+        Some(errno) => io::Error::from_raw_os_error(errno),
+        None => io::Error::other(e),
+    })?;
+    let fd = made.map_err(io::Error::from)?;
 
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(io::Error::from)?;
     setsockopt(&fd, sockopt::Broadcast, &true).map_err(io::Error::from)?;
@@ -623,10 +623,11 @@ fn socket_in(netns: BorrowedFd<'_>, ifname: &str) -> io::Result<UdpSocket> {
 /// container's namespace): the address with its prefix, then the default
 /// route via the router (with a link route to the router first when it is
 /// outside the subnet). Already present is fine, so a retry is harmless.
-pub fn configure(inside: &mut Netlink, ifname: &str, lease: &Lease) -> Result<(), DhcpClientError> {
-    use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
-    use rtnetlink::RouteMessageBuilder;
-
+pub fn configure(
+    inside: &mut dyn Rtnl,
+    ifname: &str,
+    lease: &Lease,
+) -> Result<(), DhcpClientError> {
     let rtnl_err = |err: RtnlError| DhcpClientError::Rtnl {
         ifname: ifname.to_string(),
         err,
@@ -638,64 +639,30 @@ pub fn configure(inside: &mut Netlink, ifname: &str, lease: &Lease) -> Result<()
             ifname: ifname.to_string(),
         })?
         .index;
-    let exists_ok = |r: Result<(), rtnetlink::Error>, what: String| match r {
-        Ok(()) => Ok(()),
-        Err(rtnetlink::Error::NetlinkError(m))
-            if m.code.map(|c| -c.get()) == Some(libc::EEXIST) =>
-        {
-            Ok(())
-        }
-        Err(rtnetlink::Error::NetlinkError(m)) => Err(rtnl_err(match m.code {
-            Some(c) => RtnlError::Kernel {
-                what,
-                errno: -c.get(),
-            },
-            None => RtnlError::Other {
-                what,
-                msg: "unexpected acknowledgement".into(),
-            },
-        })),
-        Err(e) => Err(rtnl_err(RtnlError::Other {
-            what,
-            msg: e.to_string(),
-        })),
+    let exists_ok = |r: Result<(), RtnlError>| match r {
+        Err(e) if e.is_exists() => Ok(()),
+        r => r.map_err(rtnl_err),
     };
 
-    let h = inside.handle().clone();
-    let r = inside.block_on(async move {
-        h.address()
-            .add(index, lease.address.into(), lease.prefix_len)
-            .execute()
-            .await
-    });
-    exists_ok(
-        r,
-        format!("add address {}/{}", lease.address, lease.prefix_len),
-    )?;
+    exists_ok(inside.add_address(index, lease.address.into(), lease.prefix_len))?;
 
     let Some(router) = lease.router else {
         return Ok(());
     };
     if !in_subnet(router, lease.address, lease.prefix_len) {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(router, 32)
-            .output_interface(index)
-            .scope(RouteScope::Link)
-            .protocol(RouteProtocol::Dhcp)
-            .build();
-        let h = inside.handle().clone();
-        let r = inside.block_on(async move { h.route().add(msg).execute().await });
-        exists_ok(r, format!("add route to router {router}"))?;
+        exists_ok(inside.add_route(&Route {
+            oif: Some(index),
+            scope: RouteScope::Link,
+            protocol: RouteProtocol::Dhcp,
+            ..Route::to(router.into(), 32)
+        }))?;
     }
-    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-        .gateway(router)
-        .output_interface(index)
-        .protocol(RouteProtocol::Dhcp)
-        .pref_source(lease.address)
-        .build();
-    let h = inside.handle().clone();
-    let r = inside.block_on(async move { h.route().add(msg).execute().await });
-    exists_ok(r, format!("add default route via {router}"))
+    exists_ok(inside.add_default_route(
+        index,
+        router.into(),
+        Some(lease.address.into()),
+        RouteProtocol::Dhcp,
+    ))
 }
 
 fn in_subnet(a: Ipv4Addr, net: Ipv4Addr, prefix_len: u8) -> bool {
@@ -728,6 +695,57 @@ mod tests {
     const MAC: [u8; 6] = [0x0e, 0x11, 0x22, 0x33, 0x44, 0x55];
     const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
     const OFFERED: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 23);
+
+    fn lease(router: Ipv4Addr) -> Lease {
+        Lease {
+            address: OFFERED,
+            prefix_len: 24,
+            router: Some(router),
+            dns: vec![],
+            domain: None,
+            lease_time: Duration::from_secs(3600),
+            server: SERVER,
+        }
+    }
+
+    #[test]
+    fn configure_sets_address_and_default_route_and_may_be_repeated() {
+        use netlink::fake::FakeRtnl;
+        use netlink::Family;
+        let mut f = FakeRtnl::with_links(&[("lo", None), ("host0", Some("veth"))]);
+        let host0 = f.link("host0").unwrap().unwrap().index;
+        configure(&mut f, "host0", &lease(SERVER)).unwrap();
+        configure(&mut f, "host0", &lease(SERVER)).unwrap();
+        assert_eq!(f.link_addresses(host0).unwrap().len(), 1);
+        let d: Vec<_> = f
+            .routes(Family::V4)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.is_default())
+            .collect();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].gateway, Some(SERVER.into()));
+        assert_eq!(d[0].source, Some(OFFERED.into()));
+        assert_eq!(d[0].protocol, RouteProtocol::Dhcp);
+
+        // A router outside the subnet gets a link route first.
+        let mut f = FakeRtnl::with_links(&[("host0", Some("veth"))]);
+        let host0 = f.link("host0").unwrap().unwrap().index;
+        let far = Ipv4Addr::new(192, 0, 2, 1);
+        configure(&mut f, "host0", &lease(far)).unwrap();
+        configure(&mut f, "host0", &lease(far)).unwrap();
+        assert!(f
+            .routes
+            .iter()
+            .any(|r| r.prefix_len == 32 && r.destination == far && r.scope == RouteScope::Link));
+        assert_eq!(f.default_route_links().unwrap(), vec![host0]);
+
+        let mut f = FakeRtnl::with_links(&[("lo", None)]);
+        assert!(matches!(
+            configure(&mut f, "host0", &lease(SERVER)),
+            Err(DhcpClientError::NoLink { .. })
+        ));
+    }
 
     fn decode(p: &[u8]) -> Message {
         Message::decode(&mut Decoder::new(p)).expect("decodes")

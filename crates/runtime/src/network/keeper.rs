@@ -8,9 +8,9 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+use netlink::{Netlink, Rtnl};
 use nix::unistd::{ForkResult, Pid};
 
-use super::rtnl::{Netlink, Rtnl};
 use super::zone::Zones;
 use super::NetError;
 

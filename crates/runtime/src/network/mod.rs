@@ -12,16 +12,18 @@
 //! | `--network-ipvlan=IF` | — | `iv-IF` |
 //! | `--network-interface=IF` | moved in, back on exit | `IF` |
 //!
-//! [`plan`] is pure; [`setup`] runs a plan against an [`Rtnl`] for the host
-//! and one for the container's namespace; [`Teardown`] undoes it, and is run
+//! [`plan`] is pure; [`setup`] runs a plan against an [`Rtnl`] (netspawn's
+//! netlink crate) for the host and one for the container's namespace;
+//! [`Teardown`] undoes it, and is run
 //! by a [`keeper`] process that outlives the launcher, so teardown happens
 //! even after `kill -9` of the launcher and stays off the user's critical path.
 
 pub mod addrs;
 pub mod dhcp_client;
 pub mod keeper;
+/// The netlink layer, under the name this module has always used for it.
+pub use netlink as rtnl;
 pub use netspawn_common::naming;
-pub mod rtnl;
 pub mod zone;
 
 use std::os::fd::BorrowedFd;
@@ -31,7 +33,7 @@ use thiserror::Error;
 
 use crate::config::Network;
 use naming::{generate_mac, host_ifname, shorten_ifname, Mac};
-use rtnl::{NewLink, Rtnl, RtnlError};
+use netlink::{NewLink, Rtnl, RtnlError};
 
 #[derive(Debug, Error)]
 pub enum NetError {
@@ -356,8 +358,8 @@ pub fn configure_container(plan: &Plan, inside: &mut dyn Rtnl) -> Result<(), Net
 
 #[cfg(test)]
 mod tests {
-    use super::rtnl::fake::FakeRtnl;
     use super::*;
+    use netlink::fake::FakeRtnl;
 
     const ID: [u8; 16] = [7; 16];
 
@@ -425,6 +427,12 @@ mod tests {
             ("eth1", None),
             ("br0", Some("bridge")),
         ]);
+        // eth0 carries the host's only default route.
+        let eth0 = host.link("eth0").unwrap().unwrap().index;
+        host.routes.push(netlink::Route::default_via(
+            "192.0.2.1".parse().unwrap(),
+            eth0,
+        ));
         let p = |n: Network| plan("web", &ID, &n);
         check(
             &p(Network {
@@ -482,7 +490,7 @@ mod tests {
             ),
             Err(NetError::NoInterface(_))
         ));
-        host.links.push(rtnl::Link {
+        host.links.push(netlink::Link {
             index: 99,
             name: "ve-web".into(),
             kind: Some("veth".into()),

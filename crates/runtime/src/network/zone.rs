@@ -6,7 +6,8 @@
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 
-use super::rtnl::{NewLink, Rtnl, RtnlError};
+use netlink::{NewLink, Rtnl, RtnlError};
+
 use super::NetError;
 
 /// The zone locks' directory.
@@ -77,8 +78,8 @@ impl Zones {
 
 #[cfg(test)]
 mod tests {
-    use super::super::rtnl::fake::FakeRtnl;
     use super::*;
+    use netlink::fake::FakeRtnl;
 
     #[test]
     fn first_member_creates_last_member_removes() {

@@ -1,0 +1,485 @@
+//! An in-memory [`Rtnl`] for unit tests: links, addresses and routes live
+//! in lists and follow the kernel's rules where callers depend on them
+//! (`EEXIST` for a second equal address or route, `ENODEV` for a missing
+//! link, `ENETUNREACH` for a gateway no route on its link covers, a deleted
+//! link taking its addresses and routes along). Links given to another
+//! namespace are recorded there.
+
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use crate::model::{prefix_network, Address, Family, Link, NewLink, Route, RouteScope};
+use crate::{RouteProtocol, Rtnl, RtnlError};
+
+#[derive(Debug, Default)]
+pub struct FakeRtnl {
+    pub links: Vec<Link>,
+    pub addresses: Vec<Address>,
+    pub routes: Vec<Route>,
+    next: u32,
+    /// Links created in, or moved to, another namespace: (netns pid or fd, name).
+    pub moved_out: Vec<(i64, String)>,
+    /// Every request, in order, for assertions.
+    pub log: Vec<String>,
+    /// Kinds this fake kernel refuses with EOPNOTSUPP (e.g. "ipvlan").
+    pub unsupported: Vec<&'static str>,
+}
+
+impl FakeRtnl {
+    pub fn with_links(names: &[(&str, Option<&str>)]) -> FakeRtnl {
+        let mut f = FakeRtnl {
+            next: 1,
+            ..Default::default()
+        };
+        for (n, k) in names {
+            f.insert(n, k.map(str::to_string), None);
+        }
+        f
+    }
+
+    fn insert(&mut self, name: &str, kind: Option<String>, master: Option<u32>) -> u32 {
+        self.next += 1;
+        self.links.push(Link {
+            index: self.next,
+            name: name.into(),
+            kind,
+            master,
+            up: true,
+        });
+        self.next
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.links.iter().any(|l| l.name == name)
+    }
+
+    fn has_index(&self, index: u32) -> bool {
+        self.links.iter().any(|l| l.index == index)
+    }
+
+    fn eexist(what: &str) -> RtnlError {
+        RtnlError::kernel(what, libc::EEXIST)
+    }
+
+    fn enodev(what: impl Into<String>) -> RtnlError {
+        RtnlError::kernel(what, libc::ENODEV)
+    }
+
+    /// The prefix route the kernel adds with an address.
+    fn prefix_route(index: u32, address: IpAddr, prefix_len: u8) -> Route {
+        Route {
+            oif: Some(index),
+            source: Some(address),
+            scope: RouteScope::Link,
+            protocol: RouteProtocol::Kernel,
+            ..Route::to(prefix_network(&address, prefix_len), prefix_len)
+        }
+    }
+
+    /// Two routes the kernel would take for the same one.
+    fn same_route(a: &Route, b: &Route) -> bool {
+        a.destination == b.destination
+            && a.prefix_len == b.prefix_len
+            && a.table == b.table
+            && a.metric.unwrap_or(0) == b.metric.unwrap_or(0)
+    }
+}
+
+impl Rtnl for FakeRtnl {
+    fn link(&mut self, name: &str) -> Result<Option<Link>, RtnlError> {
+        Ok(self.links.iter().find(|l| l.name == name).cloned())
+    }
+
+    fn links(&mut self) -> Result<Vec<Link>, RtnlError> {
+        Ok(self.links.clone())
+    }
+
+    fn add(&mut self, link: &NewLink) -> Result<(), RtnlError> {
+        self.log.push(format!("add {link:?}"));
+        match link {
+            NewLink::Veth {
+                name,
+                peer,
+                peer_netns_pid,
+                master,
+                ..
+            } => {
+                if self.exists(name) {
+                    return Err(Self::eexist(name));
+                }
+                if let Some(m) = master {
+                    if !self.has_index(*m) {
+                        return Err(Self::enodev(name.clone()));
+                    }
+                }
+                self.insert(name, Some("veth".into()), *master);
+                self.moved_out.push((*peer_netns_pid as i64, peer.clone()));
+            }
+            NewLink::Bridge { name } => {
+                if self.exists(name) {
+                    return Err(Self::eexist(name));
+                }
+                self.insert(name, Some("bridge".into()), None);
+            }
+            NewLink::MacVlan {
+                name,
+                parent,
+                netns_pid,
+                ..
+            }
+            | NewLink::IpVlan {
+                name,
+                parent,
+                netns_pid,
+            } => {
+                let kind = if matches!(link, NewLink::MacVlan { .. }) {
+                    "macvlan"
+                } else {
+                    "ipvlan"
+                };
+                if self.unsupported.contains(&kind) {
+                    return Err(RtnlError::kernel(
+                        format!("create {kind} {name}"),
+                        libc::EOPNOTSUPP,
+                    ));
+                }
+                if !self.has_index(*parent) {
+                    return Err(Self::enodev(name.clone()));
+                }
+                self.moved_out.push((*netns_pid as i64, name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn set_up(&mut self, index: u32) -> Result<(), RtnlError> {
+        self.log.push(format!("up {index}"));
+        let l = self
+            .links
+            .iter_mut()
+            .find(|l| l.index == index)
+            .ok_or(Self::enodev("up"))?;
+        l.up = true;
+        Ok(())
+    }
+
+    fn set_master(&mut self, index: u32, master: u32) -> Result<(), RtnlError> {
+        self.log.push(format!("master {index} {master}"));
+        let l = self
+            .links
+            .iter_mut()
+            .find(|l| l.index == index)
+            .ok_or(Self::enodev("master"))?;
+        l.master = Some(master);
+        Ok(())
+    }
+
+    fn delete(&mut self, index: u32) -> Result<(), RtnlError> {
+        self.log.push(format!("delete {index}"));
+        self.links.retain(|l| l.index != index);
+        self.addresses.retain(|a| a.index != index);
+        self.routes.retain(|r| r.oif != Some(index));
+        Ok(())
+    }
+
+    fn move_to(&mut self, index: u32, netns: BorrowedFd<'_>, name: &str) -> Result<(), RtnlError> {
+        self.log.push(format!("move {index} {name}"));
+        let pos = self
+            .links
+            .iter()
+            .position(|l| l.index == index)
+            .ok_or(Self::enodev("move"))?;
+        self.links.remove(pos);
+        self.addresses.retain(|a| a.index != index);
+        self.routes.retain(|r| r.oif != Some(index));
+        self.moved_out
+            .push((netns.as_raw_fd() as i64, name.to_string()));
+        Ok(())
+    }
+
+    fn add_altname(&mut self, index: u32, altname: &str) -> Result<(), RtnlError> {
+        self.log.push(format!("altname {index} {altname}"));
+        Ok(())
+    }
+
+    fn addresses(&mut self) -> Result<Vec<Address>, RtnlError> {
+        Ok(self.addresses.clone())
+    }
+
+    fn add_address(
+        &mut self,
+        index: u32,
+        address: IpAddr,
+        prefix_len: u8,
+    ) -> Result<(), RtnlError> {
+        self.log
+            .push(format!("address add {index} {address}/{prefix_len}"));
+        let what = format!("add address {address}/{prefix_len}");
+        if !self.has_index(index) {
+            return Err(Self::enodev(what));
+        }
+        let a = Address {
+            index,
+            address,
+            prefix_len,
+        };
+        // IPv4 allows one address twice with different prefixes; IPv6 does not.
+        if self.addresses.iter().any(|x| {
+            x.index == index
+                && x.address == address
+                && (address.is_ipv6() || x.prefix_len == prefix_len)
+        }) {
+            return Err(Self::eexist(&what));
+        }
+        self.addresses.push(a);
+        if prefix_len < if address.is_ipv4() { 32 } else { 128 } {
+            self.routes
+                .push(Self::prefix_route(index, address, prefix_len));
+        }
+        Ok(())
+    }
+
+    fn delete_address(
+        &mut self,
+        index: u32,
+        address: IpAddr,
+        prefix_len: u8,
+    ) -> Result<(), RtnlError> {
+        self.log
+            .push(format!("address delete {index} {address}/{prefix_len}"));
+        let a = Address {
+            index,
+            address,
+            prefix_len,
+        };
+        let Some(pos) = self.addresses.iter().position(|x| *x == a) else {
+            return Err(RtnlError::kernel(
+                format!("delete address {address}/{prefix_len}"),
+                libc::EADDRNOTAVAIL,
+            ));
+        };
+        self.addresses.remove(pos);
+        let prefix = Self::prefix_route(index, address, prefix_len);
+        self.routes.retain(|r| *r != prefix);
+        Ok(())
+    }
+
+    fn routes(&mut self, family: Family) -> Result<Vec<Route>, RtnlError> {
+        Ok(self
+            .routes
+            .iter()
+            .filter(|r| r.family() == family)
+            .cloned()
+            .collect())
+    }
+
+    fn add_route(&mut self, route: &Route) -> Result<(), RtnlError> {
+        self.log.push(format!("route add {route:?}"));
+        let what = format!("add route to {}/{}", route.destination, route.prefix_len);
+        if let Some(oif) = route.oif {
+            if !self.has_index(oif) {
+                return Err(Self::enodev(what));
+            }
+        }
+        if let Some(g) = route.gateway {
+            // As the kernel: a gateway must be on a link the route uses (an
+            // IPv6 link-local one is, on the link named).
+            let link_local = matches!(g, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+            let reachable = (link_local && route.oif.is_some())
+                || self.routes.iter().any(|r| {
+                    r.scope == RouteScope::Link
+                        && r.gateway.is_none()
+                        && (route.oif.is_none() || r.oif == route.oif)
+                        && r.contains(&g)
+                });
+            if !reachable {
+                return Err(RtnlError::kernel(what, libc::ENETUNREACH));
+            }
+        }
+        if self.routes.iter().any(|r| Self::same_route(r, route)) {
+            return Err(Self::eexist(&what));
+        }
+        self.routes.push(route.clone());
+        Ok(())
+    }
+
+    fn delete_route(&mut self, route: &Route) -> Result<(), RtnlError> {
+        self.log.push(format!("route delete {route:?}"));
+        let Some(pos) = self.routes.iter().position(|r| Self::same_route(r, route)) else {
+            return Err(RtnlError::kernel(
+                format!("delete route to {}/{}", route.destination, route.prefix_len),
+                libc::ESRCH,
+            ));
+        };
+        self.routes.remove(pos);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn index(f: &mut FakeRtnl, name: &str) -> u32 {
+        f.link(name).unwrap().unwrap().index
+    }
+
+    #[test]
+    fn links_are_made_found_and_removed() {
+        let mut f = FakeRtnl::with_links(&[("lo", None), ("eth0", None)]);
+        f.add(&NewLink::Bridge {
+            name: "vz-a".into(),
+        })
+        .unwrap();
+        let br = index(&mut f, "vz-a");
+        assert_eq!(f.link_by_index(br).unwrap().unwrap().name, "vz-a");
+        let e = f
+            .add(&NewLink::Bridge {
+                name: "vz-a".into(),
+            })
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EEXIST));
+        f.add(&NewLink::Veth {
+            name: "vb-m".into(),
+            mac: [2; 6],
+            peer: "host0".into(),
+            peer_mac: [3; 6],
+            peer_netns_pid: 7,
+            master: Some(br),
+        })
+        .unwrap();
+        assert_eq!(f.link("vb-m").unwrap().unwrap().master, Some(br));
+        assert_eq!(f.moved_out, vec![(7, "host0".to_string())]);
+        let e = f
+            .add(&NewLink::Veth {
+                name: "vb-n".into(),
+                mac: [2; 6],
+                peer: "host0".into(),
+                peer_mac: [3; 6],
+                peer_netns_pid: 7,
+                master: Some(999),
+            })
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENODEV));
+        f.delete(br).unwrap();
+        f.delete(br).unwrap();
+        assert!(f.link("vz-a").unwrap().is_none());
+        assert!(f.link_by_index(br).unwrap().is_none());
+    }
+
+    #[test]
+    fn addresses_follow_the_kernel_rules() {
+        let mut f = FakeRtnl::with_links(&[("lo", None), ("host0", Some("veth"))]);
+        let h = index(&mut f, "host0");
+        f.add_address(h, ip("10.0.0.2"), 28).unwrap();
+        let e = f.add_address(h, ip("10.0.0.2"), 28).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EEXIST));
+        assert!(e.is_exists());
+        assert_eq!(
+            e.to_string(),
+            "add address 10.0.0.2/28: EEXIST: File exists"
+        );
+        f.add_address(h, ip("fd00::2"), 64).unwrap();
+        let e = f.add_address(h, ip("fd00::2"), 80).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EEXIST), "IPv6: one address once");
+        f.add_address(h, ip("10.0.0.2"), 24).unwrap();
+        f.delete_address(h, ip("10.0.0.2"), 24).unwrap();
+        let e = f.add_address(99, ip("10.1.0.2"), 24).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENODEV));
+        assert_eq!(f.link_addresses(h).unwrap().len(), 2);
+        let lo = index(&mut f, "lo");
+        assert!(f.link_addresses(lo).unwrap().is_empty());
+        // The kernel's prefix route comes and goes with the address.
+        assert_eq!(f.routes(Family::V6).unwrap().len(), 1);
+        let prefix = f.routes(Family::V4).unwrap();
+        assert_eq!(prefix.len(), 1);
+        assert_eq!(
+            (prefix[0].destination, prefix[0].prefix_len, prefix[0].oif),
+            (ip("10.0.0.0"), 28, Some(h))
+        );
+        f.delete_address(h, ip("10.0.0.2"), 28).unwrap();
+        assert!(f.routes(Family::V4).unwrap().is_empty());
+        let e = f.delete_address(h, ip("10.0.0.2"), 28).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EADDRNOTAVAIL));
+        f.add_address(h, ip("10.0.0.3"), 28).unwrap();
+        f.flush_addresses(h).unwrap();
+        assert!(f.link_addresses(h).unwrap().is_empty());
+    }
+
+    #[test]
+    fn routes_need_a_reachable_gateway_and_are_unique() {
+        let mut f = FakeRtnl::with_links(&[("lo", None), ("eth0", None), ("eth1", None)]);
+        let (e0, e1) = (index(&mut f, "eth0"), index(&mut f, "eth1"));
+        assert!(f.default_route_links().unwrap().is_empty());
+        let e = f
+            .add_default_route(e0, ip("192.168.1.1"), None, RouteProtocol::Dhcp)
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENETUNREACH));
+        f.add_address(e0, ip("192.168.1.9"), 24).unwrap();
+        f.add_default_route(
+            e0,
+            ip("192.168.1.1"),
+            Some(ip("192.168.1.9")),
+            RouteProtocol::Dhcp,
+        )
+        .unwrap();
+        let e = f
+            .add_default_route(e0, ip("192.168.1.1"), None, RouteProtocol::Dhcp)
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EEXIST));
+        assert_eq!(f.default_route_links().unwrap(), vec![e0]);
+        // A gateway outside every subnet, reached through a link route.
+        f.add_route(&Route {
+            oif: Some(e1),
+            scope: RouteScope::Link,
+            ..Route::to(ip("10.9.9.1"), 32)
+        })
+        .unwrap();
+        f.add_route(&Route {
+            metric: Some(200),
+            ..Route::default_via(ip("10.9.9.1"), e1)
+        })
+        .unwrap();
+        assert_eq!(f.default_route_links().unwrap(), vec![e0, e1]);
+        // An IPv6 link-local gateway is on the link it names.
+        f.add_default_route(e1, ip("fe80::1"), None, RouteProtocol::Ra)
+            .unwrap();
+        assert_eq!(f.routes(Family::V6).unwrap().len(), 1);
+        let d = Route::default_via(ip("192.168.1.1"), e0);
+        f.delete_route(&d).unwrap();
+        assert_eq!(f.delete_route(&d).unwrap_err().errno(), Some(libc::ESRCH));
+        assert_eq!(f.default_route_links().unwrap(), vec![e1]);
+        // A link takes its routes along when it goes.
+        f.delete(e1).unwrap();
+        assert!(f.default_route_links().unwrap().is_empty());
+        assert!(f.routes(Family::V6).unwrap().is_empty());
+    }
+
+    #[test]
+    fn moving_a_link_away_records_it() {
+        let mut f = FakeRtnl::with_links(&[("eth1", None)]);
+        let e1 = index(&mut f, "eth1");
+        f.add_address(e1, ip("10.0.0.1"), 24).unwrap();
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        f.move_to(e1, std::os::fd::AsFd::as_fd(&devnull), "eth1")
+            .unwrap();
+        assert!(f.links.is_empty());
+        assert!(f.addresses.is_empty());
+        assert_eq!(f.moved_out.len(), 1);
+        assert_eq!(
+            f.log,
+            vec![
+                format!("address add {e1} 10.0.0.1/24"),
+                format!("move {e1} eth1")
+            ]
+        );
+        let e = f
+            .move_to(e1, std::os::fd::AsFd::as_fd(&devnull), "eth1")
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENODEV));
+    }
+}

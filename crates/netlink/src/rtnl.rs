@@ -1,0 +1,112 @@
+//! The [`Rtnl`] trait: the link, address and route verbs netspawn's
+//! binaries use, in one network namespace. [`crate::Netlink`] implements it
+//! over the kernel, [`crate::fake::FakeRtnl`] in memory.
+//!
+//! Verbs that can be written with others (a link's addresses, flushing them,
+//! the default-route links, adding a default route) are provided methods,
+//! so the fake and the kernel answer them the same way.
+
+use std::net::IpAddr;
+use std::os::fd::BorrowedFd;
+
+use crate::model::{Address, Family, Link, NewLink, Route, RouteProtocol};
+use crate::RtnlError;
+
+/// Link, address and route verbs in one network namespace.
+pub trait Rtnl {
+    // Links.
+
+    /// The link called `name`, if there is one.
+    fn link(&mut self, name: &str) -> Result<Option<Link>, RtnlError>;
+    /// Every link.
+    fn links(&mut self) -> Result<Vec<Link>, RtnlError>;
+    fn add(&mut self, link: &NewLink) -> Result<(), RtnlError>;
+    fn set_up(&mut self, index: u32) -> Result<(), RtnlError>;
+    fn set_master(&mut self, index: u32, master: u32) -> Result<(), RtnlError>;
+    /// Deletes a link; a link that is already gone is success.
+    fn delete(&mut self, index: u32) -> Result<(), RtnlError>;
+    /// Moves a link into the namespace `netns` refers to, renaming it to `name`.
+    fn move_to(&mut self, index: u32, netns: BorrowedFd<'_>, name: &str) -> Result<(), RtnlError>;
+    /// Gives a link an alternative name (e.g. the full name of a shortened one).
+    fn add_altname(&mut self, index: u32, altname: &str) -> Result<(), RtnlError>;
+
+    /// The link with this index, if there is one.
+    fn link_by_index(&mut self, index: u32) -> Result<Option<Link>, RtnlError> {
+        Ok(self.links()?.into_iter().find(|l| l.index == index))
+    }
+
+    // Addresses.
+
+    /// Every address on every link.
+    fn addresses(&mut self) -> Result<Vec<Address>, RtnlError>;
+    /// Adds `address/prefix_len` to a link; `EEXIST` when it is there already.
+    fn add_address(&mut self, index: u32, address: IpAddr, prefix_len: u8)
+        -> Result<(), RtnlError>;
+    /// Removes `address/prefix_len` from a link; `EADDRNOTAVAIL` when it is not there.
+    fn delete_address(
+        &mut self,
+        index: u32,
+        address: IpAddr,
+        prefix_len: u8,
+    ) -> Result<(), RtnlError>;
+
+    /// The addresses on one link.
+    fn link_addresses(&mut self, index: u32) -> Result<Vec<Address>, RtnlError> {
+        Ok(self
+            .addresses()?
+            .into_iter()
+            .filter(|a| a.index == index)
+            .collect())
+    }
+
+    /// Removes every address from a link (one that vanished meanwhile is fine).
+    fn flush_addresses(&mut self, index: u32) -> Result<(), RtnlError> {
+        for a in self.link_addresses(index)? {
+            match self.delete_address(index, a.address, a.prefix_len) {
+                Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => {}
+                r => r?,
+            }
+        }
+        Ok(())
+    }
+
+    // Routes.
+
+    /// Every route of a family, in every table.
+    fn routes(&mut self, family: Family) -> Result<Vec<Route>, RtnlError>;
+    /// Adds a route; `EEXIST` when an equal one is there already.
+    fn add_route(&mut self, route: &Route) -> Result<(), RtnlError>;
+    /// Deletes a route; `ESRCH` when there is none like it.
+    fn delete_route(&mut self, route: &Route) -> Result<(), RtnlError>;
+
+    /// Indexes of the links that carry a default route (IPv4 or IPv6).
+    fn default_route_links(&mut self) -> Result<Vec<u32>, RtnlError> {
+        let mut out = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            for r in self.routes(family)? {
+                if let (true, Some(i)) = (r.is_default(), r.oif) {
+                    if !out.contains(&i) {
+                        out.push(i);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds the default route via `gateway` on link `index`, with
+    /// `source` as preferred source address.
+    fn add_default_route(
+        &mut self,
+        index: u32,
+        gateway: IpAddr,
+        source: Option<IpAddr>,
+        protocol: RouteProtocol,
+    ) -> Result<(), RtnlError> {
+        self.add_route(&Route {
+            source,
+            protocol,
+            ..Route::default_via(gateway, index)
+        })
+    }
+}
