@@ -27,15 +27,15 @@ use tokio::sync::{oneshot, Notify};
 use crate::dhcp;
 use crate::dns::{self, MachineDirectory};
 use crate::nat::{self, Nat};
-use crate::netfile::{self, LinkFacts};
 use crate::pool::{self, Pools};
+use crate::template::{self, LinkFacts};
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: io::Error },
     #[error("{0}")]
-    Templates(#[from] netfile::NetFileError),
+    Templates(#[from] template::NetFileError),
     #[error("netlink: {0}")]
     Netlink(String),
     #[error("{0}")]
@@ -57,7 +57,7 @@ struct Ports {
 
 struct State {
     paths: Paths,
-    templates: netfile::Loaded,
+    templates: template::Loaded,
     pools: Pools,
     links: HashMap<String, Managed>,
     /// Link index → (name, master index, kind), for every link we have seen.
@@ -155,7 +155,7 @@ fn link_facts(m: &LinkMessage) -> (LinkFacts, Option<u32>) {
 }
 
 async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError> {
-    let templates = netfile::load(&netfile::search_path())?;
+    let templates = template::load(&template::search_path())?;
     let machine_id = netspawn_common::naming::host_machine_id().unwrap_or([0; 16]);
     let id_hex: String = machine_id.iter().map(|b| format!("{b:02x}")).collect();
     let pool_path = pool::state_path(&paths.state_dir);
@@ -380,7 +380,7 @@ async fn on_new_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
     let host = host_networks(&ctx.handle).await;
     let assignment = {
         let mut st = ctx.state.lock().unwrap_or_else(|p| p.into_inner());
-        if netfile::is_pool_request(&request) {
+        if template::is_pool_request(&request) {
             match st.pools.acquire(&name, &request, &host) {
                 Ok(a) => {
                     let path = pool::state_path(&st.paths.state_dir);
