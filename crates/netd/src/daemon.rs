@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{StreamExt, TryStreamExt};
 use ipnetwork::{IpNetwork, Ipv4Network};
-use netspawn_common::netd::{socket_path, Request};
+use netspawn_common::netd::{socket_path, Answer, Cidr, Request};
 use netspawn_common::paths::Paths;
 use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkInfo, LinkMessage};
@@ -640,18 +640,21 @@ async fn serve_client(ctx: Arc<Ctx>, stream: tokio::net::UnixStream) {
     let mut lines = BufReader::new(r).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let answer = match Request::parse(&line) {
-            Err(e) => format!("ERR {e}"),
+            Err(e) => Answer::Err(e),
             Ok(req) => handle(&ctx, req).await,
         };
-        if w.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
+        if w.write_all(format!("{}\n", answer.to_line()).as_bytes())
+            .await
+            .is_err()
+        {
             break;
         }
     }
 }
 
-async fn handle(ctx: &Arc<Ctx>, req: Request) -> String {
+async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
     match req {
-        Request::Ping => "OK".into(),
+        Request::Ping => Answer::Ok,
         Request::Link { ifname, timeout_ms } => {
             let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(60_000));
             loop {
@@ -660,17 +663,22 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> String {
                     let mut st = ctx.state.lock().unwrap_or_else(|p| p.into_inner());
                     st.last_busy = Instant::now();
                     if let Some(why) = st.failed.get(&ifname) {
-                        return format!("ERR {why}");
+                        return Answer::Err(why.clone());
                     }
                     match link_state(&st, &ifname) {
-                        LinkState::Ready(a) => return format!("OK address={a}"),
-                        LinkState::Unmanaged => return "OK unmanaged".into(),
+                        LinkState::Ready(a) => {
+                            return Answer::Address(Cidr {
+                                addr: a.ip(),
+                                prefix: a.prefix(),
+                            })
+                        }
+                        LinkState::Unmanaged => return Answer::Unmanaged,
                         LinkState::Pending => {}
                     }
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return format!("ERR link {ifname} was not configured in time");
+                    return Answer::Err(format!("link {ifname} was not configured in time"));
                 }
                 let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), notified).await;
             }
@@ -690,11 +698,11 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> String {
                                 .iter()
                                 .any(|g| g.udp == f.udp && g.host_port == f.host_port)
                     }) {
-                        return format!(
-                            "ERR port {}/{} is already forwarded to machine {other}",
+                        return Answer::Err(format!(
+                            "port {}/{} is already forwarded to machine {other}",
                             f.host_port,
                             if f.udp { "udp" } else { "tcp" }
-                        );
+                        ));
                     }
                 }
                 st.ports.insert(
@@ -709,7 +717,7 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> String {
             // Installed once the machine's address is known (DHCP takes a moment).
             let ctx2 = ctx.clone();
             tokio::spawn(async move { install_ports(ctx2, owner, ifname, forwards).await });
-            "OK".into()
+            Answer::Ok
         }
         Request::Release { owner } => {
             let ctx2 = ctx.clone();
@@ -720,7 +728,7 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> String {
                 let _ = st.nat.apply();
             })
             .await;
-            "OK".into()
+            Answer::Ok
         }
     }
 }
