@@ -3,28 +3,36 @@
 //! function, in systemd-networkd's order:
 //!
 //! 1. [`match_template`]: remember the link; pick its `.network` file;
-//! 2. [`assign_address`]: a subnet from the pool (or the static address),
-//!    on the link, link up;
-//! 3. [`start_dhcp`]: the DHCPv4 server, as `[DHCPServer]` says;
-//! 4. [`serve_dns`]: netd's DNS on the host side's address;
-//! 5. [`masquerade`]: NAT for the subnet, as `IPMasquerade=` says.
+//! 2. [`link_local`]: `LinkLocalAddressing=` (IPv6 link-local addresses
+//!    off, an IPv4 link-local address on), once per link;
+//! 3. [`assign_address`]: a subnet from the pool (or the static address),
+//!    and every other IPv4 `Address=`, on the link, link up;
+//! 4. [`start_dhcp`]: the DHCPv4 server, as `[DHCPServer]` says;
+//! 5. [`serve_dns`]: netd's DNS on the host side's address, forwarding to
+//!    the template's `DNS=` servers or the host's;
+//! 6. [`masquerade`]: NAT for the subnet, as `IPMasquerade=` says.
 //!
 //! A link that goes away releases all of it ([`on_del_link`]).
 
+use std::hash::Hasher;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::TryStreamExt;
 use ipnetwork::{IpNetwork, Ipv4Network};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressScope};
+use rtnetlink::packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkInfo, LinkMessage,
+};
 use tokio::sync::oneshot;
 
-use super::{Ctx, Managed, SeenLink};
+use super::{Ctx, LinkDns, Managed, SeenLink};
 use crate::dhcp;
+use crate::dns;
 use crate::nat;
 use crate::pool;
-use crate::template::{self, LinkFacts, NetworkFile};
+use crate::template::{self, DhcpDns, DnsServer, LinkFacts, NetworkFile};
 
 /// EEXIST, as a netlink error carries it (negated).
 const EEXIST: i32 = libc::EEXIST;
@@ -61,16 +69,19 @@ pub(super) fn link_facts(m: &LinkMessage) -> (LinkFacts, Option<u32>) {
 pub(super) async fn on_new_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
     let (facts, master) = link_facts(m);
     let index = m.header.index;
-    let Some(file) = match_template(ctx, index, &facts, master) else {
+    let Some((file, first)) = match_template(ctx, index, &facts, master) else {
         return;
     };
     let name = facts.name;
+    if first {
+        link_local(ctx, index, &name, &file).await;
+    }
     let Some(address) = assign_address(ctx, index, &name, &file).await else {
         return;
     };
     let IpNetwork::V4(v4) = address else { return };
     let dhcp_stop = start_dhcp(ctx, &name, &file, v4);
-    serve_dns(ctx, &name, v4).await;
+    serve_dns(ctx, &name, &file, v4).await;
     masquerade(ctx, &name, &file, v4).await;
     {
         let mut st = ctx.lock();
@@ -89,31 +100,122 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
 
 /// Step 1: remembers the link (for `LINK` on its ports) and returns the
 /// template that applies to it, if any and if the link is not configured
-/// already.
+/// already, with whether this is the template's first sight of the link.
 fn match_template(
     ctx: &Ctx,
     index: u32,
     facts: &LinkFacts,
     master: Option<u32>,
-) -> Option<NetworkFile> {
-    let file = {
+) -> Option<(NetworkFile, bool)> {
+    let found = {
         let mut st = ctx.lock();
+        let done = st
+            .seen
+            .get(&index)
+            .is_some_and(|l| l.link_local_done && l.name == facts.name);
+        let file = if st.links.contains_key(&facts.name) {
+            None
+        } else {
+            st.templates.find_match(facts).cloned()
+        };
         st.seen.insert(
             index,
             SeenLink {
                 name: facts.name.clone(),
                 master,
                 kind: facts.kind.clone(),
+                link_local_done: done || file.is_some(),
             },
         );
-        if st.links.contains_key(&facts.name) {
-            None
-        } else {
-            st.templates.find_match(facts).cloned()
-        }
+        file.map(|f| (f, !done))
     };
     ctx.changed.notify_waiters();
-    file
+    found
+}
+
+/// What `LinkLocalAddressing=` asks of a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LinkLocalPlan {
+    /// `no` or `ipv4`: no IPv6 link-local address (address generation off,
+    /// the kernel's `fe80::` address removed).
+    ipv6_off: bool,
+    /// `ipv4` or `yes`: this IPv4 link-local address, unless netd serves
+    /// DHCPv4 on the link (its clients get real addresses; a 169.254/16
+    /// route on the host would also shadow a cloud's metadata route).
+    ipv4: Option<Ipv4Addr>,
+}
+
+fn link_local_plan(name: &str, file: &NetworkFile) -> LinkLocalPlan {
+    let ll = file.network.link_local();
+    LinkLocalPlan {
+        ipv6_off: !ll.ipv6(),
+        ipv4: (ll.ipv4() && !file.network.dhcp_server).then(|| ipv4_link_local(name)),
+    }
+}
+
+/// A stable IPv4 link-local address for a link: a hash of its name in
+/// 169.254.1.0 to 169.254.254.255 (RFC 3927's range; the first and last 256
+/// addresses are reserved). netd does not probe for conflicts (ARP) as
+/// networkd's IPv4LL does: on a link between a host and its containers the
+/// host side is the only one that takes such an address from netd.
+fn ipv4_link_local(name: &str) -> Ipv4Addr {
+    let mut h = netspawn_common::fnv::Fnv::default();
+    h.write(name.as_bytes());
+    let n = (h.finish() % (254 * 256)) as u32 + 256;
+    Ipv4Addr::new(169, 254, (n >> 8) as u8, (n & 0xff) as u8)
+}
+
+/// Step 2: `LinkLocalAddressing=`, as systemd.network(5) documents it.
+async fn link_local(ctx: &Ctx, index: u32, name: &str, file: &NetworkFile) {
+    let plan = link_local_plan(name, file);
+    if plan.ipv6_off {
+        ipv6_link_local_off(ctx, index, name).await;
+    }
+    if let Some(ip) = plan.ipv4 {
+        let mut req = ctx.handle.address().add(index, IpAddr::V4(ip), 16);
+        req.message_mut().header.scope = AddressScope::Link;
+        match req.execute().await {
+            Ok(()) => tracing::info!("{name}: link-local address {ip}/16"),
+            Err(e) if is_exists(&e) => {}
+            Err(e) => tracing::warn!("{name}: add link-local address {ip}/16: {e}"),
+        }
+    }
+}
+
+/// Turns IPv6 address generation off on the link (IFLA_INET6_ADDR_GEN_MODE
+/// none, as networkd does) and removes the `fe80::/10` addresses the kernel
+/// gave it already.
+async fn ipv6_link_local_off(ctx: &Ctx, index: u32, name: &str) {
+    let none = rtnetlink::LinkUnspec::new_with_index(index)
+        .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]))
+        .build();
+    if let Err(e) = ctx.handle.link().set(none).execute().await {
+        // No IPv6 on this host or link: nothing to turn off.
+        tracing::debug!("{name}: IPv6 address generation off: {e}");
+        return;
+    }
+    let addrs: Vec<_> = ctx
+        .handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .unwrap_or_default();
+    for a in addrs {
+        let link_local = a.attributes.iter().any(|attr| {
+            matches!(attr, AddressAttribute::Address(IpAddr::V6(ip))
+                if ip.segments()[0] & 0xffc0 == 0xfe80)
+        });
+        if link_local {
+            if let Err(e) = ctx.handle.address().del(a).execute().await {
+                tracing::warn!("{name}: remove IPv6 link-local address: {e}");
+            }
+        }
+    }
 }
 
 /// The IPv4 `Address=` netd serves the link from: the first pool request,
@@ -127,8 +229,9 @@ fn serving_address(file: &NetworkFile) -> Option<IpNetwork> {
         .or_else(|| net.static_addresses().find(|a| a.is_ipv4()).copied())
 }
 
-/// Step 2: takes the address (a subnet from the pool, or the static one),
-/// puts it on the link and sets the link up. `None` if there is none or
+/// Step 3: takes the address (a subnet from the pool, or the static one),
+/// puts it and every other static IPv4 `Address=` on the link and sets the
+/// link up. `None` if there is none or
 /// the pool is exhausted (then `LINK` answers the reason).
 async fn assign_address(
     ctx: &Ctx,
@@ -138,8 +241,10 @@ async fn assign_address(
 ) -> Option<IpNetwork> {
     let request = serving_address(file)?;
     let address = if template::is_pool_request(&request) {
-        let host = host_networks(&ctx.handle).await;
+        let mut host = host_networks(&ctx.handle).await;
         let mut st = ctx.lock();
+        // Static addresses of every template, even before their links exist.
+        host.extend(st.templates.static_networks());
         match st.pools.acquire(name, &request, &host) {
             Ok(a) => {
                 let path = pool::state_path(&st.paths.state_dir);
@@ -161,6 +266,11 @@ async fn assign_address(
         request
     };
     add_address(ctx, index, name, address).await;
+    for other in file.network.static_addresses() {
+        if other.is_ipv4() && *other != address {
+            add_address(ctx, index, name, *other).await;
+        }
+    }
     let up = rtnetlink::LinkUnspec::new_with_index(index).up().build();
     let _ = ctx.handle.link().set(up).execute().await;
     Some(address)
@@ -238,13 +348,22 @@ fn dhcp_config(file: &NetworkFile, v4: Ipv4Network) -> Result<dhcp::ServerConfig
     }
     if !d.emit_dns {
         cfg.dns.clear();
+    } else if !d.dns.is_empty() {
+        cfg.dns = d
+            .dns
+            .iter()
+            .map(|s| match s {
+                DhcpDns::ServerAddress => v4.ip(),
+                DhcpDns::Addr(a) => *a,
+            })
+            .collect();
     }
     cfg.default_lease = Duration::from_secs(u64::from(d.default_lease_secs));
     cfg.max_lease = Duration::from_secs(u64::from(d.max_lease_secs));
     Ok(cfg)
 }
 
-/// Step 3: the DHCPv4 server, if `DHCPServer=yes`; returns what stops it.
+/// Step 4: the DHCPv4 server, if `DHCPServer=yes`; returns what stops it.
 fn start_dhcp(
     ctx: &Arc<Ctx>,
     name: &str,
@@ -297,14 +416,71 @@ fn start_dhcp(
     Some(tx)
 }
 
-/// Step 4: netd's DNS on the host side's address.
-async fn serve_dns(ctx: &Ctx, name: &str, v4: Ipv4Network) {
-    if let Err(e) = ctx.dns.add_listener(IpAddr::V4(v4.ip())).await {
-        tracing::error!("{name}: DNS on {}: {e}", v4.ip());
+/// Step 5: netd's DNS on the host side's address. Queries arriving there
+/// are forwarded to the template's `DNS=` servers if it has any, else to
+/// the host's.
+async fn serve_dns(ctx: &Ctx, name: &str, file: &NetworkFile, v4: Ipv4Network) {
+    let addr = IpAddr::V4(v4.ip());
+    let r = if file.network.dns.is_empty() {
+        ctx.dns.add_listener(addr).await
+    } else {
+        match upstream_dns(ctx, &file.network.dns) {
+            Ok(server) => server.add_listener(addr).await,
+            Err(e) => {
+                tracing::error!("{name}: DNS: {e}");
+                return;
+            }
+        }
+    };
+    if let Err(e) = r {
+        tracing::error!("{name}: DNS on {addr}: {e}");
     }
 }
 
-/// Step 5: masquerade for the link's subnet, as `IPMasquerade=` says.
+/// The resolv.conf that makes a forwarder use these servers.
+fn resolv_conf_text(servers: &[DnsServer]) -> String {
+    servers
+        .iter()
+        .map(|s| format!("nameserver {}\n", s.addr))
+        .collect()
+}
+
+/// The DNS server that forwards to `servers` (a template's `DNS=`):
+/// one per list, shared by the links whose templates name the same list,
+/// reading a resolv.conf netd writes for it in the run directory.
+pub(super) fn upstream_dns(
+    ctx: &Ctx,
+    servers: &[DnsServer],
+) -> Result<Arc<dns::DnsServer>, std::io::Error> {
+    let text = resolv_conf_text(servers);
+    let run_dir = ctx.lock().paths.run_dir.clone();
+    let mut map = ctx.link_dns.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(l) = map.get(&text) {
+        return Ok(l.server.clone());
+    }
+    let mut h = netspawn_common::fnv::Fnv::default();
+    h.write(text.as_bytes());
+    let path = run_dir.join(format!(
+        "netd-{}-upstream-{:016x}.conf",
+        netspawn_common::netd::netns_id(),
+        h.finish()
+    ));
+    std::fs::write(&path, &text)?;
+    let mut config = ctx.dns_config.clone();
+    config.upstream.resolv_conf = path.clone();
+    let dir: Arc<dyn dns::MachineDirectory> = ctx.directory.clone();
+    let server = Arc::new(dns::DnsServer::new(dir, config));
+    map.insert(
+        text,
+        LinkDns {
+            server: server.clone(),
+            resolv_conf: path,
+        },
+    );
+    Ok(server)
+}
+
+/// Step 6: masquerade for the link's subnet, as `IPMasquerade=` says.
 async fn masquerade(ctx: &Arc<Ctx>, name: &str, file: &NetworkFile, v4: Ipv4Network) {
     let m = file.network.ip_masquerade;
     let mode = match (m.ipv4(), m.ipv6()) {
@@ -362,7 +538,16 @@ pub(super) async fn on_del_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
             let _ = tx.send(());
         }
         if let Some(IpNetwork::V4(v4)) = l.address {
-            ctx.dns.remove_listener(IpAddr::V4(v4.ip()));
+            let ip = IpAddr::V4(v4.ip());
+            ctx.dns.remove_listener(ip);
+            for l in ctx
+                .link_dns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+            {
+                l.server.remove_listener(ip);
+            }
         }
         tracing::info!("{name}: released");
     }
@@ -442,5 +627,104 @@ mod tests {
         let cfg = dhcp_config(&f, v4).unwrap();
         assert_eq!(cfg.router, Some(v4.ip()));
         assert_eq!(cfg.dns, vec![v4.ip()]);
+        // [DHCPServer] DNS= is what clients are told, in order.
+        let f = ok("[Match]\nName=x\n[DHCPServer]\nDNS=192.0.2.53 _server_address\n").file;
+        let cfg = dhcp_config(&f, v4).unwrap();
+        assert_eq!(
+            cfg.dns,
+            vec![Ipv4Addr::new(192, 0, 2, 53), Ipv4Addr::new(10, 0, 0, 1)]
+        );
+        // EmitDNS=no wins over a list.
+        let f = ok("[Match]\nName=x\n[DHCPServer]\nDNS=192.0.2.53\nEmitDNS=no\n").file;
+        assert!(dhcp_config(&f, v4).unwrap().dns.is_empty());
+    }
+
+    #[test]
+    fn link_local_as_systemd_network() {
+        let loaded = template::load_with(&[], &template::BUILTIN).unwrap();
+        let builtin = |n: &str| loaded.files.iter().find(|f| f.name == n).cloned().unwrap();
+        // ve/vz: LinkLocalAddressing=yes, but netd serves DHCPv4 there, so
+        // no 169.254/16; IPv6 link-local stays as the kernel makes it.
+        for n in ["80-container-ve.network", "80-container-vz.network"] {
+            assert_eq!(
+                link_local_plan("ve-web", &builtin(n)),
+                LinkLocalPlan {
+                    ipv6_off: false,
+                    ipv4: None
+                },
+                "{n}"
+            );
+        }
+        // vb: LinkLocalAddressing=no.
+        assert_eq!(
+            link_local_plan("vb-web", &builtin("80-container-vb.network")),
+            LinkLocalPlan {
+                ipv6_off: true,
+                ipv4: None
+            }
+        );
+        let plan = |text: &str| link_local_plan("ll0", &ok(text).file);
+        let ll0 = ipv4_link_local("ll0");
+        let table: &[(&str, LinkLocalPlan)] = &[
+            (
+                "ipv4",
+                LinkLocalPlan {
+                    ipv6_off: true,
+                    ipv4: Some(ll0),
+                },
+            ),
+            (
+                "yes",
+                LinkLocalPlan {
+                    ipv6_off: false,
+                    ipv4: Some(ll0),
+                },
+            ),
+            (
+                "ipv6",
+                LinkLocalPlan {
+                    ipv6_off: false,
+                    ipv4: None,
+                },
+            ),
+            (
+                "no",
+                LinkLocalPlan {
+                    ipv6_off: true,
+                    ipv4: None,
+                },
+            ),
+        ];
+        for (value, want) in table {
+            let text = format!("[Match]\nName=ll0\n[Network]\nLinkLocalAddressing={value}\n");
+            assert_eq!(plan(&text), *want, "{value}");
+        }
+        // Not set: networkd's default, ipv6.
+        assert_eq!(plan("[Match]\nName=ll0\n").ipv4, None);
+        assert!(!plan("[Match]\nName=ll0\n").ipv6_off);
+        // Never an IPv4 link-local address where netd serves DHCPv4.
+        let served =
+            plan("[Match]\nName=ll0\n[Network]\nLinkLocalAddressing=ipv4\nDHCPServer=yes\n");
+        assert_eq!(served.ipv4, None);
+    }
+
+    #[test]
+    fn ipv4_link_local_is_stable_and_in_range() {
+        assert_eq!(ipv4_link_local("ll0"), ipv4_link_local("ll0"));
+        assert_ne!(ipv4_link_local("ll0"), ipv4_link_local("ll1"));
+        for i in 0..2000 {
+            let o = ipv4_link_local(&format!("eth{i}")).octets();
+            assert_eq!((o[0], o[1]), (169, 254));
+            assert!((1..=254).contains(&o[2]), "{o:?}");
+        }
+    }
+
+    #[test]
+    fn upstream_servers_as_resolv_conf() {
+        let f = ok("[Match]\nName=x\n[Network]\nDNS=192.0.2.1 2001:db8::53 192.0.2.2:53\n").file;
+        assert_eq!(
+            resolv_conf_text(&f.network.dns),
+            "nameserver 192.0.2.1\nnameserver 2001:db8::53\nnameserver 192.0.2.2\n"
+        );
     }
 }

@@ -57,6 +57,9 @@ struct SeenLink {
     master: Option<u32>,
     /// IFLA_INFO_KIND.
     kind: Option<String>,
+    /// Its template's `LinkLocalAddressing=` was applied (once per link:
+    /// the link changes often, as it goes up or joins a bridge).
+    link_local_done: bool,
 }
 
 /// Port forwards one machine asked for.
@@ -85,9 +88,23 @@ struct Ctx {
     state: Shared,
     changed: Notify,
     handle: rtnetlink::Handle,
+    /// The DNS server of links whose template sets no `DNS=`: it forwards
+    /// to the host's resolvers.
     dns: dns::DnsServer,
+    /// The DNS servers of links whose template sets `DNS=`, one per list of
+    /// upstream servers (see [`link::upstream_dns`]).
+    link_dns: Mutex<HashMap<String, LinkDns>>,
+    /// The settings every DNS server starts from.
+    dns_config: dns::DnsConfig,
     directory: Arc<dns::RegistryDirectory>,
     machine_id: [u8; 16],
+}
+
+/// A DNS server forwarding to a template's `DNS=` servers, and the
+/// resolv.conf netd wrote for it.
+struct LinkDns {
+    server: Arc<dns::DnsServer>,
+    resolv_conf: PathBuf,
 }
 
 impl Ctx {
@@ -200,7 +217,9 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
         })),
         changed: Notify::new(),
         handle: handle.clone(),
-        dns: dns::DnsServer::new(dir_dyn, dns_config),
+        dns: dns::DnsServer::new(dir_dyn, dns_config.clone()),
+        link_dns: Mutex::new(HashMap::new()),
+        dns_config,
         directory,
         machine_id,
     });
@@ -296,5 +315,10 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
     })
     .await;
     ctx.dns.shutdown();
+    let link_dns = std::mem::take(&mut *ctx.link_dns.lock().unwrap_or_else(|p| p.into_inner()));
+    for (_, l) in link_dns {
+        l.server.shutdown();
+        let _ = std::fs::remove_file(&l.resolv_conf);
+    }
     Ok(())
 }

@@ -6,8 +6,8 @@
 //! fnmatch(3)) and [`virt`] (what netd runs in, for `Virtualization=`).
 //!
 //! The line syntax is systemd's unit-file syntax, as for `.nspawn` files
-//! (both read through `netspawn_common::unitfile`): `[Section]` headers, `Key=Value` with
-//! whitespace around `=` trimmed, `#`/`;` comment lines (dropped even inside
+//! (both read through `netspawn_common::unitfile`): `[Section]` headers,
+//! `Key=Value` with whitespace around `=` trimmed, `#`/`;` comment lines (dropped even inside
 //! a continuation), lines continued with a trailing backslash (which becomes
 //! a space), `\n`, `\r\n` or `\r` line ends, a leading BOM ignored.
 //!
@@ -26,7 +26,17 @@
 //! - a [Match] key netd cannot test (`MACAddress=`, `Path=`, `Type=`, ...)
 //!   makes the file match no link (with a warning), instead of the file
 //!   matching more links than its author meant;
-//! - drop-in directories (`NAME.network.d/*.conf`) are not read.
+//! - drop-in directories (`NAME.network.d/*.conf`) are not read;
+//! - netd configures IPv4 only: an IPv6 `Address=` is a warning ("IPv6 not
+//!   supported yet"), and a link gets one IPv4 subnet from the pool (a
+//!   second `0.0.0.0/N` is an error; further static IPv4 addresses are
+//!   all configured);
+//! - [Network] `DNS=` servers are where netd forwards the queries that
+//!   arrive on that link; a port other than 53, `%IFNAME` or `#SERVERNAME`
+//!   is an error (netd's forwarder cannot use them);
+//! - `LinkLocalAddressing=ipv4` gives a stable address from a hash of the
+//!   link name, without conflict probing, and never on a link where netd
+//!   serves DHCPv4.
 //!
 //! Loading follows networkd's precedence: files are collected by file name
 //! over directories in decreasing priority, a file masks those of the same

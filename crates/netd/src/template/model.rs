@@ -94,7 +94,8 @@ pub struct Network {
     /// `LinkLocalAddressing=` as written; `None` when not set, see
     /// [`Network::link_local`] for the default.
     pub link_local_addressing: Option<Families>,
-    /// `DNS=`: the link's DNS servers.
+    /// `DNS=`: the upstream servers for DNS queries arriving on the link
+    /// (empty: the host's resolvers).
     pub dns: Vec<DnsServer>,
     /// `DHCP=`: which DHCP clients run on the link (a guest-side setting).
     pub dhcp: Families,
