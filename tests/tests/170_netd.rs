@@ -328,3 +328,45 @@ fn link_local_addressing_and_dhcp_server_dns_follow_the_templates() {
     );
     assert_eq!(get("llmode"), "1", "{out}");
 }
+
+#[test]
+fn network_dns_is_the_upstream_for_queries_on_that_link() {
+    let env = TestEnv::new();
+    let img = env.busybox("updns");
+    let dir = env.dir.join("dns-network");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("80-container-ve.network"),
+        "[Match]\nName=ve-*\n\n[Network]\nAddress=0.0.0.0/28\nDHCPServer=yes\nDNS=127.0.0.54\n",
+    )
+    .unwrap();
+    // The host's upstream answers 192.0.2.99; the link's own, 192.0.2.77.
+    let link_stub = STUB_DNS
+        .replace("stub.py", "stub-link.py")
+        .replace("127.0.0.53", "127.0.0.54")
+        .replace("192, 0, 2, 99", "192, 0, 2, 77")
+        .replace("upstream.conf", "upstream-link.conf")
+        .replace("export NETSPAWN_UPSTREAM_RESOLV_CONF", "true");
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               {STUB_DNS}
+               {link_stub}
+               export NETSPAWN_NETWORK_PATH={dir}
+               $NETSPAWN -q -n -D {img} /bin/sh -c 'nslookup example.test | grep "^Address" | tail -1'
+               ls $NETSPAWN_RUN_DIR | grep -c upstream"#,
+            dir = dir.display(),
+            img = img.display()
+        ),
+        60,
+    );
+    let out = &r.stdout;
+    assert!(
+        out.contains("Address: 192.0.2.77"),
+        "forwarded to the link's DNS=: {out}\n{}",
+        r.stderr
+    );
+    assert!(!out.contains("192.0.2.99"), "{out}");
+    // netd's resolv.conf for that list, in the run directory while it runs.
+    assert_eq!(out.lines().last(), Some("1"), "{out}");
+}
