@@ -12,35 +12,26 @@
 //!    the template's `DNS=` servers or the host's;
 //! 6. [`masquerade`]: NAT for the subnet, as `IPMasquerade=` says.
 //!
-//! A link that goes away releases all of it ([`on_del_link`]).
+//! A link that goes away releases all of it ([`on_del_link`]). The steps
+//! that talk to the kernel do it through [`LinkOps`], so they are
+//! unit-tested against a recording fake.
 
 use std::hash::Hasher;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::TryStreamExt;
 use ipnetwork::{IpNetwork, Ipv4Network};
-use rtnetlink::packet_route::address::{AddressAttribute, AddressScope};
-use rtnetlink::packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkInfo, LinkMessage,
-};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkInfo, LinkMessage};
 use tokio::sync::oneshot;
 
+use super::netlink::LinkOps;
 use super::{Ctx, LinkDns, Managed, SeenLink};
 use crate::dhcp;
 use crate::dns;
 use crate::nat;
 use crate::pool;
 use crate::template::{self, DhcpDns, DnsServer, LinkFacts, NetworkFile};
-
-/// EEXIST, as a netlink error carries it (negated).
-const EEXIST: i32 = libc::EEXIST;
-
-/// True if `e` is the kernel saying "already there" (EEXIST).
-fn is_exists(e: &rtnetlink::Error) -> bool {
-    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == EEXIST)
-}
 
 /// What a link message says about the link, and its bridge (IFLA_MASTER).
 pub(super) fn link_facts(m: &LinkMessage) -> (LinkFacts, Option<u32>) {
@@ -74,7 +65,7 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
     };
     let name = facts.name;
     if first {
-        link_local(ctx, index, &name, &file).await;
+        link_local(&ctx.handle, index, &name, &file).await;
     }
     let Some(address) = assign_address(ctx, index, &name, &file).await else {
         return;
@@ -166,54 +157,26 @@ fn ipv4_link_local(name: &str) -> Ipv4Addr {
 }
 
 /// Step 2: `LinkLocalAddressing=`, as systemd.network(5) documents it.
-async fn link_local(ctx: &Ctx, index: u32, name: &str, file: &NetworkFile) {
+async fn link_local(nl: &impl LinkOps, index: u32, name: &str, file: &NetworkFile) {
     let plan = link_local_plan(name, file);
     if plan.ipv6_off {
-        ipv6_link_local_off(ctx, index, name).await;
-    }
-    if let Some(ip) = plan.ipv4 {
-        let mut req = ctx.handle.address().add(index, IpAddr::V4(ip), 16);
-        req.message_mut().header.scope = AddressScope::Link;
-        match req.execute().await {
-            Ok(()) => tracing::info!("{name}: link-local address {ip}/16"),
-            Err(e) if is_exists(&e) => {}
-            Err(e) => tracing::warn!("{name}: add link-local address {ip}/16: {e}"),
+        // As networkd: no address generation, and the kernel's fe80 gone.
+        match nl.ipv6_addr_gen_none(index).await {
+            Ok(()) => {
+                if let Err(e) = nl.remove_ipv6_link_local(index).await {
+                    tracing::warn!("{name}: remove IPv6 link-local addresses: {e}");
+                }
+            }
+            // No IPv6 on this host or link: nothing to turn off.
+            Err(e) => tracing::debug!("{name}: IPv6 address generation off: {e}"),
         }
     }
-}
-
-/// Turns IPv6 address generation off on the link (IFLA_INET6_ADDR_GEN_MODE
-/// none, as networkd does) and removes the `fe80::/10` addresses the kernel
-/// gave it already.
-async fn ipv6_link_local_off(ctx: &Ctx, index: u32, name: &str) {
-    let none = rtnetlink::LinkUnspec::new_with_index(index)
-        .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
-            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
-        )]))
-        .build();
-    if let Err(e) = ctx.handle.link().set(none).execute().await {
-        // No IPv6 on this host or link: nothing to turn off.
-        tracing::debug!("{name}: IPv6 address generation off: {e}");
-        return;
-    }
-    let addrs: Vec<_> = ctx
-        .handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .unwrap_or_default();
-    for a in addrs {
-        let link_local = a.attributes.iter().any(|attr| {
-            matches!(attr, AddressAttribute::Address(IpAddr::V6(ip))
-                if ip.segments()[0] & 0xffc0 == 0xfe80)
-        });
-        if link_local {
-            if let Err(e) = ctx.handle.address().del(a).execute().await {
-                tracing::warn!("{name}: remove IPv6 link-local address: {e}");
-            }
+    if let Some(ip) = plan.ipv4 {
+        let net = IpNetwork::V4(Ipv4Network::new(ip, 16).unwrap_or_else(|_| ip.into()));
+        match nl.add_address(index, net, true).await {
+            Ok(true) => tracing::info!("{name}: link-local address {net}"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("{name}: add link-local address {net}: {e}"),
         }
     }
 }
@@ -231,8 +194,8 @@ fn serving_address(file: &NetworkFile) -> Option<IpNetwork> {
 
 /// Step 3: takes the address (a subnet from the pool, or the static one),
 /// puts it and every other static IPv4 `Address=` on the link and sets the
-/// link up. `None` if there is none or
-/// the pool is exhausted (then `LINK` answers the reason).
+/// link up. `None` if there is none or the pool is exhausted (then `LINK`
+/// answers the reason).
 async fn assign_address(
     ctx: &Ctx,
     index: u32,
@@ -241,99 +204,66 @@ async fn assign_address(
 ) -> Option<IpNetwork> {
     let request = serving_address(file)?;
     let address = if template::is_pool_request(&request) {
-        let mut host = host_networks(&ctx.handle).await;
-        let mut st = ctx.lock();
-        // Static addresses of every template, even before their links exist.
-        host.extend(st.templates.static_networks());
-        match st.pools.acquire(name, &request, &host) {
-            Ok(a) => {
-                let path = pool::state_path(&st.paths.state_dir);
-                if let Some(parent) = path.parent() {
-                    let _ = std::fs::create_dir_all(parent);
-                }
-                if let Err(e) = st.pools.save(&path) {
-                    tracing::warn!("saving pools: {e}");
-                }
-                a.host()
-            }
-            Err(e) => {
-                tracing::error!("{name}: {e}");
-                st.failed.insert(name.to_string(), e.to_string());
-                return None;
-            }
-        }
+        let host = ctx.handle.host_networks().await;
+        take_subnet(ctx, name, &request, host)?
     } else {
         request
     };
-    add_address(ctx, index, name, address).await;
-    for other in file.network.static_addresses() {
-        if other.is_ipv4() && *other != address {
-            add_address(ctx, index, name, *other).await;
-        }
-    }
-    let up = rtnetlink::LinkUnspec::new_with_index(index).up().build();
-    let _ = ctx.handle.link().set(up).execute().await;
+    configure_addresses(&ctx.handle, index, name, file, address).await;
     Some(address)
 }
 
-/// Puts `address` on the link; one that is there already is fine.
-async fn add_address(ctx: &Ctx, index: u32, name: &str, address: IpNetwork) {
-    if let Err(e) = ctx
-        .handle
-        .address()
-        .add(index, address.ip(), address.prefix())
-        .execute()
-        .await
-    {
-        if !is_exists(&e) {
-            tracing::warn!("{name}: add address {address}: {e}");
+/// A subnet from the pool for the link (the host side's address in it);
+/// saved at once. On failure the reason is kept for `LINK`.
+fn take_subnet(
+    ctx: &Ctx,
+    name: &str,
+    request: &IpNetwork,
+    mut host: Vec<IpNetwork>,
+) -> Option<IpNetwork> {
+    let mut st = ctx.lock();
+    // Static addresses of every template, even before their links exist.
+    host.extend(st.templates.static_networks());
+    match st.pools.acquire(name, request, &host) {
+        Ok(a) => {
+            let path = pool::state_path(&st.paths.state_dir);
+            if let Some(parent) = path.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            if let Err(e) = st.pools.save(&path) {
+                tracing::warn!("saving pools: {e}");
+            }
+            Some(a.host())
+        }
+        Err(e) => {
+            tracing::error!("{name}: {e}");
+            st.failed.insert(name.to_string(), e.to_string());
+            None
         }
     }
 }
 
-/// The host's addresses and routes, which pools must avoid.
-async fn host_networks(handle: &rtnetlink::Handle) -> Vec<IpNetwork> {
-    use rtnetlink::packet_route::address::AddressAttribute;
-    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
-    let mut out = Vec::new();
-    if let Ok(addrs) = handle
-        .address()
-        .get()
-        .execute()
-        .try_collect::<Vec<_>>()
-        .await
-    {
-        for a in addrs {
-            for attr in &a.attributes {
-                if let AddressAttribute::Address(ip) = attr {
-                    if let Ok(n) = IpNetwork::new(*ip, a.header.prefix_len) {
-                        out.push(n);
-                    }
-                }
-            }
+/// Puts `address`, then every other static IPv4 `Address=`, on the link
+/// (one that is there already is fine) and sets it up.
+async fn configure_addresses(
+    nl: &impl LinkOps,
+    index: u32,
+    name: &str,
+    file: &NetworkFile,
+    address: IpNetwork,
+) {
+    let others = file
+        .network
+        .static_addresses()
+        .filter(|a| a.is_ipv4() && **a != address);
+    for a in std::iter::once(&address).chain(others) {
+        if let Err(e) = nl.add_address(index, *a, false).await {
+            tracing::warn!("{name}: add address {a}: {e}");
         }
     }
-    let req = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().build();
-    if let Ok(routes) = handle
-        .route()
-        .get(req)
-        .execute()
-        .try_collect::<Vec<_>>()
-        .await
-    {
-        for r in routes {
-            for attr in &r.attributes {
-                if let RouteAttribute::Destination(RouteAddress::Inet(ip)) = attr {
-                    if let Ok(n) =
-                        IpNetwork::new(IpAddr::V4(*ip), r.header.destination_prefix_length)
-                    {
-                        out.push(n);
-                    }
-                }
-            }
-        }
+    if let Err(e) = nl.set_up(index).await {
+        tracing::warn!("{name}: set up: {e}");
     }
-    out
 }
 
 /// The DHCP server's settings for a link served from `v4`, as the
@@ -586,17 +516,93 @@ fn hostname_for(ctx: &Ctx, mac: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::netlink::fake::{Call, Fake};
     use super::*;
     use crate::template::testutil::ok;
 
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
     #[test]
-    fn eexist_by_errno() {
-        let mut m = rtnetlink::packet_core::ErrorMessage::default();
-        m.code = std::num::NonZeroI32::new(-libc::EEXIST);
-        assert!(is_exists(&rtnetlink::Error::NetlinkError(m.clone())));
-        m.code = std::num::NonZeroI32::new(-libc::ENODEV);
-        assert!(!is_exists(&rtnetlink::Error::NetlinkError(m)));
-        assert!(!is_exists(&rtnetlink::Error::RequestFailed));
+    fn link_local_step_against_the_fake() {
+        let run = |text: &str, fake: Fake| {
+            let f = ok(text).file;
+            block_on(link_local(&fake, 7, "ll0", &f));
+            fake.calls()
+        };
+        let ll0 = IpNetwork::V4(Ipv4Network::new(ipv4_link_local("ll0"), 16).unwrap());
+        let tpl = |v: &str| format!("[Match]\nName=ll0\n[Network]\nLinkLocalAddressing={v}\n");
+        assert_eq!(
+            run(&tpl("ipv4"), Fake::default()),
+            vec![
+                Call::Ipv6AddrGenNone(7),
+                Call::RemoveIpv6LinkLocal(7),
+                Call::AddAddress(7, ll0, true)
+            ]
+        );
+        assert_eq!(
+            run(&tpl("no"), Fake::default()),
+            vec![Call::Ipv6AddrGenNone(7), Call::RemoveIpv6LinkLocal(7)]
+        );
+        assert_eq!(run(&tpl("ipv6"), Fake::default()), vec![]);
+        assert_eq!(
+            run(&tpl("yes"), Fake::default()),
+            vec![Call::AddAddress(7, ll0, true)]
+        );
+        // Without IPv6 there is nothing to remove; the IPv4 part still runs.
+        let no6 = Fake {
+            no_ipv6: true,
+            ..Fake::default()
+        };
+        assert_eq!(
+            run(&tpl("ipv4"), no6),
+            vec![Call::Ipv6AddrGenNone(7), Call::AddAddress(7, ll0, true)]
+        );
+        // The built-in ve template: nothing (DHCPServer=yes, IPv6 on).
+        let ve = template::BUILTIN[2].1;
+        assert_eq!(run(ve, Fake::default()), vec![]);
+    }
+
+    #[test]
+    fn every_ipv4_address_is_configured() {
+        let net = |s: &str| s.parse::<IpNetwork>().unwrap();
+        let f = ok(
+            "[Match]\nName=x\n[Network]\nAddress=0.0.0.0/28\nAddress=192.168.7.1/24\n\
+                    Address=fd00::1/64\nAddress=10.1.2.3\n",
+        )
+        .file;
+        // The pool's address first (it serves DHCP), then the static ones;
+        // one already there (EEXIST) does not stop the rest.
+        let fake = Fake {
+            existing: vec![net("192.168.7.1/24")],
+            ..Fake::default()
+        };
+        block_on(configure_addresses(&fake, 3, "x", &f, net("10.0.0.1/28")));
+        assert_eq!(
+            fake.calls(),
+            vec![
+                Call::AddAddress(3, net("10.0.0.1/28"), false),
+                Call::AddAddress(3, net("192.168.7.1/24"), false),
+                Call::AddAddress(3, net("10.1.2.3/32"), false),
+                Call::SetUp(3),
+            ]
+        );
+        // A static serving address is not added twice.
+        let f = ok("[Match]\nName=x\n[Network]\nAddress=10.0.0.1/24\nAddress=10.0.1.1/24\n").file;
+        let fake = Fake::default();
+        block_on(configure_addresses(&fake, 3, "x", &f, net("10.0.0.1/24")));
+        assert_eq!(
+            fake.calls(),
+            vec![
+                Call::AddAddress(3, net("10.0.0.1/24"), false),
+                Call::AddAddress(3, net("10.0.1.1/24"), false),
+                Call::SetUp(3),
+            ]
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 mod control;
 mod link;
+mod netlink;
 
 use std::collections::HashMap;
 use std::io;
