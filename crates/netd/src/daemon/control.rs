@@ -219,3 +219,89 @@ async fn install_ports(ctx: Arc<Ctx>, owner: String, ifname: String, forwards: V
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::super::{Managed, SeenLink};
+    use super::*;
+    use crate::nat::Nat;
+    use crate::pool::Pools;
+    use crate::template;
+
+    fn state() -> State {
+        State {
+            paths: netspawn_common::paths::Paths {
+                run_dir: "/nonexistent/run".into(),
+                image_dir: "/nonexistent/images".into(),
+                state_dir: "/nonexistent/state".into(),
+                settings_path: Vec::new(),
+                cgroup_parent: "netspawn".into(),
+            },
+            templates: template::load_with(&[], &template::BUILTIN).unwrap(),
+            pools: Pools::new("0123456789abcdef0123456789abcdef"),
+            links: HashMap::new(),
+            seen: HashMap::new(),
+            ports: HashMap::new(),
+            failed: HashMap::new(),
+            nat: Nat::new(),
+            last_busy: Instant::now(),
+        }
+    }
+
+    fn seen(name: &str, master: Option<u32>, kind: &str) -> SeenLink {
+        SeenLink {
+            name: name.into(),
+            master,
+            kind: Some(kind.into()),
+            link_local_done: true,
+        }
+    }
+
+    fn ready(st: &State, ifname: &str) -> Option<IpNetwork> {
+        match link_state(st, ifname) {
+            LinkState::Ready(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn link_states() {
+        let mut st = state();
+        let a: IpNetwork = "10.0.0.1/28".parse().unwrap();
+        let z: IpNetwork = "10.1.0.1/24".parse().unwrap();
+        // Not seen yet.
+        assert!(matches!(link_state(&st, "ve-web"), LinkState::Pending));
+        // Seen, a template asks for an address: pending until configured.
+        st.seen.insert(1, seen("ve-web", None, "veth"));
+        assert!(matches!(link_state(&st, "ve-web"), LinkState::Pending));
+        st.links.insert(
+            "ve-web".into(),
+            Managed {
+                address: Some(a),
+                dhcp_stop: None,
+            },
+        );
+        assert_eq!(ready(&st, "ve-web"), Some(a));
+        // A zone member is ready when its bridge is.
+        st.seen.insert(2, seen("vz-lab", None, "bridge"));
+        st.seen.insert(3, seen("vb-one", Some(2), "veth"));
+        assert!(matches!(link_state(&st, "vb-one"), LinkState::Pending));
+        st.links.insert(
+            "vz-lab".into(),
+            Managed {
+                address: Some(z),
+                dhcp_stop: None,
+            },
+        );
+        assert_eq!(ready(&st, "vb-one"), Some(z));
+        // A member whose bridge is not seen yet waits for it.
+        st.seen.insert(4, seen("vb-two", Some(9), "veth"));
+        assert!(matches!(link_state(&st, "vb-two"), LinkState::Pending));
+        // A LAN bridge no template gives an address: unmanaged.
+        st.seen.insert(5, seen("br0", None, "bridge"));
+        st.seen.insert(6, seen("vb-lan", Some(5), "veth"));
+        assert!(matches!(link_state(&st, "vb-lan"), LinkState::Unmanaged));
+    }
+}
