@@ -6,11 +6,11 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use netd::netfile::{self, LinkFacts, Virtualization};
+use netd::template::{self, LinkFacts, Virtualization};
 
 fuzz_target!(|data: &[u8]| {
     let file = Path::new("/etc/netspawn/network/fuzz.network");
-    match netfile::parse_bytes(data, file) {
+    match template::parse_bytes(data, file) {
         Ok(parsed) => {
             for w in &parsed.warnings {
                 assert!(w.starts_with("/etc/netspawn/network/fuzz.network:"), "{w:?}");

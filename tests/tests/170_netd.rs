@@ -252,3 +252,121 @@ fn netd_runs_by_hand_in_the_foreground() {
         r.stderr
     );
 }
+
+#[test]
+fn link_local_addressing_and_dhcp_server_dns_follow_the_templates() {
+    let env = TestEnv::new();
+    let img = env.busybox("lla");
+    let dir = env.dir.join("ll-network");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The container link: no link-local addresses at all; DHCP hands out
+    // another server first, then netd's own.
+    std::fs::write(
+        dir.join("80-container-ve.network"),
+        "[Match]\nName=ve-*\n\n[Network]\nAddress=0.0.0.0/28\nDHCPServer=yes\n\
+         LinkLocalAddressing=no\n\n[DHCPServer]\nDNS=192.0.2.53 _server_address\n",
+    )
+    .unwrap();
+    // A link netd does not serve DHCP on: an IPv4 link-local address, no IPv6 one.
+    std::fs::write(
+        dir.join("10-ll.network"),
+        "[Match]\nName=ll0\n\n[Network]\nLinkLocalAddressing=ipv4\n",
+    )
+    .unwrap();
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               export NETSPAWN_NETWORK_PATH={dir}
+               ip link add ll0 type veth peer name ll1 && ip link set ll0 up && ip link set ll1 up
+               for t in $(seq 100); do ip -6 -o addr show dev ll0 | grep -q fe80 && break; sleep 0.05; done
+               echo ll6-before=$(ip -6 -o addr show dev ll0 | grep -c fe80)
+               $NETSPAWN -q -n -D {img} /bin/sh -c 'echo resolv=$(grep nameserver /etc/resolv.conf | cut -d" " -f2); sleep 3' &
+               for t in $(seq 200); do ip -4 -o addr show dev ve-lla 2>/dev/null | grep -q inet && break; sleep 0.05; done
+               sleep 0.5
+               echo ve4=$(ip -4 -o addr show dev ve-lla | grep -o 'inet [0-9.]*' | cut -d' ' -f2)
+               echo ve6=$(ip -6 -o addr show dev ve-lla | grep -c fe80)
+               echo vemode=$(cat /proc/sys/net/ipv6/conf/ve-lla/addr_gen_mode)
+               echo ll4=$(ip -4 -o addr show dev ll0 | grep -o 'inet [0-9./]*' | cut -d' ' -f2)
+               echo ll6=$(ip -6 -o addr show dev ll0 | grep -c fe80)
+               echo llmode=$(cat /proc/sys/net/ipv6/conf/ll0/addr_gen_mode)
+               wait %1"#,
+            dir = dir.display(),
+            img = img.display()
+        ),
+        60,
+    );
+    let out = &r.stdout;
+    let get = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k}= in {out}\n{}", r.stderr))
+            .to_string()
+    };
+    assert_eq!(
+        get("ll6-before"),
+        "1",
+        "the kernel gave ll0 an fe80 address"
+    );
+    let ve4 = get("ve4");
+    assert!(ve4.parse::<std::net::Ipv4Addr>().is_ok(), "{out}");
+    assert_eq!(
+        get("resolv"),
+        format!("192.0.2.53 {ve4}"),
+        "DHCPServer DNS= in order: {out}"
+    );
+    assert_eq!(get("ve6"), "0", "LinkLocalAddressing=no: {out}");
+    assert_eq!(get("vemode"), "1", "IPv6 address generation none: {out}");
+    let ll4 = get("ll4");
+    assert!(
+        ll4.starts_with("169.254.") && ll4.ends_with("/16"),
+        "LinkLocalAddressing=ipv4: {out}"
+    );
+    assert_eq!(
+        get("ll6"),
+        "0",
+        "the kernel's fe80 address is removed: {out}"
+    );
+    assert_eq!(get("llmode"), "1", "{out}");
+}
+
+#[test]
+fn network_dns_is_the_upstream_for_queries_on_that_link() {
+    let env = TestEnv::new();
+    let img = env.busybox("updns");
+    let dir = env.dir.join("dns-network");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("80-container-ve.network"),
+        "[Match]\nName=ve-*\n\n[Network]\nAddress=0.0.0.0/28\nDHCPServer=yes\nDNS=127.0.0.54\n",
+    )
+    .unwrap();
+    // The host's upstream answers 192.0.2.99; the link's own, 192.0.2.77.
+    let link_stub = STUB_DNS
+        .replace("stub.py", "stub-link.py")
+        .replace("127.0.0.53", "127.0.0.54")
+        .replace("192, 0, 2, 99", "192, 0, 2, 77")
+        .replace("upstream.conf", "upstream-link.conf")
+        .replace("export NETSPAWN_UPSTREAM_RESOLV_CONF", "true");
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               {STUB_DNS}
+               {link_stub}
+               export NETSPAWN_NETWORK_PATH={dir}
+               $NETSPAWN -q -n -D {img} /bin/sh -c 'nslookup example.test | grep "^Address" | tail -1'
+               ls $NETSPAWN_RUN_DIR | grep -c upstream"#,
+            dir = dir.display(),
+            img = img.display()
+        ),
+        60,
+    );
+    let out = &r.stdout;
+    assert!(
+        out.contains("Address: 192.0.2.77"),
+        "forwarded to the link's DNS=: {out}\n{}",
+        r.stderr
+    );
+    assert!(!out.contains("192.0.2.99"), "{out}");
+    // netd's resolv.conf for that list, in the run directory while it runs.
+    assert_eq!(out.lines().last(), Some("1"), "{out}");
+}

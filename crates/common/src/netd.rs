@@ -9,9 +9,13 @@
 //! | `PORTS OWNER IFNAME MAC PROTO:HOST:CONTAINER...` | `OK` when the forwards are registered (installed as soon as the container's address is known), `ERR ...` if a port is taken |
 //! | `RELEASE OWNER` | `OK` |
 //!
+//! Any request may be answered `ERR message` (a malformed one always is).
+//!
 //! Words are separated by single spaces and may not contain spaces or
-//! newlines (interface and machine names cannot).
+//! newlines (interface and machine names cannot). Both sides speak it
+//! through the typed [`Request`] and [`Answer`]; neither looks at the text.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 /// A parsed request.
@@ -135,6 +139,96 @@ impl Request {
     }
 }
 
+/// An address with its prefix length, as an answer carries it: `10.0.0.1/28`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let bad = || format!("bad address {s:?}");
+        let (a, p) = s.split_once('/').ok_or_else(bad)?;
+        let addr: IpAddr = a.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let prefix: u8 = p.parse().ok().filter(|n| *n <= max).ok_or_else(bad)?;
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+/// A parsed answer: one line, `OK ...` or `ERR message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// `OK`: done (`PING`, `PORTS`, `RELEASE`).
+    Ok,
+    /// `OK address=A/N`: netd configured the link (or the bridge it is a
+    /// member of); the host side's address with the subnet's prefix.
+    Address(Cidr),
+    /// `OK unmanaged`: no network template applies to the link.
+    Unmanaged,
+    /// `ERR message`: the request failed; the message is one line.
+    Err(String),
+}
+
+impl Answer {
+    /// The answer as one line (without the newline). A message's line
+    /// breaks become spaces, so an answer is always one line.
+    pub fn to_line(&self) -> String {
+        match self {
+            Answer::Ok => "OK".into(),
+            Answer::Address(a) => format!("OK address={a}"),
+            Answer::Unmanaged => "OK unmanaged".into(),
+            Answer::Err(m) => {
+                let m = m.replace(['\n', '\r'], " ");
+                if m.is_empty() {
+                    "ERR".into()
+                } else {
+                    format!("ERR {m}")
+                }
+            }
+        }
+    }
+
+    /// Parses one line; the error says what is wrong with it.
+    pub fn parse(line: &str) -> Result<Answer, String> {
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.len() > 4096 {
+            return Err("answer too long".into());
+        }
+        match line {
+            "OK" => return Ok(Answer::Ok),
+            "OK unmanaged" => return Ok(Answer::Unmanaged),
+            "ERR" => return Ok(Answer::Err(String::new())),
+            _ => {}
+        }
+        if let Some(a) = line.strip_prefix("OK address=") {
+            return a.parse().map(Answer::Address);
+        }
+        if let Some(m) = line.strip_prefix("ERR ") {
+            return Ok(Answer::Err(m.to_string()));
+        }
+        Err(format!("unexpected answer {line:?}"))
+    }
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_line())
+    }
+}
+
 /// Identifies the calling thread's network namespace (its inode number).
 /// netd serves the links of one namespace, so its files carry this.
 pub fn netns_id() -> u64 {
@@ -208,6 +302,52 @@ mod tests {
             &"A".repeat(5000),
         ] {
             assert!(Request::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn answers_round_trip_and_garbage() {
+        let cidr = |s: &str| s.parse::<Cidr>().unwrap();
+        let answers = [
+            Answer::Ok,
+            Answer::Unmanaged,
+            Answer::Address(cidr("10.0.0.1/28")),
+            Answer::Address(cidr("fd00::1/64")),
+            Answer::Address(cidr("0.0.0.0/0")),
+            Answer::Err("link ve-web was not configured in time".into()),
+            Answer::Err(String::new()),
+        ];
+        for a in answers {
+            assert_eq!(Answer::parse(&a.to_line()), Ok(a.clone()), "{a}");
+            assert_eq!(Answer::parse(&format!("{a}\r\n")), Ok(a.clone()));
+        }
+        // The lines netd has always sent.
+        assert_eq!(
+            Answer::parse("OK address=10.0.0.1/28"),
+            Ok(Answer::Address(Cidr {
+                addr: "10.0.0.1".parse().unwrap(),
+                prefix: 28
+            }))
+        );
+        assert_eq!(Answer::Ok.to_line(), "OK");
+        assert_eq!(Answer::Unmanaged.to_line(), "OK unmanaged");
+        assert_eq!(Answer::Err("a\nb".into()).to_line(), "ERR a b");
+        for bad in [
+            "",
+            "ok",
+            "OK ",
+            "OK address=",
+            "OK address=10.0.0.1",
+            "OK address=10.0.0.1/33",
+            "OK address=::1/129",
+            "OK address=10.0.0.1/+4",
+            "OK address=web/24",
+            "OK managed",
+            "ERRx",
+            "NOPE",
+            &format!("ERR {}", "x".repeat(5000)),
+        ] {
+            assert!(Answer::parse(bad).is_err(), "{bad:?}");
         }
     }
 }

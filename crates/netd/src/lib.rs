@@ -1,10 +1,10 @@
 //! netspawn-netd: the per-host network daemon. One module per concern:
-//! network templates (`netfile`), address pools (`pool`), the DHCPv4 server
+//! network templates (`template`), address pools (`pool`), the DHCPv4 server
 //! (`dhcp`), DNS for machine names (`dns`), NAT and port forwards (`nat`).
 
 pub mod daemon;
 pub mod dhcp;
 pub mod dns;
 pub mod nat;
-pub mod netfile;
 pub mod pool;
+pub mod template;

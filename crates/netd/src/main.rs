@@ -49,7 +49,7 @@ fn main() {
         .with_target(false)
         .try_init();
     // Bad templates are the caller's problem: report them before going to the background.
-    if let Err(e) = netd::netfile::load(&netd::netfile::search_path()) {
+    if let Err(e) = netd::template::load(&netd::template::search_path()) {
         eprintln!("netspawn-netd: {e}");
         std::process::exit(1);
     }

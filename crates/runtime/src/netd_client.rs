@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use netspawn_common::netd::{socket_path, Request};
+use netspawn_common::netd::{socket_path, Answer, Request};
 use netspawn_common::paths::Paths;
 use thiserror::Error;
 
@@ -97,21 +97,16 @@ impl NetdClient {
         Err(NetdError::NotUp(wait))
     }
 
-    /// Sends one request; returns the rest of an `OK` answer.
-    pub fn request(&mut self, req: &Request) -> Result<String, NetdError> {
+    /// Sends one request; returns netd's `OK` answer, or its `ERR` as
+    /// [`NetdError::Refused`].
+    pub fn request(&mut self, req: &Request) -> Result<Answer, NetdError> {
         let s = self.stream.get_mut();
         s.write_all(format!("{}\n", req.to_line()).as_bytes())?;
         let mut line = String::new();
         self.stream.read_line(&mut line)?;
-        let line = line.trim_end();
-        if line == "OK" {
-            Ok(String::new())
-        } else if let Some(rest) = line.strip_prefix("OK ") {
-            Ok(rest.to_string())
-        } else if let Some(e) = line.strip_prefix("ERR ") {
-            Err(NetdError::Refused(e.to_string()))
-        } else {
-            Err(NetdError::Refused(format!("unexpected answer {line:?}")))
+        match Answer::parse(&line).map_err(NetdError::Refused)? {
+            Answer::Err(e) => Err(NetdError::Refused(e)),
+            ok => Ok(ok),
         }
     }
 }

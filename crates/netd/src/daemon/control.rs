@@ -1,0 +1,307 @@
+//! The control server: one request per line on the Unix socket, one typed
+//! [`Answer`] back (the protocol is `netspawn_common::netd`). `LINK` waits
+//! until the link pipeline has configured the link (or its bridge), `PORTS`
+//! registers forwards installed once the machine's address is known,
+//! `RELEASE` drops them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnetwork::IpNetwork;
+use netspawn_common::netd::{Answer, Cidr, Forward, Request};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::{Ctx, Ports, State};
+use crate::dns::MachineDirectory;
+use crate::nat;
+use crate::template::LinkFacts;
+
+/// Where a link stands, as far as `LINK` is concerned.
+enum LinkState {
+    /// Configured (its own address, or its bridge's for a member).
+    Ready(IpNetwork),
+    /// Not ours: no template matches it (or its bridge), e.g. a LAN bridge.
+    Unmanaged,
+    /// Not seen yet, or being configured.
+    Pending,
+}
+
+fn facts(name: &str, kind: &Option<String>) -> LinkFacts {
+    LinkFacts {
+        name: name.to_string(),
+        altnames: Vec::new(),
+        kind: kind.clone(),
+        driver: kind.clone(),
+    }
+}
+
+fn link_state(st: &State, ifname: &str) -> LinkState {
+    if let Some(m) = st.links.get(ifname) {
+        return m.address.map_or(LinkState::Pending, LinkState::Ready);
+    }
+    let Some(seen) = st.seen.values().find(|l| l.name == ifname) else {
+        return LinkState::Pending;
+    };
+    let (name, kind) = match seen.master {
+        Some(mi) => match st.seen.get(&mi) {
+            Some(bridge) => (bridge.name.as_str(), &bridge.kind),
+            None => return LinkState::Pending,
+        },
+        None => (ifname, &seen.kind),
+    };
+    if let Some(m) = st.links.get(name) {
+        return m.address.map_or(LinkState::Pending, LinkState::Ready);
+    }
+    match st.templates.find_match(&facts(name, kind)) {
+        Some(f)
+            if f.network.pool_requests().next().is_some()
+                || f.network.static_addresses().next().is_some() =>
+        {
+            LinkState::Pending
+        }
+        _ => LinkState::Unmanaged,
+    }
+}
+
+pub(super) async fn serve_client(ctx: Arc<Ctx>, stream: tokio::net::UnixStream) {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let answer = match Request::parse(&line) {
+            Err(e) => Answer::Err(e),
+            Ok(req) => handle(&ctx, req).await,
+        };
+        if w.write_all(format!("{}\n", answer.to_line()).as_bytes())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
+    match req {
+        Request::Ping => Answer::Ok,
+        Request::Link { ifname, timeout_ms } => {
+            let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(60_000));
+            loop {
+                let notified = ctx.changed.notified();
+                {
+                    let mut st = ctx.lock();
+                    st.last_busy = Instant::now();
+                    if let Some(why) = st.failed.get(&ifname) {
+                        return Answer::Err(why.clone());
+                    }
+                    match link_state(&st, &ifname) {
+                        LinkState::Ready(a) => {
+                            return Answer::Address(Cidr {
+                                addr: a.ip(),
+                                prefix: a.prefix(),
+                            })
+                        }
+                        LinkState::Unmanaged => return Answer::Unmanaged,
+                        LinkState::Pending => {}
+                    }
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Answer::Err(format!("link {ifname} was not configured in time"));
+                }
+                let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), notified).await;
+            }
+        }
+        Request::Ports {
+            owner,
+            ifname,
+            mac: _,
+            forwards,
+        } => {
+            {
+                let mut st = ctx.lock();
+                for f in &forwards {
+                    if let Some((other, _)) = st.ports.iter().find(|(o, p)| {
+                        **o != owner
+                            && p.forwards
+                                .iter()
+                                .any(|g| g.udp == f.udp && g.host_port == f.host_port)
+                    }) {
+                        return Answer::Err(format!(
+                            "port {}/{} is already forwarded to machine {other}",
+                            f.host_port,
+                            if f.udp { "udp" } else { "tcp" }
+                        ));
+                    }
+                }
+                st.ports.insert(
+                    owner.clone(),
+                    Ports {
+                        ifname: ifname.clone(),
+                        forwards: forwards.clone(),
+                    },
+                );
+                st.last_busy = Instant::now();
+            }
+            // Installed once the machine's address is known (DHCP takes a moment).
+            let ctx2 = ctx.clone();
+            tokio::spawn(async move { install_ports(ctx2, owner, ifname, forwards).await });
+            Answer::Ok
+        }
+        Request::Release { owner } => {
+            let ctx2 = ctx.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut st = ctx2.lock();
+                st.ports.remove(&owner);
+                st.nat.remove_owner(&owner);
+                let _ = st.nat.apply();
+            })
+            .await;
+            Answer::Ok
+        }
+    }
+}
+
+async fn install_ports(ctx: Arc<Ctx>, owner: String, ifname: String, forwards: Vec<Forward>) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let (subnet, wanted) = {
+            let st = ctx.lock();
+            let still = st.ports.get(&owner).is_some_and(|p| p.ifname == ifname);
+            let subnet = match link_state(&st, &ifname) {
+                LinkState::Ready(a) => Some(a),
+                _ => None,
+            };
+            (subnet, still)
+        };
+        if !wanted {
+            return;
+        }
+        let addr = ctx
+            .directory
+            .addresses(&owner)
+            .into_iter()
+            .find(|a| match subnet {
+                Some(s) => s.contains(*a),
+                None => a.is_ipv4(),
+            });
+        if let Some(addr) = addr {
+            let ctx2 = ctx.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut st = ctx2.lock();
+                let fwds: Vec<nat::PortForward> = forwards
+                    .iter()
+                    .map(|f| nat::PortForward {
+                        proto: if f.udp {
+                            nat::Proto::Udp
+                        } else {
+                            nat::Proto::Tcp
+                        },
+                        host_port: f.host_port,
+                        container_addr: addr,
+                        container_port: f.container_port,
+                    })
+                    .collect();
+                match st
+                    .nat
+                    .add_port_forwards(&owner, &fwds)
+                    .and_then(|()| st.nat.apply())
+                {
+                    Ok(()) => {
+                        tracing::info!("{owner}: forwarding {} port(s) to {addr}", fwds.len())
+                    }
+                    Err(e) => tracing::error!("{owner}: port forwards: {e}"),
+                }
+            })
+            .await;
+            return;
+        }
+        ctx.directory.reload_now();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::super::{Managed, SeenLink};
+    use super::*;
+    use crate::nat::Nat;
+    use crate::pool::Pools;
+    use crate::template;
+
+    fn state() -> State {
+        State {
+            paths: netspawn_common::paths::Paths {
+                run_dir: "/nonexistent/run".into(),
+                image_dir: "/nonexistent/images".into(),
+                state_dir: "/nonexistent/state".into(),
+                settings_path: Vec::new(),
+                cgroup_parent: "netspawn".into(),
+            },
+            templates: template::load_with(&[], &template::BUILTIN).unwrap(),
+            pools: Pools::new("0123456789abcdef0123456789abcdef"),
+            links: HashMap::new(),
+            seen: HashMap::new(),
+            ports: HashMap::new(),
+            failed: HashMap::new(),
+            nat: Nat::new(),
+            last_busy: Instant::now(),
+        }
+    }
+
+    fn seen(name: &str, master: Option<u32>, kind: &str) -> SeenLink {
+        SeenLink {
+            name: name.into(),
+            master,
+            kind: Some(kind.into()),
+            link_local_done: true,
+        }
+    }
+
+    fn ready(st: &State, ifname: &str) -> Option<IpNetwork> {
+        match link_state(st, ifname) {
+            LinkState::Ready(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn link_states() {
+        let mut st = state();
+        let a: IpNetwork = "10.0.0.1/28".parse().unwrap();
+        let z: IpNetwork = "10.1.0.1/24".parse().unwrap();
+        // Not seen yet.
+        assert!(matches!(link_state(&st, "ve-web"), LinkState::Pending));
+        // Seen, a template asks for an address: pending until configured.
+        st.seen.insert(1, seen("ve-web", None, "veth"));
+        assert!(matches!(link_state(&st, "ve-web"), LinkState::Pending));
+        st.links.insert(
+            "ve-web".into(),
+            Managed {
+                address: Some(a),
+                dhcp_stop: None,
+            },
+        );
+        assert_eq!(ready(&st, "ve-web"), Some(a));
+        // A zone member is ready when its bridge is.
+        st.seen.insert(2, seen("vz-lab", None, "bridge"));
+        st.seen.insert(3, seen("vb-one", Some(2), "veth"));
+        assert!(matches!(link_state(&st, "vb-one"), LinkState::Pending));
+        st.links.insert(
+            "vz-lab".into(),
+            Managed {
+                address: Some(z),
+                dhcp_stop: None,
+            },
+        );
+        assert_eq!(ready(&st, "vb-one"), Some(z));
+        // A member whose bridge is not seen yet waits for it.
+        st.seen.insert(4, seen("vb-two", Some(9), "veth"));
+        assert!(matches!(link_state(&st, "vb-two"), LinkState::Pending));
+        // A LAN bridge no template gives an address: unmanaged.
+        st.seen.insert(5, seen("br0", None, "bridge"));
+        st.seen.insert(6, seen("vb-lan", Some(5), "veth"));
+        assert!(matches!(link_state(&st, "vb-lan"), LinkState::Unmanaged));
+    }
+}

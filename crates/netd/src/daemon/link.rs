@@ -1,0 +1,736 @@
+//! The link lifecycle: what netd does when a link appears and when it goes
+//! away. A new link runs through a pipeline of small steps, each one
+//! function, in systemd-networkd's order:
+//!
+//! 1. [`match_template`]: remember the link; pick its `.network` file;
+//! 2. [`link_local`]: `LinkLocalAddressing=` (IPv6 link-local addresses
+//!    off, an IPv4 link-local address on), once per link;
+//! 3. [`assign_address`]: a subnet from the pool (or the static address),
+//!    and every other IPv4 `Address=`, on the link, link up;
+//! 4. [`start_dhcp`]: the DHCPv4 server, as `[DHCPServer]` says;
+//! 5. [`serve_dns`]: netd's DNS on the host side's address, forwarding to
+//!    the template's `DNS=` servers or the host's;
+//! 6. [`masquerade`]: NAT for the subnet, as `IPMasquerade=` says.
+//!
+//! A link that goes away releases all of it ([`on_del_link`]). The steps
+//! that talk to the kernel do it through [`LinkOps`], so they are
+//! unit-tested against a recording fake.
+
+use std::hash::Hasher;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkInfo, LinkMessage};
+use tokio::sync::oneshot;
+
+use super::netlink::LinkOps;
+use super::{Ctx, LinkDns, Managed, SeenLink};
+use crate::dhcp;
+use crate::dns;
+use crate::nat;
+use crate::pool;
+use crate::template::{self, DhcpDns, DnsServer, LinkFacts, NetworkFile};
+
+/// What a link message says about the link, and its bridge (IFLA_MASTER).
+pub(super) fn link_facts(m: &LinkMessage) -> (LinkFacts, Option<u32>) {
+    let mut facts = LinkFacts::default();
+    let mut master = None;
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => facts.name = n.clone(),
+            LinkAttribute::Controller(i) => master = Some(*i),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        facts.kind = Some(k.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // The driver of virtual links is their kind (veth, bridge, macvlan...).
+    facts.driver = facts.kind.clone();
+    (facts, master)
+}
+
+/// A new (or changed) link: runs the pipeline.
+pub(super) async fn on_new_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
+    let (facts, master) = link_facts(m);
+    let index = m.header.index;
+    let Some((file, first)) = match_template(ctx, index, &facts, master) else {
+        return;
+    };
+    let name = facts.name;
+    if first {
+        link_local(&ctx.handle, index, &name, &file).await;
+    }
+    let Some(address) = assign_address(ctx, index, &name, &file).await else {
+        return;
+    };
+    let IpNetwork::V4(v4) = address else { return };
+    let dhcp_stop = start_dhcp(ctx, &name, &file, v4);
+    serve_dns(ctx, &name, &file, v4).await;
+    masquerade(ctx, &name, &file, v4).await;
+    {
+        let mut st = ctx.lock();
+        st.links.insert(
+            name.clone(),
+            Managed {
+                address: Some(address),
+                dhcp_stop,
+            },
+        );
+        st.last_busy = Instant::now();
+    }
+    tracing::info!("{name}: configured {address}");
+    ctx.changed.notify_waiters();
+}
+
+/// Step 1: remembers the link (for `LINK` on its ports) and returns the
+/// template that applies to it, if any and if the link is not configured
+/// already, with whether this is the template's first sight of the link.
+fn match_template(
+    ctx: &Ctx,
+    index: u32,
+    facts: &LinkFacts,
+    master: Option<u32>,
+) -> Option<(NetworkFile, bool)> {
+    let found = {
+        let mut st = ctx.lock();
+        let done = st
+            .seen
+            .get(&index)
+            .is_some_and(|l| l.link_local_done && l.name == facts.name);
+        let file = if st.links.contains_key(&facts.name) {
+            None
+        } else {
+            st.templates.find_match(facts).cloned()
+        };
+        st.seen.insert(
+            index,
+            SeenLink {
+                name: facts.name.clone(),
+                master,
+                kind: facts.kind.clone(),
+                link_local_done: done || file.is_some(),
+            },
+        );
+        file.map(|f| (f, !done))
+    };
+    ctx.changed.notify_waiters();
+    found
+}
+
+/// What `LinkLocalAddressing=` asks of a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LinkLocalPlan {
+    /// `no` or `ipv4`: no IPv6 link-local address (address generation off,
+    /// the kernel's `fe80::` address removed).
+    ipv6_off: bool,
+    /// `ipv4` or `yes`: this IPv4 link-local address, unless netd serves
+    /// DHCPv4 on the link (its clients get real addresses; a 169.254/16
+    /// route on the host would also shadow a cloud's metadata route).
+    ipv4: Option<Ipv4Addr>,
+}
+
+fn link_local_plan(name: &str, file: &NetworkFile) -> LinkLocalPlan {
+    let ll = file.network.link_local();
+    LinkLocalPlan {
+        ipv6_off: !ll.ipv6(),
+        ipv4: (ll.ipv4() && !file.network.dhcp_server).then(|| ipv4_link_local(name)),
+    }
+}
+
+/// A stable IPv4 link-local address for a link: a hash of its name in
+/// 169.254.1.0 to 169.254.254.255 (RFC 3927's range; the first and last 256
+/// addresses are reserved). netd does not probe for conflicts (ARP) as
+/// networkd's IPv4LL does: on a link between a host and its containers the
+/// host side is the only one that takes such an address from netd.
+fn ipv4_link_local(name: &str) -> Ipv4Addr {
+    let mut h = netspawn_common::fnv::Fnv::default();
+    h.write(name.as_bytes());
+    let n = (h.finish() % (254 * 256)) as u32 + 256;
+    Ipv4Addr::new(169, 254, (n >> 8) as u8, (n & 0xff) as u8)
+}
+
+/// Step 2: `LinkLocalAddressing=`, as systemd.network(5) documents it.
+async fn link_local(nl: &impl LinkOps, index: u32, name: &str, file: &NetworkFile) {
+    let plan = link_local_plan(name, file);
+    if plan.ipv6_off {
+        // As networkd: no address generation, and the kernel's fe80 gone.
+        match nl.ipv6_addr_gen_none(index).await {
+            Ok(()) => {
+                if let Err(e) = nl.remove_ipv6_link_local(index).await {
+                    tracing::warn!("{name}: remove IPv6 link-local addresses: {e}");
+                }
+            }
+            // No IPv6 on this host or link: nothing to turn off.
+            Err(e) => tracing::debug!("{name}: IPv6 address generation off: {e}"),
+        }
+    }
+    if let Some(ip) = plan.ipv4 {
+        let net = IpNetwork::V4(Ipv4Network::new(ip, 16).unwrap_or_else(|_| ip.into()));
+        match nl.add_address(index, net, true).await {
+            Ok(true) => tracing::info!("{name}: link-local address {net}"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("{name}: add link-local address {net}: {e}"),
+        }
+    }
+}
+
+/// The IPv4 `Address=` netd serves the link from: the first pool request,
+/// else the first static address. `None` for a member link (vb-*), which
+/// has nothing to configure.
+fn serving_address(file: &NetworkFile) -> Option<IpNetwork> {
+    let net = &file.network;
+    net.pool_requests()
+        .find(|r| r.is_ipv4())
+        .copied()
+        .or_else(|| net.static_addresses().find(|a| a.is_ipv4()).copied())
+}
+
+/// Step 3: takes the address (a subnet from the pool, or the static one),
+/// puts it and every other static IPv4 `Address=` on the link and sets the
+/// link up. `None` if there is none or the pool is exhausted (then `LINK`
+/// answers the reason).
+async fn assign_address(
+    ctx: &Ctx,
+    index: u32,
+    name: &str,
+    file: &NetworkFile,
+) -> Option<IpNetwork> {
+    let request = serving_address(file)?;
+    let address = if template::is_pool_request(&request) {
+        let host = ctx.handle.host_networks().await;
+        take_subnet(ctx, name, &request, host)?
+    } else {
+        request
+    };
+    configure_addresses(&ctx.handle, index, name, file, address).await;
+    Some(address)
+}
+
+/// A subnet from the pool for the link (the host side's address in it);
+/// saved at once. On failure the reason is kept for `LINK`.
+fn take_subnet(
+    ctx: &Ctx,
+    name: &str,
+    request: &IpNetwork,
+    mut host: Vec<IpNetwork>,
+) -> Option<IpNetwork> {
+    let mut st = ctx.lock();
+    // Static addresses of every template, even before their links exist.
+    host.extend(st.templates.static_networks());
+    match st.pools.acquire(name, request, &host) {
+        Ok(a) => {
+            let path = pool::state_path(&st.paths.state_dir);
+            if let Some(parent) = path.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            if let Err(e) = st.pools.save(&path) {
+                tracing::warn!("saving pools: {e}");
+            }
+            Some(a.host())
+        }
+        Err(e) => {
+            tracing::error!("{name}: {e}");
+            st.failed.insert(name.to_string(), e.to_string());
+            None
+        }
+    }
+}
+
+/// Puts `address`, then every other static IPv4 `Address=`, on the link
+/// (one that is there already is fine) and sets it up.
+async fn configure_addresses(
+    nl: &impl LinkOps,
+    index: u32,
+    name: &str,
+    file: &NetworkFile,
+    address: IpNetwork,
+) {
+    let others = file
+        .network
+        .static_addresses()
+        .filter(|a| a.is_ipv4() && **a != address);
+    for a in std::iter::once(&address).chain(others) {
+        if let Err(e) = nl.add_address(index, *a, false).await {
+            tracing::warn!("{name}: add address {a}: {e}");
+        }
+    }
+    if let Err(e) = nl.set_up(index).await {
+        tracing::warn!("{name}: set up: {e}");
+    }
+}
+
+/// The DHCP server's settings for a link served from `v4`, as the
+/// template's `[DHCPServer]` section says.
+fn dhcp_config(file: &NetworkFile, v4: Ipv4Network) -> Result<dhcp::ServerConfig, String> {
+    let subnet = Ipv4Network::new(v4.network(), v4.prefix()).unwrap_or(v4);
+    let d = &file.dhcp_server;
+    let mut cfg = dhcp::ServerConfig::from_subnet(v4.ip(), subnet, d.pool_offset, d.pool_size)
+        .map_err(|e| e.to_string())?;
+    if !d.emit_router {
+        cfg.router = None;
+    }
+    if !d.emit_dns {
+        cfg.dns.clear();
+    } else if !d.dns.is_empty() {
+        cfg.dns = d
+            .dns
+            .iter()
+            .map(|s| match s {
+                DhcpDns::ServerAddress => v4.ip(),
+                DhcpDns::Addr(a) => *a,
+            })
+            .collect();
+    }
+    cfg.default_lease = Duration::from_secs(u64::from(d.default_lease_secs));
+    cfg.max_lease = Duration::from_secs(u64::from(d.max_lease_secs));
+    Ok(cfg)
+}
+
+/// Step 4: the DHCPv4 server, if `DHCPServer=yes`; returns what stops it.
+fn start_dhcp(
+    ctx: &Arc<Ctx>,
+    name: &str,
+    file: &NetworkFile,
+    v4: Ipv4Network,
+) -> Option<oneshot::Sender<()>> {
+    if !file.network.dhcp_server {
+        return None;
+    }
+    let cfg = match dhcp_config(file, v4) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{name}: DHCP server: {e}");
+            return None;
+        }
+    };
+    let lease_path = ctx
+        .lock()
+        .paths
+        .state_dir
+        .join("leases")
+        .join(format!("{name}.json"));
+    if let Some(p) = lease_path.parent() {
+        let _ = std::fs::create_dir_all(p);
+    }
+    let server = match dhcp::Server::new(
+        cfg,
+        Box::new(dhcp::FileStore::new(lease_path)),
+        SystemTime::now(),
+    ) {
+        Ok(s) => Arc::new(Mutex::new(s)),
+        Err(e) => {
+            tracing::error!("{name}: DHCP server: {e}");
+            return None;
+        }
+    };
+    let (tx, rx) = oneshot::channel();
+    let ctx2 = ctx.clone();
+    let ifname = name.to_string();
+    tokio::spawn(async move {
+        let hostname = move |mac: &[u8]| hostname_for(&ctx2, mac);
+        if let Err(e) = dhcp::io::serve(&ifname, server, hostname, async move {
+            let _ = rx.await;
+        })
+        .await
+        {
+            tracing::error!("{ifname}: DHCP server: {e}");
+        }
+    });
+    Some(tx)
+}
+
+/// Step 5: netd's DNS on the host side's address. Queries arriving there
+/// are forwarded to the template's `DNS=` servers if it has any, else to
+/// the host's.
+async fn serve_dns(ctx: &Ctx, name: &str, file: &NetworkFile, v4: Ipv4Network) {
+    let addr = IpAddr::V4(v4.ip());
+    let r = if file.network.dns.is_empty() {
+        ctx.dns.add_listener(addr).await
+    } else {
+        match upstream_dns(ctx, &file.network.dns) {
+            Ok(server) => server.add_listener(addr).await,
+            Err(e) => {
+                tracing::error!("{name}: DNS: {e}");
+                return;
+            }
+        }
+    };
+    if let Err(e) = r {
+        tracing::error!("{name}: DNS on {addr}: {e}");
+    }
+}
+
+/// The resolv.conf that makes a forwarder use these servers.
+fn resolv_conf_text(servers: &[DnsServer]) -> String {
+    servers
+        .iter()
+        .map(|s| format!("nameserver {}\n", s.addr))
+        .collect()
+}
+
+/// The DNS server that forwards to `servers` (a template's `DNS=`):
+/// one per list, shared by the links whose templates name the same list,
+/// reading a resolv.conf netd writes for it in the run directory.
+pub(super) fn upstream_dns(
+    ctx: &Ctx,
+    servers: &[DnsServer],
+) -> Result<Arc<dns::DnsServer>, std::io::Error> {
+    let text = resolv_conf_text(servers);
+    let run_dir = ctx.lock().paths.run_dir.clone();
+    let mut map = ctx.link_dns.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(l) = map.get(&text) {
+        return Ok(l.server.clone());
+    }
+    let mut h = netspawn_common::fnv::Fnv::default();
+    h.write(text.as_bytes());
+    let path = run_dir.join(format!(
+        "netd-{}-upstream-{:016x}.conf",
+        netspawn_common::netd::netns_id(),
+        h.finish()
+    ));
+    std::fs::write(&path, &text)?;
+    let mut config = ctx.dns_config.clone();
+    config.upstream.resolv_conf = path.clone();
+    let dir: Arc<dyn dns::MachineDirectory> = ctx.directory.clone();
+    let server = Arc::new(dns::DnsServer::new(dir, config));
+    map.insert(
+        text,
+        LinkDns {
+            server: server.clone(),
+            resolv_conf: path,
+        },
+    );
+    Ok(server)
+}
+
+/// Step 6: masquerade for the link's subnet, as `IPMasquerade=` says.
+async fn masquerade(ctx: &Arc<Ctx>, name: &str, file: &NetworkFile, v4: Ipv4Network) {
+    let m = file.network.ip_masquerade;
+    let mode = match (m.ipv4(), m.ipv6()) {
+        (true, true) => nat::Masquerade::Both,
+        (true, false) => nat::Masquerade::Ipv4,
+        (false, true) => nat::Masquerade::Ipv6,
+        (false, false) => nat::Masquerade::No,
+    };
+    let ctx2 = ctx.clone();
+    let name = name.to_string();
+    let subnet = IpNetwork::V4(Ipv4Network::new(v4.network(), v4.prefix()).unwrap_or(v4));
+    let _ = tokio::task::spawn_blocking(move || {
+        let mut st = ctx2.lock();
+        if let Err(e) = st
+            .nat
+            .set_masquerade(&name, subnet, mode)
+            .and_then(|()| st.nat.apply())
+        {
+            tracing::error!("{name}: NAT: {e}");
+        }
+    })
+    .await;
+}
+
+/// A link went away: releases its subnet, DHCP server, DNS listener, NAT
+/// rules and the port forwards of machines behind it.
+pub(super) async fn on_del_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
+    let (facts, _) = link_facts(m);
+    let name = facts.name;
+    let (removed, owners) = {
+        let mut st = ctx.lock();
+        st.seen.remove(&m.header.index);
+        st.failed.remove(&name);
+        let removed = st.links.remove(&name);
+        let owners: Vec<String> = st
+            .ports
+            .iter()
+            .filter(|(_, p)| p.ifname == name)
+            .map(|(o, _)| o.clone())
+            .collect();
+        for o in &owners {
+            st.ports.remove(o);
+        }
+        if removed.is_some() {
+            st.pools.release(&name);
+            let path = pool::state_path(&st.paths.state_dir);
+            let _ = st.pools.save(&path);
+        }
+        st.last_busy = Instant::now();
+        (removed, owners)
+    };
+    let removed_any = removed.is_some() || !owners.is_empty();
+    if let Some(mut l) = removed {
+        if let Some(tx) = l.dhcp_stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(IpNetwork::V4(v4)) = l.address {
+            let ip = IpAddr::V4(v4.ip());
+            ctx.dns.remove_listener(ip);
+            for l in ctx
+                .link_dns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+            {
+                l.server.remove_listener(ip);
+            }
+        }
+        tracing::info!("{name}: released");
+    }
+    // Only links we served (or with port forwards) have rules: most links
+    // that go away (bridge members, other machines' links) cost nothing.
+    if removed_any {
+        let ctx2 = ctx.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut st = ctx2.lock();
+            st.nat.remove_link(&name);
+            for o in &owners {
+                st.nat.remove_owner(o);
+            }
+            if let Err(e) = st.nat.apply() {
+                tracing::error!("NAT: {e}");
+            }
+        })
+        .await;
+    }
+    ctx.changed.notify_waiters();
+}
+
+/// The machine whose container side has this MAC (netspawn's MACs are a
+/// hash of the host's machine ID and the machine name).
+fn hostname_for(ctx: &Ctx, mac: &[u8]) -> Option<String> {
+    use netspawn_common::naming::{generate_mac, CONTAINER_HASH_KEY};
+    // Names only: reading and checking every entry for each DHCP packet
+    // would cost milliseconds with a thousand machines. A stale entry
+    // cannot share a name with a live one, so the MAC picks the machine.
+    let reg = netspawn_common::registry::Registry::new(&ctx.state.lock().ok()?.paths);
+    reg.names()
+        .ok()?
+        .into_iter()
+        .find(|n| generate_mac(&ctx.machine_id, n, &CONTAINER_HASH_KEY, 0)[..] == *mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::netlink::fake::{Call, Fake};
+    use super::*;
+    use crate::template::testutil::ok;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn link_local_step_against_the_fake() {
+        let run = |text: &str, fake: Fake| {
+            let f = ok(text).file;
+            block_on(link_local(&fake, 7, "ll0", &f));
+            fake.calls()
+        };
+        let ll0 = IpNetwork::V4(Ipv4Network::new(ipv4_link_local("ll0"), 16).unwrap());
+        let tpl = |v: &str| format!("[Match]\nName=ll0\n[Network]\nLinkLocalAddressing={v}\n");
+        assert_eq!(
+            run(&tpl("ipv4"), Fake::default()),
+            vec![
+                Call::Ipv6AddrGenNone(7),
+                Call::RemoveIpv6LinkLocal(7),
+                Call::AddAddress(7, ll0, true)
+            ]
+        );
+        assert_eq!(
+            run(&tpl("no"), Fake::default()),
+            vec![Call::Ipv6AddrGenNone(7), Call::RemoveIpv6LinkLocal(7)]
+        );
+        assert_eq!(run(&tpl("ipv6"), Fake::default()), vec![]);
+        assert_eq!(
+            run(&tpl("yes"), Fake::default()),
+            vec![Call::AddAddress(7, ll0, true)]
+        );
+        // Without IPv6 there is nothing to remove; the IPv4 part still runs.
+        let no6 = Fake {
+            no_ipv6: true,
+            ..Fake::default()
+        };
+        assert_eq!(
+            run(&tpl("ipv4"), no6),
+            vec![Call::Ipv6AddrGenNone(7), Call::AddAddress(7, ll0, true)]
+        );
+        // The built-in ve template: nothing (DHCPServer=yes, IPv6 on).
+        let ve = template::BUILTIN[2].1;
+        assert_eq!(run(ve, Fake::default()), vec![]);
+    }
+
+    #[test]
+    fn every_ipv4_address_is_configured() {
+        let net = |s: &str| s.parse::<IpNetwork>().unwrap();
+        let f = ok(
+            "[Match]\nName=x\n[Network]\nAddress=0.0.0.0/28\nAddress=192.168.7.1/24\n\
+                    Address=fd00::1/64\nAddress=10.1.2.3\n",
+        )
+        .file;
+        // The pool's address first (it serves DHCP), then the static ones;
+        // one already there (EEXIST) does not stop the rest.
+        let fake = Fake {
+            existing: vec![net("192.168.7.1/24")],
+            ..Fake::default()
+        };
+        block_on(configure_addresses(&fake, 3, "x", &f, net("10.0.0.1/28")));
+        assert_eq!(
+            fake.calls(),
+            vec![
+                Call::AddAddress(3, net("10.0.0.1/28"), false),
+                Call::AddAddress(3, net("192.168.7.1/24"), false),
+                Call::AddAddress(3, net("10.1.2.3/32"), false),
+                Call::SetUp(3),
+            ]
+        );
+        // A static serving address is not added twice.
+        let f = ok("[Match]\nName=x\n[Network]\nAddress=10.0.0.1/24\nAddress=10.0.1.1/24\n").file;
+        let fake = Fake::default();
+        block_on(configure_addresses(&fake, 3, "x", &f, net("10.0.0.1/24")));
+        assert_eq!(
+            fake.calls(),
+            vec![
+                Call::AddAddress(3, net("10.0.0.1/24"), false),
+                Call::AddAddress(3, net("10.0.1.1/24"), false),
+                Call::SetUp(3),
+            ]
+        );
+    }
+
+    #[test]
+    fn serving_address_is_the_first_ipv4() {
+        let f = ok(
+            "[Match]\nName=x\n[Network]\nAddress=::/64\nAddress=10.0.0.1/24\nAddress=0.0.0.0/28\n",
+        )
+        .file;
+        assert_eq!(serving_address(&f), Some("0.0.0.0/28".parse().unwrap()));
+        let f = ok("[Match]\nName=x\n[Network]\nAddress=10.0.0.1/24\nAddress=10.0.1.1/24\n").file;
+        assert_eq!(serving_address(&f), Some("10.0.0.1/24".parse().unwrap()));
+        let f = ok("[Match]\nName=x\n[Network]\nKeepMaster=yes\n").file;
+        assert_eq!(serving_address(&f), None);
+    }
+
+    #[test]
+    fn dhcp_config_follows_the_template() {
+        let v4: Ipv4Network = "10.0.0.1/28".parse().unwrap();
+        let f = ok(
+            "[Match]\nName=x\n[DHCPServer]\nEmitRouter=no\nEmitDNS=no\nDefaultLeaseTimeSec=10min\n",
+        )
+        .file;
+        let cfg = dhcp_config(&f, v4).unwrap();
+        assert_eq!(cfg.router, None);
+        assert!(cfg.dns.is_empty());
+        assert_eq!(cfg.default_lease, Duration::from_secs(600));
+        let f = ok("[Match]\nName=x\n").file;
+        let cfg = dhcp_config(&f, v4).unwrap();
+        assert_eq!(cfg.router, Some(v4.ip()));
+        assert_eq!(cfg.dns, vec![v4.ip()]);
+        // [DHCPServer] DNS= is what clients are told, in order.
+        let f = ok("[Match]\nName=x\n[DHCPServer]\nDNS=192.0.2.53 _server_address\n").file;
+        let cfg = dhcp_config(&f, v4).unwrap();
+        assert_eq!(
+            cfg.dns,
+            vec![Ipv4Addr::new(192, 0, 2, 53), Ipv4Addr::new(10, 0, 0, 1)]
+        );
+        // EmitDNS=no wins over a list.
+        let f = ok("[Match]\nName=x\n[DHCPServer]\nDNS=192.0.2.53\nEmitDNS=no\n").file;
+        assert!(dhcp_config(&f, v4).unwrap().dns.is_empty());
+    }
+
+    #[test]
+    fn link_local_as_systemd_network() {
+        let loaded = template::load_with(&[], &template::BUILTIN).unwrap();
+        let builtin = |n: &str| loaded.files.iter().find(|f| f.name == n).cloned().unwrap();
+        // ve/vz: LinkLocalAddressing=yes, but netd serves DHCPv4 there, so
+        // no 169.254/16; IPv6 link-local stays as the kernel makes it.
+        for n in ["80-container-ve.network", "80-container-vz.network"] {
+            assert_eq!(
+                link_local_plan("ve-web", &builtin(n)),
+                LinkLocalPlan {
+                    ipv6_off: false,
+                    ipv4: None
+                },
+                "{n}"
+            );
+        }
+        // vb: LinkLocalAddressing=no.
+        assert_eq!(
+            link_local_plan("vb-web", &builtin("80-container-vb.network")),
+            LinkLocalPlan {
+                ipv6_off: true,
+                ipv4: None
+            }
+        );
+        let plan = |text: &str| link_local_plan("ll0", &ok(text).file);
+        let ll0 = ipv4_link_local("ll0");
+        let table: &[(&str, LinkLocalPlan)] = &[
+            (
+                "ipv4",
+                LinkLocalPlan {
+                    ipv6_off: true,
+                    ipv4: Some(ll0),
+                },
+            ),
+            (
+                "yes",
+                LinkLocalPlan {
+                    ipv6_off: false,
+                    ipv4: Some(ll0),
+                },
+            ),
+            (
+                "ipv6",
+                LinkLocalPlan {
+                    ipv6_off: false,
+                    ipv4: None,
+                },
+            ),
+            (
+                "no",
+                LinkLocalPlan {
+                    ipv6_off: true,
+                    ipv4: None,
+                },
+            ),
+        ];
+        for (value, want) in table {
+            let text = format!("[Match]\nName=ll0\n[Network]\nLinkLocalAddressing={value}\n");
+            assert_eq!(plan(&text), *want, "{value}");
+        }
+        // Not set: networkd's default, ipv6.
+        assert_eq!(plan("[Match]\nName=ll0\n").ipv4, None);
+        assert!(!plan("[Match]\nName=ll0\n").ipv6_off);
+        // Never an IPv4 link-local address where netd serves DHCPv4.
+        let served =
+            plan("[Match]\nName=ll0\n[Network]\nLinkLocalAddressing=ipv4\nDHCPServer=yes\n");
+        assert_eq!(served.ipv4, None);
+    }
+
+    #[test]
+    fn ipv4_link_local_is_stable_and_in_range() {
+        assert_eq!(ipv4_link_local("ll0"), ipv4_link_local("ll0"));
+        assert_ne!(ipv4_link_local("ll0"), ipv4_link_local("ll1"));
+        for i in 0..2000 {
+            let o = ipv4_link_local(&format!("eth{i}")).octets();
+            assert_eq!((o[0], o[1]), (169, 254));
+            assert!((1..=254).contains(&o[2]), "{o:?}");
+        }
+    }
+
+    #[test]
+    fn upstream_servers_as_resolv_conf() {
+        let f = ok("[Match]\nName=x\n[Network]\nDNS=192.0.2.1 2001:db8::53 192.0.2.2:53\n").file;
+        assert_eq!(
+            resolv_conf_text(&f.network.dns),
+            "nameserver 192.0.2.1\nnameserver 2001:db8::53\nnameserver 192.0.2.2\n"
+        );
+    }
+}

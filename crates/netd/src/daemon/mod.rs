@@ -1,0 +1,325 @@
+//! The daemon: watches links by netlink; for each link a network template
+//! matches, runs the link pipeline ([`link`]: template, link-local
+//! addressing, addresses, DHCP, DNS, NAT), and releases all of it when the
+//! link goes away. A control socket ([`control`]) lets `netspawn` wait for
+//! its link and register port forwards. One instance per host (a lock in
+//! the run directory); it exits when it has been idle for a while.
+
+mod control;
+mod link;
+mod netlink;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, TryStreamExt};
+use ipnetwork::IpNetwork;
+use netspawn_common::netd::socket_path;
+use netspawn_common::paths::Paths;
+use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_route::link::LinkMessage;
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::sys::AsyncSocket;
+use thiserror::Error;
+use tokio::sync::{oneshot, Notify};
+
+use crate::dns::{self, MachineDirectory};
+use crate::nat::{self, Nat};
+use crate::pool::{self, Pools};
+use crate::template;
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: io::Error },
+    #[error("{0}")]
+    Templates(#[from] template::NetFileError),
+    #[error("netlink: {0}")]
+    Netlink(String),
+    #[error("{0}")]
+    Pool(#[from] pool::PoolError),
+}
+
+/// A link netd configured.
+struct Managed {
+    /// The host side's address with the subnet's prefix.
+    address: Option<IpNetwork>,
+    dhcp_stop: Option<oneshot::Sender<()>>,
+}
+
+/// A link in netd's namespace, as far as the control server needs to know
+/// it (a member link is ready when its bridge is).
+struct SeenLink {
+    name: String,
+    /// The bridge it is a port of (IFLA_MASTER), by index.
+    master: Option<u32>,
+    /// IFLA_INFO_KIND.
+    kind: Option<String>,
+    /// Its template's `LinkLocalAddressing=` was applied (once per link:
+    /// the link changes often, as it goes up or joins a bridge).
+    link_local_done: bool,
+}
+
+/// Port forwards one machine asked for.
+struct Ports {
+    ifname: String,
+    forwards: Vec<netspawn_common::netd::Forward>,
+}
+
+struct State {
+    paths: Paths,
+    templates: template::Loaded,
+    pools: Pools,
+    links: HashMap<String, Managed>,
+    /// Every link we have seen, by index.
+    seen: HashMap<u32, SeenLink>,
+    ports: HashMap<String, Ports>,
+    /// Links we could not configure, with the reason (for `LINK`).
+    failed: HashMap<String, String>,
+    nat: Nat,
+    last_busy: Instant,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+struct Ctx {
+    state: Shared,
+    changed: Notify,
+    handle: rtnetlink::Handle,
+    /// The DNS server of links whose template sets no `DNS=`: it forwards
+    /// to the host's resolvers.
+    dns: dns::DnsServer,
+    /// The DNS servers of links whose template sets `DNS=`, one per list of
+    /// upstream servers (see [`link::upstream_dns`]).
+    link_dns: Mutex<HashMap<String, LinkDns>>,
+    /// The settings every DNS server starts from.
+    dns_config: dns::DnsConfig,
+    directory: Arc<dns::RegistryDirectory>,
+    machine_id: [u8; 16],
+}
+
+/// A DNS server forwarding to a template's `DNS=` servers, and the
+/// resolv.conf netd wrote for it.
+struct LinkDns {
+    server: Arc<dns::DnsServer>,
+    resolv_conf: PathBuf,
+}
+
+impl Ctx {
+    /// The state; a panicked holder does not make it unusable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Points the DNS forwarder at another resolv.conf than /etc/resolv.conf (tests, benchmarks).
+pub const ENV_UPSTREAM_RESOLV_CONF: &str = "NETSPAWN_UPSTREAM_RESOLV_CONF";
+
+/// Runs the daemon until it is idle for `idle_exit` (zero: forever) or gets SIGTERM/SIGINT.
+pub fn run(paths: Paths, foreground: bool, idle_exit: Duration) -> Result<(), DaemonError> {
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |err| DaemonError::Io { path, err }
+    };
+    std::fs::create_dir_all(&paths.run_dir).map_err(io(&paths.run_dir))?;
+    let lock_path = netspawn_common::netd::lock_path(&paths);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            if foreground {
+                eprintln!("netspawn-netd: already running");
+            }
+            return Ok(());
+        }
+        Err(std::fs::TryLockError::Error(err)) => {
+            return Err(DaemonError::Io {
+                path: lock_path,
+                err,
+            })
+        }
+    }
+    let pid_path = netspawn_common::netd::pid_path(&paths);
+    std::fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(io(&pid_path))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io(&paths.run_dir))?;
+    let sock = socket_path(&paths);
+    let r = rt.block_on(main_loop(paths.clone(), idle_exit));
+    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(&pid_path);
+    drop(lock);
+    r
+}
+
+async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError> {
+    let templates = template::load(&template::search_path())?;
+    // Once, at start: the files do not change under a running netd.
+    for w in &templates.warnings {
+        tracing::warn!("{w}");
+    }
+    let machine_id = netspawn_common::naming::host_machine_id().unwrap_or([0; 16]);
+    let id_hex: String = machine_id.iter().map(|b| format!("{b:02x}")).collect();
+    let pool_path = pool::state_path(&paths.state_dir);
+    let pools = if pool_path.exists() {
+        Pools::load(&pool_path, &id_hex)?
+    } else {
+        Pools::new(&id_hex)
+    };
+
+    let (mut conn, handle, mut messages) =
+        rtnetlink::new_connection().map_err(|e| DaemonError::Netlink(e.to_string()))?;
+    // RTMGRP_LINK: new and removed links.
+    conn.socket_mut()
+        .socket_mut()
+        .bind(&rtnetlink::sys::SocketAddr::new(0, 1))
+        .map_err(|e| DaemonError::Netlink(e.to_string()))?;
+    tokio::spawn(conn);
+
+    let mut nat = Nat::with_paths(nat::NatPaths {
+        journal: Some(paths.run_dir.join(format!(
+            "netd-{}-sysctls.json",
+            netspawn_common::netd::netns_id()
+        ))),
+        ..Default::default()
+    });
+    match nat.recover() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("restored {n} forwarding setting(s) left by an earlier netd"),
+        Err(e) => tracing::warn!("recovering from an earlier netd: {e}"),
+    }
+    let mut dns_config = dns::DnsConfig::default();
+    if let Some(p) = std::env::var_os(ENV_UPSTREAM_RESOLV_CONF) {
+        dns_config.upstream.resolv_conf = p.into();
+    }
+    let directory = Arc::new(dns::RegistryDirectory::from_env());
+    let dir_dyn: Arc<dyn MachineDirectory> = directory.clone();
+    let ctx = Arc::new(Ctx {
+        state: Arc::new(Mutex::new(State {
+            paths: paths.clone(),
+            templates,
+            pools,
+            links: HashMap::new(),
+            seen: HashMap::new(),
+            ports: HashMap::new(),
+            failed: HashMap::new(),
+            nat,
+            last_busy: Instant::now(),
+        })),
+        changed: Notify::new(),
+        handle: handle.clone(),
+        dns: dns::DnsServer::new(dir_dyn, dns_config.clone()),
+        link_dns: Mutex::new(HashMap::new()),
+        dns_config,
+        directory,
+        machine_id,
+    });
+
+    // Control socket.
+    let sock = socket_path(&paths);
+    let _ = std::fs::remove_file(&sock);
+    let listener = tokio::net::UnixListener::bind(&sock).map_err(|err| DaemonError::Io {
+        path: sock.clone(),
+        err,
+    })?;
+    {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let ctx = ctx.clone();
+                tokio::spawn(async move { control::serve_client(ctx, stream).await });
+            }
+        });
+    }
+    // Put our rules back if someone flushes the ruleset.
+    {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                let ctx = ctx.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let mut st = ctx.lock();
+                    if !st.links.is_empty() || !st.ports.is_empty() {
+                        if let Ok(true) = st.nat.ensure() {
+                            tracing::warn!("our nftables table was missing or changed: restored");
+                        }
+                    }
+                })
+                .await;
+            }
+        });
+    }
+
+    // Links that exist already.
+    let existing: Vec<LinkMessage> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .unwrap_or_default();
+    for m in existing {
+        link::on_new_link(&ctx, &m).await;
+    }
+    tracing::info!("netd ready on {}", sock.display());
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|err| DaemonError::Io {
+            path: "signal".into(),
+            err,
+        })?;
+    let mut idle = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            msg = messages.next() => {
+                let Some((msg, _)) = msg else { break };
+                if let NetlinkPayload::InnerMessage(m) = msg.payload {
+                    match m {
+                        RouteNetlinkMessage::NewLink(l) => link::on_new_link(&ctx, &l).await,
+                        RouteNetlinkMessage::DelLink(l) => link::on_del_link(&ctx, &l).await,
+                        _ => {}
+                    }
+                }
+            }
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = idle.tick() => {
+                let st = ctx.lock();
+                if !idle_exit.is_zero() && st.links.is_empty() && st.ports.is_empty() && st.last_busy.elapsed() > idle_exit {
+                    tracing::info!("idle: exiting");
+                    break;
+                }
+            }
+        }
+    }
+    // Leave nothing behind: our NAT table and forwarding settings go with us.
+    let ctx2 = ctx.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let mut st = ctx2.lock();
+        let names: Vec<String> = st.links.keys().cloned().collect();
+        for n in names {
+            st.nat.remove_link(&n);
+        }
+        let _ = st.nat.remove_all();
+    })
+    .await;
+    ctx.dns.shutdown();
+    let link_dns = std::mem::take(&mut *ctx.link_dns.lock().unwrap_or_else(|p| p.into_inner()));
+    for (_, l) in link_dns {
+        l.server.shutdown();
+        let _ = std::fs::remove_file(&l.resolv_conf);
+    }
+    Ok(())
+}
