@@ -22,3 +22,4 @@ pub mod settings;
 pub mod settings_merge;
 pub mod spec;
 pub mod sys;
+pub mod tagged;

@@ -14,6 +14,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use nix::unistd;
 
+use super::sync::{self, SyncError, SyncMessage};
 use crate::config::Config;
 use crate::console::Pty;
 use crate::mount;
@@ -30,7 +31,7 @@ pub(super) fn child_main(
         Ok(never) => match never {},
         Err(e) => e,
     };
-    let _ = unistd::write(&sync, err.as_bytes());
+    let _ = sync::send(&sync, &SyncMessage::Failed(err));
     // SAFETY: _exit skips atexit handlers and destructors the parent owns.
     unsafe { libc::_exit(1) }
 }
@@ -74,11 +75,12 @@ fn child_setup(
 /// Dies with the launcher; then waits until it has placed us in our cgroups.
 fn wait_for_go(sync: &OwnedFd) -> Result<(), String> {
     crate::sys::set_parent_death_signal(Signal::SIGKILL).map_err(e("set parent death signal"))?;
-    let mut go = [0u8; 1];
-    if !matches!(unistd::read(sync, &mut go), Ok(1)) {
-        return Err("launcher went away".into());
+    match sync::recv(sync) {
+        Ok(Some(SyncMessage::Go)) => Ok(()),
+        Ok(None) | Err(SyncError::Io(_)) => Err("launcher went away".into()),
+        Ok(Some(other)) => Err(format!("unexpected message from the launcher: {other:?}")),
+        Err(SyncError::Frame(e)) => Err(format!("bad message from the launcher: {e}")),
     }
-    Ok(())
 }
 
 /// Mounts the container's file system under its root and binds the notify socket.

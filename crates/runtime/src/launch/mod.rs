@@ -24,7 +24,7 @@ use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::SignalFd;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::waitpid;
-use nix::unistd::{self, Pid};
+use nix::unistd::Pid;
 use thiserror::Error;
 
 use crate::cgroup::{CgroupError, Cgroups, Hierarchies};
@@ -41,9 +41,11 @@ mod links;
 mod ports;
 mod register;
 mod supervise;
+pub mod sync;
 
 use links::NetState;
 use register::Registration;
+use sync::SyncMessage;
 
 #[derive(Debug, Error)]
 pub enum LaunchError {
@@ -463,29 +465,35 @@ fn start_network(
 
 /// Lets the child go on, then waits for its exec (EOF) or its error message.
 fn release_child(child: Pid, sync_parent: OwnedFd) -> Result<(), LaunchError> {
-    if let Err(e) = unistd::write(&sync_parent, b"g") {
+    if let Err(e) = sync::send(&sync_parent, &SyncMessage::Go) {
+        let err = match e {
+            sync::SyncError::Io(err) => err,
+            sync::SyncError::Frame(_) => nix::Error::EINVAL,
+        };
         return Err(kill_child(
             child,
             LaunchError::Sys {
                 what: "start container",
-                err: e,
+                err,
             },
         ));
     }
-    let mut buf = [0u8; 4096];
-    let n = loop {
-        match unistd::read(&sync_parent, &mut buf) {
-            Err(nix::Error::EINTR) => continue,
-            r => break r.unwrap_or(0),
+    match sync::recv(&sync_parent) {
+        // End-of-file: the payload's exec closed the child's end.
+        Ok(None) | Err(sync::SyncError::Io(_)) => Ok(()),
+        Ok(Some(SyncMessage::Failed(message))) => {
+            let _ = waitpid(child, None);
+            Err(LaunchError::Child(message))
         }
-    };
-    if n > 0 {
-        let _ = waitpid(child, None);
-        return Err(LaunchError::Child(
-            String::from_utf8_lossy(&buf[..n]).into_owned(),
-        ));
+        Ok(Some(other)) => Err(kill_child(
+            child,
+            LaunchError::Child(format!("unexpected message from the container: {other:?}")),
+        )),
+        Err(sync::SyncError::Frame(e)) => Err(kill_child(
+            child,
+            LaunchError::Child(format!("bad message from the container: {e}")),
+        )),
     }
-    Ok(())
 }
 
 #[cfg(test)]
