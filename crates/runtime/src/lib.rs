@@ -23,3 +23,4 @@ pub mod settings_merge;
 pub mod spec;
 pub mod sys;
 pub mod tagged;
+pub mod tty;

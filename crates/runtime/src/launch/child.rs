@@ -16,8 +16,8 @@ use nix::unistd;
 
 use super::sync::{self, SyncError, SyncMessage};
 use crate::config::Config;
-use crate::console::Pty;
 use crate::mount;
+use crate::tty::Pty;
 
 pub(super) fn child_main(
     cfg: &Config,

@@ -29,10 +29,11 @@ use thiserror::Error;
 
 use crate::cgroup::{CgroupError, Cgroups, Hierarchies};
 use crate::config::Config;
-use crate::console::{self, ConsoleMode, Pty, RawTerminal};
+use crate::console::ConsoleMode;
 use crate::lock::{ImageLock, LockError};
 use crate::mount::{self, MountConfig};
 use crate::network;
+use crate::tty::{self, Pty, RawTerminal};
 
 mod child;
 mod host0;
@@ -56,7 +57,7 @@ pub enum LaunchError {
     #[error("{0}")]
     Cgroup(#[from] CgroupError),
     #[error("{0}")]
-    Console(#[from] console::ConsoleError),
+    Console(#[from] tty::TtyError),
     #[error("registry: {0}")]
     Registry(std::io::Error),
     #[error("{what}: {err}")]
@@ -167,11 +168,11 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
         // guest's session ends.
         let pty = match cfg.console {
             ConsoleMode::Pipe => None,
-            _ => Some(console::open_pty()?),
+            _ => Some(tty::open_pty()?),
         };
         // The payload may ask for its terminal's size at once: set it before it starts.
         if let (Some(p), ConsoleMode::Interactive) = (&pty, cfg.console) {
-            console::copy_window_size(std::io::stdin().as_fd(), p.master.as_fd());
+            tty::copy_window_size(std::io::stdin().as_fd(), p.master.as_fd());
         }
         let (outcome, keeper) = run_once(
             cfg,

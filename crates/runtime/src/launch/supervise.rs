@@ -4,19 +4,19 @@
 
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::time::Instant;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::signalfd::SignalFd;
 use nix::sys::socket;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{self, Pid};
+use nix::unistd::Pid;
 
 use super::{LaunchError, Outcome};
 use crate::config::Config;
-use crate::console::{self, ConsoleMode, EscapeDetector, Pty};
+use crate::console::ConsoleMode;
 use crate::network;
+use crate::tty::{self, Escaped, ForwardOptions, Forwarder, Pty};
 
 /// Forwards the console and signals until PID 1 dies.
 pub(super) fn supervise(
@@ -30,24 +30,9 @@ pub(super) fn supervise(
 ) -> Result<Outcome, LaunchError> {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
-    let forward_out = matches!(
-        cfg.console,
-        ConsoleMode::Interactive | ConsoleMode::ReadOnly
-    );
-    let forward_in = cfg.console == ConsoleMode::Interactive;
-    if let Some(p) = pty {
-        let _ = nix::fcntl::fcntl(
-            &p.master,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        );
-        if forward_in {
-            console::copy_window_size(stdin.as_fd(), p.master.as_fd());
-        }
-    }
-    let mut stdin_open = forward_in;
-    let mut escape = EscapeDetector::default();
+    let forward_in = cfg.console.forwards_input();
+    let mut console = console_forwarder(cfg.console, pty, stdin.as_fd(), stdout.as_fd())?;
     let mut stop_requests = 0;
-    let mut buf = vec![0u8; 16 * 1024];
     loop {
         let mut fds = vec![
             PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
@@ -60,20 +45,12 @@ pub(super) fn supervise(
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
             fds.len() - 1
         });
-        let master_idx = match (pty, forward_out) {
-            (Some(p), true) => {
-                fds.push(PollFd::new(p.master.as_fd(), PollFlags::POLLIN));
-                Some(fds.len() - 1)
-            }
-            _ => None,
-        };
-        let stdin_idx = if stdin_open && pty.is_some() {
-            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-            Some(fds.len() - 1)
-        } else {
-            None
-        };
-        match poll(&mut fds, PollTimeout::NONE) {
+        let slots = console
+            .as_mut()
+            .map(|c| c.register(&mut fds))
+            .unwrap_or_default();
+        let timeout = console.as_ref().map_or(PollTimeout::NONE, |c| c.timeout());
+        match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(e) => {
                 return Err(LaunchError::Sys {
@@ -83,24 +60,14 @@ pub(super) fn supervise(
             }
         }
         let ready = |i: usize, fds: &[PollFd]| fds[i].revents().is_some_and(|r| !r.is_empty());
-        if let (Some(i), Some(p)) = (master_idx, pty) {
-            if ready(i, &fds) {
-                let _ = console::pump(p.master.as_fd(), stdout.as_fd(), &mut buf);
-            }
-        }
-        if let (Some(i), Some(p)) = (stdin_idx, pty) {
-            if ready(i, &fds) {
-                match unistd::read(stdin.as_fd(), &mut buf) {
-                    Ok(0) | Err(_) => stdin_open = false,
-                    Ok(n) => {
-                        if escape.feed(&buf[..n], Instant::now()) {
-                            eprint!("\r\nContainer {} terminated by user.\r\n", cfg.machine);
-                            let _ = kill(child, Signal::SIGKILL);
-                        } else {
-                            let _ = console::write_all(p.master.as_fd(), &buf[..n]);
-                        }
-                    }
+        if let Some(c) = console.as_mut() {
+            match c.handle(&fds, slots) {
+                Ok(Some(Escaped)) => {
+                    eprint!("\r\nContainer {} terminated by user.\r\n", cfg.machine);
+                    let _ = kill(child, Signal::SIGKILL);
                 }
+                Ok(None) => {}
+                Err(e) => tracing::debug!("console: {e}"),
             }
         }
         if ready(1, &fds) {
@@ -117,10 +84,37 @@ pub(super) fn supervise(
         if ready(0, &fds) {
             handle_signals(cfg, child, sigfd, pty, forward_in, &mut stop_requests);
             if let Some(outcome) = reaped(child) {
-                return Ok(finish(pty, forward_out, &mut buf, outcome));
+                return Ok(finish(console.as_mut(), outcome));
             }
         }
     }
+}
+
+/// The forwarder between our terminal and the console's pty, when the
+/// console mode forwards anything; the window size is set first.
+fn console_forwarder<'a>(
+    mode: ConsoleMode,
+    pty: Option<&'a Pty>,
+    stdin: BorrowedFd<'a>,
+    stdout: BorrowedFd<'a>,
+) -> Result<Option<Forwarder<'a>>, LaunchError> {
+    let Some(p) = pty else {
+        return Ok(None);
+    };
+    let (forward_in, forward_out) = (mode.forwards_input(), mode.forwards_output());
+    if forward_in {
+        tty::copy_window_size(stdin, p.master.as_fd());
+    }
+    if !forward_in && !forward_out {
+        return Ok(None);
+    }
+    // A booted guest's getty hangs the console up and reopens it.
+    let opts = ForwardOptions {
+        ignore_vhangup: true,
+    };
+    let input = forward_in.then_some(stdin);
+    let output = forward_out.then_some(stdout);
+    Ok(Some(Forwarder::new(p.master.as_fd(), input, output, opts)?))
 }
 
 /// Reads the signals we received: SIGWINCH resizes the console; a stop
@@ -139,7 +133,7 @@ fn handle_signals(
             Ok(Signal::SIGCHLD) => {}
             Ok(Signal::SIGWINCH) => {
                 if let (Some(p), true) = (pty, forward_in) {
-                    console::copy_window_size(std::io::stdin().as_fd(), p.master.as_fd());
+                    tty::copy_window_size(std::io::stdin().as_fd(), p.master.as_fd());
                 }
             }
             Ok(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP | Signal::SIGQUIT) => {
@@ -167,15 +161,10 @@ fn reaped(child: Pid) -> Option<Outcome> {
 }
 
 /// Copies what the container left in the pty to our output.
-fn finish(pty: Option<&Pty>, forward_out: bool, buf: &mut [u8], outcome: Outcome) -> Outcome {
+fn finish(console: Option<&mut Forwarder<'_>>, outcome: Outcome) -> Outcome {
     tracing::debug!(?outcome, "container PID 1 exited");
-    if let (Some(p), true) = (pty, forward_out) {
-        let stdout = std::io::stdout();
-        while let Ok((true, n)) = console::pump(p.master.as_fd(), stdout.as_fd(), buf) {
-            if n == 0 {
-                break;
-            }
-        }
+    if let Some(c) = console {
+        c.finish();
     }
     let _ = std::io::stdout().flush();
     outcome
