@@ -124,22 +124,7 @@ struct Held {
 
 /// Runs the container to completion and returns netspawn's exit status.
 pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
-    // Claim the name and the image before creating anything.
-    let registry = register::claim(cfg, paths)?;
-    let image_lock = ImageLock::acquire(&paths.locks_dir(), &cfg.root, cfg.read_only)?;
-    let hierarchies = Hierarchies::detect()?;
-    let cgroup_name = if cfg.register {
-        cfg.machine.clone()
-    } else {
-        format!("{}.{}", cfg.machine, std::process::id())
-    };
-    let held = Held {
-        registry,
-        run_dir: paths.run_dir.clone(),
-        _image_lock: image_lock,
-        hierarchies,
-        cgroup_name,
-    };
+    let held = hold(cfg, paths)?;
     let mut net = links::prepare(cfg, paths)?;
 
     let host_os_release = ["/etc/os-release", "/usr/lib/os-release"]
@@ -163,7 +148,46 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
 
     let (old_mask, sigfd) = block_signals()?;
 
-    let result: Result<Outcome, LaunchError> = (|| loop {
+    let result = boot_until_done(cfg, &held, net.as_mut(), host_os_release.as_deref(), &sigfd);
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+    drop(_raw);
+    let outcome = result?;
+    let status = outcome.exit_status(cfg.boot);
+    tracing::debug!(status, "cleaned up, exiting");
+    if !cfg.quiet {
+        report(cfg, outcome, status);
+    }
+    Ok(status)
+}
+
+/// Claims the name and the image before anything is created.
+fn hold(cfg: &Config, paths: &Paths) -> Result<Held, LaunchError> {
+    let registry = register::claim(cfg, paths)?;
+    let image_lock = ImageLock::acquire(&paths.locks_dir(), &cfg.root, cfg.read_only)?;
+    let hierarchies = Hierarchies::detect()?;
+    let cgroup_name = if cfg.register {
+        cfg.machine.clone()
+    } else {
+        format!("{}.{}", cfg.machine, std::process::id())
+    };
+    Ok(Held {
+        registry,
+        run_dir: paths.run_dir.clone(),
+        _image_lock: image_lock,
+        hierarchies,
+        cgroup_name,
+    })
+}
+
+/// Boots the container, again after each reboot of a booted guest, until it ends.
+fn boot_until_done(
+    cfg: &Config,
+    held: &Held,
+    mut net: Option<&mut NetState>,
+    host_os_release: Option<&str>,
+    sigfd: &SignalFd,
+) -> Result<Outcome, LaunchError> {
+    loop {
         // A fresh pty per boot: the kernel hangs up the old one when the
         // guest's session ends.
         let pty = match cfg.console {
@@ -176,11 +200,11 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
         }
         let (outcome, keeper) = run_once(
             cfg,
-            &held,
-            net.as_mut(),
+            held,
+            net.as_deref_mut(),
             pty.as_ref(),
-            host_os_release.as_deref(),
-            &sigfd,
+            host_os_release,
+            sigfd,
         )?;
         if cfg.boot && outcome == Outcome::Killed(libc::SIGHUP) {
             // The next boot makes the same links again: let the old ones go first.
@@ -193,16 +217,7 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
             continue;
         }
         return Ok(outcome);
-    })();
-    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
-    drop(_raw);
-    let outcome = result?;
-    let status = outcome.exit_status(cfg.boot);
-    tracing::debug!(status, "cleaned up, exiting");
-    if !cfg.quiet {
-        report(cfg, outcome, status);
     }
-    Ok(status)
 }
 
 /// Blocks the signals the launcher handles and returns the old mask with a
