@@ -22,3 +22,5 @@ pub mod settings;
 pub mod settings_merge;
 pub mod spec;
 pub mod sys;
+pub mod tagged;
+pub mod tty;

@@ -11,27 +11,25 @@
 //! forks the real process, which switches credentials, optionally takes a new
 //! pty from the machine's own `/dev/ptmx` as its controlling terminal, and runs
 //! the payload. The helper waits for it and reports its exit status back over
-//! a socket pair, on which setup errors and the pty master also travel.
+//! a socket pair, on which setup errors and the pty master also travel
+//! (typed messages: [`super::message`]).
 //!
 //! The caller must be single-threaded (netspawnctl is): the children run Rust
 //! code after `fork()`.
 
 use std::ffi::CString;
-use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use netspawn_common::registry::Entry;
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
-use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
-};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 use thiserror::Error;
 
+use super::message::{self, HelperMessage, RecvError};
 use super::passwd::User;
 use super::procfs;
 
@@ -51,6 +49,12 @@ pub enum EnterError {
     /// A step inside the machine failed (reported by the helper or the process).
     #[error("{0}")]
     InMachine(String),
+    /// The helper sent something that is not a message.
+    #[error("bad message from the helper process for machine '{machine}': {err}")]
+    Protocol {
+        machine: String,
+        err: crate::tagged::FrameError,
+    },
     /// The helper exited without saying why.
     #[error("the helper process for machine '{0}' exited before the command started")]
     HelperDied(String),
@@ -172,74 +176,6 @@ fn open_namespaces(entry: &Entry) -> Result<Vec<NsFd>, EnterError> {
     Ok(out)
 }
 
-/// Messages from the helper and the process to netspawnctl, one per datagram,
-/// tagged by their first byte.
-mod msg {
-    /// The process's host PID follows.
-    pub const PID: u8 = b'P';
-    /// Setup done; the payload starts now. Carries the pty master (SCM_RIGHTS)
-    /// and the pty name when a pty was asked for.
-    pub const READY: u8 = b'R';
-    /// An error message follows; the sender exits.
-    pub const ERROR: u8 = b'E';
-    /// The process exited with the code that follows.
-    pub const EXITED: u8 = b'X';
-    /// The process was killed by the signal that follows.
-    pub const SIGNALED: u8 = b'S';
-}
-
-fn send_msg(sock: RawFd, tag: u8, body: &str, fd: Option<RawFd>) {
-    let mut data = Vec::with_capacity(body.len() + 1);
-    data.push(tag);
-    data.extend_from_slice(body.as_bytes());
-    let iov = [IoSlice::new(&data)];
-    let fds = fd.map(|f| [f]);
-    let cmsgs: Vec<ControlMessage> = fds.iter().map(|f| ControlMessage::ScmRights(f)).collect();
-    // Nothing to do if netspawnctl went away: the exit status says the rest.
-    let _ = sendmsg::<()>(sock, &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None);
-}
-
-/// One received message: tag, body, and a passed descriptor if any.
-/// None at end of stream (or, with `nonblocking`, when nothing is queued).
-fn recv_msg(sock: RawFd, nonblocking: bool) -> nix::Result<Option<(u8, String, Option<OwnedFd>)>> {
-    let mut buf = vec![0u8; 4096];
-    let mut cmsg_space = nix::cmsg_space!([RawFd; 1]);
-    let mut flags = MsgFlags::MSG_CMSG_CLOEXEC;
-    if nonblocking {
-        flags |= MsgFlags::MSG_DONTWAIT;
-    }
-    let (bytes, fd) = loop {
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        match recvmsg::<()>(sock, &mut iov, Some(&mut cmsg_space), flags) {
-            Ok(m) => {
-                let mut fd = None;
-                if let Ok(cmsgs) = m.cmsgs() {
-                    for c in cmsgs {
-                        if let ControlMessageOwned::ScmRights(fds) = c {
-                            for f in fds {
-                                // SAFETY: the kernel just installed this descriptor for us.
-                                let owned = unsafe { OwnedFd::from_raw_fd(f) };
-                                if fd.is_none() {
-                                    fd = Some(owned);
-                                }
-                            }
-                        }
-                    }
-                }
-                break (m.bytes, fd);
-            }
-            Err(nix::Error::EINTR) => continue,
-            Err(nix::Error::EAGAIN) if nonblocking => return Ok(None),
-            Err(e) => return Err(e),
-        }
-    };
-    if bytes == 0 {
-        return Ok(None);
-    }
-    let body = String::from_utf8_lossy(&buf[1..bytes]).into_owned();
-    Ok(Some((buf[0], body, fd)))
-}
-
 /// Starts `payload` in a new process inside the machine `entry` describes:
 /// in the machine's cgroups, all of its namespaces that differ from ours
 /// (cgroup, IPC, UTS, network, PID, mount, user), its root directory, the
@@ -321,10 +257,10 @@ where
         let _ = waitpid(helper, None);
     };
     while pid.is_none() || ready.is_none() {
-        match recv_msg(ours.as_raw_fd(), false) {
-            Ok(Some((msg::PID, body, _))) => pid = body.parse::<u32>().ok(),
-            Ok(Some((msg::READY, body, fd))) => ready = Some((body, fd)),
-            Ok(Some((msg::ERROR, body, _))) => {
+        match message::recv(ours.as_raw_fd(), false) {
+            Ok(Some((HelperMessage::Pid(p), _))) => pid = Some(p),
+            Ok(Some((HelperMessage::Ready { pty_name }, fd))) => ready = Some((pty_name, fd)),
+            Ok(Some((HelperMessage::Error(body), _))) => {
                 reap(helper);
                 return Err(EnterError::InMachine(body));
             }
@@ -333,10 +269,19 @@ where
                 reap(helper);
                 return Err(EnterError::HelperDied(entry.name.clone()));
             }
-            Err(e) => {
+            Err(RecvError::Io(e)) => {
                 reap(helper);
                 return Err(EnterError::Setup {
                     step: "read from the helper process".into(),
+                    err: e,
+                });
+            }
+            Err(RecvError::Frame(e)) => {
+                // The helper is confused: stop it rather than wait on it.
+                let _ = nix::sys::signal::kill(helper, nix::sys::signal::Signal::SIGKILL);
+                reap(helper);
+                return Err(EnterError::Protocol {
+                    machine: entry.name.clone(),
                     err: e,
                 });
             }
@@ -414,11 +359,11 @@ impl MachineProcess {
         // The helper sends the status before it exits, so everything is queued.
         let mut status = None;
         let mut error = None;
-        while let Ok(Some((tag, body, _))) = recv_msg(self.sock.as_raw_fd(), true) {
-            match tag {
-                msg::ERROR => error = Some(body),
-                msg::EXITED => status = body.parse().ok().map(ExitStatus::Exited),
-                msg::SIGNALED => status = body.parse().ok().map(ExitStatus::Signaled),
+        while let Ok(Some((msg, _))) = message::recv(self.sock.as_raw_fd(), true) {
+            match msg {
+                HelperMessage::Error(body) => error = Some(body),
+                HelperMessage::Exited(code) => status = Some(ExitStatus::Exited(code)),
+                HelperMessage::Signaled(sig) => status = Some(ExitStatus::Signaled(sig)),
                 _ => {}
             }
         }
@@ -535,7 +480,7 @@ struct HelperContext<'a> {
 
 /// Reports a failed step to netspawnctl and exits.
 fn die(sock: RawFd, step: &str, err: impl std::fmt::Display) -> ! {
-    send_msg(sock, msg::ERROR, &format!("{step}: {err}"), None);
+    message::send(sock, &HelperMessage::Error(format!("{step}: {err}")), None);
     // SAFETY: _exit skips atexit handlers and destructors of the parent's state.
     unsafe { libc::_exit(1) }
 }
@@ -577,7 +522,7 @@ where
         Err(e) => die(sock, "fork in the machine's PID namespace", e),
         Ok(ForkResult::Child) => process_main(&ctx, payload),
         Ok(ForkResult::Parent { child }) => {
-            send_msg(sock, msg::PID, &child.as_raw().to_string(), None);
+            message::send(sock, &HelperMessage::Pid(child.as_raw() as u32), None);
             let status = loop {
                 match waitpid(child, None) {
                     Err(nix::Error::EINTR) => continue,
@@ -586,10 +531,10 @@ where
             };
             match status {
                 Ok(WaitStatus::Exited(_, code)) => {
-                    send_msg(sock, msg::EXITED, &code.to_string(), None)
+                    message::send(sock, &HelperMessage::Exited(code), None)
                 }
                 Ok(WaitStatus::Signaled(_, sig, _)) => {
-                    send_msg(sock, msg::SIGNALED, &(sig as i32).to_string(), None)
+                    message::send(sock, &HelperMessage::Signaled(sig as i32), None)
                 }
                 Ok(_) => {}
                 Err(e) => die(sock, "wait for the process in the machine", e),
@@ -704,8 +649,20 @@ where
         pty_name: pty.as_ref().map(|(_, n)| n.clone()),
     };
     match &pty {
-        Some((master, name)) => send_msg(sock, msg::READY, name, Some(master.as_raw_fd())),
-        None => send_msg(sock, msg::READY, "", None),
+        Some((master, name)) => message::send(
+            sock,
+            &HelperMessage::Ready {
+                pty_name: name.clone(),
+            },
+            Some(master.as_raw_fd()),
+        ),
+        None => message::send(
+            sock,
+            &HelperMessage::Ready {
+                pty_name: String::new(),
+            },
+            None,
+        ),
     }
     drop(pty);
     // Nothing of ours survives an exec: mark everything above stderr
@@ -722,8 +679,8 @@ where
     match payload(&info) {
         // SAFETY: see die().
         Ok(code) => unsafe { libc::_exit(code) },
-        Err(message) => {
-            send_msg(sock, msg::ERROR, &message, None);
+        Err(text) => {
+            message::send(sock, &HelperMessage::Error(text), None);
             // SAFETY: see die().
             unsafe { libc::_exit(127) }
         }

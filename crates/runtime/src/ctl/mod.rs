@@ -14,6 +14,7 @@
 pub mod enter;
 pub mod images;
 pub mod list;
+pub mod message;
 pub mod nss;
 pub mod osrelease;
 pub mod passwd;

@@ -1,0 +1,238 @@
+//! The container's side (systemd-nspawn's inner child): runs in the cloned
+//! child and never returns. It waits for the launcher's go-ahead, builds the
+//! file system, sets hostname and loopback, pivots into the root, drops
+//! privileges and execs the payload (as PID 1, or as PID 2 under a minimal
+//! init). Any error travels back to the launcher over the sync socket.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+use nix::unistd;
+
+use super::sync::{self, SyncError, SyncMessage};
+use crate::config::Config;
+use crate::mount;
+use crate::tty::Pty;
+
+pub(super) fn child_main(
+    cfg: &Config,
+    plan: &[mount::MountOp],
+    sync: OwnedFd,
+    notify: OwnedFd,
+    pty: Option<&Pty>,
+    envp: &[String],
+) -> ! {
+    let err = match child_setup(cfg, plan, &sync, notify, pty, envp) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let _ = sync::send(&sync, &SyncMessage::Failed(err));
+    // SAFETY: _exit skips atexit handlers and destructors the parent owns.
+    unsafe { libc::_exit(1) }
+}
+
+enum Never {}
+
+/// Formats a failed step as the message the launcher prints.
+fn e(what: &str) -> impl FnOnce(nix::Error) -> String {
+    let what = what.to_string();
+    move |err: nix::Error| format!("{what}: {err}")
+}
+
+fn child_setup(
+    cfg: &Config,
+    plan: &[mount::MountOp],
+    sync: &OwnedFd,
+    notify: OwnedFd,
+    pty: Option<&Pty>,
+    envp: &[String],
+) -> Result<Never, String> {
+    wait_for_go(sync)?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(e("create cgroup namespace"))?;
+    build_file_system(cfg, plan, notify)?;
+    unistd::sethostname(&cfg.hostname).map_err(e("set hostname"))?;
+    if cfg.network.private {
+        loopback_up().map_err(e("bring up lo"))?;
+    }
+    enter_root(cfg)?;
+    let exec = Exec::resolve(cfg, envp)?;
+    lock_down(cfg)?;
+    if cfg.as_pid2 {
+        run_as_pid2(sync, pty, &exec)
+    } else {
+        become_session(pty)?;
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+            .map_err(e("unblock signals"))?;
+        Err(exec.exec())
+    }
+}
+
+/// Dies with the launcher; then waits until it has placed us in our cgroups.
+fn wait_for_go(sync: &OwnedFd) -> Result<(), String> {
+    crate::sys::set_parent_death_signal(Signal::SIGKILL).map_err(e("set parent death signal"))?;
+    match sync::recv(sync) {
+        Ok(Some(SyncMessage::Go)) => Ok(()),
+        Ok(None) | Err(SyncError::Io(_)) => Err("launcher went away".into()),
+        Ok(Some(other)) => Err(format!("unexpected message from the launcher: {other:?}")),
+        Err(SyncError::Frame(e)) => Err(format!("bad message from the launcher: {e}")),
+    }
+}
+
+/// Mounts the container's file system under its root and binds the notify socket.
+fn build_file_system(cfg: &Config, plan: &[mount::MountOp], notify: OwnedFd) -> Result<(), String> {
+    mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None)
+        .map_err(e("make mounts private"))?;
+    mount::<Path, Path, str, str>(
+        Some(&cfg.root),
+        &cfg.root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(e("bind the root directory"))?;
+    mount::apply(plan).map_err(|err| err.to_string())?;
+    // The notify socket, bound relative to /run/host so long root paths fit.
+    let host_dir = mount::in_root(&cfg.root, Path::new("/run/host"));
+    unistd::chdir(&host_dir).map_err(e("enter /run/host"))?;
+    let addr = UnixAddr::new("notify").map_err(e("notify socket address"))?;
+    socket::bind(notify.as_raw_fd(), &addr).map_err(e("bind /run/host/notify"))?;
+    drop(notify);
+    Ok(())
+}
+
+/// Makes the container's root our root and enters the working directory.
+fn enter_root(cfg: &Config) -> Result<(), String> {
+    unistd::chdir(&cfg.root).map_err(e("enter root"))?;
+    crate::sys::pivot_root(Path::new("."), Path::new(".")).map_err(e("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(e("detach old root"))?;
+    let wd = cfg.chdir.clone().unwrap_or_else(|| PathBuf::from("/"));
+    unistd::chdir(&wd).map_err(|err| {
+        format!(
+            "Failed to change to working directory {}: {err}",
+            wd.display()
+        )
+    })?;
+    Ok(())
+}
+
+/// The payload, resolved and converted before privileges are dropped.
+struct Exec {
+    program: String,
+    prog_c: CString,
+    argv: Vec<CString>,
+    envv: Vec<CString>,
+}
+
+impl Exec {
+    /// Resolves the program inside the container now that it is our root.
+    fn resolve(cfg: &Config, envp: &[String]) -> Result<Exec, String> {
+        let path_var = envp
+            .iter()
+            .find_map(|v| v.strip_prefix("PATH="))
+            .unwrap_or(crate::config::DEFAULT_PATH);
+        let program = crate::config::find_command(Path::new("/"), &cfg.command[0], path_var)
+            .ok_or_else(|| {
+                format!(
+                    "Failed to execute {}: No such file or directory",
+                    cfg.command[0]
+                )
+            })?;
+        let c =
+            |s: &str| CString::new(s).map_err(|_| format!("argument contains a NUL byte: {s:?}"));
+        let prog_c = c(&program)?;
+        let argv: Vec<CString> = cfg.command.iter().map(|s| c(s)).collect::<Result<_, _>>()?;
+        let envv: Vec<CString> = envp.iter().map(|s| c(s)).collect::<Result<_, _>>()?;
+        Ok(Exec {
+            program,
+            prog_c,
+            argv,
+            envv,
+        })
+    }
+
+    /// Replaces the process with the payload; returns the error if that fails.
+    fn exec(&self) -> String {
+        let err = unistd::execve(&self.prog_c, &self.argv, &self.envv).unwrap_err();
+        format!("Failed to execute {}: {}", self.program, err.desc())
+    }
+}
+
+/// Closes the host's descriptors on exec, drops capabilities, installs seccomp.
+fn lock_down(cfg: &Config) -> Result<(), String> {
+    crate::sys::cloexec_from(3).map_err(e("close host file descriptors"))?;
+    crate::caps::drop_bounding_set(cfg.caps).map_err(|err| err.to_string())?;
+    crate::seccomp::install(&cfg.syscall_filter, cfg.caps).map_err(|err| err.to_string())?;
+    Ok(())
+}
+
+/// A new session, with the console as controlling terminal and standard streams.
+fn become_session(pty: Option<&Pty>) -> Result<(), String> {
+    unistd::setsid().map_err(e("setsid"))?;
+    if let Some(p) = pty {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors.
+            if unsafe { libc::dup2(p.slave.as_raw_fd(), fd) } < 0 {
+                return Err(format!("set up console: {}", nix::Error::last()));
+            }
+        }
+        // SAFETY: TIOCSCTTY takes an int argument.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+            return Err(format!(
+                "acquire controlling terminal: {}",
+                nix::Error::last()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `--as-pid2`: PID 1 stays a minimal init; the payload is its child.
+fn run_as_pid2(sync: &OwnedFd, pty: Option<&Pty>, exec: &Exec) -> Result<Never, String> {
+    // PID 1 keeps every signal blocked and collects them with sigwait.
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), None)
+        .map_err(e("block signals"))?;
+    // SAFETY: we are single-threaded.
+    match unsafe { unistd::fork() }.map_err(e("fork PID 2"))? {
+        unistd::ForkResult::Child => {
+            become_session(pty)?;
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+                .map_err(e("unblock signals"))?;
+            Err(exec.exec())
+        }
+        unistd::ForkResult::Parent { child } => {
+            // SAFETY: closing our copy of the sync socket; PID 2 keeps its own until exec.
+            unsafe { libc::close(sync.as_raw_fd()) };
+            crate::init::run(child)
+        }
+    }
+}
+
+/// Brings `lo` up in the current network namespace.
+fn loopback_up() -> nix::Result<()> {
+    let sock = socket::socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain data; SIOCGIFFLAGS/SIOCSIFFLAGS read and write its flags.
+    unsafe {
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            return Err(nix::Error::last());
+        }
+        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) < 0 {
+            return Err(nix::Error::last());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! Starting the keeper (`network::keeper`), the process that undoes what the
+//! launcher made after the launcher is gone, even after `kill -9`: the
+//! machine's links, and in any case its registry entry, hosts link and
+//! cgroups. The keeper process itself lives in `network::keeper`.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::unistd::Pid;
+
+use super::{Held, LaunchError};
+use crate::cgroup::Cgroups;
+use crate::network;
+
+fn io_error(what: &'static str, e: std::io::Error) -> LaunchError {
+    LaunchError::Sys {
+        what,
+        err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    }
+}
+
+/// Starts the keeper of a machine's links: `undo` lists what was made; the
+/// registry entry, hosts link and cgroups are added here.
+pub(super) fn spawn_for_links(
+    mut undo: network::Teardown,
+    ns: OwnedFd,
+    zones: network::zone::Zones,
+    held: &Held,
+    cgroups: &Cgroups,
+) -> Result<network::keeper::Keeper, LaunchError> {
+    let close: Vec<i32> = vec![held._image_lock.as_raw_fd()];
+    undo.registry_entry = held
+        .registry
+        .as_ref()
+        .map(|(reg, c)| reg.entry_path(&c.name));
+    undo.hosts_link = held
+        .registry
+        .as_ref()
+        .map(|(reg, c)| reg.hosts_path(&c.name));
+    undo.cgroups = cgroups.paths.clone();
+    network::keeper::spawn(undo, ns, zones, &close)
+        .map_err(|e| io_error("start the network keeper", e))
+}
+
+/// Starts a keeper that only removes the machine's registry entry, hosts
+/// link and cgroups after the launcher is gone (it has no links to undo).
+pub(super) fn registry_keeper(
+    child: Pid,
+    held: &Held,
+    cgroups: &Cgroups,
+) -> Result<network::keeper::Keeper, LaunchError> {
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw()))
+        .map_err(|e| io_error("open the container's network namespace", e))?;
+    let teardown = network::keeper::Teardown {
+        registry_entry: held.registry.as_ref().map(|(r, c)| r.entry_path(&c.name)),
+        hosts_link: held.registry.as_ref().map(|(r, c)| r.hosts_path(&c.name)),
+        cgroups: cgroups.paths.clone(),
+        ..Default::default()
+    };
+    let zones = network::zone::Zones::new(held.run_dir.join("locks"));
+    network::keeper::spawn(teardown, ns.into(), zones, &[held._image_lock.as_raw_fd()])
+        .map_err(|e| io_error("start the network keeper", e))
+}

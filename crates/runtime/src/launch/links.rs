@@ -1,0 +1,103 @@
+//! The machine's network links (systemd-nspawn's `nspawn-network.c`): the
+//! plan and the host's netlink socket before the clone, the links made for
+//! the cloned child while it waits for the go-ahead.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Instant;
+
+use netspawn_common::paths::Paths;
+use nix::unistd::Pid;
+
+use super::{Held, LaunchError};
+use crate::cgroup::Cgroups;
+use crate::config::Config;
+use crate::network;
+
+/// The machine's network links: what to make and the host's netlink socket.
+pub(super) struct NetState {
+    pub(super) plan: network::Plan,
+    pub(super) host: network::rtnl::Netlink,
+    pub(super) zones: network::zone::Zones,
+    /// netd, when a link it serves (ve-, vz-) or a port forward is involved.
+    pub(super) netd: Option<crate::netd_client::NetdClient>,
+}
+
+/// Plans the machine's links and checks them against the host (names free,
+/// bridges present) before anything is made; None without links.
+pub(super) fn prepare(cfg: &Config, paths: &Paths) -> Result<Option<NetState>, LaunchError> {
+    if !cfg.network.has_links() {
+        return Ok(None);
+    }
+    let machine_id = network::naming::host_machine_id().unwrap_or_else(|| {
+        tracing::warn!(
+            "no machine ID in /etc/machine-id: MACs are stable per name but not per host"
+        );
+        [0; 16]
+    });
+    let plan = network::plan(&cfg.machine, &machine_id, &cfg.network);
+    let mut host = network::rtnl::Netlink::open().map_err(network::NetError::from)?;
+    network::check(&plan, &mut host)?;
+    let served = cfg.network.veth || cfg.network.zone.is_some() || !cfg.network.ports.is_empty();
+    let netd = if served {
+        Some(crate::netd_client::NetdClient::connect_or_start(paths)?)
+    } else {
+        None
+    };
+    Ok(Some(NetState {
+        plan,
+        host,
+        zones: network::zone::Zones::new(paths.locks_dir()),
+        netd,
+    }))
+}
+
+/// Makes the machine's links for the cloned child and starts the keeper
+/// that will undo them. A failure half-way undoes what was made.
+pub(super) fn setup_network(
+    n: &mut NetState,
+    child: Pid,
+    held: &Held,
+    cgroups: &Cgroups,
+) -> Result<network::keeper::Keeper, LaunchError> {
+    let started = Instant::now();
+    let ns: OwnedFd = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw()))
+        .map_err(|e| LaunchError::Sys {
+            what: "open the container's network namespace",
+            err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?
+        .into();
+    let mut undo = network::Teardown::default();
+    let made = network::setup(
+        &n.plan,
+        &mut n.host,
+        child.as_raw() as u32,
+        ns.as_fd(),
+        &n.zones,
+        &mut undo,
+    )
+    .and_then(|()| {
+        let mut inside = network::rtnl::Netlink::open_in(ns.as_fd())?;
+        network::configure_container(&n.plan, &mut inside)
+    });
+    if let Err(e) = made {
+        let host_ns = std::fs::File::open("/proc/thread-self/ns/net").ok();
+        let mut inside = network::rtnl::Netlink::open_in(ns.as_fd()).ok();
+        if let Some(host_ns) = &host_ns {
+            for err in undo.run(
+                &mut n.host,
+                inside.as_mut().map(|i| i as &mut dyn network::rtnl::Rtnl),
+                host_ns.as_fd(),
+                &n.zones,
+            ) {
+                tracing::warn!("undoing network setup: {err}");
+            }
+        }
+        return Err(e.into());
+    }
+    let keeper = super::keeper::spawn_for_links(undo, ns, n.zones.clone(), held, cgroups);
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "network links set up"
+    );
+    keeper
+}

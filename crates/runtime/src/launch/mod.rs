@@ -1,0 +1,527 @@
+//! Running a container: the launcher's side (cgroups, registry, console,
+//! signals, waiting, reboot) and the container's side (namespaces, file
+//! system, hostname, capabilities, seccomp, exec), cut along
+//! systemd-nspawn's seams: [`register`] (the registry entry), [`links`]
+//! (network links), [`host0`] (netd and DHCP for host0), [`ports`] (port
+//! forwards), [`keeper`] (starting the teardown keeper), [`supervise`] (the
+//! run loop) and [`child`] (the container's side). This module holds the
+//! sequence: claim, clone, links, go-ahead, register, supervise, clean up.
+//!
+//! The launcher clones the container's PID 1 into new mount, PID, UTS, IPC
+//! (and network) namespaces. The child waits on a socketpair until the
+//! launcher has put it into its cgroups, then builds its file system, drops
+//! privileges and execs. Errors in the child travel back over the socketpair
+//! (which is close-on-exec, so end-of-file means the exec succeeded). PID 1
+//! gets SIGKILL when the launcher dies, which takes the whole container down.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use netspawn_common::paths::Paths;
+use netspawn_common::registry::{NameClaim, Registry};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use thiserror::Error;
+
+use crate::cgroup::{CgroupError, Cgroups, Hierarchies};
+use crate::config::Config;
+use crate::console::ConsoleMode;
+use crate::lock::{ImageLock, LockError};
+use crate::mount::{self, MountConfig};
+use crate::network;
+use crate::tty::{self, Pty, RawTerminal};
+
+mod child;
+mod host0;
+mod keeper;
+mod links;
+mod ports;
+mod register;
+mod supervise;
+pub mod sync;
+
+use links::NetState;
+use register::Registration;
+use sync::SyncMessage;
+
+#[derive(Debug, Error)]
+pub enum LaunchError {
+    #[error("Machine '{0}' already exists")]
+    Busy(String),
+    #[error("{0}")]
+    Lock(#[from] LockError),
+    #[error("{0}")]
+    Cgroup(#[from] CgroupError),
+    #[error("{0}")]
+    Console(#[from] tty::TtyError),
+    #[error("registry: {0}")]
+    Registry(std::io::Error),
+    #[error("{what}: {err}")]
+    Sys { what: &'static str, err: nix::Error },
+    #[error("{0}")]
+    Net(#[from] network::NetError),
+    #[error("{0}")]
+    Netd(#[from] crate::netd_client::NetdError),
+    #[error("{0}")]
+    Dhcp(String),
+    /// An error reported by the container's side before exec.
+    #[error("{0}")]
+    Child(String),
+}
+
+fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> LaunchError {
+    move |err| LaunchError::Sys { what, err }
+}
+
+/// Signals the launcher handles itself (blocked and read from a signalfd).
+fn handled_signals() -> SigSet {
+    let mut s = SigSet::empty();
+    for sig in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGWINCH,
+        Signal::SIGQUIT,
+    ] {
+        s.add(sig);
+    }
+    s
+}
+
+/// How the container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(i32),
+    Killed(i32),
+}
+
+impl Outcome {
+    /// netspawn's exit status: the payload's, 128+N for a signal; for a
+    /// booted OS, SIGINT (what the kernel sends to PID 1 when the guest
+    /// powers off or halts) is a clean shutdown.
+    pub fn exit_status(self, boot: bool) -> i32 {
+        match self {
+            Outcome::Exited(c) => c,
+            Outcome::Killed(s) if boot && s == libc::SIGINT => 0,
+            Outcome::Killed(s) => 128 + s,
+        }
+    }
+}
+
+/// Everything the launcher holds for one machine; dropping it releases all.
+struct Held {
+    registry: Option<(Registry, NameClaim)>,
+    run_dir: PathBuf,
+    _image_lock: ImageLock,
+    hierarchies: Hierarchies,
+    cgroup_name: String,
+}
+
+/// Runs the container to completion and returns netspawn's exit status.
+pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
+    let held = hold(cfg, paths)?;
+    let mut net = links::prepare(cfg, paths)?;
+
+    let host_os_release = ["/etc/os-release", "/usr/lib/os-release"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok());
+
+    if !cfg.quiet {
+        eprintln!(
+            "Spawning container {} on {}.",
+            cfg.machine,
+            cfg.root.display()
+        );
+        if cfg.console == ConsoleMode::Interactive {
+            eprintln!("Press Ctrl-] three times within 1s to kill container.");
+        }
+    }
+    let _raw = match cfg.console {
+        ConsoleMode::Interactive => Some(RawTerminal::enter(std::io::stdin().as_fd())?),
+        _ => None,
+    };
+
+    let (old_mask, sigfd) = block_signals()?;
+
+    let result = boot_until_done(cfg, &held, net.as_mut(), host_os_release.as_deref(), &sigfd);
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+    drop(_raw);
+    let outcome = result?;
+    let status = outcome.exit_status(cfg.boot);
+    tracing::debug!(status, "cleaned up, exiting");
+    if !cfg.quiet {
+        report(cfg, outcome, status);
+    }
+    Ok(status)
+}
+
+/// Claims the name and the image before anything is created.
+fn hold(cfg: &Config, paths: &Paths) -> Result<Held, LaunchError> {
+    let registry = register::claim(cfg, paths)?;
+    let image_lock = ImageLock::acquire(&paths.locks_dir(), &cfg.root, cfg.read_only)?;
+    let hierarchies = Hierarchies::detect()?;
+    let cgroup_name = if cfg.register {
+        cfg.machine.clone()
+    } else {
+        format!("{}.{}", cfg.machine, std::process::id())
+    };
+    Ok(Held {
+        registry,
+        run_dir: paths.run_dir.clone(),
+        _image_lock: image_lock,
+        hierarchies,
+        cgroup_name,
+    })
+}
+
+/// Boots the container, again after each reboot of a booted guest, until it ends.
+fn boot_until_done(
+    cfg: &Config,
+    held: &Held,
+    mut net: Option<&mut NetState>,
+    host_os_release: Option<&str>,
+    sigfd: &SignalFd,
+) -> Result<Outcome, LaunchError> {
+    loop {
+        // A fresh pty per boot: the kernel hangs up the old one when the
+        // guest's session ends.
+        let pty = match cfg.console {
+            ConsoleMode::Pipe => None,
+            _ => Some(tty::open_pty()?),
+        };
+        // The payload may ask for its terminal's size at once: set it before it starts.
+        if let (Some(p), ConsoleMode::Interactive) = (&pty, cfg.console) {
+            tty::copy_window_size(std::io::stdin().as_fd(), p.master.as_fd());
+        }
+        let (outcome, keeper) = run_once(
+            cfg,
+            held,
+            net.as_deref_mut(),
+            pty.as_ref(),
+            host_os_release,
+            sigfd,
+        )?;
+        if cfg.boot && outcome == Outcome::Killed(libc::SIGHUP) {
+            // The next boot makes the same links again: let the old ones go first.
+            if let Some(k) = keeper {
+                k.finish();
+            }
+            if !cfg.quiet {
+                eprintln!("Container {} is being rebooted.", cfg.machine);
+            }
+            continue;
+        }
+        return Ok(outcome);
+    }
+}
+
+/// Blocks the signals the launcher handles and returns the old mask with a
+/// signalfd that reads them.
+fn block_signals() -> Result<(SigSet, SignalFd), LaunchError> {
+    let mut old_mask = SigSet::empty();
+    nix::sys::signal::sigprocmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&handled_signals()),
+        Some(&mut old_mask),
+    )
+    .map_err(sys("block signals"))?;
+    let sigfd = SignalFd::with_flags(
+        &handled_signals(),
+        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(sys("signalfd"))?;
+    Ok((old_mask, sigfd))
+}
+
+/// systemd-nspawn's last line: how the container ended.
+fn report(cfg: &Config, outcome: Outcome, status: i32) {
+    match outcome {
+        Outcome::Killed(s) if cfg.boot && s == libc::SIGINT => {
+            eprintln!("Container {} has been shut down.", cfg.machine)
+        }
+        _ if status == 0 => eprintln!("Container {} exited successfully.", cfg.machine),
+        Outcome::Exited(c) => {
+            eprintln!("Container {} failed with error code {c}.", cfg.machine)
+        }
+        Outcome::Killed(s) => eprintln!(
+            "Container {} terminated by signal {}.",
+            cfg.machine,
+            signal_name(s)
+        ),
+    }
+}
+
+fn signal_name(s: i32) -> String {
+    Signal::try_from(s)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("{s}"))
+}
+
+/// One boot of the container: from clone to the death of its PID 1.
+fn run_once(
+    cfg: &Config,
+    held: &Held,
+    net: Option<&mut NetState>,
+    pty: Option<&Pty>,
+    host_os_release: Option<&str>,
+    sigfd: &SignalFd,
+) -> Result<(Outcome, Option<network::keeper::Keeper>), LaunchError> {
+    let (cgroups, policy) = Cgroups::create(
+        &held.hierarchies,
+        &std::env::var(netspawn_common::paths::ENV_CGROUP_PARENT)
+            .unwrap_or_else(|_| "netspawn".into()),
+        &held.cgroup_name,
+    )?;
+    tracing::debug!(?policy, "device policy");
+    let result = run_in_cgroups(cfg, held, net, pty, host_os_release, sigfd, &cgroups);
+    if let Some((reg, claim)) = &held.registry {
+        let _ = reg.remove(claim, &cfg.machine);
+    }
+    if cfg.dhcp_host0 {
+        let _ = std::fs::remove_file(host0::resolv_conf_path(cfg, &held.run_dir));
+    }
+    cgroups.destroy();
+    result
+}
+
+fn run_in_cgroups(
+    cfg: &Config,
+    held: &Held,
+    net: Option<&mut NetState>,
+    pty: Option<&Pty>,
+    host_os_release: Option<&str>,
+    sigfd: &SignalFd,
+    cgroups: &Cgroups,
+) -> Result<(Outcome, Option<network::keeper::Keeper>), LaunchError> {
+    let cloned = clone_child(cfg, held, pty, host_os_release, cgroups)?;
+    let child = cloned.pid;
+    if let Err(e) = cgroups.add(child.as_raw(), cloned.in_cgroup) {
+        return Err(kill_child(child, e.into()));
+    }
+    let net_plan_interfaces = net
+        .as_ref()
+        .map(|n| n.plan.registry_interfaces())
+        .unwrap_or_default();
+    // Links, made while the child waits for the go-ahead.
+    let keeper = start_network(cfg, held, net, child, cgroups)?;
+    release_child(child, cloned.sync)?;
+    let mut watch = register::address_watch(cfg, held, child);
+    let addresses = watch
+        .as_mut()
+        .and_then(|w| w.addresses().ok())
+        .unwrap_or_default();
+    let mut registration =
+        Registration::write(cfg, held, child, cgroups, net_plan_interfaces, addresses)
+            .map_err(|err| kill_child(child, LaunchError::Registry(err)))?;
+    let outcome = supervise::supervise(
+        cfg,
+        child,
+        pty,
+        sigfd,
+        &cloned.notify,
+        watch.as_mut(),
+        &mut |a| registration.on_addresses(a),
+    )?;
+    Ok((outcome, keeper))
+}
+
+/// The cloned PID 1, waiting for the go-ahead on `sync`.
+struct Cloned {
+    pid: Pid,
+    /// Born in its cgroup (clone3 with CLONE_INTO_CGROUP).
+    in_cgroup: bool,
+    sync: OwnedFd,
+    /// The launcher's end of the container's /run/host/notify.
+    notify: OwnedFd,
+}
+
+/// Clones the container's PID 1 into its new namespaces; the child runs
+/// [`child::child_main`] and never comes back here.
+fn clone_child(
+    cfg: &Config,
+    held: &Held,
+    pty: Option<&Pty>,
+    host_os_release: Option<&str>,
+    cgroups: &Cgroups,
+) -> Result<Cloned, LaunchError> {
+    let (sync_parent, sync_child) = socket::socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(sys("socketpair"))?;
+    let notify = socket::socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(sys("notify socket"))?;
+    // Everything the child needs is computed before the clone.
+    let plan = mount::plan(&mount_config(cfg, held, pty, host_os_release), &cfg.root);
+    let envp = cfg.environment(console_term(cfg).as_deref());
+
+    // Born in its cgroup where the kernel can (no migration wait), else moved after.
+    let flags = clone_flags(cfg);
+    let cg_fd = cgroups.unified_fd().ok();
+    // SAFETY: the launcher is single-threaded here.
+    let cloned = match &cg_fd {
+        Some(fd) => match unsafe { crate::sys::clone3_into_cgroup(flags.bits(), fd.as_raw_fd()) } {
+            Err(nix::Error::ENOSYS | nix::Error::EINVAL | nix::Error::E2BIG) => None,
+            r => Some(r.map(|c| (c, true))),
+        },
+        None => None,
+    };
+    // SAFETY: as above.
+    let cloned = cloned
+        .unwrap_or_else(|| unsafe { crate::sys::clone_fork(flags.bits()) }.map(|c| (c, false)));
+    let (pid, in_cgroup) = match cloned.map_err(sys("clone"))? {
+        (None, _) => {
+            drop(sync_parent);
+            child::child_main(cfg, &plan, sync_child, notify, pty, &envp)
+        }
+        (Some(pid), in_cgroup) => (pid, in_cgroup),
+    };
+    Ok(Cloned {
+        pid,
+        in_cgroup,
+        sync: sync_parent,
+        notify,
+    })
+}
+
+/// The namespaces PID 1 is born in.
+fn clone_flags(cfg: &Config) -> CloneFlags {
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    if cfg.network.private {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    flags
+}
+
+/// What the container's file system is built from.
+fn mount_config(
+    cfg: &Config,
+    held: &Held,
+    pty: Option<&Pty>,
+    host_os_release: Option<&str>,
+) -> MountConfig {
+    MountConfig {
+        read_only: cfg.read_only,
+        private_network: cfg.network.private,
+        binds: cfg.binds.clone(),
+        tmpfs: cfg.tmpfs.clone(),
+        console: pty.map(|p| p.slave_path.clone()),
+        host_os_release: host_os_release.map(str::to_string),
+        container_uuid: cfg.uuid.clone(),
+        resolv_conf: cfg
+            .dhcp_host0
+            .then(|| host0::resolv_conf_path(cfg, &held.run_dir)),
+    }
+}
+
+/// The payload's `$TERM`.
+fn console_term(cfg: &Config) -> Option<String> {
+    match cfg.console {
+        ConsoleMode::Interactive => Some(std::env::var("TERM").unwrap_or_else(|_| "vt220".into())),
+        ConsoleMode::Pipe => std::env::var("TERM").ok(),
+        _ => Some("vt220".into()),
+    }
+}
+
+/// Kills the cloned child after a failed step and returns the step's error.
+fn kill_child(child: Pid, e: LaunchError) -> LaunchError {
+    let _ = kill(child, Signal::SIGKILL);
+    let _ = waitpid(child, None);
+    e
+}
+
+/// Makes the machine's links and starts the keeper that undoes them (or, for
+/// a registered private network without links, a keeper of the registry).
+/// On failure the child is killed.
+fn start_network(
+    cfg: &Config,
+    held: &Held,
+    net: Option<&mut NetState>,
+    child: Pid,
+    cgroups: &Cgroups,
+) -> Result<Option<network::keeper::Keeper>, LaunchError> {
+    match net {
+        Some(n) => match links::setup_network(n, child, held, cgroups) {
+            Ok(k) => {
+                // From here on the keeper undoes the links if anything fails.
+                if let Err(e) = host0::serve_guest(n, cfg, child, &held.run_dir) {
+                    return Err(kill_child(child, e));
+                }
+                Ok(Some(k))
+            }
+            Err(e) => Err(kill_child(child, e)),
+        },
+        // A private network without links can still get addresses (set
+        // inside): a keeper removes the registry entry and hosts link if the
+        // launcher is killed, as it does for machines with links.
+        None if cfg.network.private && held.registry.is_some() => {
+            match keeper::registry_keeper(child, held, cgroups) {
+                Ok(k) => Ok(Some(k)),
+                Err(e) => Err(kill_child(child, e)),
+            }
+        }
+        None => Ok(None),
+    }
+}
+
+/// Lets the child go on, then waits for its exec (EOF) or its error message.
+fn release_child(child: Pid, sync_parent: OwnedFd) -> Result<(), LaunchError> {
+    if let Err(e) = sync::send(&sync_parent, &SyncMessage::Go) {
+        let err = match e {
+            sync::SyncError::Io(err) => err,
+            sync::SyncError::Frame(_) => nix::Error::EINVAL,
+        };
+        return Err(kill_child(
+            child,
+            LaunchError::Sys {
+                what: "start container",
+                err,
+            },
+        ));
+    }
+    match sync::recv(&sync_parent) {
+        // End-of-file: the payload's exec closed the child's end.
+        Ok(None) | Err(sync::SyncError::Io(_)) => Ok(()),
+        Ok(Some(SyncMessage::Failed(message))) => {
+            let _ = waitpid(child, None);
+            Err(LaunchError::Child(message))
+        }
+        Ok(Some(other)) => Err(kill_child(
+            child,
+            LaunchError::Child(format!("unexpected message from the container: {other:?}")),
+        )),
+        Err(sync::SyncError::Frame(e)) => Err(kill_child(
+            child,
+            LaunchError::Child(format!("bad message from the container: {e}")),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_as_nspawn() {
+        assert_eq!(Outcome::Exited(3).exit_status(false), 3);
+        assert_eq!(Outcome::Killed(libc::SIGKILL).exit_status(false), 137);
+        assert_eq!(Outcome::Killed(libc::SIGINT).exit_status(false), 130);
+        assert_eq!(Outcome::Killed(libc::SIGINT).exit_status(true), 0);
+        assert_eq!(Outcome::Killed(libc::SIGTERM).exit_status(true), 143);
+    }
+}

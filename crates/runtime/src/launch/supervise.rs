@@ -1,0 +1,184 @@
+//! Supervising the running container (systemd-nspawn's run loop): the
+//! console forwarded, signals turned into stop requests for PID 1,
+//! sd_notify messages read, addresses watched, until PID 1 dies.
+
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::socket;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::{LaunchError, Outcome};
+use crate::config::Config;
+use crate::console::ConsoleMode;
+use crate::network;
+use crate::tty::{self, Escaped, ForwardOptions, Forwarder, Pty};
+
+/// Forwards the console and signals until PID 1 dies.
+pub(super) fn supervise(
+    cfg: &Config,
+    child: Pid,
+    pty: Option<&Pty>,
+    sigfd: &SignalFd,
+    notify: &OwnedFd,
+    mut watch: Option<&mut network::addrs::AddressWatch>,
+    on_addresses: &mut dyn FnMut(Vec<std::net::IpAddr>),
+) -> Result<Outcome, LaunchError> {
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let forward_in = cfg.console.forwards_input();
+    let mut console = console_forwarder(cfg.console, pty, stdin.as_fd(), stdout.as_fd())?;
+    let mut stop_requests = 0;
+    loop {
+        let mut fds = vec![
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(notify.as_fd(), PollFlags::POLLIN),
+        ];
+        let watch_idx = watch.as_ref().map(|w| {
+            // SAFETY: the watch outlives this loop iteration; the borrow is
+            // detached so the watch can be used mutably once poll returns.
+            let fd = unsafe { BorrowedFd::borrow_raw(w.fd().as_raw_fd()) };
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let slots = console
+            .as_mut()
+            .map(|c| c.register(&mut fds))
+            .unwrap_or_default();
+        let timeout = console.as_ref().map_or(PollTimeout::NONE, |c| c.timeout());
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => {
+                return Err(LaunchError::Sys {
+                    what: "poll",
+                    err: e,
+                })
+            }
+        }
+        let ready = |i: usize, fds: &[PollFd]| fds[i].revents().is_some_and(|r| !r.is_empty());
+        if let Some(c) = console.as_mut() {
+            match c.handle(&fds, slots) {
+                Ok(Some(Escaped)) => {
+                    eprint!("\r\nContainer {} terminated by user.\r\n", cfg.machine);
+                    let _ = kill(child, Signal::SIGKILL);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!("console: {e}"),
+            }
+        }
+        if ready(1, &fds) {
+            read_notifications(notify.as_fd(), &cfg.machine);
+        }
+        if let (Some(i), Some(w)) = (watch_idx, watch.as_deref_mut()) {
+            if ready(i, &fds) {
+                w.drain();
+                if let Ok(a) = w.addresses() {
+                    on_addresses(a);
+                }
+            }
+        }
+        if ready(0, &fds) {
+            handle_signals(cfg, child, sigfd, pty, forward_in, &mut stop_requests);
+            if let Some(outcome) = reaped(child) {
+                return Ok(finish(console.as_mut(), outcome));
+            }
+        }
+    }
+}
+
+/// The forwarder between our terminal and the console's pty, when the
+/// console mode forwards anything; the window size is set first.
+fn console_forwarder<'a>(
+    mode: ConsoleMode,
+    pty: Option<&'a Pty>,
+    stdin: BorrowedFd<'a>,
+    stdout: BorrowedFd<'a>,
+) -> Result<Option<Forwarder<'a>>, LaunchError> {
+    let Some(p) = pty else {
+        return Ok(None);
+    };
+    let (forward_in, forward_out) = (mode.forwards_input(), mode.forwards_output());
+    if forward_in {
+        tty::copy_window_size(stdin, p.master.as_fd());
+    }
+    if !forward_in && !forward_out {
+        return Ok(None);
+    }
+    // A booted guest's getty hangs the console up and reopens it.
+    let opts = ForwardOptions {
+        ignore_vhangup: true,
+    };
+    let input = forward_in.then_some(stdin);
+    let output = forward_out.then_some(stdout);
+    Ok(Some(Forwarder::new(p.master.as_fd(), input, output, opts)?))
+}
+
+/// Reads the signals we received: SIGWINCH resizes the console; a stop
+/// request sends the kill signal to PID 1 (SIGKILL from the second on).
+fn handle_signals(
+    cfg: &Config,
+    child: Pid,
+    sigfd: &SignalFd,
+    pty: Option<&Pty>,
+    forward_in: bool,
+    stop_requests: &mut u32,
+) {
+    while let Ok(Some(info)) = sigfd.read_signal() {
+        let signo = info.ssi_signo as i32;
+        match Signal::try_from(signo) {
+            Ok(Signal::SIGCHLD) => {}
+            Ok(Signal::SIGWINCH) => {
+                if let (Some(p), true) = (pty, forward_in) {
+                    tty::copy_window_size(std::io::stdin().as_fd(), p.master.as_fd());
+                }
+            }
+            Ok(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP | Signal::SIGQUIT) => {
+                *stop_requests += 1;
+                let sig = match cfg.kill_signal {
+                    Some(s) if *stop_requests == 1 => s,
+                    _ => libc::SIGKILL,
+                };
+                tracing::debug!("stop requested, sending signal {sig} to PID 1");
+                // SAFETY: plain kill(2) with a validated signal number.
+                unsafe { libc::kill(child.as_raw(), sig) };
+            }
+            _ => {}
+        }
+    }
+}
+
+/// How PID 1 ended, once it has.
+fn reaped(child: Pid) -> Option<Outcome> {
+    match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => Some(Outcome::Exited(code)),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(Outcome::Killed(sig as i32)),
+        _ => None,
+    }
+}
+
+/// Copies what the container left in the pty to our output.
+fn finish(console: Option<&mut Forwarder<'_>>, outcome: Outcome) -> Outcome {
+    tracing::debug!(?outcome, "container PID 1 exited");
+    if let Some(c) = console {
+        c.finish();
+    }
+    let _ = std::io::stdout().flush();
+    outcome
+}
+
+fn read_notifications(fd: BorrowedFd<'_>, machine: &str) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = socket::recv(fd.as_raw_fd(), &mut buf, socket::MsgFlags::MSG_DONTWAIT) {
+        for line in String::from_utf8_lossy(&buf[..n]).lines() {
+            match line {
+                "READY=1" => tracing::info!("container {machine} is ready"),
+                "STOPPING=1" => tracing::info!("container {machine} is stopping"),
+                other => tracing::debug!("notification from {machine}: {other}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! What the launcher and the container's PID 1 say to each other before the
+//! payload runs, over the sequenced-packet socket pair made before the clone
+//! (one message per packet, framed by [`crate::tagged`]). The launcher sends
+//! [`SyncMessage::Go`] once the child is in its cgroups and its links exist;
+//! the child answers only if a step fails ([`SyncMessage::Failed`]). The
+//! socket is close-on-exec: end-of-file means the payload's exec succeeded.
+
+use std::os::fd::AsFd;
+
+use thiserror::Error;
+
+use crate::tagged::{self, Frame, FrameError, Message};
+
+/// A message between the launcher and the container's PID 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncMessage {
+    /// Launcher → child: placed in the cgroups, links made; go on.
+    Go,
+    /// Child → launcher: a step failed (the message names it); the child exits.
+    Failed(String),
+}
+
+mod tag {
+    pub const GO: u8 = b'g';
+    pub const FAILED: u8 = b'E';
+}
+
+impl Message for SyncMessage {
+    fn to_frame(&self) -> (u8, Vec<u8>) {
+        match self {
+            SyncMessage::Go => (tag::GO, Vec::new()),
+            SyncMessage::Failed(m) => (tag::FAILED, tagged::text_payload(m).to_vec()),
+        }
+    }
+
+    fn from_frame(frame: Frame<'_>) -> Result<Self, FrameError> {
+        match frame.tag {
+            tag::GO => frame.empty("go-ahead").map(|()| SyncMessage::Go),
+            tag::FAILED => frame.text("failure").map(SyncMessage::Failed),
+            t => Err(FrameError::UnknownTag(t)),
+        }
+    }
+}
+
+/// Why a message could not be exchanged.
+#[derive(Debug, Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Io(nix::Error),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+}
+
+/// Sends one message.
+pub fn send(fd: impl AsFd, msg: &SyncMessage) -> Result<(), SyncError> {
+    let bytes = msg.encode()?;
+    loop {
+        match nix::unistd::write(fd.as_fd(), &bytes) {
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(SyncError::Io(e)),
+            Ok(_) => return Ok(()),
+        }
+    }
+}
+
+/// Receives one message; None at end-of-file.
+pub fn recv(fd: impl AsFd) -> Result<Option<SyncMessage>, SyncError> {
+    let mut buf = vec![0u8; tagged::MAX_FRAME];
+    let n = loop {
+        match nix::unistd::read(fd.as_fd(), &mut buf) {
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(SyncError::Io(e)),
+            Ok(n) => break n,
+        }
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    Ok(Some(SyncMessage::decode(&buf[..n])?))
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        for msg in [
+            SyncMessage::Go,
+            SyncMessage::Failed("bind /run/host/notify: EADDRINUSE".into()),
+            SyncMessage::Failed(String::new()),
+        ] {
+            assert_eq!(SyncMessage::decode(&msg.encode().unwrap()).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn long_failures_are_cut_not_refused() {
+        let msg = SyncMessage::Failed("x".repeat(tagged::MAX_PAYLOAD + 10));
+        let back = SyncMessage::decode(&msg.encode().unwrap()).unwrap();
+        assert_eq!(back, SyncMessage::Failed("x".repeat(tagged::MAX_PAYLOAD)));
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(SyncMessage::decode(b"").is_err());
+        assert!(SyncMessage::decode(b"g").is_err(), "truncated header");
+        assert_eq!(
+            SyncMessage::decode(b"q\0\0\0\0"),
+            Err(FrameError::UnknownTag(b'q'))
+        );
+        assert_eq!(
+            SyncMessage::decode(b"g\x01\0\0\0x"),
+            Err(FrameError::Malformed("go-ahead"))
+        );
+        assert_eq!(
+            SyncMessage::decode(b"E\x01\0\0\0\xff"),
+            Err(FrameError::Malformed("failure"))
+        );
+        assert!(matches!(
+            SyncMessage::decode(b"E\x05\0\0\0ab"),
+            Err(FrameError::Truncated { .. })
+        ));
+        assert!(matches!(
+            SyncMessage::decode(b"E\xff\xff\xff\xffab"),
+            Err(FrameError::Overlong(_))
+        ));
+    }
+
+    #[test]
+    fn over_a_socket_pair() {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        send(&a, &SyncMessage::Go).unwrap();
+        send(&a, &SyncMessage::Failed("no".into())).unwrap();
+        assert_eq!(recv(&b).unwrap(), Some(SyncMessage::Go));
+        assert_eq!(recv(&b).unwrap(), Some(SyncMessage::Failed("no".into())));
+        drop(a);
+        assert_eq!(recv(&b).unwrap(), None);
+    }
+}
