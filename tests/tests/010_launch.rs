@@ -181,6 +181,42 @@ fn read_only_root() {
     assert!(!img.join("etc/x").exists());
 }
 
+/// `--bind-ro=` and `--read-only` leave no submount writable (systemd
+/// remounts recursively): a tmpfs inside the bound directory, and one the
+/// image has inside its root, are read-only inside; our own /tmp is not.
+#[test]
+fn read_only_reaches_submounts() {
+    let env = TestEnv::new();
+    let img = env.busybox("subro");
+    let shared = env.dir.join("shared");
+    std::fs::create_dir_all(shared.join("sub")).unwrap();
+    std::fs::create_dir_all(img.join("srv/inner")).unwrap();
+    let r = env.sh(
+        &format!(
+            r#"mount -t tmpfs sub {shared}/sub && mount -t tmpfs inner {img}/srv/inner || exit 9
+               $NETSPAWN -q -D {img} --bind-ro={shared}:/data /bin/sh -c '
+                 touch /data/x 2>/dev/null && echo data-writable
+                 touch /data/sub/x 2>/dev/null && echo data-sub-writable
+                 touch /srv/inner/x 2>/dev/null && echo image-sub-writable-without-read-only
+                 echo first-done'
+               $NETSPAWN -q -D {img} --read-only /bin/sh -c '
+                 touch /srv/inner/y 2>/dev/null && echo image-sub-writable
+                 touch /etc/y 2>/dev/null && echo root-writable
+                 touch /tmp/ok && echo tmp-ok'
+               ls -A {shared}/sub; ls -A {img}/srv/inner"#,
+            shared = shared.display(),
+            img = img.display()
+        ),
+        60,
+    );
+    r.expect_status(0);
+    assert_eq!(
+        r.stdout, "image-sub-writable-without-read-only\nfirst-done\ntmp-ok\nx\n",
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn machine_flag_finds_the_image_and_names_the_machine() {
     let env = TestEnv::new();

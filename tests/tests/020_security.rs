@@ -584,3 +584,124 @@ fn command_lookup_survives_parallel_launches() {
         failures.len()
     );
 }
+
+/// A guest's own device program, attached in a cgroup below the machine's
+/// (what a booted guest's systemd or Docker in the guest does): it loads,
+/// attaches with BPF_F_ALLOW_MULTI, allows everything, and moves itself
+/// below it; our policy above still refuses a block device it made.
+const NESTED_BPF: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+static long bpf(int cmd, void *attr, unsigned size) { return syscall(__NR_bpf, cmd, attr, size); }
+
+int main(void) {
+    /* r0 = 1 (allow); exit */
+    uint64_t insns[2] = { 0x00000001000000b7ULL, 0x0000000000000095ULL };
+    const char *license = "GPL";
+    unsigned char attr[128];
+    mkdir("/sys/fs/cgroup/guest", 0755);
+    int cg = open("/sys/fs/cgroup/guest", O_RDONLY | O_DIRECTORY);
+    printf("cgroup %d\n", cg < 0 ? errno : 0);
+    memset(attr, 0, sizeof attr);
+    uint32_t type = 15, cnt = 2; /* BPF_PROG_TYPE_CGROUP_DEVICE */
+    uint64_t p = (uintptr_t)insns, l = (uintptr_t)license;
+    memcpy(attr, &type, 4); memcpy(attr + 4, &cnt, 4); memcpy(attr + 8, &p, 8); memcpy(attr + 16, &l, 8);
+    long prog = bpf(5, attr, sizeof attr); /* BPF_PROG_LOAD */
+    printf("load %d\n", prog < 0 ? errno : 0);
+    memset(attr, 0, sizeof attr);
+    uint32_t tfd = cg, pfd = prog, atype = 6, flags = 2; /* BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI */
+    memcpy(attr, &tfd, 4); memcpy(attr + 4, &pfd, 4); memcpy(attr + 8, &atype, 4); memcpy(attr + 12, &flags, 4);
+    printf("attach %d\n", bpf(8, attr, sizeof attr) < 0 ? errno : 0); /* BPF_PROG_ATTACH */
+    int procs = open("/sys/fs/cgroup/guest/cgroup.procs", O_WRONLY);
+    printf("move %d\n", procs < 0 || write(procs, "0", 1) != 1 ? errno : 0);
+    mkdir("/tmp/own", 0755);
+    printf("mount %d\n", mount("own", "/tmp/own", "tmpfs", 0, NULL) < 0 ? errno : 0);
+    printf("mknod %d\n", mknod("/tmp/own/vda", S_IFBLK | 0600, makedev(253, 0)) < 0 ? errno : 0);
+    int fd = open("/tmp/own/vda", O_RDONLY);
+    printf("open %d\n", fd < 0 ? errno : 0);
+    return 0;
+}
+"#;
+
+#[test]
+fn a_guest_attaches_its_own_device_program_below_ours() {
+    let env = TestEnv::new();
+    let img = env.busybox("nestbpf");
+    let helper = compile_static_c(&env, "nestbpf", NESTED_BPF);
+    std::fs::copy(&helper, img.join("bin/nestbpf")).unwrap();
+    let r = env.netspawn(&[
+        "-q",
+        "--private-network",
+        "--system-call-filter=bpf",
+        "-D",
+        img.to_str().unwrap(),
+        "/bin/nestbpf",
+    ]);
+    r.expect_status(0);
+    let got: HashMap<&str, i32> = r
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k, v.parse().ok()?))
+        })
+        .collect();
+    let out = format!("{}\n{}", r.stdout, r.stderr);
+    for step in ["cgroup", "load", "attach", "move", "mount"] {
+        assert_eq!(got.get(step), Some(&0), "{step} failed:\n{out}");
+    }
+    // The guest's program allows everything; ours, above it, still decides:
+    // the kernel asks the device programs at mknod (and, had that passed,
+    // at open).
+    let refused = match got.get("mknod") {
+        Some(&0) => got.get("open") == Some(&libc::EPERM),
+        other => other == Some(&libc::EPERM),
+    };
+    assert!(refused, "the block device was not refused:\n{out}");
+    // The guest's cgroup goes with the machine's.
+    assert!(
+        env.leftover_cgroups().is_empty(),
+        "{:?}",
+        env.leftover_cgroups()
+    );
+}
+
+/// `/dev/net/tun` is there and may be opened, as systemd-nspawn provides it
+/// (node and device policy; creating a tun link with it still needs
+/// CAP_NET_ADMIN, i.e. a private network).
+#[test]
+fn dev_net_tun_is_available() {
+    if std::fs::metadata("/dev/net/tun").is_err() {
+        skip(
+            "dev_net_tun_is_available",
+            "the host has no /dev/net/tun (tun module not loaded)",
+        );
+        return;
+    }
+    let env = TestEnv::new();
+    let img = env.busybox("tun");
+    let r = env.netspawn(&[
+        "-q",
+        "--private-network",
+        "-D",
+        img.to_str().unwrap(),
+        "/bin/sh",
+        "-c",
+        "stat -c '%F %t:%T' /dev/net/tun; exec 3<>/dev/net/tun && echo opened",
+    ]);
+    r.expect_status(0);
+    assert_eq!(
+        r.stdout, "character special file a:c8\nopened\n",
+        "{}",
+        r.stderr
+    );
+}

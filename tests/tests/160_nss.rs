@@ -140,3 +140,38 @@ fn a_machine_whose_launcher_is_killed_stops_resolving() {
     assert!(out.contains("launcher-is-zombie"), "{out}\n{}", r.stderr);
     assert!(out.contains("zombie-after-rc=2"), "{out}\n{}", r.stderr);
 }
+
+/// `netspawnctl install-nss` without `--library=` installs the module built
+/// next to it (a workspace build puts `libnss_mymachines.so` there), and
+/// `uninstall-nss` takes it out again; `--root=` keeps it off the real `/`.
+#[test]
+fn install_nss_finds_the_module_built_next_to_netspawnctl() {
+    let env = TestEnv::new();
+    let root = env.dir.join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/nsswitch.conf"),
+        "passwd: files\nhosts:          files dns\n",
+    )
+    .unwrap();
+    let root_arg = format!("--root={}", root.display());
+    env.ctl(&["install-nss", &root_arg]).expect_status(0);
+    let conf = std::fs::read_to_string(root.join("etc/nsswitch.conf")).unwrap();
+    assert_eq!(
+        conf, "passwd: files\nhosts:          files mymachines dns\n",
+        "{conf}"
+    );
+    let installed = root
+        .join("usr/lib")
+        .join(format!("{}-linux-gnu", std::env::consts::ARCH))
+        .join("libnss_mymachines.so.2");
+    assert_eq!(
+        std::fs::read(&installed).expect("installed module"),
+        std::fs::read(bin("libnss_mymachines.so")).unwrap(),
+        "the installed module is the one built next to netspawnctl"
+    );
+    env.ctl(&["uninstall-nss", &root_arg]).expect_status(0);
+    let conf = std::fs::read_to_string(root.join("etc/nsswitch.conf")).unwrap();
+    assert_eq!(conf, "passwd: files\nhosts:          files dns\n");
+    assert!(!installed.exists());
+}

@@ -1,11 +1,13 @@
 //! What the netspawn launcher, netspawnctl, netd and the NSS module share:
 //! where state lives ([`paths`]), which machine names are valid ([`names`]) and
 //! the on-disk format of the machine registry ([`registry`], with its
-//! [`hosts`] view for resolvers).
+//! [`hosts`] view for resolvers), and the DHCPv4 wire view netd's server and
+//! the launcher's client check received packets with ([`dhcp_wire`]).
 //!
 //! This crate uses only `std`, so the NSS module can link it without pulling in
 //! anything heavy.
 
+pub mod dhcp_wire;
 pub mod fnv;
 pub mod hosts;
 pub mod names;

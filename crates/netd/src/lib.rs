@@ -1,10 +1,12 @@
 //! netspawn-netd: the per-host network daemon. One module per concern:
 //! network templates (`template`), address pools (`pool`), the DHCPv4 server
-//! (`dhcp`), DNS for machine names (`dns`), NAT and port forwards (`nat`).
+//! (`dhcp`), DNS for machine names (`dns`), NAT and port forwards (`nat`);
+//! `sys` holds the few raw system calls nix offers only as `unsafe`.
 
 pub mod daemon;
 pub mod dhcp;
 pub mod dns;
 pub mod nat;
 pub mod pool;
+pub mod sys;
 pub mod template;

@@ -67,11 +67,9 @@ fn main() {
                     .write(true)
                     .open("/dev/null")
                 {
-                    use std::os::fd::AsRawFd;
-                    for fd in 0..3 {
-                        // SAFETY: dup2 onto the standard descriptors.
-                        unsafe { libc::dup2(null.as_raw_fd(), fd) };
-                    }
+                    let _ = nix::unistd::dup2_stdin(&null);
+                    let _ = nix::unistd::dup2_stdout(&null);
+                    let _ = nix::unistd::dup2_stderr(&null);
                 }
             }
             Err(e) => {

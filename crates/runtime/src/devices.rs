@@ -159,7 +159,14 @@ pub fn evaluate(prog: &[Insn], dev_type: u32, major: u32, minor: u32) -> u64 {
     0
 }
 
-/// Loads the program and attaches it to the cgroup2 directory `cgroup`.
+/// `BPF_F_ALLOW_MULTI`: programs attached below ours (a booted guest's
+/// systemd, Docker in the guest) run too, and ours still runs for every
+/// descendant cgroup, so the guest can only narrow the policy. Attached
+/// exclusively (flags 0), the kernel refuses any program below it.
+pub const ATTACH_FLAGS: u32 = 1 << 1;
+
+/// Loads the program and attaches it to the cgroup2 directory `cgroup`,
+/// with [`ATTACH_FLAGS`].
 pub fn attach(cgroup: BorrowedFd<'_>) -> nix::Result<()> {
     let prog = program();
     let license = CString::new("GPL").unwrap_or_default();
@@ -181,7 +188,8 @@ pub fn attach(cgroup: BorrowedFd<'_>) -> nix::Result<()> {
     attr[0..4].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());
     attr[4..8].copy_from_slice(&(prog_fd.as_raw_fd() as u32).to_ne_bytes());
     attr[8..12].copy_from_slice(&6u32.to_ne_bytes()); // BPF_CGROUP_DEVICE
-                                                      // SAFETY: bpf(BPF_PROG_ATTACH) with a plain attr buffer.
+    attr[12..16].copy_from_slice(&ATTACH_FLAGS.to_ne_bytes());
+    // SAFETY: bpf(BPF_PROG_ATTACH) with a plain attr buffer.
     let r = unsafe { libc::syscall(libc::SYS_bpf, 8, attr.as_ptr(), attr.len()) };
     if r < 0 {
         return Err(nix::Error::last());
@@ -225,6 +233,13 @@ mod tests {
     }
 
     #[test]
+    fn attached_with_allow_multi() {
+        // BPF_F_ALLOW_OVERRIDE is 1, BPF_F_ALLOW_MULTI 2 (uapi/linux/bpf.h):
+        // only MULTI lets programs below ours run together with it.
+        assert_eq!(ATTACH_FLAGS, 2);
+    }
+
+    #[test]
     fn the_kernel_accepts_the_program() {
         // Attach to a throwaway cgroup2 directory, if the host allows it.
         let Some(h) = crate::cgroup::Hierarchies::detect().ok() else {
@@ -236,10 +251,22 @@ mod tests {
         if std::fs::create_dir(&dir).is_err() {
             return;
         }
+        let child = dir.join("guest");
         let f = std::fs::File::open(&dir).unwrap();
         let r = attach(std::os::fd::AsFd::as_fd(&f));
+        // A program below ours (what a guest's systemd or Docker attaches)
+        // is refused unless ours allows it.
+        let nested = r.as_ref().ok().map(|()| {
+            std::fs::create_dir(&child).unwrap();
+            let c = std::fs::File::open(&child).unwrap();
+            attach(std::os::fd::AsFd::as_fd(&c))
+        });
         drop(f);
+        let _ = std::fs::remove_dir(&child);
         std::fs::remove_dir(&dir).unwrap();
         r.expect("BPF device program loads and attaches");
+        nested
+            .unwrap()
+            .expect("a second device program attaches in a child cgroup");
     }
 }

@@ -6,6 +6,7 @@
 //! container's mount namespace before `pivot_root`.
 
 use std::fs;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -80,10 +81,33 @@ pub enum MountOp {
         src: PathBuf,
         root: PathBuf,
     },
+    /// Make every mount below `path` read-only too (the mount at `path`
+    /// itself is remounted by the step before), as systemd remounts
+    /// recursively: a read-only bind of a tree with mounts in it leaves none
+    /// of them writable. Skipped on kernels without `mount_setattr(2)`.
+    ReadOnlyTree {
+        path: PathBuf,
+    },
+    /// Make every mount that is already below `root` (those the image
+    /// brought with it through the recursive root bind) read-only, with
+    /// what is mounted below them. Runs first, before our own mounts, which
+    /// keep their own flags (/tmp, /run, writable binds).
+    ReadOnlySubmounts {
+        root: PathBuf,
+    },
+    /// Bind the host's device node `host` to `target` (made first), if the
+    /// host has it.
+    BindDeviceIfExists {
+        host: PathBuf,
+        target: PathBuf,
+    },
 }
 
 /// Host device nodes that every container gets, bind-mounted into its /dev.
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Host device nodes a container gets when the host has them (systemd-nspawn
+/// copies /dev/net/tun the same way: skipped when the host lacks it).
+pub const OPTIONAL_DEVICES: &[&str] = &["net/tun"];
 
 const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NODEV)
@@ -131,6 +155,11 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
         )
     };
 
+    if cfg.read_only {
+        ops.push(MountOp::ReadOnlySubmounts {
+            root: root.to_path_buf(),
+        });
+    }
     for d in ["proc", "sys", "dev", "tmp", "run"] {
         ops.push(MountOp::MakeDir {
             path: r(d),
@@ -194,6 +223,13 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
             like: PathBuf::from(&host),
         });
         ops.push(bind(&host, r(&host), MsFlags::empty()));
+    }
+    for dev in OPTIONAL_DEVICES {
+        let host = format!("/dev/{dev}");
+        ops.push(MountOp::BindDeviceIfExists {
+            target: r(&host),
+            host: PathBuf::from(host),
+        });
     }
     ops.push(MountOp::MakeDir {
         path: r("dev/pts"),
@@ -308,7 +344,10 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
         };
         ops.push(bind(&src.to_string_lossy(), dst.clone(), rec));
         if b.read_only {
-            ops.push(remount(dst, MsFlags::MS_RDONLY));
+            ops.push(remount(dst.clone(), MsFlags::MS_RDONLY));
+            if b.recursive {
+                ops.push(MountOp::ReadOnlyTree { path: dst });
+            }
         }
     }
     for t in &cfg.tmpfs {
@@ -369,6 +408,15 @@ fn op_name(op: &MountOp) -> String {
         MountOp::WriteFile { path, .. } => format!("write {}", path.display()),
         MountOp::ReadOnlyIfExists { path } => format!("make {} read-only", path.display()),
         MountOp::ResolvConf { src, .. } => format!("bind {} to /etc/resolv.conf", src.display()),
+        MountOp::ReadOnlyTree { path } => {
+            format!("make the mounts below {} read-only", path.display())
+        }
+        MountOp::ReadOnlySubmounts { root } => {
+            format!("make the image's mounts below {} read-only", root.display())
+        }
+        MountOp::BindDeviceIfExists { host, target } => {
+            format!("bind {} to {}", host.display(), target.display())
+        }
     }
 }
 
@@ -458,6 +506,59 @@ pub fn apply(ops: &[MountOp]) -> Result<(), MountError> {
                         })?;
                 }
             }
+            MountOp::ReadOnlyTree { path } => {
+                match crate::sys::mount_setattr_rdonly(path, true) {
+                    // The mount itself is read-only already (the remount before).
+                    Ok(()) | Err(nix::Error::ENOSYS) => {}
+                    Err(err) => {
+                        return Err(MountError::Op {
+                            op: op_name(op),
+                            err,
+                        })
+                    }
+                }
+            }
+            MountOp::ReadOnlySubmounts { root } => {
+                let info = fs::read_to_string("/proc/self/mountinfo")
+                    .map_err(io(Path::new("/proc/self/mountinfo")))?;
+                for mp in submounts(&info, root) {
+                    let r = crate::sys::mount_setattr_rdonly(&mp, true).or_else(|e| {
+                        if e != nix::Error::ENOSYS {
+                            return Err(e);
+                        }
+                        mount::<str, Path, str, str>(
+                            None,
+                            &mp,
+                            None,
+                            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                            None,
+                        )
+                    });
+                    r.map_err(|err| MountError::Op {
+                        op: format!("make {} read-only", mp.display()),
+                        err,
+                    })?;
+                }
+            }
+            MountOp::BindDeviceIfExists { host, target } => {
+                if fs::symlink_metadata(host).is_ok() {
+                    if let Some(parent) = target.parent() {
+                        fs::DirBuilder::new()
+                            .recursive(true)
+                            .mode(0o755)
+                            .create(parent)
+                            .map_err(io(parent))?;
+                    }
+                    if fs::symlink_metadata(target).is_err() {
+                        fs::write(target, "").map_err(io(target))?;
+                    }
+                    mount::<Path, Path, str, str>(Some(host), target, None, MsFlags::MS_BIND, None)
+                        .map_err(|err| MountError::Op {
+                            op: op_name(op),
+                            err,
+                        })?;
+                }
+            }
             MountOp::ReadOnlyIfExists { path } => {
                 if fs::symlink_metadata(path).is_ok() {
                     let err = |err| MountError::Op {
@@ -479,6 +580,39 @@ pub fn apply(ops: &[MountOp]) -> Result<(), MountError> {
         }
     }
     Ok(())
+}
+
+/// The mount points strictly below `root` in a `/proc/self/mountinfo` text
+/// (field 5, with the kernel's octal escapes undone), in the order listed.
+fn submounts(mountinfo: &str, root: &Path) -> Vec<PathBuf> {
+    let unescape = |s: &str| -> PathBuf {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            let octal = b
+                .get(i + 1..i + 4)
+                .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+            match octal {
+                Some(d) => {
+                    let v = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                    out.push(u8::try_from(v).unwrap_or(b'?'));
+                    i += 4;
+                }
+                None => {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+        }
+        PathBuf::from(std::ffi::OsString::from_vec(out))
+    };
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape)
+        .filter(|mp| mp != root && mp.starts_with(root))
+        .collect()
 }
 
 /// Where the image's /etc/resolv.conf really is: a symlink (Debian with
@@ -620,6 +754,98 @@ mod tests {
             panic!()
         };
         assert!(flags.contains(MsFlags::MS_REC));
+    }
+
+    #[test]
+    fn read_only_reaches_every_submount() {
+        let cfg = MountConfig {
+            read_only: true,
+            binds: vec![
+                BindSpec {
+                    source: "/srv".into(),
+                    dest: "/mnt/srv".into(),
+                    read_only: true,
+                    recursive: true,
+                    source_in_container: false,
+                },
+                BindSpec {
+                    source: "/opt".into(),
+                    dest: "/mnt/opt".into(),
+                    read_only: true,
+                    recursive: false,
+                    source_in_container: false,
+                },
+            ],
+            ..Default::default()
+        };
+        let ops = plan(&cfg, Path::new("/img"));
+        // The image's own submounts first, before anything of ours is mounted.
+        assert_eq!(
+            ops[0],
+            MountOp::ReadOnlySubmounts {
+                root: "/img".into()
+            }
+        );
+        let at = |want: &MountOp| ops.iter().position(|op| op == want);
+        let srv_tree = at(&MountOp::ReadOnlyTree {
+            path: "/img/mnt/srv".into(),
+        })
+        .expect("recursive read-only for the rbind");
+        let srv_remount = ops
+            .iter()
+            .position(|op| matches!(op, MountOp::Mount { target, flags, .. } if target == Path::new("/img/mnt/srv") && flags.contains(MsFlags::MS_REMOUNT)))
+            .unwrap();
+        assert_eq!(srv_tree, srv_remount + 1);
+        // A non-recursive bind has no submounts to make read-only.
+        assert_eq!(
+            at(&MountOp::ReadOnlyTree {
+                path: "/img/mnt/opt".into()
+            }),
+            None
+        );
+        let plain = plan(&MountConfig::default(), Path::new("/img"));
+        assert!(!plain.iter().any(|op| matches!(
+            op,
+            MountOp::ReadOnlySubmounts { .. } | MountOp::ReadOnlyTree { .. }
+        )));
+    }
+
+    #[test]
+    fn dev_net_tun_is_bound_when_the_host_has_it() {
+        let ops = plan(&MountConfig::default(), Path::new("/img"));
+        let tun = ops
+            .iter()
+            .position(|op| {
+                *op == MountOp::BindDeviceIfExists {
+                    host: "/dev/net/tun".into(),
+                    target: "/img/dev/net/tun".into(),
+                }
+            })
+            .expect("tun in the plan");
+        let dev = ops.iter().position(|op| matches!(op, MountOp::Mount { target, fstype: Some("tmpfs"), .. } if target == Path::new("/img/dev"))).unwrap();
+        assert!(tun > dev);
+    }
+
+    #[test]
+    fn submounts_are_read_from_mountinfo() {
+        let info = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+90 22 0:50 / /img rw - ext4 /dev/sda1 rw
+91 90 0:51 / /img/srv/data rw - tmpfs tmpfs rw
+92 90 0:52 / /img/with\\040space rw - tmpfs tmpfs rw
+93 22 0:53 / /imgother rw - tmpfs tmpfs rw
+94 91 0:54 / /img/srv/data/deeper rw - tmpfs tmpfs rw
+short line
+";
+        assert_eq!(
+            submounts(info, Path::new("/img")),
+            vec![
+                PathBuf::from("/img/srv/data"),
+                PathBuf::from("/img/with space"),
+                PathBuf::from("/img/srv/data/deeper"),
+            ]
+        );
+        assert!(submounts("", Path::new("/img")).is_empty());
     }
 
     #[test]

@@ -91,6 +91,47 @@ pub fn pivot_root(new_root: &Path, put_old: &Path) -> nix::Result<()> {
     nix::unistd::pivot_root(new_root, put_old)
 }
 
+/// Makes the mount at `path` read-only with `mount_setattr(2)`, and with
+/// `recursive` every mount below it too (`AT_RECURSIVE`), leaving its other
+/// flags (nosuid, nodev, ...) as they are. `ENOSYS` before Linux 5.12.
+pub fn mount_setattr_rdonly(path: &Path, recursive: bool) -> nix::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags =
+        libc::AT_SYMLINK_NOFOLLOW as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: the path is NUL-terminated and the attribute struct is alive
+    // for the call, with its size passed alongside.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            size_of::<MountAttr>(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
+}
+
 /// Marks every descriptor from `first` upwards close-on-exec, so no host file
 /// descriptor survives into the payload.
 pub fn cloexec_from(first: u32) -> nix::Result<()> {

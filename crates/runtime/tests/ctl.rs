@@ -297,6 +297,57 @@ fn status_shows_leader_and_processes() {
     let o = m.run(&["status", "nope"], None);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stderr(&o), "netspawnctl: No machine 'nope' known\n");
+
+    // -o json: the same facts, as JSON (an array, one object per machine).
+    for flag in [&["-o", "json"][..], &["--output=json-pretty"][..]] {
+        let mut args = vec!["status", "ctl-status", "ctl-status"];
+        args.extend_from_slice(flag);
+        let o = m.run(&args, None);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+        assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
+        assert_eq!(v[0]["machine"], "ctl-status");
+        assert_eq!(v[0]["uuid"], "0123456789abcdef0123456789abcdef");
+        assert_eq!(v[0]["leader"], m.leader);
+        assert_eq!(v[0]["leader_comm"], "sleep");
+        assert_eq!(
+            v[0]["addresses"],
+            serde_json::json!(["10.0.0.2", "fd00::2"])
+        );
+        let procs = v[0]["processes"].as_array().expect("processes");
+        assert!(
+            procs
+                .iter()
+                .any(|p| p["pid"] == m.leader && p["cmdline"] == "sleep 300"),
+            "{v}"
+        );
+    }
+}
+
+#[test]
+fn output_json_is_refused_where_there_is_no_json() {
+    require_root!();
+    let m = FakeMachine::start("ctl-nojson");
+    for args in [
+        &["-o", "json", "terminate", "ctl-nojson"][..],
+        &["shell", "--output=json-pretty", "ctl-nojson", "/bin/true"][..],
+        &["-o", "json", "install-nss", "--root=/nonexistent"][..],
+    ] {
+        let o = m.run(args, None);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let verb = args
+            .iter()
+            .find(|a| !a.starts_with('-') && **a != "json")
+            .unwrap();
+        assert_eq!(stderr(&o).lines().count(), 1, "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("is not supported by {verb}:")),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    // Nothing was done: the machine still runs.
+    assert!(m.leader_alive());
 }
 
 #[test]

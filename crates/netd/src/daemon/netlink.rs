@@ -38,7 +38,7 @@ pub(super) trait LinkOps {
 /// True if `e` is the kernel saying "already there": EEXIST, by the errno
 /// a netlink error carries (negated).
 pub(super) fn is_exists(e: &rtnetlink::Error) -> bool {
-    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == libc::EEXIST)
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == nix::libc::EEXIST)
 }
 
 fn is_ipv6_link_local(ip: &IpAddr) -> bool {
@@ -156,9 +156,9 @@ mod tests {
     #[test]
     fn eexist_by_errno() {
         let mut m = rtnetlink::packet_core::ErrorMessage::default();
-        m.code = std::num::NonZeroI32::new(-libc::EEXIST);
+        m.code = std::num::NonZeroI32::new(-nix::libc::EEXIST);
         assert!(is_exists(&rtnetlink::Error::NetlinkError(m.clone())));
-        m.code = std::num::NonZeroI32::new(-libc::ENODEV);
+        m.code = std::num::NonZeroI32::new(-nix::libc::ENODEV);
         assert!(!is_exists(&rtnetlink::Error::NetlinkError(m)));
         assert!(!is_exists(&rtnetlink::Error::RequestFailed));
     }

@@ -27,9 +27,10 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
-use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode, MAGIC, MIN_PACKET_SIZE};
+use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode, MIN_PACKET_SIZE};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use ipnetwork::Ipv4Network;
+use netspawn_common::dhcp_wire::{self, opt, Packet, WireError, BOOTREQUEST};
 
 use super::lease::{ClientKey, Lease, LeaseError, LeaseState, LeaseStore, LeaseTable};
 
@@ -41,12 +42,6 @@ pub const DECLINE_HOLD: Duration = Duration::from_secs(600);
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(3600);
 /// networkd's MaxLeaseTimeSec= default.
 pub const MAX_LEASE: Duration = Duration::from_secs(12 * 3600);
-
-/// Fixed BOOTP header length up to and including the magic cookie.
-const HEADER_LEN: usize = 240;
-const OFF_HLEN: usize = 2;
-const OFF_CHADDR: usize = 28;
-const OFF_MAGIC: usize = 236;
 
 /// Errors of building a server.
 #[derive(Debug, thiserror::Error)]
@@ -635,95 +630,63 @@ fn valid_hostname(h: &str) -> bool {
 /// The client hardware address of a request, without decoding the rest; for the I/O layer to
 /// look up the machine behind a MAC before calling [`Server::handle`].
 pub fn client_hwaddr(packet: &[u8]) -> Option<&[u8]> {
-    let hlen = usize::from(*packet.get(OFF_HLEN)?);
-    if hlen == 0 || hlen > 16 {
-        return None;
-    }
-    packet.get(OFF_CHADDR..OFF_CHADDR + hlen)
+    Packet::new_checked(packet).ok()?.chaddr()
 }
 
 /// Option codes the server reads, with their valid lengths (min, max).
 const READ_OPTIONS: [(u8, usize, usize); 8] = [
-    (12, 1, 255), // host name
-    (50, 4, 4),   // requested address
-    (51, 4, 4),   // lease time
-    (53, 1, 1),   // message type
-    (54, 4, 4),   // server identifier
-    (55, 0, 255), // parameter request list
-    (57, 2, 2),   // maximum message size
-    (61, 0, 255), // client identifier (empty is refused later, with a reason)
+    (opt::HOST_NAME, 1, 255),
+    (opt::REQUESTED_ADDRESS, 4, 4),
+    (opt::LEASE_TIME, 4, 4),
+    (opt::MESSAGE_TYPE, 1, 1),
+    (opt::SERVER_ID, 4, 4),
+    (opt::PARAMETER_REQUEST_LIST, 0, 255),
+    (opt::MAX_MESSAGE_SIZE, 2, 2),
+    // Empty is refused later, with a reason.
+    (opt::CLIENT_ID, 0, 255),
 ];
 
 /// Rebuilds the packet with only the options the server reads, each checked for its length.
 ///
 /// dhcproto's option decoder has debug assertions and unchecked length arithmetic for some
 /// options the server never needs (client FQDN, bulk lease query, ...), so untrusted options
-/// are walked here with bounds checks and only known-good ones reach it. Repeated options are
-/// concatenated (RFC 3396). A truncated option ends the walk, as a missing END would.
-fn sanitize(packet: &[u8]) -> Result<Vec<u8>, DropReason> {
-    let mut found: Vec<(u8, Vec<u8>)> = Vec::new();
-    let mut i = HEADER_LEN;
-    while let Some(&code) = packet.get(i) {
-        match code {
-            0 => {
-                i += 1;
-                continue;
-            }
-            255 => break,
-            _ => {}
-        }
-        let Some(&len) = packet.get(i + 1) else { break };
-        let Some(data) = packet.get(i + 2..i + 2 + usize::from(len)) else {
-            break;
-        };
-        i += 2 + usize::from(len);
-        if !READ_OPTIONS.iter().any(|(c, _, _)| *c == code) {
-            continue;
-        }
-        match found.iter_mut().find(|(c, _)| *c == code) {
-            Some((_, d)) => d.extend_from_slice(data),
-            None => found.push((code, data.to_vec())),
-        }
-    }
-    let mut out = Vec::with_capacity(HEADER_LEN + 64);
-    out.extend_from_slice(&packet[..HEADER_LEN]);
-    for (code, data) in found {
-        let Some((_, min, max)) = READ_OPTIONS.iter().find(|(c, _, _)| *c == code) else {
+/// are walked by the checked view ([`dhcp_wire`]) and only known-good ones reach it. Repeated
+/// options are concatenated (RFC 3396). A truncated option ends the walk, as a missing END would.
+fn sanitize(packet: &Packet<'_>) -> Result<Vec<u8>, DropReason> {
+    let joined = packet.join_options(|code| READ_OPTIONS.iter().any(|(c, _, _)| *c == code));
+    let mut kept = Vec::with_capacity(joined.options.len());
+    for (code, data) in &joined.options {
+        let Some((_, min, max)) = READ_OPTIONS.iter().find(|(c, _, _)| c == code) else {
             continue;
         };
         if data.len() < *min || data.len() > *max {
-            if code == 53 {
+            if *code == opt::MESSAGE_TYPE {
                 return Err(DropReason::Malformed("bad message type option"));
             }
             // Any other badly sized option is ignored, as if absent.
             continue;
         }
-        out.push(code);
-        // Bounded by max <= 255 above.
-        out.push(data.len() as u8);
-        out.extend_from_slice(&data);
+        kept.push((*code, &data[..]));
     }
-    out.push(255);
-    Ok(out)
+    Ok(dhcp_wire::rebuild(packet.header(), kept))
 }
 
-/// Checks the fixed header by hand (dhcproto trusts `hlen`), then decodes with dhcproto.
+/// Checks the fixed header with the wire view (dhcproto trusts `hlen`), then decodes with
+/// dhcproto.
 fn parse(packet: &[u8]) -> Result<Request, DropReason> {
-    if packet.len() < HEADER_LEN {
-        return Err(DropReason::Malformed("shorter than a BOOTP header"));
-    }
-    if packet[0] != 1 {
+    let packet = Packet::new_checked(packet)
+        .map_err(|_| DropReason::Malformed("shorter than a BOOTP header"))?;
+    if packet.op() != BOOTREQUEST {
         return Err(DropReason::NotRequest);
     }
-    if usize::from(packet[OFF_HLEN]) > 16 {
-        return Err(DropReason::Malformed(
-            "hardware address longer than 16 bytes",
-        ));
-    }
-    if packet[OFF_MAGIC..HEADER_LEN] != MAGIC {
-        return Err(DropReason::Malformed("no DHCP magic cookie"));
-    }
-    let clean = sanitize(packet)?;
+    packet.check_dhcp().map_err(|e| {
+        DropReason::Malformed(match e {
+            WireError::BadHardwareLength(_) => "hardware address longer than 16 bytes",
+            WireError::BadMagic => "no DHCP magic cookie",
+            WireError::Truncated => "shorter than a BOOTP header",
+        })
+    })?;
+    let clean = sanitize(&packet)?;
     let msg = Message::decode(&mut Decoder::new(&clean))
         .map_err(|_| DropReason::Malformed("undecodable message"))?;
     if msg.opcode() != Opcode::BootRequest {

@@ -187,57 +187,44 @@ impl Watch {
     }
 
     fn run(weak: &std::sync::Weak<Watch>, dir: &std::path::Path) {
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-        use std::os::unix::ffi::OsStrExt;
-        let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-            return;
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        use std::os::fd::AsFd;
+        let inotify = match Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(err = %e, "inotify; checking the registry's mtime instead");
+                return;
+            }
         };
-        // SAFETY: plain syscall; the descriptor is owned below.
-        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-        if fd < 0 {
-            tracing::warn!(err = %std::io::Error::last_os_error(), "inotify; checking the registry's mtime instead");
-            return;
-        }
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mask = libc::IN_CREATE
-            | libc::IN_DELETE
-            | libc::IN_MOVED_FROM
-            | libc::IN_MOVED_TO
-            | libc::IN_CLOSE_WRITE
-            | libc::IN_DELETE_SELF
-            | libc::IN_MOVE_SELF
-            | libc::IN_ONLYDIR;
+        let mask = AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_CLOSE_WRITE
+            | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF
+            | AddWatchFlags::IN_ONLYDIR;
+        let gone =
+            AddWatchFlags::IN_IGNORED | AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF;
+        let tick = PollTimeout::try_from(Watch::TICK).unwrap_or(PollTimeout::MAX);
         let mut watching = false;
-        let mut buf = [0u8; 4096];
         loop {
             let Some(watch) = weak.upgrade() else {
                 return;
             };
-            if !watching {
-                // SAFETY: fd is open; path is NUL-terminated.
-                let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) };
-                if wd >= 0 {
-                    watching = true;
-                    // Whatever happened before the watch: read it all once.
-                    watch.changed.store(true, Ordering::Release);
-                    watch.active.store(true, Ordering::Release);
-                }
+            if !watching && inotify.add_watch(dir, mask).is_ok() {
+                watching = true;
+                // Whatever happened before the watch: read it all once.
+                watch.changed.store(true, Ordering::Release);
+                watch.active.store(true, Ordering::Release);
             }
             drop(watch);
-            let mut pfd = libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let ready = unsafe { libc::poll(&mut pfd, 1, Watch::TICK.as_millis() as libc::c_int) };
-            if ready <= 0 {
+            let mut pfd = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+            if !matches!(poll(&mut pfd, tick), Ok(n) if n > 0) {
                 continue;
             }
-            // SAFETY: buf is valid for its length; fd is open.
-            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            let Ok(n) = usize::try_from(n) else {
+            let Ok(events) = inotify.read_events() else {
                 continue;
             };
             let Some(watch) = weak.upgrade() else {
@@ -246,21 +233,9 @@ impl Watch {
             watch.changed.store(true, Ordering::Release);
             // The directory itself went (IN_IGNORED follows): watch it anew
             // once it is back, with the mtime check meanwhile.
-            let mut off = 0;
-            let header = size_of::<libc::inotify_event>();
-            while let Some(ev) = buf.get(..n).and_then(|b| b.get(off..off + header)) {
-                // SAFETY: ev holds a whole inotify_event header (read_unaligned copes with alignment).
-                let event: libc::inotify_event =
-                    unsafe { std::ptr::read_unaligned(ev.as_ptr().cast()) };
-                if event.mask & (libc::IN_IGNORED | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0
-                {
-                    watching = false;
-                    watch.active.store(false, Ordering::Release);
-                }
-                off += header + event.len as usize;
-                if off >= n {
-                    break;
-                }
+            if events.iter().any(|ev| ev.mask.intersects(gone)) {
+                watching = false;
+                watch.active.store(false, Ordering::Release);
             }
         }
     }

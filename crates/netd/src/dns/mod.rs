@@ -7,7 +7,8 @@
 //! - [`fast`]: the UDP fast path for machine names (a cache of [`answer`]'s
 //!   replies, no allocation per query);
 //! - [`upstream`]: forwarding through hickory-resolver, following resolv.conf;
-//! - [`server`]: UDP/TCP listeners added and removed at runtime, counters;
+//! - [`server`]: UDP/TCP listeners added and removed at runtime;
+//! - `shared`: what the listeners share (directory, upstream, counters);
 //! - `udp`: a UDP listener's serving thread (batched receive and send).
 //!
 //! The server listens only on the addresses it is given (container links'
@@ -18,6 +19,7 @@ pub mod answer;
 pub mod directory;
 pub mod fast;
 pub mod server;
+mod shared;
 mod udp;
 pub mod upstream;
 

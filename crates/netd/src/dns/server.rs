@@ -2,7 +2,9 @@
 //! netd is told to serve (container links' host-side addresses, loopback),
 //! added and removed at runtime, and the [`Stats`] counters.
 //!
-//! UDP is served by a thread per listener socket (`super::udp`): batched
+//! What the listeners share (directory, names, upstream, counters) is in
+//! `super::shared`, so the UDP thread and this module do not import each
+//! other. UDP is served by a thread per listener socket (`super::udp`): batched
 //! receive and send, machine names answered from a precomputed table
 //! ([`super::fast`]), everything else by the general answer logic; it sees
 //! every datagram, so malformed ones are dropped *and counted*. TCP is
@@ -15,7 +17,6 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,11 +28,10 @@ use hickory_server::Server;
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 use tokio::sync::Semaphore;
 
-use super::answer::{
-    decide_message, forwarded_reply, Decision, DropReason, LocalNames, UpstreamAnswer,
-};
+use super::answer::{decide_message, Decision, DropReason, LocalNames};
 use super::directory::MachineDirectory;
-use super::fast::FastTable;
+use super::shared::Inner;
+pub use super::shared::{Stats, StatsSnapshot};
 use super::udp::UdpListener;
 use super::upstream::{Upstream, UpstreamConfig};
 use super::DnsError;
@@ -60,103 +60,6 @@ impl Default for DnsConfig {
             names: LocalNames::new(),
             upstream: UpstreamConfig::default(),
         }
-    }
-}
-
-/// Counters, updated lock-free from the query paths.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub(super) udp_queries: AtomicU64,
-    tcp_queries: AtomicU64,
-    pub(super) answered_local: AtomicU64,
-    forwarded: AtomicU64,
-    forward_failed: AtomicU64,
-    dropped_malformed: AtomicU64,
-    dropped_not_query: AtomicU64,
-    pub(super) dropped_busy: AtomicU64,
-    pub(super) send_errors: AtomicU64,
-}
-
-/// A copy of the counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    /// Datagrams received on UDP listeners.
-    pub udp_queries: u64,
-    /// Messages received on TCP connections (well-formed enough for hickory
-    /// to hand over: it answers FORMERR itself to the rest).
-    pub tcp_queries: u64,
-    /// Replies made here: machine names, PTR, NXDOMAIN, refusals.
-    pub answered_local: u64,
-    /// Queries passed to the upstream resolver (cache hits included).
-    pub forwarded: u64,
-    /// Forwarded queries answered SERVFAIL (no upstream, timeout...).
-    pub forward_failed: u64,
-    /// Packets that are not DNS messages: dropped.
-    pub dropped_malformed: u64,
-    /// Responses sent to us: dropped (no reflection).
-    pub dropped_not_query: u64,
-    /// Forwards refused because too many were in flight: dropped.
-    pub dropped_busy: u64,
-    /// Replies that could not be encoded or sent.
-    pub send_errors: u64,
-}
-
-impl Stats {
-    pub(super) fn bump(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(super) fn add(c: &AtomicU64, n: u64) {
-        if n != 0 {
-            c.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-
-    /// The current values.
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            udp_queries: g(&self.udp_queries),
-            tcp_queries: g(&self.tcp_queries),
-            answered_local: g(&self.answered_local),
-            forwarded: g(&self.forwarded),
-            forward_failed: g(&self.forward_failed),
-            dropped_malformed: g(&self.dropped_malformed),
-            dropped_not_query: g(&self.dropped_not_query),
-            dropped_busy: g(&self.dropped_busy),
-            send_errors: g(&self.send_errors),
-        }
-    }
-
-    pub(super) fn count_drop(&self, reason: DropReason) {
-        match reason {
-            DropReason::Malformed => Stats::bump(&self.dropped_malformed),
-            DropReason::NotAQuery => Stats::bump(&self.dropped_not_query),
-        }
-    }
-}
-
-/// What every listener shares.
-pub(super) struct Inner {
-    pub(super) dir: Arc<dyn MachineDirectory>,
-    pub(super) names: LocalNames,
-    upstream: Upstream,
-    pub(super) stats: Stats,
-    pub(super) forwards: Arc<Semaphore>,
-    /// The UDP fast path's table with the directory generation it was
-    /// built from, shared so that listeners build it once between them.
-    pub(super) fast: Mutex<Option<(u64, Arc<FastTable>)>>,
-}
-
-impl Inner {
-    /// Asks upstream and builds the reply.
-    pub(super) async fn forward(&self, fwd: &super::answer::Forward) -> Message {
-        Stats::bump(&self.stats.forwarded);
-        let answer = self.upstream.lookup(&fwd.query).await;
-        if answer == UpstreamAnswer::Failed {
-            Stats::bump(&self.stats.forward_failed);
-        }
-        forwarded_reply(fwd, answer)
     }
 }
 

@@ -14,17 +14,25 @@
 //! which wakes the thread out of `recvmmsg` (or a blocked `sendmmsg`); it is
 //! joined, so the address is free again when drop returns.
 
-use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::io::{IoSlice, IoSliceMut};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::sys::socket::{
+    recvmmsg, sendmmsg, sendto, setsockopt, shutdown, sockopt, ControlMessage, MsgFlags,
+    MultiHeaders, Shutdown, SockaddrStorage,
+};
+use nix::sys::time::{TimeVal, TimeValLike};
+
 use super::answer::{decide, encode_reply, udp_limit, Decision, EDNS_PAYLOAD};
 use super::fast::{self, FastTable};
-use super::server::{Inner, Stats};
+use super::shared::{Inner, Stats};
+use crate::sys::AnonBuffer;
 
 /// Datagrams taken per `recvmmsg`.
 const BATCH: usize = 32;
@@ -88,8 +96,7 @@ impl Drop for UdpListener {
         self.stop.store(true, Ordering::SeqCst);
         // On an unconnected UDP socket this "fails" with ENOTCONN but still
         // marks both directions shut and wakes any waiter.
-        // SAFETY: plain syscall on a descriptor we own.
-        unsafe { libc::shutdown(self.sock.as_raw_fd(), libc::SHUT_RDWR) };
+        let _ = shutdown(self.sock.as_raw_fd(), Shutdown::Both);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -97,157 +104,18 @@ impl Drop for UdpListener {
 }
 
 fn set_send_timeout(sock: &OwnedFd, t: Duration) -> std::io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_usec: t.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: the pointer and length describe a live timeval.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    let tv = TimeVal::microseconds(i64::try_from(t.as_micros()).unwrap_or(i64::MAX));
+    setsockopt(sock, sockopt::SendTimeout, &tv).map_err(Into::into)
 }
 
-/// The peer address of a datagram, as the kernel gave it.
-#[derive(Clone, Copy)]
-struct RawAddr {
-    storage: libc::sockaddr_storage,
-    len: libc::socklen_t,
-}
-
-impl RawAddr {
-    fn empty() -> RawAddr {
-        // SAFETY: all-zero is a valid sockaddr_storage.
-        RawAddr {
-            storage: unsafe { zeroed() },
-            len: 0,
-        }
+/// A datagram's peer as std's type; `None` for a family we do not expect on
+/// an IP socket.
+fn peer(addr: Option<&SockaddrStorage>) -> Option<SocketAddr> {
+    let addr = addr?;
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(SocketAddr::from(*v4));
     }
-
-    /// The address as std's type; `None` for a family or length we do not
-    /// expect on an IP socket.
-    fn to_std(self) -> Option<SocketAddr> {
-        let len = self.len as usize;
-        match i32::from(self.storage.ss_family) {
-            libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
-                // SAFETY: the family says sockaddr_in, and it fits.
-                let s: &libc::sockaddr_in =
-                    unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_in) };
-                Some(SocketAddr::V4(SocketAddrV4::new(
-                    Ipv4Addr::from(s.sin_addr.s_addr.to_ne_bytes()),
-                    u16::from_be(s.sin_port),
-                )))
-            }
-            libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
-                // SAFETY: the family says sockaddr_in6, and it fits.
-                let s: &libc::sockaddr_in6 =
-                    unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_in6) };
-                Some(SocketAddr::V6(SocketAddrV6::new(
-                    Ipv6Addr::from(s.sin6_addr.s6_addr),
-                    u16::from_be(s.sin6_port),
-                    s.sin6_flowinfo,
-                    s.sin6_scope_id,
-                )))
-            }
-            _ => None,
-        }
-    }
-
-    fn from_std(sa: SocketAddr) -> RawAddr {
-        let mut r = RawAddr::empty();
-        match sa {
-            SocketAddr::V4(v4) => {
-                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-                let s: &mut libc::sockaddr_in =
-                    unsafe { &mut *(&mut r.storage as *mut _ as *mut libc::sockaddr_in) };
-                s.sin_family = libc::AF_INET as libc::sa_family_t;
-                s.sin_port = v4.port().to_be();
-                s.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
-                r.len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            }
-            SocketAddr::V6(v6) => {
-                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-                let s: &mut libc::sockaddr_in6 =
-                    unsafe { &mut *(&mut r.storage as *mut _ as *mut libc::sockaddr_in6) };
-                s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                s.sin6_port = v6.port().to_be();
-                s.sin6_addr.s6_addr = v6.ip().octets();
-                s.sin6_flowinfo = v6.flowinfo();
-                s.sin6_scope_id = v6.scope_id();
-                r.len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-            }
-        }
-        r
-    }
-}
-
-/// Zeroed memory mapped for a listener's buffers: an anonymous mapping of
-/// its own, whose pages cost nothing until a datagram is written to them
-/// (netd may serve a hundred links, most of them idle), whatever the
-/// allocator's thresholds.
-struct Buffers {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is owned by this value alone.
-unsafe impl Send for Buffers {}
-
-impl Buffers {
-    fn new(len: usize) -> std::io::Result<Buffers> {
-        // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Buffers {
-            ptr: ptr.cast(),
-            len,
-        })
-    }
-}
-
-impl std::ops::Deref for Buffers {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        // SAFETY: ptr/len describe our live, readable mapping.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
-impl std::ops::DerefMut for Buffers {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: ptr/len describe our live, writable mapping, borrowed
-        // mutably through self.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-}
-
-impl Drop for Buffers {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what new() mapped; no slice of it outlives self.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
+    addr.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6))
 }
 
 /// The serving thread's state: buffers allocated once.
@@ -257,24 +125,41 @@ struct Worker {
     rt: tokio::runtime::Handle,
     table: Option<(u64, Arc<FastTable>)>,
     /// Receive buffers, then send buffers.
-    bufs: Buffers,
-    rx_addr: Vec<RawAddr>,
+    bufs: AnonBuffer,
+    rx_addr: Vec<Option<SockaddrStorage>>,
     rx_len: Vec<usize>,
-    tx_addr: Vec<RawAddr>,
+    tx_addr: Vec<Option<SockaddrStorage>>,
     tx_len: Vec<usize>,
 }
 
-impl Worker {
-    /// Receive buffer `i`.
-    fn rx(&mut self, i: usize) -> &mut [u8] {
-        let at = i * RECV_BUF;
-        &mut self.bufs[at..at + RECV_BUF]
-    }
+/// The message headers `recvmmsg`/`sendmmsg` fill, made once per thread
+/// (they hold raw pointers, so they are not `Send`: the thread makes its
+/// own).
+///
+/// nix sets each receive header's address length once: the kernel writes
+/// the length of every address it returns there, and nix does not restore
+/// it between calls. A listener socket has one address family, whose
+/// addresses all have the same length, so what the first datagram leaves is
+/// exactly the room every later one needs.
+struct Headers {
+    rx: MultiHeaders<SockaddrStorage>,
+    tx: MultiHeaders<SockaddrStorage>,
+}
 
+impl Headers {
+    fn new() -> Headers {
+        Headers {
+            rx: MultiHeaders::preallocate(BATCH, None),
+            tx: MultiHeaders::preallocate(BATCH, None),
+        }
+    }
+}
+
+impl Worker {
     /// Send buffer `i`.
-    fn tx(&mut self, i: usize) -> &mut [u8] {
+    fn tx(&self, i: usize) -> &[u8] {
         let at = BATCH * RECV_BUF + i * SEND_BUF;
-        &mut self.bufs[at..at + SEND_BUF]
+        self.bufs.get(at..at + SEND_BUF).unwrap_or_default()
     }
 
     fn new(
@@ -287,23 +172,27 @@ impl Worker {
             inner,
             rt,
             table: None,
-            bufs: Buffers::new(BATCH * (RECV_BUF + SEND_BUF))?,
-            rx_addr: vec![RawAddr::empty(); BATCH],
+            bufs: AnonBuffer::new(BATCH * (RECV_BUF + SEND_BUF))?,
+            rx_addr: vec![None; BATCH],
             rx_len: vec![0; BATCH],
-            tx_addr: vec![RawAddr::empty(); BATCH],
+            tx_addr: vec![None; BATCH],
             tx_len: vec![0; BATCH],
         })
     }
 
     fn run(mut self, stop: &AtomicBool) {
+        let mut hdrs = Headers::new();
         let mut last_packet: Option<Instant> = None;
         loop {
             let polling = last_packet.is_some_and(|t| t.elapsed() < POLL_WINDOW);
-            let got = self.receive(if polling {
-                libc::MSG_DONTWAIT
-            } else {
-                libc::MSG_WAITFORONE
-            });
+            let got = self.receive(
+                &mut hdrs.rx,
+                if polling {
+                    MsgFlags::MSG_DONTWAIT
+                } else {
+                    MsgFlags::MSG_WAITFORONE
+                },
+            );
             if stop.load(Ordering::SeqCst) {
                 return;
             }
@@ -311,63 +200,44 @@ impl Worker {
                 Ok(n) => {
                     last_packet = Some(Instant::now());
                     let replies = self.handle(n);
-                    self.send(replies);
+                    self.send(&mut hdrs.tx, replies);
                 }
-                Err(e) => match e.raw_os_error() {
-                    // Nothing queued while polling: let whatever else is
-                    // runnable here (the clients, often) have the CPU.
-                    // SAFETY: plain syscall.
-                    Some(libc::EAGAIN) if polling => unsafe {
-                        libc::sched_yield();
-                    },
-                    Some(libc::EINTR | libc::EAGAIN) => {}
-                    // The socket is gone: nothing more to serve.
-                    Some(libc::EBADF | libc::ENOTSOCK) => return,
-                    // ICMP errors from earlier sends surface here; anything
-                    // else (ENOMEM...) gets a pause rather than a spin.
-                    Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH) => {}
-                    _ => {
-                        tracing::debug!(err = %e, "DNS UDP receive");
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                },
+                // Nothing queued while polling: let whatever else is
+                // runnable here (the clients, often) have the CPU.
+                Err(Errno::EAGAIN) if polling => {
+                    let _ = nix::sched::sched_yield();
+                }
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                // The socket is gone: nothing more to serve.
+                Err(Errno::EBADF | Errno::ENOTSOCK) => return,
+                // ICMP errors from earlier sends surface here; anything
+                // else (ENOMEM...) gets a pause rather than a spin.
+                Err(Errno::ECONNREFUSED | Errno::EHOSTUNREACH | Errno::ENETUNREACH) => {}
+                Err(e) => {
+                    tracing::debug!(err = %e, "DNS UDP receive");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             }
         }
     }
 
     /// Takes up to [`BATCH`] datagrams: with `MSG_WAITFORONE`, waits for
     /// the first; with `MSG_DONTWAIT`, fails with EAGAIN if none is queued.
-    fn receive(&mut self, flags: libc::c_int) -> std::io::Result<usize> {
-        // SAFETY: all-zero iovec/mmsghdr are valid; each header points at
-        // a buffer and an address slot of ours that outlive the call.
-        let mut iov: [libc::iovec; BATCH] = unsafe { zeroed() };
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        for i in 0..BATCH {
-            iov[i].iov_base = self.rx(i).as_mut_ptr().cast();
-            iov[i].iov_len = RECV_BUF;
-            let h = &mut hdrs[i].msg_hdr;
-            h.msg_name = (&mut self.rx_addr[i].storage as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_iov = &mut iov[i];
-            h.msg_iovlen = 1;
-        }
-        // SAFETY: hdrs holds BATCH valid headers (see above).
-        let n = unsafe {
-            libc::recvmmsg(
-                self.sock.as_raw_fd(),
-                hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                flags,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let n = (n as usize).min(BATCH);
-        for (i, h) in hdrs.iter().take(n).enumerate() {
-            self.rx_len[i] = (h.msg_len as usize).min(RECV_BUF);
-            self.rx_addr[i].len = h.msg_hdr.msg_namelen;
+    fn receive(
+        &mut self,
+        hdrs: &mut MultiHeaders<SockaddrStorage>,
+        flags: MsgFlags,
+    ) -> nix::Result<usize> {
+        let rx = self.bufs.get_mut(..BATCH * RECV_BUF).unwrap_or_default();
+        let mut bufs = rx.chunks_exact_mut(RECV_BUF);
+        let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
+            std::array::from_fn(|_| [IoSliceMut::new(bufs.next().unwrap_or_default())]);
+        let got = recvmmsg(self.sock.as_raw_fd(), hdrs, iovs.iter_mut(), flags, None)?;
+        let mut n = 0;
+        for (i, msg) in got.take(BATCH).enumerate() {
+            self.rx_len[i] = msg.bytes.min(RECV_BUF);
+            self.rx_addr[i] = msg.address;
+            n = i + 1;
         }
         Ok(n)
     }
@@ -414,7 +284,7 @@ impl Worker {
             let (addr, len) = (self.rx_addr[i], self.rx_len[i]);
             let packet = rx.get(i * RECV_BUF..i * RECV_BUF + len).unwrap_or_default();
             let slot = &mut tx[out * SEND_BUF..(out + 1) * SEND_BUF];
-            let Some(src) = addr.to_std().filter(|s| s.port() != 0) else {
+            let Some(src) = peer(addr.as_ref()).filter(|s| s.port() != 0) else {
                 stats.count_drop(super::answer::DropReason::Malformed);
                 continue;
             };
@@ -444,7 +314,10 @@ impl Worker {
                         }
                         // Larger than any UDP reply we make: send it alone.
                         None => {
-                            if send_one(&self.sock, &bytes, &addr, 0).is_err() {
+                            let sent = addr.is_some_and(|to| {
+                                send_one(&self.sock, &bytes, &to, MsgFlags::empty()).is_ok()
+                            });
+                            if !sent {
                                 Stats::bump(&stats.send_errors);
                             }
                         }
@@ -475,75 +348,59 @@ impl Worker {
 
     /// Sends the first `count` replies in `tx`, as few calls as the kernel
     /// allows; a reply that cannot be sent is counted and skipped.
-    fn send(&mut self, count: usize) {
+    fn send(&mut self, hdrs: &mut MultiHeaders<SockaddrStorage>, count: usize) {
+        let count = count.min(BATCH);
         let mut from = 0;
         while from < count {
-            // SAFETY: as in receive: zeroed headers pointing at our buffers.
-            let mut iov: [libc::iovec; BATCH] = unsafe { zeroed() };
-            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-            let todo = count - from;
-            for j in 0..todo {
+            let iovs: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|j| {
                 let i = from + j;
-                iov[j].iov_base = self.tx(i).as_mut_ptr().cast();
-                iov[j].iov_len = self.tx_len[i];
-                let h = &mut hdrs[j].msg_hdr;
-                h.msg_name = (&mut self.tx_addr[i].storage as *mut libc::sockaddr_storage).cast();
-                h.msg_namelen = self.tx_addr[i].len;
-                h.msg_iov = &mut iov[j];
-                h.msg_iovlen = 1;
-            }
-            // SAFETY: hdrs[..todo] are valid headers (see above).
-            let sent = unsafe {
-                libc::sendmmsg(
-                    self.sock.as_raw_fd(),
-                    hdrs.as_mut_ptr(),
-                    todo as libc::c_uint,
-                    0,
-                )
-            };
-            if sent <= 0 {
+                let len = if i < count { self.tx_len[i] } else { 0 };
+                [IoSlice::new(self.tx(i).get(..len).unwrap_or_default())]
+            });
+            let no_cmsgs: [ControlMessage<'_>; 0] = [];
+            let sent = sendmmsg(
+                self.sock.as_raw_fd(),
+                hdrs,
+                iovs.iter().take(count - from),
+                &self.tx_addr[from..count],
+                no_cmsgs,
+                MsgFlags::empty(),
+            )
+            .map(Iterator::count);
+            match sent {
+                Ok(n) if n > 0 => from += n,
                 // The first one failed (its own error, or the socket is shut
                 // down): count it, go on with the next.
-                Stats::bump(&self.inner.stats.send_errors);
-                from += 1;
-            } else {
-                from += sent as usize;
+                _ => {
+                    Stats::bump(&self.inner.stats.send_errors);
+                    from += 1;
+                }
             }
         }
     }
 }
 
-fn send_one(sock: &OwnedFd, bytes: &[u8], to: &RawAddr, flags: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: the buffer and address are live for the call.
-    let r = unsafe {
-        libc::sendto(
-            sock.as_raw_fd(),
-            bytes.as_ptr().cast(),
-            bytes.len(),
-            flags,
-            (&to.storage as *const libc::sockaddr_storage).cast(),
-            to.len,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+fn send_one(
+    sock: &OwnedFd,
+    bytes: &[u8],
+    to: &SockaddrStorage,
+    flags: MsgFlags,
+) -> nix::Result<usize> {
+    sendto(sock.as_raw_fd(), bytes, to, flags)
 }
 
 /// Sends a forwarded query's reply from the runtime: never blocking a
 /// worker thread, and only while the listener exists (a removed listener's
 /// address must be free to bind again at once).
 async fn send_forwarded(sock: &Weak<OwnedFd>, inner: &Inner, bytes: &[u8], to: SocketAddr) {
-    let to = RawAddr::from_std(to);
+    let to = SockaddrStorage::from(to);
     for _ in 0..FORWARD_SEND_TRIES {
         let Some(s) = sock.upgrade() else {
             return;
         };
-        match send_one(&s, bytes, &to, libc::MSG_DONTWAIT) {
-            Ok(()) => return,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        match send_one(&s, bytes, &to, MsgFlags::MSG_DONTWAIT) {
+            Ok(_) => return,
+            Err(Errno::EAGAIN) => {}
             Err(_) => break,
         }
         drop(s);

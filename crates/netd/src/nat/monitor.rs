@@ -9,17 +9,21 @@
 //! does nothing, so there is no loop.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::sys::socket::{
+    bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use super::Nat;
 
 /// `NFNLGRP_NFTABLES` from `linux/netfilter/nfnetlink.h`.
-const NFNLGRP_NFTABLES: libc::c_int = 7;
+const NFNLGRP_NFTABLES: u32 = 7;
 /// `NFNL_SUBSYS_NFTABLES`: the high byte of an nftables message's type.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// `struct nlmsghdr` is 16 bytes: len u32, type u16, flags u16, seq u32, pid u32.
@@ -62,50 +66,19 @@ impl NftMonitor {
     /// Open the socket and join `NFNLGRP_NFTABLES`. Must be called inside a
     /// tokio runtime.
     pub fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2); the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: a zeroed sockaddr_nl is valid; we set the family.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: `addr` is a valid sockaddr_nl of the size given.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
-                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let group = NFNLGRP_NFTABLES;
-        // SAFETY: the option value is a c_int of the size given.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_NETLINK,
-                libc::NETLINK_ADD_MEMBERSHIP,
-                &group as *const libc::c_int as *const libc::c_void,
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the OwnedFd moves into the AsyncFd, which owns it from then
-        // on: it is neither closed nor reused while registered.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkNetFilter,
+        )?;
+        // Joining by the bind-time group mask: the group's number is below
+        // 32, so this is the same subscription as NETLINK_ADD_MEMBERSHIP.
+        bind(
+            fd.as_raw_fd(),
+            &NetlinkAddr::new(0, 1 << (NFNLGRP_NFTABLES - 1)),
+        )?;
+        let fd = crate::sys::async_fd(fd, Interest::READABLE)?;
         Ok(NftMonitor { fd })
     }
 
@@ -135,27 +108,17 @@ impl NftMonitor {
         let mut buf = vec![0u8; 64 * 1024];
         let mut seen = false;
         loop {
-            // SAFETY: `buf` is valid for writes of its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.get_ref().as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EAGAIN) => return Ok(seen),
-                    Some(libc::EINTR) => continue,
-                    // Events were lost: treat as a change.
-                    Some(libc::ENOBUFS) => seen = true,
-                    _ => return Err(e),
+            let n = match recv(self.fd.get_ref().as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => return Ok(seen),
+                Err(Errno::EINTR) => continue,
+                // Events were lost: treat as a change.
+                Err(Errno::ENOBUFS) => {
+                    seen = true;
+                    continue;
                 }
-                continue;
-            }
-            let n = n as usize;
+                Err(e) => return Err(e.into()),
+            };
             if count_nftables_events(&buf[..n.min(buf.len())]) > 0 {
                 seen = true;
             }

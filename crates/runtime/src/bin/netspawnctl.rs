@@ -12,7 +12,7 @@ use netspawn::ctl::{self, images::BootstrapKind, signal::KillWhom, CtlError, Lis
 #[derive(Debug, Parser)]
 #[command(name = "netspawnctl", version, disable_help_subcommand = true)]
 struct Cli {
-    /// Output format of list verbs.
+    /// Output format of the verbs that print facts (list, list-images, status).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Short, global = true)]
     output: Output,
 
@@ -148,6 +148,34 @@ enum Bootstrap {
     },
 }
 
+impl Command {
+    /// The verb's name as typed.
+    fn verb(&self) -> &'static str {
+        match self {
+            Command::List => "list",
+            Command::Status { .. } => "status",
+            Command::Shell { .. } => "shell",
+            Command::Login { .. } => "login",
+            Command::Poweroff { .. } => "poweroff",
+            Command::Reboot { .. } => "reboot",
+            Command::Terminate { .. } => "terminate",
+            Command::Kill { .. } => "kill",
+            Command::ListImages => "list-images",
+            Command::Bootstrap { .. } => "bootstrap",
+            Command::InstallNss { .. } => "install-nss",
+            Command::UninstallNss { .. } => "uninstall-nss",
+        }
+    }
+
+    /// Whether the verb prints facts, and so has a JSON form.
+    fn has_json(&self) -> bool {
+        matches!(
+            self,
+            Command::List | Command::Status { .. } | Command::ListImages
+        )
+    }
+}
+
 fn run(cli: Cli) -> Result<i32, CtlError> {
     let list = ListOptions {
         output: match cli.output {
@@ -157,9 +185,24 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
         },
         no_legend: cli.no_legend,
     };
-    match cli.command.unwrap_or(Command::List) {
+    let command = cli.command.unwrap_or(Command::List);
+    if !command.has_json() {
+        // Refused rather than ignored: a script asking for JSON must not get text.
+        let wanted = match cli.output {
+            Output::Short => None,
+            Output::Json => Some("json"),
+            Output::JsonPretty => Some("json-pretty"),
+        };
+        if let Some(w) = wanted {
+            return Err(CtlError::Usage(format!(
+                "--output={w} is not supported by {}: only list, list-images and status print JSON",
+                command.verb()
+            )));
+        }
+    }
+    match command {
         Command::List => ctl::list::list(&list),
-        Command::Status { names } => ctl::status::status(&names),
+        Command::Status { names } => ctl::status::status(&names, list.output),
         Command::Shell {
             uid,
             setenv,

@@ -7,6 +7,8 @@
 //! - [`shell`]: `shell` and `login`;
 //! - [`signal`]: `poweroff`, `reboot`, `terminate`, `kill`;
 //! - [`images`]: the image directory and `bootstrap`;
+//! - [`nss`]: `install-nss`/`uninstall-nss`, with [`nsswitch`] editing the
+//!   `hosts:` line;
 //! - [`enter`]: [`enter_machine`], how a process joins a running machine;
 //! - [`pty`]: terminal forwarding; [`procfs`], [`osrelease`], [`passwd`],
 //!   [`table`], [`timefmt`]: the pieces they share.
@@ -16,6 +18,7 @@ pub mod images;
 pub mod list;
 pub mod message;
 pub mod nss;
+pub mod nsswitch;
 pub mod osrelease;
 pub mod passwd;
 pub mod procfs;

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::CtlError;
+use super::{nsswitch, CtlError};
 
 /// The module's installed name.
 pub const SONAME: &str = "libnss_mymachines.so.2";
@@ -71,7 +71,7 @@ pub fn install(root: &Path, library: Option<&Path>) -> Result<i32, CtlError> {
     std::fs::rename(&tmp, &dst).map_err(|e| io("install", &dst, e))?;
     let conf = root.join("etc/nsswitch.conf");
     let old = std::fs::read_to_string(&conf).unwrap_or_default();
-    let new = nss_mymachines::nsswitch_add_mymachines(&old);
+    let new = nsswitch::add_mymachines(&old);
     if new != old {
         replace_file(&conf, &new)?;
     }
@@ -86,7 +86,7 @@ pub fn install(root: &Path, library: Option<&Path>) -> Result<i32, CtlError> {
 pub fn uninstall(root: &Path) -> Result<i32, CtlError> {
     let conf = root.join("etc/nsswitch.conf");
     if let Ok(old) = std::fs::read_to_string(&conf) {
-        let new = nss_mymachines::nsswitch_remove_mymachines(&old);
+        let new = nsswitch::remove_mymachines(&old);
         if new != old {
             replace_file(&conf, &new)?;
         }

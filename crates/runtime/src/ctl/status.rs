@@ -1,14 +1,16 @@
 //! `netspawnctl status`: machinectl's status page for a machine, with the
-//! machine's processes as a tree.
+//! machine's processes as a tree; with `-o json`, the same facts as JSON.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 use netspawn_common::registry::Entry;
+use serde_json::{json, Value};
 
+use super::list::print_json;
 use super::osrelease::machine_os_release;
 use super::timefmt::{format_relative, format_timestamp, now_usec};
-use super::{lookup, procfs, CtlError};
+use super::{lookup, procfs, CtlError, OutputMode};
 
 /// One process for the tree: PID (host view), parent PID, command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,21 +146,60 @@ pub fn render_status(e: &Entry, x: &Extra) -> String {
     s
 }
 
+/// The facts of the status page as JSON: the names `list -o json` uses
+/// where they overlap (machine, class, service, os, addresses, leader, root,
+/// interfaces, uuid, state, boot; null when unknown), plus the start time
+/// (`since_usec`, microseconds since the epoch), the leader's command name,
+/// the cgroup and the processes (`pid`, `ppid`, `cmdline`).
+pub fn status_json(e: &Entry, x: &Extra) -> Value {
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    json!({
+        "machine": e.name,
+        "uuid": non_empty(&e.uuid),
+        "since_usec": (e.timestamp_usec > 0).then_some(e.timestamp_usec),
+        "leader": e.leader,
+        "leader_comm": x.leader_comm,
+        "class": non_empty(&e.class),
+        "service": non_empty(&e.service),
+        "state": non_empty(&e.state),
+        "boot": e.boot,
+        "root": (!e.root.as_os_str().is_empty()).then(|| e.root.to_string_lossy()),
+        "interfaces": e.interfaces,
+        "addresses": e.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "os": x.os_pretty,
+        "cgroup": e.cgroups.first().map(|c| c.to_string_lossy()),
+        "processes": x
+            .processes
+            .iter()
+            .map(|p| json!({"pid": p.pid, "ppid": p.ppid, "cmdline": p.cmdline}))
+            .collect::<Vec<_>>(),
+    })
+}
+
 /// `netspawnctl status NAME...`: one page per machine, separated by a blank
-/// line. An unknown name fails before anything is printed.
-pub fn status(names: &[String]) -> Result<i32, CtlError> {
+/// line, or (`-o json`) one JSON array with an object per machine. An
+/// unknown name fails before anything is printed.
+pub fn status(names: &[String], output: OutputMode) -> Result<i32, CtlError> {
     let entries: Vec<Entry> = names.iter().map(|n| lookup(n)).collect::<Result<_, _>>()?;
-    let mut out = std::io::stdout().lock();
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
-            writeln!(out)?;
-        }
+    let pages = entries.iter().map(|e| {
         let x = Extra {
             leader_comm: procfs::comm(e.leader),
             os_pretty: machine_os_release(e.leader).map(|o| o.pretty_name().to_string()),
             processes: machine_processes(e.leader),
             now_usec: now_usec(),
         };
+        (e, x)
+    });
+    if output != OutputMode::Short {
+        let all: Vec<Value> = pages.map(|(e, x)| status_json(e, &x)).collect();
+        print_json(&Value::Array(all), output)?;
+        return Ok(0);
+    }
+    let mut out = std::io::stdout().lock();
+    for (i, (e, x)) in pages.enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
         out.write_all(render_status(e, &x).as_bytes())?;
     }
     Ok(0)
@@ -237,5 +278,54 @@ mod tests {
                 "\t\t  └─4242 /sbin/init",
             ]
         );
+    }
+
+    #[test]
+    fn status_json_has_the_pages_facts() {
+        let e = Entry {
+            name: "web".into(),
+            uuid: "0123456789abcdef0123456789abcdef".into(),
+            leader: 4242,
+            class: "container".into(),
+            root: "/var/lib/machines/web".into(),
+            timestamp_usec: 1_000_000_000,
+            cgroups: vec!["/sys/fs/cgroup/unified/netspawn/web".into()],
+            interfaces: vec!["ve-web".into()],
+            addresses: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+            ..Entry::default()
+        };
+        let x = Extra {
+            leader_comm: Some("init".into()),
+            os_pretty: None,
+            processes: vec![p(4242, 4000, "/sbin/init"), p(4300, 4242, "sh")],
+            now_usec: 0,
+        };
+        assert_eq!(
+            status_json(&e, &x),
+            json!({
+                "machine": "web",
+                "uuid": "0123456789abcdef0123456789abcdef",
+                "since_usec": 1_000_000_000u64,
+                "leader": 4242,
+                "leader_comm": "init",
+                "class": "container",
+                "service": null,
+                "state": null,
+                "boot": false,
+                "root": "/var/lib/machines/web",
+                "interfaces": ["ve-web"],
+                "addresses": ["10.0.0.2", "fd00::2"],
+                "os": null,
+                "cgroup": "/sys/fs/cgroup/unified/netspawn/web",
+                "processes": [
+                    {"pid": 4242, "ppid": 4000, "cmdline": "/sbin/init"},
+                    {"pid": 4300, "ppid": 4242, "cmdline": "sh"},
+                ],
+            })
+        );
+        let bare = status_json(&Entry::default(), &Extra::default());
+        assert_eq!(bare["since_usec"], Value::Null);
+        assert_eq!(bare["root"], Value::Null);
+        assert_eq!(bare["processes"], json!([]));
     }
 }

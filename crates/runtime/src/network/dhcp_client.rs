@@ -37,11 +37,11 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use dhcproto::v4::{
-    DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, CLIENT_PORT, MAGIC,
-    SERVER_PORT,
+    DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, CLIENT_PORT, SERVER_PORT,
 };
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use netlink::{in_netns, Route, RouteProtocol, RouteScope, Rtnl, RtnlError};
+use netspawn_common::dhcp_wire::{self, opt, OptionsEnd, Packet};
 use thiserror::Error;
 
 /// Errors of the DHCP client, each naming the interface.
@@ -303,84 +303,48 @@ fn assignable(a: Ipv4Addr) -> bool {
     !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback())
 }
 
-/// Fixed BOOTP header length, up to and including the magic cookie.
-const HEADER_LEN: usize = 240;
-const MAGIC_AT: usize = 236;
-
 /// The options this client reads. Everything else is dropped before the
 /// decoder sees it (some `dhcproto` decoders assert on lengths).
 const KEPT: [u8; 7] = [
-    1,  // subnet mask
-    3,  // router
-    6,  // domain name servers
-    15, // domain name
-    51, // lease time
-    53, // message type
-    54, // server identifier
+    opt::SUBNET_MASK,
+    opt::ROUTER,
+    opt::DNS_SERVERS,
+    opt::DOMAIN_NAME,
+    opt::LEASE_TIME,
+    opt::MESSAGE_TYPE,
+    opt::SERVER_ID,
 ];
 
-/// Checks a received packet with a bounds-checked walk over its options and
-/// rebuilds it with only the [`KEPT`] options, concatenated as RFC 3396 says
-/// and checked for length. `None` for anything truncated or malformed.
+/// Checks a received packet with the checked wire view ([`dhcp_wire`]: header
+/// length, `hlen`, magic cookie, a bounds-checked option walk that must reach
+/// END) and rebuilds it with only the [`KEPT`] options, concatenated as RFC
+/// 3396 says and checked for length. `None` for anything truncated or malformed.
 pub fn sanitize(packet: &[u8]) -> Option<Vec<u8>> {
-    if packet.len() < HEADER_LEN || packet.get(MAGIC_AT..HEADER_LEN)? != MAGIC {
+    let packet = Packet::new_dhcp(packet).ok()?;
+    let joined = packet.join_options(|code| KEPT.contains(&code));
+    if joined.end != OptionsEnd::End {
         return None;
     }
-    let mut found: Vec<(u8, Vec<u8>)> = Vec::new();
-    let mut i = HEADER_LEN;
-    let mut ended = false;
-    while let Some(&code) = packet.get(i) {
-        match code {
-            0 => i += 1,
-            255 => {
-                ended = true;
-                break;
-            }
-            _ => {
-                let len = *packet.get(i + 1)? as usize;
-                let data = packet.get(i + 2..i + 2 + len)?;
-                i += 2 + len;
-                if !KEPT.contains(&code) {
-                    continue;
-                }
-                match found.iter_mut().find(|(c, _)| *c == code) {
-                    Some((_, d)) => d.extend_from_slice(data),
-                    None => found.push((code, data.to_vec())),
-                }
-            }
-        }
-    }
-    if !ended {
-        return None;
-    }
-    let mut out = packet.get(..HEADER_LEN)?.to_vec();
-    for (code, data) in &found {
-        let ok = match code {
-            1 | 51 | 54 => data.len() == 4,
-            53 => data.len() == 1,
-            3 | 6 => !data.is_empty() && data.len() % 4 == 0,
-            15 => std::str::from_utf8(data).is_ok(),
+    let mut kept = Vec::with_capacity(joined.options.len());
+    for (code, data) in &joined.options {
+        let ok = match *code {
+            opt::SUBNET_MASK | opt::LEASE_TIME | opt::SERVER_ID => data.len() == 4,
+            opt::MESSAGE_TYPE => data.len() == 1,
+            opt::ROUTER | opt::DNS_SERVERS => !data.is_empty() && data.len() % 4 == 0,
+            opt::DOMAIN_NAME => std::str::from_utf8(data).is_ok(),
             _ => false,
         };
         if !ok {
             // A domain name that is not text is dropped alone; anything else
             // malformed makes the whole packet untrustworthy.
-            if *code == 15 {
+            if *code == opt::DOMAIN_NAME {
                 continue;
             }
             return None;
         }
-        for chunk in data.chunks(255) {
-            out.push(*code);
-            out.push(chunk.len() as u8);
-            out.extend_from_slice(chunk);
-        }
-        if data.is_empty() {
-            out.extend_from_slice(&[*code, 0]);
-        }
+        kept.push((*code, &data[..]));
     }
-    out.push(255);
-    Some(out)
+    Some(dhcp_wire::rebuild(packet.header(), kept))
 }
 
 /// The prefix length of a contiguous netmask.
@@ -690,6 +654,8 @@ pub fn resolv_conf(lease: &Lease) -> String {
 
 #[cfg(test)]
 mod tests {
+    use netspawn_common::dhcp_wire::{field, HEADER_LEN};
+
     use super::*;
 
     const MAC: [u8; 6] = [0x0e, 0x11, 0x22, 0x33, 0x44, 0x55];
@@ -966,8 +932,20 @@ mod tests {
         let mut c = selecting();
         assert_eq!(c.handle(&[0xff; 600]), Event::Ignore);
         let mut bad_magic = good.clone();
-        bad_magic[MAGIC_AT] ^= 1;
+        bad_magic[field::MAGIC.start] ^= 1;
         assert_eq!(c.handle(&bad_magic), Event::Ignore);
+    }
+
+    /// dhcproto slices `chaddr` by `hlen`: a reply claiming more than 16
+    /// bytes is refused by the wire view before it reaches the decoder.
+    #[test]
+    fn hardware_length_beyond_chaddr_is_ignored() {
+        for hlen in [17u8, 200, 255] {
+            let mut p = bytes(&reply(0x1234_5678, MessageType::Offer, &MAC));
+            p[field::HLEN] = hlen;
+            assert_eq!(sanitize(&p), None, "hlen {hlen}");
+            assert_eq!(selecting().handle(&p), Event::Ignore, "hlen {hlen}");
+        }
     }
 
     /// Builds a reply by hand, to send what dhcproto would not encode.

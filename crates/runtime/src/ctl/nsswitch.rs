@@ -1,6 +1,7 @@
 //! Adding `mymachines` to (and removing it from) the `hosts:` line of
 //! `/etc/nsswitch.conf`, as pure text edits for the installer
-//! (`netspawnctl install-nss`).
+//! (`netspawnctl install-nss`, [`super::nss`]). They live here, not in the
+//! NSS module's crate, so the launcher does not link the cdylib.
 //!
 //! Edits are idempotent and touch only the `hosts:` line(s), keeping spacing,
 //! comments and action items (`[NOTFOUND=return]`) as they were. `mymachines`
@@ -159,7 +160,7 @@ fn edit_lines(text: &str, edit: fn(&str) -> Option<String>) -> (String, bool) {
 /// before `dns`/`resolve`, else after `files`, else last. Unchanged if it is
 /// already there; a file without a `hosts:` line gets one
 /// (`hosts: files mymachines dns`).
-pub fn nsswitch_add_mymachines(text: &str) -> String {
+pub fn add_mymachines(text: &str) -> String {
     let (mut out, seen) = edit_lines(text, add_to_line);
     if !seen {
         if !out.is_empty() && !out.ends_with('\n') {
@@ -173,7 +174,7 @@ pub fn nsswitch_add_mymachines(text: &str) -> String {
 
 /// Returns `text` with `mymachines` (and the action items that follow it)
 /// removed from its `hosts:` line(s). Unchanged if it is not there.
-pub fn nsswitch_remove_mymachines(text: &str) -> String {
+pub fn remove_mymachines(text: &str) -> String {
     edit_lines(text, remove_from_line).0
 }
 
@@ -186,15 +187,15 @@ mod tests {
 
     #[test]
     fn adds_before_dns_keeping_the_rest() {
-        let out = nsswitch_add_mymachines(DEBIAN);
+        let out = add_mymachines(DEBIAN);
         assert_eq!(
             out,
             "# /etc/nsswitch.conf\n\npasswd:         files systemd\n\
              hosts:          files mymachines dns\nnetworks:       files\n"
         );
-        assert_eq!(nsswitch_add_mymachines(&out), out);
-        assert_eq!(nsswitch_remove_mymachines(&out), DEBIAN);
-        assert_eq!(nsswitch_remove_mymachines(DEBIAN), DEBIAN);
+        assert_eq!(add_mymachines(&out), out);
+        assert_eq!(remove_mymachines(&out), DEBIAN);
+        assert_eq!(remove_mymachines(DEBIAN), DEBIAN);
     }
 
     #[test]
@@ -228,22 +229,19 @@ mod tests {
             ),
         ];
         for (input, want) in cases {
-            let got = nsswitch_add_mymachines(&format!("{input}\n"));
+            let got = add_mymachines(&format!("{input}\n"));
             assert_eq!(got, format!("{want}\n"), "{input}");
-            assert_eq!(nsswitch_add_mymachines(&got), got, "idempotent: {input}");
+            assert_eq!(add_mymachines(&got), got, "idempotent: {input}");
         }
     }
 
     #[test]
     fn no_hosts_line_gets_one() {
         assert_eq!(
-            nsswitch_add_mymachines("passwd: files"),
+            add_mymachines("passwd: files"),
             "passwd: files\nhosts:          files mymachines dns\n"
         );
-        assert_eq!(
-            nsswitch_add_mymachines(""),
-            "hosts:          files mymachines dns\n"
-        );
+        assert_eq!(add_mymachines(""), "hosts:          files mymachines dns\n");
     }
 
     #[test]
@@ -269,7 +267,7 @@ mod tests {
             ("passwd: files mymachines", "passwd: files mymachines"),
         ];
         for (input, want) in cases {
-            assert_eq!(nsswitch_remove_mymachines(input), want, "{input}");
+            assert_eq!(remove_mymachines(input), want, "{input}");
         }
     }
 
@@ -284,8 +282,8 @@ mod tests {
             ":",
             "\n\n",
         ] {
-            let added = nsswitch_add_mymachines(text);
-            let _ = nsswitch_remove_mymachines(&added);
+            let added = add_mymachines(text);
+            let _ = remove_mymachines(&added);
             assert!(added.contains("mymachines"), "{text}");
         }
     }
