@@ -449,6 +449,7 @@ fn run_in_cgroups(
             service: "netspawn".into(),
             state: "running".into(),
             boot: cfg.boot,
+            ready: !cfg.notify_ready,
             timestamp_usec: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_micros() as u64)
@@ -463,11 +464,27 @@ fn run_in_cgroups(
         }
         entry = Some(e);
     }
-    let mut on_addresses = |addrs: Vec<std::net::IpAddr>| {
+    if !cfg.notify_ready {
+        crate::ready::tell_manager();
+    }
+    let mut on_addresses = |change: crate::ready::Change| {
+        if cfg.notify_ready && change == crate::ready::Change::Ready {
+            crate::ready::tell_manager();
+        }
         if let (Some(e), Some((reg, claim))) = (entry.as_mut(), &held.registry) {
-            if e.addresses != addrs {
-                tracing::debug!(?addrs, "addresses changed");
-                e.addresses = addrs;
+            let changed = match change {
+                crate::ready::Change::Addresses(addrs) if e.addresses != addrs => {
+                    tracing::debug!(?addrs, "addresses changed");
+                    e.addresses = addrs;
+                    true
+                }
+                crate::ready::Change::Ready if !e.ready => {
+                    e.ready = true;
+                    true
+                }
+                _ => false,
+            };
+            if changed {
                 if let Err(err) = reg.write(claim, e) {
                     tracing::warn!("registry: {err}");
                 }
@@ -698,7 +715,7 @@ fn supervise(
     sigfd: &SignalFd,
     notify: &OwnedFd,
     mut watch: Option<&mut network::addrs::AddressWatch>,
-    on_addresses: &mut dyn FnMut(Vec<std::net::IpAddr>),
+    on_addresses: &mut dyn FnMut(crate::ready::Change),
 ) -> Result<Outcome, LaunchError> {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
@@ -775,14 +792,14 @@ fn supervise(
                 }
             }
         }
-        if ready(1, &fds) {
-            read_notifications(notify.as_fd(), &cfg.machine);
+        if ready(1, &fds) && crate::ready::read_notifications(notify.as_fd(), &cfg.machine) {
+            on_addresses(crate::ready::Change::Ready);
         }
         if let (Some(i), Some(w)) = (watch_idx, watch.as_deref_mut()) {
             if ready(i, &fds) {
                 w.drain();
                 if let Ok(a) = w.addresses() {
-                    on_addresses(a);
+                    on_addresses(crate::ready::Change::Addresses(a));
                 }
             }
         }
@@ -840,19 +857,6 @@ fn finish(pty: Option<&Pty>, forward_out: bool, buf: &mut [u8], outcome: Outcome
     }
     let _ = std::io::stdout().flush();
     outcome
-}
-
-fn read_notifications(fd: BorrowedFd<'_>, machine: &str) {
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = socket::recv(fd.as_raw_fd(), &mut buf, socket::MsgFlags::MSG_DONTWAIT) {
-        for line in String::from_utf8_lossy(&buf[..n]).lines() {
-            match line {
-                "READY=1" => tracing::info!("container {machine} is ready"),
-                "STOPPING=1" => tracing::info!("container {machine} is stopping"),
-                other => tracing::debug!("notification from {machine}: {other}"),
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -924,13 +928,8 @@ fn child_setup(
     unistd::chdir(&cfg.root).map_err(e("enter root"))?;
     crate::sys::pivot_root(Path::new("."), Path::new(".")).map_err(e("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(e("detach old root"))?;
-    let wd = cfg.chdir.clone().unwrap_or_else(|| PathBuf::from("/"));
-    unistd::chdir(&wd).map_err(|err| {
-        format!(
-            "Failed to change to working directory {}: {err}",
-            wd.display()
-        )
-    })?;
+    let exec = crate::exec::prepare(cfg, envp).map_err(|err| err.to_string())?;
+    let envp = exec.env.as_slice();
 
     // Resolve the program inside the container now that it is our root.
     let path_var = envp
@@ -955,6 +954,7 @@ fn child_setup(
     crate::sys::cloexec_from(3).map_err(e("close host file descriptors"))?;
     crate::caps::drop_bounding_set(cfg.caps).map_err(|err| err.to_string())?;
     crate::seccomp::install(&cfg.syscall_filter, cfg.caps).map_err(|err| err.to_string())?;
+    crate::exec::apply(cfg, &exec).map_err(|err| err.to_string())?;
 
     let become_session = |pty: Option<&Pty>| -> Result<(), String> {
         unistd::setsid().map_err(e("setsid"))?;
