@@ -42,6 +42,11 @@ pub struct SettingsError {
 pub struct Parsed {
     pub settings: Settings,
     pub warnings: Vec<String>,
+    /// The lines that set a key systemd knows and netspawn does not
+    /// implement (`FILE:LINE: Key 'Overlay' in section 'Files' is not
+    /// supported by netspawn`): a trusted file with one is refused, an
+    /// untrusted one warns (they are among `warnings` too).
+    pub unsupported: Vec<String>,
 }
 
 type Row = Result<Option<String>, String>;
@@ -454,12 +459,15 @@ pub fn parse(text: &str, file: &Path) -> Result<Parsed, SettingsError> {
         line: e.line,
         msg: e.msg,
     })?;
+    let at = |line: usize, msg: &str| format!("{}:{line}: {msg}", file.display());
     Ok(Parsed {
         settings,
-        warnings: warnings
-            .into_iter()
-            .map(|w| format!("{}:{}: {}", file.display(), w.line, w.msg))
+        unsupported: warnings
+            .iter()
+            .filter(|w| w.ignored_key)
+            .map(|w| at(w.line, w.msg.trim_end_matches(", ignoring.")))
             .collect(),
+        warnings: warnings.iter().map(|w| at(w.line, &w.msg)).collect(),
     })
 }
 
@@ -993,6 +1001,19 @@ mod tests {
         );
         assert_eq!(p.settings.start_mode, Some(StartMode::Boot));
         assert_eq!(p.settings.ports.len(), 1);
+    }
+
+    #[test]
+    fn unsupported_keys_are_listed_for_refusal() {
+        let p = ok("[Exec]\nBoot=yes\nBogus=1\n[Files]\nOverlay=/a:/b\n");
+        assert_eq!(
+            p.unsupported,
+            vec![format!(
+                "{}:5: Key 'Overlay' in section 'Files' is not supported by netspawn",
+                file().display()
+            )]
+        );
+        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
     }
 
     #[test]

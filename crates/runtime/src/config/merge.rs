@@ -23,6 +23,9 @@ pub enum MergeError {
     Parse(#[from] SettingsError),
     #[error("{path}: {err}")]
     Read { path: PathBuf, err: std::io::Error },
+    /// A trusted file sets a key netspawn does not implement.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Groups of settings (systemd's `SETTING_*` bits). Resource limits have one
@@ -340,11 +343,17 @@ pub fn with_file(
         err,
     })?;
     let parsed = file::parse_bytes(&data, &path)?;
+    let trusted = mode.trusts(trusted);
+    // A trusted file is obeyed: what netspawn cannot do is refused there,
+    // never dropped; an untrusted one only warns (as systemd does).
+    if let (true, Some(first)) = (trusted, parsed.unsupported.first()) {
+        return Err(MergeError::Unsupported(first.clone()));
+    }
     for w in &parsed.warnings {
         eprintln!("netspawn: {w}");
     }
     let mut s = parsed.settings;
-    if !mode.trusts(trusted) {
+    if !trusted {
         for w in drop_privileged(&mut s) {
             eprintln!("netspawn: {}: {w}", path.display());
         }

@@ -210,23 +210,20 @@ fn refuse_unsupported(s: &Settings, o: &Options) -> Result<(), ConfigError> {
             ));
         }
     }
-    match s.private_users {
-        None | Some(PrivateUsers::No) => {}
-        Some(p) => {
-            let what = match p {
-                _ if o.private_users_short => "-U".to_string(),
-                PrivateUsers::Yes => "--private-users=yes".into(),
-                PrivateUsers::Pick => "--private-users=pick".into(),
-                PrivateUsers::Identity => "--private-users=identity".into(),
-                PrivateUsers::Base { shift, range } => {
-                    format!("--private-users={shift}:{range} (a UID base)")
-                }
-                PrivateUsers::No => unreachable!("matched above"),
-            };
-            return no(format!(
-                "{what} (user namespaces) is not supported by netspawn (only \"no\")"
-            ));
+    let what = match s.private_users {
+        None | Some(PrivateUsers::No) => None,
+        Some(_) if o.private_users_short => Some("-U".to_string()),
+        Some(PrivateUsers::Yes) => Some("--private-users=yes".into()),
+        Some(PrivateUsers::Pick) => Some("--private-users=pick".into()),
+        Some(PrivateUsers::Identity) => Some("--private-users=identity".into()),
+        Some(PrivateUsers::Base { shift, range }) => {
+            Some(format!("--private-users={shift}:{range} (a UID base)"))
         }
+    };
+    if let Some(what) = what {
+        return no(format!(
+            "{what} (user namespaces) is not supported by netspawn (only \"no\")"
+        ));
     }
     match s.private_users_ownership {
         None | Some(Ownership::Off | Ownership::Auto) => {}
@@ -268,4 +265,236 @@ impl Config {
 /// True if `p` is `dir` or below it.
 fn below(p: &Path, dir: &Path) -> bool {
     p.starts_with(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::{PrivateUsers, StartMode, Volatile};
+
+    /// A minimal image: /bin/sh and /sbin/init, executable; removed on drop.
+    struct Image(PathBuf);
+
+    impl Image {
+        fn new(tag: &str) -> Image {
+            use std::os::unix::fs::PermissionsExt;
+            let root =
+                std::env::temp_dir().join(format!("netspawn-resolve-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&root);
+            for exe in ["bin/sh", "sbin/init", "bin/tool"] {
+                let p = root.join(exe);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, "").unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            std::fs::create_dir_all(root.join("etc")).unwrap();
+            Image(root)
+        }
+    }
+
+    impl Drop for Image {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn paths() -> Paths {
+        Paths {
+            run_dir: "/nonexistent/run".into(),
+            image_dir: "/nonexistent/images".into(),
+            state_dir: "/nonexistent/state".into(),
+            settings_path: vec![],
+            cgroup_parent: "netspawn".into(),
+        }
+    }
+
+    fn go(img: &Image, s: Settings) -> Result<Config, ConfigError> {
+        let o = Options {
+            directory: Some(img.0.clone()),
+            machine: Some("web".into()),
+            console: Some(ConsoleMode::Pipe),
+            ..Options::default()
+        };
+        resolve(s, &o, &paths())
+    }
+
+    #[test]
+    fn groups_resolve() {
+        let img = Image::new("groups");
+        type Check = fn(&Config) -> bool;
+        let bind = |dest: &str| BindSpec {
+            source: "/".into(),
+            dest: dest.into(),
+            read_only: true,
+            recursive: true,
+            source_in_container: false,
+        };
+        let cases: Vec<(Settings, Check)> = vec![
+            (Settings::default(), |c| {
+                c.command == ["/bin/sh"] && !c.boot && !c.network.private && c.uuid.len() == 32
+            }),
+            (
+                Settings {
+                    start_mode: Some(StartMode::Boot),
+                    parameters: vec!["--log-level=debug".into()],
+                    ..Settings::default()
+                },
+                |c| c.boot && c.command == ["/sbin/init", "--log-level=debug"],
+            ),
+            // --private-network with links is accepted: the links imply it.
+            (
+                Settings {
+                    private_network: Some(true),
+                    virtual_ethernet: Some(true),
+                    zone: None,
+                    ..Settings::default()
+                },
+                |c| c.network.private && c.network.veth,
+            ),
+            (
+                Settings {
+                    private_network: Some(true),
+                    zone: Some("lab".into()),
+                    ..Settings::default()
+                },
+                |c| c.network.private && c.network.zone.is_some() && !c.network.veth,
+            ),
+            // A command in a mount is left to the container to find.
+            (
+                Settings {
+                    parameters: vec!["/t/tool".into()],
+                    binds: vec![bind("/t")],
+                    ..Settings::default()
+                },
+                |c| c.command == ["/t/tool"],
+            ),
+            (
+                Settings {
+                    parameters: vec!["tool".into()],
+                    ..Settings::default()
+                },
+                |c| c.command == ["tool"],
+            ),
+            (
+                Settings {
+                    machine_id: Some("0123456789abcdef0123456789abcdef".into()),
+                    user: Some("root".into()),
+                    no_new_privileges: Some(true),
+                    notify_ready: Some(true),
+                    ..Settings::default()
+                },
+                |c| {
+                    c.uuid == "0123456789abcdef0123456789abcdef"
+                        && c.user.is_none()
+                        && c.no_new_privileges
+                        && c.notify_ready
+                },
+            ),
+            (
+                Settings {
+                    user: Some("nobody".into()),
+                    oom_score_adjust: Some(5),
+                    rlimits: {
+                        let mut r = [None; 16];
+                        r[6] = Some(Rlimit { soft: 1, hard: 2 });
+                        r
+                    },
+                    ..Settings::default()
+                },
+                |c| {
+                    c.user.as_deref() == Some("nobody")
+                        && c.oom_score_adjust == Some(5)
+                        && c.rlimits == [(libc::RLIMIT_NOFILE, Rlimit { soft: 1, hard: 2 })]
+                },
+            ),
+        ];
+        for (i, (s, check)) in cases.into_iter().enumerate() {
+            let c = go(&img, s).unwrap_or_else(|e| panic!("case {i}: {e}"));
+            assert!(check(&c), "case {i}: {c:#?}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_setting() {
+        let img = Image::new("refuse");
+        let cases: Vec<(Settings, &str)> = vec![
+            (
+                Settings {
+                    private_users: Some(PrivateUsers::Base {
+                        shift: 0,
+                        range: 65536,
+                    }),
+                    ..Settings::default()
+                },
+                "--private-users=0:65536 (a UID base)",
+            ),
+            (
+                Settings {
+                    volatile: Some(Volatile::State),
+                    ..Settings::default()
+                },
+                "--volatile=state",
+            ),
+            (
+                Settings {
+                    ephemeral: Some(true),
+                    ..Settings::default()
+                },
+                "--ephemeral",
+            ),
+            (
+                Settings {
+                    start_mode: Some(StartMode::Boot),
+                    user: Some("nobody".into()),
+                    ..Settings::default()
+                },
+                "--boot and --user=",
+            ),
+            (
+                Settings {
+                    bridge: Some("br0".into()),
+                    zone: Some("z".into()),
+                    ..Settings::default()
+                },
+                "may not be combined",
+            ),
+            (
+                Settings {
+                    parameters: vec!["/usr/bin/nope".into()],
+                    ..Settings::default()
+                },
+                "Command '/usr/bin/nope' not found",
+            ),
+        ];
+        for (s, needle) in cases {
+            let e = go(&img, s).expect_err(needle).to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let o = Options {
+            directory: Some(img.0.clone()),
+            property: vec!["CPUQuota=10%".into()],
+            ..Options::default()
+        };
+        let e = resolve(Settings::default(), &o, &paths()).unwrap_err();
+        assert!(e.to_string().contains("--property=CPUQuota=10%"), "{e}");
+    }
+
+    #[test]
+    fn the_images_machine_id_is_the_uuid() {
+        let img = Image::new("mid");
+        std::fs::write(
+            img.0.join("etc/machine-id"),
+            "0123456789ABCDEF0123456789abcdef\n",
+        )
+        .unwrap();
+        let c = go(&img, Settings::default()).unwrap();
+        assert_eq!(c.uuid, "0123456789abcdef0123456789abcdef");
+        for bad in ["", "uninitialized\n", "00000000000000000000000000000000\n"] {
+            std::fs::write(img.0.join("etc/machine-id"), bad).unwrap();
+            let c = go(&img, Settings::default()).unwrap();
+            assert_ne!(c.uuid, "0123456789abcdef0123456789abcdef");
+            assert_ne!(c.uuid, "00000000000000000000000000000000");
+        }
+    }
 }
