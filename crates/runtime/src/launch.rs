@@ -467,8 +467,10 @@ fn run_in_cgroups(
     if !cfg.notify_ready {
         crate::ready::tell_manager();
     }
+    let mut told = !cfg.notify_ready;
     let mut on_addresses = |change: crate::ready::Change| {
-        if cfg.notify_ready && change == crate::ready::Change::Ready {
+        if !told && change == crate::ready::Change::Ready {
+            told = true;
             crate::ready::tell_manager();
         }
         if let (Some(e), Some((reg, claim))) = (entry.as_mut(), &held.registry) {
