@@ -30,6 +30,16 @@ fn boolean(s: &str) -> Result<bool, String> {
     values::boolean(s)
 }
 
+/// An interface name flag (`--network-bridge=` …): "not a valid interface
+/// name", as the launcher has always said.
+fn ifname(s: &str) -> Result<String, String> {
+    if ifname_is_valid(s) {
+        Ok(s.to_string())
+    } else {
+        Err("not a valid interface name".to_string())
+    }
+}
+
 fn zone(s: &str) -> Result<String, String> {
     if ifname_is_valid(&format!("vz-{s}")) {
         Ok(s.to_string())
@@ -127,19 +137,19 @@ pub struct Args {
     #[arg(long = "network-veth-extra", value_name = "HOSTIF[:CONTAINERIF]", value_parser = spec::parse_veth_extra)]
     pub network_veth_extra: Vec<(String, String)>,
     /// Add a virtual Ethernet connection to the container and attach it to an existing bridge on the host
-    #[arg(long = "network-bridge", value_name = "INTERFACE", value_parser = spec::parse_ifname)]
+    #[arg(long = "network-bridge", value_name = "INTERFACE", value_parser = ifname)]
     pub network_bridge: Option<String>,
     /// Similar, but attach the new interface to an automatically managed bridge "vz-ZONE"
     #[arg(long = "network-zone", value_name = "NAME", value_parser = zone)]
     pub network_zone: Option<String>,
     /// Create a macvlan network interface based on an existing host interface
-    #[arg(long = "network-macvlan", value_name = "INTERFACE", value_parser = spec::parse_ifname)]
+    #[arg(long = "network-macvlan", value_name = "INTERFACE", value_parser = ifname)]
     pub network_macvlan: Vec<String>,
     /// Create an ipvlan network interface based on an existing host interface
-    #[arg(long = "network-ipvlan", value_name = "INTERFACE", value_parser = spec::parse_ifname)]
+    #[arg(long = "network-ipvlan", value_name = "INTERFACE", value_parser = ifname)]
     pub network_ipvlan: Vec<String>,
     /// Assign an existing network interface to the container
-    #[arg(long = "network-interface", value_name = "INTERFACE", value_parser = spec::parse_ifname)]
+    #[arg(long = "network-interface", value_name = "INTERFACE", value_parser = ifname)]
     pub network_interface: Vec<String>,
     /// Expose a container IP port on the host
     #[arg(
