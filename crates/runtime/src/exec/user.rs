@@ -119,3 +119,49 @@ pub(super) fn set_capabilities(set: CapSet) -> Result<(), ExecError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_users_environment_yields_to_explicit_assignments() {
+        let u = User {
+            name: "tester".into(),
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000],
+            home: "/home/tester".into(),
+            shell: "/bin/sh".into(),
+        };
+        let mut env = vec![
+            "PATH=/bin".to_string(),
+            "HOME=/root".to_string(),
+            "USER=root".to_string(),
+            "LOGNAME=root".to_string(),
+        ];
+        environment(&mut env, &u, &[("HOME".into(), "/x".into())]);
+        env.sort();
+        assert_eq!(
+            env,
+            [
+                "HOME=/root",
+                "LOGNAME=tester",
+                "PATH=/bin",
+                "SHELL=/bin/sh",
+                "USER=tester"
+            ]
+        );
+        // No shell in passwd: SHELL is left alone.
+        let mut env = vec![];
+        environment(
+            &mut env,
+            &User {
+                shell: String::new(),
+                ..u
+            },
+            &[],
+        );
+        assert!(!env.iter().any(|e| e.starts_with("SHELL=")), "{env:?}");
+    }
+}
