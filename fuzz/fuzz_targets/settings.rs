@@ -7,17 +7,17 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use netspawn::settings;
+use netspawn::config::{file, merge};
 
 fuzz_target!(|data: &[u8]| {
-    let file = Path::new("/var/lib/machines/fuzz.nspawn");
-    match settings::parse_bytes(data, file) {
+    let path = Path::new("/var/lib/machines/fuzz.nspawn");
+    match file::parse_bytes(data, path) {
         Ok(mut parsed) => {
-            for w in parsed.settings.drop_privileged() {
+            for w in merge::drop_privileged(&mut parsed.settings) {
                 assert!(!w.contains('\n'));
             }
             // Nothing privileged survives a second pass.
-            assert!(parsed.settings.drop_privileged().is_empty());
+            assert!(merge::drop_privileged(&mut parsed.settings).is_empty());
         }
         Err(e) => {
             let shown = e.to_string();

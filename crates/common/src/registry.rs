@@ -46,6 +46,9 @@ pub struct Entry {
     /// "opening" until the payload runs, "running" after; "degraded" etc. are not used.
     pub state: String,
     pub boot: bool,
+    /// The payload reported READY=1 (or readiness is not waited for: without
+    /// `--notify-ready=yes` a machine is ready once its payload runs).
+    pub ready: bool,
     /// Realtime microseconds when the machine started.
     pub timestamp_usec: u64,
     /// Absolute cgroup paths (one per hierarchy) the machine lives in.
@@ -109,6 +112,7 @@ impl Entry {
         kv("SERVICE", &self.service);
         kv("STATE", &self.state);
         kv("BOOT", if self.boot { "1" } else { "0" });
+        kv("READY", if self.ready { "1" } else { "0" });
         kv("TIMESTAMP", &self.timestamp_usec.to_string());
         kv(
             "PRIVATE_NETWORK",
@@ -150,6 +154,7 @@ impl Entry {
                 "SERVICE" => e.service = v,
                 "STATE" => e.state = v,
                 "BOOT" => e.boot = v == "1",
+                "READY" => e.ready = v == "1",
                 "TIMESTAMP" => e.timestamp_usec = num(&v),
                 "PRIVATE_NETWORK" => e.private_network = v == "1",
                 "CGROUPS" => {
@@ -437,6 +442,7 @@ mod tests {
             service: "netspawn".into(),
             state: "running".into(),
             boot: true,
+            ready: true,
             timestamp_usec: 17,
             cgroups: vec!["/sys/fs/cgroup/unified/netspawn/web".into()],
             private_network: true,

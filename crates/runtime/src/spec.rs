@@ -10,7 +10,11 @@ use std::fmt;
 use std::path::PathBuf;
 
 use netspawn_common::names::ifname_is_valid;
+use netspawn_common::unitfile::values::{parse_size_1024, parse_timespan, words, Extract};
 use thiserror::Error;
+
+use crate::config::model::{CpuSet, Rlimit, RLIMITS};
+use crate::seccomp::{self, SeccompError, SyscallFilter};
 
 /// A value that does not follow its syntax. `Display` is one line that quotes
 /// the whole value and says what is wrong with it.
@@ -32,6 +36,22 @@ pub enum SpecError {
     IfName { name: String },
     #[error("invalid extra veth link {spec:?}: {reason}")]
     VethExtra { spec: String, reason: String },
+    #[error("invalid {what} {spec:?}: {reason}")]
+    Value {
+        what: &'static str,
+        spec: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Syscall(String),
+}
+
+fn bad(what: &'static str, spec: &str, reason: impl Into<String>) -> SpecError {
+    SpecError::Value {
+        what,
+        spec: spec.to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// A bind mount from the host (or from inside the container) into the
@@ -332,62 +352,15 @@ pub fn parse_env_assignment(s: &str) -> Result<(String, String), SpecError> {
 }
 
 /// Splits a whitespace-separated list the way systemd's
-/// `extract_first_word(..., EXTRACT_UNQUOTE)` does: `"..."` and `'...'` group
-/// words (and may start or end in the middle of one), a backslash makes the
-/// next character literal, inside or outside quotes. An unterminated quote or
-/// a lone trailing backslash is an error.
+/// `extract_first_word(..., EXTRACT_UNQUOTE)` does (the shared unit-file
+/// word splitter): `"..."` and `'...'` group words (and may start or end in
+/// the middle of one), a backslash makes the next character literal. An
+/// unterminated quote or a lone trailing backslash is an error.
 pub fn split_words(s: &str) -> Result<Vec<String>, SpecError> {
-    let err = |reason: &str| SpecError::Words {
+    words(s, Extract::UNQUOTE).map_err(|e| SpecError::Words {
         spec: s.to_string(),
-        reason: reason.to_string(),
-    };
-    let is_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut quote: Option<char> = None;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\0' {
-            return Err(err("contains a NUL byte"));
-        }
-        if c == '\\' {
-            match chars.next() {
-                Some('\0') => return Err(err("contains a NUL byte")),
-                Some(n) => {
-                    cur.push(n);
-                    in_word = true;
-                }
-                None => return Err(err("ends in a lone backslash")),
-            }
-            continue;
-        }
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => cur.push(c),
-            None if c == '"' || c == '\'' => {
-                quote = Some(c);
-                in_word = true;
-            }
-            None if is_space(c) => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            None => {
-                cur.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if quote.is_some() {
-        return Err(err("has an unterminated quote"));
-    }
-    if in_word {
-        words.push(cur);
-    }
-    Ok(words)
+        reason: e.strip_prefix(&format!("{s:?} ")).unwrap_or(&e).to_string(),
+    })
 }
 
 /// Parses a `--system-call-filter=`/`SystemCallFilter=` value into words.
@@ -438,6 +411,258 @@ pub fn parse_ifname(s: &str) -> Result<String, SpecError> {
             name: s.to_string(),
         })
     }
+}
+
+/// Parses `-E NAME[=VALUE]`: `NAME` alone takes the value from our own
+/// environment, or is empty when we have none (as systemd-nspawn).
+pub fn parse_setenv(s: &str) -> Result<(String, String), SpecError> {
+    if s.contains('=') {
+        return parse_env_assignment(s);
+    }
+    let value = std::env::var(s).unwrap_or_default();
+    parse_env_assignment(&format!("{s}={value}"))
+}
+
+/// Applies one `--system-call-filter=` value to `filter`, strictly: an
+/// unknown name is an error.
+pub fn parse_syscall_filter_arg(s: &str) -> Result<SyscallFilter, SpecError> {
+    let mut f = SyscallFilter::default();
+    for w in parse_syscall_filter(s)? {
+        seccomp::parse_arg(&mut f, &w).map_err(|e| SpecError::Syscall(e.to_string()))?;
+    }
+    Ok(f)
+}
+
+/// Applies one `SystemCallFilter=` line to `filter`, as systemd does for
+/// files: unknown system calls and groups are returned (to be warned
+/// about) and skipped.
+pub fn parse_syscall_filter_lenient(
+    s: &str,
+    mut filter: SyscallFilter,
+) -> Result<(Vec<String>, SyscallFilter), String> {
+    let mut unknown = Vec::new();
+    for w in parse_syscall_filter(s).map_err(|e| e.to_string())? {
+        match seccomp::parse_arg(&mut filter, &w) {
+            Ok(()) => {}
+            Err(SeccompError::UnknownSyscall(n) | SeccompError::UnknownGroup(n)) => unknown.push(n),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok((unknown, filter))
+}
+
+/// Parses a signal name or number: "SIGTERM", "TERM", "15", "SIGRTMIN+3",
+/// "RTMIN+3" (systemd's `signal_from_string()`).
+pub fn parse_signal(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..=libc::SIGRTMAX()).contains(&n).then_some(n);
+    }
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    if let Some(rest) = name.strip_prefix("RTMIN") {
+        let off: i32 = if rest.is_empty() {
+            0
+        } else {
+            rest.strip_prefix('+')?.parse().ok()?
+        };
+        let n = libc::SIGRTMIN().checked_add(off)?;
+        return (off >= 0 && n <= libc::SIGRTMAX()).then_some(n);
+    }
+    if let Some(rest) = name.strip_prefix("RTMAX") {
+        let off: i32 = if rest.is_empty() {
+            0
+        } else {
+            rest.strip_prefix('-')?.parse().ok()?
+        };
+        let n = libc::SIGRTMAX().checked_sub(off)?;
+        return (off >= 0 && n >= libc::SIGRTMIN()).then_some(n);
+    }
+    if name.is_empty() {
+        return None;
+    }
+    format!("SIG{name}")
+        .parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
+/// A `--kill-signal=` value.
+pub fn parse_signal_arg(s: &str) -> Result<i32, SpecError> {
+    parse_signal(s).ok_or_else(|| bad("signal", s, "unknown signal"))
+}
+
+/// A user name or UID for `-u/--user=`/`User=` (looked up in the image's
+/// /etc/passwd when the container starts): systemd's relaxed user name
+/// rules (no ':', '/', whitespace or control characters, not "." or "..").
+pub fn parse_user(s: &str) -> Result<String, SpecError> {
+    let ok = !s.is_empty()
+        && s.len() <= 256
+        && s != "."
+        && s != ".."
+        && !s.starts_with('-')
+        && !s
+            .chars()
+            .any(|c| c == ':' || c == '/' || c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(bad("user", s, "not a valid user name or UID"))
+    }
+}
+
+/// A 128-bit id as `--uuid=`/`MachineID=` take it: 32 hex digits, dashes
+/// allowed, not all zero. Returns it as 32 lowercase hex digits.
+pub fn parse_machine_id(s: &str) -> Result<String, SpecError> {
+    let hex: String = s
+        .chars()
+        .filter(|c| *c != '-')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if hex.len() != 32
+        || !hex.chars().all(|c| c.is_ascii_hexdigit())
+        || hex.chars().all(|c| c == '0')
+    {
+        return Err(bad("machine id", s, "expected 32 hex digits"));
+    }
+    Ok(hex)
+}
+
+/// `--oom-score-adjust=`/`OOMScoreAdjust=`: -1000..=1000.
+pub fn parse_oom_score_adjust(s: &str) -> Result<i32, SpecError> {
+    match s.parse::<i32>() {
+        Ok(n) if (-1000..=1000).contains(&n) => Ok(n),
+        _ => Err(bad(
+            "OOM score adjustment",
+            s,
+            "expected a number from -1000 to 1000",
+        )),
+    }
+}
+
+/// Largest CPU number accepted (systemd's `CPU_SET_MAX`-ish bound).
+const CPU_MAX: usize = 8191;
+
+/// `--cpu-affinity=`/`CPUAffinity=`: CPU numbers and ranges (`0-3`),
+/// separated by commas or whitespace (systemd's `parse_cpu_set()`).
+pub fn parse_cpu_set(s: &str) -> Result<CpuSet, SpecError> {
+    let err = |why: &str| bad("CPU set", s, why);
+    let mut set = CpuSet::new();
+    for item in s
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+    {
+        let num = |t: &str| -> Result<usize, SpecError> {
+            let t = t.trim();
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err("expected CPU numbers and ranges such as 0-3,5"));
+            }
+            t.parse::<usize>()
+                .ok()
+                .filter(|n| *n <= CPU_MAX)
+                .ok_or_else(|| err("CPU number too large"))
+        };
+        let (lo, hi) = match item.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => {
+                let n = num(item)?;
+                (n, n)
+            }
+        };
+        if lo > hi {
+            return Err(err("range start is above its end"));
+        }
+        set.extend(lo..=hi);
+    }
+    if set.is_empty() {
+        return Err(err("no CPUs"));
+    }
+    Ok(set)
+}
+
+/// One limit of resource `RLIMITS[i]`: `infinity`, or a number in the
+/// resource's unit (bytes with K/M/G... suffixes, seconds for CPU, a time
+/// for RTTIME, a nice level for NICE), as systemd's `rlimit_parse()`.
+fn parse_limit_one(i: usize, v: &str) -> Result<u64, String> {
+    let v = v.trim();
+    if v == "infinity" {
+        return Ok(u64::MAX);
+    }
+    let name = RLIMITS[i].0;
+    let n = match name {
+        "FSIZE" | "DATA" | "STACK" | "CORE" | "RSS" | "AS" | "MEMLOCK" | "MSGQUEUE" => {
+            parse_size_1024(v)
+        }
+        "CPU" => parse_timespan(v, 1_000_000)
+            .ok()
+            .flatten()
+            .map(|us| (us.div_ceil(1_000_000)).min(u128::from(u64::MAX - 1)) as u64),
+        "RTTIME" => parse_timespan(v, 1)
+            .ok()
+            .flatten()
+            .map(|us| us.min(u128::from(u64::MAX - 1)) as u64),
+        "NICE" => {
+            // A signed value is a nice level (-20..19), unsigned the raw 0..40.
+            if let Some(rest) = v.strip_prefix(['+', '-']) {
+                let lvl: i64 = rest
+                    .parse()
+                    .map_err(|_| format!("{v:?} is not a nice level"))?;
+                let lvl = if v.starts_with('-') { -lvl } else { lvl };
+                if !(-20..=19).contains(&lvl) {
+                    return Err(format!("{v:?} is not a nice level (-20..19)"));
+                }
+                Some((20 - lvl) as u64)
+            } else {
+                v.parse::<u64>().ok().filter(|n| *n <= 40)
+            }
+        }
+        _ => {
+            if v.bytes().all(|b| b.is_ascii_digit()) {
+                v.parse::<u64>().ok()
+            } else {
+                None
+            }
+        }
+    };
+    n.ok_or_else(|| format!("{v:?} is not a valid limit for {name}"))
+}
+
+/// `SOFT[:HARD]` for resource `RLIMITS[i]` (`LimitNOFILE=1024:4096`); one
+/// value sets both.
+pub fn parse_rlimit(i: usize, v: &str) -> Result<Rlimit, SpecError> {
+    let e = |why: String| bad("resource limit", v, why);
+    let (soft, hard) = match v.split_once(':') {
+        Some((s, h)) => (
+            parse_limit_one(i, s).map_err(e)?,
+            parse_limit_one(i, h).map_err(e)?,
+        ),
+        None => {
+            let n = parse_limit_one(i, v).map_err(e)?;
+            (n, n)
+        }
+    };
+    if soft > hard {
+        return Err(bad(
+            "resource limit",
+            v,
+            "the soft limit is above the hard limit",
+        ));
+    }
+    Ok(Rlimit { soft, hard })
+}
+
+/// `--rlimit=NAME=SOFT[:HARD]` (NAME as `NOFILE` or `RLIMIT_NOFILE`).
+/// Returns the index into [`RLIMITS`] and the limit.
+pub fn parse_rlimit_arg(s: &str) -> Result<(usize, Rlimit), SpecError> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| bad("resource limit", s, "expected NAME=SOFT[:HARD]"))?;
+    let name = name.trim();
+    let name = name.strip_prefix("RLIMIT_").unwrap_or(name);
+    let i = RLIMITS
+        .iter()
+        .position(|(n, _)| n.eq_ignore_ascii_case(name))
+        .ok_or_else(|| bad("resource limit", s, format!("unknown resource {name:?}")))?;
+    Ok((i, parse_rlimit(i, value)?))
 }
 
 #[cfg(test)]

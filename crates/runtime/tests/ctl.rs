@@ -113,6 +113,7 @@ impl FakeMachine {
             service: "netspawn".into(),
             state: "running".into(),
             boot,
+            ready: true,
             timestamp_usec: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()

@@ -1,7 +1,6 @@
 //! `netspawn`: spawn a command or OS in a light-weight container.
 
-use netspawn::cli;
-use netspawn::config::Config;
+use netspawn::config::{self, cli};
 use netspawn_common::paths::Paths;
 
 fn main() {
@@ -28,14 +27,7 @@ fn real_main() -> i32 {
         .with_target(false)
         .try_init();
     let paths = Paths::from_env();
-    let args = match netspawn::settings_merge::apply(args, &paths) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("netspawn: {e}");
-            return 1;
-        }
-    };
-    let cfg = match Config::from_args(&args, &paths) {
+    let cfg = match config::load(args, &paths) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("netspawn: {e}");

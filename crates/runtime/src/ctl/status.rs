@@ -121,6 +121,11 @@ pub fn render_status(e: &Entry, x: &Extra) -> String {
         (true, false) => s.push_str(&format!("\t   Class: {}\n", e.class)),
         (true, true) => {}
     }
+    s.push_str(if e.ready {
+        "\t   Ready: yes\n"
+    } else {
+        "\t   Ready: no\n"
+    });
     if !e.root.as_os_str().is_empty() {
         s.push_str(&format!("\t    Root: {}\n", e.root.display()));
     }
@@ -252,6 +257,7 @@ mod tests {
             timestamp_usec: 1_000_000_000,
             interfaces: vec!["ve-web".into()],
             addresses: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+            ready: true,
             ..Entry::default()
         };
         let x = Extra {
@@ -269,6 +275,7 @@ mod tests {
             &[
                 "\t  Leader: 4242 (init)",
                 "\t Service: netspawn; class container",
+                "\t   Ready: yes",
                 "\t    Root: /var/lib/machines/web",
                 "\t   Iface: ve-web",
                 "\t Address: 10.0.0.2",

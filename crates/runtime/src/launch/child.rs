@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -60,8 +60,9 @@ fn child_setup(
         loopback_up().map_err(e("bring up lo"))?;
     }
     enter_root(cfg)?;
-    let exec = Exec::resolve(cfg, envp)?;
-    lock_down(cfg)?;
+    let prepared = crate::exec::prepare(cfg, envp).map_err(|err| err.to_string())?;
+    let exec = Exec::resolve(cfg, &prepared.env)?;
+    lock_down(cfg, &prepared)?;
     if cfg.as_pid2 {
         run_as_pid2(sync, pty, &exec)
     } else {
@@ -105,18 +106,12 @@ fn build_file_system(cfg: &Config, plan: &[mount::MountOp], notify: OwnedFd) -> 
     Ok(())
 }
 
-/// Makes the container's root our root and enters the working directory.
+/// Makes the container's root our root (the working directory is the
+/// user's or `--chdir`'s, entered by `exec::prepare`).
 fn enter_root(cfg: &Config) -> Result<(), String> {
     unistd::chdir(&cfg.root).map_err(e("enter root"))?;
     crate::sys::pivot_root(Path::new("."), Path::new(".")).map_err(e("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(e("detach old root"))?;
-    let wd = cfg.chdir.clone().unwrap_or_else(|| PathBuf::from("/"));
-    unistd::chdir(&wd).map_err(|err| {
-        format!(
-            "Failed to change to working directory {}: {err}",
-            wd.display()
-        )
-    })?;
     Ok(())
 }
 
@@ -162,11 +157,14 @@ impl Exec {
     }
 }
 
-/// Closes the host's descriptors on exec, drops capabilities, installs seccomp.
-fn lock_down(cfg: &Config) -> Result<(), String> {
+/// Closes the host's descriptors on exec, drops capabilities, installs
+/// seccomp, then applies the exec settings (the user switch must come after
+/// the filter, which needs CAP_SYS_ADMIN to install).
+fn lock_down(cfg: &Config, prepared: &crate::exec::Prepared) -> Result<(), String> {
     crate::sys::cloexec_from(3).map_err(e("close host file descriptors"))?;
     crate::caps::drop_bounding_set(cfg.caps).map_err(|err| err.to_string())?;
     crate::seccomp::install(&cfg.syscall_filter, cfg.caps).map_err(|err| err.to_string())?;
+    crate::exec::apply(cfg, prepared).map_err(|err| err.to_string())?;
     Ok(())
 }
 

@@ -325,7 +325,7 @@ fn run_in_cgroups(
         sigfd,
         &cloned.notify,
         watch.as_mut(),
-        &mut |a| registration.on_addresses(a),
+        &mut |c| registration.on_change(c),
     )?;
     Ok((outcome, keeper))
 }

@@ -52,6 +52,8 @@ pub(super) fn address_watch(
 pub(super) struct Registration<'a> {
     held: &'a Held,
     entry: Option<Entry>,
+    /// READY=1 has been passed on to our own service manager.
+    told: bool,
 }
 
 impl<'a> Registration<'a> {
@@ -78,6 +80,7 @@ impl<'a> Registration<'a> {
                 service: "netspawn".into(),
                 state: "running".into(),
                 boot: cfg.boot,
+                ready: !cfg.notify_ready,
                 timestamp_usec: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_micros() as u64)
@@ -90,15 +93,37 @@ impl<'a> Registration<'a> {
             reg.write(claim, &e)?;
             entry = Some(e);
         }
-        Ok(Registration { held, entry })
+        if !cfg.notify_ready {
+            crate::ready::tell_manager();
+        }
+        Ok(Registration {
+            held,
+            entry,
+            told: !cfg.notify_ready,
+        })
     }
 
-    /// Records the machine's current addresses.
-    pub(super) fn on_addresses(&mut self, addrs: Vec<std::net::IpAddr>) {
+    /// Records a change of the machine: its current addresses, or its
+    /// READY=1 (passed on to our own manager once).
+    pub(super) fn on_change(&mut self, change: crate::ready::Change) {
+        if !self.told && change == crate::ready::Change::Ready {
+            self.told = true;
+            crate::ready::tell_manager();
+        }
         if let (Some(e), Some((reg, claim))) = (self.entry.as_mut(), &self.held.registry) {
-            if e.addresses != addrs {
-                tracing::debug!(?addrs, "addresses changed");
-                e.addresses = addrs;
+            let changed = match change {
+                crate::ready::Change::Addresses(addrs) if e.addresses != addrs => {
+                    tracing::debug!(?addrs, "addresses changed");
+                    e.addresses = addrs;
+                    true
+                }
+                crate::ready::Change::Ready if !e.ready => {
+                    e.ready = true;
+                    true
+                }
+                _ => false,
+            };
+            if changed {
                 if let Err(err) = reg.write(claim, e) {
                     tracing::warn!("registry: {err}");
                 }

@@ -8,7 +8,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::signalfd::SignalFd;
-use nix::sys::socket;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
@@ -26,7 +25,7 @@ pub(super) fn supervise(
     sigfd: &SignalFd,
     notify: &OwnedFd,
     mut watch: Option<&mut network::addrs::AddressWatch>,
-    on_addresses: &mut dyn FnMut(Vec<std::net::IpAddr>),
+    on_change: &mut dyn FnMut(crate::ready::Change),
 ) -> Result<Outcome, LaunchError> {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
@@ -70,14 +69,14 @@ pub(super) fn supervise(
                 Err(e) => tracing::debug!("console: {e}"),
             }
         }
-        if ready(1, &fds) {
-            read_notifications(notify.as_fd(), &cfg.machine);
+        if ready(1, &fds) && crate::ready::read_notifications(notify.as_fd(), &cfg.machine) {
+            on_change(crate::ready::Change::Ready);
         }
         if let (Some(i), Some(w)) = (watch_idx, watch.as_deref_mut()) {
             if ready(i, &fds) {
                 w.drain();
                 if let Ok(a) = w.addresses() {
-                    on_addresses(a);
+                    on_change(crate::ready::Change::Addresses(a));
                 }
             }
         }
@@ -168,17 +167,4 @@ fn finish(console: Option<&mut Forwarder<'_>>, outcome: Outcome) -> Outcome {
     }
     let _ = std::io::stdout().flush();
     outcome
-}
-
-fn read_notifications(fd: BorrowedFd<'_>, machine: &str) {
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = socket::recv(fd.as_raw_fd(), &mut buf, socket::MsgFlags::MSG_DONTWAIT) {
-        for line in String::from_utf8_lossy(&buf[..n]).lines() {
-            match line {
-                "READY=1" => tracing::info!("container {machine} is ready"),
-                "STOPPING=1" => tracing::info!("container {machine} is stopping"),
-                other => tracing::debug!("notification from {machine}: {other}"),
-            }
-        }
-    }
 }

@@ -1,0 +1,45 @@
+//! The launch settings, in one typed pipeline as systemd-nspawn has it:
+//!
+//! - [`cli`] (the command line) and [`file`] (a machine's `.nspawn` file)
+//!   each produce the same typed [`Settings`];
+//! - [`merge`] merges them group by group ([`Mask`]), with the trust rules of
+//!   `--settings=` ([`SettingsMode`]);
+//! - [`resolve`] turns the merged settings into the launch [`Config`], one
+//!   group at a time (exec, files, network, security, resources).
+//!
+//! No value is printed to a string to be parsed again, and nothing below
+//! [`cli`] knows about clap.
+
+pub mod cli;
+pub mod file;
+pub mod merge;
+pub mod model;
+pub mod resolve;
+
+pub use merge::{find, Mask, SettingsMode, SettingsModeError};
+pub use model::{
+    CpuSet, Limit, Ownership, PrivateUsers, Rlimit, Settings, StartMode, Volatile, RLIMITS,
+};
+pub use resolve::{
+    find_command, init_is_busybox, parse_signal, random_uuid, Config, ConfigError, Network,
+    DEFAULT_PATH, INIT_PATHS,
+};
+
+use netspawn_common::paths::Paths;
+
+/// Why a launch's settings cannot be used (before anything is created).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Merge(#[from] merge::MergeError),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+}
+
+/// The whole pipeline: the command line, merged with the machine's settings
+/// file (warnings go to stderr), resolved into a [`Config`].
+pub fn load(args: cli::Args, paths: &Paths) -> Result<Config, LoadError> {
+    let cmd = args.into_command()?;
+    let settings = merge::with_file(cmd.settings, cmd.mask, &cmd.options, paths)?;
+    Ok(resolve::resolve(settings, &cmd.options, paths)?)
+}

@@ -1,0 +1,500 @@
+//! Turning merged [`Settings`] into the launch [`Config`], group by group:
+//! [`exec`] (what runs, as whom, with which environment), [`files`],
+//! [`network`], [`security`] (capabilities, system calls, privileges) and
+//! [`resources`] (limits, OOM score, CPU affinity). Everything is checked
+//! before anything is created, so bad input changes nothing. Settings
+//! netspawn does not implement are refused here with one line naming them.
+
+mod exec;
+mod files;
+mod network;
+mod resources;
+mod security;
+
+use std::path::{Path, PathBuf};
+
+use netspawn_common::names::{check_machine_name, machine_name_from_path};
+use netspawn_common::paths::Paths;
+use thiserror::Error;
+
+use super::cli::Options;
+use super::model::{CpuSet, Rlimit, Settings};
+use crate::caps::{self, CapSet};
+use crate::console::ConsoleMode;
+use crate::seccomp::{self, SyscallFilter};
+use crate::spec::{self, BindSpec, TmpfsSpec};
+
+pub use exec::{find_command, init_is_busybox, random_uuid, DEFAULT_PATH, INIT_PATHS};
+pub use network::Network;
+pub use spec::parse_signal;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("Invalid machine name '{0}': {1}")]
+    MachineName(String, netspawn_common::names::NameError),
+    #[error("Invalid hostname '{0}': {1}")]
+    Hostname(String, netspawn_common::names::NameError),
+    #[error("Cannot derive a machine name from {0}; use --machine=NAME")]
+    NoName(PathBuf),
+    #[error("Directory {0} does not exist")]
+    NoDirectory(PathBuf),
+    #[error("{0} is not a directory")]
+    NotDirectory(PathBuf),
+    #[error("Directory {0} has no /bin/sh (nor /bin/bash); pass a command to run")]
+    NoShell(PathBuf),
+    #[error("Directory {0} does not look like a bootable OS tree: no init found (tried {1})")]
+    NoInit(PathBuf, String),
+    #[error("Command '{cmd}' not found in directory {root}")]
+    NoCommand { cmd: String, root: PathBuf },
+    #[error("Invalid {flag} value '{value}': {reason}")]
+    Value {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Spec(#[from] spec::SpecError),
+    #[error("{0}")]
+    Caps(#[from] caps::CapsError),
+    #[error("{0}")]
+    Seccomp(#[from] seccomp::SeccompError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Everything the launcher needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub root: PathBuf,
+    pub machine: String,
+    pub hostname: String,
+    /// 32 lowercase hex digits.
+    pub uuid: String,
+    pub boot: bool,
+    pub as_pid2: bool,
+    /// The payload's argv (for `-b`: init and its parameters).
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub chdir: Option<PathBuf>,
+    pub read_only: bool,
+    pub binds: Vec<BindSpec>,
+    pub tmpfs: Vec<TmpfsSpec>,
+    /// Paths over-mounted with inaccessible nodes (in the container).
+    pub inaccessible: Vec<PathBuf>,
+    pub quiet: bool,
+    pub register: bool,
+    pub network: Network,
+    pub caps: CapSet,
+    pub syscall_filter: SyscallFilter,
+    /// Signal sent to PID 1 when we are asked to stop (None: SIGKILL).
+    pub kill_signal: Option<i32>,
+    pub console: ConsoleMode,
+    /// Configure host0 with our own DHCP client before a plain command runs
+    /// (not for `-b`, whose guest runs its own; off with `--network-config=none`).
+    pub dhcp_host0: bool,
+    /// Wait for the payload's READY=1 before the machine counts as ready.
+    pub notify_ready: bool,
+    /// The user to run the payload as (looked up in the container).
+    pub user: Option<String>,
+    pub no_new_privileges: bool,
+    /// Resource limits as (kernel resource number, limit).
+    pub rlimits: Vec<(u32, Rlimit)>,
+    pub oom_score_adjust: Option<i32>,
+    pub cpu_affinity: Option<CpuSet>,
+}
+
+/// Resolves the merged settings and the command line's options.
+pub fn resolve(s: Settings, o: &Options, paths: &Paths) -> Result<Config, ConfigError> {
+    let (root, machine) = root_and_machine(o, paths)?;
+    let hostname = s.hostname.clone().unwrap_or_else(|| machine.clone());
+    check_machine_name(&hostname).map_err(|e| ConfigError::Hostname(hostname.clone(), e))?;
+    refuse_unsupported(&s, o)?;
+
+    let files = files::resolve(&s, &root)?;
+    let net = network::resolve(&s)?;
+    let security = security::resolve(&s, &net)?;
+    let resources = resources::resolve(&s);
+    let exec = exec::resolve(&s, o, &root, &files)?;
+    let uuid = match &s.machine_id {
+        Some(id) => id.clone(),
+        None => exec::image_machine_id(&root).unwrap_or_else(random_uuid),
+    };
+    let dhcp_host0 = !exec.boot
+        && o.network_config != Some(false)
+        && (net.veth || net.zone.is_some() || net.bridge.is_some());
+    Ok(Config {
+        root,
+        machine,
+        hostname,
+        uuid,
+        boot: exec.boot,
+        as_pid2: exec.as_pid2,
+        command: exec.command,
+        env: exec.env,
+        chdir: s.working_directory.clone(),
+        read_only: files.read_only,
+        binds: files.binds,
+        tmpfs: files.tmpfs,
+        inaccessible: files.inaccessible,
+        quiet: o.quiet,
+        register: o.register.unwrap_or(true),
+        network: net,
+        caps: security.caps,
+        syscall_filter: security.syscall_filter,
+        kill_signal: exec.kill_signal,
+        console: exec.console,
+        dhcp_host0,
+        notify_ready: s.notify_ready.unwrap_or(false),
+        user: exec.user,
+        no_new_privileges: security.no_new_privileges,
+        rlimits: resources.rlimits,
+        oom_score_adjust: resources.oom_score_adjust,
+        cpu_affinity: resources.cpu_affinity,
+    })
+}
+
+/// Machine name and root directory, as systemd-nspawn derives them.
+fn root_and_machine(o: &Options, paths: &Paths) -> Result<(PathBuf, String), ConfigError> {
+    let root = match (&o.directory, &o.machine) {
+        (Some(d), _) => d.clone(),
+        (None, Some(m)) => {
+            check_machine_name(m).map_err(|e| ConfigError::MachineName(m.clone(), e))?;
+            paths.image_dir.join(m)
+        }
+        (None, None) => {
+            std::env::current_dir().map_err(|_| ConfigError::NoDirectory(".".into()))?
+        }
+    };
+    let md = std::fs::metadata(&root).map_err(|_| ConfigError::NoDirectory(root.clone()))?;
+    if !md.is_dir() {
+        return Err(ConfigError::NotDirectory(root));
+    }
+    let root = root
+        .canonicalize()
+        .map_err(|_| ConfigError::NoDirectory(root.clone()))?;
+    let machine = match &o.machine {
+        Some(m) => m.clone(),
+        None => machine_name_from_path(&root).ok_or_else(|| ConfigError::NoName(root.clone()))?,
+    };
+    check_machine_name(&machine).map_err(|e| ConfigError::MachineName(machine.clone(), e))?;
+    Ok((root, machine))
+}
+
+/// Settings a later issue implements: refused, never silently ignored.
+fn refuse_unsupported(s: &Settings, o: &Options) -> Result<(), ConfigError> {
+    use super::model::{Ownership, PrivateUsers, Volatile};
+    let no = |what: String| Err(ConfigError::Unsupported(what));
+    if let Some(p) = o.property.first() {
+        return no(format!(
+            "--property={p} is not supported by netspawn (no resource control yet)"
+        ));
+    }
+    if o.template.is_some() {
+        return no("--template= is not supported by netspawn".into());
+    }
+    if s.ephemeral == Some(true) {
+        return no("-x/--ephemeral (Ephemeral=) is not supported by netspawn".into());
+    }
+    match s.volatile {
+        None | Some(Volatile::No) => {}
+        Some(v) => {
+            let name = match v {
+                Volatile::Yes => "yes",
+                Volatile::State => "state",
+                _ => "overlay",
+            };
+            return no(format!(
+                "--volatile={name} (Volatile=) is not supported by netspawn (only \"no\")"
+            ));
+        }
+    }
+    let what = match s.private_users {
+        None | Some(PrivateUsers::No) => None,
+        Some(_) if o.private_users_short => Some("-U".to_string()),
+        Some(PrivateUsers::Yes) => Some("--private-users=yes".into()),
+        Some(PrivateUsers::Pick) => Some("--private-users=pick".into()),
+        Some(PrivateUsers::Identity) => Some("--private-users=identity".into()),
+        Some(PrivateUsers::Base { shift, range }) => {
+            Some(format!("--private-users={shift}:{range} (a UID base)"))
+        }
+    };
+    if let Some(what) = what {
+        return no(format!(
+            "{what} (user namespaces) is not supported by netspawn (only \"no\")"
+        ));
+    }
+    match s.private_users_ownership {
+        None | Some(Ownership::Off | Ownership::Auto) => {}
+        Some(_) => {
+            return no(
+                "--private-users-ownership= needs user namespaces, which netspawn does not support"
+                    .into(),
+            )
+        }
+    }
+    Ok(())
+}
+
+impl Config {
+    /// The payload's environment: our defaults, then `-E` assignments. A
+    /// `--user=` changes HOME, USER, LOGNAME and SHELL in the container
+    /// ([`crate::exec`]), below the `-E` ones.
+    pub fn environment(&self, term: Option<&str>) -> Vec<String> {
+        let mut out: Vec<(String, String)> = vec![
+            ("PATH".into(), DEFAULT_PATH.into()),
+            ("container".into(), "netspawn".into()),
+            ("container_uuid".into(), self.uuid.clone()),
+            ("HOME".into(), "/root".into()),
+            ("USER".into(), "root".into()),
+            ("LOGNAME".into(), "root".into()),
+            ("NOTIFY_SOCKET".into(), "/run/host/notify".into()),
+        ];
+        if let Some(t) = term {
+            out.push(("TERM".into(), t.into()));
+        }
+        for (k, v) in &self.env {
+            out.retain(|(ok, _)| ok != k);
+            out.push((k.clone(), v.clone()));
+        }
+        out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+}
+
+/// True if `p` is `dir` or below it.
+fn below(p: &Path, dir: &Path) -> bool {
+    p.starts_with(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::{PrivateUsers, StartMode, Volatile};
+
+    /// A minimal image: /bin/sh and /sbin/init, executable; removed on drop.
+    struct Image(PathBuf);
+
+    impl Image {
+        fn new(tag: &str) -> Image {
+            use std::os::unix::fs::PermissionsExt;
+            let root =
+                std::env::temp_dir().join(format!("netspawn-resolve-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&root);
+            for exe in ["bin/sh", "sbin/init", "bin/tool"] {
+                let p = root.join(exe);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, "").unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            std::fs::create_dir_all(root.join("etc")).unwrap();
+            Image(root)
+        }
+    }
+
+    impl Drop for Image {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn paths() -> Paths {
+        Paths {
+            run_dir: "/nonexistent/run".into(),
+            image_dir: "/nonexistent/images".into(),
+            state_dir: "/nonexistent/state".into(),
+            settings_path: vec![],
+            cgroup_parent: "netspawn".into(),
+        }
+    }
+
+    fn go(img: &Image, s: Settings) -> Result<Config, ConfigError> {
+        let o = Options {
+            directory: Some(img.0.clone()),
+            machine: Some("web".into()),
+            console: Some(ConsoleMode::Pipe),
+            ..Options::default()
+        };
+        resolve(s, &o, &paths())
+    }
+
+    #[test]
+    fn groups_resolve() {
+        let img = Image::new("groups");
+        type Check = fn(&Config) -> bool;
+        let bind = |dest: &str| BindSpec {
+            source: "/".into(),
+            dest: dest.into(),
+            read_only: true,
+            recursive: true,
+            source_in_container: false,
+        };
+        let cases: Vec<(Settings, Check)> = vec![
+            (Settings::default(), |c| {
+                c.command == ["/bin/sh"] && !c.boot && !c.network.private && c.uuid.len() == 32
+            }),
+            (
+                Settings {
+                    start_mode: Some(StartMode::Boot),
+                    parameters: vec!["--log-level=debug".into()],
+                    ..Settings::default()
+                },
+                |c| c.boot && c.command == ["/sbin/init", "--log-level=debug"],
+            ),
+            // --private-network with links is accepted: the links imply it.
+            (
+                Settings {
+                    private_network: Some(true),
+                    virtual_ethernet: Some(true),
+                    zone: None,
+                    ..Settings::default()
+                },
+                |c| c.network.private && c.network.veth,
+            ),
+            (
+                Settings {
+                    private_network: Some(true),
+                    zone: Some("lab".into()),
+                    ..Settings::default()
+                },
+                |c| c.network.private && c.network.zone.is_some() && !c.network.veth,
+            ),
+            // A command in a mount is left to the container to find.
+            (
+                Settings {
+                    parameters: vec!["/t/tool".into()],
+                    binds: vec![bind("/t")],
+                    ..Settings::default()
+                },
+                |c| c.command == ["/t/tool"],
+            ),
+            (
+                Settings {
+                    parameters: vec!["tool".into()],
+                    ..Settings::default()
+                },
+                |c| c.command == ["tool"],
+            ),
+            (
+                Settings {
+                    machine_id: Some("0123456789abcdef0123456789abcdef".into()),
+                    user: Some("root".into()),
+                    no_new_privileges: Some(true),
+                    notify_ready: Some(true),
+                    ..Settings::default()
+                },
+                |c| {
+                    c.uuid == "0123456789abcdef0123456789abcdef"
+                        && c.user.is_none()
+                        && c.no_new_privileges
+                        && c.notify_ready
+                },
+            ),
+            (
+                Settings {
+                    user: Some("nobody".into()),
+                    oom_score_adjust: Some(5),
+                    rlimits: {
+                        let mut r = [None; 16];
+                        r[6] = Some(Rlimit { soft: 1, hard: 2 });
+                        r
+                    },
+                    ..Settings::default()
+                },
+                |c| {
+                    c.user.as_deref() == Some("nobody")
+                        && c.oom_score_adjust == Some(5)
+                        && c.rlimits == [(libc::RLIMIT_NOFILE, Rlimit { soft: 1, hard: 2 })]
+                },
+            ),
+        ];
+        for (i, (s, check)) in cases.into_iter().enumerate() {
+            let c = go(&img, s).unwrap_or_else(|e| panic!("case {i}: {e}"));
+            assert!(check(&c), "case {i}: {c:#?}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_setting() {
+        let img = Image::new("refuse");
+        let cases: Vec<(Settings, &str)> = vec![
+            (
+                Settings {
+                    private_users: Some(PrivateUsers::Base {
+                        shift: 0,
+                        range: 65536,
+                    }),
+                    ..Settings::default()
+                },
+                "--private-users=0:65536 (a UID base)",
+            ),
+            (
+                Settings {
+                    volatile: Some(Volatile::State),
+                    ..Settings::default()
+                },
+                "--volatile=state",
+            ),
+            (
+                Settings {
+                    ephemeral: Some(true),
+                    ..Settings::default()
+                },
+                "--ephemeral",
+            ),
+            (
+                Settings {
+                    start_mode: Some(StartMode::Boot),
+                    user: Some("nobody".into()),
+                    ..Settings::default()
+                },
+                "--boot and --user=",
+            ),
+            (
+                Settings {
+                    bridge: Some("br0".into()),
+                    zone: Some("z".into()),
+                    ..Settings::default()
+                },
+                "may not be combined",
+            ),
+            (
+                Settings {
+                    parameters: vec!["/usr/bin/nope".into()],
+                    ..Settings::default()
+                },
+                "Command '/usr/bin/nope' not found",
+            ),
+        ];
+        for (s, needle) in cases {
+            let e = go(&img, s).expect_err(needle).to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let o = Options {
+            directory: Some(img.0.clone()),
+            property: vec!["CPUQuota=10%".into()],
+            ..Options::default()
+        };
+        let e = resolve(Settings::default(), &o, &paths()).unwrap_err();
+        assert!(e.to_string().contains("--property=CPUQuota=10%"), "{e}");
+    }
+
+    #[test]
+    fn the_images_machine_id_is_the_uuid() {
+        let img = Image::new("mid");
+        std::fs::write(
+            img.0.join("etc/machine-id"),
+            "0123456789ABCDEF0123456789abcdef\n",
+        )
+        .unwrap();
+        let c = go(&img, Settings::default()).unwrap();
+        assert_eq!(c.uuid, "0123456789abcdef0123456789abcdef");
+        for bad in ["", "uninitialized\n", "00000000000000000000000000000000\n"] {
+            std::fs::write(img.0.join("etc/machine-id"), bad).unwrap();
+            let c = go(&img, Settings::default()).unwrap();
+            assert_ne!(c.uuid, "0123456789abcdef0123456789abcdef");
+            assert_ne!(c.uuid, "00000000000000000000000000000000");
+        }
+    }
+}
