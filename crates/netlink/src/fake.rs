@@ -202,7 +202,7 @@ impl Rtnl for FakeRtnl {
             .links
             .iter_mut()
             .find(|l| l.index == index)
-            .ok_or(Self::enodev("up"))?;
+            .ok_or_else(|| Self::enodev(format!("bring up link {index}")))?;
         l.up = true;
         Ok(())
     }
@@ -213,7 +213,7 @@ impl Rtnl for FakeRtnl {
             .links
             .iter_mut()
             .find(|l| l.index == index)
-            .ok_or(Self::enodev("master"))?;
+            .ok_or_else(|| Self::enodev(format!("attach link {index} to bridge {master}")))?;
         l.master = Some(master);
         Ok(())
     }
@@ -230,7 +230,7 @@ impl Rtnl for FakeRtnl {
             .links
             .iter()
             .position(|l| l.index == index)
-            .ok_or(Self::enodev("move"))?;
+            .ok_or_else(|| Self::enodev(format!("move link {name}")))?;
         self.remove(self.links[pos].index);
         self.moved_out
             .push((netns.as_raw_fd() as i64, name.to_string()));

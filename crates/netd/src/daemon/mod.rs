@@ -1,13 +1,14 @@
-//! The daemon: watches links by netlink; for each link a network template
-//! matches, runs the link pipeline ([`link`]: template, link-local
-//! addressing, addresses, DHCP, DNS, NAT), and releases all of it when the
-//! link goes away. A control socket ([`control`]) lets `netspawn` wait for
+//! The daemon: watches links by netlink (the `netlink` crate: a [`Watch`]
+//! for the events, a [`Netlink`] socket for the verbs, used on blocking
+//! threads); for each link a network template matches, runs the link
+//! pipeline ([`link`]: template, link-local addressing, addresses, DHCP,
+//! DNS, NAT), and releases all of it when the link goes away. When the
+//! kernel says events were lost, the links are listed again. A control socket ([`control`]) lets `netspawn` wait for
 //! its link and register port forwards. One instance per host (a lock in
 //! the run directory); it exits when it has been idle for a while.
 
 mod control;
 mod link;
-mod netlink;
 
 use std::collections::HashMap;
 use std::io;
@@ -15,14 +16,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{StreamExt, TryStreamExt};
 use ipnetwork::IpNetwork;
+use netlink::{Event, Group, Link, Netlink, Rtnl, RtnlError, Watch};
 use netspawn_common::netd::socket_path;
 use netspawn_common::paths::Paths;
-use rtnetlink::packet_core::NetlinkPayload;
-use rtnetlink::packet_route::link::LinkMessage;
-use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::sys::AsyncSocket;
 use thiserror::Error;
 use tokio::sync::{oneshot, Notify};
 
@@ -38,7 +35,7 @@ pub enum DaemonError {
     #[error("{0}")]
     Templates(#[from] template::NetFileError),
     #[error("netlink: {0}")]
-    Netlink(String),
+    Netlink(#[from] RtnlError),
     #[error("{0}")]
     Pool(#[from] pool::PoolError),
 }
@@ -88,7 +85,8 @@ type Shared = Arc<Mutex<State>>;
 struct Ctx {
     state: Shared,
     changed: Notify,
-    handle: rtnetlink::Handle,
+    /// netd's netlink socket; used through [`Ctx::rtnl`] only.
+    rtnl: Mutex<Box<dyn Rtnl + Send>>,
     /// The DNS server of links whose template sets no `DNS=`: it forwards
     /// to the host's resolvers.
     dns: dns::DnsServer,
@@ -112,6 +110,29 @@ impl Ctx {
     /// The state; a panicked holder does not make it unusable.
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` with netd's netlink socket on a blocking thread (a
+    /// [`Netlink`] blocks on a runtime of its own, which a task must not
+    /// enter). `f` may take the state's lock, never the other way round.
+    /// `None` if `f` panicked.
+    async fn rtnl<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut dyn Rtnl) -> T + Send + 'static,
+    ) -> Option<T> {
+        let ctx = self.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut nl = ctx.rtnl.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut **nl)
+        })
+        .await;
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::error!("netlink: {e}");
+                None
+            }
+        }
     }
 }
 
@@ -177,14 +198,14 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
         Pools::new(&id_hex)
     };
 
-    let (mut conn, handle, mut messages) =
-        rtnetlink::new_connection().map_err(|e| DaemonError::Netlink(e.to_string()))?;
-    // RTMGRP_LINK: new and removed links.
-    conn.socket_mut()
-        .socket_mut()
-        .bind(&rtnetlink::sys::SocketAddr::new(0, 1))
-        .map_err(|e| DaemonError::Netlink(e.to_string()))?;
-    tokio::spawn(conn);
+    // The watch first, the list after (below): no link falls between them.
+    let watch = Watch::open(&[Group::Link])?.into_async()?;
+    let nl = tokio::task::spawn_blocking(Netlink::open)
+        .await
+        .map_err(|e| RtnlError::Other {
+            what: "open netlink socket".into(),
+            msg: e.to_string(),
+        })??;
 
     let mut nat = Nat::with_paths(nat::NatPaths {
         journal: Some(paths.run_dir.join(format!(
@@ -217,7 +238,7 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
             last_busy: Instant::now(),
         })),
         changed: Notify::new(),
-        handle: handle.clone(),
+        rtnl: Mutex::new(Box::new(nl)),
         dns: dns::DnsServer::new(dir_dyn, dns_config.clone()),
         link_dns: Mutex::new(HashMap::new()),
         dns_config,
@@ -263,16 +284,7 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
     }
 
     // Links that exist already.
-    let existing: Vec<LinkMessage> = handle
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .unwrap_or_default();
-    for m in existing {
-        link::on_new_link(&ctx, &m).await;
-    }
+    relist(&ctx).await;
     tracing::info!("netd ready on {}", sock.display());
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -283,14 +295,32 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
     let mut idle = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            msg = messages.next() => {
-                let Some((msg, _)) = msg else { break };
-                if let NetlinkPayload::InnerMessage(m) = msg.payload {
-                    match m {
-                        RouteNetlinkMessage::NewLink(l) => link::on_new_link(&ctx, &l).await,
-                        RouteNetlinkMessage::DelLink(l) => link::on_del_link(&ctx, &l).await,
-                        _ => {}
+            ready = watch.readable() => {
+                let mut guard = match ready {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::error!("netlink events: {e}");
+                        break;
                     }
+                };
+                let events = guard.get_inner().read();
+                guard.clear_ready();
+                match events {
+                    // Some were lost: the list says how things are now.
+                    Ok(events) if events.contains(&Event::Overrun) => {
+                        tracing::warn!("netlink events were lost: listing the links again");
+                        relist(&ctx).await;
+                    }
+                    Ok(events) => {
+                        for ev in events {
+                            match ev {
+                                Event::NewLink(l) => link::on_new_link(&ctx, &l).await,
+                                Event::DelLink(l) => link::on_del_link(&ctx, &l).await,
+                                _ => {}
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!("{e}"),
                 }
             }
             _ = term.recv() => break,
@@ -322,4 +352,100 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
         let _ = std::fs::remove_file(&l.resolv_conf);
     }
     Ok(())
+}
+
+/// Lists the links and brings netd up to date with them: links it saw that
+/// are gone (or were renamed) are released, every link present goes
+/// through the pipeline (which skips those it configured already). At start,
+/// and when events were lost.
+async fn relist(ctx: &Arc<Ctx>) {
+    let links = match ctx.rtnl(|nl| nl.links()).await {
+        Some(Ok(links)) => links,
+        Some(Err(e)) => {
+            tracing::error!("{e}");
+            return;
+        }
+        None => return,
+    };
+    let gone = {
+        let st = ctx.lock();
+        gone_links(&st.seen, &links)
+    };
+    // Released first, so a link that came back under the same name is
+    // configured again.
+    for l in &gone {
+        link::on_del_link(ctx, l).await;
+    }
+    for l in &links {
+        link::on_new_link(ctx, l).await;
+    }
+}
+
+/// The links netd saw that are not in `present` under the same index and
+/// name, as `RTM_DELLINK` would have told them.
+fn gone_links(seen: &HashMap<u32, SeenLink>, present: &[Link]) -> Vec<Link> {
+    let mut gone: Vec<Link> = seen
+        .iter()
+        .filter(|(i, s)| !present.iter().any(|l| l.index == **i && l.name == s.name))
+        .map(|(i, s)| Link {
+            index: *i,
+            name: s.name.clone(),
+            kind: s.kind.clone(),
+            master: s.master,
+            up: false,
+        })
+        .collect();
+    gone.sort_by_key(|l| l.index);
+    gone
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(index: u32, name: &str) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            kind: Some("veth".into()),
+            master: None,
+            up: true,
+        }
+    }
+
+    #[test]
+    fn links_gone_while_events_were_lost_are_found() {
+        let seen: HashMap<u32, SeenLink> = [
+            (2, "eth0", None, None),
+            (5, "ve-a", None, Some("veth")),
+            (6, "vb-b", Some(7), Some("veth")),
+            (8, "ve-c", None, Some("veth")),
+        ]
+        .into_iter()
+        .map(|(i, name, master, kind)| {
+            let s = SeenLink {
+                name: name.into(),
+                master,
+                kind: kind.map(str::to_string),
+                link_local_done: true,
+            };
+            (i, s)
+        })
+        .collect();
+        // ve-a was renamed, vb-b went, ve-c is there, a new link came.
+        let present = [
+            link(2, "eth0"),
+            link(5, "ve-z"),
+            link(8, "ve-c"),
+            link(9, "ve-d"),
+        ];
+        let gone = gone_links(&seen, &present);
+        assert_eq!(
+            gone.iter()
+                .map(|l| (l.index, l.name.as_str(), l.master))
+                .collect::<Vec<_>>(),
+            vec![(5, "ve-a", None), (6, "vb-b", Some(7))]
+        );
+        assert!(gone_links(&HashMap::new(), &present).is_empty());
+    }
 }
