@@ -306,20 +306,7 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
                 let events = guard.get_inner().read();
                 guard.clear_ready();
                 match events {
-                    // Some were lost: the list says how things are now.
-                    Ok(events) if events.contains(&Event::Overrun) => {
-                        tracing::warn!("netlink events were lost: listing the links again");
-                        relist(&ctx).await;
-                    }
-                    Ok(events) => {
-                        for ev in events {
-                            match ev {
-                                Event::NewLink(l) => link::on_new_link(&ctx, &l).await,
-                                Event::DelLink(l) => link::on_del_link(&ctx, &l).await,
-                                _ => {}
-                            }
-                        }
-                    }
+                    Ok(events) => on_events(&ctx, events).await,
                     Err(e) => tracing::error!("{e}"),
                 }
             }
@@ -352,6 +339,23 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
         let _ = std::fs::remove_file(&l.resolv_conf);
     }
     Ok(())
+}
+
+/// What the watch read, in order; when some events were lost, the list of
+/// links instead (it says how things are now).
+async fn on_events(ctx: &Arc<Ctx>, events: Vec<Event>) {
+    if events.contains(&Event::Overrun) {
+        tracing::warn!("netlink events were lost: listing the links again");
+        relist(ctx).await;
+        return;
+    }
+    for ev in events {
+        match ev {
+            Event::NewLink(l) => link::on_new_link(ctx, &l).await,
+            Event::DelLink(l) => link::on_del_link(ctx, &l).await,
+            _ => {}
+        }
+    }
 }
 
 /// Lists the links and brings netd up to date with them: links it saw that
@@ -401,7 +405,129 @@ fn gone_links(seen: &HashMap<u32, SeenLink>, present: &[Link]) -> Vec<Link> {
 
 #[cfg(test)]
 mod tests {
+    use netlink::fake::FakeRtnl;
+    use netlink::NewLink;
+
     use super::*;
+
+    /// A daemon's context over a fake kernel, with the built-in templates;
+    /// nothing in it writes anywhere.
+    fn ctx(kernel: FakeRtnl) -> Arc<Ctx> {
+        let paths = Paths {
+            run_dir: "/nonexistent/run".into(),
+            image_dir: "/nonexistent/images".into(),
+            state_dir: "/nonexistent/state".into(),
+            settings_path: Vec::new(),
+            cgroup_parent: "netspawn".into(),
+        };
+        let directory = Arc::new(dns::RegistryDirectory::new(
+            netspawn_common::registry::Registry::new(&paths),
+        ));
+        let dir_dyn: Arc<dyn MachineDirectory> = directory.clone();
+        Arc::new(Ctx {
+            state: Arc::new(Mutex::new(State {
+                paths,
+                templates: template::load_with(&[], &template::BUILTIN).unwrap(),
+                pools: Pools::new("0123456789abcdef0123456789abcdef"),
+                links: HashMap::new(),
+                seen: HashMap::new(),
+                ports: HashMap::new(),
+                failed: HashMap::new(),
+                nat: Nat::new(),
+                last_busy: Instant::now(),
+            })),
+            changed: Notify::new(),
+            rtnl: Mutex::new(Box::new(kernel)),
+            dns: dns::DnsServer::new(dir_dyn, dns::DnsConfig::default()),
+            link_dns: Mutex::new(HashMap::new()),
+            dns_config: dns::DnsConfig::default(),
+            directory,
+            machine_id: [0; 16],
+        })
+    }
+
+    fn seen_names(ctx: &Ctx) -> Vec<(u32, String)> {
+        let mut v: Vec<_> = ctx
+            .lock()
+            .seen
+            .iter()
+            .map(|(i, l)| (*i, l.name.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The IPv6 link-local addresses the fake kernel has on a link.
+    fn fe80s(ctx: &Ctx, index: u32) -> usize {
+        let mut nl = ctx.rtnl.lock().unwrap();
+        nl.link_addresses(index)
+            .unwrap()
+            .iter()
+            .filter(|a| netlink::is_ipv6_link_local(&a.address))
+            .count()
+    }
+
+    #[test]
+    fn events_run_the_pipeline_and_lost_ones_are_made_up_for_by_a_list() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut k =
+                FakeRtnl::with_links(&[("lo", None), ("eth0", None), ("vb-a", Some("veth"))]);
+            let vb_a = k.link("vb-a").unwrap().unwrap();
+            k.add_address(vb_a.index, "fe80::1".parse().unwrap(), 64)
+                .unwrap();
+            let ctx = ctx(k);
+            // At start: every link is seen; vb-a gets its template's
+            // LinkLocalAddressing=no (the kernel's fe80 goes).
+            relist(&ctx).await;
+            assert_eq!(
+                seen_names(&ctx),
+                vec![(2, "lo".into()), (3, "eth0".into()), (4, "vb-a".into())]
+            );
+            assert_eq!(fe80s(&ctx, 4), 0);
+
+            // Events while nothing is lost: as they say.
+            on_events(&ctx, vec![Event::DelLink(vb_a.clone())]).await;
+            assert_eq!(seen_names(&ctx), vec![(2, "lo".into()), (3, "eth0".into())]);
+            on_events(&ctx, vec![Event::NewLink(vb_a.clone())]).await;
+            assert_eq!(seen_names(&ctx).len(), 3);
+
+            // Meanwhile, unannounced: vb-a goes, vb-b comes with an fe80.
+            let vb_b = {
+                let mut nl = ctx.rtnl.lock().unwrap();
+                nl.delete(vb_a.index).unwrap();
+                nl.add(&NewLink::Veth {
+                    name: "vb-b".into(),
+                    mac: [2; 6],
+                    peer: "host0".into(),
+                    peer_mac: [3; 6],
+                    peer_netns_pid: 1,
+                    master: None,
+                })
+                .unwrap();
+                let vb_b = nl.link("vb-b").unwrap().unwrap();
+                nl.add_address(vb_b.index, "fe80::2".parse().unwrap(), 64)
+                    .unwrap();
+                vb_b
+            };
+            // Only an overrun arrives (with whatever else was read): the
+            // list brings netd up to date.
+            on_events(&ctx, vec![Event::NewLink(vb_a.clone()), Event::Overrun]).await;
+            assert_eq!(
+                seen_names(&ctx),
+                vec![
+                    (2, "lo".into()),
+                    (3, "eth0".into()),
+                    (vb_b.index, "vb-b".into())
+                ]
+            );
+            assert_eq!(fe80s(&ctx, vb_b.index), 0);
+            ctx.dns.shutdown();
+        });
+    }
 
     fn link(index: u32, name: &str) -> Link {
         Link {
