@@ -2,9 +2,10 @@
 //! binaries use, in one network namespace. [`crate::Netlink`] implements it
 //! over the kernel, [`crate::fake::FakeRtnl`] in memory.
 //!
-//! Verbs that can be written with others (a link's addresses, flushing them,
-//! the default-route links, adding a default route) are provided methods,
-//! so the fake and the kernel answer them the same way.
+//! Verbs that can be written with others (a plain address add, a link's
+//! addresses, flushing them, removing its IPv6 link-local ones, the
+//! default-route links, adding a default route) are provided methods, so
+//! the fake and the kernel answer them the same way.
 
 use std::net::IpAddr;
 use std::os::fd::BorrowedFd;
