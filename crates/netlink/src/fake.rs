@@ -2,13 +2,19 @@
 //! in lists and follow the kernel's rules where callers depend on them
 //! (`EEXIST` for a second equal address or route, `ENODEV` for a missing
 //! link, `ENETUNREACH` for a gateway no route on its link covers, a deleted
-//! link taking its addresses and routes along). Links given to another
-//! namespace are recorded there.
+//! link taking its addresses and routes along, `EAFNOSUPPORT` for IPv6
+//! where the fake host has none). Links given to another namespace are
+//! recorded there. A link can be made to vanish after a number of requests
+//! ([`FakeRtnl::vanish`]), as when its machine dies while a caller works on it.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use crate::model::{prefix_network, Address, Family, Link, NewLink, Route, RouteScope};
+use crate::model::{
+    is_ipv6_link_local, prefix_network, Address, AddressScope, Family, In6AddrGenMode, Link,
+    NewLink, Route, RouteScope,
+};
 use crate::{RouteProtocol, Rtnl, RtnlError};
 
 #[derive(Debug, Default)]
@@ -19,10 +25,17 @@ pub struct FakeRtnl {
     next: u32,
     /// Links created in, or moved to, another namespace: (netns pid or fd, name).
     pub moved_out: Vec<(i64, String)>,
-    /// Every request, in order, for assertions.
+    /// Every request that changes something, in order, for assertions.
     pub log: Vec<String>,
     /// Kinds this fake kernel refuses with EOPNOTSUPP (e.g. "ipvlan").
     pub unsupported: Vec<&'static str>,
+    /// A host without IPv6: IPv6 addresses and settings are refused with
+    /// EAFNOSUPPORT.
+    pub no_ipv6: bool,
+    /// The IPv6 address generation mode set on a link, by index.
+    pub ipv6_addr_gen: HashMap<u32, In6AddrGenMode>,
+    /// See [`FakeRtnl::vanish`].
+    pub vanish: Option<(u32, usize)>,
 }
 
 impl FakeRtnl {
@@ -35,6 +48,37 @@ impl FakeRtnl {
             f.insert(n, k.map(str::to_string), None);
         }
         f
+    }
+
+    /// Link `index` goes away, as if someone else deleted it, once this
+    /// many more requests that change something have been made.
+    pub fn vanish(&mut self, index: u32, after: usize) {
+        self.vanish = Some((index, after));
+    }
+
+    /// Notes a request in the log; a link due to vanish goes first.
+    fn request(&mut self, what: String) {
+        match self.vanish {
+            Some((index, 0)) => {
+                self.vanish = None;
+                self.remove(index);
+            }
+            Some((index, n)) => self.vanish = Some((index, n - 1)),
+            None => {}
+        }
+        self.log.push(what);
+    }
+
+    /// A link goes, and its addresses and routes with it.
+    fn remove(&mut self, index: u32) {
+        self.links.retain(|l| l.index != index);
+        self.addresses.retain(|a| a.index != index);
+        self.routes.retain(|r| r.oif != Some(index));
+        self.ipv6_addr_gen.remove(&index);
+    }
+
+    fn eafnosupport(what: impl Into<String>) -> RtnlError {
+        RtnlError::kernel(what, libc::EAFNOSUPPORT)
     }
 
     fn insert(&mut self, name: &str, kind: Option<String>, master: Option<u32>) -> u32 {
@@ -95,7 +139,7 @@ impl Rtnl for FakeRtnl {
     }
 
     fn add(&mut self, link: &NewLink) -> Result<(), RtnlError> {
-        self.log.push(format!("add {link:?}"));
+        self.request(format!("add {link:?}"));
         match link {
             NewLink::Veth {
                 name,
@@ -153,52 +197,48 @@ impl Rtnl for FakeRtnl {
     }
 
     fn set_up(&mut self, index: u32) -> Result<(), RtnlError> {
-        self.log.push(format!("up {index}"));
+        self.request(format!("up {index}"));
         let l = self
             .links
             .iter_mut()
             .find(|l| l.index == index)
-            .ok_or(Self::enodev("up"))?;
+            .ok_or_else(|| Self::enodev(format!("bring up link {index}")))?;
         l.up = true;
         Ok(())
     }
 
     fn set_master(&mut self, index: u32, master: u32) -> Result<(), RtnlError> {
-        self.log.push(format!("master {index} {master}"));
+        self.request(format!("master {index} {master}"));
         let l = self
             .links
             .iter_mut()
             .find(|l| l.index == index)
-            .ok_or(Self::enodev("master"))?;
+            .ok_or_else(|| Self::enodev(format!("attach link {index} to bridge {master}")))?;
         l.master = Some(master);
         Ok(())
     }
 
     fn delete(&mut self, index: u32) -> Result<(), RtnlError> {
-        self.log.push(format!("delete {index}"));
-        self.links.retain(|l| l.index != index);
-        self.addresses.retain(|a| a.index != index);
-        self.routes.retain(|r| r.oif != Some(index));
+        self.request(format!("delete {index}"));
+        self.remove(index);
         Ok(())
     }
 
     fn move_to(&mut self, index: u32, netns: BorrowedFd<'_>, name: &str) -> Result<(), RtnlError> {
-        self.log.push(format!("move {index} {name}"));
+        self.request(format!("move {index} {name}"));
         let pos = self
             .links
             .iter()
             .position(|l| l.index == index)
-            .ok_or(Self::enodev("move"))?;
-        self.links.remove(pos);
-        self.addresses.retain(|a| a.index != index);
-        self.routes.retain(|r| r.oif != Some(index));
+            .ok_or_else(|| Self::enodev(format!("move link {name}")))?;
+        self.remove(self.links[pos].index);
         self.moved_out
             .push((netns.as_raw_fd() as i64, name.to_string()));
         Ok(())
     }
 
     fn add_altname(&mut self, index: u32, altname: &str) -> Result<(), RtnlError> {
-        self.log.push(format!("altname {index} {altname}"));
+        self.request(format!("altname {index} {altname}"));
         Ok(())
     }
 
@@ -206,17 +246,40 @@ impl Rtnl for FakeRtnl {
         Ok(self.addresses.clone())
     }
 
-    fn add_address(
+    fn set_ipv6_addr_gen_mode(
+        &mut self,
+        index: u32,
+        mode: In6AddrGenMode,
+    ) -> Result<(), RtnlError> {
+        self.request(format!("addrgenmode {index} {mode:?}"));
+        let what = format!("set IPv6 address generation of link {index} to {mode:?}");
+        if !self.has_index(index) {
+            return Err(Self::enodev(what));
+        }
+        if self.no_ipv6 {
+            return Err(Self::eafnosupport(what));
+        }
+        self.ipv6_addr_gen.insert(index, mode);
+        Ok(())
+    }
+
+    fn add_address_scoped(
         &mut self,
         index: u32,
         address: IpAddr,
         prefix_len: u8,
+        scope: AddressScope,
     ) -> Result<(), RtnlError> {
-        self.log
-            .push(format!("address add {index} {address}/{prefix_len}"));
+        self.request(match scope {
+            AddressScope::Universe => format!("address add {index} {address}/{prefix_len}"),
+            _ => format!("address add {index} {address}/{prefix_len} scope {scope:?}"),
+        });
         let what = format!("add address {address}/{prefix_len}");
         if !self.has_index(index) {
             return Err(Self::enodev(what));
+        }
+        if self.no_ipv6 && address.is_ipv6() {
+            return Err(Self::eafnosupport(what));
         }
         let a = Address {
             index,
@@ -245,8 +308,7 @@ impl Rtnl for FakeRtnl {
         address: IpAddr,
         prefix_len: u8,
     ) -> Result<(), RtnlError> {
-        self.log
-            .push(format!("address delete {index} {address}/{prefix_len}"));
+        self.request(format!("address delete {index} {address}/{prefix_len}"));
         let a = Address {
             index,
             address,
@@ -274,7 +336,7 @@ impl Rtnl for FakeRtnl {
     }
 
     fn add_route(&mut self, route: &Route) -> Result<(), RtnlError> {
-        self.log.push(format!("route add {route:?}"));
+        self.request(format!("route add {route:?}"));
         let what = format!("add route to {}/{}", route.destination, route.prefix_len);
         if let Some(oif) = route.oif {
             if !self.has_index(oif) {
@@ -284,8 +346,7 @@ impl Rtnl for FakeRtnl {
         if let Some(g) = route.gateway {
             // As the kernel: a gateway must be on a link the route uses (an
             // IPv6 link-local one is, on the link named).
-            let link_local = matches!(g, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
-            let reachable = (link_local && route.oif.is_some())
+            let reachable = (is_ipv6_link_local(&g) && route.oif.is_some())
                 || self.routes.iter().any(|r| {
                     r.scope == RouteScope::Link
                         && r.gateway.is_none()
@@ -304,7 +365,7 @@ impl Rtnl for FakeRtnl {
     }
 
     fn delete_route(&mut self, route: &Route) -> Result<(), RtnlError> {
-        self.log.push(format!("route delete {route:?}"));
+        self.request(format!("route delete {route:?}"));
         let Some(pos) = self.routes.iter().position(|r| Self::same_route(r, route)) else {
             return Err(RtnlError::kernel(
                 format!("delete route to {}/{}", route.destination, route.prefix_len),
@@ -457,6 +518,70 @@ mod tests {
         f.delete(e1).unwrap();
         assert!(f.default_route_links().unwrap().is_empty());
         assert!(f.routes(Family::V6).unwrap().is_empty());
+    }
+
+    #[test]
+    fn link_local_verbs_as_the_kernel() {
+        let mut f = FakeRtnl::with_links(&[("lo", None), ("vb-a", Some("veth"))]);
+        let vb = index(&mut f, "vb-a");
+        f.set_ipv6_addr_gen_mode(vb, In6AddrGenMode::None).unwrap();
+        assert_eq!(f.ipv6_addr_gen.get(&vb), Some(&In6AddrGenMode::None));
+        f.add_address(vb, ip("fe80::1"), 64).unwrap();
+        f.add_address(vb, ip("fd00::1"), 64).unwrap();
+        f.add_address_scoped(vb, ip("169.254.3.4"), 16, AddressScope::Link)
+            .unwrap();
+        assert!(f
+            .add_address_scoped(vb, ip("169.254.3.4"), 16, AddressScope::Link)
+            .unwrap_err()
+            .is_exists());
+        assert_eq!(f.remove_ipv6_link_local(vb).unwrap(), 1);
+        assert_eq!(f.remove_ipv6_link_local(vb).unwrap(), 0);
+        let left: Vec<_> = f
+            .link_addresses(vb)
+            .unwrap()
+            .iter()
+            .map(|a| a.address)
+            .collect();
+        assert_eq!(left, vec![ip("fd00::1"), ip("169.254.3.4")]);
+        assert_eq!(
+            f.log[..3],
+            [
+                format!("addrgenmode {vb} None"),
+                format!("address add {vb} fe80::1/64"),
+                format!("address add {vb} fd00::1/64"),
+            ]
+        );
+        assert_eq!(
+            f.log[3],
+            format!("address add {vb} 169.254.3.4/16 scope Link")
+        );
+        // Missing links and hosts without IPv6 answer as the kernel.
+        let e = f
+            .set_ipv6_addr_gen_mode(99, In6AddrGenMode::None)
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENODEV));
+        f.no_ipv6 = true;
+        let e = f
+            .set_ipv6_addr_gen_mode(vb, In6AddrGenMode::None)
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EAFNOSUPPORT));
+        let e = f.add_address(vb, ip("fd00::2"), 64).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EAFNOSUPPORT));
+        f.add_address(vb, ip("10.0.0.1"), 24).unwrap();
+    }
+
+    #[test]
+    fn a_link_vanishes_after_the_requests_it_was_given() {
+        let mut f = FakeRtnl::with_links(&[("lo", None), ("ve-a", Some("veth"))]);
+        let ve = index(&mut f, "ve-a");
+        f.vanish(ve, 1);
+        f.add_address(ve, ip("10.0.0.1"), 24).unwrap();
+        let e = f.add_address(ve, ip("10.0.1.1"), 24).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENODEV));
+        assert!(f.link("ve-a").unwrap().is_none());
+        assert!(f.addresses.is_empty() && f.routes.is_empty());
+        assert_eq!(f.set_up(ve).unwrap_err().errno(), Some(libc::ENODEV));
+        assert_eq!(f.vanish, None);
     }
 
     #[test]

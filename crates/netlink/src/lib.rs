@@ -27,8 +27,8 @@ mod watch;
 
 pub use error::RtnlError;
 pub use model::{
-    prefix_contains, prefix_network, Address, Family, Link, Mac, NewLink, Route, RouteProtocol,
-    RouteScope, TABLE_MAIN,
+    is_ipv6_link_local, prefix_contains, prefix_network, Address, AddressScope, Family,
+    In6AddrGenMode, Link, Mac, NewLink, Route, RouteProtocol, RouteScope, TABLE_MAIN,
 };
 pub use netns::in_netns;
 pub use real::Netlink;

@@ -4,6 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+pub use rtnetlink::packet_route::address::AddressScope;
+pub use rtnetlink::packet_route::link::In6AddrGenMode;
 pub use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
 
 /// A MAC address.
@@ -164,6 +166,11 @@ pub fn prefix_contains(net: &IpAddr, prefix_len: u8, a: &IpAddr) -> bool {
     }
 }
 
+/// True for an IPv6 link-local address (`fe80::/10`).
+pub fn is_ipv6_link_local(a: &IpAddr) -> bool {
+    matches!(a, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+}
+
 /// `a` with every bit past `prefix_len` cleared (the network of a prefix).
 pub fn prefix_network(a: &IpAddr, prefix_len: u8) -> IpAddr {
     match a {
@@ -212,6 +219,19 @@ mod tests {
         assert_eq!(prefix_network(&ip("10.1.2.3"), 16), ip("10.1.0.0"));
         assert_eq!(prefix_network(&ip("fd00::1:2"), 112), ip("fd00::1:0"));
         assert_eq!(prefix_network(&ip("10.1.2.3"), 0), ip("0.0.0.0"));
+    }
+
+    #[test]
+    fn ipv6_link_local_is_fe80_slash_10() {
+        for (a, want) in [
+            ("fe80::1", true),
+            ("febf::1", true),
+            ("fec0::1", false),
+            ("fd00::1", false),
+            ("169.254.1.1", false),
+        ] {
+            assert_eq!(is_ipv6_link_local(&ip(a)), want, "{a}");
+        }
     }
 
     #[test]

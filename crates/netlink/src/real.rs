@@ -10,8 +10,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
-    InfoData, InfoIpVlan, InfoKind, InfoVeth, IpVlanMode, LinkAttribute, LinkFlags,
-    LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
+    AfSpecInet6, AfSpecUnspec, InfoData, InfoIpVlan, InfoKind, InfoVeth, IpVlanMode, LinkAttribute,
+    LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, MacVlanMode,
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::packet_route::AddressFamily;
@@ -21,7 +21,7 @@ use rtnetlink::{
 };
 
 use crate::error::nl_err;
-use crate::model::{Address, Family, Link, NewLink, Route};
+use crate::model::{Address, AddressScope, Family, In6AddrGenMode, Link, NewLink, Route};
 use crate::{in_netns, Rtnl, RtnlError};
 
 /// A netlink socket in one network namespace.
@@ -380,6 +380,23 @@ impl Rtnl for Netlink {
         .map_err(nl_err(format!("add alternative name {altname}")))
     }
 
+    fn set_ipv6_addr_gen_mode(
+        &mut self,
+        index: u32,
+        mode: In6AddrGenMode,
+    ) -> Result<(), RtnlError> {
+        let h = self.handle.clone();
+        let msg = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(mode)],
+            )]))
+            .build();
+        self.run(async move { h.link().set(msg).execute().await })
+            .map_err(nl_err(format!(
+                "set IPv6 address generation of link {index} to {mode:?}"
+            )))
+    }
+
     fn addresses(&mut self) -> Result<Vec<Address>, RtnlError> {
         let h = self.handle.clone();
         let msgs: Vec<AddressMessage> = self
@@ -388,14 +405,16 @@ impl Rtnl for Netlink {
         Ok(msgs.iter().filter_map(address_from).collect())
     }
 
-    fn add_address(
+    fn add_address_scoped(
         &mut self,
         index: u32,
         address: IpAddr,
         prefix_len: u8,
+        scope: AddressScope,
     ) -> Result<(), RtnlError> {
-        let h = self.handle.clone();
-        self.run(async move { h.address().add(index, address, prefix_len).execute().await })
+        let mut req = self.handle.address().add(index, address, prefix_len);
+        req.message_mut().header.scope = scope;
+        self.run(req.execute())
             .map_err(nl_err(format!("add address {address}/{prefix_len}")))
     }
 
@@ -505,6 +524,81 @@ mod tests {
         );
         let m = address_message(5, ip("fd00::2"), 64);
         assert_eq!(address_from(&m).unwrap().address, ip("fd00::2"));
+    }
+
+    /// The link-local verbs netd uses, against the kernel in a namespace of
+    /// its own (needs root).
+    #[test]
+    fn link_local_verbs_against_the_kernel() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: a private network namespace needs root");
+            return;
+        }
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            // /proc/sys/net shows the namespace of the thread that opens it.
+            let sysctl = |link: &str, key: &str| {
+                std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{link}/{key}"))
+                    .unwrap()
+                    .trim()
+                    .to_string()
+            };
+            let mut nl = Netlink::open().unwrap();
+            nl.add(&NewLink::Bridge {
+                name: "br-ll".into(),
+            })
+            .unwrap();
+            let br = nl.link("br-ll").unwrap().unwrap().index;
+            nl.set_ipv6_addr_gen_mode(br, In6AddrGenMode::None).unwrap();
+            assert_eq!(sysctl("br-ll", "addr_gen_mode"), "1");
+            nl.set_ipv6_addr_gen_mode(br, In6AddrGenMode::Eui64)
+                .unwrap();
+            assert_eq!(sysctl("br-ll", "addr_gen_mode"), "0");
+            nl.set_ipv6_addr_gen_mode(br, In6AddrGenMode::None).unwrap();
+
+            // Only fe80::/10 goes: ours, and the kernel's own if it made
+            // one when the bridge came up (before the mode was none).
+            let kernels = nl
+                .link_addresses(br)
+                .unwrap()
+                .iter()
+                .filter(|a| crate::is_ipv6_link_local(&a.address))
+                .count();
+            nl.add_address(br, ip("fe80::1"), 64).unwrap();
+            nl.add_address(br, ip("fd00::1"), 64).unwrap();
+            assert_eq!(nl.remove_ipv6_link_local(br).unwrap(), kernels + 1);
+            assert_eq!(nl.remove_ipv6_link_local(br).unwrap(), 0);
+            let v6: Vec<_> = nl
+                .link_addresses(br)
+                .unwrap()
+                .into_iter()
+                .filter(|a| a.address.is_ipv6())
+                .map(|a| a.address)
+                .collect();
+            assert_eq!(v6, vec![ip("fd00::1")]);
+
+            // An IPv4 link-local address with link scope, once.
+            nl.add_address_scoped(br, ip("169.254.7.7"), 16, AddressScope::Link)
+                .unwrap();
+            let e = nl
+                .add_address_scoped(br, ip("169.254.7.7"), 16, AddressScope::Link)
+                .unwrap_err();
+            assert!(e.is_exists(), "{e}");
+            assert!(nl
+                .link_addresses(br)
+                .unwrap()
+                .iter()
+                .any(|a| a.address == ip("169.254.7.7") && a.prefix_len == 16));
+
+            // A link that is gone.
+            nl.delete(br).unwrap();
+            let e = nl
+                .set_ipv6_addr_gen_mode(br, In6AddrGenMode::None)
+                .unwrap_err();
+            assert_eq!(e.errno(), Some(libc::ENODEV), "{e}");
+        })
+        .join()
+        .unwrap();
     }
 
     /// The real thing, in a namespace of its own (needs root).

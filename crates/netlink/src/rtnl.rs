@@ -2,14 +2,18 @@
 //! binaries use, in one network namespace. [`crate::Netlink`] implements it
 //! over the kernel, [`crate::fake::FakeRtnl`] in memory.
 //!
-//! Verbs that can be written with others (a link's addresses, flushing them,
-//! the default-route links, adding a default route) are provided methods,
-//! so the fake and the kernel answer them the same way.
+//! Verbs that can be written with others (a plain address add, a link's
+//! addresses, flushing them, removing its IPv6 link-local ones, the
+//! default-route links, adding a default route) are provided methods, so
+//! the fake and the kernel answer them the same way.
 
 use std::net::IpAddr;
 use std::os::fd::BorrowedFd;
 
-use crate::model::{Address, Family, Link, NewLink, Route, RouteProtocol};
+use crate::model::{
+    is_ipv6_link_local, Address, AddressScope, Family, In6AddrGenMode, Link, NewLink, Route,
+    RouteProtocol,
+};
 use crate::RtnlError;
 
 /// Link, address and route verbs in one network namespace.
@@ -29,6 +33,12 @@ pub trait Rtnl {
     fn move_to(&mut self, index: u32, netns: BorrowedFd<'_>, name: &str) -> Result<(), RtnlError>;
     /// Gives a link an alternative name (e.g. the full name of a shortened one).
     fn add_altname(&mut self, index: u32, altname: &str) -> Result<(), RtnlError>;
+    /// Sets how the kernel makes the link's IPv6 link-local address
+    /// (`IFLA_INET6_ADDR_GEN_MODE`; `None`: it makes none).
+    /// `EAFNOSUPPORT` where the kernel keeps no IPv6 state for the link
+    /// (booted with `ipv6.disable=1`, or an MTU below 1280).
+    fn set_ipv6_addr_gen_mode(&mut self, index: u32, mode: In6AddrGenMode)
+        -> Result<(), RtnlError>;
 
     /// The link with this index, if there is one.
     fn link_by_index(&mut self, index: u32) -> Result<Option<Link>, RtnlError> {
@@ -39,9 +49,15 @@ pub trait Rtnl {
 
     /// Every address on every link.
     fn addresses(&mut self) -> Result<Vec<Address>, RtnlError>;
-    /// Adds `address/prefix_len` to a link; `EEXIST` when it is there already.
-    fn add_address(&mut self, index: u32, address: IpAddr, prefix_len: u8)
-        -> Result<(), RtnlError>;
+    /// Adds `address/prefix_len` with `scope` to a link (`Link` for an
+    /// IPv4 link-local address); `EEXIST` when it is there already.
+    fn add_address_scoped(
+        &mut self,
+        index: u32,
+        address: IpAddr,
+        prefix_len: u8,
+        scope: AddressScope,
+    ) -> Result<(), RtnlError>;
     /// Removes `address/prefix_len` from a link; `EADDRNOTAVAIL` when it is not there.
     fn delete_address(
         &mut self,
@@ -49,6 +65,17 @@ pub trait Rtnl {
         address: IpAddr,
         prefix_len: u8,
     ) -> Result<(), RtnlError>;
+
+    /// Adds `address/prefix_len` to a link (scope universe, as `ip address
+    /// add` does); `EEXIST` when it is there already.
+    fn add_address(
+        &mut self,
+        index: u32,
+        address: IpAddr,
+        prefix_len: u8,
+    ) -> Result<(), RtnlError> {
+        self.add_address_scoped(index, address, prefix_len, AddressScope::Universe)
+    }
 
     /// The addresses on one link.
     fn link_addresses(&mut self, index: u32) -> Result<Vec<Address>, RtnlError> {
@@ -68,6 +95,25 @@ pub trait Rtnl {
             }
         }
         Ok(())
+    }
+
+    /// Removes a link's IPv6 link-local (`fe80::/10`) addresses; returns
+    /// how many went (one that vanished meanwhile is fine).
+    fn remove_ipv6_link_local(&mut self, index: u32) -> Result<usize, RtnlError> {
+        let mut removed = 0;
+        for a in self.link_addresses(index)? {
+            if !is_ipv6_link_local(&a.address) {
+                continue;
+            }
+            match self.delete_address(index, a.address, a.prefix_len) {
+                Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => {}
+                r => {
+                    r?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     // Routes.

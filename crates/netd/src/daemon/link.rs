@@ -13,8 +13,9 @@
 //! 6. [`masquerade`]: NAT for the subnet, as `IPMasquerade=` says.
 //!
 //! A link that goes away releases all of it ([`on_del_link`]). The steps
-//! that talk to the kernel do it through [`LinkOps`], so they are
-//! unit-tested against a recording fake.
+//! that talk to the kernel (2 and 3, [`kernel_steps`]) take a
+//! `&mut dyn Rtnl`: netd's netlink socket on a blocking thread in the
+//! daemon, `netlink::fake::FakeRtnl` in the unit tests.
 
 use std::hash::Hasher;
 use std::net::{IpAddr, Ipv4Addr};
@@ -22,10 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipnetwork::{IpNetwork, Ipv4Network};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkInfo, LinkMessage};
+use netlink::{AddressScope, Family, In6AddrGenMode, Link, Rtnl};
 use tokio::sync::oneshot;
 
-use super::netlink::LinkOps;
 use super::{Ctx, LinkDns, Managed, SeenLink};
 use crate::dhcp;
 use crate::dns;
@@ -33,41 +33,35 @@ use crate::nat;
 use crate::pool;
 use crate::template::{self, DhcpDns, DnsServer, LinkFacts, NetworkFile};
 
-/// What a link message says about the link, and its bridge (IFLA_MASTER).
-pub(super) fn link_facts(m: &LinkMessage) -> (LinkFacts, Option<u32>) {
-    let mut facts = LinkFacts::default();
-    let mut master = None;
-    for a in &m.attributes {
-        match a {
-            LinkAttribute::IfName(n) => facts.name = n.clone(),
-            LinkAttribute::Controller(i) => master = Some(*i),
-            LinkAttribute::LinkInfo(infos) => {
-                for i in infos {
-                    if let LinkInfo::Kind(k) = i {
-                        facts.kind = Some(k.to_string());
-                    }
-                }
-            }
-            _ => {}
-        }
+/// What templates match a link on.
+pub(super) fn link_facts(link: &Link) -> LinkFacts {
+    LinkFacts {
+        name: link.name.clone(),
+        altnames: Vec::new(),
+        kind: link.kind.clone(),
+        // The driver of virtual links is their kind (veth, bridge, macvlan...).
+        driver: link.kind.clone(),
     }
-    // The driver of virtual links is their kind (veth, bridge, macvlan...).
-    facts.driver = facts.kind.clone();
-    (facts, master)
 }
 
 /// A new (or changed) link: runs the pipeline.
-pub(super) async fn on_new_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
-    let (facts, master) = link_facts(m);
-    let index = m.header.index;
-    let Some((file, first)) = match_template(ctx, index, &facts, master) else {
+pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
+    let facts = link_facts(link);
+    let index = link.index;
+    let Some((file, first)) = match_template(ctx, index, &facts, link.master) else {
         return;
     };
     let name = facts.name;
-    if first {
-        link_local(&ctx.handle, index, &name, &file).await;
-    }
-    let Some(address) = assign_address(ctx, index, &name, &file).await else {
+    let address = {
+        let (ctx2, name, file) = (ctx.clone(), name.clone(), file.clone());
+        ctx.rtnl(move |nl| {
+            kernel_steps(nl, index, &name, &file, first, |request, host| {
+                take_subnet(&ctx2, &name, request, host)
+            })
+        })
+        .await
+    };
+    let Some(address) = address.flatten() else {
         return;
     };
     let IpNetwork::V4(v4) = address else { return };
@@ -156,27 +150,47 @@ fn ipv4_link_local(name: &str) -> Ipv4Addr {
     Ipv4Addr::new(169, 254, (n >> 8) as u8, (n & 0xff) as u8)
 }
 
+/// Steps 2 and 3, the pipeline's kernel part, in one go on a blocking
+/// thread: `LinkLocalAddressing=` on the template's first sight of the link,
+/// then the addresses. `take` picks a subnet from the pool for a pool
+/// request, given the networks the host has. Failures are logged and the
+/// rest goes on (a link that vanishes meanwhile is released by its
+/// `RTM_DELLINK`); the serving address, if any.
+fn kernel_steps(
+    nl: &mut dyn Rtnl,
+    index: u32,
+    name: &str,
+    file: &NetworkFile,
+    first: bool,
+    take: impl FnOnce(&IpNetwork, Vec<IpNetwork>) -> Option<IpNetwork>,
+) -> Option<IpNetwork> {
+    if first {
+        link_local(nl, index, name, file);
+    }
+    assign_address(nl, index, name, file, take)
+}
+
 /// Step 2: `LinkLocalAddressing=`, as systemd.network(5) documents it.
-async fn link_local(nl: &impl LinkOps, index: u32, name: &str, file: &NetworkFile) {
+fn link_local(nl: &mut dyn Rtnl, index: u32, name: &str, file: &NetworkFile) {
     let plan = link_local_plan(name, file);
     if plan.ipv6_off {
         // As networkd: no address generation, and the kernel's fe80 gone.
-        match nl.ipv6_addr_gen_none(index).await {
+        match nl.set_ipv6_addr_gen_mode(index, In6AddrGenMode::None) {
             Ok(()) => {
-                if let Err(e) = nl.remove_ipv6_link_local(index).await {
+                if let Err(e) = nl.remove_ipv6_link_local(index) {
                     tracing::warn!("{name}: remove IPv6 link-local addresses: {e}");
                 }
             }
             // No IPv6 on this host or link: nothing to turn off.
-            Err(e) => tracing::debug!("{name}: IPv6 address generation off: {e}"),
+            Err(e) => tracing::debug!("{name}: {e}"),
         }
     }
     if let Some(ip) = plan.ipv4 {
         let net = IpNetwork::V4(Ipv4Network::new(ip, 16).unwrap_or_else(|_| ip.into()));
-        match nl.add_address(index, net, true).await {
-            Ok(true) => tracing::info!("{name}: link-local address {net}"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!("{name}: add link-local address {net}: {e}"),
+        match nl.add_address_scoped(index, net.ip(), net.prefix(), AddressScope::Link) {
+            Ok(()) => tracing::info!("{name}: link-local address {net}"),
+            Err(e) if e.is_exists() => {}
+            Err(e) => tracing::warn!("{name}: link-local address: {e}"),
         }
     }
 }
@@ -192,25 +206,49 @@ fn serving_address(file: &NetworkFile) -> Option<IpNetwork> {
         .or_else(|| net.static_addresses().find(|a| a.is_ipv4()).copied())
 }
 
-/// Step 3: takes the address (a subnet from the pool, or the static one),
-/// puts it and every other static IPv4 `Address=` on the link and sets the
-/// link up. `None` if there is none or the pool is exhausted (then `LINK`
-/// answers the reason).
-async fn assign_address(
-    ctx: &Ctx,
+/// Step 3: takes the address (a subnet from the pool through `take`, or
+/// the static one), puts it and every other static IPv4 `Address=` on the
+/// link and sets the link up. `None` if there is none or the pool is
+/// exhausted (then `LINK` answers the reason).
+fn assign_address(
+    nl: &mut dyn Rtnl,
     index: u32,
     name: &str,
     file: &NetworkFile,
+    take: impl FnOnce(&IpNetwork, Vec<IpNetwork>) -> Option<IpNetwork>,
 ) -> Option<IpNetwork> {
     let request = serving_address(file)?;
     let address = if template::is_pool_request(&request) {
-        let host = ctx.handle.host_networks().await;
-        take_subnet(ctx, name, &request, host)?
+        take(&request, host_networks(nl))?
     } else {
         request
     };
-    configure_addresses(&ctx.handle, index, name, file, address).await;
+    configure_addresses(nl, index, name, file, address);
     Some(address)
+}
+
+/// The host's addresses and IPv4 routes (not the default ones), which
+/// pools must avoid. A dump that fails leaves its part out.
+fn host_networks(nl: &mut dyn Rtnl) -> Vec<IpNetwork> {
+    let mut out = Vec::new();
+    match nl.addresses() {
+        Ok(addrs) => out.extend(
+            addrs
+                .iter()
+                .filter_map(|a| IpNetwork::new(a.address, a.prefix_len).ok()),
+        ),
+        Err(e) => tracing::debug!("host networks: {e}"),
+    }
+    match nl.routes(Family::V4) {
+        Ok(routes) => out.extend(
+            routes
+                .iter()
+                .filter(|r| !r.is_default())
+                .filter_map(|r| IpNetwork::new(r.destination, r.prefix_len).ok()),
+        ),
+        Err(e) => tracing::debug!("host networks: {e}"),
+    }
+    out
 }
 
 /// A subnet from the pool for the link (the host side's address in it);
@@ -245,8 +283,8 @@ fn take_subnet(
 
 /// Puts `address`, then every other static IPv4 `Address=`, on the link
 /// (one that is there already is fine) and sets it up.
-async fn configure_addresses(
-    nl: &impl LinkOps,
+fn configure_addresses(
+    nl: &mut dyn Rtnl,
     index: u32,
     name: &str,
     file: &NetworkFile,
@@ -257,12 +295,14 @@ async fn configure_addresses(
         .static_addresses()
         .filter(|a| a.is_ipv4() && **a != address);
     for a in std::iter::once(&address).chain(others) {
-        if let Err(e) = nl.add_address(index, *a, false).await {
-            tracing::warn!("{name}: add address {a}: {e}");
+        match nl.add_address(index, a.ip(), a.prefix()) {
+            Ok(()) => {}
+            Err(e) if e.is_exists() => {}
+            Err(e) => tracing::warn!("{name}: {e}"),
         }
     }
-    if let Err(e) = nl.set_up(index).await {
-        tracing::warn!("{name}: set up: {e}");
+    if let Err(e) = nl.set_up(index) {
+        tracing::warn!("{name}: {e}");
     }
 }
 
@@ -437,12 +477,11 @@ async fn masquerade(ctx: &Arc<Ctx>, name: &str, file: &NetworkFile, v4: Ipv4Netw
 
 /// A link went away: releases its subnet, DHCP server, DNS listener, NAT
 /// rules and the port forwards of machines behind it.
-pub(super) async fn on_del_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
-    let (facts, _) = link_facts(m);
-    let name = facts.name;
+pub(super) async fn on_del_link(ctx: &Arc<Ctx>, link: &Link) {
+    let name = link.name.clone();
     let (removed, owners) = {
         let mut st = ctx.lock();
-        st.seen.remove(&m.header.index);
+        st.seen.remove(&link.index);
         st.failed.remove(&name);
         let removed = st.links.remove(&name);
         let owners: Vec<String> = st
@@ -516,91 +555,270 @@ fn hostname_for(ctx: &Ctx, mac: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::netlink::fake::{Call, Fake};
+    use netlink::fake::FakeRtnl;
+
     use super::*;
     use crate::template::testutil::ok;
 
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
+    fn net(s: &str) -> IpNetwork {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// A fake kernel with `lo`, `eth0` and a down veth `name`, whose index
+    /// it returns.
+    fn kernel(name: &str) -> (FakeRtnl, u32) {
+        let mut f = FakeRtnl::with_links(&[("lo", None), ("eth0", None), (name, Some("veth"))]);
+        let l = f.links.iter_mut().find(|l| l.name == name).unwrap();
+        l.up = false;
+        let index = l.index;
+        (f, index)
+    }
+
+    /// The link's addresses in the fake, in the order they came.
+    fn addresses(f: &mut FakeRtnl, index: u32) -> Vec<IpNetwork> {
+        f.link_addresses(index)
             .unwrap()
-            .block_on(f)
+            .iter()
+            .map(|a| IpNetwork::new(a.address, a.prefix_len).unwrap())
+            .collect()
+    }
+
+    /// Runs `f` and returns what it logged (debug and up), one line each.
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .finish();
+        let r = tracing::subscriber::with_default(sub, f);
+        let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+        (r, text)
     }
 
     #[test]
-    fn link_local_step_against_the_fake() {
-        let run = |text: &str, fake: Fake| {
-            let f = ok(text).file;
-            block_on(link_local(&fake, 7, "ll0", &f));
-            fake.calls()
-        };
-        let ll0 = IpNetwork::V4(Ipv4Network::new(ipv4_link_local("ll0"), 16).unwrap());
+    fn link_local_addressing_makes_the_right_calls() {
+        let ll0 = ipv4_link_local("ll0");
         let tpl = |v: &str| format!("[Match]\nName=ll0\n[Network]\nLinkLocalAddressing={v}\n");
-        assert_eq!(
-            run(&tpl("ipv4"), Fake::default()),
-            vec![
-                Call::Ipv6AddrGenNone(7),
-                Call::RemoveIpv6LinkLocal(7),
-                Call::AddAddress(7, ll0, true)
-            ]
-        );
-        assert_eq!(
-            run(&tpl("no"), Fake::default()),
-            vec![Call::Ipv6AddrGenNone(7), Call::RemoveIpv6LinkLocal(7)]
-        );
-        assert_eq!(run(&tpl("ipv6"), Fake::default()), vec![]);
-        assert_eq!(
-            run(&tpl("yes"), Fake::default()),
-            vec![Call::AddAddress(7, ll0, true)]
-        );
-        // Without IPv6 there is nothing to remove; the IPv4 part still runs.
-        let no6 = Fake {
-            no_ipv6: true,
-            ..Fake::default()
+        // The kernel gave the link an IPv6 link-local address already.
+        let run = |text: &str, no_ipv6: bool| {
+            let (mut f, i) = kernel("ll0");
+            f.add_address(i, ip("fe80::1"), 64).unwrap();
+            f.log.clear();
+            f.no_ipv6 = no_ipv6;
+            link_local(&mut f, i, "ll0", &ok(text).file);
+            let log: Vec<String> = f
+                .log
+                .iter()
+                .map(|l| l.replace(&format!(" {i} "), " L "))
+                .collect();
+            (f, i, log)
         };
+        let gen_off = "addrgenmode L None".to_string();
+        let fe80_gone = "address delete L fe80::1/64".to_string();
+        let ipv4ll = format!("address add L {ll0}/16 scope Link");
+
+        let (mut f, i, log) = run(&tpl("ipv4"), false);
         assert_eq!(
-            run(&tpl("ipv4"), no6),
-            vec![Call::Ipv6AddrGenNone(7), Call::AddAddress(7, ll0, true)]
+            log,
+            vec![gen_off.clone(), fe80_gone.clone(), ipv4ll.clone()]
         );
+        assert_eq!(f.ipv6_addr_gen.get(&i), Some(&In6AddrGenMode::None));
+        assert_eq!(addresses(&mut f, i), vec![net(&format!("{ll0}/16"))]);
+
+        let (mut f, i, log) = run(&tpl("no"), false);
+        assert_eq!(log, vec![gen_off.clone(), fe80_gone]);
+        assert!(addresses(&mut f, i).is_empty());
+
+        let (mut f, i, log) = run(&tpl("ipv6"), false);
+        assert_eq!(log, Vec::<String>::new());
+        assert_eq!(f.ipv6_addr_gen.get(&i), None);
+        assert_eq!(addresses(&mut f, i), vec![net("fe80::1/64")]);
+
+        let (_, _, log) = run(&tpl("yes"), false);
+        assert_eq!(log, vec![ipv4ll.clone()]);
+
+        // Without IPv6 there is nothing to remove; the IPv4 part still runs.
+        let (_, _, log) = run(&tpl("ipv4"), true);
+        assert_eq!(log, vec![gen_off, ipv4ll]);
+
         // The built-in ve template: nothing (DHCPServer=yes, IPv6 on).
-        let ve = template::BUILTIN[2].1;
-        assert_eq!(run(ve, Fake::default()), vec![]);
+        let (_, _, log) = run(template::BUILTIN[2].1, false);
+        assert_eq!(log, Vec::<String>::new());
     }
 
     #[test]
-    fn every_ipv4_address_is_configured() {
-        let net = |s: &str| s.parse::<IpNetwork>().unwrap();
+    fn a_template_with_addresses_lands_in_the_kernel() {
+        let f = ok(
+            "[Match]\nName=ve-x\n[Network]\nLinkLocalAddressing=no\nAddress=0.0.0.0/28\n\
+                    Address=192.168.7.1/24\nAddress=fd00::1/64\nAddress=10.1.2.3\n",
+        )
+        .file;
+        let (mut k, i) = kernel("ve-x");
+        let eth0 = k.link("eth0").unwrap().unwrap().index;
+        k.add_address(eth0, ip("192.168.1.9"), 24).unwrap();
+        k.add_default_route(eth0, ip("192.168.1.1"), None, netlink::RouteProtocol::Dhcp)
+            .unwrap();
+        // The pool is asked with the host's networks (no default route).
+        let mut asked = None;
+        let got = kernel_steps(&mut k, i, "ve-x", &f, true, |req, host| {
+            asked = Some((*req, host));
+            Some(net("10.0.0.1/28"))
+        });
+        assert_eq!(got, Some(net("10.0.0.1/28")));
+        assert_eq!(
+            asked,
+            Some((
+                net("0.0.0.0/28"),
+                vec![net("192.168.1.9/24"), net("192.168.1.0/24")]
+            ))
+        );
+        // The pool's address first (it serves DHCP), then the static IPv4 ones.
+        let want = vec![
+            net("10.0.0.1/28"),
+            net("192.168.7.1/24"),
+            net("10.1.2.3/32"),
+        ];
+        assert_eq!(addresses(&mut k, i), want);
+        assert!(k.link("ve-x").unwrap().unwrap().up);
+
+        // A restarted netd does it all again: EEXIST everywhere is fine,
+        // nothing is there twice and nothing is logged above debug.
+        let (got, log) =
+            logged(|| kernel_steps(&mut k, i, "ve-x", &f, true, |_, _| Some(net("10.0.0.1/28"))));
+        assert_eq!(got, Some(net("10.0.0.1/28")));
+        assert_eq!(addresses(&mut k, i), want);
+        assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
+    }
+
+    #[test]
+    fn every_ipv4_address_is_added_once_and_the_link_set_up() {
+        // One already there (EEXIST) does not stop the rest.
         let f = ok(
             "[Match]\nName=x\n[Network]\nAddress=0.0.0.0/28\nAddress=192.168.7.1/24\n\
                     Address=fd00::1/64\nAddress=10.1.2.3\n",
         )
         .file;
-        // The pool's address first (it serves DHCP), then the static ones;
-        // one already there (EEXIST) does not stop the rest.
-        let fake = Fake {
-            existing: vec![net("192.168.7.1/24")],
-            ..Fake::default()
-        };
-        block_on(configure_addresses(&fake, 3, "x", &f, net("10.0.0.1/28")));
+        let (mut k, i) = kernel("x");
+        k.add_address(i, ip("192.168.7.1"), 24).unwrap();
+        k.log.clear();
+        configure_addresses(&mut k, i, "x", &f, net("10.0.0.1/28"));
         assert_eq!(
-            fake.calls(),
+            k.log,
             vec![
-                Call::AddAddress(3, net("10.0.0.1/28"), false),
-                Call::AddAddress(3, net("192.168.7.1/24"), false),
-                Call::AddAddress(3, net("10.1.2.3/32"), false),
-                Call::SetUp(3),
+                format!("address add {i} 10.0.0.1/28"),
+                format!("address add {i} 192.168.7.1/24"),
+                format!("address add {i} 10.1.2.3/32"),
+                format!("up {i}"),
             ]
         );
         // A static serving address is not added twice.
         let f = ok("[Match]\nName=x\n[Network]\nAddress=10.0.0.1/24\nAddress=10.0.1.1/24\n").file;
-        let fake = Fake::default();
-        block_on(configure_addresses(&fake, 3, "x", &f, net("10.0.0.1/24")));
+        let (mut k, i) = kernel("x");
+        let got = kernel_steps(&mut k, i, "x", &f, false, |_, _| unreachable!("no pool"));
+        assert_eq!(got, Some(net("10.0.0.1/24")));
         assert_eq!(
-            fake.calls(),
+            k.log,
             vec![
-                Call::AddAddress(3, net("10.0.0.1/24"), false),
-                Call::AddAddress(3, net("10.0.1.1/24"), false),
-                Call::SetUp(3),
+                format!("address add {i} 10.0.0.1/24"),
+                format!("address add {i} 10.0.1.1/24"),
+                format!("up {i}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_exhausted_pool_or_a_member_link_touches_nothing() {
+        let f = ok("[Match]\nName=x\n[Network]\nAddress=0.0.0.0/28\n").file;
+        let (mut k, i) = kernel("x");
+        assert_eq!(kernel_steps(&mut k, i, "x", &f, true, |_, _| None), None);
+        assert!(k.log.is_empty(), "{:?}", k.log);
+        let vb = template::load_with(&[], &template::BUILTIN)
+            .unwrap()
+            .files
+            .into_iter()
+            .find(|f| f.name == "80-container-vb.network")
+            .unwrap();
+        let (mut k, i) = kernel("vb-x");
+        assert_eq!(
+            kernel_steps(&mut k, i, "vb-x", &vb, true, |_, _| None),
+            None
+        );
+        // Only its LinkLocalAddressing=no.
+        assert_eq!(k.log, vec![format!("addrgenmode {i} None")]);
+    }
+
+    #[test]
+    fn a_link_that_vanishes_mid_pipeline_is_logged_not_a_panic() {
+        let f = ok("[Match]\nName=ll0\n[Network]\nLinkLocalAddressing=ipv4\n\
+                    Address=10.0.0.1/28\nAddress=10.0.1.1/24\n")
+        .file;
+        let (mut k, i) = kernel("ll0");
+        // Gone after the link-local steps, before the addresses.
+        k.vanish(i, 2);
+        let (got, log) = logged(|| kernel_steps(&mut k, i, "ll0", &f, true, |_, _| None));
+        assert_eq!(got, Some(net("10.0.0.1/28")));
+        assert!(k.link("ll0").unwrap().is_none());
+        assert_eq!(k.log.len(), 5, "{:?}", k.log);
+        for what in [
+            "ll0: add address 10.0.0.1/28: ENODEV",
+            "ll0: add address 10.0.1.1/24: ENODEV",
+            &format!("ll0: bring up link {i}: ENODEV"),
+        ] {
+            assert!(
+                log.lines().any(|l| l.contains("WARN") && l.contains(what)),
+                "{what} in {log}"
+            );
+        }
+        // Gone before anything: every step fails and says so.
+        let (mut k, i) = kernel("ll0");
+        k.vanish(i, 0);
+        let (got, log) = logged(|| kernel_steps(&mut k, i, "ll0", &f, true, |_, _| None));
+        assert_eq!(got, Some(net("10.0.0.1/28")));
+        assert!(log.contains("ENODEV"), "{log}");
+    }
+
+    #[test]
+    fn host_networks_leave_default_routes_out() {
+        let (mut k, i) = kernel("eth1");
+        let eth0 = k.link("eth0").unwrap().unwrap().index;
+        k.add_address(eth0, ip("192.168.1.9"), 24).unwrap();
+        k.add_address(i, ip("fd00::9"), 64).unwrap();
+        k.add_address(i, ip("10.9.9.9"), 32).unwrap();
+        k.add_default_route(eth0, ip("192.168.1.1"), None, netlink::RouteProtocol::Dhcp)
+            .unwrap();
+        k.add_route(&netlink::Route {
+            oif: Some(i),
+            scope: netlink::RouteScope::Link,
+            ..netlink::Route::to(ip("172.16.0.0"), 12)
+        })
+        .unwrap();
+        assert_eq!(
+            host_networks(&mut k),
+            vec![
+                net("192.168.1.9/24"),
+                net("fd00::9/64"),
+                net("10.9.9.9/32"),
+                net("192.168.1.0/24"),
+                net("172.16.0.0/12"),
             ]
         );
     }

@@ -1,13 +1,14 @@
-//! The daemon: watches links by netlink; for each link a network template
-//! matches, runs the link pipeline ([`link`]: template, link-local
-//! addressing, addresses, DHCP, DNS, NAT), and releases all of it when the
-//! link goes away. A control socket ([`control`]) lets `netspawn` wait for
+//! The daemon: watches links by netlink (the `netlink` crate: a [`Watch`]
+//! for the events, a [`Netlink`] socket for the verbs, used on blocking
+//! threads); for each link a network template matches, runs the link
+//! pipeline ([`link`]: template, link-local addressing, addresses, DHCP,
+//! DNS, NAT), and releases all of it when the link goes away. When the
+//! kernel says events were lost, the links are listed again. A control socket ([`control`]) lets `netspawn` wait for
 //! its link and register port forwards. One instance per host (a lock in
 //! the run directory); it exits when it has been idle for a while.
 
 mod control;
 mod link;
-mod netlink;
 
 use std::collections::HashMap;
 use std::io;
@@ -15,14 +16,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{StreamExt, TryStreamExt};
 use ipnetwork::IpNetwork;
+use netlink::{Event, Group, Link, Netlink, Rtnl, RtnlError, Watch};
 use netspawn_common::netd::socket_path;
 use netspawn_common::paths::Paths;
-use rtnetlink::packet_core::NetlinkPayload;
-use rtnetlink::packet_route::link::LinkMessage;
-use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::sys::AsyncSocket;
 use thiserror::Error;
 use tokio::sync::{oneshot, Notify};
 
@@ -38,7 +35,7 @@ pub enum DaemonError {
     #[error("{0}")]
     Templates(#[from] template::NetFileError),
     #[error("netlink: {0}")]
-    Netlink(String),
+    Netlink(#[from] RtnlError),
     #[error("{0}")]
     Pool(#[from] pool::PoolError),
 }
@@ -88,7 +85,8 @@ type Shared = Arc<Mutex<State>>;
 struct Ctx {
     state: Shared,
     changed: Notify,
-    handle: rtnetlink::Handle,
+    /// netd's netlink socket; used through [`Ctx::rtnl`] only.
+    rtnl: Mutex<Box<dyn Rtnl + Send>>,
     /// The DNS server of links whose template sets no `DNS=`: it forwards
     /// to the host's resolvers.
     dns: dns::DnsServer,
@@ -112,6 +110,29 @@ impl Ctx {
     /// The state; a panicked holder does not make it unusable.
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` with netd's netlink socket on a blocking thread (a
+    /// [`Netlink`] blocks on a runtime of its own, which a task must not
+    /// enter). `f` may take the state's lock, never the other way round.
+    /// `None` if `f` panicked.
+    async fn rtnl<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut dyn Rtnl) -> T + Send + 'static,
+    ) -> Option<T> {
+        let ctx = self.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut nl = ctx.rtnl.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut **nl)
+        })
+        .await;
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::error!("netlink: {e}");
+                None
+            }
+        }
     }
 }
 
@@ -177,14 +198,14 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
         Pools::new(&id_hex)
     };
 
-    let (mut conn, handle, mut messages) =
-        rtnetlink::new_connection().map_err(|e| DaemonError::Netlink(e.to_string()))?;
-    // RTMGRP_LINK: new and removed links.
-    conn.socket_mut()
-        .socket_mut()
-        .bind(&rtnetlink::sys::SocketAddr::new(0, 1))
-        .map_err(|e| DaemonError::Netlink(e.to_string()))?;
-    tokio::spawn(conn);
+    // The watch first, the list after (below): no link falls between them.
+    let watch = Watch::open(&[Group::Link])?.into_async()?;
+    let nl = tokio::task::spawn_blocking(Netlink::open)
+        .await
+        .map_err(|e| RtnlError::Other {
+            what: "open netlink socket".into(),
+            msg: e.to_string(),
+        })??;
 
     let mut nat = Nat::with_paths(nat::NatPaths {
         journal: Some(paths.run_dir.join(format!(
@@ -217,7 +238,7 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
             last_busy: Instant::now(),
         })),
         changed: Notify::new(),
-        handle: handle.clone(),
+        rtnl: Mutex::new(Box::new(nl)),
         dns: dns::DnsServer::new(dir_dyn, dns_config.clone()),
         link_dns: Mutex::new(HashMap::new()),
         dns_config,
@@ -263,16 +284,7 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
     }
 
     // Links that exist already.
-    let existing: Vec<LinkMessage> = handle
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .unwrap_or_default();
-    for m in existing {
-        link::on_new_link(&ctx, &m).await;
-    }
+    relist(&ctx).await;
     tracing::info!("netd ready on {}", sock.display());
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -283,14 +295,19 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
     let mut idle = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            msg = messages.next() => {
-                let Some((msg, _)) = msg else { break };
-                if let NetlinkPayload::InnerMessage(m) = msg.payload {
-                    match m {
-                        RouteNetlinkMessage::NewLink(l) => link::on_new_link(&ctx, &l).await,
-                        RouteNetlinkMessage::DelLink(l) => link::on_del_link(&ctx, &l).await,
-                        _ => {}
+            ready = watch.readable() => {
+                let mut guard = match ready {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::error!("netlink events: {e}");
+                        break;
                     }
+                };
+                let events = guard.get_inner().read();
+                guard.clear_ready();
+                match events {
+                    Ok(events) => on_events(&ctx, events).await,
+                    Err(e) => tracing::error!("{e}"),
                 }
             }
             _ = term.recv() => break,
@@ -322,4 +339,239 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
         let _ = std::fs::remove_file(&l.resolv_conf);
     }
     Ok(())
+}
+
+/// What the watch read, in order; when some events were lost, the list of
+/// links instead (it says how things are now).
+async fn on_events(ctx: &Arc<Ctx>, events: Vec<Event>) {
+    if events.contains(&Event::Overrun) {
+        tracing::warn!("netlink events were lost: listing the links again");
+        relist(ctx).await;
+        return;
+    }
+    for ev in events {
+        match ev {
+            Event::NewLink(l) => link::on_new_link(ctx, &l).await,
+            Event::DelLink(l) => link::on_del_link(ctx, &l).await,
+            _ => {}
+        }
+    }
+}
+
+/// Lists the links and brings netd up to date with them: links it saw that
+/// are gone (or were renamed) are released, every link present goes
+/// through the pipeline (which skips those it configured already). At start,
+/// and when events were lost.
+async fn relist(ctx: &Arc<Ctx>) {
+    let links = match ctx.rtnl(|nl| nl.links()).await {
+        Some(Ok(links)) => links,
+        Some(Err(e)) => {
+            tracing::error!("{e}");
+            return;
+        }
+        None => return,
+    };
+    let gone = {
+        let st = ctx.lock();
+        gone_links(&st.seen, &links)
+    };
+    // Released first, so a link that came back under the same name is
+    // configured again.
+    for l in &gone {
+        link::on_del_link(ctx, l).await;
+    }
+    for l in &links {
+        link::on_new_link(ctx, l).await;
+    }
+}
+
+/// The links netd saw that are not in `present` under the same index and
+/// name, as `RTM_DELLINK` would have told them.
+fn gone_links(seen: &HashMap<u32, SeenLink>, present: &[Link]) -> Vec<Link> {
+    let mut gone: Vec<Link> = seen
+        .iter()
+        .filter(|(i, s)| !present.iter().any(|l| l.index == **i && l.name == s.name))
+        .map(|(i, s)| Link {
+            index: *i,
+            name: s.name.clone(),
+            kind: s.kind.clone(),
+            master: s.master,
+            up: false,
+        })
+        .collect();
+    gone.sort_by_key(|l| l.index);
+    gone
+}
+
+#[cfg(test)]
+mod tests {
+    use netlink::fake::FakeRtnl;
+    use netlink::NewLink;
+
+    use super::*;
+
+    /// A daemon's context over a fake kernel, with the built-in templates;
+    /// nothing in it writes anywhere.
+    fn ctx(kernel: FakeRtnl) -> Arc<Ctx> {
+        let paths = Paths {
+            run_dir: "/nonexistent/run".into(),
+            image_dir: "/nonexistent/images".into(),
+            state_dir: "/nonexistent/state".into(),
+            settings_path: Vec::new(),
+            cgroup_parent: "netspawn".into(),
+        };
+        let directory = Arc::new(dns::RegistryDirectory::new(
+            netspawn_common::registry::Registry::new(&paths),
+        ));
+        let dir_dyn: Arc<dyn MachineDirectory> = directory.clone();
+        Arc::new(Ctx {
+            state: Arc::new(Mutex::new(State {
+                paths,
+                templates: template::load_with(&[], &template::BUILTIN).unwrap(),
+                pools: Pools::new("0123456789abcdef0123456789abcdef"),
+                links: HashMap::new(),
+                seen: HashMap::new(),
+                ports: HashMap::new(),
+                failed: HashMap::new(),
+                nat: Nat::new(),
+                last_busy: Instant::now(),
+            })),
+            changed: Notify::new(),
+            rtnl: Mutex::new(Box::new(kernel)),
+            dns: dns::DnsServer::new(dir_dyn, dns::DnsConfig::default()),
+            link_dns: Mutex::new(HashMap::new()),
+            dns_config: dns::DnsConfig::default(),
+            directory,
+            machine_id: [0; 16],
+        })
+    }
+
+    fn seen_names(ctx: &Ctx) -> Vec<(u32, String)> {
+        let mut v: Vec<_> = ctx
+            .lock()
+            .seen
+            .iter()
+            .map(|(i, l)| (*i, l.name.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The IPv6 link-local addresses the fake kernel has on a link.
+    fn fe80s(ctx: &Ctx, index: u32) -> usize {
+        let mut nl = ctx.rtnl.lock().unwrap();
+        nl.link_addresses(index)
+            .unwrap()
+            .iter()
+            .filter(|a| netlink::is_ipv6_link_local(&a.address))
+            .count()
+    }
+
+    #[test]
+    fn events_run_the_pipeline_and_lost_ones_are_made_up_for_by_a_list() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut k =
+                FakeRtnl::with_links(&[("lo", None), ("eth0", None), ("vb-a", Some("veth"))]);
+            let vb_a = k.link("vb-a").unwrap().unwrap();
+            k.add_address(vb_a.index, "fe80::1".parse().unwrap(), 64)
+                .unwrap();
+            let ctx = ctx(k);
+            // At start: every link is seen; vb-a gets its template's
+            // LinkLocalAddressing=no (the kernel's fe80 goes).
+            relist(&ctx).await;
+            assert_eq!(
+                seen_names(&ctx),
+                vec![(2, "lo".into()), (3, "eth0".into()), (4, "vb-a".into())]
+            );
+            assert_eq!(fe80s(&ctx, 4), 0);
+
+            // Events while nothing is lost: as they say.
+            on_events(&ctx, vec![Event::DelLink(vb_a.clone())]).await;
+            assert_eq!(seen_names(&ctx), vec![(2, "lo".into()), (3, "eth0".into())]);
+            on_events(&ctx, vec![Event::NewLink(vb_a.clone())]).await;
+            assert_eq!(seen_names(&ctx).len(), 3);
+
+            // Meanwhile, unannounced: vb-a goes, vb-b comes with an fe80.
+            let vb_b = {
+                let mut nl = ctx.rtnl.lock().unwrap();
+                nl.delete(vb_a.index).unwrap();
+                nl.add(&NewLink::Veth {
+                    name: "vb-b".into(),
+                    mac: [2; 6],
+                    peer: "host0".into(),
+                    peer_mac: [3; 6],
+                    peer_netns_pid: 1,
+                    master: None,
+                })
+                .unwrap();
+                let vb_b = nl.link("vb-b").unwrap().unwrap();
+                nl.add_address(vb_b.index, "fe80::2".parse().unwrap(), 64)
+                    .unwrap();
+                vb_b
+            };
+            // Only an overrun arrives (with whatever else was read): the
+            // list brings netd up to date.
+            on_events(&ctx, vec![Event::NewLink(vb_a.clone()), Event::Overrun]).await;
+            assert_eq!(
+                seen_names(&ctx),
+                vec![
+                    (2, "lo".into()),
+                    (3, "eth0".into()),
+                    (vb_b.index, "vb-b".into())
+                ]
+            );
+            assert_eq!(fe80s(&ctx, vb_b.index), 0);
+            ctx.dns.shutdown();
+        });
+    }
+
+    fn link(index: u32, name: &str) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            kind: Some("veth".into()),
+            master: None,
+            up: true,
+        }
+    }
+
+    #[test]
+    fn links_gone_while_events_were_lost_are_found() {
+        let seen: HashMap<u32, SeenLink> = [
+            (2, "eth0", None, None),
+            (5, "ve-a", None, Some("veth")),
+            (6, "vb-b", Some(7), Some("veth")),
+            (8, "ve-c", None, Some("veth")),
+        ]
+        .into_iter()
+        .map(|(i, name, master, kind)| {
+            let s = SeenLink {
+                name: name.into(),
+                master,
+                kind: kind.map(str::to_string),
+                link_local_done: true,
+            };
+            (i, s)
+        })
+        .collect();
+        // ve-a was renamed, vb-b went, ve-c is there, a new link came.
+        let present = [
+            link(2, "eth0"),
+            link(5, "ve-z"),
+            link(8, "ve-c"),
+            link(9, "ve-d"),
+        ];
+        let gone = gone_links(&seen, &present);
+        assert_eq!(
+            gone.iter()
+                .map(|l| (l.index, l.name.as_str(), l.master))
+                .collect::<Vec<_>>(),
+            vec![(5, "ve-a", None), (6, "vb-b", Some(7))]
+        );
+        assert!(gone_links(&HashMap::new(), &present).is_empty());
+    }
 }
