@@ -259,6 +259,7 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
     for m in existing {
         on_new_link(&ctx, &m).await;
     }
+    prune_lease_files(&ctx.state.lock().unwrap_or_else(|p| p.into_inner()));
     tracing::info!("netd ready on {}", sock.display());
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -461,8 +462,8 @@ async fn on_new_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
                         let ifname = name.clone();
                         let srv = server.clone();
                         tokio::spawn(async move {
-                            let hostname = move |mac: &[u8]| hostname_for(&ctx2, mac);
-                            if let Err(e) = dhcp::io::serve(&ifname, srv, hostname, async move {
+                            let context = move |mac: &[u8]| dhcp_context(&ctx2, mac);
+                            if let Err(e) = dhcp::io::serve(&ifname, srv, context, async move {
                                 let _ = rx.await;
                             })
                             .await
@@ -541,6 +542,7 @@ async fn on_del_link(ctx: &Arc<Ctx>, m: &LinkMessage) {
             st.pools.release(&name);
             let path = pool::state_path(&st.paths.state_dir);
             let _ = st.pools.save(&path);
+            prune_lease_files(&st);
         }
         st.last_busy = Instant::now();
         (removed, owners)
@@ -586,6 +588,43 @@ fn hostname_for(ctx: &Ctx, mac: &[u8]) -> Option<String> {
         .ok()?
         .into_iter()
         .find(|n| generate_mac(&ctx.machine_id, n, &CONTAINER_HASH_KEY, 0)[..] == *mac)
+}
+
+/// A DHCP request's context: the machine's name and the MACs of the running machines (those
+/// whose launcher holds the name lock; the registry entry is written only after the launch's
+/// DHCP). If the locks cannot be read, no machine knowledge (every client served alike).
+fn dhcp_context(ctx: &Ctx, mac: &[u8]) -> dhcp::RequestContext {
+    use netspawn_common::naming::{generate_mac, CONTAINER_HASH_KEY};
+    let hostname = hostname_for(ctx, mac);
+    let Some(locks) = ctx.state.lock().ok().map(|st| st.paths.locks_dir()) else {
+        return dhcp::RequestContext::default();
+    };
+    match dhcp::machines::claimed_names(&locks) {
+        Ok(names) => dhcp::RequestContext::with_machines(
+            hostname,
+            names
+                .iter()
+                .map(|n| generate_mac(&ctx.machine_id, n, &CONTAINER_HASH_KEY, 0)),
+        ),
+        Err(e) => {
+            tracing::debug!("running machines: {e}");
+            dhcp::RequestContext {
+                hostname_for: hostname,
+                live_machines: None,
+            }
+        }
+    }
+}
+
+/// Deletes the lease files of links that no longer exist, beyond a bounded history.
+fn prune_lease_files(st: &State) {
+    let dir = st.paths.state_dir.join("leases");
+    let exists = |n: &str| st.links.contains_key(n) || st.seen.values().any(|(s, _, _)| s == n);
+    match dhcp::lease::prune_lease_dir(&dir, exists, dhcp::lease::LINK_HISTORY, SystemTime::now()) {
+        Ok(gone) if !gone.is_empty() => tracing::debug!("forgot the leases of {gone:?}"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("pruning {}: {e}", dir.display()),
+    }
 }
 
 /// Where a link stands, as far as `LINK` is concerned.
