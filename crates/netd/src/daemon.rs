@@ -620,7 +620,8 @@ fn dhcp_context(ctx: &Ctx, mac: &[u8]) -> dhcp::RequestContext {
 fn prune_lease_files(st: &State) {
     let dir = st.paths.state_dir.join("leases");
     let exists = |n: &str| st.links.contains_key(n) || st.seen.values().any(|(s, _, _)| s == n);
-    match dhcp::lease::prune_lease_dir(&dir, exists, dhcp::lease::LINK_HISTORY, SystemTime::now()) {
+    match dhcp::lease::prune_lease_dir(&dir, exists, dhcp::lease::link_history(), SystemTime::now())
+    {
         Ok(gone) if !gone.is_empty() => tracing::debug!("forgot the leases of {gone:?}"),
         Ok(_) => {}
         Err(e) => tracing::warn!("pruning {}: {e}", dir.display()),

@@ -459,6 +459,18 @@ pub const ENDED_HISTORY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How many lease files of links that no longer exist [`prune_lease_dir`] keeps by default.
 pub const LINK_HISTORY: usize = 64;
 
+/// Sets the number of lease files of links that no longer exist netd keeps (tests, hosts that
+/// launch many unique names); [`LINK_HISTORY`] when unset or not a number.
+pub const ENV_LINK_HISTORY: &str = "NETSPAWN_NETD_LEASE_HISTORY";
+
+/// The configured history of lease files (see [`ENV_LINK_HISTORY`]), at most 4096.
+pub fn link_history() -> usize {
+    std::env::var(ENV_LINK_HISTORY)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(LINK_HISTORY, |n| n.min(4096))
+}
+
 /// Removes lease files (`NAME.json`, one per link, and their stray temporary files) of links
 /// that no longer exist: `keep(NAME)` says which links do. Of the others, the `history` most
 /// recently written are kept (a machine that comes back within them finds its address again)
