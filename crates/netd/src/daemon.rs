@@ -590,30 +590,31 @@ fn hostname_for(ctx: &Ctx, mac: &[u8]) -> Option<String> {
         .find(|n| generate_mac(&ctx.machine_id, n, &CONTAINER_HASH_KEY, 0)[..] == *mac)
 }
 
-/// A DHCP request's context: the machine's name and the MACs of the running machines (those
-/// whose launcher holds the name lock; the registry entry is written only after the launch's
-/// DHCP). If the locks cannot be read, no machine knowledge (every client served alike).
+/// A DHCP request's context: the machine's name and the MACs of the running machines: those
+/// whose launcher holds the name lock (the registry entry is written only after the launch's
+/// DHCP) and those whose host-side link exists (also unregistered ones).
 fn dhcp_context(ctx: &Ctx, mac: &[u8]) -> dhcp::RequestContext {
     use netspawn_common::naming::{generate_mac, CONTAINER_HASH_KEY};
     let hostname = hostname_for(ctx, mac);
-    let Some(locks) = ctx.state.lock().ok().map(|st| st.paths.locks_dir()) else {
-        return dhcp::RequestContext::default();
+    let (locks, mut names) = {
+        let st = ctx.state.lock().unwrap_or_else(|p| p.into_inner());
+        let linked: Vec<String> = st
+            .seen
+            .values()
+            .filter_map(|(n, _, _)| dhcp::machines::machine_of_link(n).map(str::to_string))
+            .collect();
+        (st.paths.locks_dir(), linked)
     };
     match dhcp::machines::claimed_names(&locks) {
-        Ok(names) => dhcp::RequestContext::with_machines(
-            hostname,
-            names
-                .iter()
-                .map(|n| generate_mac(&ctx.machine_id, n, &CONTAINER_HASH_KEY, 0)),
-        ),
-        Err(e) => {
-            tracing::debug!("running machines: {e}");
-            dhcp::RequestContext {
-                hostname_for: hostname,
-                live_machines: None,
-            }
-        }
+        Ok(claimed) => names.extend(claimed),
+        Err(e) => tracing::debug!("running machines: {e}"),
     }
+    dhcp::RequestContext::with_machines(
+        hostname,
+        names
+            .iter()
+            .map(|n| generate_mac(&ctx.machine_id, n, &CONTAINER_HASH_KEY, 0)),
+    )
 }
 
 /// Deletes the lease files of links that no longer exist, beyond a bounded history.

@@ -6,6 +6,10 @@
 //! take the lock to test it (a launcher starting that moment would find its name busy), so it
 //! reads the kernel's list of held locks, `/proc/locks`, and matches the lock files by device
 //! and inode, read from the directory itself (no stat per file).
+//!
+//! A machine's host-side link (`ve-NAME`, `vb-NAME`) also lives exactly as long as the machine,
+//! and covers machines that do not register (`--register=no`): [`machine_of_link`] gives the name
+//! back when the link name was not shortened (names of up to 12 bytes).
 
 use std::collections::HashSet;
 use std::fs;
@@ -83,6 +87,16 @@ pub fn claimed_names_in(
     Ok(names)
 }
 
+/// The machine name a host-side link name (`ve-NAME`, `vb-NAME`) was made from, if it can be
+/// told: a name longer than 12 bytes is shortened with a hash in the link name, so for a
+/// 15-byte link name this is only a candidate (a wrong one matches no machine's MAC).
+pub fn machine_of_link(ifname: &str) -> Option<&str> {
+    let name = ifname
+        .strip_prefix("ve-")
+        .or_else(|| ifname.strip_prefix("vb-"))?;
+    netspawn_common::names::machine_name_is_valid(name).then_some(name)
+}
+
 /// The names of the machines running now: those whose name lock in `locks_dir` is held.
 pub fn claimed_names(locks_dir: &Path) -> io::Result<Vec<String>> {
     let text = fs::read_to_string(PROC_LOCKS)?;
@@ -104,6 +118,22 @@ mod tests {
         let want: HashSet<(u32, u32, u64)> =
             [(0xfe, 0, 5_496_935), (8, 0x1a, 10_133_507), (0, 0x2b, 12)].into();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn machines_of_links() {
+        let cases = [
+            ("ve-web", Some("web")),
+            ("vb-lab-1", Some("lab-1")),
+            ("ve-abcdefghijkl", Some("abcdefghijkl")),
+            ("vz-lab", None),
+            ("host0", None),
+            ("ve-", None),
+            ("eth0", None),
+        ];
+        for (link, want) in cases {
+            assert_eq!(machine_of_link(link), want, "{link}");
+        }
     }
 
     #[test]
