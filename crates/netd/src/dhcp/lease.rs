@@ -204,6 +204,37 @@ impl LeaseTable {
         true
     }
 
+    /// Makes `key` the owner of the binding of hardware address `hwaddr` (its own if it has one,
+    /// else the latest ending one), marked a machine's, and drops any other binding of that
+    /// hardware address: a machine has one address per MAC, whatever client identity asks.
+    pub fn adopt(&mut self, hwaddr: &[u8], key: &ClientKey) {
+        let same: Vec<ClientKey> = self
+            .by_client
+            .values()
+            .filter(|l| l.hwaddr == hwaddr)
+            .map(|l| l.client.clone())
+            .collect();
+        let keep = if self.by_client.contains_key(key) {
+            Some(key.clone())
+        } else {
+            same.iter()
+                .max_by_key(|k| self.by_client.get(*k).map(|l| (l.expires, l.machine)))
+                .cloned()
+        };
+        let Some(keep) = keep else { return };
+        for k in same.iter().filter(|k| **k != keep) {
+            if let Some(l) = self.by_client.remove(k) {
+                self.by_addr.remove(&l.addr);
+            }
+        }
+        if let Some(mut l) = self.by_client.remove(&keep) {
+            l.client = key.clone();
+            l.machine = true;
+            self.by_addr.insert(l.addr, key.clone());
+            self.by_client.insert(key.clone(), l);
+        }
+    }
+
     /// Marks a client's binding released (kept for stickiness). Returns whether it changed.
     pub fn release(&mut self, client: &ClientKey, addr: Ipv4Addr, now: SystemTime) -> bool {
         match self.by_client.get_mut(client) {
@@ -778,6 +809,40 @@ mod tests {
             {"client":"6801020000000001","addr":"10.0.0.2","expires":5,"state":"bound"}]}"#;
         let tbl = LeaseTable::from_json(old).ok().unwrap();
         assert!(tbl.iter().all(|l| !l.machine));
+    }
+
+    #[test]
+    fn adopt_makes_one_machine_binding_per_mac() {
+        let hw = vec![2, 0, 0, 0, 0, 1];
+        let by_id = |id: u8, addr: [u8; 4], expires: u64| Lease {
+            client: ClientKey::from_client_id(&[id]),
+            hwaddr: hw.clone(),
+            addr: addr.into(),
+            expires: t(expires),
+            state: LeaseState::Bound,
+            client_hostname: None,
+            machine: false,
+        };
+        let machine = ClientKey::from_hwaddr(1, &hw);
+        let mut tbl = LeaseTable::new();
+        tbl.insert(by_id(1, [10, 0, 0, 2], 100), t(0));
+        tbl.insert(by_id(2, [10, 0, 0, 3], 300), t(0));
+        tbl.insert(lease(9, [10, 0, 0, 9], 100), t(0));
+        tbl.adopt(&hw, &machine);
+        // The latest ending binding becomes the machine's; the other of that MAC goes.
+        assert_eq!(tbl.len(), 2);
+        let l = tbl.get(&machine).unwrap();
+        assert_eq!((l.addr, l.machine), (Ipv4Addr::new(10, 0, 0, 3), true));
+        assert_eq!(tbl.by_addr([10, 0, 0, 3].into()).unwrap().client, machine);
+        assert!(tbl.by_addr([10, 0, 0, 2].into()).is_none());
+        // Idempotent; a MAC without bindings changes nothing.
+        let before = tbl.clone();
+        tbl.adopt(&hw, &machine);
+        tbl.adopt(
+            &[2, 0, 0, 0, 0, 7],
+            &ClientKey::from_hwaddr(1, &[2, 0, 0, 0, 0, 7]),
+        );
+        assert_eq!(tbl, before);
     }
 
     #[test]

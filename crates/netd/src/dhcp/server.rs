@@ -25,14 +25,15 @@
 //!
 //! Addresses belong to machines (issue 9). When the caller says which MACs are running machines'
 //! ([`RequestContext::live_machines`]):
-//! - A client whose hardware address is a live machine's is *known*. Its binding is held for the
-//!   machine's life (the launcher's client never renews), and no longer held once the machine is
-//!   gone: its address stays reserved for the same name only while the pool has other room.
+//! - A client whose hardware address is a live machine's is *known*, and is the machine whatever
+//!   client identifier it sends (one binding per machine MAC, keyed by the MAC). Its binding is
+//!   held for the machine's life (the launcher's client never renews), and no longer held once
+//!   the machine is gone: its address stays reserved for the same name only while the pool has
+//!   other room.
 //! - When no address is fresh, bindings nobody holds are reclaimed oldest first: gone machines'
 //!   and released ones before expired ones of unknown clients. A known client may also take the
 //!   address of an unknown client's still running lease, oldest first, when nothing else is left.
-//! - Any other client is *unknown* (made-up client identifiers, a second client on a machine's
-//!   MAC): it gets at most [`unknown_share`] of the pool, leases of at most [`UNKNOWN_LEASE`],
+//! - Any other client is *unknown* (made-up hardware addresses): it gets at most [`unknown_share`] of the pool, leases of at most [`UNKNOWN_LEASE`],
 //!   offers held [`UNKNOWN_OFFER_HOLD`], and at most [`NEW_CLIENTS_PER_WINDOW`] new unknown
 //!   clients per [`NEW_CLIENT_WINDOW`] are served on the link.
 //!
@@ -460,11 +461,18 @@ impl Server {
         out
     }
 
-    fn dispatch(&mut self, req: Request, now: SystemTime, ctx: &RequestContext) -> Outcome {
+    fn dispatch(&mut self, mut req: Request, now: SystemTime, ctx: &RequestContext) -> Outcome {
         if req.msg.giaddr() != Ipv4Addr::UNSPECIFIED {
             return Outcome::Drop(DropReason::Relayed);
         }
         let p = Policy::of(ctx);
+        let mac = req.msg.chaddr();
+        if p.enforcing() && p.is_live(mac) {
+            // A running machine is one client whatever identity it sends: one address per
+            // machine MAC, and made-up identifiers on that MAC all get the machine's address.
+            req.key = ClientKey::from_hwaddr(u8::from(req.msg.htype()), mac);
+            self.table.adopt(mac, &req.key);
+        }
         match req.kind {
             MessageType::Discover => self.discover(&req, now, ctx, p),
             MessageType::Request => self.request(&req, now, ctx, p),
@@ -483,7 +491,7 @@ impl Server {
         p: Policy,
     ) -> Outcome {
         self.offers.retain(|_, o| o.until > now);
-        let known = self.is_known(req, now, p);
+        let known = self.is_known(req, p);
         if !known {
             if let Err(reason) = self.admit_unknown(&req.key, now, p) {
                 return Outcome::Drop(reason);
@@ -534,7 +542,7 @@ impl Server {
         let Some(addr) = addr else {
             return Outcome::Drop(DropReason::Malformed("REQUEST names no address"));
         };
-        let known = self.is_known(req, now, p);
+        let known = self.is_known(req, p);
         if !known {
             if let Err(reason) = self.admit_unknown(&req.key, now, p) {
                 return Outcome::Drop(reason);
@@ -665,19 +673,9 @@ impl Server {
         }
     }
 
-    /// Whether the client is a running machine's (always, without machine knowledge). Only one
-    /// client identity per machine MAC is: another one while the machine's binding holds (a
-    /// second DHCP client in the machine, or someone borrowing its MAC) is unknown.
-    fn is_known(&self, req: &Request, now: SystemTime, p: Policy) -> bool {
-        if !p.enforcing() {
-            return true;
-        }
-        let mac = req.msg.chaddr();
-        p.is_live(mac)
-            && !self
-                .table
-                .iter()
-                .any(|l| l.machine && l.hwaddr == mac && l.client != req.key && p.holds(l, now))
+    /// Whether the client is a running machine's (always, without machine knowledge).
+    fn is_known(&self, req: &Request, p: Policy) -> bool {
+        !p.enforcing() || p.is_live(req.msg.chaddr())
     }
 
     /// Whether an unknown client already has something here (a held binding or a live offer).

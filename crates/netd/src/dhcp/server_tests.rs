@@ -981,15 +981,22 @@ fn machines_come_first() {
     let (a, secs) = lease_in(&mut s, pkt(MessageType::Discover, 1), t(6), &c).unwrap();
     assert_eq!(a, unknown[0]);
     assert_eq!(secs, 3600);
-    // The machine's MAC under a second client identity is an unknown client: it may not take
-    // the other unknown clients' running leases as the machine could.
-    let p = pkt(MessageType::Discover, 1).client_id(b"\x00second");
-    assert_eq!(
-        s.handle(&p.bytes(), t(7), &c),
-        Outcome::Drop(DropReason::PoolExhausted)
-    );
+    // Made-up client identities on the machine's MAC (a flood from inside the machine, or a
+    // second DHCP client there) are the machine: all get its one address.
+    for i in 0..20u8 {
+        let p = pkt(MessageType::Discover, 1).client_id(&[0, b'x', i]);
+        assert_eq!(
+            lease_in(&mut s, p, t(7), &c).unwrap(),
+            (a, 3600),
+            "identity {i}"
+        );
+    }
+    assert_eq!(s.leases().iter().filter(|l| l.hwaddr == mac(1)).count(), 1);
+    assert_eq!(s.leases().len(), 4);
+    // Another machine finds the unknown clients' running leases to take, oldest first.
     let p = pkt(MessageType::Discover, 2);
-    assert!(send_with(&mut s, &p, t(7), &live(&[1, 2])).is_some());
+    let (b, _) = lease_in(&mut s, p, t(8), &live(&[1, 2])).unwrap();
+    assert_eq!(b, unknown[1]);
     // An unknown client's offer lapses after UNKNOWN_OFFER_HOLD.
     let (mut s, _) = server();
     let c = live(&[]);
