@@ -398,3 +398,46 @@ fn the_lease_directory_stays_bounded() {
     );
     assert!(!out.contains("ve-stale"), "stale files survived: {out}");
 }
+
+/// Issue 9, item 5, from inside: a machine whose payload sends DHCP requests with made-up
+/// client identifiers gets its own one address back each time, nothing more (before: a new
+/// address per identifier, until the zone was full).
+#[test]
+fn made_up_client_ids_from_inside_a_machine_get_its_one_address() {
+    let env = TestEnv::new();
+    let img = env.busybox("inside");
+    let tpl = small_zone_templates(&env);
+    std::fs::write(
+        img.join("flood.sh"),
+        "printf '#!/bin/sh\\n[ \"$1\" = bound ] && echo lease=$ip\\nexit 0\\n' > /run/s; chmod +x /run/s\n\
+         echo own=$(ip -4 -o addr show host0 | grep -o 'inet [0-9.]*' | cut -d' ' -f2)\n\
+         for i in $(seq 10 29); do udhcpc -i host0 -n -q -f -t 2 -T 1 -C -x 0x3d:00aa00$i -s /run/s 2>/dev/null; done\n",
+    )
+    .unwrap();
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               export NETSPAWN_NETWORK_PATH={tpl}
+               $NETSPAWN -q --network-zone=in -M flooder -D {img} /bin/sh /flood.sh
+               $NETSPAWN -q --network-zone=in -M next -D {img} /bin/sh -c 'ip -4 -o addr show host0 | grep -q inet' && echo next=ok"#,
+            tpl = tpl.display(),
+            img = img.display()
+        ),
+        120,
+    );
+    let out = &r.stdout;
+    eprintln!("made-up client ids inside a machine: {}", out.trim());
+    let own = out
+        .lines()
+        .find_map(|l| l.strip_prefix("own="))
+        .unwrap_or("")
+        .to_string();
+    assert!(!own.is_empty(), "{out}\n{}", r.stderr);
+    let leases: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("lease="))
+        .collect();
+    assert_eq!(leases.len(), 20, "{out}\n{}", r.stderr);
+    assert!(leases.iter().all(|l| *l == own), "{own}: {leases:?}");
+    assert!(out.contains("next=ok"), "{out}\n{}", r.stderr);
+}
