@@ -370,3 +370,192 @@ fn network_dns_is_the_upstream_for_queries_on_that_link() {
     // netd's resolv.conf for that list, in the run directory while it runs.
     assert_eq!(out.lines().last(), Some("1"), "{out}");
 }
+
+/// A zone template with a /28 (13 addresses for machines) in a directory of its own.
+fn small_zone_templates(env: &TestEnv) -> std::path::PathBuf {
+    let dir = env.dir.join("small-zone");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("80-container-vz.network"),
+        "[Match]\nName=vz-*\nKind=bridge\n\n[Network]\nAddress=0.0.0.0/28\nDHCPServer=yes\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn count(out: &str, key: &str) -> usize {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(usize::MAX)
+}
+
+/// Issue 9, item 4: a machine's lease ends with the machine. More machines with unique names
+/// than the zone's pool holds, one after the other, all get an address (before: the 14th and
+/// every later one failed with "no lease within 10s" for an hour); unregistered ones too (netd
+/// knows them by their links).
+#[test]
+fn a_zone_serves_more_unique_machines_in_turn_than_its_pool_holds() {
+    let env = TestEnv::new();
+    let img = env.busybox("seq");
+    let tpl = small_zone_templates(&env);
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               export NETSPAWN_NETWORK_PATH={tpl}
+               ok=0; fail=0
+               for i in $(seq 20); do
+                 if $NETSPAWN -q --read-only --network-zone=seq -M u$i -D {img} /bin/sh -c 'ip -4 -o addr show host0 | grep -q inet'; then
+                   ok=$((ok+1))
+                 else
+                   fail=$((fail+1))
+                 fi
+               done
+               for i in $(seq 10); do
+                 if $NETSPAWN -q --read-only --register=no --network-zone=seq -M r$i -D {img} /bin/sh -c 'ip -4 -o addr show host0 | grep -q inet'; then
+                   ok=$((ok+1))
+                 else
+                   fail=$((fail+1))
+                 fi
+               done
+               echo ok=$ok; echo fail=$fail"#,
+            tpl = tpl.display(),
+            img = img.display()
+        ),
+        240,
+    );
+    eprintln!("unique-name launches on a /28 zone: {}", r.stdout.trim());
+    assert_eq!(count(&r.stdout, "fail="), 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(count(&r.stdout, "ok="), 30, "{}\n{}", r.stdout, r.stderr);
+}
+
+/// Issue 9, item 5: a client on the zone that makes up MACs gets a bounded share of the pool;
+/// the next machine still gets its address (before: the made-up clients took every free
+/// address and the machine got none).
+#[test]
+fn made_up_dhcp_clients_cannot_starve_a_zone() {
+    let env = TestEnv::new();
+    let img = env.busybox("victim");
+    let tpl = small_zone_templates(&env);
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               export NETSPAWN_NETWORK_PATH={tpl}
+               $NETSPAWN -q --read-only --network-zone=st -M first -D {img} /bin/sleep 120 &
+               for t in $(seq 200); do grep -q '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/first 2>/dev/null && break; sleep 0.05; done
+               # The attacker: a namespace on the zone's bridge whose client changes its MAC.
+               unshare --net sleep 300 & att=$!
+               sleep 0.2
+               ip link add fl0 type veth peer name fl1 netns /proc/$att/ns/net
+               ip link set fl0 master vz-st up
+               got=0
+               for i in $(seq 24); do
+                 mac=$(printf '02:66:00:00:%02x:%02x' $((i / 256)) $((i % 256)))
+                 nsenter --net=/proc/$att/ns/net sh -c "ip link set fl1 down; ip link set fl1 address $mac; ip link set fl1 up" 
+                 if nsenter --net=/proc/$att/ns/net udhcpc -i fl1 -n -q -f -t 1 -T 1 -A 1 -s /bin/true >/dev/null 2>&1; then got=$((got+1)); fi
+               done
+               echo admitted=$got
+               $NETSPAWN -q --read-only --network-zone=st -M second -D {img} /bin/sh -c 'ip -4 -o addr show host0 | grep -o "inet [0-9.]*"' && echo second=ok
+               kill $att; kill %1; wait %1"#,
+            tpl = tpl.display(),
+            img = img.display()
+        ),
+        180,
+    );
+    let out = &r.stdout;
+    eprintln!("made-up clients on a /28 zone: {}", out.trim());
+    assert!(out.contains("second=ok"), "{out}\n{}", r.stderr);
+    let admitted = count(out, "admitted=");
+    // At most a quarter of the pool (at least 4) for clients that are no machine's.
+    assert!(
+        admitted <= 4,
+        "{admitted} made-up clients got a lease: {out}"
+    );
+    assert!(
+        admitted >= 1,
+        "no made-up client got a lease at all: {out}\n{}",
+        r.stderr
+    );
+}
+
+/// Issue 9, item 9: lease files of links that no longer exist are pruned to a bounded history,
+/// at start-up (275 stale files from before) and as links go.
+#[test]
+fn the_lease_directory_stays_bounded() {
+    let env = TestEnv::new();
+    let img = env.busybox("lz");
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               mkdir -p $NETSPAWN_STATE_DIR/leases
+               for i in $(seq 275); do echo '{{"version":1,"leases":[]}}' > $NETSPAWN_STATE_DIR/leases/ve-stale$i.json; done
+               $NETSPAWN -q -n --read-only -M lz0 -D {img} /bin/true
+               echo after-start=$(ls $NETSPAWN_STATE_DIR/leases | wc -l)
+               kill $(cat $NETSPAWN_RUN_DIR/netd-*.pid); sleep 0.3
+               export NETSPAWN_NETD_LEASE_HISTORY=3
+               for i in $(seq 8); do $NETSPAWN -q -n --read-only -M lz$i -D {img} /bin/true; done
+               sleep 0.5
+               echo after-runs=$(ls $NETSPAWN_STATE_DIR/leases | wc -l)
+               ls $NETSPAWN_STATE_DIR/leases"#,
+            img = img.display()
+        ),
+        180,
+    );
+    let out = &r.stdout;
+    eprintln!("lease files: {}", out.trim());
+    let start = count(out, "after-start=");
+    assert!(
+        start <= 65,
+        "{start} lease files after a start: {out}\n{}",
+        r.stderr
+    );
+    let runs = count(out, "after-runs=");
+    assert!(
+        runs <= 4,
+        "{runs} lease files after 8 machines with a history of 3: {out}"
+    );
+    assert!(!out.contains("ve-stale"), "stale files survived: {out}");
+}
+
+/// Issue 9, item 5, from inside: a machine whose payload sends DHCP requests with made-up
+/// client identifiers gets its own one address back each time, nothing more (before: a new
+/// address per identifier, until the zone was full).
+#[test]
+fn made_up_client_ids_from_inside_a_machine_get_its_one_address() {
+    let env = TestEnv::new();
+    let img = env.busybox("inside");
+    let tpl = small_zone_templates(&env);
+    std::fs::write(
+        img.join("flood.sh"),
+        "printf '#!/bin/sh\\n[ \"$1\" = bound ] && echo lease=$ip\\nexit 0\\n' > /run/s; chmod +x /run/s\n\
+         echo own=$(ip -4 -o addr show host0 | grep -o 'inet [0-9.]*' | cut -d' ' -f2)\n\
+         for i in $(seq 10 29); do udhcpc -i host0 -n -q -f -t 2 -T 1 -C -x 0x3d:00aa00$i -s /run/s 2>/dev/null; done\n",
+    )
+    .unwrap();
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               export NETSPAWN_NETWORK_PATH={tpl}
+               $NETSPAWN -q --network-zone=in -M flooder -D {img} /bin/sh /flood.sh
+               $NETSPAWN -q --network-zone=in -M next -D {img} /bin/sh -c 'ip -4 -o addr show host0 | grep -q inet' && echo next=ok"#,
+            tpl = tpl.display(),
+            img = img.display()
+        ),
+        120,
+    );
+    let out = &r.stdout;
+    eprintln!("made-up client ids inside a machine: {}", out.trim());
+    let own = out
+        .lines()
+        .find_map(|l| l.strip_prefix("own="))
+        .unwrap_or("")
+        .to_string();
+    assert!(!own.is_empty(), "{out}\n{}", r.stderr);
+    let leases: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("lease="))
+        .collect();
+    assert_eq!(leases.len(), 20, "{out}\n{}", r.stderr);
+    assert!(leases.iter().all(|l| *l == own), "{own}: {leases:?}");
+    assert!(out.contains("next=ok"), "{out}\n{}", r.stderr);
+}

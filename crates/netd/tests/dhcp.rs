@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use netd::dhcp::lease::{FileStore, LeaseState};
-use netd::dhcp::server::{Server, ServerConfig};
+use netd::dhcp::server::{RequestContext, Server, ServerConfig};
 
 mod common;
 use common::{have, Ns};
@@ -94,7 +94,10 @@ impl RunningServer {
                 sock,
                 SRV_IF,
                 srv,
-                |mac: &[u8]| (mac.len() == 6).then(|| "web".to_string()),
+                |mac: &[u8]| RequestContext {
+                    hostname_for: (mac.len() == 6).then(|| "web".to_string()),
+                    ..Default::default()
+                },
                 async {
                     let _ = stopped.await;
                 },

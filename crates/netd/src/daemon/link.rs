@@ -26,7 +26,7 @@ use ipnetwork::{IpNetwork, Ipv4Network};
 use netlink::{AddressScope, Family, In6AddrGenMode, Link, Rtnl};
 use tokio::sync::oneshot;
 
-use super::{Ctx, LinkDns, Managed, SeenLink};
+use super::{Ctx, LinkDns, Managed, SeenLink, State};
 use crate::dhcp;
 use crate::dns;
 use crate::nat;
@@ -374,8 +374,8 @@ fn start_dhcp(
     let ctx2 = ctx.clone();
     let ifname = name.to_string();
     tokio::spawn(async move {
-        let hostname = move |mac: &[u8]| hostname_for(&ctx2, mac);
-        if let Err(e) = dhcp::io::serve(&ifname, server, hostname, async move {
+        let context = move |mac: &[u8]| dhcp_context(&ctx2, mac);
+        if let Err(e) = dhcp::io::serve(&ifname, server, context, async move {
             let _ = rx.await;
         })
         .await
@@ -497,6 +497,7 @@ pub(super) async fn on_del_link(ctx: &Arc<Ctx>, link: &Link) {
             st.pools.release(&name);
             let path = pool::state_path(&st.paths.state_dir);
             let _ = st.pools.save(&path);
+            prune_lease_files(&st);
         }
         st.last_busy = Instant::now();
         (removed, owners)
@@ -551,6 +552,47 @@ fn hostname_for(ctx: &Ctx, mac: &[u8]) -> Option<String> {
         .ok()?
         .into_iter()
         .find(|n| generate_mac(&ctx.machine_id, n, &CONTAINER_HASH_KEY, 0)[..] == *mac)
+}
+
+/// A DHCP request's context: the machine's name and the MACs of the running
+/// machines: those whose launcher holds the name lock (the registry entry is
+/// written only after the launch's DHCP) and those whose host-side link
+/// exists (also unregistered ones).
+fn dhcp_context(ctx: &Ctx, mac: &[u8]) -> dhcp::RequestContext {
+    use netspawn_common::naming::{generate_mac, CONTAINER_HASH_KEY};
+    let hostname = hostname_for(ctx, mac);
+    let (locks, mut names) = {
+        let st = ctx.lock();
+        let linked: Vec<String> = st
+            .seen
+            .values()
+            .filter_map(|l| dhcp::machines::machine_of_link(&l.name).map(str::to_string))
+            .collect();
+        (st.paths.locks_dir(), linked)
+    };
+    match dhcp::machines::claimed_names(&locks) {
+        Ok(claimed) => names.extend(claimed),
+        Err(e) => tracing::debug!("running machines: {e}"),
+    }
+    dhcp::RequestContext::with_machines(
+        hostname,
+        names
+            .iter()
+            .map(|n| generate_mac(&ctx.machine_id, n, &CONTAINER_HASH_KEY, 0)),
+    )
+}
+
+/// Deletes the lease files of links that no longer exist, beyond a bounded
+/// history.
+pub(super) fn prune_lease_files(st: &State) {
+    let dir = st.paths.state_dir.join("leases");
+    let exists = |n: &str| st.links.contains_key(n) || st.seen.values().any(|l| l.name == n);
+    match dhcp::lease::prune_lease_dir(&dir, exists, dhcp::lease::link_history(), SystemTime::now())
+    {
+        Ok(gone) if !gone.is_empty() => tracing::debug!("forgot the leases of {gone:?}"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("pruning {}: {e}", dir.display()),
+    }
 }
 
 #[cfg(test)]

@@ -285,6 +285,7 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
 
     // Links that exist already.
     relist(&ctx).await;
+    link::prune_lease_files(&ctx.lock());
     tracing::info!("netd ready on {}", sock.display());
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

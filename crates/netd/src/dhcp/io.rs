@@ -3,8 +3,9 @@
 //! The socket is bound to the link's device (SO_BINDTODEVICE, set before bind), so several links
 //! each have their own socket on port 67 (SO_REUSEADDR), a broadcast reply leaves by the right
 //! device, and nothing is served on any other interface. Everything else happens in
-//! [`Server::handle`]; this module only receives, asks the caller for the machine's host name,
-//! and sends what `handle` returned, after `handle` has already made the lease change durable.
+//! [`Server::handle`]; this module only receives, asks the caller for the request's context (the
+//! machine's host name, which MACs are running machines'), and sends what `handle` returned,
+//! after `handle` has already made the lease change durable.
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -79,21 +80,22 @@ fn bind_any(fd: &OwnedFd, port: u16) -> std::io::Result<()> {
     nix::sys::socket::bind(fd.as_raw_fd(), &SockaddrIn::new(0, 0, 0, 0, port)).map_err(Into::into)
 }
 
-/// Serves DHCP on `ifname` until `shutdown` completes. `hostname_for` maps a client's hardware
-/// address to the machine's name (option 12), e.g. from the machine registry. The server stays
-/// shared so the daemon can read leases and counters meanwhile.
+/// Serves DHCP on `ifname` until `shutdown` completes. `context_for` gives the context of a
+/// request from its client hardware address (empty when the packet has none): the machine's
+/// name (option 12) and the MACs of the running machines, e.g. from the machine registry. The
+/// server stays shared so the daemon can read leases and counters meanwhile.
 pub async fn serve<H, S>(
     ifname: &str,
     server: Arc<Mutex<Server>>,
-    hostname_for: H,
+    context_for: H,
     shutdown: S,
 ) -> Result<(), IoError>
 where
-    H: Fn(&[u8]) -> Option<String>,
+    H: Fn(&[u8]) -> RequestContext,
     S: Future<Output = ()>,
 {
     let socket = bind_socket(ifname)?;
-    serve_socket(socket, ifname, server, hostname_for, shutdown).await
+    serve_socket(socket, ifname, server, context_for, shutdown).await
 }
 
 /// As [`serve`], on a socket made by [`bind_socket`] (e.g. in another network namespace).
@@ -101,11 +103,11 @@ pub async fn serve_socket<H, S>(
     socket: StdUdpSocket,
     ifname: &str,
     server: Arc<Mutex<Server>>,
-    hostname_for: H,
+    context_for: H,
     shutdown: S,
 ) -> Result<(), IoError>
 where
-    H: Fn(&[u8]) -> Option<String>,
+    H: Fn(&[u8]) -> RequestContext,
     S: Future<Output = ()>,
 {
     let socket = UdpSocket::from_std(socket).map_err(|source| IoError::Socket {
@@ -130,9 +132,9 @@ where
             },
         };
         let packet = &buf[..len];
-        let ctx = RequestContext {
-            hostname_for: client_hwaddr(packet).and_then(&hostname_for),
-        };
+        // Asked even without a hardware address: the policy must not depend on the packet
+        // carrying one.
+        let ctx = context_for(client_hwaddr(packet).unwrap_or(&[]));
         let outcome = {
             let mut srv = server
                 .lock()

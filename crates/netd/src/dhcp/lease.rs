@@ -119,6 +119,9 @@ pub struct Lease {
     pub state: LeaseState,
     /// The host name the client sent (option 12), if any and valid.
     pub client_hostname: Option<String>,
+    /// Bound for a running machine (its MAC was a live machine's): held for the machine's life
+    /// rather than the lease's, and no longer held once the machine is gone.
+    pub machine: bool,
 }
 
 impl Lease {
@@ -176,8 +179,14 @@ impl LeaseTable {
     /// client to the same address. Refuses (returns false) if another client holds the address
     /// actively at `now`: an address is never given to two clients.
     pub fn insert(&mut self, lease: Lease, now: SystemTime) -> bool {
+        self.insert_unless(lease, |other| other.is_active(now))
+    }
+
+    /// As [`LeaseTable::insert`], with the caller's rule for whether another client's binding
+    /// to the same address still holds it (`blocks`); a binding that does not is replaced.
+    pub fn insert_unless(&mut self, lease: Lease, blocks: impl Fn(&Lease) -> bool) -> bool {
         if let Some(other) = self.by_addr(lease.addr) {
-            if other.client != lease.client && other.is_active(now) {
+            if other.client != lease.client && blocks(other) {
                 return false;
             }
         }
@@ -193,6 +202,37 @@ impl LeaseTable {
         self.by_addr.insert(lease.addr, lease.client.clone());
         self.by_client.insert(lease.client.clone(), lease);
         true
+    }
+
+    /// Makes `key` the owner of the binding of hardware address `hwaddr` (its own if it has one,
+    /// else the latest ending one), marked a machine's, and drops any other binding of that
+    /// hardware address: a machine has one address per MAC, whatever client identity asks.
+    pub fn adopt(&mut self, hwaddr: &[u8], key: &ClientKey) {
+        let same: Vec<ClientKey> = self
+            .by_client
+            .values()
+            .filter(|l| l.hwaddr == hwaddr)
+            .map(|l| l.client.clone())
+            .collect();
+        let keep = if self.by_client.contains_key(key) {
+            Some(key.clone())
+        } else {
+            same.iter()
+                .max_by_key(|k| self.by_client.get(*k).map(|l| (l.expires, l.machine)))
+                .cloned()
+        };
+        let Some(keep) = keep else { return };
+        for k in same.iter().filter(|k| **k != keep) {
+            if let Some(l) = self.by_client.remove(k) {
+                self.by_addr.remove(&l.addr);
+            }
+        }
+        if let Some(mut l) = self.by_client.remove(&keep) {
+            l.client = key.clone();
+            l.machine = true;
+            self.by_addr.insert(l.addr, key.clone());
+            self.by_client.insert(key.clone(), l);
+        }
     }
 
     /// Marks a client's binding released (kept for stickiness). Returns whether it changed.
@@ -235,6 +275,24 @@ impl LeaseTable {
             }
         }
         self.declined.retain(|a, until| keep(*a) && *until > now);
+    }
+
+    /// Drops the bindings `forget` selects (e.g. ended long ago, and not held by a running
+    /// machine) and quarantines that ended before `now`; returns how many bindings went.
+    pub fn forget(&mut self, now: SystemTime, forget: impl Fn(&Lease) -> bool) -> usize {
+        let gone: Vec<ClientKey> = self
+            .by_client
+            .values()
+            .filter(|l| forget(l))
+            .map(|l| l.client.clone())
+            .collect();
+        for k in &gone {
+            if let Some(l) = self.by_client.remove(k) {
+                self.by_addr.remove(&l.addr);
+            }
+        }
+        self.declined.retain(|_, until| *until > now);
+        gone.len()
     }
 
     /// Loads a table from `path`; a missing file is an empty table.
@@ -314,6 +372,7 @@ impl LeaseTable {
                 expires: unix_secs(l.expires),
                 state: l.state,
                 hostname: l.client_hostname.clone(),
+                machine: l.machine,
             })
             .collect();
         leases.sort_by_key(|r| u32::from(r.addr));
@@ -364,6 +423,7 @@ impl LeaseTable {
                 expires: from_unix_secs(r.expires),
                 state: r.state,
                 client_hostname: r.hostname,
+                machine: r.machine,
             };
             table.by_addr.insert(r.addr, client.clone());
             table.by_client.insert(client, lease);
@@ -398,6 +458,8 @@ struct LeaseRecord {
     state: LeaseState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    machine: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -419,6 +481,89 @@ fn from_unix_secs(s: u64) -> SystemTime {
     UNIX_EPOCH
         .checked_add(Duration::from_secs(s.min(1 << 40)))
         .unwrap_or(UNIX_EPOCH)
+}
+
+/// How long a binding is remembered after it ended (expired or released) and is not held by a
+/// running machine: older ones are dropped when the table is saved.
+pub const ENDED_HISTORY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How many lease files of links that no longer exist [`prune_lease_dir`] keeps by default.
+pub const LINK_HISTORY: usize = 64;
+
+/// Sets the number of lease files of links that no longer exist netd keeps (tests, hosts that
+/// launch many unique names); [`LINK_HISTORY`] when unset or not a number.
+pub const ENV_LINK_HISTORY: &str = "NETSPAWN_NETD_LEASE_HISTORY";
+
+/// The configured history of lease files (see [`ENV_LINK_HISTORY`]), at most 4096.
+pub fn link_history() -> usize {
+    std::env::var(ENV_LINK_HISTORY)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(LINK_HISTORY, |n| n.min(4096))
+}
+
+/// Removes lease files (`NAME.json`, one per link, and their stray temporary files) of links
+/// that no longer exist: `keep(NAME)` says which links do. Of the others, the `history` most
+/// recently written are kept (a machine that comes back within them finds its address again)
+/// unless they are older than [`ENDED_HISTORY`] plus the longest lease; the rest are deleted.
+/// Returns the names whose files were deleted. A missing directory is empty.
+pub fn prune_lease_dir(
+    dir: &Path,
+    keep: impl Fn(&str) -> bool,
+    history: usize,
+    now: SystemTime,
+) -> io::Result<Vec<String>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let horizon = ENDED_HISTORY + Duration::from_secs(12 * 3600);
+    let mut old: Vec<(SystemTime, String)> = Vec::new();
+    let mut removed = Vec::new();
+    for de in rd.flatten() {
+        let Ok(fname) = de.file_name().into_string() else {
+            continue;
+        };
+        // A temporary file left by a crash mid-save: `.NAME.json.tmp`.
+        if let Some(name) = fname
+            .strip_prefix('.')
+            .and_then(|f| f.strip_suffix(".json.tmp"))
+        {
+            if !keep(name) {
+                let _ = fs::remove_file(de.path());
+            }
+            continue;
+        }
+        let Some(name) = fname.strip_suffix(".json") else {
+            continue;
+        };
+        if name.is_empty() || name.starts_with('.') || keep(name) {
+            continue;
+        }
+        let Ok(meta) = fs::symlink_metadata(de.path()) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
+        old.push((mtime, name.to_string()));
+    }
+    // Newest first; ties by name so the result does not depend on directory order.
+    old.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    for (i, (mtime, name)) in old.into_iter().enumerate() {
+        let stale = now.duration_since(mtime).is_ok_and(|age| age > horizon);
+        if i < history && !stale {
+            continue;
+        }
+        match fs::remove_file(dir.join(format!("{name}.json"))) {
+            Ok(()) => removed.push(name),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
 }
 
 /// Where the server persists its table. The server calls [`LeaseStore::save`] after every change
@@ -537,6 +682,7 @@ mod tests {
             expires: t(expires),
             state: LeaseState::Bound,
             client_hostname: Some(format!("h{mac}")),
+            machine: false,
         }
     }
 
@@ -599,6 +745,119 @@ mod tests {
             tbl.by_addr([10, 0, 0, 2].into())
                 .map(|l| unix_secs(l.expires)),
             Some(99)
+        );
+    }
+
+    /// Item 9: the lease directory keeps the files of existing links and a bounded history.
+    #[test]
+    fn lease_files_of_gone_links_are_pruned_to_a_bounded_history() {
+        let dir = std::env::temp_dir().join(format!("netd-lease-prune-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let now = SystemTime::now();
+        // 100 links ever seen, written one second apart (ve-m99 newest); 3 still exist.
+        for i in 0..100u64 {
+            let p = dir.join(format!("ve-m{i}.json"));
+            fs::write(&p, "{}").unwrap();
+            let f = File::options().write(true).open(&p).unwrap();
+            f.set_modified(now - Duration::from_secs(1000 - i)).unwrap();
+        }
+        // One untouched for longer than the history, a crash's leftover, an unrelated file.
+        let old = dir.join("ve-old.json");
+        fs::write(&old, "{}").unwrap();
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(now - ENDED_HISTORY - Duration::from_secs(86_400))
+            .unwrap();
+        fs::write(dir.join(".ve-m5.json.tmp"), "x").unwrap();
+        fs::write(dir.join(".vz-lab.json.tmp"), "x").unwrap();
+        fs::write(dir.join("README"), "x").unwrap();
+        let exists = |n: &str| ["ve-m0", "ve-m1", "vz-lab"].contains(&n);
+        let gone = prune_lease_dir(&dir, exists, 10, now).unwrap();
+        assert_eq!(gone.len(), 100 - 2 - 10 + 1, "{gone:?}");
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut want: Vec<String> = (90..100).map(|i| format!("ve-m{i}.json")).collect();
+        want.extend(["ve-m0.json", "ve-m1.json", ".vz-lab.json.tmp", "README"].map(String::from));
+        want.sort();
+        assert_eq!(left, want);
+        // Idempotent, and a missing directory is fine.
+        assert!(prune_lease_dir(&dir, exists, 10, now).unwrap().is_empty());
+        assert!(prune_lease_dir(&dir.join("none"), exists, 10, now)
+            .unwrap()
+            .is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_machine_flag_round_trips_and_old_files_read_without_it() {
+        let mut tbl = LeaseTable::new();
+        let mut l = lease(1, [10, 0, 0, 2], 100);
+        l.machine = true;
+        tbl.insert(l, t(0));
+        tbl.insert(lease(2, [10, 0, 0, 3], 100), t(0));
+        let json = tbl.to_json();
+        assert_eq!(json.matches("\"machine\": true").count(), 1, "{json}");
+        assert_eq!(LeaseTable::from_json(&json).ok(), Some(tbl));
+        // A file of the format before the flag reads as "no machine".
+        let old = r#"{"version":1,"leases":[
+            {"client":"6801020000000001","addr":"10.0.0.2","expires":5,"state":"bound"}]}"#;
+        let tbl = LeaseTable::from_json(old).ok().unwrap();
+        assert!(tbl.iter().all(|l| !l.machine));
+    }
+
+    #[test]
+    fn adopt_makes_one_machine_binding_per_mac() {
+        let hw = vec![2, 0, 0, 0, 0, 1];
+        let by_id = |id: u8, addr: [u8; 4], expires: u64| Lease {
+            client: ClientKey::from_client_id(&[id]),
+            hwaddr: hw.clone(),
+            addr: addr.into(),
+            expires: t(expires),
+            state: LeaseState::Bound,
+            client_hostname: None,
+            machine: false,
+        };
+        let machine = ClientKey::from_hwaddr(1, &hw);
+        let mut tbl = LeaseTable::new();
+        tbl.insert(by_id(1, [10, 0, 0, 2], 100), t(0));
+        tbl.insert(by_id(2, [10, 0, 0, 3], 300), t(0));
+        tbl.insert(lease(9, [10, 0, 0, 9], 100), t(0));
+        tbl.adopt(&hw, &machine);
+        // The latest ending binding becomes the machine's; the other of that MAC goes.
+        assert_eq!(tbl.len(), 2);
+        let l = tbl.get(&machine).unwrap();
+        assert_eq!((l.addr, l.machine), (Ipv4Addr::new(10, 0, 0, 3), true));
+        assert_eq!(tbl.by_addr([10, 0, 0, 3].into()).unwrap().client, machine);
+        assert!(tbl.by_addr([10, 0, 0, 2].into()).is_none());
+        // Idempotent; a MAC without bindings changes nothing.
+        let before = tbl.clone();
+        tbl.adopt(&hw, &machine);
+        tbl.adopt(
+            &[2, 0, 0, 0, 0, 7],
+            &ClientKey::from_hwaddr(1, &[2, 0, 0, 0, 0, 7]),
+        );
+        assert_eq!(tbl, before);
+    }
+
+    #[test]
+    fn forget_drops_selected_bindings_and_ended_quarantines() {
+        let mut tbl = LeaseTable::new();
+        tbl.insert(lease(1, [10, 0, 0, 2], 100), t(0));
+        tbl.insert(lease(2, [10, 0, 0, 3], 900), t(0));
+        tbl.decline([10, 0, 0, 4].into(), t(50));
+        assert_eq!(tbl.forget(t(200), |l| l.expires < t(150)), 1);
+        assert_eq!(tbl.len(), 1);
+        assert!(tbl.by_addr([10, 0, 0, 2].into()).is_none());
+        assert!(
+            tbl.to_json().contains("\"declined\": []"),
+            "{}",
+            tbl.to_json()
         );
     }
 

@@ -2,6 +2,7 @@
 //!
 //! - [`server`]: the RFC 2131 state machine, sans I/O: packet in, reply out, lease decisions.
 //! - [`lease`]: the lease table and its atomic, crash-safe persistence.
+//! - [`machines`]: which machines are running (their name locks), for the lease policy.
 //! - [`io`]: the thin async wrapper: one UDP socket on port 67 per link, bound to the device.
 //!
 //! The daemon builds a [`server::ServerConfig`] from the link's `.network` template, a
@@ -10,6 +11,7 @@
 
 pub mod io;
 pub mod lease;
+pub mod machines;
 pub mod server;
 
 pub use lease::{FileStore, LeaseStore, LeaseTable, MemoryStore};

@@ -22,9 +22,29 @@
 //!   lease file; an address held by someone else, outside the pool or off the subnet is NAKed.
 //! - Offers are held for [`OFFER_HOLD`] in memory only; they are not persisted (a lost offer just
 //!   makes the client discover again).
+//!
+//! Addresses belong to machines (issue 9). When the caller says which MACs are running machines'
+//! ([`RequestContext::live_machines`]):
+//! - A client whose hardware address is a live machine's is *known*, and is the machine whatever
+//!   client identifier it sends (one binding per machine MAC, keyed by the MAC). Its binding is
+//!   held for the machine's life (the launcher's client never renews), and no longer held once
+//!   the machine is gone: its address stays reserved for the same name only while the pool has
+//!   other room.
+//! - When no address is fresh, bindings nobody holds are reclaimed oldest first: gone machines'
+//!   and released ones before expired ones of unknown clients. A known client may also take the
+//!   address of an unknown client's still running lease, oldest first, when nothing else is left.
+//! - Any other client is *unknown* (made-up hardware addresses): it gets at most [`unknown_share`] of the pool, leases of at most [`UNKNOWN_LEASE`],
+//!   offers held [`UNKNOWN_OFFER_HOLD`], and at most [`NEW_CLIENTS_PER_WINDOW`] new unknown
+//!   clients per [`NEW_CLIENT_WINDOW`] are served on the link.
+//!
+//! The table holds at most one binding per pool address, and bindings that ended more than
+//! [`ENDED_HISTORY`] ago (and are not held by a running machine) are dropped when it is saved, so
+//! memory and lease file stay bounded by the pool whatever clients send. Without
+//! `live_machines` (None) every client is served as before this policy existed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode, MIN_PACKET_SIZE};
@@ -32,7 +52,9 @@ use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use ipnetwork::Ipv4Network;
 use netspawn_common::dhcp_wire::{self, opt, Packet, WireError, BOOTREQUEST};
 
-use super::lease::{ClientKey, Lease, LeaseError, LeaseState, LeaseStore, LeaseTable};
+use super::lease::{
+    ClientKey, Lease, LeaseError, LeaseState, LeaseStore, LeaseTable, ENDED_HISTORY,
+};
 
 /// How long an offered address stays reserved for the client it was offered to.
 pub const OFFER_HOLD: Duration = Duration::from_secs(60);
@@ -42,6 +64,25 @@ pub const DECLINE_HOLD: Duration = Duration::from_secs(600);
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(3600);
 /// networkd's MaxLeaseTimeSec= default.
 pub const MAX_LEASE: Duration = Duration::from_secs(12 * 3600);
+/// Longest lease of a client that is no running machine's.
+pub const UNKNOWN_LEASE: Duration = Duration::from_secs(120);
+/// How long an offer to a client that is no running machine's reserves its address.
+pub const UNKNOWN_OFFER_HOLD: Duration = Duration::from_secs(10);
+/// The window of the per-link rate limit of new unknown clients.
+pub const NEW_CLIENT_WINDOW: Duration = Duration::from_secs(10);
+/// New unknown clients served per [`NEW_CLIENT_WINDOW`] on one link.
+pub const NEW_CLIENTS_PER_WINDOW: usize = 10;
+/// Unknown clients hold at most 1/this of the pool...
+pub const UNKNOWN_SHARE_DIVISOR: u32 = 4;
+/// ...but at least this many addresses (or the whole pool, if smaller).
+pub const UNKNOWN_SHARE_MIN: u32 = 4;
+
+/// How many addresses of a pool of `pool_size` unknown clients may hold at once.
+pub fn unknown_share(pool_size: u32) -> u32 {
+    (pool_size / UNKNOWN_SHARE_DIVISOR)
+        .max(UNKNOWN_SHARE_MIN)
+        .min(pool_size)
+}
 
 /// Errors of building a server.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +212,65 @@ impl ServerConfig {
 pub struct RequestContext {
     /// The machine's name, sent as option 12 (host name) when known.
     pub hostname_for: Option<String>,
+    /// The hardware addresses of the machines running now (their container side's MAC). None:
+    /// the caller does not know, and every client is served alike (no shares, no rate limit,
+    /// bindings held for their lease only).
+    pub live_machines: Option<Arc<HashSet<Vec<u8>>>>,
+}
+
+impl RequestContext {
+    /// A context whose running machines have these MACs.
+    pub fn with_machines<I, M>(hostname_for: Option<String>, macs: I) -> Self
+    where
+        I: IntoIterator<Item = M>,
+        M: AsRef<[u8]>,
+    {
+        RequestContext {
+            hostname_for,
+            live_machines: Some(Arc::new(
+                macs.into_iter().map(|m| m.as_ref().to_vec()).collect(),
+            )),
+        }
+    }
+}
+
+/// What a request's context says about machines, for the decisions of one request.
+#[derive(Clone, Copy)]
+struct Policy<'a> {
+    live: Option<&'a HashSet<Vec<u8>>>,
+}
+
+impl<'a> Policy<'a> {
+    fn of(ctx: &'a RequestContext) -> Self {
+        Policy {
+            live: ctx.live_machines.as_deref(),
+        }
+    }
+
+    /// Whether the machine policy applies at all.
+    fn enforcing(&self) -> bool {
+        self.live.is_some()
+    }
+
+    fn is_live(&self, mac: &[u8]) -> bool {
+        self.live.is_some_and(|s| s.contains(mac))
+    }
+
+    /// Whether `l` keeps its address from others at `now`: a machine's binding while the
+    /// machine runs, any other while its lease runs.
+    fn holds(&self, l: &Lease, now: SystemTime) -> bool {
+        if self.enforcing() && l.machine {
+            self.is_live(&l.hwaddr)
+        } else {
+            l.is_active(now)
+        }
+    }
+
+    /// Whether `l` keeps its address from a client that may (`steal`) or may not take an
+    /// unknown client's running lease.
+    fn blocks(&self, l: &Lease, now: SystemTime, steal: bool) -> bool {
+        self.holds(l, now) && (l.machine || !steal)
+    }
 }
 
 /// Where a reply goes. The UDP destination port is always 68.
@@ -195,6 +295,10 @@ pub enum DropReason {
     Relayed,
     /// No free address for this client.
     PoolExhausted,
+    /// Too many new clients that are no running machine's on this link just now.
+    RateLimited,
+    /// Clients that are no running machine's hold their whole share of the pool.
+    ShareExhausted,
     /// The lease table could not be saved, so nothing was acknowledged.
     SaveFailed(String),
     /// The reply could not be encoded.
@@ -244,12 +348,23 @@ pub struct Stats {
     pub pool_exhausted: u64,
     /// Lease table saves that failed.
     pub save_failures: u64,
+    /// New unknown clients refused by the rate limit.
+    pub rate_limited: u64,
+    /// Unknown clients refused because unknown clients hold their whole share.
+    pub share_exhausted: u64,
+    /// Distinct new unknown clients admitted (offered or acknowledged an address).
+    pub unknown_admitted: u64,
+    /// Bindings taken from clients that no longer held them (gone machines, ended leases) or
+    /// from unknown clients for a machine.
+    pub reclaimed: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Offer {
     addr: Ipv4Addr,
     until: SystemTime,
+    /// Made to an unknown client (counts against the unknown share).
+    unknown: bool,
 }
 
 /// A DHCPv4 server for one link.
@@ -259,6 +374,8 @@ pub struct Server {
     offers: HashMap<ClientKey, Offer>,
     store: Box<dyn LeaseStore>,
     stats: Stats,
+    /// When the latest new unknown clients were admitted (at most [`NEW_CLIENTS_PER_WINDOW`]).
+    new_unknown: VecDeque<SystemTime>,
 }
 
 impl std::fmt::Debug for Server {
@@ -294,12 +411,17 @@ impl Server {
         config.validate()?;
         let mut table = store.load()?;
         table.retain_addrs(now, |a| config.in_pool(a));
+        // What ended long ago and was no machine's; a machine's binding waits for the first
+        // save, which knows whether the machine still runs.
+        let cutoff = now.checked_sub(ENDED_HISTORY).unwrap_or(now);
+        table.forget(now, |l| !l.machine && l.expires < cutoff);
         Ok(Server {
             config,
             table,
             offers: HashMap::new(),
             store,
             stats: Stats::default(),
+            new_unknown: VecDeque::new(),
         })
     }
 
@@ -334,39 +456,74 @@ impl Server {
         out
     }
 
-    fn dispatch(&mut self, req: Request, now: SystemTime, ctx: &RequestContext) -> Outcome {
+    fn dispatch(&mut self, mut req: Request, now: SystemTime, ctx: &RequestContext) -> Outcome {
         if req.msg.giaddr() != Ipv4Addr::UNSPECIFIED {
             return Outcome::Drop(DropReason::Relayed);
         }
+        let p = Policy::of(ctx);
+        let mac = req.msg.chaddr();
+        if p.enforcing() && p.is_live(mac) {
+            // A running machine is one client whatever identity it sends: one address per
+            // machine MAC, and made-up identifiers on that MAC all get the machine's address.
+            req.key = ClientKey::from_hwaddr(u8::from(req.msg.htype()), mac);
+            self.table.adopt(mac, &req.key);
+        }
         match req.kind {
-            MessageType::Discover => self.discover(&req, now, ctx),
-            MessageType::Request => self.request(&req, now, ctx),
-            MessageType::Decline => self.decline(&req, now),
-            MessageType::Release => self.release(&req, now),
+            MessageType::Discover => self.discover(&req, now, ctx, p),
+            MessageType::Request => self.request(&req, now, ctx, p),
+            MessageType::Decline => self.decline(&req, now, p),
+            MessageType::Release => self.release(&req, now, p),
             MessageType::Inform => self.inform(&req, ctx),
             _ => Outcome::Drop(DropReason::UnexpectedType),
         }
     }
 
-    fn discover(&mut self, req: &Request, now: SystemTime, ctx: &RequestContext) -> Outcome {
-        let Some(addr) = self.pick_address(req, now) else {
+    fn discover(
+        &mut self,
+        req: &Request,
+        now: SystemTime,
+        ctx: &RequestContext,
+        p: Policy,
+    ) -> Outcome {
+        self.offers.retain(|_, o| o.until > now);
+        let known = self.is_known(req, p);
+        if !known {
+            if let Err(reason) = self.admit_unknown(&req.key, now, p) {
+                return Outcome::Drop(reason);
+            }
+        }
+        let Some(addr) = self.pick_address(req, now, p, known) else {
             self.stats.pool_exhausted += 1;
             return Outcome::Drop(DropReason::PoolExhausted);
         };
-        self.offers.retain(|_, o| o.until > now);
+        if !known {
+            self.note_admitted(&req.key, now);
+        }
+        let hold = if known {
+            OFFER_HOLD
+        } else {
+            UNKNOWN_OFFER_HOLD
+        };
         self.offers.insert(
             req.key.clone(),
             Offer {
                 addr,
-                until: now + OFFER_HOLD,
+                until: now + hold,
+                unknown: !known,
             },
         );
-        let lease = self.lease_time(req);
+        let lease = self.lease_time(req, known, p);
         self.stats.offers += 1;
         self.reply(req, MessageType::Offer, addr, Some(lease), ctx)
     }
 
-    fn request(&mut self, req: &Request, now: SystemTime, ctx: &RequestContext) -> Outcome {
+    fn request(
+        &mut self,
+        req: &Request,
+        now: SystemTime,
+        ctx: &RequestContext,
+        p: Policy,
+    ) -> Outcome {
         let ciaddr = nonzero(req.msg.ciaddr());
         let addr = match req.server_id {
             // SELECTING: the client answers an offer, ours or another server's.
@@ -380,10 +537,23 @@ impl Server {
         let Some(addr) = addr else {
             return Outcome::Drop(DropReason::Malformed("REQUEST names no address"));
         };
-        if !self.usable_for(addr, &req.key, now) {
+        let known = self.is_known(req, p);
+        if !known {
+            if let Err(reason) = self.admit_unknown(&req.key, now, p) {
+                return Outcome::Drop(reason);
+            }
+        }
+        // A machine may take an unknown client's running lease only as we offered it.
+        let steal = known
+            && p.enforcing()
+            && self
+                .offers
+                .get(&req.key)
+                .is_some_and(|o| o.addr == addr && o.until > now);
+        if !self.usable_for(addr, &req.key, now, p, steal) {
             return self.nak(req, "requested address is not available");
         }
-        let lease_time = self.lease_time(req);
+        let lease_time = self.lease_time(req, known, p);
         let lease = Lease {
             client: req.key.clone(),
             hwaddr: req.msg.chaddr().to_vec(),
@@ -391,12 +561,27 @@ impl Server {
             expires: now + lease_time,
             state: LeaseState::Bound,
             client_hostname: req.hostname.clone(),
+            machine: known && p.enforcing(),
         };
-        if !self.table.insert(lease, now) {
+        let new_client = self.is_new(&req.key);
+        let reclaimed = self
+            .table
+            .by_addr(addr)
+            .is_some_and(|l| l.client != req.key && l.is_active(now));
+        if !self
+            .table
+            .insert_unless(lease, |other| p.blocks(other, now, steal))
+        {
             return self.nak(req, "requested address is in use");
         }
+        if reclaimed {
+            self.stats.reclaimed += 1;
+        }
+        if !known && new_client {
+            self.record_new(now);
+        }
         self.offers.remove(&req.key);
-        if let Err(e) = self.store.save(&self.table) {
+        if let Err(e) = self.save(now, p) {
             self.stats.save_failures += 1;
             return Outcome::Drop(DropReason::SaveFailed(e.to_string()));
         }
@@ -404,7 +589,7 @@ impl Server {
         self.reply(req, MessageType::Ack, addr, Some(lease_time), ctx)
     }
 
-    fn decline(&mut self, req: &Request, now: SystemTime) -> Outcome {
+    fn decline(&mut self, req: &Request, now: SystemTime, p: Policy) -> Outcome {
         if req.server_id.is_some_and(|s| s != self.config.server_ip) {
             return Outcome::Ignore;
         }
@@ -420,26 +605,34 @@ impl Server {
         self.offers.remove(&req.key);
         self.table.decline(addr, now + DECLINE_HOLD);
         self.stats.declines += 1;
-        if let Err(e) = self.store.save(&self.table) {
+        if let Err(e) = self.save(now, p) {
             self.stats.save_failures += 1;
             return Outcome::Drop(DropReason::SaveFailed(e.to_string()));
         }
         Outcome::Ignore
     }
 
-    fn release(&mut self, req: &Request, now: SystemTime) -> Outcome {
+    fn release(&mut self, req: &Request, now: SystemTime, p: Policy) -> Outcome {
         if req.server_id.is_some_and(|s| s != self.config.server_ip) {
             return Outcome::Ignore;
         }
         if self.table.release(&req.key, req.msg.ciaddr(), now) {
             self.stats.releases += 1;
-            if let Err(e) = self.store.save(&self.table) {
+            if let Err(e) = self.save(now, p) {
                 // The address simply stays reserved for this client until it expires.
                 self.stats.save_failures += 1;
                 return Outcome::Drop(DropReason::SaveFailed(e.to_string()));
             }
         }
         Outcome::Ignore
+    }
+
+    /// Forgets what ended long ago and is not a running machine's, then saves durably.
+    fn save(&mut self, now: SystemTime, p: Policy) -> Result<(), LeaseError> {
+        let cutoff = now.checked_sub(ENDED_HISTORY).unwrap_or(now);
+        self.table
+            .forget(now, |l| l.expires < cutoff && !p.holds(l, now));
+        self.store.save(&self.table)
     }
 
     fn inform(&mut self, req: &Request, ctx: &RequestContext) -> Outcome {
@@ -463,21 +656,115 @@ impl Server {
         encode(&m, Destination::Broadcast)
     }
 
-    fn lease_time(&self, req: &Request) -> Duration {
-        match req.lease {
+    fn lease_time(&self, req: &Request, known: bool, p: Policy) -> Duration {
+        let t = match req.lease {
             Some(s) if s > 0 => Duration::from_secs(u64::from(s)).min(self.config.max_lease),
             _ => self.config.default_lease,
+        };
+        if known || !p.enforcing() {
+            t
+        } else {
+            t.min(UNKNOWN_LEASE)
         }
     }
 
-    /// Whether `addr` may be bound to `key` now: in the pool, not quarantined, and neither bound
-    /// nor offered to anybody else.
-    fn usable_for(&self, addr: Ipv4Addr, key: &ClientKey, now: SystemTime) -> bool {
+    /// Whether the client is a running machine's (always, without machine knowledge).
+    fn is_known(&self, req: &Request, p: Policy) -> bool {
+        !p.enforcing() || p.is_live(req.msg.chaddr())
+    }
+
+    /// Whether an unknown client already has something here (a held binding or a live offer).
+    fn has_own(&self, key: &ClientKey, now: SystemTime) -> bool {
+        self.offers.get(key).is_some_and(|o| o.until > now)
+            || self.table.get(key).is_some_and(|l| l.is_active(now))
+    }
+
+    /// The share and rate limit of unknown clients: Ok if `key` may be served.
+    fn admit_unknown(
+        &mut self,
+        key: &ClientKey,
+        now: SystemTime,
+        p: Policy,
+    ) -> Result<(), DropReason> {
+        if self.has_own(key, now) {
+            return Ok(());
+        }
+        if self.table.get(key).is_none() {
+            // A client never seen: the rate limit of new clients.
+            let since = now.checked_sub(NEW_CLIENT_WINDOW).unwrap_or(now);
+            while self.new_unknown.front().is_some_and(|t| *t <= since) {
+                self.new_unknown.pop_front();
+            }
+            if self.new_unknown.len() >= NEW_CLIENTS_PER_WINDOW {
+                self.stats.rate_limited += 1;
+                return Err(DropReason::RateLimited);
+            }
+        }
+        let held = self
+            .table
+            .iter()
+            .filter(|l| !l.machine && &l.client != key && p.holds(l, now))
+            .count()
+            + self
+                .offers
+                .iter()
+                .filter(|(k, o)| o.unknown && *k != key && o.until > now)
+                .count();
+        if held >= self.pool_share() {
+            self.stats.share_exhausted += 1;
+            return Err(DropReason::ShareExhausted);
+        }
+        Ok(())
+    }
+
+    /// A client with neither a binding nor an offer.
+    fn is_new(&self, key: &ClientKey) -> bool {
+        self.table.get(key).is_none() && !self.offers.contains_key(key)
+    }
+
+    /// Before an offer to an unknown client: counts it for the rate limit if it is new.
+    fn note_admitted(&mut self, key: &ClientKey, now: SystemTime) {
+        if self.is_new(key) {
+            self.record_new(now);
+        }
+    }
+
+    /// Counts a new unknown client given an address (for the rate limit).
+    fn record_new(&mut self, now: SystemTime) {
+        self.stats.unknown_admitted += 1;
+        if self.new_unknown.len() >= NEW_CLIENTS_PER_WINDOW {
+            self.new_unknown.pop_front();
+        }
+        self.new_unknown.push_back(now);
+    }
+
+    fn pool_size(&self) -> u32 {
+        let start = u32::from(self.config.pool_start);
+        let end = u32::from(self.config.pool_end);
+        let server = u32::from(self.config.server_ip);
+        (end - start + 1) - u32::from((start..=end).contains(&server))
+    }
+
+    fn pool_share(&self) -> usize {
+        unknown_share(self.pool_size()) as usize
+    }
+
+    /// Whether `addr` may be bound to `key` now: in the pool, not quarantined, not held by
+    /// anybody else (with `steal`, an unknown client's running lease does not count), and not
+    /// offered to anybody else.
+    fn usable_for(
+        &self,
+        addr: Ipv4Addr,
+        key: &ClientKey,
+        now: SystemTime,
+        p: Policy,
+        steal: bool,
+    ) -> bool {
         if !self.config.in_pool(addr) || self.table.is_declined(addr, now) {
             return false;
         }
         if let Some(l) = self.table.by_addr(addr) {
-            if &l.client != key && l.is_active(now) {
+            if &l.client != key && p.blocks(l, now, steal) {
                 return false;
             }
         }
@@ -488,12 +775,20 @@ impl Server {
     }
 
     /// Usable, and not remembered as another client's address either.
-    fn fresh_for(&self, addr: Ipv4Addr, key: &ClientKey, now: SystemTime) -> bool {
-        self.usable_for(addr, key, now) && self.table.by_addr(addr).is_none_or(|l| &l.client == key)
+    fn fresh_for(&self, addr: Ipv4Addr, key: &ClientKey, now: SystemTime, p: Policy) -> bool {
+        self.usable_for(addr, key, now, p, false)
+            && self.table.by_addr(addr).is_none_or(|l| &l.client == key)
     }
 
-    fn pick_address(&self, req: &Request, now: SystemTime) -> Option<Ipv4Addr> {
+    fn pick_address(
+        &self,
+        req: &Request,
+        now: SystemTime,
+        p: Policy,
+        known: bool,
+    ) -> Option<Ipv4Addr> {
         let key = &req.key;
+        let mac = req.msg.chaddr();
         let remembered = [
             self.offers
                 .get(key)
@@ -504,28 +799,43 @@ impl Server {
             // machine): its address, once the old binding is no longer in use.
             self.table
                 .iter()
-                .find(|l| l.hwaddr == req.msg.chaddr() && !l.is_active(now))
+                .find(|l| l.hwaddr == mac && !p.holds(l, now))
                 .map(|l| l.addr),
         ];
         if let Some(a) = remembered
             .into_iter()
             .flatten()
-            .find(|a| self.usable_for(*a, key, now))
+            .find(|a| self.usable_for(*a, key, now, p, false))
         {
             return Some(a);
         }
-        if let Some(a) = req.requested.filter(|a| self.fresh_for(*a, key, now)) {
+        if let Some(a) = req.requested.filter(|a| self.fresh_for(*a, key, now, p)) {
             return Some(a);
         }
         let start = u32::from(self.config.pool_start);
         let n = u32::from(self.config.pool_end) - start + 1;
-        let h = fnv1a(req.msg.chaddr()) % n;
+        let h = fnv1a(mac) % n;
         let probe = |i: u32| Ipv4Addr::from(start + (h + i) % n);
-        // First an address nobody has had; failing that, one whose old owner is gone.
-        (0..n)
-            .map(probe)
-            .find(|a| self.fresh_for(*a, key, now))
-            .or_else(|| (0..n).map(probe).find(|a| self.usable_for(*a, key, now)))
+        // First an address nobody has had.
+        if let Some(a) = (0..n).map(probe).find(|a| self.fresh_for(*a, key, now, p)) {
+            return Some(a);
+        }
+        // Then one whose binding nobody holds any more, oldest first: gone machines' and
+        // released ones before ended leases of other clients.
+        let reclaim = |steal: bool| {
+            self.table
+                .iter()
+                .filter(|l| self.usable_for(l.addr, key, now, p, steal))
+                .min_by_key(|l| {
+                    let gone = l.state == LeaseState::Released || (l.machine && !p.holds(l, now));
+                    (!gone, l.expires, u32::from(l.addr))
+                })
+                .map(|l| l.addr)
+        };
+        reclaim(false).or_else(|| {
+            // Last, for a running machine: an unknown client's running lease.
+            (known && p.enforcing()).then(|| reclaim(true)).flatten()
+        })
     }
 
     fn reply_header(&self, req: &Request, yiaddr: Ipv4Addr) -> Message {

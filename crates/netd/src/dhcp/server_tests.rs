@@ -32,6 +32,7 @@ fn server() -> (Server, MemoryStore) {
 fn ctx() -> RequestContext {
     RequestContext {
         hostname_for: Some("web".into()),
+        ..Default::default()
     }
 }
 
@@ -144,7 +145,11 @@ impl Rep {
 }
 
 fn send(s: &mut Server, p: &Pkt, now: SystemTime) -> Option<Rep> {
-    match s.handle(&p.bytes(), now, &ctx()) {
+    send_with(s, p, now, &ctx())
+}
+
+fn send_with(s: &mut Server, p: &Pkt, now: SystemTime, c: &RequestContext) -> Option<Rep> {
+    match s.handle(&p.bytes(), now, c) {
         Outcome::Reply { bytes, to } => {
             assert!(bytes.len() >= MIN_PACKET_SIZE);
             let msg = Message::decode(&mut Decoder::new(&bytes)).unwrap();
@@ -786,10 +791,242 @@ fn hundred_thousand_mutated_packets_never_panic_nor_double_allocate() {
         let _ = s.handle(&p, t(i / 10), &ctx());
     }
     let now = t(10_000);
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     for l in s.leases().active(now) {
         assert!(seen.insert(l.addr), "{} bound twice", l.addr);
         assert!(config().in_pool(l.addr));
     }
     assert_eq!(s.stats().received, 100_000);
+}
+
+// ---- Addresses belong to machines (issue 9, items 4, 5 and 9) ----
+
+/// A context in which the machines with these MAC numbers run.
+fn live(ns: &[u8]) -> RequestContext {
+    RequestContext::with_machines(None, ns.iter().map(|n| mac(*n)))
+}
+
+/// DISCOVER then REQUEST under `c`; the acked address, or why not.
+fn lease_in(
+    s: &mut Server,
+    p: Pkt,
+    now: SystemTime,
+    c: &RequestContext,
+) -> Result<(Ipv4Addr, u32), Outcome> {
+    let out = s.handle(&p.bytes(), now, c);
+    let Some(offer) = send_with(s, &p, now, c) else {
+        return Err(out);
+    };
+    let a = offer.msg.yiaddr();
+    let mut req = p.clone();
+    req.kind = MessageType::Request;
+    let req = req.requested(a).server_id(SERVER);
+    let ack = send_with(s, &req, now, c).ok_or_else(|| s.handle(&req.bytes(), now, c))?;
+    assert_eq!(ack.kind(), Some(MessageType::Ack));
+    let secs = match ack.opt(OptionCode::AddressLeaseTime) {
+        Some(DhcpOption::AddressLeaseTime(l)) => *l,
+        _ => 0,
+    };
+    Ok((a, secs))
+}
+
+#[test]
+fn unknown_share_of_the_pool() {
+    for (pool, share) in [(1, 1), (3, 3), (4, 4), (13, 4), (16, 4), (20, 5), (253, 63)] {
+        assert_eq!(unknown_share(pool), share, "pool of {pool}");
+    }
+}
+
+/// Item 4: sequential machines with unique names, each gone before the next, on a pool of 13.
+/// Before, the 14th found every address bound for an hour.
+#[test]
+fn machines_that_are_gone_leave_their_addresses_to_the_next() {
+    let (mut s, _) = server();
+    let mut got = Vec::new();
+    for n in 0..60u8 {
+        let now = t(u64::from(n) * 5);
+        let (a, secs) = lease_in(&mut s, pkt(MessageType::Discover, n), now, &live(&[n]))
+            .unwrap_or_else(|e| panic!("machine {n}: {e:?}"));
+        assert_eq!(secs, 3600, "a machine's lease is not shortened");
+        got.push(a);
+    }
+    // The first 13 got distinct fresh addresses; then the oldest gone machine's went first.
+    assert_eq!(got[..13].iter().collect::<HashSet<_>>().len(), 13);
+    assert_eq!(got[13], got[0]);
+    assert_eq!(got[14], got[1]);
+    assert!(s.stats().reclaimed > 0);
+    assert!(s.leases().len() <= 13);
+}
+
+/// A machine's address stays reserved for it (same name, same MAC) while the pool has room,
+/// and while it runs, even after its lease ran out (the launcher never renews).
+#[test]
+fn a_running_machine_keeps_its_address_and_a_gone_one_keeps_it_while_there_is_room() {
+    let (mut s, _) = server();
+    let (a, _) = lease_in(&mut s, pkt(MessageType::Discover, 1), t(0), &live(&[1])).unwrap();
+    // Machine 1 is gone; others come and go, with room left: 1's address is not used.
+    for n in 2..10u8 {
+        let (b, _) = lease_in(&mut s, pkt(MessageType::Discover, n), t(10), &live(&[n])).unwrap();
+        assert_ne!(b, a);
+    }
+    // It comes back (same name, same MAC) and gets its address.
+    assert_eq!(
+        lease_in(&mut s, pkt(MessageType::Discover, 1), t(20), &live(&[1]))
+            .unwrap()
+            .0,
+        a
+    );
+    // It keeps running long after its hour; 20 other machines come and go: none gets it.
+    for n in 30..50u8 {
+        let c = live(&[1, n]);
+        let (b, _) = lease_in(&mut s, pkt(MessageType::Discover, n), t(90_000), &c).unwrap();
+        assert_ne!(b, a, "machine {n} took the address of running machine 1");
+    }
+    // An INIT-REBOOT for it by someone else is refused too.
+    let r = send_with(
+        &mut s,
+        &pkt(MessageType::Request, 60).requested(a),
+        t(90_001),
+        &live(&[1, 60]),
+    )
+    .unwrap();
+    assert_eq!(r.kind(), Some(MessageType::Nak));
+}
+
+/// Item 5: made-up client identifiers (one container, many IDs) get a bounded share, short
+/// leases, and are rate limited; a machine still gets its address afterwards.
+#[test]
+fn made_up_clients_get_a_bounded_rate_limited_share_and_machines_still_lease() {
+    // (seconds between made-up clients, how many, admitted at most, refused by rate or share)
+    let cases: &[(u64, u8, u64, &str)] = &[
+        // A burst: the rate limit stops it at 10, the share (4 of 13) at 4.
+        (0, 100, 4, "share"),
+        // Slow but many: only the share stops them.
+        (2, 100, 4, "share"),
+    ];
+    for (gap, count, admitted, _why) in cases {
+        let (mut s, _) = server();
+        let c = live(&[1, 2]);
+        for i in 0..*count {
+            let p = pkt(MessageType::Discover, 200).client_id(&[0xff, i, 0, 0, 0, 0, 1]);
+            if let Ok((_, secs)) = lease_in(&mut s, p, t(u64::from(i) * gap), &c) {
+                assert!(secs <= 120, "an unknown client's lease is short: {secs}");
+            }
+        }
+        let active = s.leases().active(t(u64::from(*count) * gap)).count() as u64;
+        assert!(active <= *admitted, "gap {gap}: {active} held");
+        assert!(s.stats().share_exhausted + s.stats().rate_limited > 0);
+        // The machines still lease.
+        for n in [1, 2] {
+            lease_in(&mut s, pkt(MessageType::Discover, n), t(1000), &c)
+                .unwrap_or_else(|e| panic!("machine {n} after a flood of {gap}: {e:?}"));
+        }
+    }
+    // The rate limit alone: 10 new unknown clients per 10 s, with a share large enough.
+    let cfg = ServerConfig::from_subnet(SERVER, "10.0.0.0/24".parse().unwrap(), 0, 0).unwrap();
+    let (mut s, _) = server_with(cfg);
+    let c = live(&[]);
+    let mut ok = 0;
+    for i in 0..50u8 {
+        let p = pkt(MessageType::Discover, i);
+        if send_with(&mut s, &p, t(0), &c).is_some() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, NEW_CLIENTS_PER_WINDOW);
+    assert_eq!(s.stats().rate_limited, 40);
+    // Ten seconds later, ten more.
+    let later = (50..70u8)
+        .filter(|i| send_with(&mut s, &pkt(MessageType::Discover, *i), t(10), &c).is_some())
+        .count();
+    assert_eq!(later, NEW_CLIENTS_PER_WINDOW);
+    // INIT-REBOOT requests (no DISCOVER) of new unknown clients count against the same limit.
+    let (mut s2, _) = server_with(
+        ServerConfig::from_subnet(SERVER, "10.0.0.0/24".parse().unwrap(), 0, 0).unwrap(),
+    );
+    let acks = (0..30u8)
+        .filter(|i| {
+            let a = Ipv4Addr::new(10, 0, 0, 100 + i);
+            let r = send_with(
+                &mut s2,
+                &pkt(MessageType::Request, *i).requested(a),
+                t(0),
+                &c,
+            );
+            r.is_some_and(|r| r.kind() == Some(MessageType::Ack))
+        })
+        .count();
+    assert_eq!(acks, NEW_CLIENTS_PER_WINDOW);
+    // Memory stays bounded: offers and bindings never exceed the pool.
+    assert!(s.offers.len() <= 254 && s.leases().len() <= 254);
+    assert!(s.new_unknown.len() <= NEW_CLIENTS_PER_WINDOW);
+}
+
+/// Offers to unknown clients lapse quickly; when nothing else is left, a machine takes the
+/// oldest unknown client's running lease; a second identity on a machine's MAC is unknown.
+#[test]
+fn machines_come_first() {
+    // A pool of four: the unknown share is the whole pool.
+    let cfg = ServerConfig::from_subnet(SERVER, "10.0.0.0/28".parse().unwrap(), 2, 4).unwrap();
+    let (mut s, _) = server_with(cfg);
+    let c = live(&[1]);
+    let mut unknown = Vec::new();
+    for i in 0..4u8 {
+        let p = pkt(MessageType::Discover, 100 + i);
+        unknown.push(lease_in(&mut s, p, t(u64::from(i)), &c).unwrap().0);
+    }
+    let r = s.handle(&pkt(MessageType::Discover, 120).bytes(), t(5), &c);
+    assert_eq!(r, Outcome::Drop(DropReason::ShareExhausted));
+    // Machine 1 arrives: the pool is full of unknown clients' leases; it gets the oldest.
+    let (a, secs) = lease_in(&mut s, pkt(MessageType::Discover, 1), t(6), &c).unwrap();
+    assert_eq!(a, unknown[0]);
+    assert_eq!(secs, 3600);
+    // Made-up client identities on the machine's MAC (a flood from inside the machine, or a
+    // second DHCP client there) are the machine: all get its one address.
+    for i in 0..20u8 {
+        let p = pkt(MessageType::Discover, 1).client_id(&[0, b'x', i]);
+        assert_eq!(
+            lease_in(&mut s, p, t(7), &c).unwrap(),
+            (a, 3600),
+            "identity {i}"
+        );
+    }
+    assert_eq!(s.leases().iter().filter(|l| l.hwaddr == mac(1)).count(), 1);
+    assert_eq!(s.leases().len(), 4);
+    // Another machine finds the unknown clients' running leases to take, oldest first.
+    let p = pkt(MessageType::Discover, 2);
+    let (b, _) = lease_in(&mut s, p, t(8), &live(&[1, 2])).unwrap();
+    assert_eq!(b, unknown[1]);
+    // An unknown client's offer lapses after UNKNOWN_OFFER_HOLD.
+    let (mut s, _) = server();
+    let c = live(&[]);
+    let o = send_with(&mut s, &pkt(MessageType::Discover, 50), t(0), &c).unwrap();
+    let a = o.msg.yiaddr();
+    let hold = UNKNOWN_OFFER_HOLD.as_secs();
+    assert!(!s.usable_for(a, &key(51), t(hold - 1), Policy::of(&c), false));
+    assert!(s.usable_for(a, &key(51), t(hold + 1), Policy::of(&c), false));
+}
+
+/// Item 9: bindings that ended more than a week ago and are no running machine's are dropped
+/// when the table is saved; running machines' are not.
+#[test]
+fn bindings_that_ended_long_ago_are_forgotten() {
+    let (mut s, store) = server();
+    let week = ENDED_HISTORY.as_secs();
+    let (a1, _) = lease_in(&mut s, pkt(MessageType::Discover, 1), t(0), &live(&[1, 2])).unwrap();
+    lease_in(&mut s, pkt(MessageType::Discover, 2), t(0), &live(&[1, 2])).unwrap();
+    lease_in(&mut s, pkt(MessageType::Discover, 3), t(0), &live(&[1, 2])).unwrap();
+    // Eight days later machine 1 still runs; 2 is gone, 3 was unknown; 4 leases (a save).
+    lease_in(
+        &mut s,
+        pkt(MessageType::Discover, 4),
+        t(week + 86_400),
+        &live(&[1, 4]),
+    )
+    .unwrap();
+    let saved = store.saved_table();
+    let kept: HashSet<ClientKey> = saved.iter().map(|l| l.client.clone()).collect();
+    assert_eq!(kept, [key(1), key(4)].into_iter().collect());
+    assert_eq!(saved.get(&key(1)).map(|l| l.addr), Some(a1));
+    assert!(saved.get(&key(1)).is_some_and(|l| l.machine));
 }
