@@ -24,7 +24,7 @@ pub fn usable(a: &IpAddr) -> bool {
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (v6.segments()[0] & 0xffc0) == 0xfe80)
+                || netlink::is_ipv6_link_local(a))
         }
     }
 }

@@ -170,8 +170,7 @@ pub fn plan(machine: &str, machine_id: &[u8; 16], net: &Network) -> Plan {
             bridge,
         });
     }
-    for (i, pair) in net.veth_extra.iter().enumerate() {
-        let (h, c) = pair.split_once(':').unwrap_or((pair, pair));
+    for (i, (h, c)) in net.veth_extra.iter().enumerate() {
         links.push(PlannedLink::Veth {
             host: h.to_string(),
             altname: None,
@@ -404,7 +403,7 @@ mod tests {
             "m",
             &ID,
             &Network {
-                veth_extra: vec!["h1:c1".into(), "h2".into()],
+                veth_extra: vec![("h1".into(), "c1".into()), ("h2".into(), "h2".into())],
                 macvlan: vec!["eth1".into()],
                 ipvlan: vec!["eth2".into()],
                 interfaces: vec!["eth3".into()],

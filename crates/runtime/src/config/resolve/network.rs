@@ -12,7 +12,7 @@ pub struct Network {
     /// Own network namespace (any of the options below implies it).
     pub private: bool,
     pub veth: bool,
-    pub veth_extra: Vec<String>,
+    pub veth_extra: Vec<(String, String)>,
     pub bridge: Option<String>,
     pub zone: Option<String>,
     pub macvlan: Vec<String>,
@@ -39,11 +39,7 @@ pub(super) fn resolve(s: &Settings) -> Result<Network, ConfigError> {
         private: s.private_network(),
         // Bridge=/Zone= imply a veth, made by the bridge or zone code.
         veth: s.virtual_ethernet == Some(true) && s.bridge.is_none() && s.zone.is_none(),
-        veth_extra: s
-            .virtual_ethernet_extra
-            .iter()
-            .map(|(h, c)| format!("{h}:{c}"))
-            .collect(),
+        veth_extra: s.virtual_ethernet_extra.clone(),
         bridge: s.bridge.clone(),
         zone: s.zone.clone(),
         macvlan: s.macvlan.clone(),
