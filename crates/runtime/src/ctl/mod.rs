@@ -8,6 +8,7 @@
 //! - [`signal`]: `poweroff`, `reboot`, `terminate`, `kill`;
 //! - [`images`]: the image directory and `bootstrap`;
 //! - [`enter`]: [`enter_machine`], how a process joins a running machine;
+//!   [`sealed`]: the sealed copy of netspawnctl the entering verbs run from;
 //! - [`pty`]: terminal forwarding; [`procfs`], [`osrelease`], [`passwd`],
 //!   [`table`], [`timefmt`]: the pieces they share.
 
@@ -20,6 +21,7 @@ pub mod osrelease;
 pub mod passwd;
 pub mod procfs;
 pub mod pty;
+pub mod sealed;
 pub mod shell;
 pub mod signal;
 pub mod status;
