@@ -388,6 +388,31 @@ impl Registry {
         })
     }
 
+    /// Takes `name`'s lock if nobody holds it, without waiting and without
+    /// touching its entry: for removing what a dead machine of that name left
+    /// behind (its cgroups). None while a launcher, or the keeper that
+    /// outlives it, holds the name. A launcher claiming the name meanwhile
+    /// waits for the returned claim to be dropped.
+    pub fn try_hold_idle(&self, name: &str) -> io::Result<Option<NameClaim>> {
+        if !machine_name_is_valid(name) {
+            return Ok(None);
+        }
+        fs::create_dir_all(&self.locks)?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.locks.join(format!("machine-{name}.lock")))?;
+        match lock.try_lock() {
+            Ok(()) => Ok(Some(NameClaim {
+                lock,
+                name: name.to_string(),
+            })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
     /// Writes (or replaces) an entry atomically. The caller must hold the claim.
     pub fn write(&self, _claim: &NameClaim, entry: &Entry) -> io::Result<()> {
         let tmp = self
@@ -630,6 +655,13 @@ mod tests {
         reg.remove(&claim, "web").unwrap();
         assert!(reg.list().unwrap().is_empty());
         assert!(reg.names().unwrap().is_empty());
+        // Idle names can be held for a sweep; held ones cannot.
+        assert!(reg.try_hold_idle("web").unwrap().is_none(), "web is held");
+        let sweep = reg.try_hold_idle("idle").unwrap().expect("idle is idle");
+        assert!(reg.try_hold_idle("idle").unwrap().is_none());
+        drop(sweep);
+        assert!(reg.try_hold_idle("idle").unwrap().is_some());
+        assert!(reg.try_hold_idle("../x").unwrap().is_none());
         drop(claim);
         reg.claim("web").unwrap();
         fs::remove_dir_all(&tmp).unwrap();
