@@ -124,3 +124,94 @@ fn a_launch_that_fails_half_way_removes_what_it_made() {
     assert!(env.registry_names().is_empty());
     assert!(env.leftover_cgroups().is_empty());
 }
+
+/// Takes the registry's lock of a machine name, as a running launcher holds it.
+fn hold_name(env: &TestEnv, name: &str) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let locks = env.run_dir().join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(locks.join(format!("machine-{name}.lock")))
+        .unwrap();
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    f
+}
+
+#[test]
+fn a_launch_sweeps_stale_machine_cgroups_but_no_live_ones() {
+    let env = TestEnv::new();
+    let img = env.busybox("sweeper");
+    let dirs = env.cgroup_dirs();
+    let unified = dirs
+        .iter()
+        .find(|d| d.parent().unwrap().join("cgroup.controllers").exists())
+        .expect("a cgroup2 hierarchy")
+        .clone();
+    // Left by machines whose launchers are gone: an empty one (in every
+    // hierarchy we use), one with a process still in it (killed by the
+    // sweep: its machine is gone), and an unregistered machine's NAME.PID of
+    // a PID that has exited.
+    for d in &dirs {
+        std::fs::create_dir_all(d.join("stale-empty")).unwrap();
+    }
+    std::fs::create_dir_all(unified.join("stale-busy")).unwrap();
+    let mut orphan = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    std::fs::write(
+        unified.join("stale-busy/cgroup.procs"),
+        orphan.id().to_string(),
+    )
+    .unwrap();
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    std::fs::create_dir_all(unified.join(format!("gone.{gone_pid}"))).unwrap();
+    // Never touched: a name that is held (a running machine), an
+    // unregistered machine whose launcher runs (us, here), and something
+    // that is no machine's name.
+    let _held = hold_name(&env, "keep");
+    std::fs::create_dir_all(unified.join("keep")).unwrap();
+    let alive = format!("alive.{}", std::process::id());
+    std::fs::create_dir_all(unified.join(&alive)).unwrap();
+    std::fs::create_dir_all(unified.join("-not-a-machine")).unwrap();
+
+    env.netspawn(&["-q", "-D", img.to_str().unwrap(), "/bin/true"])
+        .expect_status(0);
+
+    let mut left: Vec<String> = env
+        .leftover_cgroups()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let mut want = vec!["-not-a-machine".to_string(), alive.clone(), "keep".into()];
+    want.sort();
+    assert_eq!(left, want);
+    // The process in a stale cgroup was killed by the sweep.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let status = loop {
+        if let Some(st) = orphan.try_wait().unwrap() {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = orphan.kill();
+            let _ = orphan.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.and_then(|s| s.signal()),
+        Some(libc::SIGKILL),
+        "the orphan in a stale cgroup is killed"
+    );
+    for d in ["keep", alive.as_str(), "-not-a-machine"] {
+        let _ = std::fs::remove_dir(unified.join(d));
+    }
+}

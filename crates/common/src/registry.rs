@@ -59,6 +59,56 @@ pub struct Entry {
     pub interfaces: Vec<String>,
     /// Addresses seen inside the machine's network namespace.
     pub addresses: Vec<IpAddr>,
+    /// The payload's system call filter, as a process entering the machine
+    /// (`netspawnctl shell`) rebuilds it. None in entries written before
+    /// launchers recorded it: enterers then use the default filter.
+    pub syscall_filter: Option<RecordedFilter>,
+    /// Whether the payload runs with no_new_privs.
+    pub no_new_privs: bool,
+}
+
+/// What rebuilding a machine's system call filter takes: the resolved
+/// `--system-call-filter=` additions and removals (system call and `@group`
+/// names) and the capabilities the filter was built for. Readers must
+/// validate the names (they are whatever the file holds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordedFilter {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    /// The kept capabilities the allow-list depends on; None if the entry
+    /// did not say (or said something unreadable).
+    pub caps: Option<u64>,
+}
+
+/// Longest system call or group name a reader accepts in an entry.
+const MAX_FILTER_WORD: usize = 64;
+/// Most names a reader accepts in one filter list.
+const MAX_FILTER_WORDS: usize = 1024;
+
+/// Splits a recorded filter list. A word that cannot be a system call or
+/// group name is kept as it is, so that whoever builds the filter refuses
+/// it (failing closed) rather than silently dropping a removal.
+fn filter_words(v: &str) -> Vec<String> {
+    let mut words = v.split_whitespace();
+    let mut out: Vec<String> = words
+        .by_ref()
+        .take(MAX_FILTER_WORDS)
+        .map(|w| {
+            if w.len() > MAX_FILTER_WORD {
+                // Still invalid, but bounded.
+                let mut short: String = w.chars().take(MAX_FILTER_WORD / 4).collect();
+                short.push('…');
+                short
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    if words.next().is_some() {
+        // Too many to keep: a word no filter builder accepts stands for the rest.
+        out.push("…too-many-names".into());
+    }
+    out
 }
 
 /// Escapes a value so it fits on one line.
@@ -127,6 +177,14 @@ impl Entry {
         kv("INTERFACES", &join(&self.interfaces));
         let addrs: Vec<String> = self.addresses.iter().map(|a| a.to_string()).collect();
         kv("ADDRESSES", &join(&addrs));
+        if let Some(f) = &self.syscall_filter {
+            kv("SYSCALL_FILTER_ALLOW", &join(&f.allow));
+            kv("SYSCALL_FILTER_DENY", &join(&f.deny));
+            if let Some(c) = f.caps {
+                kv("SYSCALL_FILTER_CAPS", &format!("{c:x}"));
+            }
+        }
+        kv("NO_NEW_PRIVS", if self.no_new_privs { "1" } else { "0" });
         s
     }
 
@@ -171,6 +229,18 @@ impl Entry {
                         .filter_map(|a| a.parse().ok())
                         .collect()
                 }
+                "SYSCALL_FILTER_ALLOW" => {
+                    e.syscall_filter.get_or_insert_with(Default::default).allow = filter_words(&v)
+                }
+                "SYSCALL_FILTER_DENY" => {
+                    e.syscall_filter.get_or_insert_with(Default::default).deny = filter_words(&v)
+                }
+                "SYSCALL_FILTER_CAPS" => {
+                    e.syscall_filter.get_or_insert_with(Default::default).caps =
+                        u64::from_str_radix(v.trim(), 16).ok()
+                }
+                // Anything but "0" is the safe reading.
+                "NO_NEW_PRIVS" => e.no_new_privs = v != "0",
                 _ => {}
             }
         }
@@ -323,6 +393,31 @@ impl Registry {
         })
     }
 
+    /// Takes `name`'s lock if nobody holds it, without waiting and without
+    /// touching its entry: for removing what a dead machine of that name left
+    /// behind (its cgroups). None while a launcher, or the keeper that
+    /// outlives it, holds the name. A launcher claiming the name meanwhile
+    /// waits for the returned claim to be dropped.
+    pub fn try_hold_idle(&self, name: &str) -> io::Result<Option<NameClaim>> {
+        if !machine_name_is_valid(name) {
+            return Ok(None);
+        }
+        fs::create_dir_all(&self.locks)?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.locks.join(format!("machine-{name}.lock")))?;
+        match lock.try_lock() {
+            Ok(()) => Ok(Some(NameClaim {
+                lock,
+                name: name.to_string(),
+            })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
     /// Writes (or replaces) an entry atomically. The caller must hold the claim.
     pub fn write(&self, _claim: &NameClaim, entry: &Entry) -> io::Result<()> {
         let tmp = self
@@ -448,6 +543,12 @@ mod tests {
             private_network: true,
             interfaces: vec!["ve-web".into()],
             addresses: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+            syscall_filter: Some(RecordedFilter {
+                allow: vec!["@keyring".into(), "bpf".into()],
+                deny: vec!["@mount".into()],
+                caps: Some(0x3fff),
+            }),
+            no_new_privs: false,
         }
     }
 
@@ -456,6 +557,49 @@ mod tests {
         let e = sample();
         assert_eq!(Entry::parse(&e.format()).unwrap(), e);
         assert!(e.is_alive());
+    }
+
+    #[test]
+    fn filter_record_old_entries_and_hostile_values() {
+        // An entry from before the filter was recorded has none.
+        let mut old = sample();
+        old.syscall_filter = None;
+        let text: String = old
+            .format()
+            .lines()
+            .filter(|l| !l.starts_with("SYSCALL_FILTER") && !l.starts_with("NO_NEW_PRIVS"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let e = Entry::parse(&text).unwrap();
+        assert_eq!(e.syscall_filter, None);
+        assert!(!e.no_new_privs);
+        // Empty lists are a recorded default filter.
+        let mut plain = sample();
+        plain.syscall_filter = Some(RecordedFilter {
+            caps: Some(1),
+            ..Default::default()
+        });
+        plain.no_new_privs = true;
+        assert_eq!(Entry::parse(&plain.format()).unwrap(), plain);
+        // Garbage stays visible (so that building the filter fails) but bounded.
+        let long = "x".repeat(10_000);
+        let e = Entry::parse(&format!(
+            "NAME=ok\nSYSCALL_FILTER_DENY=keyctl {long} ~é\nSYSCALL_FILTER_CAPS=zz\nNO_NEW_PRIVS=yes"
+        ))
+        .unwrap();
+        let f = e.syscall_filter.unwrap();
+        assert_eq!(f.deny.len(), 3);
+        assert_eq!(f.deny[0], "keyctl");
+        assert!(f.deny[1].len() <= MAX_FILTER_WORD + 3);
+        assert_eq!(f.deny[2], "~é");
+        assert_eq!(f.caps, None);
+        assert!(f.allow.is_empty());
+        assert!(e.no_new_privs);
+        let many = "a ".repeat(MAX_FILTER_WORDS + 10);
+        let e = Entry::parse(&format!("NAME=ok\nSYSCALL_FILTER_ALLOW={many}")).unwrap();
+        let allow = e.syscall_filter.unwrap().allow;
+        assert_eq!(allow.len(), MAX_FILTER_WORDS + 1);
+        assert!(allow.last().unwrap().starts_with('…'));
     }
 
     #[test]
@@ -517,6 +661,13 @@ mod tests {
         reg.remove(&claim, "web").unwrap();
         assert!(reg.list().unwrap().is_empty());
         assert!(reg.names().unwrap().is_empty());
+        // Idle names can be held for a sweep; held ones cannot.
+        assert!(reg.try_hold_idle("web").unwrap().is_none(), "web is held");
+        let sweep = reg.try_hold_idle("idle").unwrap().expect("idle is idle");
+        assert!(reg.try_hold_idle("idle").unwrap().is_none());
+        drop(sweep);
+        assert!(reg.try_hold_idle("idle").unwrap().is_some());
+        assert!(reg.try_hold_idle("../x").unwrap().is_none());
         drop(claim);
         reg.claim("web").unwrap();
         fs::remove_dir_all(&tmp).unwrap();

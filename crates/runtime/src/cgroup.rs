@@ -4,12 +4,21 @@
 //! and, on hosts that still have the cgroup v1 `devices` controller, in
 //! `devices/<parent>/<NAME>` with an allow list of the standard devices.
 //! Works on pure v2 hosts and on hybrid ones (cgroup2 at /sys/fs/cgroup/unified).
+//!
+//! Cleanup: the launcher removes its machine's cgroups when it ends, and after
+//! a `kill -9` the keeper does, waiting up to [`KEEPER_BUDGET`] for the last
+//! process to go. What neither could remove (a launcher killed before it
+//! started its keeper, a cgroup that stayed busy) the next launch sweeps:
+//! [`sweep_stale`] removes every sibling machine cgroup whose owner is gone,
+//! killing what still runs in it (an orphan of a dead machine).
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use netspawn_common::names::machine_name_is_valid;
+use netspawn_common::registry::{process_start_time, Registry};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -182,10 +191,89 @@ impl Cgroups {
     /// first). Idempotent: a missing directory is success. Best effort: it
     /// gives up on a directory that stays busy for over a second.
     pub fn destroy(&self) {
+        self.destroy_within(Duration::from_secs(1));
+    }
+
+    /// [`Cgroups::destroy`], retrying a busy directory (EBUSY: processes
+    /// still exiting) for up to `budget` per directory. Returns whether
+    /// every directory is gone.
+    pub fn destroy_within(&self, budget: Duration) -> bool {
+        let mut all = true;
         for p in &self.paths {
-            destroy_tree(p);
+            all &= destroy_tree(p, budget);
+        }
+        all
+    }
+}
+
+/// How long the keeper keeps trying to remove a cgroup that is still busy.
+pub const KEEPER_BUDGET: Duration = Duration::from_secs(10);
+
+/// How long a launch spends on each stale cgroup it sweeps (a busy one is
+/// left for the next launch).
+const SWEEP_BUDGET: Duration = Duration::from_millis(200);
+
+/// Who may own a machine cgroup called `dir`: a registered machine of that
+/// name, and/or (for `NAME.PID`) an unregistered one whose launcher is PID.
+/// None for names that are no machine's (left alone).
+fn owners(dir: &str) -> Option<(Option<&str>, Option<u32>)> {
+    let registered = machine_name_is_valid(dir).then_some(dir);
+    let unregistered = dir.rsplit_once('.').and_then(|(name, pid)| {
+        let digits = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+        (digits && machine_name_is_valid(name))
+            .then(|| pid.parse::<u32>().ok())
+            .flatten()
+    });
+    (registered.is_some() || unregistered.is_some()).then_some((registered, unregistered))
+}
+
+/// Removes the stale machine cgroups under `<hierarchy>/<parent>/` (the
+/// unified one and the v1 ones we make): those whose machine name nobody
+/// holds (checked, and held while removing, with the registry's name lock,
+/// so a running machine's cgroup is never touched and no launcher of that
+/// name starts meanwhile), and for `NAME.PID` cgroups of unregistered
+/// machines, only once PID has exited. Whatever still runs in a stale cgroup
+/// is killed: its machine's launcher and keeper are gone. Returns the
+/// directories removed.
+pub fn sweep_stale(h: &Hierarchies, parent: &str, registry: &Registry) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let roots = std::iter::once(&h.unified).chain(h.devices.as_ref());
+    for root in roots {
+        let Ok(rd) = fs::read_dir(root.join(parent)) else {
+            continue;
+        };
+        for de in rd.flatten() {
+            if !de.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Ok(name) = de.file_name().into_string() else {
+                continue;
+            };
+            let Some((registered, launcher)) = owners(&name) else {
+                continue;
+            };
+            if launcher.is_some_and(|pid| process_start_time(pid).is_some()) {
+                continue;
+            }
+            // Every name is also checked as a registered one ("web.1" may be
+            // either); the claim is held until the directory is gone.
+            let _claim = match registered.map(|n| registry.try_hold_idle(n)) {
+                Some(Ok(Some(c))) => Some(c),
+                Some(Ok(None)) => continue,
+                Some(Err(e)) => {
+                    tracing::debug!("cgroup sweep: {name}: {e}");
+                    continue;
+                }
+                None => None,
+            };
+            let path = de.path();
+            tracing::debug!("removing stale machine cgroup {}", path.display());
+            if destroy_tree(&path, SWEEP_BUDGET) {
+                removed.push(path);
+            }
         }
     }
+    removed
 }
 
 fn procs(dir: &Path) -> Vec<i32> {
@@ -194,22 +282,25 @@ fn procs(dir: &Path) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-fn destroy_tree(dir: &Path) {
+/// Removes `dir` and its children, killing what runs there, retrying each
+/// busy directory for up to `budget`. True once the directory is gone.
+fn destroy_tree(dir: &Path, budget: Duration) -> bool {
     if !dir.is_dir() {
-        return;
+        return true;
     }
     if let Ok(rd) = fs::read_dir(dir) {
         for de in rd.flatten() {
             if de.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                destroy_tree(&de.path());
+                destroy_tree(&de.path(), budget);
             }
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(1);
+    let deadline = Instant::now() + budget;
+    let mut pause = Duration::from_millis(2);
     loop {
         match fs::remove_dir(dir) {
-            Ok(()) => return,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Ok(()) => return true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return true,
             Err(_) if Instant::now() < deadline => {
                 // Busy: kill what is left (cgroup.kill where the kernel has it).
                 if fs::write(dir.join("cgroup.kill"), "1").is_err() {
@@ -220,11 +311,14 @@ fn destroy_tree(dir: &Path) {
                         );
                     }
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                // Exiting processes can take long on a loaded host: back
+                // off to 50 ms between tries.
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
             }
             Err(e) => {
                 tracing::warn!("could not remove cgroup {}: {e}", dir.display());
-                return;
+                return false;
             }
         }
     }
@@ -233,6 +327,20 @@ fn destroy_tree(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn who_may_own_a_cgroup() {
+        assert_eq!(owners("web"), Some((Some("web"), None)));
+        assert_eq!(owners("web.123"), Some((Some("web.123"), Some(123))));
+        assert_eq!(owners("web.0123x"), Some((Some("web.0123x"), None)));
+        assert_eq!(
+            owners("web.99999999999"),
+            Some((Some("web.99999999999"), None))
+        );
+        assert_eq!(owners("-bad"), None);
+        assert_eq!(owners("-bad.12"), None);
+        assert_eq!(owners(".12"), None);
+    }
 
     #[test]
     fn hybrid_and_unified_hosts() {

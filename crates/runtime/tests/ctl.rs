@@ -122,6 +122,7 @@ impl FakeMachine {
             private_network: false,
             interfaces: vec![format!("ve-{}", self.name)],
             addresses: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+            ..Entry::default()
         };
         std::fs::write(
             self.run_dir.join("machines").join(&self.name),

@@ -8,9 +8,16 @@
 //! leader that differs from ours (the user namespace last, as systemd does),
 //! `chroot`s into the leader's root and drops the bounding set to the
 //! leader's. Joining a PID namespace only affects children, so the helper then
-//! forks the real process, which switches credentials, optionally takes a new
-//! pty from the machine's own `/dev/ptmx` as its controlling terminal, and runs
-//! the payload. The helper waits for it and reports its exit status back over
+//! forks the real process, which optionally takes a new pty from the
+//! machine's own `/dev/ptmx` as its controlling terminal, takes the payload's
+//! no_new_privs and system call filter (rebuilt from the registry entry),
+//! switches credentials, and runs the payload.
+//!
+//! Nothing of the host is shown to the machine: the caller runs from a sealed
+//! copy of netspawnctl ([`super::sealed`], checked here) and the helper is
+//! non-dumpable before it joins the PID namespace, so the process the machine
+//! sees until the exec can neither be written through `/proc/PID/exe` nor
+//! ptraced by the machine's unprivileged users. The helper waits for it and reports its exit status back over
 //! a socket pair, on which setup errors and the pty master also travel
 //! (typed messages: [`super::message`]).
 //!
@@ -58,6 +65,16 @@ pub enum EnterError {
     /// The helper exited without saying why.
     #[error("the helper process for machine '{0}' exited before the command started")]
     HelperDied(String),
+    /// The machine's system call filter cannot be rebuilt: entering without
+    /// it would give the process more than the payload has.
+    #[error("machine '{machine}': cannot rebuild its system call filter: {err}")]
+    Filter {
+        machine: String,
+        err: crate::seccomp::SeccompError,
+    },
+    /// We are not running from a sealed copy of netspawnctl.
+    #[error(transparent)]
+    Seal(#[from] super::sealed::SealError),
 }
 
 fn setup(step: impl Into<String>) -> impl FnOnce(nix::Error) -> EnterError {
@@ -212,8 +229,15 @@ where
         Mode::empty(),
     )
     .map_err(|e| gone(format!("open {root_path}: {e}")))?;
+    if !super::sealed::running_sealed() {
+        return Err(super::sealed::SealError::NotSealed.into());
+    }
     let bounding = procfs::bounding_set(entry.leader)
         .ok_or_else(|| gone("cannot read its capability bounding set".into()))?;
+    let filter = machine_filter(entry, bounding)?;
+    let no_new_privs = entry.no_new_privs
+        || procfs::no_new_privs(entry.leader)
+            .ok_or_else(|| gone("cannot read its no_new_privs flag".into()))?;
     let cgroup_procs: Vec<String> = entry
         .cgroups
         .iter()
@@ -238,6 +262,8 @@ where
                 namespaces: &namespaces,
                 root: &root,
                 bounding,
+                filter: &filter,
+                no_new_privs,
                 cgroup_procs: &cgroup_procs,
                 user: &opts.user,
                 cwd: &cwd,
@@ -299,6 +325,35 @@ where
         pty_name: (opts.pty && !pty_name.is_empty()).then_some(pty_name),
         reaped: false,
     })
+}
+
+/// The machine's system call filter, as its launcher recorded it (the
+/// `--system-call-filter=` adjustments and the capabilities it was built
+/// for). Entries written before launchers recorded it get the default filter
+/// for the leader's bounding set. Names that are not system calls or groups
+/// are an error: entering fails rather than with a weaker filter.
+fn machine_filter(entry: &Entry, bounding: u64) -> Result<crate::seccomp::Filter, EnterError> {
+    use crate::seccomp::{self, SeccompError, SyscallFilter};
+    let err = |err| EnterError::Filter {
+        machine: entry.name.clone(),
+        err,
+    };
+    let mut filter = SyscallFilter::default();
+    let mut caps = bounding;
+    if let Some(rec) = &entry.syscall_filter {
+        for (words, prefix) in [(&rec.allow, ""), (&rec.deny, "~")] {
+            for w in words {
+                if w.starts_with('~') || w.starts_with('-') {
+                    return Err(err(SeccompError::UnknownSyscall(w.clone())));
+                }
+                seccomp::parse_arg(&mut filter, &format!("{prefix}{w}")).map_err(err)?;
+            }
+        }
+        // The filter the payload got depends on its kept capabilities; never
+        // more than the leader's bounding set allows now.
+        caps = rec.caps.map_or(bounding, |c| c & bounding);
+    }
+    seccomp::build(&filter, caps).map_err(err)
 }
 
 fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
@@ -472,6 +527,8 @@ struct HelperContext<'a> {
     namespaces: &'a [NsFd],
     root: &'a OwnedFd,
     bounding: u64,
+    filter: &'a crate::seccomp::Filter,
+    no_new_privs: bool,
     cgroup_procs: &'a [String],
     user: &'a User,
     cwd: &'a CString,
@@ -491,6 +548,11 @@ where
     F: FnOnce(&InMachine) -> Result<i32, String>,
 {
     let sock = ctx.sock;
+    // Inherited from the caller already (sealed::ensure); made sure of here,
+    // before anything of ours can be seen in the machine's PID namespace.
+    if let Err(e) = super::sealed::make_undumpable() {
+        die(sock, "prepare the helper", e);
+    }
     let me = std::process::id().to_string();
     // Join the cgroups first: the paths are host paths, visible only before
     // we enter the machine's mount namespace.
@@ -612,6 +674,19 @@ where
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     }
     let pty = ctx.pty.then(|| take_pty(sock, ctx.user.uid));
+    // The payload's protections, while we are still root in the machine (a
+    // filter needs CAP_SYS_ADMIN without no_new_privs). What follows up to
+    // the exec (setgroups, setresgid, setresuid, chdir, sendmsg, close_range,
+    // execve) is what the machine's filter must allow for entering to work.
+    if ctx.no_new_privs {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            die(sock, "set no_new_privs", nix::Error::last());
+        }
+    }
+    if let Err(e) = ctx.filter.load() {
+        die(sock, "load the machine's system call filter", e);
+    }
     let groups: Vec<Gid> = ctx.user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     if let Err(e) = nix::unistd::setgroups(&groups) {
         // A user namespace whose creator wrote "deny" to setgroups (as

@@ -10,6 +10,7 @@
 //! - [`nss`]: `install-nss`/`uninstall-nss`, with [`nsswitch`] editing the
 //!   `hosts:` line;
 //! - [`enter`]: [`enter_machine`], how a process joins a running machine;
+//!   [`sealed`]: the sealed copy of netspawnctl the entering verbs run from;
 //! - [`pty`]: terminal forwarding; [`procfs`], [`osrelease`], [`passwd`],
 //!   [`table`], [`timefmt`]: the pieces they share.
 
@@ -23,6 +24,7 @@ pub mod osrelease;
 pub mod passwd;
 pub mod procfs;
 pub mod pty;
+pub mod sealed;
 pub mod shell;
 pub mod signal;
 pub mod status;

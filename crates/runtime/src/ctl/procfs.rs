@@ -92,6 +92,20 @@ pub fn parse_cap_bnd(status: &str) -> Option<u64> {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
 }
 
+/// Whether a process runs with no_new_privs (`NoNewPrivs:` in /proc/PID/status).
+pub fn no_new_privs(pid: u32) -> Option<bool> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_no_new_privs(&status)
+}
+
+/// The `NoNewPrivs:` value of a status file.
+pub fn parse_no_new_privs(status: &str) -> Option<bool> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NoNewPrivs:"))
+        .map(|v| v.trim() != "0")
+}
+
 /// The environment of a process as (name, value) pairs.
 pub fn environ(pid: u32) -> std::io::Result<Vec<(String, String)>> {
     Ok(parse_environ(&read_capped(&format!(

@@ -173,6 +173,7 @@ fn leader_environment(entry: &Entry) -> Result<Vec<(String, String)>, CtlError> 
 /// `netspawnctl shell`: runs a command (default: the user's login shell) in
 /// the machine and returns its exit status (128+N for signal N).
 pub fn shell(opts: &ShellOptions) -> Result<i32, CtlError> {
+    super::sealed::ensure().map_err(super::enter::EnterError::from)?;
     let (user_spec, machine) = parse_machine_spec(&opts.spec, opts.uid.as_deref())?;
     let entry = lookup(&machine)?;
     let user = passwd::machine_user(entry.leader, &user_spec).ok_or_else(|| CtlError::NoUser {
@@ -267,6 +268,7 @@ fn run_forwarded(
 /// the machine's devpts: `/sbin/agetty` if the machine has it, else
 /// `/bin/login`. Needs a terminal on our side.
 pub fn login(name: &str, quiet: bool) -> Result<i32, CtlError> {
+    super::sealed::ensure().map_err(super::enter::EnterError::from)?;
     if !on_terminal() {
         return Err(CtlError::Usage(
             "login needs a terminal on stdin and stdout; use 'shell' to run commands".into(),

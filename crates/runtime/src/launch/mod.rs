@@ -165,6 +165,9 @@ fn hold(cfg: &Config, paths: &Paths) -> Result<Held, LaunchError> {
     let registry = register::claim(cfg, paths)?;
     let image_lock = ImageLock::acquire(&paths.locks_dir(), &cfg.root, cfg.read_only)?;
     let hierarchies = Hierarchies::detect()?;
+    // What earlier machines could not remove (a launcher killed before its
+    // keeper ran): never a cgroup whose name or launcher is still alive.
+    crate::cgroup::sweep_stale(&hierarchies, &paths.cgroup_parent, &Registry::new(paths));
     let cgroup_name = if cfg.register {
         cfg.machine.clone()
     } else {

@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use netspawn_common::paths::Paths;
-use netspawn_common::registry::{Entry, NameClaim, Registry};
+use netspawn_common::registry::{Entry, NameClaim, RecordedFilter, Registry};
 use nix::unistd::Pid;
 
 use super::{Held, LaunchError};
@@ -89,6 +89,16 @@ impl<'a> Registration<'a> {
                 private_network: cfg.network.private,
                 interfaces: net_interfaces,
                 addresses,
+                // What `netspawnctl shell` needs to give an entering process
+                // the payload's filter (see child::lock_down).
+                syscall_filter: Some(RecordedFilter {
+                    allow: cfg.syscall_filter.allow.clone(),
+                    deny: cfg.syscall_filter.deny.clone(),
+                    caps: Some(cfg.caps),
+                }),
+                // The payload never gets no_new_privs (setuid programs in the
+                // guest must work); recorded so enterers follow if that changes.
+                no_new_privs: false,
             };
             reg.write(claim, &e)?;
             entry = Some(e);

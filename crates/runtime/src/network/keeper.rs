@@ -222,10 +222,13 @@ fn keeper_main(
     if let Some(entry) = &teardown.registry_entry {
         let _ = std::fs::remove_file(entry);
     }
+    // The container's processes die with the launcher (parent-death signal)
+    // but may still be exiting: retry on EBUSY for a while rather than leave
+    // the directories behind (what stays is swept by the next launch).
     crate::cgroup::Cgroups {
         paths: teardown.cgroups.clone(),
     }
-    .destroy();
+    .destroy_within(crate::cgroup::KEEPER_BUDGET);
     // SAFETY: leave without running the launcher's destructors.
     unsafe { libc::_exit(0) }
 }
