@@ -235,3 +235,27 @@ fn shell_gets_the_payloads_filter_nnp_and_bounding_set_and_no_host_binary() {
     let _ = machine.kill();
     let _ = machine.wait();
 }
+
+#[test]
+fn shell_into_a_no_new_privileges_machine_has_no_new_privs_too() {
+    let env = TestEnv::new();
+    let img = env.busybox("nnp");
+    let mut machine = env.spawn(&[
+        "-q",
+        "-D",
+        img.to_str().unwrap(),
+        "--no-new-privileges=yes",
+        "/bin/sleep",
+        "60",
+    ]);
+    let leader = env
+        .wait_registered("nnp", Duration::from_secs(20))
+        .expect("machine registered");
+    let leader_status = std::fs::read_to_string(format!("/proc/{leader}/status")).unwrap();
+    assert_eq!(status_field(&leader_status, "NoNewPrivs:"), "1");
+    let r = env.ctl(&["shell", "nnp", "/bin/cat", "/proc/self/status"]);
+    r.expect_status(0);
+    assert_eq!(status_field(&r.stdout, "NoNewPrivs:"), "1", "{}", r.stdout);
+    let _ = machine.kill();
+    let _ = machine.wait();
+}

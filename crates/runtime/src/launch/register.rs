@@ -96,9 +96,8 @@ impl<'a> Registration<'a> {
                     deny: cfg.syscall_filter.deny.clone(),
                     caps: Some(cfg.caps),
                 }),
-                // The payload never gets no_new_privs (setuid programs in the
-                // guest must work); recorded so enterers follow if that changes.
-                no_new_privs: false,
+                // `--no-new-privileges=`: whoever enters gets it too.
+                no_new_privs: cfg.no_new_privileges,
             };
             reg.write(claim, &e)?;
             entry = Some(e);
