@@ -40,7 +40,7 @@ pub(super) fn serve_guest(
             timeout_ms: 10_000,
         })?;
         tracing::debug!("netd: {ifname}: {answer}");
-        managed = answer.starts_with("address=");
+        managed = matches!(answer, netspawn_common::netd::Answer::Address(_));
     }
     if cfg.dhcp_host0 {
         configure_host0(cfg, child, mac, managed, run_dir)?;
