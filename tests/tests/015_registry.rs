@@ -215,3 +215,42 @@ fn register_no_leaves_no_entry_and_allows_the_same_name_twice() {
     a.kill().unwrap();
     a.wait().unwrap();
 }
+
+#[test]
+fn a_fifo_or_a_device_in_the_registry_is_skipped_not_waited_on() {
+    let env = TestEnv::new();
+    let img = env.busybox("regfifo");
+    let mut child = env.spawn(&["-q", "-D", img.to_str().unwrap(), "/bin/sleep", "30"]);
+    env.wait_registered("regfifo", Duration::from_secs(10))
+        .expect("registered");
+    let machines = env.run_dir().join("machines");
+    let fifo = std::ffi::CString::new(machines.join("pipe").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    std::os::unix::fs::symlink("/dev/zero", machines.join("zero")).unwrap();
+    // A blocked reader would run into the timeout (exit status 124).
+    let run = |args: &[&str]| {
+        let o = env.ctl_cmd(args, 10).output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["list", "--no-legend"]);
+    assert_eq!(code, Some(0), "{err}");
+    let names: Vec<&str> = out.lines().filter_map(|l| l.split(' ').next()).collect();
+    assert_eq!(names, ["regfifo"], "{out}");
+    let (code, out, err) = run(&["status", "regfifo"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("regfifo"), "{out}");
+    for name in ["pipe", "zero"] {
+        let (code, _, err) = run(&["status", name]);
+        assert_eq!(code, Some(1), "{name}: {err}");
+        assert!(
+            err.contains(&format!("No machine '{name}' known")),
+            "{name}: {err}"
+        );
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    wait_timeout(&mut child, Duration::from_secs(10));
+}

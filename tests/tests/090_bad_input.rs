@@ -143,3 +143,22 @@ fn a_failed_exec_is_one_line_and_leaves_nothing() {
     env.netspawn(&["-q", "-D", img.to_str().unwrap(), "/bin/true"])
         .expect_status(0);
 }
+
+#[test]
+fn a_settings_file_that_is_a_fifo_or_a_device_is_one_line_not_a_hang() {
+    let env = TestEnv::new();
+    let img = env.busybox("fifo");
+    let dir = env.settings_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("fifo.nspawn");
+    let c = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    env.netspawn(&["-q", "-D", img.to_str().unwrap(), "-M", "fifo", "/bin/true"])
+        .expect_error("fifo.nspawn");
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
+    env.netspawn(&["-q", "-D", img.to_str().unwrap(), "-M", "fifo", "/bin/true"])
+        .expect_error("fifo.nspawn");
+    check_clean(&env);
+}

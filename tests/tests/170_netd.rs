@@ -188,6 +188,39 @@ fn a_template_in_etc_overrides_the_builtin_and_a_bad_one_is_refused() {
 }
 
 #[test]
+fn a_template_address_that_cannot_serve_a_link_is_refused_at_load() {
+    let env = TestEnv::new();
+    let img = env.busybox("tpladdr");
+    let dir = env.dir.join("etc-network");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("80-container-ve.network"),
+        "[Match]\nName=ve-*\n\n[Network]\nAddress=127.0.0.1/8\nDHCPServer=yes\n",
+    )
+    .unwrap();
+    // Refused when netd loads its templates, before any link is made, with
+    // FILE:LINE; not a DHCP timeout in the container later.
+    let r = env.sh(
+        &format!(
+            "ip link set lo up; export NETSPAWN_NETWORK_PATH={}; $NETSPAWN -q -n -D {} /bin/true; echo rc=$?; ip -o link | wc -l",
+            dir.display(),
+            img.display()
+        ),
+        60,
+    );
+    assert_eq!(r.stdout, "rc=1\n1\n", "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "80-container-ve.network:5: Invalid Address= value: \"127.0.0.1/8\" is a loopback address"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(env.registry_names().is_empty());
+}
+
+#[test]
 fn netd_restarts_keep_leases_and_restore_flushed_rules() {
     let env = TestEnv::new();
     let img = env.busybox("keep");

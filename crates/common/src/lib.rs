@@ -1,14 +1,16 @@
 //! What the netspawn launcher, netspawnctl, netd and the NSS module share:
-//! where state lives ([`paths`]), which machine names are valid ([`names`]) and
+//! where state lives ([`paths`]), which machine names are valid ([`names`]),
 //! the on-disk format of the machine registry ([`registry`], with its
-//! [`hosts`] view for resolvers), and the DHCPv4 wire view netd's server and
-//! the launcher's client check received packets with ([`dhcp_wire`]).
+//! [`hosts`] view for resolvers), the DHCPv4 wire view netd's server and
+//! the launcher's client check received packets with ([`dhcp_wire`]), and
+//! how files others may have put in place are read ([`fsread`]).
 //!
-//! This crate uses only `std`, so the NSS module can link it without pulling in
-//! anything heavy.
+//! This crate uses only `std` and `libc`, so the NSS module can link it
+//! without pulling in anything heavy.
 
 pub mod dhcp_wire;
 pub mod fnv;
+pub mod fsread;
 pub mod hosts;
 pub mod names;
 pub mod naming;

@@ -140,9 +140,13 @@ pub fn host_machine_id() -> Option<[u8; 16]> {
     ["/etc/machine-id", "/var/lib/dbus/machine-id"]
         .iter()
         .find_map(|p| {
-            std::fs::read_to_string(p)
-                .ok()
-                .and_then(|t| parse_machine_id(&t))
+            let data = crate::fsread::read_regular(
+                std::path::Path::new(p),
+                4096,
+                crate::fsread::Follow::Symlinks,
+            )
+            .ok()?;
+            parse_machine_id(std::str::from_utf8(&data).ok()?)
         })
 }
 

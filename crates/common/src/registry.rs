@@ -21,6 +21,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use crate::fsread;
 use crate::names::machine_name_is_valid;
 
 /// Largest registry entry a reader accepts.
@@ -443,9 +444,16 @@ impl Registry {
         if !machine_name_is_valid(name) {
             return Ok(None);
         }
-        let text = match read_capped(&self.entry_path(name)) {
+        let text = match read_entry(&self.entry_path(name)) {
             Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // Not one of ours (a FIFO, a symlink, an oversized file): absent.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.kind() == io::ErrorKind::FileTooLarge
+                    || fsread::is_not_regular(&e) =>
+            {
+                return Ok(None)
+            }
             Err(e) => return Err(e),
         };
         match Entry::parse(&text) {
@@ -486,7 +494,7 @@ impl Registry {
             if name.starts_with('.') || !machine_name_is_valid(name) {
                 continue;
             }
-            let Ok(text) = read_capped(&de.path()) else {
+            let Ok(text) = read_entry(&de.path()) else {
                 continue;
             };
             match Entry::parse(&text) {
@@ -513,16 +521,18 @@ impl Registry {
     }
 }
 
-fn read_capped(path: &Path) -> io::Result<String> {
-    use std::io::Read;
-    let f = fs::File::open(path)?;
-    let mut buf = String::new();
-    f.take(MAX_ENTRY_SIZE as u64 + 1).read_to_string(&mut buf)?;
-    Ok(buf)
+/// An entry's text. Entries are regular files the launcher writes: a FIFO,
+/// a device or a symlink put in their place is refused without blocking,
+/// and so is an entry over [`MAX_ENTRY_SIZE`].
+fn read_entry(path: &Path) -> io::Result<String> {
+    let data = fsread::read_regular(path, MAX_ENTRY_SIZE as u64, fsread::Follow::No)?;
+    String::from_utf8(data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::ffi::OsStringExt;
+
     use super::*;
 
     fn sample() -> Entry {
@@ -724,6 +734,41 @@ mod tests {
             .map(|d| d.file_name())
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn entries_that_are_not_regular_files_are_skipped_without_blocking() {
+        let (tmp, paths) = temp_paths("reg-types");
+        let reg = Registry::new(&paths);
+        let claim = reg.claim("web").unwrap();
+        let e = sample();
+        reg.write(&claim, &e).unwrap();
+        let fifo =
+            std::ffi::CString::new(reg.entry_path("fifo").into_os_string().into_vec()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", reg.entry_path("zero")).unwrap();
+        std::os::unix::fs::symlink(reg.entry_path("web"), reg.entry_path("alias")).unwrap();
+        fs::write(reg.entry_path("big"), "A".repeat(MAX_ENTRY_SIZE + 1)).unwrap();
+        // On another thread, so a reader that blocks fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r2 = Registry::new(&paths);
+        std::thread::spawn(move || {
+            let got = (
+                r2.list(),
+                ["fifo", "zero", "alias", "big"].map(|n| r2.get(n).map_err(|e| e.to_string())),
+            );
+            let _ = tx.send(got);
+        });
+        let (list, gets) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the registry reader blocked");
+        assert_eq!(list.unwrap(), vec![e]);
+        for g in gets {
+            assert_eq!(g, Ok(None));
+        }
+        drop(claim);
         fs::remove_dir_all(&tmp).unwrap();
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
+use netspawn_common::fsread;
 
 use super::matching::LinkFacts;
 use super::model::NetworkFile;
@@ -124,6 +125,7 @@ pub fn load_with(dirs: &[PathBuf], builtin: &[(&str, &str)]) -> Result<Loaded, N
         msg: e.to_string(),
     };
     let mut chosen: BTreeMap<String, Source> = BTreeMap::new();
+    let mut skipped = Vec::new();
     for dir in dirs {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
@@ -153,8 +155,12 @@ pub fn load_with(dirs: &[PathBuf], builtin: &[(&str, &str)]) -> Result<Loaded, N
                 Source::Masked(path)
             } else if meta.is_file() {
                 Source::Path(path)
-            } else {
+            } else if meta.is_dir() {
                 // A directory named *.network is not a network file.
+                continue;
+            } else {
+                // A FIFO would block the reader, a device feed it forever.
+                skipped.push(format!("{}: ignored: not a regular file", path.display()));
                 continue;
             };
             chosen.insert(name, source);
@@ -166,7 +172,10 @@ pub fn load_with(dirs: &[PathBuf], builtin: &[(&str, &str)]) -> Result<Loaded, N
             .or_insert(Source::Builtin(text));
     }
 
-    let mut loaded = Loaded::default();
+    let mut loaded = Loaded {
+        warnings: skipped,
+        ..Loaded::default()
+    };
     for (name, source) in chosen {
         let parsed = match source {
             Source::Masked(path) => {
@@ -174,10 +183,17 @@ pub fn load_with(dirs: &[PathBuf], builtin: &[(&str, &str)]) -> Result<Loaded, N
                 continue;
             }
             Source::Builtin(text) => parse(text, &Path::new(BUILTIN_DIR).join(&name))?,
-            Source::Path(path) => {
-                let data = read_bounded(&path).map_err(|e| io_error(&path, e))?;
-                parse_bytes(&data, &path)?
-            }
+            Source::Path(path) => match read_file(&path) {
+                Ok(data) => parse_bytes(&data, &path)?,
+                // Replaced by something else since it was listed.
+                Err(e) if fsread::is_not_regular(&e) => {
+                    loaded
+                        .warnings
+                        .push(format!("{}: ignored: {e}", path.display()));
+                    continue;
+                }
+                Err(e) => return Err(io_error(&path, e)),
+            },
         };
         loaded.files.push(parsed.file);
         loaded.warnings.extend(parsed.warnings);
@@ -199,18 +215,10 @@ fn is_masking(path: &Path, meta: &std::fs::Metadata) -> bool {
     false
 }
 
-fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let f = std::fs::File::open(path)?;
-    let mut data = Vec::new();
-    f.take(MAX_FILE_SIZE + 1).read_to_end(&mut data)?;
-    if data.len() as u64 > MAX_FILE_SIZE {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("file is larger than {MAX_FILE_SIZE} bytes"),
-        ));
-    }
-    Ok(data)
+/// A template's bytes: a regular file (symlinks followed) of at most
+/// [`MAX_FILE_SIZE`], opened without blocking whatever it turns out to be.
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    fsread::read_regular(path, MAX_FILE_SIZE, fsread::Follow::Symlinks)
 }
 
 #[cfg(test)]
@@ -462,6 +470,62 @@ mod tests {
                 w.join("70-w.network").display()
             )]
         );
+    }
+
+    fn mkfifo(p: &Path) {
+        nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    }
+
+    /// Runs `f` on another thread: a reader that blocks fails the test
+    /// instead of hanging it.
+    fn within_seconds<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the template reader blocked")
+    }
+
+    #[test]
+    fn files_that_are_not_regular_are_skipped_without_blocking() {
+        let t = TempDir::new("types");
+        let d = t.sub("d");
+        write(&d, "50-ok.network", "[Match]\nName=ok\n");
+        mkfifo(&d.join("10-fifo.network"));
+        std::os::unix::fs::symlink("/dev/zero", d.join("20-zero.network")).unwrap();
+        let d2 = d.clone();
+        let loaded = within_seconds(move || load_with(&[d2], &[])).unwrap();
+        let names: Vec<&str> = loaded.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["50-ok.network"]);
+        assert_eq!(
+            loaded.warnings,
+            [
+                format!(
+                    "{}: ignored: not a regular file",
+                    d.join("10-fifo.network").display()
+                ),
+                format!(
+                    "{}: ignored: not a regular file",
+                    d.join("20-zero.network").display()
+                ),
+            ]
+        );
+        // The reader itself refuses them, in case one replaces a file
+        // between the listing and the read.
+        for n in ["10-fifo.network", "20-zero.network"] {
+            let p = d.join(n);
+            let r = within_seconds(move || read_file(&p));
+            assert!(r.is_err_and(|e| fsread::is_not_regular(&e)), "{n}");
+        }
+        // Size-capped: one byte over the cap is refused.
+        let big = d.join("30-big.network");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE_SIZE + 1)
+            .unwrap();
+        let e = load_with(std::slice::from_ref(&d), &[]).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
     }
 
     #[test]

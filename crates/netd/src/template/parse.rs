@@ -117,6 +117,7 @@ static KEYS: &[Key<NetworkFile>] = &[
     Key::parse("Network", "Address", address),
     Key::parse("Network", "DHCPServer", |f, v| {
         f.network.dhcp_server = values::boolean(v)?;
+        check_dhcp_subnet(f)?;
         Ok(None)
     }),
     Key::parse("Network", "IPMasquerade", |f, v| {
@@ -358,10 +359,79 @@ fn address(f: &mut NetworkFile, value: &str) -> Result<Option<String>, String> {
             "{value:?} asks for a second IPv4 subnet from the pool; netd gives a link one"
         ));
     }
+    if let Some(why) = unservable(&a) {
+        return Err(format!("{value:?} {why}; it cannot serve a link"));
+    }
     f.network.addresses.push(a);
+    check_dhcp_subnet(f)?;
     Ok(a.is_ipv6().then(|| {
         format!("Address={value}: IPv6 not supported yet; netd configures only IPv4 addresses.")
     }))
+}
+
+/// Why `a` (a static address or a pool request) cannot be a link's
+/// address, if it cannot: the container would otherwise fail later with a
+/// DHCP timeout that names nothing.
+fn unservable(a: &IpNetwork) -> Option<String> {
+    let ip = match a {
+        // `::/N` asks the pool; IPv6 statics are kept but not configured.
+        IpNetwork::V6(n) if n.ip().is_unspecified() => return None,
+        IpNetwork::V6(n) if n.ip().is_loopback() => return Some("is a loopback address".into()),
+        IpNetwork::V6(n) if n.ip().is_multicast() => return Some("is a multicast address".into()),
+        IpNetwork::V6(_) => return None,
+        // `0.0.0.0/N` asks the pool for a subnet.
+        IpNetwork::V4(n) if n.ip().is_unspecified() => return None,
+        IpNetwork::V4(n) => n,
+    };
+    let in_net = |net: &str| {
+        net.parse::<Ipv4Network>()
+            .is_ok_and(|n| n.contains(ip.ip()))
+    };
+    let class = [
+        (
+            "0.0.0.0/8",
+            "is in 0.0.0.0/8 (\"this network\"; 0.0.0.0/N asks the pool for a subnet)",
+        ),
+        ("127.0.0.0/8", "is a loopback address"),
+        (
+            "169.254.0.0/16",
+            "is an IPv4 link-local address (169.254.0.0/16)",
+        ),
+        ("224.0.0.0/4", "is a multicast address"),
+        ("255.255.255.255/32", "is the limited broadcast address"),
+        ("240.0.0.0/4", "is in the reserved 240.0.0.0/4"),
+    ];
+    if let Some((_, why)) = class.iter().find(|(net, _)| in_net(net)) {
+        return Some((*why).to_string());
+    }
+    // A /31 (RFC 3021) and a /32 have no network or broadcast address.
+    if ip.prefix() <= 30 {
+        let subnet = format!("{}/{}", ip.network(), ip.prefix());
+        if ip.ip() == ip.network() {
+            return Some(format!("is the network address of {subnet}"));
+        }
+        if ip.ip() == ip.broadcast() {
+            return Some(format!("is the broadcast address of {subnet}"));
+        }
+    }
+    None
+}
+
+/// `DHCPServer=yes` needs room for clients in the subnet of the link's
+/// first IPv4 address (the one that serves DHCP): not a /31 or /32. Checked
+/// when either key is set, so the error names the line that made the pair.
+fn check_dhcp_subnet(f: &NetworkFile) -> Result<(), String> {
+    if !f.network.dhcp_server {
+        return Ok(());
+    }
+    match f.network.addresses.iter().find(|a| a.is_ipv4()) {
+        Some(a) if a.prefix() >= 31 => Err(format!(
+            "DHCPServer=yes would serve {a} (the link's first IPv4 address), and a /{} has no \
+             address to hand out",
+            a.prefix()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A [Network] `DNS=` server netd can forward to: an address, port 53.
@@ -909,6 +979,148 @@ MaxLeaseTimeSec=
         // X- keys and sections are silent.
         let parsed = ok("[Match]\nName=x\nX-Foo=1\n[X-Mine]\nBar=2\n[Network]\nX-Baz=3\n");
         assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    }
+
+    #[test]
+    fn addresses_that_cannot_serve_a_link_are_refused_with_their_line() {
+        let refused: &[(&str, usize, &str)] = &[
+            ("Address=127.0.0.1/8", 3, "is a loopback address"),
+            ("Address=127.1.2.3", 3, "is a loopback address"),
+            ("Address=::1", 3, "is a loopback address"),
+            ("Address=::1/64", 3, "is a loopback address"),
+            ("Address=ff02::1/64", 3, "is a multicast address"),
+            ("Address=224.0.0.1/24", 3, "is a multicast address"),
+            ("Address=239.255.255.250/32", 3, "is a multicast address"),
+            (
+                "Address=255.255.255.255/32",
+                3,
+                "is the limited broadcast address",
+            ),
+            ("Address=240.0.0.1/24", 3, "is in the reserved 240.0.0.0/4"),
+            ("Address=250.1.2.3/8", 3, "is in the reserved 240.0.0.0/4"),
+            ("Address=169.254.1.1/16", 3, "is an IPv4 link-local address"),
+            ("Address=169.254.7.7/24", 3, "is an IPv4 link-local address"),
+            ("Address=0.1.2.3/8", 3, "is in 0.0.0.0/8"),
+            ("Address=0.0.0.1/24", 3, "is in 0.0.0.0/8"),
+            (
+                "Address=192.168.1.0/24",
+                3,
+                "is the network address of 192.168.1.0/24",
+            ),
+            (
+                "Address=192.168.1.255/24",
+                3,
+                "is the broadcast address of 192.168.1.0/24",
+            ),
+            (
+                "Address=10.0.0.0/8",
+                3,
+                "is the network address of 10.0.0.0/8",
+            ),
+            (
+                "Address=10.0.0.4/30",
+                3,
+                "is the network address of 10.0.0.4/30",
+            ),
+            (
+                "Address=10.0.0.7/30",
+                3,
+                "is the broadcast address of 10.0.0.4/30",
+            ),
+            (
+                "Address=10.0.1.255/23",
+                3,
+                "is the broadcast address of 10.0.0.0/23",
+            ),
+            // A later line counts too, and an earlier good one does not hide it.
+            (
+                "Address=10.0.0.1/24\nAddress=127.0.0.1/8",
+                4,
+                "\"127.0.0.1/8\" is a loopback address; it cannot serve a link",
+            ),
+            // DHCPServer=yes on a /31 or /32, whichever key comes second.
+            (
+                "DHCPServer=yes\nAddress=10.0.0.1/32",
+                4,
+                "Invalid Address= value: DHCPServer=yes would serve 10.0.0.1/32",
+            ),
+            (
+                "Address=10.0.0.1/32\nDHCPServer=yes",
+                4,
+                "Invalid DHCPServer= value: DHCPServer=yes would serve 10.0.0.1/32",
+            ),
+            (
+                "Address=10.1.2.3\nDHCPServer=yes",
+                4,
+                "a /32 has no address",
+            ),
+            (
+                "Address=10.0.0.0/31\nDHCPServer=yes",
+                4,
+                "a /31 has no address",
+            ),
+            (
+                "DHCPServer=yes\nAddress=0.0.0.0/31",
+                4,
+                "a /31 has no address",
+            ),
+            (
+                "DHCPServer=yes\nAddress=0.0.0.0/32",
+                4,
+                "a /32 has no address",
+            ),
+            // The first IPv4 address is the one that serves.
+            (
+                "DHCPServer=yes\nAddress=fd00::1/64\nAddress=10.0.0.1/32\nAddress=10.0.1.1/24",
+                5,
+                "would serve 10.0.0.1/32",
+            ),
+        ];
+        for (body, line, msg) in refused {
+            let text = format!("[Match]\n[Network]\n{body}\n");
+            let e = match p(&text) {
+                Ok(parsed) => panic!("{body:?} parsed: {:?}", parsed.file.network),
+                Err(e) => e,
+            };
+            assert_eq!(e.line, *line, "{body:?}: {e}");
+            assert!(e.msg.contains(msg), "{body:?}: {e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("/etc/netspawn/network/t.network:{line}: ")),
+                "{e}"
+            );
+        }
+        let accepted = [
+            "Address=10.0.0.1/24\nDHCPServer=yes",
+            "Address=192.168.1.1/24",
+            "Address=192.168.1.254/24",
+            "Address=10.0.0.255/23",
+            "Address=10.0.0.5/30\nDHCPServer=yes",
+            "Address=10.0.0.0/31",
+            "Address=10.0.0.1/31",
+            "Address=10.1.2.3",
+            "Address=10.1.2.3/32",
+            "Address=100.64.0.1/10",
+            "Address=172.16.0.1/12",
+            "Address=0.0.0.0/8",
+            "Address=0.0.0.0/28\nDHCPServer=yes",
+            "Address=0.0.0.0/30\nDHCPServer=yes",
+            "Address=0.0.0.0/32",
+            "Address=::/64",
+            "Address=fd00::1/64",
+            "Address=fe80::1/64",
+            // The serving address is the first IPv4 one; a /32 after it is fine.
+            "DHCPServer=yes\nAddress=10.0.0.1/24\nAddress=10.0.5.1/32",
+            "Address=10.0.0.1/32\nDHCPServer=no",
+            "Address=10.0.0.1/32\nAddress=\nAddress=10.0.0.1/24\nDHCPServer=yes",
+        ];
+        for body in accepted {
+            ok(&format!("[Match]\nName=x\n[Network]\n{body}\n"));
+        }
+        // The built-in templates stay valid.
+        for (_, text) in BUILTIN {
+            ok(text);
+        }
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum MergeError {
     Unsupported(String),
 }
 
+/// The largest `.nspawn` file read (as netd's templates).
+const SETTINGS_FILE_MAX: u64 = 4 << 20;
+
 /// Groups of settings (systemd's `SETTING_*` bits). Resource limits have one
 /// bit each, from [`Mask::RLIMIT_FIRST`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -338,7 +341,14 @@ pub fn with_file(
     let Some((path, trusted)) = find(&name, image.as_deref(), &paths.settings_path) else {
         return Ok(cli);
     };
-    let data = std::fs::read(&path).map_err(|err| MergeError::Read {
+    // Regular files only, size-capped, opened non-blocking: a FIFO or a
+    // link to /dev/zero in a settings directory is an error, not a hang.
+    let data = netspawn_common::fsread::read_regular(
+        &path,
+        SETTINGS_FILE_MAX,
+        netspawn_common::fsread::Follow::Symlinks,
+    )
+    .map_err(|err| MergeError::Read {
         path: path.clone(),
         err,
     })?;

@@ -2,8 +2,8 @@
 //! its leader's root without following the machine's symlinks out to the host.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
+use netspawn_common::fsread;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 
 /// Largest os-release file we read; real ones are well under 1 KiB.
@@ -84,6 +84,8 @@ fn unquote(v: &str) -> String {
 
 /// Reads `path` (absolute, as seen in the machine) from the root of process
 /// `pid`, resolving symlinks inside that root (openat2 `RESOLVE_IN_ROOT`).
+/// Only a regular file of at most `limit` bytes is read; a FIFO or device
+/// the machine put there is refused without opening it for reading.
 pub fn read_in_process_root(pid: u32, path: &str, limit: u64) -> std::io::Result<String> {
     let root = nix::fcntl::open(
         format!("/proc/{pid}/root").as_str(),
@@ -92,20 +94,13 @@ pub fn read_in_process_root(pid: u32, path: &str, limit: u64) -> std::io::Result
     )?;
     let rel = path.trim_start_matches('/');
     let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT);
     let fd = nix::fcntl::openat2(&root, rel, how)?;
-    let st = nix::sys::stat::fstat(&fd)?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(std::io::Error::other(format!(
-            "{path} is not a regular file"
-        )));
-    }
-    let mut text = String::new();
-    std::fs::File::from(fd)
-        .take(limit)
-        .read_to_string(&mut text)?;
-    Ok(text)
+    let data = fsread::read_regular_fd(fd, limit)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    String::from_utf8(data)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{path}: {e}")))
 }
 
 /// The os-release of the machine whose leader is `pid`: `/etc/os-release`,
@@ -150,5 +145,38 @@ mod tests {
             assert!(machine_os_release(me).is_some());
         }
         assert!(read_in_process_root(me, "/proc", 10).is_err());
+    }
+
+    #[test]
+    fn refuses_fifos_devices_and_oversized_files_without_blocking() {
+        let me = std::process::id();
+        let dir = std::env::temp_dir().join(format!("netspawn-osrelease-{me}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join("zero")).unwrap();
+        std::fs::write(dir.join("f"), "ID=x\n").unwrap();
+        let at = |n: &str| dir.join(n).to_str().unwrap().to_string();
+        let (fifo, zero, f) = (at("fifo"), at("zero"), at("f"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = |p: &str, limit| read_in_process_root(me, p, limit).map_err(|e| e.kind());
+            let _ = tx.send([r(&fifo, MAX_SIZE), r(&zero, MAX_SIZE), r(&f, 5), r(&f, 4)]);
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the reader blocked");
+        let _ = std::fs::remove_dir_all(&dir);
+        use std::io::ErrorKind as K;
+        assert_eq!(
+            got,
+            [
+                Err(K::InvalidInput),
+                Err(K::InvalidInput),
+                Ok("ID=x\n".to_string()),
+                Err(K::FileTooLarge)
+            ]
+        );
     }
 }

@@ -43,7 +43,27 @@ pub(super) fn serve_guest(
         managed = matches!(answer, netspawn_common::netd::Answer::Address(_));
     }
     if cfg.dhcp_host0 {
-        configure_host0(cfg, child, mac, managed, run_dir)?;
+        // netd serves DHCP on the link: if it died while we waited for a
+        // lease, bring it back, let it configure the link again, and ask again.
+        let mut tries = 0;
+        loop {
+            match configure_host0(cfg, child, mac, managed, run_dir) {
+                Err(LaunchError::Dhcp(e)) if managed && tries < 2 => {
+                    let Some(netd) = n.netd.as_mut() else {
+                        return Err(LaunchError::Dhcp(e));
+                    };
+                    if !netd.revive()? {
+                        return Err(LaunchError::Dhcp(e));
+                    }
+                    tries += 1;
+                    netd.request(&netspawn_common::netd::Request::Link {
+                        ifname: ifname.clone(),
+                        timeout_ms: 10_000,
+                    })?;
+                }
+                r => break r?,
+            }
+        }
     }
     let Some(netd) = n.netd.as_mut() else {
         return Ok(());
