@@ -129,3 +129,24 @@ fn the_leased_resolv_conf_is_bound_inside_the_image() {
     assert_ne!(field(out, "ns"), "0", "{ctx}");
     assert_eq!(field(out, "mount"), "1", "{ctx}");
 }
+
+#[test]
+fn a_fifo_in_the_image_does_not_hang_the_launch() {
+    let env = TestEnv::new();
+    let img = env.busybox("fifo");
+    let id = img.join("etc/machine-id");
+    let _ = std::fs::remove_file(&id);
+    let c = std::ffi::CString::new(id.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let started = std::time::Instant::now();
+    let r = env.sh(
+        &format!(
+            "timeout 20 $NETSPAWN -q -D {} /bin/true; echo rc=$?",
+            img.display()
+        ),
+        60,
+    );
+    assert_eq!(field(&r.stdout, "rc"), "0", "{}\n{}", r.stdout, r.stderr);
+    assert!(started.elapsed().as_secs() < 15, "{:?}", started.elapsed());
+}

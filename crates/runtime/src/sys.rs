@@ -241,16 +241,28 @@ pub fn openat2(
     }
 }
 
-/// Opens `path` as if `root` were `/` (symlinks resolved inside `root`), as
-/// `openat2(RESOLVE_IN_ROOT)` does. Used to look at an image's files without
-/// following its absolute symlinks out to the host.
+/// Opens `path` as if `root` were `/` (symlinks resolved inside `root`, no
+/// magic links), as `openat2(RESOLVE_IN_ROOT)` does. Used to look at an
+/// image's files without following its absolute symlinks out to the host.
+/// Opened non-blocking: a FIFO the image puts there cannot hang us.
 pub fn open_in_root(root: &Path, path: &Path, flags: libc::c_int) -> nix::Result<OwnedFd> {
     let dir = nix::fcntl::open(
         root,
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )?;
-    openat2(dir.as_fd(), path, flags, RESOLVE_IN_ROOT)
+    // openat2 refuses O_NONBLOCK next to O_PATH (which opens nothing).
+    let flags = if flags & libc::O_PATH == 0 {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags
+    };
+    openat2(
+        dir.as_fd(),
+        path,
+        flags,
+        RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    )
 }
 
 /// True if `path`, resolved inside `root`, is an executable regular file.
