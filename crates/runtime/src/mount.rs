@@ -566,17 +566,19 @@ pub fn apply(ops: &[MountOp], root: &RootDir) -> Result<(), MountError> {
                 };
                 let info = fs::read_to_string("/proc/self/mountinfo").map_err(io)?;
                 for mp in submounts(&info, path) {
-                    let r = crate::sys::mount_setattr_rdonly(&mp, true).or_else(|e| {
-                        if e != nix::Error::ENOSYS {
-                            return Err(e);
-                        }
-                        mount::<str, Path, str, str>(
-                            None,
-                            &mp,
-                            None,
-                            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                            None,
-                        )
+                    let r = root.open_path(&inside(root, &mp)?).and_then(|fd| {
+                        crate::sys::mount_setattr_rdonly_fd(fd.as_fd(), true).or_else(|e| {
+                            if e != nix::Error::ENOSYS {
+                                return Err(e);
+                            }
+                            mount_str(
+                                None,
+                                &fd_path(fd.as_fd()),
+                                None,
+                                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                                None,
+                            )
+                        })
                     });
                     r.map_err(|err| MountError::Op {
                         op: format!("make {} read-only", mp.display()),

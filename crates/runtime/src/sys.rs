@@ -91,21 +91,10 @@ pub fn pivot_root(new_root: &Path, put_old: &Path) -> nix::Result<()> {
     nix::unistd::pivot_root(new_root, put_old)
 }
 
-/// Makes the mount at `path` read-only with `mount_setattr(2)`, and with
-/// `recursive` every mount below it too (`AT_RECURSIVE`), leaving its other
-/// flags (nosuid, nodev, ...) as they are. `ENOSYS` before Linux 5.12.
-pub fn mount_setattr_rdonly(path: &Path, recursive: bool) -> nix::Result<()> {
-    let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-    mount_setattr_rdonly_at(
-        libc::AT_FDCWD,
-        &path,
-        libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
-        recursive,
-    )
-}
-
-/// As [`mount_setattr_rdonly`], for the mount that `fd` (an `O_PATH`
-/// descriptor of a mount's root) is on.
+/// Makes the mount that `fd` (an `O_PATH` descriptor of a mount's root) is
+/// on read-only with `mount_setattr(2)`, and with `recursive` every mount
+/// below it too (`AT_RECURSIVE`), leaving its other flags (nosuid, nodev,
+/// ...) as they are. `ENOSYS` before Linux 5.12.
 pub fn mount_setattr_rdonly_fd(fd: BorrowedFd<'_>, recursive: bool) -> nix::Result<()> {
     mount_setattr_rdonly_at(
         fd.as_raw_fd(),
