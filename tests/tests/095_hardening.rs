@@ -150,3 +150,38 @@ fn a_fifo_in_the_image_does_not_hang_the_launch() {
     assert_eq!(field(&r.stdout, "rc"), "0", "{}\n{}", r.stdout, r.stderr);
     assert!(started.elapsed().as_secs() < 15, "{:?}", started.elapsed());
 }
+
+#[test]
+fn an_in_image_bind_source_is_resolved_inside_the_image() {
+    let env = TestEnv::new();
+    let img = env.busybox("source");
+    let secret = host_dir(&env, "secret");
+    std::fs::write(secret.join("marker"), "host\n").unwrap();
+    std::fs::create_dir_all(img.join("secret")).unwrap();
+    std::fs::write(img.join("secret/marker"), "image\n").unwrap();
+    std::fs::create_dir_all(img.join("mnt")).unwrap();
+    // Textually <root>/mnt/../../../secret is the host's; inside, the image's /secret.
+    symlink("../../../secret", img.join("mnt/s")).unwrap();
+    symlink(&secret, img.join("mnt/abs")).unwrap();
+    let r = env.netspawn(&[
+        "-q",
+        "-D",
+        img.to_str().unwrap(),
+        "--bind=+/mnt/s:/exposed",
+        "/bin/cat",
+        "/exposed/marker",
+    ]);
+    r.expect_status(0);
+    assert_eq!(r.stdout, "image\n");
+    // An absolute link to a host path names a path of the image, which it lacks.
+    let r = env.netspawn(&[
+        "-q",
+        "-D",
+        img.to_str().unwrap(),
+        "--bind=+/mnt/abs:/exposed",
+        "/bin/cat",
+        "/exposed/marker",
+    ]);
+    assert_ne!(r.stdout, "host\n", "{r:?}");
+    r.expect_error("does not exist");
+}

@@ -764,8 +764,14 @@ mod tests {
         assert!(pos("remount:ro /img/mnt/srv") > pos("bind /img/mnt/srv"));
         assert!(t.contains(&"tmpfs /img/var/cache".to_string()));
         assert_eq!(t.last().unwrap(), "remount:ro /img");
-        // A "+" source is taken inside the image.
-        assert!(ops.iter().any(|op| matches!(op, MountOp::Mount { source: Some(s), target, .. } if s == "/img/etc" && target == Path::new("/img/host-etc"))));
+        // A "+" source is taken inside the image (and resolved inside it).
+        assert!(ops.iter().any(|op| matches!(op, MountOp::Mount { source: Some(s), target, source_in_root: true, .. } if s == "/img/etc" && target == Path::new("/img/host-etc"))));
+        assert!(ops.iter().any(|op| matches!(op, MountOp::MakeBindTarget { path, like, like_in_root: true } if like == Path::new("/img/etc") && path == Path::new("/img/host-etc"))));
+        // A host source is the host's.
+        assert!(ops.iter().any(|op| matches!(op, MountOp::Mount { source: Some(s), target, source_in_root: false, .. } if s == "/srv" && target == Path::new("/img/mnt/srv"))));
+        assert!(ops.iter().any(|op| matches!(op, MountOp::MakeBindTarget { like, like_in_root: false, .. } if like == Path::new("/srv"))));
+        // /proc/sys and /proc/sys/net are bound onto themselves inside the root.
+        assert!(ops.iter().any(|op| matches!(op, MountOp::Mount { source: Some(s), source_in_root: true, .. } if s == "/img/proc/sys/net")));
         let srv = ops.iter().find(|op| matches!(op, MountOp::Mount { target, flags, .. } if target == Path::new("/img/mnt/srv") && !flags.contains(MsFlags::MS_REMOUNT))).unwrap();
         let MountOp::Mount { flags, .. } = srv else {
             panic!()
