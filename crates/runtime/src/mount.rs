@@ -464,15 +464,21 @@ fn mount_str(
 /// made there, and each mount is made onto the resolved descriptor: a
 /// symlink in the image never leads out of it.
 pub fn apply(ops: &[MountOp], root: &RootDir) -> Result<(), MountError> {
+    // The mount point the step before made, kept for the mount onto it
+    // (one walk less); any other step may cover it, and drops it.
+    let mut made: Option<(&Path, std::os::fd::OwnedFd)> = None;
     for op in ops {
         let fail = |err: nix::Error| MountError::Op {
             op: op_name(op),
             err,
         };
+        let last_made = made.take();
         match op {
             MountOp::MakeDir { path, mode } => {
-                root.chase(&inside(root, path)?, Make::Dir(*mode))
+                let fd = root
+                    .chase(&inside(root, path)?, Make::Dir(*mode))
                     .map_err(fail)?;
+                made = Some((path, fd));
             }
             MountOp::MakeBindTarget {
                 path,
@@ -489,7 +495,8 @@ pub fn apply(ops: &[MountOp], root: &RootDir) -> Result<(), MountError> {
                 };
                 let is_dir = is_dir.ok_or_else(|| MountError::MissingSource(like.clone()))?;
                 let make = if is_dir { Make::Dir(0o755) } else { Make::File };
-                root.chase(&inside(root, path)?, make).map_err(fail)?;
+                let fd = root.chase(&inside(root, path)?, make).map_err(fail)?;
+                made = Some((path, fd));
             }
             MountOp::Mount {
                 source,
@@ -517,7 +524,10 @@ pub fn apply(ops: &[MountOp], root: &RootDir) -> Result<(), MountError> {
                 } else {
                     Make::Dir(0o755)
                 };
-                let dst = root.chase(&inside(root, target)?, make).map_err(fail)?;
+                let dst = match last_made {
+                    Some((p, fd)) if p == target.as_path() && make != Make::Nothing => fd,
+                    _ => root.chase(&inside(root, target)?, make).map_err(fail)?,
+                };
                 mount_str(
                     src.as_deref(),
                     &fd_path(dst.as_fd()),
