@@ -3,7 +3,9 @@
 //!
 //! [`plan`] is pure: it turns the launch settings into a list of
 //! [`MountOp`]s (unit-tested without root); [`apply`] runs them in the
-//! container's mount namespace before `pivot_root`.
+//! container's mount namespace before `pivot_root`, resolving every path
+//! inside the image through its root directory ([`crate::rootdir`]), so a
+//! symlink in the image never leads a mount or a new directory out of it.
 
 use std::fs;
 use std::os::fd::AsFd;
@@ -121,7 +123,9 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NODEV)
     .union(MsFlags::MS_NOEXEC);
 
-/// Joins an absolute container path onto the root, refusing `..`.
+/// Joins an absolute container path onto the root, refusing `..`. Textual
+/// only (symlinks in the image are not looked at): for naming paths in the
+/// plan and in messages; [`apply`] resolves them inside the root.
 pub fn in_root(root: &Path, path: &Path) -> PathBuf {
     let mut out = root.to_path_buf();
     for c in path.components() {
