@@ -18,6 +18,7 @@ pub mod mount;
 pub mod netd_client;
 pub mod network;
 pub mod ready;
+pub mod rootdir;
 pub mod seccomp;
 pub mod spec;
 pub mod sys;

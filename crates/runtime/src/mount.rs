@@ -3,16 +3,19 @@
 //!
 //! [`plan`] is pure: it turns the launch settings into a list of
 //! [`MountOp`]s (unit-tested without root); [`apply`] runs them in the
-//! container's mount namespace before `pivot_root`.
+//! container's mount namespace before `pivot_root`, resolving every path
+//! inside the image through its root directory ([`crate::rootdir`]), so a
+//! symlink in the image never leads a mount or a new directory out of it.
 
 use std::fs;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
 use thiserror::Error;
 
+use crate::rootdir::{fd_path, Make, RootDir};
 use crate::spec::{BindSpec, TmpfsSpec};
 
 #[derive(Debug, Error)]
@@ -23,6 +26,8 @@ pub enum MountError {
     Io { path: PathBuf, err: std::io::Error },
     #[error("bind source {0} does not exist")]
     MissingSource(PathBuf),
+    #[error("{0} is not below the container's root")]
+    Outside(PathBuf),
 }
 
 /// What the mount plan depends on.
@@ -44,7 +49,8 @@ pub struct MountConfig {
 }
 
 /// One step of setting up the container's file system. Paths are absolute
-/// host paths (already joined with the root).
+/// host paths (already joined with the root); [`apply`] resolves those
+/// below the root inside it (see [`crate::rootdir`]), never textually.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountOp {
     MakeDir {
@@ -55,9 +61,14 @@ pub enum MountOp {
     MakeBindTarget {
         path: PathBuf,
         like: PathBuf,
+        /// `like` is below the root (resolved inside it), not a host path.
+        like_in_root: bool,
     },
     Mount {
         source: Option<String>,
+        /// `source` is a path below the root (resolved inside it), not a
+        /// host path or a file system's name.
+        source_in_root: bool,
         target: PathBuf,
         fstype: Option<&'static str>,
         flags: MsFlags,
@@ -79,7 +90,6 @@ pub enum MountOp {
     /// there inside the root), if `src` exists.
     ResolvConf {
         src: PathBuf,
-        root: PathBuf,
     },
     /// Make every mount below `path` read-only too (the mount at `path`
     /// itself is remounted by the step before), as systemd remounts
@@ -113,7 +123,9 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NODEV)
     .union(MsFlags::MS_NOEXEC);
 
-/// Joins an absolute container path onto the root, refusing `..`.
+/// Joins an absolute container path onto the root, refusing `..`. Textual
+/// only (symlinks in the image are not looked at): for naming paths in the
+/// plan and in messages; [`apply`] resolves them inside the root.
 pub fn in_root(root: &Path, path: &Path) -> PathBuf {
     let mut out = root.to_path_buf();
     for c in path.components() {
@@ -136,6 +148,7 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
                data: Option<&str>| {
         MountOp::Mount {
             source: source.map(str::to_string),
+            source_in_root: false,
             target,
             fstype,
             flags,
@@ -144,6 +157,14 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
     };
     let bind = |src: &str, target: PathBuf, extra: MsFlags| {
         mnt(Some(src), target, None, MsFlags::MS_BIND | extra, None)
+    };
+    let bind_in_root = |src: PathBuf, target: PathBuf, extra: MsFlags| MountOp::Mount {
+        source: Some(src.to_string_lossy().into_owned()),
+        source_in_root: true,
+        target,
+        fstype: None,
+        flags: MsFlags::MS_BIND | extra,
+        data: None,
     };
     let remount = |target: PathBuf, flags: MsFlags| {
         mnt(
@@ -176,14 +197,14 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
         None,
     ));
     let proc_sys = r("proc/sys");
-    ops.push(bind(
-        &proc_sys.to_string_lossy(),
+    ops.push(bind_in_root(
+        proc_sys.clone(),
         proc_sys.clone(),
         MsFlags::empty(),
     ));
     if cfg.private_network {
         let net = r("proc/sys/net");
-        ops.push(bind(&net.to_string_lossy(), net.clone(), MsFlags::empty()));
+        ops.push(bind_in_root(net.clone(), net.clone(), MsFlags::empty()));
     }
     ops.push(remount(proc_sys, MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC));
     ops.push(MountOp::ReadOnlyIfExists {
@@ -221,6 +242,7 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
         ops.push(MountOp::MakeBindTarget {
             path: r(&host),
             like: PathBuf::from(&host),
+            like_in_root: false,
         });
         ops.push(bind(&host, r(&host), MsFlags::empty()));
     }
@@ -283,6 +305,7 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
         ops.push(MountOp::MakeBindTarget {
             path: r("dev/console"),
             like: PathBuf::from("/dev/null"),
+            like_in_root: false,
         });
         ops.push(bind(
             &console.to_string_lossy(),
@@ -336,13 +359,18 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
         ops.push(MountOp::MakeBindTarget {
             path: dst.clone(),
             like: src.clone(),
+            like_in_root: b.source_in_container,
         });
         let rec = if b.recursive {
             MsFlags::MS_REC
         } else {
             MsFlags::empty()
         };
-        ops.push(bind(&src.to_string_lossy(), dst.clone(), rec));
+        ops.push(if b.source_in_container {
+            bind_in_root(src, dst.clone(), rec)
+        } else {
+            bind(&src.to_string_lossy(), dst.clone(), rec)
+        });
         if b.read_only {
             ops.push(remount(dst.clone(), MsFlags::MS_RDONLY));
             if b.recursive {
@@ -366,10 +394,7 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
     }
 
     if let Some(src) = &cfg.resolv_conf {
-        ops.push(MountOp::ResolvConf {
-            src: src.clone(),
-            root: root.to_path_buf(),
-        });
+        ops.push(MountOp::ResolvConf { src: src.clone() });
     }
 
     // Last, the root itself: nodev always (see /dev above), read-only on request.
@@ -420,119 +445,154 @@ fn op_name(op: &MountOp) -> String {
     }
 }
 
-/// Runs the steps in order, stopping at the first failure.
-pub fn apply(ops: &[MountOp]) -> Result<(), MountError> {
+/// The container path of `path`, a host path below the root.
+fn inside(root: &RootDir, path: &Path) -> Result<PathBuf, MountError> {
+    root.inside(path)
+        .ok_or_else(|| MountError::Outside(path.to_path_buf()))
+}
+
+/// `mount(2)` with paths as strings (a `/proc/self/fd/N` or a host path).
+fn mount_str(
+    source: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> nix::Result<()> {
+    mount(source, target, fstype, flags, data)
+}
+
+/// Runs the steps in order, stopping at the first failure. Every path
+/// below the root is resolved inside `root` (opened once, after the root
+/// was bound onto itself), missing directories and mount-point files are
+/// made there, and each mount is made onto the resolved descriptor: a
+/// symlink in the image never leads out of it.
+pub fn apply(ops: &[MountOp], root: &RootDir) -> Result<(), MountError> {
+    // The mount point the step before made, kept for the mount onto it
+    // (one walk less); any other step may cover it, and drops it.
+    let mut made: Option<(&Path, std::os::fd::OwnedFd)> = None;
     for op in ops {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |err| MountError::Io { path, err }
+        let fail = |err: nix::Error| MountError::Op {
+            op: op_name(op),
+            err,
         };
+        let last_made = made.take();
         match op {
             MountOp::MakeDir { path, mode } => {
-                if !path.is_dir() {
-                    fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(*mode)
-                        .create(path)
-                        .map_err(io(path))?;
-                    if *mode & 0o7000 != 0 {
-                        fs::set_permissions(path, fs::Permissions::from_mode(*mode))
-                            .map_err(io(path))?;
-                    }
-                }
+                let fd = root
+                    .chase(&inside(root, path)?, Make::Dir(*mode))
+                    .map_err(fail)?;
+                made = Some((path, fd));
             }
-            MountOp::MakeBindTarget { path, like } => {
-                let md = fs::metadata(like).map_err(|_| MountError::MissingSource(like.clone()))?;
-                if md.is_dir() {
-                    if !path.is_dir() {
-                        fs::DirBuilder::new()
-                            .recursive(true)
-                            .mode(0o755)
-                            .create(path)
-                            .map_err(io(path))?;
-                    }
-                } else if fs::symlink_metadata(path).is_err() {
-                    if let Some(parent) = path.parent() {
-                        fs::DirBuilder::new()
-                            .recursive(true)
-                            .mode(0o755)
-                            .create(parent)
-                            .map_err(io(parent))?;
-                    }
-                    fs::OpenOptions::new()
-                        .create(true)
-                        .truncate(false)
-                        .write(true)
-                        .open(path)
-                        .map_err(io(path))?;
-                }
+            MountOp::MakeBindTarget {
+                path,
+                like,
+                like_in_root,
+            } => {
+                let is_dir = if *like_in_root {
+                    root.open_path(&inside(root, like)?)
+                        .and_then(|fd| nix::sys::stat::fstat(&fd))
+                        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                        .ok()
+                } else {
+                    fs::metadata(like).map(|md| md.is_dir()).ok()
+                };
+                let is_dir = is_dir.ok_or_else(|| MountError::MissingSource(like.clone()))?;
+                let make = if is_dir { Make::Dir(0o755) } else { Make::File };
+                let fd = root.chase(&inside(root, path)?, make).map_err(fail)?;
+                made = Some((path, fd));
             }
             MountOp::Mount {
                 source,
+                source_in_root,
                 target,
                 fstype,
                 flags,
                 data,
             } => {
-                mount(source.as_deref(), target, *fstype, *flags, data.as_deref()).map_err(
-                    |err| MountError::Op {
-                        op: op_name(op),
-                        err,
-                    },
-                )?;
+                let src_fd = match source {
+                    Some(src) if *source_in_root => Some(
+                        root.open_path(&inside(root, Path::new(src))?)
+                            .map_err(fail)?,
+                    ),
+                    _ => None,
+                };
+                let src = match &src_fd {
+                    Some(fd) => Some(fd_path(fd.as_fd())),
+                    None => source.clone(),
+                };
+                // A mount point hidden by an earlier mount (a directory made
+                // in the image below what is now a tmpfs) is made again.
+                let make = if flags.contains(MsFlags::MS_REMOUNT) {
+                    Make::Nothing
+                } else {
+                    Make::Dir(0o755)
+                };
+                let dst = match last_made {
+                    Some((p, fd)) if p == target.as_path() && make != Make::Nothing => fd,
+                    _ => root.chase(&inside(root, target)?, make).map_err(fail)?,
+                };
+                mount_str(
+                    src.as_deref(),
+                    &fd_path(dst.as_fd()),
+                    *fstype,
+                    *flags,
+                    data.as_deref(),
+                )
+                .map_err(fail)?;
             }
             MountOp::Symlink { target, link } => {
-                let _ = fs::remove_file(link);
-                std::os::unix::fs::symlink(target, link).map_err(io(link))?;
+                root.symlink(target, &inside(root, link)?).map_err(fail)?;
             }
-            MountOp::WriteFile { path, contents } => fs::write(path, contents).map_err(io(path))?,
-            MountOp::ResolvConf { src, root } => {
+            MountOp::WriteFile { path, contents } => {
+                root.write_file(&inside(root, path)?, contents.as_bytes())
+                    .map_err(fail)?;
+            }
+            MountOp::ResolvConf { src } => {
                 if src.exists() {
-                    let target = resolv_conf_target(root);
-                    if let Some(parent) = target.parent() {
-                        fs::DirBuilder::new()
-                            .recursive(true)
-                            .mode(0o755)
-                            .create(parent)
-                            .map_err(io(parent))?;
-                    }
-                    if fs::symlink_metadata(&target).is_err() {
-                        fs::write(&target, "").map_err(io(&target))?;
-                    }
-                    mount::<Path, Path, str, str>(Some(src), &target, None, MsFlags::MS_BIND, None)
-                        .map_err(|err| MountError::Op {
-                            op: op_name(op),
-                            err,
-                        })?;
+                    // A symlink there (Debian with systemd-resolved points it
+                    // into /run) is followed inside the root.
+                    let dst = root
+                        .chase(Path::new("/etc/resolv.conf"), Make::File)
+                        .map_err(fail)?;
+                    mount::<Path, str, str, str>(
+                        Some(src),
+                        fd_path(dst.as_fd()).as_str(),
+                        None,
+                        MsFlags::MS_BIND,
+                        None,
+                    )
+                    .map_err(fail)?;
                 }
             }
             MountOp::ReadOnlyTree { path } => {
-                match crate::sys::mount_setattr_rdonly(path, true) {
+                let fd = root.open_path(&inside(root, path)?).map_err(fail)?;
+                match crate::sys::mount_setattr_rdonly_fd(fd.as_fd(), true) {
                     // The mount itself is read-only already (the remount before).
                     Ok(()) | Err(nix::Error::ENOSYS) => {}
-                    Err(err) => {
-                        return Err(MountError::Op {
-                            op: op_name(op),
-                            err,
-                        })
-                    }
+                    Err(err) => return Err(fail(err)),
                 }
             }
-            MountOp::ReadOnlySubmounts { root } => {
-                let info = fs::read_to_string("/proc/self/mountinfo")
-                    .map_err(io(Path::new("/proc/self/mountinfo")))?;
-                for mp in submounts(&info, root) {
-                    let r = crate::sys::mount_setattr_rdonly(&mp, true).or_else(|e| {
-                        if e != nix::Error::ENOSYS {
-                            return Err(e);
-                        }
-                        mount::<str, Path, str, str>(
-                            None,
-                            &mp,
-                            None,
-                            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                            None,
-                        )
+            MountOp::ReadOnlySubmounts { root: path } => {
+                let io = |err| MountError::Io {
+                    path: PathBuf::from("/proc/self/mountinfo"),
+                    err,
+                };
+                let info = fs::read_to_string("/proc/self/mountinfo").map_err(io)?;
+                for mp in submounts(&info, path) {
+                    let r = root.open_path(&inside(root, &mp)?).and_then(|fd| {
+                        crate::sys::mount_setattr_rdonly_fd(fd.as_fd(), true).or_else(|e| {
+                            if e != nix::Error::ENOSYS {
+                                return Err(e);
+                            }
+                            mount_str(
+                                None,
+                                &fd_path(fd.as_fd()),
+                                None,
+                                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                                None,
+                            )
+                        })
                     });
                     r.map_err(|err| MountError::Op {
                         op: format!("make {} read-only", mp.display()),
@@ -542,39 +602,39 @@ pub fn apply(ops: &[MountOp]) -> Result<(), MountError> {
             }
             MountOp::BindDeviceIfExists { host, target } => {
                 if fs::symlink_metadata(host).is_ok() {
-                    if let Some(parent) = target.parent() {
-                        fs::DirBuilder::new()
-                            .recursive(true)
-                            .mode(0o755)
-                            .create(parent)
-                            .map_err(io(parent))?;
-                    }
-                    if fs::symlink_metadata(target).is_err() {
-                        fs::write(target, "").map_err(io(target))?;
-                    }
-                    mount::<Path, Path, str, str>(Some(host), target, None, MsFlags::MS_BIND, None)
-                        .map_err(|err| MountError::Op {
-                            op: op_name(op),
-                            err,
-                        })?;
+                    let dst = root
+                        .chase(&inside(root, target)?, Make::File)
+                        .map_err(fail)?;
+                    mount::<Path, str, str, str>(
+                        Some(host),
+                        fd_path(dst.as_fd()).as_str(),
+                        None,
+                        MsFlags::MS_BIND,
+                        None,
+                    )
+                    .map_err(fail)?;
                 }
             }
             MountOp::ReadOnlyIfExists { path } => {
-                if fs::symlink_metadata(path).is_ok() {
-                    let err = |err| MountError::Op {
-                        op: op_name(op),
-                        err,
-                    };
-                    mount::<Path, Path, str, str>(Some(path), path, None, MsFlags::MS_BIND, None)
-                        .map_err(err)?;
-                    mount::<str, Path, str, str>(
-                        None,
-                        path,
-                        None,
-                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                        None,
-                    )
-                    .map_err(err)?;
+                let path = inside(root, path)?;
+                match root.open_path(&path) {
+                    Err(nix::Error::ENOENT) => {}
+                    Err(err) => return Err(fail(err)),
+                    Ok(fd) => {
+                        let at = fd_path(fd.as_fd());
+                        mount_str(Some(&at), &at, None, MsFlags::MS_BIND, None).map_err(fail)?;
+                        // The descriptor is of what lies below the new bind:
+                        // resolve again to remount the bind itself.
+                        let top = root.open_path(&path).map_err(fail)?;
+                        mount_str(
+                            None,
+                            &fd_path(top.as_fd()),
+                            None,
+                            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                            None,
+                        )
+                        .map_err(fail)?;
+                    }
                 }
             }
         }
@@ -613,35 +673,6 @@ fn submounts(mountinfo: &str, root: &Path) -> Vec<PathBuf> {
         .map(unescape)
         .filter(|mp| mp != root && mp.starts_with(root))
         .collect()
-}
-
-/// Where the image's /etc/resolv.conf really is: a symlink (Debian with
-/// systemd-resolved points it into /run) is followed inside the root.
-fn resolv_conf_target(root: &Path) -> PathBuf {
-    // The path inside the container, normalised as we follow links.
-    let mut inside = PathBuf::from("/etc/resolv.conf");
-    for _ in 0..8 {
-        let Ok(t) = fs::read_link(in_root(root, &inside)) else {
-            break;
-        };
-        let joined = if t.is_absolute() {
-            t
-        } else {
-            inside.parent().unwrap_or(Path::new("/")).join(t)
-        };
-        let mut norm = PathBuf::from("/");
-        for c in joined.components() {
-            match c {
-                Component::Normal(n) => norm.push(n),
-                Component::ParentDir => {
-                    norm.pop();
-                }
-                _ => {}
-            }
-        }
-        inside = norm;
-    }
-    in_root(root, &inside)
 }
 
 #[cfg(test)]
@@ -747,8 +778,14 @@ mod tests {
         assert!(pos("remount:ro /img/mnt/srv") > pos("bind /img/mnt/srv"));
         assert!(t.contains(&"tmpfs /img/var/cache".to_string()));
         assert_eq!(t.last().unwrap(), "remount:ro /img");
-        // A "+" source is taken inside the image.
-        assert!(ops.iter().any(|op| matches!(op, MountOp::Mount { source: Some(s), target, .. } if s == "/img/etc" && target == Path::new("/img/host-etc"))));
+        // A "+" source is taken inside the image (and resolved inside it).
+        assert!(ops.iter().any(|op| matches!(op, MountOp::Mount { source: Some(s), target, source_in_root: true, .. } if s == "/img/etc" && target == Path::new("/img/host-etc"))));
+        assert!(ops.iter().any(|op| matches!(op, MountOp::MakeBindTarget { path, like, like_in_root: true } if like == Path::new("/img/etc") && path == Path::new("/img/host-etc"))));
+        // A host source is the host's.
+        assert!(ops.iter().any(|op| matches!(op, MountOp::Mount { source: Some(s), target, source_in_root: false, .. } if s == "/srv" && target == Path::new("/img/mnt/srv"))));
+        assert!(ops.iter().any(|op| matches!(op, MountOp::MakeBindTarget { like, like_in_root: false, .. } if like == Path::new("/srv"))));
+        // /proc/sys and /proc/sys/net are bound onto themselves inside the root.
+        assert!(ops.iter().any(|op| matches!(op, MountOp::Mount { source: Some(s), source_in_root: true, .. } if s == "/img/proc/sys/net")));
         let srv = ops.iter().find(|op| matches!(op, MountOp::Mount { target, flags, .. } if target == Path::new("/img/mnt/srv") && !flags.contains(MsFlags::MS_REMOUNT))).unwrap();
         let MountOp::Mount { flags, .. } = srv else {
             panic!()

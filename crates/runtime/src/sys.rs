@@ -1,9 +1,9 @@
 //! Thin wrappers over the raw system calls the launcher needs that `nix`
 //! does not cover (clone with fork semantics, pivot_root, close_range,
-//! openat2). Each is a single syscall; callers own the policy.
+//! openat2, mount_setattr). Each is a single syscall; callers own the policy.
 
 use std::ffi::CString;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -91,10 +91,25 @@ pub fn pivot_root(new_root: &Path, put_old: &Path) -> nix::Result<()> {
     nix::unistd::pivot_root(new_root, put_old)
 }
 
-/// Makes the mount at `path` read-only with `mount_setattr(2)`, and with
-/// `recursive` every mount below it too (`AT_RECURSIVE`), leaving its other
-/// flags (nosuid, nodev, ...) as they are. `ENOSYS` before Linux 5.12.
-pub fn mount_setattr_rdonly(path: &Path, recursive: bool) -> nix::Result<()> {
+/// Makes the mount that `fd` (an `O_PATH` descriptor of a mount's root) is
+/// on read-only with `mount_setattr(2)`, and with `recursive` every mount
+/// below it too (`AT_RECURSIVE`), leaving its other flags (nosuid, nodev,
+/// ...) as they are. `ENOSYS` before Linux 5.12.
+pub fn mount_setattr_rdonly_fd(fd: BorrowedFd<'_>, recursive: bool) -> nix::Result<()> {
+    mount_setattr_rdonly_at(
+        fd.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH as libc::c_uint,
+        recursive,
+    )
+}
+
+fn mount_setattr_rdonly_at(
+    dirfd: libc::c_int,
+    path: &std::ffi::CStr,
+    flags: libc::c_uint,
+    recursive: bool,
+) -> nix::Result<()> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -104,21 +119,19 @@ pub fn mount_setattr_rdonly(path: &Path, recursive: bool) -> nix::Result<()> {
     }
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
     const AT_RECURSIVE: libc::c_uint = 0x8000;
-    let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
     };
-    let flags =
-        libc::AT_SYMLINK_NOFOLLOW as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
+    let flags = flags | if recursive { AT_RECURSIVE } else { 0 };
     // SAFETY: the path is NUL-terminated and the attribute struct is alive
     // for the call, with its size passed alongside.
     let r = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
+            dirfd,
             path.as_ptr(),
             flags,
             &attr as *const MountAttr,
@@ -163,23 +176,22 @@ struct OpenHow {
     resolve: u64,
 }
 
-const RESOLVE_IN_ROOT: u64 = 0x10;
+/// `openat2(2)` resolve flag: no `/proc/PID/fd`-style magic links on the way.
+pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+/// `openat2(2)` resolve flag: `dirfd` is `/` for the walk (absolute symlinks
+/// and `..` stay below it).
+pub const RESOLVE_IN_ROOT: u64 = 0x10;
 
-/// Opens `path` as if `root` were `/` (symlinks resolved inside `root`), as
-/// `openat2(RESOLVE_IN_ROOT)` does. Used to look at an image's files without
-/// following its absolute symlinks out to the host.
-pub fn open_in_root(root: &Path, path: &Path, flags: libc::c_int) -> nix::Result<OwnedFd> {
-    let root_c = CString::new(root.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-    let dirfd = unsafe {
-        libc::open(
-            root_c.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if dirfd < 0 {
-        return Err(Errno::last());
-    }
-    let dir = unsafe { OwnedFd::from_raw_fd(dirfd) };
+/// `openat2(2)`: opens `path` relative to `dirfd` with `flags` (O_CLOEXEC
+/// added) and the `RESOLVE_*` bits in `resolve`. A leading `/` is dropped
+/// and an empty path means `dirfd` itself. Retries the kernel's EAGAIN (a
+/// mount or rename raced with a walk through "..") and EINTR.
+pub fn openat2(
+    dirfd: BorrowedFd<'_>,
+    path: &Path,
+    flags: libc::c_int,
+    resolve: u64,
+) -> nix::Result<OwnedFd> {
     let rel = path.strip_prefix("/").unwrap_or(path);
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
@@ -190,38 +202,60 @@ pub fn open_in_root(root: &Path, path: &Path, flags: libc::c_int) -> nix::Result
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u64,
         mode: 0,
-        resolve: RESOLVE_IN_ROOT,
+        resolve,
     };
-    use std::os::fd::AsRawFd;
-    // With RESOLVE_IN_ROOT the kernel answers EAGAIN when a mount or rename
-    // anywhere raced with a walk through "..": that is "try again", not
-    // "not found".
     let mut tries = 0;
-    let r = loop {
+    loop {
+        // SAFETY: the path is NUL-terminated and `how` is alive for the
+        // call, with its size passed alongside; the result is a new
+        // descriptor we own.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_openat2,
-                dir.as_raw_fd(),
+                dirfd.as_raw_fd(),
                 path_c.as_ptr(),
                 &how as *const OpenHow,
                 size_of::<OpenHow>(),
             )
         };
         if r >= 0 {
-            break r;
+            // SAFETY: openat2 returned a fresh descriptor.
+            return Ok(unsafe { OwnedFd::from_raw_fd(r as i32) });
         }
         let err = Errno::last();
         tries += 1;
         if (err != Errno::EAGAIN && err != Errno::EINTR) || tries > 1000 {
             return Err(err);
         }
+    }
+}
+
+/// Opens `path` as if `root` were `/` (symlinks resolved inside `root`, no
+/// magic links), as `openat2(RESOLVE_IN_ROOT)` does. Used to look at an
+/// image's files without following its absolute symlinks out to the host.
+/// Opened non-blocking: a FIFO the image puts there cannot hang us.
+pub fn open_in_root(root: &Path, path: &Path, flags: libc::c_int) -> nix::Result<OwnedFd> {
+    let dir = nix::fcntl::open(
+        root,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // openat2 refuses O_NONBLOCK next to O_PATH (which opens nothing).
+    let flags = if flags & libc::O_PATH == 0 {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags
     };
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+    openat2(
+        dir.as_fd(),
+        path,
+        flags,
+        RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    )
 }
 
 /// True if `path`, resolved inside `root`, is an executable regular file.
 pub fn is_executable_in_root(root: &Path, path: &Path) -> bool {
-    use std::os::fd::AsRawFd;
     let Ok(fd) = open_in_root(root, path, libc::O_PATH) else {
         return false;
     };

@@ -9,6 +9,7 @@
 
 mod user;
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
@@ -110,14 +111,26 @@ fn make_inaccessible(paths: &[PathBuf]) -> Result<(), ExecError> {
         .open(&reg)
         .map_err(io)
         .map_err(fail(&reg))?;
+    // Our root is the container's now; resolving through it with
+    // openat2 also refuses magic links (/proc/PID/root/...), and the node
+    // is mounted onto the resolved descriptor.
+    let root = crate::rootdir::RootDir::open(Path::new("/")).map_err(fail(Path::new("/")))?;
     for p in paths {
-        let md = std::fs::metadata(p).map_err(io).map_err(fail(p))?;
-        let src = if md.is_dir() { &dir } else { &reg };
-        mount::<Path, Path, str, str>(Some(src), p, None, MsFlags::MS_BIND, None)
+        let fd = root.open_path(p).map_err(fail(p))?;
+        let md = nix::sys::stat::fstat(&fd).map_err(fail(p))?;
+        let src = if md.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            &dir
+        } else {
+            &reg
+        };
+        let at = crate::rootdir::fd_path(fd.as_fd());
+        mount::<Path, str, str, str>(Some(src), at.as_str(), None, MsFlags::MS_BIND, None)
             .map_err(fail(p))?;
-        mount::<str, Path, str, str>(
+        // The descriptor is of what lies below the new bind: resolve again.
+        let top = root.open_path(p).map_err(fail(p))?;
+        mount::<str, str, str, str>(
             None,
-            p,
+            crate::rootdir::fd_path(top.as_fd()).as_str(),
             None,
             MsFlags::MS_BIND
                 | MsFlags::MS_REMOUNT

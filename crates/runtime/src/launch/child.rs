@@ -17,6 +17,7 @@ use nix::unistd;
 use super::sync::{self, SyncError, SyncMessage};
 use crate::config::Config;
 use crate::mount;
+use crate::rootdir::RootDir;
 use crate::tty::Pty;
 
 pub(super) fn child_main(
@@ -54,12 +55,12 @@ fn child_setup(
 ) -> Result<Never, String> {
     wait_for_go(sync)?;
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(e("create cgroup namespace"))?;
-    build_file_system(cfg, plan, notify)?;
+    let root = build_file_system(cfg, plan, notify)?;
     unistd::sethostname(&cfg.hostname).map_err(e("set hostname"))?;
     if cfg.network.private {
         loopback_up().map_err(e("bring up lo"))?;
     }
-    enter_root(cfg)?;
+    enter_root(root)?;
     let prepared = crate::exec::prepare(cfg, envp).map_err(|err| err.to_string())?;
     let exec = Exec::resolve(cfg, &prepared.env)?;
     lock_down(cfg, &prepared)?;
@@ -84,8 +85,14 @@ fn wait_for_go(sync: &OwnedFd) -> Result<(), String> {
     }
 }
 
-/// Mounts the container's file system under its root and binds the notify socket.
-fn build_file_system(cfg: &Config, plan: &[mount::MountOp], notify: OwnedFd) -> Result<(), String> {
+/// Mounts the container's file system under its root and binds the notify
+/// socket. Every path inside the image is resolved inside the root, opened
+/// once here after its bind (see [`crate::rootdir`]).
+fn build_file_system(
+    cfg: &Config,
+    plan: &[mount::MountOp],
+    notify: OwnedFd,
+) -> Result<RootDir, String> {
     mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None)
         .map_err(e("make mounts private"))?;
     mount::<Path, Path, str, str>(
@@ -96,20 +103,24 @@ fn build_file_system(cfg: &Config, plan: &[mount::MountOp], notify: OwnedFd) -> 
         None,
     )
     .map_err(e("bind the root directory"))?;
-    mount::apply(plan).map_err(|err| err.to_string())?;
+    let root = RootDir::open(&cfg.root).map_err(e("open the root directory"))?;
+    mount::apply(plan, &root).map_err(|err| err.to_string())?;
     // The notify socket, bound relative to /run/host so long root paths fit.
-    let host_dir = mount::in_root(&cfg.root, Path::new("/run/host"));
-    unistd::chdir(&host_dir).map_err(e("enter /run/host"))?;
+    let host_dir = root
+        .open_path(Path::new("/run/host"))
+        .map_err(e("open /run/host"))?;
+    unistd::fchdir(&host_dir).map_err(e("enter /run/host"))?;
     let addr = UnixAddr::new("notify").map_err(e("notify socket address"))?;
     socket::bind(notify.as_raw_fd(), &addr).map_err(e("bind /run/host/notify"))?;
     drop(notify);
-    Ok(())
+    Ok(root)
 }
 
 /// Makes the container's root our root (the working directory is the
 /// user's or `--chdir`'s, entered by `exec::prepare`).
-fn enter_root(cfg: &Config) -> Result<(), String> {
-    unistd::chdir(&cfg.root).map_err(e("enter root"))?;
+fn enter_root(root: RootDir) -> Result<(), String> {
+    unistd::fchdir(&root).map_err(e("enter root"))?;
+    drop(root);
     crate::sys::pivot_root(Path::new("."), Path::new(".")).map_err(e("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(e("detach old root"))?;
     Ok(())

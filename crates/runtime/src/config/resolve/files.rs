@@ -34,12 +34,13 @@ impl Files {
 
 pub(super) fn resolve(s: &Settings, root: &Path) -> Result<Files, ConfigError> {
     for b in &s.binds {
-        let src = if b.source_in_container {
-            crate::mount::in_root(root, &b.source)
+        // A "+" source is looked up inside the image, as it will be bound.
+        let exists = if b.source_in_container {
+            crate::sys::open_in_root(root, &b.source, libc::O_PATH).is_ok()
         } else {
-            b.source.clone()
+            std::fs::symlink_metadata(&b.source).is_ok()
         };
-        if std::fs::symlink_metadata(&src).is_err() {
+        if !exists {
             return Err(ConfigError::Value {
                 flag: "--bind",
                 value: b.source.display().to_string(),
