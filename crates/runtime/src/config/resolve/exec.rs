@@ -121,14 +121,10 @@ pub(super) fn resolve(
 /// The image's own machine id (/etc/machine-id), if it has a valid one:
 /// systemd-nspawn uses it as the machine UUID.
 pub(super) fn image_machine_id(root: &Path) -> Option<String> {
-    use std::io::Read;
     let fd = crate::sys::open_in_root(root, Path::new("/etc/machine-id"), libc::O_RDONLY).ok()?;
-    let mut text = String::new();
-    std::fs::File::from(fd)
-        .take(64)
-        .read_to_string(&mut text)
-        .ok()?;
-    let id = text.trim();
+    // A regular file only (a FIFO or a device node is not an ID), and small.
+    let data = netspawn_common::fsread::read_regular_fd(fd, 64).ok()?;
+    let id = std::str::from_utf8(&data).ok()?.trim();
     (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0'))
         .then(|| id.to_ascii_lowercase())
 }
