@@ -222,32 +222,12 @@ async fn install_ports(ctx: Arc<Ctx>, owner: String, ifname: String, forwards: V
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
 
     use super::super::{Managed, SeenLink};
     use super::*;
-    use crate::nat::Nat;
-    use crate::pool::Pools;
-    use crate::template;
 
     fn state() -> State {
-        State {
-            paths: netspawn_common::paths::Paths {
-                run_dir: "/nonexistent/run".into(),
-                image_dir: "/nonexistent/images".into(),
-                state_dir: "/nonexistent/state".into(),
-                settings_path: Vec::new(),
-                cgroup_parent: "netspawn".into(),
-            },
-            templates: template::load_with(&[], &template::BUILTIN).unwrap(),
-            pools: Pools::new("0123456789abcdef0123456789abcdef"),
-            links: HashMap::new(),
-            seen: HashMap::new(),
-            ports: HashMap::new(),
-            failed: HashMap::new(),
-            nat: Nat::new(),
-            last_busy: Instant::now(),
-        }
+        State::for_tests()
     }
 
     fn seen(name: &str, master: Option<u32>, kind: &str) -> SeenLink {

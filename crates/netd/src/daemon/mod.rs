@@ -405,6 +405,31 @@ fn gone_links(seen: &HashMap<u32, SeenLink>, present: &[Link]) -> Vec<Link> {
 }
 
 #[cfg(test)]
+impl State {
+    /// A state with the built-in templates whose paths lead nowhere, so
+    /// nothing a test does with it writes anywhere.
+    fn for_tests() -> State {
+        State {
+            paths: Paths {
+                run_dir: "/nonexistent/run".into(),
+                image_dir: "/nonexistent/images".into(),
+                state_dir: "/nonexistent/state".into(),
+                settings_path: Vec::new(),
+                cgroup_parent: "netspawn".into(),
+            },
+            templates: template::load_with(&[], &template::BUILTIN).unwrap(),
+            pools: Pools::new("0123456789abcdef0123456789abcdef"),
+            links: HashMap::new(),
+            seen: HashMap::new(),
+            ports: HashMap::new(),
+            failed: HashMap::new(),
+            nat: Nat::new(),
+            last_busy: Instant::now(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use netlink::fake::FakeRtnl;
     use netlink::NewLink;
@@ -414,29 +439,13 @@ mod tests {
     /// A daemon's context over a fake kernel, with the built-in templates;
     /// nothing in it writes anywhere.
     fn ctx(kernel: FakeRtnl) -> Arc<Ctx> {
-        let paths = Paths {
-            run_dir: "/nonexistent/run".into(),
-            image_dir: "/nonexistent/images".into(),
-            state_dir: "/nonexistent/state".into(),
-            settings_path: Vec::new(),
-            cgroup_parent: "netspawn".into(),
-        };
+        let st = State::for_tests();
         let directory = Arc::new(dns::RegistryDirectory::new(
-            netspawn_common::registry::Registry::new(&paths),
+            netspawn_common::registry::Registry::new(&st.paths),
         ));
         let dir_dyn: Arc<dyn MachineDirectory> = directory.clone();
         Arc::new(Ctx {
-            state: Arc::new(Mutex::new(State {
-                paths,
-                templates: template::load_with(&[], &template::BUILTIN).unwrap(),
-                pools: Pools::new("0123456789abcdef0123456789abcdef"),
-                links: HashMap::new(),
-                seen: HashMap::new(),
-                ports: HashMap::new(),
-                failed: HashMap::new(),
-                nat: Nat::new(),
-                last_busy: Instant::now(),
-            })),
+            state: Arc::new(Mutex::new(st)),
             changed: Notify::new(),
             rtnl: Mutex::new(Box::new(kernel)),
             dns: dns::DnsServer::new(dir_dyn, dns::DnsConfig::default()),
