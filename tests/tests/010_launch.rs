@@ -327,3 +327,25 @@ fn no_host_file_descriptor_leaks_in() {
     assert!(fds.len() <= 4, "fds: {fds:?}");
     assert!(!fds.contains(&"7") && !fds.contains(&"9"), "fds: {fds:?}");
 }
+
+/// Issue 9, item 3: `--help` says plainly, as systemd-nspawn(1) does of
+/// itself, that without a user namespace the container is no security
+/// boundary, and why.
+#[test]
+fn help_says_the_container_is_no_security_boundary_without_user_namespaces() {
+    let out = std::process::Command::new(bin("netspawn"))
+        .arg("--help")
+        .output()
+        .expect("run netspawn --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "Without a user namespace, the container's root is the host's root with fewer \
+         capabilities: this is not a security boundary.",
+        "core_pattern",
+        "release_agent",
+        "Only user namespaces (-U",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+}

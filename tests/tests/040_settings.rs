@@ -717,3 +717,438 @@ fn private_users_parses_but_only_no_is_supported() {
         check_clean(&env);
     }
 }
+
+/// What one launch of a [`Privileged`] row must give.
+enum Outcome {
+    /// It runs and the probe prints exactly this.
+    Out(String),
+    /// It is refused in one line containing this.
+    Refused(&'static str),
+}
+
+/// One key an untrusted file (next to the image) may or may not set.
+struct Privileged {
+    /// The file's text.
+    text: String,
+    /// Host-side commands before the launch (links for `Interface=`, …);
+    /// their output comes first.
+    setup: &'static str,
+    /// The payload (`sh -c`): prints what the key changes.
+    probe: String,
+    /// The result from an untrusted file, and from the same file trusted.
+    untrusted: Outcome,
+    trusted: Outcome,
+    /// The one warning the untrusted file gives contains this (and "not
+    /// trusted" or "not supported"); empty: the key is not privileged, so
+    /// the untrusted file applies it silently.
+    warning: &'static str,
+}
+
+/// `set` if the line of `/proc/self/limits` named `what` shows `soft hard`.
+fn limit_probe(what: &str, soft: u64, hard: u64) -> String {
+    format!(
+        "v=$(echo $(grep '^{what} ' /proc/self/limits | cut -c27-67)); \
+         [ \"$v\" = '{soft} {hard}' ] && echo set || echo \"unset ($v)\""
+    )
+}
+
+/// Bit `cap` of the payload's bounding set.
+fn cap_probe(cap: u32) -> String {
+    format!("echo $(( 0x$(grep CapBnd /proc/self/status | cut -f2) >> {cap} & 1 ))")
+}
+
+/// `shared` if the payload is in the launcher's network namespace, else
+/// `private` and the links it sees.
+const NET_PROBE: &str = "if [ \"$(readlink /proc/self/ns/net)\" = \"$HOSTNS\" ]; \
+    then echo shared; else echo private $(ls /sys/class/net); fi";
+
+fn out(s: &str) -> Outcome {
+    Outcome::Out(format!("{s}\n"))
+}
+
+/// True if an ipvlan link can be made here (not every kernel has it).
+fn kernel_has_ipvlan() -> bool {
+    std::process::Command::new("unshare")
+        .args(["-n", "sh", "-c"])
+        .arg("ip link add p0 type veth peer name p1 && ip link add i0 link p0 type ipvlan")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn privileged_rows(shared: &Path) -> Vec<Privileged> {
+    let s = shared.display();
+    let row =
+        |text: String, probe: String, untrusted: Outcome, trusted: Outcome, warning| Privileged {
+            text,
+            setup: "",
+            probe,
+            untrusted,
+            trusted,
+            warning,
+        };
+    let net = |text: &str, setup: &'static str, inside: &str| Privileged {
+        text: format!("[Network]\n{text}\n"),
+        setup,
+        probe: NET_PROBE.into(),
+        untrusted: out("shared"),
+        trusted: out(&format!("private {inside}")),
+        warning: "network settings",
+    };
+    // A key netspawn does not implement: a warning when untrusted, a
+    // refusal when trusted (never silently dropped from a trusted file).
+    let unsupported = |text: &str, key: &'static str| {
+        row(
+            text.into(),
+            "echo ran".into(),
+            out("ran"),
+            Outcome::Refused("not supported"),
+            key,
+        )
+    };
+    let mut rows = vec![
+        // [Exec]
+        row(
+            "[Exec]\nCapability=CAP_SYS_TIME\n".into(),
+            cap_probe(CAP_SYS_TIME),
+            out("0"),
+            out("1"),
+            "Capability=",
+        ),
+        row(
+            "[Exec]\nCapability=all\n".into(),
+            cap_probe(16), // CAP_SYS_MODULE, never in the default set
+            out("0"),
+            out("1"),
+            "Capability=",
+        ),
+        unsupported("[Exec]\nAmbientCapability=CAP_SYS_TIME\n", "AmbientCapability"),
+        row(
+            "[Exec]\nMachineID=0123456789abcdef0123456789abcdef\n".into(),
+            "[ \"$container_uuid\" = 0123456789abcdef0123456789abcdef ] && echo set || echo unset"
+                .into(),
+            out("unset"),
+            out("set"),
+            "MachineID=",
+        ),
+        row(
+            "[Exec]\nPrivateUsers=pick\n".into(),
+            "echo ran".into(),
+            out("ran"),
+            Outcome::Refused("not supported"),
+            "PrivateUsers=",
+        ),
+        row(
+            "[Exec]\nSystemCallFilter=add_key\nSystemCallFilter=~uname\n".into(),
+            UNAME.into(),
+            out("uname=Linux"),
+            out("uname="),
+            "SystemCallFilter=",
+        ),
+        row(
+            "[Exec]\nOOMScoreAdjust=321\n".into(),
+            "[ $(cat /proc/self/oom_score_adj) = 321 ] && echo set || echo unset".into(),
+            out("unset"),
+            out("set"),
+            "OOMScoreAdjust=",
+        ),
+        row(
+            "[Exec]\nEphemeral=yes\n".into(),
+            "echo ran".into(),
+            out("ran"),
+            Outcome::Refused("not supported"),
+            "Ephemeral=",
+        ),
+        unsupported("[Exec]\nLinkJournal=host\n", "LinkJournal"),
+        // [Files]
+        row(
+            format!("[Files]\nBind={s}:/mnt/b\n"),
+            "cat /mnt/b/file 2>/dev/null || echo none".into(),
+            out("none"),
+            out("from-host"),
+            "Bind=",
+        ),
+        row(
+            format!("[Files]\nBindReadOnly={s}:/mnt/b\n"),
+            "cat /mnt/b/file 2>/dev/null || echo none".into(),
+            out("none"),
+            out("from-host"),
+            "BindReadOnly=",
+        ),
+        row(
+            "[Files]\nTemporaryFileSystem=/var/scratch\n".into(),
+            "echo $(grep -c ' /var/scratch ' /proc/self/mounts)".into(),
+            out("0"),
+            out("1"),
+            "TemporaryFileSystem=",
+        ),
+        row(
+            "[Files]\nInaccessible=/etc/secret\n".into(),
+            "echo \"[$(cat /etc/secret 2>/dev/null)]\"".into(),
+            out("[secret]"),
+            out("[]"),
+            "Inaccessible=",
+        ),
+        unsupported("[Files]\nOverlay=/a:/b\n", "Overlay"),
+        unsupported("[Files]\nOverlayReadOnly=/a:/b\n", "OverlayReadOnly"),
+        unsupported("[Files]\nBindUser=root\n", "BindUser"),
+        row(
+            "[Files]\nPrivateUsersOwnership=chown\n".into(),
+            "echo ran".into(),
+            out("ran"),
+            Outcome::Refused("needs user namespaces"),
+            "PrivateUsersOwnership=",
+        ),
+        row(
+            "[Files]\nPrivateUsersChown=yes\n".into(),
+            "echo ran".into(),
+            out("ran"),
+            Outcome::Refused("needs user namespaces"),
+            "PrivateUsersOwnership=",
+        ),
+        // [Network]
+        net("Private=yes", "", "lo"),
+        net("VirtualEthernet=yes", "", "host0 lo"),
+        net("VirtualEthernetExtra=vx0:eth1", "", "eth1 lo"),
+        net(
+            "Bridge=br0",
+            "ip link add br0 type bridge && ip link set br0 up",
+            "host0 lo",
+        ),
+        net("Zone=lab", "", "host0 lo"),
+        net("Interface=hif0", "ip link add hif0 type veth peer name hif1", "hif0 lo"),
+        net(
+            "MACVLAN=hif0",
+            "ip link add hif0 type veth peer name hif1 && ip link set hif0 up",
+            "lo mv-hif0",
+        ),
+        // Where the kernel has no ipvlan, the trusted file's launch tries
+        // and fails naming it: the key was taken.
+        Privileged {
+            trusted: if kernel_has_ipvlan() {
+                out("private iv-hif0 lo")
+            } else {
+                Outcome::Refused("create ipvlan iv-hif0")
+            },
+            ..net(
+                "IPVLAN=hif0",
+                "ip link add hif0 type veth peer name hif1 && ip link set hif0 up",
+                "",
+            )
+        },
+        // A private network grants CAP_NET_ADMIN: not from an untrusted file.
+        Privileged {
+            probe: cap_probe(CAP_NET_ADMIN),
+            untrusted: out("0"),
+            trusted: out("1"),
+            ..net("Private=yes", "", "")
+        },
+        // Port=: netd's forwarding rule, seen from the host while the
+        // machine runs (the untrusted file loses the link and the port).
+        // The rule needs the machine's address: this row runs with DHCP.
+        Privileged {
+            text: "[Network]\nVirtualEthernet=yes\nPort=tcp:8080:80\n".into(),
+            setup: "(for i in $(seq 40); do nft list ruleset 2>/dev/null | grep -q 'dport 8080' && break; \
+                    sleep 0.1; done; nft list ruleset 2>/dev/null | grep -q 'dport 8080' && echo port=yes || echo port=no) &",
+            probe: "sleep 5; echo ran".into(),
+            untrusted: out("port=no\nran"),
+            trusted: out("port=yes\nran"),
+            warning: "Port=",
+        },
+        // Not privileged: they only restrict, so an untrusted file keeps them.
+        row(
+            "[Exec]\nDropCapability=CAP_MKNOD\n".into(),
+            cap_probe(CAP_MKNOD),
+            out("0"),
+            out("0"),
+            "",
+        ),
+        row(
+            "[Exec]\nSystemCallFilter=~uname\n".into(),
+            UNAME.into(),
+            out("uname="),
+            out("uname="),
+            "",
+        ),
+        row(
+            "[Exec]\nNoNewPrivileges=yes\n".into(),
+            "echo $(grep NoNewPrivs /proc/self/status | cut -f2)".into(),
+            out("1"),
+            out("1"),
+            "",
+        ),
+    ];
+    // One row per resource limit, read back from /proc/self/limits.
+    let limits: [(&str, &str, u64); 16] = [
+        ("CPU", "Max cpu time", 1000),
+        ("FSIZE", "Max file size", 1 << 30),
+        ("DATA", "Max data size", 1 << 30),
+        ("STACK", "Max stack size", 4 << 20),
+        ("CORE", "Max core file size", 1000),
+        ("RSS", "Max resident set", 1 << 30),
+        ("NOFILE", "Max open files", 1000),
+        ("AS", "Max address space", 1 << 30),
+        ("NPROC", "Max processes", 1000),
+        ("MEMLOCK", "Max locked memory", 1 << 20),
+        ("LOCKS", "Max file locks", 1000),
+        ("SIGPENDING", "Max pending signals", 1000),
+        ("MSGQUEUE", "Max msgqueue size", 1 << 19),
+        ("NICE", "Max nice priority", 10),
+        ("RTPRIO", "Max realtime priority", 10),
+        ("RTTIME", "Max realtime timeout", 1000000),
+    ];
+    // Raising a hard limit needs CAP_SYS_RESOURCE, which a sandbox may
+    // lack: a limit is tried only below the test's own hard limit.
+    let ours = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let hard_of = |what: &str| -> u64 {
+        ours.lines()
+            .find(|l| l.starts_with(&format!("{what} ")))
+            .and_then(|l| l.get(47..67))
+            .map(str::trim)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    for (name, what, soft) in limits {
+        if soft + 1 > hard_of(what) {
+            skip(
+                &format!("Limit{name}= row"),
+                &format!("the hard limit here is {}", hard_of(what)),
+            );
+            continue;
+        }
+        rows.push(Privileged {
+            text: format!("[Exec]\nLimit{name}={soft}:{}\n", soft + 1),
+            setup: "",
+            probe: limit_probe(what, soft, soft + 1),
+            untrusted: Outcome::Out(String::new()), // anything but "set"
+            trusted: out("set"),
+            warning: match name {
+                "CPU" => "LimitCPU=",
+                "FSIZE" => "LimitFSIZE=",
+                "DATA" => "LimitDATA=",
+                "STACK" => "LimitSTACK=",
+                "CORE" => "LimitCORE=",
+                "RSS" => "LimitRSS=",
+                "NOFILE" => "LimitNOFILE=",
+                "AS" => "LimitAS=",
+                "NPROC" => "LimitNPROC=",
+                "MEMLOCK" => "LimitMEMLOCK=",
+                "LOCKS" => "LimitLOCKS=",
+                "SIGPENDING" => "LimitSIGPENDING=",
+                "MSGQUEUE" => "LimitMSGQUEUE=",
+                "NICE" => "LimitNICE=",
+                "RTPRIO" => "LimitRTPRIO=",
+                _ => "LimitRTTIME=",
+            },
+        });
+    }
+    // CPUAffinity= can only be seen with more than one CPU allowed.
+    let cpus = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Cpus_allowed_list:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    if cpus != "0" {
+        rows.push(row(
+            "[Exec]\nCPUAffinity=0\n".into(),
+            "grep Cpus_allowed_list /proc/self/status | cut -f2".into(),
+            out(&cpus),
+            out("0"),
+            "CPUAffinity=",
+        ));
+    } else {
+        skip("CPUAffinity= row", "only CPU 0 is allowed here");
+    }
+    rows
+}
+
+/// systemd's trust rule (the CVE-2026-40226 class): a `.nspawn` file next
+/// to the image may not grant anything, key by key. For each privileged key
+/// the untrusted file gives one warning and the payload does not get what
+/// it asks for; the same file in the trusted directory does. Keys that only
+/// restrict apply from either place, silently.
+#[test]
+fn untrusted_files_may_not_set_privileged_keys() {
+    let env = TestEnv::new();
+    let img = env.busybox("priv");
+    let d = img.to_str().unwrap();
+    std::fs::write(img.join("etc/secret"), "secret").unwrap();
+    let shared = env.dir.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("file"), "from-host\n").unwrap();
+    let rows = privileged_rows(&shared);
+    for (i, row) in rows.iter().enumerate() {
+        // One machine (and file) name per row and trust.
+        for trusted in [false, true] {
+            let name = format!("priv{i}{}", if trusted { "t" } else { "u" });
+            let dir = if trusted {
+                env.settings_dir()
+            } else {
+                img.parent().unwrap().to_path_buf()
+            };
+            let path = write_settings(&dir, &name, &row.text);
+            let config = if row.text.contains("Port=") {
+                ""
+            } else {
+                "--network-config=none"
+            };
+            // In the image: a --bind= would mask the file's [Files] group.
+            std::fs::write(img.join("probe"), &row.probe).unwrap();
+            let r = env.sh(
+                &format!(
+                    "{setup}\nHOSTNS=$(readlink /proc/self/ns/net)\n\
+                     $NETSPAWN -q -D {d} -M {name} {config} -E HOSTNS=$HOSTNS \
+                     /bin/sh /probe; rc=$?\nwait\nexit $rc",
+                    setup = row.setup,
+                ),
+                60,
+            );
+            let what = format!(
+                "{:?} ({})",
+                row.text,
+                if trusted { "trusted" } else { "untrusted" }
+            );
+            let expected = if trusted {
+                &row.trusted
+            } else {
+                &row.untrusted
+            };
+            match expected {
+                Outcome::Refused(needle) => {
+                    r.expect_error(needle);
+                }
+                Outcome::Out(want) => {
+                    assert_eq!(r.status, Some(0), "{what}: {}\n{}", r.stdout, r.stderr);
+                    if want.is_empty() {
+                        // An untrusted limit: the payload has some other one.
+                        assert!(r.stdout.starts_with("unset"), "{what}: {}", r.stdout);
+                    } else {
+                        assert_eq!(&r.stdout, want, "{what}: {}", r.stderr);
+                    }
+                    let w = warnings(&r.stderr);
+                    if trusted || row.warning.is_empty() {
+                        assert!(w.is_empty(), "{what}: {w:?}");
+                    } else {
+                        let at = path.display().to_string();
+                        let mine = |l: &&str| {
+                            l.contains(&at)
+                                && (l.contains("not trusted") || l.contains("not supported"))
+                        };
+                        assert!(w.iter().all(mine), "{what}: {w:?}");
+                        assert!(
+                            w.iter().any(|l| l.contains(row.warning)),
+                            "{what}: no warning about {}: {w:?}",
+                            row.warning
+                        );
+                        let expected = if row.warning == "Port=" { 2 } else { 1 };
+                        assert_eq!(w.len(), expected, "{what}: {w:?}");
+                    }
+                }
+            }
+            check_clean(&env);
+        }
+    }
+}

@@ -72,9 +72,27 @@ fn network_config(s: &str) -> Result<bool, String> {
     }
 }
 
+/// What `netspawn --help` says first: what the tool is, and, as plainly as
+/// systemd-nspawn(1) says it of itself, what it is not (issue 9, item 3).
+pub const LONG_ABOUT: &str = "\
+A systemd-nspawn-compatible container launcher with networking built in
+
+Without a user namespace, the container's root is the host's root with fewer capabilities: \
+this is not a security boundary.
+A payload that is root can mount a fresh procfs (which exposes /proc/sys/kernel/core_pattern) \
+or a cgroup v1 hierarchy (which exposes release_agent), and through either run code as root on \
+the host. Only user namespaces (-U, not supported yet) make the container a boundary; until then \
+run only images and payloads you would run on the host itself.";
+
 /// Spawn a command or OS in a light-weight container.
 #[derive(Debug, Clone, Default, Parser)]
-#[command(name = "netspawn", version, about, disable_help_subcommand = true)]
+#[command(
+    name = "netspawn",
+    version,
+    about,
+    long_about = LONG_ABOUT,
+    disable_help_subcommand = true
+)]
 pub struct Args {
     /// Root directory for the container
     #[arg(short = 'D', long = "directory", value_name = "PATH")]

@@ -161,7 +161,9 @@ pub fn find(name: &str, image_dir: Option<&Path>, search: &[PathBuf]) -> Option<
 /// `Inaccessible=`; all network settings (explicit `no`s too); `Port=`;
 /// `PrivateUsers=`/`PrivateUsersOwnership=`; a `SystemCallFilter=` that
 /// allows anything (a deny-only one only restricts, so it is kept);
-/// `Limit*=`, `OOMScoreAdjust=`, `CPUAffinity=`.
+/// `Limit*=`, `OOMScoreAdjust=`, `CPUAffinity=`; `MachineID=` (the file
+/// could otherwise claim another machine's identity) and `Ephemeral=`, as
+/// systemd's `merge_settings()` does.
 pub fn drop_privileged(s: &mut Settings) -> Vec<String> {
     const WHY: &str = "the settings file is not trusted";
     let mut warnings = Vec::new();
@@ -212,6 +214,12 @@ pub fn drop_privileged(s: &mut Settings) -> Vec<String> {
     }
     if s.cpu_affinity.take().is_some() {
         warnings.push(format!("Ignoring CPUAffinity= setting, {WHY}."));
+    }
+    if s.machine_id.take().is_some() {
+        warnings.push(format!("Ignoring MachineID= setting, {WHY}."));
+    }
+    if s.ephemeral.take().is_some() {
+        warnings.push(format!("Ignoring Ephemeral= setting, {WHY}."));
     }
     warnings
 }
@@ -579,5 +587,25 @@ mod tests {
         // What only restricts stays.
         assert_eq!(s.user.as_deref(), Some("nobody"));
         assert_eq!(s.no_new_privileges, Some(true));
+    }
+
+    #[test]
+    fn untrusted_files_lose_machine_id_and_ephemeral() {
+        // Both were kept before: an untrusted file could name the machine
+        // ID the launch registers (another machine's, say).
+        let mut s = Settings {
+            machine_id: Some("0123456789abcdef0123456789abcdef".into()),
+            ephemeral: Some(true),
+            hostname: Some("kept".into()),
+            ..Settings::default()
+        };
+        let w = drop_privileged(&mut s);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("MachineID=") && w[1].contains("Ephemeral="),
+            "{w:?}"
+        );
+        assert_eq!((s.machine_id, s.ephemeral), (None, None));
+        assert_eq!(s.hostname.as_deref(), Some("kept"));
     }
 }
