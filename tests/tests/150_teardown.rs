@@ -5,11 +5,11 @@
 
 use netspawn_tests::*;
 
-/// Shell helper: wait (up to 6 s) until `ip link` lists only what it listed
+/// Shell helper: wait (up to 30 s: veth deletion is slow on a loaded machine) until `ip link` lists only what it listed
 /// at the start, then print both lists.
 const SETTLE: &str = r#"
 settle() {
-  for t in $(seq 300); do
+  for t in $(seq 1500); do
     now=$(ip -o link | cut -d: -f2 | cut -d@ -f1 | tr -d ' ' | sort | tr "\n" " ")
     [ "$now" = "$before" ] && break
     sleep 0.02
@@ -38,6 +38,17 @@ fn assert_settled(r: &Run) {
     assert!(get("before=").is_some(), "{}\n{}", r.stdout, r.stderr);
 }
 
+/// The resolv.conf files made for host0 that are still in the run directory.
+fn resolv_files(env: &TestEnv) -> Vec<String> {
+    std::fs::read_dir(env.run_dir().join("resolv"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[test]
 fn normal_exit_crash_and_kill_9_leave_no_links() {
     let env = TestEnv::new();
@@ -52,21 +63,27 @@ fn normal_exit_crash_and_kill_9_leave_no_links() {
                kill -9 $!; wait; settle"#,
             img = img.display()
         ),
-        120,
+        180,
     );
     assert_settled(&r);
     let runs: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with("now=")).collect();
     assert_eq!(runs.len(), 3, "{}", r.stdout);
     assert!(runs.iter().all(|l| *l == runs[0]), "{}", r.stdout);
     assert!(r.stdout.contains("crash-rc=139"), "{}", r.stdout);
-    // The keeper also cleans up after the killed launcher: entry and cgroups
-    // (it does so right after the links, so give it a moment).
+    // The keeper also cleans up after the killed launcher: entry, cgroups and
+    // host0's resolv.conf (it does so right after the links, so give it a
+    // moment).
+    let resolv_files = || resolv_files(&env);
     for _ in 0..250 {
-        if env.registry_names().is_empty() && env.leftover_cgroups().is_empty() {
+        if env.registry_names().is_empty()
+            && env.leftover_cgroups().is_empty()
+            && resolv_files().is_empty()
+        {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    assert!(resolv_files().is_empty(), "{:?}", resolv_files());
     assert!(
         env.registry_names().is_empty(),
         "{:?}",
@@ -99,6 +116,15 @@ fn two_hundred_start_kill_cycles_leave_ip_link_as_it_was() {
         600,
     );
     assert_settled(&r);
+    // Each killed machine had its host0 configured (its entry is written
+    // after that): the keepers removed those resolv.conf files too.
+    for _ in 0..250 {
+        if resolv_files(&env).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(resolv_files(&env).is_empty(), "{:?}", resolv_files(&env));
 }
 
 #[test]

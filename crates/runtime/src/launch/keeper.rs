@@ -37,6 +37,7 @@ pub(super) fn spawn_for_links(
         .as_ref()
         .map(|(reg, c)| reg.hosts_path(&c.name));
     undo.cgroups = cgroups.paths.clone();
+    undo.files = held.resolv_conf.iter().cloned().collect();
     network::keeper::spawn(undo, ns, zones, &close)
         .map_err(|e| io_error("start the network keeper", e))
 }

@@ -120,6 +120,9 @@ struct Held {
     _image_lock: ImageLock,
     hierarchies: Hierarchies,
     cgroup_name: String,
+    /// The resolv.conf made for host0 (removed at exit, by the keeper after
+    /// `kill -9`).
+    resolv_conf: Option<PathBuf>,
 }
 
 /// Runs the container to completion and returns netspawn's exit status.
@@ -179,6 +182,9 @@ fn hold(cfg: &Config, paths: &Paths) -> Result<Held, LaunchError> {
         _image_lock: image_lock,
         hierarchies,
         cgroup_name,
+        resolv_conf: cfg
+            .dhcp_host0
+            .then(|| host0::resolv_conf_path(cfg, &paths.run_dir)),
     })
 }
 
@@ -285,8 +291,8 @@ fn run_once(
     if let Some((reg, claim)) = &held.registry {
         let _ = reg.remove(claim, &cfg.machine);
     }
-    if cfg.dhcp_host0 {
-        let _ = std::fs::remove_file(host0::resolv_conf_path(cfg, &held.run_dir));
+    if let Some(path) = &held.resolv_conf {
+        let _ = std::fs::remove_file(path);
     }
     cgroups.destroy();
     result
@@ -426,9 +432,7 @@ fn mount_config(
         console: pty.map(|p| p.slave_path.clone()),
         host_os_release: host_os_release.map(str::to_string),
         container_uuid: cfg.uuid.clone(),
-        resolv_conf: cfg
-            .dhcp_host0
-            .then(|| host0::resolv_conf_path(cfg, &held.run_dir)),
+        resolv_conf: held.resolv_conf.clone(),
     }
 }
 

@@ -29,6 +29,9 @@ pub struct Teardown {
     pub registry_entry: Option<std::path::PathBuf>,
     pub hosts_link: Option<std::path::PathBuf>,
     pub cgroups: Vec<std::path::PathBuf>,
+    /// Files the launcher made for the machine in the run directory (host0's
+    /// resolv.conf), removed with the registry entry.
+    pub files: Vec<std::path::PathBuf>,
 }
 
 impl Teardown {
@@ -221,6 +224,9 @@ fn keeper_main(
     }
     if let Some(entry) = &teardown.registry_entry {
         let _ = std::fs::remove_file(entry);
+    }
+    for file in &teardown.files {
+        let _ = std::fs::remove_file(file);
     }
     // The container's processes die with the launcher (parent-death signal)
     // but may still be exiting: retry on EBUSY for a while rather than leave
