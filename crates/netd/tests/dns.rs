@@ -666,3 +666,228 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A stub upstream on UDP whose replies `respond` makes (none, one or
+/// several datagrams per question, sent from its socket). Counts questions.
+struct ScriptedStub {
+    queries: Arc<AtomicU64>,
+}
+
+impl ScriptedStub {
+    fn start<F>(addr: &str, respond: F) -> ScriptedStub
+    where
+        F: Fn(&Message, SocketAddr, &UdpSocket) + Send + 'static,
+    {
+        let sock = UdpSocket::bind((addr, 53)).unwrap();
+        let queries = Arc::new(AtomicU64::new(0));
+        let count = queries.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            loop {
+                let Ok((n, src)) = sock.recv_from(&mut buf) else {
+                    return;
+                };
+                let Ok(req) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                respond(&req, src, &sock);
+            }
+        });
+        ScriptedStub { queries }
+    }
+
+    fn count(&self) -> u64 {
+        self.queries.load(Ordering::SeqCst)
+    }
+}
+
+/// The reply skeleton for `req` with `code`.
+fn stub_reply(req: &Message, code: ResponseCode) -> Message {
+    let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+    resp.metadata.recursion_desired = req.metadata.recursion_desired;
+    resp.metadata.recursion_available = true;
+    resp.metadata.message_type = MessageType::Response;
+    resp.metadata.response_code = code;
+    resp.queries = req.queries.clone();
+    resp
+}
+
+/// An SOA for `zone` with MINIMUM `min` (and TTL 3600).
+fn soa(zone: &str, min: u32) -> Record {
+    use hickory_proto::rr::rdata::SOA;
+    let n: hickory_proto::rr::Name = zone.parse().unwrap();
+    Record::from_rdata(
+        n.clone(),
+        3600,
+        RData::SOA(SOA::new(n.clone(), n, 1, 3600, 600, 86400, min)),
+    )
+}
+
+#[test]
+fn upstream_failures_pass_through_once_per_server() {
+    if !in_private_netns("upstream_failures_pass_through_once_per_server") {
+        return;
+    }
+    let tmp = TempDir::new("upfail");
+    let refused = ScriptedStub::start("127.0.0.53", |req, src, sock| {
+        let _ = sock.send_to(
+            &stub_reply(req, ResponseCode::Refused).to_vec().unwrap(),
+            src,
+        );
+    });
+    let servfail = ScriptedStub::start("127.0.0.54", |req, src, sock| {
+        let _ = sock.send_to(
+            &stub_reply(req, ResponseCode::ServFail).to_vec().unwrap(),
+            src,
+        );
+    });
+    let silent = ScriptedStub::start("127.0.0.55", |_, _, _| {});
+    let resolv = tmp.0.join("resolv.conf");
+    write_resolv_conf(&resolv, "nameserver 127.0.0.53\n");
+    let srv = Running::start(&tmp.0, &resolv);
+
+    // REFUSED is passed through, after one upstream query per client query.
+    for (i, t) in ["A", "AAAA", "MX"].iter().enumerate() {
+        assert_eq!(dig(&["a.test", t]).0, "REFUSED");
+        assert_eq!(refused.count(), i as u64 + 1, "{t}");
+    }
+    write_resolv_conf(&resolv, "nameserver 127.0.0.54\n");
+    // The file is checked every 100 ms.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = servfail.count();
+    assert_eq!(dig(&["b.test", "A"]).0, "SERVFAIL");
+    assert_eq!(servfail.count(), before + 1);
+
+    // Two servers: each asked once, the last one's code wins.
+    write_resolv_conf(&resolv, "nameserver 127.0.0.53\nnameserver 127.0.0.54\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let (r, s) = (refused.count(), servfail.count());
+    assert_eq!(dig(&["c.test", "A"]).0, "SERVFAIL");
+    assert_eq!((refused.count(), servfail.count()), (r + 1, s + 1));
+
+    // An upstream that never answers: SERVFAIL within the 5 s budget, after
+    // exactly one query (no resends).
+    write_resolv_conf(&resolv, "nameserver 127.0.0.55\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let (status, _) = dig_long("e.test");
+    let took = start.elapsed();
+    assert_eq!(status, "SERVFAIL");
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(7),
+        "{took:?}"
+    );
+    assert_eq!(silent.count(), 1, "one upstream query per client query");
+    let stats = srv.server.stats();
+    assert_eq!(stats.forwarded, 6, "{stats:?}");
+}
+
+/// `dig` with a long wait, so that our own timeout shows.
+fn dig_long(name: &str) -> (String, Vec<String>) {
+    let out = Command::new("timeout")
+        .args(["20", "dig", "+noall", "+comments", "+time=15", "+tries=1"])
+        .arg(format!("@{SERVER}"))
+        .args([name, "A"])
+        .output()
+        .expect("run dig");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("NO REPLY")
+        .to_string();
+    (status, vec![])
+}
+
+#[test]
+fn negative_answers_are_cached_per_rfc2308() {
+    if !in_private_netns("negative_answers_are_cached_per_rfc2308") {
+        return;
+    }
+    let tmp = TempDir::new("negcache");
+    let stub = ScriptedStub::start("127.0.0.53", |req, src, sock| {
+        let name = req.queries[0].name().to_ascii().to_ascii_lowercase();
+        let code = if name.starts_with("nodata") {
+            ResponseCode::NoError
+        } else {
+            ResponseCode::NXDomain
+        };
+        let mut resp = stub_reply(req, code);
+        if !name.starts_with("nosoa") {
+            // MINIMUM 1 s for "short", else 60 s.
+            let min = if name.starts_with("short") { 1 } else { 60 };
+            resp.authorities.push(soa("test.", min));
+        }
+        let _ = sock.send_to(&resp.to_vec().unwrap(), src);
+    });
+    let resolv = tmp.0.join("resolv.conf");
+    write_resolv_conf(&resolv, "nameserver 127.0.0.53\n");
+    let _srv = Running::start(&tmp.0, &resolv);
+
+    for _ in 0..3 {
+        assert_eq!(dig(&["gone.test", "A"]).0, "NXDOMAIN");
+        assert_eq!(dig(&["nodata.test", "A"]), ok(&[]));
+    }
+    assert_eq!(stub.count(), 2, "NXDOMAIN and NODATA cached");
+    // Without an SOA a negative answer is not cached.
+    for _ in 0..2 {
+        assert_eq!(dig(&["nosoa.test", "A"]).0, "NXDOMAIN");
+    }
+    assert_eq!(stub.count(), 4);
+    // The SOA's MINIMUM bounds the time: after 1 s it is asked again.
+    assert_eq!(dig(&["short.test", "A"]).0, "NXDOMAIN");
+    assert_eq!(dig(&["short.test", "A"]).0, "NXDOMAIN");
+    assert_eq!(stub.count(), 5);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(dig(&["short.test", "A"]).0, "NXDOMAIN");
+    assert_eq!(stub.count(), 6);
+}
+
+#[test]
+fn forged_upstream_replies_are_ignored() {
+    if !in_private_netns("forged_upstream_replies_are_ignored") {
+        return;
+    }
+    let tmp = TempDir::new("forged");
+    let forger = UdpSocket::bind("127.0.0.53:5353").unwrap();
+    let stub = ScriptedStub::start("127.0.0.53", move |req, src, sock| {
+        let q = &req.queries[0];
+        let answer = |a: &str| {
+            let mut m = stub_reply(req, ResponseCode::NoError);
+            m.answers.push(Record::from_rdata(
+                q.name().clone(),
+                300,
+                RData::A(A(a.parse().unwrap())),
+            ));
+            m
+        };
+        // Wrong ID.
+        let mut m = answer("6.6.6.1");
+        m.metadata.id = req.metadata.id.wrapping_add(1);
+        let _ = sock.send_to(&m.to_vec().unwrap(), src);
+        // Wrong question.
+        let mut m = answer("6.6.6.2");
+        m.queries = vec![hickory_proto::op::Query::query(
+            "evil.test.".parse().unwrap(),
+            RecordType::A,
+        )];
+        let _ = sock.send_to(&m.to_vec().unwrap(), src);
+        // Right ID and question, wrong source port.
+        let _ = forger.send_to(&answer("6.6.6.3").to_vec().unwrap(), src);
+        // Not a response.
+        let mut m = answer("6.6.6.4");
+        m.metadata.message_type = MessageType::Query;
+        let _ = sock.send_to(&m.to_vec().unwrap(), src);
+        std::thread::sleep(Duration::from_millis(50));
+        // The real one.
+        let _ = sock.send_to(&answer("192.0.2.7").to_vec().unwrap(), src);
+    });
+    let resolv = tmp.0.join("resolv.conf");
+    write_resolv_conf(&resolv, "nameserver 127.0.0.53\n");
+    let _srv = Running::start(&tmp.0, &resolv);
+    assert_eq!(dig(&["real.test", "A"]), ok(&["192.0.2.7"]));
+    assert_eq!(dig(&["real2.test", "A", "+tcp"]), ok(&["192.0.2.7"]));
+    assert_eq!(stub.count(), 2);
+}
