@@ -526,10 +526,7 @@ mod tests {
             std::fs::write(&path, "nameserver 127.0.0.1\n").unwrap();
             tokio::time::sleep(CHECK_INTERVAL * 2).await;
             assert!(up.servers().is_empty());
-            let q = Query::query(
-                "example.test.".parse().unwrap(),
-                RecordType::A,
-            );
+            let q = Query::query("example.test.".parse().unwrap(), RecordType::A);
             assert_eq!(up.lookup(&q).await, UpstreamAnswer::Failed);
 
             // Our address moves: the file's server becomes usable.
