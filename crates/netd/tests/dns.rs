@@ -1242,3 +1242,64 @@ fn flood_memory() {
         assert_eq!(dig(&["web", "A"]), ok(&["10.0.0.2"]));
     }
 }
+
+/// Upstream queries one client query costs against an upstream that
+/// answers REFUSED, SERVFAIL or nothing, and how long the client waits
+/// (issue 9 item 7). Prints the figures: a measurement, not a test. Run with
+/// `cargo test -p netspawn-netd --test dns -- --ignored upstream_query_counts --nocapture`.
+#[test]
+#[ignore = "measurement, not a test: run explicitly"]
+fn upstream_query_counts() {
+    if !in_private_netns("upstream_query_counts") {
+        return;
+    }
+    let tmp = TempDir::new("upcount");
+    let refused = ScriptedStub::start("127.0.0.53", |req, src, sock| {
+        let _ = sock.send_to(
+            &stub_reply(req, ResponseCode::Refused).to_vec().unwrap(),
+            src,
+        );
+    });
+    let servfail = ScriptedStub::start("127.0.0.54", |req, src, sock| {
+        let _ = sock.send_to(
+            &stub_reply(req, ResponseCode::ServFail).to_vec().unwrap(),
+            src,
+        );
+    });
+    let silent = ScriptedStub::start("127.0.0.55", |_, _, _| {});
+    let resolv = tmp.0.join("resolv.conf");
+    write_resolv_conf(&resolv, "nameserver 127.0.0.53\n");
+    let _srv = Running::start(&tmp.0, &resolv);
+    for (label, addr, stub) in [
+        ("REFUSED", "127.0.0.53", &refused),
+        ("SERVFAIL", "127.0.0.54", &servfail),
+        ("silent", "127.0.0.55", &silent),
+    ] {
+        write_resolv_conf(&resolv, &format!("nameserver {addr}\n"));
+        std::thread::sleep(Duration::from_millis(300));
+        for t in ["A", "AAAA"] {
+            let before = stub.count();
+            let start = Instant::now();
+            let out = Command::new("timeout")
+                .args(["30", "dig", "+noall", "+comments", "+time=20", "+tries=1"])
+                .arg(format!("@{SERVER}"))
+                .args([&format!("{label}-{t}.test").to_lowercase(), t])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let status = text
+                .split("status: ")
+                .nth(1)
+                .and_then(|s| s.split(',').next())
+                .unwrap_or("NO REPLY")
+                .to_string();
+            let took = start.elapsed();
+            // Late resends still arriving.
+            std::thread::sleep(Duration::from_secs(1));
+            println!(
+                "upstream {label}, {t}: client got {status} after {took:?}; {} upstream queries",
+                stub.count() - before
+            );
+        }
+    }
+}

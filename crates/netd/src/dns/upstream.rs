@@ -63,6 +63,8 @@ pub const NEGATIVE_MAX_TTL: u32 = 300;
 const POSITIVE_MAX_TTL: u32 = 3600;
 /// The EDNS payload size we offer upstream.
 const UPSTREAM_PAYLOAD: u16 = 1232;
+/// Receive buffer of a forward's UDP socket (one per forward in flight).
+const UDP_RECV_BUF: usize = 2048;
 
 /// What identifies a version of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,7 +411,9 @@ impl Upstream {
         sock.connect(server).await.ok()?;
         self.sent.fetch_add(1, Ordering::Relaxed);
         sock.send(bytes).await.ok()?;
-        let mut buf = vec![0u8; 65535];
+        // We offer UPSTREAM_PAYLOAD bytes: a larger datagram is not a reply
+        // to us (cut, it fails to parse and is ignored).
+        let mut buf = vec![0u8; UDP_RECV_BUF];
         loop {
             match sock.recv(&mut buf).await {
                 Ok(n) => {
