@@ -588,6 +588,7 @@ fn listeners_come_and_go() {
     );
     srv.add("::1");
     assert_eq!(dig_at("::1", &["web", "A"]), ok(&["10.0.0.2"]));
+    assert_eq!(dig_at("::1", &["web", "A", "+tcp"]), ok(&["10.0.0.2"]));
     assert_eq!(
         srv.server.listen_addrs(),
         vec![
@@ -682,7 +683,7 @@ fn dnsperf_machine_name() {
             argv.extend_from_slice(cmd);
             run(&argv);
         }
-        srv.add(netd_addr);
+        srv.add_link(netd_addr, "dp0");
         (c, pid)
     });
     let in_client = |argv: &[&str]| -> Command {
@@ -1026,6 +1027,30 @@ fn only_served_links_and_loopback_are_answered() {
     }
     let stats = srv.server.stats();
     assert_eq!(stats.dropped_foreign, 4, "{stats:?}");
+
+    // The same over IPv6.
+    run(&["ip", "addr", "add", "fd77::1/64", "dev", "zc0", "nodad"]);
+    run(&["ip", "addr", "add", "fd88::1/64", "dev", "zo0", "nodad"]);
+    container.run(&["ip", "addr", "add", "fd77::2/64", "dev", "eth0", "nodad"]);
+    outsider.run(&["ip", "addr", "add", "fd88::2/64", "dev", "eth0", "nodad"]);
+    outsider.run(&["ip", "-6", "route", "add", "default", "via", "fd88::1"]);
+    srv.add_link("fd77::1", "zc0");
+    for tcp in [&[][..], &["+tcp"][..]] {
+        let q = |args: &[&'static str]| -> Vec<&'static str> { [args, tcp].concat() };
+        assert_eq!(
+            container.dig("fd77::1", &q(&["web", "A"])),
+            ok(&["10.77.0.2"]),
+            "{tcp:?}"
+        );
+        assert_eq!(dig_at("fd77::1", &q(&["web", "A"])), ok(&["10.77.0.2"]));
+        assert_eq!(
+            outsider.dig("fd77::1", &q(&["web", "A"])).0,
+            "NO REPLY",
+            "{tcp:?}"
+        );
+    }
+    assert_eq!(srv.server.stats().dropped_foreign, 6);
+    assert!(srv.server.remove_listener("fd77::1".parse().unwrap()));
     // Once the link is no longer served, its clients are outsiders too.
     assert!(srv.server.remove_listener("10.77.0.1".parse().unwrap()));
     srv.add("10.77.0.1");
