@@ -869,8 +869,18 @@ fn upstream_failures_pass_through_once_per_server() {
         "{took:?}"
     );
     assert_eq!(silent.count(), 1, "one upstream query per client query");
+
+    // A silent server first: the next one is still asked within the budget.
+    write_resolv_conf(&resolv, "nameserver 127.0.0.55\nnameserver 127.0.0.53\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let r = refused.count();
+    let start = Instant::now();
+    assert_eq!(dig_long("f.test").0, "REFUSED");
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!((silent.count(), refused.count()), (2, r + 1));
     let stats = srv.server.stats();
-    assert_eq!(stats.forwarded, 6, "{stats:?}");
+    assert_eq!(stats.forwarded, 7, "{stats:?}");
 }
 
 /// `dig` with a long wait, so that our own timeout shows.

@@ -275,11 +275,16 @@ impl Upstream {
             if now >= deadline {
                 break;
             }
-            // Leave the servers after this one a fair share of what is left.
+            // A server is waited for at most the file's timeout and its share
+            // of what is left, so that the ones after it are asked too; the
+            // last one has all that is left.
             let left = deadline - now;
             let share = left / u32::try_from(servers.len() - i).unwrap_or(1);
-            let wait = per_server.min(left).max(share.min(left));
-            let wait = if i + 1 == servers.len() { left } else { wait };
+            let wait = if i + 1 == servers.len() {
+                left
+            } else {
+                per_server.min(share)
+            };
             let addr = SocketAddr::new(*server, 53);
             match self.ask(addr, query, wait).await {
                 Some(reply) => {
