@@ -12,6 +12,7 @@ cat > $NETSPAWN_STATE_DIR/stub.py <<'PY'
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.53", 53))
+open(__file__ + ".ready", "w").close()
 while True:
     q, peer = s.recvfrom(512)
     # Header: same id, QR+RD+RA, 1 question, 1 answer; then the question, then the answer.
@@ -24,6 +25,8 @@ while True:
 PY
 mkdir -p $NETSPAWN_STATE_DIR
 python3 $NETSPAWN_STATE_DIR/stub.py &
+# netd asks each upstream once per query: be listening before the first.
+for t in $(seq 200); do [ -e $NETSPAWN_STATE_DIR/stub.py.ready ] && break; sleep 0.05; done
 echo "nameserver 127.0.0.53" > $NETSPAWN_STATE_DIR/upstream.conf
 export NETSPAWN_UPSTREAM_RESOLV_CONF=$NETSPAWN_STATE_DIR/upstream.conf
 "#;

@@ -9,6 +9,9 @@ use std::ops::{Deref, DerefMut};
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
 
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::libc;
 use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -78,6 +81,96 @@ impl Drop for AnonBuffer {
         // SAFETY: unmapping exactly what new() mapped; no slice of it outlives self.
         let _ = unsafe { munmap(self.ptr.cast(), self.len) };
     }
+}
+
+/// `SO_BINDTOIFINDEX` (Linux 5.0; the value of every architecture netd is built for except
+/// mips, parisc and sparc): the index of the device a socket is bound to, 0 for none.
+const SO_BINDTOIFINDEX: libc::c_int = 62;
+
+/// getsockopt(2) into `buf`; returns the length the kernel wrote.
+fn getsockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    let mut len = libc::socklen_t::try_from(buf.len()).unwrap_or(libc::socklen_t::MAX);
+    // SAFETY: buf is valid and writable for len bytes; the kernel writes at most len bytes
+    // there and stores the length it wrote in len, which lives across the call.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(usize::try_from(len).unwrap_or(0).min(buf.len()))
+}
+
+/// The device index a socket is bound to (SO_BINDTODEVICE), 0 if none.
+pub fn bound_ifindex(fd: BorrowedFd<'_>) -> std::io::Result<u32> {
+    let mut buf = [0u8; 4];
+    let n = getsockopt_bytes(fd, libc::SOL_SOCKET, SO_BINDTOIFINDEX, &mut buf)?;
+    if n != 4 {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidData));
+    }
+    Ok(u32::from_ne_bytes(buf))
+}
+
+/// The interface an accepted TCP connection's handshake arrived on, from `IP_PKTOPTIONS`
+/// (`IPV6_2292PKTOPTIONS` for IPv6): Linux records the arriving interface of the packet that
+/// completed the handshake in the new socket and reports it there as the `ipi_ifindex` of an
+/// `IP_PKTINFO` control message, provided `IP_PKTINFO` (`IPV6_RECVPKTINFO`) was set on the
+/// listener, from which the connection inherits it. `None`: no such message.
+pub fn tcp_arrival_ifindex(fd: BorrowedFd<'_>, v6: bool) -> std::io::Result<Option<u32>> {
+    let mut buf = [0u8; 256];
+    let (level, opt) = if v6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_2292PKTOPTIONS)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTOPTIONS)
+    };
+    let n = getsockopt_bytes(fd, level, opt, &mut buf)?;
+    Ok(pktinfo_ifindex(buf.get(..n).unwrap_or_default(), v6))
+}
+
+/// The interface index of the first `IP_PKTINFO`/`IPV6_PKTINFO` message in a control buffer.
+/// Read field by field with the kernel's layout (`struct cmsghdr`: a `size_t` length, then
+/// level and type as ints; data aligned to `size_t`), without pointer casts.
+fn pktinfo_ifindex(buf: &[u8], v6: bool) -> Option<u32> {
+    const W: usize = size_of::<usize>();
+    let align = |x: usize| x.div_ceil(W) * W;
+    let hdr = align(size_of::<libc::cmsghdr>());
+    let int = |at: usize| -> Option<i32> {
+        Some(i32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+    };
+    let mut off = 0;
+    while off + hdr <= buf.len() {
+        let len = usize::from_ne_bytes(buf.get(off..off + W)?.try_into().ok()?);
+        if len < hdr {
+            return None;
+        }
+        let (level, ty) = (int(off + W)?, int(off + W + 4)?);
+        let data = off + hdr;
+        let found = if v6 {
+            // struct in6_pktinfo: the address (16 bytes), then the index.
+            (level == libc::IPPROTO_IPV6
+                && (ty == libc::IPV6_PKTINFO || ty == libc::IPV6_2292PKTINFO))
+                .then(|| int(data + 16))
+        } else {
+            // struct in_pktinfo: the index first.
+            (level == libc::IPPROTO_IP && ty == libc::IP_PKTINFO).then(|| int(data))
+        };
+        if let Some(ix) = found {
+            return ix.and_then(|i| u32::try_from(i).ok());
+        }
+        off += align(len);
+    }
+    None
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
     };
     let IpNetwork::V4(v4) = address else { return };
     let dhcp_stop = start_dhcp(ctx, &name, &file, v4);
-    serve_dns(ctx, &name, &file, v4).await;
+    serve_dns(ctx, &name, index, &file, v4).await;
     masquerade(ctx, &name, &file, v4).await;
     {
         let mut st = ctx.lock();
@@ -386,16 +386,16 @@ fn start_dhcp(
     Some(tx)
 }
 
-/// Step 5: netd's DNS on the host side's address. Queries arriving there
-/// are forwarded to the template's `DNS=` servers if it has any, else to
-/// the host's.
-async fn serve_dns(ctx: &Ctx, name: &str, file: &NetworkFile, v4: Ipv4Network) {
+/// Step 5: netd's DNS on the host side's address, for queries arriving on
+/// this link (`index`) or loopback. They are forwarded to the template's
+/// `DNS=` servers if it has any, else to the host's.
+async fn serve_dns(ctx: &Ctx, name: &str, index: u32, file: &NetworkFile, v4: Ipv4Network) {
     let addr = IpAddr::V4(v4.ip());
     let r = if file.network.dns.is_empty() {
-        ctx.dns.add_listener(addr).await
+        ctx.dns.add_link_listener(addr, index).await
     } else {
         match upstream_dns(ctx, &file.network.dns) {
-            Ok(server) => server.add_listener(addr).await,
+            Ok(server) => server.add_link_listener(addr, index).await,
             Err(e) => {
                 tracing::error!("{name}: DNS: {e}");
                 return;

@@ -2,7 +2,9 @@
 //!
 //! The socket is bound to the link's device (SO_BINDTODEVICE, set before bind), so several links
 //! each have their own socket on port 67 (SO_REUSEADDR), a broadcast reply leaves by the right
-//! device, and nothing is served on any other interface. Everything else happens in
+//! device, and nothing is served on any other interface. Every request's arriving interface is
+//! checked as well (IP_PKTINFO): one that did not arrive on the link is dropped, whatever the
+//! routing or the device binding let through. Everything else happens in
 //! [`Server::handle`]; this module only receives, asks the caller for the request's context (the
 //! machine's host name, which MACs are running machines'), and sends what `handle` returned,
 //! after `handle` has already made the lease change durable.
@@ -13,10 +15,14 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket as StdUdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use nix::libc;
 use nix::sys::socket::{
-    setsockopt, socket, sockopt, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrIn,
+    recvmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag,
+    SockProtocol, SockType, SockaddrIn,
 };
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::server::{client_hwaddr, Destination, Outcome, RequestContext, Server};
@@ -75,6 +81,32 @@ pub fn bind_socket(ifname: &str) -> Result<StdUdpSocket, IoError> {
     Ok(StdUdpSocket::from(fd))
 }
 
+/// One datagram: its length, sender and arriving interface (IP_PKTINFO).
+fn recv_with_ifindex(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    cmsg: &mut [u8],
+) -> std::io::Result<(usize, std::net::SocketAddr, Option<u32>)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrIn>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(cmsg),
+        MsgFlags::MSG_DONTWAIT,
+    )?;
+    let arrived = msg.cmsgs().ok().and_then(|mut c| {
+        c.find_map(|m| match m {
+            ControlMessageOwned::Ipv4PacketInfo(p) => u32::try_from(p.ipi_ifindex).ok(),
+            _ => None,
+        })
+    });
+    let peer = msg
+        .address
+        .map(|a| std::net::SocketAddr::V4(a.into()))
+        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    Ok((msg.bytes, peer, arrived))
+}
+
 /// bind(2) to 0.0.0.0:`port`.
 fn bind_any(fd: &OwnedFd, port: u16) -> std::io::Result<()> {
     nix::sys::socket::bind(fd.as_raw_fd(), &SockaddrIn::new(0, 0, 0, 0, port)).map_err(Into::into)
@@ -110,6 +142,13 @@ where
     H: Fn(&[u8]) -> RequestContext,
     S: Future<Output = ()>,
 {
+    // The device the socket is bound to is the only one requests may arrive on.
+    let link = crate::sys::bound_ifindex(socket.as_fd()).map_err(|source| IoError::Socket {
+        ifname: ifname.to_string(),
+        action: "SO_BINDTOIFINDEX",
+        source,
+    })?;
+    setsockopt(&socket, sockopt::Ipv4PacketInfo, &true).map_err(sock_err(ifname, "IP_PKTINFO"))?;
     let socket = UdpSocket::from_std(socket).map_err(|source| IoError::Socket {
         ifname: ifname.to_string(),
         action: "register with tokio",
@@ -118,10 +157,11 @@ where
     tokio::pin!(shutdown);
     // Larger than any Ethernet frame; DHCP messages are at most 576..1500 bytes in practice.
     let mut buf = vec![0u8; 4096];
+    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
     loop {
-        let (len, peer) = tokio::select! {
+        let (len, peer, arrived) = tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            r = socket.recv_from(&mut buf) => match r {
+            r = socket.async_io(Interest::READABLE, || recv_with_ifindex(&socket, &mut buf, &mut cmsg)) => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // Transient (e.g. ENETDOWN while the link flaps); the daemon stops us when
@@ -131,6 +171,10 @@ where
                 }
             },
         };
+        if link != 0 && arrived != Some(link) {
+            tracing::debug!(ifname, %peer, ?arrived, "DHCP request from another interface dropped");
+            continue;
+        }
         let packet = &buf[..len];
         // Asked even without a hardware address: the policy must not depend on the packet
         // carrying one.

@@ -117,7 +117,10 @@ pub enum UpstreamAnswer {
     NoData(Option<Record>),
     /// The name does not exist.
     NxDomain(Option<Record>),
-    /// No usable answer (timeout, SERVFAIL, no upstream configured...).
+    /// Upstream answered with this error code (REFUSED, SERVFAIL...): the
+    /// client is told the same.
+    Code(ResponseCode),
+    /// No usable answer (timeout, no upstream configured...).
     Failed,
 }
 
@@ -173,6 +176,7 @@ pub fn forwarded_reply(fwd: &Forward, upstream: UpstreamAnswer) -> Message {
             msg.metadata.response_code = ResponseCode::NXDomain;
             msg.authorities.extend(soa);
         }
+        UpstreamAnswer::Code(code) => msg.metadata.response_code = code,
         UpstreamAnswer::Failed => msg.metadata.response_code = ResponseCode::ServFail,
     }
     msg
@@ -539,6 +543,8 @@ pub(crate) mod tests {
         assert!(m.answers.is_empty());
         let m = forwarded_reply(&f, UpstreamAnswer::Failed);
         assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+        let m = forwarded_reply(&f, UpstreamAnswer::Code(ResponseCode::Refused));
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
     }
 
     #[test]

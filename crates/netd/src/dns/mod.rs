@@ -9,17 +9,23 @@
 //! - [`upstream`]: forwarding through hickory-resolver, following resolv.conf;
 //! - [`server`]: UDP/TCP listeners added and removed at runtime;
 //! - `shared`: what the listeners share (directory, upstream, counters);
-//! - `udp`: a UDP listener's serving thread (batched receive and send).
+//! - `udp`: a UDP listener's serving thread (batched receive and send);
+//! - `tcp`: a TCP listener's accept loop and connections (capped, idle
+//!   timeout).
 //!
 //! The server listens only on the addresses it is given (container links'
-//! host-side addresses, loopback), never on a wildcard address, so it is not
-//! an open resolver on the host's uplink.
+//! host-side addresses, loopback), never on a wildcard address, and answers
+//! only queries that arrived on one of the links it serves or on loopback
+//! (`IP_PKTINFO` on UDP, the handshake's interface on TCP): a host in
+//! another network that routes to a link's address gets nothing, so netd is
+//! not an open resolver.
 
 pub mod answer;
 pub mod directory;
 pub mod fast;
 pub mod server;
 mod shared;
+mod tcp;
 mod udp;
 pub mod upstream;
 
@@ -28,6 +34,7 @@ use std::net::SocketAddr;
 pub use answer::LocalNames;
 pub use directory::{MachineDirectory, RegistryDirectory, StaticDirectory};
 pub use server::{serve, DnsConfig, DnsServer, Stats, StatsSnapshot};
+pub use tcp::MAX_TCP_CONNECTIONS;
 pub use upstream::UpstreamConfig;
 
 /// Errors of the DNS server.

@@ -8,39 +8,38 @@
 //! receive and send, machine names answered from a precomputed table
 //! ([`super::fast`]), everything else by the general answer logic; it sees
 //! every datagram, so malformed ones are dropped *and counted*. TCP is
-//! served by hickory-server's [`Server`] with a [`RequestHandler`] that runs
-//! the same answer logic; it brings connection handling, framing and idle
-//! timeouts.
+//! served by `super::tcp` (a task per listener, connections capped and
+//! closed when idle) with the same answer logic.
+//!
+//! Only queries that arrive on an interface the server serves are answered:
+//! the interfaces of the links whose addresses it listens on (given with
+//! [`DnsServer::add_link_listener`]) and loopback (the host's own clients).
+//! A host in another network that routes to a link's address reaches the
+//! listener by the weak-host model; its queries are dropped and counted
+//! ([`StatsSnapshot::dropped_foreign`]), never forwarded.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use hickory_proto::op::{Header, HeaderCounts, Message};
-use hickory_server::net::runtime::Time;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
-use hickory_server::Server;
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 use tokio::sync::Semaphore;
 
-use super::answer::{decide_message, Decision, DropReason, LocalNames};
+use super::answer::LocalNames;
 use super::directory::MachineDirectory;
-use super::shared::Inner;
+use super::shared::{Arrivals, Inner};
 pub use super::shared::{Stats, StatsSnapshot};
+use super::tcp::{TcpListenerTask, MAX_TCP_CONNECTIONS};
 use super::udp::UdpListener;
 use super::upstream::{Upstream, UpstreamConfig};
 use super::DnsError;
 
 /// Forwarded queries waiting for upstream at once; more are dropped (and
 /// counted) rather than piling up tasks when a client floods unique names.
-const MAX_FORWARDS_IN_FLIGHT: usize = 1024;
-/// A TCP connection idle this long is closed.
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Each holds a socket of its own while it waits (at most 5 s).
+const MAX_FORWARDS_IN_FLIGHT: usize = 256;
 
 /// Settings of a [`DnsServer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,8 +66,10 @@ impl Default for DnsConfig {
 struct Listener {
     /// Dropping it stops its thread and closes the socket.
     _udp: UdpListener,
-    /// Dropping hickory's server aborts its accept loop and connections.
-    _tcp: Server<TcpHandler>,
+    /// Dropping it aborts the accept loop and its connections.
+    _tcp: TcpListenerTask,
+    /// The link whose queries it serves (besides loopback's).
+    ifindex: Option<u32>,
 }
 
 /// A DNS server for machine names with forwarding, serving a changing set
@@ -89,6 +90,8 @@ impl DnsServer {
                 upstream: Upstream::new(config.upstream),
                 stats: Stats::default(),
                 forwards: Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT)),
+                arrivals: Arrivals::default(),
+                tcp_conns: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
                 fast: Mutex::new(None),
             }),
             port: config.port,
@@ -103,34 +106,66 @@ impl DnsServer {
         }
     }
 
-    /// Starts serving UDP and TCP on `addr` at the configured port. The
-    /// address need not be configured yet (IP_FREEBIND): a link's address
-    /// may still be tentative. Adding an address already served is a no-op.
-    /// An IPv6 link-local address needs its scope: use
+    /// Starts serving UDP and TCP on `addr` at the configured port, for
+    /// clients on loopback only (the host's own): for a link's address use
+    /// [`add_link_listener`](Self::add_link_listener). The address need not
+    /// be configured yet (IP_FREEBIND): a link's address may still be
+    /// tentative. Adding an address already served is a no-op. An IPv6
+    /// link-local address needs its scope: use
     /// [`add_listener_scoped`](Self::add_listener_scoped).
     pub async fn add_listener(&self, addr: IpAddr) -> Result<SocketAddr, DnsError> {
-        self.add_socket_addr(SocketAddr::new(addr, self.port))
+        self.add_socket_addr(SocketAddr::new(addr, self.port), None)
     }
 
-    /// As [`add_listener`](Self::add_listener) for an IPv6 address on the
-    /// interface with index `scope_id` (link-local addresses).
+    /// As [`add_listener`](Self::add_listener), also serving the clients
+    /// whose queries arrive on the link with index `ifindex`.
+    pub async fn add_link_listener(
+        &self,
+        addr: IpAddr,
+        ifindex: u32,
+    ) -> Result<SocketAddr, DnsError> {
+        self.add_socket_addr(SocketAddr::new(addr, self.port), Some(ifindex))
+    }
+
+    /// As [`add_link_listener`](Self::add_link_listener) for an IPv6
+    /// address on the interface with index `scope_id` (link-local
+    /// addresses), which is the link served.
     pub async fn add_listener_scoped(
         &self,
         addr: std::net::Ipv6Addr,
         scope_id: u32,
     ) -> Result<SocketAddr, DnsError> {
-        self.add_socket_addr(SocketAddr::V6(std::net::SocketAddrV6::new(
-            addr, self.port, 0, scope_id,
-        )))
+        self.add_socket_addr(
+            SocketAddr::V6(std::net::SocketAddrV6::new(addr, self.port, 0, scope_id)),
+            Some(scope_id),
+        )
     }
 
-    fn add_socket_addr(&self, sa: SocketAddr) -> Result<SocketAddr, DnsError> {
+    /// Tells the query paths which interfaces are served now: the
+    /// listeners' links and loopback.
+    fn update_arrivals(&self, listeners: &HashMap<SocketAddr, Listener>) {
+        let lo = nix::net::if_::if_nametoindex("lo").unwrap_or(1);
+        let mut allowed = vec![lo];
+        allowed.extend(listeners.values().filter_map(|l| l.ifindex));
+        self.inner.arrivals.set(allowed);
+    }
+
+    fn add_socket_addr(
+        &self,
+        sa: SocketAddr,
+        ifindex: Option<u32>,
+    ) -> Result<SocketAddr, DnsError> {
         if sa.ip().is_unspecified() {
             // A wildcard listener would answer on the host's uplink too.
             return Err(DnsError::Wildcard(sa));
         }
         let mut listeners = self.listeners();
-        if listeners.contains_key(&sa) {
+        if let Some(l) = listeners.get_mut(&sa) {
+            if ifindex.is_some() && l.ifindex != ifindex {
+                // The address moved to another link.
+                l.ifindex = ifindex;
+                self.update_arrivals(&listeners);
+            }
             return Ok(sa);
         }
         // The UDP thread blocks in recvmmsg: a blocking socket.
@@ -138,17 +173,16 @@ impl DnsServer {
         let tcp = bind_tcp(sa)?;
         let udp = UdpListener::start(udp, self.inner.clone(), tokio::runtime::Handle::current())
             .map_err(|e| DnsError::Bind(sa, e))?;
-        let mut server = Server::new(TcpHandler {
-            inner: self.inner.clone(),
-        });
-        server.register_listener(tcp, TCP_IDLE_TIMEOUT, 64);
+        let tcp = TcpListenerTask::start(tcp, self.inner.clone());
         listeners.insert(
             sa,
             Listener {
                 _udp: udp,
-                _tcp: server,
+                _tcp: tcp,
+                ifindex,
             },
         );
+        self.update_arrivals(&listeners);
         self.inner
             .upstream
             .set_own_addresses(listeners.keys().map(|k| k.ip()));
@@ -163,6 +197,7 @@ impl DnsServer {
         listeners.retain(|k, _| k.ip() != addr);
         let removed = listeners.len() != before;
         if removed {
+            self.update_arrivals(&listeners);
             self.inner
                 .upstream
                 .set_own_addresses(listeners.keys().map(|k| k.ip()));
@@ -230,6 +265,14 @@ fn bound_socket(sa: SocketAddr, ty: SockType, flags: SockFlag) -> Result<OwnedFd
     if ty == SockType::Stream {
         // Re-adding an address must not wait for old connections' TIME_WAIT.
         socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| err(e.into()))?;
+        // Accepted connections inherit it: it makes Linux report the
+        // interface their handshake arrived on (see `super::tcp`).
+        if sa.is_ipv6() {
+            socket::setsockopt(&fd, sockopt::Ipv6RecvPacketInfo, &true)
+                .map_err(|e| err(e.into()))?;
+        } else {
+            socket::setsockopt(&fd, sockopt::Ipv4PacketInfo, &true).map_err(|e| err(e.into()))?;
+        }
     }
     if sa.is_ipv6() {
         socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| err(e.into()))?;
@@ -247,82 +290,4 @@ fn bind_tcp(sa: SocketAddr) -> Result<tokio::net::TcpListener, DnsError> {
     .map_err(|e| DnsError::Bind(sa, e.into()))?;
     tokio::net::TcpListener::from_std(std::net::TcpListener::from(fd))
         .map_err(|e| DnsError::Bind(sa, e))
-}
-
-/// hickory-server's view of us, for TCP.
-struct TcpHandler {
-    inner: Arc<Inner>,
-}
-
-impl TcpHandler {
-    async fn handle<R: ResponseHandler>(&self, request: &Request, mut response: R) -> ResponseInfo {
-        let inner = &self.inner;
-        Stats::bump(&inner.stats.tcp_queries);
-        // hickory has parsed the request already, but into its server-side
-        // form; our answer logic works on the plain message.
-        let decision = match Message::from_vec(request.as_slice()) {
-            Ok(msg) => decide_message(&msg, &*inner.dir, &inner.names),
-            Err(_) => Decision::Drop(DropReason::Malformed),
-        };
-        let msg = match decision {
-            Decision::Reply(reply) => {
-                Stats::bump(&inner.stats.answered_local);
-                reply.message
-            }
-            Decision::Forward(fwd) => {
-                let Ok(_permit) = inner.forwards.clone().try_acquire_owned() else {
-                    Stats::bump(&inner.stats.dropped_busy);
-                    return no_response(request);
-                };
-                inner.forward(&fwd).await
-            }
-            Decision::Drop(reason) => {
-                inner.stats.count_drop(reason);
-                return no_response(request);
-            }
-        };
-        let builder = MessageResponseBuilder::new(&request.queries, msg.edns.as_ref());
-        let reply = builder.build(
-            msg.metadata,
-            msg.answers.iter(),
-            msg.authorities.iter(),
-            std::iter::empty(),
-            msg.additionals.iter(),
-        );
-        match response.send_response(reply).await {
-            Ok(info) => info,
-            Err(e) => {
-                tracing::debug!(err = %e, "DNS TCP send");
-                Stats::bump(&inner.stats.send_errors);
-                no_response(request)
-            }
-        }
-    }
-}
-
-/// What hickory is told when nothing was sent.
-fn no_response(request: &Request) -> ResponseInfo {
-    ResponseInfo::from(Header {
-        metadata: request.metadata,
-        counts: HeaderCounts::default(),
-    })
-}
-
-// Written out rather than with #[async_trait]: that macro is not one of our
-// dependencies, and this is the signature it would generate.
-impl RequestHandler for TcpHandler {
-    fn handle_request<'a, 'b, 'f, R, T>(
-        &'a self,
-        request: &'b Request,
-        response_handle: R,
-    ) -> Pin<Box<dyn Future<Output = ResponseInfo> + Send + 'f>>
-    where
-        R: ResponseHandler + 'f,
-        T: Time + 'f,
-        'a: 'f,
-        'b: 'f,
-        Self: 'f,
-    {
-        Box::pin(self.handle(request, response_handle))
-    }
 }

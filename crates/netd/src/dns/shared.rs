@@ -4,7 +4,7 @@
 //! (`super::udp`) both use it, and neither imports the other.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use hickory_proto::op::Message;
 use tokio::sync::Semaphore;
@@ -25,6 +25,9 @@ pub struct Stats {
     dropped_malformed: AtomicU64,
     dropped_not_query: AtomicU64,
     pub(super) dropped_busy: AtomicU64,
+    pub(super) dropped_foreign: AtomicU64,
+    pub(super) tcp_refused: AtomicU64,
+    pub(super) tcp_idle_closed: AtomicU64,
     pub(super) send_errors: AtomicU64,
 }
 
@@ -48,6 +51,14 @@ pub struct StatsSnapshot {
     pub dropped_not_query: u64,
     /// Forwards refused because too many were in flight: dropped.
     pub dropped_busy: u64,
+    /// Queries (UDP datagrams, TCP connections) that arrived on an
+    /// interface that is neither a served link nor loopback: dropped, never
+    /// forwarded.
+    pub dropped_foreign: u64,
+    /// TCP connections closed at once because the cap was reached.
+    pub tcp_refused: u64,
+    /// TCP connections closed for idling.
+    pub tcp_idle_closed: u64,
     /// Replies that could not be encoded or sent.
     pub send_errors: u64,
 }
@@ -75,6 +86,9 @@ impl Stats {
             dropped_malformed: g(&self.dropped_malformed),
             dropped_not_query: g(&self.dropped_not_query),
             dropped_busy: g(&self.dropped_busy),
+            dropped_foreign: g(&self.dropped_foreign),
+            tcp_refused: g(&self.tcp_refused),
+            tcp_idle_closed: g(&self.tcp_idle_closed),
             send_errors: g(&self.send_errors),
         }
     }
@@ -87,6 +101,48 @@ impl Stats {
     }
 }
 
+/// The interfaces queries may arrive on (the served links' and loopback),
+/// with a generation counter so that UDP threads re-read it only when it
+/// changed.
+#[derive(Default)]
+pub(super) struct Arrivals {
+    generation: AtomicU64,
+    allowed: RwLock<Arc<[u32]>>,
+}
+
+impl Arrivals {
+    pub(super) fn set(&self, mut ifindexes: Vec<u32>) {
+        ifindexes.sort_unstable();
+        ifindexes.dedup();
+        let mut a = match self.allowed.write() {
+            Ok(a) => a,
+            Err(p) => p.into_inner(),
+        };
+        *a = ifindexes.into();
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(super) fn get(&self) -> (u64, Arc<[u32]>) {
+        let a = match self.allowed.read() {
+            Ok(a) => a,
+            Err(p) => p.into_inner(),
+        };
+        (self.generation(), a.clone())
+    }
+
+    /// Whether a query that arrived on `ifindex` may be served.
+    pub(super) fn allows(&self, ifindex: Option<u32>) -> bool {
+        let Some(ix) = ifindex.filter(|i| *i != 0) else {
+            return false;
+        };
+        self.get().1.contains(&ix)
+    }
+}
+
 /// What every listener shares.
 pub(super) struct Inner {
     pub(super) dir: Arc<dyn MachineDirectory>,
@@ -94,6 +150,10 @@ pub(super) struct Inner {
     pub(super) upstream: Upstream,
     pub(super) stats: Stats,
     pub(super) forwards: Arc<Semaphore>,
+    /// Where queries may come from.
+    pub(super) arrivals: Arrivals,
+    /// TCP connections open at once (all listeners together).
+    pub(super) tcp_conns: Arc<Semaphore>,
     /// The UDP fast path's table with the directory generation it was
     /// built from, shared so that listeners build it once between them.
     pub(super) fast: Mutex<Option<(u64, Arc<FastTable>)>>,

@@ -23,9 +23,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::libc;
 use nix::sys::socket::{
-    recvmmsg, sendmmsg, sendto, setsockopt, shutdown, sockopt, ControlMessage, MsgFlags,
-    MultiHeaders, Shutdown, SockaddrStorage,
+    recvmmsg, sendmmsg, sendto, setsockopt, shutdown, sockopt, ControlMessage, ControlMessageOwned,
+    MsgFlags, MultiHeaders, Shutdown, SockaddrStorage,
 };
 use nix::sys::time::{TimeVal, TimeValLike};
 
@@ -128,6 +129,12 @@ struct Worker {
     bufs: AnonBuffer,
     rx_addr: Vec<Option<SockaddrStorage>>,
     rx_len: Vec<usize>,
+    /// The interface each datagram arrived on (IP_PKTINFO), if known.
+    rx_ifindex: Vec<Option<u32>>,
+    /// The interfaces served, as of a generation of `inner.arrivals`.
+    allowed: (u64, Arc<[u32]>),
+    /// Whether the socket is IPv6 (which control message to expect).
+    v6: bool,
     tx_addr: Vec<Option<SockaddrStorage>>,
     tx_len: Vec<usize>,
 }
@@ -136,23 +143,37 @@ struct Worker {
 /// (they hold raw pointers, so they are not `Send`: the thread makes its
 /// own).
 ///
-/// nix sets each receive header's address length once: the kernel writes
-/// the length of every address it returns there, and nix does not restore
-/// it between calls. A listener socket has one address family, whose
-/// addresses all have the same length, so what the first datagram leaves is
-/// exactly the room every later one needs.
+/// nix sets each receive header's address and control lengths once: the
+/// kernel writes the length of every address (and of the control messages)
+/// it returns there, and nix does not restore them between calls. A
+/// listener socket has one address family, whose addresses all have the
+/// same length, and every datagram carries the same one packet-info
+/// message, so what the first datagram leaves is exactly the room every
+/// later one needs. A datagram found without its packet info (which would
+/// leave no room for the next ones') makes the receive headers be made
+/// anew.
 struct Headers {
     rx: MultiHeaders<SockaddrStorage>,
     tx: MultiHeaders<SockaddrStorage>,
 }
 
 impl Headers {
-    fn new() -> Headers {
+    fn new(v6: bool) -> Headers {
         Headers {
-            rx: MultiHeaders::preallocate(BATCH, None),
+            rx: rx_headers(v6),
             tx: MultiHeaders::preallocate(BATCH, None),
         }
     }
+}
+
+/// Receive headers with room for one packet-info message each.
+fn rx_headers(v6: bool) -> MultiHeaders<SockaddrStorage> {
+    let cmsg = if v6 {
+        nix::cmsg_space!(libc::in6_pktinfo)
+    } else {
+        nix::cmsg_space!(libc::in_pktinfo)
+    };
+    MultiHeaders::preallocate(BATCH, Some(cmsg))
 }
 
 impl Worker {
@@ -167,6 +188,17 @@ impl Worker {
         inner: Arc<Inner>,
         rt: tokio::runtime::Handle,
     ) -> std::io::Result<Worker> {
+        let v6 = nix::sys::socket::getsockname::<SockaddrStorage>(sock.as_raw_fd())
+            .map(|a| a.as_sockaddr_in6().is_some())
+            .map_err(std::io::Error::from)?;
+        // The arriving interface of every datagram: only served links and
+        // loopback are answered.
+        if v6 {
+            setsockopt(&*sock, sockopt::Ipv6RecvPacketInfo, &true)?;
+        } else {
+            setsockopt(&*sock, sockopt::Ipv4PacketInfo, &true)?;
+        }
+        let allowed = inner.arrivals.get();
         Ok(Worker {
             sock,
             inner,
@@ -175,13 +207,16 @@ impl Worker {
             bufs: AnonBuffer::new(BATCH * (RECV_BUF + SEND_BUF))?,
             rx_addr: vec![None; BATCH],
             rx_len: vec![0; BATCH],
+            rx_ifindex: vec![None; BATCH],
+            allowed,
+            v6,
             tx_addr: vec![None; BATCH],
             tx_len: vec![0; BATCH],
         })
     }
 
     fn run(mut self, stop: &AtomicBool) {
-        let mut hdrs = Headers::new();
+        let mut hdrs = Headers::new(self.v6);
         let mut last_packet: Option<Instant> = None;
         loop {
             let polling = last_packet.is_some_and(|t| t.elapsed() < POLL_WINDOW);
@@ -234,10 +269,23 @@ impl Worker {
             std::array::from_fn(|_| [IoSliceMut::new(bufs.next().unwrap_or_default())]);
         let got = recvmmsg(self.sock.as_raw_fd(), hdrs, iovs.iter_mut(), flags, None)?;
         let mut n = 0;
+        let mut renew = false;
         for (i, msg) in got.take(BATCH).enumerate() {
             self.rx_len[i] = msg.bytes.min(RECV_BUF);
             self.rx_addr[i] = msg.address;
+            let ifindex = msg.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|m| match m {
+                    ControlMessageOwned::Ipv4PacketInfo(p) => u32::try_from(p.ipi_ifindex).ok(),
+                    ControlMessageOwned::Ipv6PacketInfo(p) => Some(p.ipi6_ifindex),
+                    _ => None,
+                })
+            });
+            renew |= ifindex.is_none();
+            self.rx_ifindex[i] = ifindex;
             n = i + 1;
+        }
+        if renew {
+            *hdrs = rx_headers(self.v6);
         }
         Ok(n)
     }
@@ -275,6 +323,9 @@ impl Worker {
     /// ready in `tx`.
     fn handle(&mut self, n: usize) -> usize {
         self.refresh_table();
+        if self.allowed.0 != self.inner.arrivals.generation() {
+            self.allowed = self.inner.arrivals.get();
+        }
         let stats = &self.inner.stats;
         Stats::add(&stats.udp_queries, n as u64);
         let (rx, tx) = self.bufs.split_at_mut(BATCH * RECV_BUF);
@@ -288,6 +339,12 @@ impl Worker {
                 stats.count_drop(super::answer::DropReason::Malformed);
                 continue;
             };
+            // From outside (another network routed to our address): not
+            // answered, and never forwarded.
+            if !self.rx_ifindex[i].is_some_and(|ix| ix != 0 && self.allowed.1.contains(&ix)) {
+                Stats::bump(&stats.dropped_foreign);
+                continue;
+            }
             if let Some((_, table)) = &self.table {
                 if let Some(l) = fast::answer(packet, table, slot) {
                     self.tx_addr[out] = addr;
