@@ -35,18 +35,21 @@ fn getent_and_ping_reach_a_machine_by_name_with_a_dhcp_address() {
     let r = env.sh(
         &format!(
             r#"{prelude}
-               $NETSPAWN -q -n -D {img} /bin/sh -c 'udhcpc -i host0 -n -q -f -t 5 >/dev/null 2>&1; sleep 3' &
-               for t in $(seq 200); do getent hosts web >/dev/null && break; sleep 0.05; done
+               mkdir -p {ctl}
+               $NETSPAWN -q -n --bind={ctl}:/ctl -D {img} /bin/sh -c 'udhcpc -i host0 -n -q -f -t 5 >/dev/null 2>&1; for i in $(seq 1200); do [ -e /ctl/stop ] && break; sleep 0.05; done' &
+               for t in $(seq 1200); do getent hosts web >/dev/null && break; sleep 0.05; done
                echo hosts=$(getent hosts web)
                echo ahostsv4=$(getent ahostsv4 web | head -1)
                addr=$(getent hosts web | cut -d' ' -f1)
                echo reverse=$(getent hosts $addr)
                ping -c1 -W2 web >/dev/null && echo ping-ok
                getent hosts nosuchmachine; echo unknown-rc=$?
+               touch {ctl}/stop
                wait
                getent hosts web; echo stopped-rc=$?"#,
             prelude = prelude(&env),
-            img = img.display()
+            img = img.display(),
+            ctl = env.dir.join("webctl").display()
         ),
         90,
     );
