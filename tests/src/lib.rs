@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Path of one of the workspace's binaries, next to the test executable's directory.
+/// Shell for a container: wait (up to 60 s) until the host touches
+/// `stop` in [`TestEnv::hold_dir`].
+pub const HOLD: &str = "for i in $(seq 1200); do [ -e /ctl/stop ] && break; sleep 0.05; done";
+
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test>-<hash>
@@ -126,6 +130,16 @@ impl TestEnv {
     /// A path inside this env's state directory (NETSPAWN_STATE_DIR).
     pub fn state_dir_file(&self, rel: &str) -> PathBuf {
         self.dir.join("state").join(rel)
+    }
+
+    /// A directory shared with a container, bound at `/ctl` with
+    /// `--bind={hold_dir}:/ctl`: the container runs [`HOLD`] to stay up
+    /// until the host has looked, and the host `touch`es `stop` in it. (A
+    /// fixed `sleep` in the container races the host on a loaded machine.)
+    pub fn hold_dir(&self) -> PathBuf {
+        let d = self.dir.join("ctl");
+        std::fs::create_dir_all(&d).expect("create the hold directory");
+        d
     }
 
     pub fn run_dir(&self) -> PathBuf {

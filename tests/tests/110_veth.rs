@@ -20,12 +20,14 @@ fn veth_pair_host_side_and_host0_are_up_with_nspawn_macs() {
     let img = env.busybox("web");
     let r = env.sh(
         &format!(
-            r#"$NETSPAWN -q -n -D {img} /bin/sh -c 'echo C:$(cat /sys/class/net/host0/address); echo C:$(ip -o link show lo | grep -c UP); echo C:$(ip -o link show host0 | grep -c ",UP"); echo C:$(ls /sys/class/net | tr "\n" " "); sleep 1' &
-            for i in $(seq 300); do ip link show ve-web >/dev/null 2>&1 && break; sleep 0.02; done
+            r#"$NETSPAWN -q -n --bind={ctl}:/ctl -D {img} /bin/sh -c 'echo C:$(cat /sys/class/net/host0/address); echo C:$(ip -o link show lo | grep -c UP); echo C:$(ip -o link show host0 | grep -c ",UP"); echo C:$(ls /sys/class/net | tr "\n" " "); {HOLD}' &
+            for i in $(seq 1500); do ip link show ve-web >/dev/null 2>&1 && break; sleep 0.02; done
             echo H:$(ip -o link show ve-web | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)
             echo H:$(ip -o link show ve-web | grep -c ',UP')
+            touch {ctl}/stop
             wait"#,
-            img = img.display()
+            img = img.display(),
+            ctl = env.hold_dir().display()
         ),
         60,
     );
@@ -62,12 +64,14 @@ fn extra_veth_pairs_and_long_names() {
     assert_eq!(host.len(), 15);
     let r = env.sh(
         &format!(
-            r#"$NETSPAWN -q -n --network-veth-extra=xh1:xc1 --network-veth-extra=xh2 -D {img} /bin/sh -c 'echo C:$(ls /sys/class/net | tr "\n" " "); sleep 1' &
-            for i in $(seq 300); do ip link show xh2 >/dev/null 2>&1 && break; sleep 0.02; done
+            r#"$NETSPAWN -q -n --network-veth-extra=xh1:xc1 --network-veth-extra=xh2 --bind={ctl}:/ctl -D {img} /bin/sh -c 'echo C:$(ls /sys/class/net | tr "\n" " "); {HOLD}' &
+            for i in $(seq 1500); do ip link show xh2 >/dev/null 2>&1 && break; sleep 0.02; done
             echo H:$(ip -o link | cut -d: -f2 | cut -d@ -f1 | tr "\n" " ")
             echo H:$(ip -o link show ve-{name} | cut -d: -f2 | cut -d@ -f1)
+            touch {ctl}/stop
             wait"#,
-            img = img.display()
+            img = img.display(),
+            ctl = env.hold_dir().display()
         ),
         60,
     );
@@ -135,14 +139,17 @@ fn addresses_inside_the_machine_are_tracked_in_the_registry() {
     // A static address set in the guest, added after start, then removed.
     let r = env.sh(
         &format!(
-            r#"$NETSPAWN -q -n --network-config=none -D {img} /bin/sh -c 'sleep 0.3; ip addr add 10.99.0.2/24 dev host0; ip addr add fd42::2/64 dev host0; sleep 2; ip addr del 10.99.0.2/24 dev host0; sleep 2' &
-               for t in $(seq 250); do grep -q '^ADDRESSES=10.99.0.2 fd42::2$' $NETSPAWN_RUN_DIR/machines/addr 2>/dev/null && break; sleep 0.02; done
+            r#"$NETSPAWN -q -n --network-config=none --bind={ctl}:/ctl -D {img} /bin/sh -c 'sleep 0.3; ip addr add 10.99.0.2/24 dev host0; ip addr add fd42::2/64 dev host0; for i in $(seq 1200); do [ -e /ctl/go ] && break; sleep 0.05; done; ip addr del 10.99.0.2/24 dev host0; {HOLD}' &
+               for t in $(seq 1500); do grep -q '^ADDRESSES=10.99.0.2 fd42::2$' $NETSPAWN_RUN_DIR/machines/addr 2>/dev/null && break; sleep 0.02; done
                grep ^ADDRESSES= $NETSPAWN_RUN_DIR/machines/addr
                $NETSPAWNCTL status addr | grep -i address
-               for t in $(seq 250); do grep -q '^ADDRESSES=fd42::2$' $NETSPAWN_RUN_DIR/machines/addr 2>/dev/null && break; sleep 0.02; done
+               touch {ctl}/go
+               for t in $(seq 1500); do grep -q '^ADDRESSES=fd42::2$' $NETSPAWN_RUN_DIR/machines/addr 2>/dev/null && break; sleep 0.02; done
                grep ^ADDRESSES= $NETSPAWN_RUN_DIR/machines/addr
+               touch {ctl}/stop
                wait"#,
-            img = img.display()
+            img = img.display(),
+            ctl = env.hold_dir().display()
         ),
         60,
     );

@@ -11,17 +11,19 @@ fn vb_link_joins_an_existing_bridge_and_leaves_it_intact() {
     let r = env.sh(
         &format!(
             r#"ip link add br0 type bridge && ip link set br0 up
-               $NETSPAWN -q --network-bridge=br0 --network-config=none -D {img} /bin/sh -c 'ls /sys/class/net | tr "\n" " "; sleep 1' > {out} &
+               $NETSPAWN -q --network-bridge=br0 --network-config=none --bind={ctl}:/ctl -D {img} /bin/sh -c 'ls /sys/class/net | tr "\n" " "; {HOLD}' > {out} &
                for t in $(seq 1500); do
                    master=$(ip -o link show vb-lanbox 2>/dev/null | grep -o 'master [^ ]*')
                    [ -n "$master" ] && break; sleep 0.02
                done
+               touch {ctl}/stop
                wait
                cat {out}; echo; echo master=$master
                for t in $(seq 1500); do ip link show vb-lanbox >/dev/null 2>&1 || break; sleep 0.02; done
                echo after=$(ip -o link | cut -d: -f2 | cut -d@ -f1 | tr "\n" " ")"#,
             img = img.display(),
-            out = env.dir.join("lanbox.out").display()
+            out = env.dir.join("lanbox.out").display(),
+            ctl = env.hold_dir().display()
         ),
         60,
     );

@@ -35,8 +35,7 @@ fn getent_and_ping_reach_a_machine_by_name_with_a_dhcp_address() {
     let r = env.sh(
         &format!(
             r#"{prelude}
-               mkdir -p {ctl}
-               $NETSPAWN -q -n --bind={ctl}:/ctl -D {img} /bin/sh -c 'udhcpc -i host0 -n -q -f -t 5 >/dev/null 2>&1; for i in $(seq 1200); do [ -e /ctl/stop ] && break; sleep 0.05; done' &
+               $NETSPAWN -q -n --bind={ctl}:/ctl -D {img} /bin/sh -c 'udhcpc -i host0 -n -q -f -t 5 >/dev/null 2>&1; {HOLD}' &
                for t in $(seq 1200); do getent hosts web >/dev/null && break; sleep 0.05; done
                echo hosts=$(getent hosts web)
                echo ahostsv4=$(getent ahostsv4 web | head -1)
@@ -49,7 +48,7 @@ fn getent_and_ping_reach_a_machine_by_name_with_a_dhcp_address() {
                getent hosts web; echo stopped-rc=$?"#,
             prelude = prelude(&env),
             img = img.display(),
-            ctl = env.dir.join("webctl").display()
+            ctl = env.hold_dir().display()
         ),
         90,
     );
@@ -83,13 +82,15 @@ fn a_static_address_set_in_the_guest_resolves_and_link_local_does_not() {
             r#"{prelude}
                # getaddrinfo (AI_ADDRCONFIG) answers a family only if the host has an address of it.
                ip link add h0 type veth peer name h1 && ip addr add 192.0.2.1/24 dev h0 && ip addr add 2001:db8::1/64 dev h0 nodad && ip link set h0 up && ip link set h1 up
-               $NETSPAWN -q --private-network -D {img} /bin/sh -c 'ip addr add 10.55.0.9/24 dev lo; ip addr add fd55::9/64 dev lo; ip addr add 169.254.7.7/16 dev lo; sleep 2' &
-               for t in $(seq 200); do getent ahostsv6 db >/dev/null && break; sleep 0.05; done
+               $NETSPAWN -q --private-network --bind={ctl}:/ctl -D {img} /bin/sh -c 'ip addr add 10.55.0.9/24 dev lo; ip addr add fd55::9/64 dev lo; ip addr add 169.254.7.7/16 dev lo; {HOLD}' &
+               for t in $(seq 1200); do getent ahostsv6 db >/dev/null && break; sleep 0.05; done
                getent ahostsv4 db | cut -d' ' -f1 | sort -u
                getent ahostsv6 db | cut -d' ' -f1 | sort -u
+               touch {ctl}/stop
                wait"#,
             prelude = prelude(&env),
-            img = img.display()
+            img = img.display(),
+            ctl = env.hold_dir().display()
         ),
         60,
     );

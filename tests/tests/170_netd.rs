@@ -316,8 +316,8 @@ fn link_local_addressing_and_dhcp_server_dns_follow_the_templates() {
                ip link add ll0 type veth peer name ll1 && ip link set ll0 up && ip link set ll1 up
                for t in $(seq 100); do ip -6 -o addr show dev ll0 | grep -q fe80 && break; sleep 0.05; done
                echo ll6-before=$(ip -6 -o addr show dev ll0 | grep -c fe80)
-               $NETSPAWN -q -n -D {img} /bin/sh -c 'echo resolv=$(grep nameserver /etc/resolv.conf | cut -d" " -f2); sleep 3' &
-               for t in $(seq 200); do ip -4 -o addr show dev ve-lla 2>/dev/null | grep -q inet && break; sleep 0.05; done
+               $NETSPAWN -q -n --bind={ctl}:/ctl -D {img} /bin/sh -c 'echo resolv=$(grep nameserver /etc/resolv.conf | cut -d" " -f2); {HOLD}' &
+               for t in $(seq 1200); do ip -4 -o addr show dev ve-lla 2>/dev/null | grep -q inet && break; sleep 0.05; done
                sleep 0.5
                echo ve4=$(ip -4 -o addr show dev ve-lla | grep -o 'inet [0-9.]*' | cut -d' ' -f2)
                echo ve6=$(ip -6 -o addr show dev ve-lla | grep -c fe80)
@@ -325,9 +325,11 @@ fn link_local_addressing_and_dhcp_server_dns_follow_the_templates() {
                echo ll4=$(ip -4 -o addr show dev ll0 | grep -o 'inet [0-9./]*' | cut -d' ' -f2)
                echo ll6=$(ip -6 -o addr show dev ll0 | grep -c fe80)
                echo llmode=$(cat /proc/sys/net/ipv6/conf/ll0/addr_gen_mode)
+               touch {ctl}/stop
                wait %1"#,
             dir = dir.display(),
-            img = img.display()
+            img = img.display(),
+            ctl = env.hold_dir().display()
         ),
         60,
     );
