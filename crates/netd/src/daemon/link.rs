@@ -555,13 +555,15 @@ fn hostname_for(ctx: &Ctx, mac: &[u8]) -> Option<String> {
 }
 
 /// A DHCP request's context: the machine's name and the MACs of the running
-/// machines: those whose launcher holds the name lock (the registry entry is
-/// written only after the launch's DHCP) and those whose host-side link
-/// exists (also unregistered ones).
+/// machines: those whose host-side link exists (also unregistered ones) and
+/// those whose launcher holds the name lock (the registry entry is written
+/// only after the launch's DHCP). The name locks are read only when the
+/// links do not answer what the request asks (`/proc/locks` costs an RCU
+/// grace period, milliseconds, and a launch's own machine has its link).
 fn dhcp_context(ctx: &Ctx, mac: &[u8]) -> dhcp::RequestContext {
     use netspawn_common::naming::{generate_mac, CONTAINER_HASH_KEY};
     let hostname = hostname_for(ctx, mac);
-    let (locks, mut names) = {
+    let (locks, linked) = {
         let st = ctx.lock();
         let linked: Vec<String> = st
             .seen
@@ -570,16 +572,24 @@ fn dhcp_context(ctx: &Ctx, mac: &[u8]) -> dhcp::RequestContext {
             .collect();
         (st.paths.locks_dir(), linked)
     };
-    match dhcp::machines::claimed_names(&locks) {
-        Ok(claimed) => names.extend(claimed),
-        Err(e) => tracing::debug!("running machines: {e}"),
-    }
+    let machine_id = ctx.machine_id;
+    let claimed = move || match dhcp::machines::claimed_names(&locks) {
+        Ok(names) => names
+            .iter()
+            .map(|n| generate_mac(&machine_id, n, &CONTAINER_HASH_KEY, 0).to_vec())
+            .collect(),
+        Err(e) => {
+            tracing::debug!("running machines: {e}");
+            Default::default()
+        }
+    };
     dhcp::RequestContext::with_machines(
         hostname,
-        names
+        linked
             .iter()
             .map(|n| generate_mac(&ctx.machine_id, n, &CONTAINER_HASH_KEY, 0)),
     )
+    .and_on_need(dhcp::MoreMachines::new(claimed))
 }
 
 /// Deletes the lease files of links that no longer exist, beyond a bounded

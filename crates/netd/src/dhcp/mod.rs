@@ -15,4 +15,4 @@ pub mod machines;
 pub mod server;
 
 pub use lease::{FileStore, LeaseStore, LeaseTable, MemoryStore};
-pub use server::{Outcome, RequestContext, Server, ServerConfig, Stats};
+pub use server::{MoreMachines, Outcome, RequestContext, Server, ServerConfig, Stats};

@@ -44,7 +44,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode, MIN_PACKET_SIZE};
@@ -216,7 +216,57 @@ pub struct RequestContext {
     /// the caller does not know, and every client is served alike (no shares, no rate limit,
     /// bindings held for their lease only).
     pub live_machines: Option<Arc<HashSet<Vec<u8>>>>,
+    /// Further running machines' MACs that are costly to find (netd reads `/proc/locks`, which
+    /// waits for an RCU grace period: milliseconds): asked for only when a decision of the
+    /// request asks about a MAC that `live_machines` lacks, at most once per context. Counts
+    /// only with `live_machines`: the running machines are the MACs of both.
+    pub more_machines: Option<MoreMachines>,
 }
+
+/// The MACs of running machines, found on first need (see [`RequestContext::more_machines`]).
+#[derive(Clone)]
+pub struct MoreMachines(Arc<MoreInner>);
+
+struct MoreInner {
+    find: Box<dyn Fn() -> HashSet<Vec<u8>> + Send + Sync>,
+    found: OnceLock<HashSet<Vec<u8>>>,
+}
+
+impl MoreMachines {
+    /// MACs that `find` gives when first asked.
+    pub fn new(find: impl Fn() -> HashSet<Vec<u8>> + Send + Sync + 'static) -> Self {
+        MoreMachines(Arc::new(MoreInner {
+            find: Box::new(find),
+            found: OnceLock::new(),
+        }))
+    }
+
+    fn contains(&self, mac: &[u8]) -> bool {
+        self.0.found.get_or_init(|| (self.0.find)()).contains(mac)
+    }
+
+    /// Whether they were asked for.
+    pub fn found(&self) -> bool {
+        self.0.found.get().is_some()
+    }
+}
+
+impl std::fmt::Debug for MoreMachines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("MoreMachines")
+            .field(&self.0.found.get())
+            .finish()
+    }
+}
+
+/// The same finder (a clone), not the same MACs.
+impl PartialEq for MoreMachines {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for MoreMachines {}
 
 impl RequestContext {
     /// A context whose running machines have these MACs.
@@ -230,7 +280,15 @@ impl RequestContext {
             live_machines: Some(Arc::new(
                 macs.into_iter().map(|m| m.as_ref().to_vec()).collect(),
             )),
+            more_machines: None,
         }
+    }
+
+    /// With further running machines' MACs, found only if needed (see
+    /// [`RequestContext::more_machines`]).
+    pub fn and_on_need(mut self, more: MoreMachines) -> Self {
+        self.more_machines = Some(more);
+        self
     }
 }
 
@@ -238,12 +296,14 @@ impl RequestContext {
 #[derive(Clone, Copy)]
 struct Policy<'a> {
     live: Option<&'a HashSet<Vec<u8>>>,
+    more: Option<&'a MoreMachines>,
 }
 
 impl<'a> Policy<'a> {
     fn of(ctx: &'a RequestContext) -> Self {
         Policy {
             live: ctx.live_machines.as_deref(),
+            more: ctx.more_machines.as_ref(),
         }
     }
 
@@ -253,7 +313,8 @@ impl<'a> Policy<'a> {
     }
 
     fn is_live(&self, mac: &[u8]) -> bool {
-        self.live.is_some_and(|s| s.contains(mac))
+        self.live
+            .is_some_and(|s| s.contains(mac) || self.more.is_some_and(|m| m.contains(mac)))
     }
 
     /// Whether `l` keeps its address from others at `now`: a machine's binding while the

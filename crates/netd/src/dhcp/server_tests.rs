@@ -893,6 +893,59 @@ fn a_running_machine_keeps_its_address_and_a_gone_one_keeps_it_while_there_is_ro
     assert_eq!(r.kind(), Some(MessageType::Nak));
 }
 
+/// Running machines found only on need (netd reads the name locks then) count as the ones given
+/// at once, and are looked for only when a decision asks about a MAC the others lack: at most
+/// once per request context.
+#[test]
+fn running_machines_found_on_need_count_and_are_looked_for_only_when_needed() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let on_need = |given: &[u8], more: &[u8]| {
+        let more: HashSet<Vec<u8>> = more.iter().map(|n| mac(*n).to_vec()).collect();
+        let calls = calls.clone();
+        live(given).and_on_need(MoreMachines::new(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            more.clone()
+        }))
+    };
+    let (mut s, _) = server();
+    // A machine that is among those given: nothing more is looked for.
+    let c = on_need(&[1], &[]);
+    let (a, secs) = lease_in(&mut s, pkt(MessageType::Discover, 1), t(0), &c).unwrap();
+    assert_eq!(secs, 3600);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert!(c.more_machines.as_ref().is_some_and(|m| !m.found()));
+    // Machine 1 runs long after its hour, known only on need: nobody gets its address.
+    for n in 30..50u8 {
+        let before = calls.load(Ordering::SeqCst);
+        let c = on_need(&[n], &[1]);
+        let (b, _) = lease_in(&mut s, pkt(MessageType::Discover, n), t(90_000), &c).unwrap();
+        assert_ne!(b, a, "machine {n} took the address of running machine 1");
+        assert!(
+            calls.load(Ordering::SeqCst) - before <= 1,
+            "looked for once at most"
+        );
+    }
+    assert!(calls.load(Ordering::SeqCst) > 0);
+    // Known on need, machine 1 is a machine too: its lease is not shortened.
+    let (b, secs) = lease_in(
+        &mut s,
+        pkt(MessageType::Discover, 1),
+        t(90_010),
+        &on_need(&[], &[1]),
+    )
+    .unwrap();
+    assert_eq!((b, secs), (a, 3600));
+    let r = send_with(
+        &mut s,
+        &pkt(MessageType::Request, 60).requested(a),
+        t(90_011),
+        &on_need(&[60], &[1]),
+    )
+    .unwrap();
+    assert_eq!(r.kind(), Some(MessageType::Nak));
+}
+
 /// Item 5: made-up client identifiers (one container, many IDs) get a bounded share, short
 /// leases, and are rate limited; a machine still gets its address afterwards.
 #[test]
