@@ -58,7 +58,7 @@ for side in before after; do
 done
 
 SPEC=$WORK/spec.json
-A_NSENTER=$(command -v nsenter) A_ENV=$(command -v env) A_BEFORE=$BEFORE A_AFTER=$AFTER A_IMG=$IMG A_WORK=$WORK A_PID=$$ A_RUNS=$RUNS A_WARMUP=$WARMUP \
+A_CGPARENT=$NETSPAWN_CGROUP_PARENT A_NSENTER=$(command -v nsenter) A_ENV=$(command -v env) A_BEFORE=$BEFORE A_AFTER=$AFTER A_IMG=$IMG A_WORK=$WORK A_PID=$$ A_RUNS=$RUNS A_WARMUP=$WARMUP \
     "$PY" - "$SPEC" <<'EOF'
 import json, os, sys
 e = os.environ
@@ -68,7 +68,10 @@ for side, bindir in (("before", e["A_BEFORE"]), ("after", e["A_AFTER"])):
     d = f"{work}/{side}"
     wrap = [e["A_NSENTER"], f"--net=/run/netns/netspawn-ab-{e['A_PID']}-{side}", e["A_ENV"],
             f"NETSPAWN_RUN_DIR={d}/run", f"NETSPAWN_STATE_DIR={d}/state",
-            f"NETSPAWN_SETTINGS_PATH={d}/settings", f"NETSPAWN_NETD={bindir}/netspawn-netd"]
+            f"NETSPAWN_SETTINGS_PATH={d}/settings", f"NETSPAWN_NETD={bindir}/netspawn-netd",
+            # A cgroup parent per side: a launch sweeps the machine cgroups
+            # no launcher of its own run directory holds.
+            f"NETSPAWN_CGROUP_PARENT={e['A_CGPARENT']}/{side}"]
     ns = f"{bindir}/netspawn"
     cmds += [
         {"name": f"true {side}", "argv": wrap + [ns, "-q", "--register=no", "-D", img, "/bin/true"]},
