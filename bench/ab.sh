@@ -39,7 +39,11 @@ setup_sandbox
 NSS=()
 cleanup_ab() {
     local n
-    for n in "${NSS[@]}"; do ip netns pids "$n" 2>/dev/null | xargs -r kill -9; ip netns del "$n" 2>/dev/null; done
+    set +e  # every step is attempted: a process gone already is no failure
+    for n in "${NSS[@]}"; do
+        ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null
+        ip netns del "$n" 2>/dev/null
+    done
     cleanup_sandbox
 }
 trap cleanup_ab EXIT
