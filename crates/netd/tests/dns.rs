@@ -787,6 +787,13 @@ impl ScriptedStub {
         ScriptedStub { queries }
     }
 
+    /// A stub that answers every question with `code`.
+    fn answering(addr: &str, code: ResponseCode) -> ScriptedStub {
+        ScriptedStub::start(addr, move |req, src, sock| {
+            let _ = sock.send_to(&stub_reply(req, code).to_vec().unwrap(), src);
+        })
+    }
+
     fn count(&self) -> u64 {
         self.queries.load(Ordering::SeqCst)
     }
@@ -820,18 +827,8 @@ fn upstream_failures_pass_through_once_per_server() {
         return;
     }
     let tmp = TempDir::new("upfail");
-    let refused = ScriptedStub::start("127.0.0.53", |req, src, sock| {
-        let _ = sock.send_to(
-            &stub_reply(req, ResponseCode::Refused).to_vec().unwrap(),
-            src,
-        );
-    });
-    let servfail = ScriptedStub::start("127.0.0.54", |req, src, sock| {
-        let _ = sock.send_to(
-            &stub_reply(req, ResponseCode::ServFail).to_vec().unwrap(),
-            src,
-        );
-    });
+    let refused = ScriptedStub::answering("127.0.0.53", ResponseCode::Refused);
+    let servfail = ScriptedStub::answering("127.0.0.54", ResponseCode::ServFail);
     let silent = ScriptedStub::start("127.0.0.55", |_, _, _| {});
     let resolv = tmp.0.join("resolv.conf");
     write_resolv_conf(&resolv, "nameserver 127.0.0.53\n");
@@ -1289,18 +1286,8 @@ fn upstream_query_counts() {
         return;
     }
     let tmp = TempDir::new("upcount");
-    let refused = ScriptedStub::start("127.0.0.53", |req, src, sock| {
-        let _ = sock.send_to(
-            &stub_reply(req, ResponseCode::Refused).to_vec().unwrap(),
-            src,
-        );
-    });
-    let servfail = ScriptedStub::start("127.0.0.54", |req, src, sock| {
-        let _ = sock.send_to(
-            &stub_reply(req, ResponseCode::ServFail).to_vec().unwrap(),
-            src,
-        );
-    });
+    let refused = ScriptedStub::answering("127.0.0.53", ResponseCode::Refused);
+    let servfail = ScriptedStub::answering("127.0.0.54", ResponseCode::ServFail);
     let silent = ScriptedStub::start("127.0.0.55", |_, _, _| {});
     let resolv = tmp.0.join("resolv.conf");
     write_resolv_conf(&resolv, "nameserver 127.0.0.53\n");
