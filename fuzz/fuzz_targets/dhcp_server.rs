@@ -29,9 +29,9 @@ fuzz_target!(|data: &[u8]| {
     // State carries over between inputs, so sequences of messages are explored too.
     *tick += 1;
     let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000 + *tick);
-    let ctx = RequestContext {
-        hostname_for: Some("fuzz".into()),
-    };
+    // One running machine, so the rules for unknown clients (shares, short
+    // leases, the rate limit) are explored too.
+    let ctx = RequestContext::with_machines(Some("fuzz".into()), [[0x02u8, 0, 0, 0, 0, 1]]);
     let before = server.stats().received;
     let _ = server.handle(data, now, &ctx);
     assert_eq!(server.stats().received, before + 1);

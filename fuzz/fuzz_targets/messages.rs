@@ -12,7 +12,10 @@ use netspawn::tagged::{self, Message};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((frame, rest)) = tagged::decode(data) {
-        assert_eq!(frame.payload.len() + tagged::HEADER_LEN + rest.len(), data.len());
+        assert_eq!(
+            frame.payload.len() + tagged::HEADER_LEN + rest.len(),
+            data.len()
+        );
     }
     if let Ok(m) = SyncMessage::decode(data) {
         assert_eq!(m.encode().unwrap(), data);

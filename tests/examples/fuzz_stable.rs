@@ -21,9 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use netd::template::{self, LinkFacts, Virtualization};
-use netspawn::config::{file, merge, Mask, Settings};
-
 /// Largest input tried (systemd's LONG_LINE_MAX is 1 MiB; a few long lines
 /// are enough to reach it).
 const MAX_LEN: usize = 64 * 1024;
@@ -257,82 +254,12 @@ fn mutate(rng: &mut Rng, input: &[u8], others: &[Vec<u8>], dict: &[Vec<u8>]) -> 
 
 /// The `.nspawn` target: returns true if the input parsed.
 fn settings(data: &[u8]) -> bool {
-    let path = Path::new("/var/lib/machines/fuzz.nspawn");
-    match file::parse_bytes(data, path) {
-        Ok(mut parsed) => {
-            for w in parsed.warnings.iter().chain(&parsed.unsupported) {
-                assert!(!w.contains('\n'), "multi-line warning {w:?}");
-            }
-            let kept = parsed.settings.clone();
-            for w in merge::drop_privileged(&mut parsed.settings) {
-                assert!(!w.contains('\n'), "multi-line warning {w:?}");
-            }
-            // Nothing privileged survives a pass.
-            assert!(merge::drop_privileged(&mut parsed.settings).is_empty());
-            // Merging either way round must hold together.
-            let _ = merge::merge(Settings::default(), Mask::default(), kept.clone(), false);
-            let _ = merge::merge(kept, Mask(u64::MAX), parsed.settings, true);
-            true
-        }
-        Err(e) => {
-            let shown = e.to_string();
-            assert!(
-                shown.starts_with("/var/lib/machines/fuzz.nspawn:"),
-                "{shown:?}"
-            );
-            assert!(!shown.contains('\n'), "{shown:?}");
-            false
-        }
-    }
+    netspawn::config::fuzz_check(data)
 }
 
 /// The `.network` target: returns true if the input parsed.
 fn netfile(data: &[u8]) -> bool {
-    let file = Path::new("/etc/netspawn/network/fuzz.network");
-    match template::parse_bytes(data, file) {
-        Ok(parsed) => {
-            for w in &parsed.warnings {
-                assert!(
-                    w.starts_with("/etc/netspawn/network/fuzz.network:"),
-                    "{w:?}"
-                );
-                assert!(!w.contains('\n'), "{w:?}");
-            }
-            let links = [
-                LinkFacts {
-                    name: "ve-web".into(),
-                    altnames: vec!["ve-a-very-long-name".into()],
-                    kind: Some("veth".into()),
-                    driver: Some("veth".into()),
-                },
-                LinkFacts {
-                    name: "vz-lab".into(),
-                    altnames: Vec::new(),
-                    kind: Some("bridge".into()),
-                    driver: None,
-                },
-            ];
-            let virts = [
-                Virtualization::None,
-                Virtualization::Container("systemd-nspawn".into()),
-            ];
-            for l in &links {
-                for v in &virts {
-                    let _ = parsed.file.matching.matches(l, v);
-                }
-            }
-            true
-        }
-        Err(e) => {
-            let shown = e.to_string();
-            assert!(
-                shown.starts_with("/etc/netspawn/network/fuzz.network:"),
-                "{shown:?}"
-            );
-            assert!(!shown.contains('\n'), "{shown:?}");
-            false
-        }
-    }
+    netd::template::fuzz_check(data)
 }
 
 /// The message and place of the last panic (set by the hook).

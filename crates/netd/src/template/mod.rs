@@ -136,3 +136,57 @@ mod tests {
         assert_eq!(e.to_string(), "/etc/netspawn/network: Permission denied");
     }
 }
+
+/// What a fuzzer checks of any input to the `.network` parser (both
+/// `fuzz/fuzz_targets/netfile.rs` and the stable fuzzer of `bench/fuzz.sh`
+/// call this): a file or a one-line `FILE:LINE: msg` error, never a panic;
+/// warnings stay one line naming the file; matching whatever parsed against
+/// a few links does not panic. Returns whether the input parsed.
+#[doc(hidden)]
+pub fn fuzz_check(data: &[u8]) -> bool {
+    let file = std::path::Path::new("/etc/netspawn/network/fuzz.network");
+    match parse_bytes(data, file) {
+        Ok(parsed) => {
+            for w in &parsed.warnings {
+                assert!(
+                    w.starts_with("/etc/netspawn/network/fuzz.network:"),
+                    "{w:?}"
+                );
+                assert!(!w.contains('\n'), "{w:?}");
+            }
+            let links = [
+                LinkFacts {
+                    name: "ve-web".into(),
+                    altnames: vec!["ve-a-very-long-name".into()],
+                    kind: Some("veth".into()),
+                    driver: Some("veth".into()),
+                },
+                LinkFacts {
+                    name: "vz-lab".into(),
+                    altnames: Vec::new(),
+                    kind: Some("bridge".into()),
+                    driver: None,
+                },
+            ];
+            let virts = [
+                Virtualization::None,
+                Virtualization::Container("systemd-nspawn".into()),
+            ];
+            for l in &links {
+                for v in &virts {
+                    let _ = parsed.file.matching.matches(l, v);
+                }
+            }
+            true
+        }
+        Err(e) => {
+            let shown = e.to_string();
+            assert!(
+                shown.starts_with("/etc/netspawn/network/fuzz.network:"),
+                "{shown:?}"
+            );
+            assert!(!shown.contains('\n'), "{shown:?}");
+            false
+        }
+    }
+}

@@ -43,3 +43,40 @@ pub fn load(args: cli::Args, paths: &Paths) -> Result<Config, LoadError> {
     let settings = merge::with_file(cmd.settings, cmd.mask, &cmd.options, paths)?;
     Ok(resolve::resolve(settings, &cmd.options, paths)?)
 }
+
+/// What a fuzzer checks of any input to the `.nspawn` parser (both
+/// `fuzz/fuzz_targets/settings.rs` and the stable fuzzer of `bench/fuzz.sh`
+/// call this): settings or a one-line `FILE:LINE: msg` error, never a
+/// panic; one-line warnings; nothing privileged survives the untrusted-file
+/// filter; merging either way round holds together. Returns whether the
+/// input parsed.
+#[doc(hidden)]
+pub fn fuzz_check(data: &[u8]) -> bool {
+    let path = std::path::Path::new("/var/lib/machines/fuzz.nspawn");
+    match file::parse_bytes(data, path) {
+        Ok(mut parsed) => {
+            for w in parsed.warnings.iter().chain(&parsed.unsupported) {
+                assert!(!w.contains('\n'), "multi-line warning {w:?}");
+            }
+            let kept = parsed.settings.clone();
+            for w in merge::drop_privileged(&mut parsed.settings) {
+                assert!(!w.contains('\n'), "multi-line warning {w:?}");
+            }
+            // Nothing privileged survives a pass.
+            assert!(merge::drop_privileged(&mut parsed.settings).is_empty());
+            // Merging either way round must hold together.
+            let _ = merge::merge(Settings::default(), Mask::default(), kept.clone(), false);
+            let _ = merge::merge(kept, Mask(u64::MAX), parsed.settings, true);
+            true
+        }
+        Err(e) => {
+            let shown = e.to_string();
+            assert!(
+                shown.starts_with("/var/lib/machines/fuzz.nspawn:"),
+                "{shown:?}"
+            );
+            assert!(!shown.contains('\n'), "{shown:?}");
+            false
+        }
+    }
+}
