@@ -66,6 +66,44 @@ pub struct Entry {
     pub syscall_filter: Option<RecordedFilter>,
     /// Whether the payload runs with no_new_privs.
     pub no_new_privs: bool,
+    /// The machine's user namespace mapping, if it has one: container UID
+    /// and GID 0 is host `shift`, for `range` IDs.
+    pub userns: Option<UidRange>,
+}
+
+/// A user namespace's mapping: container IDs `0..range` are host IDs
+/// `shift..shift+range` (the same for groups, as systemd-nspawn maps them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UidRange {
+    pub shift: u32,
+    pub range: u32,
+}
+
+impl UidRange {
+    /// The range if `shift + range` stays below 2^32 - 1 (the invalid ID)
+    /// and `range` is not zero.
+    pub fn new(shift: u32, range: u32) -> Option<UidRange> {
+        let end = u64::from(shift) + u64::from(range);
+        (range != 0 && end <= u64::from(u32::MAX)).then_some(UidRange { shift, range })
+    }
+
+    /// True if host ID `id` is in the range.
+    pub fn contains(&self, id: u32) -> bool {
+        id >= self.shift && u64::from(id) < u64::from(self.shift) + u64::from(self.range)
+    }
+
+    /// True if the two ranges share an ID.
+    pub fn overlaps(&self, other: &UidRange) -> bool {
+        let (a0, a1) = (
+            u64::from(self.shift),
+            u64::from(self.shift) + u64::from(self.range),
+        );
+        let (b0, b1) = (
+            u64::from(other.shift),
+            u64::from(other.shift) + u64::from(other.range),
+        );
+        a0 < b1 && b0 < a1
+    }
 }
 
 /// What rebuilding a machine's system call filter takes: the resolved
@@ -186,6 +224,10 @@ impl Entry {
             }
         }
         kv("NO_NEW_PRIVS", if self.no_new_privs { "1" } else { "0" });
+        if let Some(u) = &self.userns {
+            kv("UID_SHIFT", &u.shift.to_string());
+            kv("UID_RANGE", &u.range.to_string());
+        }
         s
     }
 
@@ -196,6 +238,7 @@ impl Entry {
             return Err("registry entry too large".into());
         }
         let mut e = Entry::default();
+        let (mut shift, mut range) = (None, None);
         for line in text.lines() {
             let Some((k, v)) = line.split_once('=') else {
                 continue;
@@ -242,9 +285,19 @@ impl Entry {
                 }
                 // Anything but "0" is the safe reading.
                 "NO_NEW_PRIVS" => e.no_new_privs = v != "0",
+                "UID_SHIFT" => shift = v.trim().parse::<u32>().ok(),
+                "UID_RANGE" => range = v.trim().parse::<u32>().ok(),
                 _ => {}
             }
         }
+        // Both keys or none; a range past 2^32 - 1 is no range.
+        e.userns = match (shift, range) {
+            (Some(s), Some(r)) => {
+                Some(UidRange::new(s, r).ok_or("invalid UID range in registry entry")?)
+            }
+            (None, None) => None,
+            _ => return Err("UID_SHIFT and UID_RANGE go together in a registry entry".into()),
+        };
         if !machine_name_is_valid(&e.name) {
             return Err(format!(
                 "invalid machine name {:?} in registry entry",
@@ -559,6 +612,27 @@ mod tests {
                 caps: Some(0x3fff),
             }),
             no_new_privs: false,
+            userns: UidRange::new(0x7ff0000, 65536),
+        }
+    }
+
+    #[test]
+    fn uid_ranges_parse_in_pairs_and_stay_below_the_invalid_id() {
+        let e = Entry::parse("NAME=a\nUID_SHIFT=524288\nUID_RANGE=65536\n").unwrap();
+        let u = e.userns.unwrap();
+        assert!(u.contains(524288) && u.contains(589823) && !u.contains(589824));
+        assert!(!u.contains(524287));
+        assert!(u.overlaps(&UidRange::new(589823, 1).unwrap()));
+        assert!(!u.overlaps(&UidRange::new(589824, 65536).unwrap()));
+        assert_eq!(Entry::parse("NAME=a\n").unwrap().userns, None);
+        for bad in [
+            "NAME=a\nUID_SHIFT=1\n",
+            "NAME=a\nUID_RANGE=1\n",
+            "NAME=a\nUID_SHIFT=4294901760\nUID_RANGE=65536\n",
+            "NAME=a\nUID_SHIFT=0\nUID_RANGE=0\n",
+            "NAME=a\nUID_SHIFT=-1\nUID_RANGE=5\n",
+        ] {
+            assert!(Entry::parse(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -98,6 +98,8 @@ impl<'a> Registration<'a> {
                 }),
                 // `--no-new-privileges=`: whoever enters gets it too.
                 no_new_privs: cfg.no_new_privileges,
+                // No user namespaces yet (issue 11 sets this).
+                userns: None,
             };
             reg.write(claim, &e)?;
             entry = Some(e);
