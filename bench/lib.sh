@@ -5,7 +5,8 @@
 # What this owns: installing packages, building netspawn, the scratch
 # directory, and the isolation that lets the benchmarks leave nothing behind:
 #   - a private mount namespace for the measurements, with a tmpfs on
-#     /run/systemd/nspawn (systemd-nspawn's lock and propagation directories),
+#     /run/systemd/nspawn (systemd-nspawn's lock and propagation directories)
+#     and on /run/systemd/nspawn-uid (its -U range locks),
 #     so no mount and no file there outlives the run;
 #   - a cgroup of our own (netspawn-bench-PID, below the caller's cgroup) in
 #     the unified and name=systemd hierarchies: systemd-nspawn --keep-unit
@@ -106,7 +107,7 @@ setup_sandbox() {
     # /run/systemd/nspawn; the measurements see a tmpfs there. If the
     # directory does not exist, make it now and remove it at exit.
     local d
-    for d in /run/systemd /run/systemd/nspawn; do
+    for d in /run/systemd /run/systemd/nspawn /run/systemd/nspawn-uid; do
         if [ ! -d "$d" ]; then
             mkdir "$d"
             CREATED_RUN_DIRS=("$d" "${CREATED_RUN_DIRS[@]}")
@@ -186,6 +187,8 @@ if [ "${BASH_SOURCE[0]}" = "$0" ] && [ "${1:-}" = __inner ]; then
     done
     shift
     mount -t tmpfs -o mode=0755,size=16m netspawn-bench /run/systemd/nspawn
+    # systemd-nspawn -U's UID range locks.
+    mount -t tmpfs -o mode=0755,size=1m netspawn-bench /run/systemd/nspawn-uid
     if [ "${BENCH_MASK_CG2_CONTROLLERS:-0}" = 1 ]; then
         u=$(cgroup2_mount)
         if [ "$u" != /sys/fs/cgroup ] && [ -n "$(cat "$u/cgroup.controllers")" ]; then

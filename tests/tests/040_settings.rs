@@ -948,9 +948,12 @@ fn privileged_rows(shared: &Path) -> Vec<Privileged> {
         // The rule needs the machine's address: this row runs with DHCP.
         Privileged {
             text: "[Network]\nVirtualEthernet=yes\nPort=tcp:8080:80\n".into(),
-            setup: "(for i in $(seq 40); do nft list ruleset 2>/dev/null | grep -q 'dport 8080' && break; \
-                    sleep 0.1; done; nft list ruleset 2>/dev/null | grep -q 'dport 8080' && echo port=yes || echo port=no) &",
-            probe: "sleep 5; echo ran".into(),
+            // The payload stays until the host has looked ($IMG/seen),
+            // so the order of the two lines never depends on timing.
+            setup: "(for i in $(seq 100); do nft list ruleset 2>/dev/null | grep -q 'dport 8080' && break; \
+                    sleep 0.1; done; nft list ruleset 2>/dev/null | grep -q 'dport 8080' && echo port=yes || echo port=no; \
+                    touch \"$IMG/seen\") &",
+            probe: "for i in $(seq 1200); do [ -e /seen ] && break; sleep 0.05; done; rm -f /seen; echo ran".into(),
             untrusted: out("port=no\nran"),
             trusted: out("port=yes\nran"),
             warning: "Port=",
@@ -1099,7 +1102,7 @@ fn untrusted_files_may_not_set_privileged_keys() {
             std::fs::write(img.join("probe"), &row.probe).unwrap();
             let r = env.sh(
                 &format!(
-                    "{setup}\nHOSTNS=$(readlink /proc/self/ns/net)\n\
+                    "IMG={d}\n{setup}\nHOSTNS=$(readlink /proc/self/ns/net)\n\
                      $NETSPAWN -q -D {d} -M {name} {config} -E HOSTNS=$HOSTNS \
                      /bin/sh /probe; rc=$?\nwait\nexit $rc",
                     setup = row.setup,

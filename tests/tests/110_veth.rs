@@ -115,12 +115,13 @@ fn the_registry_and_status_show_the_interfaces() {
     let img = env.busybox("listed");
     let r = env.sh(
         &format!(
-            r#"$NETSPAWN -q -n -D {img} /bin/sleep 3 &
-            for i in $(seq 150); do grep -q '^INTERFACES=ve-listed' $NETSPAWN_RUN_DIR/machines/listed 2>/dev/null && break; sleep 0.02; done
+            r#"$NETSPAWN -q -n --bind={ctl}:/ctl -D {img} /bin/sh -c '{HOLD}' &
+            for i in $(seq 1500); do grep -q '^INTERFACES=ve-listed' $NETSPAWN_RUN_DIR/machines/listed 2>/dev/null && break; sleep 0.02; done
             $NETSPAWNCTL status listed | grep -i iface
             $NETSPAWNCTL list -o json
-            kill %1; wait"#,
-            img = img.display()
+            touch {ctl}/stop; wait"#,
+            img = img.display(),
+            ctl = env.hold_dir().display()
         ),
         60,
     );

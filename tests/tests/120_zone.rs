@@ -10,16 +10,18 @@ fn ten_containers_at_once_join_one_bridge_which_goes_with_the_last() {
     let r = env.sh(
         &format!(
             r#"for i in $(seq 10); do
-                 $NETSPAWN -q --read-only --network-zone=lab -M m$i -D {img} /bin/sleep 2 &
+                 $NETSPAWN -q --read-only --network-zone=lab -M m$i --bind={ctl}:/ctl -D {img} /bin/sh -c '{HOLD}' &
                done
                members() {{ ip -o link show master vz-lab 2>/dev/null | cut -d: -f2 | cut -d@ -f1; }}
-               for t in $(seq 200); do [ "$(members | wc -l)" = 10 ] && break; sleep 0.02; done
+               for t in $(seq 1500); do [ "$(members | wc -l)" = 10 ] && break; sleep 0.02; done
                echo bridges=$(ip -o link show type bridge | wc -l)
                echo members=$(members | tr "\n" " ")
+               touch {ctl}/stop
                wait
                for t in $(seq 300); do ip link show vz-lab >/dev/null 2>&1 || break; sleep 0.02; done
                echo after=$(ip -o link | cut -d: -f2 | tr "\n" " ")"#,
-            img = img.display()
+            img = img.display(),
+            ctl = env.hold_dir().display()
         ),
         120,
     );
