@@ -40,7 +40,7 @@ fn machines_get_addresses_and_find_each_other_and_the_world_by_name() {
         &format!(
             r#"ip link set lo up
                {STUB_DNS}
-               $NETSPAWN -q -n -D {img} /bin/sleep 20 &
+               $NETSPAWN -q -n -D {img} /bin/sleep 60 &
                for t in $(seq 200); do grep -q '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/one 2>/dev/null && break; sleep 0.05; done
                $NETSPAWN -q -n -D {other} /bin/sh -c 'echo addr=$(ip -4 -o addr show host0 | grep -o "inet [0-9./]*"); grep nameserver /etc/resolv.conf; ip route | grep default; nslookup one | grep '^Address' | tail -1; nslookup example.test | grep '^Address' | tail -1'
                echo host=$(ip -4 -o addr show ve-one | grep -o "inet [0-9./]*")
@@ -234,7 +234,7 @@ fn netd_restarts_keep_leases_and_restore_flushed_rules() {
                kill -9 $(cat $NETSPAWN_RUN_DIR/netd-*.pid); sleep 0.2
                a2=$($NETSPAWN -q -n -D {img} /bin/sh -c 'ip -4 -o addr show host0' | grep -o 'inet [0-9.]*')
                echo "a1=$a1"; echo "a2=$a2"
-               $NETSPAWN -q -n -D {img} /bin/sleep 10 &
+               $NETSPAWN -q -n -D {img} /bin/sleep 60 &
                for t in $(seq 100); do nft list tables | grep -q netspawn && break; sleep 0.05; done
                nft flush ruleset
                for t in $(seq 100); do nft list tables | grep -q netspawn && break; sleep 0.1; done
