@@ -14,12 +14,14 @@ pub mod cli;
 pub mod file;
 pub mod merge;
 pub mod model;
+pub mod property;
 pub mod resolve;
 
 pub use merge::{find, Mask, SettingsMode, SettingsModeError};
 pub use model::{
     CpuSet, Limit, Ownership, PrivateUsers, Rlimit, Settings, StartMode, Volatile, RLIMITS,
 };
+pub use property::{Limits, Property, PropertyKind};
 pub use resolve::{
     find_command, init_is_busybox, parse_signal, random_uuid, Config, ConfigError, Network,
     DEFAULT_PATH, INIT_PATHS,
