@@ -317,6 +317,17 @@ fn set_property_adds_a_controller_to_a_running_machine() {
     // The machine's processes are in that cgroup.
     let procs = read(&mem.with_file_name("cgroup.procs"));
     assert!(!procs.is_empty(), "no process in {}", mem.display());
+    // A process entering the machine joins it too.
+    if mem.ends_with("memory.limit_in_bytes") {
+        let r = env.ctl(&["shell", "-q", "plain", "/bin/cat", "/proc/self/cgroup"]);
+        r.expect_status(0);
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.contains(":memory:"))
+            .unwrap_or_else(|| panic!("no memory line in {}", r.stdout));
+        assert!(line.ends_with("/plain"), "{line}");
+    }
     held.stop();
     assert!(
         env.leftover_cgroups().is_empty(),

@@ -344,6 +344,19 @@ impl Cgroups {
         all
     }
 
+    /// Every directory the machine lives in now: [`Cgroups::paths`] (what
+    /// the registry lists) and the v1 ones `netspawnctl set-property` made
+    /// since (the launcher owns the registry entry, so they are not in it).
+    /// What a process entering the machine joins.
+    pub fn current(paths: &[PathBuf]) -> Vec<PathBuf> {
+        let cg = Cgroups {
+            paths: paths.to_vec(),
+        };
+        let mut out = cg.paths.clone();
+        out.extend(cg.siblings().into_iter().filter(|p| p.is_dir()));
+        out
+    }
+
     /// The machine's directories in the v1 resource hierarchies that are
     /// not in [`Cgroups::paths`]: `netspawnctl set-property` may have made
     /// them after the start.
