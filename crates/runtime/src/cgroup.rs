@@ -252,7 +252,11 @@ impl Cgroups {
         }
         .destroy();
         // What the host cannot enforce is refused before anything is made.
-        let writes = plan(limits, &HostFacts::read(h))?;
+        let writes = if limits.is_empty() {
+            Vec::new()
+        } else {
+            plan(limits, &HostFacts::read(h))?
+        };
         let (mut cg, policy) = Self::create_with_devices(unified, v1)?;
         match apply(h, &rel, &writes, false) {
             Ok(made) => {
