@@ -1116,4 +1116,132 @@ mod tests {
         assert_eq!(weight_to_bfq(1), 1);
         assert_eq!(weight_to_bfq(10000), 1000);
     }
+
+    /// A directory tree standing in for a cgroup file system (apply only
+    /// makes directories and writes files).
+    struct FakeFs(PathBuf);
+
+    impl FakeFs {
+        fn new(tag: &str) -> FakeFs {
+            let d = std::env::temp_dir().join(format!("netspawn-cg-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&d);
+            fs::create_dir_all(&d).unwrap();
+            FakeFs(d)
+        }
+
+        fn file(&self, rel: &str, text: &str) {
+            let p = self.0.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, text).unwrap();
+        }
+
+        fn read(&self, rel: &str) -> String {
+            fs::read_to_string(self.0.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+        }
+    }
+
+    impl Drop for FakeFs {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn limits(list: &[&str]) -> Limits {
+        list.iter().map(|s| Property::parse(s).unwrap()).collect()
+    }
+
+    #[test]
+    fn pure_v2_enables_controllers_in_the_ancestors() {
+        let f = FakeFs::new("v2");
+        let h = Hierarchies {
+            unified: f.0.clone(),
+            devices: None,
+            v1: vec![],
+            v2: vec!["memory".into(), "cpu".into(), "pids".into()],
+        };
+        f.file("cgroup.subtree_control", "cpu\n");
+        f.file("a.slice/cgroup.subtree_control", "");
+        for file in ["memory.max", "memory.high", "cpu.max", "pids.max"] {
+            f.file(&format!("a.slice/web/{file}"), "max\n");
+        }
+        let l = limits(&[
+            "MemoryMax=32M",
+            "MemoryHigh=16M",
+            "CPUQuota=150%",
+            "TasksMax=9",
+        ]);
+        let writes = plan(&l, &HostFacts::read(&h)).unwrap();
+        let made = apply(&h, Path::new("a.slice/web"), &writes, false).unwrap();
+        assert!(
+            made.is_empty(),
+            "no v1 directory on a pure v2 host: {made:?}"
+        );
+        assert_eq!(f.read("a.slice/web/memory.max"), "33554432");
+        assert_eq!(f.read("a.slice/web/memory.high"), "16777216");
+        assert_eq!(f.read("a.slice/web/cpu.max"), "150000 100000");
+        assert_eq!(f.read("a.slice/web/pids.max"), "9");
+        // cpu was on at the root already; the slice gets the last one enabled.
+        assert_eq!(f.read("cgroup.subtree_control"), "+pids");
+        assert_eq!(f.read("a.slice/cgroup.subtree_control"), "+pids");
+        // No swap accounting: refused, naming the controller.
+        let e = apply(
+            &h,
+            Path::new("a.slice/web"),
+            &plan(&limits(&["MemorySwapMax=0"]), &HostFacts::read(&h)).unwrap(),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("MemorySwapMax=") && e.contains("unified memory"),
+            "{e}"
+        );
+        assert!(e.contains("swap accounting"), "{e}");
+        // A controller the root does not offer.
+        let e = plan(&limits(&["AllowedCPUs=0"]), &HostFacts::read(&h))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no cpuset controller"), "{e}");
+    }
+
+    #[test]
+    fn v1_cpusets_inherit_before_use() {
+        let f = FakeFs::new("v1");
+        let cpuset = f.0.join("cpuset");
+        let memory = f.0.join("memory");
+        f.file("cpuset/cpuset.cpus", "0-3\n");
+        f.file("cpuset/cpuset.mems", "0\n");
+        f.file("memory/netspawn/web/memory.limit_in_bytes", "");
+        f.file("memory/netspawn/web/memory.memsw.limit_in_bytes", "");
+        let h = Hierarchies {
+            unified: f.0.join("unified"),
+            devices: None,
+            v1: vec![
+                (Controller::Cpuset, cpuset.clone()),
+                (Controller::Memory, memory.clone()),
+            ],
+            v2: vec![],
+        };
+        // The fake kernel has no cpuset files in new directories: apply
+        // copies the parent's into each level, then writes ours.
+        let l = limits(&["AllowedCPUs=", "MemoryMax=1M"]);
+        let writes = plan(&l, &HostFacts::read(&h)).unwrap();
+        let rel = Path::new("netspawn/web");
+        let made = apply(&h, rel, &writes, false).unwrap();
+        assert_eq!(made, vec![memory.join(rel), cpuset.join(rel)]);
+        assert_eq!(f.read("cpuset/netspawn/cpuset.cpus"), "0-3");
+        assert_eq!(f.read("cpuset/netspawn/cpuset.mems"), "0");
+        assert_eq!(f.read("cpuset/netspawn/web/cpuset.cpus"), "0-3");
+        assert_eq!(
+            f.read("memory/netspawn/web/memory.limit_in_bytes"),
+            "1048576"
+        );
+        // Swap on top of the memory limit in force.
+        let writes = plan(&limits(&["MemorySwapMax=1K"]), &HostFacts::read(&h)).unwrap();
+        apply(&h, rel, &writes, false).unwrap();
+        assert_eq!(
+            f.read("memory/netspawn/web/memory.memsw.limit_in_bytes"),
+            "1049600"
+        );
+    }
 }
