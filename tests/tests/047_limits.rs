@@ -389,10 +389,12 @@ fn bad_properties_are_refused_with_nothing_left() {
 #[test]
 fn slice_places_the_machine() {
     let env = TestEnv::new();
+    // Unique per test env, and without '-' (which nests slices).
     let tag = format!(
-        "nst{}x{}",
-        std::process::id(),
-        env.dir.display().to_string().len()
+        "nst{}",
+        env.cgroup_parent
+            .trim_start_matches("netspawn-test-")
+            .replace('-', "x")
     );
     let slice = format!("{tag}-in.slice");
     let held = Held::start(
