@@ -373,7 +373,8 @@ fn bad_properties_are_refused_with_nothing_left() {
     std::fs::remove_dir_all(&d).unwrap();
     // IOWeight= needs a weight-based I/O scheduler: enforced where the host
     // has one, else refused naming the controller.
-    let r = env.netspawn(&["-q", "-M", "bad", "--property=IOWeight=200", "/bin/true"]);
+    // Refused before the launcher says anything (no -q here).
+    let r = env.netspawn(&["-M", "bad", "--property=IOWeight=200", "/bin/true"]);
     if r.status != Some(0) {
         r.expect_error("IOWeight= cannot be enforced on this host: the");
         assert!(r.stderr.contains("io"), "{}", r.stderr);

@@ -574,6 +574,36 @@ pub fn plan(limits: &Limits, host: &HostFacts) -> Result<Vec<Write>, CgroupError
     Ok(out)
 }
 
+/// Whether the host can enforce `limits`, checked before a launch prints
+/// or makes anything: each controller exists, and on v1 hierarchies the
+/// optional knobs (swap accounting, I/O weights) are there at the root. (A
+/// v2 root has no such files: those are checked when the machine's own
+/// directory exists.)
+pub fn preflight(limits: &Limits) -> Result<(), CgroupError> {
+    if limits.is_empty() {
+        return Ok(());
+    }
+    // No cgroup2 at all: the launch says so itself.
+    let Ok(h) = Hierarchies::detect() else {
+        return Ok(());
+    };
+    for w in plan(limits, &HostFacts::read(&h))? {
+        let optional = matches!(
+            w.property,
+            PropertyKind::MemorySwapMax | PropertyKind::IoWeight
+        );
+        if let (Mode::V1(root), true) = (&w.mode, optional) {
+            let mut probe = w.clone();
+            probe.files.retain(|(f, _)| root.join(f).exists());
+            if probe.files.is_empty() {
+                // The same error apply would give.
+                return write_one(&w, root);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Makes `<root>/<rel>` in a v1 hierarchy, each new cpuset level with its
 /// parent's CPUs and memory nodes (a cpuset without them takes no task).
 /// Returns whether the leaf is new.

@@ -47,8 +47,8 @@ pub(super) fn resolve_cgroup(
         Some(s) => slice_path(s).map_err(|e| ConfigError::Property(e.to_string()))?,
         None => paths.cgroup_parent.clone(),
     };
-    Ok(CgroupPlan {
-        limits: persisted.overlaid(&given),
-        parent,
-    })
+    let limits = persisted.overlaid(&given);
+    // What this host cannot enforce is refused with the other bad input.
+    crate::cgroup::preflight(&limits).map_err(|e| ConfigError::Property(e.to_string()))?;
+    Ok(CgroupPlan { limits, parent })
 }
