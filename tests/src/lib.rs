@@ -295,7 +295,8 @@ impl TestEnv {
         None
     }
 
-    /// The cgroup directories this env's machines may use (unified and devices).
+    /// The cgroup directories this env's machines may use (unified, devices,
+    /// and the v1 hierarchies resource-control properties use).
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -308,7 +309,10 @@ impl TestEnv {
             let fstype = rs.next().unwrap_or("");
             let opts = rs.nth(1).unwrap_or("");
             if fstype == "cgroup2"
-                || (fstype == "cgroup" && opts.split(',').any(|o| o == "devices"))
+                || (fstype == "cgroup"
+                    && opts.split(',').any(|o| {
+                        ["devices", "memory", "cpu", "pids", "blkio", "cpuset"].contains(&o)
+                    }))
             {
                 out.push(Path::new(mp).join(&self.cgroup_parent));
             }

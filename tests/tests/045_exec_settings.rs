@@ -391,7 +391,7 @@ fn unimplemented_settings_are_refused_in_one_line() {
     let img = env.busybox("refuse");
     let d = img.to_str().unwrap();
     for (flag, needle) in [
-        ("--property=CPUQuota=10%", "--property"),
+        ("--property=DeviceAllow=/dev/null", "unknown property"),
         ("--private-users=0", "--private-users=0"),
         ("--private-users=65536", "UID base"),
         ("--private-users=pick", "--private-users=pick"),

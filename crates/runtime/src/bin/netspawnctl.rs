@@ -95,6 +95,29 @@ enum Command {
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
     },
+    /// Set resource-control properties (MemoryMax=, CPUQuota=, …) of a running machine.
+    #[command(name = "set-property")]
+    SetProperty {
+        /// Apply until the machine stops only; do not persist for its next start.
+        #[arg(long = "runtime")]
+        runtime: bool,
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(required = true, value_name = "PROPERTY=VALUE")]
+        assignments: Vec<String>,
+    },
+    /// Show the machines' tasks, CPU and memory use, refreshed (systemd-cgtop).
+    Top {
+        /// Stop after this many refreshes.
+        #[arg(short = 'n', long = "iterations", value_name = "N")]
+        iterations: Option<u64>,
+        /// Time between refreshes (seconds, or a time span such as 500ms).
+        #[arg(short = 'd', long = "delay", value_name = "DELAY", default_value = "1s", value_parser = delay)]
+        delay: std::time::Duration,
+        /// Batch mode: plain tables one after another, for scripts.
+        #[arg(short = 'b', long = "batch")]
+        batch: bool,
+    },
     /// List images in the image directory.
     #[command(name = "list-images", visible_alias = "images")]
     ListImages,
@@ -160,6 +183,8 @@ impl Command {
             Command::Reboot { .. } => "reboot",
             Command::Terminate { .. } => "terminate",
             Command::Kill { .. } => "kill",
+            Command::SetProperty { .. } => "set-property",
+            Command::Top { .. } => "top",
             Command::ListImages => "list-images",
             Command::Bootstrap { .. } => "bootstrap",
             Command::InstallNss { .. } => "install-nss",
@@ -173,6 +198,16 @@ impl Command {
             self,
             Command::List | Command::Status { .. } | Command::ListImages
         )
+    }
+}
+
+/// `top --delay=`: a positive time span, seconds by default.
+fn delay(s: &str) -> Result<std::time::Duration, String> {
+    match netspawn_common::unitfile::values::parse_timespan(s, 1_000_000) {
+        Ok(Some(us)) if us > 0 => Ok(std::time::Duration::from_micros(
+            us.min(u128::from(u64::MAX)) as u64,
+        )),
+        _ => Err("expected a positive time span such as 1, 0.5 or 500ms".into()),
     }
 }
 
@@ -228,6 +263,21 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
             let whom: KillWhom = kill_whom.parse()?;
             ctl::kill(&names, whom, sig)
         }
+        Command::SetProperty {
+            runtime,
+            name,
+            assignments,
+        } => ctl::limits::set_property(&name, &assignments, runtime),
+        Command::Top {
+            iterations,
+            delay,
+            batch,
+        } => ctl::top::top(&ctl::top::TopOptions {
+            iterations,
+            delay,
+            batch,
+            no_legend: cli.no_legend,
+        }),
         Command::ListImages => ctl::images::list_images(&list),
         Command::InstallNss { root, library } => ctl::nss::install(&root, library.as_deref()),
         Command::UninstallNss { root } => ctl::nss::uninstall(&root),

@@ -12,6 +12,7 @@ use netspawn_common::unitfile::values;
 
 use super::merge::{Mask, SettingsMode};
 use super::model::{CpuSet, Ownership, PrivateUsers, Rlimit, Settings, StartMode, Volatile};
+use super::property::{slice_path, Property};
 use super::resolve::ConfigError;
 use crate::caps::{self, CapSet};
 use crate::console::ConsoleMode;
@@ -58,6 +59,16 @@ fn ownership(s: &str) -> Result<Ownership, String> {
 
 fn volatile(s: &str) -> Result<Volatile, String> {
     Volatile::parse(s)
+}
+
+fn property(s: &str) -> Result<Property, String> {
+    Property::parse(s).map_err(|e| e.to_string())
+}
+
+fn slice(s: &str) -> Result<String, String> {
+    slice_path(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn settings_mode(s: &str) -> Result<SettingsMode, String> {
@@ -201,9 +212,12 @@ pub struct Args {
     /// Send this signal to PID 1 when netspawn is asked to terminate
     #[arg(long = "kill-signal", value_name = "SIGNAL", value_parser = spec::parse_signal_arg)]
     pub kill_signal: Option<i32>,
-    /// Set a unit property (not supported: netspawn has no resource control yet)
-    #[arg(long = "property", value_name = "NAME=VALUE")]
-    pub property: Vec<String>,
+    /// Set a resource-control property (MemoryMax=, CPUQuota=, TasksMax=, …) on the machine's cgroup
+    #[arg(long = "property", value_name = "NAME=VALUE", value_parser = property)]
+    pub property: Vec<Property>,
+    /// Place the machine's cgroup in this slice (a-b.slice nests in a.slice)
+    #[arg(long = "slice", value_name = "SLICE", value_parser = slice)]
+    pub slice: Option<String>,
     /// Run in a new user namespace (not supported)
     #[arg(short = 'U', action = clap::ArgAction::SetTrue)]
     pub private_users_short: bool,
@@ -258,8 +272,10 @@ pub struct Options {
     pub pipe: bool,
     /// `--network-config=`: Some(false) for `none`.
     pub network_config: Option<bool>,
-    /// Refused while set (no resource control yet).
-    pub property: Vec<String>,
+    /// `--property=`, in order (a later one of a kind wins).
+    pub property: Vec<Property>,
+    /// `--slice=`: a valid slice name.
+    pub slice: Option<String>,
     /// Refused while set.
     pub template: Option<PathBuf>,
     /// `-U` was given (refused, named in the message).
@@ -406,6 +422,7 @@ impl Args {
             pipe: a.pipe,
             network_config: a.network_config,
             property: a.property,
+            slice: a.slice,
             template: a.template,
             private_users_short: a.private_users_short,
         };
@@ -482,6 +499,10 @@ mod tests {
             (&["--private-users=lots"], "--private-users"),
             (&["--volatile=sometimes"], "--volatile"),
             (&["--network-zone=waytoolongzonename"], "--network-zone"),
+            (&["--property=MemoryMax=lots"], "--property"),
+            (&["--property=Bogus=1"], "unknown property"),
+            (&["--slice=a--b.slice"], "--slice"),
+            (&["--slice=machine"], "invalid slice name"),
         ];
         for (args, needle) in cases {
             let e = p(args).unwrap_err();

@@ -14,12 +14,14 @@ pub mod cli;
 pub mod file;
 pub mod merge;
 pub mod model;
+pub mod property;
 pub mod resolve;
 
 pub use merge::{find, Mask, SettingsMode, SettingsModeError};
 pub use model::{
     CpuSet, Limit, Ownership, PrivateUsers, Rlimit, Settings, StartMode, Volatile, RLIMITS,
 };
+pub use property::{Limits, Property, PropertyKind};
 pub use resolve::{
     find_command, init_is_busybox, parse_signal, random_uuid, Config, ConfigError, Network,
     DEFAULT_PATH, INIT_PATHS,
@@ -52,6 +54,20 @@ pub fn load(args: cli::Args, paths: &Paths) -> Result<Config, LoadError> {
 /// input parsed.
 #[doc(hidden)]
 pub fn fuzz_check(data: &[u8]) -> bool {
+    // The same bytes as a set-property drop-in: limits or one line.
+    if let Ok(text) = std::str::from_utf8(data) {
+        let mut limits = Limits::default();
+        let d = std::path::Path::new("/etc/systemd/nspawn/fuzz.nspawn.d/50-x.conf");
+        match property::dropin::parse(text, d, &mut limits) {
+            Ok(()) => {
+                // What parsed prints back to the same values.
+                for p in limits.iter() {
+                    assert_eq!(Property::parse(&p.to_string()).as_ref(), Ok(p));
+                }
+            }
+            Err(e) => assert!(!e.to_string().contains('\n'), "{e}"),
+        }
+    }
     let path = std::path::Path::new("/var/lib/machines/fuzz.nspawn");
     match file::parse_bytes(data, path) {
         Ok(mut parsed) => {

@@ -238,8 +238,8 @@ where
     let no_new_privs = entry.no_new_privs
         || procfs::no_new_privs(entry.leader)
             .ok_or_else(|| gone("cannot read its no_new_privs flag".into()))?;
-    let cgroup_procs: Vec<String> = entry
-        .cgroups
+    // With the v1 directories set-property made after the start.
+    let cgroup_procs: Vec<String> = crate::cgroup::Cgroups::current(&entry.cgroups)
         .iter()
         .map(|c| c.join("cgroup.procs").to_string_lossy().into_owned())
         .collect();

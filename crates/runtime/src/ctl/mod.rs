@@ -7,6 +7,8 @@
 //! - [`shell`]: `shell` and `login`;
 //! - [`signal`]: `poweroff`, `reboot`, `terminate`, `kill`;
 //! - [`images`]: the image directory and `bootstrap`;
+//! - [`limits`]: `set-property` and the usage figures of `status`; [`top`]:
+//!   the systemd-cgtop of machines;
 //! - [`nss`]: `install-nss`/`uninstall-nss`, with [`nsswitch`] editing the
 //!   `hosts:` line;
 //! - [`enter`]: [`enter_machine`], how a process joins a running machine;
@@ -16,6 +18,7 @@
 
 pub mod enter;
 pub mod images;
+pub mod limits;
 pub mod list;
 pub mod message;
 pub mod nss;
@@ -30,6 +33,7 @@ pub mod signal;
 pub mod status;
 pub mod table;
 pub mod timefmt;
+pub mod top;
 
 pub use enter::{
     enter_machine, EnterError, EnterOptions, ExitStatus, MachineCommand, MachineProcess,
@@ -70,6 +74,8 @@ pub enum CtlError {
     },
     #[error(transparent)]
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
+    #[error(transparent)]
+    Cgroup(crate::cgroup::CgroupError),
     #[error("write output: {0}")]
     Output(#[from] std::io::Error),
 }

@@ -91,6 +91,8 @@ pub struct Extra {
     pub os_pretty: Option<String>,
     pub processes: Vec<Proc>,
     pub now_usec: u64,
+    /// What the machine's cgroups say (tasks, memory, CPU time).
+    pub usage: Option<crate::cgroup::Usage>,
 }
 
 /// The status page of one machine (machinectl's layout).
@@ -142,6 +144,9 @@ pub fn render_status(e: &Entry, x: &Extra) -> String {
     if let Some(os) = &x.os_pretty {
         s.push_str(&format!("\t      OS: {os}\n"));
     }
+    if let Some(u) = &x.usage {
+        s.push_str(&super::limits::status_lines(u));
+    }
     if let Some(cg) = e.cgroups.first() {
         s.push_str(&format!("\t  CGroup: {}\n", cg.display()));
     } else if !x.processes.is_empty() {
@@ -158,7 +163,7 @@ pub fn render_status(e: &Entry, x: &Extra) -> String {
 /// the cgroup and the processes (`pid`, `ppid`, `cmdline`).
 pub fn status_json(e: &Entry, x: &Extra) -> Value {
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    json!({
+    let mut v = json!({
         "machine": e.name,
         "uuid": non_empty(&e.uuid),
         "since_usec": (e.timestamp_usec > 0).then_some(e.timestamp_usec),
@@ -178,7 +183,13 @@ pub fn status_json(e: &Entry, x: &Extra) -> Value {
             .iter()
             .map(|p| json!({"pid": p.pid, "ppid": p.ppid, "cmdline": p.cmdline}))
             .collect::<Vec<_>>(),
-    })
+    });
+    if let (Some(u), Some(o)) = (&x.usage, v.as_object_mut()) {
+        if let Value::Object(m) = super::limits::usage_json(u) {
+            o.extend(m);
+        }
+    }
+    v
 }
 
 /// `netspawnctl status NAME...`: one page per machine, separated by a blank
@@ -186,12 +197,16 @@ pub fn status_json(e: &Entry, x: &Extra) -> Value {
 /// unknown name fails before anything is printed.
 pub fn status(names: &[String], output: OutputMode) -> Result<i32, CtlError> {
     let entries: Vec<Entry> = names.iter().map(|n| lookup(n)).collect::<Result<_, _>>()?;
+    let hierarchies = crate::cgroup::Hierarchies::detect().ok();
     let pages = entries.iter().map(|e| {
         let x = Extra {
             leader_comm: procfs::comm(e.leader),
             os_pretty: machine_os_release(e.leader).map(|o| o.pretty_name().to_string()),
             processes: machine_processes(e.leader),
             now_usec: now_usec(),
+            usage: hierarchies
+                .as_ref()
+                .and_then(|h| super::limits::machine_usage(h, e)),
         };
         (e, x)
     });
@@ -265,6 +280,7 @@ mod tests {
             os_pretty: Some("Debian GNU/Linux 12 (bookworm)".into()),
             processes: vec![p(4242, 4000, "/sbin/init")],
             now_usec: 1_000_000_000 + 420_000_000,
+            usage: None,
         };
         let page = render_status(&e, &x);
         let lines: Vec<&str> = page.lines().collect();
@@ -306,6 +322,7 @@ mod tests {
             os_pretty: None,
             processes: vec![p(4242, 4000, "/sbin/init"), p(4300, 4242, "sh")],
             now_usec: 0,
+            usage: None,
         };
         assert_eq!(
             status_json(&e, &x),

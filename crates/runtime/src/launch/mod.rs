@@ -282,9 +282,9 @@ fn run_once(
 ) -> Result<(Outcome, Option<network::keeper::Keeper>), LaunchError> {
     let (cgroups, policy) = Cgroups::create(
         &held.hierarchies,
-        &std::env::var(netspawn_common::paths::ENV_CGROUP_PARENT)
-            .unwrap_or_else(|_| "netspawn".into()),
+        &cfg.cgroup_parent,
         &held.cgroup_name,
+        &cfg.limits,
     )?;
     tracing::debug!(?policy, "device policy");
     let result = run_in_cgroups(cfg, held, net, pty, host_os_release, sigfd, &cgroups);

@@ -62,6 +62,9 @@ pub enum ConfigError {
     Unsupported(String),
     #[error("{0}")]
     Conflict(String),
+    /// A resource-control property or slice that cannot be used.
+    #[error("{0}")]
+    Property(String),
 }
 
 /// Everything the launcher needs, resolved.
@@ -103,6 +106,11 @@ pub struct Config {
     pub rlimits: Vec<(u32, Rlimit)>,
     pub oom_score_adjust: Option<i32>,
     pub cpu_affinity: Option<CpuSet>,
+    /// Resource-control properties of the machine's cgroup.
+    pub limits: crate::config::property::Limits,
+    /// Where the machine's cgroup goes below each hierarchy's root
+    /// (`--slice=`'s path, else the cgroup parent).
+    pub cgroup_parent: String,
 }
 
 /// Resolves the merged settings and the command line's options.
@@ -116,6 +124,7 @@ pub fn resolve(s: Settings, o: &Options, paths: &Paths) -> Result<Config, Config
     let net = network::resolve(&s)?;
     let security = security::resolve(&s, &net)?;
     let resources = resources::resolve(&s);
+    let cgroup = resources::resolve_cgroup(o, &machine, paths)?;
     let exec = exec::resolve(&s, o, &root, &files)?;
     let uuid = match &s.machine_id {
         Some(id) => id.clone(),
@@ -152,6 +161,8 @@ pub fn resolve(s: Settings, o: &Options, paths: &Paths) -> Result<Config, Config
         rlimits: resources.rlimits,
         oom_score_adjust: resources.oom_score_adjust,
         cpu_affinity: resources.cpu_affinity,
+        limits: cgroup.limits,
+        cgroup_parent: cgroup.parent,
     })
 }
 
@@ -186,11 +197,6 @@ fn root_and_machine(o: &Options, paths: &Paths) -> Result<(PathBuf, String), Con
 fn refuse_unsupported(s: &Settings, o: &Options) -> Result<(), ConfigError> {
     use super::model::{Ownership, PrivateUsers, Volatile};
     let no = |what: String| Err(ConfigError::Unsupported(what));
-    if let Some(p) = o.property.first() {
-        return no(format!(
-            "--property={p} is not supported by netspawn (no resource control yet)"
-        ));
-    }
     if o.template.is_some() {
         return no("--template= is not supported by netspawn".into());
     }
@@ -473,11 +479,21 @@ mod tests {
         }
         let o = Options {
             directory: Some(img.0.clone()),
-            property: vec!["CPUQuota=10%".into()],
+            property: vec![crate::config::Property::parse("CPUQuota=10%").unwrap()],
+            slice: Some("a-b.slice".into()),
             ..Options::default()
         };
-        let e = resolve(Settings::default(), &o, &paths()).unwrap_err();
-        assert!(e.to_string().contains("--property=CPUQuota=10%"), "{e}");
+        // (Refused where the host has no cpu controller.)
+        match resolve(Settings::default(), &o, &paths()) {
+            Ok(c) => {
+                assert_eq!(c.limits.0.len(), 1);
+                assert_eq!(c.cgroup_parent, "a.slice/a-b.slice");
+            }
+            Err(e) => assert!(
+                e.to_string().starts_with("CPUQuota= cannot be enforced"),
+                "{e}"
+            ),
+        }
     }
 
     #[test]
