@@ -60,6 +60,18 @@ impl Paths {
         self.run_dir.join("hosts")
     }
 
+    /// The registry's users view by machine name: one link per machine with
+    /// a user namespace (see [`crate::users`]).
+    pub fn userns_dir(&self) -> PathBuf {
+        self.run_dir.join("userns")
+    }
+
+    /// The users view by ID range: one link per such machine, named
+    /// `SHIFT:RANGE` (see [`crate::users`]).
+    pub fn uids_dir(&self) -> PathBuf {
+        self.run_dir.join("uids")
+    }
+
     /// Lock files (machine names, images).
     pub fn locks_dir(&self) -> PathBuf {
         self.run_dir.join("locks")

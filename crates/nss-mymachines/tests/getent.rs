@@ -35,7 +35,11 @@ impl Fixture {
         let lib = dir.0.join("lib");
         fs::create_dir_all(&lib).expect("lib dir");
         fs::copy(built_module(), lib.join("libnss_mymachines.so.2")).expect("copy module");
-        fs::write(dir.0.join("nsswitch.conf"), "hosts: mymachines files\n").expect("conf");
+        fs::write(
+            dir.0.join("nsswitch.conf"),
+            "hosts: mymachines files\npasswd: files mymachines\ngroup: files mymachines\n",
+        )
+        .expect("conf");
         fs::write(
             dir.0.join("hosts"),
             "127.0.0.1 localhost\n192.0.2.55 onlyinhosts\n",
@@ -377,4 +381,55 @@ done
             "setuid default 0",
         ]
     );
+}
+
+#[test]
+fn users_and_groups_of_a_machine_with_a_user_namespace() {
+    let Some(f) = Fixture::new("users") else {
+        return;
+    };
+    f.reg.add("web", "");
+    f.reg.add_userns("web", 524288, 65536, std::process::id());
+    f.reg.add("big", "");
+    f.reg.add_userns("big", 1048576, 131072, std::process::id());
+    let mut child = Command::new("true").spawn().expect("spawn true");
+    let dead = child.id();
+    child.wait().expect("wait");
+    f.reg.add_userns("gone", 2097152, 65536, dead);
+
+    assert_eq!(
+        f.found(&["passwd", "vu-web-0"]),
+        "vu-web-0:*:524288:65534:UID 0 of Container web:/:/usr/sbin/nologin\n"
+    );
+    assert_eq!(
+        f.found(&["passwd", "524293"]),
+        "vu-web-5:*:524293:65534:UID 5 of Container web:/:/usr/sbin/nologin\n"
+    );
+    assert_eq!(f.found(&["group", "vg-web-5"]), "vg-web-5:*:524293:\n");
+    assert_eq!(f.found(&["group", "589823"]), "vg-web-65535:*:589823:\n");
+    // A range of another size is found by listing the view.
+    assert_eq!(
+        f.found(&["passwd", "1114119"]).split(':').next(),
+        Some("vu-big-65543")
+    );
+    assert!(f.found(&["passwd", "root"]).starts_with("root:"));
+    for absent in [
+        "vu-web-65536",
+        "589824",
+        "524287",
+        "vu-web-05",
+        "vu-gone-0",
+        "2097152",
+        "vu-nosuch-0",
+        "vu-../web-0",
+        "vg-web-0",
+        "nobody-here",
+    ] {
+        f.absent(&["passwd", absent]);
+    }
+    for absent in ["vu-web-0", "vg-web-65536", "4294967294"] {
+        f.absent(&["group", absent]);
+    }
+    // Enumeration lists the files' users only.
+    assert!(!f.found(&["passwd"]).contains("vu-"));
 }
