@@ -155,14 +155,15 @@ fn install_nss_finds_the_module_built_next_to_netspawnctl() {
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(
         root.join("etc/nsswitch.conf"),
-        "passwd: files\nhosts:          files dns\n",
+        "passwd: files\ngroup: files\nhosts:          files dns\n",
     )
     .unwrap();
     let root_arg = format!("--root={}", root.display());
     env.ctl(&["install-nss", &root_arg]).expect_status(0);
     let conf = std::fs::read_to_string(root.join("etc/nsswitch.conf")).unwrap();
     assert_eq!(
-        conf, "passwd: files\nhosts:          files mymachines dns\n",
+        conf,
+        "passwd: files mymachines\ngroup: files mymachines\nhosts:          files mymachines dns\n",
         "{conf}"
     );
     let installed = root
@@ -176,6 +177,9 @@ fn install_nss_finds_the_module_built_next_to_netspawnctl() {
     );
     env.ctl(&["uninstall-nss", &root_arg]).expect_status(0);
     let conf = std::fs::read_to_string(root.join("etc/nsswitch.conf")).unwrap();
-    assert_eq!(conf, "passwd: files\nhosts:          files dns\n");
+    assert_eq!(
+        conf,
+        "passwd: files\ngroup: files\nhosts:          files dns\n"
+    );
     assert!(!installed.exists());
 }
