@@ -389,7 +389,7 @@ impl Registry {
 
     /// The link in the users view by ID of the range `range`.
     pub fn uids_path(&self, range: UidRange) -> PathBuf {
-        self.uids.join(crate::users::id_link_name(range))
+        self.uids.join(crate::users::id_link_rel(range))
     }
 
     /// Removes a machine's links and then its entry (missing ones are fine),
@@ -438,10 +438,11 @@ impl Registry {
         // A machine whose range changed (never done today) drops the old one.
         self.unpublish_users(&entry.name, Some(range))?;
         let tmp_name = format!(".#{}.{}", entry.name, std::process::id());
+        let by_id = self.uids_path(range);
         replace_link(
             &crate::users::format_id_target(entry.launcher, &entry.name),
-            &self.uids.join(&tmp_name),
-            &self.uids_path(range),
+            &by_id.with_file_name(&tmp_name),
+            &by_id,
         )?;
         replace_link(
             &crate::users::format_name_target(entry.launcher, range),
@@ -474,7 +475,7 @@ impl Registry {
         fs::create_dir_all(&self.dir)?;
         fs::create_dir_all(&self.hosts)?;
         fs::create_dir_all(&self.userns)?;
-        fs::create_dir_all(&self.uids)?;
+        fs::create_dir_all(self.uids.join(crate::users::OTHER_DIR))?;
         let lock = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -907,7 +908,7 @@ mod tests {
             None,
             "no user namespace, no link"
         );
-        assert_eq!(fs::read_dir(paths.uids_dir()).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(paths.uids_dir()).unwrap().count(), 1, "other/");
         e.userns = Some(range);
         reg.write(&claim, &e).unwrap();
         let by_name = read(reg.userns_path("web")).expect("userns link");
@@ -920,6 +921,9 @@ mod tests {
         reg.write(&claim, &e).unwrap();
         assert_eq!(read(reg.uids_path(range)), None);
         assert!(read(reg.uids_path(other)).is_some());
+        assert!(reg
+            .uids_path(other)
+            .starts_with(paths.uids_dir().join("other")));
         // A range that another machine's link holds is not removed with ours.
         std::os::unix::fs::symlink("1 db", reg.uids_path(range)).unwrap();
         reg.remove(&claim, "web").unwrap();
@@ -934,7 +938,10 @@ mod tests {
         dead.launcher_start += 1;
         fs::write(reg.entry_path("web"), dead.format()).unwrap();
         assert!(reg.list().unwrap().is_empty());
-        for dir in [paths.userns_dir(), paths.uids_dir()] {
+        let other_dir = paths.uids_dir().join(crate::users::OTHER_DIR);
+        assert!(other_dir.is_dir());
+        assert_eq!(fs::read_dir(paths.uids_dir()).unwrap().count(), 1);
+        for dir in [paths.userns_dir(), other_dir] {
             let left: Vec<_> = fs::read_dir(&dir)
                 .unwrap()
                 .flatten()

@@ -8,11 +8,13 @@
 //! - `<run_dir>/userns/NAME` → `PID SHIFT RANGE`: the launcher's PID and the
 //!   machine's range (`getpwnam("vu-NAME-5")` reads it);
 //! - `<run_dir>/uids/SHIFT:RANGE` → `PID NAME`: the same range keyed by the
-//!   IDs it covers (`getpwuid`). A UID lookup first reads the link of the
-//!   65536-aligned, 65536-long range the UID falls in (what `-U` and
-//!   `--private-users=pick` choose), then, failing that, lists the
-//!   directory: the link names alone say which range holds the UID, so a
-//!   miss costs one directory listing and no `readlink`.
+//!   IDs it covers (`getpwuid`), for the standard ranges (65536-aligned,
+//!   65536 long: what `-U` and `--private-users=pick` choose), and
+//!   `<run_dir>/uids/other/SHIFT:RANGE` for every other range. A UID lookup
+//!   first reads the link of the standard range the UID falls in, then,
+//!   failing that, lists `uids/other`: the link names alone say which range
+//!   holds the UID, so a miss costs one listing of a directory that is
+//!   usually empty, and no `readlink`.
 //!
 //! [`crate::registry::Registry`] keeps the view in step with the entries:
 //! written after the entry (temporary link + rename), removed before it,
@@ -86,6 +88,25 @@ pub fn parse_name_target(bytes: &[u8]) -> Option<(u32, UidRange)> {
 /// The name of a range's link in `uids/`: `SHIFT:RANGE`.
 pub fn id_link_name(range: UidRange) -> String {
     format!("{}:{}", range.shift, range.range)
+}
+
+/// The directory below `uids/` that holds the links of the ranges that are
+/// not standard.
+pub const OTHER_DIR: &str = "other";
+
+/// True for a standard range: 65536-aligned and 65536 long.
+pub fn is_standard(range: UidRange) -> bool {
+    range.range == STANDARD_RANGE && range.shift & (STANDARD_RANGE - 1) == 0
+}
+
+/// Where a range's link lives, relative to `uids/`: `SHIFT:RANGE` for a
+/// standard range, `other/SHIFT:RANGE` for the rest.
+pub fn id_link_rel(range: UidRange) -> String {
+    if is_standard(range) {
+        id_link_name(range)
+    } else {
+        format!("{OTHER_DIR}/{}", id_link_name(range))
+    }
 }
 
 /// Parses a link name in `uids/` (anything else there, like the temporary
@@ -219,6 +240,9 @@ mod tests {
         assert_eq!(t, "4242 524288 65536");
         assert_eq!(parse_name_target(t.as_bytes()), Some((4242, range)));
         assert_eq!(id_link_name(range), "524288:65536");
+        assert_eq!(id_link_rel(range), "524288:65536");
+        assert_eq!(id_link_rel(r(524288, 100)), "other/524288:100");
+        assert_eq!(id_link_rel(r(524289, 65536)), "other/524289:65536");
         assert_eq!(parse_id_link_name(b"524288:65536"), Some(range));
         let t = format_id_target(7, "web");
         assert_eq!(parse_id_target(t.as_bytes()), Some((7, "web")));

@@ -6,9 +6,10 @@
 //! - by ID: one `readlink` of `<run_dir>/uids/S:65536`, the standard range
 //!   that holds the ID (`S` is the ID with its low 16 bits cleared), and
 //!   one `kill`; failing that (a range of another size or alignment, a
-//!   dead launcher, or no machine at all), one listing of `<run_dir>/uids`
-//!   with `getdents64` into a stack buffer, whose link names alone say
-//!   which ranges hold the ID, and a `readlink` for those only.
+//!   dead launcher, or no machine at all), one listing of
+//!   `<run_dir>/uids/other` (the other ranges; usually empty) with
+//!   `getdents64` into a stack buffer, whose link names alone say which
+//!   ranges hold the ID, and a `readlink` for those only.
 //!
 //! Nothing here allocates or writes. IDs below 65536 are the host's and are
 //! never looked up; a machine whose `vu-` name would not be a valid user
@@ -169,6 +170,7 @@ pub fn by_name_here(kind: IdKind, name: &[u8]) -> Result<Option<Found>, LookupEr
 /// `id`, if its launcher runs.
 fn from_id_link(
     run_dir: &[u8],
+    sub: &[u8],
     link: &str,
     range: UidRange,
     kind: IdKind,
@@ -176,7 +178,7 @@ fn from_id_link(
 ) -> Result<Option<Found>, LookupError> {
     let mut buf = [0u8; users::MAX_TARGET + 1];
     let Some((pid, machine)) =
-        lookup::read_target(run_dir, b"/uids/", link, &mut buf)?.and_then(users::parse_id_target)
+        lookup::read_target(run_dir, sub, link, &mut buf)?.and_then(users::parse_id_target)
     else {
         return Ok(None);
     };
@@ -198,7 +200,7 @@ pub fn by_id(run_dir: &[u8], kind: IdKind, id: u32) -> Result<Option<Found>, Loo
         link.push_u32(range.shift);
         link.push(b":");
         link.push_u32(range.range);
-        if let Some(found) = from_id_link(run_dir, link.as_str(), range, kind, id)? {
+        if let Some(found) = from_id_link(run_dir, b"/uids/", link.as_str(), range, kind, id)? {
             return Ok(Some(found));
         }
     }
@@ -216,7 +218,7 @@ pub fn by_id(run_dir: &[u8], kind: IdKind, id: u32) -> Result<Option<Found>, Loo
         let Ok(name) = std::str::from_utf8(name) else {
             return true;
         };
-        match from_id_link(run_dir, name, range, kind, id) {
+        match from_id_link(run_dir, b"/uids/other/", name, range, kind, id) {
             Ok(Some(found)) => best = Some(found),
             Ok(None) => {}
             Err(e) => failure = Some(e),
@@ -246,7 +248,7 @@ impl Drop for Fd {
 }
 
 /// Calls `each` with the name of every link (or entry of unknown type) in
-/// `<run_dir>/uids`, until it returns false. A missing directory, or one
+/// `<run_dir>/uids/other`, until it returns false. A missing directory, or one
 /// that is a symbolic link, has no entries. `getdents64` into a stack
 /// buffer: no allocation.
 fn scan_links(run_dir: &[u8], mut each: impl FnMut(&[u8]) -> bool) -> Result<(), LookupError> {
@@ -279,13 +281,13 @@ fn scan_links(run_dir: &[u8], mut each: impl FnMut(&[u8]) -> bool) -> Result<(),
     }
 }
 
-/// Opens `<run_dir>/uids` (not through a symbolic link); None if there is
+/// Opens `<run_dir>/uids/other` (not through a symbolic link); None if there is
 /// no such directory. Its own function so that the path's stack room is
 /// given back before the links are read.
 #[inline(never)]
 fn open_uids(run_dir: &[u8]) -> Result<Option<Fd>, LookupError> {
     let mut path = Text::<{ lookup::PATH_ROOM }>::new();
-    if !(path.push(run_dir) && path.push(b"/uids\0")) {
+    if !(path.push(run_dir) && path.push(b"/uids/other\0")) {
         return Ok(None);
     }
     let Ok(path) = CStr::from_bytes_with_nul(path.as_bytes()) else {
@@ -352,7 +354,7 @@ mod tests {
                 .join(format!("nss-mymachines-users-{tag}-{}", std::process::id()));
             let _ = fs::remove_dir_all(&p);
             fs::create_dir_all(p.join("userns")).unwrap();
-            fs::create_dir_all(p.join("uids")).unwrap();
+            fs::create_dir_all(p.join("uids/other")).unwrap();
             Run(p)
         }
 
@@ -367,9 +369,10 @@ mod tests {
                 self.0.join("userns").join(name),
             )
             .unwrap();
+            let range = UidRange::new(shift, range).unwrap();
             symlink(
                 format!("{pid} {name}"),
-                self.0.join("uids").join(format!("{shift}:{range}")),
+                self.0.join("uids").join(users::id_link_rel(range)),
             )
             .unwrap();
         }
@@ -457,15 +460,23 @@ mod tests {
         r.add("dead", 2000000, 65536, dead_pid());
         r.add("low", 0, 65536, me);
         symlink("junk", r.0.join("uids/3000000:65536")).unwrap();
-        symlink(format!("{me} web"), r.0.join("uids/.#4000000:65536.1")).unwrap();
+        symlink("junk", r.0.join("uids/other/3000000:100")).unwrap();
+        symlink(
+            format!("{me} web"),
+            r.0.join("uids/other/.#4000000:65536.1"),
+        )
+        .unwrap();
         fs::write(r.0.join("uids/5000000:65536"), format!("{me} web")).unwrap();
+        fs::write(r.0.join("uids/other/5000000:100"), format!("{me} web")).unwrap();
+        // A standard range's link in other/ is not where it is looked for.
+        symlink(format!("{me} web"), r.0.join("uids/6000000:100")).unwrap();
         let f = by_id(r.dir(), IdKind::User, 655360 + 65536 + 7)
             .unwrap()
             .unwrap();
         assert_eq!((f.machine(), f.inner), ("big", 65543));
         let f = by_id(r.dir(), IdKind::Group, 1000099).unwrap().unwrap();
         assert_eq!(f.name().as_str(), "vg-odd-99");
-        for id in [1000100, 2000000, 3000000, 4000000, 5000000, 100] {
+        for id in [1000100, 2000000, 3000000, 4000000, 5000000, 6000000, 100] {
             assert!(by_id(r.dir(), IdKind::User, id).unwrap().is_none(), "{id}");
         }
         assert!(by_name(r.dir(), IdKind::User, b"vu-dead-0")
@@ -506,10 +517,10 @@ mod tests {
         for id in [524288, 600000] {
             assert!(by_id(b"/nonexistent", IdKind::User, id).unwrap().is_none());
         }
-        fs::remove_dir(r.0.join("uids")).unwrap();
+        fs::remove_dir(r.0.join("uids/other")).unwrap();
         let elsewhere = Run::new("dirs-target");
         elsewhere.add("web", 524288, 100, me);
-        symlink(elsewhere.0.join("uids"), r.0.join("uids")).unwrap();
+        symlink(elsewhere.0.join("uids/other"), r.0.join("uids/other")).unwrap();
         assert!(by_id(r.dir(), IdKind::User, 524288).unwrap().is_none());
         let long = format!("/{}", "d/".repeat(lookup::PATH_ROOM));
         assert!(by_id(long.as_bytes(), IdKind::User, 600000)

@@ -101,14 +101,14 @@ impl Registry {
             ),
             (
                 "uids",
-                netspawn_common::users::id_link_name(range),
+                netspawn_common::users::id_link_rel(range),
                 netspawn_common::users::format_id_target(pid, name),
             ),
         ] {
-            let dir = self.run_dir.join(dir);
-            fs::create_dir_all(&dir).expect("create users view dir");
-            let _ = fs::remove_file(dir.join(&link));
-            std::os::unix::fs::symlink(target, dir.join(link)).expect("write users link");
+            let path = self.run_dir.join(dir).join(link);
+            fs::create_dir_all(path.parent().expect("a parent")).expect("create users view dir");
+            let _ = fs::remove_file(&path);
+            std::os::unix::fs::symlink(target, path).expect("write users link");
         }
     }
 }
