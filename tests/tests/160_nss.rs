@@ -309,3 +309,44 @@ fn uids_of_a_machine_with_a_user_namespace_have_names() {
     );
     assert_eq!(r.stdout, "rc=2\nrc=2\nUNKNOWN\n", "{}", r.stderr);
 }
+
+/// A launcher killed with `kill -9` (and left a zombie by a parent that never
+/// reaps, so `kill(PID, 0)` still finds it): its keeper removes the
+/// machine's users-view links with its hosts link, so its UIDs lose their
+/// names. (The links are added by hand: the launcher writes them only for
+/// `-U`, which another part of the issue brings.)
+#[test]
+fn a_killed_launchers_keeper_removes_its_uid_names() {
+    let env = TestEnv::new();
+    let img = env.busybox("zmu");
+    let r = env.sh(
+        &format!(
+            r#"{prelude}
+               sh -c '$NETSPAWN -q --private-network -M zmu -D {img} /bin/sh -c "ip addr add 10.58.0.9/24 dev lo; sleep 60" & echo $! > {dir}/launcher.pid; exec sleep 30' &
+               reaper=$!
+               for t in $(seq 200); do getent hosts zmu >/dev/null && break; sleep 0.05; done
+               pid=$(cat {dir}/launcher.pid)
+               ln -s "$pid 1638400 65536" $NETSPAWN_RUN_DIR/userns/zmu
+               ln -s "$pid zmu" $NETSPAWN_RUN_DIR/uids/1638400:65536
+               echo "before=$(getent passwd 1638401 | cut -d: -f1)"
+               kill -9 $pid
+               for t in $(seq 100); do getent passwd 1638401 >/dev/null || break; sleep 0.05; done
+               grep -q '^State:.*Z' /proc/$pid/status && echo launcher-is-zombie
+               getent passwd 1638401; echo after-rc=$?
+               getent passwd vu-zmu-1; echo byname-rc=$?
+               ls $NETSPAWN_RUN_DIR/userns $NETSPAWN_RUN_DIR/uids
+               kill $reaper
+               wait"#,
+            prelude = prelude(&env),
+            img = img.display(),
+            dir = env.dir.display()
+        ),
+        60,
+    );
+    let out = &r.stdout;
+    assert!(out.contains("before=vu-zmu-1\n"), "{out}\n{}", r.stderr);
+    assert!(out.contains("launcher-is-zombie"), "{out}\n{}", r.stderr);
+    assert!(out.contains("after-rc=2"), "{out}\n{}", r.stderr);
+    assert!(out.contains("byname-rc=2"), "{out}\n{}", r.stderr);
+    assert!(!out.contains("1638400:65536"), "{out}");
+}

@@ -407,24 +407,7 @@ impl Registry {
     /// if that one names `name`: a range another machine took over stays),
     /// then the `userns` link.
     fn unpublish_users(&self, name: &str, keep: Option<UidRange>) -> io::Result<()> {
-        let by_name = self.userns_path(name);
-        let old = fs::read_link(&by_name).ok().and_then(|t| {
-            crate::users::parse_name_target(t.as_os_str().as_encoded_bytes()).map(|(_, r)| r)
-        });
-        if let Some(range) = old.filter(|r| Some(*r) != keep) {
-            let by_id = self.uids_path(range);
-            let owner = fs::read_link(&by_id).ok().and_then(|t| {
-                crate::users::parse_id_target(t.as_os_str().as_encoded_bytes())
-                    .map(|(_, n)| n == name)
-            });
-            if owner == Some(true) {
-                remove_if_present(&by_id)?;
-            }
-        }
-        if keep.is_none() {
-            remove_if_present(&by_name)?;
-        }
-        Ok(())
+        unpublish_users_in(&self.userns, &self.uids, name, keep)
     }
 
     /// Points the machine's users links at its launcher and range, or
@@ -635,6 +618,47 @@ impl Registry {
             let _ = self.remove_files(name);
         }
     }
+}
+
+/// Removes machine `name`'s links from the users view of the run directory
+/// `run_dir` (missing ones are fine): for whoever cleans up after a launcher
+/// that died without removing its entry (its keeper), as the hosts link is.
+pub fn remove_users_links(run_dir: &Path, name: &str) -> io::Result<()> {
+    if !machine_name_is_valid(name) {
+        return Ok(());
+    }
+    unpublish_users_in(
+        &run_dir.join(crate::paths::USERNS_SUBDIR),
+        &run_dir.join(crate::paths::UIDS_SUBDIR),
+        name,
+        None,
+    )
+}
+
+/// [`Registry::unpublish_users`] on the view's two directories.
+fn unpublish_users_in(
+    userns: &Path,
+    uids: &Path,
+    name: &str,
+    keep: Option<UidRange>,
+) -> io::Result<()> {
+    let by_name = userns.join(name);
+    let old = fs::read_link(&by_name).ok().and_then(|t| {
+        crate::users::parse_name_target(t.as_os_str().as_encoded_bytes()).map(|(_, r)| r)
+    });
+    if let Some(range) = old.filter(|r| Some(*r) != keep) {
+        let by_id = uids.join(crate::users::id_link_rel(range));
+        let owner = fs::read_link(&by_id).ok().and_then(|t| {
+            crate::users::parse_id_target(t.as_os_str().as_encoded_bytes()).map(|(_, n)| n == name)
+        });
+        if owner == Some(true) {
+            remove_if_present(&by_id)?;
+        }
+    }
+    if keep.is_none() {
+        remove_if_present(&by_name)?;
+    }
+    Ok(())
 }
 
 /// Removes `path`; a missing one is fine.
@@ -931,6 +955,13 @@ mod tests {
         assert_eq!(read(reg.uids_path(other)), None);
         assert!(read(reg.uids_path(range)).is_some(), "db's link stays");
         fs::remove_file(reg.uids_path(range)).unwrap();
+        // What a keeper calls after its launcher died.
+        reg.write(&claim, &e).unwrap();
+        remove_users_links(&paths.run_dir, "web").unwrap();
+        assert_eq!(read(reg.userns_path("web")), None);
+        assert_eq!(read(reg.uids_path(other)), None);
+        remove_users_links(&paths.run_dir, "web").unwrap();
+        remove_users_links(&paths.run_dir, "../x").unwrap();
         // A dead launcher's links go with its stale entry.
         reg.write(&claim, &e).unwrap();
         drop(claim);
