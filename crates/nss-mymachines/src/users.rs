@@ -49,7 +49,11 @@ impl<const N: usize> Text<N> {
 
     /// Appends `bytes`; false (and nothing appended) if they do not fit.
     pub fn push(&mut self, bytes: &[u8]) -> bool {
-        let Some(dst) = self.buf.get_mut(self.len..self.len + bytes.len()) else {
+        let Some(dst) = self
+            .len
+            .checked_add(bytes.len())
+            .and_then(|end| self.buf.get_mut(self.len..end))
+        else {
             return false;
         };
         dst.copy_from_slice(bytes);
