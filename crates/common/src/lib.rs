@@ -1,9 +1,10 @@
 //! What the netspawn launcher, netspawnctl, netd and the NSS module share:
 //! where state lives ([`paths`]), which machine names are valid ([`names`]),
 //! the on-disk format of the machine registry ([`registry`], with its
-//! [`hosts`] view for resolvers), the DHCPv4 wire view netd's server and
-//! the launcher's client check received packets with ([`dhcp_wire`]), and
-//! how files others may have put in place are read ([`fsread`]).
+//! [`hosts`] and [`users`] views for the NSS module), the DHCPv4 wire view
+//! netd's server and the launcher's client check received packets with
+//! ([`dhcp_wire`]), and how files others may have put in place are read
+//! ([`fsread`]).
 //!
 //! This crate uses only `std` and `libc`, so the NSS module can link it
 //! without pulling in anything heavy.
@@ -20,3 +21,4 @@ pub mod registry;
 #[cfg(test)]
 mod testgen;
 pub mod unitfile;
+pub mod users;

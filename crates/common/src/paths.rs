@@ -16,6 +16,11 @@ pub const ENV_SETTINGS_PATH: &str = "NETSPAWN_SETTINGS_PATH";
 /// Name of the cgroup directory under which machines are placed. Default `netspawn`.
 pub const ENV_CGROUP_PARENT: &str = "NETSPAWN_CGROUP_PARENT";
 
+/// The users view by machine name, below the run directory.
+pub const USERNS_SUBDIR: &str = "userns";
+/// The users view by ID range, below the run directory.
+pub const UIDS_SUBDIR: &str = "uids";
+
 /// The resolved set of locations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
@@ -58,6 +63,18 @@ impl Paths {
     /// [`crate::hosts`]).
     pub fn hosts_dir(&self) -> PathBuf {
         self.run_dir.join("hosts")
+    }
+
+    /// The registry's users view by machine name: one link per machine with
+    /// a user namespace (see [`crate::users`]).
+    pub fn userns_dir(&self) -> PathBuf {
+        self.run_dir.join(USERNS_SUBDIR)
+    }
+
+    /// The users view by ID range: one link per such machine, named
+    /// `SHIFT:RANGE` (see [`crate::users`]).
+    pub fn uids_dir(&self) -> PathBuf {
+        self.run_dir.join(UIDS_SUBDIR)
     }
 
     /// Lock files (machine names, images).

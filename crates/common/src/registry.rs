@@ -11,7 +11,9 @@
 //!
 //! Every write also refreshes the machine's link in the hosts view
 //! (`<run_dir>/hosts/NAME`, see [`crate::hosts`]), which is what resolvers
-//! read; every removal removes the link first.
+//! read, and its links in the users view (`<run_dir>/userns/NAME` and
+//! `<run_dir>/uids/SHIFT:RANGE`, see [`crate::users`]) for a machine with a
+//! user namespace; every removal removes the links first.
 //!
 //! Entries are untrusted input for readers (the NSS module reads them inside
 //! arbitrary processes), so [`Entry::parse`] never panics and caps sizes.
@@ -336,6 +338,8 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
 pub struct Registry {
     dir: PathBuf,
     hosts: PathBuf,
+    userns: PathBuf,
+    uids: PathBuf,
     locks: PathBuf,
 }
 
@@ -358,6 +362,8 @@ impl Registry {
         Registry {
             dir: paths.machines_dir(),
             hosts: paths.hosts_dir(),
+            userns: paths.userns_dir(),
+            uids: paths.uids_dir(),
             locks: paths.locks_dir(),
         }
     }
@@ -375,16 +381,57 @@ impl Registry {
         self.hosts.join(name)
     }
 
-    /// Removes a machine's link and then its entry (missing ones are fine),
-    /// so name lookups stop answering before the entry goes.
+    /// The machine's link in the users view by name (present while it has
+    /// a user namespace).
+    pub fn userns_path(&self, name: &str) -> PathBuf {
+        self.userns.join(name)
+    }
+
+    /// The link in the users view by ID of the range `range`.
+    pub fn uids_path(&self, range: UidRange) -> PathBuf {
+        self.uids.join(crate::users::id_link_rel(range))
+    }
+
+    /// Removes a machine's links and then its entry (missing ones are fine),
+    /// so lookups stop answering before the entry goes.
     fn remove_files(&self, name: &str) -> io::Result<()> {
+        self.unpublish_users(name, None)?;
         for path in [self.hosts_path(name), self.entry_path(name)] {
-            match fs::remove_file(path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            remove_if_present(&path)?;
         }
         Ok(())
+    }
+
+    /// Removes `name`'s links from the users view, except the `uids` link
+    /// of `keep`: first the `uids` link its `userns` link points to (only
+    /// if that one names `name`: a range another machine took over stays),
+    /// then the `userns` link.
+    fn unpublish_users(&self, name: &str, keep: Option<UidRange>) -> io::Result<()> {
+        unpublish_users_in(&self.userns, &self.uids, name, keep)
+    }
+
+    /// Points the machine's users links at its launcher and range, or
+    /// removes them when it has no user namespace. The `uids` link is
+    /// written first and removed first, so a UID never names a machine
+    /// whose name does not resolve back.
+    fn publish_users(&self, entry: &Entry) -> io::Result<()> {
+        let Some(range) = entry.userns else {
+            return self.unpublish_users(&entry.name, None);
+        };
+        // A machine whose range changed (never done today) drops the old one.
+        self.unpublish_users(&entry.name, Some(range))?;
+        let tmp_name = format!(".#{}.{}", entry.name, std::process::id());
+        let by_id = self.uids_path(range);
+        replace_link(
+            &crate::users::format_id_target(entry.launcher, &entry.name),
+            &by_id.with_file_name(&tmp_name),
+            &by_id,
+        )?;
+        replace_link(
+            &crate::users::format_name_target(entry.launcher, range),
+            &self.userns.join(&tmp_name),
+            &self.userns_path(&entry.name),
+        )
     }
 
     /// Points the machine's hosts link at its launcher and addresses, or
@@ -401,11 +448,7 @@ impl Registry {
         let tmp = self
             .hosts
             .join(format!(".#{}.{}", entry.name, std::process::id()));
-        let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&target, &tmp)?;
-        fs::rename(&tmp, &link).inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })
+        replace_link(&target, &tmp, &link)
     }
 
     /// Claims `name` for this process. Fails with `AlreadyExists` if a live
@@ -414,6 +457,8 @@ impl Registry {
         fs::create_dir_all(&self.locks)?;
         fs::create_dir_all(&self.dir)?;
         fs::create_dir_all(&self.hosts)?;
+        fs::create_dir_all(&self.userns)?;
+        fs::create_dir_all(self.uids.join(crate::users::OTHER_DIR))?;
         let lock = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -484,7 +529,8 @@ impl Registry {
         fs::rename(&tmp, self.entry_path(&entry.name)).inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })?;
-        self.publish_hosts(entry)
+        self.publish_hosts(entry)?;
+        self.publish_users(entry)
     }
 
     /// Removes an entry and its hosts link; missing ones are fine.
@@ -572,6 +618,65 @@ impl Registry {
             let _ = self.remove_files(name);
         }
     }
+}
+
+/// Removes machine `name`'s links from the users view of the run directory
+/// `run_dir` (missing ones are fine): for whoever cleans up after a launcher
+/// that died without removing its entry (its keeper), as the hosts link is.
+pub fn remove_users_links(run_dir: &Path, name: &str) -> io::Result<()> {
+    if !machine_name_is_valid(name) {
+        return Ok(());
+    }
+    unpublish_users_in(
+        &run_dir.join(crate::paths::USERNS_SUBDIR),
+        &run_dir.join(crate::paths::UIDS_SUBDIR),
+        name,
+        None,
+    )
+}
+
+/// [`Registry::unpublish_users`] on the view's two directories.
+fn unpublish_users_in(
+    userns: &Path,
+    uids: &Path,
+    name: &str,
+    keep: Option<UidRange>,
+) -> io::Result<()> {
+    let by_name = userns.join(name);
+    let old = fs::read_link(&by_name).ok().and_then(|t| {
+        crate::users::parse_name_target(t.as_os_str().as_encoded_bytes()).map(|(_, r)| r)
+    });
+    if let Some(range) = old.filter(|r| Some(*r) != keep) {
+        let by_id = uids.join(crate::users::id_link_rel(range));
+        let owner = fs::read_link(&by_id).ok().and_then(|t| {
+            crate::users::parse_id_target(t.as_os_str().as_encoded_bytes()).map(|(_, n)| n == name)
+        });
+        if owner == Some(true) {
+            remove_if_present(&by_id)?;
+        }
+    }
+    if keep.is_none() {
+        remove_if_present(&by_name)?;
+    }
+    Ok(())
+}
+
+/// Removes `path`; a missing one is fine.
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Makes `link` a symbolic link to `target` atomically (through `tmp`), so a
+/// reader sees the old target or the new one.
+fn replace_link(target: &str, tmp: &Path, link: &Path) -> io::Result<()> {
+    let _ = fs::remove_file(tmp);
+    std::os::unix::fs::symlink(target, tmp)?;
+    fs::rename(tmp, link).inspect_err(|_| {
+        let _ = fs::remove_file(tmp);
+    })
 }
 
 /// An entry's text. Entries are regular files the launcher writes: a FIFO,
@@ -808,6 +913,73 @@ mod tests {
             .map(|d| d.file_name())
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn the_users_view_follows_the_entries() {
+        use crate::users::{parse_id_target, parse_name_target};
+        let (tmp, paths) = temp_paths("users");
+        let reg = Registry::new(&paths);
+        let read = |p: PathBuf| fs::read_link(p).ok().map(|t| t.into_os_string().into_vec());
+        let range = UidRange::new(524288, 65536).unwrap();
+        let claim = reg.claim("web").unwrap();
+        let mut e = sample();
+        e.userns = None;
+        reg.write(&claim, &e).unwrap();
+        assert_eq!(
+            read(reg.userns_path("web")),
+            None,
+            "no user namespace, no link"
+        );
+        assert_eq!(fs::read_dir(paths.uids_dir()).unwrap().count(), 1, "other/");
+        e.userns = Some(range);
+        reg.write(&claim, &e).unwrap();
+        let by_name = read(reg.userns_path("web")).expect("userns link");
+        assert_eq!(parse_name_target(&by_name), Some((e.launcher, range)));
+        let by_id = read(reg.uids_path(range)).expect("uids link");
+        assert_eq!(parse_id_target(&by_id), Some((e.launcher, "web")));
+        // A new range replaces the old one.
+        let other = UidRange::new(655360, 131072).unwrap();
+        e.userns = Some(other);
+        reg.write(&claim, &e).unwrap();
+        assert_eq!(read(reg.uids_path(range)), None);
+        assert!(read(reg.uids_path(other)).is_some());
+        assert!(reg
+            .uids_path(other)
+            .starts_with(paths.uids_dir().join("other")));
+        // A range that another machine's link holds is not removed with ours.
+        std::os::unix::fs::symlink("1 db", reg.uids_path(range)).unwrap();
+        reg.remove(&claim, "web").unwrap();
+        assert_eq!(read(reg.userns_path("web")), None);
+        assert_eq!(read(reg.uids_path(other)), None);
+        assert!(read(reg.uids_path(range)).is_some(), "db's link stays");
+        fs::remove_file(reg.uids_path(range)).unwrap();
+        // What a keeper calls after its launcher died.
+        reg.write(&claim, &e).unwrap();
+        remove_users_links(&paths.run_dir, "web").unwrap();
+        assert_eq!(read(reg.userns_path("web")), None);
+        assert_eq!(read(reg.uids_path(other)), None);
+        remove_users_links(&paths.run_dir, "web").unwrap();
+        remove_users_links(&paths.run_dir, "../x").unwrap();
+        // A dead launcher's links go with its stale entry.
+        reg.write(&claim, &e).unwrap();
+        drop(claim);
+        let mut dead = e.clone();
+        dead.launcher_start += 1;
+        fs::write(reg.entry_path("web"), dead.format()).unwrap();
+        assert!(reg.list().unwrap().is_empty());
+        let other_dir = paths.uids_dir().join(crate::users::OTHER_DIR);
+        assert!(other_dir.is_dir());
+        assert_eq!(fs::read_dir(paths.uids_dir()).unwrap().count(), 1);
+        for dir in [paths.userns_dir(), other_dir] {
+            let left: Vec<_> = fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .map(|d| d.file_name())
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
         fs::remove_dir_all(&tmp).unwrap();
     }
 

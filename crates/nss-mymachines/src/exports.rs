@@ -1,5 +1,7 @@
-//! The `_nss_mymachines_*` entry points glibc calls, and the protocol rules
-//! they all share (see [`guarded`]): errno untouched on success,
+//! The `_nss_mymachines_*` entry points glibc calls (hosts; passwd and
+//! group for the UIDs and GIDs of machines with a user namespace), and the
+//! protocol rules they all share (see [`guarded`] and [`guarded_ids`],
+//! which has no `h_errno` column): errno untouched on success,
 //! `catch_unwind` around the body, and the status/errno/h_errno triple glibc
 //! expects for each outcome:
 //!
@@ -35,6 +37,8 @@ use crate::addrs::{self, Family};
 use crate::ffi::{self, GaihAddrtuple, NssStatus};
 use crate::layout;
 use crate::lookup;
+use crate::users;
+use netspawn_common::users::{IdKind, GID_NOBODY, HOME, SHELL};
 
 /// What a lookup body decided; [`guarded`] turns it into the C protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +74,8 @@ const BAD_FAMILY: Outcome = Outcome::Unavail {
     h_errno: ffi::NO_DATA,
 };
 
-/// Runs one entry point's body under the shared protocol rules.
-fn guarded(errnop: *mut c_int, h_errnop: *mut c_int, body: impl FnOnce() -> Outcome) -> NssStatus {
+/// Runs one body: `catch_unwind` around it, errno restored after it.
+fn run(body: impl FnOnce() -> Outcome) -> Outcome {
     let saved_errno = ffi::errno();
     let outcome = catch_unwind(AssertUnwindSafe(body)).unwrap_or(Outcome::Unavail {
         errno: libc::EIO,
@@ -79,7 +83,12 @@ fn guarded(errnop: *mut c_int, h_errnop: *mut c_int, body: impl FnOnce() -> Outc
     });
     // errnop is normally &errno: restore first, then report.
     ffi::set_errno(saved_errno);
-    let (status, errno, h_errno) = match outcome {
+    outcome
+}
+
+/// Runs one hosts entry point's body under the shared protocol rules.
+fn guarded(errnop: *mut c_int, h_errnop: *mut c_int, body: impl FnOnce() -> Outcome) -> NssStatus {
+    let (status, errno, h_errno) = match run(body) {
         Outcome::Success => {
             ffi::clear_h_errno();
             (NssStatus::Success, None, ffi::NETDB_SUCCESS)
@@ -365,4 +374,249 @@ pub unsafe extern "C" fn _nss_mymachines_gethostbyaddr_r(
         h_errnop,
         std::ptr::null_mut(),
     )
+}
+
+/// Runs one passwd or group entry point's body: as [`guarded`], without
+/// `h_errno` (those calls have none).
+fn guarded_ids(errnop: *mut c_int, body: impl FnOnce() -> Outcome) -> NssStatus {
+    let (status, errno) = match run(body) {
+        Outcome::Success => (NssStatus::Success, None),
+        Outcome::NotFound => (NssStatus::NotFound, None),
+        Outcome::TooSmall => (NssStatus::TryAgain, Some(libc::ERANGE)),
+        Outcome::Unavail { errno, .. } => (NssStatus::Unavail, Some(errno)),
+    };
+    if let (Some(e), false) = (errno, errnop.is_null()) {
+        // SAFETY: glibc passes a valid errnop.
+        unsafe { *errnop = e };
+    }
+    status
+}
+
+/// A found user written into `result` and the buffer: systemd's fields
+/// (password `*`, group nobody, home `/`, no login shell).
+///
+/// # Safety
+/// `result` valid for writes, `buffer` for `buflen` bytes.
+unsafe fn fill_passwd(
+    found: Option<users::Found>,
+    result: *mut libc::passwd,
+    buffer: *mut c_char,
+    buflen: usize,
+) -> Outcome {
+    let Some(found) = found else {
+        return Outcome::NotFound;
+    };
+    let (name, gecos) = (found.name(), found.description());
+    let parts = [
+        name.as_bytes(),
+        b"*",
+        gecos.as_bytes(),
+        HOME.as_bytes(),
+        SHELL.as_bytes(),
+    ];
+    let [name, passwd, gecos, dir, shell] = match layout::write_strings(buffer, buflen, 0, parts) {
+        Ok((_, strings)) => strings,
+        Err(e) => return e.into(),
+    };
+    result.write(libc::passwd {
+        pw_name: name,
+        pw_passwd: passwd,
+        pw_uid: found.id,
+        pw_gid: GID_NOBODY,
+        pw_gecos: gecos,
+        pw_dir: dir,
+        pw_shell: shell,
+    });
+    Outcome::Success
+}
+
+/// A found group written into `result` and the buffer: password `*`, no
+/// members.
+///
+/// # Safety
+/// As for [`fill_passwd`].
+unsafe fn fill_group(
+    found: Option<users::Found>,
+    result: *mut libc::group,
+    buffer: *mut c_char,
+    buflen: usize,
+) -> Outcome {
+    let Some(found) = found else {
+        return Outcome::NotFound;
+    };
+    let name = found.name();
+    let (members, [name, passwd]) =
+        match layout::write_strings(buffer, buflen, 1, [name.as_bytes(), b"*"]) {
+            Ok(written) => written,
+            Err(e) => return e.into(),
+        };
+    result.write(libc::group {
+        gr_name: name,
+        gr_passwd: passwd,
+        gr_gid: found.id,
+        gr_mem: members,
+    });
+    Outcome::Success
+}
+
+/// The name as bytes, or None for a null pointer.
+///
+/// # Safety
+/// `name` must be null or a NUL-terminated string.
+unsafe fn name_bytes<'a>(name: *const c_char) -> Option<&'a [u8]> {
+    (!name.is_null()).then(|| CStr::from_ptr(name).to_bytes())
+}
+
+/// `getpwnam_r`: the user `vu-NAME-U` of a running machine NAME with a
+/// user namespace.
+///
+/// # Safety
+/// Called by glibc: `name` NUL-terminated, `result` valid, `buffer` valid
+/// for `buflen` bytes, `errnop` valid.
+#[no_mangle]
+pub unsafe extern "C" fn _nss_mymachines_getpwnam_r(
+    name: *const c_char,
+    result: *mut libc::passwd,
+    buffer: *mut c_char,
+    buflen: usize,
+    errnop: *mut c_int,
+) -> NssStatus {
+    guarded_ids(errnop, || {
+        if result.is_null() || buffer.is_null() {
+            return INVALID;
+        }
+        let Some(name) = name_bytes(name) else {
+            return Outcome::NotFound;
+        };
+        match users::by_name_here(IdKind::User, name) {
+            Ok(found) => fill_passwd(found, result, buffer, buflen),
+            Err(e) => e.into(),
+        }
+    })
+}
+
+/// `getpwuid_r`: the user a host UID of a running machine's range is.
+///
+/// # Safety
+/// As for [`_nss_mymachines_getpwnam_r`].
+#[no_mangle]
+pub unsafe extern "C" fn _nss_mymachines_getpwuid_r(
+    uid: libc::uid_t,
+    result: *mut libc::passwd,
+    buffer: *mut c_char,
+    buflen: usize,
+    errnop: *mut c_int,
+) -> NssStatus {
+    guarded_ids(errnop, || {
+        if result.is_null() || buffer.is_null() {
+            return INVALID;
+        }
+        match users::by_id_here(IdKind::User, uid) {
+            Ok(found) => fill_passwd(found, result, buffer, buflen),
+            Err(e) => e.into(),
+        }
+    })
+}
+
+/// `getgrnam_r`: the group `vg-NAME-G`.
+///
+/// # Safety
+/// As for [`_nss_mymachines_getpwnam_r`].
+#[no_mangle]
+pub unsafe extern "C" fn _nss_mymachines_getgrnam_r(
+    name: *const c_char,
+    result: *mut libc::group,
+    buffer: *mut c_char,
+    buflen: usize,
+    errnop: *mut c_int,
+) -> NssStatus {
+    guarded_ids(errnop, || {
+        if result.is_null() || buffer.is_null() {
+            return INVALID;
+        }
+        let Some(name) = name_bytes(name) else {
+            return Outcome::NotFound;
+        };
+        match users::by_name_here(IdKind::Group, name) {
+            Ok(found) => fill_group(found, result, buffer, buflen),
+            Err(e) => e.into(),
+        }
+    })
+}
+
+/// `getgrgid_r`: the group a host GID of a running machine's range is.
+///
+/// # Safety
+/// As for [`_nss_mymachines_getpwnam_r`].
+#[no_mangle]
+pub unsafe extern "C" fn _nss_mymachines_getgrgid_r(
+    gid: libc::gid_t,
+    result: *mut libc::group,
+    buffer: *mut c_char,
+    buflen: usize,
+    errnop: *mut c_int,
+) -> NssStatus {
+    guarded_ids(errnop, || {
+        if result.is_null() || buffer.is_null() {
+            return INVALID;
+        }
+        match users::by_id_here(IdKind::Group, gid) {
+            Ok(found) => fill_group(found, result, buffer, buflen),
+            Err(e) => e.into(),
+        }
+    })
+}
+
+/// Enumeration (`getent passwd` without a key) lists nothing from this
+/// module, as systemd's machined does not enumerate its users either:
+/// `setpwent`/`setgrent` succeed, `getpwent_r`/`getgrent_r` say "no more".
+#[no_mangle]
+pub extern "C" fn _nss_mymachines_setpwent(_stayopen: c_int) -> NssStatus {
+    NssStatus::Success
+}
+
+/// See [`_nss_mymachines_setpwent`].
+#[no_mangle]
+pub extern "C" fn _nss_mymachines_endpwent() -> NssStatus {
+    NssStatus::Success
+}
+
+/// See [`_nss_mymachines_setpwent`].
+///
+/// # Safety
+/// Touches nothing it is given.
+#[no_mangle]
+pub unsafe extern "C" fn _nss_mymachines_getpwent_r(
+    _result: *mut libc::passwd,
+    _buffer: *mut c_char,
+    _buflen: usize,
+    _errnop: *mut c_int,
+) -> NssStatus {
+    NssStatus::NotFound
+}
+
+/// See [`_nss_mymachines_setpwent`].
+#[no_mangle]
+pub extern "C" fn _nss_mymachines_setgrent(_stayopen: c_int) -> NssStatus {
+    NssStatus::Success
+}
+
+/// See [`_nss_mymachines_setpwent`].
+#[no_mangle]
+pub extern "C" fn _nss_mymachines_endgrent() -> NssStatus {
+    NssStatus::Success
+}
+
+/// See [`_nss_mymachines_setpwent`].
+///
+/// # Safety
+/// Touches nothing it is given.
+#[no_mangle]
+pub unsafe extern "C" fn _nss_mymachines_getgrent_r(
+    _result: *mut libc::group,
+    _buffer: *mut c_char,
+    _buflen: usize,
+    _errnop: *mut c_int,
+) -> NssStatus {
+    NssStatus::NotFound
 }

@@ -1,4 +1,4 @@
-//! Where an answer goes in the caller's buffer.
+//! Where an answer goes in the caller's buffer (hosts, passwd and group).
 //!
 //! glibc hands every reentrant lookup a buffer of its choosing and expects
 //! all strings, pointer arrays and addresses of the answer to live inside it.
@@ -188,6 +188,61 @@ pub unsafe fn write_tuples(
     Ok(first)
 }
 
+/// Layout of a passwd or group answer: `ptrs` pointer slots (aligned for
+/// the buffer's address; a group's member list), then NUL-terminated
+/// strings of the given lengths. Returns the offsets of the pointer slots
+/// and of each string, and the bytes used; None if the sizes overflow.
+pub fn strings_plan<const N: usize>(
+    buf_addr: usize,
+    ptrs: usize,
+    lens: [usize; N],
+) -> Option<(usize, [usize; N], usize)> {
+    let slots = if ptrs == 0 {
+        0
+    } else {
+        pad_for(buf_addr, PTR_ALIGN)
+    };
+    let mut at = slots.checked_add(ptrs.checked_mul(PTR_SIZE)?)?;
+    let mut offsets = [0usize; N];
+    for (off, len) in offsets.iter_mut().zip(lens) {
+        *off = at;
+        at = at.checked_add(len)?.checked_add(1)?;
+    }
+    Some((slots, offsets, at))
+}
+
+/// Writes `ptrs` null pointers and the strings `parts` (each with a NUL)
+/// into the buffer, as [`strings_plan`] places them; returns the pointer
+/// slots and the strings.
+///
+/// # Safety
+/// `buffer` must be valid for writes of `buflen` bytes.
+pub unsafe fn write_strings<const N: usize>(
+    buffer: *mut c_char,
+    buflen: usize,
+    ptrs: usize,
+    parts: [&[u8]; N],
+) -> Result<(*mut *mut c_char, [*mut c_char; N]), TooSmall> {
+    let (slots, offsets, total) =
+        strings_plan(buffer as usize, ptrs, parts.map(<[u8]>::len)).ok_or(TooSmall)?;
+    if total > buflen {
+        return Err(TooSmall);
+    }
+    let base = buffer.cast::<u8>();
+    let slot_ptr = base.add(slots).cast::<*mut c_char>();
+    for i in 0..ptrs {
+        slot_ptr.add(i).write_unaligned(ptr::null_mut());
+    }
+    let mut out = [ptr::null_mut(); N];
+    for ((dst, off), part) in out.iter_mut().zip(offsets).zip(parts) {
+        let p = base.add(off);
+        ptr::copy_nonoverlapping(part.as_ptr(), p, part.len());
+        p.add(part.len()).write(0);
+        *dst = p.cast::<c_char>();
+    }
+    Ok((slot_ptr, out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +330,28 @@ mod tests {
         let r =
             unsafe { write_hostent(buf.as_mut_ptr().cast(), 64, "web", libc::AF_INET, 4, &mixed) };
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn strings_are_placed_after_aligned_slots() {
+        assert_eq!(strings_plan(0x1000, 0, [3, 1]), Some((0, [0, 4], 6)));
+        assert_eq!(strings_plan(0x1003, 1, [3]), Some((5, [13], 17)));
+        assert_eq!(strings_plan(0, usize::MAX / 4, [1]), None);
+        let mut buf = vec![0xAAu8; 64];
+        let exact = strings_plan(buf.as_ptr() as usize + 1, 1, [3, 1])
+            .unwrap()
+            .2;
+        // SAFETY: valid for buf.len() - 1 bytes from offset 1.
+        unsafe {
+            let b = buf.as_mut_ptr().add(1).cast::<c_char>();
+            assert!(write_strings(b, exact - 1, 1, [b"abc", b"*"]).is_err());
+            let (slots, [a, star]) = write_strings(b, exact, 1, [b"abc", b"*"]).unwrap();
+            assert_eq!(slots as usize % 8, 0);
+            assert!((*slots).is_null());
+            assert_eq!(std::ffi::CStr::from_ptr(a).to_str(), Ok("abc"));
+            assert_eq!(std::ffi::CStr::from_ptr(star).to_str(), Ok("*"));
+        }
+        assert!(buf[1 + exact..].iter().all(|&b| b == 0xAA));
     }
 
     #[test]

@@ -39,13 +39,13 @@ pub const DEFAULT_RUN_DIR: &str = "/run/netspawn";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LookupError(pub c_int);
 
-fn os_error(e: &io::Error) -> LookupError {
+pub(crate) fn os_error(e: &io::Error) -> LookupError {
     LookupError(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// True for errors that just mean "there is no such machine": nothing
 /// there, a path that is not a directory, or something that is not a link.
-fn is_absent(errno: c_int) -> bool {
+pub(crate) fn is_absent(errno: c_int) -> bool {
     matches!(
         errno,
         libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EINVAL | libc::ENAMETOOLONG
@@ -56,7 +56,7 @@ fn is_absent(errno: c_int) -> bool {
 /// `secure_getenv` so that setuid and otherwise secure-mode programs always
 /// use [`DEFAULT_RUN_DIR`]. The bytes are borrowed from the environment only
 /// for the call (no copy, no allocation on the lookup path).
-fn with_run_dir<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+pub(crate) fn with_run_dir<R>(f: impl FnOnce(&[u8]) -> R) -> R {
     // SAFETY: the key is NUL-terminated; the returned pointer (if any)
     // points into the environment, which nothing here changes during `f`.
     let value = unsafe { crate::ffi::secure_getenv(RUN_DIR_KEY.as_ptr()) };
@@ -84,17 +84,18 @@ pub fn hosts_dir() -> PathBuf {
 
 /// Room for `DIR/NAME` and its NUL on the stack; a longer directory (only
 /// possible through `NETSPAWN_RUN_DIR`) is refused as the kernel would.
-const PATH_ROOM: usize = libc::PATH_MAX as usize;
+pub(crate) const PATH_ROOM: usize = libc::PATH_MAX as usize;
 
-/// Reads the target of the link `DIR SUB NAME` (`SUB` being `/` or
-/// `/hosts/`) into `buf`: `Ok(None)` if there
+/// Reads the target of the link `DIR SUB NAME` (`SUB` being `/`,
+/// `/hosts/`, `/userns/` or `/uids/`) into `buf`: `Ok(None)` if there
 /// is no such link (or it is something else, or its target is too long to
-/// be ours). One `readlink`, no descriptor, no allocation.
-fn read_target<'a>(
+/// be ours: one that fills `buf` may be cut). One `readlink`, no
+/// descriptor, no allocation.
+pub(crate) fn read_target<'a>(
     dir: &[u8],
     sub: &[u8],
     name: &str,
-    buf: &'a mut [u8; MAX_TARGET + 1],
+    buf: &'a mut [u8],
 ) -> Result<Option<&'a [u8]>, LookupError> {
     let mut path = [0u8; PATH_ROOM];
     let parts: [&[u8]; 4] = [dir, sub, name.as_bytes(), b"\0"];
@@ -122,8 +123,8 @@ fn read_target<'a>(
             _ => Err(os_error(&err)),
         };
     };
-    // A full buffer may be a cut target: ours are at most MAX_TARGET bytes.
-    if n > MAX_TARGET {
+    // A full buffer may be a cut target: the caller's holds ours and a byte more.
+    if n >= buf.len() {
         return Ok(None);
     }
     Ok(buf.get(..n))
@@ -132,7 +133,7 @@ fn read_target<'a>(
 /// True if process `pid` exists (it may belong to another user: `EPERM`
 /// says it exists too). `Target::parse` keeps PIDs in `1..=i32::MAX`, so
 /// this never addresses a process group.
-fn launcher_running(pid: u32) -> bool {
+pub(crate) fn launcher_running(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };

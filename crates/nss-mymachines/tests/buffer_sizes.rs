@@ -389,6 +389,220 @@ fn every_buffer_size_answers_or_asks_for_more() {
 
     not_found_and_bad_arguments();
     concurrent_lookups_while_entries_are_replaced(&reg);
+    passwd_and_group_buffer_sizes(&reg);
+}
+
+/// A C string the answer points to, checked to lie inside the buffer.
+///
+/// # Safety
+/// `p` must point to a NUL-terminated string.
+unsafe fn field(p: *const c_char, lo: *const u8, hi: *const u8) -> String {
+    let s = CStr::from_ptr(p);
+    assert!(
+        inside(p.cast(), s.to_bytes().len() + 1, lo, hi),
+        "field outside the buffer"
+    );
+    s.to_string_lossy().into_owned()
+}
+
+/// Like [`sweep`] for the passwd and group calls (no h_errno): `call` gives
+/// the status and, on success, the answer as a `getent` line.
+fn sweep_ids(
+    what: &str,
+    offset: usize,
+    want: &str,
+    call: &dyn Fn(*mut c_char, usize, *mut c_int) -> (NssStatus, Option<String>),
+) -> usize {
+    let mut first_ok = None;
+    for size in 1..=512 {
+        let words = (offset + size + 64) / 8 + 1;
+        let mut storage = vec![u64::from_ne_bytes([CANARY; 8]); words];
+        // SAFETY: offset + size + 64 < words * 8.
+        let buf = unsafe { storage.as_mut_ptr().cast::<u8>().add(offset) };
+        let mut err: c_int = SENTINEL_ERRNO;
+        // SAFETY: errno_ptr is valid.
+        unsafe { *errno_ptr() = SENTINEL_ERRNO };
+        let (status, answer) = call(buf.cast(), size, &mut err);
+        // SAFETY: as above.
+        let errno = unsafe { *errno_ptr() };
+        assert_eq!(errno, SENTINEL_ERRNO, "{what}: errno changed");
+        let bytes = bytemuck_bytes(&storage);
+        assert!(
+            bytes[offset + size..].iter().all(|&b| b == CANARY),
+            "{what}: wrote past a {size}-byte buffer"
+        );
+        match status {
+            NssStatus::Success => {
+                assert_eq!(err, SENTINEL_ERRNO, "{what}: *errnop set on success");
+                assert_eq!(answer.as_deref(), Some(want), "{what}: size {size}");
+                first_ok.get_or_insert(size);
+            }
+            NssStatus::TryAgain => {
+                assert_eq!(err, libc::ERANGE, "{what}: size {size}");
+                assert!(
+                    first_ok.is_none(),
+                    "{what}: size {size} failed after success"
+                );
+                assert!(
+                    bytes[offset..offset + size].iter().all(|&b| b == CANARY),
+                    "{what}: buffer written before it was known to be big enough"
+                );
+            }
+            other => panic!("{what}: size {size}: unexpected {other:?}"),
+        }
+    }
+    first_ok.unwrap_or_else(|| panic!("{what}: no size succeeded"))
+}
+
+fn getpw(
+    by: &'static dyn Fn(*mut libc::passwd, *mut c_char, usize, *mut c_int) -> NssStatus,
+) -> impl Fn(*mut c_char, usize, *mut c_int) -> (NssStatus, Option<String>) {
+    move |buf, len, err| {
+        // SAFETY: zeroed passwd is a valid out-value.
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let status = by(&mut pw, buf, len, err);
+        let (lo, hi) = (
+            buf.cast::<u8>().cast_const(),
+            buf.cast::<u8>().wrapping_add(len).cast_const(),
+        );
+        let answer = (status == NssStatus::Success).then(|| {
+            // SAFETY: a successful call filled every field.
+            unsafe {
+                format!(
+                    "{}:{}:{}:{}:{}:{}:{}",
+                    field(pw.pw_name, lo, hi),
+                    field(pw.pw_passwd, lo, hi),
+                    pw.pw_uid,
+                    pw.pw_gid,
+                    field(pw.pw_gecos, lo, hi),
+                    field(pw.pw_dir, lo, hi),
+                    field(pw.pw_shell, lo, hi)
+                )
+            }
+        });
+        (status, answer)
+    }
+}
+
+fn getgr(
+    by: &'static dyn Fn(*mut libc::group, *mut c_char, usize, *mut c_int) -> NssStatus,
+) -> impl Fn(*mut c_char, usize, *mut c_int) -> (NssStatus, Option<String>) {
+    move |buf, len, err| {
+        // SAFETY: zeroed group is a valid out-value.
+        let mut gr: libc::group = unsafe { std::mem::zeroed() };
+        let status = by(&mut gr, buf, len, err);
+        let (lo, hi) = (
+            buf.cast::<u8>().cast_const(),
+            buf.cast::<u8>().wrapping_add(len).cast_const(),
+        );
+        let answer = (status == NssStatus::Success).then(|| {
+            // SAFETY: a successful call filled every field.
+            unsafe {
+                assert!(inside(gr.gr_mem.cast(), 8, lo, hi), "member list outside");
+                assert_eq!(gr.gr_mem as usize % 8, 0, "member list aligned");
+                assert!((*gr.gr_mem).is_null(), "no members");
+                format!(
+                    "{}:{}:{}:",
+                    field(gr.gr_name, lo, hi),
+                    field(gr.gr_passwd, lo, hi),
+                    gr.gr_gid
+                )
+            }
+        });
+        (status, answer)
+    }
+}
+
+/// Every buffer size for the four passwd/group calls, aligned and not;
+/// and the answers for absent names and IDs.
+fn passwd_and_group_buffer_sizes(reg: &Registry) {
+    reg.add_userns("web", 524288, 65536, std::process::id());
+    let user = "vu-web-5:*:524293:65534:UID 5 of Container web:/:/usr/sbin/nologin";
+    // Five strings and their NULs, no pointers: the exact size whatever the alignment.
+    let need: usize = [
+        "vu-web-5",
+        "*",
+        "UID 5 of Container web",
+        "/",
+        "/usr/sbin/nologin",
+    ]
+    .iter()
+    .map(|f| f.len() + 1)
+    .sum();
+    for offset in [0, 3] {
+        // SAFETY (all calls): valid pointers from the sweep.
+        let by_uid = sweep_ids(
+            "getpwuid_r",
+            offset,
+            user,
+            &getpw(&|pw, b, l, e| unsafe { _nss_mymachines_getpwuid_r(524293, pw, b, l, e) }),
+        );
+        let by_name = sweep_ids(
+            "getpwnam_r",
+            offset,
+            user,
+            &getpw(&|pw, b, l, e| unsafe {
+                _nss_mymachines_getpwnam_r(c"vu-web-5".as_ptr(), pw, b, l, e)
+            }),
+        );
+        assert_eq!((by_uid, by_name), (need, need));
+        // A pointer slot (aligned) and "vg-web-5" and "*".
+        let group = "vg-web-5:*:524293:";
+        let need_group = (8 - offset) % 8 + 8 + 9 + 2;
+        let by_gid = sweep_ids(
+            "getgrgid_r",
+            offset,
+            group,
+            &getgr(&|gr, b, l, e| unsafe { _nss_mymachines_getgrgid_r(524293, gr, b, l, e) }),
+        );
+        let by_gname = sweep_ids(
+            "getgrnam_r",
+            offset,
+            group,
+            &getgr(&|gr, b, l, e| unsafe {
+                _nss_mymachines_getgrnam_r(c"vg-web-5".as_ptr(), gr, b, l, e)
+            }),
+        );
+        assert_eq!((by_gid, by_gname), (need_group, need_group));
+    }
+    let mut buf = [0u8; 512];
+    let mut err: c_int = SENTINEL_ERRNO;
+    // SAFETY: zeroed passwd is a valid out-value; valid pointers.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        for uid in [0, 1000, 65535, 524287, 589824, u32::MAX] {
+            let st =
+                _nss_mymachines_getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), 512, &mut err);
+            assert_eq!(st, NssStatus::NotFound, "{uid}");
+        }
+        for name in [c"vu-web-65536", c"root", c"vu-web", c"", c"vu-web-5\n"] {
+            let st = _nss_mymachines_getpwnam_r(
+                name.as_ptr(),
+                &mut pw,
+                buf.as_mut_ptr().cast(),
+                512,
+                &mut err,
+            );
+            assert_eq!(st, NssStatus::NotFound, "{name:?}");
+        }
+        let st = _nss_mymachines_getpwnam_r(
+            std::ptr::null(),
+            &mut pw,
+            buf.as_mut_ptr().cast(),
+            512,
+            &mut err,
+        );
+        assert_eq!(st, NssStatus::NotFound);
+        let st = _nss_mymachines_getpwuid_r(
+            524293,
+            std::ptr::null_mut(),
+            buf.as_mut_ptr().cast(),
+            512,
+            &mut err,
+        );
+        assert_eq!((st, err), (NssStatus::Unavail, libc::EINVAL));
+    }
+    assert_eq!(err, libc::EINVAL);
 }
 
 /// Several threads resolve while another replaces a hosts link atomically

@@ -35,7 +35,11 @@ impl Fixture {
         let lib = dir.0.join("lib");
         fs::create_dir_all(&lib).expect("lib dir");
         fs::copy(built_module(), lib.join("libnss_mymachines.so.2")).expect("copy module");
-        fs::write(dir.0.join("nsswitch.conf"), "hosts: mymachines files\n").expect("conf");
+        fs::write(
+            dir.0.join("nsswitch.conf"),
+            "hosts: mymachines files\npasswd: files mymachines\ngroup: files mymachines\n",
+        )
+        .expect("conf");
         fs::write(
             dir.0.join("hosts"),
             "127.0.0.1 localhost\n192.0.2.55 onlyinhosts\n",
@@ -282,6 +286,8 @@ fn valgrind_finds_no_errors() {
         return;
     }
     f.reg.add("web", "10.0.0.2 fd00::2 fe80::1");
+    f.reg.add_userns("web", 524288, 65536, std::process::id());
+    f.reg.add_userns("odd", 1000000, 100, std::process::id());
     let vg = ["valgrind", "--error-exitcode=99", "-q"];
     for args in [
         &["hosts", "web"][..],
@@ -289,16 +295,25 @@ fn valgrind_finds_no_errors() {
         &["ahostsv4", "web"],
         &["hosts", "10.0.0.2"],
         &["hosts", "nosuchmachine"],
+        &["passwd", "vu-web-0"],
+        &["passwd", "524293"],
+        &["group", "vg-web-7"],
+        &["group", "1000007"],
+        &["passwd", "nosuchmachine"],
+        &["passwd", "2000000000"],
     ] {
         let out = f.run(&vg, args);
         let code = out.status.code();
         assert!(
-            code == Some(0) || (code == Some(2) && args[1] == "nosuchmachine"),
+            code == Some(0)
+                || (code == Some(2) && args[1].starts_with("nosuch"))
+                || (code == Some(2) && args[1] == "2000000000"),
             "valgrind getent {args:?}: status {code:?}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         if code == Some(0) {
-            assert!(String::from_utf8_lossy(&out.stdout).contains("web"));
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.contains("web") || stdout.contains("odd"), "{stdout}");
         }
     }
 }
@@ -377,4 +392,55 @@ done
             "setuid default 0",
         ]
     );
+}
+
+#[test]
+fn users_and_groups_of_a_machine_with_a_user_namespace() {
+    let Some(f) = Fixture::new("users") else {
+        return;
+    };
+    f.reg.add("web", "");
+    f.reg.add_userns("web", 524288, 65536, std::process::id());
+    f.reg.add("big", "");
+    f.reg.add_userns("big", 1048576, 131072, std::process::id());
+    let mut child = Command::new("true").spawn().expect("spawn true");
+    let dead = child.id();
+    child.wait().expect("wait");
+    f.reg.add_userns("gone", 2097152, 65536, dead);
+
+    assert_eq!(
+        f.found(&["passwd", "vu-web-0"]),
+        "vu-web-0:*:524288:65534:UID 0 of Container web:/:/usr/sbin/nologin\n"
+    );
+    assert_eq!(
+        f.found(&["passwd", "524293"]),
+        "vu-web-5:*:524293:65534:UID 5 of Container web:/:/usr/sbin/nologin\n"
+    );
+    assert_eq!(f.found(&["group", "vg-web-5"]), "vg-web-5:*:524293:\n");
+    assert_eq!(f.found(&["group", "589823"]), "vg-web-65535:*:589823:\n");
+    // A range of another size is found by listing the view.
+    assert_eq!(
+        f.found(&["passwd", "1114119"]).split(':').next(),
+        Some("vu-big-65543")
+    );
+    assert!(f.found(&["passwd", "root"]).starts_with("root:"));
+    for absent in [
+        "vu-web-65536",
+        "589824",
+        "524287",
+        "vu-web-05",
+        "vu-gone-0",
+        "2097152",
+        "vu-nosuch-0",
+        "vu-../web-0",
+        "vg-web-0",
+        "nobody-here",
+    ] {
+        f.absent(&["passwd", absent]);
+    }
+    for absent in ["vu-web-0", "vg-web-65536", "4294967294"] {
+        f.absent(&["group", absent]);
+    }
+    // Enumeration lists the files' users only.
+    assert!(!f.found(&["passwd"]).contains("vu-"));
 }

@@ -88,6 +88,31 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// The users view of a machine with a user namespace, as
+    /// `Registry::write` makes it: `userns/NAME` and `uids/SHIFT:RANGE`.
+    pub fn add_userns(&self, name: &str, shift: u32, range: u32, pid: u32) {
+        let range = netspawn_common::registry::UidRange::new(shift, range).expect("test range");
+        for (dir, link, target) in [
+            (
+                "userns",
+                name.to_string(),
+                netspawn_common::users::format_name_target(pid, range),
+            ),
+            (
+                "uids",
+                netspawn_common::users::id_link_rel(range),
+                netspawn_common::users::format_id_target(pid, name),
+            ),
+        ] {
+            let path = self.run_dir.join(dir).join(link);
+            fs::create_dir_all(path.parent().expect("a parent")).expect("create users view dir");
+            let _ = fs::remove_file(&path);
+            std::os::unix::fs::symlink(target, path).expect("write users link");
+        }
+    }
+}
+
 /// The cdylib cargo built for this test run. `cargo test` builds it next to
 /// the test binary (target/<profile>/deps) without copying it up a level, so
 /// that copy is the fresh one.

@@ -1,6 +1,7 @@
 //! `netspawnctl install-nss` / `uninstall-nss`: put the NSS module in the
-//! multiarch library directory and add `mymachines` to the `hosts:` line of
-//! nsswitch.conf (before `dns`/`resolve`), idempotently, only when asked.
+//! multiarch library directory and add `mymachines` to the `passwd:`,
+//! `group:` and `hosts:` lines of nsswitch.conf (see [`nsswitch`]),
+//! idempotently, only when asked.
 //! `--root=DIR` works on another tree (tests, image builds).
 
 use std::path::{Path, PathBuf};
@@ -124,8 +125,16 @@ mod tests {
         install(&root, Some(&lib)).unwrap();
         install(&root, Some(&lib)).unwrap();
         let conf = std::fs::read_to_string(root.join("etc/nsswitch.conf")).unwrap();
-        assert_eq!(conf.matches("mymachines").count(), 1, "{conf}");
-        assert!(conf.contains("files mymachines dns"), "{conf}");
+        assert_eq!(conf.matches("mymachines").count(), 3, "{conf}");
+        assert!(
+            conf.contains("hosts:          files mymachines dns"),
+            "{conf}"
+        );
+        assert!(conf.contains("passwd: files mymachines\n"), "{conf}");
+        assert!(
+            conf.contains("group:          files mymachines\n"),
+            "{conf}"
+        );
         assert!(library_dir(&root).join(SONAME).exists());
         uninstall(&root).unwrap();
         uninstall(&root).unwrap();

@@ -1,18 +1,55 @@
-//! Adding `mymachines` to (and removing it from) the `hosts:` line of
-//! `/etc/nsswitch.conf`, as pure text edits for the installer
-//! (`netspawnctl install-nss`, [`super::nss`]). They live here, not in the
-//! NSS module's crate, so the launcher does not link the cdylib.
+//! Adding `mymachines` to (and removing it from) the `passwd:`, `group:` and
+//! `hosts:` lines of `/etc/nsswitch.conf`, as pure text edits for the
+//! installer (`netspawnctl install-nss`, [`super::nss`]). They live here, not
+//! in the NSS module's crate, so the launcher does not link the cdylib.
 //!
-//! Edits are idempotent and touch only the `hosts:` line(s), keeping spacing,
-//! comments and action items (`[NOTFOUND=return]`) as they were. `mymachines`
-//! goes before the first DNS source (`dns` or `resolve`) so machine names win
-//! over the network, and otherwise right after `files` (with its actions);
-//! failing both, at the end. Removal also drops the action items that followed
-//! `mymachines`, since they belonged to it.
+//! Edits are idempotent and touch only those lines, keeping spacing,
+//! comments and action items (`[NOTFOUND=return]`) as they were. On the
+//! `hosts:` line `mymachines` goes before the first DNS source (`dns` or
+//! `resolve`) so machine names win over the network, and otherwise right
+//! after `files` (with its actions); failing both, at the end. On `passwd:`
+//! and `group:` it goes right after `files` or `compat` (with its actions),
+//! before `systemd` and network sources, as nss-mymachines(8) shows
+//! (`passwd: files mymachines systemd`); failing that, at the end. A file
+//! without one of the lines gets it. Removal also drops the action items
+//! that followed `mymachines`, since they belonged to it.
 
 const SERVICE: &str = "mymachines";
-/// The line written when the file has no `hosts:` line at all.
-const DEFAULT_HOSTS_LINE: &str = "hosts:          files mymachines dns";
+
+/// The databases the module answers, in the order missing lines are added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Db {
+    Passwd,
+    Group,
+    Hosts,
+}
+
+impl Db {
+    const ALL: [Db; 3] = [Db::Passwd, Db::Group, Db::Hosts];
+
+    fn name(self) -> &'static str {
+        match self {
+            Db::Passwd => "passwd",
+            Db::Group => "group",
+            Db::Hosts => "hosts",
+        }
+    }
+
+    /// The source list written for an empty line (glibc's default for
+    /// it, with `mymachines`).
+    fn default_sources(self) -> &'static str {
+        match self {
+            Db::Passwd | Db::Group => "files mymachines",
+            Db::Hosts => "files mymachines dns",
+        }
+    }
+
+    /// The line written when the file has none for this database.
+    fn default_line(self) -> String {
+        let name = format!("{}:", self.name());
+        format!("{name:<16}{}", self.default_sources())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -27,13 +64,13 @@ struct Token {
     end: usize,
 }
 
-/// Splits a line into (code end, tokens of the `hosts:` source list) if it is a
-/// `hosts:` line. Offsets are byte offsets into `line`.
-fn hosts_tokens(line: &str) -> Option<(usize, usize, Vec<Token>)> {
+/// Splits a line into (colon, code end, tokens of the source list) if it is
+/// the line of `db`. Offsets are byte offsets into `line`.
+fn db_tokens(line: &str, db: Db) -> Option<(usize, usize, Vec<Token>)> {
     let code_end = line.find('#').unwrap_or(line.len());
     let code = line.get(..code_end)?;
     let colon = code.find(':')?;
-    if code.get(..colon)?.trim() != "hosts" {
+    if code.get(..colon)?.trim() != db.name() {
         return None;
     }
     let bytes = code.as_bytes();
@@ -87,8 +124,8 @@ fn end_with_actions(tokens: &[Token], i: usize) -> usize {
     end
 }
 
-fn add_to_line(line: &str) -> Option<String> {
-    let (colon, code_end, tokens) = hosts_tokens(line)?;
+fn add_to_line(line: &str, db: Db) -> Option<String> {
+    let (colon, code_end, tokens) = db_tokens(line, db)?;
     if tokens.iter().any(|t| is_service(line, t, SERVICE)) {
         return Some(line.to_string());
     }
@@ -100,27 +137,33 @@ fn add_to_line(line: &str) -> Option<String> {
         let comment = line.get(code_end..)?;
         let sep = if comment.is_empty() { "" } else { " " };
         return Some(format!(
-            "{} files {SERVICE} dns{sep}{comment}",
-            line.get(..=colon)?
+            "{} {}{sep}{comment}",
+            line.get(..=colon)?,
+            db.default_sources()
         ));
     }
-    if let Some(dns) = tokens
-        .iter()
-        .find(|t| is_service(line, t, "dns") || is_service(line, t, "resolve"))
-    {
-        return splice(dns.start, &format!("{SERVICE} "));
+    if db == Db::Hosts {
+        if let Some(dns) = tokens
+            .iter()
+            .find(|t| is_service(line, t, "dns") || is_service(line, t, "resolve"))
+        {
+            return splice(dns.start, &format!("{SERVICE} "));
+        }
     }
-    let at = match tokens.iter().position(|t| is_service(line, t, "files")) {
+    let local = |t: &Token| {
+        is_service(line, t, "files") || (db != Db::Hosts && is_service(line, t, "compat"))
+    };
+    let at = match tokens.iter().position(local) {
         Some(i) => end_with_actions(&tokens, i),
         None => tokens.last().map_or(code_end, |t| t.end),
     };
     splice(at, &format!(" {SERVICE}"))
 }
 
-fn remove_from_line(line: &str) -> Option<String> {
+fn remove_from_line(line: &str, db: Db) -> Option<String> {
     let mut line = line.to_string();
     loop {
-        let (_, _, tokens) = hosts_tokens(&line)?;
+        let (_, _, tokens) = db_tokens(&line, db)?;
         let Some(i) = tokens.iter().position(|t| is_service(&line, t, SERVICE)) else {
             return Some(line);
         };
@@ -136,7 +179,8 @@ fn remove_from_line(line: &str) -> Option<String> {
     }
 }
 
-fn edit_lines(text: &str, edit: fn(&str) -> Option<String>) -> (String, bool) {
+/// Applies `edit` to the lines of `db`; says whether there was one.
+fn edit_lines(text: &str, db: Db, edit: fn(&str, Db) -> Option<String>) -> (String, bool) {
     let mut out = String::with_capacity(text.len() + 16);
     let mut seen = false;
     for piece in text.split_inclusive('\n') {
@@ -144,7 +188,7 @@ fn edit_lines(text: &str, edit: fn(&str) -> Option<String>) -> (String, bool) {
             Some(l) => (l, "\n"),
             None => (piece, ""),
         };
-        match edit(line) {
+        match edit(line, db) {
             Some(new) => {
                 seen = true;
                 out.push_str(&new);
@@ -156,26 +200,35 @@ fn edit_lines(text: &str, edit: fn(&str) -> Option<String>) -> (String, bool) {
     (out, seen)
 }
 
-/// Returns `text` (an nsswitch.conf) with `mymachines` on its `hosts:` line:
-/// before `dns`/`resolve`, else after `files`, else last. Unchanged if it is
-/// already there; a file without a `hosts:` line gets one
-/// (`hosts: files mymachines dns`).
+/// Returns `text` (an nsswitch.conf) with `mymachines` on its `passwd:`,
+/// `group:` and `hosts:` lines: on `hosts:` before `dns`/`resolve`, else
+/// after `files`, else last; on the others after `files`/`compat`, else
+/// last. Unchanged where it is already there; a missing line is added
+/// (`passwd: files mymachines`, `group: files mymachines`,
+/// `hosts: files mymachines dns`).
 pub fn add_mymachines(text: &str) -> String {
-    let (mut out, seen) = edit_lines(text, add_to_line);
-    if !seen {
-        if !out.is_empty() && !out.ends_with('\n') {
+    let mut out = text.to_string();
+    for db in Db::ALL {
+        let (edited, seen) = edit_lines(&out, db, add_to_line);
+        out = edited;
+        if !seen {
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&db.default_line());
             out.push('\n');
         }
-        out.push_str(DEFAULT_HOSTS_LINE);
-        out.push('\n');
     }
     out
 }
 
 /// Returns `text` with `mymachines` (and the action items that follow it)
-/// removed from its `hosts:` line(s). Unchanged if it is not there.
+/// removed from its `passwd:`, `group:` and `hosts:` lines. Unchanged if it
+/// is not there.
 pub fn remove_mymachines(text: &str) -> String {
-    edit_lines(text, remove_from_line).0
+    Db::ALL.into_iter().fold(text.to_string(), |t, db| {
+        edit_lines(&t, db, remove_from_line).0
+    })
 }
 
 #[cfg(test)]
@@ -183,14 +236,20 @@ mod tests {
     use super::*;
 
     const DEBIAN: &str = "# /etc/nsswitch.conf\n\npasswd:         files systemd\n\
+        group:          files systemd\nshadow:         files\n\n\
         hosts:          files dns\nnetworks:       files\n";
+
+    /// Lines that already have `mymachines`, so the tables below see only
+    /// the edits of the line they are about.
+    const PASSWD_GROUP: &str = "passwd: files mymachines\ngroup: files mymachines\n";
 
     #[test]
     fn adds_before_dns_keeping_the_rest() {
         let out = add_mymachines(DEBIAN);
         assert_eq!(
             out,
-            "# /etc/nsswitch.conf\n\npasswd:         files systemd\n\
+            "# /etc/nsswitch.conf\n\npasswd:         files mymachines systemd\n\
+             group:          files mymachines systemd\nshadow:         files\n\n\
              hosts:          files mymachines dns\nnetworks:       files\n"
         );
         assert_eq!(add_mymachines(&out), out);
@@ -229,19 +288,62 @@ mod tests {
             ),
         ];
         for (input, want) in cases {
-            let got = add_mymachines(&format!("{input}\n"));
-            assert_eq!(got, format!("{want}\n"), "{input}");
+            let got = add_mymachines(&format!("{PASSWD_GROUP}{input}\n"));
+            assert_eq!(got, format!("{PASSWD_GROUP}{want}\n"), "{input}");
             assert_eq!(add_mymachines(&got), got, "idempotent: {input}");
         }
     }
 
     #[test]
-    fn no_hosts_line_gets_one() {
+    fn passwd_and_group_placement_table() {
+        let hosts = "hosts: files mymachines dns\n";
+        let cases = [
+            ("passwd: files systemd", "passwd: files mymachines systemd"),
+            ("passwd: files", "passwd: files mymachines"),
+            (
+                "passwd: compat systemd",
+                "passwd: compat mymachines systemd",
+            ),
+            (
+                "passwd: files [NOTFOUND=return] systemd",
+                "passwd: files [NOTFOUND=return] mymachines systemd",
+            ),
+            ("passwd: sss", "passwd: sss mymachines"),
+            ("passwd: files dns", "passwd: files mymachines dns"),
+            ("passwd:", "passwd: files mymachines"),
+            ("passwd:\tfiles # mine", "passwd:\tfiles mymachines # mine"),
+            (
+                "passwd: files mymachines systemd",
+                "passwd: files mymachines systemd",
+            ),
+        ];
+        for (input, want) in cases {
+            for (db, other) in [("passwd", "group"), ("group", "passwd")] {
+                let input = input.replace("passwd", db);
+                let want = want.replace("passwd", db);
+                let fixed = format!("{other}: files mymachines\n");
+                let got = add_mymachines(&format!("{fixed}{hosts}{input}\n"));
+                assert_eq!(got, format!("{fixed}{hosts}{want}\n"), "{input}");
+                assert_eq!(add_mymachines(&got), got, "idempotent: {input}");
+            }
+        }
+        // Other databases are never touched.
+        let other = "shadow: files\nnetgroup: files\nnetworks: files\n";
+        assert!(add_mymachines(other).starts_with(other));
+    }
+
+    #[test]
+    fn missing_lines_are_added() {
         assert_eq!(
             add_mymachines("passwd: files"),
-            "passwd: files\nhosts:          files mymachines dns\n"
+            "passwd: files mymachines\ngroup:          files mymachines\n\
+             hosts:          files mymachines dns\n"
         );
-        assert_eq!(add_mymachines(""), "hosts:          files mymachines dns\n");
+        assert_eq!(
+            add_mymachines(""),
+            "passwd:         files mymachines\ngroup:          files mymachines\n\
+             hosts:          files mymachines dns\n"
+        );
     }
 
     #[test]
@@ -264,7 +366,12 @@ mod tests {
                 "hosts: files mymachinesx dns",
                 "hosts: files mymachinesx dns",
             ),
-            ("passwd: files mymachines", "passwd: files mymachines"),
+            ("passwd: files mymachines", "passwd: files"),
+            (
+                "group: files mymachines [NOTFOUND=return] systemd",
+                "group: files systemd",
+            ),
+            ("networks: files mymachines", "networks: files mymachines"),
         ];
         for (input, want) in cases {
             assert_eq!(remove_mymachines(input), want, "{input}");

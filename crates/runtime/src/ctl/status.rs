@@ -144,6 +144,13 @@ pub fn render_status(e: &Entry, x: &Extra) -> String {
     if let Some(os) = &x.os_pretty {
         s.push_str(&format!("\t      OS: {os}\n"));
     }
+    if let Some(u) = &e.userns {
+        // machinectl's label, wider than the tab stop: aligned by spaces.
+        s.push_str(&format!(
+            "       UID Shift: {}; range {}\n",
+            u.shift, u.range
+        ));
+    }
     if let Some(u) = &x.usage {
         s.push_str(&super::limits::status_lines(u));
     }
@@ -160,6 +167,7 @@ pub fn render_status(e: &Entry, x: &Extra) -> String {
 /// where they overlap (machine, class, service, os, addresses, leader, root,
 /// interfaces, uuid, state, boot; null when unknown), plus the start time
 /// (`since_usec`, microseconds since the epoch), the leader's command name,
+/// the user namespace's range (`uid_shift`, `uid_range`; null without one),
 /// the cgroup and the processes (`pid`, `ppid`, `cmdline`).
 pub fn status_json(e: &Entry, x: &Extra) -> Value {
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
@@ -177,6 +185,8 @@ pub fn status_json(e: &Entry, x: &Extra) -> Value {
         "interfaces": e.interfaces,
         "addresses": e.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "os": x.os_pretty,
+        "uid_shift": e.userns.map(|u| u.shift),
+        "uid_range": e.userns.map(|u| u.range),
         "cgroup": e.cgroups.first().map(|c| c.to_string_lossy()),
         "processes": x
             .processes
@@ -273,6 +283,7 @@ mod tests {
             interfaces: vec!["ve-web".into()],
             addresses: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
             ready: true,
+            userns: netspawn_common::registry::UidRange::new(524288, 65536),
             ..Entry::default()
         };
         let x = Extra {
@@ -297,6 +308,7 @@ mod tests {
                 "\t Address: 10.0.0.2",
                 "\t          fd00::2",
                 "\t      OS: Debian GNU/Linux 12 (bookworm)",
+                "       UID Shift: 524288; range 65536",
                 "\t   Tasks:",
                 "\t\t  └─4242 /sbin/init",
             ]
@@ -340,6 +352,8 @@ mod tests {
                 "interfaces": ["ve-web"],
                 "addresses": ["10.0.0.2", "fd00::2"],
                 "os": null,
+                "uid_shift": null,
+                "uid_range": null,
                 "cgroup": "/sys/fs/cgroup/unified/netspawn/web",
                 "processes": [
                     {"pid": 4242, "ppid": 4000, "cmdline": "/sbin/init"},
@@ -351,5 +365,14 @@ mod tests {
         assert_eq!(bare["since_usec"], Value::Null);
         assert_eq!(bare["root"], Value::Null);
         assert_eq!(bare["processes"], json!([]));
+        let shifted = Entry {
+            userns: netspawn_common::registry::UidRange::new(524288, 65536),
+            ..Entry::default()
+        };
+        let j = status_json(&shifted, &Extra::default());
+        assert_eq!(
+            (&j["uid_shift"], &j["uid_range"]),
+            (&json!(524288), &json!(65536))
+        );
     }
 }

@@ -25,7 +25,8 @@ pub struct Teardown {
     pub move_back: Vec<String>,
     /// The machine's registry entry, its hosts link and its cgroups: the
     /// launcher removes them when it exits normally; after `kill -9` the
-    /// keeper does (the hosts link first, so resolvers stop at once).
+    /// keeper does (the hosts link and the users view's links first, so
+    /// resolvers stop at once).
     pub registry_entry: Option<std::path::PathBuf>,
     pub hosts_link: Option<std::path::PathBuf>,
     pub cgroups: Vec<std::path::PathBuf>,
@@ -213,6 +214,14 @@ fn keeper_main(
     // We still hold the machine's name, so nobody else can have written these.
     if let Some(link) = &teardown.hosts_link {
         let _ = std::fs::remove_file(link);
+        // And the machine's names for its user namespace's IDs, beside it
+        // (<run_dir>/hosts/NAME: the run directory is two levels up).
+        if let (Some(run_dir), Some(name)) = (
+            link.parent().and_then(|d| d.parent()),
+            link.file_name().and_then(|n| n.to_str()),
+        ) {
+            let _ = netspawn_common::registry::remove_users_links(run_dir, name);
+        }
     }
     match sockets {
         Ok(mut s) => {
