@@ -23,7 +23,6 @@ import glob
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -274,8 +273,15 @@ def driver_section(name, d, plots_dir, w):
     w(f"**{d.get('benchmark', name)}**")
     w("")
     la = m.get("loadavg_start")
+    v = d.get("versions", {})
+    if "netspawn" in v:
+        build = f"netspawn {v['netspawn']}"
+    elif "before" in v or "after" in v:  # bench/ab.sh: two builds
+        build = "builds: " + ", ".join(f"{k} {v[k]}" for k in ("before", "after") if k in v)
+    else:
+        build = "netspawn build not recorded"
     w(f"{d.get('date', '?')}; {d.get('rounds', '?')} rounds (+{d.get('warmup_rounds', 0)} warm-up), interleaved; "
-      f"netspawn {d.get('versions', {}).get('netspawn', '?')}"
+      f"{build}"
       + (f"; load average {la[0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end" if la and m.get("loadavg_end") else "")
       + f". Details: [`{name}.md`]({name}.md).")
     w("")
