@@ -56,6 +56,7 @@ def pyplot():
             "svg.fonttype": "none",        # text as text: no embedded glyph paths
             "svg.hashsalt": "netspawn",    # stable element ids: plots only change when the data does
             "font.size": 9,
+            "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],  # a short font list in every text element
             "axes.titlesize": 10,
             "axes.grid": True,
             "grid.alpha": 0.3,
