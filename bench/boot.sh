@@ -5,7 +5,8 @@
 #
 # Usage: bench/boot.sh [--runs N] [--warmup N] [--image DIR] [--timeout SECONDS] [--no-build]
 #   --image: a Debian image with systemd to copy (default: the development cache
-#            /var/cache/netspawn-dev/debian-bookworm if present, else one made
+#            /var/cache/netspawn-dev/debian-bookworm or the test suite's
+#            /var/cache/netspawn-test/debian-bookworm if present, else one made
 #            with `netspawnctl bootstrap debian` in the scratch directory, ~1 min).
 #            It is only read: every boot runs on a fresh copy.
 set -euo pipefail
@@ -23,7 +24,7 @@ while (($#)); do
     --image) IMAGE=${2:?}; shift ;;
     --image=*) IMAGE=${1#*=} ;;
     --no-build) export BENCH_NO_BUILD=1 ;;
-    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
     *) die "unknown option: $1" ;;
     esac
     shift
@@ -37,9 +38,10 @@ setup_sandbox
 
 MASTER=$WORK/master
 GUEST=$WORK/guest
-if [ -z "$IMAGE" ] && [ -x /var/cache/netspawn-dev/debian-bookworm/lib/systemd/systemd ]; then
-    IMAGE=/var/cache/netspawn-dev/debian-bookworm
-fi
+# The development cache, else the test suite's cache (both only read).
+for cache in /var/cache/netspawn-dev/debian-bookworm /var/cache/netspawn-test/debian-bookworm; do
+    if [ -z "$IMAGE" ] && [ -x "$cache/lib/systemd/systemd" ]; then IMAGE=$cache; fi
+done
 if [ -n "$IMAGE" ]; then
     [ -x "$IMAGE/lib/systemd/systemd" ] || die "$IMAGE has no /lib/systemd/systemd"
     log "copying $IMAGE"

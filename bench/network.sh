@@ -6,16 +6,18 @@
 # Writes bench/results/network.{md,json}. See bench/network-README.md.
 #
 # Usage: bench/network.sh [--sizes LIST] [--big N] [--big-all] [--no-nat]
-#                         [--launches N] [--seed S] [--no-build]
+#                         [--launches N] [--rounds N] [--seed S] [--no-build]
 #   --sizes LIST  container counts, comma-separated (default 1,10,100)
 #   --big N       one more count, for the tools without a firewall (default 1000; 0: none)
 #   --big-all     --big for the iptables (NAT) variants too (their rule lists grow with N: slow)
 #   --no-nat      skip the netavark and CNI variants that write iptables NAT rules
 #   --launches N  launch-to-exit samples of /bin/true per network mode (default 30)
+#   --rounds N    at most N repeat rounds per count below 100 (default 20: N=1 20 rounds,
+#                 N=10 10 rounds; bench/run --quick uses 3)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SIZES=1,10,100 BIG=1000 BIG_ALL=0 NAT=1 LAUNCHES=30 SEED=1
+SIZES=1,10,100 BIG=1000 BIG_ALL=0 NAT=1 LAUNCHES=30 SEED=1 ROUNDS=20
 while (($#)); do
     case $1 in
     --sizes) SIZES=${2:?}; shift ;;
@@ -26,16 +28,19 @@ while (($#)); do
     --no-nat) NAT=0 ;;
     --launches) LAUNCHES=${2:?}; shift ;;
     --launches=*) LAUNCHES=${1#*=} ;;
+    --rounds) ROUNDS=${2:?}; shift ;;
+    --rounds=*) ROUNDS=${1#*=} ;;
     --seed) SEED=${2:?}; shift ;;
     --seed=*) SEED=${1#*=} ;;
     --no-build) export BENCH_NO_BUILD=1 ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) die "unknown option: $1" ;;
     esac
     shift
 done
 [[ $SIZES =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--sizes needs numbers separated by commas"
-[[ $BIG =~ ^[0-9]+$ && $LAUNCHES =~ ^[0-9]+$ && $SEED =~ ^[0-9]+$ ]] || die "--big/--launches/--seed need a number"
+[[ $BIG =~ ^[0-9]+$ && $LAUNCHES =~ ^[0-9]+$ && $SEED =~ ^[0-9]+$ && $ROUNDS =~ ^[1-9][0-9]*$ ]] ||
+    die "--big/--launches/--seed/--rounds need a number"
 
 need_root
 ensure_packages python3 iproute2 util-linux busybox-static netavark containernetworking-plugins iptables
@@ -500,7 +505,7 @@ def main():
         tools += [Netavark(True), Cni(True)]
     plan = []  # (n, rounds, tools)
     for n in C["sizes"]:
-        rounds = max(1, min(20, 100 // n)) if n < 100 else 1
+        rounds = max(1, min(C["rounds"], 100 // n)) if n < 100 else 1
         plan.append((n, rounds, tools))
     if C["big"]:
         big_tools = [t for t in tools if C["big_all"] or not getattr(t, "nat", False) and not getattr(t, "masq", False)]
@@ -601,7 +606,8 @@ w(f"- container counts: {', '.join(map(str, sizes))}; seed {c['seed']}; measurin
 w("")
 w("Method: inside a private network + mount namespace made by bench/network.sh (tmpfs on /run), for each N "
   "each tool sets up N containers one after the other (all N coexist), then tears them down in the same "
-  "order; per-container samples. N < 100 is repeated (N=1: 20 rounds, N=10: 10 rounds); tools run in a "
+  f"order; per-container samples. N < 100 is repeated (min({c.get('rounds', 20)}, 100/N) rounds: N=1 "
+  f"{min(c.get('rounds', 20), 100)}, N=10 {min(c.get('rounds', 20), 10)}); tools run in a "
   "seeded random order per round. Setup: netspawn = the launcher's own `network links set up elapsed_us` "
   "(creating the links, configuring the container side from inside its netns, forking the teardown keeper; "
   "no process start), others = spawn-to-exit of each call (their process start is part of their cost). "
@@ -691,7 +697,7 @@ PYEOF
 
 MACHINE="$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
 C_WORK=$WORK C_NETSPAWN=$NETSPAWN C_IMAGE=$IMG C_NETAVARK=$NETAVARK C_CNI=$CNI_DIR C_SIZES=$SIZES C_BIG=$BIG \
-    C_BIG_ALL=$BIG_ALL C_NAT=$NAT C_LAUNCHES=$LAUNCHES C_SEED=$SEED C_MACHINE=$MACHINE C_VERSIONS=$VERSIONS \
+    C_BIG_ALL=$BIG_ALL C_NAT=$NAT C_LAUNCHES=$LAUNCHES C_ROUNDS=$ROUNDS C_SEED=$SEED C_MACHINE=$MACHINE C_VERSIONS=$VERSIONS \
     "$PY" - "$WORK/config.json" <<'EOF'
 import json, os, sys
 e = os.environ
@@ -699,7 +705,7 @@ json.dump({
     "work": e["C_WORK"], "netspawn": e["C_NETSPAWN"], "image": e["C_IMAGE"], "netavark": e["C_NETAVARK"],
     "cni_dir": e["C_CNI"], "sizes": [int(x) for x in e["C_SIZES"].split(",")], "big": int(e["C_BIG"]),
     "big_all": e["C_BIG_ALL"] == "1", "nat": e["C_NAT"] == "1", "launches": int(e["C_LAUNCHES"]),
-    "seed": int(e["C_SEED"]), "machine": e["C_MACHINE"], "versions": json.loads(e["C_VERSIONS"]),
+    "rounds": int(e["C_ROUNDS"]), "seed": int(e["C_SEED"]), "machine": e["C_MACHINE"], "versions": json.loads(e["C_VERSIONS"]),
 }, open(sys.argv[1], "w"), indent=1)
 EOF
 
