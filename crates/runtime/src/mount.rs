@@ -46,6 +46,19 @@ pub struct MountConfig {
     /// A resolv.conf (written by the launcher from the DHCP lease) to show
     /// as the container's /etc/resolv.conf, if it exists by mount time.
     pub resolv_conf: Option<PathBuf>,
+    /// The container has its own user namespace: sysfs can only be mounted
+    /// with its own network namespace, else the host's /sys is bound.
+    pub userns: bool,
+}
+
+/// Detached idmapped trees (`--private-users-ownership=map`), made by the
+/// launcher before the clone and moved into place by the container.
+#[derive(Debug, Default)]
+pub struct Idmapped {
+    /// The image's root, moved onto the root directory instead of its bind.
+    pub root: Option<std::os::fd::OwnedFd>,
+    /// Host bind sources, each taken by the first bind of that source.
+    pub binds: Vec<(PathBuf, std::os::fd::OwnedFd)>,
 }
 
 /// One step of setting up the container's file system. Paths are absolute
@@ -212,13 +225,21 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
     });
 
     // /sys read-only, with the container's own cgroup2 tree (cgroup namespace) on top.
-    ops.push(mnt(
-        Some("sysfs"),
-        r("sys"),
-        Some("sysfs"),
-        MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC,
-        None,
-    ));
+    if cfg.userns && !cfg.private_network {
+        // In a user namespace sysfs needs a network namespace of its own:
+        // the host's /sys, bound read-only with everything below it.
+        ops.push(bind("/sys", r("sys"), MsFlags::MS_REC));
+        ops.push(remount(r("sys"), MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC));
+        ops.push(MountOp::ReadOnlyTree { path: r("sys") });
+    } else {
+        ops.push(mnt(
+            Some("sysfs"),
+            r("sys"),
+            Some("sysfs"),
+            MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC,
+            None,
+        ));
+    }
     ops.push(mnt(
         Some("cgroup2"),
         r("sys/fs/cgroup"),
@@ -467,7 +488,7 @@ fn mount_str(
 /// was bound onto itself), missing directories and mount-point files are
 /// made there, and each mount is made onto the resolved descriptor: a
 /// symlink in the image never leads out of it.
-pub fn apply(ops: &[MountOp], root: &RootDir) -> Result<(), MountError> {
+pub fn apply(ops: &[MountOp], root: &RootDir, trees: &mut Idmapped) -> Result<(), MountError> {
     // The mount point the step before made, kept for the mount onto it
     // (one walk less); any other step may cover it, and drops it.
     let mut made: Option<(&Path, std::os::fd::OwnedFd)> = None;
@@ -532,13 +553,31 @@ pub fn apply(ops: &[MountOp], root: &RootDir) -> Result<(), MountError> {
                     Some((p, fd)) if p == target.as_path() && make != Make::Nothing => fd,
                     _ => root.chase(&inside(root, target)?, make).map_err(fail)?,
                 };
-                mount_str(
-                    src.as_deref(),
-                    &fd_path(dst.as_fd()),
-                    *fstype,
-                    *flags,
-                    data.as_deref(),
-                )
+                // A host directory with an idmapped tree is moved in instead.
+                let tree = match source {
+                    Some(s)
+                        if !*source_in_root
+                            && flags.contains(MsFlags::MS_BIND)
+                            && !flags.contains(MsFlags::MS_REMOUNT) =>
+                    {
+                        trees
+                            .binds
+                            .iter()
+                            .position(|(p, _)| p.as_os_str() == s.as_str())
+                            .map(|i| trees.binds.remove(i).1)
+                    }
+                    _ => None,
+                };
+                match tree {
+                    Some(t) => crate::userns::idmap::move_onto(t.as_fd(), dst.as_fd()),
+                    None => mount_str(
+                        src.as_deref(),
+                        &fd_path(dst.as_fd()),
+                        *fstype,
+                        *flags,
+                        data.as_deref(),
+                    ),
+                }
                 .map_err(fail)?;
             }
             MountOp::Symlink { target, link } => {

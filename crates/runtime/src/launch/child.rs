@@ -3,9 +3,12 @@
 //! file system, sets hostname and loopback, pivots into the root, drops
 //! privileges and execs the payload (as PID 1, or as PID 2 under a minimal
 //! init). Any error travels back to the launcher over the sync socket.
+//! In a user namespace it first becomes that namespace's root (the launcher
+//! has written the maps before the go-ahead), and with `map` ownership it
+//! moves the launcher's idmapped root tree into place instead of a bind.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -27,8 +30,9 @@ pub(super) fn child_main(
     notify: OwnedFd,
     pty: Option<&Pty>,
     envp: &[String],
+    users: Users,
 ) -> ! {
-    let err = match child_setup(cfg, plan, &sync, notify, pty, envp) {
+    let err = match child_setup(cfg, plan, &sync, notify, pty, envp, users) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -38,6 +42,14 @@ pub(super) fn child_main(
 }
 
 enum Never {}
+
+/// The container's user namespace, as the launcher cloned it.
+pub(super) struct Users {
+    /// PID 1 is in a new user namespace.
+    pub in_userns: bool,
+    /// Idmapped trees to move into place (`map` ownership).
+    pub trees: mount::Idmapped,
+}
 
 /// Formats a failed step as the message the launcher prints.
 fn e(what: &str) -> impl FnOnce(nix::Error) -> String {
@@ -52,10 +64,14 @@ fn child_setup(
     notify: OwnedFd,
     pty: Option<&Pty>,
     envp: &[String],
+    users: Users,
 ) -> Result<Never, String> {
     wait_for_go(sync)?;
+    if users.in_userns {
+        crate::userns::become_root().map_err(e("become root in the user namespace"))?;
+    }
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(e("create cgroup namespace"))?;
-    let root = build_file_system(cfg, plan, notify)?;
+    let root = build_file_system(cfg, plan, notify, users.trees)?;
     unistd::sethostname(&cfg.hostname).map_err(e("set hostname"))?;
     if cfg.network.private {
         loopback_up().map_err(e("bring up lo"))?;
@@ -92,19 +108,27 @@ fn build_file_system(
     cfg: &Config,
     plan: &[mount::MountOp],
     notify: OwnedFd,
+    mut trees: mount::Idmapped,
 ) -> Result<RootDir, String> {
     mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None)
         .map_err(e("make mounts private"))?;
-    mount::<Path, Path, str, str>(
-        Some(&cfg.root),
-        &cfg.root,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )
-    .map_err(e("bind the root directory"))?;
+    match trees.root.take() {
+        Some(tree) => {
+            let at = RootDir::open(&cfg.root).map_err(e("open the root directory"))?;
+            crate::userns::idmap::move_onto(tree.as_fd(), at.as_fd())
+                .map_err(e("mount the idmapped root directory"))?;
+        }
+        None => mount::<Path, Path, str, str>(
+            Some(&cfg.root),
+            &cfg.root,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+        .map_err(e("bind the root directory"))?,
+    }
     let root = RootDir::open(&cfg.root).map_err(e("open the root directory"))?;
-    mount::apply(plan, &root).map_err(|err| err.to_string())?;
+    mount::apply(plan, &root, &mut trees).map_err(|err| err.to_string())?;
     // The notify socket, bound relative to /run/host so long root paths fit.
     let host_dir = root
         .open_path(Path::new("/run/host"))

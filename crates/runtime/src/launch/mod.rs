@@ -13,6 +13,11 @@
 //! privileges and execs. Errors in the child travel back over the socketpair
 //! (which is close-on-exec, so end-of-file means the exec succeeded). PID 1
 //! gets SIGKILL when the launcher dies, which takes the whole container down.
+//!
+//! With `-U` the clone adds a user namespace, which then owns the others:
+//! the launcher writes its maps (and hands the container its pty, cgroup
+//! and resolv.conf) before the go-ahead, and idmapped trees for `map`
+//! ownership are made before the clone, for the child to move into place.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -68,6 +73,8 @@ pub enum LaunchError {
     Netd(#[from] crate::netd_client::NetdError),
     #[error("{0}")]
     Dhcp(String),
+    #[error("{0}")]
+    Userns(#[from] crate::userns::UsernsError),
     /// An error reported by the container's side before exec.
     #[error("{0}")]
     Child(String),
@@ -123,6 +130,8 @@ struct Held {
     /// The resolv.conf made for host0 (removed at exit, by the keeper after
     /// `kill -9`).
     resolv_conf: Option<PathBuf>,
+    /// The user namespace's range and idmap, with `-U`/`--private-users=`.
+    userns: Option<crate::userns::Active>,
 }
 
 /// Runs the container to completion and returns netspawn's exit status.
@@ -171,6 +180,18 @@ fn hold(cfg: &Config, paths: &Paths) -> Result<Held, LaunchError> {
     // What earlier machines could not remove (a launcher killed before its
     // keeper ran): never a cgroup whose name or launcher is still alive.
     crate::cgroup::sweep_stale(&hierarchies, &paths.cgroup_parent, &Registry::new(paths));
+    let userns = match &cfg.userns {
+        Some(spec) => crate::userns::prepare(spec, &cfg.root, &paths.locks_dir(), || {
+            Registry::new(paths)
+                .list()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e.name != cfg.machine)
+                .filter_map(|e| e.userns.map(|r| (e.name, r)))
+                .collect()
+        })?,
+        None => None,
+    };
     let cgroup_name = if cfg.register {
         cfg.machine.clone()
     } else {
@@ -185,6 +206,7 @@ fn hold(cfg: &Config, paths: &Paths) -> Result<Held, LaunchError> {
         resolv_conf: cfg
             .dhcp_host0
             .then(|| host0::resolv_conf_path(cfg, &paths.run_dir)),
+        userns,
     })
 }
 
@@ -312,21 +334,51 @@ fn run_in_cgroups(
     if let Err(e) = cgroups.add(child.as_raw(), cloned.in_cgroup) {
         return Err(kill_child(child, e.into()));
     }
+    let range = cloned
+        .userns
+        .then(|| held.userns.as_ref().map(|u| u.range))
+        .flatten();
+    if let Some(range) = range {
+        if let Err(e) = hand_over(child, range, pty, cgroups) {
+            return Err(kill_child(child, e));
+        }
+    }
     let net_plan_interfaces = net
         .as_ref()
         .map(|n| n.plan.registry_interfaces())
         .unwrap_or_default();
     // Links, made while the child waits for the go-ahead.
     let keeper = start_network(cfg, held, net, child, cgroups)?;
+    if let (Some(range), Some(path)) = (range, &held.resolv_conf) {
+        if path.exists() {
+            if let Err(e) = crate::userns::chown_to_root(path, range) {
+                return Err(kill_child(
+                    child,
+                    io_err("hand resolv.conf to the container", e),
+                ));
+            }
+        }
+    }
     release_child(child, cloned.sync)?;
     let mut watch = register::address_watch(cfg, held, child);
     let addresses = watch
         .as_mut()
         .and_then(|w| w.addresses().ok())
         .unwrap_or_default();
-    let mut registration =
-        Registration::write(cfg, held, child, cgroups, net_plan_interfaces, addresses)
-            .map_err(|err| kill_child(child, LaunchError::Registry(err)))?;
+    let mut registration = Registration::write(
+        cfg,
+        held,
+        child,
+        cgroups,
+        net_plan_interfaces,
+        addresses,
+        range,
+    )
+    .map_err(|err| kill_child(child, LaunchError::Registry(err)))?;
+    // The entry records our range now: other launches may pick.
+    if let Some(u) = &held.userns {
+        u.release_lock();
+    }
     let outcome = supervise::supervise(
         cfg,
         child,
@@ -347,6 +399,50 @@ struct Cloned {
     sync: OwnedFd,
     /// The launcher's end of the container's /run/host/notify.
     notify: OwnedFd,
+    /// Cloned into a new user namespace (false also after `-U`'s fallback).
+    userns: bool,
+}
+
+fn io_err(what: &'static str, e: std::io::Error) -> LaunchError {
+    LaunchError::Sys {
+        what,
+        err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    }
+}
+
+/// Before the go-ahead: the new user namespace's maps, and to the
+/// container's root what the launcher made for it (its console and its
+/// cgroup, which a booted guest manages).
+fn hand_over(
+    child: Pid,
+    range: crate::userns::UidRange,
+    pty: Option<&Pty>,
+    cgroups: &Cgroups,
+) -> Result<(), LaunchError> {
+    crate::userns::write_maps(child.as_raw(), range)
+        .map_err(|e| io_err("write the user namespace's maps", e))?;
+    if let Some(p) = pty {
+        nix::unistd::fchown(
+            &p.slave,
+            Some(nix::unistd::Uid::from_raw(range.shift)),
+            Some(nix::unistd::Gid::from_raw(range.shift)),
+        )
+        .map_err(sys("hand the console to the container"))?;
+    }
+    let dir = cgroups.unified();
+    for f in [
+        "",
+        "cgroup.procs",
+        "cgroup.subtree_control",
+        "cgroup.threads",
+    ] {
+        let p = dir.join(f);
+        match crate::userns::chown_to_root(&p, range) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            r => r.map_err(|e| io_err("hand the cgroup to the container", e))?,
+        }
+    }
+    Ok(())
 }
 
 /// Clones the container's PID 1 into its new namespaces; the child runs
@@ -375,9 +471,13 @@ fn clone_child(
     // Everything the child needs is computed before the clone.
     let plan = mount::plan(&mount_config(cfg, held, pty, host_os_release), &cfg.root);
     let envp = cfg.environment(console_term(cfg).as_deref());
+    let mut trees = idmapped_trees(cfg, held)?;
 
     // Born in its cgroup where the kernel can (no migration wait), else moved after.
-    let flags = clone_flags(cfg);
+    let mut flags = clone_flags(cfg);
+    if held.userns.is_some() {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
     let cg_fd = cgroups.unified_fd().ok();
     // SAFETY: the launcher is single-threaded here.
     let cloned = match &cg_fd {
@@ -388,12 +488,29 @@ fn clone_child(
         None => None,
     };
     // SAFETY: as above.
-    let cloned = cloned
+    let mut cloned = cloned
         .unwrap_or_else(|| unsafe { crate::sys::clone_fork(flags.bits()) }.map(|c| (c, false)));
+    // `-U` on a kernel that refuses user namespaces: go on without, as systemd.
+    let fallback = cfg.userns.is_some_and(|s| s.fallback);
+    if flags.contains(CloneFlags::CLONE_NEWUSER)
+        && fallback
+        && matches!(cloned, Err(nix::Error::EINVAL | nix::Error::ENOSPC))
+    {
+        eprintln!("User namespaces are not available in this kernel, running without.");
+        flags.remove(CloneFlags::CLONE_NEWUSER);
+        trees = mount::Idmapped::default();
+        // SAFETY: as above.
+        cloned = unsafe { crate::sys::clone_fork(flags.bits()) }.map(|c| (c, false));
+    }
+    let userns = flags.contains(CloneFlags::CLONE_NEWUSER);
     let (pid, in_cgroup) = match cloned.map_err(sys("clone"))? {
         (None, _) => {
             drop(sync_parent);
-            child::child_main(cfg, &plan, sync_child, notify, pty, &envp)
+            let users = child::Users {
+                in_userns: userns,
+                trees,
+            };
+            child::child_main(cfg, &plan, sync_child, notify, pty, &envp, users)
         }
         (Some(pid), in_cgroup) => (pid, in_cgroup),
     };
@@ -402,6 +519,39 @@ fn clone_child(
         in_cgroup,
         sync: sync_parent,
         notify,
+        userns,
+    })
+}
+
+/// For `map` ownership: the root and the host directories bound into the
+/// container as detached idmapped trees (a bind whose file system cannot be
+/// idmapped is bound as it is).
+fn idmapped_trees(cfg: &Config, held: &Held) -> Result<mount::Idmapped, LaunchError> {
+    let Some(ns) = held.userns.as_ref().and_then(|u| u.idmap.as_ref()) else {
+        return Ok(mount::Idmapped::default());
+    };
+    let root = crate::userns::idmap::clone_tree(&cfg.root, true, ns.as_fd())
+        .map_err(sys("make an idmapped mount of the root directory"))?;
+    let binds = cfg
+        .binds
+        .iter()
+        .filter(|b| !b.source_in_container)
+        .filter_map(|b| {
+            match crate::userns::idmap::clone_tree(&b.source, b.recursive, ns.as_fd()) {
+                Ok(t) => Some((b.source.clone(), t)),
+                Err(e) => {
+                    tracing::debug!(
+                        "{}: no idmapped mount ({e}), bound as it is",
+                        b.source.display()
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    Ok(mount::Idmapped {
+        root: Some(root),
+        binds,
     })
 }
 
@@ -433,6 +583,7 @@ fn mount_config(
         host_os_release: host_os_release.map(str::to_string),
         container_uuid: cfg.uuid.clone(),
         resolv_conf: held.resolv_conf.clone(),
+        userns: held.userns.is_some(),
     }
 }
 

@@ -10,6 +10,7 @@ mod files;
 mod network;
 mod resources;
 mod security;
+mod users;
 
 use std::path::{Path, PathBuf};
 
@@ -103,6 +104,8 @@ pub struct Config {
     pub rlimits: Vec<(u32, Rlimit)>,
     pub oom_score_adjust: Option<i32>,
     pub cpu_affinity: Option<CpuSet>,
+    /// `-U`/`--private-users=`: the container's user namespace, if any.
+    pub userns: Option<crate::userns::Spec>,
 }
 
 /// Resolves the merged settings and the command line's options.
@@ -116,6 +119,7 @@ pub fn resolve(s: Settings, o: &Options, paths: &Paths) -> Result<Config, Config
     let net = network::resolve(&s)?;
     let security = security::resolve(&s, &net)?;
     let resources = resources::resolve(&s);
+    let userns = users::resolve(&s)?;
     let exec = exec::resolve(&s, o, &root, &files)?;
     let uuid = match &s.machine_id {
         Some(id) => id.clone(),
@@ -152,6 +156,7 @@ pub fn resolve(s: Settings, o: &Options, paths: &Paths) -> Result<Config, Config
         rlimits: resources.rlimits,
         oom_score_adjust: resources.oom_score_adjust,
         cpu_affinity: resources.cpu_affinity,
+        userns,
     })
 }
 
@@ -184,7 +189,7 @@ fn root_and_machine(o: &Options, paths: &Paths) -> Result<(PathBuf, String), Con
 
 /// Settings a later issue implements: refused, never silently ignored.
 fn refuse_unsupported(s: &Settings, o: &Options) -> Result<(), ConfigError> {
-    use super::model::{Ownership, PrivateUsers, Volatile};
+    use super::model::Volatile;
     let no = |what: String| Err(ConfigError::Unsupported(what));
     if let Some(p) = o.property.first() {
         return no(format!(
@@ -208,30 +213,6 @@ fn refuse_unsupported(s: &Settings, o: &Options) -> Result<(), ConfigError> {
             return no(format!(
                 "--volatile={name} (Volatile=) is not supported by netspawn (only \"no\")"
             ));
-        }
-    }
-    let what = match s.private_users {
-        None | Some(PrivateUsers::No) => None,
-        Some(_) if o.private_users_short => Some("-U".to_string()),
-        Some(PrivateUsers::Yes) => Some("--private-users=yes".into()),
-        Some(PrivateUsers::Pick) => Some("--private-users=pick".into()),
-        Some(PrivateUsers::Identity) => Some("--private-users=identity".into()),
-        Some(PrivateUsers::Base { shift, range }) => {
-            Some(format!("--private-users={shift}:{range} (a UID base)"))
-        }
-    };
-    if let Some(what) = what {
-        return no(format!(
-            "{what} (user namespaces) is not supported by netspawn (only \"no\")"
-        ));
-    }
-    match s.private_users_ownership {
-        None | Some(Ownership::Off | Ownership::Auto) => {}
-        Some(_) => {
-            return no(
-                "--private-users-ownership= needs user namespaces, which netspawn does not support"
-                    .into(),
-            )
         }
     }
     Ok(())
@@ -421,12 +402,13 @@ mod tests {
             (
                 Settings {
                     private_users: Some(PrivateUsers::Base {
-                        shift: 0,
+                        shift: 65537,
                         range: 65536,
                     }),
+                    private_users_ownership: Some(crate::config::model::Ownership::Chown),
                     ..Settings::default()
                 },
-                "--private-users=0:65536 (a UID base)",
+                "multiple of 65536",
             ),
             (
                 Settings {
