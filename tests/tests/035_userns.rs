@@ -186,6 +186,10 @@ fn concurrent_launches_get_different_ranges_and_an_overlap_is_refused() {
     let (sa, sb) = (get("A:"), get("B:"));
     assert_ne!(sa, sb, "two machines share a range");
     assert!(sa.abs_diff(sb) >= 65536, "{sa} {sb}");
+    assert!(
+        out.contains(&format!("UID Shift: {sa} (65536)")),
+        "status shows the range: {out}"
+    );
     assert!(out.contains("overlap-rc=1"), "{out}");
     assert!(
         r.stderr.contains("overlaps the range of running machine"),
@@ -216,6 +220,54 @@ fn veth_and_zone_links_get_addresses_with_a_user_namespace() {
     let out = &r.stdout;
     assert!(out.contains("V:inet "), "{out}\n{}", r.stderr);
     assert!(out.contains("Z:inet "), "{out}\n{}", r.stderr);
+    check_clean(&env);
+}
+
+#[test]
+fn binds_are_idmapped_and_read_only_mounts_stay_read_only() {
+    let env = TestEnv::new();
+    let img = env.busybox("ubind");
+    let rw = env.dir.join("rw");
+    let ro = env.dir.join("ro");
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::create_dir_all(&ro).unwrap();
+    let script = "stat -c %u /rw /ro; touch /rw/new && echo rw-ok; touch /ro/new 2>/dev/null || echo ro-refused; \
+                  touch /new 2>/dev/null || echo root-refused; \
+                  for m in /proc/sys /sys /ro; do mount -o remount,bind,rw $m 2>/dev/null; done; \
+                  echo x > /proc/sys/kernel/domainname 2>/dev/null || echo sysctl-refused; \
+                  awk '$2 == \"/sys\" || $2 == \"/proc/sys\" { split($4, o, \",\"); print $2, o[1] }' /proc/self/mounts";
+    let r = env.netspawn(&[
+        "-q",
+        "-U",
+        "--private-users-ownership=map",
+        "--read-only",
+        &format!("--bind={}:/rw", rw.display()),
+        &format!("--bind-ro={}:/ro", ro.display()),
+        "-D",
+        img.to_str().unwrap(),
+        "/bin/sh",
+        "-c",
+        script,
+    ]);
+    r.expect_status(0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        &lines[..6],
+        [
+            "0",
+            "0",
+            "rw-ok",
+            "ro-refused",
+            "root-refused",
+            "sysctl-refused"
+        ],
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    // What the container made in an idmapped bind is 0's on the host.
+    assert_eq!(owner(&rw.join("new")), (0, 0));
+    assert!(!ro.join("new").exists());
     check_clean(&env);
 }
 

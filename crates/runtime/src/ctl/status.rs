@@ -129,6 +129,9 @@ pub fn render_status(e: &Entry, x: &Extra) -> String {
     if !e.root.as_os_str().is_empty() {
         s.push_str(&format!("\t    Root: {}\n", e.root.display()));
     }
+    if let Some(u) = &e.userns {
+        s.push_str(&format!("\tUID Shift: {} ({})\n", u.shift, u.range));
+    }
     if !e.interfaces.is_empty() {
         s.push_str(&format!("\t   Iface: {}\n", e.interfaces.join(" ")));
     }
@@ -169,6 +172,8 @@ pub fn status_json(e: &Entry, x: &Extra) -> Value {
         "state": non_empty(&e.state),
         "boot": e.boot,
         "root": (!e.root.as_os_str().is_empty()).then(|| e.root.to_string_lossy()),
+        "uid_shift": e.userns.map(|u| u.shift),
+        "uid_range": e.userns.map(|u| u.range),
         "interfaces": e.interfaces,
         "addresses": e.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "os": x.os_pretty,
@@ -299,6 +304,7 @@ mod tests {
             cgroups: vec!["/sys/fs/cgroup/unified/netspawn/web".into()],
             interfaces: vec!["ve-web".into()],
             addresses: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+            userns: netspawn_common::registry::UidRange::new(524288, 65536),
             ..Entry::default()
         };
         let x = Extra {
@@ -320,6 +326,8 @@ mod tests {
                 "state": null,
                 "boot": false,
                 "root": "/var/lib/machines/web",
+                "uid_shift": 524288,
+                "uid_range": 65536,
                 "interfaces": ["ve-web"],
                 "addresses": ["10.0.0.2", "fd00::2"],
                 "os": null,
@@ -333,6 +341,7 @@ mod tests {
         let bare = status_json(&Entry::default(), &Extra::default());
         assert_eq!(bare["since_usec"], Value::Null);
         assert_eq!(bare["root"], Value::Null);
+        assert_eq!(bare["uid_shift"], Value::Null);
         assert_eq!(bare["processes"], json!([]));
     }
 }
