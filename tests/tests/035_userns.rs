@@ -233,8 +233,9 @@ fn binds_are_idmapped_and_read_only_mounts_stay_read_only() {
     std::fs::create_dir_all(&ro).unwrap();
     let script = "stat -c %u /rw /ro; touch /rw/new && echo rw-ok; touch /ro/new 2>/dev/null || echo ro-refused; \
                   touch /new 2>/dev/null || echo root-refused; \
-                  for m in /proc/sys /sys /ro; do mount -o remount,bind,rw $m 2>/dev/null; done; \
+                  for m in /proc/sys /sys /ro /; do mount -o remount,bind,rw $m 2>/dev/null; done; \
                   echo x > /proc/sys/kernel/domainname 2>/dev/null || echo sysctl-refused; \
+                  touch /ro/new 2>/dev/null || echo ro-still-refused; touch /new 2>/dev/null || echo root-still-refused; \
                   awk '$2 == \"/sys\" || $2 == \"/proc/sys\" { split($4, o, \",\"); print $2, o[1] }' /proc/self/mounts";
     let r = env.netspawn(&[
         "-q",
@@ -252,14 +253,17 @@ fn binds_are_idmapped_and_read_only_mounts_stay_read_only() {
     r.expect_status(0);
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(
-        &lines[..6],
+        &lines[..8],
         [
             "0",
             "0",
             "rw-ok",
             "ro-refused",
             "root-refused",
-            "sysctl-refused"
+            "sysctl-refused",
+            // Remounting them writable does not help: their flags are locked.
+            "ro-still-refused",
+            "root-still-refused",
         ],
         "{}\n{}",
         r.stdout,

@@ -471,14 +471,68 @@ fn clone_child(
     // Everything the child needs is computed before the clone.
     let plan = mount::plan(&mount_config(cfg, held, pty, host_os_release), &cfg.root);
     let envp = cfg.environment(console_term(cfg).as_deref());
-    let mut trees = idmapped_trees(cfg, held)?;
+    let cg_fd = cgroups.unified_fd().ok();
+    if let Some(u) = &held.userns {
+        // The outer child binds it before the network exists; DHCP fills it in.
+        if let Some(path) = &held.resolv_conf {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            std::fs::File::create(path)
+                .and_then(|_| crate::userns::chown_to_root(path, u.range))
+                .map_err(|e| io_err("make the container's resolv.conf", e))?;
+        }
+        let trees = idmapped_trees(cfg, held)?;
+        let (host_plan, plan) = mount::split_for_userns(plan, &cfg.root);
+        // SAFETY: the launcher is single-threaded here.
+        let outer =
+            match unsafe { crate::sys::clone_fork(libc::CLONE_NEWNS) }.map_err(sys("clone"))? {
+                None => {
+                    drop(sync_parent);
+                    let start = child::Start {
+                        cfg,
+                        plan: &plan,
+                        sync: sync_child,
+                        notify,
+                        pty,
+                        envp: &envp,
+                        in_userns: true,
+                    };
+                    let outer = child::Outer {
+                        host_plan: &host_plan,
+                        trees,
+                        flags: clone_flags(cfg) | CloneFlags::CLONE_NEWUSER,
+                        cgroup: cg_fd.as_ref().map(|f| f.as_raw_fd()),
+                        owner: u.range.shift,
+                    };
+                    child::outer_main(start, outer)
+                }
+                Some(pid) => pid,
+            };
+        drop(sync_child);
+        drop(trees);
+        let started = sync::recv(&sync_parent);
+        let _ = waitpid(outer, None);
+        return match started {
+            Ok(Some(SyncMessage::Started { pid, in_cgroup })) => Ok(Cloned {
+                pid: Pid::from_raw(pid as i32),
+                in_cgroup,
+                sync: sync_parent,
+                notify,
+                userns: true,
+            }),
+            Ok(Some(SyncMessage::Failed(m))) => Err(LaunchError::Child(m)),
+            Ok(other) => Err(LaunchError::Child(format!(
+                "the container's outer process ended without starting it ({other:?})"
+            ))),
+            Err(e) => Err(LaunchError::Child(format!(
+                "the container's outer process: {e}"
+            ))),
+        };
+    }
 
     // Born in its cgroup where the kernel can (no migration wait), else moved after.
-    let mut flags = clone_flags(cfg);
-    if held.userns.is_some() {
-        flags |= CloneFlags::CLONE_NEWUSER;
-    }
-    let cg_fd = cgroups.unified_fd().ok();
+    let flags = clone_flags(cfg);
     // SAFETY: the launcher is single-threaded here.
     let cloned = match &cg_fd {
         Some(fd) => match unsafe { crate::sys::clone3_into_cgroup(flags.bits(), fd.as_raw_fd()) } {
@@ -488,29 +542,20 @@ fn clone_child(
         None => None,
     };
     // SAFETY: as above.
-    let mut cloned = cloned
+    let cloned = cloned
         .unwrap_or_else(|| unsafe { crate::sys::clone_fork(flags.bits()) }.map(|c| (c, false)));
-    // `-U` on a kernel that refuses user namespaces: go on without, as systemd.
-    let fallback = cfg.userns.is_some_and(|s| s.fallback);
-    if flags.contains(CloneFlags::CLONE_NEWUSER)
-        && fallback
-        && matches!(cloned, Err(nix::Error::EINVAL | nix::Error::ENOSPC))
-    {
-        eprintln!("User namespaces are not available in this kernel, running without.");
-        flags.remove(CloneFlags::CLONE_NEWUSER);
-        trees = mount::Idmapped::default();
-        // SAFETY: as above.
-        cloned = unsafe { crate::sys::clone_fork(flags.bits()) }.map(|c| (c, false));
-    }
-    let userns = flags.contains(CloneFlags::CLONE_NEWUSER);
     let (pid, in_cgroup) = match cloned.map_err(sys("clone"))? {
         (None, _) => {
             drop(sync_parent);
-            let users = child::Users {
-                in_userns: userns,
-                trees,
-            };
-            child::child_main(cfg, &plan, sync_child, notify, pty, &envp, users)
+            child::child_main(child::Start {
+                cfg,
+                plan: &plan,
+                sync: sync_child,
+                notify,
+                pty,
+                envp: &envp,
+                in_userns: false,
+            })
         }
         (Some(pid), in_cgroup) => (pid, in_cgroup),
     };
@@ -519,7 +564,7 @@ fn clone_child(
         in_cgroup,
         sync: sync_parent,
         notify,
-        userns,
+        userns: false,
     })
 }
 

@@ -122,12 +122,11 @@ pub fn move_onto(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> nix::Result<()
     .map(|_| ())
 }
 
-/// A user namespace for `range` if the file system of `root` (and what is
-/// mounted below it) supports idmapped mounts.
-pub fn probe(root: &Path, range: UidRange) -> nix::Result<OwnedFd> {
-    let ns = userns_fd(range)?;
+/// Whether the file system of `root` (and what is mounted below it)
+/// supports idmapped mounts with the user namespace `ns`.
+pub fn probe(root: &Path, ns: &OwnedFd) -> nix::Result<()> {
     drop(clone_tree(root, true, ns.as_fd())?);
-    Ok(ns)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -149,7 +148,8 @@ mod tests {
         std::fs::create_dir_all(d.join("dst")).unwrap();
         std::fs::write(d.join("src/f"), "x").unwrap();
         let range = UidRange::new(0x0008_0000, 65536).unwrap();
-        let ns = probe(&d.join("src"), range).unwrap();
+        let ns = userns_fd(range).unwrap();
+        probe(&d.join("src"), &ns).unwrap();
         let tree = clone_tree(&d.join("src"), false, ns.as_fd()).unwrap();
         // Attach it in a private mount namespace of a child, and look.
         // SAFETY: the child only makes system calls and exits.

@@ -107,6 +107,21 @@ pub fn prepare(
     let lock = pick::lock(locks_dir)?;
     let owner = pick::root_owner(root)?;
     let range = pick::choose(spec.mode, owner, &taken(), pick::host_has_id)?;
+    // A user namespace with the container's maps: proof that the kernel
+    // lets us make one (else `-U` goes on without), and the idmap for `map`.
+    let ns = match idmap::userns_fd(range) {
+        Ok(ns) => ns,
+        Err(e) if spec.fallback => {
+            eprintln!("Cannot make a user namespace ({e}), running without.");
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(UsernsError::Io {
+                what: "create a user namespace".into(),
+                err: e.into(),
+            })
+        }
+    };
     let already_shifted = owner.0 == range.shift && owner.0 != 0;
     let ownership = match (spec.ownership, spec.mode) {
         // An image already in its range is used as it is (systemd: chown).
@@ -126,8 +141,8 @@ pub fn prepare(
         Ownership::Chown => {
             shift::shift_tree(root, range)?;
         }
-        Ownership::Map | Ownership::Auto => match idmap::probe(root, range) {
-            Ok(fd) => idmap = Some(fd),
+        Ownership::Map | Ownership::Auto => match idmap::probe(root, &ns) {
+            Ok(()) => idmap = Some(ns),
             Err(e) if ownership == Ownership::Map => {
                 return Err(UsernsError::NoIdmap(format!(
                     "cannot make an idmapped mount of {}: {e}",
