@@ -848,9 +848,9 @@ fn privileged_rows(shared: &Path) -> Vec<Privileged> {
         ),
         row(
             "[Exec]\nPrivateUsers=pick\n".into(),
-            "echo ran".into(),
-            out("ran"),
-            Outcome::Refused("not supported"),
+            "set -- $(cat /proc/self/uid_map); [ \"$2\" = 0 ] && echo host || echo shifted".into(),
+            out("host"),
+            out("shifted"),
             "PrivateUsers=",
         ),
         row(
@@ -911,14 +911,14 @@ fn privileged_rows(shared: &Path) -> Vec<Privileged> {
             "[Files]\nPrivateUsersOwnership=chown\n".into(),
             "echo ran".into(),
             out("ran"),
-            Outcome::Refused("needs user namespaces"),
+            Outcome::Refused("needs a user namespace"),
             "PrivateUsersOwnership=",
         ),
         row(
             "[Files]\nPrivateUsersChown=yes\n".into(),
             "echo ran".into(),
             out("ran"),
-            Outcome::Refused("needs user namespaces"),
+            Outcome::Refused("needs a user namespace"),
             "PrivateUsersOwnership=",
         ),
         // [Network]

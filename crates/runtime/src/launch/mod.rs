@@ -310,6 +310,11 @@ fn run_once(
     )?;
     tracing::debug!(?policy, "device policy");
     let result = run_in_cgroups(cfg, held, net, pty, host_os_release, sigfd, &cgroups);
+    if let (Some(u), Ok((Outcome::Killed(libc::SIGHUP), _)), true) =
+        (&held.userns, &result, cfg.boot)
+    {
+        u.relock();
+    }
     if let Some((reg, claim)) = &held.registry {
         let _ = reg.remove(claim, &cfg.machine);
     }

@@ -72,12 +72,22 @@ pub struct Active {
     pub idmap: Option<OwnedFd>,
     /// The pick lock, held until the registry entry records the range.
     lock: RefCell<Option<File>>,
+    locks_dir: std::path::PathBuf,
 }
 
 impl Active {
     /// Lets other launches pick again (the registry now has our range).
     pub fn release_lock(&self) {
         self.lock.borrow_mut().take();
+    }
+
+    /// Holds the pick lock again while the registry entry is gone (a booted
+    /// guest rebooting): nobody picks our range in between.
+    pub fn relock(&self) {
+        match pick::lock(&self.locks_dir) {
+            Ok(f) => *self.lock.borrow_mut() = Some(f),
+            Err(e) => tracing::warn!("{e}"),
+        }
     }
 }
 
@@ -159,6 +169,7 @@ pub fn prepare(
         range,
         idmap,
         lock: RefCell::new(Some(lock)),
+        locks_dir: locks_dir.to_path_buf(),
     }))
 }
 
