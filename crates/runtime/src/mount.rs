@@ -453,8 +453,10 @@ pub fn split_for_userns(ops: Vec<MountOp>, root: &Path) -> (Vec<MountOp>, Vec<Mo
 /// launcher's side makes the file system for a container with a user
 /// namespace: what it creates (on our tmpfs mounts, or through an idmapped
 /// root, which refuses IDs outside its mapping) then belongs to the
-/// container. The host's IDs (and capabilities) come back afterwards.
-fn as_owner<T>(owner: Option<u32>, f: impl FnOnce() -> T) -> T {
+/// container. The host's IDs (and capabilities) come back afterwards. A
+/// directory of the image that the container's root may not write (ownership
+/// `off`) is tried again as the host's root.
+fn as_owner<T>(owner: Option<u32>, f: impl Fn() -> nix::Result<T>) -> nix::Result<T> {
     use nix::unistd::{setfsgid, setfsuid, Gid, Uid};
     let Some(id) = owner else {
         return f();
@@ -463,7 +465,10 @@ fn as_owner<T>(owner: Option<u32>, f: impl FnOnce() -> T) -> T {
     let r = f();
     setfsgid(old_g);
     setfsuid(old_u);
-    r
+    match r {
+        Err(nix::Error::EACCES | nix::Error::EPERM) => f(),
+        r => r,
+    }
 }
 
 fn op_name(op: &MountOp) -> String {
