@@ -14,10 +14,11 @@
 //! (which is close-on-exec, so end-of-file means the exec succeeded). PID 1
 //! gets SIGKILL when the launcher dies, which takes the whole container down.
 //!
-//! With `-U` the clone adds a user namespace, which then owns the others:
-//! the launcher writes its maps (and hands the container its pty, cgroup
-//! and resolv.conf) before the go-ahead, and idmapped trees for `map`
-//! ownership are made before the clone, for the child to move into place.
+//! With `-U` an outer child makes the file system with the host's
+//! privileges and clones PID 1 into a user namespace, which then owns the
+//! others (see [`child`]); the launcher writes its maps (and hands the
+//! container its pty, cgroup and resolv.conf) before the go-ahead. Idmapped
+//! trees for `map` ownership are made before the clones.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -354,16 +355,6 @@ fn run_in_cgroups(
         .unwrap_or_default();
     // Links, made while the child waits for the go-ahead.
     let keeper = start_network(cfg, held, net, child, cgroups)?;
-    if let (Some(range), Some(path)) = (range, &held.resolv_conf) {
-        if path.exists() {
-            if let Err(e) = crate::userns::chown_to_root(path, range) {
-                return Err(kill_child(
-                    child,
-                    io_err("hand resolv.conf to the container", e),
-                ));
-            }
-        }
-    }
     release_child(child, cloned.sync)?;
     let mut watch = register::address_watch(cfg, held, child);
     let addresses = watch
@@ -404,7 +395,7 @@ struct Cloned {
     sync: OwnedFd,
     /// The launcher's end of the container's /run/host/notify.
     notify: OwnedFd,
-    /// Cloned into a new user namespace (false also after `-U`'s fallback).
+    /// Cloned into a new user namespace.
     userns: bool,
 }
 

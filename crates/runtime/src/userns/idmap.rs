@@ -1,11 +1,11 @@
 //! Idmapped mounts (`--private-users-ownership=map`): the launcher clones
 //! a mount tree (`open_tree(OPEN_TREE_CLONE)`), gives it the container's
 //! mapping (`mount_setattr(MOUNT_ATTR_IDMAP)` with a user namespace that
-//! has the same maps) and hands the detached tree to the container, which
-//! moves it into place (`move_mount`). Files owned by 0 on disk then
-//! belong to the container's root, and what it creates is stored as 0.
-//! Setting an idmap needs the host's privileges, so it is done before the
-//! clone; the user namespace comes from a short-lived helper process.
+//! has the same maps) and the container's outer child moves the detached
+//! tree into place (`move_mount`). Files owned by 0 on disk then belong to
+//! the container's root, and what it creates is stored as 0. Setting an
+//! idmap needs the host's privileges, so it is done before the clones; the
+//! user namespace comes from a short-lived helper process.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
