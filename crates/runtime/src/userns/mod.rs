@@ -132,18 +132,20 @@ pub fn prepare(
             })
         }
     };
-    let already_shifted = owner.0 == range.shift && owner.0 != 0;
-    let ownership = match (spec.ownership, spec.mode) {
-        // An image already in its range is used as it is (systemd: chown).
-        (Ownership::Auto, _) if already_shifted => Ownership::Chown,
-        (Ownership::Map, Mode::FromRoot) if owner.0 != 0 => {
+    // An image shifted already (its root not owned by 0) is chowned, into
+    // the same range (nothing to do) or a new one, as systemd does: an
+    // idmapped mount would show its files as nobody's.
+    let shifted = owner.0 != 0;
+    let ownership = match spec.ownership {
+        Ownership::Auto if shifted => Ownership::Chown,
+        Ownership::Map if shifted => {
             return Err(UsernsError::NoIdmap(format!(
                 "{} is owned by {}, not 0: it is shifted already",
                 root.display(),
                 owner.0
             )))
         }
-        (o, _) => o,
+        o => o,
     };
     let mut idmap = None;
     match ownership {
