@@ -203,7 +203,7 @@ fn concurrent_launches_get_different_ranges_and_an_overlap_is_refused() {
 }
 
 #[test]
-fn veth_and_zone_links_get_addresses_with_a_user_namespace() {
+fn veth_zone_and_bridge_links_work_with_a_user_namespace() {
     let env = TestEnv::new();
     let one = env.busybox("nv");
     let two = env.busybox("nz");
@@ -211,7 +211,14 @@ fn veth_and_zone_links_get_addresses_with_a_user_namespace() {
         &format!(
             r#"ip link set lo up
                $NETSPAWN -q -U -n -D {one} /bin/sh -c 'echo V:$(ip -4 -o addr show host0 | grep -o "inet [0-9./]*"); cat /proc/self/uid_map'
-               $NETSPAWN -q -U --network-zone=uz -D {two} /bin/sh -c 'echo Z:$(ip -4 -o addr show host0 | grep -o "inet [0-9./]*"); ls -n /etc/resolv.conf'"#,
+               $NETSPAWN -q -U --network-zone=uz -D {two} /bin/sh -c 'echo Z:$(ip -4 -o addr show host0 | grep -o "inet [0-9./]*"); ls -n /etc/resolv.conf'
+               ip link add br0 type bridge && ip link set br0 up
+               $NETSPAWN -q -U --network-bridge=br0 --network-config=none -M nb --bind={ctl}:/ctl -D {one} /bin/sh -c 'echo B:$(ip -o link show host0 | grep -c ",UP"); {HOLD}' &
+               for t in $(seq 200); do ip link show vb-nb >/dev/null 2>&1 && break; sleep 0.05; done
+               echo BR:$(ip -o link show master br0 | grep -c vb-nb)
+               touch {ctl}/stop
+               wait"#,
+            ctl = env.hold_dir().display(),
             one = one.display(),
             two = two.display()
         ),
@@ -220,6 +227,12 @@ fn veth_and_zone_links_get_addresses_with_a_user_namespace() {
     let out = &r.stdout;
     assert!(out.contains("V:inet "), "{out}\n{}", r.stderr);
     assert!(out.contains("Z:inet "), "{out}\n{}", r.stderr);
+    assert!(
+        out.contains("B:1"),
+        "host0 on a bridge: {out}\n{}",
+        r.stderr
+    );
+    assert!(out.contains("BR:1"), "vb-nb in br0: {out}");
     check_clean(&env);
 }
 
