@@ -47,6 +47,8 @@ pub struct Spec {
     pub ownership: Ownership,
     /// `-U`/`pick`: without user namespaces in the kernel, go on without one.
     pub fallback: bool,
+    /// `--read-only`: the image is never chowned (`auto` maps or does nothing).
+    pub read_only: bool,
 }
 
 #[derive(Debug, Error)]
@@ -137,6 +139,7 @@ pub fn prepare(
     // idmapped mount would show its files as nobody's.
     let shifted = owner.0 != 0;
     let ownership = match spec.ownership {
+        Ownership::Auto if shifted && spec.read_only => Ownership::Off,
         Ownership::Auto if shifted => Ownership::Chown,
         Ownership::Map if shifted => {
             return Err(UsernsError::NoIdmap(format!(
@@ -160,6 +163,12 @@ pub fn prepare(
                     "cannot make an idmapped mount of {}: {e}",
                     root.display()
                 )))
+            }
+            Err(e) if spec.read_only => {
+                tracing::debug!(
+                    "no idmapped mount of {}: {e}; read-only, left as it is",
+                    root.display()
+                );
             }
             Err(e) => {
                 tracing::debug!("no idmapped mount of {}: {e}; chown", root.display());

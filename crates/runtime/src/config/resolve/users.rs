@@ -9,6 +9,7 @@ use crate::config::model::{Ownership, PrivateUsers, Settings};
 use crate::userns::{self, Mode, Spec, UidRange};
 
 pub(super) fn resolve(s: &Settings) -> Result<Option<Spec>, ConfigError> {
+    let read_only = s.read_only.unwrap_or(false);
     if s.private_users_ownership == Some(Ownership::Foreign) {
         return Err(ConfigError::Unsupported(
             "--private-users-ownership=foreign is not supported by netspawn".into(),
@@ -42,6 +43,11 @@ pub(super) fn resolve(s: &Settings) -> Result<Option<Spec>, ConfigError> {
         Some(Ownership::Chown) => userns::Ownership::Chown,
         Some(Ownership::Map) => userns::Ownership::Map,
     };
+    if ownership == userns::Ownership::Chown && read_only {
+        return Err(ConfigError::Conflict(
+            "--read-only and --private-users-ownership=chown may not be combined".into(),
+        ));
+    }
     if ownership == userns::Ownership::Chown {
         if let Mode::Fixed(r) = mode {
             if r.range != userns::RANGE_16 || r.shift & 0xFFFF != 0 {
@@ -57,6 +63,7 @@ pub(super) fn resolve(s: &Settings) -> Result<Option<Spec>, ConfigError> {
         mode,
         ownership,
         fallback: mode == Mode::Pick,
+        read_only,
     }))
 }
 
@@ -146,5 +153,19 @@ mod tests {
             let e = spec(pu, o).unwrap_err();
             assert!(e.contains(needle) && !e.contains('\n'), "{needle}: {e}");
         }
+        let ro = |o| {
+            resolve(&Settings {
+                private_users: Some(PrivateUsers::Pick),
+                private_users_ownership: o,
+                read_only: Some(true),
+                ..Settings::default()
+            })
+        };
+        let e = ro(Some(Ownership::Chown)).unwrap_err().to_string();
+        assert!(
+            e.contains("--read-only and --private-users-ownership=chown"),
+            "{e}"
+        );
+        assert!(ro(None).unwrap().is_some_and(|s| s.read_only));
     }
 }
