@@ -350,3 +350,38 @@ fn debian_boots_with_a_user_namespace() {
     assert_eq!(wait_timeout(&mut child, Duration::from_secs(60)), Some(0));
     check_clean(&env);
 }
+
+/// Alive and not a zombie.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| {
+            !s.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn the_container_dies_with_its_launcher_even_on_kill_9() {
+    let env = TestEnv::new();
+    let img = env.busybox("uorphan");
+    let mut child = env.spawn(&["-q", "-U", "-D", img.to_str().unwrap(), "/bin/sleep", "100"]);
+    let leader = env
+        .wait_registered("uorphan", Duration::from_secs(10))
+        .expect("registered");
+    let launcher: i32 = entry_field(&env, "uorphan", "LAUNCHER")
+        .and_then(|l| l.parse().ok())
+        .expect("LAUNCHER=");
+    // SAFETY: a signal to the launcher we started.
+    unsafe { libc::kill(launcher, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running(leader) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!running(leader), "the container outlived its launcher");
+    let _ = wait_timeout(&mut child, Duration::from_secs(10));
+    // The next launch picks the range again and cleans what is left.
+    env.netspawn(&["-q", "-U", "-D", img.to_str().unwrap(), "/bin/true"])
+        .expect_status(0);
+    check_clean(&env);
+}

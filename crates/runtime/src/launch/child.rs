@@ -161,6 +161,21 @@ fn child_setup(
     wait_for_go(sync)?;
     if in_userns {
         crate::userns::become_root().map_err(e("become root in the user namespace"))?;
+        // A change of IDs clears the parent death signal: set it again, then
+        // make sure the launcher did not go in between (its end hangs up).
+        crate::sys::set_parent_death_signal(Signal::SIGKILL)
+            .map_err(e("set parent death signal"))?;
+        let mut fds = [nix::poll::PollFd::new(
+            sync.as_fd(),
+            nix::poll::PollFlags::empty(),
+        )];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO);
+        if fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(nix::poll::PollFlags::POLLHUP))
+        {
+            return Err("launcher went away".into());
+        }
     }
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(e("create cgroup namespace"))?;
     let root = build_file_system(cfg, plan, notify)?;
