@@ -361,27 +361,38 @@ fn running(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Also as another user: changing IDs clears the parent death signal,
+/// which PID 1 sets again.
 #[test]
 fn the_container_dies_with_its_launcher_even_on_kill_9() {
     let env = TestEnv::new();
     let img = env.busybox("uorphan");
-    let mut child = env.spawn(&["-q", "-U", "-D", img.to_str().unwrap(), "/bin/sleep", "100"]);
-    let leader = env
-        .wait_registered("uorphan", Duration::from_secs(10))
-        .expect("registered");
-    let launcher: i32 = entry_field(&env, "uorphan", "LAUNCHER")
-        .and_then(|l| l.parse().ok())
-        .expect("LAUNCHER=");
-    // SAFETY: a signal to the launcher we started.
-    unsafe { libc::kill(launcher, libc::SIGKILL) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while running(leader) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
+    let d = img.to_str().unwrap();
+    for flags in [&["-U"][..], &["-U", "-u", "nobody"], &["-u", "nobody"]] {
+        let mut args = vec!["-q", "-D", d];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["/bin/sleep", "100"]);
+        let mut child = env.spawn(&args);
+        let leader = env
+            .wait_registered("uorphan", Duration::from_secs(10))
+            .expect("registered");
+        let launcher: i32 = entry_field(&env, "uorphan", "LAUNCHER")
+            .and_then(|l| l.parse().ok())
+            .expect("LAUNCHER=");
+        // SAFETY: a signal to the launcher we started.
+        unsafe { libc::kill(launcher, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running(leader) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            !running(leader),
+            "{flags:?}: the container outlived its launcher"
+        );
+        let _ = wait_timeout(&mut child, Duration::from_secs(10));
+        // The next launch takes the name (and a range) again and cleans up.
+        env.netspawn(&["-q", "-U", "-D", d, "/bin/true"])
+            .expect_status(0);
+        check_clean(&env);
     }
-    assert!(!running(leader), "the container outlived its launcher");
-    let _ = wait_timeout(&mut child, Duration::from_secs(10));
-    // The next launch picks the range again and cleans what is left.
-    env.netspawn(&["-q", "-U", "-D", img.to_str().unwrap(), "/bin/true"])
-        .expect_status(0);
-    check_clean(&env);
 }

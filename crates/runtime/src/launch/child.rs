@@ -161,21 +161,7 @@ fn child_setup(
     wait_for_go(sync)?;
     if in_userns {
         crate::userns::become_root().map_err(e("become root in the user namespace"))?;
-        // A change of IDs clears the parent death signal: set it again, then
-        // make sure the launcher did not go in between (its end hangs up).
-        crate::sys::set_parent_death_signal(Signal::SIGKILL)
-            .map_err(e("set parent death signal"))?;
-        let mut fds = [nix::poll::PollFd::new(
-            sync.as_fd(),
-            nix::poll::PollFlags::empty(),
-        )];
-        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO);
-        if fds[0]
-            .revents()
-            .is_some_and(|r| r.intersects(nix::poll::PollFlags::POLLHUP))
-        {
-            return Err("launcher went away".into());
-        }
+        die_with_launcher(sync)?;
     }
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(e("create cgroup namespace"))?;
     let root = build_file_system(cfg, plan, notify)?;
@@ -187,6 +173,8 @@ fn child_setup(
     let prepared = crate::exec::prepare(cfg, envp).map_err(|err| err.to_string())?;
     let exec = Exec::resolve(cfg, &prepared.env)?;
     lock_down(cfg, &prepared)?;
+    // `--user=` changed our IDs.
+    die_with_launcher(sync)?;
     if cfg.as_pid2 {
         run_as_pid2(sync, pty, &exec)
     } else {
@@ -195,6 +183,24 @@ fn child_setup(
             .map_err(e("unblock signals"))?;
         Err(exec.exec())
     }
+}
+
+/// A change of IDs clears the parent death signal: sets it again, then
+/// makes sure the launcher did not go in between (its end hangs up).
+fn die_with_launcher(sync: &OwnedFd) -> Result<(), String> {
+    crate::sys::set_parent_death_signal(Signal::SIGKILL).map_err(e("set parent death signal"))?;
+    let mut fds = [nix::poll::PollFd::new(
+        sync.as_fd(),
+        nix::poll::PollFlags::empty(),
+    )];
+    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO);
+    if fds[0]
+        .revents()
+        .is_some_and(|r| r.intersects(nix::poll::PollFlags::POLLHUP))
+    {
+        return Err("launcher went away".into());
+    }
+    Ok(())
 }
 
 /// Dies with the launcher; then waits until it has placed us in our cgroups.
