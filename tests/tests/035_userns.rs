@@ -396,3 +396,35 @@ fn the_container_dies_with_its_launcher_even_on_kill_9() {
         check_clean(&env);
     }
 }
+
+/// A machine that is not registered still holds its range (its lock file).
+#[test]
+fn an_unregistered_machine_keeps_its_range() {
+    let env = TestEnv::new();
+    let a = env.busybox("unreg");
+    let b = env.busybox("other");
+    let ctl = env.hold_dir();
+    let r = env.sh(
+        &format!(
+            r#"$NETSPAWN -q -U --register=no --bind={ctl}:/ctl -D {a} /bin/sh -c 'echo A:$(cat /proc/self/uid_map); touch /ctl/up; {HOLD}' &
+               for t in $(seq 600); do [ -e {ctl}/up ] && break; sleep 0.05; done
+               $NETSPAWN -q -U -D {b} /bin/sh -c 'echo B:$(cat /proc/self/uid_map)'
+               touch {ctl}/stop
+               wait"#,
+            ctl = ctl.display(),
+            a = a.display(),
+            b = b.display(),
+        ),
+        60,
+    );
+    let shift = |p: &str| {
+        r.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(p))
+            .map(uid_map)
+            .unwrap_or_else(|| panic!("no {p}: {}\n{}", r.stdout, r.stderr))
+            .1
+    };
+    assert_ne!(shift("A:"), shift("B:"), "{}", r.stdout);
+    check_clean(&env);
+}

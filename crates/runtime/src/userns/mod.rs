@@ -75,6 +75,8 @@ pub struct Active {
     /// The pick lock, held until the registry entry records the range.
     lock: RefCell<Option<File>>,
     locks_dir: std::path::PathBuf,
+    /// The range's own lock, held for the machine's life.
+    _range_lock: File,
 }
 
 impl Active {
@@ -118,7 +120,11 @@ pub fn prepare(
     }
     let lock = pick::lock(locks_dir)?;
     let owner = pick::root_owner(root)?;
-    let range = pick::choose(spec.mode, owner, &taken(), pick::host_has_id)?;
+    let locked = |shift| matches!(pick::try_range_lock(locks_dir, shift), Ok(None));
+    let range = pick::choose(spec.mode, owner, &taken(), pick::host_has_id, locked)?;
+    // Under the pick lock nobody took it since: ours for the machine's life.
+    let range_lock =
+        pick::try_range_lock(locks_dir, range.shift)?.ok_or(pick::PickError::InUse(range))?;
     // A user namespace with the container's maps: proof that the kernel
     // lets us make one (else `-U` goes on without), and the idmap for `map`.
     let ns = match idmap::userns_fd(range) {
@@ -181,6 +187,7 @@ pub fn prepare(
         idmap,
         lock: RefCell::new(Some(lock)),
         locks_dir: locks_dir.to_path_buf(),
+        _range_lock: range_lock,
     }))
 }
 

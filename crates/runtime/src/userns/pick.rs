@@ -2,7 +2,10 @@
 //! the root directory's owner range, `pick` the root's range if it is a
 //! free multiple of 65536, else the first free 65536-aligned range between
 //! [`PICK_MIN`] and [`PICK_MAX`]. Free means no running machine's range
-//! overlaps it and no host user or group has an ID at its ends. Launches
+//! overlaps it, no other launcher holds its lock file
+//! (`<run>/locks/uid-BASE.lock`, held for the machine's life, as systemd's
+//! `/run/systemd/nspawn-uid/BASE`: it covers machines that are not
+//! registered) and no host user or group has an ID at its ends. Launches
 //! pick under one lock file (`<run>/locks/userns.lock`), held until the
 //! registry entry records the range, so two never share one.
 
@@ -29,6 +32,8 @@ pub enum PickError {
     },
     #[error("UID and GID base of {path} do not match ({uid} and {gid})")]
     Mismatch { path: String, uid: u32, gid: u32 },
+    #[error("UID range {shift}:{range} is in use by another container", shift = .0.shift, range = .0.range)]
+    InUse(UidRange),
     #[error("No free UID range of 65536 between {PICK_MIN} and {PICK_MAX}")]
     Exhausted,
     #[error("{what}: {err}")]
@@ -58,6 +63,27 @@ pub fn lock(locks_dir: &Path) -> Result<File, PickError> {
     Ok(file)
 }
 
+/// Locks the range starting at `shift` for this machine's life; None if
+/// another launcher holds it.
+pub fn try_range_lock(locks_dir: &Path, shift: u32) -> Result<Option<File>, PickError> {
+    let path = locks_dir.join(format!("uid-{shift}.lock"));
+    let io = |err: std::io::Error| PickError::Io {
+        what: path.display().to_string(),
+        err: err.to_string(),
+    };
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(err)) => Err(io(err)),
+    }
+}
+
 /// The root directory's owner (UID, GID).
 pub fn root_owner(root: &Path) -> Result<(u32, u32), PickError> {
     let md = fs::metadata(root).map_err(|err| PickError::Io {
@@ -75,12 +101,14 @@ pub fn host_has_id(id: u32) -> bool {
 }
 
 /// The range for `mode`, given the root directory's owner and the ranges
-/// of the running machines. Pure but for `host_has_id`.
+/// of the running machines; `locked`: the range starting there is another
+/// launcher's. Pure but for the two predicates.
 pub fn choose(
     mode: Mode,
     owner: (u32, u32),
     taken: &[(String, UidRange)],
     host_has_id: impl Fn(u32) -> bool,
+    locked: impl Fn(u32) -> bool,
 ) -> Result<UidRange, PickError> {
     let clash = |r: &UidRange| {
         taken
@@ -94,6 +122,7 @@ pub fn choose(
     };
     let fixed = |r: UidRange| match clash(&r) {
         Some(e) => Err(e),
+        None if locked(r.shift) => Err(PickError::InUse(r)),
         None => Ok(r),
     };
     let (uid, gid) = owner;
@@ -112,10 +141,15 @@ pub fn choose(
         }
         Mode::Pick => {
             let free = |r: &UidRange| {
-                clash(r).is_none() && !host_has_id(r.shift) && !host_has_id(r.shift + (r.range - 1))
+                clash(r).is_none()
+                    && !locked(r.shift)
+                    && !host_has_id(r.shift)
+                    && !host_has_id(r.shift + (r.range - 1))
             };
             if uid != 0 && uid & 0xFFFF == 0 && gid == uid {
-                if let Some(r) = UidRange::new(uid, RANGE_16).filter(|r| clash(r).is_none()) {
+                if let Some(r) =
+                    UidRange::new(uid, RANGE_16).filter(|r| clash(r).is_none() && !locked(r.shift))
+                {
                     return Ok(r);
                 }
             }
@@ -144,34 +178,47 @@ mod tests {
     fn pick_takes_the_roots_range_when_free() {
         let taken = vec![("a".to_string(), r(PICK_MIN, 65536))];
         assert_eq!(
-            choose(Mode::Pick, (0x0010_0000, 0x0010_0000), &taken, none),
+            choose(Mode::Pick, (0x0010_0000, 0x0010_0000), &taken, none, none),
             Ok(r(0x0010_0000, 65536))
         );
         // The root's range is taken: the first free one.
         assert_eq!(
-            choose(Mode::Pick, (PICK_MIN, PICK_MIN), &taken, none),
+            choose(Mode::Pick, (PICK_MIN, PICK_MIN), &taken, none, none),
             Ok(r(PICK_MIN + 65536, 65536))
         );
         // Owned by 0, or not a multiple of 65536: the first free one.
         assert_eq!(
-            choose(Mode::Pick, (0, 0), &[], none),
+            choose(Mode::Pick, (0, 0), &[], none, none),
             Ok(r(PICK_MIN, 65536))
         );
         assert_eq!(
-            choose(Mode::Pick, (PICK_MIN + 7, PICK_MIN + 7), &[], none),
+            choose(Mode::Pick, (PICK_MIN + 7, PICK_MIN + 7), &[], none, none),
             Ok(r(PICK_MIN, 65536))
         );
         // A host user at an end of a range skips it.
         assert_eq!(
-            choose(Mode::Pick, (0, 0), &[], |id| id == PICK_MIN + 65535),
+            choose(Mode::Pick, (0, 0), &[], |id| id == PICK_MIN + 65535, none),
             Ok(r(PICK_MIN + 65536, 65536))
+        );
+    }
+
+    #[test]
+    fn ranges_locked_by_other_launchers_are_skipped_or_refused() {
+        let mine = |s: u32| s == PICK_MIN || s == 0x0010_0000;
+        assert_eq!(
+            choose(Mode::Pick, (0x0010_0000, 0x0010_0000), &[], none, mine),
+            Ok(r(PICK_MIN + 65536, 65536))
+        );
+        assert_eq!(
+            choose(Mode::Fixed(r(PICK_MIN, 65536)), (0, 0), &[], none, mine),
+            Err(PickError::InUse(r(PICK_MIN, 65536)))
         );
     }
 
     #[test]
     fn pick_runs_out() {
         assert_eq!(
-            choose(Mode::Pick, (0, 0), &[], |_| true),
+            choose(Mode::Pick, (0, 0), &[], |_| true, none),
             Err(PickError::Exhausted)
         );
     }
@@ -179,10 +226,17 @@ mod tests {
     #[test]
     fn fixed_and_root_ranges_must_be_free() {
         let taken = vec![("web".to_string(), r(PICK_MIN, 65536))];
-        let e = choose(Mode::Fixed(r(PICK_MIN + 100, 10)), (0, 0), &taken, none).unwrap_err();
+        let e = choose(
+            Mode::Fixed(r(PICK_MIN + 100, 10)),
+            (0, 0),
+            &taken,
+            none,
+            none,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("running machine 'web'"), "{e}");
         assert_eq!(
-            choose(Mode::Fixed(r(0, 65536)), (0, 0), &taken, none),
+            choose(Mode::Fixed(r(0, 65536)), (0, 0), &taken, none, none),
             Ok(r(0, 65536))
         );
         assert_eq!(
@@ -190,16 +244,17 @@ mod tests {
                 Mode::FromRoot,
                 (PICK_MIN + 65536 + 5, PICK_MIN + 65536),
                 &taken,
+                none,
                 none
             ),
             Ok(r(PICK_MIN + 65536, 65536))
         );
         assert!(matches!(
-            choose(Mode::FromRoot, (PICK_MIN + 1, PICK_MIN), &taken, none),
+            choose(Mode::FromRoot, (PICK_MIN + 1, PICK_MIN), &taken, none, none),
             Err(PickError::Overlap { .. })
         ));
         assert!(matches!(
-            choose(Mode::FromRoot, (PICK_MIN, 0), &[], none),
+            choose(Mode::FromRoot, (PICK_MIN, 0), &[], none, none),
             Err(PickError::Mismatch { .. })
         ));
     }
