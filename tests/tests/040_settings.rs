@@ -698,24 +698,39 @@ fn boot_from_the_file_runs_the_images_init() {
 }
 
 #[test]
-fn private_users_parses_but_only_no_is_supported() {
+fn private_users_in_a_file_applies() {
     let env = TestEnv::new();
     let img = env.busybox("userns");
     let d = img.to_str().unwrap();
     write_settings(&env.settings_dir(), "userns", "[Exec]\nPrivateUsers=no\n");
-    let r = env.netspawn(&["-q", "-D", d, "/bin/echo", "ran"]);
+    let r = env.netspawn(&["-q", "-D", d, "/bin/cat", "/proc/self/uid_map"]);
     r.expect_status(0);
-    assert_eq!(r.stdout, "ran\n");
-    for v in ["yes", "pick", "65536:65536"] {
+    assert_eq!(
+        r.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0", "4294967295"]
+    );
+    for (v, map) in [
+        ("identity", ["0", "0", "65536"]),
+        ("1354956800:65536", ["0", "1354956800", "65536"]),
+    ] {
         write_settings(
             &env.settings_dir(),
             "userns",
             &format!("[Exec]\nPrivateUsers={v}\n"),
         );
-        env.netspawn(&["-q", "-D", d, "/bin/echo", "ran"])
-            .expect_error("not supported");
+        let r = env.netspawn(&["-q", "-D", d, "/bin/cat", "/proc/self/uid_map"]);
+        r.expect_status(0);
+        assert_eq!(r.stdout.split_whitespace().collect::<Vec<_>>(), map, "{v}");
         check_clean(&env);
     }
+    write_settings(
+        &env.settings_dir(),
+        "userns",
+        "[Exec]\nPrivateUsers=65537:65536\n[Files]\nPrivateUsersOwnership=chown\n",
+    );
+    env.netspawn(&["-q", "-D", d, "/bin/true"])
+        .expect_error("multiple of 65536");
+    check_clean(&env);
 }
 
 /// What one launch of a [`Privileged`] row must give.
@@ -833,9 +848,9 @@ fn privileged_rows(shared: &Path) -> Vec<Privileged> {
         ),
         row(
             "[Exec]\nPrivateUsers=pick\n".into(),
-            "echo ran".into(),
-            out("ran"),
-            Outcome::Refused("not supported"),
+            "set -- $(cat /proc/self/uid_map); [ \"$2\" = 0 ] && echo host || echo shifted".into(),
+            out("host"),
+            out("shifted"),
             "PrivateUsers=",
         ),
         row(
@@ -896,14 +911,14 @@ fn privileged_rows(shared: &Path) -> Vec<Privileged> {
             "[Files]\nPrivateUsersOwnership=chown\n".into(),
             "echo ran".into(),
             out("ran"),
-            Outcome::Refused("needs user namespaces"),
+            Outcome::Refused("needs a user namespace"),
             "PrivateUsersOwnership=",
         ),
         row(
             "[Files]\nPrivateUsersChown=yes\n".into(),
             "echo ran".into(),
             out("ran"),
-            Outcome::Refused("needs user namespaces"),
+            Outcome::Refused("needs a user namespace"),
             "PrivateUsersOwnership=",
         ),
         // [Network]

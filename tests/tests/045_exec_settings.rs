@@ -392,9 +392,7 @@ fn unimplemented_settings_are_refused_in_one_line() {
     let d = img.to_str().unwrap();
     for (flag, needle) in [
         ("--property=DeviceAllow=/dev/null", "unknown property"),
-        ("--private-users=0", "--private-users=0"),
-        ("--private-users=65536", "UID base"),
-        ("--private-users=pick", "--private-users=pick"),
+        ("--private-users-ownership=foreign", "foreign"),
         ("-x", "--ephemeral"),
         ("--volatile=yes", "--volatile=yes"),
         ("--volatile=state", "--volatile=state"),

@@ -105,8 +105,10 @@ fn bad_flags_and_values() {
     .expect_error("may not be combined");
     env.netspawn(&["-D", d, "-p", "80", "/bin/true"])
         .expect_error("--port");
-    env.netspawn(&["-D", d, "-U", "/bin/true"])
-        .expect_error("not supported");
+    env.netspawn(&["-D", d, "--private-users=4294967295:2", "/bin/true"])
+        .expect_error("--private-users");
+    env.netspawn(&["-D", d, "--private-users-ownership=chown", "/bin/true"])
+        .expect_error("needs a user namespace");
     check_clean(&env);
 }
 

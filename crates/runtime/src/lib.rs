@@ -24,3 +24,4 @@ pub mod spec;
 pub mod sys;
 pub mod tagged;
 pub mod tty;
+pub mod userns;

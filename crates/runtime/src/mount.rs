@@ -46,6 +46,19 @@ pub struct MountConfig {
     /// A resolv.conf (written by the launcher from the DHCP lease) to show
     /// as the container's /etc/resolv.conf, if it exists by mount time.
     pub resolv_conf: Option<PathBuf>,
+    /// The container has its own user namespace: sysfs can only be mounted
+    /// with its own network namespace, else the host's /sys is bound.
+    pub userns: bool,
+}
+
+/// Detached idmapped trees (`--private-users-ownership=map`), made by the
+/// launcher before the clone and moved into place by the container.
+#[derive(Debug, Default)]
+pub struct Idmapped {
+    /// The image's root, moved onto the root directory instead of its bind.
+    pub root: Option<std::os::fd::OwnedFd>,
+    /// Host bind sources, each taken by the first bind of that source.
+    pub binds: Vec<(PathBuf, std::os::fd::OwnedFd)>,
 }
 
 /// One step of setting up the container's file system. Paths are absolute
@@ -212,13 +225,21 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
     });
 
     // /sys read-only, with the container's own cgroup2 tree (cgroup namespace) on top.
-    ops.push(mnt(
-        Some("sysfs"),
-        r("sys"),
-        Some("sysfs"),
-        MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC,
-        None,
-    ));
+    if cfg.userns && !cfg.private_network {
+        // In a user namespace sysfs needs a network namespace of its own:
+        // the host's /sys, bound read-only with everything below it.
+        ops.push(bind("/sys", r("sys"), MsFlags::MS_REC));
+        ops.push(remount(r("sys"), MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC));
+        ops.push(MountOp::ReadOnlyTree { path: r("sys") });
+    } else {
+        ops.push(mnt(
+            Some("sysfs"),
+            r("sys"),
+            Some("sysfs"),
+            MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC,
+            None,
+        ));
+    }
     ops.push(mnt(
         Some("cgroup2"),
         r("sys/fs/cgroup"),
@@ -406,6 +427,50 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
     ops
 }
 
+/// Splits the plan for a container with a user namespace: what the
+/// launcher's side makes with the host's privileges before the user
+/// namespace exists (the root, /dev, /tmp, /run, binds, tmpfs, read-only
+/// remounts: their flags are then locked, so root inside cannot remount
+/// them writable), and what only the container can make, in its own
+/// namespaces (/proc, a fresh sysfs, cgroup2, mqueue, devpts). The
+/// resolv.conf is bound by the host's side too: the launcher makes the file
+/// before the clone and fills it in once the container's network is up.
+pub fn split_for_userns(ops: Vec<MountOp>, root: &Path) -> (Vec<MountOp>, Vec<MountOp>) {
+    let proc = in_root(root, Path::new("/proc"));
+    ops.into_iter().partition(|op| match op {
+        MountOp::Mount {
+            fstype: Some("proc" | "sysfs" | "cgroup2" | "mqueue" | "devpts"),
+            ..
+        } => false,
+        MountOp::Mount { target: p, .. }
+        | MountOp::ReadOnlyIfExists { path: p }
+        | MountOp::ReadOnlyTree { path: p } => !p.starts_with(&proc),
+        _ => true,
+    })
+}
+
+/// Runs `f` with the file system IDs of the container's root, when the
+/// launcher's side makes the file system for a container with a user
+/// namespace: what it creates (on our tmpfs mounts, or through an idmapped
+/// root, which refuses IDs outside its mapping) then belongs to the
+/// container. The host's IDs (and capabilities) come back afterwards. A
+/// directory of the image that the container's root may not write (ownership
+/// `off`) is tried again as the host's root.
+fn as_owner<T>(owner: Option<u32>, f: impl Fn() -> nix::Result<T>) -> nix::Result<T> {
+    use nix::unistd::{setfsgid, setfsuid, Gid, Uid};
+    let Some(id) = owner else {
+        return f();
+    };
+    let (old_u, old_g) = (setfsuid(Uid::from_raw(id)), setfsgid(Gid::from_raw(id)));
+    let r = f();
+    setfsgid(old_g);
+    setfsuid(old_u);
+    match r {
+        Err(nix::Error::EACCES | nix::Error::EPERM) => f(),
+        r => r,
+    }
+}
+
 fn op_name(op: &MountOp) -> String {
     match op {
         MountOp::MakeDir { path, .. } => format!("create directory {}", path.display()),
@@ -467,7 +532,16 @@ fn mount_str(
 /// was bound onto itself), missing directories and mount-point files are
 /// made there, and each mount is made onto the resolved descriptor: a
 /// symlink in the image never leads out of it.
-pub fn apply(ops: &[MountOp], root: &RootDir) -> Result<(), MountError> {
+///
+/// `owner`: the container's root on the host, when the launcher's side
+/// makes the file system for a container with a user namespace (its
+/// tmpfs mounts and what is made on them are given to it).
+pub fn apply(
+    ops: &[MountOp],
+    root: &RootDir,
+    trees: &mut Idmapped,
+    owner: Option<u32>,
+) -> Result<(), MountError> {
     // The mount point the step before made, kept for the mount onto it
     // (one walk less); any other step may cover it, and drops it.
     let mut made: Option<(&Path, std::os::fd::OwnedFd)> = None;
@@ -479,9 +553,8 @@ pub fn apply(ops: &[MountOp], root: &RootDir) -> Result<(), MountError> {
         let last_made = made.take();
         match op {
             MountOp::MakeDir { path, mode } => {
-                let fd = root
-                    .chase(&inside(root, path)?, Make::Dir(*mode))
-                    .map_err(fail)?;
+                let at = inside(root, path)?;
+                let fd = as_owner(owner, || root.chase(&at, Make::Dir(*mode))).map_err(fail)?;
                 made = Some((path, fd));
             }
             MountOp::MakeBindTarget {
@@ -499,7 +572,8 @@ pub fn apply(ops: &[MountOp], root: &RootDir) -> Result<(), MountError> {
                 };
                 let is_dir = is_dir.ok_or_else(|| MountError::MissingSource(like.clone()))?;
                 let make = if is_dir { Make::Dir(0o755) } else { Make::File };
-                let fd = root.chase(&inside(root, path)?, make).map_err(fail)?;
+                let at = inside(root, path)?;
+                let fd = as_owner(owner, || root.chase(&at, make)).map_err(fail)?;
                 made = Some((path, fd));
             }
             MountOp::Mount {
@@ -530,31 +604,60 @@ pub fn apply(ops: &[MountOp], root: &RootDir) -> Result<(), MountError> {
                 };
                 let dst = match last_made {
                     Some((p, fd)) if p == target.as_path() && make != Make::Nothing => fd,
-                    _ => root.chase(&inside(root, target)?, make).map_err(fail)?,
+                    _ => {
+                        let at = inside(root, target)?;
+                        as_owner(owner, || root.chase(&at, make)).map_err(fail)?
+                    }
                 };
-                mount_str(
-                    src.as_deref(),
-                    &fd_path(dst.as_fd()),
-                    *fstype,
-                    *flags,
-                    data.as_deref(),
-                )
+                // A host directory with an idmapped tree is moved in instead.
+                let tree = match source {
+                    Some(s)
+                        if !*source_in_root
+                            && flags.contains(MsFlags::MS_BIND)
+                            && !flags.contains(MsFlags::MS_REMOUNT) =>
+                    {
+                        trees
+                            .binds
+                            .iter()
+                            .position(|(p, _)| p.as_os_str() == s.as_str())
+                            .map(|i| trees.binds.remove(i).1)
+                    }
+                    _ => None,
+                };
+                // A tmpfs of ours belongs to the container's root.
+                let data = match (owner, *fstype, data) {
+                    (Some(id), Some("tmpfs"), Some(d)) => Some(format!("{d},uid={id},gid={id}")),
+                    (Some(id), Some("tmpfs"), None) => Some(format!("uid={id},gid={id}")),
+                    (_, _, d) => d.clone(),
+                };
+                match tree {
+                    Some(t) => crate::userns::idmap::move_onto(t.as_fd(), dst.as_fd()),
+                    None => mount_str(
+                        src.as_deref(),
+                        &fd_path(dst.as_fd()),
+                        *fstype,
+                        *flags,
+                        data.as_deref(),
+                    ),
+                }
                 .map_err(fail)?;
             }
             MountOp::Symlink { target, link } => {
-                root.symlink(target, &inside(root, link)?).map_err(fail)?;
+                let at = inside(root, link)?;
+                as_owner(owner, || root.symlink(target, &at)).map_err(fail)?;
             }
             MountOp::WriteFile { path, contents } => {
-                root.write_file(&inside(root, path)?, contents.as_bytes())
-                    .map_err(fail)?;
+                let at = inside(root, path)?;
+                as_owner(owner, || root.write_file(&at, contents.as_bytes())).map_err(fail)?;
             }
             MountOp::ResolvConf { src } => {
                 if src.exists() {
                     // A symlink there (Debian with systemd-resolved points it
                     // into /run) is followed inside the root.
-                    let dst = root
-                        .chase(Path::new("/etc/resolv.conf"), Make::File)
-                        .map_err(fail)?;
+                    let dst = as_owner(owner, || {
+                        root.chase(Path::new("/etc/resolv.conf"), Make::File)
+                    })
+                    .map_err(fail)?;
                     mount::<Path, str, str, str>(
                         Some(src),
                         fd_path(dst.as_fd()).as_str(),
@@ -602,9 +705,8 @@ pub fn apply(ops: &[MountOp], root: &RootDir) -> Result<(), MountError> {
             }
             MountOp::BindDeviceIfExists { host, target } => {
                 if fs::symlink_metadata(host).is_ok() {
-                    let dst = root
-                        .chase(&inside(root, target)?, Make::File)
-                        .map_err(fail)?;
+                    let at = inside(root, target)?;
+                    let dst = as_owner(owner, || root.chase(&at, Make::File)).map_err(fail)?;
                     mount::<Path, str, str, str>(
                         Some(host),
                         fd_path(dst.as_fd()).as_str(),
@@ -883,6 +985,54 @@ short line
             ]
         );
         assert!(submounts("", Path::new("/img")).is_empty());
+    }
+
+    #[test]
+    fn with_a_user_namespace_the_container_mounts_only_what_needs_its_namespaces() {
+        let cfg = MountConfig {
+            private_network: true,
+            userns: true,
+            resolv_conf: Some("/run/x.conf".into()),
+            binds: vec![BindSpec {
+                source: "/srv".into(),
+                dest: "/srv".into(),
+                read_only: true,
+                recursive: true,
+                source_in_container: false,
+            }],
+            ..Default::default()
+        };
+        let (host, container) = split_for_userns(plan(&cfg, Path::new("/img")), Path::new("/img"));
+        let t = targets(&container);
+        assert_eq!(
+            t,
+            [
+                "proc /img/proc",
+                "bind /img/proc/sys",
+                "bind /img/proc/sys/net",
+                "remount:ro /img/proc/sys",
+                "sysfs:ro /img/sys",
+                "cgroup2 /img/sys/fs/cgroup",
+                "devpts /img/dev/pts",
+                "mqueue /img/dev/mqueue",
+            ]
+        );
+        assert!(host.contains(&MountOp::ResolvConf {
+            src: "/run/x.conf".into()
+        }));
+        let h = targets(&host);
+        assert!(h.contains(&"tmpfs /img/dev".to_string()));
+        assert!(h.contains(&"remount:ro /img/srv".to_string()));
+        assert_eq!(h.last().unwrap(), "remount /img");
+        // Without a network of its own, the host's /sys is bound by the host's side.
+        let cfg = MountConfig {
+            userns: true,
+            ..Default::default()
+        };
+        let (host, container) = split_for_userns(plan(&cfg, Path::new("/img")), Path::new("/img"));
+        assert!(targets(&host).contains(&"bind /img/sys".to_string()));
+        assert!(targets(&host).contains(&"remount:ro /img/sys".to_string()));
+        assert!(!targets(&container).iter().any(|t| t.starts_with("sysfs")));
     }
 
     #[test]

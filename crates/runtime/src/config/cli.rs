@@ -92,7 +92,7 @@ Without a user namespace, the container's root is the host's root with fewer cap
 this is not a security boundary.
 A payload that is root can mount a fresh procfs (which exposes /proc/sys/kernel/core_pattern) \
 or a cgroup v1 hierarchy (which exposes release_agent), and through either run code as root on \
-the host. Only user namespaces (-U, not supported yet) make the container a boundary; until then \
+the host. Only user namespaces (-U) make the container a boundary; without one \
 run only images and payloads you would run on the host itself.";
 
 /// Spawn a command or OS in a light-weight container.
@@ -218,13 +218,13 @@ pub struct Args {
     /// Place the machine's cgroup in this slice (a-b.slice nests in a.slice)
     #[arg(long = "slice", value_name = "SLICE", value_parser = slice)]
     pub slice: Option<String>,
-    /// Run in a new user namespace (not supported)
+    /// Run in a new user namespace (--private-users=pick --private-users-ownership=auto)
     #[arg(short = 'U', action = clap::ArgAction::SetTrue)]
     pub private_users_short: bool,
-    /// User namespacing (only "no" is supported)
+    /// User namespacing: a range picked free, the root's, BASE[:N], identity or no
     #[arg(long = "private-users", value_name = "BOOL|pick|UIDBASE[:NUIDS]", num_args = 0..=1, default_missing_value = "yes", value_parser = private_users)]
     pub private_users: Option<PrivateUsers>,
-    /// Adjust file ownership for user namespacing (only "off" is meaningful without -U)
+    /// Adjust file ownership for user namespacing: off, chown, map (idmapped mounts) or auto
     #[arg(long = "private-users-ownership", value_name = "MODE", value_parser = ownership)]
     pub private_users_ownership: Option<Ownership>,
     /// Run with a temporary snapshot of the disk image (not supported)

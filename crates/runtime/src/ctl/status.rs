@@ -131,6 +131,9 @@ pub fn render_status(e: &Entry, x: &Extra) -> String {
     if !e.root.as_os_str().is_empty() {
         s.push_str(&format!("\t    Root: {}\n", e.root.display()));
     }
+    if let Some(u) = &e.userns {
+        s.push_str(&format!("\tUID Shift: {} ({})\n", u.shift, u.range));
+    }
     if !e.interfaces.is_empty() {
         s.push_str(&format!("\t   Iface: {}\n", e.interfaces.join(" ")));
     }
@@ -143,13 +146,6 @@ pub fn render_status(e: &Entry, x: &Extra) -> String {
     }
     if let Some(os) = &x.os_pretty {
         s.push_str(&format!("\t      OS: {os}\n"));
-    }
-    if let Some(u) = &e.userns {
-        // machinectl's label, wider than the tab stop: aligned by spaces.
-        s.push_str(&format!(
-            "       UID Shift: {}; range {}\n",
-            u.shift, u.range
-        ));
     }
     if let Some(u) = &x.usage {
         s.push_str(&super::limits::status_lines(u));
@@ -182,11 +178,11 @@ pub fn status_json(e: &Entry, x: &Extra) -> Value {
         "state": non_empty(&e.state),
         "boot": e.boot,
         "root": (!e.root.as_os_str().is_empty()).then(|| e.root.to_string_lossy()),
+        "uid_shift": e.userns.map(|u| u.shift),
+        "uid_range": e.userns.map(|u| u.range),
         "interfaces": e.interfaces,
         "addresses": e.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "os": x.os_pretty,
-        "uid_shift": e.userns.map(|u| u.shift),
-        "uid_range": e.userns.map(|u| u.range),
         "cgroup": e.cgroups.first().map(|c| c.to_string_lossy()),
         "processes": x
             .processes
@@ -304,11 +300,11 @@ mod tests {
                 "\t Service: netspawn; class container",
                 "\t   Ready: yes",
                 "\t    Root: /var/lib/machines/web",
+                "\tUID Shift: 524288 (65536)",
                 "\t   Iface: ve-web",
                 "\t Address: 10.0.0.2",
                 "\t          fd00::2",
                 "\t      OS: Debian GNU/Linux 12 (bookworm)",
-                "       UID Shift: 524288; range 65536",
                 "\t   Tasks:",
                 "\t\t  └─4242 /sbin/init",
             ]
@@ -327,6 +323,7 @@ mod tests {
             cgroups: vec!["/sys/fs/cgroup/unified/netspawn/web".into()],
             interfaces: vec!["ve-web".into()],
             addresses: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+            userns: netspawn_common::registry::UidRange::new(524288, 65536),
             ..Entry::default()
         };
         let x = Extra {
@@ -349,6 +346,8 @@ mod tests {
                 "state": null,
                 "boot": false,
                 "root": "/var/lib/machines/web",
+                "uid_shift": 524288,
+                "uid_range": 65536,
                 "interfaces": ["ve-web"],
                 "addresses": ["10.0.0.2", "fd00::2"],
                 "os": null,
@@ -364,6 +363,7 @@ mod tests {
         let bare = status_json(&Entry::default(), &Extra::default());
         assert_eq!(bare["since_usec"], Value::Null);
         assert_eq!(bare["root"], Value::Null);
+        assert_eq!(bare["uid_shift"], Value::Null);
         assert_eq!(bare["processes"], json!([]));
         let shifted = Entry {
             userns: netspawn_common::registry::UidRange::new(524288, 65536),

@@ -3,9 +3,19 @@
 //! file system, sets hostname and loopback, pivots into the root, drops
 //! privileges and execs the payload (as PID 1, or as PID 2 under a minimal
 //! init). Any error travels back to the launcher over the sync socket.
+//!
+//! With a user namespace, an outer child ([`outer_main`], still the host's
+//! root, in a new mount namespace) first makes the root, binds, tmpfs
+//! mounts and read-only remounts (moving the launcher's idmapped trees into
+//! place for `map` ownership), then clones PID 1 into the user namespace
+//! and the others: the mount namespace is copied into one owned by the new
+//! user namespace, which locks those mounts and their flags, so root inside
+//! cannot remount a read-only one writable (systemd's outer and inner
+//! child). PID 1 becomes the namespace's root (the launcher writes the maps
+//! before the go-ahead) and makes only what needs its namespaces.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -20,21 +30,115 @@ use crate::mount;
 use crate::rootdir::RootDir;
 use crate::tty::Pty;
 
-pub(super) fn child_main(
-    cfg: &Config,
-    plan: &[mount::MountOp],
-    sync: OwnedFd,
-    notify: OwnedFd,
-    pty: Option<&Pty>,
-    envp: &[String],
-) -> ! {
-    let err = match child_setup(cfg, plan, &sync, notify, pty, envp) {
+/// What the container's PID 1 starts from (inherited over the clone).
+pub(super) struct Start<'a> {
+    pub cfg: &'a Config,
+    /// The mount steps PID 1 makes: all of them, or with a user namespace
+    /// those that need its namespaces.
+    pub plan: &'a [mount::MountOp],
+    pub sync: OwnedFd,
+    pub notify: OwnedFd,
+    pub pty: Option<&'a Pty>,
+    pub envp: &'a [String],
+    /// PID 1 is in a new user namespace (its root made by the outer child).
+    pub in_userns: bool,
+}
+
+/// How the outer child makes the root and clones PID 1 (user namespaces).
+pub(super) struct Outer<'a> {
+    /// The mount steps made with the host's privileges.
+    pub host_plan: &'a [mount::MountOp],
+    /// Idmapped trees to move into place (`map` ownership).
+    pub trees: mount::Idmapped,
+    /// PID 1's namespaces, the user namespace among them.
+    pub flags: CloneFlags,
+    /// The machine's cgroup2 directory, to clone PID 1 into.
+    pub cgroup: Option<std::os::fd::RawFd>,
+    /// The container's root on the host.
+    pub owner: u32,
+}
+
+pub(super) fn child_main(start: Start<'_>) -> ! {
+    let Start {
+        cfg,
+        plan,
+        sync,
+        notify,
+        pty,
+        envp,
+        in_userns,
+    } = start;
+    let err = match child_setup(cfg, plan, &sync, notify, pty, envp, in_userns) {
         Ok(never) => match never {},
         Err(e) => e,
     };
     let _ = sync::send(&sync, &SyncMessage::Failed(err));
     // SAFETY: _exit skips atexit handlers and destructors the parent owns.
     unsafe { libc::_exit(1) }
+}
+
+/// The outer child: makes the root with the host's privileges, clones PID 1
+/// (as the launcher's child, CLONE_PARENT), tells the launcher its PID and
+/// exits.
+pub(super) fn outer_main(start: Start<'_>, outer: Outer<'_>) -> ! {
+    let code = match outer_setup(start, outer) {
+        Ok(()) => 0,
+        Err((sync, err)) => {
+            let _ = sync::send(&sync, &SyncMessage::Failed(err));
+            1
+        }
+    };
+    // SAFETY: _exit skips atexit handlers and destructors the parent owns.
+    unsafe { libc::_exit(code) }
+}
+
+fn outer_setup(start: Start<'_>, mut outer: Outer<'_>) -> Result<(), (OwnedFd, String)> {
+    let made = (|| {
+        crate::sys::set_parent_death_signal(Signal::SIGKILL)
+            .map_err(e("set parent death signal"))?;
+        mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None)
+            .map_err(e("make mounts private"))?;
+        match outer.trees.root.take() {
+            Some(tree) => {
+                let at = RootDir::open(&start.cfg.root).map_err(e("open the root directory"))?;
+                crate::userns::idmap::move_onto(tree.as_fd(), at.as_fd())
+                    .map_err(e("mount the idmapped root directory"))?;
+            }
+            None => bind_root(start.cfg)?,
+        }
+        let root = RootDir::open(&start.cfg.root).map_err(e("open the root directory"))?;
+        mount::apply(outer.host_plan, &root, &mut outer.trees, Some(outer.owner))
+            .map_err(|err| err.to_string())
+    })();
+    if let Err(err) = made {
+        return Err((start.sync, err));
+    }
+    let flags = outer.flags | CloneFlags::CLONE_PARENT;
+    // SAFETY: single-threaded; the child goes on to exec or _exit.
+    let cloned = match outer.cgroup {
+        Some(fd) => match unsafe { crate::sys::clone3_into_cgroup(flags.bits(), fd) } {
+            Err(nix::Error::ENOSYS | nix::Error::EINVAL | nix::Error::E2BIG) => None,
+            r => Some(r.map(|c| (c, true))),
+        },
+        None => None,
+    };
+    // SAFETY: as above.
+    let cloned = cloned
+        .unwrap_or_else(|| unsafe { crate::sys::clone_fork(flags.bits()) }.map(|c| (c, false)));
+    match cloned {
+        Err(err) => Err((start.sync, format!("clone the container: {err}"))),
+        Ok((None, _)) => child_main(start),
+        Ok((Some(pid), in_cgroup)) => {
+            let msg = SyncMessage::Started {
+                pid: pid.as_raw() as u32,
+                in_cgroup,
+            };
+            match sync::send(&start.sync, &msg) {
+                Ok(()) => Ok(()),
+                Err(err) => Err((start.sync, format!("report the container's PID: {err}"))),
+            }
+        }
+    }
 }
 
 enum Never {}
@@ -52,8 +156,13 @@ fn child_setup(
     notify: OwnedFd,
     pty: Option<&Pty>,
     envp: &[String],
+    in_userns: bool,
 ) -> Result<Never, String> {
     wait_for_go(sync)?;
+    if in_userns {
+        crate::userns::become_root().map_err(e("become root in the user namespace"))?;
+        die_with_launcher(sync)?;
+    }
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(e("create cgroup namespace"))?;
     let root = build_file_system(cfg, plan, notify)?;
     unistd::sethostname(&cfg.hostname).map_err(e("set hostname"))?;
@@ -64,6 +173,8 @@ fn child_setup(
     let prepared = crate::exec::prepare(cfg, envp).map_err(|err| err.to_string())?;
     let exec = Exec::resolve(cfg, &prepared.env)?;
     lock_down(cfg, &prepared)?;
+    // `--user=` changed our IDs.
+    die_with_launcher(sync)?;
     if cfg.as_pid2 {
         run_as_pid2(sync, pty, &exec)
     } else {
@@ -72,6 +183,24 @@ fn child_setup(
             .map_err(e("unblock signals"))?;
         Err(exec.exec())
     }
+}
+
+/// A change of IDs clears the parent death signal: sets it again, then
+/// makes sure the launcher did not go in between (its end hangs up).
+fn die_with_launcher(sync: &OwnedFd) -> Result<(), String> {
+    crate::sys::set_parent_death_signal(Signal::SIGKILL).map_err(e("set parent death signal"))?;
+    let mut fds = [nix::poll::PollFd::new(
+        sync.as_fd(),
+        nix::poll::PollFlags::empty(),
+    )];
+    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO);
+    if fds[0]
+        .revents()
+        .is_some_and(|r| r.intersects(nix::poll::PollFlags::POLLHUP))
+    {
+        return Err("launcher went away".into());
+    }
+    Ok(())
 }
 
 /// Dies with the launcher; then waits until it has placed us in our cgroups.
@@ -93,18 +222,15 @@ fn build_file_system(
     plan: &[mount::MountOp],
     notify: OwnedFd,
 ) -> Result<RootDir, String> {
+    // With a user namespace the outer child has made the root and what is
+    // below it; binding it again (the copy's top is ours to pivot into,
+    // what lies below stays locked) makes it the same for both.
     mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None)
         .map_err(e("make mounts private"))?;
-    mount::<Path, Path, str, str>(
-        Some(&cfg.root),
-        &cfg.root,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )
-    .map_err(e("bind the root directory"))?;
+    bind_root(cfg)?;
     let root = RootDir::open(&cfg.root).map_err(e("open the root directory"))?;
-    mount::apply(plan, &root).map_err(|err| err.to_string())?;
+    mount::apply(plan, &root, &mut mount::Idmapped::default(), None)
+        .map_err(|err| err.to_string())?;
     // The notify socket, bound relative to /run/host so long root paths fit.
     let host_dir = root
         .open_path(Path::new("/run/host"))
@@ -114,6 +240,18 @@ fn build_file_system(
     socket::bind(notify.as_raw_fd(), &addr).map_err(e("bind /run/host/notify"))?;
     drop(notify);
     Ok(root)
+}
+
+/// Binds the root directory onto itself, with what is mounted below it.
+fn bind_root(cfg: &Config) -> Result<(), String> {
+    mount::<Path, Path, str, str>(
+        Some(&cfg.root),
+        &cfg.root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(e("bind the root directory"))
 }
 
 /// Makes the container's root our root (the working directory is the

@@ -13,6 +13,12 @@
 //! privileges and execs. Errors in the child travel back over the socketpair
 //! (which is close-on-exec, so end-of-file means the exec succeeded). PID 1
 //! gets SIGKILL when the launcher dies, which takes the whole container down.
+//!
+//! With `-U` an outer child makes the file system with the host's
+//! privileges and clones PID 1 into a user namespace, which then owns the
+//! others (see [`child`]); the launcher writes its maps (and hands the
+//! container its pty, cgroup and resolv.conf) before the go-ahead. Idmapped
+//! trees for `map` ownership are made before the clones.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -68,6 +74,8 @@ pub enum LaunchError {
     Netd(#[from] crate::netd_client::NetdError),
     #[error("{0}")]
     Dhcp(String),
+    #[error("{0}")]
+    Userns(#[from] crate::userns::UsernsError),
     /// An error reported by the container's side before exec.
     #[error("{0}")]
     Child(String),
@@ -123,6 +131,8 @@ struct Held {
     /// The resolv.conf made for host0 (removed at exit, by the keeper after
     /// `kill -9`).
     resolv_conf: Option<PathBuf>,
+    /// The user namespace's range and idmap, with `-U`/`--private-users=`.
+    userns: Option<crate::userns::Active>,
 }
 
 /// Runs the container to completion and returns netspawn's exit status.
@@ -171,6 +181,18 @@ fn hold(cfg: &Config, paths: &Paths) -> Result<Held, LaunchError> {
     // What earlier machines could not remove (a launcher killed before its
     // keeper ran): never a cgroup whose name or launcher is still alive.
     crate::cgroup::sweep_stale(&hierarchies, &paths.cgroup_parent, &Registry::new(paths));
+    let userns = match &cfg.userns {
+        Some(spec) => crate::userns::prepare(spec, &cfg.root, &paths.locks_dir(), || {
+            Registry::new(paths)
+                .list()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e.name != cfg.machine)
+                .filter_map(|e| e.userns.map(|r| (e.name, r)))
+                .collect()
+        })?,
+        None => None,
+    };
     let cgroup_name = if cfg.register {
         cfg.machine.clone()
     } else {
@@ -185,6 +207,7 @@ fn hold(cfg: &Config, paths: &Paths) -> Result<Held, LaunchError> {
         resolv_conf: cfg
             .dhcp_host0
             .then(|| host0::resolv_conf_path(cfg, &paths.run_dir)),
+        userns,
     })
 }
 
@@ -288,6 +311,11 @@ fn run_once(
     )?;
     tracing::debug!(?policy, "device policy");
     let result = run_in_cgroups(cfg, held, net, pty, host_os_release, sigfd, &cgroups);
+    if let (Some(u), Ok((Outcome::Killed(libc::SIGHUP), _)), true) =
+        (&held.userns, &result, cfg.boot)
+    {
+        u.relock();
+    }
     if let Some((reg, claim)) = &held.registry {
         let _ = reg.remove(claim, &cfg.machine);
     }
@@ -312,6 +340,15 @@ fn run_in_cgroups(
     if let Err(e) = cgroups.add(child.as_raw(), cloned.in_cgroup) {
         return Err(kill_child(child, e.into()));
     }
+    let range = cloned
+        .userns
+        .then(|| held.userns.as_ref().map(|u| u.range))
+        .flatten();
+    if let Some(range) = range {
+        if let Err(e) = hand_over(child, range, pty, cgroups) {
+            return Err(kill_child(child, e));
+        }
+    }
     let net_plan_interfaces = net
         .as_ref()
         .map(|n| n.plan.registry_interfaces())
@@ -324,9 +361,20 @@ fn run_in_cgroups(
         .as_mut()
         .and_then(|w| w.addresses().ok())
         .unwrap_or_default();
-    let mut registration =
-        Registration::write(cfg, held, child, cgroups, net_plan_interfaces, addresses)
-            .map_err(|err| kill_child(child, LaunchError::Registry(err)))?;
+    let mut registration = Registration::write(
+        cfg,
+        held,
+        child,
+        cgroups,
+        net_plan_interfaces,
+        addresses,
+        range,
+    )
+    .map_err(|err| kill_child(child, LaunchError::Registry(err)))?;
+    // The entry records our range now: other launches may pick.
+    if let Some(u) = &held.userns {
+        u.release_lock();
+    }
     let outcome = supervise::supervise(
         cfg,
         child,
@@ -347,6 +395,50 @@ struct Cloned {
     sync: OwnedFd,
     /// The launcher's end of the container's /run/host/notify.
     notify: OwnedFd,
+    /// Cloned into a new user namespace.
+    userns: bool,
+}
+
+fn io_err(what: &'static str, e: std::io::Error) -> LaunchError {
+    LaunchError::Sys {
+        what,
+        err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    }
+}
+
+/// Before the go-ahead: the new user namespace's maps, and to the
+/// container's root what the launcher made for it (its console and its
+/// cgroup, which a booted guest manages).
+fn hand_over(
+    child: Pid,
+    range: crate::userns::UidRange,
+    pty: Option<&Pty>,
+    cgroups: &Cgroups,
+) -> Result<(), LaunchError> {
+    crate::userns::write_maps(child.as_raw(), range)
+        .map_err(|e| io_err("write the user namespace's maps", e))?;
+    if let Some(p) = pty {
+        nix::unistd::fchown(
+            &p.slave,
+            Some(nix::unistd::Uid::from_raw(range.shift)),
+            Some(nix::unistd::Gid::from_raw(range.shift)),
+        )
+        .map_err(sys("hand the console to the container"))?;
+    }
+    let dir = cgroups.unified();
+    for f in [
+        "",
+        "cgroup.procs",
+        "cgroup.subtree_control",
+        "cgroup.threads",
+    ] {
+        let p = dir.join(f);
+        match crate::userns::chown_to_root(&p, range) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            r => r.map_err(|e| io_err("hand the cgroup to the container", e))?,
+        }
+    }
+    Ok(())
 }
 
 /// Clones the container's PID 1 into its new namespaces; the child runs
@@ -375,10 +467,68 @@ fn clone_child(
     // Everything the child needs is computed before the clone.
     let plan = mount::plan(&mount_config(cfg, held, pty, host_os_release), &cfg.root);
     let envp = cfg.environment(console_term(cfg).as_deref());
+    let cg_fd = cgroups.unified_fd().ok();
+    if let Some(u) = &held.userns {
+        // The outer child binds it before the network exists; DHCP fills it in.
+        if let Some(path) = &held.resolv_conf {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            std::fs::File::create(path)
+                .and_then(|_| crate::userns::chown_to_root(path, u.range))
+                .map_err(|e| io_err("make the container's resolv.conf", e))?;
+        }
+        let trees = idmapped_trees(cfg, held)?;
+        let (host_plan, plan) = mount::split_for_userns(plan, &cfg.root);
+        // SAFETY: the launcher is single-threaded here.
+        let outer =
+            match unsafe { crate::sys::clone_fork(libc::CLONE_NEWNS) }.map_err(sys("clone"))? {
+                None => {
+                    drop(sync_parent);
+                    let start = child::Start {
+                        cfg,
+                        plan: &plan,
+                        sync: sync_child,
+                        notify,
+                        pty,
+                        envp: &envp,
+                        in_userns: true,
+                    };
+                    let outer = child::Outer {
+                        host_plan: &host_plan,
+                        trees,
+                        flags: clone_flags(cfg) | CloneFlags::CLONE_NEWUSER,
+                        cgroup: cg_fd.as_ref().map(|f| f.as_raw_fd()),
+                        owner: u.range.shift,
+                    };
+                    child::outer_main(start, outer)
+                }
+                Some(pid) => pid,
+            };
+        drop(sync_child);
+        drop(trees);
+        let started = sync::recv(&sync_parent);
+        let _ = waitpid(outer, None);
+        return match started {
+            Ok(Some(SyncMessage::Started { pid, in_cgroup })) => Ok(Cloned {
+                pid: Pid::from_raw(pid as i32),
+                in_cgroup,
+                sync: sync_parent,
+                notify,
+                userns: true,
+            }),
+            Ok(Some(SyncMessage::Failed(m))) => Err(LaunchError::Child(m)),
+            Ok(other) => Err(LaunchError::Child(format!(
+                "the container's outer process ended without starting it ({other:?})"
+            ))),
+            Err(e) => Err(LaunchError::Child(format!(
+                "the container's outer process: {e}"
+            ))),
+        };
+    }
 
     // Born in its cgroup where the kernel can (no migration wait), else moved after.
     let flags = clone_flags(cfg);
-    let cg_fd = cgroups.unified_fd().ok();
     // SAFETY: the launcher is single-threaded here.
     let cloned = match &cg_fd {
         Some(fd) => match unsafe { crate::sys::clone3_into_cgroup(flags.bits(), fd.as_raw_fd()) } {
@@ -393,7 +543,15 @@ fn clone_child(
     let (pid, in_cgroup) = match cloned.map_err(sys("clone"))? {
         (None, _) => {
             drop(sync_parent);
-            child::child_main(cfg, &plan, sync_child, notify, pty, &envp)
+            child::child_main(child::Start {
+                cfg,
+                plan: &plan,
+                sync: sync_child,
+                notify,
+                pty,
+                envp: &envp,
+                in_userns: false,
+            })
         }
         (Some(pid), in_cgroup) => (pid, in_cgroup),
     };
@@ -402,6 +560,39 @@ fn clone_child(
         in_cgroup,
         sync: sync_parent,
         notify,
+        userns: false,
+    })
+}
+
+/// For `map` ownership: the root and the host directories bound into the
+/// container as detached idmapped trees (a bind whose file system cannot be
+/// idmapped is bound as it is).
+fn idmapped_trees(cfg: &Config, held: &Held) -> Result<mount::Idmapped, LaunchError> {
+    let Some(ns) = held.userns.as_ref().and_then(|u| u.idmap.as_ref()) else {
+        return Ok(mount::Idmapped::default());
+    };
+    let root = crate::userns::idmap::clone_tree(&cfg.root, true, ns.as_fd())
+        .map_err(sys("make an idmapped mount of the root directory"))?;
+    let binds = cfg
+        .binds
+        .iter()
+        .filter(|b| !b.source_in_container)
+        .filter_map(|b| {
+            match crate::userns::idmap::clone_tree(&b.source, b.recursive, ns.as_fd()) {
+                Ok(t) => Some((b.source.clone(), t)),
+                Err(e) => {
+                    tracing::debug!(
+                        "{}: no idmapped mount ({e}), bound as it is",
+                        b.source.display()
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    Ok(mount::Idmapped {
+        root: Some(root),
+        binds,
     })
 }
 
@@ -433,6 +624,7 @@ fn mount_config(
         host_os_release: host_os_release.map(str::to_string),
         container_uuid: cfg.uuid.clone(),
         resolv_conf: held.resolv_conf.clone(),
+        userns: held.userns.is_some(),
     }
 }
 

@@ -66,6 +66,7 @@ impl<'a> Registration<'a> {
         cgroups: &Cgroups,
         net_interfaces: Vec<String>,
         addresses: Vec<std::net::IpAddr>,
+        userns: Option<crate::userns::UidRange>,
     ) -> Result<Registration<'a>, std::io::Error> {
         let mut entry = None;
         if let Some((reg, claim)) = &held.registry {
@@ -98,8 +99,8 @@ impl<'a> Registration<'a> {
                 }),
                 // `--no-new-privileges=`: whoever enters gets it too.
                 no_new_privs: cfg.no_new_privileges,
-                // No user namespaces yet (issue 11 sets this).
-                userns: None,
+                // The user namespace's range: for NSS names and for picking.
+                userns,
             };
             reg.write(claim, &e)?;
             entry = Some(e);

@@ -4,6 +4,8 @@
 //! [`SyncMessage::Go`] once the child is in its cgroups and its links exist;
 //! the child answers only if a step fails ([`SyncMessage::Failed`]). The
 //! socket is close-on-exec: end-of-file means the payload's exec succeeded.
+//! With a user namespace an outer child clones PID 1 and first says
+//! [`SyncMessage::Started`] with its PID.
 
 use std::os::fd::AsFd;
 
@@ -18,11 +20,16 @@ pub enum SyncMessage {
     Go,
     /// Child → launcher: a step failed (the message names it); the child exits.
     Failed(String),
+    /// Outer child → launcher (with a user namespace): PID 1 is cloned,
+    /// with this PID in our namespace, born in its cgroup or not.
+    Started { pid: u32, in_cgroup: bool },
 }
 
 mod tag {
     pub const GO: u8 = b'g';
     pub const FAILED: u8 = b'E';
+    pub const STARTED_IN_CGROUP: u8 = b'P';
+    pub const STARTED: u8 = b'p';
 }
 
 impl Message for SyncMessage {
@@ -30,6 +37,14 @@ impl Message for SyncMessage {
         match self {
             SyncMessage::Go => (tag::GO, Vec::new()),
             SyncMessage::Failed(m) => (tag::FAILED, tagged::text_payload(m).to_vec()),
+            SyncMessage::Started { pid, in_cgroup } => (
+                if *in_cgroup {
+                    tag::STARTED_IN_CGROUP
+                } else {
+                    tag::STARTED
+                },
+                pid.to_le_bytes().to_vec(),
+            ),
         }
     }
 
@@ -37,6 +52,12 @@ impl Message for SyncMessage {
         match frame.tag {
             tag::GO => frame.empty("go-ahead").map(|()| SyncMessage::Go),
             tag::FAILED => frame.text("failure").map(SyncMessage::Failed),
+            tag::STARTED | tag::STARTED_IN_CGROUP => {
+                frame.u32("started").map(|pid| SyncMessage::Started {
+                    pid,
+                    in_cgroup: frame.tag == tag::STARTED_IN_CGROUP,
+                })
+            }
             t => Err(FrameError::UnknownTag(t)),
         }
     }
@@ -91,6 +112,14 @@ mod tests {
             SyncMessage::Go,
             SyncMessage::Failed("bind /run/host/notify: EADDRINUSE".into()),
             SyncMessage::Failed(String::new()),
+            SyncMessage::Started {
+                pid: 4242,
+                in_cgroup: true,
+            },
+            SyncMessage::Started {
+                pid: 1,
+                in_cgroup: false,
+            },
         ] {
             assert_eq!(SyncMessage::decode(&msg.encode().unwrap()).unwrap(), msg);
         }

@@ -10,6 +10,7 @@ mod files;
 mod network;
 mod resources;
 mod security;
+mod users;
 
 use std::path::{Path, PathBuf};
 
@@ -111,6 +112,8 @@ pub struct Config {
     /// Where the machine's cgroup goes below each hierarchy's root
     /// (`--slice=`'s path, else the cgroup parent).
     pub cgroup_parent: String,
+    /// `-U`/`--private-users=`: the container's user namespace, if any.
+    pub userns: Option<crate::userns::Spec>,
 }
 
 /// Resolves the merged settings and the command line's options.
@@ -125,6 +128,7 @@ pub fn resolve(s: Settings, o: &Options, paths: &Paths) -> Result<Config, Config
     let security = security::resolve(&s, &net)?;
     let resources = resources::resolve(&s);
     let cgroup = resources::resolve_cgroup(o, &machine, paths)?;
+    let userns = users::resolve(&s)?;
     let exec = exec::resolve(&s, o, &root, &files)?;
     let uuid = match &s.machine_id {
         Some(id) => id.clone(),
@@ -163,6 +167,7 @@ pub fn resolve(s: Settings, o: &Options, paths: &Paths) -> Result<Config, Config
         cpu_affinity: resources.cpu_affinity,
         limits: cgroup.limits,
         cgroup_parent: cgroup.parent,
+        userns,
     })
 }
 
@@ -195,7 +200,7 @@ fn root_and_machine(o: &Options, paths: &Paths) -> Result<(PathBuf, String), Con
 
 /// Settings a later issue implements: refused, never silently ignored.
 fn refuse_unsupported(s: &Settings, o: &Options) -> Result<(), ConfigError> {
-    use super::model::{Ownership, PrivateUsers, Volatile};
+    use super::model::Volatile;
     let no = |what: String| Err(ConfigError::Unsupported(what));
     if o.template.is_some() {
         return no("--template= is not supported by netspawn".into());
@@ -214,30 +219,6 @@ fn refuse_unsupported(s: &Settings, o: &Options) -> Result<(), ConfigError> {
             return no(format!(
                 "--volatile={name} (Volatile=) is not supported by netspawn (only \"no\")"
             ));
-        }
-    }
-    let what = match s.private_users {
-        None | Some(PrivateUsers::No) => None,
-        Some(_) if o.private_users_short => Some("-U".to_string()),
-        Some(PrivateUsers::Yes) => Some("--private-users=yes".into()),
-        Some(PrivateUsers::Pick) => Some("--private-users=pick".into()),
-        Some(PrivateUsers::Identity) => Some("--private-users=identity".into()),
-        Some(PrivateUsers::Base { shift, range }) => {
-            Some(format!("--private-users={shift}:{range} (a UID base)"))
-        }
-    };
-    if let Some(what) = what {
-        return no(format!(
-            "{what} (user namespaces) is not supported by netspawn (only \"no\")"
-        ));
-    }
-    match s.private_users_ownership {
-        None | Some(Ownership::Off | Ownership::Auto) => {}
-        Some(_) => {
-            return no(
-                "--private-users-ownership= needs user namespaces, which netspawn does not support"
-                    .into(),
-            )
         }
     }
     Ok(())
@@ -427,12 +408,13 @@ mod tests {
             (
                 Settings {
                     private_users: Some(PrivateUsers::Base {
-                        shift: 0,
+                        shift: 65537,
                         range: 65536,
                     }),
+                    private_users_ownership: Some(crate::config::model::Ownership::Chown),
                     ..Settings::default()
                 },
-                "--private-users=0:65536 (a UID base)",
+                "multiple of 65536",
             ),
             (
                 Settings {

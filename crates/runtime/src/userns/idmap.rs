@@ -1,0 +1,183 @@
+//! Idmapped mounts (`--private-users-ownership=map`): the launcher clones
+//! a mount tree (`open_tree(OPEN_TREE_CLONE)`), gives it the container's
+//! mapping (`mount_setattr(MOUNT_ATTR_IDMAP)` with a user namespace that
+//! has the same maps) and the container's outer child moves the detached
+//! tree into place (`move_mount`). Files owned by 0 on disk then belong to
+//! the container's root, and what it creates is stored as 0. Setting an
+//! idmap needs the host's privileges, so it is done before the clones; the
+//! user namespace comes from a short-lived helper process.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+
+use super::UidRange;
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn check(r: libc::c_long) -> nix::Result<libc::c_long> {
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r)
+    }
+}
+
+/// A user namespace whose maps put 0.. onto `range`: a helper process is
+/// cloned into a new one, its maps written, its namespace opened, and the
+/// helper reaped.
+pub fn userns_fd(range: UidRange) -> nix::Result<OwnedFd> {
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: the child only reads a pipe and exits (async-signal-safe).
+    let child = match unsafe { crate::sys::clone_fork(libc::CLONE_NEWUSER) }? {
+        None => {
+            drop(wr);
+            let mut b = [0u8; 1];
+            // SAFETY: a read into a local buffer, then _exit.
+            unsafe {
+                libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 1);
+                libc::_exit(0)
+            }
+        }
+        Some(pid) => pid,
+    };
+    drop(rd);
+    let result = super::write_maps(child.as_raw(), range)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+        .and_then(|()| {
+            nix::fcntl::open(
+                format!("/proc/{}/ns/user", child.as_raw()).as_str(),
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+        });
+    drop(wr);
+    let _ = nix::sys::wait::waitpid(child, None);
+    result
+}
+
+/// A detached copy of the mount tree at `path` (with what is mounted below
+/// it if `recursive`), idmapped with `userns`.
+pub fn clone_tree(path: &Path, recursive: bool, userns: BorrowedFd<'_>) -> nix::Result<OwnedFd> {
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let rec = if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: NUL-terminated path; the returned descriptor is ours.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | rec,
+        )
+    })?;
+    // SAFETY: open_tree returned a new descriptor.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: empty path with AT_EMPTY_PATH; the struct outlives the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint | rec,
+            &attr as *const MountAttr,
+            size_of::<MountAttr>(),
+        )
+    })?;
+    Ok(tree)
+}
+
+/// Moves a detached tree onto the directory or file `target` (a descriptor).
+pub fn move_onto(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: empty paths with the EMPTY_PATH flags for both descriptors.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    })
+    .map(|_| ())
+}
+
+/// Whether the file system of `root` (and what is mounted below it)
+/// supports idmapped mounts with the user namespace `ns`.
+pub fn probe(root: &Path, ns: &OwnedFd) -> nix::Result<()> {
+    drop(clone_tree(root, true, ns.as_fd())?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    /// Needs root (CAP_SYS_ADMIN); skipped without it.
+    #[test]
+    fn an_idmapped_tree_shows_the_range() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: not root");
+            return;
+        }
+        let d = std::env::temp_dir().join(format!("netspawn-idmap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("src")).unwrap();
+        std::fs::create_dir_all(d.join("dst")).unwrap();
+        std::fs::write(d.join("src/f"), "x").unwrap();
+        let range = UidRange::new(0x0008_0000, 65536).unwrap();
+        let ns = userns_fd(range).unwrap();
+        probe(&d.join("src"), &ns).unwrap();
+        let tree = clone_tree(&d.join("src"), false, ns.as_fd()).unwrap();
+        // Attach it in a private mount namespace of a child, and look.
+        // SAFETY: the child only makes system calls and exits.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let ok = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).is_ok()
+                    && nix::mount::mount::<str, str, str, str>(
+                        None,
+                        "/",
+                        None,
+                        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                        None,
+                    )
+                    .is_ok()
+                    && std::fs::File::open(d.join("dst"))
+                        .ok()
+                        .is_some_and(|t| move_onto(tree.as_fd(), t.as_fd()).is_ok())
+                    && std::fs::metadata(d.join("dst/f"))
+                        .is_ok_and(|m| m.uid() == 0x0008_0000 && m.gid() == 0x0008_0000);
+                // SAFETY: leave the forked test process at once.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let st = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
+        }
+        assert_eq!(std::fs::metadata(d.join("src/f")).unwrap().uid(), 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,272 @@
+//! Choosing a container's UID/GID range as systemd-nspawn does: `yes` takes
+//! the root directory's owner range, `pick` the root's range if it is a
+//! free multiple of 65536, else the first free 65536-aligned range between
+//! [`PICK_MIN`] and [`PICK_MAX`]. Free means no running machine's range
+//! overlaps it, no other launcher holds its lock file
+//! (`<run>/locks/uid-BASE.lock`, held for the machine's life, as systemd's
+//! `/run/systemd/nspawn-uid/BASE`: it covers machines that are not
+//! registered) and no host user or group has an ID at its ends. Launches
+//! pick under one lock file (`<run>/locks/userns.lock`), held until the
+//! registry entry records the range, so two never share one.
+
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use thiserror::Error;
+
+use super::{Mode, UidRange, RANGE_16};
+
+/// The first base `pick` tries (systemd's UID_SHIFT_PICK_MIN).
+pub const PICK_MIN: u32 = 0x0008_0000;
+/// The last base `pick` tries (systemd's UID_SHIFT_PICK_MAX).
+pub const PICK_MAX: u32 = 0x6FFF_0000;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PickError {
+    #[error("UID range {shift}:{range} overlaps the range of running machine '{name}' ({oshift}:{orange})", shift = .range.shift, range = .range.range, oshift = .other.shift, orange = .other.range)]
+    Overlap {
+        range: UidRange,
+        name: String,
+        other: UidRange,
+    },
+    #[error("UID and GID base of {path} do not match ({uid} and {gid})")]
+    Mismatch { path: String, uid: u32, gid: u32 },
+    #[error("UID range {shift}:{range} is in use by another container", shift = .0.shift, range = .0.range)]
+    InUse(UidRange),
+    #[error("No free UID range of 65536 between {PICK_MIN} and {PICK_MAX}")]
+    Exhausted,
+    #[error("{what}: {err}")]
+    Io { what: String, err: String },
+}
+
+/// Takes the pick lock (blocking: another launch holds it only from its
+/// pick until its registry entry is written).
+pub fn lock(locks_dir: &Path) -> Result<File, PickError> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |err: std::io::Error| PickError::Io {
+            what,
+            err: err.to_string(),
+        }
+    };
+    fs::create_dir_all(locks_dir).map_err(io(&locks_dir.display().to_string()))?;
+    let path = locks_dir.join("userns.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path.display().to_string()))?;
+    file.lock()
+        .map_err(io(&format!("lock {}", path.display())))?;
+    Ok(file)
+}
+
+/// Locks the range starting at `shift` for this machine's life; None if
+/// another launcher holds it.
+pub fn try_range_lock(locks_dir: &Path, shift: u32) -> Result<Option<File>, PickError> {
+    let path = locks_dir.join(format!("uid-{shift}.lock"));
+    let io = |err: std::io::Error| PickError::Io {
+        what: path.display().to_string(),
+        err: err.to_string(),
+    };
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(err)) => Err(io(err)),
+    }
+}
+
+/// The root directory's owner (UID, GID).
+pub fn root_owner(root: &Path) -> Result<(u32, u32), PickError> {
+    let md = fs::metadata(root).map_err(|err| PickError::Io {
+        what: root.display().to_string(),
+        err: err.to_string(),
+    })?;
+    Ok((md.uid(), md.gid()))
+}
+
+/// True if the host has a user or group with this ID.
+pub fn host_has_id(id: u32) -> bool {
+    use nix::unistd::{Gid, Group, Uid, User};
+    matches!(User::from_uid(Uid::from_raw(id)), Ok(Some(_)))
+        || matches!(Group::from_gid(Gid::from_raw(id)), Ok(Some(_)))
+}
+
+/// The range for `mode`, given the root directory's owner and the ranges
+/// of the running machines; `locked`: the range starting there is another
+/// launcher's. Pure but for the two predicates.
+pub fn choose(
+    mode: Mode,
+    owner: (u32, u32),
+    taken: &[(String, UidRange)],
+    host_has_id: impl Fn(u32) -> bool,
+    locked: impl Fn(u32) -> bool,
+) -> Result<UidRange, PickError> {
+    let clash = |r: &UidRange| {
+        taken
+            .iter()
+            .find(|(_, o)| o.overlaps(r))
+            .map(|(name, o)| PickError::Overlap {
+                range: *r,
+                name: name.clone(),
+                other: *o,
+            })
+    };
+    let fixed = |r: UidRange| match clash(&r) {
+        Some(e) => Err(e),
+        None if locked(r.shift) => Err(PickError::InUse(r)),
+        None => Ok(r),
+    };
+    let (uid, gid) = owner;
+    let base = uid & 0xFFFF_0000;
+    match mode {
+        Mode::Fixed(r) => fixed(r),
+        Mode::FromRoot => {
+            if base != gid & 0xFFFF_0000 {
+                return Err(PickError::Mismatch {
+                    path: "the root directory".into(),
+                    uid,
+                    gid,
+                });
+            }
+            fixed(UidRange::new(base, RANGE_16).ok_or(PickError::Exhausted)?)
+        }
+        Mode::Pick => {
+            let free = |r: &UidRange| {
+                clash(r).is_none()
+                    && !locked(r.shift)
+                    && !host_has_id(r.shift)
+                    && !host_has_id(r.shift + (r.range - 1))
+            };
+            if uid != 0 && uid & 0xFFFF == 0 && gid == uid {
+                if let Some(r) =
+                    UidRange::new(uid, RANGE_16).filter(|r| clash(r).is_none() && !locked(r.shift))
+                {
+                    return Ok(r);
+                }
+            }
+            (PICK_MIN..=PICK_MAX)
+                .step_by(RANGE_16 as usize)
+                .filter_map(|s| UidRange::new(s, RANGE_16))
+                .find(free)
+                .ok_or(PickError::Exhausted)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(shift: u32, range: u32) -> UidRange {
+        UidRange::new(shift, range).unwrap()
+    }
+
+    fn none(_: u32) -> bool {
+        false
+    }
+
+    #[test]
+    fn pick_takes_the_roots_range_when_free() {
+        let taken = vec![("a".to_string(), r(PICK_MIN, 65536))];
+        assert_eq!(
+            choose(Mode::Pick, (0x0010_0000, 0x0010_0000), &taken, none, none),
+            Ok(r(0x0010_0000, 65536))
+        );
+        // The root's range is taken: the first free one.
+        assert_eq!(
+            choose(Mode::Pick, (PICK_MIN, PICK_MIN), &taken, none, none),
+            Ok(r(PICK_MIN + 65536, 65536))
+        );
+        // Owned by 0, or not a multiple of 65536: the first free one.
+        assert_eq!(
+            choose(Mode::Pick, (0, 0), &[], none, none),
+            Ok(r(PICK_MIN, 65536))
+        );
+        assert_eq!(
+            choose(Mode::Pick, (PICK_MIN + 7, PICK_MIN + 7), &[], none, none),
+            Ok(r(PICK_MIN, 65536))
+        );
+        // A host user at an end of a range skips it.
+        assert_eq!(
+            choose(Mode::Pick, (0, 0), &[], |id| id == PICK_MIN + 65535, none),
+            Ok(r(PICK_MIN + 65536, 65536))
+        );
+    }
+
+    #[test]
+    fn ranges_locked_by_other_launchers_are_skipped_or_refused() {
+        let mine = |s: u32| s == PICK_MIN || s == 0x0010_0000;
+        assert_eq!(
+            choose(Mode::Pick, (0x0010_0000, 0x0010_0000), &[], none, mine),
+            Ok(r(PICK_MIN + 65536, 65536))
+        );
+        assert_eq!(
+            choose(Mode::Fixed(r(PICK_MIN, 65536)), (0, 0), &[], none, mine),
+            Err(PickError::InUse(r(PICK_MIN, 65536)))
+        );
+    }
+
+    #[test]
+    fn pick_runs_out() {
+        assert_eq!(
+            choose(Mode::Pick, (0, 0), &[], |_| true, none),
+            Err(PickError::Exhausted)
+        );
+    }
+
+    #[test]
+    fn fixed_and_root_ranges_must_be_free() {
+        let taken = vec![("web".to_string(), r(PICK_MIN, 65536))];
+        let e = choose(
+            Mode::Fixed(r(PICK_MIN + 100, 10)),
+            (0, 0),
+            &taken,
+            none,
+            none,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("running machine 'web'"), "{e}");
+        assert_eq!(
+            choose(Mode::Fixed(r(0, 65536)), (0, 0), &taken, none, none),
+            Ok(r(0, 65536))
+        );
+        assert_eq!(
+            choose(
+                Mode::FromRoot,
+                (PICK_MIN + 65536 + 5, PICK_MIN + 65536),
+                &taken,
+                none,
+                none
+            ),
+            Ok(r(PICK_MIN + 65536, 65536))
+        );
+        assert!(matches!(
+            choose(Mode::FromRoot, (PICK_MIN + 1, PICK_MIN), &taken, none, none),
+            Err(PickError::Overlap { .. })
+        ));
+        assert!(matches!(
+            choose(Mode::FromRoot, (PICK_MIN, 0), &[], none, none),
+            Err(PickError::Mismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn the_lock_excludes_a_second_picker() {
+        let dir = std::env::temp_dir().join(format!("netspawn-pick-{}", std::process::id()));
+        let held = lock(&dir).unwrap();
+        let f = File::open(dir.join("userns.lock")).unwrap();
+        assert!(matches!(f.try_lock(), Err(fs::TryLockError::WouldBlock)));
+        drop(held);
+        f.try_lock().unwrap();
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
