@@ -351,8 +351,6 @@ mod tests {
                 "interfaces": ["ve-web"],
                 "addresses": ["10.0.0.2", "fd00::2"],
                 "os": null,
-                "uid_shift": null,
-                "uid_range": null,
                 "cgroup": "/sys/fs/cgroup/unified/netspawn/web",
                 "processes": [
                     {"pid": 4242, "ppid": 4000, "cmdline": "/sbin/init"},
