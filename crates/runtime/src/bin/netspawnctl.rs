@@ -103,6 +103,102 @@ enum Command {
         #[command(subcommand)]
         kind: Bootstrap,
     },
+    /// Show properties of machines (or of the manager without a name).
+    Show {
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+        /// Show only these properties (repeat or separate with commas).
+        #[arg(short = 'p', long = "property", value_name = "NAME")]
+        property: Vec<String>,
+        /// Print the values only.
+        #[arg(long = "value")]
+        value: bool,
+    },
+    /// Show information about one or more images.
+    #[command(name = "image-status")]
+    ImageStatus {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Show properties of images.
+    #[command(name = "show-image")]
+    ShowImage {
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+        /// Show only these properties (repeat or separate with commas).
+        #[arg(short = 'p', long = "property", value_name = "NAME")]
+        property: Vec<String>,
+        /// Print the values only.
+        #[arg(long = "value")]
+        value: bool,
+    },
+    /// Clone an image (a btrfs snapshot where it is a subvolume).
+    Clone {
+        #[arg(value_name = "NAME")]
+        src: String,
+        #[arg(value_name = "NAME")]
+        dst: String,
+        /// Make the clone read-only.
+        #[arg(long = "read-only")]
+        read_only: bool,
+    },
+    /// Rename an image.
+    Rename {
+        #[arg(value_name = "NAME")]
+        old: String,
+        #[arg(value_name = "NAME")]
+        new: String,
+    },
+    /// Remove one or more images.
+    Remove {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Mark or unmark an image read-only.
+    #[command(name = "read-only")]
+    ReadOnly {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "BOOL")]
+        value: Option<String>,
+    },
+    /// Remove hidden leftovers (.#*) of interrupted image operations.
+    Clean,
+    /// Import a tar archive (gzip, xz, zstd or none) as an image.
+    #[command(name = "import-tar")]
+    ImportTar {
+        #[arg(value_name = "FILE|-")]
+        file: String,
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Import a directory tree as an image.
+    #[command(name = "import-fs")]
+    ImportFs {
+        #[arg(value_name = "DIRECTORY")]
+        dir: PathBuf,
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Export an image as a tar archive (compressed as FILE's suffix says).
+    #[command(name = "export-tar")]
+    ExportTar {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "FILE|-")]
+        file: String,
+    },
+    /// Download a tar archive over HTTP(S) and import it as an image.
+    #[command(name = "pull-tar")]
+    PullTar {
+        #[arg(value_name = "URL")]
+        url: String,
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+        /// Verify the download: no, checksum (SHA256SUMS) or signature (SHA256SUMS.gpg).
+        #[arg(long = "verify", value_name = "MODE", default_value = "signature")]
+        verify: String,
+    },
     /// Install the NSS module and add "mymachines" to the hosts: line of nsswitch.conf.
     #[command(name = "install-nss")]
     InstallNss {
@@ -164,6 +260,18 @@ impl Command {
             Command::Bootstrap { .. } => "bootstrap",
             Command::InstallNss { .. } => "install-nss",
             Command::UninstallNss { .. } => "uninstall-nss",
+            Command::Show { .. } => "show",
+            Command::ImageStatus { .. } => "image-status",
+            Command::ShowImage { .. } => "show-image",
+            Command::Clone { .. } => "clone",
+            Command::Rename { .. } => "rename",
+            Command::Remove { .. } => "remove",
+            Command::ReadOnly { .. } => "read-only",
+            Command::Clean => "clean",
+            Command::ImportTar { .. } => "import-tar",
+            Command::ImportFs { .. } => "import-fs",
+            Command::ExportTar { .. } => "export-tar",
+            Command::PullTar { .. } => "pull-tar",
         }
     }
 
@@ -231,6 +339,33 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
         Command::ListImages => ctl::images::list_images(&list),
         Command::InstallNss { root, library } => ctl::nss::install(&root, library.as_deref()),
         Command::UninstallNss { root } => ctl::nss::uninstall(&root),
+        Command::Show {
+            names,
+            property,
+            value,
+        } => ctl::show::show(&names, &property, value),
+        Command::ImageStatus { names } => ctl::images::image_status(&names),
+        Command::ShowImage {
+            names,
+            property,
+            value,
+        } => ctl::images::show_image(&names, &property, value),
+        Command::Clone {
+            src,
+            dst,
+            read_only,
+        } => ctl::images::clone(&src, &dst, read_only),
+        Command::Rename { old, new } => ctl::images::rename(&old, &new),
+        Command::Remove { names } => ctl::images::remove(&names),
+        Command::ReadOnly { name, value } => ctl::images::read_only_verb(&name, value.as_deref()),
+        Command::Clean => ctl::images::clean(cli.quiet),
+        Command::ImportTar { file, name } => ctl::images::import_tar(&file, name.as_deref()),
+        Command::ImportFs { dir, name } => ctl::images::import_fs(&dir, name.as_deref()),
+        Command::ExportTar { name, file } => ctl::images::export_tar(&name, &file),
+        Command::PullTar { url, name, verify } => {
+            let verify = verify.parse().map_err(CtlError::Usage)?;
+            ctl::images::pull_tar(&url, name.as_deref(), verify, cli.quiet)
+        }
         Command::Bootstrap { kind } => match kind {
             Bootstrap::Busybox { name, directory } => {
                 ctl::images::bootstrap(&BootstrapKind::Busybox, &name, directory.as_deref())

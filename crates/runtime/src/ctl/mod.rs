@@ -26,6 +26,7 @@ pub mod procfs;
 pub mod pty;
 pub mod sealed;
 pub mod shell;
+pub mod show;
 pub mod signal;
 pub mod status;
 pub mod table;
@@ -70,8 +71,22 @@ pub enum CtlError {
     },
     #[error(transparent)]
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
+    #[error(transparent)]
+    Image(#[from] images::ImageError),
     #[error("write output: {0}")]
     Output(#[from] std::io::Error),
+}
+
+impl From<images::tar::TarError> for CtlError {
+    fn from(e: images::tar::TarError) -> CtlError {
+        CtlError::Image(e.into())
+    }
+}
+
+impl From<images::pull::PullError> for CtlError {
+    fn from(e: images::pull::PullError) -> CtlError {
+        CtlError::Image(e.into())
+    }
 }
 
 /// How tables are printed (`-o/--output=`).
