@@ -48,7 +48,7 @@ enum Command {
     /// Run a command (default: a login shell) in a machine.
     Shell {
         /// The user to run as (a USER@ in the machine specification wins).
-        #[arg(long = "uid", value_name = "USER")]
+        #[arg(long = "uid", short = 'u', visible_alias = "user", value_name = "USER")]
         uid: Option<String>,
         /// Set an environment variable (VAR=VALUE, or VAR to pass ours).
         #[arg(short = 'E', long = "setenv", value_name = "VAR[=VALUE]")]
@@ -102,6 +102,48 @@ enum Command {
     Bootstrap {
         #[command(subcommand)]
         kind: Bootstrap,
+    },
+    /// Bind-mount a host directory or file into a running machine.
+    Bind {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "SOURCE")]
+        src: PathBuf,
+        /// Where in the machine (default: the same path as SOURCE).
+        #[arg(value_name = "DESTINATION")]
+        dst: Option<String>,
+        /// Mount it read-only.
+        #[arg(long = "read-only")]
+        read_only: bool,
+        /// Make the destination (and its parents) if missing.
+        #[arg(long = "mkdir")]
+        mkdir: bool,
+    },
+    /// Copy files or directories from the host into a running machine.
+    #[command(name = "copy-to")]
+    CopyTo {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "HOST-PATH")]
+        src: PathBuf,
+        #[arg(value_name = "MACHINE-PATH")]
+        dst: Option<String>,
+        /// Replace what is in the way.
+        #[arg(long = "force")]
+        force: bool,
+    },
+    /// Copy files or directories from a running machine to the host.
+    #[command(name = "copy-from")]
+    CopyFrom {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "MACHINE-PATH")]
+        src: String,
+        #[arg(value_name = "HOST-PATH")]
+        dst: Option<PathBuf>,
+        /// Replace what is in the way.
+        #[arg(long = "force")]
+        force: bool,
     },
     /// Show properties of machines (or of the manager without a name).
     Show {
@@ -261,6 +303,9 @@ impl Command {
             Command::InstallNss { .. } => "install-nss",
             Command::UninstallNss { .. } => "uninstall-nss",
             Command::Show { .. } => "show",
+            Command::Bind { .. } => "bind",
+            Command::CopyTo { .. } => "copy-to",
+            Command::CopyFrom { .. } => "copy-from",
             Command::ImageStatus { .. } => "image-status",
             Command::ShowImage { .. } => "show-image",
             Command::Clone { .. } => "clone",
@@ -344,6 +389,25 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
             property,
             value,
         } => ctl::show::show(&names, &property, value),
+        Command::Bind {
+            name,
+            src,
+            dst,
+            read_only,
+            mkdir,
+        } => ctl::bind::bind(&name, &src, dst.as_deref(), read_only, mkdir),
+        Command::CopyTo {
+            name,
+            src,
+            dst,
+            force,
+        } => ctl::copy::copy_to(&name, &src, dst.as_deref(), force),
+        Command::CopyFrom {
+            name,
+            src,
+            dst,
+            force,
+        } => ctl::copy::copy_from(&name, &src, dst.as_deref(), force),
         Command::ImageStatus { names } => ctl::images::image_status(&names),
         Command::ShowImage {
             names,

@@ -6,7 +6,10 @@
 //! - [`status`]: `status`, with the machine's process tree;
 //! - [`shell`]: `shell` and `login`;
 //! - [`signal`]: `poweroff`, `reboot`, `terminate`, `kill`;
-//! - [`images`]: the image directory and `bootstrap`;
+//! - [`images`]: the image directory, its verbs (import, export, pull,
+//!   clone…) and `bootstrap`;
+//! - [`show`]: `show` and the property lines `show-image` shares;
+//! - [`bind`], [`copy`]: `bind`, `copy-to` and `copy-from` into a running machine;
 //! - [`nss`]: `install-nss`/`uninstall-nss`, with [`nsswitch`] editing the
 //!   `hosts:` line;
 //! - [`enter`]: [`enter_machine`], how a process joins a running machine;
@@ -14,6 +17,8 @@
 //! - [`pty`]: terminal forwarding; [`procfs`], [`osrelease`], [`passwd`],
 //!   [`table`], [`timefmt`]: the pieces they share.
 
+pub mod bind;
+pub mod copy;
 pub mod enter;
 pub mod images;
 pub mod list;

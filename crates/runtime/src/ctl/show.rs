@@ -65,7 +65,6 @@ pub fn machine_properties(e: &Entry) -> Vec<(&'static str, String)> {
         ("Name", e.name.clone()),
         ("Id", e.uuid.clone()),
         ("Timestamp", format_timestamp(e.timestamp_usec)),
-        ("TimestampRealtime", e.timestamp_usec.to_string()),
         ("Service", e.service.clone()),
         ("Unit", String::new()),
         ("Leader", e.leader.to_string()),
