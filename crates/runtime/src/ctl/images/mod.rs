@@ -942,6 +942,7 @@ pub fn pull_tar(
         }
     }
     partial.commit()?;
+    dl.done();
     Ok(0)
 }
 

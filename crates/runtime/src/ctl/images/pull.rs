@@ -213,6 +213,12 @@ impl<'a> Download<'a> {
         })
     }
 
+    /// Ends the progress display (after the download was checked, so that
+    /// a failure is the only line printed).
+    pub fn done(&mut self) {
+        self.progress.done(self.got);
+    }
+
     /// What went wrong with the download itself, if something did.
     pub fn failure(&mut self) -> Option<PullError> {
         self.failure.take()
@@ -221,7 +227,6 @@ impl<'a> Download<'a> {
     /// Reads what is left (after the archive's end); returns the SHA-256.
     pub fn finish(&mut self) -> Result<String, io::Error> {
         io::copy(self, &mut io::sink())?;
-        self.progress.done(self.got);
         let hash = std::mem::take(&mut self.hasher).finalize();
         Ok(hash.iter().map(|b| format!("{b:02x}")).collect())
     }

@@ -106,6 +106,19 @@ fn clean(path: &Path) -> Result<PathBuf, TarError> {
     Ok(out)
 }
 
+/// [`TarError::NotTar`] with tar's complaint cut short: it may quote the
+/// (hostile, multi-line) bytes it could not read.
+fn not_tar(e: io::Error) -> TarError {
+    let text = e.to_string();
+    let head = text.split(" when ").next().unwrap_or(&text);
+    let head: String = head
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(60)
+        .collect();
+    TarError::NotTar(head)
+}
+
 fn cvt(r: libc::c_int) -> io::Result<()> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -128,22 +141,20 @@ pub fn extract(
     let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
     // The parent directory of the last entry: usually the next one's too.
     let mut cached: Option<(PathBuf, OwnedFd)> = None;
-    let entries = archive
-        .entries()
-        .map_err(|e| TarError::NotTar(e.to_string()))?;
+    let entries = archive.entries().map_err(not_tar)?;
     for entry in entries {
         if abort() {
             return Err(TarError::Interrupted);
         }
         let mut entry = entry.map_err(|e| {
             if count == 0 {
-                TarError::NotTar(e.to_string())
+                not_tar(e)
             } else {
                 TarError::Io(e)
             }
         })?;
         count += 1;
-        let raw = entry.path().map_err(|e| TarError::NotTar(e.to_string()))?;
+        let raw = entry.path().map_err(not_tar)?;
         let shown = raw.to_string_lossy().into_owned();
         let rel = clean(&raw)?;
         let wrap = |err: io::Error| TarError::Entry {
