@@ -755,3 +755,46 @@ fn bind_copy_and_show_in_a_running_machine() {
     // Gone machine: the image can be removed now.
     env.ctl(&["remove", "live"]).expect_status(0);
 }
+
+#[test]
+fn clone_of_a_btrfs_subvolume_is_a_snapshot() {
+    if !have("mkfs.btrfs") || !have("btrfs") {
+        skip(
+            "clone_of_a_btrfs_subvolume_is_a_snapshot",
+            "btrfs-progs is not installed",
+        );
+        return;
+    }
+    let env = TestEnv::new();
+    let src = env.busybox("bb");
+    // A loop-mounted btrfs as the image directory, in the script's own mount
+    // namespace (gone, with its loop device, when the script ends).
+    let script = format!(
+        r#"set -e
+        truncate -s 160M "$T/btrfs.img"
+        mkfs.btrfs -q "$T/btrfs.img" >/dev/null
+        mkdir -p "$T/pool"
+        mount -o loop "$T/btrfs.img" "$T/pool"
+        btrfs -q subvolume create "$T/pool/sv"
+        cp -a {src}/. "$T/pool/sv/"
+        export NETSPAWN_IMAGE_DIR="$T/pool"
+        "$NETSPAWNCTL" clone sv sv2
+        "$NETSPAWNCTL" list-images --no-legend | awk '{{print $1, $2}}'
+        stat -c %i "$T/pool/sv2"
+        btrfs subvolume show "$T/pool/sv2" | grep -c 'Parent UUID:.*-'
+        cmp "$T/pool/sv/bin/busybox" "$T/pool/sv2/bin/busybox"
+        "$NETSPAWNCTL" remove sv2
+        ls "$T/pool"
+        "#,
+        src = src.display()
+    );
+    let mut full = format!("T={}\n", env.dir.display());
+    full.push_str(&script);
+    let r = env.sh(&full, 120);
+    r.expect_status(0);
+    assert_eq!(
+        r.stdout, "sv subvolume\nsv2 subvolume\n256\n1\nsv\n",
+        "{}",
+        r.stderr
+    );
+}
