@@ -62,24 +62,27 @@ VERSIONS=$(versions_json "tar=tar --version" "curl=curl --version" "python=$PY -
 
 SPEC=$WORK/spec.json
 L_CTL=$CTL L_WORK=$WORK L_IMAGES=$NETSPAWN_IMAGE_DIR L_URL=$URL L_RUNS=$RUNS L_WARMUP=$WARMUP \
-    L_VERSIONS=$VERSIONS L_TAR=$(command -v tar) L_SH=$(command -v sh) L_RM=$(command -v rm) \
+    L_VERSIONS=$VERSIONS L_TAR=$(command -v tar) L_SH=$(command -v sh) \
     L_SIZE=$SIZE L_FILES=$FILES "$PY" - "$SPEC" <<'EOF'
 import json, os, sys
 e = os.environ
-ctl, work, images, url, tar, sh, rm = (e[k] for k in ("L_CTL", "L_WORK", "L_IMAGES", "L_URL", "L_TAR", "L_SH", "L_RM"))
-fresh = lambda d: [sh, "-c", f"rm -rf '{d}' && mkdir '{d}'"]
+ctl, work, images, url, tar, sh = (e[k] for k in ("L_CTL", "L_WORK", "L_IMAGES", "L_URL", "L_TAR", "L_SH"))
+# Before each sample (not timed): the destination removed and everything
+# written back, so no sample pays for the previous one's dirty pages.
+fresh = lambda d: [sh, "-c", f"rm -rf '{d}' && mkdir '{d}' && sync"]
+gone = lambda p: [sh, "-c", f"rm -rf '{p}' && sync"]
 cmds = [
     {"name": "netspawnctl import-tar", "argv": [ctl, "-q", "import-tar", f"{work}/srv/deb.tar", "imp"],
-     "prepare": [rm, "-rf", f"{images}/imp"]},
+     "prepare": gone(f"{images}/imp")},
     {"name": "tar -x", "argv": [tar, "-C", f"{work}/x", "--numeric-owner", "-xpf", f"{work}/srv/deb.tar"],
      "prepare": fresh(f"{work}/x")},
     {"name": "netspawnctl export-tar", "argv": [ctl, "-q", "export-tar", "deb", f"{work}/out1.tar"],
-     "prepare": [rm, "-f", f"{work}/out1.tar"]},
+     "prepare": gone(f"{work}/out1.tar")},
     {"name": "tar -c", "argv": [tar, "-C", f"{images}/deb", "--numeric-owner", "-cf", f"{work}/out2.tar", "."],
-     "prepare": [rm, "-f", f"{work}/out2.tar"]},
+     "prepare": gone(f"{work}/out2.tar")},
     {"name": "netspawnctl pull-tar", "argv": [ctl, "-q", "pull-tar", "--verify=no", url, "pulled"],
-     "prepare": [rm, "-rf", f"{images}/pulled"]},
-    {"name": "curl | tar -x", "argv": [sh, "-c", f"curl -sf '{url}' | tar -C '{work}/y' --numeric-owner -xpf -"],
+     "prepare": gone(f"{images}/pulled")},
+    {"name": "curl piped to tar -x", "argv": [sh, "-c", f"curl -sf '{url}' | tar -C '{work}/y' --numeric-owner -xpf -"],
      "prepare": fresh(f"{work}/y")},
 ]
 spec = {
@@ -91,11 +94,13 @@ spec = {
     "target": "each netspawnctl verb within 1.2x of its plain tool (import-tar vs tar -x, export-tar vs tar -c, pull-tar vs curl | tar -x)",
     "versions": json.loads(e["L_VERSIONS"]),
     "method": ("each round runs every command once, in a seeded random order drawn per round; a sample is the wall time "
-               "from posix_spawn() to waitpid() in bench/driver.py; the destination is removed before each sample "
-               "(not timed); the archive is uncompressed and in the page cache; the HTTP server is python3 -m "
+               "from posix_spawn() to waitpid() in bench/driver.py; before each sample (not timed) the destination is "
+               "removed and `sync` writes everything back, so no sample pays for the previous one's dirty pages (nor "
+               "does any tool sync its own writes); the archive is uncompressed and in the page cache; the HTTP server is python3 -m "
                "http.server on 127.0.0.1; everything in a scratch directory under /var/tmp (ext4 here), so import "
                "writes the same files tar -x writes, with owners, modes, times and device nodes kept by both."),
     "commands": cmds,
+    "progress": True,
 }
 json.dump(spec, open(sys.argv[1], "w"), indent=1)
 EOF
@@ -110,7 +115,7 @@ import json, sys
 out = json.load(open(sys.argv[1]))
 s = out["stats"]
 pairs = [("netspawnctl import-tar", "tar -x"), ("netspawnctl export-tar", "tar -c"),
-         ("netspawnctl pull-tar", "curl | tar -x")]
+         ("netspawnctl pull-tar", "curl piped to tar -x")]
 lines = ["", "## Each verb against its plain tool (ratio of medians; target: at most 1.2x)", "",
          "| netspawnctl | median | plain tool | median | ratio |", "|---|---|---|---|---|"]
 out["pairs"] = {}

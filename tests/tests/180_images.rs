@@ -798,3 +798,90 @@ fn clone_of_a_btrfs_subvolume_is_a_snapshot() {
         r.stderr
     );
 }
+
+/// Stops the gpg-agent a test's GNUPGHOME started, whatever happens.
+struct GpgHome(PathBuf);
+
+impl Drop for GpgHome {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("gpgconf")
+            .args(["--kill", "all"])
+            .env("GNUPGHOME", &self.0)
+            .status();
+    }
+}
+
+#[test]
+fn pull_tar_checks_the_signature_with_the_hosts_keyring() {
+    if !have("gpg") || !have("gpgconf") {
+        skip(
+            "pull_tar_checks_the_signature_with_the_hosts_keyring",
+            "gpg is not installed",
+        );
+        return;
+    }
+    let env = TestEnv::new();
+    env.busybox("src");
+    let tarball = env.dir.join("web.tar.zst");
+    env.ctl(&["export-tar", "src", tarball.to_str().unwrap()])
+        .expect_status(0);
+    let home = GpgHome(env.dir.join("gnupg"));
+    std::fs::create_dir(&home.0).unwrap();
+    std::fs::set_permissions(&home.0, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let sums = env.dir.join("SHA256SUMS");
+    std::fs::write(&sums, format!("{}  web.tar.zst\n", sha256(&tarball))).unwrap();
+    let other = env.dir.join("OTHER");
+    std::fs::write(&other, "something else\n").unwrap();
+    let script = r#"set -e
+        gpg -q --batch --passphrase '' --quick-gen-key 'netspawn test <test@example.invalid>' ed25519 sign never
+        gpg -q --batch --detach-sign -o "$1.gpg" "$1"
+        gpg -q --batch --detach-sign -o "$2.gpg" "$2""#;
+    let st = std::process::Command::new("timeout")
+        .args(["60", "bash", "-c", script, "sh"])
+        .arg(&sums)
+        .arg(&other)
+        .env("GNUPGHOME", &home.0)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{st:?}");
+    let srv = Server::start();
+    srv.put(
+        "/ok/web.tar.zst",
+        Reply::Ok(std::fs::read(&tarball).unwrap()),
+    );
+    srv.put("/ok/SHA256SUMS", Reply::Ok(std::fs::read(&sums).unwrap()));
+    srv.put(
+        "/ok/SHA256SUMS.gpg",
+        Reply::Ok(std::fs::read(env.dir.join("SHA256SUMS.gpg")).unwrap()),
+    );
+    srv.put(
+        "/forged/web.tar.zst",
+        Reply::Ok(std::fs::read(&tarball).unwrap()),
+    );
+    srv.put(
+        "/forged/SHA256SUMS",
+        Reply::Ok(std::fs::read(&sums).unwrap()),
+    );
+    srv.put(
+        "/forged/SHA256SUMS.gpg",
+        Reply::Ok(std::fs::read(env.dir.join("OTHER.gpg")).unwrap()),
+    );
+    let pull = |path: &str, name: &str| {
+        let o = env
+            .ctl_cmd(&["pull-tar", &srv.url(path), name], 60)
+            .env("GNUPGHOME", &home.0)
+            .output()
+            .unwrap();
+        Run {
+            status: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    };
+    pull("/ok/web.tar.zst", "signed").expect_status(0);
+    assert!(env.image_dir().join("signed/bin/busybox").exists());
+    pull("/forged/web.tar.zst", "forged").expect_error("Signature check");
+    assert!(!env.image_dir().join("forged").exists());
+    assert!(hidden(&env).is_empty(), "{:?}", hidden(&env));
+}
