@@ -226,6 +226,8 @@ pub fn extract(
                 .or_else(|e| replace(dir, &name, e, make))
                 .map_err(wrap)?;
             meta.apply_at(dir, &name, true).map_err(wrap)?;
+            // It may have replaced a directory on the cached parent's path.
+            cached = None;
         } else if ty.is_hard_link() {
             let target = entry
                 .link_name()
