@@ -343,6 +343,15 @@ impl Progress {
     }
 }
 
+impl Drop for Progress {
+    /// A failed download's bar is cleared, so that the error is on a line of its own.
+    fn drop(&mut self) {
+        if let Progress::Bar(b) = self {
+            b.finish_and_clear();
+        }
+    }
+}
+
 fn line(name: &str, got: u64, length: Option<u64>) -> String {
     match length {
         Some(l) if l > 0 => format!(
