@@ -48,7 +48,7 @@ enum Command {
     /// Run a command (default: a login shell) in a machine.
     Shell {
         /// The user to run as (a USER@ in the machine specification wins).
-        #[arg(long = "uid", value_name = "USER")]
+        #[arg(long = "uid", short = 'u', visible_alias = "user", value_name = "USER")]
         uid: Option<String>,
         /// Set an environment variable (VAR=VALUE, or VAR to pass ours).
         #[arg(short = 'E', long = "setenv", value_name = "VAR[=VALUE]")]
@@ -126,6 +126,144 @@ enum Command {
         #[command(subcommand)]
         kind: Bootstrap,
     },
+    /// Bind-mount a host directory or file into a running machine.
+    Bind {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "SOURCE")]
+        src: PathBuf,
+        /// Where in the machine (default: the same path as SOURCE).
+        #[arg(value_name = "DESTINATION")]
+        dst: Option<String>,
+        /// Mount it read-only.
+        #[arg(long = "read-only")]
+        read_only: bool,
+        /// Make the destination (and its parents) if missing.
+        #[arg(long = "mkdir")]
+        mkdir: bool,
+    },
+    /// Copy files or directories from the host into a running machine.
+    #[command(name = "copy-to")]
+    CopyTo {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "HOST-PATH")]
+        src: PathBuf,
+        #[arg(value_name = "MACHINE-PATH")]
+        dst: Option<String>,
+        /// Replace what is in the way.
+        #[arg(long = "force")]
+        force: bool,
+    },
+    /// Copy files or directories from a running machine to the host.
+    #[command(name = "copy-from")]
+    CopyFrom {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "MACHINE-PATH")]
+        src: String,
+        #[arg(value_name = "HOST-PATH")]
+        dst: Option<PathBuf>,
+        /// Replace what is in the way.
+        #[arg(long = "force")]
+        force: bool,
+    },
+    /// Show properties of machines (or of the manager without a name).
+    Show {
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+        /// Show only these properties (repeat or separate with commas).
+        #[arg(short = 'p', long = "property", value_name = "NAME")]
+        property: Vec<String>,
+        /// Print the values only.
+        #[arg(long = "value")]
+        value: bool,
+    },
+    /// Show information about one or more images.
+    #[command(name = "image-status")]
+    ImageStatus {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Show properties of images.
+    #[command(name = "show-image")]
+    ShowImage {
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+        /// Show only these properties (repeat or separate with commas).
+        #[arg(short = 'p', long = "property", value_name = "NAME")]
+        property: Vec<String>,
+        /// Print the values only.
+        #[arg(long = "value")]
+        value: bool,
+    },
+    /// Clone an image (a btrfs snapshot where it is a subvolume).
+    Clone {
+        #[arg(value_name = "NAME")]
+        src: String,
+        #[arg(value_name = "NAME")]
+        dst: String,
+        /// Make the clone read-only.
+        #[arg(long = "read-only")]
+        read_only: bool,
+    },
+    /// Rename an image.
+    Rename {
+        #[arg(value_name = "NAME")]
+        old: String,
+        #[arg(value_name = "NAME")]
+        new: String,
+    },
+    /// Remove one or more images.
+    Remove {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Mark or unmark an image read-only.
+    #[command(name = "read-only")]
+    ReadOnly {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "BOOL")]
+        value: Option<String>,
+    },
+    /// Remove hidden leftovers (.#*) of interrupted image operations.
+    Clean,
+    /// Import a tar archive (gzip, xz, zstd or none) as an image.
+    #[command(name = "import-tar")]
+    ImportTar {
+        #[arg(value_name = "FILE|-")]
+        file: String,
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Import a directory tree as an image.
+    #[command(name = "import-fs")]
+    ImportFs {
+        #[arg(value_name = "DIRECTORY")]
+        dir: PathBuf,
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Export an image as a tar archive (compressed as FILE's suffix says).
+    #[command(name = "export-tar")]
+    ExportTar {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "FILE|-")]
+        file: String,
+    },
+    /// Download a tar archive over HTTP(S) and import it as an image.
+    #[command(name = "pull-tar")]
+    PullTar {
+        #[arg(value_name = "URL")]
+        url: String,
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+        /// Verify the download: no, checksum (SHA256SUMS) or signature (SHA256SUMS.gpg).
+        #[arg(long = "verify", value_name = "MODE", default_value = "signature")]
+        verify: String,
+    },
     /// Install the NSS module and add "mymachines" to the hosts: line of nsswitch.conf.
     #[command(name = "install-nss")]
     InstallNss {
@@ -189,6 +327,21 @@ impl Command {
             Command::Bootstrap { .. } => "bootstrap",
             Command::InstallNss { .. } => "install-nss",
             Command::UninstallNss { .. } => "uninstall-nss",
+            Command::Show { .. } => "show",
+            Command::Bind { .. } => "bind",
+            Command::CopyTo { .. } => "copy-to",
+            Command::CopyFrom { .. } => "copy-from",
+            Command::ImageStatus { .. } => "image-status",
+            Command::ShowImage { .. } => "show-image",
+            Command::Clone { .. } => "clone",
+            Command::Rename { .. } => "rename",
+            Command::Remove { .. } => "remove",
+            Command::ReadOnly { .. } => "read-only",
+            Command::Clean => "clean",
+            Command::ImportTar { .. } => "import-tar",
+            Command::ImportFs { .. } => "import-fs",
+            Command::ExportTar { .. } => "export-tar",
+            Command::PullTar { .. } => "pull-tar",
         }
     }
 
@@ -281,6 +434,52 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
         Command::ListImages => ctl::images::list_images(&list),
         Command::InstallNss { root, library } => ctl::nss::install(&root, library.as_deref()),
         Command::UninstallNss { root } => ctl::nss::uninstall(&root),
+        Command::Show {
+            names,
+            property,
+            value,
+        } => ctl::show::show(&names, &property, value),
+        Command::Bind {
+            name,
+            src,
+            dst,
+            read_only,
+            mkdir,
+        } => ctl::bind::bind(&name, &src, dst.as_deref(), read_only, mkdir),
+        Command::CopyTo {
+            name,
+            src,
+            dst,
+            force,
+        } => ctl::copy::copy_to(&name, &src, dst.as_deref(), force),
+        Command::CopyFrom {
+            name,
+            src,
+            dst,
+            force,
+        } => ctl::copy::copy_from(&name, &src, dst.as_deref(), force),
+        Command::ImageStatus { names } => ctl::images::image_status(&names),
+        Command::ShowImage {
+            names,
+            property,
+            value,
+        } => ctl::images::show_image(&names, &property, value),
+        Command::Clone {
+            src,
+            dst,
+            read_only,
+        } => ctl::images::clone(&src, &dst, read_only),
+        Command::Rename { old, new } => ctl::images::rename(&old, &new),
+        Command::Remove { names } => ctl::images::remove(&names),
+        Command::ReadOnly { name, value } => ctl::images::read_only_verb(&name, value.as_deref()),
+        Command::Clean => ctl::images::clean(cli.quiet),
+        Command::ImportTar { file, name } => ctl::images::import_tar(&file, name.as_deref()),
+        Command::ImportFs { dir, name } => ctl::images::import_fs(&dir, name.as_deref()),
+        Command::ExportTar { name, file } => ctl::images::export_tar(&name, &file),
+        Command::PullTar { url, name, verify } => {
+            let verify = verify.parse().map_err(CtlError::Usage)?;
+            ctl::images::pull_tar(&url, name.as_deref(), verify, cli.quiet)
+        }
         Command::Bootstrap { kind } => match kind {
             Bootstrap::Busybox { name, directory } => {
                 ctl::images::bootstrap(&BootstrapKind::Busybox, &name, directory.as_deref())

@@ -6,7 +6,10 @@
 //! - [`status`]: `status`, with the machine's process tree;
 //! - [`shell`]: `shell` and `login`;
 //! - [`signal`]: `poweroff`, `reboot`, `terminate`, `kill`;
-//! - [`images`]: the image directory and `bootstrap`;
+//! - [`images`]: the image directory, its verbs (import, export, pull,
+//!   clone…) and `bootstrap`;
+//! - [`show`]: `show` and the property lines `show-image` shares;
+//! - [`bind`], [`copy`]: `bind`, `copy-to` and `copy-from` into a running machine;
 //! - [`limits`]: `set-property` and the usage figures of `status`; [`top`]:
 //!   the systemd-cgtop of machines;
 //! - [`nss`]: `install-nss`/`uninstall-nss`, with [`nsswitch`] editing the
@@ -16,6 +19,8 @@
 //! - [`pty`]: terminal forwarding; [`procfs`], [`osrelease`], [`passwd`],
 //!   [`table`], [`timefmt`]: the pieces they share.
 
+pub mod bind;
+pub mod copy;
 pub mod enter;
 pub mod images;
 pub mod limits;
@@ -29,6 +34,7 @@ pub mod procfs;
 pub mod pty;
 pub mod sealed;
 pub mod shell;
+pub mod show;
 pub mod signal;
 pub mod status;
 pub mod table;
@@ -76,8 +82,22 @@ pub enum CtlError {
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
     #[error(transparent)]
     Cgroup(crate::cgroup::CgroupError),
+    #[error(transparent)]
+    Image(#[from] images::ImageError),
     #[error("write output: {0}")]
     Output(#[from] std::io::Error),
+}
+
+impl From<images::tar::TarError> for CtlError {
+    fn from(e: images::tar::TarError) -> CtlError {
+        CtlError::Image(e.into())
+    }
+}
+
+impl From<images::pull::PullError> for CtlError {
+    fn from(e: images::pull::PullError) -> CtlError {
+        CtlError::Image(e.into())
+    }
 }
 
 /// How tables are printed (`-o/--output=`).
