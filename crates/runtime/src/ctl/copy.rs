@@ -1,7 +1,10 @@
 //! `copy-to` and `copy-from`: files and trees between the host and a
 //! running machine, as machinectl copies them (owners, modes, times, xattrs,
 //! hard links, device nodes kept; `--force` replaces what is in the way,
-//! else an existing destination is refused).
+//! else an existing destination is refused). What `copy-from` brings out is
+//! the machine's, so hostile: it loses set-user-ID and set-group-ID bits and
+//! `security.*`/`trusted.*` attributes (file capabilities), and a device
+//! node in it stops the copy.
 //!
 //! Paths inside the machine are resolved in its root as the machine sees it
 //! (`/proc/LEADER/root`, with its mounts) by `openat2(RESOLVE_IN_ROOT)`: a
@@ -79,6 +82,7 @@ fn copy(
     dst_dir: &OwnedFd,
     dst_name: &CString,
     force: bool,
+    from_machine: bool,
     shown: (&str, &str),
 ) -> Result<i32, CtlError> {
     if let Err(e) = tree::lstat_at(src_dir.as_fd(), src_name) {
@@ -90,7 +94,13 @@ fn copy(
             shown.1
         )));
     }
-    tree::Copier::new(force)
+    let copier = tree::Copier::new(force);
+    let mut copier = if from_machine {
+        copier.untrusted()
+    } else {
+        copier
+    };
+    copier
         .copy(src_dir.as_fd(), src_name, dst_dir.as_fd(), dst_name)
         .map_err(|e| {
             CtlError::Usage(format!(
@@ -121,6 +131,7 @@ pub fn copy_to(name: &str, src: &Path, dst: Option<&str>, force: bool) -> Result
         &ddir,
         &dn,
         force,
+        false,
         (&src.to_string_lossy(), &shown_dst),
     )
 }
@@ -145,6 +156,7 @@ pub fn copy_from(name: &str, src: &str, dst: Option<&Path>, force: bool) -> Resu
         &ddir,
         &dn,
         force,
+        true,
         (&shown_src, &dst.to_string_lossy()),
     )
 }

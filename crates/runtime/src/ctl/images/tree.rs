@@ -66,6 +66,15 @@ pub fn open_at(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `fstat(fd)`.
+fn fstat(fd: RawFd) -> io::Result<libc::stat> {
+    // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a descriptor we hold and a stat to write into.
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st)
+}
+
 /// The names in directory `dir` (without `.` and `..`).
 pub fn names(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
     let fd = open_at(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
@@ -312,6 +321,10 @@ pub struct Copier {
     pub replace: bool,
     /// Asked before each file: true stops the copy with `Interrupted`.
     abort: Option<fn() -> bool>,
+    /// The source is hostile (a running machine's files, copied out to the
+    /// host): no set-user-ID/set-group-ID bits, no file capabilities or
+    /// other `security.`/`trusted.` attributes, no device nodes.
+    untrusted: bool,
 }
 
 impl Copier {
@@ -321,7 +334,35 @@ impl Copier {
             links: HashMap::new(),
             replace,
             abort: None,
+            untrusted: false,
         }
+    }
+
+    /// A copier for a hostile source (see the field).
+    pub fn untrusted(mut self) -> Copier {
+        self.untrusted = true;
+        self
+    }
+
+    /// `st` as the copy gets it: without privilege bits from a hostile source.
+    fn meta(&self, st: &libc::stat) -> libc::stat {
+        let mut st = *st;
+        if self.untrusted {
+            st.st_mode &= !(libc::S_ISUID | libc::S_ISGID);
+        }
+        st
+    }
+
+    /// The extended attributes of `fd` that the copy keeps.
+    fn attrs(&self, fd: RawFd) -> io::Result<Vec<(CString, Vec<u8>)>> {
+        let mut a = xattrs(fd)?;
+        if self.untrusted {
+            a.retain(|(k, _)| {
+                let k = k.to_bytes();
+                !k.starts_with(b"security.") && !k.starts_with(b"trusted.")
+            });
+        }
+        Ok(a)
     }
 
     /// Stops the copy when `abort` says so.
@@ -369,8 +410,8 @@ impl Copier {
                 for name in names(src.as_fd())? {
                     self.copy(src.as_fd(), &name, dst.as_fd(), &name)?;
                 }
-                set_xattrs(dst.as_raw_fd(), &xattrs(src.as_raw_fd())?)?;
-                set_meta_fd(dst.as_raw_fd(), &st)
+                set_xattrs(dst.as_raw_fd(), &self.attrs(src.as_raw_fd())?)?;
+                set_meta_fd(dst.as_raw_fd(), &self.meta(&st))
             }
             libc::S_IFREG => {
                 let key = (st.st_dev, st.st_ino);
@@ -392,13 +433,24 @@ impl Copier {
                         });
                     }
                 }
-                let src = open_at(src_dir, src_name, libc::O_RDONLY, 0)?;
+                // Non-blocking, then checked: the entry may have been
+                // swapped for a FIFO (which would block the copy forever)
+                // or another file since the lstat.
+                let src = open_at(src_dir, src_name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
+                let now = fstat(src.as_raw_fd())?;
+                if kind(&now) != libc::S_IFREG || (now.st_dev, now.st_ino) != key {
+                    return Err(io::Error::other(format!(
+                        "{} changed while it was being copied",
+                        src_name.to_string_lossy()
+                    )));
+                }
+                let st = now;
                 let dst = self.with_replace(dst_dir, dst_name, |d, n| {
                     open_at(d, n, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
                 })?;
                 copy_data(src.as_raw_fd(), dst.as_raw_fd(), st.st_size as u64)?;
-                set_xattrs(dst.as_raw_fd(), &xattrs(src.as_raw_fd())?)?;
-                set_meta_fd(dst.as_raw_fd(), &st)?;
+                set_xattrs(dst.as_raw_fd(), &self.attrs(src.as_raw_fd())?)?;
+                set_meta_fd(dst.as_raw_fd(), &self.meta(&st))?;
                 if st.st_nlink > 1 {
                     self.links.insert(key, dst);
                 }
@@ -413,8 +465,13 @@ impl Copier {
                 })?;
                 set_meta_at(dst_dir, dst_name, &st)
             }
+            libc::S_IFCHR | libc::S_IFBLK if self.untrusted => Err(io::Error::other(format!(
+                "{} is a device node: not copied out of a machine",
+                src_name.to_string_lossy()
+            ))),
             _ => {
                 // Device nodes, FIFOs and sockets: made anew with the same numbers.
+                let st = self.meta(&st);
                 self.with_replace(dst_dir, dst_name, |d, n| {
                     // SAFETY: as above.
                     cvt(unsafe { libc::mknodat(d.as_raw_fd(), n.as_ptr(), st.st_mode, st.st_rdev) })
@@ -521,6 +578,70 @@ pub fn open_dir(path: &std::path::Path) -> io::Result<OwnedFd> {
 mod tests {
     use super::*;
     use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+    #[test]
+    fn an_untrusted_source_loses_privilege_bits_capabilities_and_devices() {
+        let tmp = std::env::temp_dir().join(format!("netspawn-tree-u-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let src = tmp.join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("suid"), b"x").unwrap();
+        std::fs::set_permissions(src.join("suid"), std::fs::Permissions::from_mode(0o6755))
+            .unwrap();
+        let file = CString::new(src.join("suid").as_os_str().as_encoded_bytes()).unwrap();
+        // A v2 capability set (cap_setuid+ep) and a user attribute.
+        let mut cap = [0u8; 20];
+        cap[0..4].copy_from_slice(&0x0200_0001u32.to_le_bytes());
+        cap[4..8].copy_from_slice(&(1u32 << 7).to_le_bytes());
+        for (k, v) in [
+            (c"security.capability", &cap[..]),
+            (c"user.note", &b"kept"[..]),
+        ] {
+            // SAFETY: NUL-terminated path and name, a value of v.len() bytes.
+            let r =
+                unsafe { libc::setxattr(file.as_ptr(), k.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+            assert_eq!(r, 0, "setxattr {k:?}: {}", io::Error::last_os_error());
+        }
+        let top = open_dir(&tmp).unwrap();
+        Copier::new(false)
+            .untrusted()
+            .copy(top.as_fd(), c"src", top.as_fd(), c"dst")
+            .unwrap();
+        let f = std::fs::symlink_metadata(tmp.join("dst/suid")).unwrap();
+        assert_eq!(f.mode() & 0o7777, 0o755);
+        let fd = open_dir(&tmp.join("dst")).unwrap();
+        let copied = open_at(fd.as_fd(), c"suid", libc::O_RDONLY, 0).unwrap();
+        let names: Vec<CString> = xattrs(copied.as_raw_fd())
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(names, vec![c"user.note".to_owned()]);
+        // A trusted copy keeps both.
+        Copier::new(false)
+            .copy(top.as_fd(), c"src", top.as_fd(), c"kept")
+            .unwrap();
+        let f = std::fs::symlink_metadata(tmp.join("kept/suid")).unwrap();
+        assert_eq!(f.mode() & 0o7777, 0o6755);
+        // A device node is refused.
+        // SAFETY: NUL-terminated name in a directory we own.
+        let r = unsafe {
+            libc::mknodat(
+                top.as_raw_fd(),
+                c"null".as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(1, 3),
+            )
+        };
+        assert_eq!(r, 0);
+        let err = Copier::new(false)
+            .untrusted()
+            .copy(top.as_fd(), c"null", top.as_fd(), c"null2")
+            .unwrap_err();
+        assert!(err.to_string().contains("device node"), "{err}");
+        assert!(std::fs::symlink_metadata(tmp.join("null2")).is_err());
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 
     #[test]
     fn copies_links_modes_and_holes() {
