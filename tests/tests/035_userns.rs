@@ -105,6 +105,39 @@ fn each_ownership_mode_gives_root_inside_and_files_their_owner() {
 }
 
 #[test]
+fn an_image_below_a_directory_only_the_hosts_root_may_search_works() {
+    // /var/tmp/x with mode 0700: the host's root may walk it, the
+    // container's root (an unmapped ID there) may not, and it need not.
+    let env = TestEnv::new();
+    let img = env.busybox("hidden");
+    let private = env.dir.join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let moved = private.join("hidden");
+    std::fs::rename(&img, &moved).unwrap();
+    for mode in ["map", "auto", "chown"] {
+        let own = format!("--private-users-ownership={mode}");
+        let r = env.netspawn(&[
+            "-q",
+            "--private-users=pick",
+            &own,
+            "-D",
+            moved.to_str().unwrap(),
+            "/bin/sh",
+            "-c",
+            "id -u; touch /made && echo made",
+        ]);
+        r.expect_status(0);
+        assert_eq!(r.stdout, "0\nmade\n", "{mode}: {}", r.stderr);
+        check_clean(&env);
+    }
+}
+
+#[test]
 fn a_chowned_image_keeps_its_range_and_fixed_ranges_apply() {
     let env = TestEnv::new();
     let img = env.busybox("fixed");

@@ -66,6 +66,21 @@ impl RootDir {
         })
     }
 
+    /// The root directory that `fd` (any descriptor of it) refers to, known
+    /// on the host as `path`.
+    pub fn from_fd(fd: BorrowedFd<'_>, path: &Path) -> nix::Result<RootDir> {
+        let fd = nix::fcntl::openat(
+            fd,
+            ".",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(RootDir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// The host path the root was opened at.
     pub fn path(&self) -> &Path {
         &self.path

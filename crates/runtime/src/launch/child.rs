@@ -108,7 +108,11 @@ fn outer_setup(start: Start<'_>, mut outer: Outer<'_>) -> Result<(), (OwnedFd, S
         }
         let root = RootDir::open(&start.cfg.root).map_err(e("open the root directory"))?;
         mount::apply(outer.host_plan, &root, &mut outer.trees, Some(outer.owner))
-            .map_err(|err| err.to_string())
+            .map_err(|err| err.to_string())?;
+        // PID 1 finds its root as its working directory (a new mount
+        // namespace carries it over to the copy of this mount), since it may
+        // not be allowed to walk the host path to it.
+        unistd::fchdir(&root).map_err(e("enter the root directory"))
     })();
     if let Err(err) = made {
         return Err((start.sync, err));
@@ -164,7 +168,7 @@ fn child_setup(
         die_with_launcher(sync)?;
     }
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(e("create cgroup namespace"))?;
-    let root = build_file_system(cfg, plan, notify)?;
+    let root = build_file_system(cfg, plan, notify, in_userns)?;
     unistd::sethostname(&cfg.hostname).map_err(e("set hostname"))?;
     if cfg.network.private {
         loopback_up().map_err(e("bring up lo"))?;
@@ -221,14 +225,21 @@ fn build_file_system(
     cfg: &Config,
     plan: &[mount::MountOp],
     notify: OwnedFd,
+    in_userns: bool,
 ) -> Result<RootDir, String> {
     // With a user namespace the outer child has made the root and what is
     // below it; binding it again (the copy's top is ours to pivot into,
-    // what lies below stays locked) makes it the same for both.
+    // what lies below stays locked) makes it the same for both. The outer
+    // child left us in the root directory: no host path is walked.
     mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None)
         .map_err(e("make mounts private"))?;
-    bind_root(cfg)?;
-    let root = RootDir::open(&cfg.root).map_err(e("open the root directory"))?;
+    let root = if in_userns {
+        let top = crate::userns::idmap::rebind_cwd().map_err(e("bind the root directory"))?;
+        RootDir::from_fd(top.as_fd(), &cfg.root).map_err(e("open the root directory"))?
+    } else {
+        bind_root(cfg)?;
+        RootDir::open(&cfg.root).map_err(e("open the root directory"))?
+    };
     mount::apply(plan, &root, &mut mount::Idmapped::default(), None)
         .map_err(|err| err.to_string())?;
     // The notify socket, bound relative to /run/host so long root paths fit.

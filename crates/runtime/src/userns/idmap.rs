@@ -106,6 +106,36 @@ pub fn clone_tree(path: &Path, recursive: bool, userns: BorrowedFd<'_>) -> nix::
     Ok(tree)
 }
 
+/// Binds the working directory's mount tree (recursively) onto itself and
+/// returns a descriptor of the new top, without walking any path: in a user
+/// namespace the host directories above an image may not be searchable
+/// (`/var/tmp/x` with mode 0700 belongs to the host's root, which the
+/// namespace does not map).
+pub fn rebind_cwd() -> nix::Result<OwnedFd> {
+    let here = nix::fcntl::open(
+        ".",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: empty path with AT_EMPTY_PATH; the returned descriptor is ours.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            here.as_raw_fd(),
+            c"".as_ptr(),
+            OPEN_TREE_CLONE
+                | AT_RECURSIVE
+                | libc::AT_EMPTY_PATH as libc::c_uint
+                | libc::O_CLOEXEC as libc::c_uint,
+        )
+    })?;
+    // SAFETY: open_tree returned a new descriptor.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    move_onto(tree.as_fd(), here.as_fd())?;
+    // Once attached, the tree's descriptor is the new mount's top.
+    Ok(tree)
+}
+
 /// Moves a detached tree onto the directory or file `target` (a descriptor).
 pub fn move_onto(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> nix::Result<()> {
     // SAFETY: empty paths with the EMPTY_PATH flags for both descriptors.
