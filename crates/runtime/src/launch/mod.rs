@@ -568,11 +568,19 @@ fn clone_child(
 /// container as detached idmapped trees (a bind whose file system cannot be
 /// idmapped is bound as it is).
 fn idmapped_trees(cfg: &Config, held: &Held) -> Result<mount::Idmapped, LaunchError> {
-    let Some(ns) = held.userns.as_ref().and_then(|u| u.idmap.as_ref()) else {
+    let Some(userns) = held.userns.as_ref() else {
         return Ok(mount::Idmapped::default());
     };
-    let root = crate::userns::idmap::clone_tree(&cfg.root, true, ns.as_fd())
-        .map_err(sys("make an idmapped mount of the root directory"))?;
+    let Some(ns) = userns.idmap.as_ref() else {
+        return Ok(mount::Idmapped::default());
+    };
+    // The tree that showed the file system supports it, else a new one.
+    let kept = userns.root_tree.borrow_mut().take();
+    let root = match kept {
+        Some(tree) => tree,
+        None => crate::userns::idmap::clone_tree(&cfg.root, true, ns.as_fd())
+            .map_err(sys("make an idmapped mount of the root directory"))?,
+    };
     let binds = cfg
         .binds
         .iter()

@@ -152,13 +152,6 @@ pub fn move_onto(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> nix::Result<()
     .map(|_| ())
 }
 
-/// Whether the file system of `root` (and what is mounted below it)
-/// supports idmapped mounts with the user namespace `ns`.
-pub fn probe(root: &Path, ns: &OwnedFd) -> nix::Result<()> {
-    drop(clone_tree(root, true, ns.as_fd())?);
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::MetadataExt;
@@ -179,7 +172,7 @@ mod tests {
         std::fs::write(d.join("src/f"), "x").unwrap();
         let range = UidRange::new(0x0008_0000, 65536).unwrap();
         let ns = userns_fd(range).unwrap();
-        probe(&d.join("src"), &ns).unwrap();
+        drop(clone_tree(&d.join("src"), true, ns.as_fd()).unwrap());
         let tree = clone_tree(&d.join("src"), false, ns.as_fd()).unwrap();
         // Attach it in a private mount namespace of a child, and look.
         // SAFETY: the child only makes system calls and exits.

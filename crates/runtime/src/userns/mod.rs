@@ -11,7 +11,7 @@ pub mod shift;
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 pub use netspawn_common::registry::UidRange;
@@ -72,6 +72,9 @@ pub struct Active {
     /// A user namespace with the container's mapping, for idmapped mounts
     /// (`map`); None when the image is chowned or left alone.
     pub idmap: Option<OwnedFd>,
+    /// The idmapped tree of the root that showed `map` works, kept for the
+    /// first boot (made again for a reboot).
+    pub root_tree: RefCell<Option<OwnedFd>>,
     /// The pick lock, held until the registry entry records the range.
     lock: RefCell<Option<File>>,
     locks_dir: std::path::PathBuf,
@@ -157,13 +160,17 @@ pub fn prepare(
         o => o,
     };
     let mut idmap = None;
+    let mut root_tree = None;
     match ownership {
         Ownership::Off => {}
         Ownership::Chown => {
             shift::shift_tree(root, range)?;
         }
-        Ownership::Map | Ownership::Auto => match idmap::probe(root, &ns) {
-            Ok(()) => idmap = Some(ns),
+        Ownership::Map | Ownership::Auto => match idmap::clone_tree(root, true, ns.as_fd()) {
+            Ok(tree) => {
+                root_tree = Some(tree);
+                idmap = Some(ns)
+            }
             Err(e) if ownership == Ownership::Map => {
                 return Err(UsernsError::NoIdmap(format!(
                     "cannot make an idmapped mount of {}: {e}",
@@ -185,6 +192,7 @@ pub fn prepare(
     Ok(Some(Active {
         range,
         idmap,
+        root_tree: RefCell::new(root_tree),
         lock: RefCell::new(Some(lock)),
         locks_dir: locks_dir.to_path_buf(),
         _range_lock: range_lock,
