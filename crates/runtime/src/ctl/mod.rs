@@ -7,6 +7,8 @@
 //! - [`shell`]: `shell` and `login`;
 //! - [`signal`]: `poweroff`, `reboot`, `terminate`, `kill`;
 //! - [`images`]: the image directory and `bootstrap`;
+//! - [`lifecycle`]: `start`, `logs`, `enable`/`disable` and `install`
+//!   (machines in the background and at boot);
 //! - [`limits`]: `set-property` and the usage figures of `status`; [`top`]:
 //!   the systemd-cgtop of machines;
 //! - [`nss`]: `install-nss`/`uninstall-nss`, with [`nsswitch`] editing the
@@ -18,6 +20,7 @@
 
 pub mod enter;
 pub mod images;
+pub mod lifecycle;
 pub mod limits;
 pub mod list;
 pub mod message;
@@ -76,6 +79,8 @@ pub enum CtlError {
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
     #[error(transparent)]
     Cgroup(crate::cgroup::CgroupError),
+    #[error(transparent)]
+    Lifecycle(#[from] lifecycle::LifecycleError),
     #[error("write output: {0}")]
     Output(#[from] std::io::Error),
 }
