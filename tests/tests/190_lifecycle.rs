@@ -404,11 +404,17 @@ fn enable_and_disable_under_systemd_link_the_unit() {
 fn the_init_script_starts_the_enabled_machines_and_stops_them() {
     let env = TestEnv::new();
     let _g = Guard(&env);
-    for n in ["en1", "en2", "off1"] {
+    for n in ["en1", "en2", "en3", "off1"] {
         image(&env, n);
     }
     ctl(&env, &["-q", "install"]).expect_status(0);
-    ctl(&env, &["-q", "enable", "en1", "en2"]).expect_status(0);
+    ctl(&env, &["-q", "enable", "en1", "en2", "en3"]).expect_status(0);
+    // The machine's settings file wins over start's options (--settings=override).
+    std::fs::write(
+        env.settings_dir().join("en3.nspawn"),
+        "[Exec]\nPrivateUsers=no\n",
+    )
+    .unwrap();
     let init = env.dir.join("init.d/netspawn-machines");
     // The boot hook, with a small log cap so the log rotates.
     let r = sh(
@@ -416,14 +422,16 @@ fn the_init_script_starts_the_enabled_machines_and_stops_them() {
         &format!("NETSPAWN_CONSOLE_LOG_MAX=600 sh {} start", init.display()),
     );
     r.expect_status(0);
-    assert_eq!(env.registry_names(), ["en1", "en2"]);
+    assert_eq!(env.registry_names(), ["en1", "en2", "en3"]);
     // Again: the running ones are skipped.
     sh(&env, "\"$NETSPAWNCTL\" start --enabled").expect_status(0);
-    assert_eq!(env.registry_names(), ["en1", "en2"]);
-    for n in ["en1", "en2"] {
-        let st = ctl(&env, &["status", n]).stdout;
-        assert!(st.contains("UID Shift: "), "{st}");
-    }
+    assert_eq!(env.registry_names(), ["en1", "en2", "en3"]);
+    // Two -U machines started at once each have their own range.
+    let shift = |n: &str| field(&env, n, "UID_SHIFT");
+    assert!(shift("en1").is_some() && shift("en2").is_some());
+    assert_ne!(shift("en1"), shift("en2"));
+    let st = ctl(&env, &["status", "en3"]).stdout;
+    assert!(!st.contains("UID Shift:"), "{st}");
     wait_for("en1's boot in its log", Duration::from_secs(30), || {
         ctl(&env, &["logs", "en1"])
             .stdout
