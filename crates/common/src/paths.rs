@@ -81,4 +81,62 @@ impl Paths {
     pub fn locks_dir(&self) -> PathBuf {
         self.run_dir.join("locks")
     }
+
+    /// Console logs of machines started by `netspawnctl start`.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+}
+
+/// Host configuration of netspawn itself (enabled machines, network
+/// templates). Default `/etc/netspawn`.
+pub const ENV_CONFIG_DIR: &str = "NETSPAWN_CONFIG_DIR";
+/// Where `netspawnctl install` puts systemd units. Default `/etc/systemd/system`.
+pub const ENV_SYSTEMD_DIR: &str = "NETSPAWN_SYSTEMD_DIR";
+/// A directory whose existence means PID 1 is systemd (`sd_booted()`).
+/// Default `/run/systemd/system`.
+pub const ENV_SYSTEMD_RUN_DIR: &str = "NETSPAWN_SYSTEMD_RUN_DIR";
+/// Where `netspawnctl install` puts the sysvinit script. Default `/etc/init.d`.
+pub const ENV_INIT_DIR: &str = "NETSPAWN_INIT_DIR";
+
+/// The host's boot configuration: where machines are enabled, and where the
+/// units or the init script that start them at boot are installed. Separate
+/// from [`Paths`] because only the lifecycle verbs read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootPaths {
+    pub config_dir: PathBuf,
+    pub systemd_dir: PathBuf,
+    pub systemd_run_dir: PathBuf,
+    pub init_dir: PathBuf,
+    /// True if the systemd unit directory is the real one (not moved by
+    /// the environment), so telling systemd about new units is safe.
+    pub systemd_dir_is_default: bool,
+}
+
+impl BootPaths {
+    /// Reads the locations from the environment, falling back to the defaults.
+    pub fn from_env() -> BootPaths {
+        let systemd_dir = env_or(ENV_SYSTEMD_DIR, "");
+        BootPaths {
+            config_dir: env_or(ENV_CONFIG_DIR, "/etc/netspawn").into(),
+            systemd_dir_is_default: systemd_dir.is_empty(),
+            systemd_dir: if systemd_dir.is_empty() {
+                "/etc/systemd/system".into()
+            } else {
+                systemd_dir.into()
+            },
+            systemd_run_dir: env_or(ENV_SYSTEMD_RUN_DIR, "/run/systemd/system").into(),
+            init_dir: env_or(ENV_INIT_DIR, "/etc/init.d").into(),
+        }
+    }
+
+    /// True if PID 1 is systemd (the test `sd_booted()` makes).
+    pub fn systemd_booted(&self) -> bool {
+        self.systemd_run_dir.is_dir()
+    }
+
+    /// One record per machine enabled without systemd: `<config>/enabled/NAME`.
+    pub fn enabled_dir(&self) -> PathBuf {
+        self.config_dir.join("enabled")
+    }
 }

@@ -70,6 +70,7 @@ enum Command {
         name: String,
     },
     /// Power off one or more machines.
+    #[command(visible_alias = "stop")]
     Poweroff {
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
@@ -117,6 +118,50 @@ enum Command {
         /// Batch mode: plain tables one after another, for scripts.
         #[arg(short = 'b', long = "batch")]
         batch: bool,
+    },
+    /// Start machines in the background, as systemd-nspawn@.service runs them (-b -n -U).
+    Start {
+        /// Start every enabled machine that is not running (the boot hook).
+        #[arg(long = "enabled")]
+        enabled: bool,
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Show the console log of a machine started with `start`.
+    Logs {
+        /// Keep printing what the machine writes until it stops.
+        #[arg(short = 'f', long = "follow")]
+        follow: bool,
+        /// Show only the last N lines.
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        lines: Option<usize>,
+        /// Read the guest's journal with the host's journalctl instead.
+        #[arg(long = "journal")]
+        journal: bool,
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Start machines at boot.
+    Enable {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// No longer start machines at boot.
+    Disable {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Install what starts enabled machines at boot (systemd units, or an init script).
+    Install,
+    /// Remove what `install` installed.
+    Uninstall,
+    /// Copy standard input into a machine's console log (run by `start`).
+    #[command(name = "log-pump", hide = true)]
+    LogPump {
+        #[arg(long = "max-bytes", value_name = "BYTES")]
+        max_bytes: u64,
+        #[arg(value_name = "NAME")]
+        name: String,
     },
     /// List images in the image directory.
     #[command(name = "list-images", visible_alias = "images")]
@@ -323,6 +368,13 @@ impl Command {
             Command::Kill { .. } => "kill",
             Command::SetProperty { .. } => "set-property",
             Command::Top { .. } => "top",
+            Command::Start { .. } => "start",
+            Command::Logs { .. } => "logs",
+            Command::Enable { .. } => "enable",
+            Command::Disable { .. } => "disable",
+            Command::Install => "install",
+            Command::Uninstall => "uninstall",
+            Command::LogPump { .. } => "log-pump",
             Command::ListImages => "list-images",
             Command::Bootstrap { .. } => "bootstrap",
             Command::InstallNss { .. } => "install-nss",
@@ -431,6 +483,25 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
             batch,
             no_legend: cli.no_legend,
         }),
+        Command::Start { enabled, names } => {
+            ctl::lifecycle::start::start(&ctl::lifecycle::start::StartOptions { names, enabled })
+        }
+        Command::Logs {
+            follow,
+            lines,
+            journal,
+            name,
+        } => ctl::lifecycle::logs::logs(&ctl::lifecycle::logs::LogsOptions {
+            name,
+            follow,
+            lines,
+            journal,
+        }),
+        Command::Enable { names } => ctl::lifecycle::enable::enable(&names, cli.quiet),
+        Command::Disable { names } => ctl::lifecycle::enable::disable(&names, cli.quiet),
+        Command::Install => ctl::lifecycle::enable::install(cli.quiet),
+        Command::Uninstall => ctl::lifecycle::enable::uninstall(cli.quiet),
+        Command::LogPump { max_bytes, name } => ctl::lifecycle::logs::pump(&name, max_bytes),
         Command::ListImages => ctl::images::list_images(&list),
         Command::InstallNss { root, library } => ctl::nss::install(&root, library.as_deref()),
         Command::UninstallNss { root } => ctl::nss::uninstall(&root),

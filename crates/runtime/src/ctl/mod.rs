@@ -10,6 +10,8 @@
 //!   clone…) and `bootstrap`;
 //! - [`show`]: `show` and the property lines `show-image` shares;
 //! - [`bind`], [`copy`]: `bind`, `copy-to` and `copy-from` into a running machine;
+//! - [`lifecycle`]: `start`, `logs`, `enable`/`disable` and `install`
+//!   (machines in the background and at boot);
 //! - [`limits`]: `set-property` and the usage figures of `status`; [`top`]:
 //!   the systemd-cgtop of machines;
 //! - [`nss`]: `install-nss`/`uninstall-nss`, with [`nsswitch`] editing the
@@ -23,6 +25,7 @@ pub mod bind;
 pub mod copy;
 pub mod enter;
 pub mod images;
+pub mod lifecycle;
 pub mod limits;
 pub mod list;
 pub mod message;
@@ -84,6 +87,8 @@ pub enum CtlError {
     Cgroup(crate::cgroup::CgroupError),
     #[error(transparent)]
     Image(#[from] images::ImageError),
+    #[error(transparent)]
+    Lifecycle(#[from] lifecycle::LifecycleError),
     #[error("write output: {0}")]
     Output(#[from] std::io::Error),
 }

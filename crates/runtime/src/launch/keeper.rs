@@ -18,6 +18,15 @@ fn io_error(what: &'static str, e: std::io::Error) -> LaunchError {
     }
 }
 
+/// The launcher's locks the keeper must not keep: the image lock, and the
+/// user-namespace pick lock while it is held (else the next `-U` launch
+/// waits for this machine to end).
+fn inherited_locks(held: &Held) -> Vec<i32> {
+    let mut close = vec![held._image_lock.as_raw_fd()];
+    close.extend(held.userns.as_ref().and_then(|u| u.pick_lock_fd()));
+    close
+}
+
 /// Starts the keeper of a machine's links: `undo` lists what was made; the
 /// registry entry, hosts link and cgroups are added here.
 pub(super) fn spawn_for_links(
@@ -27,7 +36,7 @@ pub(super) fn spawn_for_links(
     held: &Held,
     cgroups: &Cgroups,
 ) -> Result<network::keeper::Keeper, LaunchError> {
-    let close: Vec<i32> = vec![held._image_lock.as_raw_fd()];
+    let close = inherited_locks(held);
     undo.registry_entry = held
         .registry
         .as_ref()
@@ -58,6 +67,6 @@ pub(super) fn registry_keeper(
         ..Default::default()
     };
     let zones = network::zone::Zones::new(held.run_dir.join("locks"));
-    network::keeper::spawn(teardown, ns.into(), zones, &[held._image_lock.as_raw_fd()])
+    network::keeper::spawn(teardown, ns.into(), zones, &inherited_locks(held))
         .map_err(|e| io_error("start the network keeper", e))
 }

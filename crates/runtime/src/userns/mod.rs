@@ -83,6 +83,14 @@ pub struct Active {
 }
 
 impl Active {
+    /// The pick lock's descriptor while it is held: a process forked from
+    /// the launcher that outlives the pick (the keeper) closes it, or no
+    /// other launch could pick until that process ends.
+    pub fn pick_lock_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.lock.borrow().as_ref().map(|f| f.as_raw_fd())
+    }
+
     /// Lets other launches pick again (the registry now has our range).
     pub fn release_lock(&self) {
         self.lock.borrow_mut().take();

@@ -1,0 +1,427 @@
+//! `netspawnctl start NAME…`: runs machines in the background the way
+//! systemd's `systemd-nspawn@.service` runs systemd-nspawn, and returns once
+//! each is registered.
+//!
+//! The launcher gets the unit's command line ([`launcher_args`]): booted,
+//! with a veth, in a user namespace (`-U`: a machine started for a user is
+//! a security boundary, issue 9), and the machine's `.nspawn` file over the
+//! command line (`--settings=override`). systemd's `--link-journal=try-guest`
+//! is left out: netspawn does not link journals (`logs --journal` reads the
+//! guest's own).
+//!
+//! The launcher is detached: its own session and process group, standard
+//! input `/dev/null`, working directory `/`, so nothing of netspawnctl's
+//! terminal or lifetime reaches it. Its standard output and error (the
+//! console, forwarded read-only, and its own messages) go through a pipe to
+//! a log pump, a second detached process (`netspawnctl log-pump NAME`), which
+//! keeps them in the size-capped console log ([`super::consolelog`]). The
+//! pump is started first and reports that it holds the log before the
+//! launcher runs; it ends when the launcher (and the network keeper, which
+//! lets go of the pipe at once) has closed it.
+//!
+//! A name that is invalid, running or has no image is refused before
+//! anything is started. A launcher that exits before its machine is
+//! registered, or is not registered within [`START_TIMEOUT`], is reported in
+//! one line naming the log, and nothing is left running: the pump is waited
+//! for, a launcher that overran is killed (its keeper undoes the rest).
+
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use netspawn_common::names::check_machine_name;
+use netspawn_common::paths::Paths;
+use netspawn_common::registry::Registry;
+
+use super::consolelog::{self, LogFiles};
+use super::{enable, LifecycleError};
+use crate::ctl::{registry, CtlError};
+
+/// How long `start` waits for a machine to be registered.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the pump may take to open its log, and to finish after its
+/// launcher failed.
+const PUMP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The launcher's arguments for machine `name`: the `ExecStart=` of
+/// systemd's `systemd-nspawn@.service` (`--quiet --keep-unit --boot
+/// --link-journal=try-guest --network-veth -U --settings=override
+/// --machine=%i`) without `--link-journal=`, which netspawn does not have.
+/// `dist/netspawn@.service.in` runs the same.
+pub fn launcher_args(name: &str) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--quiet",
+        "--keep-unit",
+        "--boot",
+        "--network-veth",
+        "-U",
+        "--settings=override",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.push(format!("--machine={name}"));
+    v
+}
+
+/// The `netspawn` binary: the one next to netspawnctl, else `netspawn` on
+/// the search path.
+pub(crate) fn netspawn_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("netspawn")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("netspawn"))
+}
+
+/// What `start` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    pub names: Vec<String>,
+    /// `--enabled`: every enabled machine that is not running.
+    pub enabled: bool,
+}
+
+/// `start NAME…` / `start --enabled`. Every machine is attempted; each one
+/// that fails is one line on stderr, and the status is 1 if any failed.
+pub fn start(o: &StartOptions) -> Result<i32, CtlError> {
+    let names: Vec<String> = if o.enabled {
+        if !o.names.is_empty() {
+            return Err(CtlError::Usage(
+                "start --enabled starts the enabled machines: give it no names".into(),
+            ));
+        }
+        let reg = registry();
+        enable::enabled_names()?
+            .into_iter()
+            .filter(|n| !matches!(reg.get(n), Ok(Some(_))))
+            .collect()
+    } else if o.names.is_empty() {
+        return Err(CtlError::Usage(
+            "start needs machine names (or --enabled)".into(),
+        ));
+    } else {
+        let mut seen = std::collections::HashSet::new();
+        o.names
+            .iter()
+            .filter(|n| seen.insert(n.as_str()))
+            .cloned()
+            .collect()
+    };
+    let paths = Paths::from_env();
+    let mut failures: Vec<CtlError> = Vec::new();
+    let mut pending = Vec::new();
+    for name in &names {
+        match begin(&paths, name) {
+            Ok(p) => pending.push(p),
+            Err(e) => failures.push(e),
+        }
+    }
+    failures.extend(
+        wait_all(pending, START_TIMEOUT)
+            .into_iter()
+            .map(CtlError::from),
+    );
+    match failures.pop() {
+        None => Ok(0),
+        Some(last) => {
+            for e in failures {
+                eprintln!("netspawnctl: {e}");
+            }
+            Err(last)
+        }
+    }
+}
+
+/// A machine whose launcher runs and is not registered yet.
+#[derive(Debug)]
+struct Pending {
+    name: String,
+    launcher: Child,
+    pump: Child,
+    log: LogFiles,
+}
+
+/// Checks `name`, then starts its pump and its launcher.
+fn begin(paths: &Paths, name: &str) -> Result<Pending, CtlError> {
+    check_machine_name(name).map_err(|reason| CtlError::InvalidName {
+        name: name.to_string(),
+        reason,
+    })?;
+    match crate::ctl::lookup(name) {
+        Ok(_) => return Err(LifecycleError::AlreadyRunning(name.to_string()).into()),
+        Err(CtlError::NoMachine(_)) => {}
+        Err(e) => return Err(e),
+    }
+    if !paths.image_dir.join(name).is_dir() {
+        return Err(LifecycleError::NoImage {
+            name: name.to_string(),
+            dir: paths.image_dir.clone(),
+        }
+        .into());
+    }
+    let log = LogFiles::new(&paths.logs_dir(), name);
+    let (r, w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LifecycleError::Pump {
+            name: name.to_string(),
+            msg: format!("make a pipe: {e}"),
+        })?;
+    let pump = spawn_pump(name, r)?;
+    let launcher = match spawn_launcher(name, w) {
+        Ok(c) => c,
+        Err(e) => {
+            // The pump sees end-of-file now that the pipe's last writer is gone.
+            finish(pump);
+            return Err(e.into());
+        }
+    };
+    Ok(Pending {
+        name: name.to_string(),
+        launcher,
+        pump,
+        log,
+    })
+}
+
+/// Makes the command's process a session (and process group) leader of
+/// its own, away from our terminal and our process group's signals.
+fn detach(cmd: &mut Command) {
+    cmd.stdin(Stdio::null()).current_dir("/");
+    // SAFETY: setsid(2) is async-signal-safe; nothing else runs between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// Starts the log pump reading `r`, and waits until it holds the log (it
+/// closes its standard error then; what it wrote there before is its error).
+fn spawn_pump(name: &str, r: OwnedFd) -> Result<Child, LifecycleError> {
+    let exe = std::env::current_exe().map_err(|err| LifecycleError::Spawn {
+        what: "the log pump",
+        path: "netspawnctl".into(),
+        err,
+    })?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg("log-pump")
+        .arg(format!("--max-bytes={}", consolelog::max_bytes_from_env()))
+        .arg("--")
+        .arg(name);
+    detach(&mut cmd);
+    cmd.stdin(Stdio::from(r))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|err| LifecycleError::Spawn {
+        what: "the log pump",
+        path: exe,
+        err,
+    })?;
+    drop(cmd);
+    let err = child.stderr.take().map(OwnedFd::from);
+    let said = err.and_then(|fd| read_to_eof(fd, PUMP_TIMEOUT));
+    let fail = |msg: String| LifecycleError::Pump {
+        name: name.to_string(),
+        msg,
+    };
+    match said {
+        Some(text) if text.trim().is_empty() => Ok(child),
+        Some(text) => {
+            finish(child);
+            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            Err(fail(
+                line.trim_start_matches("netspawnctl: ").trim().to_string(),
+            ))
+        }
+        None => {
+            finish(child);
+            Err(fail(format!(
+                "still held by another writer after {} s",
+                PUMP_TIMEOUT.as_secs()
+            )))
+        }
+    }
+}
+
+/// Reads `fd` to its end; `None` if that takes longer than `timeout`.
+fn read_to_eof(fd: OwnedFd, timeout: Duration) -> Option<String> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let deadline = Instant::now() + timeout;
+    let mut file = std::fs::File::from(fd);
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) | Err(nix::Error::EINTR) => continue,
+            Ok(_) => {}
+            Err(_) => return Some(String::from_utf8_lossy(&text).into_owned()),
+        }
+        match file.read(&mut buf) {
+            Ok(0) => return Some(String::from_utf8_lossy(&text).into_owned()),
+            Ok(n) if text.len() < 64 * 1024 => text.extend_from_slice(&buf[..n]),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Some(String::from_utf8_lossy(&text).into_owned()),
+        }
+    }
+}
+
+/// Starts the launcher of `name`, its output into `w`.
+fn spawn_launcher(name: &str, w: OwnedFd) -> Result<Child, LifecycleError> {
+    let bin = netspawn_binary();
+    let spawn_err = |err| LifecycleError::Spawn {
+        what: "netspawn",
+        path: bin.clone(),
+        err,
+    };
+    let w2 = w.try_clone().map_err(spawn_err)?;
+    let mut cmd = Command::new(&bin);
+    cmd.args(launcher_args(name));
+    detach(&mut cmd);
+    cmd.stdout(Stdio::from(w2))
+        .stderr(Stdio::from(w))
+        // Ours to answer, not the machine's: a netspawnctl run by a service
+        // manager must not have the launcher report to it.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_FDNAMES");
+    cmd.spawn().map_err(spawn_err)
+    // `cmd` goes here, and with it our copies of the pipe's write end.
+}
+
+/// Waits for a process that is about to end (a pump whose pipe closed);
+/// kills it if it does not within [`PUMP_TIMEOUT`].
+fn finish(mut child: Child) {
+    let deadline = Instant::now() + PUMP_TIMEOUT;
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+enum Progress {
+    Up,
+    Waiting(Pending),
+    Failed(LifecycleError),
+}
+
+impl Pending {
+    fn poll(mut self, reg: &Registry) -> Progress {
+        if let Ok(Some(e)) = reg.get(&self.name) {
+            if e.launcher == self.launcher.id() {
+                return Progress::Up;
+            }
+        }
+        match self.launcher.try_wait() {
+            Ok(None) => Progress::Waiting(self),
+            Ok(Some(status)) => Progress::Failed(self.failed(status)),
+            Err(e) => Progress::Failed(LifecycleError::Failed {
+                name: self.name.clone(),
+                reason: format!("cannot wait for netspawn: {e}"),
+                log: self.log.current.clone(),
+            }),
+        }
+    }
+
+    /// The launcher exited: the reason is its last message, once the pump
+    /// has written everything.
+    fn failed(self, status: ExitStatus) -> LifecycleError {
+        finish(self.pump);
+        let said = consolelog::read_all(&self.log)
+            .ok()
+            .flatten()
+            .and_then(|s| {
+                let last = consolelog::last_lines(&s.bytes, 1);
+                let line = String::from_utf8_lossy(last).trim().to_string();
+                line.strip_prefix("netspawn: ").map(str::to_string)
+            });
+        let reason = said.unwrap_or_else(|| match (status.code(), status.signal()) {
+            (Some(c), _) => format!("netspawn exited with status {c}"),
+            (None, Some(s)) => format!(
+                "netspawn was killed by {}",
+                crate::ctl::signal::signal_name(s)
+            ),
+            (None, None) => format!("netspawn ended: {status}"),
+        });
+        LifecycleError::Failed {
+            name: self.name,
+            reason,
+            log: self.log.current,
+        }
+    }
+
+    /// Not registered in time: the launcher is killed (its keeper undoes
+    /// the links and the registry entry), and the pump ends with it.
+    fn abort(mut self, timeout: Duration) -> LifecycleError {
+        let _ = self.launcher.kill();
+        let _ = self.launcher.wait();
+        finish(self.pump);
+        LifecycleError::Timeout {
+            name: self.name,
+            secs: timeout.as_secs(),
+            log: self.log.current,
+        }
+    }
+}
+
+/// Waits until every machine is registered, has failed or has overrun.
+fn wait_all(pending: Vec<Pending>, timeout: Duration) -> Vec<LifecycleError> {
+    let deadline = Instant::now() + timeout;
+    let reg = registry();
+    let mut left = pending;
+    let mut errors = Vec::new();
+    while !left.is_empty() {
+        let mut still = Vec::new();
+        for p in left {
+            match p.poll(&reg) {
+                // The launcher and the pump go on without us.
+                Progress::Up => {}
+                Progress::Failed(e) => errors.push(e),
+                Progress::Waiting(p) if Instant::now() >= deadline => errors.push(p.abort(timeout)),
+                Progress::Waiting(p) => still.push(p),
+            }
+        }
+        left = still;
+        if !left.is_empty() {
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_launcher_runs_what_systemd_nspawn_at_service_runs() {
+        assert_eq!(
+            launcher_args("web").join(" "),
+            "--quiet --keep-unit --boot --network-veth -U --settings=override --machine=web"
+        );
+        // The shipped unit starts the same machine the same way.
+        let unit = include_str!("../../../../../dist/netspawn@.service.in");
+        let exec = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart=@NETSPAWN@ "))
+            .expect("ExecStart");
+        assert_eq!(exec, launcher_args("%i").join(" "));
+    }
+}
