@@ -461,3 +461,40 @@ fn an_unregistered_machine_keeps_its_range() {
     assert_ne!(shift("A:"), shift("B:"), "{}", r.stdout);
     check_clean(&env);
 }
+
+#[test]
+fn a_booted_busybox_init_gives_its_console_to_getty() {
+    // PID 1 must not hold the console as its controlling terminal: in a user
+    // namespace getty cannot steal it (TIOCSCTTY needs the host's
+    // CAP_SYS_ADMIN) and would respawn forever without a login shell.
+    let env = TestEnv::new();
+    let img = env.busybox("ubootc");
+    let mut child = env.spawn(&["-q", "-b", "-U", "-D", img.to_str().unwrap()]);
+    env.wait_registered("ubootc", Duration::from_secs(20))
+        .expect("registered");
+    // The console's login shell appears with the console as its terminal.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        let r = env.ctl(&["shell", "ubootc", "/bin/sh", "-c", "ps -o tty,comm"]);
+        seen = r.stdout.clone();
+        if seen
+            .lines()
+            .any(|l| l.ends_with(" sh") && !l.trim_start().starts_with('?'))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    env.ctl(&["poweroff", "ubootc"]).expect_status(0);
+    let out = child.wait_with_output().unwrap();
+    let console =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        seen.lines()
+            .any(|l| l.ends_with(" sh") && !l.trim_start().starts_with('?')),
+        "no login shell on the console: {seen}\n{console}"
+    );
+    assert!(!console.contains("TIOCSCTTY"), "{console}");
+    check_clean(&env);
+}

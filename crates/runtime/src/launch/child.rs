@@ -182,7 +182,11 @@ fn child_setup(
     if cfg.as_pid2 {
         run_as_pid2(sync, pty, &exec)
     } else {
-        become_session(pty)?;
+        // A booted init in a user namespace gets the console as its standard
+        // descriptors but not as its controlling terminal: its getty takes
+        // it (TIOCSCTTY), which it could not steal from PID 1 there (that
+        // needs CAP_SYS_ADMIN in the host's user namespace).
+        become_session(pty, !(cfg.boot && in_userns))?;
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
             .map_err(e("unblock signals"))?;
         Err(exec.exec())
@@ -329,7 +333,7 @@ fn lock_down(cfg: &Config, prepared: &crate::exec::Prepared) -> Result<(), Strin
 }
 
 /// A new session, with the console as controlling terminal and standard streams.
-fn become_session(pty: Option<&Pty>) -> Result<(), String> {
+fn become_session(pty: Option<&Pty>, controlling: bool) -> Result<(), String> {
     unistd::setsid().map_err(e("setsid"))?;
     if let Some(p) = pty {
         for fd in 0..3 {
@@ -339,7 +343,7 @@ fn become_session(pty: Option<&Pty>) -> Result<(), String> {
             }
         }
         // SAFETY: TIOCSCTTY takes an int argument.
-        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+        if controlling && unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
             return Err(format!(
                 "acquire controlling terminal: {}",
                 nix::Error::last()
@@ -357,7 +361,7 @@ fn run_as_pid2(sync: &OwnedFd, pty: Option<&Pty>, exec: &Exec) -> Result<Never, 
     // SAFETY: we are single-threaded.
     match unsafe { unistd::fork() }.map_err(e("fork PID 2"))? {
         unistd::ForkResult::Child => {
-            become_session(pty)?;
+            become_session(pty, true)?;
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
                 .map_err(e("unblock signals"))?;
             Err(exec.exec())
