@@ -469,7 +469,7 @@ fn a_booted_busybox_init_gives_its_console_to_getty() {
     // CAP_SYS_ADMIN) and would respawn forever without a login shell.
     let env = TestEnv::new();
     let img = env.busybox("ubootc");
-    let mut child = env.spawn(&["-q", "-b", "-U", "-D", img.to_str().unwrap()]);
+    let child = env.spawn(&["-q", "-b", "-U", "-D", img.to_str().unwrap()]);
     env.wait_registered("ubootc", Duration::from_secs(20))
         .expect("registered");
     // The console's login shell appears with the console as its terminal.
