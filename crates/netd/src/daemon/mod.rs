@@ -279,16 +279,13 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
         let ctx2 = ctx.clone();
         tokio::task::spawn_blocking(move || {
             let mut nat = ctx2.nat();
-            match nat.recover() {
+            // One nft run: the table made (a leftover replaced) at once.
+            match nat.recover_standing(&[nat::IpFamily::V4]) {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::info!("restored {n} forwarding setting(s) left by an earlier netd")
                 }
                 Err(e) => tracing::warn!("recovering from an earlier netd: {e}"),
-            }
-            nat.set_standing(true, &[nat::IpFamily::V4]);
-            if let Err(e) = nat.apply() {
-                tracing::warn!("NAT: {e}");
             }
             ctx2.lock().nat_idle_since = Some(Instant::now());
         });

@@ -412,6 +412,19 @@ impl Nat {
         Ok(restored)
     }
 
+    /// At startup, when the standing rules for `families` are wanted at
+    /// once: [`Nat::recover`] and [`Nat::set_standing`] then [`Nat::apply`]
+    /// in one `nft` run instead of two. The table is made by a transaction
+    /// that fails if a table is there (left by an earlier netd), which is
+    /// then replaced as a whole. Returns how many sysctls were restored.
+    pub fn recover_standing(&mut self, families: &[IpFamily]) -> Result<usize, NatError> {
+        let restored = self.sysctls.recover()?;
+        self.installed = Some(Summary::default());
+        self.set_standing(true, families);
+        self.apply()?;
+        Ok(restored)
+    }
+
     /// Keeps the masquerade rules of the families in use now (or of
     /// `families`, before any link), and forwarding on the uplinks for them,
     /// while no link needs them, until switched off: machines that come and
