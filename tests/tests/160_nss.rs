@@ -38,8 +38,10 @@ fn getent_and_ping_reach_a_machine_by_name_with_a_dhcp_address() {
     let r = env.sh(
         &format!(
             r#"{prelude}
-               $NETSPAWN -q -n --bind={ctl}:/ctl -D {img} /bin/sh -c 'udhcpc -i host0 -n -q -f -t 5 >/dev/null 2>&1; {HOLD}' &
-               for t in $(seq 1200); do getent hosts web >/dev/null && break; sleep 0.05; done
+               $NETSPAWN -q -n --bind={ctl}:/ctl -D {img} /bin/sh -c 'udhcpc -i host0 -n -q -f -t 5 >/dev/null 2>&1; touch /ctl/dhcp-done; {HOLD}' &
+               # udhcpc's script drops the address the launcher configured and puts it back
+               # (deconfig, then bound): ask once it is done.
+               for t in $(seq 1200); do [ -e {ctl}/dhcp-done ] && getent hosts web >/dev/null && break; sleep 0.05; done
                echo hosts=$(getent hosts web)
                echo ahostsv4=$(getent ahostsv4 web | head -1)
                addr=$(getent hosts web | cut -d' ' -f1)

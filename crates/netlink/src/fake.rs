@@ -34,6 +34,8 @@ pub struct FakeRtnl {
     pub no_ipv6: bool,
     /// The IPv6 address generation mode set on a link, by index.
     pub ipv6_addr_gen: HashMap<u32, In6AddrGenMode>,
+    /// The interface group set on a link, by index (absent: the default, 0).
+    pub groups: HashMap<u32, u32>,
     /// See [`FakeRtnl::vanish`].
     pub vanish: Option<(u32, usize)>,
 }
@@ -215,6 +217,15 @@ impl Rtnl for FakeRtnl {
             .find(|l| l.index == index)
             .ok_or_else(|| Self::enodev(format!("attach link {index} to bridge {master}")))?;
         l.master = Some(master);
+        Ok(())
+    }
+
+    fn set_group(&mut self, index: u32, group: u32) -> Result<(), RtnlError> {
+        self.request(format!("group {index} {group}"));
+        if !self.links.iter().any(|l| l.index == index) {
+            return Err(Self::enodev(format!("put link {index} into group {group}")));
+        }
+        self.groups.insert(index, group);
         Ok(())
     }
 

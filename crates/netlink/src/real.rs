@@ -249,6 +249,25 @@ impl Rtnl for Netlink {
         }
     }
 
+    fn is_running(&mut self, name: &str) -> Result<bool, RtnlError> {
+        let h = self.handle.clone();
+        let r = self.run(async move {
+            h.link()
+                .get()
+                .match_name(name.to_string())
+                .execute()
+                .try_next()
+                .await
+        });
+        match r {
+            Ok(m) => Ok(m.is_some_and(|m| m.header.flags.contains(LinkFlags::Running))),
+            Err(e) => match nl_err(format!("look up link {name}"))(e) {
+                RtnlError::Kernel { errno, .. } if errno == libc::ENODEV => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
     fn link_by_index(&mut self, index: u32) -> Result<Option<Link>, RtnlError> {
         let h = self.handle.clone();
         let r =
@@ -378,6 +397,15 @@ impl Rtnl for Netlink {
                 .await
         })
         .map_err(nl_err(format!("add alternative name {altname}")))
+    }
+
+    fn set_group(&mut self, index: u32, group: u32) -> Result<(), RtnlError> {
+        let h = self.handle.clone();
+        let msg = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::Group(group))
+            .build();
+        self.run(async move { h.link().set(msg).execute().await })
+            .map_err(nl_err(format!("put link {index} into group {group}")))
     }
 
     fn set_ipv6_addr_gen_mode(

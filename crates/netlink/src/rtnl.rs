@@ -39,6 +39,17 @@ pub trait Rtnl {
     /// (booted with `ipv6.disable=1`, or an MTU below 1280).
     fn set_ipv6_addr_gen_mode(&mut self, index: u32, mode: In6AddrGenMode)
         -> Result<(), RtnlError>;
+    /// Puts a link into an interface group (`IFLA_GROUP`; 0 is the default
+    /// group), which firewall rules can match (`iifgroup`, `oifgroup`).
+    fn set_group(&mut self, index: u32, group: u32) -> Result<(), RtnlError>;
+
+    /// Whether the link called `name` is operationally up (`IFF_RUNNING`:
+    /// up, with carrier, and its transmit queue activated by the kernel's
+    /// link watch, so that what is sent on it is no longer dropped).
+    /// `false` when there is no such link.
+    fn is_running(&mut self, name: &str) -> Result<bool, RtnlError> {
+        Ok(self.link(name)?.is_some_and(|l| l.up))
+    }
 
     /// The link with this index, if there is one.
     fn link_by_index(&mut self, index: u32) -> Result<Option<Link>, RtnlError> {

@@ -135,7 +135,9 @@ impl NetdClient {
                 if let Some(c) = NetdClient::connect_live(paths) {
                     return Ok(c);
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                // A fresh netd binds its socket within milliseconds: a
+                // first launch should not sleep much longer than that.
+                std::thread::sleep(Duration::from_micros(500));
             }
             if Instant::now() >= deadline {
                 return Err(NetdError::NotUp(wait));

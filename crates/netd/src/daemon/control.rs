@@ -150,10 +150,10 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
         Request::Release { owner } => {
             let ctx2 = ctx.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                let mut st = ctx2.lock();
-                st.ports.remove(&owner);
-                st.nat.remove_owner(&owner);
-                let _ = st.nat.apply();
+                ctx2.lock().ports.remove(&owner);
+                let mut nat = ctx2.nat();
+                nat.remove_owner(&owner);
+                let _ = nat.apply();
             })
             .await;
             Answer::Ok
@@ -187,7 +187,7 @@ async fn install_ports(ctx: Arc<Ctx>, owner: String, ifname: String, forwards: V
         if let Some(addr) = addr {
             let ctx2 = ctx.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                let mut st = ctx2.lock();
+                let mut nat = ctx2.nat();
                 let fwds: Vec<nat::PortForward> = forwards
                     .iter()
                     .map(|f| nat::PortForward {
@@ -201,10 +201,9 @@ async fn install_ports(ctx: Arc<Ctx>, owner: String, ifname: String, forwards: V
                         container_port: f.container_port,
                     })
                     .collect();
-                match st
-                    .nat
+                match nat
                     .add_port_forwards(&owner, &fwds)
-                    .and_then(|()| st.nat.apply())
+                    .and_then(|()| nat.apply())
                 {
                     Ok(()) => {
                         tracing::info!("{owner}: forwarding {} port(s) to {addr}", fwds.len())

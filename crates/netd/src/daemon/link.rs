@@ -30,7 +30,6 @@ use super::{Ctx, LinkDns, Managed, SeenLink, State};
 use crate::dhcp;
 use crate::dns;
 use crate::nat;
-use crate::pool;
 use crate::template::{self, DhcpDns, DnsServer, LinkFacts, NetworkFile};
 
 /// What templates match a link on.
@@ -52,9 +51,16 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
         return;
     };
     let name = facts.name;
+    let started = Instant::now();
     let address = {
         let (ctx2, name, file) = (ctx.clone(), name.clone(), file.clone());
         ctx.rtnl(move |nl| {
+            if serving_address(&file).is_some() {
+                // Never taken for an uplink while it is being configured.
+                if let Err(e) = ctx2.nat().expect_link(&name) {
+                    tracing::warn!("{name}: {e}");
+                }
+            }
             kernel_steps(nl, index, &name, &file, first, |request, host| {
                 take_subnet(&ctx2, &name, request, host)
             })
@@ -65,8 +71,10 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
         return;
     };
     let IpNetwork::V4(v4) = address else { return };
+    let addressed = started.elapsed();
     let dhcp_stop = start_dhcp(ctx, &name, &file, v4);
     serve_dns(ctx, &name, index, &file, v4).await;
+    let served = started.elapsed();
     masquerade(ctx, &name, &file, v4).await;
     {
         let mut st = ctx.lock();
@@ -80,6 +88,12 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
         st.last_busy = Instant::now();
     }
     tracing::info!("{name}: configured {address}");
+    tracing::debug!(
+        addressed_us = addressed.as_micros() as u64,
+        dhcp_dns_us = (served - addressed).as_micros() as u64,
+        nat_us = (started.elapsed() - served).as_micros() as u64,
+        "{name}: pipeline"
+    );
     ctx.changed.notify_waiters();
 }
 
@@ -264,13 +278,10 @@ fn take_subnet(
     host.extend(st.templates.static_networks());
     match st.pools.acquire(name, request, &host) {
         Ok(a) => {
-            let path = pool::state_path(&st.paths.state_dir);
-            if let Some(parent) = path.parent() {
-                let _ = std::fs::create_dir_all(parent);
-            }
-            if let Err(e) = st.pools.save(&path) {
-                tracing::warn!("saving pools: {e}");
-            }
+            // Saved by another task: the link need not wait for fsyncs (a
+            // netd killed before the save gives the link the same subnet
+            // again, as long as it is free: pools are stable per name).
+            ctx.pools_dirty.notify_one();
             Some(a.host())
         }
         Err(e) => {
@@ -370,12 +381,21 @@ fn start_dhcp(
             return None;
         }
     };
+    // Bound before `LINK` is answered: the launcher's first DISCOVER finds
+    // the server listening (no wait for a retransmission).
+    let socket = match dhcp::io::bind_socket(name) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{name}: DHCP server: {e}");
+            return None;
+        }
+    };
     let (tx, rx) = oneshot::channel();
     let ctx2 = ctx.clone();
     let ifname = name.to_string();
     tokio::spawn(async move {
         let context = move |mac: &[u8]| dhcp_context(&ctx2, mac);
-        if let Err(e) = dhcp::io::serve(&ifname, server, context, async move {
+        if let Err(e) = dhcp::io::serve_socket(socket, &ifname, server, context, async move {
             let _ = rx.await;
         })
         .await
@@ -463,11 +483,12 @@ async fn masquerade(ctx: &Arc<Ctx>, name: &str, file: &NetworkFile, v4: Ipv4Netw
     let name = name.to_string();
     let subnet = IpNetwork::V4(Ipv4Network::new(v4.network(), v4.prefix()).unwrap_or(v4));
     let _ = tokio::task::spawn_blocking(move || {
-        let mut st = ctx2.lock();
-        if let Err(e) = st
-            .nat
+        let mut nat = ctx2.nat();
+        // Links that come and go one after the other leave the table alone.
+        nat.set_standing(true, &[]);
+        if let Err(e) = nat
             .set_masquerade(&name, subnet, mode)
-            .and_then(|()| st.nat.apply())
+            .and_then(|()| nat.apply())
         {
             tracing::error!("{name}: NAT: {e}");
         }
@@ -495,8 +516,7 @@ pub(super) async fn on_del_link(ctx: &Arc<Ctx>, link: &Link) {
         }
         if removed.is_some() {
             st.pools.release(&name);
-            let path = pool::state_path(&st.paths.state_dir);
-            let _ = st.pools.save(&path);
+            ctx.pools_dirty.notify_one();
             prune_lease_files(&st);
         }
         st.last_busy = Instant::now();
@@ -526,12 +546,12 @@ pub(super) async fn on_del_link(ctx: &Arc<Ctx>, link: &Link) {
     if removed_any {
         let ctx2 = ctx.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            let mut st = ctx2.lock();
-            st.nat.remove_link(&name);
+            let mut nat = ctx2.nat();
+            nat.remove_link(&name);
             for o in &owners {
-                st.nat.remove_owner(o);
+                nat.remove_owner(o);
             }
-            if let Err(e) = st.nat.apply() {
+            if let Err(e) = nat.apply() {
                 tracing::error!("NAT: {e}");
             }
         })

@@ -76,8 +76,9 @@ struct State {
     ports: HashMap<String, Ports>,
     /// Links we could not configure, with the reason (for `LINK`).
     failed: HashMap<String, String>,
-    nat: Nat,
     last_busy: Instant,
+    /// Since when no link or forward needed NAT (for [`STANDING`]).
+    nat_idle_since: Option<Instant>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -85,6 +86,13 @@ type Shared = Arc<Mutex<State>>;
 struct Ctx {
     state: Shared,
     changed: Notify,
+    /// NAT, apart from the state: a rare `nft` run (milliseconds) holds only
+    /// this. Taken on blocking threads only, and never while holding `state`
+    /// (`state` may be taken while holding it).
+    nat: Mutex<Nat>,
+    /// Wakes the task that saves the pools (off the links' path: a save
+    /// waits for two fsyncs).
+    pools_dirty: Notify,
     /// netd's netlink socket; used through [`Ctx::rtnl`] only.
     rtnl: Mutex<Box<dyn Rtnl + Send>>,
     /// The DNS server of links whose template sets no `DNS=`: it forwards
@@ -110,6 +118,11 @@ impl Ctx {
     /// The state; a panicked holder does not make it unusable.
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// NAT (on a blocking thread only: an `nft` run may hold it).
+    fn nat(&self) -> std::sync::MutexGuard<'_, Nat> {
+        self.nat.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` with netd's netlink socket on a blocking thread (a
@@ -207,18 +220,13 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
             msg: e.to_string(),
         })??;
 
-    let mut nat = Nat::with_paths(nat::NatPaths {
+    let nat = Nat::with_paths(nat::NatPaths {
         journal: Some(paths.run_dir.join(format!(
             "netd-{}-sysctls.json",
             netspawn_common::netd::netns_id()
         ))),
         ..Default::default()
     });
-    match nat.recover() {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("restored {n} forwarding setting(s) left by an earlier netd"),
-        Err(e) => tracing::warn!("recovering from an earlier netd: {e}"),
-    }
     let mut dns_config = dns::DnsConfig::default();
     if let Some(p) = std::env::var_os(ENV_UPSTREAM_RESOLV_CONF) {
         dns_config.upstream.resolv_conf = p.into();
@@ -234,10 +242,12 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
             seen: HashMap::new(),
             ports: HashMap::new(),
             failed: HashMap::new(),
-            nat,
             last_busy: Instant::now(),
+            nat_idle_since: None,
         })),
         changed: Notify::new(),
+        nat: Mutex::new(nat),
+        pools_dirty: Notify::new(),
         rtnl: Mutex::new(Box::new(nl)),
         dns: dns::DnsServer::new(dir_dyn, dns_config.clone()),
         link_dns: Mutex::new(HashMap::new()),
@@ -262,7 +272,27 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
             }
         });
     }
-    // Put our rules back if someone flushes the ruleset.
+    // What an earlier netd left, then the masquerade rules a first link
+    // will need, while the first launcher is still making its links (a
+    // link's masquerade waits for the NAT lock taken here).
+    {
+        let ctx2 = ctx.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut nat = ctx2.nat();
+            // One nft run: the table made (a leftover replaced) at once.
+            match nat.recover_standing(&[nat::IpFamily::V4]) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!("restored {n} forwarding setting(s) left by an earlier netd")
+                }
+                Err(e) => tracing::warn!("recovering from an earlier netd: {e}"),
+            }
+            ctx2.lock().nat_idle_since = Some(Instant::now());
+        });
+    }
+    tokio::spawn(save_pools(ctx.clone()));
+    // Put our rules back if someone flushes the ruleset; drop the standing
+    // rules when nothing has needed them for a while.
     {
         let ctx = ctx.clone();
         tokio::spawn(async move {
@@ -270,15 +300,7 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
             loop {
                 tick.tick().await;
                 let ctx = ctx.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    let mut st = ctx.lock();
-                    if !st.links.is_empty() || !st.ports.is_empty() {
-                        if let Ok(true) = st.nat.ensure() {
-                            tracing::warn!("our nftables table was missing or changed: restored");
-                        }
-                    }
-                })
-                .await;
+                let _ = tokio::task::spawn_blocking(move || nat_tick(&ctx)).await;
             }
         });
     }
@@ -325,14 +347,20 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
     // Leave nothing behind: our NAT table and forwarding settings go with us.
     let ctx2 = ctx.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        let mut st = ctx2.lock();
-        let names: Vec<String> = st.links.keys().cloned().collect();
+        let names: Vec<String> = ctx2.lock().links.keys().cloned().collect();
+        let mut nat = ctx2.nat();
         for n in names {
-            st.nat.remove_link(&n);
+            nat.remove_link(&n);
         }
-        let _ = st.nat.remove_all();
+        let _ = nat.remove_all();
     })
     .await;
+    // The pools as they are now, durably.
+    let st = ctx.lock();
+    if let Err(e) = st.pools.save(&pool::state_path(&st.paths.state_dir)) {
+        tracing::warn!("saving pools: {e}");
+    }
+    drop(st);
     ctx.dns.shutdown();
     let link_dns = std::mem::take(&mut *ctx.link_dns.lock().unwrap_or_else(|p| p.into_inner()));
     for (_, l) in link_dns {
@@ -340,6 +368,74 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
         let _ = std::fs::remove_file(&l.resolv_conf);
     }
     Ok(())
+}
+
+/// How long the standing masquerade rules stay after the last link went.
+const STANDING: Duration = Duration::from_secs(10);
+
+/// Every 2 s: the table as it should be (listed without holding the NAT
+/// lock), and the standing rules dropped once nothing needed them for
+/// [`STANDING`].
+fn nat_tick(ctx: &Ctx) {
+    let (busy, idle_since) = {
+        let st = ctx.lock();
+        (
+            !st.links.is_empty() || !st.ports.is_empty(),
+            st.nat_idle_since,
+        )
+    };
+    let (in_use, standing) = {
+        let nat = ctx.nat();
+        (nat.in_use(), nat.standing())
+    };
+    if busy || in_use {
+        ctx.lock().nat_idle_since = None;
+    } else if standing {
+        match idle_since {
+            None => ctx.lock().nat_idle_since = Some(Instant::now()),
+            Some(t) if t.elapsed() >= STANDING => {
+                let mut nat = ctx.nat();
+                if !nat.in_use() {
+                    nat.set_standing(false, &[]);
+                    if let Err(e) = nat.apply() {
+                        tracing::warn!("NAT: {e}");
+                    }
+                }
+                return;
+            }
+            Some(_) => {}
+        }
+    } else {
+        return;
+    }
+    let have = match nat::current_table() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!("{e}");
+            return;
+        }
+    };
+    if let Ok(true) = ctx.nat().ensure_with(have) {
+        tracing::warn!("our nftables table was missing or changed: restored");
+    }
+}
+
+/// Saves the pools whenever they changed, one save at a time, each of the
+/// state as it is then (so a save never overwrites a newer one).
+async fn save_pools(ctx: Arc<Ctx>) {
+    loop {
+        ctx.pools_dirty.notified().await;
+        let (pools, path) = {
+            let st = ctx.lock();
+            (st.pools.clone(), pool::state_path(&st.paths.state_dir))
+        };
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = pools.save(&path) {
+                tracing::warn!("saving pools: {e}");
+            }
+        })
+        .await;
+    }
 }
 
 /// What the watch read, in order; when some events were lost, the list of
@@ -423,8 +519,8 @@ impl State {
             seen: HashMap::new(),
             ports: HashMap::new(),
             failed: HashMap::new(),
-            nat: Nat::new(),
             last_busy: Instant::now(),
+            nat_idle_since: None,
         }
     }
 }
@@ -447,6 +543,8 @@ mod tests {
         Arc::new(Ctx {
             state: Arc::new(Mutex::new(st)),
             changed: Notify::new(),
+            nat: Mutex::new(Nat::new()),
+            pools_dirty: Notify::new(),
             rtnl: Mutex::new(Box::new(kernel)),
             dns: dns::DnsServer::new(dir_dyn, dns::DnsConfig::default()),
             link_dns: Mutex::new(HashMap::new()),

@@ -183,7 +183,7 @@ where
             let mut srv = server
                 .lock()
                 .map_err(|_| IoError::Poisoned(ifname.to_string()))?;
-            // Saving the lease table (inside handle, before the ACK) blocks for an fsync; that
+            // Saving the lease table (inside handle, before the ACK) writes a file (no fsync); that
             // is short and keeps the "saved before acknowledged" order trivially true.
             srv.handle(packet, SystemTime::now(), &ctx)
         };

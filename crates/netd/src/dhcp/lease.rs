@@ -5,13 +5,17 @@
 //! long as nobody else took it. It also remembers addresses that a client declined (found in use
 //! on the link), which stay out of the pool for a while.
 //!
-//! Persistence is a small JSON file replaced atomically (temporary file, fsync, rename, fsync of
-//! the directory), so a crash at any point leaves either the old or the new table on disk, never a
-//! mix. The server saves before it sends an ACK (see [`LeaseStore`]), so whatever a client was
-//! told survives a `kill -9`.
+//! Persistence is a small JSON file replaced atomically (temporary file, rename), so a crash of
+//! netd at any point leaves either the old or the new table on disk, never a mix. The server saves
+//! before it sends an ACK (see [`LeaseStore`]), so whatever a client was told survives a
+//! `kill -9`. There is no fsync on that path: a lease matters while its machine runs, and no
+//! machine survives a crash of the host, while an fsync on a busy disk costs every launch
+//! milliseconds (1 to 30 ms measured) between its DISCOVER and its ACK. (ext4 also flushes a
+//! file renamed over another before the rename commits, so even a power loss leaves the old or
+//! the new table there.)
 
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -351,12 +355,8 @@ impl LeaseTable {
                 .map_err(io_err("create", &tmp))?;
             f.write_all(text.as_bytes())
                 .map_err(io_err("write", &tmp))?;
-            f.sync_all().map_err(io_err("fsync", &tmp))?;
         }
         fs::rename(&tmp, path).map_err(io_err("rename", path))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("fsync directory of", path))?;
         Ok(())
     }
 
@@ -759,13 +759,13 @@ mod tests {
         for i in 0..100u64 {
             let p = dir.join(format!("ve-m{i}.json"));
             fs::write(&p, "{}").unwrap();
-            let f = File::options().write(true).open(&p).unwrap();
+            let f = fs::File::options().write(true).open(&p).unwrap();
             f.set_modified(now - Duration::from_secs(1000 - i)).unwrap();
         }
         // One untouched for longer than the history, a crash's leftover, an unrelated file.
         let old = dir.join("ve-old.json");
         fs::write(&old, "{}").unwrap();
-        File::options()
+        fs::File::options()
             .write(true)
             .open(&old)
             .unwrap()

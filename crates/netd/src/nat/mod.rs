@@ -1,12 +1,23 @@
 //! NAT and port forwards for container links, in netd's own nftables table.
 //!
 //! netd owns exactly one table, `table inet netspawn`, and never reads or
-//! writes any other. The whole desired state (masquerade per link, port
-//! forwards per owner) is rendered with the typed `nftables` schema and applied
-//! as one `nft -j -f -` transaction that deletes and recreates the table, so
+//! writes any other. The whole desired state (masquerade, port forwards per
+//! owner) is rendered with the typed `nftables` schema and applied as one
+//! `nft -j -f -` transaction that deletes and recreates the table, so
 //! [`Nat::apply`] is atomic and idempotent and can be re-run at any time;
 //! [`Nat::ensure`] re-applies when the kernel's table no longer matches (after
 //! `nft flush ruleset`, say), and [`monitor`] says when to check.
+//!
+//! Masquerade does not change the table per link: a container link is put into
+//! an interface group ([`GROUP_BASE`] and up, by netlink, which costs
+//! microseconds) and two fixed rules masquerade what arrives from a link in a
+//! masquerading group and leaves by an interface that is not a container link.
+//! A transaction that deletes anything waits for an RCU grace period in the
+//! kernel (10–30 ms), and running `nft` at all costs a few milliseconds: with
+//! the rules fixed, a machine's link coming or going runs no `nft` at all, and
+//! [`Nat::apply`] runs it only when the table really changes (the first link,
+//! port forwards, the uplinks' guards). [`Nat::set_standing`] keeps the fixed
+//! rules (and the uplinks' forwarding) while links come and go.
 //!
 //! Forwarding is switched on per interface only, never globally (see
 //! [`sysctl`]): IPv4 `conf/IF/forwarding` and IPv6 `conf/IF/force_forwarding`
@@ -36,8 +47,52 @@ use ipnetwork::IpNetwork;
 use nftables::helper::{self, NftablesError};
 use nftables::schema::Nftables;
 
-use render::Summary;
+pub use render::Summary;
 use sysctl::{Knob, SysctlKey, Sysctls};
+
+/// The interface group of a container link netd serves without masquerade.
+/// Links whose traffic is masqueraded are in the next groups:
+/// `GROUP_BASE + 1` IPv4, `+ 2` IPv4 and IPv6, `+ 3` IPv6; traffic leaving
+/// by any link in `GROUP_BASE..=GROUP_BASE + 3` (another container link) is
+/// never masqueraded. (0x4e53: "NS".)
+pub const GROUP_BASE: u32 = 0x4e53_0000;
+
+/// Puts links into interface groups: how [`Nat`] marks the container links
+/// whose traffic the fixed masquerade rules match.
+pub trait LinkGroups: Send + fmt::Debug {
+    /// Puts the link `ifname` into `group`; a link that is gone is an error.
+    fn set_group(&mut self, ifname: &str, group: u32) -> Result<(), String>;
+}
+
+/// [`LinkGroups`] over a netlink socket in the network namespace of the
+/// thread that first uses it.
+#[derive(Default)]
+pub struct NetlinkGroups {
+    nl: Option<netlink::Netlink>,
+}
+
+impl fmt::Debug for NetlinkGroups {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NetlinkGroups")
+    }
+}
+
+impl LinkGroups for NetlinkGroups {
+    fn set_group(&mut self, ifname: &str, group: u32) -> Result<(), String> {
+        use netlink::Rtnl;
+        let nl = match &mut self.nl {
+            Some(nl) => nl,
+            None => self
+                .nl
+                .insert(netlink::Netlink::open().map_err(|e| e.to_string())?),
+        };
+        let link = nl
+            .link(ifname)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no link {ifname}"))?;
+        nl.set_group(link.index, group).map_err(|e| e.to_string())
+    }
+}
 
 pub use monitor::{watch_and_restore, NftMonitor};
 
@@ -223,15 +278,43 @@ pub(crate) struct Guard {
     ifname: String,
 }
 
+impl LinkNat {
+    /// The interface group this link belongs in (see [`GROUP_BASE`]): which
+    /// of its subnets' families are masqueraded.
+    fn group(&self) -> u32 {
+        let fams: BTreeSet<IpFamily> = self
+            .subnets
+            .iter()
+            .map(IpFamily::of_net)
+            .filter(|f| self.masquerade.covers(*f))
+            .collect();
+        GROUP_BASE
+            + match (fams.contains(&IpFamily::V4), fams.contains(&IpFamily::V6)) {
+                (false, false) => 0,
+                (true, false) => 1,
+                (true, true) => 2,
+                (false, true) => 3,
+            }
+    }
+
+    fn masquerades(&self) -> bool {
+        self.group() != GROUP_BASE
+    }
+}
+
 /// Everything `render` needs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct State {
+    /// Container links (a link expected but not yet configured has no subnet).
     links: BTreeMap<String, LinkNat>,
     forwards: BTreeMap<String, Vec<PortForward>>,
     /// Links with IPv4 forwards, which get localhost forwarding (derived).
     localnet_links: BTreeSet<String>,
     /// Uplinks netd switched forwarding on for (derived at `apply`).
     guards: BTreeSet<Guard>,
+    /// The families whose masquerade rules and uplink forwarding stay while
+    /// no link needs them (see [`Nat::set_standing`]).
+    standing: BTreeSet<IpFamily>,
 }
 
 /// Where the kernel interfaces are: `/proc/sys` and the route tables.
@@ -269,6 +352,14 @@ pub struct Nat {
     proc_net: PathBuf,
     uplinks: Option<BTreeSet<String>>,
     warnings: Vec<String>,
+    /// What the kernel's table holds as far as we know: `None` unknown,
+    /// `Some(Summary::default())` no table.
+    installed: Option<Summary>,
+    /// Whether [`Nat::set_standing`] is on.
+    standing: bool,
+    groups: Box<dyn LinkGroups>,
+    /// The groups we put links into.
+    marked: BTreeMap<String, u32>,
 }
 
 impl Default for Nat {
@@ -291,6 +382,18 @@ impl Nat {
             proc_net: paths.proc_net,
             uplinks: None,
             warnings: Vec::new(),
+            installed: None,
+            standing: false,
+            groups: Box::new(NetlinkGroups::default()),
+            marked: BTreeMap::new(),
+        }
+    }
+
+    /// The same, marking links through `groups` instead of netlink.
+    pub fn with_groups(paths: NatPaths, groups: Box<dyn LinkGroups>) -> Self {
+        Nat {
+            groups,
+            ..Nat::with_paths(paths)
         }
     }
 
@@ -299,9 +402,63 @@ impl Nat {
     /// Returns how many sysctls were restored.
     pub fn recover(&mut self) -> Result<usize, NatError> {
         let restored = self.sysctls.recover()?;
-        let empty = render::render(&State::default());
-        helper::apply_ruleset(&empty).map_err(|e| nft_error("delete", e))?;
+        // Listing costs no grace period in the kernel; deleting does, so
+        // only a table that is there is deleted.
+        if current_table().map_or(true, |t| t != Summary::default()) {
+            let empty = render::render(&State::default());
+            helper::apply_ruleset(&empty).map_err(|e| nft_error("delete", e))?;
+        }
+        self.installed = Some(Summary::default());
         Ok(restored)
+    }
+
+    /// At startup, when the standing rules for `families` are wanted at
+    /// once: [`Nat::recover`] and [`Nat::set_standing`] then [`Nat::apply`]
+    /// in one `nft` run instead of two. The table is made by a transaction
+    /// that fails if a table is there (left by an earlier netd), which is
+    /// then replaced as a whole. Returns how many sysctls were restored.
+    pub fn recover_standing(&mut self, families: &[IpFamily]) -> Result<usize, NatError> {
+        let restored = self.sysctls.recover()?;
+        self.installed = Some(Summary::default());
+        self.set_standing(true, families);
+        self.apply()?;
+        Ok(restored)
+    }
+
+    /// Keeps the masquerade rules of the families in use now (or of
+    /// `families`, before any link), and forwarding on the uplinks for them,
+    /// while no link needs them, until switched off: machines that come and
+    /// go one after the other then never change the table. Off, the next
+    /// [`Nat::apply`] removes what no link needs.
+    pub fn set_standing(&mut self, on: bool, families: &[IpFamily]) {
+        self.standing = on;
+        if on {
+            self.state.standing.extend(families.iter().copied());
+            let in_use = render::families_in_use(&self.state);
+            self.state.standing.extend(in_use);
+        } else {
+            self.state.standing.clear();
+        }
+    }
+
+    /// Whether [`Nat::set_standing`] is on.
+    pub fn standing(&self) -> bool {
+        self.standing
+    }
+
+    /// Whether any link or port forward needs the table.
+    pub fn in_use(&self) -> bool {
+        !self.state.links.is_empty() || !self.state.forwards.is_empty()
+    }
+
+    /// Announces a container link before it has its subnets, so that it is
+    /// never taken for an uplink meanwhile.
+    pub fn expect_link(&mut self, link: &str) -> Result<(), NatError> {
+        if !sysctl::valid_ifname(link) {
+            return Err(NatError::BadLinkName(link.to_string()));
+        }
+        self.state.links.entry(link.to_string()).or_default();
+        Ok(())
     }
 
     /// Register `subnet` on container link `link` with masquerade `mode`
@@ -333,6 +490,10 @@ impl Nat {
         let Some(l) = self.state.links.remove(link) else {
             return;
         };
+        // Back into the default group, if it is still there.
+        if self.marked.remove(link).is_some() {
+            let _ = self.groups.set_group(link, 0);
+        }
         for fwds in self.state.forwards.values_mut() {
             fwds.retain(|f| !l.subnets.iter().any(|n| n.contains(f.container_addr)));
         }
@@ -458,8 +619,8 @@ impl Nat {
                 ifname: k.ifname.clone(),
             })
             .collect();
-        let nft = self.render();
-        helper::apply_ruleset(&nft).map_err(|e| nft_error("apply", e))?;
+        self.push_table()?;
+        self.mark_links();
         let keys: BTreeSet<SysctlKey> = desired.into_keys().collect();
         self.sysctls.sync(&keys)?;
         for w in &self.warnings {
@@ -474,14 +635,76 @@ impl Nat {
     /// re-applied. Call it on nftables change events ([`NftMonitor`]) or
     /// periodically.
     pub fn ensure(&mut self) -> Result<bool, NatError> {
-        let want = Summary::of(&self.render());
         let have = current_table()?;
-        if have == want {
+        self.ensure_with(have)
+    }
+
+    /// [`Nat::ensure`] given the kernel's table as [`current_table`] found
+    /// it (listed without holding the `Nat`, which takes milliseconds).
+    pub fn ensure_with(&mut self, have: Summary) -> Result<bool, NatError> {
+        let want = Summary::of(&self.render());
+        let same = have == want;
+        self.installed = Some(have);
+        if same {
             return Ok(false);
         }
         tracing::info!("table inet {TABLE} differs from netd's state; re-applying");
         self.apply()?;
         Ok(true)
+    }
+
+    /// Makes the kernel's table what [`Nat::render`] gives, running `nft`
+    /// only if it is not that already. A table known to be absent is made
+    /// by a transaction that deletes nothing (no grace period to wait for).
+    fn push_table(&mut self) -> Result<(), NatError> {
+        let nft = self.render();
+        let want = Summary::of(&nft);
+        if self.installed.as_ref() == Some(&want) {
+            return Ok(());
+        }
+        let fresh = (self.installed == Some(Summary::default()))
+            .then(|| render::render_fresh(&self.rendered_state()))
+            .flatten();
+        self.installed = None;
+        let done = match fresh {
+            // Refused if a table appeared meanwhile: then replace it.
+            Some(f) => helper::apply_ruleset(&f).or_else(|_| helper::apply_ruleset(&nft)),
+            None => helper::apply_ruleset(&nft),
+        };
+        done.map_err(|e| nft_error("apply", e))?;
+        self.installed = Some(want);
+        Ok(())
+    }
+
+    /// Puts every configured container link into its group (see
+    /// [`GROUP_BASE`]); failures (a link gone meanwhile) are warnings.
+    fn mark_links(&mut self) {
+        for (name, l) in &self.state.links {
+            if l.subnets.is_empty() {
+                continue;
+            }
+            let g = l.group();
+            if self.marked.get(name) == Some(&g) {
+                continue;
+            }
+            match self.groups.set_group(name, g) {
+                Ok(()) => {
+                    self.marked.insert(name.clone(), g);
+                }
+                Err(e) => self.warnings.push(format!("{name}: interface group: {e}")),
+            }
+        }
+        self.marked.retain(|n, _| self.state.links.contains_key(n));
+    }
+
+    /// The interface group each configured container link belongs in.
+    pub fn link_groups(&self) -> BTreeMap<String, u32> {
+        self.state
+            .links
+            .iter()
+            .filter(|(_, l)| !l.subnets.is_empty())
+            .map(|(n, l)| (n.clone(), l.group()))
+            .collect()
     }
 
     /// Delete netd's table and restore every sysctl netd changed (on shutdown).
@@ -490,7 +713,11 @@ impl Nat {
     pub fn remove_all(&mut self) -> Result<(), NatError> {
         self.state.guards.clear();
         let empty = render::render(&State::default());
+        self.installed = None;
         let nft = helper::apply_ruleset(&empty).map_err(|e| nft_error("delete", e));
+        if nft.is_ok() {
+            self.installed = Some(Summary::default());
+        }
         let sys = self.sysctls.restore_all();
         match (nft, sys) {
             (Ok(()), Ok(())) => Ok(()),
@@ -551,7 +778,9 @@ impl Nat {
                     .to_string(),
             );
         }
-        for fam in render::families_in_use(&self.state) {
+        let mut fams = render::families_in_use(&self.state);
+        fams.extend(self.state.standing.iter().copied());
+        for fam in fams {
             if fam == IpFamily::V6 && !has_v6 {
                 continue;
             }
@@ -596,7 +825,7 @@ fn localnet_links(s: &State) -> BTreeSet<String> {
 }
 
 /// The summary of the kernel's `table inet netspawn` (empty if absent).
-fn current_table() -> Result<Summary, NatError> {
+pub fn current_table() -> Result<Summary, NatError> {
     let args = ["list", "table", "inet", TABLE];
     match helper::get_current_ruleset_with_args(helper::DEFAULT_NFT, &args) {
         Ok(nft) => Ok(Summary::of(&nft)),

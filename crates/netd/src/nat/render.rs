@@ -7,10 +7,12 @@
 //! - `prerouting` (nat, dstnat): port forwards to the host's own addresses;
 //! - `output` (nat, -100): the same for connections made on the host itself,
 //!   127.0.0.1 included;
-//! - `postrouting` (nat, srcnat): masquerade of container subnets leaving by
-//!   another interface, of 127.0.0.0/8 sources sent to a container link (the
-//!   localhost forwards), and hairpin masquerade for forwards used from the
-//!   container's own link;
+//! - `postrouting` (nat, srcnat): masquerade of what comes from a container
+//!   link in a masquerading interface group (see [`super::GROUP_BASE`]) and
+//!   leaves by an interface that is no container link (two fixed rules, one per
+//!   family, whatever the links), of 127.0.0.0/8 sources sent to a container
+//!   link (the localhost forwards), and hairpin masquerade for forwards used
+//!   from the container's own link;
 //! - `forward` (filter, 0), only when netd switched forwarding on for an
 //!   uplink: such an uplink forwards only replies and port-forwarded traffic.
 
@@ -25,7 +27,7 @@ use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Tab
 use nftables::stmt::{Match, NATFamily, Operator, Statement, NAT};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
-use super::{Guard, IpFamily, Masquerade, PortForward, State, TABLE};
+use super::{Guard, IpFamily, Masquerade, PortForward, State, GROUP_BASE, TABLE};
 
 const PRIO_DSTNAT: i32 = -100;
 const PRIO_SRCNAT: i32 = 100;
@@ -63,6 +65,37 @@ pub(crate) fn render(state: &State) -> Nftables<'static> {
     Nftables {
         objects: objs.into(),
     }
+}
+
+/// The same content as a transaction that deletes nothing, for when the
+/// table is known to be absent: `create` fails if it exists after all. None
+/// when there is nothing to make.
+pub(crate) fn render_fresh(state: &State) -> Option<Nftables<'static>> {
+    let chains = chains(state);
+    if chains.is_empty() {
+        return None;
+    }
+    let mut objs = vec![NfObject::CmdObject(NfCmd::Create(NfListObject::Table(
+        table(),
+    )))];
+    for (chain, rules) in chains {
+        let name = chain.name.clone();
+        objs.push(add(NfListObject::Chain(chain)));
+        for (comment, expr) in rules {
+            objs.push(add(NfListObject::Rule(Rule {
+                family: NfFamily::INet,
+                table: TABLE.into(),
+                chain: name.clone(),
+                expr: expr.into(),
+                handle: None,
+                index: None,
+                comment: Some(comment.into()),
+            })));
+        }
+    }
+    Some(Nftables {
+        objects: objs.into(),
+    })
 }
 
 fn add(obj: NfListObject<'static>) -> NfObject<'static> {
@@ -113,20 +146,24 @@ fn chains(state: &State) -> Vec<(Chain<'static>, Vec<(String, Exprs)>)> {
         }
     }
 
+    // The same two rules whatever the links: a link is masqueraded by being
+    // in a group, so links come and go without touching the table.
+    if !state.standing.is_empty() || state.links.values().any(|l| l.masquerades()) {
+        for (fam, from) in [(IpFamily::V4, 1), (IpFamily::V6, 2)] {
+            post.push((
+                format!("masquerade {} from container links", fam.name()),
+                vec![
+                    nfproto(fam),
+                    eq(meta(MetaKey::Iifgroup), group_range(from, from + 1)),
+                    neq(meta(MetaKey::Oifgroup), group_range(0, 3)),
+                    Statement::Masquerade(None),
+                ],
+            ));
+        }
+    }
     for (link, l) in &state.links {
         for net in &l.subnets {
             let fam = IpFamily::of_net(net);
-            if l.masquerade.covers(fam) {
-                post.push((
-                    format!("masquerade {net} from {link}"),
-                    vec![
-                        nfproto(fam),
-                        eq(addr_field(fam, "saddr"), prefix(net)),
-                        neq(meta(MetaKey::Oifname), s(link)),
-                        Statement::Masquerade(None),
-                    ],
-                ));
-            }
             // A forward used from the target's own link (the container itself
             // or a zone neighbour) needs the reply to come back through the
             // host to be un-NATed.
@@ -271,6 +308,16 @@ fn dnat_rule(f: &PortForward, output: bool) -> Exprs {
     e
 }
 
+/// Interface groups `GROUP_BASE + from` to `GROUP_BASE + to`.
+fn group_range(from: u32, to: u32) -> Expression<'static> {
+    Expression::Range(Box::new(nftables::expr::Range {
+        range: [
+            Expression::Number(GROUP_BASE + from),
+            Expression::Number(GROUP_BASE + to),
+        ],
+    }))
+}
+
 fn sockaddr(addr: IpAddr, port: u16) -> String {
     match addr {
         IpAddr::V4(a) => format!("{a}:{port}"),
@@ -347,7 +394,7 @@ fn neq(left: Expression<'static>, right: Expression<'static>) -> Statement<'stat
 /// What identifies the content of our table: per chain, its base-chain
 /// properties and its rules' comments in order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct Summary {
+pub struct Summary {
     chains: BTreeMap<String, ChainSummary>,
 }
 

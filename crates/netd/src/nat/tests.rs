@@ -85,12 +85,70 @@ fn masquerade_modes_pick_families() {
         .unwrap();
     nat.set_masquerade("ve-a", net("fd00:3::/64"), Masquerade::Ipv6)
         .unwrap();
+    // IPv6 is masqueraded, IPv4 not: the link's group says so.
+    assert_eq!(nat.link_groups()["ve-a"], GROUP_BASE + 3);
     let json = serde_json::to_string(&nat.render()).unwrap();
-    assert!(json.contains("masquerade fd00:3::/64 from ve-a"));
-    assert!(!json.contains("masquerade 10.2.0.0/28"));
+    assert!(json.contains("masquerade ipv6 from container links"));
     nat.set_masquerade("ve-a", net("10.2.0.0/28"), Masquerade::No)
         .unwrap();
+    assert_eq!(nat.link_groups()["ve-a"], GROUP_BASE);
     assert_eq!(nat.render(), Nat::new().render(), "no rules left");
+    // Both families asked, an IPv4 subnet only: the IPv4 group; then both.
+    let mut nat = Nat::new();
+    nat.set_masquerade("ve-b", net("10.3.0.0/28"), Masquerade::Both)
+        .unwrap();
+    assert_eq!(nat.link_groups()["ve-b"], GROUP_BASE + 1);
+    nat.set_masquerade("ve-b", net("fd00:4::/64"), Masquerade::Both)
+        .unwrap();
+    assert_eq!(nat.link_groups()["ve-b"], GROUP_BASE + 2);
+    nat.set_masquerade("ve-c", net("10.4.0.0/28"), Masquerade::Ipv4)
+        .unwrap();
+    assert_eq!(nat.link_groups()["ve-c"], GROUP_BASE + 1);
+}
+
+#[test]
+fn links_come_and_go_without_changing_the_table() {
+    let mut nat = Nat::new();
+    nat.set_standing(true, &[IpFamily::V4]);
+    let standing = nat.render();
+    assert!(serde_json::to_string(&standing)
+        .unwrap()
+        .contains("masquerade ipv4 from container links"));
+    // Announced, then configured, then gone: the same table throughout.
+    nat.expect_link("ve-a").unwrap();
+    assert_eq!(nat.render(), standing);
+    assert!(nat.link_groups().is_empty(), "no subnet yet, no group");
+    nat.set_masquerade("ve-a", net("10.2.0.0/28"), Masquerade::Both)
+        .unwrap();
+    nat.set_masquerade("vz-b", net("10.5.0.0/24"), Masquerade::Ipv4)
+        .unwrap();
+    assert_eq!(nat.render(), standing);
+    nat.remove_link("ve-a");
+    nat.remove_link("vz-b");
+    assert!(!nat.in_use());
+    assert_eq!(nat.render(), standing);
+    // Standing off: nothing left to render.
+    nat.set_standing(false, &[]);
+    assert_eq!(nat.render(), Nat::new().render());
+    // Without standing, the first masquerading link brings the same rules.
+    nat.set_masquerade("ve-a", net("10.2.0.0/28"), Masquerade::Ipv4)
+        .unwrap();
+    assert_eq!(Summary::of(&nat.render()), Summary::of(&standing));
+}
+
+#[test]
+fn a_fresh_table_is_made_without_deleting() {
+    let mut nat = Nat::new();
+    assert!(render::render_fresh(&nat.rendered_state()).is_none());
+    nat.set_masquerade("ve-a", net("10.2.0.0/28"), Masquerade::Ipv4)
+        .unwrap();
+    let fresh = render::render_fresh(&nat.rendered_state()).unwrap();
+    let json = serde_json::to_value(&fresh).unwrap();
+    let cmds = json["nftables"].as_array().unwrap();
+    assert!(cmds[0].get("create").is_some(), "{json}");
+    assert!(cmds.iter().all(|c| c.get("delete").is_none()), "{json}");
+    // The same content as the replacing transaction.
+    assert_eq!(Summary::of(&fresh), Summary::of(&nat.render()));
 }
 
 #[test]
@@ -174,7 +232,10 @@ fn remove_link_drops_its_rules_and_forwards() {
     assert!(nat.port_forwards("web").is_empty());
     let json = serde_json::to_string(&nat.render()).unwrap();
     assert!(!json.contains("ve-web"), "{json}");
-    assert!(json.contains("vz-lab"));
+    assert!(!nat.link_groups().contains_key("ve-web"));
+    // vz-lab still masquerades.
+    assert_eq!(nat.link_groups()["vz-lab"], GROUP_BASE + 1);
+    assert!(json.contains("masquerade ipv4 from container links"));
     nat.remove_link("vz-lab");
     assert_eq!(nat.render(), Nat::new().render());
 }
@@ -189,10 +250,13 @@ fn summary_matches_listed_form() {
       {"chain": {"family": "inet", "table": "netspawn", "name": "postrouting", "handle": 1,
                  "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}},
       {"rule": {"family": "inet", "table": "netspawn", "chain": "postrouting", "handle": 2,
-                "comment": "masquerade 192.168.77.0/28 from ve-a",
-                "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
-                                    "right": {"prefix": {"addr": "192.168.77.0", "len": 28}}}},
-                         {"masquerade": null}]}}]}"#;
+                "comment": "masquerade ipv4 from container links",
+                "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifgroup"}},
+                                    "right": {"range": [1314062337, 1314062338]}}},
+                         {"masquerade": null}]}},
+      {"rule": {"family": "inet", "table": "netspawn", "chain": "postrouting", "handle": 3,
+                "comment": "masquerade ipv6 from container links",
+                "expr": [{"masquerade": null}]}}]}"#;
     let listed: Nftables = serde_json::from_str(listed).unwrap();
     let mut nat = Nat::new();
     nat.set_masquerade("ve-a", net("192.168.77.0/28"), Masquerade::Ipv4)

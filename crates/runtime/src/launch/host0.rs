@@ -1,10 +1,12 @@
 //! The container's `host0`: netd asked to serve the host side (address,
 //! DHCP, DNS), then our own DHCP client configures the container side from
 //! inside its network namespace and writes the resolv.conf it will see.
+//! With a bare host0 nothing waits for netd: it serves the link when it
+//! sees it, and the guest's own DHCP client asks until it does.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
@@ -34,15 +36,33 @@ pub(super) fn serve_guest(
         return Ok(());
     };
     let mut managed = false;
-    if let Some(netd) = n.netd.as_mut() {
+    // Only our own DHCP client needs netd to serve the link before the
+    // payload starts; a bare host0 (`--network-config=none`, a booted guest)
+    // is configured by the guest, whose DHCP client waits for netd itself.
+    let netd = n.netd.as_mut().filter(|_| cfg.dhcp_host0);
+    if let Some(netd) = netd {
+        let asked = Instant::now();
         let answer = netd.request(&netspawn_common::netd::Request::Link {
             ifname: ifname.clone(),
             timeout_ms: 10_000,
         })?;
-        tracing::debug!("netd: {ifname}: {answer}");
+        tracing::debug!(
+            elapsed_us = asked.elapsed().as_micros() as u64,
+            "netd: {ifname}: {answer}"
+        );
         managed = matches!(answer, netspawn_common::netd::Answer::Address(_));
     }
     if cfg.dhcp_host0 {
+        let mut crossed = vec![ifname.clone()];
+        crossed.extend(n.plan.links.iter().find_map(|l| match l {
+            network::PlannedLink::Veth {
+                container,
+                bridge: Some(b),
+                ..
+            } if container == "host0" => Some(b.ifname()),
+            _ => None,
+        }));
+        wait_running(&mut n.host, &crossed, child);
         // netd serves DHCP on the link: if it died while we waited for a
         // lease, bring it back, let it configure the link again, and ask again.
         let mut tries = 0;
@@ -69,6 +89,42 @@ pub(super) fn serve_guest(
         return Ok(());
     };
     super::ports::expose_ports(netd, cfg, ifname, mac)
+}
+
+/// How long to wait for the links a DHCP exchange crosses to run before
+/// sending anyway (the client's retransmissions cover the rest).
+const RUNNING_WAIT: Duration = Duration::from_secs(1);
+
+/// Waits until the host-side links the DHCP exchange crosses (`host_links`)
+/// and the container's host0 are running. The kernel drops what is sent on
+/// a link whose carrier came on until its link watch has activated the
+/// link's queue, which a loaded machine may do a while later; a DISCOVER
+/// lost that way would cost a 200 ms retransmission.
+fn wait_running(host: &mut network::rtnl::Netlink, host_links: &[String], child: Pid) {
+    use network::rtnl::Rtnl;
+    let started = Instant::now();
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw())).ok();
+    let mut inside = ns
+        .as_ref()
+        .and_then(|ns| network::rtnl::Netlink::open_in(ns.as_fd()).ok());
+    let mut waiting: Vec<&str> = host_links.iter().map(String::as_str).collect();
+    let mut host0 = inside.is_some();
+    while started.elapsed() < RUNNING_WAIT {
+        waiting.retain(|l| !host.is_running(l).unwrap_or(true));
+        if host0 {
+            if let Some(i) = inside.as_mut() {
+                host0 = !i.is_running("host0").unwrap_or(true);
+            }
+        }
+        if waiting.is_empty() && !host0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "links running"
+    );
 }
 
 /// Where the launcher writes the container's resolv.conf.
@@ -99,7 +155,7 @@ fn configure_host0(
             err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
         }
     })?;
-    let timeout = std::time::Duration::from_secs(if managed { 10 } else { 5 });
+    let timeout = Duration::from_secs(if managed { 10 } else { 5 });
     let lease =
         match network::dhcp_client::acquire(ns.as_fd(), "host0", mac, &cfg.hostname, timeout) {
             Ok(l) => l,

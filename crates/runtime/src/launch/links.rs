@@ -39,7 +39,13 @@ pub(super) fn prepare(cfg: &Config, paths: &Paths) -> Result<Option<NetState>, L
     network::check(&plan, &mut host)?;
     let served = cfg.network.veth || cfg.network.zone.is_some() || !cfg.network.ports.is_empty();
     let netd = if served {
-        Some(crate::netd_client::NetdClient::connect_or_start(paths)?)
+        let started = Instant::now();
+        let c = crate::netd_client::NetdClient::connect_or_start(paths)?;
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "netd connected"
+        );
+        Some(c)
     } else {
         None
     };
