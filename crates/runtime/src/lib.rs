@@ -10,6 +10,7 @@ pub mod config;
 pub mod console;
 pub mod ctl;
 pub mod devices;
+pub mod ephemeral;
 pub mod exec;
 pub mod init;
 pub mod launch;

@@ -49,6 +49,8 @@ pub struct MountConfig {
     /// The container has its own user namespace: sysfs can only be mounted
     /// with its own network namespace, else the host's /sys is bound.
     pub userns: bool,
+    /// `--volatile=state`: a fresh tmpfs on /var (the root is read-only).
+    pub volatile_state: bool,
 }
 
 /// Detached idmapped trees (`--private-users-ownership=map`), made by the
@@ -369,6 +371,20 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
         contents: format!("{}\n", cfg.container_uuid),
     });
 
+    if cfg.volatile_state {
+        ops.push(MountOp::MakeDir {
+            path: r("var"),
+            mode: 0o755,
+        });
+        ops.push(mnt(
+            Some("tmpfs"),
+            r("var"),
+            Some("tmpfs"),
+            MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
+            Some("mode=0755"),
+        ));
+    }
+
     // The user's binds and tmpfs mounts, in the order given.
     for b in &cfg.binds {
         let src = if b.source_in_container {
@@ -525,6 +541,161 @@ fn mount_str(
     data: Option<&str>,
 ) -> nix::Result<()> {
     mount(source, target, fstype, flags, data)
+}
+
+/// What covers the root directory before the container's own mounts: put
+/// in place by [`layer_root`] after the root is bound onto itself (or its
+/// idmapped tree moved there), before it is opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RootLayer {
+    /// The image itself.
+    #[default]
+    Image,
+    /// `-x`: an overlayfs whose lower layer is the image and whose upper
+    /// and work directories are the machine's ephemeral layer on disk.
+    Ephemeral { upper: PathBuf, work: PathBuf },
+    /// `--volatile=yes`: a tmpfs with the image's /usr bound read-only.
+    VolatileYes,
+    /// `--volatile=overlay`: an overlayfs over the image with a tmpfs upper.
+    VolatileOverlay,
+}
+
+/// Escapes a path for an overlayfs option (`,` `:` and `\` are special).
+pub fn overlay_escape(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for c in p.chars() {
+        if matches!(c, ',' | ':' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Covers the root directory `root` (a host path, bound onto itself) as
+/// `layer` says. `owner`: the container's root on the host with a user
+/// namespace (the tmpfs mounts are given to it).
+pub fn layer_root(root: &Path, layer: &RootLayer, owner: Option<u32>) -> Result<(), MountError> {
+    let op = |what: &str| {
+        let what = format!("{what} {}", root.display());
+        move |err: nix::Error| MountError::Op { op: what, err }
+    };
+    let root_str = root.to_string_lossy().into_owned();
+    let tmpfs_data = |mode: u32| match owner {
+        Some(id) => format!("mode={mode:04o},uid={id},gid={id}"),
+        None => format!("mode={mode:04o}"),
+    };
+    match layer {
+        RootLayer::Image => Ok(()),
+        RootLayer::Ephemeral { upper, work } => {
+            let data = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                overlay_escape(&root_str),
+                overlay_escape(&upper.to_string_lossy()),
+                overlay_escape(&work.to_string_lossy())
+            );
+            mount_str(
+                Some("overlay"),
+                &root_str,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(&data),
+            )
+            .map_err(op("mount the ephemeral overlay on"))
+        }
+        RootLayer::VolatileOverlay => {
+            // The image, held by a descriptor below the tmpfs that covers it.
+            let image = RootDir::open(root).map_err(op("open"))?;
+            let st = nix::sys::stat::fstat(&image).map_err(op("stat"))?;
+            mount_str(
+                Some("tmpfs"),
+                &root_str,
+                Some("tmpfs"),
+                MsFlags::MS_STRICTATIME,
+                Some(&tmpfs_data(0o755)),
+            )
+            .map_err(op("mount the volatile tmpfs on"))?;
+            let top = RootDir::open(root).map_err(op("open"))?;
+            for d in ["upper", "work"] {
+                nix::sys::stat::mkdirat(&top, d, nix::sys::stat::Mode::from_bits_truncate(0o755))
+                    .map_err(op("make the volatile overlay's directories in"))?;
+            }
+            // The overlay's root takes the upper directory's mode and owner.
+            let upper = format!("{}/upper", fd_path(top.as_fd()));
+            nix::unistd::fchownat(
+                &top,
+                "upper",
+                Some(nix::unistd::Uid::from_raw(st.st_uid)),
+                Some(nix::unistd::Gid::from_raw(st.st_gid)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(op("own the volatile overlay of"))?;
+            nix::sys::stat::fchmodat(
+                &top,
+                "upper",
+                nix::sys::stat::Mode::from_bits_truncate(st.st_mode & 0o7777),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )
+            .map_err(op("set the mode of the volatile overlay of"))?;
+            let data = format!(
+                "lowerdir={},upperdir={upper},workdir={}/work",
+                fd_path(image.as_fd()),
+                fd_path(top.as_fd())
+            );
+            mount_str(
+                Some("overlay"),
+                &root_str,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(&data),
+            )
+            .map_err(op("mount the volatile overlay on"))
+        }
+        RootLayer::VolatileYes => {
+            let image = RootDir::open(root).map_err(op("open"))?;
+            let usr = image
+                .open_path(Path::new("/usr"))
+                .map_err(op("open /usr of"))?;
+            mount_str(
+                Some("tmpfs"),
+                &root_str,
+                Some("tmpfs"),
+                MsFlags::MS_STRICTATIME,
+                Some(&tmpfs_data(0o755)),
+            )
+            .map_err(op("mount the volatile tmpfs on"))?;
+            let top = RootDir::open(root).map_err(op("open"))?;
+            let at = top
+                .chase(Path::new("/usr"), Make::Dir(0o755))
+                .map_err(op("make /usr in"))?;
+            let at = fd_path(at.as_fd());
+            mount_str(
+                Some(&fd_path(usr.as_fd())),
+                &at,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )
+            .map_err(op("bind the image's /usr into"))?;
+            let usr = top
+                .open_path(Path::new("/usr"))
+                .map_err(op("open /usr of"))?;
+            crate::sys::mount_setattr_rdonly_fd(usr.as_fd(), true)
+                .or_else(|e| {
+                    if e != nix::Error::ENOSYS {
+                        return Err(e);
+                    }
+                    mount_str(
+                        None,
+                        &fd_path(usr.as_fd()),
+                        None,
+                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                        None,
+                    )
+                })
+                .map_err(op("make /usr read-only in"))
+        }
+    }
 }
 
 /// Runs the steps in order, stopping at the first failure. Every path

@@ -147,7 +147,7 @@ pub struct Args {
     /// Mount the root directory read-only
     #[arg(long = "read-only")]
     pub read_only: bool,
-    /// Run the system in volatile mode (not supported: only "no")
+    /// Run the system in volatile mode: yes (tmpfs root, the image's /usr), state (tmpfs /var) or overlay
     #[arg(long = "volatile", value_name = "MODE", num_args = 0..=1, default_missing_value = "yes", value_parser = volatile)]
     pub volatile: Option<Volatile>,
     /// Suppress informational messages
@@ -227,7 +227,7 @@ pub struct Args {
     /// Adjust file ownership for user namespacing: off, chown, map (idmapped mounts) or auto
     #[arg(long = "private-users-ownership", value_name = "MODE", value_parser = ownership)]
     pub private_users_ownership: Option<Ownership>,
-    /// Run with a temporary snapshot of the disk image (not supported)
+    /// Run on a throw-away layer over the image, removed when the machine ends
     #[arg(short = 'x', long = "ephemeral")]
     pub ephemeral: bool,
     /// Create a directory tree from a template (not supported)

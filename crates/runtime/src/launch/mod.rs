@@ -76,6 +76,8 @@ pub enum LaunchError {
     Dhcp(String),
     #[error("{0}")]
     Userns(#[from] crate::userns::UsernsError),
+    #[error("{0}")]
+    Ephemeral(#[from] crate::ephemeral::EphemeralError),
     /// An error reported by the container's side before exec.
     #[error("{0}")]
     Child(String),
@@ -123,6 +125,9 @@ impl Outcome {
 
 /// Everything the launcher holds for one machine; dropping it releases all.
 struct Held {
+    /// `-x`: the machine's ephemeral layer (dropped first: removed while
+    /// the image is still locked).
+    layer: Option<crate::ephemeral::Layer>,
     registry: Option<(Registry, NameClaim)>,
     run_dir: PathBuf,
     _image_lock: ImageLock,
@@ -176,7 +181,8 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
 /// Claims the name and the image before anything is created.
 fn hold(cfg: &Config, paths: &Paths) -> Result<Held, LaunchError> {
     let registry = register::claim(cfg, paths)?;
-    let image_lock = ImageLock::acquire(&paths.locks_dir(), &cfg.root, cfg.read_only)?;
+    // Machines that never write the image share it (`-x` writes to its layer).
+    let image_lock = ImageLock::acquire(&paths.locks_dir(), &cfg.root, cfg.image_read_only())?;
     let hierarchies = Hierarchies::detect()?;
     // What earlier machines could not remove (a launcher killed before its
     // keeper ran): never a cgroup whose name or launcher is still alive.
@@ -193,12 +199,28 @@ fn hold(cfg: &Config, paths: &Paths) -> Result<Held, LaunchError> {
         })?,
         None => None,
     };
+    let layer = match cfg.ephemeral {
+        true => {
+            // Seen through an idmapped mount, the image's owner is shifted.
+            let shift = userns
+                .as_ref()
+                .filter(|u| u.idmap.is_some())
+                .map_or(0, |u| u.range.shift);
+            Some(crate::ephemeral::Layer::create(
+                &cfg.root,
+                shift,
+                &[image_lock.as_raw_fd()],
+            )?)
+        }
+        false => None,
+    };
     let cgroup_name = if cfg.register {
         cfg.machine.clone()
     } else {
         format!("{}.{}", cfg.machine, std::process::id())
     };
     Ok(Held {
+        layer,
         registry,
         run_dir: paths.run_dir.clone(),
         _image_lock: image_lock,
@@ -468,6 +490,7 @@ fn clone_child(
     let plan = mount::plan(&mount_config(cfg, held, pty, host_os_release), &cfg.root);
     let envp = cfg.environment(console_term(cfg).as_deref());
     let cg_fd = cgroups.unified_fd().ok();
+    let layer = root_layer(cfg, held);
     if let Some(u) = &held.userns {
         // The outer child binds it before the network exists; DHCP fills it in.
         if let Some(path) = &held.resolv_conf {
@@ -493,6 +516,7 @@ fn clone_child(
                         pty,
                         envp: &envp,
                         in_userns: true,
+                        layer: &layer,
                     };
                     let outer = child::Outer {
                         host_plan: &host_plan,
@@ -551,6 +575,7 @@ fn clone_child(
                 pty,
                 envp: &envp,
                 in_userns: false,
+                layer: &layer,
             })
         }
         (Some(pid), in_cgroup) => (pid, in_cgroup),
@@ -596,6 +621,20 @@ fn idmapped_trees(cfg: &Config, held: &Held) -> Result<mount::Idmapped, LaunchEr
     })
 }
 
+/// What covers the image as the machine's root.
+fn root_layer(cfg: &Config, held: &Held) -> mount::RootLayer {
+    use crate::config::Volatile;
+    match (&held.layer, cfg.volatile) {
+        (_, Volatile::Yes) => mount::RootLayer::VolatileYes,
+        (_, Volatile::Overlay) => mount::RootLayer::VolatileOverlay,
+        (Some(l), _) => mount::RootLayer::Ephemeral {
+            upper: l.upper(),
+            work: l.work(),
+        },
+        (None, _) => mount::RootLayer::Image,
+    }
+}
+
 /// The namespaces PID 1 is born in.
 fn clone_flags(cfg: &Config) -> CloneFlags {
     let mut flags = CloneFlags::CLONE_NEWNS
@@ -615,8 +654,16 @@ fn mount_config(
     pty: Option<&Pty>,
     host_os_release: Option<&str>,
 ) -> MountConfig {
+    use crate::config::Volatile;
     MountConfig {
-        read_only: cfg.read_only,
+        // A volatile root is writable (tmpfs, overlay) or read-only (state)
+        // whatever --read-only says, as in systemd-nspawn.
+        read_only: match cfg.volatile {
+            Volatile::No => cfg.read_only,
+            Volatile::State => true,
+            Volatile::Yes | Volatile::Overlay => false,
+        },
+        volatile_state: cfg.volatile == Volatile::State,
         private_network: cfg.network.private,
         binds: cfg.binds.clone(),
         tmpfs: cfg.tmpfs.clone(),

@@ -1,0 +1,374 @@
+//! Many machines from one image (issue 10, items 1 and 2): `-x` runs on a
+//! throw-away overlay whose directory vanishes when the machine ends (also
+//! after `kill -9`), twenty at once, the image never modified;
+//! `--volatile=` modes; and the refusals, which leave nothing behind.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use netspawn_tests::*;
+
+/// Everything about a tree that a write could change: one line per entry
+/// (path, type and mode, owner, size, mtime, link target or contents).
+fn tree_digest(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let what = if md.file_type().is_symlink() {
+                std::fs::read_link(&p).unwrap().display().to_string()
+            } else if md.is_file() {
+                format!("{:?}", std::fs::read(&p).unwrap().len())
+                    + &String::from_utf8_lossy(&std::fs::read(&p).unwrap())
+                        .chars()
+                        .take(64)
+                        .collect::<String>()
+            } else {
+                String::new()
+            };
+            out.push(format!(
+                "{rel} {:o} {}:{} {} {} {what}",
+                md.mode(),
+                md.uid(),
+                md.gid(),
+                md.size(),
+                md.mtime()
+            ));
+            if md.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// The hidden `.#` entries beside the images (ephemeral layers).
+fn hidden(env: &TestEnv) -> Vec<String> {
+    std::fs::read_dir(env.image_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".#"))
+        .collect()
+}
+
+#[test]
+fn ephemeral_writes_vanish_and_the_image_stays_as_it_was() {
+    let env = TestEnv::new();
+    let img = env.busybox("eph");
+    let before = tree_digest(&img);
+    let d = img.to_str().unwrap();
+    let r = env.netspawn(&[
+        "-q",
+        "-x",
+        "-D",
+        d,
+        "/bin/sh",
+        "-c",
+        "echo changed > /etc/hostname; echo new > /new; rm /etc/hosts; mkdir /var/d; \
+         chmod 700 /root; cat /new; hostname; grep -c '^overlay / ' /proc/self/mounts; ls -a / | grep -c '#'; true",
+    ]);
+    r.expect_status(0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0], "new", "{}", r.stdout);
+    // Without -M, the name gets 16 random hex digits (as systemd's).
+    let host = lines[1];
+    let suffix = host
+        .strip_prefix("eph-")
+        .unwrap_or_else(|| panic!("{host}"));
+    assert_eq!(suffix.len(), 16, "{host}");
+    assert!(suffix.bytes().all(|b| b.is_ascii_hexdigit()), "{host}");
+    assert_eq!(lines[2], "1", "root is an overlay: {}", r.stdout);
+    assert_eq!(lines[3], "0", "the layer is not visible inside");
+    assert_eq!(tree_digest(&img), before, "the image changed");
+    assert!(hidden(&env).is_empty(), "{:?}", hidden(&env));
+    assert!(env.registry_names().is_empty());
+    // The image is free for a normal, writable launch afterwards.
+    env.netspawn(&["-q", "-D", d, "/bin/sh", "-c", "touch /after"])
+        .expect_status(0);
+    assert!(img.join("after").exists());
+    // -M names the machine exactly; an ephemeral machine's own writes are
+    // its own across the payload's processes.
+    let r = env.netspawn(&[
+        "-q",
+        "-x",
+        "-M",
+        "named",
+        "-D",
+        d,
+        "/bin/sh",
+        "-c",
+        "hostname; echo x > /tmp2; sh -c 'cat /tmp2'",
+    ]);
+    r.expect_status(0);
+    assert_eq!(r.stdout, "named\nx\n");
+    assert!(!img.join("tmp2").exists());
+}
+
+#[test]
+fn twenty_ephemeral_machines_of_one_image_run_at_once() {
+    let env = TestEnv::new();
+    let img = env.busybox("many");
+    let before = tree_digest(&img);
+    let ctl = env.hold_dir();
+    let r = env.sh(
+        &format!(
+            r#"for i in $(seq 20); do
+                 $NETSPAWN -q -x --bind={ctl}:/ctl -D {img} /bin/sh -c 'hostname > /mine; {HOLD}; cat /mine' &
+               done
+               for t in $(seq 1200); do
+                 [ $(ls $NETSPAWN_RUN_DIR/machines | grep -c '^many-') -ge 20 ] && break; sleep 0.05
+               done
+               echo running=$(ls $NETSPAWN_RUN_DIR/machines | grep -c '^many-')
+               echo layers=$(ls -a {images} | grep -c '^\.#machine\.many')
+               $NETSPAWN -q -D {img} /bin/true; echo writable-rc=$?
+               touch {ctl}/stop
+               fails=0
+               for j in $(jobs -p); do wait $j || fails=$((fails+1)); done
+               echo fails=$fails
+               echo left=$(ls -a {images} | grep -c '^\.#')"#,
+            ctl = ctl.display(),
+            img = img.display(),
+            images = env.image_dir().display(),
+        ),
+        240,
+    );
+    let out = &r.stdout;
+    assert!(out.contains("running=20\n"), "{out}\n{}", r.stderr);
+    assert!(out.contains("layers=20\n"), "{out}");
+    // While they run, the image is shared: a writable launch is turned away.
+    assert!(out.contains("writable-rc=1\n"), "{out}");
+    assert!(r.stderr.contains("is currently busy"), "{}", r.stderr);
+    assert!(out.contains("fails=0\n"), "{out}\n{}", r.stderr);
+    assert!(out.contains("left=0\n"), "{out}");
+    // Each saw its own /mine: twenty different names.
+    let mut names: Vec<&str> = out.lines().filter(|l| l.starts_with("many-")).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 20, "{out}");
+    assert_eq!(tree_digest(&img), before);
+    assert!(env.registry_names().is_empty());
+    env.netspawn(&["-q", "-D", img.to_str().unwrap(), "/bin/true"])
+        .expect_status(0);
+}
+
+#[test]
+fn kill_9_of_an_ephemeral_launcher_leaves_no_layer() {
+    let env = TestEnv::new();
+    let img = env.busybox("k9");
+    let before = tree_digest(&img);
+    let ctl = env.hold_dir();
+    let r = env.sh(
+        &format!(
+            r#"$NETSPAWN -q -x -M k9 --bind={ctl}:/ctl -D {img} /bin/sh -c 'echo data > /junk; mkdir -p /a/b/c; {HOLD}' &
+               pid=$!
+               for t in $(seq 1200); do grep -qs ^LEADER= $NETSPAWN_RUN_DIR/machines/k9 && break; sleep 0.05; done
+               echo layers=$(ls -a {images} | grep -c '^\.#machine\.k9')
+               kill -9 $pid
+               for t in $(seq 600); do [ $(ls -a {images} | grep -c '^\.#') = 0 ] && break; sleep 0.05; done
+               echo left=$(ls -a {images} | grep -c '^\.#')"#,
+            ctl = ctl.display(),
+            img = img.display(),
+            images = env.image_dir().display(),
+        ),
+        120,
+    );
+    assert!(
+        r.stdout.contains("layers=1\n"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(r.stdout.contains("left=0\n"), "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(tree_digest(&img), before);
+    // The image is free again (the container died with the launcher).
+    env.netspawn(&["-q", "-D", img.to_str().unwrap(), "/bin/true"])
+        .expect_status(0);
+}
+
+#[test]
+fn ephemeral_with_a_user_namespace_maps_the_image() {
+    let env = TestEnv::new();
+    let img = env.busybox("ephu");
+    let before = tree_digest(&img);
+    let r = env.netspawn(&[
+        "-q",
+        "-U",
+        "--private-network",
+        "-x",
+        "-D",
+        img.to_str().unwrap(),
+        "/bin/sh",
+        "-c",
+        "echo x > /etc/new; stat -c '%u %g' / /etc/passwd /etc/new; awk '{print $2}' /proc/self/uid_map",
+    ]);
+    r.expect_status(0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(&lines[..3], ["0 0", "0 0", "0 0"], "{}", r.stdout);
+    assert_ne!(lines[3], "0", "a user namespace: {}", r.stdout);
+    assert_eq!(tree_digest(&img), before, "the image changed (chowned?)");
+    assert!(hidden(&env).is_empty());
+}
+
+/// A busybox image with merged /usr (/bin a symlink to usr/bin), as
+/// `--volatile=yes` needs.
+fn merged_usr_image(env: &TestEnv, name: &str) -> PathBuf {
+    let img = env.busybox(name);
+    let usr_bin = img.join("usr/bin");
+    std::fs::create_dir_all(&usr_bin).unwrap();
+    for e in std::fs::read_dir(img.join("bin")).unwrap().flatten() {
+        let to = usr_bin.join(e.file_name());
+        if !to.exists() {
+            std::fs::rename(e.path(), to).unwrap();
+        }
+    }
+    std::fs::remove_dir_all(img.join("bin")).unwrap();
+    std::os::unix::fs::symlink("usr/bin", img.join("bin")).unwrap();
+    img
+}
+
+#[test]
+fn volatile_modes() {
+    let env = TestEnv::new();
+    let img = env.busybox("vol");
+    let d = img.to_str().unwrap();
+    let before = tree_digest(&img);
+    // state: the image read-only, a fresh /var.
+    let r = env.netspawn(&[
+        "-q",
+        "--volatile=state",
+        "-D",
+        d,
+        "/bin/sh",
+        "-c",
+        "echo v > /var/v && cat /var/v; touch /etc/x 2>/dev/null && echo etc-rw || echo etc-ro; \
+         grep ' /var ' /proc/self/mounts | cut -d' ' -f3",
+    ]);
+    r.expect_status(0);
+    assert_eq!(r.stdout, "v\netc-ro\ntmpfs\n", "{}", r.stderr);
+    // overlay: everything writable, in memory.
+    let r = env.netspawn(&[
+        "-q",
+        "--volatile=overlay",
+        "-D",
+        d,
+        "/bin/sh",
+        "-c",
+        "echo e > /etc/e && cat /etc/e; rm /etc/hosts && echo removed; stat -c %a /; \
+         grep '^overlay / ' /proc/self/mounts | cut -d' ' -f3",
+    ]);
+    r.expect_status(0);
+    let mode = format!("{:o}", std::fs::metadata(&img).unwrap().mode() & 0o7777);
+    assert_eq!(
+        r.stdout,
+        format!("e\nremoved\n{mode}\noverlay\n"),
+        "{}",
+        r.stderr
+    );
+    // Volatile= in a trusted file means the same.
+    std::fs::write(
+        env.settings_dir().join("vol.nspawn"),
+        "[Files]\nVolatile=state\n",
+    )
+    .unwrap();
+    let r = env.netspawn(&[
+        "-q",
+        "-D",
+        d,
+        "/bin/sh",
+        "-c",
+        "touch /etc/x 2>/dev/null && echo etc-rw || echo etc-ro",
+    ]);
+    r.expect_status(0);
+    assert_eq!(r.stdout, "etc-ro\n");
+    std::fs::remove_file(env.settings_dir().join("vol.nspawn")).unwrap();
+    assert_eq!(tree_digest(&img), before);
+
+    // yes: a tmpfs root with only the image's /usr, read-only.
+    let mu = merged_usr_image(&env, "volyes");
+    let before = tree_digest(&mu);
+    let r = env.netspawn(&[
+        "-q",
+        "--volatile=yes",
+        "-D",
+        mu.to_str().unwrap(),
+        "sh",
+        "-c",
+        "ls /; echo n > /n && cat /n; touch /usr/x 2>/dev/null && echo usr-rw || echo usr-ro; \
+         grep ' / ' /proc/self/mounts | cut -d' ' -f3",
+    ]);
+    r.expect_status(0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(
+        !lines.contains(&"etc"),
+        "only /usr of the image: {}",
+        r.stdout
+    );
+    assert!(lines.contains(&"usr"), "{}", r.stdout);
+    assert!(r.stdout.ends_with("n\nusr-ro\ntmpfs\n"), "{}", r.stdout);
+    assert_eq!(tree_digest(&mu), before);
+}
+
+#[test]
+fn refusals_leave_nothing_behind() {
+    let env = TestEnv::new();
+    let img = env.busybox("ref");
+    let d = img.to_str().unwrap();
+    let tpl = env.busybox("tpl");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "-x".into(),
+                format!("--template={}", tpl.display()),
+                "-D".into(),
+                d.into(),
+            ],
+            "--ephemeral and --template= may not be combined",
+        ),
+        (
+            vec![
+                "-x".into(),
+                "-U".into(),
+                "--private-users-ownership=chown".into(),
+                "-D".into(),
+                d.into(),
+            ],
+            "--ephemeral and --private-users-ownership=chown may not be combined",
+        ),
+        (
+            vec![
+                "--volatile=state".into(),
+                "-U".into(),
+                "--private-users-ownership=chown".into(),
+                "-D".into(),
+                d.into(),
+            ],
+            "--volatile= and --private-users-ownership=chown may not be combined",
+        ),
+        (
+            vec!["--volatile=yes".into(), "-D".into(), d.into()],
+            "merged /bin",
+        ),
+        (
+            vec!["--volatile=sometimes".into(), "-D".into(), d.into()],
+            "--volatile",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut a: Vec<String> = vec!["-q".into()];
+        a.extend(args);
+        a.push("/bin/true".into());
+        env.netspawn(&a).expect_error(needle);
+        assert!(hidden(&env).is_empty(), "{needle}: {:?}", hidden(&env));
+        assert!(env.registry_names().is_empty(), "{needle}");
+    }
+    assert!(env.leftover_cgroups().is_empty());
+}
