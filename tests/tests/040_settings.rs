@@ -905,8 +905,20 @@ fn privileged_rows(shared: &Path) -> Vec<Privileged> {
             out("[]"),
             "Inaccessible=",
         ),
-        unsupported("[Files]\nOverlay=/a:/b\n", "Overlay"),
-        unsupported("[Files]\nOverlayReadOnly=/a:/b\n", "OverlayReadOnly"),
+        row(
+            "[Files]\nOverlay=+/etc::/mnt/ov\n".into(),
+            "(echo x > /mnt/ov/new && cat /mnt/ov/new /mnt/ov/passwd) >/dev/null 2>&1 && echo overlay || echo none".into(),
+            out("none"),
+            out("overlay"),
+            "TemporaryFileSystem=",
+        ),
+        row(
+            "[Files]\nOverlayReadOnly=+/etc::/mnt/ov\n".into(),
+            "(cat /mnt/ov/passwd && ! touch /mnt/ov/new) >/dev/null 2>&1 && echo overlay || echo none".into(),
+            out("none"),
+            out("overlay"),
+            "TemporaryFileSystem=",
+        ),
         unsupported("[Files]\nBindUser=root\n", "BindUser"),
         row(
             "[Files]\nPrivateUsersOwnership=chown\n".into(),

@@ -416,17 +416,17 @@ fn unimplemented_settings_are_refused_in_one_line() {
         write_settings(&env.settings_dir(), "refuse", text);
         env.netspawn(&["-q", "-D", d, "/bin/true"]).expect_status(0);
     }
-    write_settings(&env.settings_dir(), "refuse", "[Files]\nOverlay=/a:/b\n");
+    write_settings(&env.settings_dir(), "refuse", "[Files]\nBindUser=root\n");
     env.netspawn(&["-q", "-D", d, "/bin/true"])
         .expect_error("not supported");
     // A key netspawn does not implement: refused in a trusted file (above),
     // a warning in an untrusted one.
     std::fs::remove_file(env.settings_dir().join("refuse.nspawn")).unwrap();
-    write_settings(img.parent().unwrap(), "refuse", "[Files]\nOverlay=/a:/b\n");
+    write_settings(img.parent().unwrap(), "refuse", "[Files]\nBindUser=root\n");
     let r = env.netspawn(&["-q", "-D", d, "/bin/true"]);
     r.expect_status(0);
     assert!(
-        r.stderr.lines().count() == 1 && r.stderr.contains("Overlay"),
+        r.stderr.lines().count() == 1 && r.stderr.contains("BindUser"),
         "{}",
         r.stderr
     );

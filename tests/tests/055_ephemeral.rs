@@ -372,3 +372,73 @@ fn refusals_leave_nothing_behind() {
     }
     assert!(env.leftover_cgroups().is_empty());
 }
+
+#[test]
+fn overlays_with_systemds_colon_syntax() {
+    let env = TestEnv::new();
+    let img = env.busybox("ovl");
+    // (Mount points are made in a writable image, as for binds.)
+    for d in ["o", "r", "t", "f"] {
+        std::fs::create_dir_all(img.join("mnt").join(d)).unwrap();
+    }
+    let before = tree_digest(&img);
+    let lower = env.dir.join("lo:wer");
+    let upper = env.dir.join("upper");
+    std::fs::create_dir_all(&lower).unwrap();
+    std::fs::write(lower.join("l"), "from-lower\n").unwrap();
+    let esc = |p: &Path| p.display().to_string().replace(':', "\\:");
+    let r = env.netspawn(&[
+        "-q".into(),
+        format!("--overlay={}:{}:/mnt/o", esc(&lower), esc(&upper)),
+        "--overlay=+/etc::/mnt/t".into(),
+        format!("--overlay-ro=+/etc:{}:/mnt/r", esc(&lower)),
+        "-D".into(),
+        img.display().to_string(),
+        "/bin/sh".into(),
+        "-c".into(),
+        "cat /mnt/o/l; echo w > /mnt/o/w; echo t > /mnt/t/t && cat /mnt/t/t; \
+         [ -e /mnt/t/passwd ] && echo etc-below; cat /mnt/r/l; [ -e /mnt/r/passwd ] && echo both; \
+         touch /mnt/r/x 2>/dev/null || echo ro"
+            .into(),
+    ]);
+    r.expect_status(0);
+    assert_eq!(
+        r.stdout, "from-lower\nt\netc-below\nfrom-lower\nboth\nro\n",
+        "{}",
+        r.stderr
+    );
+    // The upper keeps the writes; the lower and the image do not; the work
+    // directory beside the upper is gone.
+    assert_eq!(std::fs::read_to_string(upper.join("w")).unwrap(), "w\n");
+    assert!(!lower.join("w").exists());
+    assert_eq!(tree_digest(&img), before);
+    let left: Vec<_> = std::fs::read_dir(&env.dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".#"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Overlay= in a trusted file.
+    std::fs::write(
+        env.settings_dir().join("ovl.nspawn"),
+        format!("[Files]\nOverlayReadOnly={}:/mnt/f\n", esc(&lower)),
+    )
+    .unwrap();
+    let r = env.netspawn(&["-q", "-D", img.to_str().unwrap(), "/bin/cat", "/mnt/f/l"]);
+    r.expect_status(0);
+    assert_eq!(r.stdout, "from-lower\n");
+    std::fs::remove_file(env.settings_dir().join("ovl.nspawn")).unwrap();
+    // Malformed specs and a missing lower: one line, nothing made.
+    for (spec, needle) in [
+        ("--overlay=/a", "at least two"),
+        ("--overlay=rel:/b", "invalid overlay mount"),
+        ("--overlay=/a:/b:rel", "invalid overlay mount"),
+        ("--overlay=/a\\", "invalid overlay mount"),
+        ("--overlay=/nonexistent-lower:+/u:/m", "/nonexistent-lower"),
+    ] {
+        env.netspawn(&["-q", spec, "-D", img.to_str().unwrap(), "/bin/true"])
+            .expect_error(needle);
+    }
+    assert_eq!(tree_digest(&img), before);
+    assert!(env.registry_names().is_empty());
+}

@@ -15,11 +15,14 @@
 //! processes exit. `netspawnctl clean` removes what a crash of the whole
 //! host left (hidden `.#` entries, as machinectl's).
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::OFlag;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -61,12 +64,10 @@ pub fn random_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// A machine's ephemeral layer: removed on drop, and by its keeper if the
-/// launcher dies first.
+/// A machine's ephemeral layer (its removal is its [`Scratch`]'s).
 #[derive(Debug)]
 pub struct Layer {
     pub dir: PathBuf,
-    keeper: Option<(nix::unistd::Pid, OwnedFd)>,
 }
 
 impl Layer {
@@ -80,78 +81,180 @@ impl Layer {
         self.dir.join("work")
     }
 
-    /// Makes the layer for `image`: the hidden directory (0700), its work
-    /// directory, and its upper directory with the image root's mode and
-    /// owner (the overlay's root takes them from the upper directory);
-    /// `owner_shift` is added to that owner when the container sees the
-    /// image through an idmapped mount. Then forks the keeper; `close` are
-    /// descriptors the keeper lets go of at once (the image lock).
+    /// Makes the layer for `image` in `scratch`: the hidden directory
+    /// (0700), its work directory, and its upper directory with the image
+    /// root's mode and owner (the overlay's root takes them from the upper
+    /// directory); `owner_shift` is added to that owner when the container
+    /// sees the image through an idmapped mount.
     pub fn create(
         image: &Path,
         owner_shift: u32,
-        close: &[RawFd],
+        scratch: &mut Scratch,
     ) -> Result<Layer, EphemeralError> {
-        let md = std::fs::metadata(image).map_err(|err| EphemeralError::Create {
-            path: image.to_path_buf(),
-            err,
-        })?;
-        let mut builder = std::fs::DirBuilder::new();
-        builder.mode(0o700);
-        let dir = loop {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |err: std::io::Error| EphemeralError::Create { path, err }
+        };
+        let md = std::fs::metadata(image).map_err(io(image))?;
+        let parent_path = image.parent().unwrap_or(image);
+        let (fd, dir) = loop {
             let p = layer_path(image, random_u64());
-            match builder.create(&p) {
-                Ok(()) => break p,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(err) => return Err(EphemeralError::Create { path: p, err }),
+            let name = p.file_name().unwrap_or_default().to_os_string();
+            let parent = nix::fcntl::open(
+                parent_path,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| io(parent_path)(e.into()))?;
+            match scratch.make_dir(parent, &name) {
+                Ok(fd) => break (fd, p),
+                Err(nix::Error::EEXIST) => continue,
+                Err(e) => return Err(io(&p)(e.into())),
             }
         };
-        let mut layer = Layer { dir, keeper: None };
-        let made = (|| {
-            builder.create(layer.work())?;
-            let upper = layer.upper();
-            builder.create(&upper)?;
+        let made = (|| -> nix::Result<()> {
+            let mode = nix::sys::stat::Mode::from_bits_truncate(0o700);
+            nix::sys::stat::mkdirat(&fd, "work", mode)?;
+            nix::sys::stat::mkdirat(&fd, "upper", mode)?;
             let shift = |id: u32| id.checked_add(owner_shift).unwrap_or(id);
-            std::os::unix::fs::lchown(&upper, Some(shift(md.uid())), Some(shift(md.gid())))?;
-            std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(md.mode() & 0o7777))
+            nix::unistd::fchownat(
+                &fd,
+                "upper",
+                Some(nix::unistd::Uid::from_raw(shift(md.uid()))),
+                Some(nix::unistd::Gid::from_raw(shift(md.gid()))),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?;
+            nix::sys::stat::fchmodat(
+                &fd,
+                "upper",
+                nix::sys::stat::Mode::from_bits_truncate(md.mode() & 0o7777),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )
         })();
-        if let Err(err) = made {
-            return Err(EphemeralError::Create {
-                path: layer.dir.clone(),
-                err,
-            });
-        }
-        layer.keeper = Some(spawn_keeper(&layer.dir, close).map_err(EphemeralError::Keeper)?);
-        Ok(layer)
+        made.map_err(|e| io(&dir)(e.into()))?;
+        Ok(Layer { dir })
     }
 }
 
-impl Drop for Layer {
+/// Things made for a machine that go with it: removed on drop, and by a
+/// keeper process if the launcher dies first. Each is a directory named
+/// relative to its parent's descriptor, so a removal never follows a
+/// symlink an image put in the way.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    items: Vec<(OwnedFd, OsString)>,
+    keeper: Option<(nix::unistd::Pid, OwnedFd)>,
+}
+
+impl Scratch {
+    /// Makes the directory `name` (mode 0700) in `parent`, to be removed
+    /// with the machine, and returns a descriptor of it.
+    pub fn make_dir(&mut self, parent: OwnedFd, name: &OsStr) -> nix::Result<OwnedFd> {
+        nix::sys::stat::mkdirat(
+            &parent,
+            name,
+            nix::sys::stat::Mode::from_bits_truncate(0o700),
+        )?;
+        let fd = nix::fcntl::openat(
+            &parent,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        );
+        self.items.push((parent, name.to_os_string()));
+        fd
+    }
+
+    /// Forks the keeper (once everything is made); `close` are descriptors
+    /// it lets go of at once (the image lock).
+    pub fn guard(&mut self, close: &[RawFd]) -> Result<(), EphemeralError> {
+        if self.items.is_empty() || self.keeper.is_some() {
+            return Ok(());
+        }
+        self.keeper = Some(spawn_keeper(&self.items, close).map_err(EphemeralError::Keeper)?);
+        Ok(())
+    }
+
+    fn remove_all(&self) -> bool {
+        self.items.iter().fold(true, |ok, (parent, name)| {
+            remove_at(parent.as_fd(), name) && ok
+        })
+    }
+}
+
+impl Drop for Scratch {
     fn drop(&mut self) {
-        remove(&self.dir);
+        self.remove_all();
         if let Some((pid, pipe)) = self.keeper.take() {
-            // The keeper finds the directory gone and exits.
+            // The keeper finds everything gone and exits.
             drop(pipe);
             let _ = nix::sys::wait::waitpid(pid, None);
         }
     }
 }
 
-/// Removes a layer directory and what is in it (gone is success); true if
-/// nothing is left.
-pub fn remove(dir: &Path) -> bool {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => true,
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+/// Removes the directory `name` in `parent` and what is in it, never
+/// following a symlink (gone is success); true if nothing is left.
+pub fn remove_at(parent: BorrowedFd<'_>, name: &OsStr) -> bool {
+    use nix::unistd::UnlinkatFlags;
+    let dir = match nix::fcntl::openat(
+        parent,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(d) => d,
+        Err(nix::Error::ENOENT) => return true,
+        // Not a directory (or a symlink): unlink the entry itself.
+        Err(_) => {
+            return matches!(
+                nix::unistd::unlinkat(parent, name, UnlinkatFlags::NoRemoveDir),
+                Ok(()) | Err(nix::Error::ENOENT)
+            )
+        }
+    };
+    let mut names = Vec::new();
+    if let Ok(mut d) = dir
+        .try_clone()
+        .map_err(|_| nix::Error::EIO)
+        .and_then(nix::dir::Dir::from_fd)
+    {
+        for e in d.iter().flatten() {
+            let n = e.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.push((
+                    OsStr::from_bytes(n).to_os_string(),
+                    e.file_type() == Some(nix::dir::Type::Directory),
+                ));
+            }
+        }
     }
+    let mut ok = true;
+    for (n, is_dir) in names {
+        ok &= if is_dir {
+            remove_at(dir.as_fd(), &n)
+        } else {
+            matches!(
+                nix::unistd::unlinkat(&dir, n.as_os_str(), UnlinkatFlags::NoRemoveDir),
+                Ok(()) | Err(nix::Error::ENOENT)
+            )
+        };
+    }
+    ok && matches!(
+        nix::unistd::unlinkat(parent, name, UnlinkatFlags::RemoveDir),
+        Ok(()) | Err(nix::Error::ENOENT)
+    )
 }
 
 /// Forks the keeper: in its own session (a terminal's signals to the
 /// launcher's group must not stop it), it waits for the launcher's end of
-/// its pipe to close, then removes `dir`, retrying for [`KEEPER_BUDGET`]
+/// its pipe to close, then removes `items`, retrying for [`KEEPER_BUDGET`]
 /// while the container's last processes exit.
-fn spawn_keeper(dir: &Path, close: &[RawFd]) -> std::io::Result<(nix::unistd::Pid, OwnedFd)> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let dir = dir.to_path_buf();
+fn spawn_keeper(
+    items: &[(OwnedFd, OsString)],
+    close: &[RawFd],
+) -> std::io::Result<(nix::unistd::Pid, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     // SAFETY: the launcher is single-threaded here; the child only makes
     // system calls and leaves with _exit.
     match unsafe { nix::unistd::fork() }? {
@@ -185,7 +288,12 @@ fn spawn_keeper(dir: &Path, close: &[RawFd]) -> std::io::Result<(nix::unistd::Pi
             let mut b = [0u8; 1];
             while let Err(nix::Error::EINTR) | Ok(1) = nix::unistd::read(&r, &mut b) {}
             let deadline = Instant::now() + KEEPER_BUDGET;
-            while !remove(&dir) && Instant::now() < deadline {
+            let remove_all = || {
+                items.iter().fold(true, |ok, (parent, name)| {
+                    remove_at(parent.as_fd(), name) && ok
+                })
+            };
+            while !remove_all() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
             // SAFETY: leave without running the launcher's destructors.
@@ -212,11 +320,14 @@ mod tests {
 
     #[test]
     fn a_layer_is_removed_on_drop_and_by_its_keeper() {
+        use std::os::unix::fs::PermissionsExt;
         let base = std::env::temp_dir().join(format!("netspawn-eph-{}", std::process::id()));
         let img = base.join("img");
         std::fs::create_dir_all(&img).unwrap();
         std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o750)).unwrap();
-        let layer = Layer::create(&img, 0, &[]).unwrap();
+        let mut scratch = Scratch::default();
+        let layer = Layer::create(&img, 0, &mut scratch).unwrap();
+        scratch.guard(&[]).unwrap();
         let md = std::fs::metadata(layer.upper()).unwrap();
         assert_eq!(md.mode() & 0o7777, 0o750);
         assert!(layer.work().is_dir());
@@ -227,17 +338,21 @@ mod tests {
             .to_str()
             .unwrap()
             .starts_with(".#machine.img"));
-        std::fs::write(layer.upper().join("f"), "x").unwrap();
-        drop(layer);
+        std::fs::create_dir_all(layer.upper().join("a/b")).unwrap();
+        std::fs::write(layer.upper().join("a/b/f"), "x").unwrap();
+        std::os::unix::fs::symlink(&base, layer.upper().join("a/up")).unwrap();
+        drop(scratch);
         assert!(!dir.exists());
+        assert!(img.exists(), "a symlink is never followed");
         // The keeper alone: the launcher's end closes without a removal.
-        let mut layer = Layer::create(&img, 0, &[]).unwrap();
-        let dir = layer.dir.clone();
-        let (pid, pipe) = layer.keeper.take().unwrap();
-        std::mem::forget(layer);
+        let mut scratch = Scratch::default();
+        let layer = Layer::create(&img, 0, &mut scratch).unwrap();
+        scratch.guard(&[]).unwrap();
+        let (pid, pipe) = scratch.keeper.take().unwrap();
+        scratch.items.clear();
         drop(pipe);
         nix::sys::wait::waitpid(pid, None).unwrap();
-        assert!(!dir.exists());
+        assert!(!layer.dir.exists());
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -18,6 +18,7 @@ pub mod lock;
 pub mod mount;
 pub mod netd_client;
 pub mod network;
+pub mod overlay;
 pub mod ready;
 pub mod rootdir;
 pub mod seccomp;

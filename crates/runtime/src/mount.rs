@@ -26,6 +26,8 @@ pub enum MountError {
     Io { path: PathBuf, err: std::io::Error },
     #[error("bind source {0} does not exist")]
     MissingSource(PathBuf),
+    #[error("{0}")]
+    Overlay(String),
     #[error("{0} is not below the container's root")]
     Outside(PathBuf),
 }
@@ -51,6 +53,8 @@ pub struct MountConfig {
     pub userns: bool,
     /// `--volatile=state`: a fresh tmpfs on /var (the root is read-only).
     pub volatile_state: bool,
+    /// `--overlay=`/`--overlay-ro=`, their directories opened by the launcher.
+    pub overlays: Vec<crate::overlay::OverlayMount>,
 }
 
 /// Detached idmapped trees (`--private-users-ownership=map`), made by the
@@ -119,6 +123,13 @@ pub enum MountOp {
     /// keep their own flags (/tmp, /run, writable binds).
     ReadOnlySubmounts {
         root: PathBuf,
+    },
+    /// An overlay file system at `target` (made first, inside the root),
+    /// from directories the launcher opened; without an upper directory
+    /// of its own, a writable one gets a fresh tmpfs.
+    Overlay {
+        target: PathBuf,
+        mount: crate::overlay::OverlayMount,
     },
     /// Bind the host's device node `host` to `target` (made first), if the
     /// host has it.
@@ -430,6 +441,13 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
         ));
     }
 
+    for o in &cfg.overlays {
+        ops.push(MountOp::Overlay {
+            target: in_root(root, &o.dest),
+            mount: o.clone(),
+        });
+    }
+
     if let Some(src) = &cfg.resolv_conf {
         ops.push(MountOp::ResolvConf { src: src.clone() });
     }
@@ -523,6 +541,7 @@ fn op_name(op: &MountOp) -> String {
         MountOp::BindDeviceIfExists { host, target } => {
             format!("bind {} to {}", host.display(), target.display())
         }
+        MountOp::Overlay { target, .. } => format!("mount overlay on {}", target.display()),
     }
 }
 
@@ -873,6 +892,62 @@ pub fn apply(
                         err,
                     })?;
                 }
+            }
+            MountOp::Overlay { target, mount: m } => {
+                let at = inside(root, target)?;
+                let dst = as_owner(owner, || root.chase(&at, Make::Dir(0o755))).map_err(fail)?;
+                let mut dst_path = fd_path(dst.as_fd());
+                let mut tmpfs = None;
+                if m.upper.is_none() && (!m.read_only || m.lower.len() < 2) {
+                    // A fresh tmpfs for the upper and work directories (or
+                    // an empty top layer), on the mount point (the overlay
+                    // then covers it).
+                    let data = match owner {
+                        Some(id) => format!("mode=0755,uid={id},gid={id}"),
+                        None => "mode=0755".to_string(),
+                    };
+                    mount_str(
+                        Some("tmpfs"),
+                        &dst_path,
+                        Some("tmpfs"),
+                        MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
+                        Some(&data),
+                    )
+                    .map_err(fail)?;
+                    let top = root.open_path(&at).map_err(fail)?;
+                    for d in ["upper", "work"] {
+                        as_owner(owner, || {
+                            nix::sys::stat::mkdirat(
+                                &top,
+                                d,
+                                nix::sys::stat::Mode::from_bits_truncate(0o755),
+                            )
+                        })
+                        .map_err(fail)?;
+                    }
+                    dst_path = fd_path(top.as_fd());
+                    tmpfs = Some(top);
+                }
+                let layers = crate::overlay::open(m, root)
+                    .map_err(|e| MountError::Overlay(e.to_string()))?;
+                let data = crate::overlay::options(
+                    &layers,
+                    m.read_only,
+                    tmpfs.as_ref().map(|t| fd_path(t.as_fd())).as_deref(),
+                );
+                let flags = if m.read_only {
+                    MsFlags::MS_RDONLY
+                } else {
+                    MsFlags::empty()
+                };
+                mount_str(
+                    Some("overlay"),
+                    &dst_path,
+                    Some("overlay"),
+                    flags | MsFlags::MS_NODEV,
+                    Some(&data),
+                )
+                .map_err(fail)?;
             }
             MountOp::BindDeviceIfExists { host, target } => {
                 if fs::symlink_metadata(host).is_ok() {

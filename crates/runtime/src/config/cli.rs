@@ -17,7 +17,7 @@ use super::resolve::ConfigError;
 use crate::caps::{self, CapSet};
 use crate::console::ConsoleMode;
 use crate::seccomp::SyscallFilter;
-use crate::spec::{self, BindSpec, PortSpec, TmpfsSpec};
+use crate::spec::{self, BindSpec, OverlaySpec, PortSpec, TmpfsSpec};
 
 fn bind_rw(s: &str) -> Result<BindSpec, spec::SpecError> {
     spec::parse_bind(s, false)
@@ -25,6 +25,14 @@ fn bind_rw(s: &str) -> Result<BindSpec, spec::SpecError> {
 
 fn bind_ro(s: &str) -> Result<BindSpec, spec::SpecError> {
     spec::parse_bind(s, true)
+}
+
+fn overlay_rw(s: &str) -> Result<OverlaySpec, spec::SpecError> {
+    spec::parse_overlay(s, false)
+}
+
+fn overlay_ro(s: &str) -> Result<OverlaySpec, spec::SpecError> {
+    spec::parse_overlay(s, true)
 }
 
 fn boolean(s: &str) -> Result<bool, String> {
@@ -141,6 +149,12 @@ pub struct Args {
     /// Mount an empty tmpfs to the specified directory
     #[arg(long = "tmpfs", value_name = "PATH[:OPTIONS]", value_parser = spec::parse_tmpfs)]
     pub tmpfs: Vec<TmpfsSpec>,
+    /// Mount an overlay file system: LOWER…:UPPER[:DEST] (an empty UPPER: a tmpfs)
+    #[arg(long = "overlay", value_name = "PATH[:PATH…]:PATH", value_parser = overlay_rw)]
+    pub overlay: Vec<OverlaySpec>,
+    /// Mount a read-only overlay file system: LOWER…:UPPER[:DEST]
+    #[arg(long = "overlay-ro", value_name = "PATH[:PATH…]:PATH", value_parser = overlay_ro)]
+    pub overlay_ro: Vec<OverlaySpec>,
     /// Over-mount a file or directory with an inaccessible one
     #[arg(long = "inaccessible", value_name = "PATH", value_parser = spec::parse_absolute_path)]
     pub inaccessible: Vec<PathBuf>,
@@ -332,6 +346,8 @@ impl Args {
             !a.bind.is_empty()
                 || !a.bind_ro.is_empty()
                 || !a.tmpfs.is_empty()
+                || !a.overlay.is_empty()
+                || !a.overlay_ro.is_empty()
                 || !a.inaccessible.is_empty(),
         );
         m.set(Mask::WORKING_DIRECTORY, a.chdir.is_some());
@@ -398,6 +414,7 @@ impl Args {
             ephemeral: a.ephemeral.then_some(true),
             binds,
             tmpfs: a.tmpfs,
+            overlays: a.overlay.into_iter().chain(a.overlay_ro).collect(),
             inaccessible: a.inaccessible,
             read_only: a.read_only.then_some(true),
             volatile: a.volatile,

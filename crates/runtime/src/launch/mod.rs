@@ -78,6 +78,8 @@ pub enum LaunchError {
     Userns(#[from] crate::userns::UsernsError),
     #[error("{0}")]
     Ephemeral(#[from] crate::ephemeral::EphemeralError),
+    #[error("{0}")]
+    Overlay(#[from] crate::overlay::OverlayError),
     /// An error reported by the container's side before exec.
     #[error("{0}")]
     Child(String),
@@ -125,9 +127,14 @@ impl Outcome {
 
 /// Everything the launcher holds for one machine; dropping it releases all.
 struct Held {
-    /// `-x`: the machine's ephemeral layer (dropped first: removed while
-    /// the image is still locked).
+    /// `-x`: the machine's ephemeral layer.
     layer: Option<crate::ephemeral::Layer>,
+    /// `--overlay=`: what the container mounts.
+    overlays: Vec<crate::overlay::OverlayMount>,
+    /// What was made for the machine beside the image and the overlays
+    /// (removed first, while the image is still locked; by its keeper
+    /// after `kill -9`).
+    _scratch: crate::ephemeral::Scratch,
     registry: Option<(Registry, NameClaim)>,
     run_dir: PathBuf,
     _image_lock: ImageLock,
@@ -199,6 +206,7 @@ fn hold(cfg: &Config, paths: &Paths) -> Result<Held, LaunchError> {
         })?,
         None => None,
     };
+    let mut scratch = crate::ephemeral::Scratch::default();
     let layer = match cfg.ephemeral {
         true => {
             // Seen through an idmapped mount, the image's owner is shifted.
@@ -209,17 +217,30 @@ fn hold(cfg: &Config, paths: &Paths) -> Result<Held, LaunchError> {
             Some(crate::ephemeral::Layer::create(
                 &cfg.root,
                 shift,
-                &[image_lock.as_raw_fd()],
+                &mut scratch,
             )?)
         }
         false => None,
     };
+    let overlays = if cfg.overlays.is_empty() {
+        Vec::new()
+    } else {
+        let root =
+            crate::rootdir::RootDir::open(&cfg.root).map_err(sys("open the root directory"))?;
+        cfg.overlays
+            .iter()
+            .map(|o| crate::overlay::prepare(o, &root, &mut scratch))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    scratch.guard(&[image_lock.as_raw_fd()])?;
     let cgroup_name = if cfg.register {
         cfg.machine.clone()
     } else {
         format!("{}.{}", cfg.machine, std::process::id())
     };
     Ok(Held {
+        _scratch: scratch,
+        overlays,
         layer,
         registry,
         run_dir: paths.run_dir.clone(),
@@ -664,6 +685,7 @@ fn mount_config(
             Volatile::Yes | Volatile::Overlay => false,
         },
         volatile_state: cfg.volatile == Volatile::State,
+        overlays: held.overlays.clone(),
         private_network: cfg.network.private,
         binds: cfg.binds.clone(),
         tmpfs: cfg.tmpfs.clone(),

@@ -88,6 +88,8 @@ pub struct Config {
     pub ephemeral: bool,
     /// `--volatile=`.
     pub volatile: Volatile,
+    /// `--overlay=`/`--overlay-ro=`, in order.
+    pub overlays: Vec<spec::OverlaySpec>,
     pub binds: Vec<BindSpec>,
     pub tmpfs: Vec<TmpfsSpec>,
     /// Paths over-mounted with inaccessible nodes (in the container).
@@ -160,6 +162,7 @@ pub fn resolve(s: Settings, o: &Options, paths: &Paths) -> Result<Config, Config
         // A layer only where something would write the image.
         ephemeral: ephemeral && !files.read_only && volatile == Volatile::No,
         volatile,
+        overlays: s.overlays.clone(),
         binds: files.binds,
         tmpfs: files.tmpfs,
         inaccessible: files.inaccessible,
