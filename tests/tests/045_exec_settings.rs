@@ -395,7 +395,7 @@ fn unimplemented_settings_are_refused_in_one_line() {
         ("--private-users-ownership=foreign", "foreign"),
         // busybox's /bin is a directory: no merged /usr for --volatile=yes.
         ("--volatile=yes", "merged /bin"),
-        ("--template=/x", "--template"),
+        ("--template=/x", "Template /x is not a directory"),
     ] {
         env.netspawn(&["-q", "-D", d, flag, "/bin/true"])
             .expect_error(needle);

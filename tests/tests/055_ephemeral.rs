@@ -442,3 +442,132 @@ fn overlays_with_systemds_colon_syntax() {
     assert_eq!(tree_digest(&img), before);
     assert!(env.registry_names().is_empty());
 }
+
+#[test]
+fn template_makes_a_faithful_copy_once_and_keeps_it() {
+    let env = TestEnv::new();
+    let tpl = env.busybox("tpl");
+    // Owners, modes, a hard link, a device node, a sparse file, an xattr.
+    let f = tpl.join("etc/owned");
+    std::fs::write(&f, "owned\n").unwrap();
+    std::os::unix::fs::chown(&f, Some(1234), Some(4321)).unwrap();
+    std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o4710)).unwrap();
+    std::fs::hard_link(&f, tpl.join("etc/owned-link")).unwrap();
+    let sparse = std::fs::File::create(tpl.join("sparse")).unwrap();
+    sparse.set_len(256 << 20).unwrap();
+    drop(sparse);
+    let r = env.sh(
+        &format!(
+            "mknod {t}/dev/null-copy c 1 3 && setfattr -n user.k -v v {t}/etc/owned 2>/dev/null; true",
+            t = tpl.display()
+        ),
+        30,
+    );
+    r.expect_status(0);
+    let new = env.image_dir().join("fromtpl");
+    let r = env.netspawn(&[
+        "--template".into(),
+        tpl.display().to_string(),
+        "-M".into(),
+        "fromtpl".into(),
+        "/bin/sh".into(),
+        "-c".into(),
+        "echo mine > /mine".into(),
+    ]);
+    r.expect_status(0);
+    assert!(
+        r.stderr.contains(&format!(
+            "Populated {} from template {}.",
+            new.display(),
+            tpl.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    let md = |p: &Path| std::fs::symlink_metadata(p).unwrap();
+    let o = md(&new.join("etc/owned"));
+    assert_eq!((o.uid(), o.gid(), o.mode() & 0o7777), (1234, 4321, 0o4710));
+    assert_eq!(md(&new.join("etc/owned-link")).ino(), o.ino());
+    assert_eq!(
+        md(&new.join("dev/null-copy")).rdev(),
+        md(Path::new("/dev/null")).rdev()
+    );
+    let s = md(&new.join("sparse"));
+    assert_eq!(s.size(), 256 << 20);
+    assert!(s.blocks() < 1024, "{} blocks", s.blocks());
+    assert!(new.join("mine").exists(), "NEW is kept");
+    assert!(!tpl.join("mine").exists());
+    // Once there and not empty, NEW is run as it is.
+    let r = env.netspawn(&[
+        "--template".into(),
+        tpl.display().to_string(),
+        "-M".into(),
+        "fromtpl".into(),
+        "/bin/cat".into(),
+        "/mine".into(),
+    ]);
+    r.expect_status(0);
+    assert_eq!(r.stdout, "mine\n");
+    assert!(
+        r.stderr.contains("already exists, not populating"),
+        "{}",
+        r.stderr
+    );
+    // A template that is not there: one line, no NEW, nothing hidden.
+    env.netspawn(&[
+        "-q".into(),
+        format!("--template={}", env.dir.join("nope").display()),
+        "-M".into(),
+        "other".into(),
+        "/bin/true".into(),
+    ])
+    .expect_error("not a directory");
+    assert!(!env.image_dir().join("other").exists());
+    assert!(hidden(&env).is_empty());
+    env.netspawn(&["-q", "--template=/x", "/bin/true"])
+        .expect_error("--template= needs --directory= or --machine=");
+}
+
+#[test]
+fn on_btrfs_ephemeral_and_template_are_snapshots() {
+    let env = TestEnv::new();
+    if !have("mkfs.btrfs") || !have("btrfs") {
+        skip(
+            "btrfs snapshots",
+            "mkfs.btrfs/btrfs not installed (btrfs-progs)",
+        );
+        return;
+    }
+    let bb = env.busybox("src");
+    let r = env.sh(
+        &format!(
+            r#"set -e
+               truncate -s 300M {d}/bt.img
+               mkfs.btrfs -q -f {d}/bt.img >/dev/null 2>&1
+               mkdir -p {d}/bt
+               mount -o loop {d}/bt.img {d}/bt || {{ echo NOLOOP; exit 0; }}
+               btrfs -q subvolume create {d}/bt/img
+               cp -a {bb}/. {d}/bt/img/
+               $NETSPAWN -q -x -D {d}/bt/img /bin/sh -c 'echo x > /x; grep " / " /proc/self/mounts | cut -d" " -f3'
+               echo left=$(ls -a {d}/bt | grep -c '^\.#' || true)
+               [ -e {d}/bt/img/x ] && echo image-changed || echo image-same
+               $NETSPAWN -q --template={d}/bt/img -D {d}/bt/new /bin/true
+               btrfs subvolume show {d}/bt/new >/dev/null 2>&1 && echo new-is-subvolume
+               umount {d}/bt"#,
+            d = env.dir.display(),
+            bb = bb.display(),
+        ),
+        120,
+    );
+    if r.stdout.contains("NOLOOP") {
+        skip("btrfs snapshots", "no loop device here");
+        return;
+    }
+    r.expect_status(0);
+    assert_eq!(
+        r.stdout, "btrfs\nleft=0\nimage-same\nnew-is-subvolume\n",
+        "{}",
+        r.stderr
+    );
+    let _ = std::fs::remove_file(env.dir.join("bt.img"));
+}

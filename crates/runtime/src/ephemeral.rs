@@ -136,6 +136,41 @@ impl Layer {
     }
 }
 
+/// `-x` of an image that is a btrfs subvolume: a snapshot of it, named and
+/// placed as [`layer_path`] says and removed with the machine, as
+/// systemd-nspawn makes it; `None` if the image is not a subvolume (or the
+/// snapshot cannot be made there: then the overlay is used).
+pub fn snapshot(image: &Path, scratch: &mut Scratch) -> Option<PathBuf> {
+    let src = nix::fcntl::open(
+        image,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    if !crate::btrfs::is_subvolume(src.as_fd()) {
+        return None;
+    }
+    let parent_path = image.parent()?;
+    let p = layer_path(image, random_u64());
+    let name = p.file_name()?.to_os_string();
+    let parent = nix::fcntl::open(
+        parent_path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    match crate::btrfs::snapshot(src.as_fd(), parent.as_fd(), &name, false) {
+        Ok(()) => {
+            scratch.items.push((parent, name));
+            Some(p)
+        }
+        Err(e) => {
+            tracing::debug!("no btrfs snapshot of {}: {e}; an overlay", image.display());
+            None
+        }
+    }
+}
+
 /// Things made for a machine that go with it: removed on drop, and by a
 /// keeper process if the launcher dies first. Each is a directory named
 /// relative to its parent's descriptor, so a removal never follows a
@@ -163,6 +198,11 @@ impl Scratch {
         );
         self.items.push((parent, name.to_os_string()));
         fd
+    }
+
+    /// Removes `name` in `parent` with the machine (made by someone else).
+    pub fn track(&mut self, parent: OwnedFd, name: &OsStr) {
+        self.items.push((parent, name.to_os_string()));
     }
 
     /// Forks the keeper (once everything is made); `close` are descriptors
@@ -203,6 +243,13 @@ pub fn remove_at(parent: BorrowedFd<'_>, name: &OsStr) -> bool {
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     ) {
+        // A directory that is a btrfs subvolume (a snapshot) goes at once.
+        Ok(d)
+            if crate::btrfs::is_subvolume(d.as_fd())
+                && crate::btrfs::destroy(parent, name).is_ok() =>
+        {
+            return true
+        }
         Ok(d) => d,
         Err(nix::Error::ENOENT) => return true,
         // Not a directory (or a symlink): unlink the entry itself.

@@ -4,10 +4,12 @@
 //! binaries over this library. One module per concern:
 
 pub mod bootstrap;
+pub mod btrfs;
 pub mod caps;
 pub mod cgroup;
 pub mod config;
 pub mod console;
+pub mod copytree;
 pub mod ctl;
 pub mod devices;
 pub mod ephemeral;
@@ -25,5 +27,6 @@ pub mod seccomp;
 pub mod spec;
 pub mod sys;
 pub mod tagged;
+pub mod template;
 pub mod tty;
 pub mod userns;

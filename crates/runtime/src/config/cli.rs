@@ -244,7 +244,7 @@ pub struct Args {
     /// Run on a throw-away layer over the image, removed when the machine ends
     #[arg(short = 'x', long = "ephemeral")]
     pub ephemeral: bool,
-    /// Create a directory tree from a template (not supported)
+    /// Create the container's directory from a template (a btrfs snapshot or a copy) if missing or empty
     #[arg(long = "template", value_name = "PATH")]
     pub template: Option<PathBuf>,
     /// Use a settings file: yes, no, override, trusted
@@ -290,7 +290,7 @@ pub struct Options {
     pub property: Vec<Property>,
     /// `--slice=`: a valid slice name.
     pub slice: Option<String>,
-    /// Refused while set.
+    /// `--template=`: the directory to make the machine's from.
     pub template: Option<PathBuf>,
     /// `-U` was given (refused, named in the message).
     pub private_users_short: bool,

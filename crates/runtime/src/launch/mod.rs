@@ -149,7 +149,25 @@ struct Held {
 
 /// Runs the container to completion and returns netspawn's exit status.
 pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
-    let held = hold(cfg, paths)?;
+    // `-x` of a btrfs subvolume: a snapshot beside it is the machine's
+    // directory (locked, and removed, as its own), as systemd-nspawn makes it.
+    let mut scratch = crate::ephemeral::Scratch::default();
+    let snapshot_cfg;
+    let cfg = match cfg.ephemeral {
+        true => match crate::ephemeral::snapshot(&cfg.root, &mut scratch) {
+            Some(root) => {
+                snapshot_cfg = Config {
+                    root,
+                    ephemeral: false,
+                    ..cfg.clone()
+                };
+                &snapshot_cfg
+            }
+            None => cfg,
+        },
+        false => cfg,
+    };
+    let held = hold(cfg, paths, scratch)?;
     let mut net = links::prepare(cfg, paths)?;
 
     let host_os_release = ["/etc/os-release", "/usr/lib/os-release"]
@@ -186,7 +204,11 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
 }
 
 /// Claims the name and the image before anything is created.
-fn hold(cfg: &Config, paths: &Paths) -> Result<Held, LaunchError> {
+fn hold(
+    cfg: &Config,
+    paths: &Paths,
+    mut scratch: crate::ephemeral::Scratch,
+) -> Result<Held, LaunchError> {
     let registry = register::claim(cfg, paths)?;
     // Machines that never write the image share it (`-x` writes to its layer).
     let image_lock = ImageLock::acquire(&paths.locks_dir(), &cfg.root, cfg.image_read_only())?;
@@ -206,7 +228,6 @@ fn hold(cfg: &Config, paths: &Paths) -> Result<Held, LaunchError> {
         })?,
         None => None,
     };
-    let mut scratch = crate::ephemeral::Scratch::default();
     let layer = match cfg.ephemeral {
         true => {
             // Seen through an idmapped mount, the image's owner is shifted.

@@ -63,6 +63,8 @@ pub enum ConfigError {
     Unsupported(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Template(String),
     /// A resource-control property or slice that cannot be used.
     #[error("{0}")]
     Property(String),
@@ -126,10 +128,27 @@ pub struct Config {
 /// Resolves the merged settings and the command line's options.
 pub fn resolve(s: Settings, o: &Options, paths: &Paths) -> Result<Config, ConfigError> {
     let ephemeral = s.ephemeral == Some(true);
+    refuse_unsupported(&s, o)?;
+    let with_template;
+    let o = match &o.template {
+        // `-x --template=DIR` without -D runs DIR ephemerally (systemd's rule).
+        Some(t) if ephemeral => {
+            with_template = Options {
+                directory: Some(t.clone()),
+                template: None,
+                ..o.clone()
+            };
+            &with_template
+        }
+        Some(t) => {
+            populate_from_template(t, o, paths)?;
+            o
+        }
+        None => o,
+    };
     let (root, machine) = root_and_machine(o, paths, ephemeral)?;
     let hostname = s.hostname.clone().unwrap_or_else(|| machine.clone());
     check_machine_name(&hostname).map_err(|e| ConfigError::Hostname(hostname.clone(), e))?;
-    refuse_unsupported(&s, o)?;
     let volatile = s.volatile.unwrap_or(Volatile::No);
     check_layers(&s, &root, volatile)?;
 
@@ -231,13 +250,15 @@ fn root_and_machine(
 /// and the combinations systemd-nspawn refuses.
 fn refuse_unsupported(s: &Settings, o: &Options) -> Result<(), ConfigError> {
     let conflict = |what: &str| Err(ConfigError::Conflict(what.into()));
-    if s.ephemeral == Some(true) && o.template.is_some() {
+    if s.ephemeral == Some(true) && o.template.is_some() && o.directory.is_some() {
         return conflict("--ephemeral and --template= may not be combined");
     }
-    if o.template.is_some() {
-        return Err(ConfigError::Unsupported(
-            "--template= is not supported by netspawn".into(),
-        ));
+    if o.template.is_some()
+        && o.directory.is_none()
+        && o.machine.is_none()
+        && s.ephemeral != Some(true)
+    {
+        return conflict("--template= needs --directory= or --machine=");
     }
     let chown = s.private_users_ownership == Some(super::model::Ownership::Chown);
     if chown && s.ephemeral == Some(true) {
@@ -246,6 +267,33 @@ fn refuse_unsupported(s: &Settings, o: &Options) -> Result<(), ConfigError> {
     }
     if chown && !matches!(s.volatile, None | Some(Volatile::No)) {
         return conflict("--volatile= and --private-users-ownership=chown may not be combined");
+    }
+    Ok(())
+}
+
+/// `--template=`: makes the machine's directory from the template when it
+/// is missing or empty, before the rest is checked against it (a machine
+/// name is checked first), and says so as systemd-nspawn does.
+fn populate_from_template(t: &Path, o: &Options, paths: &Paths) -> Result<(), ConfigError> {
+    let dir = match (&o.directory, &o.machine) {
+        (Some(d), _) => d.clone(),
+        (None, Some(m)) => {
+            check_machine_name(m).map_err(|e| ConfigError::MachineName(m.clone(), e))?;
+            paths.image_dir.join(m)
+        }
+        (None, None) => return Ok(()),
+    };
+    match crate::template::populate(t, &dir) {
+        Ok(crate::template::Populated::Made) if !o.quiet => {
+            eprintln!("Populated {} from template {}.", dir.display(), t.display())
+        }
+        Ok(crate::template::Populated::Exists) if !o.quiet => eprintln!(
+            "Directory {} already exists, not populating from template {}.",
+            dir.display(),
+            t.display()
+        ),
+        Ok(_) => {}
+        Err(e) => return Err(ConfigError::Template(e.to_string())),
     }
     Ok(())
 }
