@@ -226,9 +226,11 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         self.remove_all();
         if let Some((pid, pipe)) = self.keeper.take() {
-            // The keeper finds everything gone and exits.
+            // The keeper finds everything gone and exits, once every copy
+            // of the pipe is closed (a network keeper forked later holds
+            // one until its teardown is done: not waited for here).
             drop(pipe);
-            let _ = nix::sys::wait::waitpid(pid, None);
+            let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
         }
     }
 }
@@ -317,10 +319,28 @@ fn spawn_keeper(
                 Some(&nix::sys::signal::SigSet::empty()),
                 None,
             );
-            for fd in close {
-                // SAFETY: descriptors the launcher named for us to let go
-                // of; their owners here are never dropped (we _exit).
-                unsafe { libc::close(*fd) };
+            // Nothing of the launcher's stays with us (its image lock, the
+            // user namespaces' pick lock, …): only our pipe and the
+            // directories we remove in. `close` names some explicitly.
+            let keep: Vec<RawFd> = items
+                .iter()
+                .map(|(p, _)| p.as_raw_fd())
+                .chain([r.as_raw_fd()])
+                .collect();
+            let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+                .map(|rd| {
+                    rd.flatten()
+                        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for fd in open.into_iter().chain(close.iter().copied()) {
+                if fd > 2 && !keep.contains(&fd) {
+                    // SAFETY: descriptors of the launcher's that this
+                    // process never uses; their owners here are never
+                    // dropped (we leave with _exit).
+                    unsafe { libc::close(fd) };
+                }
             }
             if let Ok(null) = std::fs::OpenOptions::new()
                 .read(true)
