@@ -571,3 +571,53 @@ fn on_btrfs_ephemeral_and_template_are_snapshots() {
     );
     let _ = std::fs::remove_file(env.dir.join("bt.img"));
 }
+
+/// The registry's leader of `name`, if registered.
+fn leader_of(env: &TestEnv, name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(env.run_dir().join("machines").join(name)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("LEADER="))
+        .and_then(|l| l.parse().ok())
+}
+
+fn wait_shell(env: &TestEnv, name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if env.ctl(&["shell", name, "/bin/true"]).status == Some(0) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("machine {name} never answered");
+}
+
+#[test]
+fn an_ephemeral_guest_keeps_its_layer_across_a_reboot() {
+    use std::time::{Duration, Instant};
+    let env = TestEnv::new();
+    let img = env.busybox("xboot");
+    let before = tree_digest(&img);
+    let mut child = env.spawn(&["-q", "-x", "-b", "-M", "xb", "-D", img.to_str().unwrap()]);
+    let first = env
+        .wait_registered("xb", Duration::from_secs(10))
+        .expect("registered");
+    wait_shell(&env, "xb");
+    env.ctl(&["shell", "xb", "/bin/sh", "-c", "echo kept > /kept"])
+        .expect_status(0);
+    env.ctl(&["reboot", "xb"]).expect_status(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match leader_of(&env, "xb") {
+            Some(l) if l != first => break,
+            _ if Instant::now() > deadline => panic!("no reboot"),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    wait_shell(&env, "xb");
+    let r = env.ctl(&["shell", "xb", "/bin/cat", "/kept"]);
+    assert_eq!(r.stdout, "kept\n", "{}", r.stderr);
+    env.ctl(&["poweroff", "xb"]).expect_status(0);
+    assert_eq!(wait_timeout(&mut child, Duration::from_secs(20)), Some(0));
+    assert!(hidden(&env).is_empty(), "{:?}", hidden(&env));
+    assert_eq!(tree_digest(&img), before);
+}

@@ -607,23 +607,8 @@ pub fn layer_root(root: &Path, layer: &RootLayer, owner: Option<u32>) -> Result<
     match layer {
         RootLayer::Image => Ok(()),
         RootLayer::Ephemeral { upper, work } => {
-            // `volatile`: no sync of the upper layer's file system, which
-            // is thrown away (an overlay's unmount would sync the whole
-            // file system the image is on). Such an overlay leaves
-            // work/incompat behind at unmount and refuses to mount on it
-            // again: a rebooting guest's next boot removes it first.
-            if let Ok(w) = nix::fcntl::open(
-                work.as_path(),
-                nix::fcntl::OFlag::O_RDONLY
-                    | nix::fcntl::OFlag::O_DIRECTORY
-                    | nix::fcntl::OFlag::O_NOFOLLOW
-                    | nix::fcntl::OFlag::O_CLOEXEC,
-                nix::sys::stat::Mode::empty(),
-            ) {
-                crate::ephemeral::remove_at(w.as_fd(), std::ffi::OsStr::new("incompat"));
-            }
             let data = format!(
-                "lowerdir={},upperdir={},workdir={},volatile",
+                "lowerdir={},upperdir={},workdir={}",
                 overlay_escape(&root_str),
                 overlay_escape(&upper.to_string_lossy()),
                 overlay_escape(&work.to_string_lossy())
