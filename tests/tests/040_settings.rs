@@ -867,11 +867,12 @@ fn privileged_rows(shared: &Path) -> Vec<Privileged> {
             out("set"),
             "OOMScoreAdjust=",
         ),
+        // Trusted, the machine runs on an overlay of the image (-x).
         row(
             "[Exec]\nEphemeral=yes\n".into(),
-            "echo ran".into(),
-            out("ran"),
-            Outcome::Refused("not supported"),
+            "grep -q '^overlay / ' /proc/self/mounts && echo overlay || echo image".into(),
+            out("image"),
+            out("overlay"),
             "Ephemeral=",
         ),
         unsupported("[Exec]\nLinkJournal=host\n", "LinkJournal"),
@@ -904,8 +905,20 @@ fn privileged_rows(shared: &Path) -> Vec<Privileged> {
             out("[]"),
             "Inaccessible=",
         ),
-        unsupported("[Files]\nOverlay=/a:/b\n", "Overlay"),
-        unsupported("[Files]\nOverlayReadOnly=/a:/b\n", "OverlayReadOnly"),
+        row(
+            "[Files]\nOverlay=+/etc::/mnt/ov\n".into(),
+            "(echo x > /mnt/ov/new && cat /mnt/ov/new /mnt/ov/passwd) >/dev/null 2>&1 && echo overlay || echo none".into(),
+            out("none"),
+            out("overlay"),
+            "TemporaryFileSystem=",
+        ),
+        row(
+            "[Files]\nOverlayReadOnly=+/etc::/mnt/ov\n".into(),
+            "(cat /mnt/ov/passwd && ! touch /mnt/ov/new) >/dev/null 2>&1 && echo overlay || echo none".into(),
+            out("none"),
+            out("overlay"),
+            "TemporaryFileSystem=",
+        ),
         unsupported("[Files]\nBindUser=root\n", "BindUser"),
         row(
             "[Files]\nPrivateUsersOwnership=chown\n".into(),

@@ -26,6 +26,8 @@ pub enum MountError {
     Io { path: PathBuf, err: std::io::Error },
     #[error("bind source {0} does not exist")]
     MissingSource(PathBuf),
+    #[error("{0}")]
+    Overlay(String),
     #[error("{0} is not below the container's root")]
     Outside(PathBuf),
 }
@@ -49,6 +51,10 @@ pub struct MountConfig {
     /// The container has its own user namespace: sysfs can only be mounted
     /// with its own network namespace, else the host's /sys is bound.
     pub userns: bool,
+    /// `--volatile=state`: a fresh tmpfs on /var (the root is read-only).
+    pub volatile_state: bool,
+    /// `--overlay=`/`--overlay-ro=`, their directories opened by the launcher.
+    pub overlays: Vec<crate::overlay::OverlayMount>,
 }
 
 /// Detached idmapped trees (`--private-users-ownership=map`), made by the
@@ -117,6 +123,13 @@ pub enum MountOp {
     /// keep their own flags (/tmp, /run, writable binds).
     ReadOnlySubmounts {
         root: PathBuf,
+    },
+    /// An overlay file system at `target` (made first, inside the root),
+    /// from directories the launcher opened; without an upper directory
+    /// of its own, a writable one gets a fresh tmpfs.
+    Overlay {
+        target: PathBuf,
+        mount: crate::overlay::OverlayMount,
     },
     /// Bind the host's device node `host` to `target` (made first), if the
     /// host has it.
@@ -369,6 +382,20 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
         contents: format!("{}\n", cfg.container_uuid),
     });
 
+    if cfg.volatile_state {
+        ops.push(MountOp::MakeDir {
+            path: r("var"),
+            mode: 0o755,
+        });
+        ops.push(mnt(
+            Some("tmpfs"),
+            r("var"),
+            Some("tmpfs"),
+            MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
+            Some("mode=0755"),
+        ));
+    }
+
     // The user's binds and tmpfs mounts, in the order given.
     for b in &cfg.binds {
         let src = if b.source_in_container {
@@ -412,6 +439,13 @@ pub fn plan(cfg: &MountConfig, root: &Path) -> Vec<MountOp> {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             Some(&t.options),
         ));
+    }
+
+    for o in &cfg.overlays {
+        ops.push(MountOp::Overlay {
+            target: in_root(root, &o.dest),
+            mount: o.clone(),
+        });
     }
 
     if let Some(src) = &cfg.resolv_conf {
@@ -507,6 +541,7 @@ fn op_name(op: &MountOp) -> String {
         MountOp::BindDeviceIfExists { host, target } => {
             format!("bind {} to {}", host.display(), target.display())
         }
+        MountOp::Overlay { target, .. } => format!("mount overlay on {}", target.display()),
     }
 }
 
@@ -525,6 +560,161 @@ fn mount_str(
     data: Option<&str>,
 ) -> nix::Result<()> {
     mount(source, target, fstype, flags, data)
+}
+
+/// What covers the root directory before the container's own mounts: put
+/// in place by [`layer_root`] after the root is bound onto itself (or its
+/// idmapped tree moved there), before it is opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RootLayer {
+    /// The image itself.
+    #[default]
+    Image,
+    /// `-x`: an overlayfs whose lower layer is the image and whose upper
+    /// and work directories are the machine's ephemeral layer on disk.
+    Ephemeral { upper: PathBuf, work: PathBuf },
+    /// `--volatile=yes`: a tmpfs with the image's /usr bound read-only.
+    VolatileYes,
+    /// `--volatile=overlay`: an overlayfs over the image with a tmpfs upper.
+    VolatileOverlay,
+}
+
+/// Escapes a path for an overlayfs option (`,` `:` and `\` are special).
+pub fn overlay_escape(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for c in p.chars() {
+        if matches!(c, ',' | ':' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Covers the root directory `root` (a host path, bound onto itself) as
+/// `layer` says. `owner`: the container's root on the host with a user
+/// namespace (the tmpfs mounts are given to it).
+pub fn layer_root(root: &Path, layer: &RootLayer, owner: Option<u32>) -> Result<(), MountError> {
+    let op = |what: &str| {
+        let what = format!("{what} {}", root.display());
+        move |err: nix::Error| MountError::Op { op: what, err }
+    };
+    let root_str = root.to_string_lossy().into_owned();
+    let tmpfs_data = |mode: u32| match owner {
+        Some(id) => format!("mode={mode:04o},uid={id},gid={id}"),
+        None => format!("mode={mode:04o}"),
+    };
+    match layer {
+        RootLayer::Image => Ok(()),
+        RootLayer::Ephemeral { upper, work } => {
+            let data = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                overlay_escape(&root_str),
+                overlay_escape(&upper.to_string_lossy()),
+                overlay_escape(&work.to_string_lossy())
+            );
+            mount_str(
+                Some("overlay"),
+                &root_str,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(&data),
+            )
+            .map_err(op("mount the ephemeral overlay on"))
+        }
+        RootLayer::VolatileOverlay => {
+            // The image, held by a descriptor below the tmpfs that covers it.
+            let image = RootDir::open(root).map_err(op("open"))?;
+            let st = nix::sys::stat::fstat(&image).map_err(op("stat"))?;
+            mount_str(
+                Some("tmpfs"),
+                &root_str,
+                Some("tmpfs"),
+                MsFlags::MS_STRICTATIME,
+                Some(&tmpfs_data(0o755)),
+            )
+            .map_err(op("mount the volatile tmpfs on"))?;
+            let top = RootDir::open(root).map_err(op("open"))?;
+            for d in ["upper", "work"] {
+                nix::sys::stat::mkdirat(&top, d, nix::sys::stat::Mode::from_bits_truncate(0o755))
+                    .map_err(op("make the volatile overlay's directories in"))?;
+            }
+            // The overlay's root takes the upper directory's mode and owner.
+            let upper = format!("{}/upper", fd_path(top.as_fd()));
+            nix::unistd::fchownat(
+                &top,
+                "upper",
+                Some(nix::unistd::Uid::from_raw(st.st_uid)),
+                Some(nix::unistd::Gid::from_raw(st.st_gid)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(op("own the volatile overlay of"))?;
+            nix::sys::stat::fchmodat(
+                &top,
+                "upper",
+                nix::sys::stat::Mode::from_bits_truncate(st.st_mode & 0o7777),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )
+            .map_err(op("set the mode of the volatile overlay of"))?;
+            let data = format!(
+                "lowerdir={},upperdir={upper},workdir={}/work",
+                fd_path(image.as_fd()),
+                fd_path(top.as_fd())
+            );
+            mount_str(
+                Some("overlay"),
+                &root_str,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(&data),
+            )
+            .map_err(op("mount the volatile overlay on"))
+        }
+        RootLayer::VolatileYes => {
+            let image = RootDir::open(root).map_err(op("open"))?;
+            let usr = image
+                .open_path(Path::new("/usr"))
+                .map_err(op("open /usr of"))?;
+            mount_str(
+                Some("tmpfs"),
+                &root_str,
+                Some("tmpfs"),
+                MsFlags::MS_STRICTATIME,
+                Some(&tmpfs_data(0o755)),
+            )
+            .map_err(op("mount the volatile tmpfs on"))?;
+            let top = RootDir::open(root).map_err(op("open"))?;
+            let at = top
+                .chase(Path::new("/usr"), Make::Dir(0o755))
+                .map_err(op("make /usr in"))?;
+            let at = fd_path(at.as_fd());
+            mount_str(
+                Some(&fd_path(usr.as_fd())),
+                &at,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )
+            .map_err(op("bind the image's /usr into"))?;
+            let usr = top
+                .open_path(Path::new("/usr"))
+                .map_err(op("open /usr of"))?;
+            crate::sys::mount_setattr_rdonly_fd(usr.as_fd(), true)
+                .or_else(|e| {
+                    if e != nix::Error::ENOSYS {
+                        return Err(e);
+                    }
+                    mount_str(
+                        None,
+                        &fd_path(usr.as_fd()),
+                        None,
+                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                        None,
+                    )
+                })
+                .map_err(op("make /usr read-only in"))
+        }
+    }
 }
 
 /// Runs the steps in order, stopping at the first failure. Every path
@@ -702,6 +892,62 @@ pub fn apply(
                         err,
                     })?;
                 }
+            }
+            MountOp::Overlay { target, mount: m } => {
+                let at = inside(root, target)?;
+                let dst = as_owner(owner, || root.chase(&at, Make::Dir(0o755))).map_err(fail)?;
+                let mut dst_path = fd_path(dst.as_fd());
+                let mut tmpfs = None;
+                if m.upper.is_none() && (!m.read_only || m.lower.len() < 2) {
+                    // A fresh tmpfs for the upper and work directories (or
+                    // an empty top layer), on the mount point (the overlay
+                    // then covers it).
+                    let data = match owner {
+                        Some(id) => format!("mode=0755,uid={id},gid={id}"),
+                        None => "mode=0755".to_string(),
+                    };
+                    mount_str(
+                        Some("tmpfs"),
+                        &dst_path,
+                        Some("tmpfs"),
+                        MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
+                        Some(&data),
+                    )
+                    .map_err(fail)?;
+                    let top = root.open_path(&at).map_err(fail)?;
+                    for d in ["upper", "work"] {
+                        as_owner(owner, || {
+                            nix::sys::stat::mkdirat(
+                                &top,
+                                d,
+                                nix::sys::stat::Mode::from_bits_truncate(0o755),
+                            )
+                        })
+                        .map_err(fail)?;
+                    }
+                    dst_path = fd_path(top.as_fd());
+                    tmpfs = Some(top);
+                }
+                let layers = crate::overlay::open(m, root)
+                    .map_err(|e| MountError::Overlay(e.to_string()))?;
+                let data = crate::overlay::options(
+                    &layers,
+                    m.read_only,
+                    tmpfs.as_ref().map(|t| fd_path(t.as_fd())).as_deref(),
+                );
+                let flags = if m.read_only {
+                    MsFlags::MS_RDONLY
+                } else {
+                    MsFlags::empty()
+                };
+                mount_str(
+                    Some("overlay"),
+                    &dst_path,
+                    Some("overlay"),
+                    flags | MsFlags::MS_NODEV,
+                    Some(&data),
+                )
+                .map_err(fail)?;
             }
             MountOp::BindDeviceIfExists { host, target } => {
                 if fs::symlink_metadata(host).is_ok() {

@@ -22,6 +22,8 @@ use crate::seccomp::{self, SeccompError, SyscallFilter};
 pub enum SpecError {
     #[error("invalid bind mount {spec:?}: {reason}")]
     Bind { spec: String, reason: String },
+    #[error("invalid overlay mount {spec:?}: {reason}")]
+    Overlay { spec: String, reason: String },
     #[error("invalid tmpfs mount {spec:?}: {reason}")]
     Tmpfs { spec: String, reason: String },
     #[error("invalid port forward {spec:?}: {reason}")]
@@ -70,6 +72,28 @@ pub struct BindSpec {
     /// The source was written with a leading `+`: resolve it below the
     /// container's root directory rather than on the host.
     pub source_in_container: bool,
+}
+
+/// One directory of an overlay mount: a host path, or with a leading `+`
+/// a path below the container's root.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OverlayDir {
+    /// Absolute, normalised (without the `+`).
+    pub path: PathBuf,
+    pub in_container: bool,
+}
+
+/// An overlay file system mounted inside the container (`--overlay=`,
+/// `--overlay-ro=`, `Overlay=`, `OverlayReadOnly=`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OverlaySpec {
+    /// The lower directories, bottom first (as written).
+    pub lower: Vec<OverlayDir>,
+    /// The upper directory; `None` (written empty): a fresh tmpfs.
+    pub upper: Option<OverlayDir>,
+    /// Absolute mount point inside the container, normalised, without `..`.
+    pub dest: PathBuf,
+    pub read_only: bool,
 }
 
 /// A tmpfs mounted inside the container (`--tmpfs=`, `TemporaryFileSystem=`).
@@ -196,6 +220,57 @@ fn split_escaped(s: &str, sep: char, max: usize) -> Result<(Vec<String>, Option<
     }
     fields.push(cur);
     Ok((fields, None))
+}
+
+/// Parses `--overlay=`/`--overlay-ro=` as systemd-nspawn: colon-separated
+/// directories (`\:` for a colon in a path), `LOWER:UPPER` (mounted at
+/// UPPER without its `+`) or `LOWER…:UPPER:DEST`, where the lower
+/// directories are listed bottom first, an empty UPPER means a fresh tmpfs
+/// (the changes are thrown away), and a `+` before a directory puts it
+/// below the container's root. Directories are absolute (systemd also takes
+/// paths relative to its working directory).
+pub fn parse_overlay(s: &str, read_only: bool) -> Result<OverlaySpec, SpecError> {
+    let err = |reason: String| SpecError::Overlay {
+        spec: s.to_string(),
+        reason,
+    };
+    let (fields, _) = split_escaped(s, ':', usize::MAX).map_err(err)?;
+    if fields.len() < 2 {
+        return Err(err("needs at least two colon-separated directories".into()));
+    }
+    let dir = |f: &str| -> Result<OverlayDir, SpecError> {
+        let (in_container, p) = match f.strip_prefix('+') {
+            Some(p) => (true, p),
+            None => (false, f),
+        };
+        let path = normalize_absolute(p, !in_container).map_err(|p| err(format!("{f:?}: {p}")))?;
+        Ok(OverlayDir { path, in_container })
+    };
+    let (lower, upper, dest) = if fields.len() == 2 {
+        let upper = dir(&fields[1])?;
+        let dest = normalize_absolute(&upper.path.to_string_lossy(), false)
+            .map_err(|p| err(format!("destination: {p}")))?;
+        (vec![dir(&fields[0])?], Some(upper), dest)
+    } else {
+        let n = fields.len();
+        let dest = normalize_absolute(&fields[n - 1], false)
+            .map_err(|p| err(format!("destination: {p}")))?;
+        let upper = match fields[n - 2].as_str() {
+            "" => None,
+            u => Some(dir(u)?),
+        };
+        let lower = fields[..n - 2]
+            .iter()
+            .map(|f| dir(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        (lower, upper, dest)
+    };
+    Ok(OverlaySpec {
+        lower,
+        upper,
+        dest,
+        read_only,
+    })
 }
 
 /// Parses `SRC[:DST[:OPTS]]` as `--bind=` (with `read_only` false) and
@@ -676,6 +751,51 @@ mod tests {
             read_only: ro,
             recursive: rec,
             source_in_container: inside,
+        }
+    }
+
+    #[test]
+    fn overlay_specs_as_systemd_reads_them() {
+        let d = |p: &str| OverlayDir {
+            path: p.trim_start_matches('+').into(),
+            in_container: p.starts_with('+'),
+        };
+        let o = parse_overlay("/a:/b", false).unwrap();
+        assert_eq!(o.lower, [d("/a")]);
+        assert_eq!(o.upper, Some(d("/b")));
+        assert_eq!(o.dest, PathBuf::from("/b"));
+        let o = parse_overlay("/l1:+/l2:/up\\:x:/mnt/m", true).unwrap();
+        assert_eq!(o.lower, [d("/l1"), d("+/l2")]);
+        assert_eq!(o.upper, Some(d("/up:x")));
+        assert_eq!(
+            (o.dest.as_path(), o.read_only),
+            (std::path::Path::new("/mnt/m"), true)
+        );
+        // An empty upper: a tmpfs.
+        let o = parse_overlay("/a:+/b::/m", false).unwrap();
+        assert_eq!((o.lower.len(), o.upper), (2, None));
+        // Two fields: the destination is the upper without its "+".
+        assert_eq!(
+            parse_overlay("+/a:+/var/x", false).unwrap().dest,
+            PathBuf::from("/var/x")
+        );
+        for bad in [
+            "",
+            "/a",
+            "/a:",
+            ":/b",
+            "/a:b",
+            "/a:/b:rel",
+            "/a::",
+            "+a:/b",
+            "/a:/b:/../m",
+            "/a\\",
+        ] {
+            let e = parse_overlay(bad, false).unwrap_err().to_string();
+            assert!(
+                e.starts_with("invalid overlay mount") && !e.contains('\n'),
+                "{bad}: {e}"
+            );
         }
     }
 

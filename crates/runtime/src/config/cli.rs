@@ -17,7 +17,7 @@ use super::resolve::ConfigError;
 use crate::caps::{self, CapSet};
 use crate::console::ConsoleMode;
 use crate::seccomp::SyscallFilter;
-use crate::spec::{self, BindSpec, PortSpec, TmpfsSpec};
+use crate::spec::{self, BindSpec, OverlaySpec, PortSpec, TmpfsSpec};
 
 fn bind_rw(s: &str) -> Result<BindSpec, spec::SpecError> {
     spec::parse_bind(s, false)
@@ -25,6 +25,14 @@ fn bind_rw(s: &str) -> Result<BindSpec, spec::SpecError> {
 
 fn bind_ro(s: &str) -> Result<BindSpec, spec::SpecError> {
     spec::parse_bind(s, true)
+}
+
+fn overlay_rw(s: &str) -> Result<OverlaySpec, spec::SpecError> {
+    spec::parse_overlay(s, false)
+}
+
+fn overlay_ro(s: &str) -> Result<OverlaySpec, spec::SpecError> {
+    spec::parse_overlay(s, true)
 }
 
 fn boolean(s: &str) -> Result<bool, String> {
@@ -141,13 +149,19 @@ pub struct Args {
     /// Mount an empty tmpfs to the specified directory
     #[arg(long = "tmpfs", value_name = "PATH[:OPTIONS]", value_parser = spec::parse_tmpfs)]
     pub tmpfs: Vec<TmpfsSpec>,
+    /// Mount an overlay file system: LOWER…:UPPER[:DEST] (an empty UPPER: a tmpfs)
+    #[arg(long = "overlay", value_name = "PATH[:PATH…]:PATH", value_parser = overlay_rw)]
+    pub overlay: Vec<OverlaySpec>,
+    /// Mount a read-only overlay file system: LOWER…:UPPER[:DEST]
+    #[arg(long = "overlay-ro", value_name = "PATH[:PATH…]:PATH", value_parser = overlay_ro)]
+    pub overlay_ro: Vec<OverlaySpec>,
     /// Over-mount a file or directory with an inaccessible one
     #[arg(long = "inaccessible", value_name = "PATH", value_parser = spec::parse_absolute_path)]
     pub inaccessible: Vec<PathBuf>,
     /// Mount the root directory read-only
     #[arg(long = "read-only")]
     pub read_only: bool,
-    /// Run the system in volatile mode (not supported: only "no")
+    /// Run the system in volatile mode: yes (tmpfs root, the image's /usr), state (tmpfs /var) or overlay
     #[arg(long = "volatile", value_name = "MODE", num_args = 0..=1, default_missing_value = "yes", value_parser = volatile)]
     pub volatile: Option<Volatile>,
     /// Suppress informational messages
@@ -227,10 +241,10 @@ pub struct Args {
     /// Adjust file ownership for user namespacing: off, chown, map (idmapped mounts) or auto
     #[arg(long = "private-users-ownership", value_name = "MODE", value_parser = ownership)]
     pub private_users_ownership: Option<Ownership>,
-    /// Run with a temporary snapshot of the disk image (not supported)
+    /// Run on a throw-away layer over the image, removed when the machine ends
     #[arg(short = 'x', long = "ephemeral")]
     pub ephemeral: bool,
-    /// Create a directory tree from a template (not supported)
+    /// Create the container's directory from a template (a btrfs snapshot or a copy) if missing or empty
     #[arg(long = "template", value_name = "PATH")]
     pub template: Option<PathBuf>,
     /// Use a settings file: yes, no, override, trusted
@@ -276,7 +290,7 @@ pub struct Options {
     pub property: Vec<Property>,
     /// `--slice=`: a valid slice name.
     pub slice: Option<String>,
-    /// Refused while set.
+    /// `--template=`: the directory to make the machine's from.
     pub template: Option<PathBuf>,
     /// `-U` was given (refused, named in the message).
     pub private_users_short: bool,
@@ -332,6 +346,8 @@ impl Args {
             !a.bind.is_empty()
                 || !a.bind_ro.is_empty()
                 || !a.tmpfs.is_empty()
+                || !a.overlay.is_empty()
+                || !a.overlay_ro.is_empty()
                 || !a.inaccessible.is_empty(),
         );
         m.set(Mask::WORKING_DIRECTORY, a.chdir.is_some());
@@ -398,6 +414,7 @@ impl Args {
             ephemeral: a.ephemeral.then_some(true),
             binds,
             tmpfs: a.tmpfs,
+            overlays: a.overlay.into_iter().chain(a.overlay_ro).collect(),
             inaccessible: a.inaccessible,
             read_only: a.read_only.then_some(true),
             volatile: a.volatile,

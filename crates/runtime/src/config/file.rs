@@ -9,7 +9,7 @@
 //! never silently changes what a container may do. Unknown sections and
 //! keys are warnings, as in systemd; so is an unknown system call name in
 //! `SystemCallFilter=` (skipped, as systemd does). Keys that systemd knows
-//! and netspawn does not implement (e.g. `Overlay=`) are warnings that say
+//! and netspawn does not implement (e.g. `BindUser=`) are warnings that say
 //! so.
 
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ pub struct Parsed {
     pub settings: Settings,
     pub warnings: Vec<String>,
     /// The lines that set a key systemd knows and netspawn does not
-    /// implement (`FILE:LINE: Key 'Overlay' in section 'Files' is not
+    /// implement (`FILE:LINE: Key 'BindUser' in section 'Files' is not
     /// supported by netspawn`): a trusted file with one is refused, an
     /// untrusted one warns (they are among `warnings` too).
     pub unsupported: Vec<String>,
@@ -266,6 +266,12 @@ fn bind(s: &mut Settings, key: &str, v: &str) -> Row {
     Ok(None)
 }
 
+fn overlay(s: &mut Settings, key: &str, v: &str) -> Row {
+    s.overlays
+        .push(spec::parse_overlay(v, key == "OverlayReadOnly").map_err(err)?);
+    Ok(None)
+}
+
 fn tmpfs(s: &mut Settings, v: &str) -> Row {
     s.tmpfs.push(spec::parse_tmpfs(v).map_err(err)?);
     Ok(None)
@@ -431,8 +437,8 @@ static SCHEMA: Schema<Settings> = Schema {
         Key::parse_key("Files", "BindReadOnly", bind),
         Key::parse("Files", "TemporaryFileSystem", tmpfs),
         Key::parse("Files", "Inaccessible", inaccessible),
-        Key::ignored("Files", "Overlay"),
-        Key::ignored("Files", "OverlayReadOnly"),
+        Key::parse_key("Files", "Overlay", overlay),
+        Key::parse_key("Files", "OverlayReadOnly", overlay),
         Key::parse("Files", "PrivateUsersOwnership", ownership),
         Key::parse("Files", "PrivateUsersChown", users_chown),
         Key::ignored("Files", "BindUser"),
@@ -982,7 +988,7 @@ mod tests {
                     [X-Vendor]\n\
                     Key=1\n\
                     [Files]\n\
-                    Overlay=/a:/b\n\
+                    BindUser=root\n\
                     [Network]\n\
                     Port=80\n\
                     Port=80:8080\n";
@@ -995,7 +1001,7 @@ mod tests {
                 format!("{f}:4: Unknown key name 'boot' in section 'Exec', ignoring."),
                 format!("{f}:5: Key 'Personality' in section 'Exec' is not supported by netspawn, ignoring."),
                 format!("{f}:8: Unknown section 'Weird'. Ignoring."),
-                format!("{f}:14: Key 'Overlay' in section 'Files' is not supported by netspawn, ignoring."),
+                format!("{f}:14: Key 'BindUser' in section 'Files' is not supported by netspawn, ignoring."),
                 format!("{f}:17: Duplicate port specification, ignoring: 80:8080"),
             ]
         );
@@ -1005,11 +1011,11 @@ mod tests {
 
     #[test]
     fn unsupported_keys_are_listed_for_refusal() {
-        let p = ok("[Exec]\nBoot=yes\nBogus=1\n[Files]\nOverlay=/a:/b\n");
+        let p = ok("[Exec]\nBoot=yes\nBogus=1\n[Files]\nBindUser=root\n");
         assert_eq!(
             p.unsupported,
             vec![format!(
-                "{}:5: Key 'Overlay' in section 'Files' is not supported by netspawn",
+                "{}:5: Key 'BindUser' in section 'Files' is not supported by netspawn",
                 file().display()
             )]
         );

@@ -170,9 +170,14 @@ pub fn drop_privileged(s: &mut Settings) -> Vec<String> {
     if s.capability.take().is_some_and(|c| c != 0) {
         warnings.push(format!("Ignoring Capability= setting, {WHY}."));
     }
-    if !s.binds.is_empty() || !s.tmpfs.is_empty() || !s.inaccessible.is_empty() {
+    if !s.binds.is_empty()
+        || !s.tmpfs.is_empty()
+        || !s.inaccessible.is_empty()
+        || !s.overlays.is_empty()
+    {
         s.binds.clear();
         s.tmpfs.clear();
+        s.overlays.clear();
         s.inaccessible.clear();
         warnings.push(format!(
             "Ignoring TemporaryFileSystem=, Bind=, BindReadOnly= and Inaccessible= settings, {WHY}."
@@ -287,11 +292,15 @@ pub fn merge(mut cli: Settings, mask: Mask, file: Settings, file_wins: bool) -> 
         cli.ephemeral = f.ephemeral;
     }
     // [Files]
-    if (!f.binds.is_empty() || !f.tmpfs.is_empty() || !f.inaccessible.is_empty())
+    if (!f.binds.is_empty()
+        || !f.tmpfs.is_empty()
+        || !f.inaccessible.is_empty()
+        || !f.overlays.is_empty())
         && take(Mask::CUSTOM_MOUNTS)
     {
         cli.binds = f.binds;
         cli.tmpfs = f.tmpfs;
+        cli.overlays = f.overlays;
         cli.inaccessible = f.inaccessible;
     }
     if f.read_only.is_some() && take(Mask::READ_ONLY) {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::caps::CapSet;
 use crate::seccomp::SyscallFilter;
-use crate::spec::{BindSpec, PortSpec, TmpfsSpec};
+use crate::spec::{BindSpec, OverlaySpec, PortSpec, TmpfsSpec};
 
 /// How the payload is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +201,8 @@ pub struct Settings {
     pub binds: Vec<BindSpec>,
     /// `--tmpfs=`, `TemporaryFileSystem=`.
     pub tmpfs: Vec<TmpfsSpec>,
+    /// `--overlay=`/`--overlay-ro=`, `Overlay=`/`OverlayReadOnly=`, in order.
+    pub overlays: Vec<OverlaySpec>,
     /// `--inaccessible=`, `Inaccessible=`: absolute paths in the container.
     pub inaccessible: Vec<PathBuf>,
     /// `--read-only`, `ReadOnly=`.

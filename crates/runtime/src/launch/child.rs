@@ -42,6 +42,8 @@ pub(super) struct Start<'a> {
     pub envp: &'a [String],
     /// PID 1 is in a new user namespace (its root made by the outer child).
     pub in_userns: bool,
+    /// What covers the root (made by PID 1, or by the outer child).
+    pub layer: &'a mount::RootLayer,
 }
 
 /// How the outer child makes the root and clones PID 1 (user namespaces).
@@ -67,8 +69,14 @@ pub(super) fn child_main(start: Start<'_>) -> ! {
         pty,
         envp,
         in_userns,
+        layer,
     } = start;
-    let err = match child_setup(cfg, plan, &sync, notify, pty, envp, in_userns) {
+    let layer = if in_userns {
+        &mount::RootLayer::Image
+    } else {
+        layer
+    };
+    let err = match child_setup(cfg, plan, &sync, notify, pty, envp, in_userns, layer) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -106,6 +114,8 @@ fn outer_setup(start: Start<'_>, mut outer: Outer<'_>) -> Result<(), (OwnedFd, S
             }
             None => bind_root(start.cfg)?,
         }
+        mount::layer_root(&start.cfg.root, start.layer, Some(outer.owner))
+            .map_err(|err| err.to_string())?;
         let root = RootDir::open(&start.cfg.root).map_err(e("open the root directory"))?;
         mount::apply(outer.host_plan, &root, &mut outer.trees, Some(outer.owner))
             .map_err(|err| err.to_string())?;
@@ -153,6 +163,7 @@ fn e(what: &str) -> impl FnOnce(nix::Error) -> String {
     move |err: nix::Error| format!("{what}: {err}")
 }
 
+#[allow(clippy::too_many_arguments)]
 fn child_setup(
     cfg: &Config,
     plan: &[mount::MountOp],
@@ -161,6 +172,7 @@ fn child_setup(
     pty: Option<&Pty>,
     envp: &[String],
     in_userns: bool,
+    layer: &mount::RootLayer,
 ) -> Result<Never, String> {
     wait_for_go(sync)?;
     if in_userns {
@@ -168,7 +180,7 @@ fn child_setup(
         die_with_launcher(sync)?;
     }
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(e("create cgroup namespace"))?;
-    let root = build_file_system(cfg, plan, notify, in_userns)?;
+    let root = build_file_system(cfg, plan, notify, in_userns, layer)?;
     unistd::sethostname(&cfg.hostname).map_err(e("set hostname"))?;
     if cfg.network.private {
         loopback_up().map_err(e("bring up lo"))?;
@@ -230,6 +242,7 @@ fn build_file_system(
     plan: &[mount::MountOp],
     notify: OwnedFd,
     in_userns: bool,
+    layer: &mount::RootLayer,
 ) -> Result<RootDir, String> {
     // With a user namespace the outer child has made the root and what is
     // below it; binding it again (the copy's top is ours to pivot into,
@@ -238,10 +251,12 @@ fn build_file_system(
     mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_SLAVE, None)
         .map_err(e("make mounts private"))?;
     let root = if in_userns {
+        // The outer child made the root's layer too.
         let top = crate::userns::idmap::rebind_cwd().map_err(e("bind the root directory"))?;
         RootDir::from_fd(top.as_fd(), &cfg.root).map_err(e("open the root directory"))?
     } else {
         bind_root(cfg)?;
+        mount::layer_root(&cfg.root, layer, None).map_err(|err| err.to_string())?;
         RootDir::open(&cfg.root).map_err(e("open the root directory"))?
     };
     mount::apply(plan, &root, &mut mount::Idmapped::default(), None)

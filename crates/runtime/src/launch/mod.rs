@@ -76,6 +76,10 @@ pub enum LaunchError {
     Dhcp(String),
     #[error("{0}")]
     Userns(#[from] crate::userns::UsernsError),
+    #[error("{0}")]
+    Ephemeral(#[from] crate::ephemeral::EphemeralError),
+    #[error("{0}")]
+    Overlay(#[from] crate::overlay::OverlayError),
     /// An error reported by the container's side before exec.
     #[error("{0}")]
     Child(String),
@@ -123,6 +127,14 @@ impl Outcome {
 
 /// Everything the launcher holds for one machine; dropping it releases all.
 struct Held {
+    /// `-x`: the machine's ephemeral layer.
+    layer: Option<crate::ephemeral::Layer>,
+    /// `--overlay=`: what the container mounts.
+    overlays: Vec<crate::overlay::OverlayMount>,
+    /// What was made for the machine beside the image and the overlays
+    /// (removed first, while the image is still locked; by its keeper
+    /// after `kill -9`).
+    _scratch: crate::ephemeral::Scratch,
     registry: Option<(Registry, NameClaim)>,
     run_dir: PathBuf,
     _image_lock: ImageLock,
@@ -137,7 +149,25 @@ struct Held {
 
 /// Runs the container to completion and returns netspawn's exit status.
 pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
-    let held = hold(cfg, paths)?;
+    // `-x` of a btrfs subvolume: a snapshot beside it is the machine's
+    // directory (locked, and removed, as its own), as systemd-nspawn makes it.
+    let mut scratch = crate::ephemeral::Scratch::default();
+    let snapshot_cfg;
+    let cfg = match cfg.ephemeral {
+        true => match crate::ephemeral::snapshot(&cfg.root, &mut scratch) {
+            Some(root) => {
+                snapshot_cfg = Config {
+                    root,
+                    ephemeral: false,
+                    ..cfg.clone()
+                };
+                &snapshot_cfg
+            }
+            None => cfg,
+        },
+        false => cfg,
+    };
+    let held = hold(cfg, paths, scratch)?;
     let mut net = links::prepare(cfg, paths)?;
 
     let host_os_release = ["/etc/os-release", "/usr/lib/os-release"]
@@ -174,9 +204,14 @@ pub fn run(cfg: &Config, paths: &Paths) -> Result<i32, LaunchError> {
 }
 
 /// Claims the name and the image before anything is created.
-fn hold(cfg: &Config, paths: &Paths) -> Result<Held, LaunchError> {
+fn hold(
+    cfg: &Config,
+    paths: &Paths,
+    mut scratch: crate::ephemeral::Scratch,
+) -> Result<Held, LaunchError> {
     let registry = register::claim(cfg, paths)?;
-    let image_lock = ImageLock::acquire(&paths.locks_dir(), &cfg.root, cfg.read_only)?;
+    // Machines that never write the image share it (`-x` writes to its layer).
+    let image_lock = ImageLock::acquire(&paths.locks_dir(), &cfg.root, cfg.image_read_only())?;
     let hierarchies = Hierarchies::detect()?;
     // What earlier machines could not remove (a launcher killed before its
     // keeper ran): never a cgroup whose name or launcher is still alive.
@@ -193,12 +228,41 @@ fn hold(cfg: &Config, paths: &Paths) -> Result<Held, LaunchError> {
         })?,
         None => None,
     };
+    let layer = match cfg.ephemeral {
+        true => {
+            // Seen through an idmapped mount, the image's owner is shifted.
+            let shift = userns
+                .as_ref()
+                .filter(|u| u.idmap.is_some())
+                .map_or(0, |u| u.range.shift);
+            Some(crate::ephemeral::Layer::create(
+                &cfg.root,
+                shift,
+                &mut scratch,
+            )?)
+        }
+        false => None,
+    };
+    let overlays = if cfg.overlays.is_empty() {
+        Vec::new()
+    } else {
+        let root =
+            crate::rootdir::RootDir::open(&cfg.root).map_err(sys("open the root directory"))?;
+        cfg.overlays
+            .iter()
+            .map(|o| crate::overlay::prepare(o, &root, &mut scratch))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    scratch.guard(&[image_lock.as_raw_fd()])?;
     let cgroup_name = if cfg.register {
         cfg.machine.clone()
     } else {
         format!("{}.{}", cfg.machine, std::process::id())
     };
     Ok(Held {
+        _scratch: scratch,
+        overlays,
+        layer,
         registry,
         run_dir: paths.run_dir.clone(),
         _image_lock: image_lock,
@@ -468,6 +532,7 @@ fn clone_child(
     let plan = mount::plan(&mount_config(cfg, held, pty, host_os_release), &cfg.root);
     let envp = cfg.environment(console_term(cfg).as_deref());
     let cg_fd = cgroups.unified_fd().ok();
+    let layer = root_layer(cfg, held);
     if let Some(u) = &held.userns {
         // The outer child binds it before the network exists; DHCP fills it in.
         if let Some(path) = &held.resolv_conf {
@@ -493,6 +558,7 @@ fn clone_child(
                         pty,
                         envp: &envp,
                         in_userns: true,
+                        layer: &layer,
                     };
                     let outer = child::Outer {
                         host_plan: &host_plan,
@@ -551,6 +617,7 @@ fn clone_child(
                 pty,
                 envp: &envp,
                 in_userns: false,
+                layer: &layer,
             })
         }
         (Some(pid), in_cgroup) => (pid, in_cgroup),
@@ -604,6 +671,20 @@ fn idmapped_trees(cfg: &Config, held: &Held) -> Result<mount::Idmapped, LaunchEr
     })
 }
 
+/// What covers the image as the machine's root.
+fn root_layer(cfg: &Config, held: &Held) -> mount::RootLayer {
+    use crate::config::Volatile;
+    match (&held.layer, cfg.volatile) {
+        (_, Volatile::Yes) => mount::RootLayer::VolatileYes,
+        (_, Volatile::Overlay) => mount::RootLayer::VolatileOverlay,
+        (Some(l), _) => mount::RootLayer::Ephemeral {
+            upper: l.upper(),
+            work: l.work(),
+        },
+        (None, _) => mount::RootLayer::Image,
+    }
+}
+
 /// The namespaces PID 1 is born in.
 fn clone_flags(cfg: &Config) -> CloneFlags {
     let mut flags = CloneFlags::CLONE_NEWNS
@@ -623,8 +704,17 @@ fn mount_config(
     pty: Option<&Pty>,
     host_os_release: Option<&str>,
 ) -> MountConfig {
+    use crate::config::Volatile;
     MountConfig {
-        read_only: cfg.read_only,
+        // A volatile root is writable (tmpfs, overlay) or read-only (state)
+        // whatever --read-only says, as in systemd-nspawn.
+        read_only: match cfg.volatile {
+            Volatile::No => cfg.read_only,
+            Volatile::State => true,
+            Volatile::Yes | Volatile::Overlay => false,
+        },
+        volatile_state: cfg.volatile == Volatile::State,
+        overlays: held.overlays.clone(),
         private_network: cfg.network.private,
         binds: cfg.binds.clone(),
         tmpfs: cfg.tmpfs.clone(),

@@ -19,7 +19,7 @@ use netspawn_common::paths::Paths;
 use thiserror::Error;
 
 use super::cli::Options;
-use super::model::{CpuSet, Rlimit, Settings};
+use super::model::{CpuSet, Rlimit, Settings, Volatile};
 use crate::caps::{self, CapSet};
 use crate::console::ConsoleMode;
 use crate::seccomp::{self, SyscallFilter};
@@ -63,6 +63,8 @@ pub enum ConfigError {
     Unsupported(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Template(String),
     /// A resource-control property or slice that cannot be used.
     #[error("{0}")]
     Property(String),
@@ -83,6 +85,13 @@ pub struct Config {
     pub env: Vec<(String, String)>,
     pub chdir: Option<PathBuf>,
     pub read_only: bool,
+    /// `-x`: the machine writes to an ephemeral layer over the image (not
+    /// with `--read-only` or `--volatile=`, which never write it).
+    pub ephemeral: bool,
+    /// `--volatile=`.
+    pub volatile: Volatile,
+    /// `--overlay=`/`--overlay-ro=`, in order.
+    pub overlays: Vec<spec::OverlaySpec>,
     pub binds: Vec<BindSpec>,
     pub tmpfs: Vec<TmpfsSpec>,
     /// Paths over-mounted with inaccessible nodes (in the container).
@@ -118,17 +127,38 @@ pub struct Config {
 
 /// Resolves the merged settings and the command line's options.
 pub fn resolve(s: Settings, o: &Options, paths: &Paths) -> Result<Config, ConfigError> {
-    let (root, machine) = root_and_machine(o, paths)?;
+    let ephemeral = s.ephemeral == Some(true);
+    refuse_unsupported(&s, o)?;
+    let with_template;
+    let o = match &o.template {
+        // `-x --template=DIR` without -D runs DIR ephemerally (systemd's rule).
+        Some(t) if ephemeral => {
+            with_template = Options {
+                directory: Some(t.clone()),
+                template: None,
+                ..o.clone()
+            };
+            &with_template
+        }
+        Some(t) => {
+            populate_from_template(t, o, paths)?;
+            o
+        }
+        None => o,
+    };
+    let (root, machine) = root_and_machine(o, paths, ephemeral)?;
     let hostname = s.hostname.clone().unwrap_or_else(|| machine.clone());
     check_machine_name(&hostname).map_err(|e| ConfigError::Hostname(hostname.clone(), e))?;
-    refuse_unsupported(&s, o)?;
+    let volatile = s.volatile.unwrap_or(Volatile::No);
+    check_layers(&s, &root, volatile)?;
 
     let files = files::resolve(&s, &root)?;
     let net = network::resolve(&s)?;
     let security = security::resolve(&s, &net)?;
     let resources = resources::resolve(&s);
     let cgroup = resources::resolve_cgroup(o, &machine, paths)?;
-    let userns = users::resolve(&s)?;
+    // The image is never chowned where the machine does not write it.
+    let userns = users::resolve(&s, ephemeral || volatile != Volatile::No)?;
     let exec = exec::resolve(&s, o, &root, &files)?;
     let uuid = match &s.machine_id {
         Some(id) => id.clone(),
@@ -148,6 +178,10 @@ pub fn resolve(s: Settings, o: &Options, paths: &Paths) -> Result<Config, Config
         env: exec.env,
         chdir: s.working_directory.clone(),
         read_only: files.read_only,
+        // A layer only where something would write the image.
+        ephemeral: ephemeral && !files.read_only && volatile == Volatile::No,
+        volatile,
+        overlays: s.overlays.clone(),
         binds: files.binds,
         tmpfs: files.tmpfs,
         inaccessible: files.inaccessible,
@@ -172,7 +206,14 @@ pub fn resolve(s: Settings, o: &Options, paths: &Paths) -> Result<Config, Config
 }
 
 /// Machine name and root directory, as systemd-nspawn derives them.
-fn root_and_machine(o: &Options, paths: &Paths) -> Result<(PathBuf, String), ConfigError> {
+/// With `-x` and no `--machine=`, the name derived from the directory gets
+/// 16 random hex digits (`-0123456789abcdef`), as systemd-nspawn's, so that
+/// many ephemeral machines of one image run at once.
+fn root_and_machine(
+    o: &Options,
+    paths: &Paths,
+    ephemeral: bool,
+) -> Result<(PathBuf, String), ConfigError> {
     let root = match (&o.directory, &o.machine) {
         (Some(d), _) => d.clone(),
         (None, Some(m)) => {
@@ -192,39 +233,110 @@ fn root_and_machine(o: &Options, paths: &Paths) -> Result<(PathBuf, String), Con
         .map_err(|_| ConfigError::NoDirectory(root.clone()))?;
     let machine = match &o.machine {
         Some(m) => m.clone(),
-        None => machine_name_from_path(&root).ok_or_else(|| ConfigError::NoName(root.clone()))?,
+        None => {
+            let name =
+                machine_name_from_path(&root).ok_or_else(|| ConfigError::NoName(root.clone()))?;
+            match ephemeral {
+                true => format!("{name}-{:016x}", crate::ephemeral::random_u64()),
+                false => name,
+            }
+        }
     };
     check_machine_name(&machine).map_err(|e| ConfigError::MachineName(machine.clone(), e))?;
     Ok((root, machine))
 }
 
-/// Settings a later issue implements: refused, never silently ignored.
+/// Settings a later issue implements: refused, never silently ignored;
+/// and the combinations systemd-nspawn refuses.
 fn refuse_unsupported(s: &Settings, o: &Options) -> Result<(), ConfigError> {
-    use super::model::Volatile;
-    let no = |what: String| Err(ConfigError::Unsupported(what));
-    if o.template.is_some() {
-        return no("--template= is not supported by netspawn".into());
+    let conflict = |what: &str| Err(ConfigError::Conflict(what.into()));
+    if s.ephemeral == Some(true) && o.template.is_some() && o.directory.is_some() {
+        return conflict("--ephemeral and --template= may not be combined");
     }
-    if s.ephemeral == Some(true) {
-        return no("-x/--ephemeral (Ephemeral=) is not supported by netspawn".into());
+    if o.template.is_some()
+        && o.directory.is_none()
+        && o.machine.is_none()
+        && s.ephemeral != Some(true)
+    {
+        return conflict("--template= needs --directory= or --machine=");
     }
-    match s.volatile {
-        None | Some(Volatile::No) => {}
-        Some(v) => {
-            let name = match v {
-                Volatile::Yes => "yes",
-                Volatile::State => "state",
-                _ => "overlay",
-            };
-            return no(format!(
-                "--volatile={name} (Volatile=) is not supported by netspawn (only \"no\")"
-            ));
-        }
+    let chown = s.private_users_ownership == Some(super::model::Ownership::Chown);
+    if chown && s.ephemeral == Some(true) {
+        // The layer would get a copy of the whole image.
+        return conflict("--ephemeral and --private-users-ownership=chown may not be combined");
+    }
+    if chown && !matches!(s.volatile, None | Some(Volatile::No)) {
+        return conflict("--volatile= and --private-users-ownership=chown may not be combined");
     }
     Ok(())
 }
 
+/// `--template=`: makes the machine's directory from the template when it
+/// is missing or empty, before the rest is checked against it (a machine
+/// name is checked first), and says so as systemd-nspawn does.
+fn populate_from_template(t: &Path, o: &Options, paths: &Paths) -> Result<(), ConfigError> {
+    let dir = match (&o.directory, &o.machine) {
+        (Some(d), _) => d.clone(),
+        (None, Some(m)) => {
+            check_machine_name(m).map_err(|e| ConfigError::MachineName(m.clone(), e))?;
+            paths.image_dir.join(m)
+        }
+        (None, None) => return Ok(()),
+    };
+    match crate::template::populate(t, &dir) {
+        Ok(crate::template::Populated::Made) if !o.quiet => {
+            eprintln!("Populated {} from template {}.", dir.display(), t.display())
+        }
+        Ok(crate::template::Populated::Exists) if !o.quiet => eprintln!(
+            "Directory {} already exists, not populating from template {}.",
+            dir.display(),
+            t.display()
+        ),
+        Ok(_) => {}
+        Err(e) => return Err(ConfigError::Template(e.to_string())),
+    }
+    Ok(())
+}
+
+/// What the root's layers need of the image: `--volatile=yes` keeps only
+/// /usr, so /bin, /sbin and /lib must be in it (merged /usr), as
+/// systemd-nspawn requires.
+fn check_layers(_s: &Settings, root: &Path, volatile: Volatile) -> Result<(), ConfigError> {
+    if volatile != Volatile::Yes {
+        return Ok(());
+    }
+    let st = |p: &str| {
+        crate::sys::open_in_root(root, Path::new(p), libc::O_PATH | libc::O_NOFOLLOW)
+            .and_then(|fd| nix::sys::stat::fstat(&fd))
+            .ok()
+            .map(|st| st.st_mode & libc::S_IFMT)
+    };
+    match st("/usr") {
+        Some(libc::S_IFDIR) => {}
+        _ => {
+            return Err(ConfigError::Unsupported(format!(
+                "--volatile=yes needs a /usr directory in {}",
+                root.display()
+            )))
+        }
+    }
+    match st("/bin") {
+        None | Some(libc::S_IFLNK) => Ok(()),
+        Some(libc::S_IFDIR) => Err(ConfigError::Unsupported(
+            "--volatile=yes is not supported with images that have not merged /bin, /sbin, /lib into /usr".into(),
+        )),
+        Some(_) => Err(ConfigError::Unsupported(
+            "--volatile=yes needs /bin to be a symlink (merged /usr) or absent".into(),
+        )),
+    }
+}
+
 impl Config {
+    /// The machine never writes its image (a shared image lock suffices).
+    pub fn image_read_only(&self) -> bool {
+        self.read_only || self.ephemeral || self.volatile != Volatile::No
+    }
+
     /// The payload's environment: our defaults, then `-E` assignments. A
     /// `--user=` changes HOME, USER, LOGNAME and SHELL in the container
     /// ([`crate::exec`]), below the `-E` ones.
@@ -418,17 +530,28 @@ mod tests {
             ),
             (
                 Settings {
-                    volatile: Some(Volatile::State),
+                    volatile: Some(Volatile::Yes),
                     ..Settings::default()
                 },
-                "--volatile=state",
+                "--volatile=yes needs a /usr directory",
             ),
             (
                 Settings {
                     ephemeral: Some(true),
+                    private_users: Some(PrivateUsers::Pick),
+                    private_users_ownership: Some(crate::config::model::Ownership::Chown),
                     ..Settings::default()
                 },
-                "--ephemeral",
+                "--ephemeral and --private-users-ownership=chown",
+            ),
+            (
+                Settings {
+                    volatile: Some(Volatile::State),
+                    private_users: Some(PrivateUsers::Pick),
+                    private_users_ownership: Some(crate::config::model::Ownership::Chown),
+                    ..Settings::default()
+                },
+                "--volatile= and --private-users-ownership=chown",
             ),
             (
                 Settings {

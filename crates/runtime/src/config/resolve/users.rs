@@ -8,7 +8,9 @@ use super::ConfigError;
 use crate::config::model::{Ownership, PrivateUsers, Settings};
 use crate::userns::{self, Mode, Spec, UidRange};
 
-pub(super) fn resolve(s: &Settings) -> Result<Option<Spec>, ConfigError> {
+/// `never_write`: the machine never writes the image (`-x`, `--volatile=`),
+/// so it is never chowned either.
+pub(super) fn resolve(s: &Settings, never_write: bool) -> Result<Option<Spec>, ConfigError> {
     let read_only = s.read_only.unwrap_or(false);
     if s.private_users_ownership == Some(Ownership::Foreign) {
         return Err(ConfigError::Unsupported(
@@ -63,7 +65,7 @@ pub(super) fn resolve(s: &Settings) -> Result<Option<Spec>, ConfigError> {
         mode,
         ownership,
         fallback: mode == Mode::Pick,
-        read_only,
+        read_only: read_only || never_write,
     }))
 }
 
@@ -79,11 +81,14 @@ mod tests {
     use super::*;
 
     fn spec(pu: Option<PrivateUsers>, o: Option<Ownership>) -> Result<Option<Spec>, String> {
-        resolve(&Settings {
-            private_users: pu,
-            private_users_ownership: o,
-            ..Settings::default()
-        })
+        resolve(
+            &Settings {
+                private_users: pu,
+                private_users_ownership: o,
+                ..Settings::default()
+            },
+            false,
+        )
         .map_err(|e| e.to_string())
     }
 
@@ -154,12 +159,15 @@ mod tests {
             assert!(e.contains(needle) && !e.contains('\n'), "{needle}: {e}");
         }
         let ro = |o| {
-            resolve(&Settings {
-                private_users: Some(PrivateUsers::Pick),
-                private_users_ownership: o,
-                read_only: Some(true),
-                ..Settings::default()
-            })
+            resolve(
+                &Settings {
+                    private_users: Some(PrivateUsers::Pick),
+                    private_users_ownership: o,
+                    read_only: Some(true),
+                    ..Settings::default()
+                },
+                false,
+            )
         };
         let e = ro(Some(Ownership::Chown)).unwrap_err().to_string();
         assert!(
@@ -167,5 +175,14 @@ mod tests {
             "{e}"
         );
         assert!(ro(None).unwrap().is_some_and(|s| s.read_only));
+        // A machine that never writes its image (-x, --volatile=) never chowns it.
+        let never = resolve(
+            &Settings {
+                private_users: Some(PrivateUsers::Pick),
+                ..Settings::default()
+            },
+            true,
+        );
+        assert!(never.unwrap().is_some_and(|s| s.read_only));
     }
 }
