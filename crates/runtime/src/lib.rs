@@ -9,7 +9,6 @@ pub mod caps;
 pub mod cgroup;
 pub mod config;
 pub mod console;
-pub mod copytree;
 pub mod ctl;
 pub mod devices;
 pub mod ephemeral;

@@ -1,7 +1,8 @@
 //! `--template=DIR`: the machine's directory is made from DIR when it is
 //! missing or empty, as systemd-nspawn makes it: a btrfs snapshot when DIR
-//! is a subvolume on the same file system, else a faithful copy
-//! ([`crate::copytree`], with reflinks where the file system has them).
+//! is a subvolume on the same file system, else a faithful copy by
+//! [`crate::ctl::images::tree::Copier`], the copier `netspawnctl clone`
+//! uses (with reflinks where the file system has them).
 //! The copy is made under a hidden name beside the directory and renamed
 //! into place when complete, so a failed (or killed) copy leaves no
 //! directory; a directory that is there and not empty is run as it is.
@@ -86,8 +87,17 @@ pub fn populate(template: &Path, dir: &Path) -> Result<Populated, TemplateError>
     scratch.track(open(parent_path)?, &tmp);
     scratch.guard(&[]).map_err(|e| fail(e.to_string()))?;
     if !snapped {
-        crate::copytree::copy_tree(template, parent.as_fd(), &tmp)
-            .map_err(|e| fail(e.to_string()))?;
+        // The one faithful copier (`netspawnctl clone` uses it too).
+        let (tparent, tname) = match (template.parent(), template.file_name()) {
+            (Some(p), Some(n)) if !p.as_os_str().is_empty() => (p, n),
+            _ => (Path::new("."), template.as_os_str()),
+        };
+        let tparent = open(tparent)?;
+        let tname = crate::ctl::images::tree::cname(tname).map_err(|e| fail(e.to_string()))?;
+        let tmp_c = crate::ctl::images::tree::cname(&tmp).map_err(|e| fail(e.to_string()))?;
+        crate::ctl::images::tree::Copier::new(false)
+            .copy(tparent.as_fd(), &tname, parent.as_fd(), &tmp_c)
+            .map_err(|e| fail(format!("copy {}: {e}", template.display())))?;
     }
     // Into place: onto an empty directory (rename replaces it), or where
     // nothing is (never over something that appeared meanwhile).
