@@ -132,7 +132,8 @@ pub fn prepare(
     let lock = pick::lock(locks_dir)?;
     let owner = pick::root_owner(root)?;
     let locked = |shift| matches!(pick::try_range_lock(locks_dir, shift), Ok(None));
-    let range = pick::choose(spec.mode, owner, &taken(), pick::host_has_id, locked)?;
+    let host = pick::HostIds::new();
+    let range = pick::choose(spec.mode, owner, &taken(), |id| host.has(id), locked)?;
     // Under the pick lock nobody took it since: ours for the machine's life.
     let range_lock =
         pick::try_range_lock(locks_dir, range.shift)?.ok_or(pick::PickError::InUse(range))?;
