@@ -439,6 +439,10 @@ fn run_in_cgroups(
     if let Some(u) = &held.userns {
         u.release_lock();
     }
+    let mut outer = cloned.outer;
+    if let Some(o) = outer.as_mut() {
+        o.try_reap();
+    }
     let outcome = supervise::supervise(
         cfg,
         child,
@@ -461,6 +465,37 @@ struct Cloned {
     notify: OwnedFd,
     /// Cloned into a new user namespace.
     userns: bool,
+    /// The outer child (user namespaces), which exits once it has told us
+    /// PID 1's PID: not waited for on the way to the container's start
+    /// (its exit tears down its mount namespace, which waits for an RCU
+    /// grace period), reaped once the container runs.
+    outer: Option<Reap>,
+}
+
+/// A child of the launcher that has exited or is about to: reaped when
+/// this goes, or before if [`Reap::try_reap`] finds it gone.
+struct Reap(Option<Pid>);
+
+impl Reap {
+    /// Reaps the child if it has exited, without waiting.
+    fn try_reap(&mut self) {
+        if let Some(pid) = self.0 {
+            if !matches!(
+                waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)),
+                Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(nix::Error::EINTR)
+            ) {
+                self.0 = None;
+            }
+        }
+    }
+}
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            while let Err(nix::Error::EINTR) = waitpid(pid, None) {}
+        }
+    }
 }
 
 fn io_err(what: &'static str, e: std::io::Error) -> LaunchError {
@@ -574,7 +609,7 @@ fn clone_child(
         drop(sync_child);
         drop(trees);
         let started = sync::recv(&sync_parent);
-        let _ = waitpid(outer, None);
+        let outer = Reap(Some(outer));
         return match started {
             Ok(Some(SyncMessage::Started { pid, in_cgroup })) => Ok(Cloned {
                 pid: Pid::from_raw(pid as i32),
@@ -582,6 +617,7 @@ fn clone_child(
                 sync: sync_parent,
                 notify,
                 userns: true,
+                outer: Some(outer),
             }),
             Ok(Some(SyncMessage::Failed(m))) => Err(LaunchError::Child(m)),
             Ok(other) => Err(LaunchError::Child(format!(
@@ -628,6 +664,7 @@ fn clone_child(
         sync: sync_parent,
         notify,
         userns: false,
+        outer: None,
     })
 }
 

@@ -37,10 +37,41 @@ fn check(r: libc::c_long) -> nix::Result<libc::c_long> {
     }
 }
 
+/// The helper process [`userns_fd`] made the namespace with, reaped by
+/// [`Helper::try_reap`] once it has exited, else when this is dropped. It exits as soon as it gets the CPU, but on a
+/// busy host that can take milliseconds: the launcher does not wait for it
+/// on its way to the container's start.
+#[derive(Debug)]
+pub struct Helper(Option<nix::unistd::Pid>);
+
+impl Helper {
+    /// Reaps the helper if it has exited, without waiting.
+    pub fn try_reap(&mut self) {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        if let Some(pid) = self.0 {
+            if !matches!(
+                waitpid(pid, Some(WaitPidFlag::WNOHANG)),
+                Ok(WaitStatus::StillAlive) | Err(Errno::EINTR)
+            ) {
+                self.0 = None;
+            }
+        }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            while let Err(Errno::EINTR) = nix::sys::wait::waitpid(pid, None) {}
+        }
+    }
+}
+
 /// A user namespace whose maps put 0.. onto `range`: a helper process is
-/// cloned into a new one, its maps written, its namespace opened, and the
-/// helper reaped.
-pub fn userns_fd(range: UidRange) -> nix::Result<OwnedFd> {
+/// cloned into a new one, its maps written and its namespace opened; the
+/// helper is then told to exit (EOF on a pipe) and reaped when the
+/// returned [`Helper`] goes.
+pub fn userns_fd(range: UidRange) -> nix::Result<(OwnedFd, Helper)> {
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // SAFETY: the child only reads a pipe and exits (async-signal-safe).
     let child = match unsafe { crate::sys::clone_fork(libc::CLONE_NEWUSER) }? {
@@ -55,19 +86,20 @@ pub fn userns_fd(range: UidRange) -> nix::Result<OwnedFd> {
         }
         Some(pid) => pid,
     };
+    let helper = Helper(Some(child));
     drop(rd);
-    let result = super::write_maps(child.as_raw(), range)
+    let pid = child.as_raw();
+    let result = super::write_maps(pid, range)
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
         .and_then(|()| {
             nix::fcntl::open(
-                format!("/proc/{}/ns/user", child.as_raw()).as_str(),
+                format!("/proc/{pid}/ns/user").as_str(),
                 nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
                 nix::sys::stat::Mode::empty(),
             )
         });
     drop(wr);
-    let _ = nix::sys::wait::waitpid(child, None);
-    result
+    result.map(|ns| (ns, helper))
 }
 
 /// A detached copy of the mount tree at `path` (with what is mounted below
@@ -171,7 +203,7 @@ mod tests {
         std::fs::create_dir_all(d.join("dst")).unwrap();
         std::fs::write(d.join("src/f"), "x").unwrap();
         let range = UidRange::new(0x0008_0000, 65536).unwrap();
-        let ns = userns_fd(range).unwrap();
+        let (ns, _helper) = userns_fd(range).unwrap();
         drop(clone_tree(&d.join("src"), true, ns.as_fd()).unwrap());
         let tree = clone_tree(&d.join("src"), false, ns.as_fd()).unwrap();
         // Attach it in a private mount namespace of a child, and look.

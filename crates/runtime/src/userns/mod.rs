@@ -80,6 +80,8 @@ pub struct Active {
     locks_dir: std::path::PathBuf,
     /// The range's own lock, held for the machine's life.
     _range_lock: File,
+    /// The process that made the idmap's namespace, reaped once gone.
+    helper: RefCell<idmap::Helper>,
 }
 
 impl Active {
@@ -92,8 +94,10 @@ impl Active {
     }
 
     /// Lets other launches pick again (the registry now has our range).
+    /// Also reaps the idmap's helper process if it has exited by then.
     pub fn release_lock(&self) {
         self.lock.borrow_mut().take();
+        self.helper.borrow_mut().try_reap();
     }
 
     /// Holds the pick lock again while the registry entry is gone (a booted
@@ -132,14 +136,15 @@ pub fn prepare(
     let lock = pick::lock(locks_dir)?;
     let owner = pick::root_owner(root)?;
     let locked = |shift| matches!(pick::try_range_lock(locks_dir, shift), Ok(None));
-    let range = pick::choose(spec.mode, owner, &taken(), pick::host_has_id, locked)?;
+    let host = pick::HostIds::new();
+    let range = pick::choose(spec.mode, owner, &taken(), |id| host.has(id), locked)?;
     // Under the pick lock nobody took it since: ours for the machine's life.
     let range_lock =
         pick::try_range_lock(locks_dir, range.shift)?.ok_or(pick::PickError::InUse(range))?;
     // A user namespace with the container's maps: proof that the kernel
     // lets us make one (else `-U` goes on without), and the idmap for `map`.
-    let ns = match idmap::userns_fd(range) {
-        Ok(ns) => ns,
+    let (ns, helper) = match idmap::userns_fd(range) {
+        Ok(made) => made,
         Err(e) if spec.fallback => {
             eprintln!("Cannot make a user namespace ({e}), running without.");
             return Ok(None);
@@ -204,6 +209,7 @@ pub fn prepare(
         lock: RefCell::new(Some(lock)),
         locks_dir: locks_dir.to_path_buf(),
         _range_lock: range_lock,
+        helper: RefCell::new(helper),
     }))
 }
 

@@ -5,9 +5,11 @@
 //! overlaps it, no other launcher holds its lock file
 //! (`<run>/locks/uid-BASE.lock`, held for the machine's life, as systemd's
 //! `/run/systemd/nspawn-uid/BASE`: it covers machines that are not
-//! registered) and no host user or group has an ID at its ends. Launches
-//! pick under one lock file (`<run>/locks/userns.lock`), held until the
-//! registry entry records the range, so two never share one.
+//! registered) and no host user or group has an ID at its ends (see
+//! [`HostIds`]: /etc/passwd and /etc/group are read directly where NSS
+//! could say no more). Launches pick under one lock file
+//! (`<run>/locks/userns.lock`), held until the registry entry records the
+//! range, so two never share one.
 
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
@@ -93,11 +95,102 @@ pub fn root_owner(root: &Path) -> Result<(u32, u32), PickError> {
     Ok((md.uid(), md.gid()))
 }
 
-/// True if the host has a user or group with this ID.
+/// True if the host has a user or group with this ID, as getpwuid(3) and
+/// getgrgid(3) see it (through NSS).
 pub fn host_has_id(id: u32) -> bool {
     use nix::unistd::{Gid, Group, Uid, User};
     matches!(User::from_uid(Uid::from_raw(id)), Ok(Some(_)))
         || matches!(Group::from_gid(Gid::from_raw(id)), Ok(Some(_)))
+}
+
+/// The drop-in directories and the varlink socket directory through which
+/// nss-systemd can know users beyond its synthesized root and nobody
+/// (systemd's userdb: `.user`/`.group` records, homed, machined, dynamic
+/// users).
+const USERDB_SOURCES: [&str; 7] = [
+    "/run/systemd/userdb",
+    "/etc/userdb",
+    "/run/userdb",
+    "/run/host/userdb",
+    "/usr/local/lib/userdb",
+    "/usr/lib/userdb",
+    "/lib/userdb",
+];
+
+/// The host's users and groups for [`choose`]'s check. Asking NSS costs a
+/// fresh launcher about 0.7 ms (nss-systemd is loaded and walks the userdb
+/// directories for each of the four lookups), so where NSS can only say
+/// what `/etc/passwd` and `/etc/group` say, those are read directly: when
+/// nsswitch.conf's `passwd` and `group` lines name `files` and at most
+/// `systemd` besides (no `[action]`s), and none of nss-systemd's userdb
+/// sources exists, nss-systemd can only add root and nobody, which no
+/// picked range holds. Any other setup (LDAP, sss, compat, mymachines,
+/// userdb records, a missing nsswitch.conf) asks NSS as before.
+pub struct HostIds {
+    /// UIDs of /etc/passwd and GIDs of /etc/group; None: ask NSS.
+    files: std::cell::OnceCell<Option<(Vec<u32>, Vec<u32>)>>,
+}
+
+impl Default for HostIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HostIds {
+    pub fn new() -> Self {
+        HostIds {
+            files: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// True if the host has a user or group with this ID.
+    pub fn has(&self, id: u32) -> bool {
+        match self.files.get_or_init(Self::load) {
+            Some((uids, gids)) => uids.contains(&id) || gids.contains(&id),
+            None => host_has_id(id),
+        }
+    }
+
+    fn load() -> Option<(Vec<u32>, Vec<u32>)> {
+        let conf = fs::read_to_string("/etc/nsswitch.conf").ok()?;
+        let files_only = |db| nss_files_suffice(&conf, db);
+        if !(files_only("passwd") && files_only("group"))
+            || USERDB_SOURCES
+                .iter()
+                .any(|d| fs::symlink_metadata(d).is_ok())
+        {
+            return None;
+        }
+        let uids = ids_in(&fs::read_to_string("/etc/passwd").ok()?);
+        let gids = ids_in(&fs::read_to_string("/etc/group").ok()?);
+        Some((uids, gids))
+    }
+}
+
+/// True if nsswitch.conf (`conf`) has a line for `db` that names `files`
+/// and no other service but `systemd`, without `[action]`s.
+fn nss_files_suffice(conf: &str, db: &str) -> bool {
+    let Some(services) = conf.lines().find_map(|l| {
+        let l = l.split('#').next().unwrap_or("");
+        let (name, rest) = l.split_once(':')?;
+        (name.trim() == db).then_some(rest)
+    }) else {
+        return false;
+    };
+    let mut words = services.split_whitespace().peekable();
+    words.peek().is_some()
+        && services.split_whitespace().any(|w| w == "files")
+        && words.all(|w| w == "files" || w == "systemd")
+}
+
+/// The third field (the UID of passwd(5), the GID of group(5)) of each
+/// line of a colon-separated database, as nss-files reads it.
+fn ids_in(db: &str) -> Vec<u32> {
+    db.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split(':').nth(2)?.trim().parse().ok())
+        .collect()
 }
 
 /// The range for `mode`, given the root directory's owner and the ranges
@@ -257,6 +350,39 @@ mod tests {
             choose(Mode::FromRoot, (PICK_MIN, 0), &[], none, none),
             Err(PickError::Mismatch { .. })
         ));
+    }
+
+    #[test]
+    fn nsswitch_lines_that_files_answer_alone() {
+        let conf = "# c\npasswd:         files systemd\ngroup: files # x\nshadow: files\n";
+        assert!(nss_files_suffice(conf, "passwd"));
+        assert!(nss_files_suffice(conf, "group"));
+        assert!(!nss_files_suffice(conf, "hosts"));
+        for line in [
+            "passwd: files ldap",
+            "passwd: compat",
+            "passwd: files mymachines systemd",
+            "passwd: files [NOTFOUND=return] systemd",
+            "passwd: systemd",
+            "passwd:",
+        ] {
+            assert!(!nss_files_suffice(line, "passwd"), "{line}");
+        }
+    }
+
+    #[test]
+    fn ids_of_passwd_and_group_lines() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\n# x:x:7:7\nbad\nu:x:589823:1::/:/bin/sh\n";
+        assert_eq!(ids_in(passwd), vec![0, 589823]);
+        assert_eq!(ids_in("g:x:524288:a,b\n"), vec![524288]);
+    }
+
+    #[test]
+    fn host_ids_agree_with_nss() {
+        let host = HostIds::new();
+        for id in [0, 1, 65534, PICK_MIN, PICK_MIN + 65535, 4_000_000] {
+            assert_eq!(host.has(id), host_has_id(id), "{id}");
+        }
     }
 
     #[test]
