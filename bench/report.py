@@ -21,6 +21,7 @@ import argparse
 import datetime
 import glob
 import json
+import textwrap
 import os
 import platform
 import statistics
@@ -190,7 +191,15 @@ def load_results(results_dir):
         except (OSError, ValueError) as e:
             out[name] = (None, f"unreadable: {e}")
             continue
-        out[name] = (kind_of(d), d)
+        kind = kind_of(d)
+        # A benchmark with several driver runs in one file (ephemeral.json:
+        # busybox, debian, …): one section per run, NAME-PART.
+        parts = {k: v for k, v in d.items() if kind_of(v) == "driver"} if kind is None and isinstance(d, dict) else {}
+        if parts:
+            for part, v in parts.items():
+                out[f"{name}-{part}"] = ("driver", dict(v, _file=name))
+            continue
+        out[name] = (kind, d)
     return out
 
 
@@ -240,7 +249,7 @@ def plot_distributions(series, title, unit, plots_dir, name, note=None):
     else:
         ax.set_xlim(left=0)
     ax.set_xlabel(unit + (" (log scale)" if ax.get_xscale() == "log" else ""))
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, 52), fontsize=10)
     few = max(len(v) for v in data) <= 20
     if few:
         # with few samples, each one as a dot too
@@ -284,7 +293,7 @@ def driver_section(name, d, plots_dir, w):
     w(f"{d.get('date', '?')}; {d.get('rounds', '?')} rounds (+{d.get('warmup_rounds', 0)} warm-up), interleaved; "
       f"{build}"
       + (f"; load average {la[0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end" if la and m.get("loadavg_end") else "")
-      + f". Details: [`{name}.md`]({name}.md).")
+      + f". Details: [`{d.get('_file', name)}.md`]({d.get('_file', name)}.md).")
     w("")
     head = "| tool | median ms | p90 ms | mean ms | min ms |"
     sep = "|---|---:|---:|---:|---:|"
