@@ -178,6 +178,8 @@ def kind_of(d):
         return "netd"
     if isinstance(d, dict) and "modules" in d and "calls_per_sample" in d:
         return "nss"
+    if isinstance(d, dict) and "orders" in d and "passwd_lines" in d:
+        return "nss-users"
     return None
 
 
@@ -589,6 +591,29 @@ def nss_section(d, plots_dir, w):
 
 # ---------------------------------------------------------------- README table
 
+def nss_users_rows(d):
+    """(order, label, median µs, ratio to files) of bench/nss-users.sh's results."""
+    out = []
+    for order, o in d.get("orders", {}).items():
+        for sc in o.get("scenarios", []):
+            out.append((o.get("nsswitch", order), sc["label"], sc["median_us"], sc.get("ratio_to_files")))
+    return out
+
+
+def nss_users_section(d, plots_dir, w):
+    w("## nss-users")
+    w("")
+    w(f"{d.get('date', '?')}; `{d.get('command', 'bench/nss-users.sh')}`; git {d.get('revision', '?')}. "
+      "Per-call CPU time of glibc `getpwuid_r` (and `getpwnam_r` for by-name) through the module against a "
+      "local user in `files`. Details: [`nss-users.md`](nss-users.md), [`nss-README.md`](../nss-README.md).")
+    w("")
+    w("| nsswitch | lookup | median µs | / files |")
+    w("|---|---|---:|---:|")
+    for ns, label, med, ratio in nss_users_rows(d):
+        w(f"| `{ns}` | {label} | {fmt(med)} | {fmt(ratio) + 'x' if ratio is not None else ''} |")
+    w("")
+
+
 def readme_rows(R):
     """(what, netspawn, peers) rows for the README table, from the results."""
     rows = []
@@ -679,6 +704,19 @@ def readme_rows(R):
             if key in mf:
                 cell += f", {mf[key]['median_us']:.1f} µs with `mymachines files`"
             rows.append((f"NSS lookup of a machine ({n} registered)", cell, f"`files` {ff['files']['median_us']:.1f} µs"))
+    if R.get("nss-users", (None,))[0] == "nss-users":
+        rs = nss_users_rows(R["nss-users"][1])
+        ff = {label: (med, ratio) for ns, label, med, ratio in rs if "files mymachines" in ns}
+        mf = {label: (med, ratio) for ns, label, med, ratio in rs if "mymachines files" in ns}
+        mine = [k for k in ff if k.startswith("mymachines/")]
+        if mine and "files" in ff:
+            worst = max(mine, key=lambda k: ff[k][0])
+            sizes = "–".join(sorted({k.split("/")[1] for k in mine}, key=int)[::max(1, len(mine) - 1)])
+            cell = f"{ff[worst][0]:.1f} µs with `files mymachines` ({ff[worst][1]:.2f}x `files`)"
+            if worst in mf:
+                cell += f", {mf[worst][0]:.1f} µs with `mymachines files`"
+            rows.append((f"NSS `getpwuid` of a machine's UID ({sizes} registered)", cell,
+                         f"`files`, a local user, {ff['files'][0]:.1f} µs"))
     # Any other bench/driver.py result (netlaunch, userns, images, ...): one
     # row, netspawn's commands against the others.
     for name in section_order(R):
@@ -749,6 +787,8 @@ def main():
             netd_section(d, plots_dir, w)
         elif kind == "nss":
             nss_section(d, plots_dir, w)
+        elif kind == "nss-users":
+            nss_users_section(d, plots_dir, w)
         else:
             unknown.append(name)
             continue
