@@ -591,6 +591,23 @@ pub fn overlay_escape(p: &str) -> String {
     out
 }
 
+/// Mounts an overlay on `at` (paths escaped for overlayfs's option parser).
+fn overlay_on(at: &str, lower: &str, upper: &str, work: &str) -> nix::Result<()> {
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        overlay_escape(lower),
+        overlay_escape(upper),
+        overlay_escape(work)
+    );
+    mount_str(
+        Some("overlay"),
+        at,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&data),
+    )
+}
+
 /// Covers the root directory `root` (a host path, bound onto itself) as
 /// `layer` says. `owner`: the container's root on the host with a user
 /// namespace (the tmpfs mounts are given to it).
@@ -600,40 +617,35 @@ pub fn layer_root(root: &Path, layer: &RootLayer, owner: Option<u32>) -> Result<
         move |err: nix::Error| MountError::Op { op: what, err }
     };
     let root_str = root.to_string_lossy().into_owned();
-    let tmpfs_data = |mode: u32| match owner {
-        Some(id) => format!("mode={mode:04o},uid={id},gid={id}"),
-        None => format!("mode={mode:04o}"),
+    // The tmpfs that covers the image for the volatile modes, owned by the
+    // container's root.
+    let tmpfs_on_root = || {
+        let data = match owner {
+            Some(id) => format!("mode=0755,uid={id},gid={id}"),
+            None => "mode=0755".to_string(),
+        };
+        mount_str(
+            Some("tmpfs"),
+            &root_str,
+            Some("tmpfs"),
+            MsFlags::MS_STRICTATIME,
+            Some(&data),
+        )
     };
     match layer {
         RootLayer::Image => Ok(()),
-        RootLayer::Ephemeral { upper, work } => {
-            let data = format!(
-                "lowerdir={},upperdir={},workdir={}",
-                overlay_escape(&root_str),
-                overlay_escape(&upper.to_string_lossy()),
-                overlay_escape(&work.to_string_lossy())
-            );
-            mount_str(
-                Some("overlay"),
-                &root_str,
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(&data),
-            )
-            .map_err(op("mount the ephemeral overlay on"))
-        }
+        RootLayer::Ephemeral { upper, work } => overlay_on(
+            &root_str,
+            &root_str,
+            &upper.to_string_lossy(),
+            &work.to_string_lossy(),
+        )
+        .map_err(op("mount the ephemeral overlay on")),
         RootLayer::VolatileOverlay => {
             // The image, held by a descriptor below the tmpfs that covers it.
             let image = RootDir::open(root).map_err(op("open"))?;
             let st = nix::sys::stat::fstat(&image).map_err(op("stat"))?;
-            mount_str(
-                Some("tmpfs"),
-                &root_str,
-                Some("tmpfs"),
-                MsFlags::MS_STRICTATIME,
-                Some(&tmpfs_data(0o755)),
-            )
-            .map_err(op("mount the volatile tmpfs on"))?;
+            tmpfs_on_root().map_err(op("mount the volatile tmpfs on"))?;
             let top = RootDir::open(root).map_err(op("open"))?;
             for d in ["upper", "work"] {
                 nix::sys::stat::mkdirat(&top, d, nix::sys::stat::Mode::from_bits_truncate(0o755))
@@ -656,33 +668,16 @@ pub fn layer_root(root: &Path, layer: &RootLayer, owner: Option<u32>) -> Result<
                 nix::sys::stat::FchmodatFlags::FollowSymlink,
             )
             .map_err(op("set the mode of the volatile overlay of"))?;
-            let data = format!(
-                "lowerdir={},upperdir={upper},workdir={}/work",
-                fd_path(image.as_fd()),
-                fd_path(top.as_fd())
-            );
-            mount_str(
-                Some("overlay"),
-                &root_str,
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(&data),
-            )
-            .map_err(op("mount the volatile overlay on"))
+            let work = format!("{}/work", fd_path(top.as_fd()));
+            overlay_on(&root_str, &fd_path(image.as_fd()), &upper, &work)
+                .map_err(op("mount the volatile overlay on"))
         }
         RootLayer::VolatileYes => {
             let image = RootDir::open(root).map_err(op("open"))?;
             let usr = image
                 .open_path(Path::new("/usr"))
                 .map_err(op("open /usr of"))?;
-            mount_str(
-                Some("tmpfs"),
-                &root_str,
-                Some("tmpfs"),
-                MsFlags::MS_STRICTATIME,
-                Some(&tmpfs_data(0o755)),
-            )
-            .map_err(op("mount the volatile tmpfs on"))?;
+            tmpfs_on_root().map_err(op("mount the volatile tmpfs on"))?;
             let top = RootDir::open(root).map_err(op("open"))?;
             let at = top
                 .chase(Path::new("/usr"), Make::Dir(0o755))
