@@ -27,7 +27,7 @@ fn inherited_locks(held: &Held) -> Vec<i32> {
     close
 }
 
-/// Starts the keeper of a machine's links: `undo` lists what was made; the
+/// Starts the keeper of a machine's links: `undo` lists what will be made; the
 /// registry entry, hosts link and cgroups are added here.
 pub(super) fn spawn_for_links(
     mut undo: network::Teardown,

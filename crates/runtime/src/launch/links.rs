@@ -57,8 +57,11 @@ pub(super) fn prepare(cfg: &Config, paths: &Paths) -> Result<Option<NetState>, L
     }))
 }
 
-/// Makes the machine's links for the cloned child and starts the keeper
-/// that will undo them. A failure half-way undoes what was made.
+/// Starts the keeper that will undo the machine's links, then makes them
+/// for the cloned child. The keeper is told the whole plan before the first
+/// link exists, so a launcher killed half-way (even `kill -9` right after a
+/// new zone bridge was made) leaves nothing behind; a failure here undoes
+/// what was made and dismisses the keeper.
 pub(super) fn setup_network(
     n: &mut NetState,
     child: Pid,
@@ -72,6 +75,17 @@ pub(super) fn setup_network(
             err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
         })?
         .into();
+    let keeper_ns = ns.try_clone().map_err(|e| LaunchError::Sys {
+        what: "open the container's network namespace",
+        err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    })?;
+    let keeper = super::keeper::spawn_for_links(
+        n.plan.teardown(),
+        keeper_ns,
+        n.zones.clone(),
+        held,
+        cgroups,
+    )?;
     let mut undo = network::Teardown::default();
     let made = network::setup(
         &n.plan,
@@ -98,12 +112,14 @@ pub(super) fn setup_network(
                 tracing::warn!("undoing network setup: {err}");
             }
         }
+        // What was made is undone; the rest of the failed launch is the
+        // launcher's to clean up, as before any keeper existed.
+        keeper.dismiss();
         return Err(e.into());
     }
-    let keeper = super::keeper::spawn_for_links(undo, ns, n.zones.clone(), held, cgroups);
     tracing::debug!(
         elapsed_us = started.elapsed().as_micros() as u64,
         "network links set up"
     );
-    keeper
+    Ok(keeper)
 }

@@ -129,6 +129,10 @@ impl Sockets {
     }
 }
 
+/// The byte that sends a keeper away without a teardown ([`Keeper::dismiss`]);
+/// end-of-file without it is the launcher's end (or death): tear down.
+const DISMISS: u8 = b'x';
+
 /// A running keeper. Dropping it lets the keeper tear down in the background.
 #[derive(Debug)]
 pub struct Keeper {
@@ -137,6 +141,15 @@ pub struct Keeper {
 }
 
 impl Keeper {
+    /// Sends the keeper away without any teardown (the launcher undid what
+    /// it made itself) and waits for it to go.
+    pub fn dismiss(mut self) {
+        if let Some(pipe) = self.pipe.take() {
+            let _ = nix::unistd::write(&pipe, &[DISMISS]);
+        }
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+
     /// Lets the keeper tear down and waits until it is done (used between
     /// reboots, when the same links are about to be made again).
     pub fn finish(mut self) {
@@ -210,7 +223,17 @@ fn keeper_main(
         }
     }
     let mut b = [0u8; 1];
-    while let Err(nix::Error::EINTR) | Ok(1) = nix::unistd::read(&pipe, &mut b) {}
+    loop {
+        match nix::unistd::read(&pipe, &mut b) {
+            Err(nix::Error::EINTR) => {}
+            Ok(1) if b[0] == DISMISS => {
+                // SAFETY: leave without running the launcher's destructors.
+                unsafe { libc::_exit(0) }
+            }
+            Ok(1) => {}
+            _ => break,
+        }
+    }
     // We still hold the machine's name, so nobody else can have written these.
     if let Some(link) = &teardown.hosts_link {
         let _ = std::fs::remove_file(link);

@@ -136,6 +136,27 @@ impl Plan {
         v
     }
 
+    /// What [`setup`] lists for undoing once it has made every link: the
+    /// keeper is started with it before the first link is made, so a launcher
+    /// killed half-way still has its zone bridge and links removed (what was
+    /// never made is skipped as gone).
+    pub fn teardown(&self) -> Teardown {
+        let mut t = Teardown::default();
+        for l in &self.links {
+            match l {
+                PlannedLink::Veth { host, bridge, .. } => {
+                    t.delete.push(host.clone());
+                    if let Some(BridgeRef::Zone(z)) = bridge {
+                        t.zones.push(z.clone());
+                    }
+                }
+                PlannedLink::Move { name } => t.move_back.push(name.clone()),
+                PlannedLink::MacVlan { .. } | PlannedLink::IpVlan { .. } => {}
+            }
+        }
+        t
+    }
+
     /// Names the links get inside the container.
     pub fn container_interfaces(&self) -> Vec<String> {
         self.links
@@ -552,6 +573,12 @@ mod tests {
         assert_eq!(undo.delete, vec!["vb-web"]);
         assert_eq!(undo.zones, vec!["lab"]);
         assert_eq!(undo.move_back, vec!["eth1"]);
+        let planned = p.teardown();
+        assert_eq!(
+            (planned.delete, planned.zones, planned.move_back),
+            (undo.delete, undo.zones, undo.move_back),
+            "the keeper's planned teardown is what setup records"
+        );
         let _ = std::fs::remove_dir_all(&tmp);
     }
 
