@@ -49,6 +49,59 @@ fn resolv_files(env: &TestEnv) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The lock files in the run directory whose names start with one of
+/// `prefixes` (machine names, images, zones: their last holder removes them).
+fn lock_files(env: &TestEnv, prefixes: &[&str]) -> Vec<String> {
+    std::fs::read_dir(env.run_dir().join("locks"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls (30 s) until no lock file with one of `prefixes` is left.
+fn assert_no_lock_files(env: &TestEnv, prefixes: &[&str]) {
+    for _ in 0..1500 {
+        if lock_files(env, prefixes).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        lock_files(env, prefixes).is_empty(),
+        "{:?}",
+        lock_files(env, prefixes)
+    );
+}
+
+#[test]
+fn finished_machines_leave_no_lock_files() {
+    let env = TestEnv::new();
+    let img = env.busybox("locks");
+    let r = env.sh(
+        &format!(
+            r#"$NETSPAWN -q -D {img} /bin/true; echo rc=$?
+               $NETSPAWN -q -M plain2 --read-only -D {img} /bin/true; echo rc=$?
+               $NETSPAWN -q -n -M veth1 -D {img} /bin/true; echo rc=$?
+               $NETSPAWN -q --network-zone=lz -M zoned -D {img} /bin/true; echo rc=$?
+               $NETSPAWN -q -x -D {img} /bin/true; echo rc=$?"#,
+            img = img.display()
+        ),
+        180,
+    );
+    assert_eq!(
+        r.stdout.matches("rc=0").count(),
+        5,
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_no_lock_files(&env, &["machine-", "inode-", "zone-"]);
+}
+
 /// The machines are killed once registered, i.e. running (a kill while the
 /// launcher is still making its links has a test of its own below).
 #[test]
@@ -96,6 +149,10 @@ fn normal_exit_crash_and_kill_9_leave_no_links() {
         "{:?}",
         env.leftover_cgroups()
     );
+    // The keeper lets go of the name last and removes its lock file, also
+    // after kill -9 (the killed launcher's image lock file stays until the
+    // image is next locked).
+    assert_no_lock_files(&env, &["machine-", "zone-"]);
 }
 
 #[test]

@@ -343,11 +343,48 @@ pub struct Registry {
     locks: PathBuf,
 }
 
-/// Proof that this process owns a machine name; dropping it releases the name.
+/// Proof that this process owns a machine name; dropping it releases the name
+/// and removes its lock file, unless [`NameClaim::hand_over`] said a process
+/// that shares the lock (the launcher's keeper) lets go of it last.
 #[derive(Debug)]
 pub struct NameClaim {
     lock: fs::File,
+    path: PathBuf,
+    handed_over: std::sync::atomic::AtomicBool,
     pub name: String,
+}
+
+impl NameClaim {
+    fn new(lock: fs::File, path: PathBuf, name: &str) -> NameClaim {
+        NameClaim {
+            lock,
+            path,
+            handed_over: std::sync::atomic::AtomicBool::new(false),
+            name: name.to_string(),
+        }
+    }
+
+    /// The lock file (for a process that inherits the lock and removes the
+    /// file when it lets go last).
+    pub fn lock_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether another process holding this same lock (a forked keeper)
+    /// removes the lock file when it is done; while it does, dropping the
+    /// claim only closes the descriptor.
+    pub fn hand_over(&self, handed: bool) {
+        self.handed_over
+            .store(handed, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for NameClaim {
+    fn drop(&mut self) {
+        if !self.handed_over.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = crate::lockfile::remove_held(&self.path, &self.lock);
+        }
+    }
 }
 
 impl std::os::fd::AsRawFd for NameClaim {
@@ -459,19 +496,15 @@ impl Registry {
         fs::create_dir_all(&self.hosts)?;
         fs::create_dir_all(&self.userns)?;
         fs::create_dir_all(self.uids.join(crate::users::OTHER_DIR))?;
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.locks.join(format!("machine-{name}.lock")))?;
+        let path = self.locks.join(format!("machine-{name}.lock"));
         // A name whose machine has stopped may still be held for a moment by
         // the cleanup of its network links: wait for that, but not for a
         // live machine.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-        loop {
-            match lock.try_lock() {
-                Ok(()) => break,
-                Err(fs::TryLockError::WouldBlock) => {
+        let lock = loop {
+            match crate::lockfile::try_lock(&path, crate::lockfile::Mode::Exclusive)? {
+                Some(lock) => break lock,
+                None => {
                     let live = self.get(name).ok().flatten().is_some();
                     if live || std::time::Instant::now() > deadline {
                         return Err(io::Error::new(
@@ -481,15 +514,12 @@ impl Registry {
                     }
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
-                Err(fs::TryLockError::Error(e)) => return Err(e),
             }
-        }
+        };
         // We hold the name: any entry there now is from a dead launcher.
+        let claim = NameClaim::new(lock, path, name);
         self.remove_files(name)?;
-        Ok(NameClaim {
-            lock,
-            name: name.to_string(),
-        })
+        Ok(claim)
     }
 
     /// Takes `name`'s lock if nobody holds it, without waiting and without
@@ -502,19 +532,11 @@ impl Registry {
             return Ok(None);
         }
         fs::create_dir_all(&self.locks)?;
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.locks.join(format!("machine-{name}.lock")))?;
-        match lock.try_lock() {
-            Ok(()) => Ok(Some(NameClaim {
-                lock,
-                name: name.to_string(),
-            })),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(e),
-        }
+        let path = self.locks.join(format!("machine-{name}.lock"));
+        Ok(
+            crate::lockfile::try_lock(&path, crate::lockfile::Mode::Exclusive)?
+                .map(|lock| NameClaim::new(lock, path, name)),
+        )
     }
 
     /// Writes (or replaces) an entry atomically. The caller must hold the claim.

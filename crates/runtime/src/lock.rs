@@ -2,11 +2,14 @@
 //! directory tree alone; read-only containers share it. The lock is a BSD
 //! `flock` on `<run_dir>/locks/inode-DEV:INO`, so it follows the directory
 //! whatever path names it, and the kernel drops it if the launcher dies.
+//! The last holder removes the file ([`netspawn_common::lockfile`]).
 
 use std::fs::{self, File};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use netspawn_common::lockfile::{self, Mode};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -17,15 +20,34 @@ pub enum LockError {
     Io { path: PathBuf, err: std::io::Error },
 }
 
-/// A held image lock; released on drop.
+/// A held image lock; released on drop, and its file removed by the last
+/// holder (an ephemeral launch locks a new directory every time).
 #[derive(Debug)]
 pub struct ImageLock {
-    _file: File,
+    file: Option<File>,
+    path: PathBuf,
+    mode: Mode,
 }
 
-impl std::os::fd::AsRawFd for ImageLock {
+impl AsRawFd for ImageLock {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self._file.as_raw_fd()
+        self.file.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+}
+
+impl Drop for ImageLock {
+    fn drop(&mut self) {
+        // Forked helpers that inherited the descriptor have exited or closed
+        // it by now (the keeper closes it at once): this is the last holder.
+        if let Some(file) = self.file.take() {
+            let r = match self.mode {
+                Mode::Exclusive => lockfile::remove_held(&self.path, &file),
+                Mode::Shared => lockfile::release_shared(&self.path, file),
+            };
+            if let Err(e) = r {
+                tracing::debug!("remove lock file {}: {e}", self.path.display());
+            }
+        }
     }
 }
 
@@ -43,21 +65,18 @@ impl ImageLock {
         let md = fs::metadata(image).map_err(io(image))?;
         fs::create_dir_all(locks_dir).map_err(io(locks_dir))?;
         let path = locks_dir.join(format!("inode-{}:{}", md.dev(), md.ino()));
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        let r = if read_only {
-            file.try_lock_shared()
+        let mode = if read_only {
+            Mode::Shared
         } else {
-            file.try_lock()
+            Mode::Exclusive
         };
-        match r {
-            Ok(()) => Ok(ImageLock { _file: file }),
-            Err(fs::TryLockError::WouldBlock) => Err(LockError::Busy(image.to_path_buf())),
-            Err(fs::TryLockError::Error(err)) => Err(LockError::Io { path, err }),
+        match lockfile::try_lock(&path, mode).map_err(io(&path))? {
+            Some(file) => Ok(ImageLock {
+                file: Some(file),
+                path,
+                mode,
+            }),
+            None => Err(LockError::Busy(image.to_path_buf())),
         }
     }
 }
@@ -89,6 +108,12 @@ mod tests {
             Err(LockError::Busy(_))
         ));
         drop(r1);
+        drop(_r2);
+        assert_eq!(
+            fs::read_dir(&locks).unwrap().count(),
+            0,
+            "the last holder removed the lock file"
+        );
         fs::remove_dir_all(&tmp).unwrap();
     }
 }

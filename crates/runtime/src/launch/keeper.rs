@@ -47,8 +47,26 @@ pub(super) fn spawn_for_links(
         .map(|(reg, c)| reg.hosts_path(&c.name));
     undo.cgroups = cgroups.paths.clone();
     undo.files = held.resolv_conf.iter().cloned().collect();
-    network::keeper::spawn(undo, ns, zones, &close)
-        .map_err(|e| io_error("start the network keeper", e))
+    undo.name_lock = name_lock(held);
+    let keeper = network::keeper::spawn(undo, ns, zones, &close)
+        .map_err(|e| io_error("start the network keeper", e))?;
+    hand_over(held, true);
+    Ok(keeper)
+}
+
+/// The machine-name lock the keeper inherits, which it lets go of last.
+fn name_lock(held: &Held) -> Option<(std::path::PathBuf, i32)> {
+    held.registry
+        .as_ref()
+        .map(|(_, c)| (c.lock_path().to_path_buf(), c.as_raw_fd()))
+}
+
+/// Whether the keeper (rather than the launcher's claim) removes the name
+/// lock's file: yes once a keeper runs, no again when it is dismissed.
+pub(super) fn hand_over(held: &Held, to_keeper: bool) {
+    if let Some((_, c)) = &held.registry {
+        c.hand_over(to_keeper);
+    }
 }
 
 /// Starts a keeper that only removes the machine's registry entry, hosts
@@ -64,9 +82,12 @@ pub(super) fn registry_keeper(
         registry_entry: held.registry.as_ref().map(|(r, c)| r.entry_path(&c.name)),
         hosts_link: held.registry.as_ref().map(|(r, c)| r.hosts_path(&c.name)),
         cgroups: cgroups.paths.clone(),
+        name_lock: name_lock(held),
         ..Default::default()
     };
     let zones = network::zone::Zones::new(held.run_dir.join("locks"));
-    network::keeper::spawn(teardown, ns.into(), zones, &inherited_locks(held))
-        .map_err(|e| io_error("start the network keeper", e))
+    let keeper = network::keeper::spawn(teardown, ns.into(), zones, &inherited_locks(held))
+        .map_err(|e| io_error("start the network keeper", e))?;
+    hand_over(held, true);
+    Ok(keeper)
 }

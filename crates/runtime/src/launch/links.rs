@@ -115,6 +115,7 @@ pub(super) fn setup_network(
         // What was made is undone; the rest of the failed launch is the
         // launcher's to clean up, as before any keeper existed.
         keeper.dismiss();
+        super::keeper::hand_over(held, false);
         return Err(e.into());
     }
     tracing::debug!(

@@ -33,6 +33,10 @@ pub struct Teardown {
     /// Files the launcher made for the machine in the run directory (host0's
     /// resolv.conf), removed with the registry entry.
     pub files: Vec<std::path::PathBuf>,
+    /// The machine-name lock the keeper shares with the launcher (its file
+    /// and the inherited descriptor): the keeper lets go of it last, so it
+    /// removes the file once the teardown is done and the launcher is gone.
+    pub name_lock: Option<(std::path::PathBuf, RawFd)>,
 }
 
 impl Teardown {
@@ -132,6 +136,12 @@ impl Sockets {
 /// The byte that sends a keeper away without a teardown ([`Keeper::dismiss`]);
 /// end-of-file without it is the launcher's end (or death): tear down.
 const DISMISS: u8 = b'x';
+/// The byte that asks for the teardown while the launcher goes on
+/// ([`Keeper::finish`], between reboots): the name lock's file stays.
+const FINISH: u8 = b'f';
+/// How long a keeper waits for its launcher to exit before it removes the
+/// name lock's file (past it, the file is left; the next holder removes it).
+const LAUNCHER_EXIT_WAIT_MS: u16 = 10_000;
 
 /// A running keeper. Dropping it lets the keeper tear down in the background.
 #[derive(Debug)]
@@ -153,7 +163,10 @@ impl Keeper {
     /// Lets the keeper tear down and waits until it is done (used between
     /// reboots, when the same links are about to be made again).
     pub fn finish(mut self) {
-        self.pipe.take();
+        if let Some(pipe) = self.pipe.take() {
+            // The launcher goes on with the name: the keeper keeps its file.
+            let _ = nix::unistd::write(&pipe, &[FINISH]);
+        }
         let _ = nix::sys::wait::waitpid(self.pid, None);
     }
 }
@@ -194,6 +207,9 @@ fn keeper_main(
 ) -> ! {
     // Own session: signals aimed at the launcher's process group (a
     // terminal's Ctrl-C, `timeout`) must not stop the cleanup.
+    // The launcher, watched before setsid and before it can exit: the name
+    // lock's file goes only once it has let go of the lock too.
+    let launcher = pidfd_open(nix::unistd::getppid());
     let _ = nix::unistd::setsid();
     let _ = nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
@@ -223,6 +239,7 @@ fn keeper_main(
         }
     }
     let mut b = [0u8; 1];
+    let mut launcher_goes_on = false;
     loop {
         match nix::unistd::read(&pipe, &mut b) {
             Err(nix::Error::EINTR) => {}
@@ -230,6 +247,7 @@ fn keeper_main(
                 // SAFETY: leave without running the launcher's destructors.
                 unsafe { libc::_exit(0) }
             }
+            Ok(1) if b[0] == FINISH => launcher_goes_on = true,
             Ok(1) => {}
             _ => break,
         }
@@ -267,6 +285,46 @@ fn keeper_main(
         paths: teardown.cgroups.clone(),
     }
     .destroy_within(crate::cgroup::KEEPER_BUDGET);
+    if let (Some((path, fd)), false) = (&teardown.name_lock, launcher_goes_on) {
+        if launcher.as_ref().is_some_and(exited_within) {
+            // SAFETY: the inherited descriptor of the name lock, borrowed
+            // for fstat; never closed here (we leave with _exit).
+            let file = std::mem::ManuallyDrop::new(unsafe {
+                <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(*fd)
+            });
+            let _ = netspawn_common::lockfile::remove_held(path, &file);
+        }
+    }
     // SAFETY: leave without running the launcher's destructors.
     unsafe { libc::_exit(0) }
+}
+
+/// A pidfd for `pid` (None if the kernel has no pidfd_open or it is gone).
+fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open(2) with no flags; it returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a descriptor just returned to us and owned by nobody else.
+    Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits until the process behind `pidfd` has exited (it polls readable),
+/// at most [`LAUNCHER_EXIT_WAIT_MS`].
+fn exited_within(pidfd: &OwnedFd) -> bool {
+    let mut fds = [nix::poll::PollFd::new(
+        pidfd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    loop {
+        match nix::poll::poll(
+            &mut fds,
+            nix::poll::PollTimeout::from(LAUNCHER_EXIT_WAIT_MS),
+        ) {
+            Err(nix::Error::EINTR) => continue,
+            Ok(n) => return n > 0,
+            Err(_) => return false,
+        }
+    }
 }

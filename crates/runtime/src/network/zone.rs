@@ -3,10 +3,11 @@
 //! check-empty-and-remove happen under one lock per zone
 //! (`<run_dir>/locks/zone-ZONE.lock`), so concurrent launches never race.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::PathBuf;
 
 use netlink::{NewLink, Rtnl, RtnlError};
+use netspawn_common::lockfile;
 
 use super::NetError;
 
@@ -21,21 +22,15 @@ impl Zones {
         Zones { locks }
     }
 
-    fn lock(&self, zone: &str) -> Result<File, NetError> {
+    fn lock(&self, zone: &str) -> Result<(File, PathBuf), NetError> {
         let path = self.locks.join(format!("zone-{zone}.lock"));
         let io = |err| NetError::Lock {
             path: path.clone(),
             err,
         };
         std::fs::create_dir_all(&self.locks).map_err(io)?;
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
-        f.lock().map_err(io)?;
-        Ok(f)
+        let f = lockfile::lock(&path, lockfile::Mode::Exclusive).map_err(io)?;
+        Ok((f, path))
     }
 
     /// Makes sure `vz-ZONE` exists and runs `join` (which creates the member
@@ -62,16 +57,19 @@ impl Zones {
     }
 
     /// Removes `vz-ZONE` if no link is attached to it any more.
+    /// Its lock file goes with it (a zone's lock protects only its bridge).
     pub fn leave(&self, rt: &mut dyn Rtnl, zone: &str) -> Result<bool, NetError> {
-        let _lock = self.lock(zone)?;
+        let (lock, path) = self.lock(zone)?;
         let name = format!("vz-{zone}");
         let Some(bridge) = rt.link(&name)? else {
+            let _ = lockfile::remove_held(&path, &lock);
             return Ok(false);
         };
         if rt.links()?.iter().any(|l| l.master == Some(bridge.index)) {
             return Ok(false);
         }
         rt.delete(bridge.index)?;
+        let _ = lockfile::remove_held(&path, &lock);
         Ok(true)
     }
 }
@@ -115,6 +113,10 @@ mod tests {
         assert!(
             !zones.leave(&mut rt, "lab").unwrap(),
             "already gone is fine"
+        );
+        assert!(
+            !tmp.join("zone-lab.lock").exists(),
+            "the lock file went with the bridge"
         );
         let _ = std::fs::remove_dir_all(&tmp);
     }
