@@ -1,0 +1,1197 @@
+//! The CNI plugin `netspawn-cni` (docs/cni.md), driven exactly as a runtime
+//! drives a plugin: `CNI_*` in the environment, the configuration on stdin,
+//! the result or the error object on stdout, the exit status.
+//!
+//! The first part is a conformance harness for the MUSTs of the CNI spec
+//! (1.1) that any plugin can be run against: point `CNI_HARNESS_PLUGIN` at
+//! the binary and `CNI_HARNESS_CONF` at its configuration (a JSON object:
+//! the plugin's entry without `cniVersion` and `name`), e.g.
+//!
+//! ```sh
+//! CNI_HARNESS_PLUGIN=/usr/lib/cni/bridge \
+//! CNI_HARNESS_CONF='{"type":"bridge","bridge":"cni0","isGateway":true,"ipam":{"type":"host-local","subnet":"10.88.0.0/16","dataDir":"/tmp/h-l"}}' \
+//!   cargo test -p netspawn-tests --test t210_cni conformance_
+//! ```
+//!
+//! Every scenario runs in a "host" of its own (fresh network and mount
+//! namespaces) with containers that are network namespaces made in it.
+//! The second part checks what only netspawn-cni promises (netd, the
+//! registry, NSS, bad input, scale).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use netspawn_tests::*;
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------------------
+// The harness.
+
+/// The plugin under test and its configuration entry.
+struct Plugin {
+    path: PathBuf,
+    base: Value,
+}
+
+impl Plugin {
+    fn from_env() -> Plugin {
+        let path = std::env::var_os("CNI_HARNESS_PLUGIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| bin("netspawn-cni"));
+        let base = std::env::var("CNI_HARNESS_CONF")
+            .ok()
+            .map(|s| serde_json::from_str(&s).expect("CNI_HARNESS_CONF is a JSON object"))
+            .unwrap_or_else(|| json!({"type": "netspawn-cni", "zone": "cz"}));
+        Plugin { path, base }
+    }
+
+    fn ours(&self) -> bool {
+        self.base["type"] == "netspawn-cni"
+    }
+
+    /// The configuration for `version`, network `name`, with `extra` keys.
+    fn conf(&self, version: &str, extra: Value) -> Value {
+        let mut c = self.base.clone();
+        c["cniVersion"] = json!(version);
+        c["name"] = json!("harness");
+        if let Some(o) = extra.as_object() {
+            for (k, v) in o {
+                c[k] = v.clone();
+            }
+        }
+        c
+    }
+}
+
+/// What one invocation gave back.
+#[derive(Debug)]
+struct Outcome {
+    status: Option<i32>,
+    out: Value,
+    #[allow(dead_code)] // shown (Debug) when an assertion fails
+    stderr: String,
+}
+
+impl Outcome {
+    #[track_caller]
+    fn ok(&self) -> &Value {
+        assert_eq!(self.status, Some(0), "plugin failed: {self:?}");
+        &self.out
+    }
+
+    /// The error object's code, checking the error object's shape (the
+    /// spec: exit status non-zero, `code` and `msg` on stdout).
+    #[track_caller]
+    fn code(&self) -> u64 {
+        assert_ne!(self.status, Some(0), "plugin succeeded: {self:?}");
+        let code = self.out["code"].as_u64().unwrap_or_else(|| {
+            panic!("no error object on stdout: {self:?}");
+        });
+        assert!(
+            self.out["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "error without msg: {self:?}"
+        );
+        code
+    }
+
+    fn msg(&self) -> String {
+        self.out["msg"].as_str().unwrap_or("").to_string()
+    }
+}
+
+/// One invocation's variables.
+#[derive(Clone, Default)]
+struct Call {
+    cmd: &'static str,
+    id: String,
+    ifname: String,
+    netns: Option<String>,
+    args: Option<String>,
+}
+
+impl Call {
+    fn new(cmd: &'static str, id: &str, netns: Option<&str>) -> Call {
+        Call {
+            cmd,
+            id: id.to_string(),
+            ifname: "eth0".into(),
+            netns: netns.map(str::to_string),
+            args: None,
+        }
+    }
+
+    fn ifname(mut self, i: &str) -> Call {
+        self.ifname = i.into();
+        self
+    }
+
+    fn args(mut self, a: &str) -> Call {
+        self.args = Some(a.into());
+        self
+    }
+}
+
+/// A container: a network namespace held by a sleeping process in the host.
+struct Container {
+    child: Child,
+    netns: String,
+}
+
+/// A private host: network and mount namespaces, held by a process we
+/// enter for every command.
+struct Host<'a> {
+    env: &'a TestEnv,
+    child: Child,
+    pid: u32,
+    containers: Mutex<Vec<Container>>,
+    plugin: Plugin,
+    extra_env: Vec<(String, String)>,
+}
+
+impl<'a> Host<'a> {
+    fn new(env: &'a TestEnv) -> Host<'a> {
+        Host::with_env(env, &[])
+    }
+
+    fn with_env(env: &'a TestEnv, extra: &[(&str, &str)]) -> Host<'a> {
+        // The NSS module on a private nsswitch.conf, as t160 does.
+        let lib = env.dir.join("nsslib");
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::copy(
+            bin("libnss_mymachines.so"),
+            lib.join("libnss_mymachines.so.2"),
+        )
+        .unwrap();
+        let nss = env.dir.join("nsswitch.conf");
+        std::fs::write(&nss, "hosts: files mymachines\n").unwrap();
+        let mut child = Command::new("unshare")
+            .args(["--mount", "--net", "--", "bash", "-c"])
+            .arg(format!(
+                "mount --bind {} /etc/nsswitch.conf && ip link set lo up && echo ready && exec sleep 1800",
+                nss.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("unshare");
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        let pid = child.id();
+        Host {
+            env,
+            child,
+            pid,
+            containers: Mutex::new(Vec::new()),
+            plugin: Plugin::from_env(),
+            extra_env: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn enter(&self, cmd: &mut Command) {
+        cmd.env("NETSPAWN_RUN_DIR", self.env.run_dir())
+            .env("NETSPAWN_IMAGE_DIR", self.env.image_dir())
+            .env("NETSPAWN_STATE_DIR", self.env.dir.join("state"))
+            .env("NETSPAWN_CGROUP_PARENT", &self.env.cgroup_parent)
+            .env(
+                "LD_LIBRARY_PATH",
+                self.env.dir.join("nsslib").display().to_string(),
+            )
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)));
+    }
+
+    /// Runs a bash script in the host (60 s at most).
+    fn sh(&self, script: &str) -> (Option<i32>, String, String) {
+        let mut c = Command::new("timeout");
+        c.args(["-k", "5", "120", "nsenter", "-t"])
+            .arg(self.pid.to_string())
+            .args(["-n", "-m", "--", "bash", "-c", script])
+            .stdin(Stdio::null());
+        self.enter(&mut c);
+        c.env("NETSPAWNCTL", bin("netspawnctl"));
+        let o = c.output().expect("run a host script");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    /// A new container; returns its netns path.
+    fn container(&self) -> String {
+        let child = Command::new("nsenter")
+            .arg("-t")
+            .arg(self.pid.to_string())
+            .args(["-n", "-m", "--", "unshare", "--net", "--", "sleep", "1800"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("make a container");
+        // nsenter and unshare exec: the sleep is this PID, in its own netns
+        // once unshare has run.
+        let netns = format!("/proc/{}/ns/net", child.id());
+        let host_ns = std::fs::read_link(format!("/proc/{}/ns/net", self.pid)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let comm =
+                std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap_or_default();
+            let ns = std::fs::read_link(&netns).ok();
+            if comm.trim() == "sleep" && ns.is_some_and(|n| n != host_ns) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "container did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.containers.lock().unwrap().push(Container {
+            child,
+            netns: netns.clone(),
+        });
+        netns
+    }
+
+    /// Runs a command inside a container's netns (from the host).
+    fn inside(&self, netns: &str, script: &str) -> String {
+        self.sh(&format!("nsenter --net={netns} -- sh -c '{script}'"))
+            .1
+    }
+
+    /// Invokes a plugin binary as a runtime does.
+    fn invoke_bin(&self, path: &std::path::Path, call: &Call, conf: &Value) -> Outcome {
+        use std::io::Write;
+        let mut c = Command::new("timeout");
+        c.args(["-k", "5", "120", "nsenter", "-t"])
+            .arg(self.pid.to_string())
+            .args(["-n", "-m", "--"])
+            .arg(path)
+            .env_remove("CNI_NETNS")
+            .env_remove("CNI_ARGS")
+            .env("CNI_COMMAND", call.cmd)
+            .env("CNI_CONTAINERID", &call.id)
+            .env("CNI_IFNAME", &call.ifname)
+            .env(
+                "CNI_PATH",
+                format!(
+                    "{}:/usr/lib/cni:/opt/cni/bin",
+                    path.parent().unwrap().display()
+                ),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        self.enter(&mut c);
+        if let Some(n) = &call.netns {
+            c.env("CNI_NETNS", n);
+        }
+        if let Some(a) = &call.args {
+            c.env("CNI_ARGS", a);
+        }
+        let mut child = c.spawn().expect("run the plugin");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        Outcome {
+            status: o.status.code(),
+            out: if text.trim().is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("plugin stdout is not JSON ({e}): {text}"))
+            },
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    fn invoke(&self, call: &Call, conf: &Value) -> Outcome {
+        self.invoke_bin(&self.plugin.path, call, conf)
+    }
+
+    /// The host's links (names).
+    fn links(&self) -> Vec<String> {
+        let (_, out, _) = self.sh("ip -o link show | cut -d: -f2 | cut -d@ -f1");
+        let mut v: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+        v.sort();
+        v
+    }
+
+    /// Holders of attachments, killed at the end of a test (they are
+    /// sessions of their own, outside the test's process tree).
+    fn kill_holders(&self) {
+        let mut pids = Vec::new();
+        for dir in std::fs::read_dir(self.env.run_dir().join("cni"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for f in std::fs::read_dir(dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if let Ok(v) =
+                    serde_json::from_slice::<Value>(&std::fs::read(f.path()).unwrap_or_default())
+                {
+                    if let Some(p) = v["holder_pid"].as_u64() {
+                        pids.push(p as i32);
+                    }
+                }
+            }
+        }
+        for e in std::fs::read_dir(self.env.run_dir().join("machines"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            if let Some(p) = text.lines().find_map(|l| l.strip_prefix("LAUNCHER=")) {
+                pids.extend(p.parse::<i32>().ok());
+            }
+        }
+        for pid in pids {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmd).contains("--netspawn-cni-hold") {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+impl Drop for Host<'_> {
+    fn drop(&mut self) {
+        self.kill_holders();
+        for c in self.containers.lock().unwrap().iter_mut() {
+            let _ = c.child.kill();
+            let _ = c.child.wait();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address (without prefix) of the result's IP on the container's
+/// interface.
+fn result_address(r: &Value) -> String {
+    let ifaces = r["interfaces"].as_array().expect("interfaces");
+    let ips = r["ips"].as_array().expect("ips");
+    let ip = ips
+        .iter()
+        .rev()
+        .find(|ip| {
+            ip["interface"]
+                .as_u64()
+                .and_then(|i| ifaces.get(i as usize))
+                .is_some_and(|i| i.get("sandbox").is_some())
+        })
+        .unwrap_or_else(|| panic!("no IP on a sandbox interface: {r}"));
+    ip["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The versions of `wanted` the plugin says it supports.
+fn versions(host: &Host, wanted: &[&'static str]) -> Vec<&'static str> {
+    let v = host.invoke(
+        &Call::new("VERSION", "x", None),
+        &json!({"cniVersion": "1.0.0"}),
+    );
+    let list: Vec<String> = v.ok()["supportedVersions"]
+        .as_array()
+        .expect("supportedVersions")
+        .iter()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect();
+    wanted
+        .iter()
+        .copied()
+        .filter(|w| list.iter().any(|s| s == w))
+        .collect()
+}
+
+fn newest(host: &Host) -> &'static str {
+    versions(host, &["0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+        .pop()
+        .expect("a version we know")
+}
+
+/// Waits (30 s at most) until `f` holds.
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Conformance: the spec's MUSTs, for any plugin.
+
+#[test]
+fn conformance_version_negotiation_and_result_formats() {
+    let env = TestEnv::new();
+    let host = Host::new(&env);
+    // VERSION answers supportedVersions; an unknown version is error 1.
+    let vs = versions(&host, &["0.3.1", "0.4.0", "1.0.0", "1.1.0"]);
+    assert!(!vs.is_empty());
+    for bad in ["0.0.1", "9.9.9"] {
+        let ns = host.container();
+        let o = host.invoke(
+            &Call::new("ADD", "badver", Some(&ns)),
+            &host.plugin.conf(bad, json!({})),
+        );
+        assert_eq!(o.code(), 1, "{o:?}");
+        assert_eq!(host.inside(&ns, "ip -o link | wc -l").trim(), "1");
+    }
+    // Each version's result: its cniVersion, its IP format.
+    for v in vs {
+        let ns = host.container();
+        let id = format!("fmt{}", v.replace('.', ""));
+        let conf = host.plugin.conf(v, json!({}));
+        let r = host.invoke(&Call::new("ADD", &id, Some(&ns)), &conf);
+        let r = r.ok().clone();
+        assert_eq!(r["cniVersion"], v, "{r}");
+        let ips = r["ips"].as_array().unwrap();
+        assert!(!ips.is_empty(), "{r}");
+        for ip in ips {
+            assert_eq!(ip.get("version").is_some(), v.starts_with("0."), "{v}: {r}");
+        }
+        let sandbox = r["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == "eth0")
+            .unwrap_or_else(|| panic!("no eth0 in {r}"));
+        assert_eq!(sandbox["sandbox"], ns.as_str(), "{r}");
+        let addr = result_address(&r);
+        assert!(
+            host.inside(&ns, "ip -4 -o addr show dev eth0")
+                .contains(&addr),
+            "{addr} not on eth0"
+        );
+        host.invoke(&Call::new("DEL", &id, Some(&ns)), &conf).ok();
+    }
+}
+
+#[test]
+fn conformance_add_check_del_and_idempotent_del() {
+    let env = TestEnv::new();
+    let host = Host::new(&env);
+    let v = newest(&host);
+    let links_before = host.links();
+    let ns = host.container();
+    let conf = host.plugin.conf(v, json!({}));
+    let r = host.invoke(&Call::new("ADD", "life", Some(&ns)), &conf);
+    let r = r.ok().clone();
+    let check_conf = host.plugin.conf(v, json!({"prevResult": r}));
+    if v != "0.3.1" {
+        host.invoke(&Call::new("CHECK", "life", Some(&ns)), &check_conf)
+            .ok();
+    }
+    // ADD of an interface that exists is an error, and changes nothing.
+    let again = host.invoke(&Call::new("ADD", "life2", Some(&ns)), &conf);
+    again.code();
+    assert!(host
+        .inside(&ns, "ip -4 -o addr show dev eth0")
+        .contains(&result_address(&r)));
+    // DEL, then DEL again, then DEL with neither netns nor prevResult.
+    let del_conf = host.plugin.conf(v, json!({"prevResult": r}));
+    host.invoke(&Call::new("DEL", "life", Some(&ns)), &del_conf)
+        .ok();
+    host.invoke(&Call::new("DEL", "life", Some(&ns)), &del_conf)
+        .ok();
+    host.invoke(&Call::new("DEL", "life", None), &conf).ok();
+    host.invoke(&Call::new("DEL", "life2", None), &conf).ok();
+    assert_eq!(host.inside(&ns, "ip -o link | wc -l").trim(), "1");
+    if host.plugin.ours() {
+        // Ours leaves nothing on the host either (the zone bridge went with
+        // its last member).
+        assert_eq!(host.links(), links_before);
+    }
+    // DEL of a container never added, without a netns.
+    host.invoke(&Call::new("DEL", "never", None), &conf).ok();
+    // A DEL after the container's netns is gone.
+    let ns2 = host.container();
+    host.invoke(&Call::new("ADD", "gone", Some(&ns2)), &conf)
+        .ok();
+    {
+        let mut cs = host.containers.lock().unwrap();
+        let c = cs.iter_mut().find(|c| c.netns == ns2).unwrap();
+        let _ = c.child.kill();
+        let _ = c.child.wait();
+    }
+    host.invoke(&Call::new("DEL", "gone", Some(&ns2)), &conf)
+        .ok();
+    if host.plugin.ours() {
+        assert_eq!(host.links(), links_before);
+    }
+}
+
+#[test]
+fn conformance_concurrent_adds_get_unique_addresses() {
+    let env = TestEnv::new();
+    let host = Host::new(&env);
+    let v = newest(&host);
+    let conf = host.plugin.conf(v, json!({}));
+    let nss: Vec<String> = (0..12).map(|_| host.container()).collect();
+    let addrs: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = nss
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let (host, conf) = (&host, &conf);
+                s.spawn(move || {
+                    let r = host.invoke(
+                        &Call::new("ADD", &format!("par{i}"), Some(ns))
+                            .args(&format!("IgnoreUnknown=1;K8S_POD_NAME=par{i}")),
+                        conf,
+                    );
+                    result_address(r.ok())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut uniq = addrs.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), addrs.len(), "{addrs:?}");
+    std::thread::scope(|s| {
+        for (i, ns) in nss.iter().enumerate() {
+            let (host, conf) = (&host, &conf);
+            s.spawn(move || {
+                host.invoke(&Call::new("DEL", &format!("par{i}"), Some(ns)), conf)
+                    .ok();
+            });
+        }
+    });
+    for ns in &nss {
+        assert_eq!(host.inside(ns, "ip -o link | wc -l").trim(), "1");
+    }
+}
+
+#[test]
+fn conformance_gc_removes_exactly_what_is_not_valid() {
+    let env = TestEnv::new();
+    let host = Host::new(&env);
+    if !versions(&host, &["1.1.0"]).contains(&"1.1.0") {
+        skip("GC", "the plugin does not speak CNI 1.1.0");
+        return;
+    }
+    let conf = host.plugin.conf("1.1.0", json!({}));
+    let ids = ["gca", "gcb", "gcc"];
+    let mut nss = Vec::new();
+    for id in ids {
+        let ns = host.container();
+        host.invoke(
+            &Call::new("ADD", id, Some(&ns)).args(&format!("IgnoreUnknown=1;K8S_POD_NAME={id}")),
+            &conf,
+        )
+        .ok();
+        nss.push(ns);
+    }
+    let valid = |ids: &[&str]| {
+        host.plugin.conf(
+            "1.1.0",
+            json!({"cni.dev/valid-attachments":
+                ids.iter().map(|i| json!({"containerID": i, "ifname": "eth0"})).collect::<Vec<_>>()}),
+        )
+    };
+    host.invoke(&Call::new("GC", "", None), &valid(&["gca", "gcc"]))
+        .ok();
+    for (i, id) in ids.iter().enumerate() {
+        let check = host.invoke(&Call::new("CHECK", id, Some(&nss[i])), &conf);
+        if *id == "gcb" {
+            check.code();
+            assert_eq!(host.inside(&nss[i], "ip -o link | wc -l").trim(), "1");
+        } else {
+            check.ok();
+        }
+    }
+    host.invoke(&Call::new("GC", "", None), &valid(&[])).ok();
+    for ns in &nss {
+        assert_eq!(host.inside(ns, "ip -o link | wc -l").trim(), "1");
+    }
+}
+
+#[test]
+fn conformance_status() {
+    let env = TestEnv::new();
+    let host = Host::new(&env);
+    if !versions(&host, &["1.1.0"]).contains(&"1.1.0") {
+        skip("STATUS", "the plugin does not speak CNI 1.1.0");
+        return;
+    }
+    host.invoke(
+        &Call::new("STATUS", "", None),
+        &host.plugin.conf("1.1.0", json!({})),
+    )
+    .ok();
+}
+
+/// libcni's chain: each plugin gets the previous one's result as
+/// `prevResult`; CHECK and DEL get the final result; DEL runs in reverse.
+#[test]
+fn conformance_chains_with_the_reference_plugins() {
+    let env = TestEnv::new();
+    let host = Host::new(&env);
+    let refs = ["tuning", "portmap", "firewall", "bridge", "host-local"];
+    if let Some(m) = refs
+        .iter()
+        .find(|p| !std::path::Path::new("/usr/lib/cni").join(p).exists())
+    {
+        skip(
+            "chaining",
+            &format!("/usr/lib/cni/{m} missing (Debian's containernetworking-plugins)"),
+        );
+        return;
+    }
+    // Debian's reference plugins speak up to 1.0.0.
+    let v = "1.0.0";
+    let ours = host.plugin.conf(v, json!({}));
+    let refconf = |entry: Value| {
+        let mut c = entry;
+        c["cniVersion"] = json!(v);
+        c["name"] = json!("harness");
+        c
+    };
+    let chain = [
+        refconf(json!({"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}})),
+        refconf(
+            json!({"type": "portmap", "capabilities": {"portMappings": true},
+            "runtimeConfig": {"portMappings": [{"hostPort": 9090, "containerPort": 90, "protocol": "tcp"}]}}),
+        ),
+        refconf(json!({"type": "firewall", "backend": "iptables"})),
+    ];
+    let ns = host.container();
+    let mut result = host
+        .invoke(&Call::new("ADD", "chain", Some(&ns)), &ours)
+        .ok()
+        .clone();
+    let addr = result_address(&result);
+    for c in &chain {
+        let mut c = c.clone();
+        c["prevResult"] = result.clone();
+        let p = PathBuf::from("/usr/lib/cni").join(c["type"].as_str().unwrap());
+        let o = host.invoke_bin(&p, &Call::new("ADD", "chain", Some(&ns)), &c);
+        let r = o.ok().clone();
+        assert_eq!(
+            result_address(&r),
+            addr,
+            "{} lost our address: {r}",
+            c["type"]
+        );
+        result = r;
+    }
+    assert_eq!(
+        host.inside(&ns, "cat /proc/sys/net/core/somaxconn").trim(),
+        "512"
+    );
+    // CHECK of every plugin with the final result.
+    let mut check = ours.clone();
+    check["prevResult"] = result.clone();
+    host.invoke(&Call::new("CHECK", "chain", Some(&ns)), &check)
+        .ok();
+    for c in chain.iter().rev() {
+        let mut c = c.clone();
+        c["prevResult"] = result.clone();
+        let p = PathBuf::from("/usr/lib/cni").join(c["type"].as_str().unwrap());
+        host.invoke_bin(&p, &Call::new("DEL", "chain", Some(&ns)), &c)
+            .ok();
+    }
+    host.invoke(&Call::new("DEL", "chain", Some(&ns)), &check)
+        .ok();
+    assert_eq!(host.inside(&ns, "ip -o link | wc -l").trim(), "1");
+
+    // After a reference plugin: bridge + host-local on eth1, then ours on eth0
+    // with the bridge's result as prevResult; ours appends to it.
+    let hl = env.dir.join("host-local");
+    let bridge = refconf(
+        json!({"type": "bridge", "bridge": "cnibr0", "isGateway": true,
+        "ipam": {"type": "host-local", "subnet": "10.209.0.0/24", "dataDir": hl}}),
+    );
+    let ns = host.container();
+    let first = host
+        .invoke_bin(
+            &PathBuf::from("/usr/lib/cni/bridge"),
+            &Call::new("ADD", "after", Some(&ns)).ifname("eth1"),
+            &bridge,
+        )
+        .ok()
+        .clone();
+    let mut after = ours.clone();
+    after["prevResult"] = first.clone();
+    let merged = host
+        .invoke(&Call::new("ADD", "after", Some(&ns)), &after)
+        .ok()
+        .clone();
+    let first_ips = first["ips"].as_array().unwrap().len();
+    assert_eq!(
+        merged["ips"].as_array().unwrap()[..first_ips],
+        first["ips"].as_array().unwrap()[..],
+        "prevResult's IPs kept first: {merged}"
+    );
+    assert!(merged["ips"].as_array().unwrap().len() > first_ips);
+    let names: Vec<&str> = merged["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"eth1") && names.contains(&"eth0"),
+        "{merged}"
+    );
+    let mut del = ours.clone();
+    del["prevResult"] = merged.clone();
+    host.invoke(&Call::new("CHECK", "after", Some(&ns)), &del)
+        .ok();
+    host.invoke(&Call::new("DEL", "after", Some(&ns)), &del)
+        .ok();
+    let mut bdel = bridge.clone();
+    bdel["prevResult"] = merged;
+    host.invoke_bin(
+        &PathBuf::from("/usr/lib/cni/bridge"),
+        &Call::new("DEL", "after", Some(&ns)).ifname("eth1"),
+        &bdel,
+    )
+    .ok();
+    assert_eq!(host.inside(&ns, "ip -o link | wc -l").trim(), "1");
+}
+
+// ---------------------------------------------------------------------------
+// What netspawn-cni promises beyond the spec.
+
+/// Skips (loudly) a netspawn-only test when the harness runs another plugin.
+fn ours_only(host: &Host, test: &str) -> bool {
+    if !host.plugin.ours() {
+        skip(
+            test,
+            "netspawn-cni only (CNI_HARNESS_PLUGIN names another plugin)",
+        );
+        return false;
+    }
+    true
+}
+
+/// The zone's gateway (netd's address on vz-ZONE).
+fn gateway(host: &Host, zone: &str) -> String {
+    let (_, out, _) = host.sh(&format!(
+        "ip -4 -o addr show dev vz-{zone} | grep -o 'inet [0-9.]*' | cut -d' ' -f2"
+    ));
+    out.trim().to_string()
+}
+
+fn records(env: &TestEnv) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(env.run_dir().join("cni"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| {
+            std::fs::read_dir(d.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|f| f.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_attachment_is_a_machine_for_netd_dns_the_registry_and_nss() {
+    let env = TestEnv::new();
+    let host = Host::new(&env);
+    if !ours_only(&host, "registry") {
+        return;
+    }
+    let before = host.links();
+    let conf = host.plugin.conf("1.1.0", json!({"zone": "cz"}));
+    let (a, b) = (host.container(), host.container());
+    let ra = host
+        .invoke(
+            &Call::new("ADD", "ctr-web", Some(&a)).args("IgnoreUnknown=1;K8S_POD_NAME=web"),
+            &conf,
+        )
+        .ok()
+        .clone();
+    host.invoke(&Call::new("ADD", "0123456789abcdef0123", Some(&b)), &conf)
+        .ok();
+    let web = result_address(&ra);
+    // The result: netd is the DNS server and the default route's gateway.
+    let gw = gateway(&host, "cz");
+    assert_eq!(ra["dns"]["nameservers"][0], gw.as_str(), "{ra}");
+    assert_eq!(ra["routes"][0]["gw"], gw.as_str(), "{ra}");
+    assert!(host.inside(&a, "ip route show default").contains(&gw));
+    // The registry entry, class pod; the unnamed container gets its ID's name.
+    assert_eq!(env.registry_names(), ["cni-0123456789ab", "web"]);
+    let entry = std::fs::read_to_string(env.run_dir().join("machines/web")).unwrap();
+    assert!(entry.contains("\nCLASS=pod\n"), "{entry}");
+    assert!(entry.contains(&format!("\nADDRESSES={web}\n")), "{entry}");
+    // netd's DNS answers the name (from the other container, through the
+    // zone), and the host's NSS finds it.
+    let dig = host.inside(&b, &format!("dig +short +time=2 +tries=3 @{gw} web"));
+    assert_eq!(dig.trim(), web, "dig: {dig}");
+    let (_, hosts, _) = host.sh("getent hosts web");
+    assert!(hosts.starts_with(&format!("{web} ")), "getent: {hosts}");
+    let ping = host.inside(&b, &format!("ping -c1 -W5 {web} >/dev/null && echo ok"));
+    assert_eq!(ping.trim(), "ok");
+    // netspawnctl lists it like a machine.
+    let (_, list, _) = host.sh("$NETSPAWNCTL list --no-legend");
+    assert!(list.contains("web") && list.contains("pod"), "{list}");
+    for (id, ns) in [("ctr-web", &a), ("0123456789abcdef0123", &b)] {
+        host.invoke(&Call::new("DEL", id, Some(ns)), &conf).ok();
+    }
+    let (_, hosts, _) = host.sh("getent hosts web; echo rc=$?");
+    assert_eq!(hosts.trim(), "rc=2");
+    assert!(env.registry_names().is_empty());
+    assert!(records(&env).is_empty());
+    assert_eq!(
+        host.links(),
+        before,
+        "the zone bridge goes with the last member"
+    );
+}
+
+#[test]
+fn check_finds_a_missing_address_route_reservation_link_or_netd() {
+    let env = TestEnv::new();
+    let host = Host::new(&env);
+    if !ours_only(&host, "CHECK findings") {
+        return;
+    }
+    let conf = host.plugin.conf("1.1.0", json!({}));
+    let cases: [(&str, &str); 5] = [
+        ("inside:ip addr flush dev eth0", "address"),
+        ("inside:ip route del default", "default route"),
+        ("host:kill -9 $HOLDER", "reservation"),
+        ("host:ip link del vb-chk", "vb-chk is missing"),
+        (
+            "host:kill -9 $(cat $NETSPAWN_RUN_DIR/netd-*.pid)",
+            "netspawn-netd is not running",
+        ),
+    ];
+    for (break_it, finding) in cases {
+        let ns = host.container();
+        let call = |cmd| Call::new(cmd, "chk", Some(&ns)).args("IgnoreUnknown=1;K8S_POD_NAME=chk");
+        host.invoke(&call("ADD"), &conf).ok();
+        host.invoke(&call("CHECK"), &conf).ok();
+        let rec: Value = serde_json::from_slice(
+            &std::fs::read(env.run_dir().join("cni/harness/chk.eth0.json")).unwrap(),
+        )
+        .unwrap();
+        let holder = rec["holder_pid"].to_string();
+        let script = break_it.replace("$HOLDER", &holder);
+        if let Some(s) = script.strip_prefix("inside:") {
+            host.inside(&ns, s);
+        } else {
+            let (st, _, err) = host.sh(script.strip_prefix("host:").unwrap());
+            assert_eq!(st, Some(0), "{script}: {err}");
+        }
+        let o = host.invoke(&call("CHECK"), &conf);
+        assert_eq!(o.code(), 100, "{break_it}: {o:?}");
+        assert!(o.msg().contains(finding), "{break_it}: {}", o.msg());
+        host.invoke(&call("DEL"), &conf).ok();
+        assert!(records(&env).is_empty());
+        assert!(env.registry_names().is_empty(), "{break_it}");
+        assert!(
+            !host.links().iter().any(|l| l.starts_with("vb-")),
+            "{break_it}"
+        );
+    }
+}
+
+#[test]
+fn status_is_50_when_netd_cannot_start_and_0_when_ready() {
+    let env = TestEnv::new();
+    let conf_for = |host: &Host| host.plugin.conf("1.1.0", json!({}));
+    {
+        let host = Host::with_env(&env, &[("NETSPAWN_NETD", "/nonexistent/netspawn-netd")]);
+        if !ours_only(&host, "STATUS 50") {
+            return;
+        }
+        let o = host.invoke(&Call::new("STATUS", "", None), &conf_for(&host));
+        assert_eq!(o.code(), 50, "{o:?}");
+        // ADD cannot go on: try again later, nothing left.
+        let ns = host.container();
+        let o = host.invoke(&Call::new("ADD", "nonetd", Some(&ns)), &conf_for(&host));
+        assert_eq!(o.code(), 11, "{o:?}");
+        assert!(records(&env).is_empty());
+        assert!(env.registry_names().is_empty());
+        assert_eq!(host.links(), ["lo"]);
+    }
+    let host = Host::new(&env);
+    host.invoke(&Call::new("STATUS", "", None), &conf_for(&host))
+        .ok();
+}
+
+#[test]
+fn bad_input_gets_the_spec_codes_and_leaves_nothing() {
+    let env = TestEnv::new();
+    // A zone pool of a /29: five addresses for containers.
+    let tpl = env.dir.join("network");
+    std::fs::create_dir_all(&tpl).unwrap();
+    std::fs::write(
+        tpl.join("80-container-vz.network"),
+        "[Match]\nName=vz-*\nKind=bridge\n\n[Network]\nAddress=0.0.0.0/29\nDHCPServer=yes\nIPMasquerade=both\n",
+    )
+    .unwrap();
+    let host = Host::with_env(&env, &[("NETSPAWN_NETWORK_PATH", tpl.to_str().unwrap())]);
+    if !ours_only(&host, "bad input") {
+        return;
+    }
+    let ns = host.container();
+    let cases: Vec<(Value, Call, u64, &str)> = vec![
+        (
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "netspawn-cni"}),
+            Call::new("ADD", "b1", Some(&ns)),
+            7,
+            "zone",
+        ),
+        (
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "netspawn-cni", "zone": "a/b"}),
+            Call::new("ADD", "b1", Some(&ns)),
+            7,
+            "zone",
+        ),
+        (
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "netspawn-cni", "zone": "waytoolongzone"}),
+            Call::new("ADD", "b1", Some(&ns)),
+            7,
+            "zone",
+        ),
+        (
+            json!({"cniVersion": "0.2.0", "name": "n", "type": "netspawn-cni", "zone": "z"}),
+            Call::new("ADD", "b1", Some(&ns)),
+            1,
+            "cniVersion",
+        ),
+        (
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "netspawn-cni", "zone": "z"}),
+            Call::new("ADD", "b1", Some("/proc/self/nonexistent")),
+            3,
+            "CNI_NETNS",
+        ),
+        (
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "netspawn-cni", "zone": "z"}),
+            Call::new("ADD", "b1", Some(&ns)).ifname("lo"),
+            4,
+            "CNI_IFNAME",
+        ),
+        (
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "netspawn-cni", "zone": "z"}),
+            Call::new("ADD", "-bad", Some(&ns)),
+            4,
+            "CNI_CONTAINERID",
+        ),
+        (
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "netspawn-cni", "zone": "z",
+            "runtimeConfig": {"portMappings": [{"hostPort": 80, "containerPort": 80, "protocol": "sctp"}]}}),
+            Call::new("ADD", "b1", Some(&ns)),
+            2,
+            "protocol",
+        ),
+        (
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "netspawn-cni", "zone": "z",
+            "runtimeConfig": {"bandwidth": {"ingressRate": 1000}}}),
+            Call::new("ADD", "b1", Some(&ns)),
+            2,
+            "bandwidth",
+        ),
+    ];
+    for (conf, call, code, needle) in cases {
+        let o = host.invoke(&call, &conf);
+        assert_eq!(o.code(), code, "{conf}: {o:?}");
+        assert!(o.msg().contains(needle), "{conf}: {}", o.msg());
+        assert_eq!(o.msg().lines().count(), 1);
+        assert!(records(&env).is_empty(), "{conf}");
+        assert!(env.registry_names().is_empty(), "{conf}");
+        assert_eq!(host.links(), ["lo"], "{conf}");
+        assert_eq!(host.inside(&ns, "ip -o link | wc -l").trim(), "1");
+    }
+    // A zone at its pool's limit: try again later, nothing of the refused one left.
+    let conf = host.plugin.conf("1.0.0", json!({"zone": "small"}));
+    let mut added = Vec::new();
+    let refused = loop {
+        assert!(added.len() < 8, "a /29 gave more than 8 addresses");
+        let ns = host.container();
+        let id = format!("pool{}", added.len());
+        let o = host.invoke(
+            &Call::new("ADD", &id, Some(&ns)).args(&format!("IgnoreUnknown=1;K8S_POD_NAME={id}")),
+            &conf,
+        );
+        if o.status == Some(0) {
+            added.push((id, ns));
+            continue;
+        }
+        break (o, id, ns);
+    };
+    assert!(added.len() >= 4, "{}", added.len());
+    let (o, id, ns) = refused;
+    assert_eq!(o.code(), 11, "{o:?}");
+    assert!(o.msg().contains("pool"), "{}", o.msg());
+    assert!(!host.links().contains(&format!("vb-{id}")));
+    assert!(!env.registry_names().contains(&id));
+    assert_eq!(records(&env).len(), added.len());
+    assert_eq!(host.inside(&ns, "ip -o link | wc -l").trim(), "1");
+    for (id, ns) in &added {
+        host.invoke(&Call::new("DEL", id, Some(ns)), &conf).ok();
+    }
+    assert_eq!(host.links(), ["lo"]);
+}
+
+#[test]
+fn gc_takes_rules_entries_and_links_of_orphans_only() {
+    let env = TestEnv::new();
+    let host = Host::new(&env);
+    if !ours_only(&host, "GC details") {
+        return;
+    }
+    let lab = host
+        .plugin
+        .conf("1.1.0", json!({"name": "lab", "zone": "gz"}));
+    let other = host
+        .plugin
+        .conf("1.1.0", json!({"name": "other", "zone": "gz"}));
+    let mut nss = Vec::new();
+    for (id, conf, port) in [
+        ("ga", &lab, 0),
+        ("gb", &lab, 8080),
+        ("gc", &lab, 0),
+        ("gd", &other, 0),
+    ] {
+        let ns = host.container();
+        let mut conf = conf.clone();
+        if port != 0 {
+            conf["runtimeConfig"] = json!({"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]});
+        }
+        host.invoke(
+            &Call::new("ADD", id, Some(&ns)).args(&format!("IgnoreUnknown=1;K8S_POD_NAME={id}")),
+            &conf,
+        )
+        .ok();
+        nss.push((id, ns));
+    }
+    let rule = || {
+        host.sh("nft list table inet netspawn")
+            .1
+            .contains("owner gb")
+    };
+    wait_for("gb's port forward", rule);
+    let mut gc = lab.clone();
+    gc["cni.dev/valid-attachments"] =
+        json!([{"containerID": "ga", "ifname": "eth0"}, {"containerID": "gc", "ifname": "eth0"}]);
+    host.invoke(&Call::new("GC", "", None), &gc).ok();
+    wait_for("gb's port forward to go", || !rule());
+    assert_eq!(env.registry_names(), ["ga", "gc", "gd"]);
+    assert!(!host.links().contains(&"vb-gb".to_string()));
+    for (id, ns) in &nss {
+        let conf = if *id == "gd" { &other } else { &lab };
+        let o = host.invoke(&Call::new("CHECK", id, Some(ns)), conf);
+        if *id == "gb" {
+            o.code();
+        } else {
+            o.ok();
+        }
+    }
+    gc["cni.dev/valid-attachments"] = json!([]);
+    host.invoke(&Call::new("GC", "", None), &gc).ok();
+    assert_eq!(env.registry_names(), ["gd"]);
+    host.invoke(&Call::new("DEL", "gd", Some(&nss[3].1)), &other)
+        .ok();
+    assert_eq!(host.links(), ["lo"]);
+    assert!(records(&env).is_empty());
+}
+
+/// 200 attachments on one zone: unique addresses, every name resolvable
+/// through netd, and GC after a runtime "crash" (it lost half of its
+/// containers) removes exactly those.
+#[test]
+fn scale_200_attachments_on_one_zone() {
+    let env = TestEnv::new();
+    let host = Host::new(&env);
+    if !ours_only(&host, "scale") {
+        return;
+    }
+    const N: usize = 200;
+    let conf = host.plugin.conf("1.1.0", json!({"zone": "big"}));
+    let nss: Vec<String> = (0..N).map(|_| host.container()).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let addrs = Mutex::new(vec![String::new(); N]);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= N {
+                    break;
+                }
+                let r = host.invoke(
+                    &Call::new("ADD", &format!("s{i}"), Some(&nss[i]))
+                        .args(&format!("IgnoreUnknown=1;K8S_POD_NAME=s{i}")),
+                    &conf,
+                );
+                addrs.lock().unwrap()[i] = result_address(r.ok());
+            });
+        }
+    });
+    let addrs = addrs.into_inner().unwrap();
+    let mut uniq = addrs.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), N);
+    assert_eq!(env.registry_names().len(), N);
+    // Every name through netd's DNS, in one script.
+    let gw = gateway(&host, "big");
+    let (_, out, _) = host.sh(&format!(
+        "for i in $(seq 0 {}); do echo s$i=$(dig +short +time=2 +tries=3 @{gw} s$i); done",
+        N - 1
+    ));
+    for (i, a) in addrs.iter().enumerate() {
+        assert!(
+            out.contains(&format!("s{i}={a}\n")),
+            "s{i} {a} not resolved"
+        );
+    }
+    // The runtime comes back knowing only the even ones.
+    let valid: Vec<Value> = (0..N)
+        .step_by(2)
+        .map(|i| json!({"containerID": format!("s{i}"), "ifname": "eth0"}))
+        .collect();
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!(valid);
+    host.invoke(&Call::new("GC", "", None), &gc).ok();
+    let mut want: Vec<String> = (0..N).step_by(2).map(|i| format!("s{i}")).collect();
+    want.sort();
+    assert_eq!(env.registry_names(), want);
+    assert_eq!(records(&env).len(), N / 2);
+    let vbs = host.links().iter().filter(|l| l.starts_with("vb-")).count();
+    assert_eq!(vbs, N / 2);
+    for i in (1..N).step_by(2) {
+        assert_eq!(
+            host.inside(&nss[i], "ip -o link | wc -l").trim(),
+            "1",
+            "s{i}"
+        );
+    }
+    gc["cni.dev/valid-attachments"] = json!([]);
+    host.invoke(&Call::new("GC", "", None), &gc).ok();
+    assert!(env.registry_names().is_empty());
+    assert_eq!(host.links(), ["lo"]);
+}
