@@ -326,58 +326,58 @@ impl<'a> Host<'a> {
         v.sort();
         v
     }
-
-    /// Holders of attachments, killed at the end of a test (they are
-    /// sessions of their own, outside the test's process tree).
-    fn kill_holders(&self) {
-        let mut pids = Vec::new();
-        for dir in std::fs::read_dir(self.env.run_dir().join("cni"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for f in std::fs::read_dir(dir.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                if let Ok(v) =
-                    serde_json::from_slice::<Value>(&std::fs::read(f.path()).unwrap_or_default())
-                {
-                    if let Some(p) = v["holder_pid"].as_u64() {
-                        pids.push(p as i32);
-                    }
-                }
-            }
-        }
-        for e in std::fs::read_dir(self.env.run_dir().join("machines"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            if let Some(p) = text.lines().find_map(|l| l.strip_prefix("LAUNCHER=")) {
-                pids.extend(p.parse::<i32>().ok());
-            }
-        }
-        for pid in pids {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmd).contains("--netspawn-cni-hold") {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-    }
 }
 
 impl Drop for Host<'_> {
     fn drop(&mut self) {
-        self.kill_holders();
+        kill_holders(self.env);
         for c in self.containers.lock().unwrap().iter_mut() {
             let _ = c.child.kill();
             let _ = c.child.wait();
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Holders of attachments, killed at the end of a test (they are sessions
+/// of their own, outside the test's process tree): those in records and
+/// those that are registry entries' launchers.
+fn kill_holders(env: &TestEnv) {
+    let mut pids = Vec::new();
+    for dir in std::fs::read_dir(env.run_dir().join("cni"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for f in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = std::fs::read(f.path()).unwrap_or_default();
+            if let Ok(v) = serde_json::from_slice::<Value>(&text) {
+                if let Some(p) = v["holder_pid"].as_u64() {
+                    pids.push(p as i32);
+                }
+            }
+        }
+    }
+    for e in std::fs::read_dir(env.run_dir().join("machines"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        if let Some(p) = text.lines().find_map(|l| l.strip_prefix("LAUNCHER=")) {
+            pids.extend(p.parse::<i32>().ok());
+        }
+    }
+    for pid in pids {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains("--netspawn-cni-hold") {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 }
 
@@ -1194,4 +1194,253 @@ fn scale_200_attachments_on_one_zone() {
     host.invoke(&Call::new("GC", "", None), &gc).ok();
     assert!(env.registry_names().is_empty());
     assert_eq!(host.links(), ["lo"]);
+}
+
+// ---------------------------------------------------------------------------
+// Real engines: Debian's podman 4.3 and containerd 1.6, started by the test
+// with private configuration and state, images from a tarball of a busybox
+// root, no network.
+
+/// Script prelude for an engine test, run by `TestEnv::sh` (private mount
+/// and network namespaces): private /run and /opt (the plugin in
+/// /opt/cni/bin), a private /etc/cni/net.d holding the documented
+/// `10-netspawn.conflist` for zone `lab`, the NSS module for `getent` (as
+/// `$NSS getent ...`), the busybox root as a tarball `$T/bb.tar`, and the
+/// netspawn machine `web` on zone `lab`, running until `$CTL/stop` exists.
+fn engine_prelude(env: &TestEnv) -> String {
+    let img = env.busybox("bb");
+    let t = env.dir.join("engine");
+    for d in ["net.d", "ctl", "nsslib"] {
+        std::fs::create_dir_all(t.join(d)).unwrap();
+    }
+    std::fs::copy(
+        bin("libnss_mymachines.so"),
+        t.join("nsslib/libnss_mymachines.so.2"),
+    )
+    .unwrap();
+    std::fs::write(t.join("nsswitch.conf"), "hosts: files mymachines\n").unwrap();
+    std::fs::write(
+        t.join("net.d/10-netspawn.conflist"),
+        r#"{"cniVersion": "1.0.0", "name": "lab", "plugins": [{"type": "netspawn-cni", "zone": "lab", "capabilities": {"portMappings": true}}]}"#,
+    )
+    .unwrap();
+    format!(
+        r#"set -u
+           T={t}; CTL=$T/ctl; IMG={img}
+           export NETSPAWN_NETD={netd}
+           # The engines' own state outside their configured roots (libcni's
+           # cache in /var/lib/cni, podman's blob cache in /var/lib/containers)
+           # stays in this mount namespace too.
+           mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /opt && mkdir -p /opt/cni/bin
+           mount -t tmpfs tmpfs /var/lib
+           cp {plugin} /opt/cni/bin/ && mount --bind $T/net.d /etc/cni/net.d
+           mount --bind $T/nsswitch.conf /etc/nsswitch.conf
+           NSS="env LD_LIBRARY_PATH=$T/nsslib"
+           # The engines' containers go under a cgroup parent of this test's,
+           # removed (empty) at the end in every hierarchy.
+           CGP={cgp}-engine
+           rm_cgroups() {{ for d in /sys/fs/cgroup/*/$CGP /sys/fs/cgroup/$CGP; do [ -d $d ] && find $d -depth -type d -exec rmdir {{}} \; 2>/dev/null; done; true; }}
+           ip link set lo up
+           tar -C $IMG -cf $T/bb.tar .
+           $NETSPAWN -q --network-zone=lab -M web --bind=$CTL:/ctl -D $IMG /bin/sh -c '{HOLD}' &
+           WEB=$!
+           for i in $(seq 600); do $NSS getent hosts web >/dev/null && break; sleep 0.05; done
+           GW=$(ip -4 -o addr show dev vz-lab | grep -o 'inet [0-9.]*' | cut -d' ' -f2)
+           echo gw=$GW
+           "#,
+        t = t.display(),
+        img = img.display(),
+        netd = bin("netspawn-netd").display(),
+        plugin = bin("netspawn-cni").display(),
+        cgp = env.cgroup_parent,
+    )
+}
+
+/// Checks an engine script's `KEY=VALUE` lines.
+#[track_caller]
+fn expect_lines(r: &Run, want: &[&str]) {
+    for w in want {
+        assert!(
+            r.stdout.lines().any(|l| l == *w),
+            "missing {w:?}\n--- stdout\n{}\n--- stderr\n{}",
+            r.stdout,
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn podman_with_the_cni_backend_puts_containers_on_a_netspawn_zone() {
+    if !have("podman") || !have("runc") || !have("conmon") {
+        skip(
+            "podman",
+            "podman, runc or conmon missing (scripts/setup-deps installs them)",
+        );
+        return;
+    }
+    let env = TestEnv::new();
+    let script = format!(
+        r#"{prelude}
+           mkdir -p $T/pod
+           cat > $T/containers.conf <<EOC
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
+network_config_dir = "/etc/cni/net.d"
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "$T/pod/events.log"
+runtime = "runc"
+tmp_dir = "$T/pod/tmp"
+static_dir = "$T/pod/static"
+volume_path = "$T/pod/volumes"
+EOC
+           cat > $T/storage.conf <<EOS
+[storage]
+driver = "vfs"
+graphroot = "$T/pod/root"
+runroot = "$T/pod/runroot"
+EOS
+           export CONTAINERS_CONF=$T/containers.conf CONTAINERS_STORAGE_CONF=$T/storage.conf
+           trap 'podman rm -af -t0 >/dev/null 2>&1; touch $CTL/stop; rm_cgroups' EXIT
+           podman import $T/bb.tar localhost/bb >/dev/null && echo imported
+           podman run -d --cgroup-parent=/$CGP --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --name pc --network lab \
+               -v $CTL:/ctl localhost/bb /bin/sh -c 'while ! [ -e /ctl/stop ]; do sleep 0.05; done' >/dev/null
+           echo run=$?
+           podman exec pc ping -c1 -W5 web >/dev/null && echo pc-pings-web=ok
+           podman exec pc head -1 /etc/resolv.conf
+           $NETSPAWNCTL shell web /bin/ping -c1 -W5 pc >/dev/null && echo web-pings-pc=ok
+           A=$(podman exec pc ip -4 -o addr show dev eth0 | grep -o 'inet [0-9.]*' | cut -d' ' -f2)
+           [ -n "$A" ] && [ "$($NSS getent hosts pc | cut -d' ' -f1)" = "$A" ] && echo host-resolves-pc=ok
+           grep -q '^CLASS=pod$' $NETSPAWN_RUN_DIR/machines/pc && echo registry=pod
+           podman rm -f -t0 pc >/dev/null; echo rm=$?
+           echo left-registry=$(ls $NETSPAWN_RUN_DIR/machines | tr '\n' ' ')
+           echo left-records=$(ls $NETSPAWN_RUN_DIR/cni/lab 2>/dev/null | wc -l)
+           echo left-links=$(ip -o link | grep -c vb-pc)
+           $NSS getent hosts pc >/dev/null; echo getent-after=$?
+           touch $CTL/stop; wait $WEB
+           # The keeper removes the zone bridge a moment after the launcher exits.
+           for i in $(seq 600); do ip link show vz-lab >/dev/null 2>&1 || break; sleep 0.05; done
+           echo left-after-web=$(ip -o link show | cut -d: -f2 | tr -d ' ' | tr '\n' ' ')"#,
+        prelude = engine_prelude(&env),
+    );
+    let r = env.sh(&script, 240);
+    kill_holders(&env);
+    expect_lines(
+        &r,
+        &[
+            "imported",
+            "run=0",
+            "pc-pings-web=ok",
+            "web-pings-pc=ok",
+            "host-resolves-pc=ok",
+            "registry=pod",
+            "rm=0",
+            "left-registry=web",
+            "left-records=0",
+            "left-links=0",
+            "getent-after=2",
+            "left-after-web=lo",
+        ],
+    );
+    // podman wrote the plugin's DNS (netd) into the container's resolv.conf.
+    let gw = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("gw="))
+        .unwrap();
+    assert!(
+        r.stdout.contains(&format!("nameserver {gw}\n")),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn containerd_ctr_run_cni_puts_containers_on_a_netspawn_zone() {
+    if !have("containerd") || !have("ctr") || !have("runc") {
+        skip(
+            "containerd",
+            "containerd, ctr or runc missing (scripts/setup-deps installs them)",
+        );
+        return;
+    }
+    let env = TestEnv::new();
+    let script = format!(
+        r#"{prelude}
+           # An OCI image layout of the busybox root, by hand (no registry, no network).
+           O=$T/oci; mkdir -p $O/blobs/sha256
+           blob() {{ d=$(sha256sum $1 | cut -d' ' -f1); s=$(stat -c %s $1); mv $1 $O/blobs/sha256/$d; echo $d $s; }}
+           cp $T/bb.tar $T/layer.tar; read L LS <<< "$(blob $T/layer.tar)"
+           printf '{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:%s"]}}}}' $L > $T/cfg.json
+           read C CS <<< "$(blob $T/cfg.json)"
+           printf '{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}}]}}' $C $CS $L $LS > $T/m.json
+           read M MS <<< "$(blob $T/m.json)"
+           printf '{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{{"org.opencontainers.image.ref.name":"localhost/bb:latest"}}}}]}}' $M $MS > $O/index.json
+           echo '{{"imageLayoutVersion":"1.0.0"}}' > $O/oci-layout
+           tar -C $O -cf $T/bb-oci.tar .
+           cat > $T/containerd.toml <<EOT
+version = 2
+root = "$T/ctd/root"
+state = "$T/ctd/state"
+[grpc]
+  address = "$T/ctd/sock"
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "/opt/cni/bin"
+  conf_dir = "/etc/cni/net.d"
+EOT
+           containerd --log-level debug --config $T/containerd.toml > $T/containerd.log 2>&1 &
+           CD=$!
+           trap 'kill $CD 2>/dev/null; touch $CTL/stop; rm_cgroups' EXIT
+           for i in $(seq 600); do [ -S $T/ctd/sock ] && break; sleep 0.05; done
+           CTR="ctr --address $T/ctd/sock"
+           $CTR images import --base-name localhost/bb $T/bb-oci.tar >/dev/null && echo imported
+           # ctr 1.6 calls CNI DEL when a foreground `ctr run` sees its task end.
+           $CTR run --cni --cgroup /$CGP/c1 --mount type=bind,src=$CTL,dst=/ctl,options=rbind:rw localhost/bb:latest c1 \
+               /bin/sh -c 'while ! [ -e /ctl/stop-c1 ]; do sleep 0.05; done' > /dev/null 2>&1 &
+           RUN=$!
+           N=cni-defaultc1
+           for i in $(seq 600); do [ -e $NETSPAWN_RUN_DIR/machines/$N ] && break; sleep 0.05; done
+           $CTR task exec --exec-id q1 c1 nslookup web $GW >/dev/null && echo c1-resolves-web=ok
+           W=$($NSS getent hosts web | cut -d' ' -f1)
+           $CTR task exec --exec-id p1 c1 ping -c1 -W5 $W >/dev/null && echo c1-pings-web=ok
+           $NETSPAWNCTL shell web /bin/ping -c1 -W5 $N >/dev/null && echo web-pings-c1=ok
+           A=$($CTR task exec --exec-id a1 c1 ip -4 -o addr show dev eth0 | grep -o 'inet [0-9.]*' | cut -d' ' -f2)
+           [ -n "$A" ] && [ "$($NSS getent hosts $N | cut -d' ' -f1)" = "$A" ] && echo host-resolves-c1=ok
+           $CTR task kill -s KILL c1; echo kill=$?
+           wait $RUN
+           $CTR containers rm c1; echo rm=$?
+           echo left-registry=$(ls $NETSPAWN_RUN_DIR/machines | tr '\n' ' ')
+           echo left-records=$(ls $NETSPAWN_RUN_DIR/cni/lab 2>/dev/null | wc -l)
+           $NSS getent hosts $N >/dev/null; echo getent-after=$?
+           # The CRI plugin loaded the documented configuration.
+           grep -q 'Start cni network conf syncer' $T/containerd.log && echo cri-syncer=started
+           grep -c 'failed to load cni' $T/containerd.log | sed 's/^/cri-load-failures=/'
+           touch $CTL/stop; wait $WEB
+           # The keeper removes the zone bridge a moment after the launcher exits.
+           for i in $(seq 600); do ip link show vz-lab >/dev/null 2>&1 || break; sleep 0.05; done
+           echo left-after-web=$(ip -o link show | cut -d: -f2 | tr -d ' ' | tr '\n' ' ')"#,
+        prelude = engine_prelude(&env),
+    );
+    let r = env.sh(&script, 240);
+    kill_holders(&env);
+    expect_lines(
+        &r,
+        &[
+            "imported",
+            "c1-resolves-web=ok",
+            "c1-pings-web=ok",
+            "web-pings-c1=ok",
+            "host-resolves-c1=ok",
+            "kill=0",
+            "rm=0",
+            "left-registry=web",
+            "left-records=0",
+            "getent-after=2",
+            "cri-syncer=started",
+            "cri-load-failures=0",
+            "left-after-web=lo",
+        ],
+    );
 }
