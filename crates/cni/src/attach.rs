@@ -106,29 +106,21 @@ enum ServeError {
     Unmanaged(Answer),
 }
 
-/// Asks netd to serve the zone our member link is on and waits until it
-/// does. netd handles link events one after the other, and a veth made
-/// with its master is announced first without one: while the event that
-/// names the bridge waits behind the new bridge's own configuration, netd
-/// may answer for the bare veth (`OK unmanaged`). The link is in the zone
-/// bridge (we made it so), so that answer is asked again, for a while.
-fn serve_zone(netd: &mut NetdClient, host_if: &str, zone: &str) -> Result<(), ServeError> {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let answer = netd
-            .request(&Request::Link {
-                ifname: host_if.to_string(),
-                timeout_ms: NETD_WAIT.as_millis() as u64,
-            })
-            .map_err(ServeError::Netd)?;
-        match answer {
-            Answer::Address(_) => return Ok(()),
-            a if Instant::now() >= deadline => return Err(ServeError::Unmanaged(a)),
-            _ => {
-                tracing::debug!("netd does not serve {host_if} in vz-{zone} yet; asking again");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+/// Asks netd to serve the zone and waits until it does. We ask for the
+/// bridge `vz-ZONE`, not for our member link: netd handles link events one
+/// after the other, and a veth made with its master is announced first
+/// without one, so for a moment netd may take the member for a bare veth
+/// it does not serve. The bridge's own state has no such moment.
+fn serve_zone(netd: &mut NetdClient, zone: &str) -> Result<(), ServeError> {
+    match netd
+        .request(&Request::Link {
+            ifname: format!("vz-{zone}"),
+            timeout_ms: NETD_WAIT.as_millis() as u64,
+        })
+        .map_err(ServeError::Netd)?
+    {
+        Answer::Address(_) => Ok(()),
+        a => Err(ServeError::Unmanaged(a)),
     }
 }
 
@@ -176,7 +168,12 @@ pub fn add(conf: &NetConf, env: &Env, paths: &Paths) -> Result<Value, CniError> 
         .runtime
         .mac
         .unwrap_or_else(|| generate_mac(&machine_id, &name, &CONTAINER_HASH_KEY, 0));
+    let started = Instant::now();
     let holder = Holder::start(&name)?;
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "holder claimed {name}"
+    );
     let mut rec = Record {
         network: conf.network.clone(),
         zone: conf.zone.clone(),
@@ -234,12 +231,20 @@ pub fn add(conf: &NetConf, env: &Env, paths: &Paths) -> Result<Value, CniError> 
         addresses: vec![IpAddr::V4(made.address)],
         ..Default::default()
     };
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "attached"
+    );
     if let Err(e) = holder.register(&entry) {
         for err in teardown(&rec, paths) {
             tracing::warn!("undoing the ADD: {err}");
         }
         return Err(e);
     }
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "registered"
+    );
     Ok(result::build(
         &conf.cni_version,
         conf.prev_result.as_ref(),
@@ -263,6 +268,7 @@ fn attach(
         CniError::new(Code::TryAgainLater, format!("netspawn-netd: {e}"))
     };
     let mut netd = NetdClient::connect_or_start(paths).map_err(try_again)?;
+    tracing::debug!("netd connected");
     let mut host = netlink::Netlink::open().map_err(nl("open netlink"))?;
     let zones = Zones::new(paths.locks_dir());
     // The peer is made in our namespace under a name of our own, then moved
@@ -302,7 +308,8 @@ fn attach(
             .ok_or_else(|| CniError::new(Code::Io, format!("{l} is missing in the container")))?;
         inside.set_up(link.index).map_err(nl("set the link up"))?;
     }
-    serve_zone(&mut netd, &rec.host_ifname, &conf.zone).map_err(|e| match e {
+    let started = Instant::now();
+    serve_zone(&mut netd, &conf.zone).map_err(|e| match e {
         ServeError::Netd(e) => try_again(e),
         ServeError::Unmanaged(a) => CniError::new(
             Code::InvalidConfig,
@@ -312,7 +319,16 @@ fn attach(
             ),
         ),
     })?;
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "netd serves vz-{}",
+        conf.zone
+    );
     wait_running(&mut host, &rec.host_ifname, inside, &env.ifname);
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "links running"
+    );
     let requested = requested_ip(conf)?;
     let lease = dhcp_client::acquire_requesting(
         ns.as_fd(),
@@ -343,6 +359,11 @@ fn attach(
     }
     dhcp_client::configure(inside, &env.ifname, &lease)
         .map_err(|e| CniError::new(Code::Io, e.to_string()))?;
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "leased {}",
+        lease.address
+    );
     rec.address = Some(format!("{}/{}", lease.address, lease.prefix_len));
     rec.gateway = lease.router.map(|r| r.to_string());
     if !conf.runtime.ports.is_empty() {
