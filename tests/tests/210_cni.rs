@@ -1012,8 +1012,8 @@ fn bad_input_gets_the_spec_codes_and_leaves_nothing() {
             json!({"cniVersion": "1.0.0", "name": "n", "type": "netspawn-cni", "zone": "z",
             "runtimeConfig": {"bandwidth": {"ingressRate": 1000}}}),
             Call::new("ADD", "b1", Some(&ns)),
-            2,
-            "bandwidth",
+            7,
+            "ingressBurst",
         ),
     ];
     for (conf, call, code, needle) in cases {
@@ -1443,4 +1443,37 @@ EOT
             "left-after-web=lo",
         ],
     );
+}
+
+#[test]
+fn bandwidth_puts_a_tbf_on_each_direction() {
+    let env = TestEnv::new();
+    let host = Host::new(&env);
+    if !ours_only(&host, "bandwidth") {
+        return;
+    }
+    let conf = host.plugin.conf(
+        "1.1.0",
+        json!({"runtimeConfig": {"bandwidth": {
+            "ingressRate": 8_000_000, "ingressBurst": 80_000,
+            "egressRate": 16_000_000, "egressBurst": 160_000}}}),
+    );
+    let ns = host.container();
+    let call = |cmd| Call::new(cmd, "bw", Some(&ns)).args("IgnoreUnknown=1;K8S_POD_NAME=bw");
+    host.invoke(&call("ADD"), &conf).ok();
+    // What reaches the container leaves vb-bw; what it sends leaves its eth0.
+    let (_, to_container, _) = host.sh("tc qdisc show dev vb-bw");
+    assert!(
+        to_container.contains("tbf")
+            && to_container.contains("rate 8Mbit")
+            && to_container.contains("burst 10000b"),
+        "{to_container}"
+    );
+    let from_container = host.inside(&ns, "tc qdisc show dev eth0");
+    assert!(
+        from_container.contains("tbf") && from_container.contains("rate 16Mbit"),
+        "{from_container}"
+    );
+    host.invoke(&call("DEL"), &conf).ok();
+    assert_eq!(host.links(), ["lo"]);
 }

@@ -365,6 +365,23 @@ fn attach(
         lease.address
     );
     rec.address = Some(format!("{}/{}", lease.address, lease.prefix_len));
+    // bandwidth: what reaches the container leaves the host side, what it
+    // sends leaves its own interface; a tbf on each.
+    let bw = conf.runtime.bandwidth;
+    let tbf = |sock: &mut netlink::Netlink, ifname: &str, r: crate::conf::Rate| {
+        let link = sock
+            .link(ifname)
+            .map_err(nl("find the link for bandwidth"))?
+            .ok_or_else(|| CniError::new(Code::Io, format!("{ifname} vanished")))?;
+        sock.set_tbf(link.index, r.rate, r.burst, r.limit())
+            .map_err(nl("bandwidth"))
+    };
+    if let Some(r) = bw.ingress {
+        tbf(&mut host, &rec.host_ifname, r)?;
+    }
+    if let Some(r) = bw.egress {
+        tbf(inside, &env.ifname, r)?;
+    }
     rec.gateway = lease.router.map(|r| r.to_string());
     if !conf.runtime.ports.is_empty() {
         netd.request(&Request::Ports {

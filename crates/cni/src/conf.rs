@@ -117,12 +117,73 @@ pub struct PortMapping {
     pub forward: Forward,
 }
 
+/// One direction of the `bandwidth` capability, in the kernel's units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Bytes per second.
+    pub rate: u64,
+    /// The bucket, in bytes.
+    pub burst: u32,
+}
+
+impl Rate {
+    /// The queue the tbf keeps, in bytes: the burst plus 25 ms at the rate
+    /// (the reference plugin's latency).
+    pub fn limit(&self) -> u32 {
+        let at_rate = self.rate.saturating_mul(25) / 1000;
+        u32::try_from(at_rate.saturating_add(u64::from(self.burst))).unwrap_or(u32::MAX)
+    }
+}
+
+/// The `bandwidth` capability: `ingress` limits what reaches the
+/// container, `egress` what it sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bandwidth {
+    pub ingress: Option<Rate>,
+    pub egress: Option<Rate>,
+}
+
 /// The capabilities' runtime values (`runtimeConfig`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuntimeConfig {
     pub ports: Vec<PortMapping>,
     pub mac: Option<[u8; 6]>,
     pub ips: Vec<IpAddr>,
+    pub bandwidth: Bandwidth,
+}
+
+/// `bandwidth`: rates in bits per second and bursts in bits, as CNI's
+/// convention says; a direction needs both or neither.
+fn parse_bandwidth(v: &Value) -> Result<Bandwidth, CniError> {
+    let Some(o) = v.as_object() else {
+        return Err(bad_conf("runtimeConfig.bandwidth must be an object"));
+    };
+    let num = |k: &str| -> Result<u64, CniError> {
+        match o.get(k) {
+            None | Some(Value::Null) => Ok(0),
+            Some(n) => n
+                .as_u64()
+                .ok_or_else(|| bad_conf(format!("bandwidth: {k} must be a number of bits"))),
+        }
+    };
+    let dir = |rate_key: &str, burst_key: &str| -> Result<Option<Rate>, CniError> {
+        match (num(rate_key)?, num(burst_key)?) {
+            (0, 0) => Ok(None),
+            (r, b) if r >= 8 && b >= 8 => Ok(Some(Rate {
+                rate: r / 8,
+                burst: u32::try_from(b / 8).map_err(|_| {
+                    bad_conf(format!("bandwidth: {burst_key} is too large (at most 32 Gbit)"))
+                })?,
+            })),
+            _ => Err(bad_conf(format!(
+                "bandwidth: {rate_key} and {burst_key} go together (bits per second, bits; at least 8)"
+            ))),
+        }
+    };
+    Ok(Bandwidth {
+        ingress: dir("ingressRate", "ingressBurst")?,
+        egress: dir("egressRate", "egressBurst")?,
+    })
 }
 
 /// One `{containerID, ifname}` of `cni.dev/valid-attachments`.
@@ -236,12 +297,7 @@ fn parse_runtime(v: Option<&Value>) -> Result<RuntimeConfig, CniError> {
                     rc.ips.push(a);
                 }
             }
-            "bandwidth" if !v.is_null() => {
-                return Err(CniError::new(
-                    Code::UnsupportedField,
-                    "runtimeConfig.bandwidth is not implemented by netspawn-cni: chain the reference 'bandwidth' plugin after it",
-                ))
-            }
+            "bandwidth" if !v.is_null() => rc.bandwidth = parse_bandwidth(v)?,
             // Capabilities we do not declare are not sent to us; a runtime
             // that sends others anyway (podman sends a few by default) is
             // not asking us for anything.
@@ -409,6 +465,15 @@ mod tests {
         assert_eq!(c.runtime.ports[0].forward.host_port, 8080);
         assert_eq!(c.runtime.mac, Some([2, 0, 0, 0, 0, 1]));
         assert_eq!(c.runtime.ips, ["10.1.2.3".parse::<IpAddr>().unwrap()]);
+        let c = NetConf::parse(
+            Command::Add,
+            conf(r#","runtimeConfig":{"bandwidth":{"ingressRate":8000000,"ingressBurst":80000}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        let r = c.runtime.bandwidth.ingress.unwrap();
+        assert_eq!((r.rate, r.burst, r.limit()), (1_000_000, 10_000, 35_000));
+        assert_eq!(c.runtime.bandwidth.egress, None);
     }
 
     #[test]
@@ -447,8 +512,12 @@ mod tests {
                 Code::UnsupportedField,
             ),
             (
-                r#"{"cniVersion":"1.0.0","name":"n","zone":"z","runtimeConfig":{"bandwidth":{"ingressRate":1}}}"#,
-                Code::UnsupportedField,
+                r#"{"cniVersion":"1.0.0","name":"n","zone":"z","runtimeConfig":{"bandwidth":{"ingressRate":1000}}}"#,
+                Code::InvalidConfig,
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","zone":"z","runtimeConfig":{"bandwidth":{"egressRate":-1,"egressBurst":8}}}"#,
+                Code::InvalidConfig,
             ),
         ];
         for (text, code) in cases {
