@@ -535,6 +535,14 @@ fn conformance_add_check_del_and_idempotent_del() {
         let _ = c.child.kill();
         let _ = c.child.wait();
     }
+    if host.plugin.ours() {
+        // The container's side went with its netns, the host side with it:
+        // the attachment's name and registry entry go too, before any DEL
+        // (a runtime that crashed never sends one).
+        wait_for("the gone container's registry entry to go", || {
+            env.registry_names().is_empty()
+        });
+    }
     host.invoke(&Call::new("DEL", "gone", Some(&ns2)), &conf)
         .ok();
     if host.plugin.ours() {

@@ -169,7 +169,7 @@ pub fn add(conf: &NetConf, env: &Env, paths: &Paths) -> Result<Value, CniError> 
         .mac
         .unwrap_or_else(|| generate_mac(&machine_id, &name, &CONTAINER_HASH_KEY, 0));
     let started = Instant::now();
-    let holder = Holder::start(&name)?;
+    let holder = Holder::start(&name, &host_if)?;
     tracing::debug!(
         elapsed_us = started.elapsed().as_micros() as u64,
         "holder claimed {name}"
@@ -507,16 +507,6 @@ pub fn check(conf: &NetConf, env: &Env, paths: &Paths) -> Result<(), CniError> {
                 env.container_id, env.ifname, conf.network
             ))
         })?;
-    if !holder::alive(rec.holder_pid, rec.holder_start) {
-        return Err(bad(format!(
-            "the reservation of {} is gone (its holder process {} is not running)",
-            rec.name, rec.holder_pid
-        )));
-    }
-    match Registry::new(paths).get(&rec.name) {
-        Ok(Some(e)) if e.launcher == rec.holder_pid => {}
-        _ => return Err(bad(format!("{} is not in the registry", rec.name))),
-    }
     if !netd_answers(paths) {
         return Err(bad("netspawn-netd is not running".into()));
     }
@@ -539,6 +529,16 @@ pub fn check(conf: &NetConf, env: &Env, paths: &Paths) -> Result<(), CniError> {
                 rec.host_ifname
             )))
         }
+    }
+    if !holder::alive(rec.holder_pid, rec.holder_start) {
+        return Err(bad(format!(
+            "the reservation of {} is gone (its holder process {} is not running)",
+            rec.name, rec.holder_pid
+        )));
+    }
+    match Registry::new(paths).get(&rec.name) {
+        Ok(Some(e)) if e.launcher == rec.holder_pid => {}
+        _ => return Err(bad(format!("{} is not in the registry", rec.name))),
     }
     let ns = open_netns(&env.netns)?;
     let mut inside = netlink::Netlink::open_in(ns.as_fd()).map_err(nl("open netlink inside"))?;

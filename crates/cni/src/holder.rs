@@ -5,7 +5,10 @@
 //! netd's DNS and the NSS module treat the entry as live while it runs) and
 //! removes the entry when DEL or GC stops it. A CNI plugin must exit after
 //! each command; this is what outlives it. It holds no namespace and no
-//! descriptor of the container.
+//! descriptor of the container. It watches the attachment's host link and
+//! goes (removing the entry) when the link does: a runtime that deleted the
+//! container's network namespace without DEL (it crashed) leaves no live
+//! name behind, only the record, which its next DEL or GC removes.
 //!
 //! Protocol with the plugin, over the holder's stdin and stdout: the holder
 //! prints `CLAIMED` (or `ERR message`); the plugin writes the registry
@@ -13,6 +16,7 @@
 //! closes empty (the ADD failed), the holder exits.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,14 +43,16 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> CniError {
 }
 
 impl Holder {
-    /// Starts a holder that claims `name`. A name a running machine (or
+    /// Starts a holder that claims `name` and, once registered, lives as
+    /// long as the host link `host_ifname`. A name a running machine (or
     /// another attachment) has is refused with code 4: the name comes from
     /// `CNI_ARGS`.
-    pub fn start(name: &str) -> Result<Holder, CniError> {
+    pub fn start(name: &str, host_ifname: &str) -> Result<Holder, CniError> {
         let exe = std::env::current_exe().map_err(|e| io_err("find our own binary", e))?;
         let mut child = std::process::Command::new(exe)
             .arg(HOLD_ARG)
             .arg(name)
+            .arg(host_ifname)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -126,8 +132,62 @@ pub fn alive(pid: u32, start: u64) -> bool {
     pid != 0 && process_start_time(pid) == Some(start)
 }
 
+/// Whether the link `name` exists (true when that cannot be told).
+fn link_exists(name: &str) -> bool {
+    use netlink::Rtnl;
+    netlink::Netlink::open()
+        .and_then(|mut nl| nl.link(name))
+        .map_or(true, |l| l.is_some())
+}
+
+/// Waits for one of `signals` (blocked) or for the link `host_ifname` to go.
+fn wait(signals: &SigSet, host_ifname: &str) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let watch = netlink::Watch::open(&[netlink::Group::Link]);
+    let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC);
+    let (Ok(watch), Ok(sfd)) = (watch, sfd) else {
+        let _ = signals.wait();
+        return;
+    };
+    // Gone before the watch was open?
+    if !link_exists(host_ifname) {
+        return;
+    }
+    loop {
+        let mut fds = [
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(watch.fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => {
+                let _ = signals.wait();
+                return;
+            }
+            Ok(_) => {}
+        }
+        if fds[0].any().unwrap_or(false) {
+            return;
+        }
+        if fds[1].any().unwrap_or(false) {
+            let gone = match watch.read() {
+                Ok(events) => events.iter().any(|e| match e {
+                    netlink::Event::DelLink(l) => l.name == host_ifname,
+                    netlink::Event::Overrun => !link_exists(host_ifname),
+                    _ => false,
+                }),
+                Err(_) => !link_exists(host_ifname),
+            };
+            if gone {
+                return;
+            }
+        }
+    }
+}
+
 /// The holder process: see the module comment. Returns the exit status.
-pub fn run(name: &str) -> i32 {
+pub fn run(name: &str, host_ifname: &str) -> i32 {
     let mut signals = SigSet::empty();
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         signals.add(s);
@@ -185,7 +245,7 @@ pub fn run(name: &str) -> i32 {
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
     }
-    let _ = signals.wait();
+    wait(&signals, host_ifname);
     let _ = reg.remove(&claim, name);
     0
 }

@@ -9,7 +9,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(netspawn_cni::holder::HOLD_ARG) {
         let name = args.get(2).cloned().unwrap_or_default();
-        std::process::exit(netspawn_cni::holder::run(&name));
+        let link = args.get(3).cloned().unwrap_or_default();
+        std::process::exit(netspawn_cni::holder::run(&name, &link));
     }
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
