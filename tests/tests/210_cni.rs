@@ -926,6 +926,36 @@ fn check_finds_a_missing_address_route_reservation_link_or_netd() {
     }
 }
 
+/// A port forward netd no longer has (it was restarted: forwards live in
+/// the running netd) is a CHECK finding.
+#[test]
+fn check_finds_a_port_forward_netd_lost() {
+    let env = TestEnv::new();
+    let host = Host::new(&env);
+    if !ours_only(&host, "CHECK of forwards") {
+        return;
+    }
+    let conf = host.plugin.conf(
+        "1.1.0",
+        json!({"runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}}),
+    );
+    let ns = host.container();
+    let call = |cmd| Call::new(cmd, "fwd", Some(&ns)).args("IgnoreUnknown=1;K8S_POD_NAME=fwd");
+    host.invoke(&call("ADD"), &conf).ok();
+    // netd installs the forward once it knows the address: CHECK passes then.
+    wait_for("CHECK to pass", || {
+        host.invoke(&call("CHECK"), &conf).status == Some(0)
+    });
+    let (st, _, err) = host.sh("kill -9 $(cat $NETSPAWN_RUN_DIR/netd-*.pid)");
+    assert_eq!(st, Some(0), "{err}");
+    host.invoke(&Call::new("STATUS", "", None), &conf).ok();
+    let o = host.invoke(&call("CHECK"), &conf);
+    assert_eq!(o.code(), 100, "{o:?}");
+    assert!(o.msg().contains("port forwards"), "{}", o.msg());
+    host.invoke(&call("DEL"), &conf).ok();
+    assert_eq!(host.links(), ["lo"]);
+}
+
 #[test]
 fn status_is_50_when_netd_cannot_start_and_0_when_ready() {
     let env = TestEnv::new();

@@ -189,7 +189,7 @@ pub fn add(conf: &NetConf, env: &Env, paths: &Paths) -> Result<Value, CniError> 
             .runtime
             .ports
             .iter()
-            .map(|p| p.forward.to_string())
+            .map(|p| p.forward.into())
             .collect(),
         ..Default::default()
     };
@@ -477,22 +477,19 @@ pub fn del(conf: &NetConf, env: &Env, paths: &Paths) -> Result<(), CniError> {
     }
 }
 
-fn netd_answers(paths: &Paths) -> bool {
+/// One request to the running netd, never starting one; None when none
+/// answers.
+fn netd_ask(paths: &Paths, req: &Request) -> Option<Answer> {
     use std::io::{BufRead, BufReader, Write};
-    let Ok(s) = std::os::unix::net::UnixStream::connect(netspawn_common::netd::socket_path(paths))
-    else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut w = match s.try_clone() {
-        Ok(w) => w,
-        Err(_) => return false,
-    };
-    if w.write_all(b"PING\n").is_err() {
-        return false;
-    }
+    let s =
+        std::os::unix::net::UnixStream::connect(netspawn_common::netd::socket_path(paths)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut w = s.try_clone().ok()?;
+    w.write_all(format!("{}\n", req.to_line()).as_bytes())
+        .ok()?;
     let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).is_ok() && line.trim_end() == "OK"
+    BufReader::new(s).read_line(&mut line).ok()?;
+    Answer::parse(&line).ok()
 }
 
 /// CHECK: the attachment is as ADD left it. Never starts netd: a dead netd
@@ -507,8 +504,22 @@ pub fn check(conf: &NetConf, env: &Env, paths: &Paths) -> Result<(), CniError> {
                 env.container_id, env.ifname, conf.network
             ))
         })?;
-    if !netd_answers(paths) {
+    if netd_ask(paths, &Request::Ping) != Some(Answer::Ok) {
         return Err(bad("netspawn-netd is not running".into()));
+    }
+    if !rec.ports.is_empty() {
+        let forwards = rec.ports.iter().map(|p| (*p).into()).collect();
+        match netd_ask(
+            paths,
+            &Request::Forwards {
+                owner: rec.name.clone(),
+                forwards,
+            },
+        ) {
+            Some(Answer::Ok) => {}
+            Some(Answer::Err(e)) => return Err(bad(format!("port forwards: {e}"))),
+            _ => return Err(bad("port forwards: netspawn-netd did not answer".into())),
+        }
     }
     let mut host = netlink::Netlink::open().map_err(nl("open netlink"))?;
     let bridge = host

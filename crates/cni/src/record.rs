@@ -28,8 +28,36 @@ pub struct Record {
     /// The process holding the name and the registry entry, and its start time.
     pub holder_pid: u32,
     pub holder_start: u64,
-    /// Port forwards, as netd's `PORTS` words (`tcp:8080:80`).
-    pub ports: Vec<String>,
+    /// Port forwards.
+    pub ports: Vec<PortRecord>,
+}
+
+/// One port forward of an attachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRecord {
+    pub udp: bool,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+impl From<netspawn_common::netd::Forward> for PortRecord {
+    fn from(f: netspawn_common::netd::Forward) -> PortRecord {
+        PortRecord {
+            udp: f.udp,
+            host_port: f.host_port,
+            container_port: f.container_port,
+        }
+    }
+}
+
+impl From<PortRecord> for netspawn_common::netd::Forward {
+    fn from(p: PortRecord) -> netspawn_common::netd::Forward {
+        netspawn_common::netd::Forward {
+            udp: p.udp,
+            host_port: p.host_port,
+            container_port: p.container_port,
+        }
+    }
 }
 
 /// The records of every network under one run directory.
