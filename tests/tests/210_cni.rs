@@ -840,8 +840,19 @@ fn an_attachment_is_a_machine_for_netd_dns_the_registry_and_nss() {
         )
         .ok()
         .clone();
-    host.invoke(&Call::new("ADD", "0123456789abcdef0123", Some(&b)), &conf)
-        .ok();
+    // The second with a MAC of the runtime's (the `mac` capability).
+    let mut with_mac = conf.clone();
+    with_mac["runtimeConfig"] = json!({"mac": "02:aa:bb:cc:dd:ee"});
+    host.invoke(
+        &Call::new("ADD", "0123456789abcdef0123", Some(&b)),
+        &with_mac,
+    )
+    .ok();
+    assert!(
+        host.inside(&b, "ip link show eth0")
+            .contains("02:aa:bb:cc:dd:ee"),
+        "the mac capability"
+    );
     let web = result_address(&ra);
     // The result: netd is the DNS server and the default route's gateway.
     let gw = gateway(&host, "cz");

@@ -6,10 +6,13 @@
 //! pool, leases and persistence as machines), the lease through the
 //! launcher's DHCP client, port forwards through netd's `PORTS`.
 //!
-//! The container side gets the launcher's MAC for the attachment's name
-//! (or the `mac` capability's) and the host side is `vb-NAME`, so netd
-//! takes the attachment for a machine, which it is for DNS and NSS too:
-//! the registry entry is written by the [`holder`].
+//! The lease is taken under the launcher's MAC for the attachment's name
+//! and the host side is `vb-NAME`, so netd takes the attachment for a
+//! machine (its lease lasts while the holder holds the name), which it is
+//! for DNS and NSS too: the registry entry is written by the [`holder`].
+//! The container side has that MAC too, or the `mac` capability's: the
+//! DHCP exchange is broadcast, so the interface's own MAC does not matter
+//! to it, and no DHCP client runs afterwards to renew under another one.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, OwnedFd};
@@ -330,10 +333,11 @@ fn attach(
         "links running"
     );
     let requested = requested_ip(conf)?;
+    let machine_mac = generate_mac(&host_machine_id(), &rec.name, &CONTAINER_HASH_KEY, 0);
     let lease = dhcp_client::acquire_requesting(
         ns.as_fd(),
         &env.ifname,
-        mac,
+        machine_mac,
         &rec.name,
         requested,
         DHCP_WAIT,
