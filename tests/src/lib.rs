@@ -167,7 +167,9 @@ impl TestEnv {
                     self.dir.join("run-nspawn").display()
                 ),
             )
-            .env("NETSPAWN_CGROUP_PARENT", &self.cgroup_parent);
+            .env("NETSPAWN_CGROUP_PARENT", &self.cgroup_parent)
+            // `netspawnctl install` puts the CNI plugin here, not in /opt/cni/bin.
+            .env("NETSPAWN_CNI_BIN_DIR", self.dir.join("cni-bin"));
     }
 
     /// A command for one of our binaries, with this env's relocations, run

@@ -8,6 +8,7 @@
 //! | `LINK IFNAME TIMEOUT_MS` | `OK address=A/N` once netd has configured the link (or the zone bridge it is a member of), `OK unmanaged` when no network template matches, `ERR ...` |
 //! | `PORTS OWNER IFNAME MAC PROTO:HOST:CONTAINER...` | `OK` when the forwards are registered (installed as soon as the container's address is known), `ERR ...` if a port is taken |
 //! | `RELEASE OWNER` | `OK` |
+//! | `FORWARDS OWNER PROTO:HOST:CONTAINER...` | `OK` when netd's table has each of these forwards of OWNER's installed (to its address), `ERR ...` naming one that is not |
 //!
 //! Any request may be answered `ERR message` (a malformed one always is).
 //!
@@ -35,6 +36,11 @@ pub enum Request {
     Release {
         owner: String,
     },
+    /// Whether the forwards are installed (the CNI plugin's CHECK).
+    Forwards {
+        owner: String,
+        forwards: Vec<Forward>,
+    },
 }
 
 /// One port forward: `tcp:8080:80`.
@@ -61,6 +67,34 @@ fn word_ok(w: &str) -> bool {
     !w.is_empty() && w.len() <= 256 && !w.contains(char::is_whitespace)
 }
 
+/// `PROTO:HOST:CONTAINER` words.
+fn parse_forwards(fwds: &[&str]) -> Result<Vec<Forward>, String> {
+    let mut forwards = Vec::new();
+    for f in fwds {
+        let parts: Vec<&str> = f.split(':').collect();
+        let [proto, h, c] = parts.as_slice() else {
+            return Err(format!("bad forward {f:?}"));
+        };
+        let udp = match *proto {
+            "tcp" => false,
+            "udp" => true,
+            _ => return Err(format!("bad protocol in {f:?}")),
+        };
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("bad port in {f:?}"))
+        };
+        forwards.push(Forward {
+            udp,
+            host_port: port(h)?,
+            container_port: port(c)?,
+        });
+    }
+    Ok(forwards)
+}
+
 impl Request {
     /// The request as one line (without the newline).
     pub fn to_line(&self) -> String {
@@ -81,6 +115,14 @@ impl Request {
                 s
             }
             Request::Release { owner } => format!("RELEASE {owner}"),
+            Request::Forwards { owner, forwards } => {
+                let mut s = format!("FORWARDS {owner}");
+                for f in forwards {
+                    s.push(' ');
+                    s.push_str(&f.to_string());
+                }
+                s
+            }
         }
     }
 
@@ -100,37 +142,16 @@ impl Request {
                 ifname: ifname.to_string(),
                 timeout_ms: t.parse().map_err(|_| "bad timeout")?,
             }),
-            ["PORTS", owner, ifname, mac, fwds @ ..] => {
-                let mut forwards = Vec::new();
-                for f in fwds {
-                    let parts: Vec<&str> = f.split(':').collect();
-                    let [proto, h, c] = parts.as_slice() else {
-                        return Err(format!("bad forward {f:?}"));
-                    };
-                    let udp = match *proto {
-                        "tcp" => false,
-                        "udp" => true,
-                        _ => return Err(format!("bad protocol in {f:?}")),
-                    };
-                    let port = |p: &str| {
-                        p.parse::<u16>()
-                            .ok()
-                            .filter(|p| *p != 0)
-                            .ok_or_else(|| format!("bad port in {f:?}"))
-                    };
-                    forwards.push(Forward {
-                        udp,
-                        host_port: port(h)?,
-                        container_port: port(c)?,
-                    });
-                }
-                Ok(Request::Ports {
-                    owner: owner.to_string(),
-                    ifname: ifname.to_string(),
-                    mac: mac.to_string(),
-                    forwards,
-                })
-            }
+            ["PORTS", owner, ifname, mac, fwds @ ..] => Ok(Request::Ports {
+                owner: owner.to_string(),
+                ifname: ifname.to_string(),
+                mac: mac.to_string(),
+                forwards: parse_forwards(fwds)?,
+            }),
+            ["FORWARDS", owner, fwds @ ..] => Ok(Request::Forwards {
+                owner: owner.to_string(),
+                forwards: parse_forwards(fwds)?,
+            }),
             ["RELEASE", owner] => Ok(Request::Release {
                 owner: owner.to_string(),
             }),
@@ -285,6 +306,14 @@ mod tests {
             Request::Release {
                 owner: "web".into(),
             },
+            Request::Forwards {
+                owner: "web".into(),
+                forwards: vec![Forward {
+                    udp: false,
+                    host_port: 8080,
+                    container_port: 80,
+                }],
+            },
         ];
         for r in reqs {
             assert_eq!(Request::parse(&r.to_line()), Ok(r.clone()));
@@ -297,6 +326,8 @@ mod tests {
             "PORTS o i m tcp:0:1",
             "PORTS o i m sctp:1:1",
             "PORTS o i m tcp:1",
+            "FORWARDS",
+            "FORWARDS o tcp:0:1",
             "NOPE",
             "LINK  x 1",
             &"A".repeat(5000),

@@ -24,6 +24,8 @@ use crate::error::nl_err;
 use crate::model::{Address, AddressScope, Family, In6AddrGenMode, Link, NewLink, Route};
 use crate::{in_netns, Rtnl, RtnlError};
 
+mod tc;
+
 /// A netlink socket in one network namespace.
 pub struct Netlink {
     /// Always there until drop, which takes it out.

@@ -147,6 +147,12 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
             tokio::spawn(async move { install_ports(ctx2, owner, ifname, forwards).await });
             Answer::Ok
         }
+        Request::Forwards { owner, forwards } => {
+            let ctx2 = ctx.clone();
+            tokio::task::spawn_blocking(move || check_forwards(&ctx2, &owner, &forwards))
+                .await
+                .unwrap_or_else(|_| Answer::Err("checking the forwards failed".into()))
+        }
         Request::Release { owner } => {
             let ctx2 = ctx.clone();
             let _ = tokio::task::spawn_blocking(move || {
@@ -158,6 +164,37 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
             .await;
             Answer::Ok
         }
+    }
+}
+
+/// `FORWARDS`: each forward of `owner` is in netd's NAT state, installed to
+/// an address, and the kernel's table is what netd renders (so the rules
+/// are there).
+fn check_forwards(ctx: &Ctx, owner: &str, forwards: &[Forward]) -> Answer {
+    let want = {
+        let nat = ctx.nat();
+        let have = nat.port_forwards(owner);
+        for f in forwards {
+            let proto = if f.udp {
+                nat::Proto::Udp
+            } else {
+                nat::Proto::Tcp
+            };
+            let installed = have.iter().any(|p| {
+                p.proto == proto
+                    && p.host_port == f.host_port
+                    && p.container_port == f.container_port
+            });
+            if !installed {
+                return Answer::Err(format!("forward {f} of {owner} is not installed"));
+            }
+        }
+        nat::Summary::of(&nat.render())
+    };
+    match nat::current_table() {
+        Ok(have) if have == want => Answer::Ok,
+        Ok(_) => Answer::Err("the nftables table differs from netd's state".into()),
+        Err(e) => Answer::Err(format!("reading the nftables table: {e}")),
     }
 }
 

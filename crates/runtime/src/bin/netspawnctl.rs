@@ -151,7 +151,7 @@ enum Command {
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
     },
-    /// Install what starts enabled machines at boot (systemd units, or an init script).
+    /// Install what starts enabled machines at boot (systemd units, or an init script) and the CNI plugin netspawn-cni (/opt/cni/bin, /usr/lib/cni).
     Install,
     /// Remove what `install` installed.
     Uninstall,

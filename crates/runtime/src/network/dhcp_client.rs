@@ -133,6 +133,8 @@ pub struct Client {
     mac: [u8; 6],
     xid: u32,
     hostname: Option<String>,
+    /// An address to ask for in DISCOVER (option 50), as CNI's `ips` asks.
+    requested: Option<Ipv4Addr>,
     state: State,
 }
 
@@ -144,8 +146,15 @@ impl Client {
             mac,
             xid,
             hostname: hostname.filter(|h| !h.is_empty()),
+            requested: None,
             state: State::Init,
         }
+    }
+
+    /// Asks for `addr` in every DISCOVER (the server may give another).
+    pub fn requesting(mut self, addr: Option<Ipv4Addr>) -> Client {
+        self.requested = addr;
+        self
     }
 
     /// The current transaction id.
@@ -168,6 +177,9 @@ impl Client {
     pub fn discover(&mut self) -> Vec<u8> {
         let mut msg = self.message(MessageType::Discover);
         self.add_common_options(&mut msg);
+        if let Some(a) = self.requested {
+            msg.opts_mut().insert(DhcpOption::RequestedIpAddress(a));
+        }
         let discover = encode(&msg);
         self.state = State::Selecting {
             discover: discover.clone(),
@@ -429,6 +441,18 @@ pub fn acquire(
     hostname: &str,
     timeout: Duration,
 ) -> Result<Lease, DhcpClientError> {
+    acquire_requesting(netns, ifname, mac, hostname, None, timeout)
+}
+
+/// [`acquire`], asking for the address `requested` (the server decides).
+pub fn acquire_requesting(
+    netns: BorrowedFd<'_>,
+    ifname: &str,
+    mac: [u8; 6],
+    hostname: &str,
+    requested: Option<Ipv4Addr>,
+    timeout: Duration,
+) -> Result<Lease, DhcpClientError> {
     let start = Instant::now();
     let deadline = start + timeout;
     let io_err = |what: &'static str| {
@@ -440,7 +464,8 @@ pub fn acquire(
     };
     let sock = socket_in(netns, ifname).map_err(io_err("open socket"))?;
     let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT);
-    let mut client = Client::new(mac, random_xid(), Some(hostname.to_string()));
+    let mut client =
+        Client::new(mac, random_xid(), Some(hostname.to_string())).requesting(requested);
     let mut buf = vec![0u8; 65536];
     let mut interval = FIRST_INTERVAL;
     let mut naks = 0u32;

@@ -197,6 +197,9 @@ pub fn disable(names: &[String], quiet: bool) -> Result<i32, CtlError> {
     if unlinked {
         reload(&bp);
     }
+    for p in super::cni::uninstall()? {
+        info(quiet, &format!("Removed \"{}\".", p.display()));
+    }
     Ok(0)
 }
 
@@ -299,6 +302,19 @@ pub fn install(quiet: bool) -> Result<i32, CtlError> {
             ),
         );
     }
+    match super::cni::install()? {
+        Some(done) => {
+            let list: Vec<String> = done.iter().map(|p| p.display().to_string()).collect();
+            info(
+                quiet,
+                &format!("Installed the CNI plugin: {}.", list.join(", ")),
+            );
+        }
+        None => info(
+            quiet,
+            "No netspawn-cni beside netspawnctl: the CNI plugin was not installed.",
+        ),
+    }
     Ok(0)
 }
 
@@ -320,6 +336,9 @@ pub fn uninstall(quiet: bool) -> Result<i32, CtlError> {
     }
     if unlinked {
         reload(&bp);
+    }
+    for p in super::cni::uninstall()? {
+        info(quiet, &format!("Removed \"{}\".", p.display()));
     }
     Ok(0)
 }

@@ -9,6 +9,7 @@
 //! - [`enable`]: `enable`/`disable` (a unit symlink where PID 1 is systemd, a
 //!   record under `/etc/netspawn/enabled/` elsewhere) and `install`.
 
+pub mod cni;
 pub mod consolelog;
 pub mod enable;
 pub mod logs;
