@@ -141,6 +141,17 @@ enum Command {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Draw a topology file's lab without deploying it (svg, dot, mermaid).
+    Graph {
+        /// svg, dot or mermaid (default: from the -O file's extension, else dot).
+        #[arg(long = "format", value_name = "FORMAT", default_value = "")]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(short = 'O', long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Start machines at boot.
     Enable {
         #[arg(required = true, value_name = "NAME")]
@@ -370,6 +381,7 @@ impl Command {
             Command::Top { .. } => "top",
             Command::Start { .. } => "start",
             Command::Logs { .. } => "logs",
+            Command::Graph { .. } => "graph",
             Command::Enable { .. } => "enable",
             Command::Disable { .. } => "disable",
             Command::Install => "install",
@@ -497,6 +509,9 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
             lines,
             journal,
         }),
+        Command::Graph { format, out, file } => {
+            Ok(ctl::topology::graph(&file, &format, out.as_deref())?)
+        }
         Command::Enable { names } => ctl::lifecycle::enable::enable(&names, cli.quiet),
         Command::Disable { names } => ctl::lifecycle::enable::disable(&names, cli.quiet),
         Command::Install => ctl::lifecycle::enable::install(cli.quiet),

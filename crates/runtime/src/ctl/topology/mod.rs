@@ -1,0 +1,114 @@
+//! Test networks as files: `netspawnctl up/down/status/graph FILE`
+//! (docs/topology.md).
+//!
+//! - [`file`]: the TOML schema as written, unknown keys refused with
+//!   `FILE:LINE`;
+//! - [`model`]: the checked lab (prefixed names, replicas, addresses,
+//!   routes, `after` without cycles): all bad input is found here, before
+//!   anything is created;
+//! - [`graph`]: the picture (dot, Mermaid, SVG) without deploying;
+//! - [`deploy`]: `up`, `down` and `status`: machines launched by the real
+//!   `netspawn` (through `start`'s detached launcher), in waves that follow
+//!   `after`, then the point-to-point links and extra zone legs made by
+//!   netlink inside the machines' namespaces ([`links`]).
+//!
+//! What the lab owns on the host is owned by the launchers (their keepers
+//! remove zone members, bridges and registry entries whatever happens to
+//! `up`); what `up` makes itself lives inside the machines' network
+//! namespaces and goes with them. `down` therefore stops the machines (the
+//! ones `up` recorded as launched too, registered or not), waits for them
+//! to be gone and sweeps the lab's zones and links, so it is complete after a
+//! `kill -9` of `up` and harmless when run twice.
+
+pub mod deploy;
+pub mod file;
+pub mod graph;
+pub mod model;
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// What the topology verbs fail with; each message is one line.
+#[derive(Debug, Error)]
+pub enum TopoError {
+    /// Bad input at a place in the file.
+    #[error("{}:{line}: {msg}", .file.display())]
+    At {
+        file: PathBuf,
+        line: usize,
+        msg: String,
+    },
+    /// Bad input about the file as a whole.
+    #[error("{}: {msg}", .file.display())]
+    File { file: PathBuf, msg: String },
+    #[error("{what} {}: {err}", .path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        err: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+    /// `up` failed; what it had made is gone again.
+    #[error("lab '{lab}': {what}; what was made is removed again")]
+    Up { lab: String, what: String },
+    /// `down` could not remove everything.
+    #[error("lab '{lab}': {what}")]
+    Down { lab: String, what: String },
+    #[error("netlink: {0}")]
+    Netlink(#[from] netlink::RtnlError),
+}
+
+/// Reads and checks the topology file at `path`.
+pub fn load(path: &Path) -> Result<model::Lab, TopoError> {
+    let text = std::fs::read_to_string(path).map_err(|err| TopoError::Io {
+        what: "read",
+        path: path.to_path_buf(),
+        err,
+    })?;
+    model::load(path, &text)
+}
+
+/// Whether `arg` names a topology file rather than a machine (`status`
+/// takes both): an existing file with a topology extension.
+pub fn is_topology_file(arg: &str) -> bool {
+    (arg.ends_with(".toml") || arg.ends_with(".yml") || arg.ends_with(".yaml"))
+        && Path::new(arg).is_file()
+}
+
+/// `graph FILE [--format=svg|dot|mermaid] [-o OUT]`: draws the lab, with the
+/// addresses of its machines that run.
+pub fn graph(path: &Path, format: &str, out: Option<&Path>) -> Result<i32, TopoError> {
+    let lab = load(path)?;
+    let format = match format {
+        "" => match out.and_then(|o| o.extension()).and_then(|e| e.to_str()) {
+            Some("dot" | "gv") => graph::Format::Dot,
+            Some("mmd" | "mermaid") => graph::Format::Mermaid,
+            Some("svg") => graph::Format::Svg,
+            _ => graph::Format::Dot,
+        },
+        f => graph::Format::parse(f).ok_or_else(|| {
+            TopoError::Usage(format!("--format={f}: expected svg, dot or mermaid"))
+        })?,
+    };
+    let text = graph::render(&lab, format, &deploy::live_addresses(&lab));
+    match out {
+        Some(o) if o != Path::new("-") => std::fs::write(o, text).map_err(|err| TopoError::Io {
+            what: "write",
+            path: o.to_path_buf(),
+            err,
+        })?,
+        _ => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .map_err(|err| TopoError::Io {
+                    what: "write",
+                    path: "standard output".into(),
+                    err,
+                })?
+        }
+    }
+    Ok(0)
+}
