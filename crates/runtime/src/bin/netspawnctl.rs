@@ -141,6 +141,16 @@ enum Command {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Bring up the lab a topology file describes; returns when all its machines are ready.
+    Up {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Remove everything of the lab a topology file describes.
+    Down {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Draw a topology file's lab without deploying it (svg, dot, mermaid).
     Graph {
         /// svg, dot or mermaid (default: from the -O file's extension, else dot).
@@ -382,6 +392,8 @@ impl Command {
             Command::Start { .. } => "start",
             Command::Logs { .. } => "logs",
             Command::Graph { .. } => "graph",
+            Command::Up { .. } => "up",
+            Command::Down { .. } => "down",
             Command::Enable { .. } => "enable",
             Command::Disable { .. } => "disable",
             Command::Install => "install",
@@ -454,6 +466,19 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
     }
     match command {
         Command::List => ctl::list::list(&list),
+        Command::Status { names }
+            if names.len() == 1 && ctl::topology::is_topology_file(&names[0]) =>
+        {
+            if list.output != ctl::OutputMode::Short {
+                return Err(CtlError::Usage(
+                    "status FILE prints a table only (no --output=json yet)".into(),
+                ));
+            }
+            Ok(ctl::topology::deploy::status(
+                std::path::Path::new(&names[0]),
+                !list.no_legend,
+            )?)
+        }
         Command::Status { names } => ctl::status::status(&names, list.output),
         Command::Shell {
             uid,
@@ -509,6 +534,13 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
             lines,
             journal,
         }),
+        Command::Up { file } => Ok(ctl::topology::deploy::up(
+            &ctl::topology::deploy::UpOptions {
+                file,
+                quiet: cli.quiet,
+            },
+        )?),
+        Command::Down { file } => Ok(ctl::topology::deploy::down(&file)?),
         Command::Graph { format, out, file } => {
             Ok(ctl::topology::graph(&file, &format, out.as_deref())?)
         }

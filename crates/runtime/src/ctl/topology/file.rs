@@ -107,6 +107,8 @@ pub struct MachineSection {
     pub after: Vec<Spanned<String>>,
     /// `"tcp:PORT"` or `"cmd:COMMAND"`.
     pub wait_for: Option<Spanned<String>>,
+    /// IP forwarding inside (default: on for machines with two or more interfaces).
+    pub forward: Option<bool>,
     /// Wait for the payload's `READY=1` (`--notify-ready=yes`).
     pub notify_ready: Option<bool>,
     /// Extra `.nspawn` settings, as the file's text.

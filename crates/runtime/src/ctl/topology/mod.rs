@@ -23,6 +23,7 @@
 pub mod deploy;
 pub mod file;
 pub mod graph;
+pub mod links;
 pub mod model;
 
 use std::path::{Path, PathBuf};

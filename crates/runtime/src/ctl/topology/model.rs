@@ -166,6 +166,8 @@ pub struct Machine {
     pub after: Vec<String>,
     pub wait_for: Option<Probe>,
     pub notify_ready: bool,
+    /// IP forwarding on inside (default: with two or more interfaces).
+    pub forward: bool,
     pub settings: Option<String>,
     pub env: Vec<(String, String)>,
     pub exec: Vec<String>,
@@ -397,6 +399,8 @@ fn check(src: &Src<'_>, f: TopologyFile) -> Result<Lab, TopoError> {
     }
 
     let mut machines = Vec::new();
+    // `forward` as written, per machine (the default needs the links).
+    let mut forward = Vec::new();
     for (key, m) in &f.machines {
         let names = &groups[key.get_ref()];
         let image = m
@@ -544,6 +548,7 @@ fn check(src: &Src<'_>, f: TopologyFile) -> Result<Lab, TopoError> {
             None => None,
         };
         for n in names {
+            forward.push(m.forward);
             machines.push(Machine {
                 short: n.clone(),
                 name: full(n),
@@ -561,6 +566,7 @@ fn check(src: &Src<'_>, f: TopologyFile) -> Result<Lab, TopoError> {
                 after: after.clone(),
                 wait_for: wait_for.clone(),
                 notify_ready: m.notify_ready.unwrap_or(false),
+                forward: false,
                 settings: settings.clone(),
                 env: m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 exec: m.exec.clone(),
@@ -609,13 +615,17 @@ fn check(src: &Src<'_>, f: TopologyFile) -> Result<Lab, TopoError> {
         }
     }
 
-    let lab = Lab {
+    let mut lab = Lab {
         name: lab_name,
         file: src.path.to_path_buf(),
         zones,
         machines,
         links,
     };
+    for (i, set) in forward.into_iter().enumerate() {
+        let n = lab.machines[i].interfaces(&lab).len();
+        lab.machines[i].forward = set.unwrap_or(n >= 2);
+    }
     if let Some(cycle) = after_cycle(&lab) {
         let line = f
             .machines
