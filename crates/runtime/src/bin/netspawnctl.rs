@@ -151,6 +151,30 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Impair (rate, loss, delay, jitter) the traffic leaving one end of a link, live.
+    Netem {
+        /// Rate limit, e.g. 10mbit (tbf).
+        #[arg(long = "rate", value_name = "RATE")]
+        rate: Option<String>,
+        /// Loss probability, e.g. 5% (a BPF filter, or netem with --delay).
+        #[arg(long = "loss", value_name = "PERCENT")]
+        loss: Option<String>,
+        /// Delay, e.g. 20ms (needs the kernel's netem qdisc).
+        #[arg(long = "delay", value_name = "TIME")]
+        delay: Option<String>,
+        /// Jitter, e.g. 5ms (needs the kernel's netem qdisc).
+        #[arg(long = "jitter", value_name = "TIME")]
+        jitter: Option<String>,
+        /// Show what is set.
+        #[arg(long = "show")]
+        show: bool,
+        /// Remove every impairment.
+        #[arg(long = "reset")]
+        reset: bool,
+        /// MACHINE:INTERFACE, e.g. lab-r1:eth1.
+        #[arg(value_name = "MACHINE:INTERFACE")]
+        endpoint: String,
+    },
     /// Draw a topology file's lab without deploying it (svg, dot, mermaid).
     Graph {
         /// svg, dot or mermaid (default: from the -O file's extension, else dot).
@@ -393,6 +417,7 @@ impl Command {
             Command::Logs { .. } => "logs",
             Command::Graph { .. } => "graph",
             Command::Up { .. } => "up",
+            Command::Netem { .. } => "netem",
             Command::Down { .. } => "down",
             Command::Enable { .. } => "enable",
             Command::Disable { .. } => "disable",
@@ -540,6 +565,23 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
                 quiet: cli.quiet,
             },
         )?),
+        Command::Netem {
+            rate,
+            loss,
+            delay,
+            jitter,
+            show,
+            reset,
+            endpoint,
+        } => Ok(ctl::topology::netem(&ctl::topology::NetemOptions {
+            endpoint,
+            rate,
+            loss,
+            delay,
+            jitter,
+            show,
+            reset,
+        })?),
         Command::Down { file } => Ok(ctl::topology::deploy::down(&file)?),
         Command::Graph { format, out, file } => {
             Ok(ctl::topology::graph(&file, &format, out.as_deref())?)

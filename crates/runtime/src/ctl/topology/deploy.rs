@@ -382,6 +382,19 @@ fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
                 continue;
             }
             links::make_p2p(&mut host, &lab.name, l, a.leader, b.leader)?;
+            for (end, leader, imp) in [(&l.a, a.leader, &l.impair_a), (&l.b, b.leader, &l.impair_b)]
+            {
+                if !imp.is_empty() {
+                    super::impair::apply(leader, &end.ifname, imp).map_err(|e| {
+                        TopoError::Usage(format!(
+                            "link {}: impair {}:{}: {e}",
+                            l.label(),
+                            end.short,
+                            end.ifname
+                        ))
+                    })?;
+                }
+            }
             for (end, leader) in [(&l.a, a.leader), (&l.b, b.leader)] {
                 let m = nodes[index[end.machine.as_str()]].m;
                 links::configure_addresses(m, leader, Some(&end.ifname))?;

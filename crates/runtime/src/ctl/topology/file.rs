@@ -130,7 +130,8 @@ pub struct MachineSection {
 pub struct LinkSection {
     /// `["a:eth1", "b:eth1"]`.
     pub endpoints: Spanned<Vec<String>>,
-    /// Impairments of the direction from each end (not implemented yet: refused).
+    /// Impairments: `rate`, `loss`, `delay`, `jitter` for both directions,
+    /// or a table per end (`"a:eth1" = { rate = "10mbit" }`: traffic leaving it).
     pub impair: Option<Spanned<toml::Table>>,
 }
 

@@ -23,6 +23,7 @@
 pub mod deploy;
 pub mod file;
 pub mod graph;
+pub mod impair;
 pub mod links;
 pub mod model;
 
@@ -111,5 +112,67 @@ pub fn graph(path: &Path, format: &str, out: Option<&Path>) -> Result<i32, TopoE
                 })?
         }
     }
+    Ok(0)
+}
+
+/// What `netem` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct NetemOptions {
+    /// `MACHINE:IFNAME`: the end whose outgoing traffic is impaired.
+    pub endpoint: String,
+    pub rate: Option<String>,
+    pub loss: Option<String>,
+    pub delay: Option<String>,
+    pub jitter: Option<String>,
+    pub show: bool,
+    pub reset: bool,
+}
+
+/// `netem MACHINE:IFNAME [--rate=] [--loss=] [--delay=] [--jitter=] |
+/// --show | --reset`: sets (replacing what was set), shows or removes the
+/// impairments of the traffic leaving one end of a link, live.
+pub fn netem(o: &NetemOptions) -> Result<i32, TopoError> {
+    let (machine, ifname) = o.endpoint.split_once(':').ok_or_else(|| {
+        TopoError::Usage(format!(
+            "'{}' is not MACHINE:INTERFACE (e.g. lab-r1:eth1)",
+            o.endpoint
+        ))
+    })?;
+    let mut i = impair::Impairment::default();
+    for (k, v) in [
+        ("rate", &o.rate),
+        ("loss", &o.loss),
+        ("delay", &o.delay),
+        ("jitter", &o.jitter),
+    ] {
+        if let Some(v) = v {
+            i.set(k, v).map_err(TopoError::Usage)?;
+        }
+    }
+    let given = !i.is_empty();
+    if [o.show, o.reset, given].iter().filter(|x| **x).count() != 1 {
+        return Err(TopoError::Usage(
+            "netem takes impairments (--rate, --loss, --delay, --jitter), or --show, or --reset"
+                .into(),
+        ));
+    }
+    let entry = crate::ctl::registry()
+        .get(machine)
+        .ok()
+        .flatten()
+        .ok_or_else(|| TopoError::Usage(format!("No machine '{machine}' known")))?;
+    if o.show {
+        let kinds = impair::show(entry.leader, ifname)?;
+        println!(
+            "{machine}:{ifname}: {}",
+            if kinds.is_empty() {
+                "no impairment (the default qdisc)".to_string()
+            } else {
+                format!("qdiscs {}", kinds.join(", "))
+            }
+        );
+        return Ok(0);
+    }
+    impair::apply(entry.leader, ifname, &i)?;
     Ok(0)
 }

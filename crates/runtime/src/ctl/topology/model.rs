@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use netspawn_common::names::{check_machine_name, ifname_is_valid};
 
 use super::file::{self, CommandSpec, TopologyFile};
+use super::impair::Impairment;
 use super::TopoError;
 
 /// Most replicas one `count` may ask for.
@@ -203,6 +204,9 @@ pub struct Endpoint {
 pub struct P2pLink {
     pub a: Endpoint,
     pub b: Endpoint,
+    /// Impairments of the traffic leaving `a`, and leaving `b`.
+    pub impair_a: Impairment,
+    pub impair_b: Impairment,
 }
 
 impl P2pLink {
@@ -359,12 +363,6 @@ fn check(src: &Src<'_>, f: TopologyFile) -> Result<Lab, TopoError> {
         Ok(())
     };
     for l in &f.links {
-        if let Some(i) = &l.impair {
-            return Err(src.at(
-                i.span(),
-                "link impairments are not supported yet (see docs/topology.md)",
-            ));
-        }
         let eps = l.endpoints.get_ref();
         let span = l.endpoints.span();
         if eps.len() != 2 {
@@ -395,7 +393,40 @@ fn check(src: &Src<'_>, f: TopologyFile) -> Result<Lab, TopoError> {
         }
         let b = ends.pop().expect("two ends");
         let a = ends.pop().expect("two ends");
-        links.push(P2pLink { a, b });
+        let (mut impair_a, mut impair_b) = (Impairment::default(), Impairment::default());
+        if let Some(t) = &l.impair {
+            let at = |msg: String| src.at(t.span(), format!("impair: {msg}"));
+            for (k, v) in t.get_ref() {
+                if let Some(table) = v.as_table() {
+                    // Per direction: the end the traffic leaves.
+                    let target = if *k == format!("{}:{}", a.short, a.ifname) {
+                        &mut impair_a
+                    } else if *k == format!("{}:{}", b.short, b.ifname) {
+                        &mut impair_b
+                    } else {
+                        return Err(at(format!("'{k}' is no end of this link")));
+                    };
+                    for (k2, v2) in table {
+                        let val = v2
+                            .as_str()
+                            .ok_or_else(|| at(format!("{k2}: give a string such as \"10mbit\"")))?;
+                        target.set(k2, val).map_err(at)?;
+                    }
+                } else {
+                    let val = v
+                        .as_str()
+                        .ok_or_else(|| at(format!("{k}: give a string such as \"10mbit\"")))?;
+                    impair_a.set(k, val).map_err(at)?;
+                    impair_b.set(k, val).map_err(at)?;
+                }
+            }
+        }
+        links.push(P2pLink {
+            a,
+            b,
+            impair_a,
+            impair_b,
+        });
     }
 
     let mut machines = Vec::new();
@@ -791,6 +822,7 @@ mod tests {
             ("[machines.a]\ncommand = \"x\"\nwait_for = \"udp:1\"\n", "demo.toml:6: wait_for 'udp:1'"),
             ("[machines.a]\ncommand = \"x\"\naddresses = { eth9 = \"10.0.0.1/30\" }\n", "demo.toml:6: machine 'a' has no interface 'eth9'"),
             ("[machines.a]\ncommand = \"x\"\nroutes = [\"10.1.0.0/24 via 10.0.0.2\"]\n", "gateway 10.0.0.2 is in none of the machine's subnets"),
+            ("[machines.a]\ncommand = \"x\"\n[machines.b]\ncommand = \"x\"\n[[links]]\nendpoints = [\"a:eth1\", \"b:eth1\"]\nimpair = { rate = \"9 parsecs\" }\n", "demo.toml:10: impair: rate"),
             ("[zones.lan2]\nsubnet = \"10.0.0.0/24\"\n", "demo.toml:5: zone 'lan2': 'subnet' is not supported yet"),
             ("[machines.a]\ncommand = \"x\"\ncount = 0\n", "demo.toml:6: count must be"),
             ("[zones.averyveryverylongzone]\n", "is no valid interface name"),
