@@ -485,3 +485,67 @@ left
     }
     assert_nothing_left(out.split("--- delay").nth(1).unwrap(), &env);
 }
+
+#[test]
+fn capture_writes_pcapng_that_tcpdump_reads() {
+    let env = TestEnv::new();
+    env.busybox("busybox");
+    if !have("tcpdump") {
+        skip(
+            "capture_writes_pcapng_that_tcpdump_reads",
+            "tcpdump is not installed (scripts/setup-deps)",
+        );
+        return;
+    }
+    let file = write(
+        &env,
+        "cap.toml",
+        r#"[lab]
+name = "cp"
+[defaults]
+image = "busybox"
+[machines.a]
+command = "sleep 600"
+addresses = { eth1 = "10.8.0.1/24" }
+[machines.b]
+command = "sleep 600"
+addresses = { eth1 = "10.8.0.2/24" }
+[[links]]
+endpoints = ["a:eth1", "b:eth1"]
+"#,
+    );
+    let pcap = env.dir.join("b.pcapng");
+    let r = env.sh(
+        &format!(
+            r#"{LEFT}
+ip link set lo up
+$NETSPAWNCTL up {file} || exit 1
+$NETSPAWNCTL capture {file} b:eth1 -c 8 -w {pcap} 2>{dir}/cap.err & cap=$!
+for i in $(seq 600); do grep -q capturing {dir}/cap.err && break; sleep 0.05; done
+for i in $(seq 300); do
+  kill -0 $cap 2>/dev/null || break
+  $NETSPAWNCTL shell cp-a /bin/sh -c 'ping -c 1 -W 1 10.8.0.2' >/dev/null
+done
+wait $cap; echo "capture-rc=$?"
+echo "--- tcpdump"
+tcpdump -nr {pcap} 2>&1
+echo "--- down"
+$NETSPAWNCTL down {file}
+left
+"#,
+            pcap = pcap.display(),
+            dir = env.dir.display()
+        ),
+        180,
+    );
+    r.expect_status(0);
+    let out = &r.stdout;
+    assert!(out.contains("capture-rc=0"), "{out}\n{}", r.stderr);
+    let td = out.split("--- tcpdump").nth(1).unwrap();
+    assert!(td.contains("link-type EN10MB"), "{td}");
+    assert!(
+        td.contains("10.8.0.1 > 10.8.0.2: ICMP echo request"),
+        "{td}"
+    );
+    assert_nothing_left(out.split("--- down").nth(1).unwrap(), &env);
+}

@@ -175,6 +175,18 @@ enum Command {
         #[arg(value_name = "MACHINE:INTERFACE")]
         endpoint: String,
     },
+    /// Capture the frames on one end of a link as pcapng (for tcpdump -r, tshark).
+    Capture {
+        /// Write to this file (default, or -: standard output).
+        #[arg(short = 'w', value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Stop after this many frames.
+        #[arg(short = 'c', long = "count", value_name = "N")]
+        count: Option<u64>,
+        /// [LAB|FILE] MACHINE:INTERFACE (with a lab, MACHINE is its name in the lab).
+        #[arg(value_name = "ARGS", num_args = 1..=2, required = true)]
+        args: Vec<String>,
+    },
     /// Draw a topology file's lab without deploying it (svg, dot, mermaid).
     Graph {
         /// svg, dot or mermaid (default: from the -O file's extension, else dot).
@@ -417,6 +429,7 @@ impl Command {
             Command::Logs { .. } => "logs",
             Command::Graph { .. } => "graph",
             Command::Up { .. } => "up",
+            Command::Capture { .. } => "capture",
             Command::Netem { .. } => "netem",
             Command::Down { .. } => "down",
             Command::Enable { .. } => "enable",
@@ -582,6 +595,21 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
             show,
             reset,
         })?),
+        Command::Capture {
+            write,
+            count,
+            mut args,
+        } => {
+            let endpoint = args.pop().unwrap_or_default();
+            Ok(ctl::topology::capture::capture(
+                &ctl::topology::capture::CaptureOptions {
+                    endpoint,
+                    lab: args.pop(),
+                    write,
+                    count,
+                },
+            )?)
+        }
         Command::Down { file } => Ok(ctl::topology::deploy::down(&file)?),
         Command::Graph { format, out, file } => {
             Ok(ctl::topology::graph(&file, &format, out.as_deref())?)

@@ -88,20 +88,21 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     let n: f64 = num
         .parse()
         .map_err(|_| format!("rate '{s}': expected a number and a unit such as 10mbit"))?;
-    let bits_per =
-        match unit {
-            "" | "bit" => 1.0,
-            "kbit" => 1e3,
-            "mbit" => 1e6,
-            "gbit" => 1e9,
-            "bps" => 8.0,
-            "kbps" => 8e3,
-            "mbps" => 8e6,
-            "gbps" => 8e9,
-            _ => return Err(format!(
+    let bits_per = match unit {
+        "" | "bit" => 1.0,
+        "kbit" => 1e3,
+        "mbit" => 1e6,
+        "gbit" => 1e9,
+        "bps" => 8.0,
+        "kbps" => 8e3,
+        "mbps" => 8e6,
+        "gbps" => 8e9,
+        _ => {
+            return Err(format!(
                 "rate '{s}': unknown unit '{unit}' (bit, kbit, mbit, gbit, bps, kbps, mbps, gbps)"
-            )),
-        };
+            ))
+        }
+    };
     let bytes = (n * bits_per / 8.0).round();
     if !(1.0..=1e13).contains(&bytes) {
         return Err(format!("rate '{s}' is out of range"));

@@ -6,6 +6,8 @@
 //! - [`model`]: the checked lab (prefixed names, replicas, addresses,
 //!   routes, `after` without cycles): all bad input is found here, before
 //!   anything is created;
+//! - [`impair`]: rate, loss, delay on links, and `netem`; [`capture`]:
+//!   pcapng from a packet socket on one end of a link;
 //! - [`graph`]: the picture (dot, Mermaid, SVG) without deploying;
 //! - [`deploy`]: `up`, `down` and `status`: machines launched by the real
 //!   `netspawn` (through `start`'s detached launcher), in waves that follow
@@ -20,6 +22,7 @@
 //! to be gone and sweeps the lab's zones and links, so it is complete after a
 //! `kill -9` of `up` and harmless when run twice.
 
+pub mod capture;
 pub mod deploy;
 pub mod file;
 pub mod graph;
