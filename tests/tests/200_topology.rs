@@ -549,3 +549,61 @@ left
     );
     assert_nothing_left(out.split("--- down").nth(1).unwrap(), &env);
 }
+
+#[test]
+fn a_containerlab_file_comes_up_with_its_exec_commands_run_once_links_exist() {
+    let env = TestEnv::new();
+    env.busybox("busybox");
+    let file = write(
+        &env,
+        "two.clab.yml",
+        r#"name: two
+topology:
+  kinds:
+    linux:
+      image: busybox
+  nodes:
+    r1:
+      kind: linux
+      cmd: sleep 600
+      exec:
+        - ip addr add 10.0.0.1/30 dev eth1
+    r2:
+      cmd: sleep 600
+      env:
+        ROLE: responder
+      exec:
+        - ip addr add 10.0.0.2/30 dev eth1
+  links:
+    - endpoints: ["r1:eth1", "r2:eth1"]
+"#,
+    );
+    let r = env.sh(
+        &format!(
+            r#"{LEFT}
+ip link set lo up
+$NETSPAWNCTL up {file} || exit 1
+$NETSPAWNCTL shell two-r1 /bin/sh -c 'ping -c 1 -W 5 10.0.0.2 >/dev/null && echo p2p-ok'
+$NETSPAWNCTL shell two-r1 /bin/sh -c 'ping -c 1 -W 5 two-r2 >/dev/null && echo mgmt-by-name-ok'
+$NETSPAWNCTL shell two-r2 /bin/sh -c 'echo "role=$ROLE"'
+echo "--- down"
+$NETSPAWNCTL down {file}
+left
+"#
+        ),
+        180,
+    );
+    r.expect_status(0);
+    assert!(r.stdout.contains("p2p-ok"), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("mgmt-by-name-ok"), "{}", r.stdout);
+    assert!(r.stdout.contains("role=responder"), "{}", r.stdout);
+    assert_nothing_left(r.stdout.split("--- down").nth(1).unwrap(), &env);
+    // Bad input names its line.
+    let bad = write(
+        &env,
+        "bad.clab.yml",
+        "name: b\ntopology:\n  nodes:\n    r1:\n      kind: ceos\n      image: x\n",
+    );
+    env.ctl(&["up", &bad])
+        .expect_error("bad.clab.yml:4: node 'r1': kind 'ceos' is not supported (only linux)");
+}

@@ -8,6 +8,7 @@
 //!   anything is created;
 //! - [`impair`]: rate, loss, delay on links, and `netem`; [`capture`]:
 //!   pcapng from a packet socket on one end of a link;
+//! - [`clab`]: containerlab `*.clab.yml` files read as labs;
 //! - [`graph`]: the picture (dot, Mermaid, SVG) without deploying;
 //! - [`deploy`]: `up`, `down` and `status`: machines launched by the real
 //!   `netspawn` (through `start`'s detached launcher), in waves that follow
@@ -23,6 +24,7 @@
 //! `kill -9` of `up` and harmless when run twice.
 
 pub mod capture;
+pub mod clab;
 pub mod deploy;
 pub mod file;
 pub mod graph;
@@ -72,7 +74,11 @@ pub fn load(path: &Path) -> Result<model::Lab, TopoError> {
         path: path.to_path_buf(),
         err,
     })?;
-    model::load(path, &text)
+    if clab::is_clab(path) {
+        clab::load(path, &text)
+    } else {
+        model::load(path, &text)
+    }
 }
 
 /// Whether `arg` names a topology file rather than a machine (`status`
