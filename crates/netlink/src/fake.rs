@@ -38,6 +38,11 @@ pub struct FakeRtnl {
     pub groups: HashMap<u32, u32>,
     /// See [`FakeRtnl::vanish`].
     pub vanish: Option<(u32, usize)>,
+    /// Qdisc kinds per link index, as traffic-control requests left them.
+    pub qdiscs: HashMap<u32, Vec<String>>,
+    /// Qdisc kinds this fake kernel does not have (ENOENT, as a kernel
+    /// without the module): e.g. "netem".
+    pub missing_qdiscs: Vec<&'static str>,
 }
 
 impl FakeRtnl {
@@ -335,6 +340,62 @@ impl Rtnl for FakeRtnl {
         let prefix = Self::prefix_route(index, address, prefix_len);
         self.routes.retain(|r| *r != prefix);
         Ok(())
+    }
+
+    fn tc(&mut self, req: &crate::tc::TcRequest) -> Result<(), RtnlError> {
+        use crate::tc::{Qdisc, TcRequest};
+        let index = match req {
+            TcRequest::ReplaceRoot { index, .. }
+            | TcRequest::DeleteRoot { index }
+            | TcRequest::AddClsact { index }
+            | TcRequest::DeleteClsact { index }
+            | TcRequest::AddEgressBpf { index, .. } => *index,
+        };
+        if !self.has_index(index) {
+            return Err(Self::enodev(format!("tc on link {index}")));
+        }
+        let kinds = self.qdiscs.entry(index).or_default();
+        let (root, what) = match req {
+            TcRequest::ReplaceRoot { qdisc, .. } => {
+                let k = match qdisc {
+                    Qdisc::Tbf { .. } => "tbf",
+                    Qdisc::Netem { .. } => "netem",
+                };
+                if self.missing_qdiscs.contains(&k) {
+                    return Err(RtnlError::kernel(format!("add qdisc {k}"), libc::ENOENT));
+                }
+                kinds.retain(|x| x == "clsact");
+                kinds.insert(0, k.to_string());
+                (true, format!("qdisc root {k} on {index}"))
+            }
+            TcRequest::DeleteRoot { .. } => {
+                kinds.retain(|x| x == "clsact");
+                (true, format!("delete qdisc root on {index}"))
+            }
+            TcRequest::AddClsact { .. } => {
+                if !kinds.iter().any(|x| x == "clsact") {
+                    kinds.push("clsact".into());
+                }
+                (false, format!("qdisc clsact on {index}"))
+            }
+            TcRequest::DeleteClsact { .. } => {
+                kinds.retain(|x| x != "clsact");
+                (false, format!("delete qdisc clsact on {index}"))
+            }
+            TcRequest::AddEgressBpf { name, .. } => {
+                if !kinds.iter().any(|x| x == "clsact") {
+                    return Err(RtnlError::kernel("add bpf filter", libc::EINVAL));
+                }
+                (false, format!("filter egress bpf {name} on {index}"))
+            }
+        };
+        let _ = root;
+        self.request(what);
+        Ok(())
+    }
+
+    fn qdisc_kinds(&mut self, index: u32) -> Result<Vec<String>, RtnlError> {
+        Ok(self.qdiscs.get(&index).cloned().unwrap_or_default())
     }
 
     fn routes(&mut self, family: Family) -> Result<Vec<Route>, RtnlError> {

@@ -6,6 +6,8 @@
 //!   memory for unit tests.
 //! - [`Watch`]: link and address events ([`Event`]) from the kernel's
 //!   multicast groups, on a descriptor to poll.
+//! - [`tc`]: the qdiscs and filters of link impairments (tbf, netem,
+//!   clsact with a BPF filter), sent with [`Rtnl::tc`];
 //! - [`in_netns`]: the one helper that runs code inside another network
 //!   namespace and comes back (sockets made there stay bound to it).
 //! - [`RtnlError`]: what failed, with the kernel's errno to test by number.
@@ -23,6 +25,7 @@ mod model;
 mod netns;
 mod real;
 mod rtnl;
+pub mod tc;
 mod watch;
 
 pub use error::RtnlError;

@@ -427,6 +427,77 @@ impl Rtnl for Netlink {
             )))
     }
 
+    fn tc(&mut self, req: &crate::tc::TcRequest) -> Result<(), RtnlError> {
+        use crate::tc::{TcRequest, TcVerb};
+        use rtnetlink::packet_core::{
+            NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
+            NLM_F_REQUEST,
+        };
+        use rtnetlink::packet_route::RouteNetlinkMessage;
+        let (verb, msg) = crate::tc::message(req);
+        let what = format!("{req:?}");
+        let (payload, flags) = match verb {
+            TcVerb::NewQdisc => (
+                RouteNetlinkMessage::NewQueueDiscipline(msg),
+                NLM_F_CREATE | NLM_F_REPLACE,
+            ),
+            TcVerb::DelQdisc => (RouteNetlinkMessage::DelQueueDiscipline(msg), 0),
+            TcVerb::NewFilter => (
+                RouteNetlinkMessage::NewTrafficFilter(msg),
+                NLM_F_CREATE | NLM_F_EXCL,
+            ),
+        };
+        let mut nl = NetlinkMessage::from(payload);
+        nl.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        let mut h = self.handle.clone();
+        let res = self.run(async move {
+            let mut resp = h.request(nl)?;
+            while let Some(m) = futures_util::StreamExt::next(&mut resp).await {
+                if let NetlinkPayload::Error(e) = m.payload {
+                    return Err(rtnetlink::Error::NetlinkError(e));
+                }
+            }
+            Ok(())
+        });
+        match res.map_err(nl_err(what)) {
+            // Deleting what is not there.
+            Err(RtnlError::Kernel { errno, .. })
+                if matches!(
+                    req,
+                    TcRequest::DeleteRoot { .. } | TcRequest::DeleteClsact { .. }
+                ) && (errno == libc::ENOENT || errno == libc::EINVAL) =>
+            {
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    fn qdisc_kinds(&mut self, index: u32) -> Result<Vec<String>, RtnlError> {
+        use rtnetlink::packet_route::tc::TcAttribute;
+        let h = self.handle.clone();
+        let msgs: Vec<rtnetlink::packet_route::tc::TcMessage> = self
+            .run(async move {
+                h.qdisc()
+                    .get()
+                    .index(index as i32)
+                    .execute()
+                    .try_collect()
+                    .await
+            })
+            .map_err(nl_err("list qdiscs"))?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.index == index as i32)
+            .flat_map(|m| {
+                m.attributes.iter().filter_map(|a| match a {
+                    TcAttribute::Kind(k) => Some(k.clone()),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
     fn addresses(&mut self) -> Result<Vec<Address>, RtnlError> {
         let h = self.handle.clone();
         let msgs: Vec<AddressMessage> = self

@@ -127,6 +127,14 @@ pub trait Rtnl {
         Ok(removed)
     }
 
+    // Traffic control.
+
+    /// Sends a traffic-control request ([`crate::tc`]): deleting what is
+    /// not there is success.
+    fn tc(&mut self, req: &crate::tc::TcRequest) -> Result<(), RtnlError>;
+    /// The kinds of the qdiscs on a link (`"tbf"`, `"clsact"`, …).
+    fn qdisc_kinds(&mut self, index: u32) -> Result<Vec<String>, RtnlError>;
+
     // Routes.
 
     /// Every route of a family, in every table.

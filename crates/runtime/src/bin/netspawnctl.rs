@@ -141,6 +141,63 @@ enum Command {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Bring up the lab a topology file describes; returns when all its machines are ready.
+    Up {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Remove everything of the lab a topology file describes.
+    Down {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Impair (rate, loss, delay, jitter) the traffic leaving one end of a link, live.
+    Netem {
+        /// Rate limit, e.g. 10mbit (tbf).
+        #[arg(long = "rate", value_name = "RATE")]
+        rate: Option<String>,
+        /// Loss probability, e.g. 5% (a BPF filter, or netem with --delay).
+        #[arg(long = "loss", value_name = "PERCENT")]
+        loss: Option<String>,
+        /// Delay, e.g. 20ms (needs the kernel's netem qdisc).
+        #[arg(long = "delay", value_name = "TIME")]
+        delay: Option<String>,
+        /// Jitter, e.g. 5ms (needs the kernel's netem qdisc).
+        #[arg(long = "jitter", value_name = "TIME")]
+        jitter: Option<String>,
+        /// Show what is set.
+        #[arg(long = "show")]
+        show: bool,
+        /// Remove every impairment.
+        #[arg(long = "reset")]
+        reset: bool,
+        /// MACHINE:INTERFACE, e.g. lab-r1:eth1.
+        #[arg(value_name = "MACHINE:INTERFACE")]
+        endpoint: String,
+    },
+    /// Capture the frames on one end of a link as pcapng (for tcpdump -r, tshark).
+    Capture {
+        /// Write to this file (default, or -: standard output).
+        #[arg(short = 'w', value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Stop after this many frames.
+        #[arg(short = 'c', long = "count", value_name = "N")]
+        count: Option<u64>,
+        /// [LAB|FILE] MACHINE:INTERFACE (with a lab, MACHINE is its name in the lab).
+        #[arg(value_name = "ARGS", num_args = 1..=2, required = true)]
+        args: Vec<String>,
+    },
+    /// Draw a topology file's lab without deploying it (svg, dot, mermaid).
+    Graph {
+        /// svg, dot or mermaid (default: from the -O file's extension, else dot).
+        #[arg(long = "format", value_name = "FORMAT", default_value = "")]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(short = 'O', long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Start machines at boot.
     Enable {
         #[arg(required = true, value_name = "NAME")]
@@ -370,6 +427,11 @@ impl Command {
             Command::Top { .. } => "top",
             Command::Start { .. } => "start",
             Command::Logs { .. } => "logs",
+            Command::Graph { .. } => "graph",
+            Command::Up { .. } => "up",
+            Command::Capture { .. } => "capture",
+            Command::Netem { .. } => "netem",
+            Command::Down { .. } => "down",
             Command::Enable { .. } => "enable",
             Command::Disable { .. } => "disable",
             Command::Install => "install",
@@ -442,6 +504,19 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
     }
     match command {
         Command::List => ctl::list::list(&list),
+        Command::Status { names }
+            if names.len() == 1 && ctl::topology::is_topology_file(&names[0]) =>
+        {
+            if list.output != ctl::OutputMode::Short {
+                return Err(CtlError::Usage(
+                    "status FILE prints a table only (no --output=json yet)".into(),
+                ));
+            }
+            Ok(ctl::topology::deploy::status(
+                std::path::Path::new(&names[0]),
+                !list.no_legend,
+            )?)
+        }
         Command::Status { names } => ctl::status::status(&names, list.output),
         Command::Shell {
             uid,
@@ -497,6 +572,48 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
             lines,
             journal,
         }),
+        Command::Up { file } => Ok(ctl::topology::deploy::up(
+            &ctl::topology::deploy::UpOptions {
+                file,
+                quiet: cli.quiet,
+            },
+        )?),
+        Command::Netem {
+            rate,
+            loss,
+            delay,
+            jitter,
+            show,
+            reset,
+            endpoint,
+        } => Ok(ctl::topology::netem(&ctl::topology::NetemOptions {
+            endpoint,
+            rate,
+            loss,
+            delay,
+            jitter,
+            show,
+            reset,
+        })?),
+        Command::Capture {
+            write,
+            count,
+            mut args,
+        } => {
+            let endpoint = args.pop().unwrap_or_default();
+            Ok(ctl::topology::capture::capture(
+                &ctl::topology::capture::CaptureOptions {
+                    endpoint,
+                    lab: args.pop(),
+                    write,
+                    count,
+                },
+            )?)
+        }
+        Command::Down { file } => Ok(ctl::topology::deploy::down(&file)?),
+        Command::Graph { format, out, file } => {
+            Ok(ctl::topology::graph(&file, &format, out.as_deref())?)
+        }
         Command::Enable { names } => ctl::lifecycle::enable::enable(&names, cli.quiet),
         Command::Disable { names } => ctl::lifecycle::enable::disable(&names, cli.quiet),
         Command::Install => ctl::lifecycle::enable::install(cli.quiet),

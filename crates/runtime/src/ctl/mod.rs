@@ -14,6 +14,7 @@
 //!   (machines in the background and at boot);
 //! - [`limits`]: `set-property` and the usage figures of `status`; [`top`]:
 //!   the systemd-cgtop of machines;
+//! - [`topology`]: `up`, `down`, `status FILE`, `graph`: labs from files;
 //! - [`nss`]: `install-nss`/`uninstall-nss`, with [`nsswitch`] editing the
 //!   `hosts:` line;
 //! - [`enter`]: [`enter_machine`], how a process joins a running machine;
@@ -43,6 +44,7 @@ pub mod status;
 pub mod table;
 pub mod timefmt;
 pub mod top;
+pub mod topology;
 
 pub use enter::{
     enter_machine, EnterError, EnterOptions, ExitStatus, MachineCommand, MachineProcess,
@@ -89,6 +91,8 @@ pub enum CtlError {
     Image(#[from] images::ImageError),
     #[error(transparent)]
     Lifecycle(#[from] lifecycle::LifecycleError),
+    #[error(transparent)]
+    Topology(#[from] topology::TopoError),
     #[error("write output: {0}")]
     Output(#[from] std::io::Error),
 }

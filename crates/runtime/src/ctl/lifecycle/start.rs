@@ -138,7 +138,7 @@ pub fn start(o: &StartOptions) -> Result<i32, CtlError> {
 
 /// A machine whose launcher runs and is not registered yet.
 #[derive(Debug)]
-struct Pending {
+pub(crate) struct Pending {
     name: String,
     launcher: Child,
     pump: Child,
@@ -163,6 +163,19 @@ fn begin(paths: &Paths, name: &str) -> Result<Pending, CtlError> {
         }
         .into());
     }
+    Ok(launch(paths, name, &launcher_args(name), &[])?)
+}
+
+/// Starts the log pump of machine `name`, then its launcher with `args`
+/// (and `env` added to ours), detached, as `start` does; the machine is
+/// not registered yet. The checks are the caller's (`start` and topology
+/// files make different ones).
+pub(crate) fn launch(
+    paths: &Paths,
+    name: &str,
+    args: &[String],
+    env: &[(String, String)],
+) -> Result<Pending, LifecycleError> {
     let log = LogFiles::new(&paths.logs_dir(), name);
     let (r, w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LifecycleError::Pump {
@@ -170,12 +183,12 @@ fn begin(paths: &Paths, name: &str) -> Result<Pending, CtlError> {
             msg: format!("make a pipe: {e}"),
         })?;
     let pump = spawn_pump(name, r)?;
-    let launcher = match spawn_launcher(name, w) {
+    let launcher = match spawn_launcher(args, env, w) {
         Ok(c) => c,
         Err(e) => {
             // The pump sees end-of-file now that the pipe's last writer is gone.
             finish(pump);
-            return Err(e.into());
+            return Err(e);
         }
     };
     Ok(Pending {
@@ -278,8 +291,12 @@ fn read_to_eof(fd: OwnedFd, timeout: Duration) -> Option<String> {
     }
 }
 
-/// Starts the launcher of `name`, its output into `w`.
-fn spawn_launcher(name: &str, w: OwnedFd) -> Result<Child, LifecycleError> {
+/// Starts the launcher with `args`, its output into `w`.
+fn spawn_launcher(
+    args: &[String],
+    env: &[(String, String)],
+    w: OwnedFd,
+) -> Result<Child, LifecycleError> {
     let bin = netspawn_binary();
     let spawn_err = |err| LifecycleError::Spawn {
         what: "netspawn",
@@ -288,7 +305,7 @@ fn spawn_launcher(name: &str, w: OwnedFd) -> Result<Child, LifecycleError> {
     };
     let w2 = w.try_clone().map_err(spawn_err)?;
     let mut cmd = Command::new(&bin);
-    cmd.args(launcher_args(name));
+    cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
     detach(&mut cmd);
     cmd.stdout(Stdio::from(w2))
         .stderr(Stdio::from(w))
@@ -316,17 +333,31 @@ fn finish(mut child: Child) {
     let _ = child.wait();
 }
 
-enum Progress {
-    Up,
+/// Where a [`Pending`] machine is.
+pub(crate) enum Progress {
+    /// Registered by its launcher: the registry entry.
+    Up(Box<netspawn_common::registry::Entry>),
     Waiting(Pending),
     Failed(LifecycleError),
 }
 
 impl Pending {
-    fn poll(mut self, reg: &Registry) -> Progress {
+    /// The launcher's PID.
+    pub(crate) fn launcher_pid(&self) -> u32 {
+        self.launcher.id()
+    }
+
+    /// The log pump's PID: it ends once the launcher and its network keeper
+    /// have let go of the console pipe, so after the machine's links are gone.
+    pub(crate) fn pump_pid(&self) -> u32 {
+        self.pump.id()
+    }
+
+    /// Registered, failed, or still on its way.
+    pub(crate) fn poll(mut self, reg: &Registry) -> Progress {
         if let Ok(Some(e)) = reg.get(&self.name) {
             if e.launcher == self.launcher.id() {
-                return Progress::Up;
+                return Progress::Up(Box::new(e));
             }
         }
         match self.launcher.try_wait() {
@@ -369,7 +400,7 @@ impl Pending {
 
     /// Not registered in time: the launcher is killed (its keeper undoes
     /// the links and the registry entry), and the pump ends with it.
-    fn abort(mut self, timeout: Duration) -> LifecycleError {
+    pub(crate) fn abort(mut self, timeout: Duration) -> LifecycleError {
         let _ = self.launcher.kill();
         let _ = self.launcher.wait();
         finish(self.pump);
@@ -392,7 +423,7 @@ fn wait_all(pending: Vec<Pending>, timeout: Duration) -> Vec<LifecycleError> {
         for p in left {
             match p.poll(&reg) {
                 // The launcher and the pump go on without us.
-                Progress::Up => {}
+                Progress::Up(_) => {}
                 Progress::Failed(e) => errors.push(e),
                 Progress::Waiting(p) if Instant::now() >= deadline => errors.push(p.abort(timeout)),
                 Progress::Waiting(p) => still.push(p),
