@@ -112,6 +112,62 @@ fn getsockopt_bytes(
     Ok(usize::try_from(len).unwrap_or(0).min(buf.len()))
 }
 
+/// setsockopt(2) with the option's value as bytes (for the options nix has no type for).
+fn setsockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &[u8],
+) -> std::io::Result<()> {
+    let len = libc::socklen_t::try_from(value.len())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: value is valid for reading len bytes for the duration of the call; the kernel
+    // copies them and keeps no pointer.
+    let r = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, value.as_ptr().cast(), len) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `ICMP6_FILTER` (linux/icmpv6.h): which ICMPv6 types a raw ICMPv6 socket receives.
+const ICMP6_FILTER: libc::c_int = 1;
+
+/// Lets only the ICMPv6 types in `pass` through to a raw ICMPv6 socket (Linux's filter: a set
+/// bit blocks the type).
+pub fn set_icmp6_filter(fd: BorrowedFd<'_>, pass: &[u8]) -> std::io::Result<()> {
+    let mut words = [u32::MAX; 8];
+    for t in pass {
+        words[usize::from(*t >> 5)] &= !(1u32 << (t & 31));
+    }
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    setsockopt_bytes(fd, libc::IPPROTO_ICMPV6, ICMP6_FILTER, &bytes)
+}
+
+/// Joins the IPv6 multicast `group` on the interface `ifindex` (`IPV6_ADD_MEMBERSHIP` with
+/// the interface given, which nix's request type leaves at 0).
+pub fn join_ipv6_group(
+    fd: BorrowedFd<'_>,
+    group: std::net::Ipv6Addr,
+    ifindex: u32,
+) -> std::io::Result<()> {
+    // struct ipv6_mreq: the group, then the interface index as an int.
+    let mut v = group.octets().to_vec();
+    v.extend_from_slice(&ifindex.to_ne_bytes());
+    setsockopt_bytes(fd, libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP, &v)
+}
+
+/// `IPV6_MULTICAST_LOOP`: whether the socket's own multicasts come back to the host.
+pub fn set_ipv6_multicast_loop(fd: BorrowedFd<'_>, on: bool) -> std::io::Result<()> {
+    let v = libc::c_int::from(on);
+    setsockopt_bytes(
+        fd,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MULTICAST_LOOP,
+        &v.to_ne_bytes(),
+    )
+}
+
 /// The device index a socket is bound to (SO_BINDTODEVICE), 0 if none.
 pub fn bound_ifindex(fd: BorrowedFd<'_>) -> std::io::Result<u32> {
     let mut buf = [0u8; 4];
