@@ -168,6 +168,32 @@ pub fn set_ipv6_multicast_loop(fd: BorrowedFd<'_>, on: bool) -> std::io::Result<
     )
 }
 
+/// `SIOCGIFHWADDR` (linux/sockios.h).
+const SIOCGIFHWADDR: libc::c_ulong = 0x8927;
+
+/// The Ethernet address of the interface `ifname`, asked through any socket `fd` of the
+/// namespace (`SIOCGIFHWADDR`).
+pub fn hw_addr(fd: BorrowedFd<'_>, ifname: &str) -> std::io::Result<[u8; 6]> {
+    // struct ifreq: the name in 16 bytes, then a union of at most 24 bytes; for this request
+    // a struct sockaddr whose sa_data (after the 2-byte family) starts with the address.
+    let mut req = [0u8; 40];
+    let name = ifname.as_bytes();
+    if name.is_empty() || name.len() >= 16 || name.contains(&0) {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    req[..name.len()].copy_from_slice(name);
+    // SAFETY: req is as large as struct ifreq (40 bytes on 64-bit Linux, 32 on 32-bit) and
+    // writable; the kernel reads the name and writes the address into it during the call and
+    // keeps no pointer.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCGIFHWADDR as _, req.as_mut_ptr()) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&req[18..24]);
+    Ok(mac)
+}
+
 /// The device index a socket is bound to (SO_BINDTODEVICE), 0 if none.
 pub fn bound_ifindex(fd: BorrowedFd<'_>) -> std::io::Result<u32> {
     let mut buf = [0u8; 4];

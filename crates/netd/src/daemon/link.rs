@@ -482,13 +482,6 @@ fn start_ra(
     if !file.network.ipv6_send_ra {
         return None;
     }
-    let advert = ra::advert_for(
-        file,
-        &setup.subnets,
-        setup.own.map(|o| o.ip()),
-        None,
-        ra::search_domains(name),
-    );
     let fd = match ra::open_socket(name, index) {
         Ok(fd) => fd,
         Err(e) => {
@@ -496,6 +489,18 @@ fn start_ra(
             return None;
         }
     };
+    // With the router's link-layer address the hosts' kernels mark their
+    // new addresses optimistic (RFC 4429): usable at once.
+    let mac = crate::sys::hw_addr(std::os::fd::AsFd::as_fd(&fd), name)
+        .map_err(|e| tracing::debug!("{name}: link-layer address: {e}"))
+        .ok();
+    let advert = ra::advert_for(
+        file,
+        &setup.subnets,
+        setup.own.map(|o| o.ip()),
+        mac,
+        ra::search_domains(name),
+    );
     let (tx, rx) = oneshot::channel();
     let ifname = name.to_string();
     tokio::spawn(async move {
