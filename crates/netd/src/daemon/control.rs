@@ -311,6 +311,7 @@ mod tests {
                 address6: None,
                 dhcp_stop: None,
                 ra_stop: None,
+                ra_kick: None,
             },
         );
         assert_eq!(ready(&st, "ve-web"), Some(a));
@@ -325,6 +326,7 @@ mod tests {
                 address6: None,
                 dhcp_stop: None,
                 ra_stop: None,
+                ra_kick: None,
             },
         );
         assert_eq!(ready(&st, "vb-one"), Some(z));

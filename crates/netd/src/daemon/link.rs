@@ -56,6 +56,16 @@ pub(super) fn link_facts(link: &Link) -> LinkFacts {
 pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
     let facts = link_facts(link);
     let index = link.index;
+    if let Some(kick) = ctx
+        .lock()
+        .links
+        .get(&facts.name)
+        .and_then(|m| m.ra_kick.clone())
+    {
+        // A link we advertise on changed (a container's side came up, say):
+        // an advertisement now.
+        kick.notify_one();
+    }
     let Some((file, first)) = match_template(ctx, index, &facts, link.master) else {
         return;
     };
@@ -107,7 +117,11 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
     if let Some(own) = own6 {
         serve_dns(ctx, &name, index, &file, IpAddr::V6(own.ip())).await;
     }
-    let ra_stop = v6.as_ref().and_then(|s| start_ra(&name, index, &file, s));
+    let ra = v6.as_ref().and_then(|s| start_ra(&name, index, &file, s));
+    let (ra_stop, ra_kick) = match ra {
+        Some((stop, kick)) => (Some(stop), Some(kick)),
+        None => (None, None),
+    };
     let served = started.elapsed();
     let mut subnets: Vec<IpNetwork> = v4
         .map(|v4| IpNetwork::V4(Ipv4Network::new(v4.network(), v4.prefix()).unwrap_or(v4)))
@@ -127,6 +141,7 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
                 address6: own6,
                 dhcp_stop,
                 ra_stop,
+                ra_kick,
             },
         );
         st.last_busy = Instant::now();
@@ -472,13 +487,13 @@ fn ipv6_steps(
 }
 
 /// Router advertisements on the link, if `IPv6SendRA=yes`; returns what
-/// stops them.
+/// stops them and what makes them send one now.
 fn start_ra(
     name: &str,
     index: u32,
     file: &NetworkFile,
     setup: &Ipv6Setup,
-) -> Option<oneshot::Sender<()>> {
+) -> Option<(oneshot::Sender<()>, Arc<tokio::sync::Notify>)> {
     if !file.network.ipv6_send_ra {
         return None;
     }
@@ -502,16 +517,18 @@ fn start_ra(
         ra::search_domains(name),
     );
     let (tx, rx) = oneshot::channel();
+    let kick = Arc::new(tokio::sync::Notify::new());
     let ifname = name.to_string();
+    let kick2 = kick.clone();
     tokio::spawn(async move {
         let stop = async move {
             let _ = rx.await;
         };
-        if let Err(e) = ra::serve(ifname.clone(), index, fd, advert, stop).await {
+        if let Err(e) = ra::serve(ifname.clone(), index, fd, advert, kick2, stop).await {
             tracing::error!("{e}");
         }
     });
-    Some(tx)
+    Some((tx, kick))
 }
 
 /// A subnet from the pool for the link (the host side's address in it);

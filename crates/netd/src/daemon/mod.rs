@@ -50,6 +50,8 @@ struct Managed {
     dhcp_stop: Option<oneshot::Sender<()>>,
     /// Stops the link's router advertisements.
     ra_stop: Option<oneshot::Sender<()>>,
+    /// Makes the link's router advertisements send one now.
+    ra_kick: Option<Arc<Notify>>,
 }
 
 /// A link in netd's namespace, as far as the control server needs to know

@@ -27,6 +27,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::Ipv6Addr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnetwork::Ipv6Network;
@@ -36,6 +37,7 @@ use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn6,
 };
 use tokio::io::Interest;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::template::{NetworkFile, RouterPreference};
@@ -57,6 +59,12 @@ const MIN_GAP: Duration = Duration::from_millis(20);
 /// The unsolicited advertisements after the first one (RFC 4861 §6.2.4
 /// allows three at intervals of at most 16 s), then every [`PERIOD`].
 const INITIAL: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(4)];
+/// When advertisements follow a change of the link (see [`serve`]).
+const KICK_BURST: [Duration; 3] = [
+    Duration::from_millis(30),
+    Duration::from_millis(120),
+    Duration::from_millis(400),
+];
 /// How often unsolicited advertisements are repeated.
 const PERIOD: Duration = Duration::from_secs(200);
 
@@ -307,13 +315,16 @@ fn receive(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<Option<Received>> {
 }
 
 /// Serves router discovery on one link until `shutdown` completes: an
-/// advertisement at once, answers to solicitations, and the periodic
-/// ones. Runs inside the tokio runtime.
+/// advertisement at once, answers to solicitations, the periodic ones, and
+/// one whenever `kick` is notified (the link changed: a container's side
+/// came up, so its kernel gets the prefix without soliciting, which it
+/// would do only a second later). Runs inside the tokio runtime.
 pub async fn serve(
     ifname: String,
     ifindex: u32,
     fd: OwnedFd,
     advert: RouterAdvert,
+    kick: Arc<Notify>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RaError> {
     let packet = advert.emit();
@@ -325,10 +336,24 @@ pub async fn serve(
     let mut next = Instant::now();
     let mut initial = INITIAL.iter();
     let mut due_answer: Option<Instant> = None;
+    let mut burst: Vec<Instant> = Vec::new();
     loop {
-        let wake = due_answer.map_or(next, |d| d.min(next));
+        burst.retain(|t| last_sent.is_none_or(|l| *t > l));
+        let wake = due_answer
+            .into_iter()
+            .chain(burst.first().copied())
+            .fold(next, Instant::min);
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
+            _ = kick.notified() => {
+                let now = Instant::now();
+                let earliest = last_sent.map_or(now, |t| t + MIN_GAP).max(now);
+                due_answer = Some(due_answer.map_or(earliest, |d| d.min(earliest)));
+                // The other side's kernel takes advertisements only once its
+                // own link watch has run, which may be a while after ours:
+                // a few more, soon.
+                burst = KICK_BURST.iter().map(|d| now + *d).collect();
+            }
             _ = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
                 if let Err(e) = send(afd.get_ref(), ifindex, &packet) {
