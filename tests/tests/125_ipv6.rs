@@ -167,6 +167,9 @@ fn ipv6_masquerade_forwards_hairpin_and_no_unpublished_port() {
                ip addr add 2001:db8:1::1/64 dev up0 nodad && ip link set up0 up
                nsenter --net=/proc/$inet/ns/net sh -c 'ip link set lo up; ip addr add 2001:db8:1::2/64 dev up1 nodad; ip link set up1 up'
                ip -6 route add default via 2001:db8:1::2
+               # The host forwards IPv6 on its uplink already (netd adds no guard of its
+               # own there): unpublished ports must stay unreachable all the same.
+               sysctl -qw net.ipv6.conf.up0.force_forwarding=1
                get() {{ python3 -c "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode().strip())" "$1" 2>/dev/null; }}
                inet_get() {{ nsenter --net=/proc/$inet/ns/net python3 -c "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode().strip())" "$1" 2>/dev/null; }}
                $NETSPAWN -q -n -p 8080:80 --bind={ctl}:/ctl -D {img} /bin/sh -c 'httpd -p 81 -h /www; httpd -f -p 80 -h /www & {HOLD}; kill %1' &
