@@ -94,8 +94,8 @@ EOF
     # Carrier on every pair (networkd configures a link only with one); the
     # samples take the container sides down and up again.
     for ns in c-netd c-nd c-rv; do ip netns exec "$ns" ip link set host0 up; done
-    local pids=()
-    trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null' EXIT
+    pids=()
+    trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
     trap 'exit 130' INT TERM
     RUST_LOG=warn "$WORK/bin/netspawn-netd" --foreground --idle-exit 0 2>"$WORK/netd.log" &
     pids+=($!)
