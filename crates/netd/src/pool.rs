@@ -10,9 +10,13 @@
 //! `vz-lab`) and walks forward, so the same machine or zone gets the same
 //! subnet whenever it is free, and a full range is always found full.
 //!
-//! IPv6 (`::/N`, N from 64 to 126): a unique local /48 (RFC 4193) whose
-//! 40-bit global ID is a stable hash of the machine ID, then a /N in it
-//! chosen the same way as for IPv4. networkd takes random bits of fd00::/8
+//! IPv6 (`::/N`, N from 64 to 126): a unique local /48 (RFC 4193) per host,
+//! then a /N in it chosen the same way as for IPv4. The /48's 40-bit global
+//! ID is random (RFC 4193 §3.2), drawn when netd first runs on a host and
+//! kept in the state file with the subnets, so every link keeps its /64
+//! across restarts of netd and of the host. (A state file written before
+//! the /48 was kept there gets the /48 that netd used then: a stable hash of
+//! the machine ID.) networkd takes random bits of fd00::/8 per link
 //! instead; a site prefix per host keeps a host's links in one /48.
 //!
 //! The host side of a link gets the first address after the subnet address
@@ -129,9 +133,31 @@ pub fn state_path(state_dir: &Path) -> PathBuf {
 /// The unique local /48 of this host: `fd` and 40 bits of a stable hash of
 /// `machine_id` (the contents of /etc/machine-id).
 pub fn ula_site(machine_id: &str) -> Ipv6Network {
-    let global_id =
-        u128::from(stable_hash(b"ula-site", machine_id.trim().as_bytes()) & ((1 << 40) - 1));
-    let prefix = (0xfd_u128 << 120) | (global_id << 80);
+    site_of(stable_hash(b"ula-site", machine_id.trim().as_bytes()))
+}
+
+/// A unique local /48 with a random global ID (RFC 4193 §3.2), from the
+/// kernel's random numbers; if they cannot be read, from a hash of the
+/// machine ID and the time.
+pub fn random_ula_site(machine_id: &str) -> Ipv6Network {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b[..5]));
+    let bits = match random {
+        Ok(()) => u64::from_be_bytes(b) >> 24,
+        Err(_) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            stable_hash(machine_id.as_bytes(), &now.to_le_bytes())
+        }
+    };
+    site_of(bits)
+}
+
+/// `fd` and the 40 low bits of `global_id`, as a /48.
+fn site_of(global_id: u64) -> Ipv6Network {
+    let prefix = (0xfd_u128 << 120) | (u128::from(global_id & ((1 << 40) - 1)) << 80);
     // 48 is a valid prefix length, so the fallback is never taken.
     Ipv6Network::new(Ipv6Addr::from(prefix), 48)
         .unwrap_or_else(|_| Ipv6Network::from(Ipv6Addr::from(prefix)))
@@ -139,11 +165,16 @@ pub fn ula_site(machine_id: &str) -> Ipv6Network {
 
 impl Pools {
     /// No subnets handed out; IPv6 subnets come from this host's
-    /// [`ula_site`].
+    /// [`ula_site`] (the machine ID's hash).
     pub fn new(machine_id: &str) -> Pools {
+        Pools::with_site(ula_site(machine_id))
+    }
+
+    /// No subnets handed out; IPv6 subnets come from `site`.
+    pub fn with_site(site: Ipv6Network) -> Pools {
         Pools {
             by_key: BTreeMap::new(),
-            ula_site: ula_site(machine_id),
+            ula_site: site,
         }
     }
 
@@ -349,6 +380,7 @@ impl Pools {
     /// The state as JSON: `{"assignments":[{"key":..,"subnet":..},..]}`.
     pub fn to_json(&self) -> String {
         let state = StateFile {
+            ula_site: Some(self.ula_site.to_string()),
             assignments: self
                 .iter()
                 .map(|a| StateEntry {
@@ -362,10 +394,25 @@ impl Pools {
 
     /// Reads [`Pools::to_json`]'s output. Entries must be subnets (host bits
     /// zero) of the IPv4 ranges or of fc00::/7, at most one per key and
-    /// family, none overlapping another; anything else is an error naming it.
+    /// family, none overlapping another; the site a /48 of fd00::/8;
+    /// anything else is an error naming it. Without a site (a file of an
+    /// older netd), the machine ID's hash.
     pub fn from_json(text: &str, machine_id: &str) -> Result<Pools, String> {
         let state: StateFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let mut pools = Pools::new(machine_id);
+        let mut pools = match &state.ula_site {
+            None => Pools::new(machine_id),
+            Some(site) => {
+                let n: Ipv6Network = site
+                    .parse()
+                    .map_err(|_| format!("ula_site {site:?} is not an IPv6 prefix"))?;
+                if n.prefix() != 48 || u128::from(n.ip()) >> 120 != 0xfd || n.ip() != n.network() {
+                    return Err(format!(
+                        "ula_site {site} is not a unique local /48 (fdXX:XXXX:XXXX::/48)"
+                    ));
+                }
+                Pools::with_site(n)
+            }
+        };
         for e in state.assignments {
             let subnet: IpNetwork = e
                 .subnet
@@ -397,14 +444,17 @@ impl Pools {
         Ok(pools)
     }
 
-    /// Reads the state file; a missing file is an empty pool.
+    /// Reads the state file; a missing file is an empty pool with a new
+    /// random site ([`random_ula_site`]), which the first save keeps.
     pub fn load(path: &Path, machine_id: &str) -> Result<Pools, PoolError> {
         match std::fs::read_to_string(path) {
             Ok(text) => Pools::from_json(&text, machine_id).map_err(|msg| PoolError::State {
                 path: path.to_path_buf(),
                 msg,
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Pools::new(machine_id)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Pools::with_site(random_ula_site(machine_id)))
+            }
             Err(source) => Err(PoolError::Io {
                 path: path.to_path_buf(),
                 source,
@@ -440,6 +490,9 @@ impl Pools {
 
 #[derive(Serialize, Deserialize)]
 struct StateFile {
+    /// The unique local /48 (absent in files of older netds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ula_site: Option<String>,
     assignments: Vec<StateEntry>,
 }
 
@@ -810,11 +863,23 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("netd-pool-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = state_path(&dir.join("state"));
-        assert_eq!(
-            Pools::load(&path, MID).unwrap(),
-            Pools::new(MID),
-            "missing is empty"
-        );
+        let fresh = Pools::load(&path, MID).unwrap();
+        assert_eq!(fresh.iter().count(), 0, "missing is empty");
+        let site = fresh.ula_site();
+        assert_eq!((u128::from(site.ip()) >> 120, site.prefix()), (0xfd, 48));
+        // Random: another fresh pool draws another /48 (1 in 2^40 alike).
+        assert_ne!(Pools::load(&path, MID).unwrap().ula_site(), site);
+        // Kept once saved.
+        fresh.save(&path).unwrap();
+        assert_eq!(Pools::load(&path, MID).unwrap().ula_site(), site);
+        // A file without a site (an older netd's): the machine ID's hash.
+        std::fs::write(&path, "{\"assignments\":[]}").unwrap();
+        assert_eq!(Pools::load(&path, MID).unwrap().ula_site(), ula_site(MID));
+        for bad in ["fd00::/64", "fc00::/48", "2001:db8::/48", "fd00::1/48", "x"] {
+            let text = format!("{{\"ula_site\":\"{bad}\",\"assignments\":[]}}");
+            let e = Pools::from_json(&text, MID).unwrap_err();
+            assert!(e.contains("ula_site"), "{bad}: {e}");
+        }
         pools.save(&path).unwrap();
         let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
             .unwrap()

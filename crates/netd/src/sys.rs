@@ -112,6 +112,88 @@ fn getsockopt_bytes(
     Ok(usize::try_from(len).unwrap_or(0).min(buf.len()))
 }
 
+/// setsockopt(2) with the option's value as bytes (for the options nix has no type for).
+fn setsockopt_bytes(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &[u8],
+) -> std::io::Result<()> {
+    let len = libc::socklen_t::try_from(value.len())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: value is valid for reading len bytes for the duration of the call; the kernel
+    // copies them and keeps no pointer.
+    let r = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, value.as_ptr().cast(), len) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `ICMP6_FILTER` (linux/icmpv6.h): which ICMPv6 types a raw ICMPv6 socket receives.
+const ICMP6_FILTER: libc::c_int = 1;
+
+/// Lets only the ICMPv6 types in `pass` through to a raw ICMPv6 socket (Linux's filter: a set
+/// bit blocks the type).
+pub fn set_icmp6_filter(fd: BorrowedFd<'_>, pass: &[u8]) -> std::io::Result<()> {
+    let mut words = [u32::MAX; 8];
+    for t in pass {
+        words[usize::from(*t >> 5)] &= !(1u32 << (t & 31));
+    }
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    setsockopt_bytes(fd, libc::IPPROTO_ICMPV6, ICMP6_FILTER, &bytes)
+}
+
+/// Joins the IPv6 multicast `group` on the interface `ifindex` (`IPV6_ADD_MEMBERSHIP` with
+/// the interface given, which nix's request type leaves at 0).
+pub fn join_ipv6_group(
+    fd: BorrowedFd<'_>,
+    group: std::net::Ipv6Addr,
+    ifindex: u32,
+) -> std::io::Result<()> {
+    // struct ipv6_mreq: the group, then the interface index as an int.
+    let mut v = group.octets().to_vec();
+    v.extend_from_slice(&ifindex.to_ne_bytes());
+    setsockopt_bytes(fd, libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP, &v)
+}
+
+/// `IPV6_MULTICAST_LOOP`: whether the socket's own multicasts come back to the host.
+pub fn set_ipv6_multicast_loop(fd: BorrowedFd<'_>, on: bool) -> std::io::Result<()> {
+    let v = libc::c_int::from(on);
+    setsockopt_bytes(
+        fd,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MULTICAST_LOOP,
+        &v.to_ne_bytes(),
+    )
+}
+
+/// `SIOCGIFHWADDR` (linux/sockios.h).
+const SIOCGIFHWADDR: libc::c_ulong = 0x8927;
+
+/// The Ethernet address of the interface `ifname`, asked through any socket `fd` of the
+/// namespace (`SIOCGIFHWADDR`).
+pub fn hw_addr(fd: BorrowedFd<'_>, ifname: &str) -> std::io::Result<[u8; 6]> {
+    // struct ifreq: the name in 16 bytes, then a union of at most 24 bytes; for this request
+    // a struct sockaddr whose sa_data (after the 2-byte family) starts with the address.
+    let mut req = [0u8; 40];
+    let name = ifname.as_bytes();
+    if name.is_empty() || name.len() >= 16 || name.contains(&0) {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    req[..name.len()].copy_from_slice(name);
+    // SAFETY: req is as large as struct ifreq (40 bytes on 64-bit Linux, 32 on 32-bit) and
+    // writable; the kernel reads the name and writes the address into it during the call and
+    // keeps no pointer.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCGIFHWADDR as _, req.as_mut_ptr()) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&req[18..24]);
+    Ok(mac)
+}
+
 /// The device index a socket is bound to (SO_BINDTODEVICE), 0 if none.
 pub fn bound_ifindex(fd: BorrowedFd<'_>) -> std::io::Result<u32> {
     let mut buf = [0u8; 4];

@@ -519,6 +519,25 @@ impl Rtnl for Netlink {
             .map_err(nl_err(format!("add address {address}/{prefix_len}")))
     }
 
+    fn add_address_nodad(
+        &mut self,
+        index: u32,
+        address: IpAddr,
+        prefix_len: u8,
+    ) -> Result<(), RtnlError> {
+        use rtnetlink::packet_route::address::{AddressFlags, AddressHeaderFlags};
+        let mut req = self.handle.address().add(index, address, prefix_len);
+        let msg = req.message_mut();
+        if crate::is_ipv6_link_local(&address) {
+            msg.header.scope = AddressScope::Link;
+        }
+        msg.header.flags |= AddressHeaderFlags::Nodad;
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        self.run(req.execute())
+            .map_err(nl_err(format!("add address {address}/{prefix_len}")))
+    }
+
     fn delete_address(
         &mut self,
         index: u32,

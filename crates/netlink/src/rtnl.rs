@@ -88,6 +88,20 @@ pub trait Rtnl {
         self.add_address_scoped(index, address, prefix_len, AddressScope::Universe)
     }
 
+    /// Adds an IPv6 `address/prefix_len` (scope universe, or link for
+    /// `fe80::/10`) that is usable at once: no duplicate address detection
+    /// (`IFA_F_NODAD`, as `ip address add ... nodad`). For the host side of
+    /// a container link, which is the only one to take such an address.
+    /// `EEXIST` when it is there already.
+    fn add_address_nodad(
+        &mut self,
+        index: u32,
+        address: IpAddr,
+        prefix_len: u8,
+    ) -> Result<(), RtnlError> {
+        self.add_address(index, address, prefix_len)
+    }
+
     /// The addresses on one link.
     fn link_addresses(&mut self, index: u32) -> Result<Vec<Address>, RtnlError> {
         Ok(self

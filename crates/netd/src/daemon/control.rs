@@ -198,61 +198,110 @@ fn check_forwards(ctx: &Ctx, owner: &str, forwards: &[Forward]) -> Answer {
     }
 }
 
+/// The subnets of a link netd serves (or of its bridge, for a member),
+/// IPv4 first: where a machine behind it has its addresses.
+fn link_subnets(st: &State, ifname: &str) -> Vec<IpNetwork> {
+    let managed = st.links.get(ifname).or_else(|| {
+        let seen = st.seen.values().find(|l| l.name == ifname)?;
+        let bridge = st.seen.get(&seen.master?)?;
+        st.links.get(&bridge.name)
+    });
+    let Some(m) = managed else {
+        return Vec::new();
+    };
+    let mut out: Vec<IpNetwork> = m.address.filter(IpNetwork::is_ipv4).into_iter().collect();
+    out.extend(m.address6.map(IpNetwork::V6));
+    out
+}
+
+/// The addresses a machine's port forwards go to: its first address in
+/// each of the link's subnets (IPv4 then IPv6), or, before the link is
+/// known, its first IPv4 address.
+fn forward_targets(subnets: &[IpNetwork], addrs: &[std::net::IpAddr]) -> Vec<std::net::IpAddr> {
+    if subnets.is_empty() {
+        return addrs
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4())
+            .into_iter()
+            .collect();
+    }
+    subnets
+        .iter()
+        .filter_map(|s| addrs.iter().copied().find(|a| s.contains(*a)))
+        .collect()
+}
+
+/// How often the forwards of a machine are checked against its addresses
+/// once installed (a machine whose address changes keeps its forwards).
+const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Installs a machine's port forwards to its addresses as soon as it has
+/// them (IPv4 and IPv6 alike), and moves them when its addresses change,
+/// for as long as the machine holds them (until `RELEASE` or its link goes).
 async fn install_ports(ctx: Arc<Ctx>, owner: String, ifname: String, forwards: Vec<Forward>) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        let (subnet, wanted) = {
+    let mut installed: Vec<std::net::IpAddr> = Vec::new();
+    loop {
+        let (subnets, wanted) = {
             let st = ctx.lock();
-            let still = st.ports.get(&owner).is_some_and(|p| p.ifname == ifname);
-            let subnet = match link_state(&st, &ifname) {
-                LinkState::Ready(a) => Some(a),
-                _ => None,
-            };
-            (subnet, still)
+            let wanted = st.ports.get(&owner).is_some_and(|p| p.ifname == ifname);
+            (link_subnets(&st, &ifname), wanted)
         };
         if !wanted {
             return;
         }
-        let addr = ctx
-            .directory
-            .addresses(&owner)
-            .into_iter()
-            .find(|a| match subnet {
-                Some(s) => s.contains(*a),
-                None => a.is_ipv4(),
-            });
-        if let Some(addr) = addr {
+        let targets = forward_targets(&subnets, &ctx.directory.addresses(&owner));
+        if !targets.is_empty() && targets != installed {
             let ctx2 = ctx.clone();
+            let (owner2, forwards2, targets2) = (owner.clone(), forwards.clone(), targets.clone());
             let _ = tokio::task::spawn_blocking(move || {
+                // Still wanted now that the NAT lock is held (RELEASE takes it too).
+                if !ctx2.lock().ports.contains_key(&owner2) {
+                    return;
+                }
                 let mut nat = ctx2.nat();
-                let fwds: Vec<nat::PortForward> = forwards
+                let fwds: Vec<nat::PortForward> = targets2
                     .iter()
-                    .map(|f| nat::PortForward {
-                        proto: if f.udp {
-                            nat::Proto::Udp
-                        } else {
-                            nat::Proto::Tcp
-                        },
-                        host_port: f.host_port,
-                        container_addr: addr,
-                        container_port: f.container_port,
+                    .flat_map(|addr| {
+                        forwards2.iter().map(move |f| nat::PortForward {
+                            proto: if f.udp {
+                                nat::Proto::Udp
+                            } else {
+                                nat::Proto::Tcp
+                            },
+                            host_port: f.host_port,
+                            container_addr: *addr,
+                            container_port: f.container_port,
+                        })
                     })
                     .collect();
+                nat.remove_owner(&owner2);
                 match nat
-                    .add_port_forwards(&owner, &fwds)
+                    .add_port_forwards(&owner2, &fwds)
                     .and_then(|()| nat.apply())
                 {
-                    Ok(()) => {
-                        tracing::info!("{owner}: forwarding {} port(s) to {addr}", fwds.len())
-                    }
-                    Err(e) => tracing::error!("{owner}: port forwards: {e}"),
+                    Ok(()) => tracing::info!(
+                        "{owner2}: forwarding {} port(s) to {}",
+                        forwards2.len(),
+                        targets2
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    ),
+                    Err(e) => tracing::error!("{owner2}: port forwards: {e}"),
                 }
             })
             .await;
-            return;
+            installed = targets;
         }
-        ctx.directory.reload_now();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if installed.is_empty() {
+            // DHCP takes a moment: look again soon, with a fresh registry.
+            ctx.directory.reload_now();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        } else {
+            tokio::time::sleep(FOLLOW_INTERVAL).await;
+        }
     }
 }
 
@@ -296,7 +345,10 @@ mod tests {
             "ve-web".into(),
             Managed {
                 address: Some(a),
+                address6: None,
                 dhcp_stop: None,
+                ra_stop: None,
+                ra_kick: None,
             },
         );
         assert_eq!(ready(&st, "ve-web"), Some(a));
@@ -308,7 +360,10 @@ mod tests {
             "vz-lab".into(),
             Managed {
                 address: Some(z),
+                address6: None,
                 dhcp_stop: None,
+                ra_stop: None,
+                ra_kick: None,
             },
         );
         assert_eq!(ready(&st, "vb-one"), Some(z));
@@ -319,5 +374,30 @@ mod tests {
         st.seen.insert(5, seen("br0", None, "bridge"));
         st.seen.insert(6, seen("vb-lan", Some(5), "veth"));
         assert!(matches!(link_state(&st, "vb-lan"), LinkState::Unmanaged));
+    }
+
+    #[test]
+    fn forwards_go_to_the_first_address_in_each_subnet() {
+        let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+        let v4: IpNetwork = "10.0.0.1/28".parse().unwrap();
+        let v6: IpNetwork = "fd00:1::1/64".parse().unwrap();
+        let addrs = [
+            ip("192.168.9.9"),
+            ip("fd00:1::5"),
+            ip("10.0.0.2"),
+            ip("10.0.0.3"),
+        ];
+        assert_eq!(
+            forward_targets(&[v4, v6], &addrs),
+            vec![ip("10.0.0.2"), ip("fd00:1::5")]
+        );
+        // Only IPv4 so far: IPv4 only; the IPv6 forward follows later.
+        assert_eq!(
+            forward_targets(&[v4, v6], &addrs[2..]),
+            vec![ip("10.0.0.2")]
+        );
+        // The link is not known (a LAN bridge): the first IPv4 address.
+        assert_eq!(forward_targets(&[], &addrs), vec![ip("192.168.9.9")]);
+        assert!(forward_targets(&[v4], &[]).is_empty());
     }
 }

@@ -10,7 +10,15 @@
 //! 4. [`start_dhcp`]: the DHCPv4 server, as `[DHCPServer]` says;
 //! 5. [`serve_dns`]: netd's DNS on the host side's address, forwarding to
 //!    the template's `DNS=` servers or the host's;
-//! 6. [`masquerade`]: NAT for the subnet, as `IPMasquerade=` says.
+//! 6. [`masquerade`]: NAT for the subnets, as `IPMasquerade=` says.
+//!
+//! IPv6 runs beside steps 3 to 6: [`ipv6_steps`] gives the link its `/64`
+//! from the pool (host side `PREFIX::1`, without duplicate address
+//! detection, so it serves at once), its static IPv6 addresses and
+//! `fe80::1` when it advertises; [`start_ra`] sends router advertisements
+//! (`IPv6SendRA=`); DNS listens on `PREFIX::1` too; masquerade covers the
+//! `/64`. An `[IPv6Prefix]` that overlaps a network the host has elsewhere
+//! refuses the link before anything is configured.
 //!
 //! A link that goes away releases all of it ([`on_del_link`]). The steps
 //! that talk to the kernel (2 and 3, [`kernel_steps`]) take a
@@ -18,11 +26,11 @@
 //! daemon, `netlink::fake::FakeRtnl` in the unit tests.
 
 use std::hash::Hasher;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use netlink::{AddressScope, Family, In6AddrGenMode, Link, Rtnl};
 use tokio::sync::oneshot;
 
@@ -30,6 +38,7 @@ use super::{Ctx, LinkDns, Managed, SeenLink, State};
 use crate::dhcp;
 use crate::dns;
 use crate::nat;
+use crate::ra;
 use crate::template::{self, DhcpDns, DnsServer, LinkFacts, NetworkFile};
 
 /// What templates match a link on.
@@ -47,47 +56,103 @@ pub(super) fn link_facts(link: &Link) -> LinkFacts {
 pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
     let facts = link_facts(link);
     let index = link.index;
+    if let Some(kick) = ctx
+        .lock()
+        .links
+        .get(&facts.name)
+        .and_then(|m| m.ra_kick.clone())
+    {
+        // A link we advertise on changed (a container's side came up, say):
+        // an advertisement now.
+        kick.notify_one();
+    }
     let Some((file, first)) = match_template(ctx, index, &facts, link.master) else {
         return;
     };
     let name = facts.name;
     let started = Instant::now();
-    let address = {
+    let steps = {
         let (ctx2, name, file) = (ctx.clone(), name.clone(), file.clone());
         ctx.rtnl(move |nl| {
-            if serving_address(&file).is_some() {
+            check_ipv6_prefixes(nl, index, &file)?;
+            if serving_address(&file).is_some() || wants_ipv6(&file) {
                 // Never taken for an uplink while it is being configured.
                 if let Err(e) = ctx2.nat().expect_link(&name) {
                     tracing::warn!("{name}: {e}");
                 }
             }
-            kernel_steps(nl, index, &name, &file, first, |request, host| {
+            let v4 = kernel_steps(nl, index, &name, &file, first, |request, host| {
                 take_subnet(&ctx2, &name, request, host)
-            })
+            });
+            let v6 = ipv6_steps(nl, index, &name, &file, |request, host| {
+                take_subnet_v6(&ctx2, &name, request, host)
+            });
+            Ok::<_, String>((v4, v6))
         })
         .await
     };
-    let Some(address) = address.flatten() else {
-        return;
+    let (address, v6) = match steps {
+        None => return,
+        Some(Err(why)) => {
+            tracing::error!("{name}: {why}");
+            ctx.lock().failed.insert(name.clone(), why);
+            ctx.changed.notify_waiters();
+            return;
+        }
+        Some(Ok(got)) => got,
     };
-    let IpNetwork::V4(v4) = address else { return };
+    let v4 = match address {
+        Some(IpNetwork::V4(v4)) => Some(v4),
+        _ => None,
+    };
+    if v4.is_none() && v6.is_none() {
+        return;
+    }
     let addressed = started.elapsed();
-    let dhcp_stop = start_dhcp(ctx, &name, &file, v4);
-    serve_dns(ctx, &name, index, &file, v4).await;
+    let dhcp_stop = v4.and_then(|v4| start_dhcp(ctx, &name, &file, v4));
+    if let Some(v4) = v4 {
+        serve_dns(ctx, &name, index, &file, IpAddr::V4(v4.ip())).await;
+    }
+    let own6 = v6.as_ref().and_then(|s| s.own);
+    if let Some(own) = own6 {
+        serve_dns(ctx, &name, index, &file, IpAddr::V6(own.ip())).await;
+    }
+    let ra = v6.as_ref().and_then(|s| start_ra(&name, index, &file, s));
+    let (ra_stop, ra_kick) = match ra {
+        Some((stop, kick)) => (Some(stop), Some(kick)),
+        None => (None, None),
+    };
     let served = started.elapsed();
-    masquerade(ctx, &name, &file, v4).await;
+    let mut subnets: Vec<IpNetwork> = v4
+        .map(|v4| IpNetwork::V4(Ipv4Network::new(v4.network(), v4.prefix()).unwrap_or(v4)))
+        .into_iter()
+        .collect();
+    subnets.extend(
+        own6.map(|o| IpNetwork::V6(Ipv6Network::new(o.network(), o.prefix()).unwrap_or(o))),
+    );
+    masquerade(ctx, &name, &file, subnets).await;
+    let address = address.or(own6.map(IpNetwork::V6));
     {
         let mut st = ctx.lock();
         st.links.insert(
             name.clone(),
             Managed {
-                address: Some(address),
+                address,
+                address6: own6,
                 dhcp_stop,
+                ra_stop,
+                ra_kick,
             },
         );
         st.last_busy = Instant::now();
     }
-    tracing::info!("{name}: configured {address}");
+    match (address, own6) {
+        (Some(a), Some(o)) if a != IpNetwork::V6(o) => {
+            tracing::info!("{name}: configured {a} and {o}")
+        }
+        (Some(a), _) => tracing::info!("{name}: configured {a}"),
+        _ => {}
+    }
     tracing::debug!(
         addressed_us = addressed.as_micros() as u64,
         dhcp_dns_us = (served - addressed).as_micros() as u64,
@@ -253,16 +318,217 @@ fn host_networks(nl: &mut dyn Rtnl) -> Vec<IpNetwork> {
         ),
         Err(e) => tracing::debug!("host networks: {e}"),
     }
-    match nl.routes(Family::V4) {
-        Ok(routes) => out.extend(
-            routes
-                .iter()
-                .filter(|r| !r.is_default())
-                .filter_map(|r| IpNetwork::new(r.destination, r.prefix_len).ok()),
-        ),
-        Err(e) => tracing::debug!("host networks: {e}"),
+    for family in [Family::V4, Family::V6] {
+        match nl.routes(family) {
+            Ok(routes) => out.extend(
+                routes
+                    .iter()
+                    .filter(|r| !r.is_default())
+                    .filter_map(|r| IpNetwork::new(r.destination, r.prefix_len).ok()),
+            ),
+            Err(e) => tracing::debug!("host networks: {e}"),
+        }
     }
     out
+}
+
+/// Whether the template asks for any IPv6 on the link.
+fn wants_ipv6(file: &NetworkFile) -> bool {
+    file.network.ipv6_send_ra
+        || file.network.addresses.iter().any(|a| a.is_ipv6())
+        || file.ipv6_prefixes.iter().any(|p| p.assign)
+}
+
+/// Refuses a link whose `[IPv6Prefix]` overlaps a network the host has
+/// on another link (an address or a route): advertising it would send the
+/// containers' traffic for those addresses here. Checked before anything
+/// is configured.
+fn check_ipv6_prefixes(nl: &mut dyn Rtnl, index: u32, file: &NetworkFile) -> Result<(), String> {
+    if file.ipv6_prefixes.is_empty() {
+        return Ok(());
+    }
+    let mut elsewhere: Vec<IpNetwork> = Vec::new();
+    if let Ok(addrs) = nl.addresses() {
+        elsewhere.extend(
+            addrs
+                .iter()
+                .filter(|a| a.index != index && a.address.is_ipv6())
+                .filter_map(|a| IpNetwork::new(a.address, a.prefix_len).ok()),
+        );
+    }
+    if let Ok(routes) = nl.routes(Family::V6) {
+        elsewhere.extend(
+            routes
+                .iter()
+                .filter(|r| !r.is_default() && r.oif != Some(index))
+                .filter(|r| !netlink::is_ipv6_link_local(&r.destination))
+                .filter(|r| !r.destination.is_multicast())
+                .filter_map(|r| IpNetwork::new(r.destination, r.prefix_len).ok()),
+        );
+    }
+    for p in &file.ipv6_prefixes {
+        let net = IpNetwork::V6(p.prefix);
+        if let Some(h) = elsewhere.iter().find(|h| overlap(h, &net)) {
+            return Err(format!(
+                "{}: [IPv6Prefix] Prefix={} overlaps {h}, which the host has on another link; \
+                 refusing to advertise it",
+                file.path.display(),
+                p.prefix
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether two networks of one family share an address.
+fn overlap(a: &IpNetwork, b: &IpNetwork) -> bool {
+    match (a, b) {
+        (IpNetwork::V6(x), IpNetwork::V6(y)) => {
+            let p = x.prefix().min(y.prefix());
+            let mask = if p == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(p))
+            };
+            u128::from(x.ip()) & mask == u128::from(y.ip()) & mask
+        }
+        (IpNetwork::V4(x), IpNetwork::V4(y)) => {
+            let p = x.prefix().min(y.prefix());
+            let mask = if p == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(p))
+            };
+            u32::from(x.ip()) & mask == u32::from(y.ip()) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The link's IPv6 as configured by [`ipv6_steps`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Ipv6Setup {
+    /// netd's own address on the link (`PREFIX::1` of the pool's subnet, or
+    /// the first static IPv6 `Address=`), with its prefix.
+    own: Option<Ipv6Network>,
+    /// The link's IPv6 subnets (advertised as prefixes).
+    subnets: Vec<Ipv6Network>,
+}
+
+/// The IPv6 part of steps 2 and 3: a subnet from the pool for `::/N`
+/// (`take`, as for IPv4), the static IPv6 `Address=`es, `PREFIX::1` of
+/// every `[IPv6Prefix]` with `Assign=yes`, and, when the link sends router
+/// advertisements, `fe80::1` to send them from and no acceptance of
+/// advertisements from the containers on the host side. Every address
+/// without duplicate address detection: netd is the only one to take them.
+/// `None` if the template asks for no IPv6.
+fn ipv6_steps(
+    nl: &mut dyn Rtnl,
+    index: u32,
+    name: &str,
+    file: &NetworkFile,
+    take: impl FnOnce(&IpNetwork, Vec<IpNetwork>) -> Option<IpNetwork>,
+) -> Option<Ipv6Setup> {
+    if !wants_ipv6(file) {
+        return None;
+    }
+    let mut addrs: Vec<Ipv6Network> = Vec::new();
+    if let Some(req) = file.network.pool_requests().find(|r| r.is_ipv6()) {
+        // On failure the pool said why (logged); the link goes on without it.
+        if let Some(IpNetwork::V6(a)) = take(req, host_networks(nl)) {
+            addrs.push(a);
+        }
+    }
+    addrs.extend(file.network.static_addresses().filter_map(|a| match a {
+        IpNetwork::V6(a) => Some(*a),
+        IpNetwork::V4(_) => None,
+    }));
+    for p in file.ipv6_prefixes.iter().filter(|p| p.assign) {
+        let host = Ipv6Addr::from(u128::from(p.prefix.network()) + 1);
+        addrs.extend(Ipv6Network::new(host, p.prefix.prefix()).ok());
+    }
+    if file.network.ipv6_send_ra {
+        // The containers' advertisements are not for the host.
+        let path = format!("/proc/sys/net/ipv6/conf/{name}/accept_ra");
+        if nat::sysctl::valid_ifname(name) {
+            if let Err(e) = std::fs::write(&path, "0") {
+                tracing::debug!("{name}: {path}: {e}");
+            }
+        }
+        match nl.add_address_nodad(index, IpAddr::V6(ra::ROUTER_LINK_LOCAL), 64) {
+            Ok(()) => {}
+            Err(e) if e.is_exists() => {}
+            Err(e) => tracing::warn!("{name}: {e}"),
+        }
+    }
+    for a in &addrs {
+        match nl.add_address_nodad(index, IpAddr::V6(a.ip()), a.prefix()) {
+            Ok(()) => {}
+            Err(e) if e.is_exists() => {}
+            Err(e) => tracing::warn!("{name}: {e}"),
+        }
+    }
+    if let Err(e) = nl.set_up(index) {
+        tracing::warn!("{name}: {e}");
+    }
+    let mut subnets: Vec<Ipv6Network> = Vec::new();
+    for a in &addrs {
+        if let Ok(n) = Ipv6Network::new(a.network(), a.prefix()) {
+            if !subnets.contains(&n) && !netlink::is_ipv6_link_local(&IpAddr::V6(a.ip())) {
+                subnets.push(n);
+            }
+        }
+    }
+    let own = addrs
+        .iter()
+        .copied()
+        .find(|a| !netlink::is_ipv6_link_local(&IpAddr::V6(a.ip())));
+    Some(Ipv6Setup { own, subnets })
+}
+
+/// Router advertisements on the link, if `IPv6SendRA=yes`; returns what
+/// stops them and what makes them send one now.
+fn start_ra(
+    name: &str,
+    index: u32,
+    file: &NetworkFile,
+    setup: &Ipv6Setup,
+) -> Option<(oneshot::Sender<()>, Arc<tokio::sync::Notify>)> {
+    if !file.network.ipv6_send_ra {
+        return None;
+    }
+    let fd = match ra::open_socket(name, index) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::error!("{e}");
+            return None;
+        }
+    };
+    // With the router's link-layer address the hosts' kernels mark their
+    // new addresses optimistic (RFC 4429): usable at once.
+    let mac = crate::sys::hw_addr(std::os::fd::AsFd::as_fd(&fd), name)
+        .map_err(|e| tracing::debug!("{name}: link-layer address: {e}"))
+        .ok();
+    let advert = ra::advert_for(
+        file,
+        &setup.subnets,
+        setup.own.map(|o| o.ip()),
+        mac,
+        ra::search_domains(name),
+    );
+    let (tx, rx) = oneshot::channel();
+    let kick = Arc::new(tokio::sync::Notify::new());
+    let ifname = name.to_string();
+    let kick2 = kick.clone();
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = rx.await;
+        };
+        if let Err(e) = ra::serve(ifname.clone(), index, fd, advert, kick2, stop).await {
+            tracing::error!("{e}");
+        }
+    });
+    Some((tx, kick))
 }
 
 /// A subnet from the pool for the link (the host side's address in it);
@@ -287,6 +553,29 @@ fn take_subnet(
         Err(e) => {
             tracing::error!("{name}: {e}");
             st.failed.insert(name.to_string(), e.to_string());
+            None
+        }
+    }
+}
+
+/// As [`take_subnet`] for the link's IPv6 subnet: a failure (a host route
+/// over the whole unique local /48, say) is logged, and the link is served
+/// with IPv4 only rather than not at all.
+fn take_subnet_v6(
+    ctx: &Ctx,
+    name: &str,
+    request: &IpNetwork,
+    mut host: Vec<IpNetwork>,
+) -> Option<IpNetwork> {
+    let mut st = ctx.lock();
+    host.extend(st.templates.static_networks());
+    match st.pools.acquire(name, request, &host) {
+        Ok(a) => {
+            ctx.pools_dirty.notify_one();
+            Some(a.host())
+        }
+        Err(e) => {
+            tracing::error!("{name}: {e}; no IPv6 on this link");
             None
         }
     }
@@ -409,8 +698,7 @@ fn start_dhcp(
 /// Step 5: netd's DNS on the host side's address, for queries arriving on
 /// this link (`index`) or loopback. They are forwarded to the template's
 /// `DNS=` servers if it has any, else to the host's.
-async fn serve_dns(ctx: &Ctx, name: &str, index: u32, file: &NetworkFile, v4: Ipv4Network) {
-    let addr = IpAddr::V4(v4.ip());
+async fn serve_dns(ctx: &Ctx, name: &str, index: u32, file: &NetworkFile, addr: IpAddr) {
     let r = if file.network.dns.is_empty() {
         ctx.dns.add_link_listener(addr, index).await
     } else {
@@ -470,8 +758,8 @@ pub(super) fn upstream_dns(
     Ok(server)
 }
 
-/// Step 6: masquerade for the link's subnet, as `IPMasquerade=` says.
-async fn masquerade(ctx: &Arc<Ctx>, name: &str, file: &NetworkFile, v4: Ipv4Network) {
+/// Step 6: masquerade for the link's subnets, as `IPMasquerade=` says.
+async fn masquerade(ctx: &Arc<Ctx>, name: &str, file: &NetworkFile, subnets: Vec<IpNetwork>) {
     let m = file.network.ip_masquerade;
     let mode = match (m.ipv4(), m.ipv6()) {
         (true, true) => nat::Masquerade::Both,
@@ -481,15 +769,14 @@ async fn masquerade(ctx: &Arc<Ctx>, name: &str, file: &NetworkFile, v4: Ipv4Netw
     };
     let ctx2 = ctx.clone();
     let name = name.to_string();
-    let subnet = IpNetwork::V4(Ipv4Network::new(v4.network(), v4.prefix()).unwrap_or(v4));
     let _ = tokio::task::spawn_blocking(move || {
         let mut nat = ctx2.nat();
         // Links that come and go one after the other leave the table alone.
         nat.set_standing(true, &[]);
-        if let Err(e) = nat
-            .set_masquerade(&name, subnet, mode)
-            .and_then(|()| nat.apply())
-        {
+        let set = subnets
+            .iter()
+            .try_for_each(|subnet| nat.set_masquerade(&name, *subnet, mode));
+        if let Err(e) = set.and_then(|()| nat.apply()) {
             tracing::error!("{name}: NAT: {e}");
         }
     })
@@ -527,8 +814,11 @@ pub(super) async fn on_del_link(ctx: &Arc<Ctx>, link: &Link) {
         if let Some(tx) = l.dhcp_stop.take() {
             let _ = tx.send(());
         }
-        if let Some(IpNetwork::V4(v4)) = l.address {
-            let ip = IpAddr::V4(v4.ip());
+        if let Some(tx) = l.ra_stop.take() {
+            let _ = tx.send(());
+        }
+        let own6 = l.address6.map(|o| IpAddr::V6(o.ip()));
+        for ip in l.address.map(|a| a.ip()).into_iter().chain(own6) {
             ctx.dns.remove_listener(ip);
             for l in ctx
                 .link_dns
@@ -891,6 +1181,8 @@ mod tests {
                 net("10.9.9.9/32"),
                 net("192.168.1.0/24"),
                 net("172.16.0.0/12"),
+                // IPv6 routes count too.
+                net("fd00::/64"),
             ]
         );
     }
@@ -1022,5 +1314,85 @@ mod tests {
             resolv_conf_text(&f.network.dns),
             "nameserver 192.0.2.1\nnameserver 2001:db8::53\nnameserver 192.0.2.2\n"
         );
+    }
+
+    #[test]
+    fn ipv6_takes_a_pool_subnet_and_fe80_1_without_dad() {
+        let f = ok(
+            "[Match]\nName=ve-x\n[Network]\nAddress=0.0.0.0/28\nAddress=::/64\n\
+                    IPv6SendRA=yes\nAddress=fd99::7/64\n\
+                    [IPv6Prefix]\nPrefix=fd98::/64\nAssign=yes\n",
+        )
+        .file;
+        let (mut k, i) = kernel("ve-x");
+        let mut asked = None;
+        let got = ipv6_steps(&mut k, i, "ve-x", &f, |req, _| {
+            asked = Some(*req);
+            Some(net("fd12:3456:789a:1::1/64"))
+        })
+        .unwrap();
+        assert_eq!(asked, Some(net("::/64")));
+        assert_eq!(got.own, Some("fd12:3456:789a:1::1/64".parse().unwrap()));
+        assert_eq!(
+            got.subnets,
+            vec![
+                "fd12:3456:789a:1::/64".parse::<Ipv6Network>().unwrap(),
+                "fd99::/64".parse().unwrap(),
+                "fd98::/64".parse().unwrap(),
+            ]
+        );
+        assert_eq!(
+            addresses(&mut k, i),
+            vec![
+                net("fe80::1/64"),
+                net("fd12:3456:789a:1::1/64"),
+                net("fd99::7/64"),
+                net("fd98::1/64"),
+            ]
+        );
+        assert!(k.link("ve-x").unwrap().unwrap().up);
+        // Again (a restarted netd): nothing twice, nothing above debug.
+        let (again, log) = logged(|| {
+            ipv6_steps(&mut k, i, "ve-x", &f, |_, _| {
+                Some(net("fd12:3456:789a:1::1/64"))
+            })
+        });
+        assert_eq!(again, Some(got));
+        assert_eq!(addresses(&mut k, i).len(), 4);
+        assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
+        // No IPv6 asked for: nothing.
+        let v4 = ok("[Match]\nName=x\n[Network]\nAddress=0.0.0.0/28\n").file;
+        let (mut k, i) = kernel("x");
+        assert_eq!(ipv6_steps(&mut k, i, "x", &v4, |_, _| unreachable!()), None);
+        assert!(k.log.is_empty());
+        // The pool has no subnet: the static ones still serve.
+        let (mut k, i) = kernel("ve-x");
+        let got = ipv6_steps(&mut k, i, "ve-x", &f, |_, _| None).unwrap();
+        assert_eq!(got.own, Some("fd99::7/64".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_ipv6_prefix_over_a_host_route_refuses_the_link() {
+        let f = ok("[Match]\nName=ve-x\n[Network]\nIPv6SendRA=yes\n\
+                    [IPv6Prefix]\nPrefix=fd42:1:2:3::/64\n")
+        .file;
+        let (mut k, i) = kernel("ve-x");
+        assert_eq!(check_ipv6_prefixes(&mut k, i, &f), Ok(()));
+        let eth0 = k.link("eth0").unwrap().unwrap().index;
+        k.add_route(&netlink::Route {
+            oif: Some(eth0),
+            scope: netlink::RouteScope::Universe,
+            ..netlink::Route::to(ip("fd42::"), 16)
+        })
+        .unwrap();
+        // The link's own address from an earlier run does not count.
+        k.add_address(i, ip("fd42:1:2:3::1"), 64).unwrap();
+        let e = check_ipv6_prefixes(&mut k, i, &f).unwrap_err();
+        assert_eq!(
+            e,
+            "/etc/netspawn/network/t.network: [IPv6Prefix] Prefix=fd42:1:2:3::/64 overlaps \
+             fd42::/16, which the host has on another link; refusing to advertise it"
+        );
+        assert_eq!(e.lines().count(), 1);
     }
 }

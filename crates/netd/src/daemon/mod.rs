@@ -42,9 +42,16 @@ pub enum DaemonError {
 
 /// A link netd configured.
 struct Managed {
-    /// The host side's address with the subnet's prefix.
+    /// The host side's address with the subnet's prefix (IPv4; IPv6 on a
+    /// link without IPv4).
     address: Option<IpNetwork>,
+    /// The host side's IPv6 address with the subnet's prefix (`PREFIX::1`).
+    address6: Option<ipnetwork::Ipv6Network>,
     dhcp_stop: Option<oneshot::Sender<()>>,
+    /// Stops the link's router advertisements.
+    ra_stop: Option<oneshot::Sender<()>>,
+    /// Makes the link's router advertisements send one now.
+    ra_kick: Option<Arc<Notify>>,
 }
 
 /// A link in netd's namespace, as far as the control server needs to know
@@ -205,11 +212,14 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
     let machine_id = netspawn_common::naming::host_machine_id().unwrap_or([0; 16]);
     let id_hex: String = machine_id.iter().map(|b| format!("{b:02x}")).collect();
     let pool_path = pool::state_path(&paths.state_dir);
-    let pools = if pool_path.exists() {
-        Pools::load(&pool_path, &id_hex)?
-    } else {
-        Pools::new(&id_hex)
-    };
+    let fresh = !pool_path.exists();
+    let pools = Pools::load(&pool_path, &id_hex)?;
+    if fresh {
+        // The new random /48 is kept from the start (links' /64s come from it).
+        if let Err(e) = pools.save(&pool_path) {
+            tracing::warn!("saving pools: {e}");
+        }
+    }
 
     // The watch first, the list after (below): no link falls between them.
     let watch = Watch::open(&[Group::Link])?.into_async()?;

@@ -13,8 +13,11 @@
 //!   family, whatever the links), of 127.0.0.0/8 sources sent to a container
 //!   link (the localhost forwards), and hairpin masquerade for forwards used
 //!   from the container's own link;
-//! - `forward` (filter, 0), only when netd switched forwarding on for an
-//!   uplink: such an uplink forwards only replies and port-forwarded traffic.
+//! - `forward` (filter, 0), when netd switched forwarding on for an uplink
+//!   (such an uplink forwards only replies and port-forwarded traffic) or a
+//!   container link has an IPv6 subnet (new IPv6 connections from outside
+//!   reach a container only through a port forward, whatever the host's
+//!   forwarding settings were).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -202,7 +205,16 @@ fn chains(state: &State) -> Vec<(Chain<'static>, Vec<(String, Exprs)>)> {
         ));
     }
 
-    if !state.guards.is_empty() {
+    // IPv6 container addresses are routable (no NAT in front of them):
+    // from outside, only replies and port forwards reach a container.
+    // Kept while IPv6 masquerade is standing, so that machines coming and
+    // going one after the other leave the table alone.
+    let v6_links = state.standing.contains(&IpFamily::V6)
+        || state
+            .links
+            .values()
+            .any(|l| l.subnets.iter().any(|n| n.is_ipv6()));
+    if !state.guards.is_empty() || v6_links {
         fwd.push((
             "replies".to_string(),
             vec![
@@ -225,6 +237,17 @@ fn chains(state: &State) -> Vec<(Chain<'static>, Vec<(String, Exprs)>)> {
                 Statement::Accept(None),
             ],
         ));
+        if v6_links {
+            fwd.push((
+                "inbound ipv6 to container links".to_string(),
+                vec![
+                    nfproto(IpFamily::V6),
+                    eq(meta(MetaKey::Oifgroup), group_range(0, 3)),
+                    neq(meta(MetaKey::Iifgroup), group_range(0, 3)),
+                    Statement::Drop(None),
+                ],
+            ));
+        }
         for Guard { family, ifname } in &state.guards {
             fwd.push((
                 format!("guard {} {ifname}", family.name()),

@@ -92,6 +92,12 @@ fn masquerade_modes_pick_families() {
     nat.set_masquerade("ve-a", net("10.2.0.0/28"), Masquerade::No)
         .unwrap();
     assert_eq!(nat.link_groups()["ve-a"], GROUP_BASE);
+    // No masquerade left; what stays is the rule that keeps new IPv6
+    // connections from outside off the link (its addresses are routable).
+    let json = serde_json::to_string(&nat.render()).unwrap();
+    assert!(!json.contains("masquerade"), "{json}");
+    assert!(json.contains("inbound ipv6 to container links"), "{json}");
+    nat.remove_link("ve-a");
     assert_eq!(nat.render(), Nat::new().render(), "no rules left");
     // Both families asked, an IPv4 subnet only: the IPv4 group; then both.
     let mut nat = Nat::new();

@@ -276,9 +276,13 @@ mod tests {
         assert_eq!(ve.path, Path::new("(built-in)/80-container-ve.network"));
         assert_eq!(
             ve.network.addresses,
-            vec!["0.0.0.0/28".parse::<IpNetwork>().unwrap()]
+            vec![
+                "0.0.0.0/28".parse::<IpNetwork>().unwrap(),
+                "::/64".parse().unwrap()
+            ]
         );
         assert!(ve.network.dhcp_server);
+        assert!(ve.network.ipv6_send_ra);
         assert_eq!(ve.network.ip_masquerade, Families::Both);
         assert_eq!(ve.network.link_local(), Families::Both);
         let vz = loaded
@@ -288,9 +292,13 @@ mod tests {
             .unwrap();
         assert_eq!(
             vz.network.addresses,
-            vec!["0.0.0.0/24".parse::<IpNetwork>().unwrap()]
+            vec![
+                "0.0.0.0/24".parse::<IpNetwork>().unwrap(),
+                "::/64".parse().unwrap()
+            ]
         );
         assert!(vz.network.dhcp_server);
+        assert!(vz.network.ipv6_send_ra);
         assert_eq!(vz.network.ip_masquerade, Families::Both);
         let vb = loaded
             .files

@@ -2,10 +2,10 @@
 //! `[Network]` and `[DHCPServer]` sections with networkd's defaults. Pure
 //! data; [`super::parse`] fills it, [`super::matching`] tests `[Match]`.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use ipnetwork::IpNetwork;
+use ipnetwork::{IpNetwork, Ipv6Network};
 
 /// Default `DefaultLeaseTimeSec=`: 1h, as networkd.
 pub const DEFAULT_LEASE_SECS: u32 = 3600;
@@ -102,6 +102,9 @@ pub struct Network {
     /// `KeepMaster=`: leave the link in its bridge. netd never changes a
     /// link's master, so it only affects the link-local default.
     pub keep_master: bool,
+    /// `IPv6SendRA=`: send router advertisements on the link (the prefixes
+    /// of `[IPv6Prefix]` and of the link's IPv6 `Address=` subnets).
+    pub ipv6_send_ra: bool,
 }
 
 impl Network {
@@ -177,6 +180,88 @@ impl Default for DhcpServerConfig {
     }
 }
 
+/// `RouterPreference=` of `[IPv6SendRA]` (RFC 4191).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RouterPreference {
+    Low,
+    #[default]
+    Medium,
+    High,
+}
+
+/// Default `RouterLifetimeSec=`: 30 min, as networkd.
+pub const DEFAULT_ROUTER_LIFETIME_SECS: u32 = 1800;
+/// Default `PreferredLifetimeSec=` of an `[IPv6Prefix]`.
+pub const DEFAULT_PREFERRED_LIFETIME_SECS: u32 = 1800;
+/// Default `ValidLifetimeSec=` of an `[IPv6Prefix]`.
+pub const DEFAULT_VALID_LIFETIME_SECS: u32 = 3600;
+
+/// The `[IPv6SendRA]` section, with networkd's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv6SendRaConfig {
+    /// `RouterLifetimeSec=` (0: not a default router).
+    pub router_lifetime_secs: u32,
+    /// `RouterPreference=`.
+    pub router_preference: RouterPreference,
+    /// `Managed=`: the M flag (addresses by DHCPv6; netd runs no DHCPv6).
+    pub managed: bool,
+    /// `OtherInformation=`: the O flag.
+    pub other_information: bool,
+    /// `EmitDNS=` (default yes): an RDNSS option.
+    pub emit_dns: bool,
+    /// `DNS=`: the servers to announce; empty means netd's own address on
+    /// the link.
+    pub dns: Vec<Ipv6Addr>,
+    /// `EmitDomains=` (default yes): a DNSSL option with the search domains
+    /// netd knows for the link (see `ra::search_domains`).
+    pub emit_domains: bool,
+}
+
+impl Default for Ipv6SendRaConfig {
+    fn default() -> Self {
+        Ipv6SendRaConfig {
+            router_lifetime_secs: DEFAULT_ROUTER_LIFETIME_SECS,
+            router_preference: RouterPreference::Medium,
+            managed: false,
+            other_information: false,
+            emit_dns: true,
+            dns: Vec::new(),
+            emit_domains: true,
+        }
+    }
+}
+
+/// One `[IPv6Prefix]` section: a prefix the router advertisements carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv6PrefixConfig {
+    /// `Prefix=` (host bits zero).
+    pub prefix: Ipv6Network,
+    /// `AddressAutoconfiguration=` (the A flag, default yes).
+    pub autoconf: bool,
+    /// `OnLink=` (the L flag, default yes).
+    pub on_link: bool,
+    /// `PreferredLifetimeSec=`.
+    pub preferred_secs: u32,
+    /// `ValidLifetimeSec=`.
+    pub valid_secs: u32,
+    /// `Assign=`: the host side takes `PREFIX::1` of it too (default no).
+    pub assign: bool,
+}
+
+impl Ipv6PrefixConfig {
+    /// A prefix with the defaults.
+    pub fn new(prefix: Ipv6Network) -> Self {
+        Ipv6PrefixConfig {
+            prefix,
+            autoconf: true,
+            on_link: true,
+            preferred_secs: DEFAULT_PREFERRED_LIFETIME_SECS,
+            valid_secs: DEFAULT_VALID_LIFETIME_SECS,
+            assign: false,
+        }
+    }
+}
+
 /// One parsed `.network` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkFile {
@@ -188,4 +273,7 @@ pub struct NetworkFile {
     pub matching: Match,
     pub network: Network,
     pub dhcp_server: DhcpServerConfig,
+    pub ipv6_send_ra: Ipv6SendRaConfig,
+    /// The `[IPv6Prefix]` sections, in file order.
+    pub ipv6_prefixes: Vec<Ipv6PrefixConfig>,
 }

@@ -5,7 +5,7 @@
 //! [`netspawn_common::unitfile::values`]; what is here is specific to
 //! `.network` files (addresses, DNS servers, address families, globs).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
@@ -37,6 +37,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Parsed, NetFileError> {
         matching: Match::default(),
         network: Network::default(),
         dhcp_server: DhcpServerConfig::default(),
+        ipv6_send_ra: Ipv6SendRaConfig::default(),
+        ipv6_prefixes: Vec::new(),
     };
     let lines = table::parse(text, &SCHEMA, &mut out).map_err(|e| NetFileError {
         file: file.to_path_buf(),
@@ -73,7 +75,7 @@ pub fn parse_bytes(data: &[u8], file: &Path) -> Result<Parsed, NetFileError> {
 
 /// The key table.
 static SCHEMA: Schema<NetworkFile> = Schema {
-    sections: &["Match", "Network", "DHCPServer"],
+    sections: &["Match", "Network", "DHCPServer", "IPv6SendRA", "IPv6Prefix"],
     ignored_sections: IGNORED_SECTIONS,
     ignored_section: |s| format!("Section '{s}' is ignored by netd."),
     keys: KEYS,
@@ -192,7 +194,10 @@ static KEYS: &[Key<NetworkFile>] = &[
     Key::ignored("Network", "IPv4ProxyARP"),
     Key::ignored("Network", "IPv6ProxyNDP"),
     Key::ignored("Network", "IPv6ProxyNDPAddress"),
-    Key::ignored("Network", "IPv6SendRA"),
+    Key::parse("Network", "IPv6SendRA", |f, v| {
+        f.network.ipv6_send_ra = values::boolean(v)?;
+        Ok(None)
+    }),
     Key::ignored("Network", "DHCPPrefixDelegation"),
     Key::ignored("Network", "IPv6MTUBytes"),
     Key::ignored("Network", "Bridge"),
@@ -259,6 +264,88 @@ static KEYS: &[Key<NetworkFile>] = &[
         };
         Ok(None)
     }),
+    // [IPv6SendRA]
+    Key::parse("IPv6SendRA", "RouterLifetimeSec", |f, v| {
+        f.ipv6_send_ra.router_lifetime_secs = parse_lifetime(v, Some(9000))?;
+        Ok(None)
+    }),
+    Key::parse("IPv6SendRA", "RouterPreference", |f, v| {
+        f.ipv6_send_ra.router_preference = match v {
+            "high" => RouterPreference::High,
+            "medium" | "normal" | "default" => RouterPreference::Medium,
+            "low" => RouterPreference::Low,
+            _ => {
+                return Err(format!(
+                    "{v:?} is not one of \"high\", \"medium\" or \"low\""
+                ))
+            }
+        };
+        Ok(None)
+    }),
+    Key::parse("IPv6SendRA", "Managed", |f, v| {
+        f.ipv6_send_ra.managed = values::boolean(v)?;
+        Ok(None)
+    }),
+    Key::parse("IPv6SendRA", "OtherInformation", |f, v| {
+        f.ipv6_send_ra.other_information = values::boolean(v)?;
+        Ok(None)
+    }),
+    Key::parse("IPv6SendRA", "EmitDNS", |f, v| {
+        f.ipv6_send_ra.emit_dns = values::boolean(v)?;
+        Ok(None)
+    }),
+    Key::parse("IPv6SendRA", "DNS", |f, v| {
+        if v.is_empty() {
+            f.ipv6_send_ra.dns.clear();
+        }
+        for word in values::words(v, Extract::PLAIN)? {
+            f.ipv6_send_ra.dns.push(parse_ipv6_unicast(&word)?);
+        }
+        Ok(None)
+    }),
+    Key::parse("IPv6SendRA", "EmitDomains", |f, v| {
+        f.ipv6_send_ra.emit_domains = values::boolean(v)?;
+        Ok(None)
+    }),
+    Key::ignored("IPv6SendRA", "RetransmitSec"),
+    Key::ignored("IPv6SendRA", "HopLimit"),
+    Key::ignored("IPv6SendRA", "UplinkInterface"),
+    Key::ignored("IPv6SendRA", "Domains"),
+    Key::ignored("IPv6SendRA", "DNSLifetimeSec"),
+    Key::ignored("IPv6SendRA", "HomeAgent"),
+    Key::ignored("IPv6SendRA", "HomeAgentLifetimeSec"),
+    Key::ignored("IPv6SendRA", "HomeAgentPreference"),
+    // [IPv6Prefix]: each section starts with its Prefix=; the other keys
+    // set the prefix above them.
+    Key::parse("IPv6Prefix", "Prefix", |f, v| {
+        let p = parse_ra_prefix(v)?;
+        f.ipv6_prefixes.push(Ipv6PrefixConfig::new(p));
+        Ok(None)
+    }),
+    Key::parse_key("IPv6Prefix", "AddressAutoconfiguration", |f, k, v| {
+        last_prefix(f, k)?.autoconf = values::boolean(v)?;
+        Ok(None)
+    }),
+    Key::parse_key("IPv6Prefix", "OnLink", |f, k, v| {
+        last_prefix(f, k)?.on_link = values::boolean(v)?;
+        Ok(None)
+    }),
+    Key::parse_key("IPv6Prefix", "Assign", |f, k, v| {
+        last_prefix(f, k)?.assign = values::boolean(v)?;
+        Ok(None)
+    }),
+    Key::parse_key("IPv6Prefix", "PreferredLifetimeSec", |f, k, v| {
+        let secs = parse_lifetime(v, None)?;
+        last_prefix(f, k)?.preferred_secs = secs;
+        Ok(None)
+    }),
+    Key::parse_key("IPv6Prefix", "ValidLifetimeSec", |f, k, v| {
+        let secs = parse_lifetime(v, None)?;
+        last_prefix(f, k)?.valid_secs = secs;
+        Ok(None)
+    }),
+    Key::ignored("IPv6Prefix", "Token"),
+    Key::ignored("IPv6Prefix", "RouteMetric"),
     Key::ignored("DHCPServer", "ServerAddress"),
     Key::ignored("DHCPServer", "UplinkInterface"),
     Key::ignored("DHCPServer", "EmitNTP"),
@@ -306,8 +393,6 @@ const IGNORED_SECTIONS: &[&str] = &[
     "DHCPPrefixDelegation",
     "IPv6AcceptRA",
     "DHCPServerStaticLease",
-    "IPv6SendRA",
-    "IPv6Prefix",
     "IPv6RoutePrefix",
     "IPv6PREF64Prefix",
     "Bridge",
@@ -344,19 +429,24 @@ const IGNORED_SECTIONS: &[&str] = &[
     "QuickFairQueueingClass",
 ];
 
-/// `Address=`: every IPv4 address is configured on the link (the first
-/// serves DHCP); an IPv6 one is kept in the model (the pool avoids it) with
-/// a warning, as netd does not configure IPv6 yet. The pool gives a link
-/// one IPv4 subnet, so a second IPv4 pool request is an error.
+/// `Address=`: every address is configured on the link (the first IPv4 one
+/// serves DHCP, the first IPv6 one DNS and router advertisements). The pool
+/// gives a link one subnet per family, so a second pool request of a
+/// family is an error.
 fn address(f: &mut NetworkFile, value: &str) -> Result<Option<String>, String> {
     if value.is_empty() {
         f.network.addresses.clear();
         return Ok(None);
     }
     let a = parse_address(value)?;
-    if a.is_ipv4() && is_pool_request(&a) && f.network.pool_requests().any(|r| r.is_ipv4()) {
+    if is_pool_request(&a)
+        && f.network
+            .pool_requests()
+            .any(|r| r.is_ipv4() == a.is_ipv4())
+    {
+        let fam = if a.is_ipv4() { "IPv4" } else { "IPv6" };
         return Err(format!(
-            "{value:?} asks for a second IPv4 subnet from the pool; netd gives a link one"
+            "{value:?} asks for a second {fam} subnet from the pool; netd gives a link one"
         ));
     }
     if let Some(why) = unservable(&a) {
@@ -364,9 +454,70 @@ fn address(f: &mut NetworkFile, value: &str) -> Result<Option<String>, String> {
     }
     f.network.addresses.push(a);
     check_dhcp_subnet(f)?;
-    Ok(a.is_ipv6().then(|| {
-        format!("Address={value}: IPv6 not supported yet; netd configures only IPv4 addresses.")
-    }))
+    Ok(None)
+}
+
+/// The `[IPv6Prefix]` a key after `Prefix=` sets.
+fn last_prefix<'a>(f: &'a mut NetworkFile, key: &str) -> Result<&'a mut Ipv6PrefixConfig, String> {
+    f.ipv6_prefixes
+        .last_mut()
+        .ok_or_else(|| format!("{key}= before any Prefix= in [IPv6Prefix]; put Prefix= first"))
+}
+
+/// `[IPv6Prefix] Prefix=`: an IPv6 prefix of 64 bits or shorter (SLAAC
+/// needs a /64), host bits zero, not link-local, multicast or loopback.
+fn parse_ra_prefix(value: &str) -> Result<Ipv6Network, String> {
+    let n: Ipv6Network = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not an IPv6 prefix"))?;
+    let ip = n.ip();
+    let bits = u128::from(ip);
+    if n.prefix() > 64 || n.prefix() < 1 {
+        return Err(format!(
+            "{value:?}: the prefix length must be between 1 and 64 (addresses are made from              /64s)"
+        ));
+    }
+    if ip != n.network() {
+        return Err(format!(
+            "{value:?} has host bits set (write {}/{})",
+            n.network(),
+            n.prefix()
+        ));
+    }
+    if ip.is_multicast() || ip.is_loopback() || ip.is_unspecified() || bits >> 118 == 0x3fa {
+        return Err(format!("{value:?} is not a unicast prefix a link can use"));
+    }
+    Ok(n)
+}
+
+/// An IPv6 unicast address (`[IPv6SendRA] DNS=`).
+fn parse_ipv6_unicast(word: &str) -> Result<Ipv6Addr, String> {
+    let a: Ipv6Addr = word
+        .parse()
+        .map_err(|_| format!("{word:?} is not an IPv6 address"))?;
+    if a.is_multicast() || a.is_unspecified() || a.is_loopback() {
+        return Err(format!("{word:?} is not a unicast address"));
+    }
+    Ok(a)
+}
+
+/// A lifetime in whole seconds (a time span; `infinity` is 0xffffffff),
+/// at most `max` seconds if given.
+fn parse_lifetime(value: &str, max: Option<u32>) -> Result<u32, String> {
+    let Some(usec) = parse_timespan_usec(value)? else {
+        return match max {
+            Some(m) => Err(format!("{value:?} is longer than {m}s")),
+            None => Ok(u32::MAX),
+        };
+    };
+    let secs = usec.div_ceil(1_000_000);
+    match max {
+        Some(m) if secs > u128::from(m) => Err(format!("{value:?} is longer than {m}s")),
+        _ => u32::try_from(secs)
+            .ok()
+            .filter(|s| *s != u32::MAX)
+            .ok_or_else(|| format!("{value:?} is too long (use \"infinity\")")),
+    }
 }
 
 /// Why `a` (a static address or a pool request) cannot be a link's
@@ -604,7 +755,7 @@ fn parse_dns_server(word: &str) -> Result<DnsServer, String> {
     };
     let (addr, port) = if let Some(inner) = rest.strip_prefix('[') {
         let (a, after) = inner.split_once(']').ok_or_else(bad)?;
-        let a: std::net::Ipv6Addr = a.parse().map_err(|_| bad())?;
+        let a: Ipv6Addr = a.parse().map_err(|_| bad())?;
         let port = match after {
             "" => None,
             _ => Some(parse_port(after.strip_prefix(':').ok_or_else(bad)?)?),
@@ -762,15 +913,7 @@ DefaultLeaseTimeSec=30min
 MaxLeaseTimeSec=2h 30min
 ";
         let parsed = ok(text);
-        // IPv6 is not configured yet: said once, with FILE:LINE.
-        assert_eq!(
-            parsed.warnings,
-            vec![
-                "/etc/netspawn/network/t.network:9: Address=::/64: IPv6 not supported yet; netd \
-                 configures only IPv4 addresses."
-                    .to_string()
-            ]
-        );
+        assert_eq!(parsed.warnings, Vec::<String>::new());
         let f = parsed.file;
         assert_eq!(f.name, "t.network");
         let pat = |g: &str| Pattern {
@@ -1460,6 +1603,81 @@ MaxLeaseTimeSec=
                     assert!(s.starts_with("fz.network:") && !s.contains('\n'), "{s:?}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn ipv6_send_ra_and_prefixes() {
+        let f = ok(
+            "[Match]\nName=x\n[Network]\nIPv6SendRA=yes\nAddress=::/64\n\
+                    [IPv6SendRA]\nRouterLifetimeSec=10min\nRouterPreference=high\n\
+                    Managed=yes\nOtherInformation=yes\nEmitDNS=no\nDNS=fd00::53 2001:db8::1\n\
+                    EmitDomains=no\n\
+                    [IPv6Prefix]\nPrefix=2001:db8:1::/64\nAssign=yes\nValidLifetimeSec=2h\n\
+                    PreferredLifetimeSec=infinity\nOnLink=no\nAddressAutoconfiguration=no\n\
+                    [IPv6Prefix]\nPrefix=fd12:3456::/48\n",
+        )
+        .file;
+        assert!(f.network.ipv6_send_ra);
+        let ra = &f.ipv6_send_ra;
+        assert_eq!(ra.router_lifetime_secs, 600);
+        assert_eq!(ra.router_preference, RouterPreference::High);
+        assert!(ra.managed && ra.other_information && !ra.emit_dns && !ra.emit_domains);
+        assert_eq!(
+            ra.dns,
+            vec![
+                "fd00::53".parse::<Ipv6Addr>().unwrap(),
+                "2001:db8::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(f.ipv6_prefixes.len(), 2);
+        let p0 = &f.ipv6_prefixes[0];
+        assert_eq!(p0.prefix, "2001:db8:1::/64".parse().unwrap());
+        assert!(p0.assign && !p0.on_link && !p0.autoconf);
+        assert_eq!((p0.valid_secs, p0.preferred_secs), (7200, u32::MAX));
+        assert_eq!(
+            f.ipv6_prefixes[1],
+            Ipv6PrefixConfig::new("fd12:3456::/48".parse().unwrap())
+        );
+        // Defaults.
+        let f = ok("[Match]\nName=x\n").file;
+        assert!(!f.network.ipv6_send_ra);
+        assert_eq!(f.ipv6_send_ra, Ipv6SendRaConfig::default());
+        assert!(f.ipv6_prefixes.is_empty());
+    }
+
+    #[test]
+    fn invalid_ipv6_keys_are_refused_in_one_line() {
+        let table: &[(&str, &str)] = &[
+            ("[Network]\nIPv6SendRA=maybe\n", "Invalid IPv6SendRA= value"),
+            (
+                "[Network]\nAddress=::/64\nAddress=::/80\n",
+                "second IPv6 subnet",
+            ),
+            ("[IPv6Prefix]\nPrefix=fe80::/64\n", "not a unicast prefix"),
+            ("[IPv6Prefix]\nPrefix=ff02::/64\n", "not a unicast prefix"),
+            ("[IPv6Prefix]\nPrefix=::/64\n", "not a unicast prefix"),
+            ("[IPv6Prefix]\nPrefix=fd00::/80\n", "between 1 and 64"),
+            ("[IPv6Prefix]\nPrefix=fd00::1/64\n", "has host bits set"),
+            (
+                "[IPv6Prefix]\nPrefix=10.0.0.0/24\n",
+                "is not an IPv6 prefix",
+            ),
+            ("[IPv6Prefix]\nOnLink=yes\n", "OnLink= before any Prefix="),
+            ("[IPv6SendRA]\nRouterLifetimeSec=3h\n", "longer than 9000s"),
+            (
+                "[IPv6SendRA]\nRouterPreference=urgent\n",
+                "Invalid RouterPreference=",
+            ),
+            ("[IPv6SendRA]\nDNS=10.0.0.1\n", "is not an IPv6 address"),
+            ("[IPv6SendRA]\nDNS=ff02::1\n", "is not a unicast address"),
+        ];
+        for (body, want) in table {
+            let text = format!("[Match]\nName=x\n{body}");
+            let e = p(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "{body}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+            assert!(e.starts_with("/etc/netspawn/network/t.network:"), "{e}");
         }
     }
 }

@@ -63,6 +63,7 @@ pub(super) fn serve_guest(
             _ => None,
         }));
         wait_running(&mut n.host, &crossed, child);
+        let ipv6 = managed && serves_ipv6(&mut n.host, &crossed);
         // netd serves DHCP on the link: if it died while we waited for a
         // lease, bring it back, let it configure the link again, and ask again.
         let mut tries = 0;
@@ -83,6 +84,9 @@ pub(super) fn serve_guest(
                 }
                 r => break r?,
             }
+        }
+        if ipv6 {
+            configure_host0_ipv6(cfg, child)?;
         }
     }
     let Some(netd) = n.netd.as_mut() else {
@@ -125,6 +129,55 @@ fn wait_running(host: &mut network::rtnl::Netlink, host_links: &[String], child:
         elapsed_us = started.elapsed().as_micros() as u64,
         "links running"
     );
+}
+
+/// Whether netd serves IPv6 on the host side of the link: the link (or
+/// its bridge, the last of `host_links`) has a global IPv6 address.
+fn serves_ipv6(host: &mut network::rtnl::Netlink, host_links: &[String]) -> bool {
+    use network::rtnl::Rtnl;
+    let Some(name) = host_links.last() else {
+        return false;
+    };
+    let Ok(Some(link)) = host.link(name) else {
+        return false;
+    };
+    host.link_addresses(link.index).is_ok_and(|addrs| {
+        addrs
+            .iter()
+            .any(|a| a.address.is_ipv6() && !netlink::is_ipv6_link_local(&a.address))
+    })
+}
+
+/// How long a plain command waits for its IPv6 address from netd's router
+/// advertisements (they are answered at once; this is for a loaded host).
+const SLAAC_WAIT: Duration = Duration::from_secs(5);
+
+/// host0's IPv6 address by SLAAC from netd's router advertisements, before
+/// the payload starts (see [`network::slaac`]). Without it the machine
+/// still runs, with IPv4 only, and says so.
+fn configure_host0_ipv6(cfg: &Config, child: Pid) -> Result<(), LaunchError> {
+    let started = Instant::now();
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw())).map_err(|e| {
+        LaunchError::Sys {
+            what: "open the container's network namespace",
+            err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    })?;
+    let mut inside =
+        network::rtnl::Netlink::open_in(ns.as_fd()).map_err(network::NetError::from)?;
+    match network::slaac::solicit_and_wait(ns.as_fd(), &mut inside, "host0", SLAAC_WAIT) {
+        Ok(Some(a)) => {
+            tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, address = %a, "host0 configured by SLAAC");
+        }
+        Ok(None) => {
+            tracing::warn!("host0: no IPv6 address from router advertisements");
+            if !cfg.quiet {
+                eprintln!("netspawn: host0 got no IPv6 address from router advertisements.");
+            }
+        }
+        Err(e) => tracing::warn!("host0: IPv6: {e}"),
+    }
+    Ok(())
 }
 
 /// Where the launcher writes the container's resolv.conf.

@@ -96,6 +96,10 @@ pub(super) fn setup_network(
         &mut undo,
     )
     .and_then(|()| {
+        if n.plan.container_interfaces().iter().any(|i| i == "host0") {
+            // Before host0 comes up: its addresses are usable at once.
+            network::slaac::prepare(ns.as_fd(), "host0")?;
+        }
         let mut inside = network::rtnl::Netlink::open_in(ns.as_fd())?;
         network::configure_container(&n.plan, &mut inside)
     });

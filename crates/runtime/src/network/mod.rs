@@ -21,6 +21,7 @@
 pub mod addrs;
 pub mod dhcp_client;
 pub mod keeper;
+pub mod slaac;
 /// The netlink layer, under the name this module has always used for it.
 pub use netlink as rtnl;
 pub use netspawn_common::naming;

@@ -1,0 +1,406 @@
+//! IPv6 on a par with IPv4 (issue 12, items 1 to 3): every veth and zone
+//! gets a /64 of the host's unique local /48 and router advertisements from
+//! netd; a plain command has its SLAAC address before it starts, a booted
+//! Debian guest's own networkd takes it from the advertisements; netd's DNS
+//! and the NSS module answer with it; masquerade and port forwards work over
+//! IPv6 as over IPv4. Each test runs in its own network namespace; the
+//! "internet" is another namespace the test makes.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use netspawn_tests::*;
+
+/// A line of `out` that starts with `key`, without it.
+fn field<'a>(out: &'a str, key: &str) -> Option<&'a str> {
+    out.lines().find_map(|l| l.strip_prefix(key))
+}
+
+/// The global IPv6 address of `ip -6 -o addr` output (`ADDR/PREFIX`).
+fn inet6(line: &str) -> Option<&str> {
+    line.split_whitespace().skip_while(|w| *w != "inet6").nth(1)
+}
+
+/// The first four groups of an IPv6 address: its /64.
+fn slash64(addr: &str) -> String {
+    let a: std::net::Ipv6Addr = addr.split('/').next().unwrap().parse().unwrap();
+    let s = a.segments();
+    format!("{:x}:{:x}:{:x}:{:x}", s[0], s[1], s[2], s[3])
+}
+
+#[test]
+fn a_plain_command_has_its_ula_address_and_default_route_before_it_starts() {
+    let env = TestEnv::new();
+    let img = env.busybox("six");
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               $NETSPAWN -q -n --bind={ctl}:/ctl -D {img} /bin/sh -c 'echo guest=$(ip -6 -o addr show dev host0 scope global); echo route=$(ip -6 route show default); ping6 -c1 -W5 $(ip -6 route show default | cut -d" " -f3)%host0 >/dev/null && echo ROUTER-OK; touch /ctl/started; {HOLD}' &
+               for t in $(seq 600); do [ -e {ctl}/started ] && break; sleep 0.05; done
+               echo host=$(ip -6 -o addr show dev ve-six scope global)
+               touch {ctl}/stop; wait
+               cat $NETSPAWN_STATE_DIR/pools.json"#,
+            img = img.display(),
+            ctl = env.hold_dir().display()
+        ),
+        90,
+    );
+    let out = &r.stdout;
+    let guest = field(out, "guest=").and_then(inet6).unwrap_or_else(|| {
+        panic!(
+            "the payload starts with a global IPv6 address: {out}\n{}",
+            r.stderr
+        )
+    });
+    let host = field(out, "host=")
+        .and_then(inet6)
+        .expect("ve-six has PREFIX::1");
+    assert!(host.ends_with("::1/64"), "{host}");
+    assert!(host.starts_with("fd"), "a unique local address: {host}");
+    assert!(guest.ends_with("/64"), "{guest}");
+    assert_eq!(slash64(guest), slash64(host), "SLAAC in the link's /64");
+    assert!(
+        field(out, "route=").is_some_and(|r| r.starts_with("default via fe80::1 dev host0")),
+        "{out}"
+    );
+    assert!(out.contains("ROUTER-OK"), "{out}");
+    // The /48 is random and kept with the pools.
+    assert!(out.contains("\"ula_site\": \"fd"), "{out}");
+}
+
+#[test]
+fn aaaa_and_ptr_from_netd_and_both_families_from_nss() {
+    let env = TestEnv::new();
+    let img = env.busybox("web");
+    let lib = env.dir.join("nsslib");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::copy(
+        bin("libnss_mymachines.so"),
+        lib.join("libnss_mymachines.so.2"),
+    )
+    .unwrap();
+    let conf = env.dir.join("nsswitch.conf");
+    std::fs::write(&conf, "hosts: files mymachines\n").unwrap();
+    let r = env.sh(
+        &format!(
+            r#"mount --bind {conf} /etc/nsswitch.conf && export LD_LIBRARY_PATH={lib}
+               ip link set lo up
+               $NETSPAWN -q -n --bind={ctl}:/ctl -D {img} /bin/sh -c '{HOLD}' &
+               for t in $(seq 600); do grep -q '^ADDRESSES=.*:' $NETSPAWN_RUN_DIR/machines/web 2>/dev/null && grep -q '^ADDRESSES=.*\.' $NETSPAWN_RUN_DIR/machines/web && break; sleep 0.05; done
+               grep ^ADDRESSES= $NETSPAWN_RUN_DIR/machines/web
+               own=$(ip -6 -o addr show dev ve-web scope global | grep -o 'fd[0-9a-f:]*::1')
+               echo aaaa=$(dig +short +time=2 +tries=3 @$own web AAAA)
+               echo a-over-v6=$(dig +short +time=2 +tries=3 @$own web A)
+               v6=$(dig +short +time=2 +tries=3 @$own web AAAA | head -1)
+               echo ptr=$(dig +short +time=2 +tries=3 @$own -x $v6)
+               echo ahosts=$(getent ahosts web | cut -d' ' -f1 | sort -u | tr '\n' ' ')
+               echo first=$(getent ahosts web | head -1 | cut -d' ' -f1)
+               touch {ctl}/stop; wait"#,
+            conf = conf.display(),
+            lib = lib.display(),
+            img = img.display(),
+            ctl = env.hold_dir().display()
+        ),
+        90,
+    );
+    let out = &r.stdout;
+    let addrs = field(out, "ADDRESSES=").unwrap_or_else(|| panic!("{out}\n{}", r.stderr));
+    let v6: Vec<&str> = addrs
+        .split_whitespace()
+        .filter(|a| a.contains(':'))
+        .collect();
+    let v4: Vec<&str> = addrs
+        .split_whitespace()
+        .filter(|a| a.contains('.'))
+        .collect();
+    assert_eq!(v6.len(), 1, "the SLAAC address is registered: {out}");
+    assert!(v6[0].starts_with("fd"), "{out}");
+    assert!(
+        !addrs.contains("fe80"),
+        "link-local is not registered: {out}"
+    );
+    assert_eq!(field(out, "aaaa="), Some(v6[0]), "{out}");
+    assert_eq!(field(out, "a-over-v6="), Some(v4[0]), "{out}");
+    assert_eq!(field(out, "ptr="), Some("web."), "{out}");
+    let ahosts = field(out, "ahosts=").unwrap_or("");
+    assert!(
+        ahosts.contains(v6[0]) && ahosts.contains(v4[0]),
+        "getent ahosts gives both families: {out}"
+    );
+    assert!(
+        !field(out, "first=").unwrap_or("fe80").starts_with("fe80"),
+        "{out}"
+    );
+}
+
+/// A busybox image serving `/www` on port 80 (and `/cgi-bin/ip`, which
+/// answers the client's address) and a second server on port 81 that is
+/// never published.
+fn web_image(env: &TestEnv, name: &str) -> PathBuf {
+    let img = env.busybox(name);
+    std::fs::create_dir_all(img.join("www/cgi-bin")).unwrap();
+    std::fs::write(img.join("www/index.html"), format!("hello from {name}\n")).unwrap();
+    let cgi = img.join("www/cgi-bin/ip");
+    std::fs::write(
+        &cgi,
+        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"client=$REMOTE_ADDR\"\n",
+    )
+    .unwrap();
+    let st = Command::new("chmod").arg("755").arg(&cgi).status().unwrap();
+    assert!(st.success());
+    img
+}
+
+#[test]
+fn ipv6_masquerade_forwards_hairpin_and_no_unpublished_port() {
+    let env = TestEnv::new();
+    let img = web_image(&env, "www6");
+    let img2 = env.busybox("other6");
+    // The internet: a namespace behind up0 with 2001:db8:1::2 and no route
+    // to the containers' unique local addresses.
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               unshare --net sleep 120 & inet=$!
+               for t in $(seq 100); do [ "$(readlink /proc/$inet/ns/net)" != "$(readlink /proc/self/ns/net)" ] && break; sleep 0.05; done
+               ip link add up0 type veth peer name up1 netns /proc/$inet/ns/net
+               ip addr add 2001:db8:1::1/64 dev up0 nodad && ip link set up0 up
+               nsenter --net=/proc/$inet/ns/net sh -c 'ip link set lo up; ip addr add 2001:db8:1::2/64 dev up1 nodad; ip link set up1 up'
+               ip -6 route add default via 2001:db8:1::2
+               # The host forwards IPv6 on its uplink already (netd adds no guard of its
+               # own there): unpublished ports must stay unreachable all the same.
+               sysctl -qw net.ipv6.conf.up0.force_forwarding=1
+               get() {{ python3 -c "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode().strip())" "$1" 2>/dev/null; }}
+               inet_get() {{ nsenter --net=/proc/$inet/ns/net python3 -c "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode().strip())" "$1" 2>/dev/null; }}
+               $NETSPAWN -q -n -p 8080:80 --bind={ctl}:/ctl -D {img} /bin/sh -c 'httpd -p 81 -h /www; httpd -f -p 80 -h /www & {HOLD}; kill %1' &
+               for t in $(seq 300); do out=$(inet_get "http://[2001:db8:1::1]:8080/cgi-bin/ip") && [ -n "$out" ] && break; sleep 0.1; done
+               echo from-internet=$out
+               echo from-host=$(get "http://[2001:db8:1::1]:8080/index.html")
+               c6=$(grep ^ADDRESSES= $NETSPAWN_RUN_DIR/machines/www6 | grep -o 'fd[0-9a-f:]*' | head -1)
+               own=$(ip -6 -o addr show dev ve-www6 scope global | grep -o 'fd[0-9a-f:]*::1')
+               prefix=${{own%::1}}
+               leader=$(grep ^LEADER= $NETSPAWN_RUN_DIR/machines/www6 | cut -d= -f2)
+               echo c6=$c6
+               $NETSPAWNCTL shell www6 /bin/sh -c 'ping6 -c1 -W3 2001:db8:1::2 >/dev/null && echo MASQ-OK; printf "GET /index.html HTTP/1.0\r\n\r\n" | nc -w 3 2001:db8:1::1 8080 | tail -1 | sed s/^/hairpin=/'
+               # The internet learns a route to the containers: still only the published port.
+               nsenter --net=/proc/$inet/ns/net ip -6 route add $prefix::/64 via 2001:db8:1::1
+               echo unpublished=$(inet_get "http://[$c6]:81/index.html")
+               echo direct=$(inet_get "http://[$c6]:80/index.html")
+               # The same port for another machine: one clear error.
+               $NETSPAWN -q -n -p 8080:80 -D {img2} /bin/true; echo busy-rc=$?
+               # The machine's address changes: the forward follows it.
+               # (No SLAAC address comes back with the next advertisement.)
+               new=$prefix::99
+               nsenter --net=/proc/$leader/ns/net sh -c "sysctl -qw net.ipv6.conf.host0.autoconf=0 && ip -6 addr add $new/64 dev host0 nodad && ip -6 addr del $c6/64 dev host0"
+               for t in $(seq 300); do grep -q "^ADDRESSES=.*$new" $NETSPAWN_RUN_DIR/machines/www6 && ! grep -q "$c6" $NETSPAWN_RUN_DIR/machines/www6 && break; sleep 0.1; done
+               for t in $(seq 300); do out=$(inet_get "http://[2001:db8:1::1]:8080/index.html") && [ -n "$out" ] && break; sleep 0.1; done
+               echo moved=$out
+               touch {ctl}/stop; wait %2
+               echo after=$(inet_get "http://[2001:db8:1::1]:8080/index.html")
+               kill $inet"#,
+            img = img.display(),
+            img2 = img2.display(),
+            ctl = env.hold_dir().display()
+        ),
+        180,
+    );
+    let out = &r.stdout;
+    assert!(
+        field(out, "from-internet=").is_some_and(|l| l.contains("2001:db8:1::2")),
+        "reached over IPv6, the client's address preserved: {out}\n{}",
+        r.stderr
+    );
+    assert_eq!(field(out, "from-host="), Some("hello from www6"), "{out}");
+    assert!(out.contains("MASQ-OK"), "IPv6 masquerade: {out}");
+    assert_eq!(
+        field(out, "hairpin="),
+        Some("hello from www6"),
+        "hairpin: {out}"
+    );
+    assert_eq!(field(out, "unpublished="), Some(""), "{out}");
+    assert_eq!(field(out, "direct="), Some(""), "{out}");
+    assert!(out.contains("busy-rc=1"), "{out}");
+    assert!(
+        r.stderr
+            .contains("port 8080/tcp is already forwarded to machine www6"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(field(out, "moved="), Some("hello from www6"), "{out}");
+    assert_eq!(
+        field(out, "after="),
+        Some(""),
+        "rules go with the machine: {out}"
+    );
+}
+
+#[test]
+fn bad_ipv6_input_is_one_clear_error_and_leaves_nothing() {
+    let env = TestEnv::new();
+    let img = env.busybox("badsix");
+    // An invalid IPv6 key: refused when netd loads its templates.
+    let bad = env.dir.join("bad-network");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("80-container-ve.network"),
+        "[Match]\nName=ve-*\n[Network]\nAddress=0.0.0.0/28\nDHCPServer=yes\n\
+         IPv6SendRA=yes\n[IPv6Prefix]\nPrefix=fe80::/64\n",
+    )
+    .unwrap();
+    // A prefix that collides with a route the host has.
+    let clash = env.dir.join("clash-network");
+    std::fs::create_dir_all(&clash).unwrap();
+    std::fs::write(
+        clash.join("80-container-ve.network"),
+        "[Match]\nName=ve-*\n[Network]\nAddress=0.0.0.0/28\nDHCPServer=yes\n\
+         IPv6SendRA=yes\n[IPv6Prefix]\nPrefix=fd42:1:2:3::/64\n",
+    )
+    .unwrap();
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               NETSPAWN_NETWORK_PATH={bad} $NETSPAWN -q -n -D {img} /bin/true; echo bad-rc=$?
+               echo bad-links=$(ip -o link | wc -l)
+               ip link add up0 type veth peer name up1 && ip link set up0 up
+               ip -6 route add fd42::/16 dev up0
+               NETSPAWN_NETWORK_PATH={clash} $NETSPAWN -q -n -D {img} /bin/true; echo clash-rc=$?
+               echo clash-links=$(ip -o link | grep -c ve-)
+               echo registry=$(ls $NETSPAWN_RUN_DIR/machines | wc -l)"#,
+            bad = bad.display(),
+            clash = clash.display(),
+            img = img.display()
+        ),
+        90,
+    );
+    let out = &r.stdout;
+    let errs: Vec<&str> = r.stderr.lines().collect();
+    assert!(out.contains("bad-rc=1"), "{out}\n{}", r.stderr);
+    assert!(out.contains("bad-links=1\n"), "{out}");
+    assert!(
+        errs.iter().any(
+            |l| l.contains("80-container-ve.network:8:") && l.contains("Invalid Prefix= value")
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(out.contains("clash-rc=1"), "{out}\n{}", r.stderr);
+    assert!(out.contains("clash-links=0\n"), "{out}");
+    assert!(out.contains("registry=0\n"), "{out}");
+    assert!(
+        errs.iter()
+            .any(|l| l.contains("Prefix=fd42:1:2:3::/64 overlaps fd42::/16")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(errs.len(), 2, "one line each: {}", r.stderr);
+}
+
+#[test]
+fn malformed_router_solicitations_are_dropped_counted_and_survived() {
+    if !have("rdisc6") {
+        skip(
+            "malformed_router_solicitations_are_dropped_counted_and_survived",
+            "no rdisc6 (Debian package ndisc6)",
+        );
+        return;
+    }
+    let env = TestEnv::new();
+    let img = env.busybox("rs");
+    // netd by hand in the foreground, its log kept; then a machine whose
+    // namespace sends netd broken solicitations and a good one.
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               RUST_LOG=info $(dirname $NETSPAWN)/netspawn-netd --foreground --idle-exit 60 2>$NETSPAWN_STATE_DIR/netd.log &
+               for t in $(seq 200); do grep -q "netd ready" $NETSPAWN_STATE_DIR/netd.log 2>/dev/null && break; sleep 0.05; done
+               $NETSPAWN -q -n --bind={ctl}:/ctl -D {img} /bin/sh -c '{HOLD}' &
+               for t in $(seq 600); do [ -e $NETSPAWN_RUN_DIR/machines/rs ] && break; sleep 0.05; done
+               leader=$(grep ^LEADER= $NETSPAWN_RUN_DIR/machines/rs | cut -d= -f2)
+               nsenter --net=/proc/$leader/ns/net python3 - <<'PY'
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"host0")
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+idx = socket.if_nametoindex("host0")
+bad = [
+    b"\x85\x01" + bytes(6),                      # RS with a code other than 0
+    b"\x85\x00" + bytes(6) + b"\x01\x00" + bytes(6),  # an option of length 0
+    b"\x85\x00" + bytes(6) + b"\x01\x02" + bytes(6),  # an option past the end
+    b"\x86\x00" + bytes(6),                      # an RA cut short
+]
+for b in bad:
+    s.sendto(b, ("ff02::2", 0, 0, idx))
+PY
+               for t in $(seq 200); do grep -q "dropped 4 malformed router discovery" $NETSPAWN_STATE_DIR/netd.log && break; sleep 0.05; done
+               nsenter --net=/proc/$leader/ns/net rdisc6 -1 -w 2000 host0 | grep -E "Prefix|Recursive DNS"
+               grep -o "dropped [0-9]* malformed router discovery packet(s) so far" $NETSPAWN_STATE_DIR/netd.log | tail -1
+               touch {ctl}/stop; wait %2"#,
+            img = img.display(),
+            ctl = env.hold_dir().display()
+        ),
+        90,
+    );
+    let out = &r.stdout;
+    assert!(
+        out.contains("dropped 4 malformed router discovery packet(s) so far"),
+        "{out}\n{}",
+        r.stderr
+    );
+    assert!(out.contains(" Prefix "), "netd still answers: {out}");
+    assert!(out.contains("Recursive DNS server"), "{out}");
+}
+
+fn debian_cache() -> PathBuf {
+    std::env::var_os("NETSPAWN_TEST_DEBIAN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/netspawn-test/debian-bookworm"))
+}
+
+#[test]
+fn a_booted_debian_guest_takes_its_address_from_our_router_advertisements() {
+    let env = TestEnv::new();
+    let cache = debian_cache();
+    if !cache.join("usr/lib/systemd/systemd").exists() {
+        skip(
+            "a_booted_debian_guest_takes_its_address_from_our_router_advertisements",
+            "no cached Debian image (t060_boot_debian makes it)",
+        );
+        return;
+    }
+    let img = env.image_dir().join("deb6");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&cache)
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The guest's own systemd-networkd (stock 80-container-host0.network).
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               $NETSPAWN -q -b -n -D {img} >/dev/null 2>&1 &
+               for t in $(seq 600); do grep -q '^ADDRESSES=.*fd[0-9a-f]*:' $NETSPAWN_RUN_DIR/machines/deb6 2>/dev/null && break; sleep 0.1; done
+               echo host=$(ip -6 -o addr show dev ve-deb6 scope global)
+               grep ^ADDRESSES= $NETSPAWN_RUN_DIR/machines/deb6
+               $NETSPAWNCTL shell deb6 /bin/sh -c 'for i in $(seq 100); do r=$(ip -6 route show default); [ -n "$r" ] && break; sleep 0.1; done; echo route=$r'
+               $NETSPAWNCTL poweroff deb6; wait"#,
+            img = img.display()
+        ),
+        180,
+    );
+    let out = &r.stdout;
+    let host = field(out, "host=")
+        .and_then(inet6)
+        .unwrap_or_else(|| panic!("{out}\n{}", r.stderr));
+    let addrs = field(out, "ADDRESSES=").unwrap_or("");
+    let v6 = addrs
+        .split_whitespace()
+        .find(|a| a.starts_with("fd"))
+        .unwrap_or_else(|| panic!("networkd took an address from the RA: {out}"));
+    assert_eq!(slash64(v6), slash64(host), "{out}");
+    assert!(
+        field(out, "route=").is_some_and(|r| r.contains("via fe80::1")),
+        "{out}"
+    );
+}
