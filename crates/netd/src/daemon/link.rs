@@ -354,13 +354,16 @@ fn start_dhcp(
     if !file.network.dhcp_server {
         return None;
     }
-    let cfg = match dhcp_config(file, v4) {
+    let mut cfg = match dhcp_config(file, v4) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{name}: DHCP server: {e}");
             return None;
         }
     };
+    // Options 15 and 119: ZONE.netspawn, netspawn.
+    cfg.search = dns::search_domains(name);
+    cfg.domain = cfg.search.first().cloned();
     let lease_path = ctx
         .lock()
         .paths
@@ -411,11 +414,17 @@ fn start_dhcp(
 /// `DNS=` servers if it has any, else to the host's.
 async fn serve_dns(ctx: &Ctx, name: &str, index: u32, file: &NetworkFile, v4: Ipv4Network) {
     let addr = IpAddr::V4(v4.ip());
+    // `DNSDefaultRoute=no`: an internal link, nothing forwarded upstream.
+    let internal = file.network.dns_default_route == Some(false);
     let r = if file.network.dns.is_empty() {
+        ctx.dns.set_link_internal(index, internal);
         ctx.dns.add_link_listener(addr, index).await
     } else {
         match upstream_dns(ctx, &file.network.dns) {
-            Ok(server) => server.add_link_listener(addr, index).await,
+            Ok(server) => {
+                server.set_link_internal(index, internal);
+                server.add_link_listener(addr, index).await
+            }
             Err(e) => {
                 tracing::error!("{name}: DNS: {e}");
                 return;
@@ -530,6 +539,7 @@ pub(super) async fn on_del_link(ctx: &Arc<Ctx>, link: &Link) {
         if let Some(IpNetwork::V4(v4)) = l.address {
             let ip = IpAddr::V4(v4.ip());
             ctx.dns.remove_listener(ip);
+            ctx.dns.set_link_internal(link.index, false);
             for l in ctx
                 .link_dns
                 .lock()
@@ -537,6 +547,7 @@ pub(super) async fn on_del_link(ctx: &Arc<Ctx>, link: &Link) {
                 .values()
             {
                 l.server.remove_listener(ip);
+                l.server.set_link_internal(link.index, false);
             }
         }
         tracing::info!("{name}: released");

@@ -167,6 +167,8 @@ pub fn parse(p: &[u8]) -> Option<FastQuery> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Answers {
     count: u16,
+    /// Records in the authority section (the SOA of a NODATA answer).
+    ns_count: u16,
     bytes: Box<[u8]>,
 }
 
@@ -192,7 +194,15 @@ impl FastTable {
         let mut table = FastTable::default();
         let mut candidates: Vec<Name> = Vec::new();
         for (machine, addrs) in dir.machines() {
-            if let Ok(n) = Name::from_ascii(machine) {
+            // `host` depends on the link a query arrives on: never cached.
+            let is_host = machine == super::answer::HOST_NAME;
+            if let Ok(n) = Name::from_ascii(machine).map_err(|_| ()).and_then(|n| {
+                if is_host {
+                    Err(())
+                } else {
+                    Ok(n)
+                }
+            }) {
                 if let Some(domain) = names.domain_name() {
                     if let Ok(full) = n.clone().append_domain(&domain) {
                         candidates.push(full);
@@ -263,10 +273,12 @@ fn precompute(
     let m = reply.message;
     if m.metadata.response_code != ResponseCode::NoError
         || !m.metadata.authoritative
-        || !m.authorities.is_empty()
         || !m.additionals.is_empty()
     {
         return None;
+    }
+    if !m.authorities.is_empty() {
+        return nodata_tail(&m, name);
     }
     let mut bytes = Vec::new();
     for r in &m.answers {
@@ -288,7 +300,31 @@ fn precompute(
     }
     Some(Answers {
         count: u16::try_from(m.answers.len()).ok()?,
+        ns_count: 0,
         bytes: bytes.into_boxed_slice(),
+    })
+}
+
+/// A NODATA reply's authority section (one SOA) as the general path
+/// encodes it, cut from its encoding: every name in it is the question's
+/// apex (a suffix of the question as the client spelt it, so a pointer
+/// into the question) or a label before it, so the bytes are the same for
+/// every spelling of the name, and pointers within them depend only on
+/// the question's length, which is the same too.
+fn nodata_tail(m: &Message, name: &Name) -> Option<Answers> {
+    let [soa] = m.authorities.as_slice() else {
+        return None;
+    };
+    if !m.answers.is_empty() || soa.ttl != LOCAL_TTL || !matches!(soa.data, RData::SOA(_)) {
+        return None;
+    }
+    let bytes = m.to_vec().ok()?;
+    let question = HEADER + name.to_bytes().ok()?.len() + 4;
+    let tail = bytes.get(question..)?;
+    Some(Answers {
+        count: 0,
+        ns_count: 1,
+        bytes: tail.into(),
     })
 }
 
@@ -322,8 +358,8 @@ pub fn answer(req: &[u8], table: &FastTable, out: &mut [u8]) -> Option<usize> {
         1,
         (ans.count >> 8) as u8,
         ans.count as u8,
-        0,
-        0,
+        (ans.ns_count >> 8) as u8,
+        ans.ns_count as u8,
         0,
         u8::from(!opt.is_empty()),
     ];

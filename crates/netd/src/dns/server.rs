@@ -18,7 +18,7 @@
 //! listener by the weak-host model; its queries are dropped and counted
 //! ([`StatsSnapshot::dropped_foreign`]), never forwarded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -29,7 +29,8 @@ use tokio::sync::Semaphore;
 
 use super::answer::LocalNames;
 use super::directory::MachineDirectory;
-use super::shared::{Arrivals, Inner};
+use super::llmnr::LlmnrListener;
+use super::shared::{ArrivalSet, Arrivals, Inner};
 pub use super::shared::{Stats, StatsSnapshot};
 use super::tcp::{TcpListenerTask, MAX_TCP_CONNECTIONS};
 use super::udp::UdpListener;
@@ -46,10 +47,13 @@ const MAX_FORWARDS_IN_FLIGHT: usize = 256;
 pub struct DnsConfig {
     /// Port to listen on (53; tests may pick another).
     pub port: u16,
-    /// Local naming (optional domain).
+    /// Local naming (optional domain; netd's daemon uses
+    /// [`DEFAULT_DOMAIN`](super::answer::DEFAULT_DOMAIN)).
     pub names: LocalNames,
     /// Where forwarded queries go.
     pub upstream: UpstreamConfig,
+    /// Whether links served get an LLMNR responder ([`super::llmnr`]).
+    pub llmnr: bool,
 }
 
 impl Default for DnsConfig {
@@ -58,6 +62,7 @@ impl Default for DnsConfig {
             port: 53,
             names: LocalNames::new(),
             upstream: UpstreamConfig::default(),
+            llmnr: true,
         }
     }
 }
@@ -78,6 +83,13 @@ pub struct DnsServer {
     inner: Arc<Inner>,
     port: u16,
     listeners: Mutex<HashMap<SocketAddr, Listener>>,
+    /// LLMNR sockets, by link and family (true: IPv6), one for each link
+    /// served with an address of that family.
+    llmnr: Mutex<HashMap<(u32, bool), LlmnrListener>>,
+    /// Links that are internal: nothing asked there goes upstream.
+    internal: Mutex<HashSet<u32>>,
+    /// Whether link listeners get an LLMNR responder.
+    llmnr_on: bool,
 }
 
 impl DnsServer {
@@ -96,7 +108,27 @@ impl DnsServer {
             }),
             port: config.port,
             listeners: Mutex::new(HashMap::new()),
+            llmnr: Mutex::new(HashMap::new()),
+            internal: Mutex::new(HashSet::new()),
+            llmnr_on: config.llmnr,
         }
+    }
+
+    /// Marks the link `ifindex` internal (or not): names that are not
+    /// machines' (or the host's) are REFUSED to queries arriving there,
+    /// never forwarded upstream. Set it before the link's listener is
+    /// added, so that no query sees the link otherwise.
+    pub fn set_link_internal(&self, ifindex: u32, internal: bool) {
+        {
+            let mut set = self.internal.lock().unwrap_or_else(|p| p.into_inner());
+            if internal {
+                set.insert(ifindex);
+            } else {
+                set.remove(&ifindex);
+            }
+        }
+        let listeners = self.listeners();
+        self.update_arrivals(&listeners);
     }
 
     fn listeners(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Listener>> {
@@ -146,8 +178,55 @@ impl DnsServer {
     fn update_arrivals(&self, listeners: &HashMap<SocketAddr, Listener>) {
         let lo = nix::net::if_::if_nametoindex("lo").unwrap_or(1);
         let mut allowed = vec![lo];
-        allowed.extend(listeners.values().filter_map(|l| l.ifindex));
-        self.inner.arrivals.set(allowed);
+        let mut hosts: HashMap<u32, Vec<IpAddr>> = HashMap::new();
+        let mut sorted: Vec<_> = listeners.iter().collect();
+        sorted.sort_by_key(|(sa, _)| (sa.is_ipv6(), **sa));
+        for (sa, l) in sorted {
+            // `host` from the host itself is the loopback listeners'.
+            let ix = l.ifindex.unwrap_or(lo);
+            allowed.push(ix);
+            hosts.entry(ix).or_default().push(sa.ip());
+        }
+        let internal = self
+            .internal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        self.inner
+            .arrivals
+            .set(ArrivalSet::new(allowed, hosts, internal));
+    }
+
+    /// Starts LLMNR on the link `ifindex` for `addr`'s family if it has
+    /// none yet. A failure costs LLMNR only (DNS still serves the link).
+    fn start_llmnr(&self, ifindex: u32, addr: IpAddr) {
+        if !self.llmnr_on || addr.is_loopback() {
+            return;
+        }
+        let mut llmnr = self.llmnr.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (ifindex, addr.is_ipv6());
+        if llmnr.contains_key(&key) {
+            return;
+        }
+        match LlmnrListener::start(ifindex, addr, self.inner.clone()) {
+            Ok(l) => {
+                llmnr.insert(key, l);
+            }
+            Err(e) => tracing::warn!(ifindex, %addr, err = %e, "LLMNR"),
+        }
+    }
+
+    /// Stops the LLMNR sockets of links (and families) no listener serves
+    /// any more.
+    fn prune_llmnr(&self, listeners: &HashMap<SocketAddr, Listener>) {
+        let mut llmnr = self.llmnr.lock().unwrap_or_else(|p| p.into_inner());
+        llmnr.retain(|(ix, v6), _| {
+            listeners
+                .iter()
+                .any(|(sa, l)| l.ifindex == Some(*ix) && sa.is_ipv6() == *v6)
+        });
     }
 
     fn add_socket_addr(
@@ -165,6 +244,10 @@ impl DnsServer {
                 // The address moved to another link.
                 l.ifindex = ifindex;
                 self.update_arrivals(&listeners);
+                self.prune_llmnr(&listeners);
+                if let Some(ix) = ifindex {
+                    self.start_llmnr(ix, sa.ip());
+                }
             }
             return Ok(sa);
         }
@@ -186,6 +269,9 @@ impl DnsServer {
         self.inner
             .upstream
             .set_own_addresses(listeners.keys().map(|k| k.ip()));
+        if let Some(ix) = ifindex {
+            self.start_llmnr(ix, sa.ip());
+        }
         tracing::debug!(%sa, "DNS listening");
         Ok(sa)
     }
@@ -198,6 +284,7 @@ impl DnsServer {
         let removed = listeners.len() != before;
         if removed {
             self.update_arrivals(&listeners);
+            self.prune_llmnr(&listeners);
             self.inner
                 .upstream
                 .set_own_addresses(listeners.keys().map(|k| k.ip()));
@@ -221,6 +308,7 @@ impl DnsServer {
     /// Stops every listener.
     pub fn shutdown(&self) {
         self.listeners().clear();
+        self.llmnr.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 

@@ -102,6 +102,10 @@ pub struct Network {
     /// `KeepMaster=`: leave the link in its bridge. netd never changes a
     /// link's master, so it only affects the link-local default.
     pub keep_master: bool,
+    /// `DNSDefaultRoute=`: `Some(false)` makes the link internal for netd's
+    /// DNS: names that are not machines' are refused there, never
+    /// forwarded upstream (with `IPMasquerade=no`, an internal zone).
+    pub dns_default_route: Option<bool>,
 }
 
 impl Network {

@@ -152,6 +152,14 @@ static KEYS: &[Key<NetworkFile>] = &[
         f.network.dhcp = families;
         Ok(note)
     }),
+    Key::parse("Network", "DNSDefaultRoute", |f, v| {
+        f.network.dns_default_route = if v.is_empty() {
+            None
+        } else {
+            Some(values::boolean(v)?)
+        };
+        Ok(None)
+    }),
     Key::parse("Network", "KeepMaster", |f, v| {
         f.network.keep_master = values::boolean(v)?;
         Ok(None)
@@ -176,7 +184,6 @@ static KEYS: &[Key<NetworkFile>] = &[
     Key::ignored("Network", "Gateway"),
     Key::ignored("Network", "GatewayOnLink"),
     Key::ignored("Network", "Domains"),
-    Key::ignored("Network", "DNSDefaultRoute"),
     Key::ignored("Network", "NTP"),
     Key::ignored("Network", "IPForward"),
     Key::ignored("Network", "IPv4Forwarding"),
