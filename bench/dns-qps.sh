@@ -12,31 +12,43 @@
 # address, as aardvark-dns answers only its containers). The clients run in
 # the same namespace (netd answers queries that arrive over loopback).
 #
-# Usage: bench/dns-qps.sh [--secs S] [--reps N] [--out FILE]   (root)
-#   needs target/release/netspawn-netd and target/release/examples/dnsload
-#   (cargo build --release -p netspawn-netd --bins --example dnsload).
+# Usage: bench/dns-qps.sh [--secs S] [--reps N] [--quick] [--no-build]   (root)
+#   --secs S    length of each measurement (default 5)
+#   --reps N    rounds over every cell, interleaved (default 3); medians reported
+#   --quick     --secs 1 --reps 1
+#   --no-build  use target/release/netspawn-netd and target/release/examples/dnsload as they are
+# Writes bench/results/dns-qps.json (every sample) and dns-qps.md (medians, ratios).
 set -euo pipefail
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SECS=3 REPS=1 OUT=""
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+SECS=5 REPS=3
 while (($#)); do
     case $1 in
     --secs) SECS=${2:?}; shift ;;
     --reps) REPS=${2:?}; shift ;;
-    --out) OUT=${2:?}; shift ;;
-    *) echo "unknown option: $1" >&2; exit 2 ;;
+    --quick) SECS=1 REPS=1 ;;
+    --no-build) export BENCH_NO_BUILD=1 ;;
+    *) die "unknown option: $1" ;;
     esac
     shift
 done
-NETD=${NETD:-$REPO/target/release/netspawn-netd}
-LOAD=${DNSLOAD:-$REPO/target/release/examples/dnsload}
-AARDVARK=/usr/lib/podman/aardvark-dns
-for x in "$NETD" "$LOAD" "$AARDVARK"; do [ -x "$x" ] || { echo "missing $x" >&2; exit 1; }; done
-for c in dnsmasq dnsperf dig; do command -v $c >/dev/null || { echo "missing $c" >&2; exit 1; }; done
-[ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
-
+need_root
 if [ -z "${DNS_QPS_INNER:-}" ]; then
-    exec env DNS_QPS_INNER=1 unshare -n -m --propagation private "$0" --secs "$SECS" --reps "$REPS" ${OUT:+--out "$OUT"}
+    ensure_packages python3 iproute2 util-linux dnsmasq-base aardvark-dns dnsperf bind9-dnsutils
+    if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+        command -v cargo >/dev/null || PATH=$HOME/.cargo/bin:$PATH
+        log "building netd and dnsload: cargo build --release -p netspawn-netd --bins --example dnsload"
+        (cd "$REPO_DIR" && cargo build --release --quiet -p netspawn-netd --bins --example dnsload) ||
+            die "cargo build failed"
+    fi
+    exec env DNS_QPS_INNER=1 BENCH_NO_BUILD=1 unshare -n -m --propagation private "$0" --secs "$SECS" --reps "$REPS"
 fi
+TARGET=${CARGO_TARGET_DIR:-$REPO_DIR/target}
+NETD=$TARGET/release/netspawn-netd
+LOAD=$TARGET/release/examples/dnsload
+AARDVARK=/usr/lib/podman/aardvark-dns
+for x in "$NETD" "$LOAD" "$AARDVARK"; do [ -x "$x" ] || die "missing $x"; done
+REPO=$REPO_DIR
+OUT=$RESULTS_DIR/dns-qps.json
 
 WORK=$(mktemp -d /tmp/netd-qps.XXXXXX)
 PIDS=()
@@ -106,24 +118,43 @@ for rep in $(seq "$REPS"); do
             done
         done
     done
-done
-# dnsload checked against dnsperf where dnsperf does not stall: 100 in flight.
-for t in A AAAA; do
-    printf 'web %s\n' "$t" >"$WORK/q-$t"
-    for c in 1 4; do
-        for s in netd dnsmasq aardvark; do
-            qps=$(dnsperf -s "${SRV[$s]}" -d "$WORK/q-$t" -c "$c" -q 100 -l "$SECS" 2>/dev/null |
-                awk '/Queries per second/ {print $4}')
-            echo "{\"tool\": \"dnsperf\", \"server\": \"$s\", \"type\": \"$t\", \"clients\": $c, \"inflight\": 100, \"qps\": ${qps:-0}}" >>"$RESULTS"
-            printf 'dnsperf %-8s %-4s -c%d -q100 %s QPS\n' "$s" "$t" "$c" "${qps:-?}"
+    # dnsload checked against dnsperf where dnsperf does not stall: 100 in flight.
+    for t in A AAAA; do
+        printf 'web %s\n' "$t" >"$WORK/q-$t"
+        for c in 1 4; do
+            for s in netd dnsmasq aardvark; do
+                qps=$(dnsperf -s "${SRV[$s]}" -d "$WORK/q-$t" -c "$c" -q 100 -l "$SECS" 2>/dev/null |
+                    awk '/Queries per second/ {print $4}')
+                echo "{\"tool\": \"dnsperf\", \"server\": \"$s\", \"type\": \"$t\", \"clients\": $c, \"inflight\": 100, \"rep\": $rep, \"qps\": ${qps:-0}}" >>"$RESULTS"
+                printf 'dnsperf %-8s %-4s -c%d -q100 %s QPS\n' "$s" "$t" "$c" "${qps:-?}"
+            done
         done
     done
 done
-if [ -n "$OUT" ]; then
-    python3 - "$RESULTS" "$OUT" "$LOADAVG" "$SECS" <<'PY'
-import json, sys, datetime
+LOADEND=$(cut -d' ' -f1-3 /proc/loadavg)
+mkdir -p "$RESULTS_DIR"
+"$PY" - "$RESULTS" "$OUT" "$LOADAVG" "$LOADEND" "$SECS" "$REPS" <<'PY'
+import datetime, json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-json.dump({"date": datetime.datetime.utcnow().isoformat() + "Z", "load_average_at_start": sys.argv[3],
-           "secs": float(sys.argv[4]), "rows": rows}, open(sys.argv[2], "w"), indent=1)
+out = sys.argv[2]
+doc = {"benchmark": "dns-qps", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+       "load_average_at_start": sys.argv[3], "load_average_at_end": sys.argv[4],
+       "secs": float(sys.argv[5]), "reps": int(sys.argv[6]), "rows": rows}
+json.dump(doc, open(out, "w"), indent=1)
+med = {}
+for r in rows:
+    q = r["r"]["qps"] if r["tool"] == "dnsload" else r["qps"]
+    med.setdefault((r["tool"], r["type"], r["clients"], r["inflight"], r["server"]), []).append(q)
+lines = [f"# DNS QPS: netd, dnsmasq, aardvark-dns ({doc['date'][:16]} UTC)", "",
+         f"Median QPS of {doc['reps']} x {doc['secs']:g} s per cell, `web` A and AAAA; load average "
+         f"{doc['load_average_at_start']} at start, {doc['load_average_at_end']} at end (2 cores).", "",
+         "| tool | type | clients | in flight | netd | dnsmasq | aardvark-dns | netd/dnsmasq | netd/aardvark |",
+         "|---|---|---|---|---|---|---|---|---|"]
+for (tool, t, c, q, s) in sorted(k for k in med if k[4] == "netd"):
+    m = {srv: statistics.median(med.get((tool, t, c, q, srv), [0])) for srv in ("netd", "dnsmasq", "aardvark")}
+    ratio = lambda a, b: f"{a / b:.2f}x" if b else "-"
+    lines.append(f"| {tool} | {t} | {c} | {q} | {m['netd']:.0f} | {m['dnsmasq']:.0f} | {m['aardvark']:.0f} | "
+                 f"{ratio(m['netd'], m['dnsmasq'])} | {ratio(m['netd'], m['aardvark'])} |")
+open(out[:-5] + ".md", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
 PY
-fi

@@ -120,6 +120,7 @@ fn dig_regression_suite_against_a_zone() {
            echo "== aaaa-answer"; $D +noall +answer alpha AAAA
            echo "== nxdomain-zone"; $D nope.lab.netspawn A
            echo "== nxdomain"; $D nope A
+           echo "== wrong-zone"; $D beta.other.netspawn A
            echo "== host"; $D +short host A
            echo "== host-zone"; $D +short host.lab.netspawn A
            echo "== world"; $D +short example.test A
@@ -191,6 +192,9 @@ fn dig_regression_suite_against_a_zone() {
         nx.contains("status: NXDOMAIN") && nx.contains("\tSOA\t"),
         "{ctx}"
     );
+    // A machine under a zone it is not on does not exist there.
+    let wz = section(out, "wrong-zone").join("\n");
+    assert!(wz.contains("status: NXDOMAIN"), "{ctx}");
     assert!(
         section(out, "nxdomain")
             .join("\n")

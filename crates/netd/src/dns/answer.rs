@@ -56,7 +56,14 @@ pub struct Scope<'a> {
     /// The link is an internal one: names that are not ours are REFUSED,
     /// never forwarded upstream.
     pub internal: bool,
+    /// The zones served and their subnets (by lowercase zone name), so
+    /// that `NAME.ZONE.DOMAIN` is only a machine that has an address on
+    /// ZONE. `None`: not known, any machine answers under any zone label.
+    pub zones: Option<&'a Zones>,
 }
+
+/// Zones by lowercase name, with the subnets of their bridges.
+pub type Zones = std::collections::HashMap<String, Vec<ipnetwork::IpNetwork>>;
 
 /// Local naming settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -205,7 +212,7 @@ pub fn decide_message_in(
     if matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR) {
         return reply(error_reply(req, ResponseCode::Refused));
     }
-    match local_answer(query, dir, names, scope.host) {
+    match local_answer(query, dir, names, scope) {
         Some(local) => reply(local_reply(req, query, local)),
         // An internal link never reaches upstream (CVE-2024-29018 class).
         None if scope.internal => reply(error_reply(req, ResponseCode::Refused)),
@@ -295,8 +302,9 @@ fn local_answer(
     query: &Query,
     dir: &dyn MachineDirectory,
     names: &LocalNames,
-    host: &[IpAddr],
+    scope: Scope<'_>,
 ) -> Option<Local> {
+    let host = scope.host;
     let qname = query.name();
     let qtype = query.query_type();
     if let Some(labels) = host_labels(qname) {
@@ -345,8 +353,19 @@ fn local_answer(
                 }
                 _ => None,
             };
+            // ...if NAME is on ZONE, when the zones are known.
+            let on_zone = match (&zoned, machine, scope.zones) {
+                (Some(m), [_, zone], Some(zones)) => zones
+                    .get(String::from_utf8_lossy(zone).as_ref())
+                    .is_some_and(|nets| {
+                        dir.addresses(m)
+                            .iter()
+                            .any(|a| nets.iter().any(|n| n.contains(*a)))
+                    }),
+                _ => true,
+            };
             let key = zoned.unwrap_or(key);
-            if dir.exists(&key) {
+            if on_zone && dir.exists(&key) {
                 let records = address_records(qname, qtype, &dir.addresses(&key));
                 return Some(Local::records(records, apex()));
             }
@@ -757,6 +776,7 @@ pub(crate) mod tests {
         let scope = Scope {
             host,
             internal: false,
+            zones: None,
         };
         for name in ["host.", "HOST.", "host.netspawn.", "host.lab.netspawn."] {
             let m = ask_in(name, RecordType::A, &dom, scope);
@@ -774,10 +794,31 @@ pub(crate) mod tests {
         assert_eq!(rdata(&m), ["10.0.0.2", "10.0.0.3"]);
         let m = ask_in("nope.lab.netspawn.", RecordType::A, &dom, scope);
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        // With the zones known: only a machine on that zone.
+        let zones: Zones = [
+            ("lab".to_string(), vec!["10.0.0.0/28".parse().unwrap()]),
+            ("other".to_string(), vec!["10.9.0.0/24".parse().unwrap()]),
+        ]
+        .into_iter()
+        .collect();
+        let zoned = Scope {
+            zones: Some(&zones),
+            ..scope
+        };
+        let m = ask_in("web.lab.netspawn.", RecordType::AAAA, &dom, zoned);
+        assert_eq!(rdata(&m), ["fd00::2"]);
+        for name in ["web.other.netspawn.", "web.nozone.netspawn."] {
+            let m = ask_in(name, RecordType::A, &dom, zoned);
+            assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
+        }
+        // `host` under any zone label is still the host.
+        let m = ask_in("host.other.netspawn.", RecordType::A, &dom, zoned);
+        assert_eq!(rdata(&m), ["10.0.0.1"]);
         // Internal: local names as ever, nothing forwarded.
         let internal = Scope {
             host,
             internal: true,
+            zones: None,
         };
         let m = ask_in("web.", RecordType::A, &dom, internal);
         assert_eq!(rdata(&m), ["10.0.0.2", "10.0.0.3"]);

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 use tokio::sync::Semaphore;
 
-use super::answer::LocalNames;
+use super::answer::{LocalNames, Zones};
 use super::directory::MachineDirectory;
 use super::llmnr::LlmnrListener;
 use super::shared::{ArrivalSet, Arrivals, Inner};
@@ -194,9 +194,10 @@ impl DnsServer {
             .iter()
             .copied()
             .collect();
+        let zones = zones_of(listeners);
         self.inner
             .arrivals
-            .set(ArrivalSet::new(allowed, hosts, internal));
+            .set(ArrivalSet::new(allowed, hosts, internal, zones));
     }
 
     /// Starts LLMNR on the link `ifindex` for `addr`'s family if it has
@@ -333,6 +334,55 @@ pub async fn serve(
     shutdown.await;
     server.shutdown();
     Ok(server.stats())
+}
+
+/// The zones among the served links (`vz-ZONE`) with their subnets: the
+/// networks of the kernel's addresses on the bridge that a listener serves.
+fn zones_of(listeners: &HashMap<SocketAddr, Listener>) -> Zones {
+    let mut zones = Zones::new();
+    let links: Vec<(String, IpAddr)> = listeners
+        .iter()
+        .filter_map(|(sa, l)| {
+            let name = nix::net::if_::if_indextoname(l.ifindex?).ok()?;
+            let zone = name
+                .to_str()
+                .ok()?
+                .strip_prefix("vz-")?
+                .to_ascii_lowercase();
+            Some((zone, sa.ip()))
+        })
+        .collect();
+    if links.is_empty() {
+        return zones;
+    }
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return zones;
+    };
+    for ia in addrs {
+        let Some(zone) = ia.interface_name.strip_prefix("vz-") else {
+            continue;
+        };
+        let zone = zone.to_ascii_lowercase();
+        let ip_of = |s: &Option<SockaddrStorage>| -> Option<IpAddr> {
+            let s = s.as_ref()?;
+            if let Some(v4) = s.as_sockaddr_in() {
+                return Some(IpAddr::V4(v4.ip()));
+            }
+            s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+        };
+        let (Some(ip), Some(mask)) = (ip_of(&ia.address), ip_of(&ia.netmask)) else {
+            continue;
+        };
+        if !links.iter().any(|(z, _)| *z == zone) {
+            continue;
+        }
+        if let Ok(net) = ipnetwork::IpNetwork::with_netmask(ip, mask) {
+            if let Ok(net) = ipnetwork::IpNetwork::new(net.network(), net.prefix()) {
+                zones.entry(zone).or_default().push(net);
+            }
+        }
+    }
+    zones
 }
 
 fn family(sa: &SocketAddr) -> AddressFamily {

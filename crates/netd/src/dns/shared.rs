@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use hickory_proto::op::Message;
 use tokio::sync::Semaphore;
 
-use super::answer::{forwarded_reply, DropReason, Forward, LocalNames, Scope, UpstreamAnswer};
+use super::answer::{
+    forwarded_reply, DropReason, Forward, LocalNames, Scope, UpstreamAnswer, Zones,
+};
 use super::directory::MachineDirectory;
 use super::fast::FastTable;
 use super::upstream::Upstream;
@@ -125,6 +127,7 @@ pub(super) struct ArrivalSet {
     allowed: Vec<u32>,
     hosts: HashMap<u32, Vec<IpAddr>>,
     internal: Vec<u32>,
+    zones: Zones,
 }
 
 impl ArrivalSet {
@@ -132,6 +135,7 @@ impl ArrivalSet {
         mut allowed: Vec<u32>,
         hosts: HashMap<u32, Vec<IpAddr>>,
         mut internal: Vec<u32>,
+        zones: Zones,
     ) -> ArrivalSet {
         allowed.sort_unstable();
         allowed.dedup();
@@ -141,6 +145,7 @@ impl ArrivalSet {
             allowed,
             hosts,
             internal,
+            zones,
         }
     }
 
@@ -157,6 +162,7 @@ impl ArrivalSet {
         Scope {
             host: self.hosts.get(&ix).map(Vec::as_slice).unwrap_or_default(),
             internal: self.internal.binary_search(&ix).is_ok(),
+            zones: Some(&self.zones),
         }
     }
 
