@@ -291,14 +291,19 @@ fn an_internal_zone_never_forwards_and_has_no_masquerade() {
 
 /// A raw LLMNR client (RFC 4795 has no client in Debian short of
 /// systemd-resolved; the booted-guest test below uses that one): sends
-/// malformed datagrams first, then a query for argv[1], prints the reply.
+/// malformed datagrams first, then a query for argv[1] (over IPv6 on host0
+/// if argv[2] is 6), prints the reply.
 const LLMNR_CLIENT: &str = r#"
 import socket, struct, sys
 name = sys.argv[1].encode()
 q = struct.pack(">HHHHHH", 0x4242, 0, 1, 0, 0, 0) + bytes([len(name)]) + name + b"\0" + struct.pack(">HH", 1, 1)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+if len(sys.argv) > 2 and sys.argv[2] == "6":
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    group = ("ff02::1:3", 5355, 0, socket.if_nametoindex("host0"))
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    group = ("224.0.0.252", 5355)
 s.settimeout(3)
-group = ("224.0.0.252", 5355)
 for bad in [b"", b"\xff" * 7, q[:-3], q[:2] + b"\x80\x00" + q[4:], q[:4] + b"\x00\x02" + q[6:]]:
     s.sendto(bad, group)
 for attempt in range(10):
@@ -328,6 +333,9 @@ fn llmnr_answers_machine_names_on_the_zone_and_drops_bad_packets() {
            echo "== BeTa"; nsenter -t $leader -n python3 {client} BeTa
            echo "== host"; nsenter -t $leader -n python3 {client} host
            echo "== nope"; nsenter -t $leader -n python3 {client} nope
+           # Over IPv6 (link-local, ff02::1:3), once host0 has its fe80 address.
+           for t in $(seq 300); do nsenter -t $leader -n ip -6 addr show dev host0 scope link | grep -q 'inet6 .* scope link' && ! nsenter -t $leader -n ip -6 addr show dev host0 | grep -q tentative && break; sleep 0.1; done
+           echo "== beta6"; nsenter -t $leader -n python3 {client} beta 6
            echo "== end"
            kill %1 %2 2>/dev/null; wait"#,
         machines = two_machines(&a, &b),

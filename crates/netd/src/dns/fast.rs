@@ -194,15 +194,12 @@ impl FastTable {
         let mut table = FastTable::default();
         let mut candidates: Vec<Name> = Vec::new();
         for (machine, addrs) in dir.machines() {
-            // `host` depends on the link a query arrives on: never cached.
-            let is_host = machine == super::answer::HOST_NAME;
-            if let Ok(n) = Name::from_ascii(machine).map_err(|_| ()).and_then(|n| {
-                if is_host {
-                    Err(())
-                } else {
-                    Ok(n)
-                }
-            }) {
+            // `host` depends on the link a query arrives on: never cached
+            // (a machine called `host` keeps its PTR answers).
+            let named = (machine != super::answer::HOST_NAME)
+                .then(|| Name::from_ascii(machine).ok())
+                .flatten();
+            if let Some(n) = named {
                 if let Some(domain) = names.domain_name() {
                     if let Ok(full) = n.clone().append_domain(&domain) {
                         candidates.push(full);
@@ -586,6 +583,25 @@ mod tests {
         // A reply buffer too small is not written past.
         let mut small = [0u8; 20];
         assert_eq!(answer(&good, &table, &mut small), None);
+    }
+
+    /// `host` is never answered from the table: its answer depends on
+    /// the link a query arrives on (the general path's scope).
+    #[test]
+    fn host_is_never_cached() {
+        let a: IpAddr = "10.0.0.7".parse().unwrap();
+        let d = StaticDirectory::new([("host", vec![a])]);
+        let names = LocalNames::with_domain("netspawn").unwrap();
+        let table = FastTable::build(&d, &names);
+        for name in ["host.", "host.netspawn."] {
+            assert_eq!(fast(&query(name, RecordType::A, true, None), &table), None);
+        }
+        // Its reverse name still is.
+        assert!(fast(
+            &query("7.0.0.10.in-addr.arpa.", RecordType::PTR, true, None),
+            &table
+        )
+        .is_some());
     }
 
     #[test]

@@ -147,9 +147,10 @@ impl Drop for LlmnrListener {
 }
 
 impl LlmnrListener {
-    /// Listens for LLMNR on the link `ifindex`, whose host-side address is
-    /// `local` (it picks the family, and for IPv4 the interface of the
-    /// group membership). Must be called inside a tokio runtime.
+    /// Listens for LLMNR on the link `ifindex`. `local` picks the family;
+    /// for IPv4 it is the link's host-side address (the interface of the
+    /// group membership), for IPv6 any address (the group is joined by
+    /// interface index). Must be called inside a tokio runtime.
     pub(super) fn start(
         ifindex: u32,
         local: IpAddr,

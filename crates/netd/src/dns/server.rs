@@ -18,6 +18,7 @@
 //! listener by the weak-host model; its queries are dropped and counted
 //! ([`StatsSnapshot::dropped_foreign`]), never forwarded.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -200,33 +201,45 @@ impl DnsServer {
             .set(ArrivalSet::new(allowed, hosts, internal, zones));
     }
 
-    /// Starts LLMNR on the link `ifindex` for `addr`'s family if it has
-    /// none yet. A failure costs LLMNR only (DNS still serves the link).
+    /// Starts LLMNR on the link `ifindex`: over IPv4 when `addr` (the
+    /// address served there) is IPv4, and over IPv6 in any case (the group
+    /// is joined by interface, and a guest's resolver asks over both where
+    /// the link has IPv6 link-local addresses). A failure costs LLMNR only
+    /// (DNS still serves the link); no IPv6 on the host is not a failure.
     fn start_llmnr(&self, ifindex: u32, addr: IpAddr) {
         if !self.llmnr_on || addr.is_loopback() {
             return;
         }
         let mut llmnr = self.llmnr.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (ifindex, addr.is_ipv6());
-        if llmnr.contains_key(&key) {
-            return;
-        }
-        match LlmnrListener::start(ifindex, addr, self.inner.clone()) {
-            Ok(l) => {
-                llmnr.insert(key, l);
+        if addr.is_ipv4() {
+            if let Entry::Vacant(slot) = llmnr.entry((ifindex, false)) {
+                match LlmnrListener::start(ifindex, addr, self.inner.clone()) {
+                    Ok(l) => {
+                        slot.insert(l);
+                    }
+                    Err(e) => tracing::warn!(ifindex, %addr, err = %e, "LLMNR over IPv4"),
+                }
             }
-            Err(e) => tracing::warn!(ifindex, %addr, err = %e, "LLMNR"),
+        }
+        if let Entry::Vacant(slot) = llmnr.entry((ifindex, true)) {
+            let any = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+            match LlmnrListener::start(ifindex, any, self.inner.clone()) {
+                Ok(l) => {
+                    slot.insert(l);
+                }
+                Err(e) => tracing::debug!(ifindex, err = %e, "LLMNR over IPv6"),
+            }
         }
     }
 
-    /// Stops the LLMNR sockets of links (and families) no listener serves
-    /// any more.
+    /// Stops the LLMNR sockets of links no listener serves any more (over
+    /// IPv4: no IPv4 listener).
     fn prune_llmnr(&self, listeners: &HashMap<SocketAddr, Listener>) {
         let mut llmnr = self.llmnr.lock().unwrap_or_else(|p| p.into_inner());
         llmnr.retain(|(ix, v6), _| {
             listeners
                 .iter()
-                .any(|(sa, l)| l.ifindex == Some(*ix) && sa.is_ipv6() == *v6)
+                .any(|(sa, l)| l.ifindex == Some(*ix) && (*v6 || sa.is_ipv4()))
         });
     }
 
