@@ -13,7 +13,7 @@
 //!
 //! netd understands [Match] `Name=`, `Driver=`, `Kind=`, `Virtualization=`;
 //! [Network] `Address=`, `DHCPServer=`, `IPMasquerade=`,
-//! `LinkLocalAddressing=`, `DNS=`, `DHCP=`, `KeepMaster=`; [DHCPServer]
+//! `LinkLocalAddressing=`, `DNS=`, `DNSDefaultRoute=`, `DHCP=`, `KeepMaster=`; [DHCPServer]
 //! `PoolOffset=`, `PoolSize=`, `EmitDNS=`, `DNS=`, `EmitRouter=`,
 //! `DefaultLeaseTimeSec=`, `MaxLeaseTimeSec=`. Other keys and sections that
 //! systemd knows are warnings saying netd ignores them; unknown ones are

@@ -758,6 +758,7 @@ DNS=1.1.1.1 [2001:db8::1]:53
 DNS=9.9.9.9:53
 DHCP=ipv4
 KeepMaster=yes
+DNSDefaultRoute=no
 
 [DHCPServer]
 PoolOffset=10
@@ -830,6 +831,7 @@ MaxLeaseTimeSec=2h 30min
         );
         assert_eq!(n.dhcp, Families::Ipv4);
         assert!(n.keep_master);
+        assert_eq!(n.dns_default_route, Some(false));
         let d = &f.dhcp_server;
         assert_eq!(d.pool_offset, 10);
         assert_eq!(d.pool_size, 20);
@@ -1250,6 +1252,11 @@ MaxLeaseTimeSec=
             ),
             ("[DHCPServer]\nPoolSize=4294967296\n", 2, "is out of range"),
             ("[DHCPServer]\nPoolSize=\n", 2, "Invalid PoolSize= value"),
+            (
+                "[Network]\nDNSDefaultRoute=perhaps\n",
+                2,
+                "Invalid DNSDefaultRoute= value",
+            ),
             (
                 "[DHCPServer]\nEmitDNS=perhaps\n",
                 2,
