@@ -438,7 +438,11 @@ mod tests {
             ("web", A, &plain, true),
             ("WeB.", A, &plain, true),
             ("web.", AAAA, &plain, true),
-            ("db.", AAAA, &plain, true),   // NODATA
+            ("db.", AAAA, &plain, true), // NODATA
+            ("DB.", AAAA, &plain, true), // NODATA, the SOA's owner as asked
+            ("db.netspawn.", AAAA, &dom, true),
+            ("Db.NetSpawn.", AAAA, &dom, true),
+            ("3.0.0.10.In-Addr.ARPA.", A, &plain, true),
             ("booting.", A, &plain, true), // NODATA, no address yet
             ("web.", PTR, &plain, true),   // NODATA
             ("web.", ANY, &plain, false),  // the general path's business
