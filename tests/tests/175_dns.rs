@@ -243,6 +243,7 @@ fn dig_regression_suite_against_a_zone() {
 
 #[test]
 fn an_internal_zone_never_forwards_and_has_no_masquerade() {
+    // (Its template also says LLMNR=no, checked at the end.)
     if !need_dig() {
         return;
     }
@@ -254,9 +255,11 @@ fn an_internal_zone_never_forwards_and_has_no_masquerade() {
     std::fs::write(
         dir.join("70-lab-internal.network"),
         "[Match]\nName=vz-lab\nKind=bridge\n\n[Network]\nAddress=0.0.0.0/24\nDHCPServer=yes\n\
-         IPMasquerade=no\nDNSDefaultRoute=no\n",
+         IPMasquerade=no\nDNSDefaultRoute=no\nLLMNR=no\n",
     )
     .unwrap();
+    let client = env.dir.join("llmnr.py");
+    std::fs::write(&client, LLMNR_CLIENT).unwrap();
     let script = format!(
         r#"ip link set lo up
            export NETSPAWN_NETWORK_PATH={dir}
@@ -267,11 +270,13 @@ fn an_internal_zone_never_forwards_and_has_no_masquerade() {
            echo "== host"; $D +short host A
            echo "== world"; $D example.test A
            echo "== world-tcp"; $D +tcp example.test A
+           echo "== llmnr-off"; nsenter -t $leader -n python3 {client} beta
            echo "== nat"; nft list ruleset 2>/dev/null | grep -i masquerade | grep -F "${{gw%.*}}." | wc -l
            echo "== end"
            kill %1 %2 %3 2>/dev/null; wait"#,
         dir = dir.display(),
         machines = two_machines(&a, &b),
+        client = client.display(),
     );
     let r = env.sh(&script, 180);
     let out = &r.stdout;
@@ -285,6 +290,8 @@ fn an_internal_zone_never_forwards_and_has_no_masquerade() {
         );
     }
     assert_eq!(section(out, "nat"), ["0"], "{ctx}");
+    // `LLMNR=no` in the zone's template: no responder on its bridge.
+    assert!(section(out, "llmnr-off").is_empty(), "{ctx}");
     let asked = std::fs::read_to_string(env.state_dir_file("asked")).unwrap_or_default();
     assert!(asked.is_empty(), "an internal zone asked upstream: {asked}");
 }

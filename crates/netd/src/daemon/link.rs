@@ -416,13 +416,16 @@ async fn serve_dns(ctx: &Ctx, name: &str, index: u32, file: &NetworkFile, v4: Ip
     let addr = IpAddr::V4(v4.ip());
     // `DNSDefaultRoute=no`: an internal link, nothing forwarded upstream.
     let internal = file.network.dns_default_route == Some(false);
+    let llmnr = file.network.llmnr != Some(false);
     let r = if file.network.dns.is_empty() {
         ctx.dns.set_link_internal(index, internal);
+        ctx.dns.set_link_llmnr(index, llmnr);
         ctx.dns.add_link_listener(addr, index).await
     } else {
         match upstream_dns(ctx, &file.network.dns) {
             Ok(server) => {
                 server.set_link_internal(index, internal);
+                server.set_link_llmnr(index, llmnr);
                 server.add_link_listener(addr, index).await
             }
             Err(e) => {
@@ -540,6 +543,7 @@ pub(super) async fn on_del_link(ctx: &Arc<Ctx>, link: &Link) {
             let ip = IpAddr::V4(v4.ip());
             ctx.dns.remove_listener(ip);
             ctx.dns.set_link_internal(link.index, false);
+            ctx.dns.set_link_llmnr(link.index, true);
             for l in ctx
                 .link_dns
                 .lock()
@@ -548,6 +552,7 @@ pub(super) async fn on_del_link(ctx: &Arc<Ctx>, link: &Link) {
             {
                 l.server.remove_listener(ip);
                 l.server.set_link_internal(link.index, false);
+                l.server.set_link_llmnr(link.index, true);
             }
         }
         tracing::info!("{name}: released");

@@ -89,6 +89,8 @@ pub struct DnsServer {
     llmnr: Mutex<HashMap<(u32, bool), LlmnrListener>>,
     /// Links that are internal: nothing asked there goes upstream.
     internal: Mutex<HashSet<u32>>,
+    /// Links whose template turns LLMNR off (`LLMNR=no`).
+    no_llmnr: Mutex<HashSet<u32>>,
     /// Whether link listeners get an LLMNR responder.
     llmnr_on: bool,
 }
@@ -111,6 +113,7 @@ impl DnsServer {
             listeners: Mutex::new(HashMap::new()),
             llmnr: Mutex::new(HashMap::new()),
             internal: Mutex::new(HashSet::new()),
+            no_llmnr: Mutex::new(HashSet::new()),
             llmnr_on: config.llmnr,
         }
     }
@@ -201,6 +204,23 @@ impl DnsServer {
             .set(ArrivalSet::new(allowed, hosts, internal, zones));
     }
 
+    /// Turns the LLMNR responder on the link `ifindex` on (the default) or
+    /// off (a template's `LLMNR=no`). Set it before the link's listener is
+    /// added; turning it off stops the link's LLMNR sockets.
+    pub fn set_link_llmnr(&self, ifindex: u32, on: bool) {
+        let mut off = self.no_llmnr.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            off.remove(&ifindex);
+        } else {
+            off.insert(ifindex);
+            drop(off);
+            self.llmnr
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(ix, _), _| *ix != ifindex);
+        }
+    }
+
     /// Starts LLMNR on the link `ifindex`: over IPv4 when `addr` (the
     /// address served there) is IPv4, and over IPv6 in any case (the group
     /// is joined by interface, and a guest's resolver asks over both where
@@ -208,6 +228,14 @@ impl DnsServer {
     /// (DNS still serves the link); no IPv6 on the host is not a failure.
     fn start_llmnr(&self, ifindex: u32, addr: IpAddr) {
         if !self.llmnr_on || addr.is_loopback() {
+            return;
+        }
+        if self
+            .no_llmnr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&ifindex)
+        {
             return;
         }
         let mut llmnr = self.llmnr.lock().unwrap_or_else(|p| p.into_inner());

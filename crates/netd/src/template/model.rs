@@ -106,6 +106,10 @@ pub struct Network {
     /// DNS: names that are not machines' are refused there, never
     /// forwarded upstream (with `IPMasquerade=no`, an internal zone).
     pub dns_default_route: Option<bool>,
+    /// `LLMNR=`: `Some(false)` (`no`, or `resolve`: resolving only, no
+    /// responder) turns netd's LLMNR responder off on the link; it is on by
+    /// default, as networkd's.
+    pub llmnr: Option<bool>,
 }
 
 impl Network {

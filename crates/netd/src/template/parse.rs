@@ -160,6 +160,14 @@ static KEYS: &[Key<NetworkFile>] = &[
         };
         Ok(None)
     }),
+    Key::parse("Network", "LLMNR", |f, v| {
+        f.network.llmnr = match v {
+            "" => None,
+            "resolve" => Some(false),
+            _ => Some(values::boolean(v)?),
+        };
+        Ok(None)
+    }),
     Key::parse("Network", "KeepMaster", |f, v| {
         f.network.keep_master = values::boolean(v)?;
         Ok(None)
@@ -173,7 +181,6 @@ static KEYS: &[Key<NetworkFile>] = &[
     Key::ignored("Network", "IPv4LLStartAddress"),
     Key::ignored("Network", "IPv4LLRoute"),
     Key::ignored("Network", "DefaultRouteOnDevice"),
-    Key::ignored("Network", "LLMNR"),
     Key::ignored("Network", "MulticastDNS"),
     Key::ignored("Network", "DNSOverTLS"),
     Key::ignored("Network", "DNSSEC"),
@@ -759,6 +766,7 @@ DNS=9.9.9.9:53
 DHCP=ipv4
 KeepMaster=yes
 DNSDefaultRoute=no
+LLMNR=resolve
 
 [DHCPServer]
 PoolOffset=10
@@ -832,6 +840,7 @@ MaxLeaseTimeSec=2h 30min
         assert_eq!(n.dhcp, Families::Ipv4);
         assert!(n.keep_master);
         assert_eq!(n.dns_default_route, Some(false));
+        assert_eq!(n.llmnr, Some(false));
         let d = &f.dhcp_server;
         assert_eq!(d.pool_offset, 10);
         assert_eq!(d.pool_size, 20);
@@ -1252,6 +1261,7 @@ MaxLeaseTimeSec=
             ),
             ("[DHCPServer]\nPoolSize=4294967296\n", 2, "is out of range"),
             ("[DHCPServer]\nPoolSize=\n", 2, "Invalid PoolSize= value"),
+            ("[Network]\nLLMNR=perhaps\n", 2, "Invalid LLMNR= value"),
             (
                 "[Network]\nDNSDefaultRoute=perhaps\n",
                 2,
