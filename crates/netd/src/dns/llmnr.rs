@@ -234,7 +234,10 @@ async fn serve(sock: tokio::net::UdpSocket, ifindex: u32, inner: Arc<Inner>) {
                 }
             }
             Outcome::NotOurs => {}
-            Outcome::Malformed => Stats::bump(&stats.llmnr_malformed),
+            Outcome::Malformed => {
+                Stats::bump(&stats.llmnr_malformed);
+                tracing::debug!(%from, ifindex, len = n, "LLMNR: malformed datagram dropped");
+            }
         }
     }
 }
