@@ -407,14 +407,14 @@ fn a_booted_debian_guest_resolves_its_neighbour_by_llmnr() {
            for t in $(seq 600); do grep -q '^ADDRESSES=.*[0-9]\.[0-9]' $NETSPAWN_RUN_DIR/machines/beta 2>/dev/null && break; sleep 0.05; done
            echo "beta=$(sed -n 's/^ADDRESSES=//p' $NETSPAWN_RUN_DIR/machines/beta | tr ' ' '\n' | grep -v : | head -1)"
            for t in $(seq 900); do $NETSPAWNCTL shell deb /bin/true >/dev/null 2>&1 && break; sleep 0.1; done
-           # resolved, networkd and the lease may take a while on a loaded machine.
-           $NETSPAWNCTL shell deb /bin/sh -c 'for i in $(seq 600); do r=$(getent hosts beta) && break; sleep 0.1; done; echo "getent=$r"; resolvectl query --legend=no beta 2>&1 | head -1 | sed "s/^/resolvectl=/"; echo "conflicts=$(journalctl -b -u systemd-resolved --no-pager 2>/dev/null | grep -ci conflict)"; echo "journal=$(journalctl -b -u systemd-resolved --no-pager 2>/dev/null | wc -l)"'
+           # resolved, networkd and the lease may take a while on a loaded machine (120 s at most).
+           $NETSPAWNCTL shell deb /bin/sh -c 'for i in $(seq 1200); do r=$(getent hosts beta) && break; sleep 0.1; done; echo "getent=$r"; resolvectl query --legend=no beta 2>&1 | head -1 | sed "s/^/resolvectl=/"; echo "conflicts=$(journalctl -b -u systemd-resolved --no-pager 2>/dev/null | grep -ci conflict)"; echo "journal=$(journalctl -b -u systemd-resolved --no-pager 2>/dev/null | wc -l)"'
            $NETSPAWNCTL poweroff deb; wait %1
            kill %2 2>/dev/null; wait"#,
         deb = deb.display(),
         b = b.display(),
     );
-    let r = env.sh(&script, 240);
+    let r = env.sh(&script, 420);
     let out = &r.stdout;
     let ctx = format!("{out}\n{}", r.stderr);
     let beta = value(out, "beta");
