@@ -98,10 +98,15 @@ fn dig_regression_suite_against_a_zone() {
     let env = TestEnv::new();
     let a = env.busybox("alpha");
     let b = env.busybox("beta");
+    let c = env.busybox("gamma");
     let script = format!(
         r#"ip link set lo up
            {STUB_DNS}
            {machines}
+           # A plain machine's resolv.conf, from netspawn's own DHCP client:
+           # the zone's search domain, and a bare name found through it.
+           echo "== gamma"
+           $NETSPAWN -q --network-zone=lab -D {c} /bin/sh -c 'grep ^search /etc/resolv.conf; nslookup beta.lab.netspawn | grep ^Address | tail -1'
            # A machine with 100 addresses (a registry entry of a live
            # process): its A answer does not fit a UDP reply.
            sleep 600 & keeper=$!
@@ -143,6 +148,7 @@ fn dig_regression_suite_against_a_zone() {
            echo "== end"
            kill %1 %2 %3 $keeper 2>/dev/null; wait"#,
         machines = two_machines(&a, &b),
+        c = c.display(),
     );
     let r = env.sh(&script, 300);
     let out = &r.stdout;
@@ -153,6 +159,10 @@ fn dig_regression_suite_against_a_zone() {
         "{ctx}"
     );
 
+    // The zone's search domain reaches a plain machine's resolv.conf.
+    let gamma = section(out, "gamma");
+    assert_eq!(gamma.first().copied(), Some("search lab.netspawn"), "{ctx}");
+    assert!(gamma.get(1).is_some_and(|l| l.contains(beta)), "{ctx}");
     // A machine by its name, its zone's search domain and the domain; once.
     for s in ["beta", "beta-zone", "beta-domain"] {
         assert_eq!(section(out, s), [beta], "{s}: {ctx}");
