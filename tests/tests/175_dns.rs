@@ -353,8 +353,18 @@ fn llmnr_answers_machine_names_on_the_zone_and_drops_bad_packets() {
            # Over IPv6 (link-local, ff02::1:3), once host0 has its fe80 address.
            for t in $(seq 300); do nsenter -t $leader -n ip -6 addr show dev host0 scope link | grep -q 'inet6 .* scope link' && ! nsenter -t $leader -n ip -6 addr show dev host0 | grep -q tentative && break; sleep 0.1; done
            echo "== beta6"; nsenter -t $leader -n python3 {client} beta 6
+           # A LAN (another namespace on a plain veth, no template): netd's
+           # LLMNR never answers there.
+           unshare -n sleep 600 & lan=$!
+           for t in $(seq 100); do [ "$(readlink /proc/$lan/ns/net)" != "$(readlink /proc/self/ns/net)" ] && break; sleep 0.05; done
+           ip link add lan0 type veth peer name host0 netns $lan
+           ip addr add 198.51.100.1/24 dev lan0; ip link set lan0 up
+           nsenter -t $lan -n ip addr add 198.51.100.2/24 dev host0
+           nsenter -t $lan -n ip link set host0 up
+           nsenter -t $lan -n ip route add 224.0.0.0/4 dev host0
+           echo "== lan"; nsenter -t $lan -n python3 {client} beta
            echo "== end"
-           kill %1 %2 2>/dev/null; wait"#,
+           kill %1 %2 $lan 2>/dev/null; wait"#,
         machines = two_machines(&a, &b),
         client = client.display(),
     );
@@ -381,6 +391,8 @@ fn llmnr_answers_machine_names_on_the_zone_and_drops_bad_packets() {
     }
     // Not ours: silence (every other responder on the link stays silent too).
     assert!(section(out, "nope").is_empty(), "{ctx}");
+    // Only container links are served.
+    assert!(section(out, "lan").is_empty(), "{ctx}");
 }
 
 fn debian_cache() -> PathBuf {
