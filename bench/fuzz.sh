@@ -1,18 +1,18 @@
 #!/bin/bash
-# Fuzzes the .nspawn and .network parsers on stable Rust (no cargo-fuzz,
+# Fuzzes the .nspawn and .network parsers and the LLMNR responder on stable Rust (no cargo-fuzz,
 # which needs nightly): builds tests/examples/fuzz_stable.rs in release mode
 # with panic=unwind, debug assertions and overflow checks (as cargo-fuzz
 # builds), then runs it for N executions per target, seeded from
-# fuzz/corpus/{settings,netfile}/. Prints execs/s and crashes per target;
+# fuzz/corpus/{settings,netfile,llmnr}/. Prints execs/s and crashes per target;
 # crashing inputs go to $WORK/crashes (kept, and named, when any are found).
 #
-# Usage: bench/fuzz.sh [--execs N] [--seed S] [--target settings|netfile] [--no-build]
+# Usage: bench/fuzz.sh [--execs N] [--seed S] [--target settings|netfile|llmnr] [--no-build]
 #   --execs N   executions per target (10000000)
 #   --seed S    the PRNG's seed (a fixed default, so runs are reproducible)
 set -euo pipefail
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-EXECS=10000000 SEED=11400714819323198485 TARGETS=(settings netfile) BUILD=1
+EXECS=10000000 SEED=11400714819323198485 TARGETS=(settings netfile llmnr) BUILD=1
 while (($#)); do
     case $1 in
     --execs) EXECS=${2:?}; shift ;;

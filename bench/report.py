@@ -33,7 +33,7 @@ REPO_DIR = os.path.dirname(BENCH_DIR)
 BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
 
 # Sections come in this order; other results follow by file name.
-ORDER = ["launch", "boot", "network", "netlaunch", "netd", "nss", "userns-launch", "userns-chown", "images", "ab"]
+ORDER = ["launch", "boot", "network", "netlaunch", "netd", "dns-qps", "nss", "userns-launch", "userns-chown", "images", "ab"]
 
 plt = None  # matplotlib.pyplot, imported on first use
 
@@ -180,6 +180,8 @@ def kind_of(d):
         return "nss"
     if isinstance(d, dict) and "orders" in d and "passwd_lines" in d:
         return "nss-users"
+    if isinstance(d, dict) and d.get("benchmark") == "dns-qps" and "rows" in d:
+        return "dns-qps"
     return None
 
 
@@ -614,6 +616,29 @@ def nss_users_section(d, plots_dir, w):
     w("")
 
 
+def dns_qps_section(d, w):
+    """bench/dns-qps.sh: median QPS per tool, type and load, with the ratios."""
+    med = {}
+    for r in d.get("rows", []):
+        q = r["r"]["qps"] if r.get("tool") == "dnsload" else r.get("qps")
+        med.setdefault((r["tool"], r["type"], r["clients"], r["inflight"], r["server"]), []).append(q or 0)
+    w("## dns-qps")
+    w("")
+    w(f"{d.get('date', '?')}; `bench/dns-qps.sh`; {d.get('reps', '?')} x {d.get('secs', '?')} s per cell; "
+      f"load average {d.get('load_average_at_start', '?')} at start, {d.get('load_average_at_end', '?')} at end. "
+      "A and AAAA for a machine name against dnsmasq and aardvark-dns, measured with dnsload (a fixed window "
+      "per client), dnsperf at 100 in flight as a check. Details: [`dns-qps.md`](dns-qps.md).")
+    w("")
+    w("| tool | type | clients | in flight | netd | dnsmasq | aardvark-dns | / dnsmasq | / aardvark-dns |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for (tool, t, c, q, _) in sorted(k for k in med if k[4] == "netd"):
+        m = {s: statistics.median(med.get((tool, t, c, q, s), [0])) for s in ("netd", "dnsmasq", "aardvark")}
+        ratio = lambda a, b: f"{a / b:.2f}x" if b else ""
+        w(f"| {tool} | {t} | {c} | {q} | {m['netd']:.0f} | {m['dnsmasq']:.0f} | {m['aardvark']:.0f} | "
+          f"{ratio(m['netd'], m['dnsmasq'])} | {ratio(m['netd'], m['aardvark'])} |")
+    w("")
+
+
 def readme_rows(R):
     """(what, netspawn, peers) rows for the README table, from the results."""
     rows = []
@@ -789,6 +814,8 @@ def main():
             nss_section(d, plots_dir, w)
         elif kind == "nss-users":
             nss_users_section(d, plots_dir, w)
+        elif kind == "dns-qps":
+            dns_qps_section(d, w)
         else:
             unknown.append(name)
             continue

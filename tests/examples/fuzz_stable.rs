@@ -10,7 +10,8 @@
 //! (`fuzz/fuzz_targets/{settings,netfile}.rs`); a panic is a crash, written
 //! to the crash directory (one file per distinct panic message) and counted.
 //!
-//! Usage: `fuzz_stable settings|netfile CORPUS_DIR EXECS CRASH_DIR [SEED]`.
+//! Usage: `fuzz_stable settings|netfile|llmnr CORPUS_DIR EXECS CRASH_DIR [SEED]`
+//! (`llmnr`: netd's LLMNR responder, `fuzz/fuzz_targets/llmnr.rs`).
 //! Prints one line of figures; exits 1 if anything crashed. Build it with
 //! `panic = "unwind"` (the workspace's release profile aborts): see
 //! bench/fuzz.sh.
@@ -262,6 +263,35 @@ fn netfile(data: &[u8]) -> bool {
     netd::template::fuzz_check(data)
 }
 
+/// netd's LLMNR responder (`fuzz/fuzz_targets/llmnr.rs`): true if the
+/// datagram got a reply, which must carry the request's ID.
+fn llmnr(data: &[u8]) -> bool {
+    use netd::dns::llmnr::{respond, Outcome};
+    static DIR: std::sync::OnceLock<netd::dns::StaticDirectory> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        netd::dns::StaticDirectory::new([
+            (
+                "web",
+                vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+            ),
+            ("db", vec!["10.0.0.9".parse().unwrap()]),
+            ("empty", vec![]),
+        ])
+    });
+    let host = ["10.0.0.1".parse().unwrap()];
+    let mut replied = false;
+    for from in ["10.0.0.2", "10.0.0.7"] {
+        if let Outcome::Reply(r) = respond(data, from.parse().unwrap(), dir, &host) {
+            assert!(
+                r.len() >= 12 && r[..2] == data[..2],
+                "reply without the request's ID"
+            );
+            replied = true;
+        }
+    }
+    replied
+}
+
 /// The message and place of the last panic (set by the hook).
 static LAST_PANIC: Mutex<String> = Mutex::new(String::new());
 
@@ -291,11 +321,12 @@ fn die(msg: &str) -> ! {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
-        die("usage: fuzz_stable settings|netfile CORPUS_DIR EXECS CRASH_DIR [SEED]");
+        die("usage: fuzz_stable settings|netfile|llmnr CORPUS_DIR EXECS CRASH_DIR [SEED]");
     }
     let target: fn(&[u8]) -> bool = match args[1].as_str() {
         "settings" => settings,
         "netfile" => netfile,
+        "llmnr" => llmnr,
         t => die(&format!("unknown target {t:?}")),
     };
     let seeds = read_seeds(Path::new(&args[2]));

@@ -643,13 +643,16 @@ fn start_dhcp(
     if !file.network.dhcp_server {
         return None;
     }
-    let cfg = match dhcp_config(file, v4) {
+    let mut cfg = match dhcp_config(file, v4) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{name}: DHCP server: {e}");
             return None;
         }
     };
+    // Options 15 and 119: ZONE.netspawn, netspawn.
+    cfg.search = dns::search_domains(name);
+    cfg.domain = cfg.search.first().cloned();
     let lease_path = ctx
         .lock()
         .paths
@@ -699,11 +702,20 @@ fn start_dhcp(
 /// this link (`index`) or loopback. They are forwarded to the template's
 /// `DNS=` servers if it has any, else to the host's.
 async fn serve_dns(ctx: &Ctx, name: &str, index: u32, file: &NetworkFile, addr: IpAddr) {
+    // `DNSDefaultRoute=no`: an internal link, nothing forwarded upstream.
+    let internal = file.network.dns_default_route == Some(false);
+    let llmnr = file.network.llmnr != Some(false);
     let r = if file.network.dns.is_empty() {
+        ctx.dns.set_link_internal(index, internal);
+        ctx.dns.set_link_llmnr(index, llmnr);
         ctx.dns.add_link_listener(addr, index).await
     } else {
         match upstream_dns(ctx, &file.network.dns) {
-            Ok(server) => server.add_link_listener(addr, index).await,
+            Ok(server) => {
+                server.set_link_internal(index, internal);
+                server.set_link_llmnr(index, llmnr);
+                server.add_link_listener(addr, index).await
+            }
             Err(e) => {
                 tracing::error!("{name}: DNS: {e}");
                 return;
@@ -820,6 +832,8 @@ pub(super) async fn on_del_link(ctx: &Arc<Ctx>, link: &Link) {
         let own6 = l.address6.map(|o| IpAddr::V6(o.ip()));
         for ip in l.address.map(|a| a.ip()).into_iter().chain(own6) {
             ctx.dns.remove_listener(ip);
+            ctx.dns.set_link_internal(link.index, false);
+            ctx.dns.set_link_llmnr(link.index, true);
             for l in ctx
                 .link_dns
                 .lock()
@@ -827,6 +841,8 @@ pub(super) async fn on_del_link(ctx: &Arc<Ctx>, link: &Link) {
                 .values()
             {
                 l.server.remove_listener(ip);
+                l.server.set_link_internal(link.index, false);
+                l.server.set_link_llmnr(link.index, true);
             }
         }
         tracing::info!("{name}: released");

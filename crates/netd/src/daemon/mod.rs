@@ -237,7 +237,12 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
         ))),
         ..Default::default()
     });
-    let mut dns_config = dns::DnsConfig::default();
+    let mut dns_config = dns::DnsConfig {
+        // Machines are also NAME.netspawn and NAME.ZONE.netspawn (the
+        // search domains DHCP hands out: `dns::search_domains`).
+        names: dns::LocalNames::with_domain(dns::DEFAULT_DOMAIN).unwrap_or_default(),
+        ..dns::DnsConfig::default()
+    };
     if let Some(p) = std::env::var_os(ENV_UPSTREAM_RESOLV_CONF) {
         dns_config.upstream.resolv_conf = p.into();
     }

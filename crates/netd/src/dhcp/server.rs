@@ -110,8 +110,11 @@ pub struct ServerConfig {
     pub router: Option<Ipv4Addr>,
     /// DNS servers option (EmitDNS=); empty leaves it out.
     pub dns: Vec<Ipv4Addr>,
-    /// Domain name option.
+    /// Domain name option (15).
     pub domain: Option<String>,
+    /// Domain search option (119, RFC 3397), most specific first; empty
+    /// leaves it out. Names that are not valid DNS names are left out.
+    pub search: Vec<String>,
     /// Lease time when the client asks for none (DefaultLeaseTimeSec=).
     pub default_lease: Duration,
     /// Longest lease granted (MaxLeaseTimeSec=).
@@ -161,6 +164,7 @@ impl ServerConfig {
             router: Some(server_ip),
             dns: vec![server_ip],
             domain: None,
+            search: Vec::new(),
             default_lease: DEFAULT_LEASE,
             max_lease: MAX_LEASE,
         };
@@ -945,6 +949,18 @@ impl Server {
         }
         if let Some(d) = c.domain.as_ref().filter(|d| !d.is_empty()) {
             o.insert(DhcpOption::DomainName(d.clone()));
+        }
+        let search: Vec<hickory_proto::rr::Name> = c
+            .search
+            .iter()
+            .filter_map(|d| hickory_proto::rr::Name::from_ascii(d).ok())
+            .map(|mut n| {
+                n.set_fqdn(true);
+                n
+            })
+            .collect();
+        if !search.is_empty() {
+            o.insert(DhcpOption::DomainSearch(search));
         }
         if let Some(h) = ctx.hostname_for.as_ref().filter(|h| valid_hostname(h)) {
             o.insert(DhcpOption::Hostname(h.clone()));

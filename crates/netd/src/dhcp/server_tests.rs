@@ -16,6 +16,7 @@ fn t(secs: u64) -> SystemTime {
 fn config() -> ServerConfig {
     let mut c = ServerConfig::from_subnet(SERVER, "10.0.0.0/28".parse().unwrap(), 0, 0).unwrap();
     c.domain = Some("example.test".into());
+    c.search = vec!["lab.example.test".into(), "example.test".into()];
     c
 }
 
@@ -246,6 +247,10 @@ fn discover_offer_request_ack_with_all_options() {
         DhcpOption::Router(vec![SERVER]),
         DhcpOption::DomainNameServer(vec![SERVER]),
         DhcpOption::DomainName("example.test".into()),
+        DhcpOption::DomainSearch(vec![
+            "lab.example.test.".parse().unwrap(),
+            "example.test.".parse().unwrap(),
+        ]),
         DhcpOption::Hostname("web".into()),
         DhcpOption::AddressLeaseTime(3600),
         DhcpOption::Renewal(1800),
@@ -1082,4 +1087,24 @@ fn bindings_that_ended_long_ago_are_forgotten() {
     assert_eq!(kept, [key(1), key(4)].into_iter().collect());
     assert_eq!(saved.get(&key(1)).map(|l| l.addr), Some(a1));
     assert!(saved.get(&key(1)).is_some_and(|l| l.machine));
+}
+
+/// Option 119 on the wire as RFC 3397 §2 encodes it: the second name is a
+/// pointer into the first (offsets count from the option's data).
+#[test]
+fn domain_search_golden_bytes() {
+    let (mut s, _) = server();
+    let Outcome::Reply { bytes, .. } =
+        s.handle(&pkt(MessageType::Discover, 1).bytes(), t(0), &ctx())
+    else {
+        panic!("no reply")
+    };
+    let want: &[u8] = &[
+        119, 20, 3, b'l', b'a', b'b', 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 4, b't', b'e',
+        b's', b't', 0, 0xc0, 4,
+    ];
+    assert!(
+        bytes.windows(want.len()).any(|w| w == want),
+        "option 119 not as RFC 3397 encodes it: {bytes:?}"
+    );
 }

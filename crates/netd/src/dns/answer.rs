@@ -5,17 +5,28 @@
 //!
 //! Naming policy (kept deliberately small):
 //! - a machine `web` answers to `web` and, if a local domain is configured
-//!   (e.g. `netspawn`), to `web.netspawn`; case never matters;
+//!   (netd's is [`DEFAULT_DOMAIN`], `netspawn`), to `web.netspawn` and to
+//!   `web.ZONE.netspawn` (the search domain a zone's DHCP hands out, see
+//!   [`super::search`]); case never matters, the question is echoed as asked;
+//! - `host` (and `host.netspawn`, `host.ZONE.netspawn`) is the host: the
+//!   host's addresses on the link the query arrived on (the `host` slice the
+//!   caller passes, as podman's `host.containers.internal`). It wins over a
+//!   machine called `host`, so no machine can take the gateway's name;
 //! - an unknown single-label name, or any unknown name under the local
 //!   domain, is NXDOMAIN here and never leaks upstream (as dnsmasq's
 //!   `domain-needed`);
+//! - a name that exists without records of the asked type is NODATA
+//!   (NOERROR, no answer) with an SOA in the authority section (RFC 2308,
+//!   RFC 8020), never NXDOMAIN; only records of the asked type are given,
+//!   each address once;
 //! - `in-addr.arpa` / `ip6.arpa` names of machine addresses get PTR answers;
-//! - everything else is forwarded.
+//! - everything else is forwarded, unless the caller says the link must not
+//!   reach upstream ([`Scope::internal`]): then it is REFUSED here.
 
 use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, PTR};
+use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use super::directory::MachineDirectory;
@@ -27,6 +38,32 @@ pub const LOCAL_TTL: u32 = 5;
 pub const EDNS_PAYLOAD: u16 = 1232;
 /// A DNS message over UDP without EDNS.
 pub const PLAIN_UDP_PAYLOAD: u16 = 512;
+/// The local domain netd serves: machines are also `NAME.netspawn`, and a
+/// zone's search domain is `ZONE.netspawn`. `.netspawn` is not a delegated
+/// top-level domain, so it never shadows a real name.
+pub const DEFAULT_DOMAIN: &str = "netspawn";
+/// The name of the host as seen from a machine.
+pub const HOST_NAME: &str = "host";
+
+/// What the answer depends on besides the question: where the query came
+/// from. The default (no host addresses, forwarding allowed) is what a
+/// caller that knows nothing of the arrival gets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    /// The host's addresses on the link the query arrived on: the answer to
+    /// `host`. Empty: `host` is an ordinary name.
+    pub host: &'a [IpAddr],
+    /// The link is an internal one: names that are not ours are REFUSED,
+    /// never forwarded upstream.
+    pub internal: bool,
+    /// The zones served and their subnets (by lowercase zone name), so
+    /// that `NAME.ZONE.DOMAIN` is only a machine that has an address on
+    /// ZONE. `None`: not known, any machine answers under any zone label.
+    pub zones: Option<&'a Zones>,
+}
+
+/// Zones by lowercase name, with the subnets of their bridges.
+pub type Zones = std::collections::HashMap<String, Vec<ipnetwork::IpNetwork>>;
 
 /// Local naming settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -126,14 +163,34 @@ pub enum UpstreamAnswer {
 
 /// Decides what to do with one request packet.
 pub fn decide(packet: &[u8], dir: &dyn MachineDirectory, names: &LocalNames) -> Decision {
+    decide_in(packet, dir, names, Scope::default())
+}
+
+/// As [`decide`], for a query that arrived where `scope` says.
+pub fn decide_in(
+    packet: &[u8],
+    dir: &dyn MachineDirectory,
+    names: &LocalNames,
+    scope: Scope<'_>,
+) -> Decision {
     match Message::from_vec(packet) {
-        Ok(msg) => decide_message(&msg, dir, names),
+        Ok(msg) => decide_message_in(&msg, dir, names, scope),
         Err(_) => Decision::Drop(DropReason::Malformed),
     }
 }
 
 /// Decides what to do with a parsed request.
 pub fn decide_message(req: &Message, dir: &dyn MachineDirectory, names: &LocalNames) -> Decision {
+    decide_message_in(req, dir, names, Scope::default())
+}
+
+/// As [`decide_message`], for a query that arrived where `scope` says.
+pub fn decide_message_in(
+    req: &Message,
+    dir: &dyn MachineDirectory,
+    names: &LocalNames,
+    scope: Scope<'_>,
+) -> Decision {
     if req.metadata.message_type != MessageType::Query {
         return Decision::Drop(DropReason::NotAQuery);
     }
@@ -155,8 +212,10 @@ pub fn decide_message(req: &Message, dir: &dyn MachineDirectory, names: &LocalNa
     if matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR) {
         return reply(error_reply(req, ResponseCode::Refused));
     }
-    match local_answer(query, dir, names) {
+    match local_answer(query, dir, names, scope) {
         Some(local) => reply(local_reply(req, query, local)),
+        // An internal link never reaches upstream (CVE-2024-29018 class).
+        None if scope.internal => reply(error_reply(req, ResponseCode::Refused)),
         None => Decision::Forward(Forward {
             metadata: req.metadata,
             query: query.clone(),
@@ -201,10 +260,25 @@ pub fn udp_limit(max_payload: u16) -> u16 {
 /// A locally known answer.
 #[derive(Debug, PartialEq, Eq)]
 enum Local {
-    /// The name is ours; these records (maybe none: NODATA) answer it.
+    /// The name is ours; these records answer it.
     Records(Vec<Record>),
-    /// The name is ours to know and does not exist.
-    NxDomain,
+    /// The name is ours but has no record of the asked type: NODATA with
+    /// the SOA of this apex.
+    NoData(Name),
+    /// The name is ours to know and does not exist; the SOA of the apex,
+    /// when there is one to give (a name under the local domain).
+    NxDomain(Option<Name>),
+}
+
+impl Local {
+    /// Records, or NODATA when there are none.
+    fn records(records: Vec<Record>, apex: Name) -> Local {
+        if records.is_empty() {
+            Local::NoData(apex)
+        } else {
+            Local::Records(records)
+        }
+    }
 }
 
 /// Lowercase labels of `name` if every byte may appear in a machine name.
@@ -224,7 +298,13 @@ fn host_labels(name: &Name) -> Option<Vec<Vec<u8>>> {
         .collect()
 }
 
-fn local_answer(query: &Query, dir: &dyn MachineDirectory, names: &LocalNames) -> Option<Local> {
+fn local_answer(
+    query: &Query,
+    dir: &dyn MachineDirectory,
+    names: &LocalNames,
+    scope: Scope<'_>,
+) -> Option<Local> {
+    let host = scope.host;
     let qname = query.name();
     let qtype = query.query_type();
     if let Some(labels) = host_labels(qname) {
@@ -236,26 +316,64 @@ fn local_answer(query: &Query, dir: &dyn MachineDirectory, names: &LocalNames) -
         } else {
             (&labels[..], false)
         };
+        // The apex of a NODATA answer: the local domain for names under
+        // it; a bare name is the apex of itself (a single-label name has no
+        // parent zone we could speak for).
+        // Spelt as in the question (its last labels), so that the reply
+        // compresses it into a pointer whatever case the client used.
+        let apex = || {
+            let mut apex = if in_domain {
+                qname.trim_to(names.domain.len())
+            } else {
+                qname.clone()
+            };
+            apex.set_fqdn(true);
+            apex
+        };
         if in_domain && machine.is_empty() {
             // The local domain itself exists but holds no data.
-            return Some(Local::Records(Vec::new()));
+            return Some(Local::NoData(apex()));
+        }
+        // `host`, `host.DOMAIN` and `host.ZONE.DOMAIN`: the host.
+        let is_host = match machine {
+            [m] => m.as_slice() == HOST_NAME.as_bytes(),
+            [m, _zone] => in_domain && m.as_slice() == HOST_NAME.as_bytes(),
+            _ => false,
+        };
+        if is_host && !host.is_empty() {
+            let records = address_records(qname, qtype, host);
+            return Some(Local::records(records, apex()));
         }
         if !machine.is_empty() {
-            let key = machine
-                .iter()
-                .map(|l| String::from_utf8_lossy(l))
-                .collect::<Vec<_>>()
-                .join(".");
-            if dir.exists(&key) {
-                let records = dir
-                    .addresses(&key)
-                    .into_iter()
-                    .filter_map(|a| address_record(qname, qtype, a))
-                    .collect();
-                return Some(Local::Records(records));
+            let key = join_labels(machine);
+            // `NAME.ZONE.DOMAIN`: the machine NAME (a zone's search domain).
+            let zoned = match machine {
+                [m, _zone] if in_domain && !dir.exists(&key) => {
+                    Some(join_labels(std::slice::from_ref(m)))
+                }
+                _ => None,
+            };
+            // ...if NAME is on ZONE, when the zones are known.
+            let on_zone = match (&zoned, machine, scope.zones) {
+                (Some(m), [_, zone], Some(zones)) => zones
+                    .get(String::from_utf8_lossy(zone).as_ref())
+                    .is_some_and(|nets| {
+                        dir.addresses(m)
+                            .iter()
+                            .any(|a| nets.iter().any(|n| n.contains(*a)))
+                    }),
+                _ => true,
+            };
+            let key = zoned.unwrap_or(key);
+            if on_zone && dir.exists(&key) {
+                let records = address_records(qname, qtype, &dir.addresses(&key));
+                return Some(Local::records(records, apex()));
             }
-            if in_domain || machine.len() == 1 {
-                return Some(Local::NxDomain);
+            if in_domain {
+                return Some(Local::NxDomain(Some(apex())));
+            }
+            if machine.len() == 1 {
+                return Some(Local::NxDomain(None));
             }
         }
     }
@@ -271,7 +389,9 @@ fn local_answer(query: &Query, dir: &dyn MachineDirectory, names: &LocalNames) -
     }
     let machine = dir.name_of(addr)?;
     if !matches!(qtype, RecordType::PTR | RecordType::ANY) {
-        return Some(Local::Records(Vec::new()));
+        let mut apex = qname.clone();
+        apex.set_fqdn(true);
+        return Some(Local::NoData(apex));
     }
     let mut target = Name::from_ascii(&machine).ok()?;
     if let Some(domain) = names.domain_name() {
@@ -283,6 +403,54 @@ fn local_answer(query: &Query, dir: &dyn MachineDirectory, names: &LocalNames) -
         LOCAL_TTL,
         RData::PTR(PTR(target)),
     )]))
+}
+
+fn join_labels(labels: &[Vec<u8>]) -> String {
+    labels
+        .iter()
+        .map(|l| String::from_utf8_lossy(l))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The records of the asked type for `addrs`, each address once, in order.
+pub(crate) fn address_records(owner: &Name, qtype: RecordType, addrs: &[IpAddr]) -> Vec<Record> {
+    let mut seen: Vec<IpAddr> = Vec::with_capacity(addrs.len());
+    let mut out = Vec::new();
+    for a in addrs {
+        if seen.contains(a) {
+            continue;
+        }
+        seen.push(*a);
+        out.extend(address_record(owner, qtype, *a));
+    }
+    out
+}
+
+/// The SOA of a local apex, for negative answers: its minimum (the
+/// negative-caching TTL, RFC 2308) is [`LOCAL_TTL`], since machines come and
+/// go.
+pub(crate) fn soa_record(apex: &Name) -> Record {
+    let mut apex = apex.clone();
+    apex.set_fqdn(true);
+    let host = |label: &str| {
+        Name::from_ascii(label)
+            .and_then(|n| n.append_domain(&apex))
+            .unwrap_or_else(|_| apex.clone())
+    };
+    Record::from_rdata(
+        apex.clone(),
+        LOCAL_TTL,
+        RData::SOA(SOA::new(
+            host("netd"),
+            host("hostmaster"),
+            1,
+            3600,
+            600,
+            86400,
+            LOCAL_TTL,
+        )),
+    )
 }
 
 fn address_record(owner: &Name, qtype: RecordType, addr: IpAddr) -> Option<Record> {
@@ -312,7 +480,11 @@ fn local_reply(req: &Message, query: &Query, local: Local) -> Message {
     msg.metadata.authoritative = true;
     match local {
         Local::Records(records) => msg.answers = records,
-        Local::NxDomain => msg.metadata.response_code = ResponseCode::NXDomain,
+        Local::NoData(apex) => msg.authorities.push(soa_record(&apex)),
+        Local::NxDomain(apex) => {
+            msg.metadata.response_code = ResponseCode::NXDomain;
+            msg.authorities.extend(apex.as_ref().map(soa_record));
+        }
     }
     msg
 }
@@ -499,6 +671,164 @@ pub(crate) mod tests {
                 assert_eq!(r.ttl, LOCAL_TTL);
             }
         }
+    }
+
+    fn ask_in(name: &str, qtype: RecordType, names: &LocalNames, scope: Scope<'_>) -> Message {
+        let bytes = query(name, qtype).to_vec().unwrap();
+        let m = reply(decide_in(&bytes, &dir(), names, scope));
+        // Through the wire and back, as a client sees it.
+        Message::from_vec(&m.to_vec().unwrap()).unwrap()
+    }
+
+    fn soa_owner(m: &Message) -> Option<String> {
+        match m.authorities.as_slice() {
+            [r] if matches!(r.data, RData::SOA(_)) => Some(r.name.to_string()),
+            [] => None,
+            other => panic!("unexpected authority section {other:?}"),
+        }
+    }
+
+    /// RFC 2308 / 8020: a name that exists without the asked type is
+    /// NODATA with the SOA of its apex; a name under the domain that does
+    /// not exist is NXDOMAIN with the domain's SOA.
+    #[test]
+    fn negative_answers_carry_an_soa() {
+        let dom = LocalNames::with_domain("netspawn").unwrap();
+        let none = Scope::default();
+        use RecordType::*;
+        // (name, type, rcode, SOA owner)
+        let cases: &[(&str, RecordType, ResponseCode, Option<&str>)] = &[
+            ("db.", AAAA, ResponseCode::NoError, Some("db.")),
+            ("DB.", MX, ResponseCode::NoError, Some("DB.")),
+            ("booting.", A, ResponseCode::NoError, Some("booting.")),
+            (
+                "db.netspawn.",
+                AAAA,
+                ResponseCode::NoError,
+                Some("netspawn."),
+            ),
+            (
+                "db.lab.NetSpawn.",
+                TXT,
+                ResponseCode::NoError,
+                Some("NetSpawn."),
+            ),
+            ("netspawn.", A, ResponseCode::NoError, Some("netspawn.")),
+            (
+                "nope.netspawn.",
+                A,
+                ResponseCode::NXDomain,
+                Some("netspawn."),
+            ),
+            ("nope.", A, ResponseCode::NXDomain, None),
+            (
+                "2.0.0.10.in-addr.arpa.",
+                A,
+                ResponseCode::NoError,
+                Some("2.0.0.10.in-addr.arpa."),
+            ),
+            ("web.", A, ResponseCode::NoError, None),
+        ];
+        for &(name, qtype, rcode, owner) in cases {
+            let m = ask_in(name, qtype, &dom, none);
+            assert_eq!(m.metadata.response_code, rcode, "{name} {qtype}");
+            assert_eq!(soa_owner(&m).as_deref(), owner, "{name} {qtype}");
+            if owner.is_some() {
+                assert!(m.answers.is_empty(), "{name} {qtype}");
+                let RData::SOA(soa) = &m.authorities[0].data else {
+                    unreachable!()
+                };
+                assert_eq!(soa.minimum, LOCAL_TTL);
+            }
+        }
+    }
+
+    /// Only the asked type, each address once, whatever the directory
+    /// holds twice.
+    #[test]
+    fn exactly_the_asked_type_once() {
+        let a: IpAddr = "10.0.0.5".parse().unwrap();
+        let b: IpAddr = "fd00::5".parse().unwrap();
+        let d = StaticDirectory::new([("twice", vec![a, b, a, b]), ("Twice", vec![a])]);
+        let names = LocalNames::new();
+        for (qtype, want) in [
+            (RecordType::A, vec!["10.0.0.5"]),
+            (RecordType::AAAA, vec!["fd00::5"]),
+            (RecordType::ANY, vec!["10.0.0.5", "fd00::5"]),
+        ] {
+            let bytes = query("twice.", qtype).to_vec().unwrap();
+            let m = reply(decide(&bytes, &d, &names));
+            assert_eq!(rdata(&m), want, "{qtype}");
+            for r in &m.answers {
+                if qtype != RecordType::ANY {
+                    assert_eq!(r.record_type(), qtype);
+                }
+            }
+        }
+    }
+
+    /// `host` is the host's address on the arrival link; zone names find
+    /// machines; an internal link refuses what is not ours.
+    #[test]
+    fn host_zones_and_internal_links() {
+        let dom = LocalNames::with_domain("netspawn").unwrap();
+        let host: &[IpAddr] = &["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()];
+        let scope = Scope {
+            host,
+            internal: false,
+            zones: None,
+        };
+        for name in ["host.", "HOST.", "host.netspawn.", "host.lab.netspawn."] {
+            let m = ask_in(name, RecordType::A, &dom, scope);
+            assert_eq!(rdata(&m), ["10.0.0.1"], "{name}");
+            let m = ask_in(name, RecordType::AAAA, &dom, scope);
+            assert_eq!(rdata(&m), ["fd00::1"], "{name}");
+            let m = ask_in(name, RecordType::MX, &dom, scope);
+            assert!(m.answers.is_empty() && soa_owner(&m).is_some(), "{name}");
+        }
+        // Without an arrival link, `host` is an ordinary (unknown) name.
+        let m = ask_in("host.", RecordType::A, &dom, Scope::default());
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        // A machine by its zone's search domain.
+        let m = ask_in("web.lab.netspawn.", RecordType::A, &dom, scope);
+        assert_eq!(rdata(&m), ["10.0.0.2", "10.0.0.3"]);
+        let m = ask_in("nope.lab.netspawn.", RecordType::A, &dom, scope);
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        // With the zones known: only a machine on that zone.
+        let zones: Zones = [
+            ("lab".to_string(), vec!["10.0.0.0/28".parse().unwrap()]),
+            ("other".to_string(), vec!["10.9.0.0/24".parse().unwrap()]),
+        ]
+        .into_iter()
+        .collect();
+        let zoned = Scope {
+            zones: Some(&zones),
+            ..scope
+        };
+        let m = ask_in("web.lab.netspawn.", RecordType::AAAA, &dom, zoned);
+        assert_eq!(rdata(&m), ["fd00::2"]);
+        for name in ["web.other.netspawn.", "web.nozone.netspawn."] {
+            let m = ask_in(name, RecordType::A, &dom, zoned);
+            assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
+        }
+        // `host` under any zone label is still the host.
+        let m = ask_in("host.other.netspawn.", RecordType::A, &dom, zoned);
+        assert_eq!(rdata(&m), ["10.0.0.1"]);
+        // Internal: local names as ever, nothing forwarded.
+        let internal = Scope {
+            host,
+            internal: true,
+            zones: None,
+        };
+        let m = ask_in("web.", RecordType::A, &dom, internal);
+        assert_eq!(rdata(&m), ["10.0.0.2", "10.0.0.3"]);
+        let m = ask_in("example.test.", RecordType::A, &dom, internal);
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        let bytes = query("example.test.", RecordType::A).to_vec().unwrap();
+        assert!(matches!(
+            decide_in(&bytes, &dir(), &dom, scope),
+            Decision::Forward(_)
+        ));
     }
 
     #[test]

@@ -58,8 +58,9 @@ pub struct StaticDirectory {
 }
 
 impl StaticDirectory {
-    /// Builds a table from `(name, addresses)` pairs. Names are lowercased;
-    /// when two machines claim one address, the first in the input wins PTR.
+    /// Builds a table from `(name, addresses)` pairs. Names are lowercased,
+    /// each address is kept once per name; when two machines claim one
+    /// address, the first in the input wins PTR.
     pub fn new<I, S>(machines: I) -> StaticDirectory
     where
         I: IntoIterator<Item = (S, Vec<IpAddr>)>,
@@ -71,7 +72,13 @@ impl StaticDirectory {
             for a in &addrs {
                 dir.by_addr.entry(*a).or_insert_with(|| name.clone());
             }
-            dir.by_name.entry(name).or_default().extend(addrs);
+            // Each address once (a registry entry may list one twice).
+            let known = dir.by_name.entry(name).or_default();
+            for a in addrs {
+                if !known.contains(&a) {
+                    known.push(a);
+                }
+            }
         }
         dir
     }

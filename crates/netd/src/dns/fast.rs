@@ -167,6 +167,8 @@ pub fn parse(p: &[u8]) -> Option<FastQuery> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Answers {
     count: u16,
+    /// Records in the authority section (the SOA of a NODATA answer).
+    ns_count: u16,
     bytes: Box<[u8]>,
 }
 
@@ -192,7 +194,12 @@ impl FastTable {
         let mut table = FastTable::default();
         let mut candidates: Vec<Name> = Vec::new();
         for (machine, addrs) in dir.machines() {
-            if let Ok(n) = Name::from_ascii(machine) {
+            // `host` depends on the link a query arrives on: never cached
+            // (a machine called `host` keeps its PTR answers).
+            let named = (machine != super::answer::HOST_NAME)
+                .then(|| Name::from_ascii(machine).ok())
+                .flatten();
+            if let Some(n) = named {
                 if let Some(domain) = names.domain_name() {
                     if let Ok(full) = n.clone().append_domain(&domain) {
                         candidates.push(full);
@@ -263,10 +270,12 @@ fn precompute(
     let m = reply.message;
     if m.metadata.response_code != ResponseCode::NoError
         || !m.metadata.authoritative
-        || !m.authorities.is_empty()
         || !m.additionals.is_empty()
     {
         return None;
+    }
+    if !m.authorities.is_empty() {
+        return nodata_tail(&m, name);
     }
     let mut bytes = Vec::new();
     for r in &m.answers {
@@ -288,7 +297,31 @@ fn precompute(
     }
     Some(Answers {
         count: u16::try_from(m.answers.len()).ok()?,
+        ns_count: 0,
         bytes: bytes.into_boxed_slice(),
+    })
+}
+
+/// A NODATA reply's authority section (one SOA) as the general path
+/// encodes it, cut from its encoding: every name in it is the question's
+/// apex (a suffix of the question as the client spelt it, so a pointer
+/// into the question) or a label before it, so the bytes are the same for
+/// every spelling of the name, and pointers within them depend only on
+/// the question's length, which is the same too.
+fn nodata_tail(m: &Message, name: &Name) -> Option<Answers> {
+    let [soa] = m.authorities.as_slice() else {
+        return None;
+    };
+    if !m.answers.is_empty() || soa.ttl != LOCAL_TTL || !matches!(soa.data, RData::SOA(_)) {
+        return None;
+    }
+    let bytes = m.to_vec().ok()?;
+    let question = HEADER + name.to_bytes().ok()?.len() + 4;
+    let tail = bytes.get(question..)?;
+    Some(Answers {
+        count: 0,
+        ns_count: 1,
+        bytes: tail.into(),
     })
 }
 
@@ -322,8 +355,8 @@ pub fn answer(req: &[u8], table: &FastTable, out: &mut [u8]) -> Option<usize> {
         1,
         (ans.count >> 8) as u8,
         ans.count as u8,
-        0,
-        0,
+        (ans.ns_count >> 8) as u8,
+        ans.ns_count as u8,
         0,
         u8::from(!opt.is_empty()),
     ];
@@ -405,7 +438,11 @@ mod tests {
             ("web", A, &plain, true),
             ("WeB.", A, &plain, true),
             ("web.", AAAA, &plain, true),
-            ("db.", AAAA, &plain, true),   // NODATA
+            ("db.", AAAA, &plain, true), // NODATA
+            ("DB.", AAAA, &plain, true), // NODATA, the SOA's owner as asked
+            ("db.netspawn.", AAAA, &dom, true),
+            ("Db.NetSpawn.", AAAA, &dom, true),
+            ("3.0.0.10.In-Addr.ARPA.", A, &plain, true),
             ("booting.", A, &plain, true), // NODATA, no address yet
             ("web.", PTR, &plain, true),   // NODATA
             ("web.", ANY, &plain, false),  // the general path's business
@@ -550,6 +587,25 @@ mod tests {
         // A reply buffer too small is not written past.
         let mut small = [0u8; 20];
         assert_eq!(answer(&good, &table, &mut small), None);
+    }
+
+    /// `host` is never answered from the table: its answer depends on
+    /// the link a query arrives on (the general path's scope).
+    #[test]
+    fn host_is_never_cached() {
+        let a: IpAddr = "10.0.0.7".parse().unwrap();
+        let d = StaticDirectory::new([("host", vec![a])]);
+        let names = LocalNames::with_domain("netspawn").unwrap();
+        let table = FastTable::build(&d, &names);
+        for name in ["host.", "host.netspawn."] {
+            assert_eq!(fast(&query(name, RecordType::A, true, None), &table), None);
+        }
+        // Its reverse name still is.
+        assert!(fast(
+            &query("7.0.0.10.in-addr.arpa.", RecordType::PTR, true, None),
+            &table
+        )
+        .is_some());
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`fast`]: the UDP fast path for machine names (a cache of [`answer`]'s
 //!   replies, no allocation per query);
 //! - [`upstream`]: forwarding through hickory-resolver, following resolv.conf;
+//! - [`llmnr`]: the LLMNR responder on container links (RFC 4795);
+//! - [`search`]: the search domains a link's clients are given;
 //! - [`server`]: UDP/TCP listeners added and removed at runtime;
 //! - `shared`: what the listeners share (directory, upstream, counters);
 //! - `udp`: a UDP listener's serving thread (batched receive and send);
@@ -23,6 +25,8 @@
 pub mod answer;
 pub mod directory;
 pub mod fast;
+pub mod llmnr;
+pub mod search;
 pub mod server;
 mod shared;
 mod tcp;
@@ -31,8 +35,9 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 
-pub use answer::LocalNames;
+pub use answer::{LocalNames, DEFAULT_DOMAIN, HOST_NAME};
 pub use directory::{MachineDirectory, RegistryDirectory, StaticDirectory};
+pub use search::search_domains;
 pub use server::{serve, DnsConfig, DnsServer, Stats, StatsSnapshot};
 pub use tcp::MAX_TCP_CONNECTIONS;
 pub use upstream::UpstreamConfig;

@@ -18,7 +18,8 @@
 //! listener by the weak-host model; its queries are dropped and counted
 //! ([`StatsSnapshot::dropped_foreign`]), never forwarded.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -27,9 +28,10 @@ use std::sync::{Arc, Mutex};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 use tokio::sync::Semaphore;
 
-use super::answer::LocalNames;
+use super::answer::{LocalNames, Zones};
 use super::directory::MachineDirectory;
-use super::shared::{Arrivals, Inner};
+use super::llmnr::LlmnrListener;
+use super::shared::{ArrivalSet, Arrivals, Inner};
 pub use super::shared::{Stats, StatsSnapshot};
 use super::tcp::{TcpListenerTask, MAX_TCP_CONNECTIONS};
 use super::udp::UdpListener;
@@ -46,10 +48,13 @@ const MAX_FORWARDS_IN_FLIGHT: usize = 256;
 pub struct DnsConfig {
     /// Port to listen on (53; tests may pick another).
     pub port: u16,
-    /// Local naming (optional domain).
+    /// Local naming (optional domain; netd's daemon uses
+    /// [`DEFAULT_DOMAIN`](super::answer::DEFAULT_DOMAIN)).
     pub names: LocalNames,
     /// Where forwarded queries go.
     pub upstream: UpstreamConfig,
+    /// Whether links served get an LLMNR responder ([`super::llmnr`]).
+    pub llmnr: bool,
 }
 
 impl Default for DnsConfig {
@@ -58,6 +63,7 @@ impl Default for DnsConfig {
             port: 53,
             names: LocalNames::new(),
             upstream: UpstreamConfig::default(),
+            llmnr: true,
         }
     }
 }
@@ -78,6 +84,15 @@ pub struct DnsServer {
     inner: Arc<Inner>,
     port: u16,
     listeners: Mutex<HashMap<SocketAddr, Listener>>,
+    /// LLMNR sockets, by link and family (true: IPv6), one for each link
+    /// served with an address of that family.
+    llmnr: Mutex<HashMap<(u32, bool), LlmnrListener>>,
+    /// Links that are internal: nothing asked there goes upstream.
+    internal: Mutex<HashSet<u32>>,
+    /// Links whose template turns LLMNR off (`LLMNR=no`).
+    no_llmnr: Mutex<HashSet<u32>>,
+    /// Whether link listeners get an LLMNR responder.
+    llmnr_on: bool,
 }
 
 impl DnsServer {
@@ -96,7 +111,28 @@ impl DnsServer {
             }),
             port: config.port,
             listeners: Mutex::new(HashMap::new()),
+            llmnr: Mutex::new(HashMap::new()),
+            internal: Mutex::new(HashSet::new()),
+            no_llmnr: Mutex::new(HashSet::new()),
+            llmnr_on: config.llmnr,
         }
+    }
+
+    /// Marks the link `ifindex` internal (or not): names that are not
+    /// machines' (or the host's) are REFUSED to queries arriving there,
+    /// never forwarded upstream. Set it before the link's listener is
+    /// added, so that no query sees the link otherwise.
+    pub fn set_link_internal(&self, ifindex: u32, internal: bool) {
+        {
+            let mut set = self.internal.lock().unwrap_or_else(|p| p.into_inner());
+            if internal {
+                set.insert(ifindex);
+            } else {
+                set.remove(&ifindex);
+            }
+        }
+        let listeners = self.listeners();
+        self.update_arrivals(&listeners);
     }
 
     fn listeners(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Listener>> {
@@ -146,8 +182,93 @@ impl DnsServer {
     fn update_arrivals(&self, listeners: &HashMap<SocketAddr, Listener>) {
         let lo = nix::net::if_::if_nametoindex("lo").unwrap_or(1);
         let mut allowed = vec![lo];
-        allowed.extend(listeners.values().filter_map(|l| l.ifindex));
-        self.inner.arrivals.set(allowed);
+        let mut hosts: HashMap<u32, Vec<IpAddr>> = HashMap::new();
+        let mut sorted: Vec<_> = listeners.iter().collect();
+        sorted.sort_by_key(|(sa, _)| (sa.is_ipv6(), **sa));
+        for (sa, l) in sorted {
+            // `host` from the host itself is the loopback listeners'.
+            let ix = l.ifindex.unwrap_or(lo);
+            allowed.push(ix);
+            hosts.entry(ix).or_default().push(sa.ip());
+        }
+        let internal = self
+            .internal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        let zones = zones_of(listeners);
+        self.inner
+            .arrivals
+            .set(ArrivalSet::new(allowed, hosts, internal, zones));
+    }
+
+    /// Turns the LLMNR responder on the link `ifindex` on (the default) or
+    /// off (a template's `LLMNR=no`). Set it before the link's listener is
+    /// added; turning it off stops the link's LLMNR sockets.
+    pub fn set_link_llmnr(&self, ifindex: u32, on: bool) {
+        let mut off = self.no_llmnr.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            off.remove(&ifindex);
+        } else {
+            off.insert(ifindex);
+            drop(off);
+            self.llmnr
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(ix, _), _| *ix != ifindex);
+        }
+    }
+
+    /// Starts LLMNR on the link `ifindex`: over IPv4 when `addr` (the
+    /// address served there) is IPv4, and over IPv6 in any case (the group
+    /// is joined by interface, and a guest's resolver asks over both where
+    /// the link has IPv6 link-local addresses). A failure costs LLMNR only
+    /// (DNS still serves the link); no IPv6 on the host is not a failure.
+    fn start_llmnr(&self, ifindex: u32, addr: IpAddr) {
+        if !self.llmnr_on || addr.is_loopback() {
+            return;
+        }
+        if self
+            .no_llmnr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&ifindex)
+        {
+            return;
+        }
+        let mut llmnr = self.llmnr.lock().unwrap_or_else(|p| p.into_inner());
+        if addr.is_ipv4() {
+            if let Entry::Vacant(slot) = llmnr.entry((ifindex, false)) {
+                match LlmnrListener::start(ifindex, addr, self.inner.clone()) {
+                    Ok(l) => {
+                        slot.insert(l);
+                    }
+                    Err(e) => tracing::warn!(ifindex, %addr, err = %e, "LLMNR over IPv4"),
+                }
+            }
+        }
+        if let Entry::Vacant(slot) = llmnr.entry((ifindex, true)) {
+            let any = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+            match LlmnrListener::start(ifindex, any, self.inner.clone()) {
+                Ok(l) => {
+                    slot.insert(l);
+                }
+                Err(e) => tracing::debug!(ifindex, err = %e, "LLMNR over IPv6"),
+            }
+        }
+    }
+
+    /// Stops the LLMNR sockets of links no listener serves any more (over
+    /// IPv4: no IPv4 listener).
+    fn prune_llmnr(&self, listeners: &HashMap<SocketAddr, Listener>) {
+        let mut llmnr = self.llmnr.lock().unwrap_or_else(|p| p.into_inner());
+        llmnr.retain(|(ix, v6), _| {
+            listeners
+                .iter()
+                .any(|(sa, l)| l.ifindex == Some(*ix) && (*v6 || sa.is_ipv4()))
+        });
     }
 
     fn add_socket_addr(
@@ -165,6 +286,10 @@ impl DnsServer {
                 // The address moved to another link.
                 l.ifindex = ifindex;
                 self.update_arrivals(&listeners);
+                self.prune_llmnr(&listeners);
+                if let Some(ix) = ifindex {
+                    self.start_llmnr(ix, sa.ip());
+                }
             }
             return Ok(sa);
         }
@@ -186,6 +311,9 @@ impl DnsServer {
         self.inner
             .upstream
             .set_own_addresses(listeners.keys().map(|k| k.ip()));
+        if let Some(ix) = ifindex {
+            self.start_llmnr(ix, sa.ip());
+        }
         tracing::debug!(%sa, "DNS listening");
         Ok(sa)
     }
@@ -198,6 +326,7 @@ impl DnsServer {
         let removed = listeners.len() != before;
         if removed {
             self.update_arrivals(&listeners);
+            self.prune_llmnr(&listeners);
             self.inner
                 .upstream
                 .set_own_addresses(listeners.keys().map(|k| k.ip()));
@@ -221,6 +350,7 @@ impl DnsServer {
     /// Stops every listener.
     pub fn shutdown(&self) {
         self.listeners().clear();
+        self.llmnr.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 
@@ -245,6 +375,55 @@ pub async fn serve(
     shutdown.await;
     server.shutdown();
     Ok(server.stats())
+}
+
+/// The zones among the served links (`vz-ZONE`) with their subnets: the
+/// networks of the kernel's addresses on the bridge that a listener serves.
+fn zones_of(listeners: &HashMap<SocketAddr, Listener>) -> Zones {
+    let mut zones = Zones::new();
+    let links: Vec<(String, IpAddr)> = listeners
+        .iter()
+        .filter_map(|(sa, l)| {
+            let name = nix::net::if_::if_indextoname(l.ifindex?).ok()?;
+            let zone = name
+                .to_str()
+                .ok()?
+                .strip_prefix("vz-")?
+                .to_ascii_lowercase();
+            Some((zone, sa.ip()))
+        })
+        .collect();
+    if links.is_empty() {
+        return zones;
+    }
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return zones;
+    };
+    for ia in addrs {
+        let Some(zone) = ia.interface_name.strip_prefix("vz-") else {
+            continue;
+        };
+        let zone = zone.to_ascii_lowercase();
+        let ip_of = |s: &Option<SockaddrStorage>| -> Option<IpAddr> {
+            let s = s.as_ref()?;
+            if let Some(v4) = s.as_sockaddr_in() {
+                return Some(IpAddr::V4(v4.ip()));
+            }
+            s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+        };
+        let (Some(ip), Some(mask)) = (ip_of(&ia.address), ip_of(&ia.netmask)) else {
+            continue;
+        };
+        if !links.iter().any(|(z, _)| *z == zone) {
+            continue;
+        }
+        if let Ok(net) = ipnetwork::IpNetwork::with_netmask(ip, mask) {
+            if let Ok(net) = ipnetwork::IpNetwork::new(net.network(), net.prefix()) {
+                zones.entry(zone).or_default().push(net);
+            }
+        }
+    }
+    zones
 }
 
 fn family(sa: &SocketAddr) -> AddressFamily {

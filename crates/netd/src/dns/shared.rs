@@ -3,13 +3,17 @@
 //! The listeners' owner (`super::server`) and the UDP threads
 //! (`super::udp`) both use it, and neither imports the other.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use hickory_proto::op::Message;
 use tokio::sync::Semaphore;
 
-use super::answer::{forwarded_reply, DropReason, Forward, LocalNames, UpstreamAnswer};
+use super::answer::{
+    forwarded_reply, DropReason, Forward, LocalNames, Scope, UpstreamAnswer, Zones,
+};
 use super::directory::MachineDirectory;
 use super::fast::FastTable;
 use super::upstream::Upstream;
@@ -29,6 +33,9 @@ pub struct Stats {
     pub(super) tcp_refused: AtomicU64,
     pub(super) tcp_idle_closed: AtomicU64,
     pub(super) send_errors: AtomicU64,
+    pub(super) llmnr_queries: AtomicU64,
+    pub(super) llmnr_answered: AtomicU64,
+    pub(super) llmnr_malformed: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -61,6 +68,13 @@ pub struct StatsSnapshot {
     pub tcp_idle_closed: u64,
     /// Replies that could not be encoded or sent.
     pub send_errors: u64,
+    /// Datagrams received on LLMNR sockets.
+    pub llmnr_queries: u64,
+    /// LLMNR queries answered.
+    pub llmnr_answered: u64,
+    /// LLMNR datagrams that are not queries RFC 4795 lets us answer:
+    /// dropped.
+    pub llmnr_malformed: u64,
 }
 
 impl Stats {
@@ -90,6 +104,9 @@ impl Stats {
             tcp_refused: g(&self.tcp_refused),
             tcp_idle_closed: g(&self.tcp_idle_closed),
             send_errors: g(&self.send_errors),
+            llmnr_queries: g(&self.llmnr_queries),
+            llmnr_answered: g(&self.llmnr_answered),
+            llmnr_malformed: g(&self.llmnr_malformed),
         }
     }
 
@@ -101,24 +118,78 @@ impl Stats {
     }
 }
 
-/// The interfaces queries may arrive on (the served links' and loopback),
-/// with a generation counter so that UDP threads re-read it only when it
-/// changed.
+/// Where queries may arrive, and what the answer depends on there: the
+/// interfaces served (the links' and loopback), the host's addresses on
+/// each (the answer to `host`), and the links that are internal (nothing
+/// forwarded upstream).
+#[derive(Debug, Default)]
+pub(super) struct ArrivalSet {
+    allowed: Vec<u32>,
+    hosts: HashMap<u32, Vec<IpAddr>>,
+    internal: Vec<u32>,
+    zones: Zones,
+}
+
+impl ArrivalSet {
+    pub(super) fn new(
+        mut allowed: Vec<u32>,
+        hosts: HashMap<u32, Vec<IpAddr>>,
+        mut internal: Vec<u32>,
+        zones: Zones,
+    ) -> ArrivalSet {
+        allowed.sort_unstable();
+        allowed.dedup();
+        internal.sort_unstable();
+        internal.dedup();
+        ArrivalSet {
+            allowed,
+            hosts,
+            internal,
+            zones,
+        }
+    }
+
+    /// Whether a query that arrived on `ifindex` may be served.
+    pub(super) fn allows(&self, ifindex: Option<u32>) -> bool {
+        ifindex.is_some_and(|ix| ix != 0 && self.allowed.binary_search(&ix).is_ok())
+    }
+
+    /// The answer's scope for a query that arrived on `ifindex`.
+    pub(super) fn scope(&self, ifindex: Option<u32>) -> Scope<'_> {
+        let Some(ix) = ifindex else {
+            return Scope::default();
+        };
+        Scope {
+            host: self.hosts.get(&ix).map(Vec::as_slice).unwrap_or_default(),
+            internal: self.internal.binary_search(&ix).is_ok(),
+            zones: Some(&self.zones),
+        }
+    }
+
+    /// The host's addresses on the link `ifindex`.
+    pub(super) fn host(&self, ifindex: u32) -> &[IpAddr] {
+        self.hosts
+            .get(&ifindex)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+}
+
+/// The current [`ArrivalSet`], with a generation counter so that UDP
+/// threads re-read it only when it changed.
 #[derive(Default)]
 pub(super) struct Arrivals {
     generation: AtomicU64,
-    allowed: RwLock<Arc<[u32]>>,
+    set: RwLock<Arc<ArrivalSet>>,
 }
 
 impl Arrivals {
-    pub(super) fn set(&self, mut ifindexes: Vec<u32>) {
-        ifindexes.sort_unstable();
-        ifindexes.dedup();
-        let mut a = match self.allowed.write() {
+    pub(super) fn set(&self, set: ArrivalSet) {
+        let mut a = match self.set.write() {
             Ok(a) => a,
             Err(p) => p.into_inner(),
         };
-        *a = ifindexes.into();
+        *a = Arc::new(set);
         self.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -126,8 +197,8 @@ impl Arrivals {
         self.generation.load(Ordering::Acquire)
     }
 
-    pub(super) fn get(&self) -> (u64, Arc<[u32]>) {
-        let a = match self.allowed.read() {
+    pub(super) fn get(&self) -> (u64, Arc<ArrivalSet>) {
+        let a = match self.set.read() {
             Ok(a) => a,
             Err(p) => p.into_inner(),
         };
@@ -136,10 +207,7 @@ impl Arrivals {
 
     /// Whether a query that arrived on `ifindex` may be served.
     pub(super) fn allows(&self, ifindex: Option<u32>) -> bool {
-        let Some(ix) = ifindex.filter(|i| *i != 0) else {
-            return false;
-        };
-        self.get().1.contains(&ix)
+        self.get().1.allows(ifindex)
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use super::answer::{decide, encode_reply, Decision};
+use super::answer::{decide_in, encode_reply, Decision};
 use super::shared::{Inner, Stats};
 
 /// A connection without a complete message for this long is closed.
@@ -91,7 +91,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
         };
         let inner = inner.clone();
         conns.spawn(async move {
-            serve_connection(stream, peer, &inner).await;
+            serve_connection(stream, peer, arrived, &inner).await;
             drop(permit);
         });
     }
@@ -112,7 +112,12 @@ async fn read_timed(stream: &mut TcpStream, buf: &mut [u8], inner: &Inner) -> Op
 
 /// Answers the messages of one connection, one after the other, until the
 /// client closes it, idles, or sends something that is not a query.
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, inner: &Inner) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    arrived: Option<u32>,
+    inner: &Inner,
+) {
     let _ = stream.set_nodelay(true);
     loop {
         let mut len = [0u8; 2];
@@ -125,7 +130,8 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, inner: &Inner
             return;
         }
         Stats::bump(&inner.stats.tcp_queries);
-        let reply = match decide(&msg, &*inner.dir, &inner.names) {
+        let arrivals = inner.arrivals.get().1;
+        let reply = match decide_in(&msg, &*inner.dir, &inner.names, arrivals.scope(arrived)) {
             Decision::Reply(reply) => {
                 Stats::bump(&inner.stats.answered_local);
                 reply.message

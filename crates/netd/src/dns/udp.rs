@@ -5,7 +5,7 @@
 //!
 //! Machine names are answered by [`fast`](super::fast) from a table rebuilt
 //! only when the directory changes; every other datagram goes through the
-//! general answer logic ([`decide`]) on this thread, which also drops and
+//! general answer logic ([`decide_in`]) on this thread, which also drops and
 //! counts what is malformed. Forwarded queries are handed to the tokio
 //! runtime, whose task sends the reply on the same socket (without
 //! blocking) once upstream answered, if the listener still exists.
@@ -30,9 +30,9 @@ use nix::sys::socket::{
 };
 use nix::sys::time::{TimeVal, TimeValLike};
 
-use super::answer::{decide, encode_reply, udp_limit, Decision, EDNS_PAYLOAD};
+use super::answer::{decide_in, encode_reply, udp_limit, Decision, EDNS_PAYLOAD};
 use super::fast::{self, FastTable};
-use super::shared::{Inner, Stats};
+use super::shared::{ArrivalSet, Inner, Stats};
 use crate::sys::AnonBuffer;
 
 /// Datagrams taken per `recvmmsg`.
@@ -132,7 +132,7 @@ struct Worker {
     /// The interface each datagram arrived on (IP_PKTINFO), if known.
     rx_ifindex: Vec<Option<u32>>,
     /// The interfaces served, as of a generation of `inner.arrivals`.
-    allowed: (u64, Arc<[u32]>),
+    allowed: (u64, Arc<ArrivalSet>),
     /// Whether the socket is IPv6 (which control message to expect).
     v6: bool,
     tx_addr: Vec<Option<SockaddrStorage>>,
@@ -341,7 +341,7 @@ impl Worker {
             };
             // From outside (another network routed to our address): not
             // answered, and never forwarded.
-            if !self.rx_ifindex[i].is_some_and(|ix| ix != 0 && self.allowed.1.contains(&ix)) {
+            if !self.allowed.1.allows(self.rx_ifindex[i]) {
                 Stats::bump(&stats.dropped_foreign);
                 continue;
             }
@@ -354,7 +354,8 @@ impl Worker {
                     continue;
                 }
             }
-            match decide(packet, &*self.inner.dir, &self.inner.names) {
+            let scope = self.allowed.1.scope(self.rx_ifindex[i]);
+            match decide_in(packet, &*self.inner.dir, &self.inner.names, scope) {
                 Decision::Reply(reply) => {
                     local += 1;
                     let limit = udp_limit(reply.max_payload);

@@ -13,7 +13,8 @@
 //!
 //! netd understands [Match] `Name=`, `Driver=`, `Kind=`, `Virtualization=`;
 //! [Network] `Address=`, `DHCPServer=`, `IPMasquerade=`,
-//! `LinkLocalAddressing=`, `DNS=`, `DHCP=`, `KeepMaster=`; [DHCPServer]
+//! `LinkLocalAddressing=`, `DNS=`, `DNSDefaultRoute=`, `LLMNR=`, `DHCP=`,
+//! `KeepMaster=`; [DHCPServer]
 //! `PoolOffset=`, `PoolSize=`, `EmitDNS=`, `DNS=`, `EmitRouter=`,
 //! `DefaultLeaseTimeSec=`, `MaxLeaseTimeSec=`. Other keys and sections that
 //! systemd knows are warnings saying netd ignores them; unknown ones are

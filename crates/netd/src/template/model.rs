@@ -105,6 +105,14 @@ pub struct Network {
     /// `IPv6SendRA=`: send router advertisements on the link (the prefixes
     /// of `[IPv6Prefix]` and of the link's IPv6 `Address=` subnets).
     pub ipv6_send_ra: bool,
+    /// `DNSDefaultRoute=`: `Some(false)` makes the link internal for netd's
+    /// DNS: names that are not machines' are refused there, never
+    /// forwarded upstream (with `IPMasquerade=no`, an internal zone).
+    pub dns_default_route: Option<bool>,
+    /// `LLMNR=`: `Some(false)` (`no`, or `resolve`: resolving only, no
+    /// responder) turns netd's LLMNR responder off on the link; it is on by
+    /// default, as networkd's.
+    pub llmnr: Option<bool>,
 }
 
 impl Network {

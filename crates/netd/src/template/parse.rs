@@ -154,6 +154,22 @@ static KEYS: &[Key<NetworkFile>] = &[
         f.network.dhcp = families;
         Ok(note)
     }),
+    Key::parse("Network", "DNSDefaultRoute", |f, v| {
+        f.network.dns_default_route = if v.is_empty() {
+            None
+        } else {
+            Some(values::boolean(v)?)
+        };
+        Ok(None)
+    }),
+    Key::parse("Network", "LLMNR", |f, v| {
+        f.network.llmnr = match v {
+            "" => None,
+            "resolve" => Some(false),
+            _ => Some(values::boolean(v)?),
+        };
+        Ok(None)
+    }),
     Key::parse("Network", "KeepMaster", |f, v| {
         f.network.keep_master = values::boolean(v)?;
         Ok(None)
@@ -167,7 +183,6 @@ static KEYS: &[Key<NetworkFile>] = &[
     Key::ignored("Network", "IPv4LLStartAddress"),
     Key::ignored("Network", "IPv4LLRoute"),
     Key::ignored("Network", "DefaultRouteOnDevice"),
-    Key::ignored("Network", "LLMNR"),
     Key::ignored("Network", "MulticastDNS"),
     Key::ignored("Network", "DNSOverTLS"),
     Key::ignored("Network", "DNSSEC"),
@@ -178,7 +193,6 @@ static KEYS: &[Key<NetworkFile>] = &[
     Key::ignored("Network", "Gateway"),
     Key::ignored("Network", "GatewayOnLink"),
     Key::ignored("Network", "Domains"),
-    Key::ignored("Network", "DNSDefaultRoute"),
     Key::ignored("Network", "NTP"),
     Key::ignored("Network", "IPForward"),
     Key::ignored("Network", "IPv4Forwarding"),
@@ -902,6 +916,8 @@ DNS=1.1.1.1 [2001:db8::1]:53
 DNS=9.9.9.9:53
 DHCP=ipv4
 KeepMaster=yes
+DNSDefaultRoute=no
+LLMNR=resolve
 
 [DHCPServer]
 PoolOffset=10
@@ -966,6 +982,8 @@ MaxLeaseTimeSec=2h 30min
         );
         assert_eq!(n.dhcp, Families::Ipv4);
         assert!(n.keep_master);
+        assert_eq!(n.dns_default_route, Some(false));
+        assert_eq!(n.llmnr, Some(false));
         let d = &f.dhcp_server;
         assert_eq!(d.pool_offset, 10);
         assert_eq!(d.pool_size, 20);
@@ -1386,6 +1404,12 @@ MaxLeaseTimeSec=
             ),
             ("[DHCPServer]\nPoolSize=4294967296\n", 2, "is out of range"),
             ("[DHCPServer]\nPoolSize=\n", 2, "Invalid PoolSize= value"),
+            ("[Network]\nLLMNR=perhaps\n", 2, "Invalid LLMNR= value"),
+            (
+                "[Network]\nDNSDefaultRoute=perhaps\n",
+                2,
+                "Invalid DNSDefaultRoute= value",
+            ),
             (
                 "[DHCPServer]\nEmitDNS=perhaps\n",
                 2,

@@ -50,6 +50,15 @@ fn ifname(s: &str) -> Result<String, String> {
 }
 
 fn zone(s: &str) -> Result<String, String> {
+    if s.contains(':') {
+        // `NAME:internal` (docker's and podman's way) is not how netspawn
+        // makes a zone internal: say what is.
+        return Err(
+            "a zone takes no options; for an internal zone, give vz-NAME a .network \
+                    template with DNSDefaultRoute=no and IPMasquerade=no"
+                .to_string(),
+        );
+    }
     if ifname_is_valid(&format!("vz-{s}")) {
         Ok(s.to_string())
     } else {
@@ -516,6 +525,7 @@ mod tests {
             (&["--private-users=lots"], "--private-users"),
             (&["--volatile=sometimes"], "--volatile"),
             (&["--network-zone=waytoolongzonename"], "--network-zone"),
+            (&["--network-zone=lab:internal"], "DNSDefaultRoute=no"),
             (&["--property=MemoryMax=lots"], "--property"),
             (&["--property=Bogus=1"], "unknown property"),
             (&["--slice=a--b.slice"], "--slice"),
