@@ -103,11 +103,10 @@ pub static COUNTERS: Counters = Counters {
 };
 
 /// The DNS search domains advertised on `link` (DNSSL, RFC 8106), when its
-/// template has `EmitDomains=yes`. The hook where the search domain of a
-/// zone (`ZONE.netspawn`) goes once netd's DNS serves one; none yet.
+/// template has `EmitDomains=yes`: the ones DHCP hands out there
+/// (`ZONE.netspawn netspawn` on a zone, `netspawn` elsewhere).
 pub fn search_domains(link: &str) -> Vec<String> {
-    let _ = link;
-    Vec::new()
+    crate::dns::search_domains(link)
 }
 
 /// The advertisement for a link (pure): `subnets` are the link's IPv6
@@ -445,7 +444,8 @@ mod tests {
             }]
         );
         assert!(ra.dnssl.is_empty());
-        assert_eq!(search_domains("ve-web"), Vec::<String>::new());
+        assert_eq!(search_domains("ve-web"), ["netspawn"]);
+        assert_eq!(search_domains("vz-lab"), ["lab.netspawn", "netspawn"]);
         // Round trip through the wire.
         assert_eq!(RouterAdvert::parse(&ra.emit()).unwrap().emit(), ra.emit());
     }
