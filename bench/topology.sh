@@ -171,7 +171,7 @@ inner_main() {
             echo "loop_down $n $((t1 - t0))" >>"$out"
             pids=() LOOP_PIDS=
 
-            log "$n machines, round $r: $(grep " $n " "$out" | tail -6 | awk '{printf "%s %s ms; ", $1, $3}')"
+            log "$n machines, round $r: $(grep " $n " "$out" | tail -4 | awk '{printf "%s %s ms; ", $1, $3}')"
         done
     done
 
@@ -286,6 +286,8 @@ res = {
 }
 json.dump(res, open(out_json, "w"), indent=1)
 md = ["# Topology files: up/down and throughput", "", res["what"] + ".", "",
+      f"Load average at the start: {res['versions'].get('load', '?')} on {os.cpu_count()} CPUs"
+      " (other benchmarks and builds may have run at the same time: read the figures as measured on a loaded machine).", "",
       "| machines | up (median ms) | down | shell loop up | loop down | up / loop | up per machine (ms) |",
       "|---:|---:|---:|---:|---:|---:|---:|"]
 for n, d in sorted(data.items()):
