@@ -607,3 +607,53 @@ left
     env.ctl(&["up", &bad])
         .expect_error("bad.clab.yml:4: node 'r1': kind 'ceos' is not supported (only linux)");
 }
+
+#[test]
+fn extra_settings_env_and_booted_machines_come_from_the_file() {
+    let env = TestEnv::new();
+    env.busybox("busybox");
+    let file = write(
+        &env,
+        "st.toml",
+        r#"[lab]
+name = "st"
+[defaults]
+image = "busybox"
+[zones.z]
+[machines.a]
+command = "sleep 600"
+zones = ["z"]
+env = { FROMENV = "e1" }
+settings = """
+[Exec]
+Environment=FROMSETTINGS=s1
+"""
+[machines.b]
+boot = true
+zones = ["z"]
+"#,
+    );
+    let r = env.sh(
+        &format!(
+            r#"{LEFT}
+ip link set lo up
+$NETSPAWNCTL up {file} || exit 1
+$NETSPAWNCTL shell st-a /bin/sh -c 'echo "vars=$FROMENV,$FROMSETTINGS"'
+$NETSPAWNCTL shell st-b /bin/sh -c 'echo "init=$(cat /proc/1/comm)"'
+echo "--- down"
+$NETSPAWNCTL down {file}
+left
+"#
+        ),
+        180,
+    );
+    r.expect_status(0);
+    assert!(
+        r.stdout.contains("vars=e1,s1"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(r.stdout.contains("init=init"), "{}", r.stdout);
+    assert_nothing_left(r.stdout.split("--- down").nth(1).unwrap(), &env);
+}

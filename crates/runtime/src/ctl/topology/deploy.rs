@@ -101,8 +101,13 @@ pub fn launcher_args(paths: &Paths, m: &Machine) -> Vec<String> {
     if m.notify_ready {
         v.push("--notify-ready=yes".into());
     }
-    for (k, val) in &m.env {
-        v.push(format!("--setenv={k}={val}"));
+    // With extra settings, `env` goes into the settings file instead: a
+    // command-line --setenv would make the launcher ignore the file's
+    // Environment= (the command line wins per setting, as in systemd).
+    if m.settings.is_none() {
+        for (k, val) in &m.env {
+            v.push(format!("--setenv={k}={val}"));
+        }
     }
     for b in &m.binds {
         v.push(format!("--bind={b}"));
@@ -277,7 +282,14 @@ fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
         for m in &lab.machines {
             if let Some(s) = &m.settings {
                 let p = sdir.join(format!("{}.nspawn", m.name));
-                std::fs::write(&p, s).map_err(io("write", &p))?;
+                let mut text = s.clone();
+                if !m.env.is_empty() {
+                    text.push_str("\n[Exec]\n");
+                    for (k, v) in &m.env {
+                        text.push_str(&format!("Environment={k}={v}\n"));
+                    }
+                }
+                std::fs::write(&p, text).map_err(io("write", &p))?;
             }
         }
         let mut search = vec![sdir.display().to_string()];
