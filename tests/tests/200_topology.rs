@@ -1,7 +1,8 @@
 //! Test networks as files: `netspawnctl up FILE` brings a lab up (zones, a
 //! router on two zones, a point-to-point chain with static addresses and
 //! routes), `status FILE` shows it, `down FILE` removes all of it (twice is
-//! harmless, and after a `kill -9` of `up` too); readiness and `after`;
+//! harmless, after a `kill -9` of `up` and after one machine's launcher was
+//! killed); readiness and `after`;
 //! bad input is one line naming FILE:LINE with nothing made; an `up` that
 //! fails removes what it made and names what failed; `graph` draws a lab
 //! without deploying it.
@@ -93,6 +94,8 @@ $NETSPAWNCTL shell rt-site /bin/sh -c 'ping -c1 -W5 10.99.0.1 >/dev/null && echo
 $NETSPAWNCTL shell rt-client1 /bin/sh -c 'ping -c1 -W5 rt-client2 >/dev/null && echo by-name-ok'
 $NETSPAWNCTL shell rt-r1 /bin/sh -c 'ip -o addr show eth2; ip -o link show eth1' | grep -c 'eth[12]' | sed 's/^/r1-ifaces=/'
 $NETSPAWNCTL shell rt-web /bin/sh -c 'cat /proc/self/uid_map' | awk '{{print "web-uidmap-outside=" $2}}'
+# A host-side crash of one machine: its launcher killed.
+kill -9 $(sed -n 's/^LAUNCHER=//p' $NETSPAWN_RUN_DIR/machines/rt-client1)
 echo "--- down"
 $NETSPAWNCTL down {file} || exit 2
 left
