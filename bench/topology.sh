@@ -3,20 +3,22 @@
 # machines (ephemeral, -U) on three zones with a router on all three and two
 # point-to-point links, against the same machines started as a shell loop of
 # `netspawn` calls (in parallel, until every one has its address) and stopped
-# with `netspawnctl terminate` (podman and compose are not run yet: the
-# report quotes the issue's podman figures from this machine). Then
+# with `netspawnctl terminate`, and against podman 4.3 (netavark, private
+# storage: `podman run -d --network` 32 at a time on three networks, until
+# all have started; `podman rm -f -a`). docker compose is not run (no
+# dockerd here). Then
 # throughput (iperf3, TCP, one stream) across a lab's point-to-point link
 # and across a lab's zone, against a veth pair and a bridge made by hand
 # between two bare network namespaces. Everything runs in a network
 # namespace of its own. Writes bench/results/topology.{md,json}.
 #
 # Usage: bench/topology.sh [--sizes 10,50,300] [--rounds N (3)]
-#                          [--iperf-secs S (5)] [--no-build] [--quick]
+#                          [--iperf-secs S (5)] [--no-podman] [--no-build] [--quick]
 #   --quick: sizes 10,50, one round, 2 s of iperf3
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SIZES=10,50,300 ROUNDS=3 IPERF_SECS=5
+SIZES=10,50,300 ROUNDS=3 IPERF_SECS=5 PODMAN=1
 inner=0
 while (($#)); do
     case $1 in
@@ -27,6 +29,7 @@ while (($#)); do
     --rounds=*) ROUNDS=${1#*=} ;;
     --iperf-secs) IPERF_SECS=${2:?}; shift ;;
     --iperf-secs=*) IPERF_SECS=${1#*=} ;;
+    --no-podman) PODMAN=0 ;;
     --no-build) export BENCH_NO_BUILD=1 ;;
     --quick) SIZES=10,50 ROUNDS=1 IPERF_SECS=2 ;;
     -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
@@ -95,6 +98,17 @@ wait_for() { # WHAT TIMEOUT_S COMMAND...
     done
 }
 
+# podman with everything of its own under $WORK/podman.
+pm() {
+    podman --root "$WORK/podman/root" --runroot "$WORK/podman/run" --tmpdir "$WORK/podman/tmp" \
+        --network-config-dir "$WORK/podman/net" --events-backend file "$@"
+}
+pm_run() { # I ZONE
+    pm run -d -q --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network "bl$2" \
+        --name "pm-$1" localhost/bb /bin/sleep 3600 >/dev/null
+}
+export -f pm pm_run
+
 # On the way out, whatever the inner run started goes.
 inner_cleanup() {
     local rc=$?
@@ -115,6 +129,10 @@ inner_cleanup() {
     [ -n "${LOOP_PIDS:-}" ] && kill -9 $LOOP_PIDS 2>/dev/null
     jobs -p | xargs -r kill -9 2>/dev/null
     wait 2>/dev/null
+    if [ "$PODMAN" = 1 ] && [ -d "$WORK/podman" ]; then
+        pm rm -f -a -t 0 >/dev/null 2>&1
+        pm network rm -f bla blb blc >/dev/null 2>&1
+    fi
     # netd, started by the first launch, goes with the run.
     local f
     for f in "$NETSPAWN_RUN_DIR"/netd-*.pid; do
@@ -131,6 +149,11 @@ inner_main() {
     export PATH=$(dirname "$NETSPAWNCTL"):$PATH
     ip link set lo up
     local n r t0 t1
+    if [ "$PODMAN" = 1 ]; then
+        mkdir -p "$WORK/podman"
+        tar -C "$IMG" -c . | pm import -q - localhost/bb >/dev/null || die "podman import failed"
+        for z in a b c; do pm network create "bl$z" >/dev/null || die "podman network create failed"; done
+    fi
     for n in ${SIZES//,/ }; do
         ((n >= 4)) || die "--sizes: at least 4 machines"
         lab_file "$n" "$WORK/lab$n.toml"
@@ -171,7 +194,18 @@ inner_main() {
             echo "loop_down $n $((t1 - t0))" >>"$out"
             pids=() LOOP_PIDS=
 
-            log "$n machines, round $r: $(grep " $n " "$out" | tail -4 | awk '{printf "%s %s ms; ", $1, $3}')"
+            if [ "$PODMAN" = 1 ]; then
+                t0=$(now_ms)
+                for i in $(seq "$n"); do echo "$i $(echo a b c | cut -d' ' -f$((i % 3 + 1)))"; done |
+                    xargs -P 32 -L 1 bash -c 'pm_run "$0" "$1"' || die "podman run failed"
+                t1=$(now_ms)
+                echo "podman_up $n $((t1 - t0))" >>"$out"
+                t0=$(now_ms)
+                pm rm -f -a -t 0 >/dev/null || die "podman rm failed"
+                t1=$(now_ms)
+                echo "podman_down $n $((t1 - t0))" >>"$out"
+            fi
+            log "$n machines, round $r: $(grep " $n " "$out" | tail -$((4 + 2 * PODMAN)) | awk '{printf "%s %s ms; ", $1, $3}')"
         done
     done
 
@@ -255,11 +289,17 @@ mkdir -p "$NETSPAWN_RUN_DIR" "$NETSPAWN_IMAGE_DIR" "$NETSPAWN_STATE_DIR" "$RESUL
 log "making the busybox image"
 "$NETSPAWNCTL" bootstrap busybox bb >"$WORK/bootstrap.log" 2>&1 || die "bootstrap busybox failed"
 
-PODMAN_NOTE="not measured by this script yet (see bench/README.md); the issue's figures from this machine: 10 up in 1.25 s, removed in 1.0 s; 50 up in 7.1 s, removed in 2.8 s"
-export NETSPAWN NETSPAWNCTL WORK SIZES ROUNDS IPERF_SECS PY
+PODMAN_NOTE="not run (--no-podman)"
+if [ "$PODMAN" = 1 ]; then
+    command -v podman >/dev/null || ensure_packages podman
+    PODMAN_NOTE="podman $(podman --version | awk '{print $3}'), netavark, 32 podman run at a time"
+    # crun refuses a hybrid host whose cgroup2 lists controllers: hide the list.
+    export BENCH_MASK_CG2_CONTROLLERS=1
+fi
+export NETSPAWN NETSPAWNCTL WORK SIZES ROUNDS IPERF_SECS PODMAN PY
 
 run_isolated unshare -n -- /bin/bash "$0" __inner --sizes "$SIZES" --rounds "$ROUNDS" \
-    --iperf-secs "$IPERF_SECS"
+    --iperf-secs "$IPERF_SECS" $([ "$PODMAN" = 1 ] || echo --no-podman)
 
 VERSIONS=$(versions_json "iperf3=iperf3 --version" "kernel=uname -r")
 VERSIONS=$(L_V=$VERSIONS L_B=$BIN_ID "$PY" -c 'import json, os; v = json.loads(os.environ["L_V"]); v["binaries"] = os.environ["L_B"]; v["load"] = open("/proc/loadavg").read().split()[0]; print(json.dumps(v))')
@@ -277,7 +317,7 @@ for line in open(iperf):
     tp.setdefault(name, []).append(float(bps))
 med = lambda v: statistics.median(v) if v else None
 res = {
-    "what": "netspawnctl up/down of a lab (3 zones, a router on all three, 2 p2p links, N busybox machines, -U -x) vs a shell loop of netspawn calls (same machines and zones, no links; up = every machine has its address)",
+    "what": "netspawnctl up/down of a lab (3 zones, a router on all three, 2 p2p links, N busybox machines, -U -x) vs a shell loop of netspawn calls (same machines and zones, no links; up = every machine has its address) vs podman run -d on three networks",
     "versions": json.loads(os.environ["L_VERSIONS"]),
     "podman": os.environ["L_PODMAN_NOTE"],
     "sizes": {str(n): {k: {"samples_ms": v, "median_ms": med(v)} for k, v in d.items()} for n, d in sorted(data.items())},
@@ -294,6 +334,12 @@ for n, d in sorted(data.items()):
     up, dn, lu, ld = (med(d.get(k, [])) for k in ("up", "down", "loop_up", "loop_down"))
     ratio = f"{up / lu:.2f}x" if up and lu else "-"
     md.append(f"| {n} | {up:.0f} | {dn:.0f} | {lu:.0f} | {ld:.0f} | {ratio} | {up / n:.1f} |")
+pm = [(n, d) for n, d in sorted(data.items()) if "podman_up" in d]
+if pm:
+    md += ["", "| machines | podman run (median ms) | podman rm -f | netspawnctl up vs podman | down vs rm |", "|---:|---:|---:|---:|---:|"]
+    for n, d in pm:
+        pu, pd, up, dn = med(d["podman_up"]), med(d["podman_down"]), med(d["up"]), med(d["down"])
+        md.append(f"| {n} | {pu:.0f} | {pd:.0f} | {pu / up:.1f}x faster | {pd / dn:.1f}x faster |")
 md += ["", "podman: " + res["podman"] + ".",
        "docker compose: not run (no dockerd or compose plugin on this machine).", "",
        "| path | median Gbit/s | vs raw |", "|---|---:|---:|"]
