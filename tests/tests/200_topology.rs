@@ -87,6 +87,7 @@ ip link set lo up
 $NETSPAWNCTL up {file} || exit 1
 echo "--- status"
 $NETSPAWNCTL status {file}
+$NETSPAWNCTL -o json status {file} | sed 's/^/json: /'
 echo "--- host"
 ip -o link show | awk -F': ' '{{print $2}}'
 echo "--- pings"
@@ -126,6 +127,15 @@ left
             .lines()
             .any(|l| l.starts_with("r2") && l.contains("10.99.0.2")),
         "{status}"
+    );
+    let json = out
+        .lines()
+        .find_map(|l| l.strip_prefix("json: "))
+        .expect("status JSON");
+    assert!(json.starts_with("{\"lab\":\"rt\""), "{json}");
+    assert!(
+        json.contains("\"name\":\"rt-r2\"") && json.contains("\"10.99.0.2\""),
+        "{json}"
     );
     let host = out.split("--- host").nth(1).unwrap();
     assert!(

@@ -693,17 +693,17 @@ fn teardown(lab: &Lab, paths: &Paths) -> Vec<String> {
     errors
 }
 
-/// `status FILE`: one row per machine.
-pub fn status(file: &Path, legend: bool) -> Result<i32, TopoError> {
+/// `status FILE`: one row per machine, as a table or JSON.
+pub fn status(file: &Path, legend: bool, json: Option<bool>) -> Result<i32, TopoError> {
     let lab = super::load(file)?;
     let reg = crate::ctl::registry();
-    let mut t = crate::ctl::table::Table::new(&["machine", "state", "addresses", "links"]);
+    let mut rows = Vec::new();
     for m in &lab.machines {
-        let links = m.interfaces(&lab).join(",");
+        let links = m.interfaces(&lab);
         let (state, addrs) = match reg.get(&m.name) {
             Ok(Some(e)) => (
-                if e.state == "running" && e.ready {
-                    "running".to_string()
+                if e.state == "running" && !e.ready {
+                    "starting".to_string()
                 } else {
                     e.state.clone()
                 },
@@ -711,17 +711,53 @@ pub fn status(file: &Path, legend: bool) -> Result<i32, TopoError> {
                     .iter()
                     .filter(|a| !matches!(a, std::net::IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80))
                     .map(|a| a.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
+                    .collect::<Vec<_>>(),
             ),
-            _ => ("stopped".to_string(), String::new()),
+            _ => ("stopped".to_string(), Vec::new()),
         };
-        t.push(vec![m.short.clone(), state, addrs, links]);
+        rows.push((m, state, addrs, links));
     }
-    let mut out = t.render(legend);
-    if legend {
-        out.push_str(&format!("\nlab {}: {} machines.\n", lab.name, t.len()));
-    }
+    let out = match json {
+        Some(pretty) => {
+            let v: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(m, state, addrs, links)| {
+                    serde_json::json!({
+                        "machine": m.short,
+                        "name": m.name,
+                        "state": state,
+                        "addresses": addrs,
+                        "interfaces": links,
+                    })
+                })
+                .collect();
+            let v = serde_json::json!({ "lab": lab.name, "machines": v });
+            let mut s = if pretty {
+                serde_json::to_string_pretty(&v)
+            } else {
+                serde_json::to_string(&v)
+            }
+            .unwrap_or_default();
+            s.push('\n');
+            s
+        }
+        None => {
+            let mut t = crate::ctl::table::Table::new(&["machine", "state", "addresses", "links"]);
+            for (m, state, addrs, links) in &rows {
+                t.push(vec![
+                    m.short.clone(),
+                    state.clone(),
+                    addrs.join(","),
+                    links.join(","),
+                ]);
+            }
+            let mut out = t.render(legend);
+            if legend {
+                out.push_str(&format!("\nlab {}: {} machines.\n", lab.name, t.len()));
+            }
+            out
+        }
+    };
     std::io::stdout()
         .write_all(out.as_bytes())
         .map_err(io("write", Path::new("standard output")))?;
