@@ -1,7 +1,8 @@
 //! Test networks as files: `netspawnctl up FILE` brings a lab up (zones, a
 //! router on two zones, a point-to-point chain with static addresses and
 //! routes), `status FILE` shows it, `down FILE` removes all of it (twice is
-//! harmless, and after a `kill -9` of `up` too); readiness and `after`;
+//! harmless, after a `kill -9` of `up` and after one machine's launcher was
+//! killed); readiness and `after`;
 //! bad input is one line naming FILE:LINE with nothing made; an `up` that
 //! fails removes what it made and names what failed; `graph` draws a lab
 //! without deploying it.
@@ -86,6 +87,7 @@ ip link set lo up
 $NETSPAWNCTL up {file} || exit 1
 echo "--- status"
 $NETSPAWNCTL status {file}
+$NETSPAWNCTL -o json status {file} | sed 's/^/json: /'
 echo "--- host"
 ip -o link show | awk -F': ' '{{print $2}}'
 echo "--- pings"
@@ -93,6 +95,8 @@ $NETSPAWNCTL shell rt-site /bin/sh -c 'ping -c1 -W5 10.99.0.1 >/dev/null && echo
 $NETSPAWNCTL shell rt-client1 /bin/sh -c 'ping -c1 -W5 rt-client2 >/dev/null && echo by-name-ok'
 $NETSPAWNCTL shell rt-r1 /bin/sh -c 'ip -o addr show eth2; ip -o link show eth1' | grep -c 'eth[12]' | sed 's/^/r1-ifaces=/'
 $NETSPAWNCTL shell rt-web /bin/sh -c 'cat /proc/self/uid_map' | awk '{{print "web-uidmap-outside=" $2}}'
+# A host-side crash of one machine: its launcher killed.
+kill -9 $(sed -n 's/^LAUNCHER=//p' $NETSPAWN_RUN_DIR/machines/rt-client1)
 echo "--- down"
 $NETSPAWNCTL down {file} || exit 2
 left
@@ -123,6 +127,15 @@ left
             .lines()
             .any(|l| l.starts_with("r2") && l.contains("10.99.0.2")),
         "{status}"
+    );
+    let json = out
+        .lines()
+        .find_map(|l| l.strip_prefix("json: "))
+        .expect("status JSON");
+    assert!(json.starts_with("{\"lab\":\"rt\""), "{json}");
+    assert!(
+        json.contains("\"name\":\"rt-r2\"") && json.contains("\"10.99.0.2\""),
+        "{json}"
     );
     let host = out.split("--- host").nth(1).unwrap();
     assert!(
@@ -606,4 +619,54 @@ left
     );
     env.ctl(&["up", &bad])
         .expect_error("bad.clab.yml:4: node 'r1': kind 'ceos' is not supported (only linux)");
+}
+
+#[test]
+fn extra_settings_env_and_booted_machines_come_from_the_file() {
+    let env = TestEnv::new();
+    env.busybox("busybox");
+    let file = write(
+        &env,
+        "st.toml",
+        r#"[lab]
+name = "st"
+[defaults]
+image = "busybox"
+[zones.z]
+[machines.a]
+command = "sleep 600"
+zones = ["z"]
+env = { FROMENV = "e1" }
+settings = """
+[Exec]
+Environment=FROMSETTINGS=s1
+"""
+[machines.b]
+boot = true
+zones = ["z"]
+"#,
+    );
+    let r = env.sh(
+        &format!(
+            r#"{LEFT}
+ip link set lo up
+$NETSPAWNCTL up {file} || exit 1
+$NETSPAWNCTL shell st-a /bin/sh -c 'echo "vars=$FROMENV,$FROMSETTINGS"'
+$NETSPAWNCTL shell st-b /bin/sh -c 'echo "init=$(cat /proc/1/comm)"'
+echo "--- down"
+$NETSPAWNCTL down {file}
+left
+"#
+        ),
+        180,
+    );
+    r.expect_status(0);
+    assert!(
+        r.stdout.contains("vars=e1,s1"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(r.stdout.contains("init=init"), "{}", r.stdout);
+    assert_nothing_left(r.stdout.split("--- down").nth(1).unwrap(), &env);
 }

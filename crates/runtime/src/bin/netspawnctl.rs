@@ -507,14 +507,15 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
         Command::Status { names }
             if names.len() == 1 && ctl::topology::is_topology_file(&names[0]) =>
         {
-            if list.output != ctl::OutputMode::Short {
-                return Err(CtlError::Usage(
-                    "status FILE prints a table only (no --output=json yet)".into(),
-                ));
-            }
+            let json = match list.output {
+                ctl::OutputMode::Short => None,
+                ctl::OutputMode::Json => Some(false),
+                ctl::OutputMode::JsonPretty => Some(true),
+            };
             Ok(ctl::topology::deploy::status(
                 std::path::Path::new(&names[0]),
                 !list.no_legend,
+                json,
             )?)
         }
         Command::Status { names } => ctl::status::status(&names, list.output),

@@ -101,8 +101,13 @@ pub fn launcher_args(paths: &Paths, m: &Machine) -> Vec<String> {
     if m.notify_ready {
         v.push("--notify-ready=yes".into());
     }
-    for (k, val) in &m.env {
-        v.push(format!("--setenv={k}={val}"));
+    // With extra settings, `env` goes into the settings file instead: a
+    // command-line --setenv would make the launcher ignore the file's
+    // Environment= (the command line wins per setting, as in systemd).
+    if m.settings.is_none() {
+        for (k, val) in &m.env {
+            v.push(format!("--setenv={k}={val}"));
+        }
     }
     for b in &m.binds {
         v.push(format!("--bind={b}"));
@@ -277,7 +282,14 @@ fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
         for m in &lab.machines {
             if let Some(s) = &m.settings {
                 let p = sdir.join(format!("{}.nspawn", m.name));
-                std::fs::write(&p, s).map_err(io("write", &p))?;
+                let mut text = s.clone();
+                if !m.env.is_empty() {
+                    text.push_str("\n[Exec]\n");
+                    for (k, v) in &m.env {
+                        text.push_str(&format!("Environment={k}={v}\n"));
+                    }
+                }
+                std::fs::write(&p, text).map_err(io("write", &p))?;
             }
         }
         let mut search = vec![sdir.display().to_string()];
@@ -681,17 +693,17 @@ fn teardown(lab: &Lab, paths: &Paths) -> Vec<String> {
     errors
 }
 
-/// `status FILE`: one row per machine.
-pub fn status(file: &Path, legend: bool) -> Result<i32, TopoError> {
+/// `status FILE`: one row per machine, as a table or JSON.
+pub fn status(file: &Path, legend: bool, json: Option<bool>) -> Result<i32, TopoError> {
     let lab = super::load(file)?;
     let reg = crate::ctl::registry();
-    let mut t = crate::ctl::table::Table::new(&["machine", "state", "addresses", "links"]);
+    let mut rows = Vec::new();
     for m in &lab.machines {
-        let links = m.interfaces(&lab).join(",");
+        let links = m.interfaces(&lab);
         let (state, addrs) = match reg.get(&m.name) {
             Ok(Some(e)) => (
-                if e.state == "running" && e.ready {
-                    "running".to_string()
+                if e.state == "running" && !e.ready {
+                    "starting".to_string()
                 } else {
                     e.state.clone()
                 },
@@ -699,17 +711,53 @@ pub fn status(file: &Path, legend: bool) -> Result<i32, TopoError> {
                     .iter()
                     .filter(|a| !matches!(a, std::net::IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80))
                     .map(|a| a.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
+                    .collect::<Vec<_>>(),
             ),
-            _ => ("stopped".to_string(), String::new()),
+            _ => ("stopped".to_string(), Vec::new()),
         };
-        t.push(vec![m.short.clone(), state, addrs, links]);
+        rows.push((m, state, addrs, links));
     }
-    let mut out = t.render(legend);
-    if legend {
-        out.push_str(&format!("\nlab {}: {} machines.\n", lab.name, t.len()));
-    }
+    let out = match json {
+        Some(pretty) => {
+            let v: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(m, state, addrs, links)| {
+                    serde_json::json!({
+                        "machine": m.short,
+                        "name": m.name,
+                        "state": state,
+                        "addresses": addrs,
+                        "interfaces": links,
+                    })
+                })
+                .collect();
+            let v = serde_json::json!({ "lab": lab.name, "machines": v });
+            let mut s = if pretty {
+                serde_json::to_string_pretty(&v)
+            } else {
+                serde_json::to_string(&v)
+            }
+            .unwrap_or_default();
+            s.push('\n');
+            s
+        }
+        None => {
+            let mut t = crate::ctl::table::Table::new(&["machine", "state", "addresses", "links"]);
+            for (m, state, addrs, links) in &rows {
+                t.push(vec![
+                    m.short.clone(),
+                    state.clone(),
+                    addrs.join(","),
+                    links.join(","),
+                ]);
+            }
+            let mut out = t.render(legend);
+            if legend {
+                out.push_str(&format!("\nlab {}: {} machines.\n", lab.name, t.len()));
+            }
+            out
+        }
+    };
     std::io::stdout()
         .write_all(out.as_bytes())
         .map_err(io("write", Path::new("standard output")))?;
