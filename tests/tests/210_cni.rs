@@ -1526,3 +1526,44 @@ fn bandwidth_puts_a_tbf_on_each_direction() {
     host.invoke(&call("DEL"), &conf).ok();
     assert_eq!(host.links(), ["lo"]);
 }
+
+/// `netspawnctl install` puts the plugin where runtimes look for it (here
+/// the test's NETSPAWN_CNI_BIN_DIR, never /opt/cni/bin or /usr/lib/cni);
+/// `uninstall` removes it.
+#[test]
+fn netspawnctl_install_puts_the_plugin_in_the_cni_directories() {
+    let env = TestEnv::new();
+    let dirs = [env.dir.join("cni-a"), env.dir.join("cni-b")];
+    let run = |args: &[&str]| {
+        let o = env
+            .ctl_cmd(args, 60)
+            .env(
+                "NETSPAWN_CNI_BIN_DIR",
+                format!("{}:{}", dirs[0].display(), dirs[1].display()),
+            )
+            .env("NETSPAWN_CONFIG_DIR", env.dir.join("etc-netspawn"))
+            .env("NETSPAWN_SYSTEMD_DIR", env.dir.join("systemd"))
+            .env("NETSPAWN_SYSTEMD_RUN_DIR", env.dir.join("run-systemd"))
+            .env("NETSPAWN_INIT_DIR", env.dir.join("init.d"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let said = run(&["install"]);
+    assert!(said.contains("Installed the CNI plugin"), "{said}");
+    let want = std::fs::read(bin("netspawn-cni")).unwrap();
+    for d in &dirs {
+        let p = d.join("netspawn-cni");
+        assert_eq!(std::fs::read(&p).unwrap(), want, "{}", p.display());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+    }
+    run(&["uninstall"]);
+    for d in &dirs {
+        assert!(!d.join("netspawn-cni").exists());
+    }
+}
