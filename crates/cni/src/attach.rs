@@ -459,9 +459,11 @@ pub fn teardown(rec: &Record, paths: &Paths) -> Vec<CniError> {
                 Ok(_) => {}
                 Err(e) => errs.push(nl("find the host link")(e)),
             }
-            let zones = Zones::new(paths.locks_dir());
-            if let Err(e) = zones.leave(&mut host, &rec.zone) {
-                errs.push(zone_err(e));
+            // The last member's zone bridge goes in the background, as the
+            // launcher's keeper removes it: deleting a bridge waits for a
+            // network-wide synchronisation, and the runtime need not.
+            if zone_is_empty(&mut host, &rec.zone) {
+                holder::leave_zone_later(&rec.zone);
             }
         }
         Err(e) => errs.push(nl("open netlink")(e)),
@@ -470,6 +472,34 @@ pub fn teardown(rec: &Record, paths: &Paths) -> Vec<CniError> {
         errs.push(io("remove the attachment record")(e));
     }
     errs
+}
+
+/// Whether `vz-ZONE` exists and has no member (a look without the lock: the
+/// removal takes the lock and looks again).
+fn zone_is_empty(host: &mut netlink::Netlink, zone: &str) -> bool {
+    let Ok(Some(bridge)) = host.link(&format!("vz-{zone}")) else {
+        return false;
+    };
+    host.links()
+        .map(|ls| ls.iter().all(|l| l.master != Some(bridge.index)))
+        .unwrap_or(false)
+}
+
+/// Removes `vz-ZONE` if it has no member (under the zone lock); for the
+/// background process [`holder::leave_zone_later`] starts.
+pub fn leave_zone(zone: &str) -> i32 {
+    let paths = Paths::from_env();
+    let zones = Zones::new(paths.locks_dir());
+    match netlink::Netlink::open() {
+        Ok(mut host) => match zones.leave(&mut host, zone) {
+            Ok(_) => 0,
+            Err(e) => {
+                tracing::warn!("removing vz-{zone}: {e}");
+                1
+            }
+        },
+        Err(_) => 1,
+    }
 }
 
 /// DEL: idempotent; needs neither the netns nor a prevResult.

@@ -29,6 +29,29 @@ use crate::spec::{CniError, Code};
 
 /// The hidden first argument that makes `netspawn-cni` a holder.
 pub const HOLD_ARG: &str = "--netspawn-cni-hold";
+/// The hidden first argument that makes `netspawn-cni` remove an empty
+/// zone bridge in the background.
+pub const LEAVE_ARG: &str = "--netspawn-cni-leave-zone";
+
+/// Starts a detached process (its own session, no descriptor of ours) that
+/// removes `vz-ZONE` if it is still empty when it holds the zone lock.
+pub fn leave_zone_later(zone: &str) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut c = std::process::Command::new(exe);
+    c.arg(LEAVE_ARG)
+        .arg(zone)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    if let Ok(child) = c.spawn() {
+        // Reparented when we exit; nothing to wait for.
+        std::mem::forget(child);
+    }
+}
 
 /// A holder started by this ADD.
 pub struct Holder {
