@@ -270,23 +270,32 @@ fn attach(
     let try_again = |e: netspawn::netd_client::NetdError| {
         CniError::new(Code::TryAgainLater, format!("netspawn-netd: {e}"))
     };
+    let t0 = Instant::now();
     let mut netd = NetdClient::connect_or_start(paths).map_err(try_again)?;
-    tracing::debug!("netd connected");
+    tracing::debug!(
+        elapsed_us = t0.elapsed().as_micros() as u64,
+        "netd connected"
+    );
     let mut host = netlink::Netlink::open().map_err(nl("open netlink"))?;
     let zones = Zones::new(paths.locks_dir());
-    // The peer is made in our namespace under a name of our own, then moved
-    // into the container under CNI_IFNAME.
-    let tmp_peer = format!("cni{}", std::process::id());
+    // The peer is made straight in the container's namespace under
+    // CNI_IFNAME, as the launcher makes host0: the kernel takes the peer's
+    // namespace from a PID, and this thread's ID is in the container's
+    // namespace while the request is sent (the socket stays the host's).
+    // Moving a link between namespaces instead would cost a network-wide
+    // synchronisation (over 10 ms on a busy machine).
     zones
         .join(&mut host, &conf.zone, |rt, master| {
-            rt.add(&NewLink::Veth {
-                name: rec.host_ifname.clone(),
-                mac: host_mac,
-                peer: tmp_peer.clone(),
-                peer_mac: mac,
-                peer_netns_pid: std::process::id(),
-                master: Some(master),
-            })
+            netlink::in_netns(ns.as_fd(), || {
+                rt.add(&NewLink::Veth {
+                    name: rec.host_ifname.clone(),
+                    mac: host_mac,
+                    peer: env.ifname.clone(),
+                    peer_mac: mac,
+                    peer_netns_pid: nix::unistd::gettid().as_raw() as u32,
+                    master: Some(master),
+                })
+            })?
         })
         .map_err(|e| match e {
             netspawn::network::NetError::Rtnl(r) if r.is_exists() => CniError::new(
@@ -298,12 +307,7 @@ fn attach(
             ),
             e => zone_err(e),
         })?;
-    let peer = host
-        .link(&tmp_peer)
-        .map_err(nl("find the new veth"))?
-        .ok_or_else(|| CniError::new(Code::Io, format!("veth peer {tmp_peer} vanished")))?;
-    host.move_to(peer.index, ns.as_fd(), &env.ifname)
-        .map_err(nl("move the veth into the container"))?;
+    tracing::debug!(elapsed_us = t0.elapsed().as_micros() as u64, "veth made");
     for l in ["lo", env.ifname.as_str()] {
         let link = inside
             .link(l)
@@ -455,9 +459,11 @@ pub fn teardown(rec: &Record, paths: &Paths) -> Vec<CniError> {
                 Ok(_) => {}
                 Err(e) => errs.push(nl("find the host link")(e)),
             }
-            let zones = Zones::new(paths.locks_dir());
-            if let Err(e) = zones.leave(&mut host, &rec.zone) {
-                errs.push(zone_err(e));
+            // The last member's zone bridge goes in the background, as the
+            // launcher's keeper removes it: deleting a bridge waits for a
+            // network-wide synchronisation, and the runtime need not.
+            if zone_is_empty(&mut host, &rec.zone) {
+                holder::leave_zone_later(&rec.zone);
             }
         }
         Err(e) => errs.push(nl("open netlink")(e)),
@@ -466,6 +472,34 @@ pub fn teardown(rec: &Record, paths: &Paths) -> Vec<CniError> {
         errs.push(io("remove the attachment record")(e));
     }
     errs
+}
+
+/// Whether `vz-ZONE` exists and has no member (a look without the lock: the
+/// removal takes the lock and looks again).
+fn zone_is_empty(host: &mut netlink::Netlink, zone: &str) -> bool {
+    let Ok(Some(bridge)) = host.link(&format!("vz-{zone}")) else {
+        return false;
+    };
+    host.links()
+        .map(|ls| ls.iter().all(|l| l.master != Some(bridge.index)))
+        .unwrap_or(false)
+}
+
+/// Removes `vz-ZONE` if it has no member (under the zone lock); for the
+/// background process [`holder::leave_zone_later`] starts.
+pub fn leave_zone(zone: &str) -> i32 {
+    let paths = Paths::from_env();
+    let zones = Zones::new(paths.locks_dir());
+    match netlink::Netlink::open() {
+        Ok(mut host) => match zones.leave(&mut host, zone) {
+            Ok(_) => 0,
+            Err(e) => {
+                tracing::warn!("removing vz-{zone}: {e}");
+                1
+            }
+        },
+        Err(_) => 1,
+    }
 }
 
 /// DEL: idempotent; needs neither the netns nor a prevResult.

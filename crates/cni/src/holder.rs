@@ -5,10 +5,11 @@
 //! netd's DNS and the NSS module treat the entry as live while it runs) and
 //! removes the entry when DEL or GC stops it. A CNI plugin must exit after
 //! each command; this is what outlives it. It holds no namespace and no
-//! descriptor of the container. It watches the attachment's host link and
-//! goes (removing the entry) when the link does: a runtime that deleted the
-//! container's network namespace without DEL (it crashed) leaves no live
-//! name behind, only the record, which its next DEL or GC removes.
+//! descriptor of the container. It looks for the attachment's host link
+//! every few seconds and goes (removing the entry) when the link has: a
+//! runtime that deleted the container's network namespace without DEL (it
+//! crashed) leaves no live name behind, only the record, which its next DEL
+//! or GC removes.
 //!
 //! Protocol with the plugin, over the holder's stdin and stdout: the holder
 //! prints `CLAIMED` (or `ERR message`); the plugin writes the registry
@@ -28,6 +29,29 @@ use crate::spec::{CniError, Code};
 
 /// The hidden first argument that makes `netspawn-cni` a holder.
 pub const HOLD_ARG: &str = "--netspawn-cni-hold";
+/// The hidden first argument that makes `netspawn-cni` remove an empty
+/// zone bridge in the background.
+pub const LEAVE_ARG: &str = "--netspawn-cni-leave-zone";
+
+/// Starts a detached process (its own session, no descriptor of ours) that
+/// removes `vz-ZONE` if it is still empty when it holds the zone lock.
+pub fn leave_zone_later(zone: &str) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut c = std::process::Command::new(exe);
+    c.arg(LEAVE_ARG)
+        .arg(zone)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    if let Ok(child) = c.spawn() {
+        // Reparented when we exit; nothing to wait for.
+        std::mem::forget(child);
+    }
+}
 
 /// A holder started by this ADD.
 pub struct Holder {
@@ -132,54 +156,39 @@ pub fn alive(pid: u32, start: u64) -> bool {
     pid != 0 && process_start_time(pid) == Some(start)
 }
 
-/// Whether the link `name` exists (true when that cannot be told).
+/// How often the holder looks for its host link. Link events would wake
+/// every holder on every ADD and DEL (work growing with the number of
+/// attachments); a look by name (`if_nametoindex`, one ioctl) every few
+/// seconds costs nothing on the ADD path.
+const LINK_CHECK: u16 = 2000;
+
+/// Whether the link `name` exists in our network namespace (true when that
+/// cannot be told).
 fn link_exists(name: &str) -> bool {
-    use netlink::Rtnl;
-    netlink::Netlink::open()
-        .and_then(|mut nl| nl.link(name))
-        .map_or(true, |l| l.is_some())
+    match nix::net::if_::if_nametoindex(name) {
+        Ok(_) => true,
+        Err(e) => e != nix::errno::Errno::ENODEV,
+    }
 }
 
 /// Waits for one of `signals` (blocked) or for the link `host_ifname` to go.
 fn wait(signals: &SigSet, host_ifname: &str) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
-    let watch = netlink::Watch::open(&[netlink::Group::Link]);
-    let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC);
-    let (Ok(watch), Ok(sfd)) = (watch, sfd) else {
+    let Ok(sfd) = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC) else {
         let _ = signals.wait();
         return;
     };
-    // Gone before the watch was open?
-    if !link_exists(host_ifname) {
-        return;
-    }
     loop {
-        let mut fds = [
-            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(watch.fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => {
-                let _ = signals.wait();
-                return;
-            }
-            Ok(_) => {}
-        }
-        if fds[0].any().unwrap_or(false) {
+        if !link_exists(host_ifname) {
             return;
         }
-        if fds[1].any().unwrap_or(false) {
-            let gone = match watch.read() {
-                Ok(events) => events.iter().any(|e| match e {
-                    netlink::Event::DelLink(l) => l.name == host_ifname,
-                    netlink::Event::Overrun => !link_exists(host_ifname),
-                    _ => false,
-                }),
-                Err(_) => !link_exists(host_ifname),
-            };
-            if gone {
+        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(LINK_CHECK)) {
+            Ok(n) if n > 0 => return,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => {
+                let _ = signals.wait();
                 return;
             }
         }

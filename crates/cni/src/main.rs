@@ -12,6 +12,10 @@ fn main() {
         let link = args.get(3).cloned().unwrap_or_default();
         std::process::exit(netspawn_cni::holder::run(&name, &link));
     }
+    if args.get(1).map(String::as_str) == Some(netspawn_cni::holder::LEAVE_ARG) {
+        let zone = args.get(2).cloned().unwrap_or_default();
+        std::process::exit(netspawn_cni::attach::leave_zone(&zone));
+    }
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
