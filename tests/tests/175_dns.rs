@@ -106,7 +106,7 @@ fn dig_regression_suite_against_a_zone() {
            # A plain machine's resolv.conf, from netspawn's own DHCP client:
            # the zone's search domain, and a bare name found through it.
            echo "== gamma"
-           $NETSPAWN -q --network-zone=lab -D {c} /bin/sh -c 'grep ^search /etc/resolv.conf; nslookup beta.lab.netspawn | grep ^Address | tail -1'
+           $NETSPAWN -q --network-zone=lab -D {c} /bin/sh -c 'grep ^search /etc/resolv.conf; nslookup -type=a beta.lab.netspawn | grep ^Address | tail -1'
            # A machine with 100 addresses (a registry entry of a live
            # process): its A answer does not fit a UDP reply.
            sleep 600 & keeper=$!
