@@ -68,7 +68,7 @@ pub fn bind(
     read_only: bool,
     mkdir: bool,
 ) -> Result<i32, CtlError> {
-    let e = super::lookup(name)?;
+    let e = super::lookup_container(name, "bind")?;
     let src = std::path::absolute(src)
         .map_err(|err| CtlError::Usage(format!("Invalid path '{}': {err}", src.display())))?;
     let dst = match dst {

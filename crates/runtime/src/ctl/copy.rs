@@ -23,7 +23,7 @@ use crate::sys::{RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
 
 /// The machine's root directory as its leader sees it.
 fn machine_root(name: &str) -> Result<OwnedFd, CtlError> {
-    let e = super::lookup(name)?;
+    let e = super::lookup_container(name, "copy-to/copy-from")?;
     let path = format!("/proc/{}/root", e.leader);
     tree::open_dir(Path::new(&path)).map_err(|err| {
         CtlError::Usage(format!(

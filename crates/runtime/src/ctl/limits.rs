@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use netspawn_common::paths::Paths;
 use netspawn_common::registry::Entry;
 
-use super::{lookup, CtlError};
+use super::{lookup_container, CtlError};
 use crate::cgroup::{self, Hierarchies, HostFacts, Usage};
 use crate::config::property::{dropin, Limits, Property};
 
@@ -45,7 +45,7 @@ pub fn set_property(name: &str, assignments: &[String], runtime: bool) -> Result
         .iter()
         .map(|a| Property::parse(a).map_err(|e| CtlError::Usage(e.to_string())))
         .collect::<Result<_, _>>()?;
-    let e = lookup(name)?;
+    let e = lookup_container(name, "set-property")?;
     let h = Hierarchies::detect().map_err(CtlError::Cgroup)?;
     let rel = machine_rel(&h, &e)?;
     let limits: Limits = props.iter().cloned().collect();

@@ -147,6 +147,22 @@ pub fn lookup(name: &str) -> Result<Entry, CtlError> {
     }
 }
 
+/// The live entry for machine `name` if it is a container that `verb` can
+/// act inside. A CNI attachment (class `pod`) is registered with its holder
+/// process as the leader, which lives in the host's namespaces: entering it,
+/// copying into its root or signalling "all of its processes" would act on
+/// the host, so those verbs are refused for it.
+pub fn lookup_container(name: &str, verb: &str) -> Result<Entry, CtlError> {
+    let e = lookup(name)?;
+    if e.class == "pod" {
+        return Err(CtlError::Usage(format!(
+            "machine '{name}' is a CNI attachment (class pod), not a container netspawn runs: \
+             '{verb}' would act on the host; use the container engine's own command"
+        )));
+    }
+    Ok(e)
+}
+
 /// `poweroff NAME...`: SIGRTMIN+4 to each booted machine's init (SIGTERM to a
 /// machine that runs a plain command).
 pub fn poweroff(names: &[String]) -> Result<i32, CtlError> {
@@ -160,7 +176,7 @@ pub fn poweroff(names: &[String]) -> Result<i32, CtlError> {
 /// `reboot NAME...`: SIGINT (ctrl-alt-del) to each machine's init.
 pub fn reboot(names: &[String]) -> Result<i32, CtlError> {
     for name in names {
-        let e = lookup(name)?;
+        let e = lookup_container(name, "reboot")?;
         signal::send(e.leader, signal::REBOOT_SIGNAL)?;
     }
     Ok(0)
@@ -179,7 +195,10 @@ pub fn terminate(names: &[String]) -> Result<i32, CtlError> {
 /// `kill [--kill-whom=] [--signal=] NAME...`.
 pub fn kill(names: &[String], whom: signal::KillWhom, sig: i32) -> Result<i32, CtlError> {
     for name in names {
-        let e = lookup(name)?;
+        let e = match whom {
+            signal::KillWhom::All => lookup_container(name, "kill --kill-whom=all")?,
+            signal::KillWhom::Leader => lookup(name)?,
+        };
         signal::kill_machine(&e, whom, sig)?;
     }
     Ok(0)

@@ -7,7 +7,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use super::enter::{enter_machine, EnterOptions, MachineCommand, MachineProcess};
 use super::passwd::{self, User};
 use super::pty::{self, Ended, ForwardOptions};
-use super::{lookup, procfs, CtlError};
+use super::{lookup_container, procfs, CtlError};
 
 /// Options of `netspawnctl shell`.
 #[derive(Debug, Clone, Default)]
@@ -175,7 +175,7 @@ fn leader_environment(entry: &Entry) -> Result<Vec<(String, String)>, CtlError> 
 pub fn shell(opts: &ShellOptions) -> Result<i32, CtlError> {
     super::sealed::ensure().map_err(super::enter::EnterError::from)?;
     let (user_spec, machine) = parse_machine_spec(&opts.spec, opts.uid.as_deref())?;
-    let entry = lookup(&machine)?;
+    let entry = lookup_container(&machine, "shell")?;
     let user = passwd::machine_user(entry.leader, &user_spec).ok_or_else(|| CtlError::NoUser {
         user: user_spec.clone(),
         machine: machine.clone(),
@@ -274,7 +274,7 @@ pub fn login(name: &str, quiet: bool) -> Result<i32, CtlError> {
             "login needs a terminal on stdin and stdout; use 'shell' to run commands".into(),
         ));
     }
-    let entry = lookup(name)?;
+    let entry = lookup_container(name, "login")?;
     let root = User::root();
     let term = std::env::var("TERM").ok();
     let env = build_environment(

@@ -149,6 +149,17 @@ pub fn kill_machine(entry: &Entry, whom: KillWhom, sig: i32) -> Result<(), CtlEr
     match whom {
         KillWhom::Leader => send(entry.leader, sig),
         KillWhom::All => {
+            // A leader in our own PID namespace (a registry entry of a process
+            // that is not a container's init) would make "all" mean every
+            // process of the host.
+            let ours = procfs::namespace_id("self", "pid");
+            if ours.is_some() && procfs::namespace_id(&entry.leader.to_string(), "pid") == ours {
+                return Err(CtlError::Usage(format!(
+                    "machine '{}' has no PID namespace of its own (leader {} runs in the host's): \
+                     refusing to signal all of its processes",
+                    entry.name, entry.leader
+                )));
+            }
             let mut pids = procfs::processes_in_pid_namespace(entry.leader);
             if pids.is_empty() {
                 // The namespace walk found nothing (leader just exited?): at
