@@ -33,7 +33,8 @@ REPO_DIR = os.path.dirname(BENCH_DIR)
 BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
 
 # Sections come in this order; other results follow by file name.
-ORDER = ["launch", "boot", "network", "netlaunch", "netd", "dns-qps", "nss", "userns-launch", "userns-chown", "images", "ab"]
+ORDER = ["launch", "boot", "network", "netlaunch", "netd", "dns-qps", "nss", "userns-launch", "userns-chown", "images",
+         "cni", "topology", "ab"]
 
 plt = None  # matplotlib.pyplot, imported on first use
 
@@ -182,6 +183,10 @@ def kind_of(d):
         return "nss-users"
     if isinstance(d, dict) and d.get("benchmark") == "dns-qps" and "rows" in d:
         return "dns-qps"
+    if isinstance(d, dict) and d.get("benchmark") == "cni" and "summary" in d:
+        return "cni"
+    if isinstance(d, dict) and "sizes" in d and "throughput_bps" in d:
+        return "topology"
     return None
 
 
@@ -639,6 +644,98 @@ def dns_qps_section(d, w):
     w("")
 
 
+def cni_section(d, plots_dir, w):
+    """bench/cni.sh: ADD and DEL per attachment against the reference chain, per N."""
+    summ = d.get("summary", {})
+    pairs = [("netspawn-cni", "bridge+host-local"), ("netspawn-cni +ports", "bridge+host-local+portmap")]
+    w("## cni")
+    w("")
+    w(f"{d.get('date', '?')}; `bench/cni.sh`; {d.get('rounds', '?')} rounds; load average "
+      f"{', '.join(map(str, d.get('loadavg', []))) or '?'} at start. ADD and DEL of one attachment (median ms), "
+      "netspawn-cni against the reference plugins invoked the same way, after N attachments on one zone. "
+      "Details: [`cni.md`](cni.md).")
+    w("")
+    w("| ours | reference | N | ADD ms | ref ADD ms | ADD ratio | DEL ms | ref DEL ms | DEL ratio |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for ours, ref in pairs:
+        for n in sorted(summ.get(ours, {}), key=int):
+            a, b = summ[ours][n], summ.get(ref, {}).get(n)
+            if not b:
+                continue
+            w(f"| {ours} | {ref} | {n} | {fmt(a['add_median_ms'])} | {fmt(b['add_median_ms'])} | "
+              f"{a['add_median_ms'] / b['add_median_ms']:.2f}x | {fmt(a['del_median_ms'])} | "
+              f"{fmt(b['del_median_ms'])} | {a['del_median_ms'] / b['del_median_ms']:.2f}x |")
+    pod = d.get("podman_run_true_ms") or {}
+    if pod:
+        w("")
+        w("`podman run --rm … true` (median ms): "
+          + ", ".join(f"{k} {fmt(v.get('median'))}" for k, v in pod.items()))
+    w("")
+    plt = pyplot()
+    if plt and summ:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+        for ax, op in zip(axes, ("add", "del")):
+            for tool, series in summ.items():
+                ns = sorted(series, key=int)
+                ax.plot([int(n) for n in ns], [series[n][f"{op}_median_ms"] for n in ns], marker="o", label=tool)
+            ax.set_xscale("log")
+            ax.set_xlabel("attachments on the zone (N)")
+            ax.set_ylabel("median ms per call")
+            ax.set_title(op.upper())
+        axes[0].legend(fontsize=7)
+        fig.text(0.01, 0.01, "bench/cni.sh: cost of one ADD/DEL against N (flat is the target)", fontsize=7)
+        w(f"![cni ADD/DEL vs N]({save(fig, plots_dir, 'cni-vs-n', bottom=0.08)})")
+        w("")
+
+
+def topology_section(d, plots_dir, w):
+    """bench/topology.sh: up/down of N machines against the shell loop and podman; iperf3 vs raw."""
+    sizes = d.get("sizes", {})
+    v = d.get("versions", {})
+    w("## topology")
+    w("")
+    w(f"`bench/topology.sh`; {v.get('netspawn', '?')}; load {v.get('load', '?')}. {d.get('what', '')}. "
+      f"Targets: {d.get('targets', '?')}. Details: [`topology.md`](topology.md).")
+    w("")
+    w("| N | up ms | loop up | podman up | up / loop | podman / up | down ms | loop down | podman down |")
+    w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    med = lambda c, k: (c.get(k) or {}).get("median_ms")
+    for n in sorted(sizes, key=int):
+        c = sizes[n]
+        up, lu, pu = med(c, "up"), med(c, "loop_up"), med(c, "podman_up")
+        r = lambda a, b: f"{a / b:.2f}x" if a and b else ""
+        w(f"| {n} | {up or ''} | {lu or ''} | {pu or ''} | {r(up, lu)} | {r(pu, up)} | {med(c, 'down') or ''} | "
+          f"{med(c, 'loop_down') or ''} | {med(c, 'podman_down') or ''} |")
+    tp = d.get("throughput_bps", {})
+    if tp:
+        g = lambda k: (tp.get(k) or {}).get("median")
+        w("")
+        parts = []
+        for ours, raw in (("lab_link", "raw_veth"), ("lab_zone", "raw_bridge")):
+            if g(ours) and g(raw):
+                parts.append(f"{ours} {g(ours) / 1e9:.2f} Gbit/s vs {raw} {g(raw) / 1e9:.2f} Gbit/s "
+                             f"({g(ours) / g(raw):.2f}x)")
+        w("iperf3: " + "; ".join(parts))
+    w("")
+    plt = pyplot()
+    if plt and sizes:
+        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+        ns = sorted(sizes, key=int)
+        for k, label in (("up", "netspawnctl up"), ("loop_up", "shell loop up"), ("podman_up", "podman run -d"),
+                         ("down", "netspawnctl down"), ("podman_down", "podman rm -f")):
+            pts = [(int(n), med(sizes[n], k) / int(n)) for n in ns if med(sizes[n], k)]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("machines (N)")
+        ax.set_ylabel("ms per machine")
+        ax.legend(fontsize=7)
+        fig.text(0.01, 0.01, "bench/topology.sh: cost per machine against N (flat is the target)", fontsize=7)
+        w(f"![topology cost per machine]({save(fig, plots_dir, 'topology-per-machine', bottom=0.08)})")
+        w("")
+
+
 def readme_rows(R):
     """(what, netspawn, peers) rows for the README table, from the results."""
     rows = []
@@ -816,6 +913,10 @@ def main():
             nss_users_section(d, plots_dir, w)
         elif kind == "dns-qps":
             dns_qps_section(d, w)
+        elif kind == "cni":
+            cni_section(d, plots_dir, w)
+        elif kind == "topology":
+            topology_section(d, plots_dir, w)
         else:
             unknown.append(name)
             continue
