@@ -293,6 +293,10 @@ fn bad_input_is_one_line_with_its_place_and_nothing_is_made() {
             "'after' makes a cycle",
         ),
         (
+            "[zones.p]\nsubnet = \"10.3.0.0/24\"\n[machines.a]\ncommand = \"x\"\nzones = [\"p\"]\naddresses = { host0 = \"10.4.0.5/24\" }\n",
+            "bad.toml:9: machine 'a', host0: address 10.4.0.5/24 is outside zone 'p' (10.3.0.0/24)",
+        ),
+        (
             "[machines.a]\nimage = \"nosuchimage\"\ncommand = \"x\"\nzones = [\"z\"]\n",
             "machine 'a': no image 'nosuchimage'",
         ),
@@ -669,4 +673,131 @@ left
     );
     assert!(r.stdout.contains("init=init"), "{}", r.stdout);
     assert_nothing_left(r.stdout.split("--- down").nth(1).unwrap(), &env);
+}
+
+#[test]
+fn zone_keys_pin_the_subnet_make_it_internal_and_turn_ipv6_off() {
+    let env = TestEnv::new();
+    env.busybox("busybox");
+    let file = write(
+        &env,
+        "zk.toml",
+        r#"[lab]
+name = "zk"
+[defaults]
+image = "busybox"
+[zones.in]
+subnet = "10.77.5.0/24"
+internal = true
+ipv6 = false
+[zones.out]
+[machines.a]
+zones = ["in"]
+command = "sleep 600"
+[machines.b]
+zones = ["out"]
+command = "sleep 600"
+[machines.c]
+zones = ["in"]
+command = "sleep 600"
+addresses = { host0 = "10.77.5.200/24" }
+"#,
+    );
+    let clash = write(
+        &env,
+        "zk2.toml",
+        "[lab]\nname = \"zk2\"\n[defaults]\nimage = \"busybox\"\n[zones.n]\nsubnet = \"10.77.0.0/16\"\n[machines.m]\nzones = [\"n\"]\ncommand = \"sleep 600\"\n",
+    );
+    let routed = write(
+        &env,
+        "zk3.toml",
+        "[lab]\nname = \"zk3\"\n[defaults]\nimage = \"busybox\"\n[zones.n]\nsubnet = \"10.78.3.0/24\"\n[machines.m]\nzones = [\"n\"]\ncommand = \"sleep 600\"\n",
+    );
+    let dig = have("dig");
+    let r = env.sh(
+        &format!(
+            r#"{LEFT}
+ip link set lo up
+# A route of the host's own that a lab's subnet must not take.
+ip link add h0 type veth peer name h1; ip addr add 10.78.0.1/16 dev h0; ip link set h0 up
+$NETSPAWNCTL up {file} || exit 1
+echo "files: $(ls $NETSPAWN_RUN_DIR/network | tr '\n' ' ')"
+ip -4 -o addr show vz-zk-in | awk '{{print "in-host=" $4}}'
+echo "in-host6=$(ip -6 -o addr show dev vz-zk-in scope global | wc -l)"
+echo "out-host6=$(ip -6 -o addr show dev vz-zk-out scope global | wc -l)"
+pa=$(sed -n 's/^LEADER=//p' $NETSPAWN_RUN_DIR/machines/zk-a)
+pb=$(sed -n 's/^LEADER=//p' $NETSPAWN_RUN_DIR/machines/zk-b)
+nsenter -t $pa -n ip -4 -o addr show dev host0 | awk '{{print "a-addr=" $4}}'
+echo "a-addr6=$(nsenter -t $pa -n ip -6 -o addr show dev host0 scope global | wc -l)"
+echo "b-addr6=$(nsenter -t $pb -n ip -6 -o addr show dev host0 scope global | wc -l)"
+$NETSPAWNCTL shell zk-a /bin/sh -c 'ping -c1 -W5 zk-c >/dev/null && echo a-to-c-by-name-ok'
+if [ {dig} = true ]; then
+  nsenter -t $pa -n dig @10.77.5.1 +tries=2 +time=3 example.test A | grep -o 'status: [A-Z]*' | sed 's/^/in-world: /'
+fi
+# netd marks masqueraded links by interface group (GROUP_BASE 0x4e530000:
+# +0 served without masquerade, +2 IPv4 and IPv6).
+group() {{ ip -d link show "$1" | grep -o 'group [0-9a-z]*' | head -1; }}
+for i in $(seq 200); do [ "$(group vz-zk-out)" = "group 1314062338" ] && break; sleep 0.05; done
+echo "nat-in=$(group vz-zk-in)"
+echo "nat-out=$(group vz-zk-out)"
+echo "--- clash"
+$NETSPAWNCTL up {clash}; echo "clash-rc=$?"
+$NETSPAWNCTL up {routed}; echo "routed-rc=$?"
+echo "machines: $(ls $NETSPAWN_RUN_DIR/machines | tr '\n' ' ')"
+echo "--- down"
+$NETSPAWNCTL down {file} || exit 2
+ip link del h0
+left
+echo "files: $(ls $NETSPAWN_RUN_DIR/network 2>/dev/null | tr '\n' ' ')"
+"#
+        ),
+        240,
+    );
+    r.expect_status(0);
+    let out = &r.stdout;
+    let ctx = format!("{out}\n{}", r.stderr);
+    assert!(
+        out.contains("files: 60-netspawn-zone-zk-in.network \n"),
+        "{ctx}"
+    );
+    assert!(out.contains("in-host=10.77.5.1/24"), "{ctx}");
+    assert!(out.contains("in-host6=0"), "{ctx}");
+    assert!(!out.contains("out-host6=0"), "{ctx}");
+    let a = out
+        .lines()
+        .find_map(|l| l.strip_prefix("a-addr="))
+        .expect("a's address");
+    assert!(a.starts_with("10.77.5.") && a.ends_with("/24"), "{ctx}");
+    assert!(out.contains("a-addr6=0"), "{ctx}");
+    assert!(!out.contains("b-addr6=0"), "{ctx}");
+    assert!(out.contains("a-to-c-by-name-ok"), "{ctx}");
+    if dig {
+        assert!(out.contains("in-world: status: REFUSED"), "{ctx}");
+    }
+    assert!(out.contains("nat-in=group 1314062336\n"), "{ctx}");
+    assert!(out.contains("nat-out=group 1314062338\n"), "{ctx}");
+    let clash = out.split("--- clash").nth(1).unwrap();
+    assert!(
+        clash.contains("clash-rc=1") && clash.contains("routed-rc=1"),
+        "{ctx}"
+    );
+    assert!(
+        r.stderr.contains(
+            "zk2.toml: zone 'n': subnet 10.77.0.0/16 overlaps 10.77.5.0/24, a zone of lab 'zk'"
+        ),
+        "{ctx}"
+    );
+    assert!(
+        r.stderr.contains(
+            "zk3.toml: zone 'n': subnet 10.78.3.0/24 overlaps the host's route to 10.78.0.0/16 (dev h0)"
+        ),
+        "{ctx}"
+    );
+    assert!(clash.contains("machines: zk-a zk-b zk-c \n"), "{ctx}");
+    let after = out.split("--- down").nth(1).unwrap();
+    assert!(
+        after.contains("files: \n") || after.trim_end().ends_with("files:"),
+        "{ctx}"
+    );
+    assert_nothing_left(after, &env);
 }

@@ -36,8 +36,9 @@ use netspawn_common::registry::{process_start_time, Registry};
 use super::graph::Live;
 use super::links;
 use super::model::{Lab, Machine, Probe};
-use super::TopoError;
+use super::{zonefile, TopoError};
 use crate::ctl::lifecycle::start::{self, Pending, Progress};
+use crate::netd_client::NetdClient;
 use crate::network::zone::Zones;
 
 /// How long a machine may take to be registered, and a probe to succeed.
@@ -137,6 +138,9 @@ fn preflight(lab: &Lab, paths: &Paths) -> Result<(), TopoError> {
                 ),
             });
         }
+    }
+    if lab.zones.iter().any(|z| z.subnet.is_some()) {
+        zonefile::check_clashes(lab, paths, &mut Netlink::open()?)?;
     }
     let reg = Registry::new(paths);
     for m in &lab.machines {
@@ -274,6 +278,13 @@ fn settings_dir(dir: &Path) -> PathBuf {
 }
 
 fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
+    // Zones that ask for more than netd's defaults: their files first, read
+    // by netd before the first machine makes the zone's bridge.
+    if zonefile::write(lab, paths)? {
+        NetdClient::connect_or_start(paths)
+            .and_then(|mut c| c.request(&netspawn_common::netd::Request::Reload))
+            .map_err(|e| TopoError::Usage(format!("zone files: {e}")))?;
+    }
     // Extra .nspawn settings: files of the lab's own, searched first.
     let mut env: Vec<(String, String)> = Vec::new();
     if lab.machines.iter().any(|m| m.settings.is_some()) {
@@ -682,6 +693,23 @@ fn teardown(lab: &Lab, paths: &Paths) -> Vec<String> {
             }
         }
         Err(e) => errors.push(format!("netlink: {e}")),
+    }
+    // The zones' own .network files, once their bridges are gone; a running
+    // netd forgets them (a later zone of that name gets the defaults again).
+    let files = zonefile::existing(lab, paths);
+    for f in &files {
+        if let Err(e) = std::fs::remove_file(f) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                errors.push(format!("remove {}: {e}", f.display()));
+            }
+        }
+    }
+    if !files.is_empty() {
+        if let Some(mut c) = NetdClient::connect_running(paths) {
+            if let Err(e) = c.request(&netspawn_common::netd::Request::Reload) {
+                errors.push(format!("netd: reload: {e}"));
+            }
+        }
     }
     if errors.is_empty() {
         if let Err(e) = std::fs::remove_dir_all(&dir) {

@@ -31,6 +31,7 @@ pub mod graph;
 pub mod impair;
 pub mod links;
 pub mod model;
+pub mod zonefile;
 
 use std::path::{Path, PathBuf};
 
