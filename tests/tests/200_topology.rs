@@ -93,7 +93,11 @@ ip -o link show | awk -F': ' '{{print $2}}'
 echo "--- pings"
 $NETSPAWNCTL shell rt-site /bin/sh -c 'ping -c1 -W5 10.99.0.1 >/dev/null && echo site-to-r1-ok'
 $NETSPAWNCTL shell rt-client1 /bin/sh -c 'ping -c1 -W5 rt-client2 >/dev/null && echo by-name-ok'
-$NETSPAWNCTL shell rt-r1 /bin/sh -c 'ip -o addr show eth2; ip -o link show eth1' | grep -c 'eth[12]' | sed 's/^/r1-ifaces=/'
+$NETSPAWNCTL shell rt-r1 /bin/sh -c 'ip -o link show eth2; ip -o link show eth1' | grep -c 'eth[12]' | sed 's/^/r1-ifaces=/'
+# r1's leg on dmz has no static address: a pool address from netd, by DHCP.
+$NETSPAWNCTL shell rt-r1 /bin/sh -c 'ip -4 -o addr show eth2' | awk '{{print "r1-eth2=" $4}}'
+ip -4 -o addr show vz-rt-dmz | awk '{{print "dmz-host=" $4}}'
+$NETSPAWNCTL shell rt-r1 /bin/sh -c 'ping -4 -c1 -W5 rt-web >/dev/null && echo r1-to-web-ok'
 $NETSPAWNCTL shell rt-web /bin/sh -c 'cat /proc/self/uid_map' | awk '{{print "web-uidmap-outside=" $2}}'
 # A host-side crash of one machine: its launcher killed.
 kill -9 $(sed -n 's/^LAUNCHER=//p' $NETSPAWN_RUN_DIR/machines/rt-client1)
@@ -145,6 +149,20 @@ left
     assert!(out.contains("site-to-r1-ok"), "{out}\n{}", r.stderr);
     assert!(out.contains("by-name-ok"), "{out}\n{}", r.stderr);
     assert!(out.contains("r1-ifaces=2"), "{out}");
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    let (leg, dmz) = (field("r1-eth2="), field("dmz-host="));
+    let net = |a: &str| a.rsplit_once('.').map(|(n, _)| n.to_string());
+    assert!(
+        leg.ends_with("/24") && net(&leg).is_some() && net(&leg) == net(&dmz) && leg != dmz,
+        "r1's eth2 {leg:?}, dmz {dmz:?}\n{out}\n{}",
+        r.stderr
+    );
+    assert!(out.contains("r1-to-web-ok"), "{out}\n{}", r.stderr);
     // -U by default: the machine's root is not the host's.
     let uid_line = out
         .lines()

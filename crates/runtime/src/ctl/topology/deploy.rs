@@ -280,10 +280,14 @@ fn settings_dir(dir: &Path) -> PathBuf {
 fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
     // Zones that ask for more than netd's defaults: their files first, read
     // by netd before the first machine makes the zone's bridge.
+    // A connection to netd, made on first need (also for the legs' DHCP).
+    let mut netd: Option<NetdClient> = None;
     if zonefile::write(lab, paths)? {
-        NetdClient::connect_or_start(paths)
-            .and_then(|mut c| c.request(&netspawn_common::netd::Request::Reload))
+        let mut c = NetdClient::connect_or_start(paths)
             .map_err(|e| TopoError::Usage(format!("zone files: {e}")))?;
+        c.request(&netspawn_common::netd::Request::Reload)
+            .map_err(|e| TopoError::Usage(format!("zone files: {e}")))?;
+        netd = Some(c);
     }
     // Extra .nspawn settings: files of the lab's own, searched first.
     let mut env: Vec<(String, String)> = Vec::new();
@@ -430,7 +434,7 @@ fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
                 continue;
             }
             if !n.legs {
-                links::make_zone_legs(&mut host, &zones, n.m, n.leader)?;
+                links::make_zone_legs(&mut host, &zones, n.m, n.leader, &mut netd, paths)?;
                 n.legs = true;
                 progress = true;
             }
