@@ -819,3 +819,78 @@ echo "files: $(ls $NETSPAWN_RUN_DIR/network 2>/dev/null | tr '\n' ' ')"
     );
     assert_nothing_left(after, &env);
 }
+
+#[test]
+fn down_powers_booted_machines_off_first_and_kills_what_does_not_stop() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    // One whose init records its shutdown, one whose init ignores poweroff.
+    let grace = env.busybox("bbgrace");
+    let mut tab = std::fs::read_to_string(grace.join("etc/inittab")).unwrap();
+    tab.push_str("::shutdown:/bin/touch /ctl/graceful\n");
+    std::fs::write(grace.join("etc/inittab"), tab).unwrap();
+    let stub = env.busybox("bbstub");
+    let init = stub.join("sbin/init");
+    let _ = std::fs::remove_file(&init);
+    std::fs::write(
+        &init,
+        "#!/bin/sh\ntrap '' USR2 TERM INT\nwhile :; do sleep 1; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.busybox("busybox");
+    let hold = env.hold_dir();
+    std::fs::set_permissions(&hold, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let file = write(
+        &env,
+        "pw.toml",
+        &format!(
+            r#"[lab]
+name = "pw"
+[defaults]
+image = "busybox"
+[machines.g]
+image = "bbgrace"
+boot = true
+binds = ["{}:/ctl"]
+[machines.s]
+image = "bbstub"
+boot = true
+[machines.p]
+command = "sleep 600"
+"#,
+            hold.display()
+        ),
+    );
+    let r = env.sh(
+        &format!(
+            r#"{LEFT}
+ip link set lo up
+$NETSPAWNCTL up {file} || exit 1
+echo "before=$(ls {hold} | grep -c graceful)"
+$NETSPAWNCTL down --timeout=5 {file}; echo "down-rc=$?"
+echo "graceful=$(ls {hold} | grep -c graceful)"
+left
+"#,
+            hold = hold.display()
+        ),
+        180,
+    );
+    r.expect_status(0);
+    let out = &r.stdout;
+    let ctx = format!("{out}\n{}", r.stderr);
+    assert!(out.contains("before=0"), "{ctx}");
+    assert!(out.contains("down-rc=0"), "{ctx}");
+    assert!(out.contains("graceful=1"), "{ctx}");
+    let lines: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("netspawnctl:"))
+        .collect();
+    assert_eq!(
+        lines,
+        ["netspawnctl: lab 'pw': pw-s did not power off within 5 s; killed it"],
+        "{ctx}"
+    );
+    assert_nothing_left(out.split("down-rc").nth(1).unwrap(), &env);
+}

@@ -38,6 +38,7 @@ use super::links;
 use super::model::{Lab, Machine, Probe};
 use super::{zonefile, TopoError};
 use crate::ctl::lifecycle::start::{self, Pending, Progress};
+use crate::ctl::signal;
 use crate::netd_client::NetdClient;
 use crate::network::zone::Zones;
 
@@ -234,7 +235,8 @@ pub fn up(o: &UpOptions) -> Result<i32, TopoError> {
             Ok(0)
         }
         Err(e) => {
-            let left = teardown(&lab, &paths);
+            // Machines that just started: no graceful poweroff.
+            let left = teardown(&lab, &paths, Duration::ZERO);
             let mut what = e.to_string();
             if !left.is_empty() {
                 what.push_str(&format!("; and removing it failed: {}", left.join("; ")));
@@ -576,11 +578,11 @@ fn probe(m: &Machine, leader: u32) -> Result<(), String> {
     }
 }
 
-/// `down FILE`.
-pub fn down(file: &Path) -> Result<i32, TopoError> {
+/// `down FILE`: booted machines get `poweroff_wait` to power off.
+pub fn down(file: &Path, poweroff_wait: Duration) -> Result<i32, TopoError> {
     let lab = super::load(file)?;
     let paths = Paths::from_env();
-    let left = teardown(&lab, &paths);
+    let left = teardown(&lab, &paths, poweroff_wait);
     if left.is_empty() {
         Ok(0)
     } else {
@@ -592,7 +594,8 @@ pub fn down(file: &Path) -> Result<i32, TopoError> {
 }
 
 /// Removes everything of `lab`; what could not be removed, one line each.
-fn teardown(lab: &Lab, paths: &Paths) -> Vec<String> {
+/// Booted machines get `poweroff_wait` to power off (zero: killed at once).
+fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     let mut errors = Vec::new();
     let dir = lab_dir(paths, &lab.name);
     let reg = Registry::new(paths);
@@ -628,18 +631,55 @@ fn teardown(lab: &Lab, paths: &Paths) -> Vec<String> {
         std::thread::sleep(TICK);
     }
 
-    // Stop every machine: SIGKILL to its PID 1 takes the whole machine down.
+    // Stop every machine. A booted one first gets what `netspawnctl
+    // poweroff` sends its init, and `poweroff_wait` to stop; a plain
+    // command (and a booted machine still there after the wait) gets
+    // SIGKILL to its PID 1, which takes the whole machine down.
+    let kill9 = |pid: u32| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    };
     let mut waiting: Vec<(String, (u32, u64))> = Vec::new();
+    let mut powering_off: Vec<(String, (u32, u64))> = Vec::new();
     for n in &names {
         if let Ok(Some(e)) = reg.get(n) {
             if e.leader > 0 {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(e.leader as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                let leader = (e.leader, process_start_time(e.leader).unwrap_or(0));
+                let asked = e.boot
+                    && !poweroff_wait.is_zero()
+                    && alive(leader)
+                    && signal::send(e.leader, signal::poweroff_signal(&e)).is_ok();
+                if asked {
+                    powering_off.push((n.clone(), leader));
+                } else {
+                    kill9(e.leader);
+                }
             }
             waiting.push((n.clone(), (e.launcher, e.launcher_start)));
         }
+    }
+    let until = Instant::now() + poweroff_wait;
+    loop {
+        powering_off.retain(|(_, p)| alive(*p));
+        if powering_off.is_empty() {
+            break;
+        }
+        if Instant::now() >= until {
+            for (n, p) in &powering_off {
+                eprintln!(
+                    "netspawnctl: lab '{}': {n} did not power off within {} s; killed it",
+                    lab.name,
+                    poweroff_wait.as_secs_f64()
+                );
+                if alive(*p) {
+                    kill9(p.0);
+                }
+            }
+            break;
+        }
+        std::thread::sleep(TICK);
     }
     let pumps: Vec<(String, (u32, u64))> =
         launched.iter().map(|l| (l.name.clone(), l.pump)).collect();
