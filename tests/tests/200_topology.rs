@@ -464,6 +464,12 @@ $NETSPAWNCTL netem --reset im-a:eth1
 nsenter --net=/proc/$pa/ns/net iperf3 -s -1 -B 10.7.0.1 >/dev/null 2>&1 &
 for i in $(seq 200); do nsenter --net=/proc/$pa/ns/net ss -ltn 2>/dev/null | grep -q ':5201' && break; sleep 0.05; done
 nsenter --net=/proc/$pb/ns/net iperf3 -c 10.7.0.1 -t 2 -J > {dir}/iperf.json; echo "iperf-rc=$?"
+# The same rate by htb (a class at 10mbit with a byte FIFO as its queue).
+$NETSPAWNCTL netem --rate 10mbit --shaper=htb im-b:eth1; echo "htb-rc=$?"
+$NETSPAWNCTL netem --show im-b:eth1
+nsenter --net=/proc/$pa/ns/net iperf3 -s -1 -B 10.7.0.1 >/dev/null 2>&1 &
+for i in $(seq 200); do nsenter --net=/proc/$pa/ns/net ss -ltn 2>/dev/null | grep -q ':5201' && break; sleep 0.05; done
+nsenter --net=/proc/$pb/ns/net iperf3 -c 10.7.0.1 -t 2 -J > {dir}/iperf-htb.json; echo "iperf-htb-rc=$?"
 echo "--- delay"
 $NETSPAWNCTL netem --delay 20ms --jitter 2ms im-a:eth1; echo "delay-rc=$?"
 $NETSPAWNCTL netem --show im-a:eth1
@@ -494,16 +500,26 @@ left
     // 30% of 300 requests dropped: far from none and from all.
     assert!((60..=270).contains(&some), "{some} of 300 received\n{out}");
     assert!(out.contains("iperf-rc=0"), "{out}\n{}", r.stderr);
-    let json = std::fs::read_to_string(env.dir.join("iperf.json")).unwrap();
-    let bps: f64 = json
-        .split("\"sum_received\"")
-        .nth(1)
-        .and_then(|s| s.split("\"bits_per_second\":").nth(1))
-        .and_then(|s| s.split([',', '\n', '}']).next())
-        .and_then(|s| s.trim().parse().ok())
-        .expect("bits_per_second in iperf3's output");
+    let received = |file: &str| -> f64 {
+        let json = std::fs::read_to_string(env.dir.join(file)).unwrap();
+        json.split("\"sum_received\"")
+            .nth(1)
+            .and_then(|s| s.split("\"bits_per_second\":").nth(1))
+            .and_then(|s| s.split([',', '\n', '}']).next())
+            .and_then(|s| s.trim().parse().ok())
+            .expect("bits_per_second in iperf3's output")
+    };
     // A veth moves gigabits: 10mbit means the tbf is in force.
+    let bps = received("iperf.json");
     assert!(bps > 1e6 && bps < 12e6, "{bps} bit/s through a 10mbit link");
+    assert!(out.contains("htb-rc=0"), "{out}\n{}", r.stderr);
+    assert!(out.contains("im-b:eth1: qdiscs htb, bfifo"), "{out}");
+    assert!(out.contains("iperf-htb-rc=0"), "{out}\n{}", r.stderr);
+    let bps = received("iperf-htb.json");
+    assert!(
+        bps > 1e6 && bps < 12e6,
+        "{bps} bit/s through a 10mbit htb class"
+    );
     let delay = out.split("--- delay").nth(1).unwrap();
     if r.stderr.contains("no sch_netem") {
         assert!(delay.contains("delay-rc=1"), "{delay}");

@@ -156,9 +156,12 @@ enum Command {
     },
     /// Impair (rate, loss, delay, jitter) the traffic leaving one end of a link, live.
     Netem {
-        /// Rate limit, e.g. 10mbit (tbf).
+        /// Rate limit, e.g. 10mbit (tbf, or htb with --shaper=htb).
         #[arg(long = "rate", value_name = "RATE")]
         rate: Option<String>,
+        /// What shapes --rate: tbf (default) or htb.
+        #[arg(long = "shaper", value_name = "tbf|htb")]
+        shaper: Option<String>,
         /// Loss probability, e.g. 5% (a BPF filter, or netem with --delay).
         #[arg(long = "loss", value_name = "PERCENT")]
         loss: Option<String>,
@@ -594,6 +597,7 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
         )?),
         Command::Netem {
             rate,
+            shaper,
             loss,
             delay,
             jitter,
@@ -603,6 +607,7 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
         } => Ok(ctl::topology::netem(&ctl::topology::NetemOptions {
             endpoint,
             rate,
+            shaper,
             loss,
             delay,
             jitter,

@@ -452,6 +452,12 @@ fn check(src: &Src<'_>, f: TopologyFile) -> Result<Lab, TopoError> {
                 }
             }
         }
+        if let Some(t) = &l.impair {
+            for imp in [&impair_a, &impair_b] {
+                imp.check()
+                    .map_err(|msg| src.at(t.span(), format!("impair: {msg}")))?;
+            }
+        }
         links.push(P2pLink {
             a,
             b,
@@ -944,6 +950,7 @@ mod tests {
             ("[zones.lan2]\ninternal = \"yes\"\n", "demo.toml:5: invalid type"),
             ("[zones.lan2]\nsubnet = \"10.0.0.0/24\"\n[machines.a]\ncommand = \"x\"\nzones = [\"lan2\"]\naddresses = { host0 = \"10.0.1.5/24\" }\n", "demo.toml:9: machine 'a', host0: address 10.0.1.5/24 is outside zone 'lan2' (10.0.0.0/24)"),
             ("[zones.lan2]\nsubnet = \"10.0.0.0/24\"\n[machines.a]\ncommand = \"x\"\nzones = [\"lan\", \"lan2:eth2\"]\naddresses = { eth2 = \"10.0.0.1/24\" }\n", "host's address 10.0.0.1"),
+            ("[machines.a]\ncommand = \"x\"\n[machines.b]\ncommand = \"x\"\n[[links]]\nendpoints = [\"a:eth1\", \"b:eth1\"]\nimpair = { shaper = \"htb\" }\n", "demo.toml:10: impair: shaper htb needs a rate"),
             ("[machines.a]\ncommand = \"x\"\ncount = 0\n", "demo.toml:6: count must be"),
             ("[zones.averyveryverylongzone]\n", "is no valid interface name"),
             ("[machines.a]\ncommand = \"x\"\n[machines.a1]\ncommand = \"x\"\n[machines.b]\ncommand = \"x\"\n", ""),
