@@ -93,7 +93,11 @@ ip -o link show | awk -F': ' '{{print $2}}'
 echo "--- pings"
 $NETSPAWNCTL shell rt-site /bin/sh -c 'ping -c1 -W5 10.99.0.1 >/dev/null && echo site-to-r1-ok'
 $NETSPAWNCTL shell rt-client1 /bin/sh -c 'ping -c1 -W5 rt-client2 >/dev/null && echo by-name-ok'
-$NETSPAWNCTL shell rt-r1 /bin/sh -c 'ip -o addr show eth2; ip -o link show eth1' | grep -c 'eth[12]' | sed 's/^/r1-ifaces=/'
+$NETSPAWNCTL shell rt-r1 /bin/sh -c 'ip -o link show eth2; ip -o link show eth1' | grep -c 'eth[12]' | sed 's/^/r1-ifaces=/'
+# r1's leg on dmz has no static address: a pool address from netd, by DHCP.
+$NETSPAWNCTL shell rt-r1 /bin/sh -c 'ip -4 -o addr show eth2' | awk '{{print "r1-eth2=" $4}}'
+ip -4 -o addr show vz-rt-dmz | awk '{{print "dmz-host=" $4}}'
+$NETSPAWNCTL shell rt-r1 /bin/sh -c 'ping -4 -c1 -W5 rt-web >/dev/null && echo r1-to-web-ok'
 $NETSPAWNCTL shell rt-web /bin/sh -c 'cat /proc/self/uid_map' | awk '{{print "web-uidmap-outside=" $2}}'
 # A host-side crash of one machine: its launcher killed.
 kill -9 $(sed -n 's/^LAUNCHER=//p' $NETSPAWN_RUN_DIR/machines/rt-client1)
@@ -145,6 +149,20 @@ left
     assert!(out.contains("site-to-r1-ok"), "{out}\n{}", r.stderr);
     assert!(out.contains("by-name-ok"), "{out}\n{}", r.stderr);
     assert!(out.contains("r1-ifaces=2"), "{out}");
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    let (leg, dmz) = (field("r1-eth2="), field("dmz-host="));
+    let net = |a: &str| a.rsplit_once('.').map(|(n, _)| n.to_string());
+    assert!(
+        leg.ends_with("/24") && net(&leg).is_some() && net(&leg) == net(&dmz) && leg != dmz,
+        "r1's eth2 {leg:?}, dmz {dmz:?}\n{out}\n{}",
+        r.stderr
+    );
+    assert!(out.contains("r1-to-web-ok"), "{out}\n{}", r.stderr);
     // -U by default: the machine's root is not the host's.
     let uid_line = out
         .lines()
@@ -291,6 +309,10 @@ fn bad_input_is_one_line_with_its_place_and_nothing_is_made() {
         (
             "[machines.a]\ncommand = \"x\"\nafter = [\"b\"]\n[machines.b]\ncommand = \"x\"\nafter = [\"a\"]\n",
             "'after' makes a cycle",
+        ),
+        (
+            "[zones.p]\nsubnet = \"10.3.0.0/24\"\n[machines.a]\ncommand = \"x\"\nzones = [\"p\"]\naddresses = { host0 = \"10.4.0.5/24\" }\n",
+            "bad.toml:9: machine 'a', host0: address 10.4.0.5/24 is outside zone 'p' (10.3.0.0/24)",
         ),
         (
             "[machines.a]\nimage = \"nosuchimage\"\ncommand = \"x\"\nzones = [\"z\"]\n",
@@ -442,6 +464,12 @@ $NETSPAWNCTL netem --reset im-a:eth1
 nsenter --net=/proc/$pa/ns/net iperf3 -s -1 -B 10.7.0.1 >/dev/null 2>&1 &
 for i in $(seq 200); do nsenter --net=/proc/$pa/ns/net ss -ltn 2>/dev/null | grep -q ':5201' && break; sleep 0.05; done
 nsenter --net=/proc/$pb/ns/net iperf3 -c 10.7.0.1 -t 2 -J > {dir}/iperf.json; echo "iperf-rc=$?"
+# The same rate by htb (a class at 10mbit with a byte FIFO as its queue).
+$NETSPAWNCTL netem --rate 10mbit --shaper=htb im-b:eth1; echo "htb-rc=$?"
+$NETSPAWNCTL netem --show im-b:eth1
+nsenter --net=/proc/$pa/ns/net iperf3 -s -1 -B 10.7.0.1 >/dev/null 2>&1 &
+for i in $(seq 200); do nsenter --net=/proc/$pa/ns/net ss -ltn 2>/dev/null | grep -q ':5201' && break; sleep 0.05; done
+nsenter --net=/proc/$pb/ns/net iperf3 -c 10.7.0.1 -t 2 -J > {dir}/iperf-htb.json; echo "iperf-htb-rc=$?"
 echo "--- delay"
 $NETSPAWNCTL netem --delay 20ms --jitter 2ms im-a:eth1; echo "delay-rc=$?"
 $NETSPAWNCTL netem --show im-a:eth1
@@ -472,16 +500,26 @@ left
     // 30% of 300 requests dropped: far from none and from all.
     assert!((60..=270).contains(&some), "{some} of 300 received\n{out}");
     assert!(out.contains("iperf-rc=0"), "{out}\n{}", r.stderr);
-    let json = std::fs::read_to_string(env.dir.join("iperf.json")).unwrap();
-    let bps: f64 = json
-        .split("\"sum_received\"")
-        .nth(1)
-        .and_then(|s| s.split("\"bits_per_second\":").nth(1))
-        .and_then(|s| s.split([',', '\n', '}']).next())
-        .and_then(|s| s.trim().parse().ok())
-        .expect("bits_per_second in iperf3's output");
+    let received = |file: &str| -> f64 {
+        let json = std::fs::read_to_string(env.dir.join(file)).unwrap();
+        json.split("\"sum_received\"")
+            .nth(1)
+            .and_then(|s| s.split("\"bits_per_second\":").nth(1))
+            .and_then(|s| s.split([',', '\n', '}']).next())
+            .and_then(|s| s.trim().parse().ok())
+            .expect("bits_per_second in iperf3's output")
+    };
     // A veth moves gigabits: 10mbit means the tbf is in force.
+    let bps = received("iperf.json");
     assert!(bps > 1e6 && bps < 12e6, "{bps} bit/s through a 10mbit link");
+    assert!(out.contains("htb-rc=0"), "{out}\n{}", r.stderr);
+    assert!(out.contains("im-b:eth1: qdiscs htb, bfifo"), "{out}");
+    assert!(out.contains("iperf-htb-rc=0"), "{out}\n{}", r.stderr);
+    let bps = received("iperf-htb.json");
+    assert!(
+        bps > 1e6 && bps < 12e6,
+        "{bps} bit/s through a 10mbit htb class"
+    );
     let delay = out.split("--- delay").nth(1).unwrap();
     if r.stderr.contains("no sch_netem") {
         assert!(delay.contains("delay-rc=1"), "{delay}");
@@ -669,4 +707,206 @@ left
     );
     assert!(r.stdout.contains("init=init"), "{}", r.stdout);
     assert_nothing_left(r.stdout.split("--- down").nth(1).unwrap(), &env);
+}
+
+#[test]
+fn zone_keys_pin_the_subnet_make_it_internal_and_turn_ipv6_off() {
+    let env = TestEnv::new();
+    env.busybox("busybox");
+    let file = write(
+        &env,
+        "zk.toml",
+        r#"[lab]
+name = "zk"
+[defaults]
+image = "busybox"
+[zones.in]
+subnet = "10.77.5.0/24"
+internal = true
+ipv6 = false
+[zones.out]
+[machines.a]
+zones = ["in"]
+command = "sleep 600"
+[machines.b]
+zones = ["out"]
+command = "sleep 600"
+[machines.c]
+zones = ["in"]
+command = "sleep 600"
+addresses = { host0 = "10.77.5.200/24" }
+"#,
+    );
+    let clash = write(
+        &env,
+        "zk2.toml",
+        "[lab]\nname = \"zk2\"\n[defaults]\nimage = \"busybox\"\n[zones.n]\nsubnet = \"10.77.0.0/16\"\n[machines.m]\nzones = [\"n\"]\ncommand = \"sleep 600\"\n",
+    );
+    let routed = write(
+        &env,
+        "zk3.toml",
+        "[lab]\nname = \"zk3\"\n[defaults]\nimage = \"busybox\"\n[zones.n]\nsubnet = \"10.78.3.0/24\"\n[machines.m]\nzones = [\"n\"]\ncommand = \"sleep 600\"\n",
+    );
+    let dig = have("dig");
+    let r = env.sh(
+        &format!(
+            r#"{LEFT}
+ip link set lo up
+# A route of the host's own that a lab's subnet must not take.
+ip link add h0 type veth peer name h1; ip addr add 10.78.0.1/16 dev h0; ip link set h0 up
+$NETSPAWNCTL up {file} || exit 1
+echo "files: $(ls $NETSPAWN_RUN_DIR/network | tr '\n' ' ')"
+ip -4 -o addr show vz-zk-in | awk '{{print "in-host=" $4}}'
+echo "in-host6=$(ip -6 -o addr show dev vz-zk-in scope global | wc -l)"
+echo "out-host6=$(ip -6 -o addr show dev vz-zk-out scope global | wc -l)"
+pa=$(sed -n 's/^LEADER=//p' $NETSPAWN_RUN_DIR/machines/zk-a)
+pb=$(sed -n 's/^LEADER=//p' $NETSPAWN_RUN_DIR/machines/zk-b)
+nsenter -t $pa -n ip -4 -o addr show dev host0 | awk '{{print "a-addr=" $4}}'
+echo "a-addr6=$(nsenter -t $pa -n ip -6 -o addr show dev host0 scope global | wc -l)"
+echo "b-addr6=$(nsenter -t $pb -n ip -6 -o addr show dev host0 scope global | wc -l)"
+$NETSPAWNCTL shell zk-a /bin/sh -c 'ping -c1 -W5 zk-c >/dev/null && echo a-to-c-by-name-ok'
+if [ {dig} = true ]; then
+  nsenter -t $pa -n dig @10.77.5.1 +tries=2 +time=3 example.test A | grep -o 'status: [A-Z]*' | sed 's/^/in-world: /'
+fi
+# netd marks masqueraded links by interface group (GROUP_BASE 0x4e530000:
+# +0 served without masquerade, +2 IPv4 and IPv6).
+group() {{ ip -d link show "$1" | grep -o 'group [0-9a-z]*' | head -1; }}
+for i in $(seq 200); do [ "$(group vz-zk-out)" = "group 1314062338" ] && break; sleep 0.05; done
+echo "nat-in=$(group vz-zk-in)"
+echo "nat-out=$(group vz-zk-out)"
+echo "--- clash"
+$NETSPAWNCTL up {clash}; echo "clash-rc=$?"
+$NETSPAWNCTL up {routed}; echo "routed-rc=$?"
+echo "machines: $(ls $NETSPAWN_RUN_DIR/machines | tr '\n' ' ')"
+echo "--- down"
+$NETSPAWNCTL down {file} || exit 2
+ip link del h0
+left
+echo "files: $(ls $NETSPAWN_RUN_DIR/network 2>/dev/null | tr '\n' ' ')"
+"#
+        ),
+        240,
+    );
+    r.expect_status(0);
+    let out = &r.stdout;
+    let ctx = format!("{out}\n{}", r.stderr);
+    assert!(
+        out.contains("files: 60-netspawn-zone-zk-in.network \n"),
+        "{ctx}"
+    );
+    assert!(out.contains("in-host=10.77.5.1/24"), "{ctx}");
+    assert!(out.contains("in-host6=0"), "{ctx}");
+    assert!(!out.contains("out-host6=0"), "{ctx}");
+    let a = out
+        .lines()
+        .find_map(|l| l.strip_prefix("a-addr="))
+        .expect("a's address");
+    assert!(a.starts_with("10.77.5.") && a.ends_with("/24"), "{ctx}");
+    assert!(out.contains("a-addr6=0"), "{ctx}");
+    assert!(!out.contains("b-addr6=0"), "{ctx}");
+    assert!(out.contains("a-to-c-by-name-ok"), "{ctx}");
+    if dig {
+        assert!(out.contains("in-world: status: REFUSED"), "{ctx}");
+    }
+    assert!(out.contains("nat-in=group 1314062336\n"), "{ctx}");
+    assert!(out.contains("nat-out=group 1314062338\n"), "{ctx}");
+    let clash = out.split("--- clash").nth(1).unwrap();
+    assert!(
+        clash.contains("clash-rc=1") && clash.contains("routed-rc=1"),
+        "{ctx}"
+    );
+    assert!(
+        r.stderr.contains(
+            "zk2.toml: zone 'n': subnet 10.77.0.0/16 overlaps 10.77.5.0/24, a zone of lab 'zk'"
+        ),
+        "{ctx}"
+    );
+    assert!(
+        r.stderr.contains(
+            "zk3.toml: zone 'n': subnet 10.78.3.0/24 overlaps the host's route to 10.78.0.0/16 (dev h0)"
+        ),
+        "{ctx}"
+    );
+    assert!(clash.contains("machines: zk-a zk-b zk-c \n"), "{ctx}");
+    let after = out.split("--- down").nth(1).unwrap();
+    assert!(
+        after.contains("files: \n") || after.trim_end().ends_with("files:"),
+        "{ctx}"
+    );
+    assert_nothing_left(after, &env);
+}
+
+#[test]
+fn down_powers_booted_machines_off_first_and_kills_what_does_not_stop() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    // One whose init records its shutdown, one whose init ignores poweroff.
+    let grace = env.busybox("bbgrace");
+    let mut tab = std::fs::read_to_string(grace.join("etc/inittab")).unwrap();
+    tab.push_str("::shutdown:/bin/touch /ctl/graceful\n");
+    std::fs::write(grace.join("etc/inittab"), tab).unwrap();
+    let stub = env.busybox("bbstub");
+    let init = stub.join("sbin/init");
+    let _ = std::fs::remove_file(&init);
+    std::fs::write(
+        &init,
+        "#!/bin/sh\ntrap '' USR2 TERM INT\nwhile :; do sleep 1; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.busybox("busybox");
+    let hold = env.hold_dir();
+    std::fs::set_permissions(&hold, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let file = write(
+        &env,
+        "pw.toml",
+        &format!(
+            r#"[lab]
+name = "pw"
+[defaults]
+image = "busybox"
+[machines.g]
+image = "bbgrace"
+boot = true
+binds = ["{}:/ctl"]
+[machines.s]
+image = "bbstub"
+boot = true
+[machines.p]
+command = "sleep 600"
+"#,
+            hold.display()
+        ),
+    );
+    let r = env.sh(
+        &format!(
+            r#"{LEFT}
+ip link set lo up
+$NETSPAWNCTL up {file} || exit 1
+echo "before=$(ls {hold} | grep -c graceful)"
+$NETSPAWNCTL down --timeout=5 {file}; echo "down-rc=$?"
+echo "graceful=$(ls {hold} | grep -c graceful)"
+left
+"#,
+            hold = hold.display()
+        ),
+        180,
+    );
+    r.expect_status(0);
+    let out = &r.stdout;
+    let ctx = format!("{out}\n{}", r.stderr);
+    assert!(out.contains("before=0"), "{ctx}");
+    assert!(out.contains("down-rc=0"), "{ctx}");
+    assert!(out.contains("graceful=1"), "{ctx}");
+    let lines: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("netspawnctl:"))
+        .collect();
+    assert_eq!(
+        lines,
+        ["netspawnctl: lab 'pw': pw-s did not power off within 5 s; killed it"],
+        "{ctx}"
+    );
+    assert_nothing_left(out.split("down-rc").nth(1).unwrap(), &env);
 }

@@ -9,6 +9,7 @@
 //! | `PORTS OWNER IFNAME MAC PROTO:HOST:CONTAINER...` | `OK` when the forwards are registered (installed as soon as the container's address is known), `ERR ...` if a port is taken |
 //! | `RELEASE OWNER` | `OK` |
 //! | `FORWARDS OWNER PROTO:HOST:CONTAINER...` | `OK` when netd's table has each of these forwards of OWNER's installed (to its address), `ERR ...` naming one that is not |
+//! | `RELOAD` | `OK` once the `.network` files are read again (they apply to links configured from then on; links served already keep theirs), `ERR FILE:LINE: ...` if one is invalid (the files in effect stay) |
 //!
 //! Any request may be answered `ERR message` (a malformed one always is).
 //!
@@ -41,6 +42,8 @@ pub enum Request {
         owner: String,
         forwards: Vec<Forward>,
     },
+    /// Read the `.network` files again (`networkctl reload`).
+    Reload,
 }
 
 /// One port forward: `tcp:8080:80`.
@@ -100,6 +103,7 @@ impl Request {
     pub fn to_line(&self) -> String {
         match self {
             Request::Ping => "PING".into(),
+            Request::Reload => "RELOAD".into(),
             Request::Link { ifname, timeout_ms } => format!("LINK {ifname} {timeout_ms}"),
             Request::Ports {
                 owner,
@@ -138,6 +142,7 @@ impl Request {
         }
         match words.as_slice() {
             ["PING"] => Ok(Request::Ping),
+            ["RELOAD"] => Ok(Request::Reload),
             ["LINK", ifname, t] => Ok(Request::Link {
                 ifname: ifname.to_string(),
                 timeout_ms: t.parse().map_err(|_| "bad timeout")?,
@@ -192,7 +197,7 @@ impl std::str::FromStr for Cidr {
 /// A parsed answer: one line, `OK ...` or `ERR message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// `OK`: done (`PING`, `PORTS`, `RELEASE`).
+    /// `OK`: done (`PING`, `PORTS`, `RELEASE`, `RELOAD`).
     Ok,
     /// `OK address=A/N`: netd configured the link (or the bridge it is a
     /// member of); the host side's address with the subnet's prefix.
@@ -282,6 +287,7 @@ mod tests {
     fn round_trip_and_garbage() {
         let reqs = [
             Request::Ping,
+            Request::Reload,
             Request::Link {
                 ifname: "ve-web".into(),
                 timeout_ms: 3000,
@@ -323,6 +329,7 @@ mod tests {
             "LINK",
             "LINK a",
             "LINK a b",
+            "RELOAD now",
             "PORTS o i m tcp:0:1",
             "PORTS o i m sctp:1:1",
             "PORTS o i m tcp:1",

@@ -21,6 +21,9 @@ pub const USERNS_SUBDIR: &str = "userns";
 /// The users view by ID range, below the run directory.
 pub const UIDS_SUBDIR: &str = "uids";
 
+/// Run-time `.network` files, below the run directory.
+pub const NETWORK_SUBDIR: &str = "network";
+
 /// The resolved set of locations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
@@ -75,6 +78,14 @@ impl Paths {
     /// `SHIFT:RANGE` (see [`crate::users`]).
     pub fn uids_dir(&self) -> PathBuf {
         self.run_dir.join(UIDS_SUBDIR)
+    }
+
+    /// `.network` files written at run time (networkd's
+    /// `/run/systemd/network`): netd searches it between the
+    /// administrator's directory and the package's; `netspawnctl up` puts
+    /// the files of a lab's zones here.
+    pub fn network_dir(&self) -> PathBuf {
+        self.run_dir.join(NETWORK_SUBDIR)
     }
 
     /// Lock files (machine names, images).

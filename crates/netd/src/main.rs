@@ -49,7 +49,8 @@ fn main() {
         .with_target(false)
         .try_init();
     // Bad templates are the caller's problem: report them before going to the background.
-    if let Err(e) = netd::template::load(&netd::template::search_path()) {
+    let paths = netspawn_common::paths::Paths::from_env();
+    if let Err(e) = netd::template::load(&netd::template::search_path_with_run(&paths.run_dir)) {
         eprintln!("netspawn-netd: {e}");
         std::process::exit(1);
     }
@@ -78,7 +79,6 @@ fn main() {
             }
         }
     }
-    let paths = netspawn_common::paths::Paths::from_env();
     match netd::daemon::run(
         paths,
         args.foreground,

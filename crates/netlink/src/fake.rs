@@ -136,6 +136,17 @@ impl FakeRtnl {
     }
 }
 
+/// The kind a qdisc has in the kernel's answers.
+fn qdisc_kind(q: &crate::tc::Qdisc) -> &'static str {
+    use crate::tc::Qdisc;
+    match q {
+        Qdisc::Tbf { .. } => "tbf",
+        Qdisc::Htb { .. } => "htb",
+        Qdisc::Bfifo { .. } => "bfifo",
+        Qdisc::Netem { .. } => "netem",
+    }
+}
+
 impl Rtnl for FakeRtnl {
     fn link(&mut self, name: &str) -> Result<Option<Link>, RtnlError> {
         Ok(self.links.iter().find(|l| l.name == name).cloned())
@@ -343,9 +354,11 @@ impl Rtnl for FakeRtnl {
     }
 
     fn tc(&mut self, req: &crate::tc::TcRequest) -> Result<(), RtnlError> {
-        use crate::tc::{Qdisc, TcRequest};
+        use crate::tc::TcRequest;
         let index = match req {
             TcRequest::ReplaceRoot { index, .. }
+            | TcRequest::ReplaceHtbClass { index, .. }
+            | TcRequest::ReplaceLeaf { index, .. }
             | TcRequest::DeleteRoot { index }
             | TcRequest::AddClsact { index }
             | TcRequest::DeleteClsact { index }
@@ -357,16 +370,38 @@ impl Rtnl for FakeRtnl {
         let kinds = self.qdiscs.entry(index).or_default();
         let (root, what) = match req {
             TcRequest::ReplaceRoot { qdisc, .. } => {
-                let k = match qdisc {
-                    Qdisc::Tbf { .. } => "tbf",
-                    Qdisc::Netem { .. } => "netem",
-                };
+                let k = qdisc_kind(qdisc);
                 if self.missing_qdiscs.contains(&k) {
                     return Err(RtnlError::kernel(format!("add qdisc {k}"), libc::ENOENT));
                 }
                 kinds.retain(|x| x == "clsact");
                 kinds.insert(0, k.to_string());
                 (true, format!("qdisc root {k} on {index}"))
+            }
+            TcRequest::ReplaceHtbClass { minor, rate, .. } => {
+                if kinds.first().map(String::as_str) != Some("htb") {
+                    return Err(RtnlError::kernel("add htb class", libc::EINVAL));
+                }
+                (false, format!("class htb 1:{minor} rate {rate} on {index}"))
+            }
+            TcRequest::ReplaceLeaf {
+                parent_minor,
+                qdisc,
+                ..
+            } => {
+                let k = qdisc_kind(qdisc);
+                if kinds.first().map(String::as_str) != Some("htb") {
+                    return Err(RtnlError::kernel(format!("add qdisc {k}"), libc::ENOENT));
+                }
+                let at = kinds
+                    .iter()
+                    .position(|x| x == "clsact")
+                    .unwrap_or(kinds.len());
+                kinds.insert(at, k.to_string());
+                (
+                    false,
+                    format!("qdisc {k} parent 1:{parent_minor} on {index}"),
+                )
             }
             TcRequest::DeleteRoot { .. } => {
                 kinds.retain(|x| x == "clsact");

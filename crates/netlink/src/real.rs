@@ -442,6 +442,10 @@ impl Rtnl for Netlink {
                 NLM_F_CREATE | NLM_F_REPLACE,
             ),
             TcVerb::DelQdisc => (RouteNetlinkMessage::DelQueueDiscipline(msg), 0),
+            TcVerb::NewClass => (
+                RouteNetlinkMessage::NewTrafficClass(msg),
+                NLM_F_CREATE | NLM_F_REPLACE,
+            ),
             TcVerb::NewFilter => (
                 RouteNetlinkMessage::NewTrafficFilter(msg),
                 NLM_F_CREATE | NLM_F_EXCL,

@@ -5,13 +5,16 @@
 //! - a root `tbf` for a rate limit (`TCA_TBF_PARMS` with an
 //!   ethernet-aware rate spec, so no rate table is needed, and
 //!   `TCA_TBF_BURST`/`TCA_TBF_RATE64`);
+//! - a root `htb` (`TCA_HTB_INIT`), one class under it (`TCA_HTB_PARMS`:
+//!   rate = ceiling, buffers in scheduler ticks) and a `bfifo` as the
+//!   class's queue: the other way to a rate limit;
 //! - a root `netem` for delay, jitter, loss and rate (its options are a
 //!   `struct tc_netem_qopt` followed by nested attributes, as `tc` sends
 //!   them); kernels without `sch_netem` refuse it with `ENOENT`;
 //! - `clsact` and a direct-action `bpf` filter on its egress hook (loss by a
 //!   small BPF program whose descriptor the caller loaded).
 //!
-//! netlink-packet-route has no tbf or netem types: their options are
+//! netlink-packet-route has no tbf, htb or netem types: their options are
 //! written here, field by field, after the kernel's `pkt_sched.h`.
 
 use rtnetlink::packet_core::DefaultNla;
@@ -20,12 +23,18 @@ use rtnetlink::packet_route::tc::{
 };
 use rtnetlink::packet_route::AddressFamily;
 
-/// A root qdisc.
+/// A qdisc (at the root, or a leaf under an htb class).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Qdisc {
     /// Token bucket: `rate` bytes per second, `burst` bytes, a queue of
     /// `limit` bytes.
     Tbf { rate: u64, burst: u32, limit: u32 },
+    /// Hierarchical token bucket: the classes do the work
+    /// ([`TcRequest::ReplaceHtbClass`]); unclassified traffic goes to class
+    /// `1:default_minor`.
+    Htb { default_minor: u32 },
+    /// A byte-limited FIFO of `limit` bytes (an htb class's queue).
+    Bfifo { limit: u32 },
     /// netem: delay and jitter in microseconds, loss in parts per 2^32,
     /// rate in bytes per second (0: none), a queue of `limit` packets.
     Netem {
@@ -40,8 +49,28 @@ pub enum Qdisc {
 /// A traffic-control change on one link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TcRequest {
-    /// Puts `qdisc` at the root (replacing what is there).
+    /// Puts `qdisc` at the root (replacing what is there, also a qdisc of
+    /// another kind). An htb gets handle `1:`, which its classes name; any
+    /// other the kernel's choice, as `tc qdisc replace … root` sends it: a
+    /// root with the same handle as the one there is changed in place,
+    /// which only works for the same kind. Replacing an htb by an htb is
+    /// refused (htb cannot be changed in place): remove the root first.
     ReplaceRoot { index: u32, qdisc: Qdisc },
+    /// The htb class `1:minor` under the root htb: `rate` bytes per second
+    /// (also its ceiling: it borrows nothing), `burst` bytes.
+    ReplaceHtbClass {
+        index: u32,
+        minor: u32,
+        rate: u64,
+        burst: u32,
+    },
+    /// `qdisc`, handle `major:`, as the queue of class `1:parent_minor`.
+    ReplaceLeaf {
+        index: u32,
+        parent_minor: u32,
+        major: u16,
+        qdisc: Qdisc,
+    },
     /// Removes the root qdisc (back to the default); none is success.
     DeleteRoot { index: u32 },
     /// Adds the `clsact` qdisc (there already is success).
@@ -61,6 +90,7 @@ pub enum TcRequest {
 pub enum TcVerb {
     NewQdisc,
     DelQdisc,
+    NewClass,
     NewFilter,
 }
 
@@ -72,6 +102,14 @@ const TCA_NETEM_RATE: u16 = 6;
 const TCA_NETEM_LATENCY64: u16 = 10;
 const TCA_NETEM_JITTER64: u16 = 11;
 const TCA_NETEM_RATE64: u16 = 8;
+const TCA_HTB_PARMS: u16 = 1;
+const TCA_HTB_INIT: u16 = 2;
+const TCA_HTB_RATE64: u16 = 6;
+const TCA_HTB_CEIL64: u16 = 7;
+/// `TC_HTB_PROTOVER`: the `tc_htb_glob` version the kernel expects.
+const TC_HTB_PROTOVER: u32 = 3;
+/// Nanoseconds per scheduler tick (`PSCHED_SHIFT` 6).
+const NS_PER_TICK: u128 = 64;
 const TC_LINKLAYER_ETHERNET: u8 = 1;
 /// `ETH_P_ALL` in network byte order, as the filter's protocol.
 const ETH_P_ALL_BE: u16 = 0x0300;
@@ -153,6 +191,74 @@ fn netem_options(delay_us: u64, jitter_us: u64, loss: u32, rate: u64, limit: u32
     v
 }
 
+/// The options of the root `htb`: `tc_htb_glob` (version, rate2quantum,
+/// defcls, debug, direct_pkts).
+fn htb_init(default_minor: u32) -> Vec<TcOption> {
+    let mut g = Vec::with_capacity(20);
+    for x in [TC_HTB_PROTOVER, 10, default_minor, 0, 0] {
+        g.extend_from_slice(&x.to_ne_bytes());
+    }
+    vec![TcOption::Other(nla(TCA_HTB_INIT, g))]
+}
+
+/// The options of an htb class: `tc_htb_opt` (rate, ceil, buffer and
+/// cbuffer in scheduler ticks, quantum 0: the kernel derives it, level,
+/// prio), and the 64-bit rates where they need them.
+fn htb_class_options(rate: u64, burst: u32) -> Vec<TcOption> {
+    let ticks = (u128::from(burst) * 1_000_000_000 / u128::from(rate.max(1)) / NS_PER_TICK)
+        .min(u128::from(u32::MAX)) as u32;
+    let mut o = Vec::with_capacity(44);
+    o.extend_from_slice(&ratespec(rate));
+    o.extend_from_slice(&ratespec(rate));
+    for x in [ticks, ticks, 0, 0, 0] {
+        o.extend_from_slice(&x.to_ne_bytes());
+    }
+    let mut v = vec![TcOption::Other(nla(TCA_HTB_PARMS, o))];
+    if rate > u64::from(u32::MAX) {
+        v.push(TcOption::Other(nla(
+            TCA_HTB_RATE64,
+            rate.to_ne_bytes().to_vec(),
+        )));
+        v.push(TcOption::Other(nla(
+            TCA_HTB_CEIL64,
+            rate.to_ne_bytes().to_vec(),
+        )));
+    }
+    v
+}
+
+/// A qdisc's kind and options, as attributes.
+fn qdisc_attributes(qdisc: &Qdisc) -> Vec<TcAttribute> {
+    match qdisc {
+        Qdisc::Tbf { rate, burst, limit } => vec![
+            TcAttribute::Kind("tbf".into()),
+            TcAttribute::Options(tbf_options(*rate, *burst, *limit)),
+        ],
+        Qdisc::Htb { default_minor } => vec![
+            TcAttribute::Kind("htb".into()),
+            TcAttribute::Options(htb_init(*default_minor)),
+        ],
+        // bfifo's options are a bare `tc_fifo_qopt` (limit), not nested.
+        Qdisc::Bfifo { limit } => vec![
+            TcAttribute::Kind("bfifo".into()),
+            TcAttribute::Other(nla(TCA_OPTIONS, limit.to_ne_bytes().to_vec())),
+        ],
+        Qdisc::Netem {
+            delay_us,
+            jitter_us,
+            loss,
+            rate,
+            limit,
+        } => vec![
+            TcAttribute::Kind("netem".into()),
+            TcAttribute::Other(nla(
+                TCA_OPTIONS,
+                netem_options(*delay_us, *jitter_us, *loss, *rate, *limit),
+            )),
+        ],
+    }
+}
+
 fn header(index: u32, handle: TcHandle, parent: TcHandle, info: u32) -> TcHeader {
     TcHeader {
         family: AddressFamily::Unspec,
@@ -168,27 +274,53 @@ pub fn message(req: &TcRequest) -> (TcVerb, TcMessage) {
     let mut m = TcMessage::default();
     let verb = match req {
         TcRequest::ReplaceRoot { index, qdisc } => {
-            m.header = header(*index, TcHandle { major: 1, minor: 0 }, TcHandle::ROOT, 0);
-            match qdisc {
-                Qdisc::Tbf { rate, burst, limit } => {
-                    m.attributes.push(TcAttribute::Kind("tbf".into()));
-                    m.attributes
-                        .push(TcAttribute::Options(tbf_options(*rate, *burst, *limit)));
-                }
-                Qdisc::Netem {
-                    delay_us,
-                    jitter_us,
-                    loss,
-                    rate,
-                    limit,
-                } => {
-                    m.attributes.push(TcAttribute::Kind("netem".into()));
-                    m.attributes.push(TcAttribute::Other(nla(
-                        TCA_OPTIONS,
-                        netem_options(*delay_us, *jitter_us, *loss, *rate, *limit),
-                    )));
-                }
-            }
+            let handle = match qdisc {
+                Qdisc::Htb { .. } => TcHandle { major: 1, minor: 0 },
+                _ => TcHandle::UNSPEC,
+            };
+            m.header = header(*index, handle, TcHandle::ROOT, 0);
+            m.attributes = qdisc_attributes(qdisc);
+            TcVerb::NewQdisc
+        }
+        TcRequest::ReplaceHtbClass {
+            index,
+            minor,
+            rate,
+            burst,
+        } => {
+            m.header = header(
+                *index,
+                TcHandle {
+                    major: 1,
+                    minor: *minor as u16,
+                },
+                TcHandle { major: 1, minor: 0 },
+                0,
+            );
+            m.attributes.push(TcAttribute::Kind("htb".into()));
+            m.attributes
+                .push(TcAttribute::Options(htb_class_options(*rate, *burst)));
+            TcVerb::NewClass
+        }
+        TcRequest::ReplaceLeaf {
+            index,
+            parent_minor,
+            major,
+            qdisc,
+        } => {
+            m.header = header(
+                *index,
+                TcHandle {
+                    major: *major,
+                    minor: 0,
+                },
+                TcHandle {
+                    major: 1,
+                    minor: *parent_minor as u16,
+                },
+                0,
+            );
+            m.attributes = qdisc_attributes(qdisc);
             TcVerb::NewQdisc
         }
         TcRequest::DeleteRoot { index } => {
@@ -296,13 +428,10 @@ mod tests {
         });
         assert_eq!(verb, TcVerb::NewQdisc);
         let b = bytes(&m);
-        // tcmsg: family, pad, ifindex 7, handle 1:0, parent root.
+        // tcmsg: family, pad, ifindex 7, handle the kernel's, parent root.
         assert_eq!(b[0], 0);
         assert_eq!(i32::from_ne_bytes(b[4..8].try_into().unwrap()), 7);
-        assert_eq!(
-            u32::from_ne_bytes(b[8..12].try_into().unwrap()),
-            0x0001_0000
-        );
+        assert_eq!(u32::from_ne_bytes(b[8..12].try_into().unwrap()), 0);
         assert_eq!(
             u32::from_ne_bytes(b[12..16].try_into().unwrap()),
             0xffff_ffff
@@ -323,6 +452,99 @@ mod tests {
         let burst = nested(&opts, TCA_TBF_BURST).unwrap();
         assert_eq!(u32::from_ne_bytes(burst[..].try_into().unwrap()), 12_500);
         assert!(nested(&opts, TCA_TBF_RATE64).is_none());
+    }
+
+    #[test]
+    fn an_htb_is_a_root_a_class_and_a_bfifo_leaf() {
+        let (verb, m) = message(&TcRequest::ReplaceRoot {
+            index: 7,
+            qdisc: Qdisc::Htb { default_minor: 1 },
+        });
+        assert_eq!(verb, TcVerb::NewQdisc);
+        let b = bytes(&m);
+        assert_eq!(
+            u32::from_ne_bytes(b[8..12].try_into().unwrap()),
+            0x0001_0000
+        );
+        assert_eq!(
+            u32::from_ne_bytes(b[12..16].try_into().unwrap()),
+            0xffff_ffff
+        );
+        assert_eq!(attr(&b, 1).unwrap(), b"htb\0");
+        let opts = attr(&b, TCA_OPTIONS).unwrap();
+        let glob = nested(&opts, TCA_HTB_INIT).unwrap();
+        let words: Vec<u32> = glob
+            .chunks(4)
+            .map(|c| u32::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        // version 3, rate2quantum 10, default class 1:1, debug, direct_pkts.
+        assert_eq!(words, [3, 10, 1, 0, 0]);
+
+        let (verb, m) = message(&TcRequest::ReplaceHtbClass {
+            index: 7,
+            minor: 1,
+            rate: 1_250_000,
+            burst: 12_500,
+        });
+        assert_eq!(verb, TcVerb::NewClass);
+        let b = bytes(&m);
+        // classid 1:1, parent 1:0.
+        assert_eq!(
+            u32::from_ne_bytes(b[8..12].try_into().unwrap()),
+            0x0001_0001
+        );
+        assert_eq!(
+            u32::from_ne_bytes(b[12..16].try_into().unwrap()),
+            0x0001_0000
+        );
+        assert_eq!(attr(&b, 1).unwrap(), b"htb\0");
+        let opts = attr(&b, TCA_OPTIONS).unwrap();
+        let parms = nested(&opts, TCA_HTB_PARMS).unwrap();
+        assert_eq!(parms.len(), 44);
+        let word = |at: usize| u32::from_ne_bytes(parms[at..at + 4].try_into().unwrap());
+        // rate and ceil: ethernet rate specs of 1.25 MB/s.
+        assert_eq!((parms[1], word(8)), (TC_LINKLAYER_ETHERNET, 1_250_000));
+        assert_eq!((parms[13], word(20)), (TC_LINKLAYER_ETHERNET, 1_250_000));
+        // buffer and cbuffer: 12500 bytes at 1.25 MB/s = 10 ms = 156250 ticks of 64 ns.
+        assert_eq!((word(24), word(28)), (156_250, 156_250));
+        // quantum (the kernel's), level, prio.
+        assert_eq!((word(32), word(36), word(40)), (0, 0, 0));
+        assert!(nested(&opts, TCA_HTB_RATE64).is_none());
+
+        let (_, m) = message(&TcRequest::ReplaceHtbClass {
+            index: 7,
+            minor: 1,
+            rate: 5_000_000_000,
+            burst: 50_000_000,
+        });
+        let opts = attr(&bytes(&m), TCA_OPTIONS).unwrap();
+        let r64 = nested(&opts, TCA_HTB_RATE64).unwrap();
+        assert_eq!(
+            u64::from_ne_bytes(r64[..].try_into().unwrap()),
+            5_000_000_000
+        );
+        assert!(nested(&opts, TCA_HTB_CEIL64).is_some());
+
+        let (verb, m) = message(&TcRequest::ReplaceLeaf {
+            index: 7,
+            parent_minor: 1,
+            major: 10,
+            qdisc: Qdisc::Bfifo { limit: 75_000 },
+        });
+        assert_eq!(verb, TcVerb::NewQdisc);
+        let b = bytes(&m);
+        // handle 10:0, parent 1:1.
+        assert_eq!(
+            u32::from_ne_bytes(b[8..12].try_into().unwrap()),
+            0x000a_0000
+        );
+        assert_eq!(
+            u32::from_ne_bytes(b[12..16].try_into().unwrap()),
+            0x0001_0001
+        );
+        assert_eq!(attr(&b, 1).unwrap(), b"bfifo\0");
+        // tc_fifo_qopt, not nested.
+        assert_eq!(attr(&b, TCA_OPTIONS).unwrap(), 75_000u32.to_ne_bytes());
     }
 
     #[test]

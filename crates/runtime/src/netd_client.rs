@@ -117,6 +117,11 @@ impl NetdClient {
         c.exchange(&Request::Ping).is_ok().then_some(c)
     }
 
+    /// A connection to the running netd, if one runs (none is started).
+    pub fn connect_running(paths: &Paths) -> Option<NetdClient> {
+        NetdClient::connect_live(paths)
+    }
+
     /// Connects to the running netd, starting one (detached, in its own
     /// session) if there is none. A netd that dies before it answers (killed
     /// while starting) is started again, until 5 s have passed.

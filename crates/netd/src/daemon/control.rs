@@ -2,7 +2,7 @@
 //! [`Answer`] back (the protocol is `netspawn_common::netd`). `LINK` waits
 //! until the link pipeline has configured the link (or its bridge), `PORTS`
 //! registers forwards installed once the machine's address is known,
-//! `RELEASE` drops them.
+//! `RELEASE` drops them, `RELOAD` reads the `.network` files again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -152,6 +152,27 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
             tokio::task::spawn_blocking(move || check_forwards(&ctx2, &owner, &forwards))
                 .await
                 .unwrap_or_else(|_| Answer::Err("checking the forwards failed".into()))
+        }
+        Request::Reload => {
+            let run_dir = ctx.lock().paths.run_dir.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                crate::template::load(&crate::template::search_path_with_run(&run_dir))
+            })
+            .await;
+            match loaded {
+                Ok(Ok(t)) => {
+                    for w in &t.warnings {
+                        tracing::warn!("{w}");
+                    }
+                    let mut st = ctx.lock();
+                    st.last_busy = Instant::now();
+                    st.templates = t;
+                    tracing::info!("network templates read again");
+                    Answer::Ok
+                }
+                Ok(Err(e)) => Answer::Err(e.to_string()),
+                Err(e) => Answer::Err(format!("reload: {e}")),
+            }
         }
         Request::Release { owner } => {
             let ctx2 = ctx.clone();

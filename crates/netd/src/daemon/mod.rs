@@ -204,8 +204,9 @@ pub fn run(paths: Paths, foreground: bool, idle_exit: Duration) -> Result<(), Da
 }
 
 async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError> {
-    let templates = template::load(&template::search_path())?;
-    // Once, at start: the files do not change under a running netd.
+    let templates = template::load(&template::search_path_with_run(&paths.run_dir))?;
+    // At start, and again on `RELOAD` (control.rs): links configured before a
+    // reload keep what they got.
     for w in &templates.warnings {
         tracing::warn!("{w}");
     }

@@ -98,6 +98,24 @@ pub fn search_path() -> Vec<PathBuf> {
     }
 }
 
+/// [`search_path`] with `RUN_DIR/network` (`Paths::network_dir`: files
+/// written at run time, such as those of a lab's zones) in it, where
+/// networkd has `/run/systemd/network`: after the administrator's
+/// directory and before the package's, or after the directories of
+/// [`ENV_NETWORK_PATH`] when that is set.
+pub fn search_path_with_run(run_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = search_path();
+    let run = run_dir.join(netspawn_common::paths::NETWORK_SUBDIR);
+    let env_set = std::env::var(ENV_NETWORK_PATH).is_ok_and(|v| !v.is_empty());
+    let at = if env_set {
+        dirs.len()
+    } else {
+        1.min(dirs.len())
+    };
+    dirs.insert(at, run);
+    dirs
+}
+
 /// Loads the `.network` files of `dirs` (highest priority first) over the
 /// built-in templates ([`BUILTIN`]), and detects [`Virtualization`].
 pub fn load(dirs: &[PathBuf]) -> Result<Loaded, NetFileError> {
@@ -578,6 +596,19 @@ mod tests {
                 PathBuf::from("/etc/netspawn/network"),
                 PathBuf::from("/usr/lib/netspawn/network")
             ]
+        );
+        assert_eq!(
+            search_path_with_run(Path::new("/run/ns")),
+            [
+                PathBuf::from("/etc/netspawn/network"),
+                PathBuf::from("/run/ns/network"),
+                PathBuf::from("/usr/lib/netspawn/network")
+            ]
+        );
+        std::env::set_var(ENV_NETWORK_PATH, "/a");
+        assert_eq!(
+            search_path_with_run(Path::new("/run/ns")),
+            [PathBuf::from("/a"), PathBuf::from("/run/ns/network")]
         );
         std::env::remove_var(ENV_NETWORK_PATH);
         assert_eq!(search_path().len(), 2);

@@ -59,8 +59,8 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use load::{
-    load, load_with, search_path, Loaded, BUILTIN, BUILTIN_DIR, DEFAULT_NETWORK_PATH,
-    ENV_NETWORK_PATH, MAX_FILE_SIZE,
+    load, load_with, search_path, search_path_with_run, Loaded, BUILTIN, BUILTIN_DIR,
+    DEFAULT_NETWORK_PATH, ENV_NETWORK_PATH, MAX_FILE_SIZE,
 };
 pub use matching::{fnmatch, LinkFacts};
 pub use model::*;

@@ -148,14 +148,20 @@ enum Command {
     },
     /// Remove everything of the lab a topology file describes.
     Down {
+        /// How long booted machines get to power off before they are killed (0: kill at once).
+        #[arg(long = "timeout", value_name = "TIME", default_value = "10s", value_parser = timeout_span)]
+        timeout: std::time::Duration,
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
     /// Impair (rate, loss, delay, jitter) the traffic leaving one end of a link, live.
     Netem {
-        /// Rate limit, e.g. 10mbit (tbf).
+        /// Rate limit, e.g. 10mbit (tbf, or htb with --shaper=htb).
         #[arg(long = "rate", value_name = "RATE")]
         rate: Option<String>,
+        /// What shapes --rate: tbf (default) or htb.
+        #[arg(long = "shaper", value_name = "tbf|htb")]
+        shaper: Option<String>,
         /// Loss probability, e.g. 5% (a BPF filter, or netem with --delay).
         #[arg(long = "loss", value_name = "PERCENT")]
         loss: Option<String>,
@@ -478,6 +484,16 @@ fn delay(s: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+/// `down --timeout=`: a time span, seconds by default; 0 is allowed.
+fn timeout_span(s: &str) -> Result<std::time::Duration, String> {
+    match netspawn_common::unitfile::values::parse_timespan(s, 1_000_000) {
+        Ok(Some(us)) => Ok(std::time::Duration::from_micros(
+            us.min(u128::from(u64::MAX)) as u64,
+        )),
+        _ => Err("expected a time span such as 10, 2.5s, 500ms or 0".into()),
+    }
+}
+
 fn run(cli: Cli) -> Result<i32, CtlError> {
     let list = ListOptions {
         output: match cli.output {
@@ -581,6 +597,7 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
         )?),
         Command::Netem {
             rate,
+            shaper,
             loss,
             delay,
             jitter,
@@ -590,6 +607,7 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
         } => Ok(ctl::topology::netem(&ctl::topology::NetemOptions {
             endpoint,
             rate,
+            shaper,
             loss,
             delay,
             jitter,
@@ -611,7 +629,7 @@ fn run(cli: Cli) -> Result<i32, CtlError> {
                 },
             )?)
         }
-        Command::Down { file } => Ok(ctl::topology::deploy::down(&file)?),
+        Command::Down { file, timeout } => Ok(ctl::topology::deploy::down(&file, timeout)?),
         Command::Graph { format, out, file } => {
             Ok(ctl::topology::graph(&file, &format, out.as_deref())?)
         }

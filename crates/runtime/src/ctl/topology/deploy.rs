@@ -36,8 +36,10 @@ use netspawn_common::registry::{process_start_time, Registry};
 use super::graph::Live;
 use super::links;
 use super::model::{Lab, Machine, Probe};
-use super::TopoError;
+use super::{zonefile, TopoError};
 use crate::ctl::lifecycle::start::{self, Pending, Progress};
+use crate::ctl::signal;
+use crate::netd_client::NetdClient;
 use crate::network::zone::Zones;
 
 /// How long a machine may take to be registered, and a probe to succeed.
@@ -138,6 +140,9 @@ fn preflight(lab: &Lab, paths: &Paths) -> Result<(), TopoError> {
             });
         }
     }
+    if lab.zones.iter().any(|z| z.subnet.is_some()) {
+        zonefile::check_clashes(lab, paths, &mut Netlink::open()?)?;
+    }
     let reg = Registry::new(paths);
     for m in &lab.machines {
         if let Ok(Some(_)) = reg.get(&m.name) {
@@ -230,7 +235,8 @@ pub fn up(o: &UpOptions) -> Result<i32, TopoError> {
             Ok(0)
         }
         Err(e) => {
-            let left = teardown(&lab, &paths);
+            // Machines that just started: no graceful poweroff.
+            let left = teardown(&lab, &paths, Duration::ZERO);
             let mut what = e.to_string();
             if !left.is_empty() {
                 what.push_str(&format!("; and removing it failed: {}", left.join("; ")));
@@ -274,6 +280,17 @@ fn settings_dir(dir: &Path) -> PathBuf {
 }
 
 fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
+    // Zones that ask for more than netd's defaults: their files first, read
+    // by netd before the first machine makes the zone's bridge.
+    // A connection to netd, made on first need (also for the legs' DHCP).
+    let mut netd: Option<NetdClient> = None;
+    if zonefile::write(lab, paths)? {
+        let mut c = NetdClient::connect_or_start(paths)
+            .map_err(|e| TopoError::Usage(format!("zone files: {e}")))?;
+        c.request(&netspawn_common::netd::Request::Reload)
+            .map_err(|e| TopoError::Usage(format!("zone files: {e}")))?;
+        netd = Some(c);
+    }
     // Extra .nspawn settings: files of the lab's own, searched first.
     let mut env: Vec<(String, String)> = Vec::new();
     if lab.machines.iter().any(|m| m.settings.is_some()) {
@@ -419,7 +436,7 @@ fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
                 continue;
             }
             if !n.legs {
-                links::make_zone_legs(&mut host, &zones, n.m, n.leader)?;
+                links::make_zone_legs(&mut host, &zones, n.m, n.leader, &mut netd, paths)?;
                 n.legs = true;
                 progress = true;
             }
@@ -561,11 +578,11 @@ fn probe(m: &Machine, leader: u32) -> Result<(), String> {
     }
 }
 
-/// `down FILE`.
-pub fn down(file: &Path) -> Result<i32, TopoError> {
+/// `down FILE`: booted machines get `poweroff_wait` to power off.
+pub fn down(file: &Path, poweroff_wait: Duration) -> Result<i32, TopoError> {
     let lab = super::load(file)?;
     let paths = Paths::from_env();
-    let left = teardown(&lab, &paths);
+    let left = teardown(&lab, &paths, poweroff_wait);
     if left.is_empty() {
         Ok(0)
     } else {
@@ -577,7 +594,8 @@ pub fn down(file: &Path) -> Result<i32, TopoError> {
 }
 
 /// Removes everything of `lab`; what could not be removed, one line each.
-fn teardown(lab: &Lab, paths: &Paths) -> Vec<String> {
+/// Booted machines get `poweroff_wait` to power off (zero: killed at once).
+fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     let mut errors = Vec::new();
     let dir = lab_dir(paths, &lab.name);
     let reg = Registry::new(paths);
@@ -613,18 +631,55 @@ fn teardown(lab: &Lab, paths: &Paths) -> Vec<String> {
         std::thread::sleep(TICK);
     }
 
-    // Stop every machine: SIGKILL to its PID 1 takes the whole machine down.
+    // Stop every machine. A booted one first gets what `netspawnctl
+    // poweroff` sends its init, and `poweroff_wait` to stop; a plain
+    // command (and a booted machine still there after the wait) gets
+    // SIGKILL to its PID 1, which takes the whole machine down.
+    let kill9 = |pid: u32| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    };
     let mut waiting: Vec<(String, (u32, u64))> = Vec::new();
+    let mut powering_off: Vec<(String, (u32, u64))> = Vec::new();
     for n in &names {
         if let Ok(Some(e)) = reg.get(n) {
             if e.leader > 0 {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(e.leader as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                let leader = (e.leader, process_start_time(e.leader).unwrap_or(0));
+                let asked = e.boot
+                    && !poweroff_wait.is_zero()
+                    && alive(leader)
+                    && signal::send(e.leader, signal::poweroff_signal(&e)).is_ok();
+                if asked {
+                    powering_off.push((n.clone(), leader));
+                } else {
+                    kill9(e.leader);
+                }
             }
             waiting.push((n.clone(), (e.launcher, e.launcher_start)));
         }
+    }
+    let until = Instant::now() + poweroff_wait;
+    loop {
+        powering_off.retain(|(_, p)| alive(*p));
+        if powering_off.is_empty() {
+            break;
+        }
+        if Instant::now() >= until {
+            for (n, p) in &powering_off {
+                eprintln!(
+                    "netspawnctl: lab '{}': {n} did not power off within {} s; killed it",
+                    lab.name,
+                    poweroff_wait.as_secs_f64()
+                );
+                if alive(*p) {
+                    kill9(p.0);
+                }
+            }
+            break;
+        }
+        std::thread::sleep(TICK);
     }
     let pumps: Vec<(String, (u32, u64))> =
         launched.iter().map(|l| (l.name.clone(), l.pump)).collect();
@@ -682,6 +737,23 @@ fn teardown(lab: &Lab, paths: &Paths) -> Vec<String> {
             }
         }
         Err(e) => errors.push(format!("netlink: {e}")),
+    }
+    // The zones' own .network files, once their bridges are gone; a running
+    // netd forgets them (a later zone of that name gets the defaults again).
+    let files = zonefile::existing(lab, paths);
+    for f in &files {
+        if let Err(e) = std::fs::remove_file(f) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                errors.push(format!("remove {}: {e}", f.display()));
+            }
+        }
+    }
+    if !files.is_empty() {
+        if let Some(mut c) = NetdClient::connect_running(paths) {
+            if let Err(e) = c.request(&netspawn_common::netd::Request::Reload) {
+                errors.push(format!("netd: reload: {e}"));
+            }
+        }
     }
     if errors.is_empty() {
         if let Err(e) = std::fs::remove_dir_all(&dir) {

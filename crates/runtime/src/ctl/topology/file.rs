@@ -49,12 +49,12 @@ pub struct MachineDefaults {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneSection {
-    /// Not implemented: refused with a clear error (netd gives each zone a
-    /// /24 from its pool).
+    /// The zone's IPv4 subnet (`"10.5.0.0/24"`); default: a /24 of netd's
+    /// pool.
     pub subnet: Option<Spanned<String>>,
-    /// Not implemented: refused.
+    /// No masquerade, no names forwarded upstream (default false).
     pub internal: Option<Spanned<bool>>,
-    /// Not implemented: refused.
+    /// Router advertisements and a unique local /64 (default true).
     pub ipv6: Option<Spanned<bool>>,
 }
 

@@ -4,7 +4,10 @@
 //!
 //! - rate alone, or with loss: a root `tbf` (rate) and a `clsact` egress
 //!   filter running a small BPF program that drops a packet with the given
-//!   probability (`bpf_get_prandom_u32() < p·2³²` → `TC_ACT_SHOT`);
+//!   probability (`bpf_get_prandom_u32() < p·2³²` → `TC_ACT_SHOT`); with
+//!   `shaper = "htb"` a root `htb` whose one class (`1:1`, the default
+//!   class, rate = ceiling) has a `bfifo` of the same 50 ms as its queue,
+//!   in place of the `tbf`;
 //! - delay or jitter (with any of the others): a root `netem`, which also
 //!   takes rate and loss. Kernels without `sch_netem` (this one) refuse it:
 //!   that is said loudly, in one line, as an error; nothing is changed.
@@ -19,11 +22,23 @@ use netlink::{Netlink, Rtnl, RtnlError};
 
 use super::TopoError;
 
+/// What limits the rate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Shaper {
+    /// A root `tbf` (the default).
+    #[default]
+    Tbf,
+    /// A root `htb` with one class at the rate and a byte FIFO as its queue.
+    Htb,
+}
+
 /// Impairments of one direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Impairment {
     /// Bytes per second.
     pub rate: Option<u64>,
+    /// What shapes `rate`.
+    pub shaper: Shaper,
     /// Loss probability in parts per 2^32 (`u32::MAX` + 1 is all: kept as u64).
     pub loss: Option<u64>,
     pub delay_us: Option<u64>,
@@ -35,17 +50,42 @@ impl Impairment {
         *self == Impairment::default()
     }
 
-    /// Reads one key (`rate`, `loss`, `delay`, `jitter`).
+    /// Reads one key (`rate`, `shaper`, `loss`, `delay`, `jitter`); see
+    /// [`Impairment::check`] for the whole.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         match key {
             "rate" => self.rate = Some(parse_rate(value)?),
+            "shaper" => {
+                self.shaper = match value {
+                    "tbf" => Shaper::Tbf,
+                    "htb" => Shaper::Htb,
+                    _ => return Err(format!("shaper '{value}': tbf or htb")),
+                }
+            }
             "loss" => self.loss = Some(parse_loss(value)?),
             "delay" => self.delay_us = Some(parse_time_us(value)?),
             "jitter" => self.jitter_us = Some(parse_time_us(value)?),
             k => {
                 return Err(format!(
-                    "unknown impairment '{k}' (rate, loss, delay, jitter)"
+                    "unknown impairment '{k}' (rate, shaper, loss, delay, jitter)"
                 ))
+            }
+        }
+        Ok(())
+    }
+
+    /// The keys together: `shaper = "htb"` shapes a rate, and delay or
+    /// jitter put netem at the root (which then does the rate itself).
+    pub fn check(&self) -> Result<(), String> {
+        if self.shaper == Shaper::Htb {
+            if self.rate.is_none() {
+                return Err("shaper htb needs a rate".into());
+            }
+            if self.needs_netem() {
+                return Err(
+                    "shaper htb does not combine with delay or jitter (netem at the root shapes the rate then)"
+                        .into(),
+                );
             }
         }
         Ok(())
@@ -61,6 +101,9 @@ impl std::fmt::Display for Impairment {
         let mut parts = Vec::new();
         if let Some(r) = self.rate {
             parts.push(format!("rate {}bit", r * 8));
+            if self.shaper == Shaper::Htb {
+                parts.push("shaper htb".into());
+            }
         }
         if let Some(l) = self.loss {
             parts.push(format!("loss {:.3}%", l as f64 * 100.0 / 4294967296.0));
@@ -146,24 +189,52 @@ pub fn parse_time_us(s: &str) -> Result<u64, String> {
     Ok((n * mul).round() as u64)
 }
 
-/// The root qdisc an impairment needs, if any.
-pub fn root_qdisc(i: &Impairment) -> Option<Qdisc> {
+/// The requests that put an impairment's qdiscs on link `index`, the root
+/// first; none: the link needs no root qdisc.
+pub fn qdisc_requests(index: u32, i: &Impairment) -> Vec<TcRequest> {
     if i.needs_netem() {
-        return Some(Qdisc::Netem {
+        let qdisc = Qdisc::Netem {
             delay_us: i.delay_us.unwrap_or(0),
             jitter_us: i.jitter_us.unwrap_or(0),
             loss: i.loss.map_or(0, |l| l.min(u64::from(u32::MAX)) as u32),
             rate: i.rate.unwrap_or(0),
             limit: 10_000,
-        });
+        };
+        return vec![TcRequest::ReplaceRoot { index, qdisc }];
     }
-    i.rate.map(|rate| {
-        // A burst of 10 ms of traffic (at least two full frames), a queue
-        // of 50 ms.
-        let burst = (rate / 100).clamp(3028, u64::from(u32::MAX)) as u32;
-        let limit = (rate / 20 + u64::from(burst)).min(u64::from(u32::MAX)) as u32;
-        Qdisc::Tbf { rate, burst, limit }
-    })
+    let Some(rate) = i.rate else {
+        return Vec::new();
+    };
+    // A burst of 10 ms of traffic (at least two full frames), a queue of
+    // 50 ms: the same for both shapers.
+    let burst = (rate / 100).clamp(3028, u64::from(u32::MAX)) as u32;
+    let limit = (rate / 20 + u64::from(burst)).min(u64::from(u32::MAX)) as u32;
+    match i.shaper {
+        Shaper::Tbf => vec![TcRequest::ReplaceRoot {
+            index,
+            qdisc: Qdisc::Tbf { rate, burst, limit },
+        }],
+        // An htb is made afresh (it cannot be changed in place).
+        Shaper::Htb => vec![
+            TcRequest::DeleteRoot { index },
+            TcRequest::ReplaceRoot {
+                index,
+                qdisc: Qdisc::Htb { default_minor: 1 },
+            },
+            TcRequest::ReplaceHtbClass {
+                index,
+                minor: 1,
+                rate,
+                burst,
+            },
+            TcRequest::ReplaceLeaf {
+                index,
+                parent_minor: 1,
+                major: 10,
+                qdisc: Qdisc::Bfifo { limit },
+            },
+        ],
+    }
 }
 
 /// eBPF instructions of the loss program: drop when a random u32 is below
@@ -236,23 +307,39 @@ pub fn apply_with(
     i: &Impairment,
     load: impl FnOnce(u64) -> Result<OwnedFd, String>,
 ) -> Result<(), String> {
+    i.check()?;
     let netem_missing = |e: &RtnlError| e.errno() == Some(libc::ENOENT);
-    let root = root_qdisc(i);
-    match &root {
-        Some(q) => nl.tc(&TcRequest::ReplaceRoot { index, qdisc: q.clone() }).map_err(|e| {
-            if matches!(q, Qdisc::Netem { .. }) && netem_missing(&e) {
-                "delay and jitter need the netem qdisc, which this kernel does not have (no sch_netem): nothing was changed".to_string()
-            } else {
-                format!("set the root qdisc: {e}")
+    let reqs = qdisc_requests(index, i);
+    if reqs.is_empty() {
+        nl.tc(&TcRequest::DeleteRoot { index })
+            .map_err(|e| format!("remove the root qdisc: {e}"))?;
+    }
+    for (k, r) in reqs.iter().enumerate() {
+        if let Err(e) = nl.tc(r) {
+            let netem = matches!(
+                r,
+                TcRequest::ReplaceRoot {
+                    qdisc: Qdisc::Netem { .. },
+                    ..
+                }
+            );
+            if netem && netem_missing(&e) {
+                return Err("delay and jitter need the netem qdisc, which this kernel does not have (no sch_netem): nothing was changed".to_string());
             }
-        })?,
-        None => nl
-            .tc(&TcRequest::DeleteRoot { index })
-            .map_err(|e| format!("remove the root qdisc: {e}"))?,
+            // A half-made htb would shape nothing: no root qdisc rather.
+            if k > 0 {
+                let _ = nl.tc(&TcRequest::DeleteRoot { index });
+            }
+            return Err(match r {
+                TcRequest::ReplaceRoot { .. } => format!("set the root qdisc: {e}"),
+                TcRequest::ReplaceHtbClass { .. } => format!("add the htb class: {e}"),
+                _ => format!("add the class's queue: {e}"),
+            });
+        }
     }
     nl.tc(&TcRequest::DeleteClsact { index })
         .map_err(|e| format!("remove clsact: {e}"))?;
-    // netem drops packets itself; tbf needs the BPF filter for loss.
+    // netem drops packets itself; tbf and htb need the BPF filter for loss.
     if let (Some(loss), false) = (i.loss.filter(|l| *l > 0), i.needs_netem()) {
         let prog = load(loss)?;
         nl.tc(&TcRequest::AddClsact { index })
@@ -356,6 +443,46 @@ mod tests {
         // Reset.
         apply_with(&mut f, ix, &Impairment::default(), |_| unreachable!()).unwrap();
         assert!(f.qdisc_kinds(ix).unwrap().is_empty());
+    }
+
+    #[test]
+    fn shaper_htb_is_a_root_htb_a_class_and_a_bfifo() {
+        let mut f = FakeRtnl::with_links(&[("eth1", Some("veth"))]);
+        let ix = f.link("eth1").unwrap().unwrap().index;
+        let mut i = Impairment::default();
+        i.set("rate", "10mbit").unwrap();
+        i.set("shaper", "htb").unwrap();
+        i.set("loss", "1%").unwrap();
+        assert_eq!(i.to_string(), "rate 10000000bit shaper htb loss 1.000%");
+        apply_with(&mut f, ix, &i, |_| {
+            std::fs::File::open("/dev/null")
+                .map(OwnedFd::from)
+                .map_err(|e| e.to_string())
+        })
+        .unwrap();
+        assert_eq!(f.qdisc_kinds(ix).unwrap(), ["htb", "bfifo", "clsact"]);
+        assert!(
+            f.log
+                .iter()
+                .any(|l| l.starts_with("class htb 1:1 rate 1250000")),
+            "{:?}",
+            f.log
+        );
+        // Back to tbf: the htb and its queue go with the root.
+        i.shaper = Shaper::Tbf;
+        i.loss = None;
+        apply_with(&mut f, ix, &i, |_| unreachable!()).unwrap();
+        assert_eq!(f.qdisc_kinds(ix).unwrap(), ["tbf"]);
+        // What does not go together.
+        let mut j = Impairment::default();
+        j.set("shaper", "htb").unwrap();
+        assert_eq!(j.check().unwrap_err(), "shaper htb needs a rate");
+        j.set("rate", "1mbit").unwrap();
+        j.set("delay", "5ms").unwrap();
+        assert!(j.check().unwrap_err().contains("does not combine"));
+        assert!(apply_with(&mut f, ix, &j, |_| unreachable!()).is_err());
+        assert_eq!(f.qdisc_kinds(ix).unwrap(), ["tbf"]);
+        assert!(j.set("shaper", "cbq").unwrap_err().contains("tbf or htb"));
     }
 
     #[test]

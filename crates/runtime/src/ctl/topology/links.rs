@@ -14,12 +14,16 @@
 
 use std::fs::File;
 use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
 
 use netlink::{Family, Netlink, NewLink, Route, Rtnl, RtnlError};
 use netspawn_common::naming::{siphash24, HashKey};
+use netspawn_common::netd::{Answer, Request};
+use netspawn_common::paths::Paths;
 
 use super::model::{Cidr, Endpoint, Machine, P2pLink, RouteSpec};
 use super::TopoError;
+use crate::netd_client::NetdClient;
 use crate::network::zone::Zones;
 
 const NAME_KEY: HashKey = *b"netspawn-topo-nm";
@@ -115,15 +119,29 @@ fn set_up_inside(e: &Endpoint, pid: u32) -> Result<(), TopoError> {
     Ok(nl.set_up(index)?)
 }
 
+/// The MAC of a machine's leg on a further zone: the machine's own (that
+/// of its host0, a keyed hash of the host's machine ID and the machine's
+/// name), by which netd knows a client is a running machine (a long lease,
+/// held for the machine's life, and its name as host name). Each leg is on
+/// a bridge of its own, so no segment sees the MAC twice.
+pub fn leg_mac(machine: &str) -> [u8; 6] {
+    use netspawn_common::naming::{generate_mac, host_machine_id, CONTAINER_HASH_KEY};
+    let id = host_machine_id().unwrap_or([0; 16]);
+    generate_mac(&id, machine, &CONTAINER_HASH_KEY, 0)
+}
+
 /// Gives machine `m` (leader `pid`) its legs on its second and further
 /// zones: a veth `leg_host_name` on the host, attached to `vz-ZONE` (made
 /// if it is not there, under the zone's lock), its peer inside with the
-/// name the file gives.
+/// name the file gives. A leg without a static IPv4 address then gets one
+/// from netd's pool by DHCP (`netd`: a connection to it), as host0 does.
 pub fn make_zone_legs(
     host: &mut dyn Rtnl,
     zones: &Zones,
     m: &Machine,
     pid: u32,
+    netd: &mut Option<NetdClient>,
+    paths: &Paths,
 ) -> Result<(), TopoError> {
     for (zone, ifname) in m.zones.iter().skip(1) {
         let name = leg_host_name(&m.name, ifname);
@@ -134,7 +152,7 @@ pub fn make_zone_legs(
                     name: name.clone(),
                     mac: mac(&name, ""),
                     peer: ifname.clone(),
-                    peer_mac: mac(&m.name, ifname),
+                    peer_mac: leg_mac(&m.name),
                     peer_netns_pid: pid,
                     master: Some(bridge),
                 })
@@ -147,8 +165,73 @@ pub fn make_zone_legs(
         };
         set_up_inside(&e, pid)
             .map_err(|err| TopoError::Usage(format!("{what}: bring up: {err}")))?;
+        let static_v4 = m
+            .addresses
+            .iter()
+            .any(|(i, c)| i == ifname && c.addr.is_ipv4());
+        if !static_v4 {
+            let c = match netd {
+                Some(c) => c,
+                None => netd.insert(
+                    NetdClient::connect_or_start(paths)
+                        .map_err(|e| TopoError::Usage(format!("{what}: {e}")))?,
+                ),
+            };
+            pool_address(c, m, pid, &name, ifname)
+                .map_err(|e| TopoError::Usage(format!("{what}: {e}")))?;
+        }
     }
     Ok(())
+}
+
+/// How long a leg waits for netd to serve its zone, and for a lease.
+const LEG_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A pool address for leg `ifname` of machine `m` (host side `host_name`):
+/// netd asked to serve the zone, then our own DHCP client inside the
+/// machine's namespace; the address goes on the leg (no default route: the
+/// machine's host0 has it).
+fn pool_address(
+    netd: &mut NetdClient,
+    m: &Machine,
+    pid: u32,
+    host_name: &str,
+    ifname: &str,
+) -> Result<(), String> {
+    let answer = netd
+        .request(&Request::Link {
+            ifname: host_name.to_string(),
+            timeout_ms: LEG_TIMEOUT.as_millis() as u64,
+        })
+        .map_err(|e| e.to_string())?;
+    if !matches!(answer, Answer::Address(_)) {
+        // No template serves the zone's bridge: nothing hands out addresses.
+        return Ok(());
+    }
+    let ns = netns_of(pid).map_err(|e| e.to_string())?;
+    let mut nl = Netlink::open_in(ns.as_fd()).map_err(|e| e.to_string())?;
+    // A DISCOVER sent before the leg runs is lost (a retransmission later).
+    let started = Instant::now();
+    while !nl.is_running(ifname).unwrap_or(true) && started.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let lease = crate::network::dhcp_client::acquire(
+        ns.as_fd(),
+        ifname,
+        leg_mac(&m.name),
+        &m.name,
+        LEG_TIMEOUT,
+    )
+    .map_err(|e| e.to_string())?;
+    let index = nl
+        .link(ifname)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{ifname} vanished"))?
+        .index;
+    match nl.add_address(index, lease.address.into(), lease.prefix_len) {
+        Err(e) if !e.is_exists() => Err(format!("add {}/{}: {e}", lease.address, lease.prefix_len)),
+        _ => Ok(()),
+    }
 }
 
 /// Adds machine `m`'s static addresses inside it (leader `pid`): those of

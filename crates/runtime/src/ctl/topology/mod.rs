@@ -31,6 +31,7 @@ pub mod graph;
 pub mod impair;
 pub mod links;
 pub mod model;
+pub mod zonefile;
 
 use std::path::{Path, PathBuf};
 
@@ -130,6 +131,8 @@ pub struct NetemOptions {
     /// `MACHINE:IFNAME`: the end whose outgoing traffic is impaired.
     pub endpoint: String,
     pub rate: Option<String>,
+    /// `tbf` (default) or `htb`.
+    pub shaper: Option<String>,
     pub loss: Option<String>,
     pub delay: Option<String>,
     pub jitter: Option<String>,
@@ -137,7 +140,7 @@ pub struct NetemOptions {
     pub reset: bool,
 }
 
-/// `netem MACHINE:IFNAME [--rate=] [--loss=] [--delay=] [--jitter=] |
+/// `netem MACHINE:IFNAME [--rate= [--shaper=htb]] [--loss=] [--delay=] [--jitter=] |
 /// --show | --reset`: sets (replacing what was set), shows or removes the
 /// impairments of the traffic leaving one end of a link, live.
 pub fn netem(o: &NetemOptions) -> Result<i32, TopoError> {
@@ -150,6 +153,7 @@ pub fn netem(o: &NetemOptions) -> Result<i32, TopoError> {
     let mut i = impair::Impairment::default();
     for (k, v) in [
         ("rate", &o.rate),
+        ("shaper", &o.shaper),
         ("loss", &o.loss),
         ("delay", &o.delay),
         ("jitter", &o.jitter),
@@ -159,6 +163,9 @@ pub fn netem(o: &NetemOptions) -> Result<i32, TopoError> {
         }
     }
     let given = !i.is_empty();
+    if given {
+        i.check().map_err(TopoError::Usage)?;
+    }
     if [o.show, o.reset, given].iter().filter(|x| **x).count() != 1 {
         return Err(TopoError::Usage(
             "netem takes impairments (--rate, --loss, --delay, --jitter), or --show, or --reset"

@@ -34,6 +34,29 @@ pub struct Lab {
 pub struct Zone {
     pub short: String,
     pub name: String,
+    /// The IPv4 subnet the file pins (its network address); `None`: a /24
+    /// of netd's pool.
+    pub subnet: Option<Cidr>,
+    /// No masquerade, and no names forwarded upstream (an internal zone).
+    pub internal: bool,
+    /// Router advertisements and a unique local /64 (the default).
+    pub ipv6: bool,
+}
+
+impl Zone {
+    /// Whether the zone needs a `.network` file of its own (anything but
+    /// netd's defaults for zones).
+    pub fn customized(&self) -> bool {
+        self.subnet.is_some() || self.internal || !self.ipv6
+    }
+
+    /// The host side's address in a pinned subnet: its first address.
+    pub fn host_address(&self) -> Option<std::net::Ipv4Addr> {
+        match self.subnet?.addr {
+            IpAddr::V4(a) => Some(std::net::Ipv4Addr::from(u32::from(a) + 1)),
+            IpAddr::V6(_) => None,
+        }
+    }
 }
 
 /// An address with its prefix length.
@@ -288,27 +311,35 @@ fn check(src: &Src<'_>, f: TopologyFile) -> Result<Lab, TopoError> {
                 ),
             ));
         }
-        let refuse = |span: Range<usize>, key: &str| {
-            src.at(
-                span,
-                format!(
-                    "zone '{}': '{key}' is not supported yet (netd gives every zone a /24 of its pool, with IPv6 link-local and masquerade)",
-                    short.get_ref()
-                ),
-            )
-        };
-        if let Some(s) = &z.subnet {
-            return Err(refuse(s.span(), "subnet"));
-        }
-        if let Some(s) = &z.internal {
-            return Err(refuse(s.span(), "internal"));
-        }
-        if let Some(s) = &z.ipv6 {
-            return Err(refuse(s.span(), "ipv6"));
+        let subnet =
+            match &z.subnet {
+                Some(s) => Some(parse_subnet(s.get_ref()).map_err(|msg| {
+                    src.at(s.span(), format!("zone '{}': {msg}", short.get_ref()))
+                })?),
+                None => None,
+            };
+        if let (Some(c), Some(s)) = (subnet, &z.subnet) {
+            if let Some(other) = zones
+                .iter()
+                .find(|o: &&Zone| o.subnet.is_some_and(|d| overlaps(&c, &d)))
+            {
+                return Err(src.at(
+                    s.span(),
+                    format!(
+                        "zone '{}': subnet {c} overlaps zone '{}' ({})",
+                        short.get_ref(),
+                        other.short,
+                        other.subnet.map(|d| d.to_string()).unwrap_or_default()
+                    ),
+                ));
+            }
         }
         zones.push(Zone {
             short: short.get_ref().clone(),
             name,
+            subnet,
+            internal: z.internal.as_ref().is_some_and(|v| *v.get_ref()),
+            ipv6: z.ipv6.as_ref().is_none_or(|v| *v.get_ref()),
         });
     }
 
@@ -419,6 +450,12 @@ fn check(src: &Src<'_>, f: TopologyFile) -> Result<Lab, TopoError> {
                     impair_a.set(k, val).map_err(at)?;
                     impair_b.set(k, val).map_err(at)?;
                 }
+            }
+        }
+        if let Some(t) = &l.impair {
+            for imp in [&impair_a, &impair_b] {
+                imp.check()
+                    .map_err(|msg| src.at(t.span(), format!("impair: {msg}")))?;
             }
         }
         links.push(P2pLink {
@@ -533,8 +570,20 @@ fn check(src: &Src<'_>, f: TopologyFile) -> Result<Lab, TopoError> {
                     ),
                 ));
             }
+            let zone = mzones
+                .iter()
+                .find(|(_, i)| i == ifname.get_ref())
+                .and_then(|(zn, _)| zones.iter().find(|z| z.name == *zn));
             for a in list.get_ref().to_vec() {
                 let c = Cidr::parse(&a).map_err(|msg| src.at(list.span(), msg))?;
+                if let Some(z) = zone {
+                    check_in_zone(z, &c).map_err(|msg| {
+                        src.at(
+                            list.span(),
+                            format!("machine '{}', {}: {msg}", names[0], ifname.get_ref()),
+                        )
+                    })?;
+                }
                 addresses.push((ifname.get_ref().clone(), c));
             }
         }
@@ -671,6 +720,75 @@ fn check(src: &Src<'_>, f: TopologyFile) -> Result<Lab, TopoError> {
         });
     }
     Ok(lab)
+}
+
+/// A zone's `subnet`: an IPv4 network address with a prefix of 8 to 30
+/// (room for the host's address and the machines').
+fn parse_subnet(s: &str) -> Result<Cidr, String> {
+    let c = Cidr::parse(s).map_err(|e| format!("subnet {e}"))?;
+    let IpAddr::V4(a) = c.addr else {
+        return Err(format!(
+            "subnet '{s}' is not IPv4 (a zone's IPv6 /64 comes from netd's unique local prefix)"
+        ));
+    };
+    if !(8..=30).contains(&c.prefix) {
+        return Err(format!(
+            "subnet '{s}': the prefix must be 8..30 (the host and the machines need addresses)"
+        ));
+    }
+    let mask = u32::MAX << (32 - c.prefix);
+    if u32::from(a) & !mask != 0 {
+        return Err(format!(
+            "subnet '{s}' is not a network address (did you mean {}/{}?)",
+            std::net::Ipv4Addr::from(u32::from(a) & mask),
+            c.prefix
+        ));
+    }
+    let bad = a.is_loopback()
+        || a.is_multicast()
+        || a.is_link_local()
+        || a.octets()[0] >= 240
+        || a.octets()[0] == 0;
+    if bad {
+        return Err(format!(
+            "subnet '{s}' cannot serve a zone (loopback, link-local, multicast or reserved)"
+        ));
+    }
+    Ok(c)
+}
+
+/// Whether two prefixes share an address.
+pub fn overlaps(a: &Cidr, b: &Cidr) -> bool {
+    a.addr.is_ipv4() == b.addr.is_ipv4() && (a.contains(&b.addr) || b.contains(&a.addr))
+}
+
+/// A static address on a zone's interface: inside the zone's subnet when
+/// the file pins one, not the host's address, the network or the broadcast
+/// address. (A zone without `subnet` has netd's choice of /24: nothing to
+/// check against.)
+fn check_in_zone(z: &Zone, c: &Cidr) -> Result<(), String> {
+    let Some(net) = z.subnet else {
+        return Ok(());
+    };
+    if !c.addr.is_ipv4() {
+        return Ok(());
+    }
+    if !net.contains(&c.addr) || c.prefix != net.prefix {
+        return Err(format!("address {c} is outside zone '{}' ({net})", z.short));
+    }
+    let IpAddr::V4(a) = c.addr else {
+        return Ok(());
+    };
+    let host = z.host_address().map(IpAddr::V4);
+    let bits = u32::from(a) & !(u32::MAX << (32 - c.prefix));
+    if Some(c.addr) == host || bits == 0 || bits == !(u32::MAX << (32 - c.prefix)) {
+        return Err(format!(
+            "address {c} cannot be a machine's in zone '{}' ({net}: the network, broadcast or host's address {})",
+            z.short,
+            host.map(|h| h.to_string()).unwrap_or_default()
+        ));
+    }
+    Ok(())
 }
 
 fn check_ifname(name: &str) -> Result<(), String> {
@@ -823,7 +941,16 @@ mod tests {
             ("[machines.a]\ncommand = \"x\"\naddresses = { eth9 = \"10.0.0.1/30\" }\n", "demo.toml:6: machine 'a' has no interface 'eth9'"),
             ("[machines.a]\ncommand = \"x\"\nroutes = [\"10.1.0.0/24 via 10.0.0.2\"]\n", "gateway 10.0.0.2 is in none of the machine's subnets"),
             ("[machines.a]\ncommand = \"x\"\n[machines.b]\ncommand = \"x\"\n[[links]]\nendpoints = [\"a:eth1\", \"b:eth1\"]\nimpair = { rate = \"9 parsecs\" }\n", "demo.toml:10: impair: rate"),
-            ("[zones.lan2]\nsubnet = \"10.0.0.0/24\"\n", "demo.toml:5: zone 'lan2': 'subnet' is not supported yet"),
+            ("[zones.lan2]\nsubnet = \"10.0.0.1/24\"\n", "demo.toml:5: zone 'lan2': subnet '10.0.0.1/24' is not a network address (did you mean 10.0.0.0/24?)"),
+            ("[zones.lan2]\nsubnet = \"fd00::/64\"\n", "demo.toml:5: zone 'lan2': subnet 'fd00::/64' is not IPv4"),
+            ("[zones.lan2]\nsubnet = \"10.0.0.0/31\"\n", "demo.toml:5: zone 'lan2': subnet '10.0.0.0/31': the prefix must be 8..30"),
+            ("[zones.lan2]\nsubnet = \"127.0.0.0/24\"\n", "cannot serve a zone"),
+            ("[zones.lan2]\nsubnet = \"ten\"\n", "demo.toml:5: zone 'lan2': subnet 'ten' is not ADDRESS/PREFIX"),
+            ("[zones.lan2]\nsubnet = \"10.0.0.0/24\"\n[zones.lan3]\nsubnet = \"10.0.0.128/25\"\n", "demo.toml:7: zone 'lan3': subnet 10.0.0.128/25 overlaps zone 'lan2' (10.0.0.0/24)"),
+            ("[zones.lan2]\ninternal = \"yes\"\n", "demo.toml:5: invalid type"),
+            ("[zones.lan2]\nsubnet = \"10.0.0.0/24\"\n[machines.a]\ncommand = \"x\"\nzones = [\"lan2\"]\naddresses = { host0 = \"10.0.1.5/24\" }\n", "demo.toml:9: machine 'a', host0: address 10.0.1.5/24 is outside zone 'lan2' (10.0.0.0/24)"),
+            ("[zones.lan2]\nsubnet = \"10.0.0.0/24\"\n[machines.a]\ncommand = \"x\"\nzones = [\"lan\", \"lan2:eth2\"]\naddresses = { eth2 = \"10.0.0.1/24\" }\n", "host's address 10.0.0.1"),
+            ("[machines.a]\ncommand = \"x\"\n[machines.b]\ncommand = \"x\"\n[[links]]\nendpoints = [\"a:eth1\", \"b:eth1\"]\nimpair = { shaper = \"htb\" }\n", "demo.toml:10: impair: shaper htb needs a rate"),
             ("[machines.a]\ncommand = \"x\"\ncount = 0\n", "demo.toml:6: count must be"),
             ("[zones.averyveryverylongzone]\n", "is no valid interface name"),
             ("[machines.a]\ncommand = \"x\"\n[machines.a1]\ncommand = \"x\"\n[machines.b]\ncommand = \"x\"\n", ""),
@@ -844,6 +971,21 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("machine 'a1' is declared twice"), "{e}");
+    }
+
+    #[test]
+    fn zone_keys_are_read() {
+        let l = lab(&format!(
+            "{BASE}[zones.lab]\nsubnet = \"10.5.0.0/24\"\ninternal = true\nipv6 = false\n\
+             [machines.a]\ncommand = \"x\"\nzones = [\"lab\"]\naddresses = {{ host0 = \"10.5.0.9/24\" }}\n"
+        ))
+        .unwrap();
+        let z = l.zones.iter().find(|z| z.short == "lab").unwrap();
+        assert_eq!(z.subnet.unwrap().to_string(), "10.5.0.0/24");
+        assert!(z.internal && !z.ipv6 && z.customized());
+        assert_eq!(z.host_address().unwrap().to_string(), "10.5.0.1");
+        let lan = l.zones.iter().find(|z| z.short == "lan").unwrap();
+        assert!(lan.subnet.is_none() && !lan.internal && lan.ipv6 && !lan.customized());
     }
 
     #[test]
