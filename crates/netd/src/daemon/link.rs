@@ -783,11 +783,12 @@ async fn masquerade(ctx: &Arc<Ctx>, name: &str, file: &NetworkFile, subnets: Vec
     let name = name.to_string();
     let _ = tokio::task::spawn_blocking(move || {
         let mut nat = ctx2.nat();
-        // Links that come and go one after the other leave the table alone.
-        nat.set_standing(true, &[]);
         let set = subnets
             .iter()
             .try_for_each(|subnet| nat.set_masquerade(&name, *subnet, mode));
+        // Links that come and go one after the other leave the table alone:
+        // the families this link uses (IPv6 too) stay once it has gone.
+        nat.set_standing(true, &[]);
         if let Err(e) = set.and_then(|()| nat.apply()) {
             tracing::error!("{name}: NAT: {e}");
         }

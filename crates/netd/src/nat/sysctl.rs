@@ -296,16 +296,33 @@ pub fn parse_route_ifaces_v4(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Interfaces named in an IPv6 route table in `/proc/net/ipv6_route` format
-/// (no header, ten columns, the interface last). Malformed lines are skipped.
-/// Kernel-internal routes (the `local` and multicast ones on every interface)
-/// are in there too; that is fine, as every interface with an IPv6 address has
-/// them and can receive replies.
+/// Interfaces with an IPv6 route of their own in a table in
+/// `/proc/net/ipv6_route` format (no header, ten columns, the interface last;
+/// malformed lines are skipped): what `/proc/net/route` gives for IPv4. The
+/// routes the kernel makes on every interface with IPv6 on are not counted:
+/// local and anycast addresses, rejects, link-local (`fe80::/10`) and
+/// multicast (`ff00::/8`) prefixes. Otherwise every bridge port (a zone
+/// member's `vb-` link, another program's veth) would be an uplink: netd
+/// would switch forwarding on for links that never route, and guard rules
+/// naming each port would change the table on every member that comes or
+/// goes.
 pub fn parse_route_ifaces_v6(text: &str) -> BTreeSet<String> {
+    const RTF_LOCAL: u32 = 0x8000_0000;
+    const RTF_ANYCAST: u32 = 0x0010_0000;
+    const RTF_REJECT: u32 = 0x0200;
     text.lines()
         .filter_map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols.len() == 10).then(|| cols[9])
+            if cols.len() != 10 {
+                return None;
+            }
+            let (dest, flags) = (cols[0], u32::from_str_radix(cols[8], 16).ok()?);
+            let dest = u128::from_str_radix(dest, 16).ok()?;
+            let len = u8::from_str_radix(cols[1], 16).ok()?;
+            let kernel_made = flags & (RTF_LOCAL | RTF_ANYCAST | RTF_REJECT) != 0
+                || (len >= 10 && dest >> 118 == 0xfe80 >> 6)
+                || (len >= 8 && dest >> 120 == 0xff);
+            (!kernel_made).then(|| cols[9])
         })
         .filter(|n| valid_ifname(n))
         .map(str::to_string)
@@ -453,12 +470,21 @@ mod tests {
             parse_route_ifaces_v4(v4),
             ["eth0".to_string(), "ve-web".to_string()].into()
         );
+        // A default route through a router's link-local address, a global
+        // prefix, and what the kernel makes on every interface: local
+        // addresses, fe80::/64, ff00::/8 (a bridge port has only those), the
+        // reject route on lo.
         let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 wlan0\n\
                   truncated line\n\
-                  00000000000000000000000000000001 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000002 00000000 80200001       lo\n";
+                  fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth1\n\
+                  00000000000000000000000000000001 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000002 00000000 80200001       lo\n\
+                  fe800000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000002 00000000 00000001  vb-web\n\
+                  fe8000000000000000fc00fffe000001 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000002 00000000 80200001  vb-web\n\
+                  ff000000000000000000000000000000 08 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000003 00000000 00000001  vb-web\n\
+                  00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n";
         assert_eq!(
             parse_route_ifaces_v6(v6),
-            ["lo".to_string(), "wlan0".to_string()].into()
+            ["eth1".to_string(), "wlan0".to_string()].into()
         );
     }
 
