@@ -121,7 +121,7 @@ fn aaaa_and_ptr_from_netd_and_both_families_from_nss() {
     );
     assert_eq!(field(out, "aaaa="), Some(v6[0]), "{out}");
     assert_eq!(field(out, "a-over-v6="), Some(v4[0]), "{out}");
-    assert_eq!(field(out, "ptr="), Some("web."), "{out}");
+    assert_eq!(field(out, "ptr="), Some("web.netspawn."), "{out}");
     let ahosts = field(out, "ahosts=").unwrap_or("");
     assert!(
         ahosts.contains(v6[0]) && ahosts.contains(v4[0]),
