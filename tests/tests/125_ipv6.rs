@@ -127,9 +127,120 @@ fn aaaa_and_ptr_from_netd_and_both_families_from_nss() {
         ahosts.contains(v6[0]) && ahosts.contains(v4[0]),
         "getent ahosts gives both families: {out}"
     );
+    // The module answers the link-local address last (checked in
+    // link_local_addresses_come_from_nss_...), but glibc's getaddrinfo sorts
+    // by RFC 6724, whose rule 8 puts a usable link-local destination first:
+    // it always comes with its scope, so it is reachable as given.
+    let first = field(out, "first=").unwrap_or("");
+    assert!(!first.starts_with("fe80") || first.contains('%'), "{out}");
+}
+
+/// getaddrinfo's view of a name: `ADDR SCOPEID` per answer, in order
+/// (glibc's order: it sorts the module's answer by RFC 6724).
+const GAI: &str = r#"python3 -c 'import socket,sys
+for f,_,_,_,a in socket.getaddrinfo(sys.argv[1], None, 0, socket.SOCK_STREAM):
+    print("gai=%s %d" % (a[0].split("%")[0], a[3] if f == socket.AF_INET6 else 0))' "#;
+
+/// The module's own answer to `gethostbyname4_r` (what getaddrinfo gets
+/// before sorting): `ADDR SCOPEID` per tuple, in order.
+const NSS4: &str = r#"python3 -c 'import ctypes,socket,sys
+class T(ctypes.Structure): pass
+T._fields_ = [("next", ctypes.POINTER(T)), ("name", ctypes.c_char_p), ("family", ctypes.c_int), ("addr", ctypes.c_ubyte * 16), ("scopeid", ctypes.c_uint32)]
+lib = ctypes.CDLL("libnss_mymachines.so.2")
+pat = ctypes.POINTER(T)(); buf = ctypes.create_string_buffer(4096); e = ctypes.c_int(); h = ctypes.c_int()
+rc = lib._nss_mymachines_gethostbyname4_r(sys.argv[1].encode(), ctypes.byref(pat), buf, 4096, ctypes.byref(e), ctypes.byref(h), None)
+print("nss4-rc=%d" % rc)
+while rc == 1 and pat:
+    t = pat.contents; n = 4 if t.family == socket.AF_INET else 16
+    print("nss4=%s %d" % (socket.inet_ntop(t.family, bytes(t.addr[:n])), t.scopeid)); pat = t.next' "#;
+
+#[test]
+fn link_local_addresses_come_from_nss_with_the_host_side_scope_and_last() {
+    let env = TestEnv::new();
+    let img = env.busybox("ll");
+    let lib = env.dir.join("nsslib");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::copy(
+        bin("libnss_mymachines.so"),
+        lib.join("libnss_mymachines.so.2"),
+    )
+    .unwrap();
+    let conf = env.dir.join("nsswitch.conf");
+    std::fs::write(&conf, "hosts: files mymachines\n").unwrap();
+    let r = env.sh(
+        &format!(
+            r#"mount --bind {conf} /etc/nsswitch.conf && export LD_LIBRARY_PATH={lib}
+               ip link set lo up
+               $NETSPAWN -q -n --bind={ctl}:/ctl -D {img} /bin/sh -c 'echo guest=$(ip -6 -o addr show dev host0 scope link); {HOLD}' &
+               for t in $(seq 600); do grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/ll 2>/dev/null && grep -q '^ADDRESSES=.*:' $NETSPAWN_RUN_DIR/machines/ll && break; sleep 0.05; done
+               grep -E '^(ADDRESSES|LINK_LOCAL)=' $NETSPAWN_RUN_DIR/machines/ll
+               echo hostlink=$(readlink $NETSPAWN_RUN_DIR/hosts/ll)
+               echo veidx=$(ip -o link show ve-ll | cut -d: -f1)
+               {GAI} ll
+               {NSS4} ll
+               echo ahostsv6=$(getent ahostsv6 ll | cut -d' ' -f1 | sort -u | tr '\n' ' ')
+               echo hosts=$(getent hosts ll)
+               ll=$(sed -n 's/^LINK_LOCAL=\([^%]*\)%.*/\1/p' $NETSPAWN_RUN_DIR/machines/ll)
+               ping -c1 -W2 $ll%ve-ll >/dev/null && echo PING-LL-OK
+               touch {ctl}/stop; wait
+               {GAI} ll; echo stopped-rc=$?"#,
+            conf = conf.display(),
+            lib = lib.display(),
+            img = img.display(),
+            ctl = env.hold_dir().display()
+        ),
+        90,
+    );
+    let out = &r.stdout;
+    let ll = field(out, "LINK_LOCAL=").unwrap_or_else(|| panic!("{out}\n{}", r.stderr));
+    let veidx = field(out, "veidx=").unwrap_or("?");
+    let (addr, scope) = ll.split_once('%').expect("ADDR%IFINDEX");
+    assert_eq!(
+        scope, veidx,
+        "the scope is ve-ll's index on the host: {out}"
+    );
+    assert!(addr.starts_with("fe80:"), "{out}");
     assert!(
-        !field(out, "first=").unwrap_or("fe80").starts_with("fe80"),
+        field(out, "guest=").is_some_and(|g| g.contains(&format!("{addr}/64"))),
+        "the guest's own link-local address: {out}"
+    );
+    assert!(
+        !field(out, "ADDRESSES=").unwrap_or("fe80").contains("fe80"),
+        "routable addresses are kept apart: {out}"
+    );
+    let pairs = |key: &str| -> Vec<(&str, &str)> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .filter_map(|l| l.split_once(' '))
+            .collect()
+    };
+    let (gai, nss4) = (pairs("gai="), pairs("nss4="));
+    assert!(
+        gai.contains(&(addr, veidx)),
+        "getaddrinfo gives the link-local address with ve-ll's index as scope: {out}"
+    );
+    for list in [&gai, &nss4] {
+        assert!(
+            list.iter()
+                .all(|(a, s)| a.starts_with("fe80") == (*s != "0")),
+            "only link-local answers carry a scope: {out}"
+        );
+    }
+    assert_eq!(nss4.len(), 3, "IPv4, ULA, link-local: {out}");
+    assert_eq!(
+        nss4.last(),
+        Some(&(addr, veidx)),
+        "the module answers the link-local address last, never first: {out}"
+    );
+    assert!(out.contains("PING-LL-OK"), "{out}\n{}", r.stderr);
+    // The family-specific calls (hostent has no scope) never give it.
+    assert!(
+        !field(out, "hosts=").unwrap_or("fe80").contains("fe80"),
         "{out}"
+    );
+    assert!(
+        !out.contains("stopped-rc=0"),
+        "a stopped machine is gone: {out}"
     );
 }
 
