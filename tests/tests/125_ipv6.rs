@@ -345,6 +345,112 @@ fn ipv6_masquerade_forwards_hairpin_and_no_unpublished_port() {
     );
 }
 
+/// A UDP echo server for busybox images (which have none): answers each
+/// datagram with `echo:` and the datagram, on IPv4 and IPv6.
+const UDP_ECHO: &str = r#"
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+int main(int argc, char **argv) {
+    int s = socket(AF_INET6, SOCK_DGRAM, 0), off = 0;
+    struct sockaddr_in6 a;
+    memset(&a, 0, sizeof a);
+    a.sin6_family = AF_INET6;
+    a.sin6_port = htons(atoi(argv[1]));
+    setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    if (bind(s, (struct sockaddr *)&a, sizeof a)) return 1;
+    for (;;) {
+        char b[2048];
+        struct sockaddr_storage from;
+        socklen_t fl = sizeof from;
+        ssize_t n = recvfrom(s, b + 5, sizeof b - 5, 0, (struct sockaddr *)&from, &fl);
+        if (n < 0) continue;
+        memcpy(b, "echo:", 5);
+        sendto(s, b, n + 5, 0, (struct sockaddr *)&from, fl);
+    }
+}
+"#;
+
+#[test]
+fn published_ports_are_reachable_from_the_hosts_own_ipv6_loopback() {
+    let env = TestEnv::new();
+    let img = web_image(&env, "lo6");
+    let img2 = env.busybox("lo6b");
+    let echo = compile_static_c(&env, "udpecho", UDP_ECHO);
+    std::fs::copy(&echo, img.join("udpecho")).unwrap();
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               get() {{ python3 -c "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode().strip())" "$1" 2>/dev/null; }}
+               udp() {{ python3 -c 'import socket,sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(1)
+s.sendto(sys.argv[1].encode(), ("::1", 5300))
+try: print(s.recv(100).decode())
+except OSError: print("")' "$1"; }}
+               listening() {{ ss -Htuln "( sport = :8080 or sport = :5300 )" | grep -c '\[::1\]'; }}
+               $NETSPAWN -q -n -p 8080:80 -p udp:5300:5300 --bind={ctl}:/ctl -D {img} /bin/sh -c 'httpd -f -p 80 -h /www & /udpecho 5300 & {HOLD}; kill %1 %2' &
+               for t in $(seq 300); do out=$(get "http://[::1]:8080/cgi-bin/ip") && [ -n "$out" ] && break; sleep 0.1; done
+               echo tcp=$out
+               for t in $(seq 30); do u=$(udp one) && [ -n "$u" ] && break; done
+               echo udp=$u
+               echo udp2=$(udp two)
+               echo udp3=$(udp three)
+               echo listening=$(listening)
+               echo host4=$(ip -4 -o addr show dev ve-lo6 | grep -o 'inet [0-9.]*' | cut -d' ' -f2)
+               # A port something else holds on [::1]: one clear error, nothing made.
+               python3 -c 'import socket,time
+s = socket.socket(socket.AF_INET6); s.bind(("::1", 8090)); s.listen()
+open("{ctl}/held", "w").close(); time.sleep(60)' & holder=$!
+               for t in $(seq 200); do [ -e {ctl}/held ] && break; sleep 0.05; done
+               $NETSPAWN -q -n -p 8090:80 -D {img2} /bin/true 2>{ctl}/inuse.err; echo inuse-rc=$?
+               echo inuse-err=$(cat {ctl}/inuse.err)
+               for t in $(seq 100); do ip link show ve-lo6b >/dev/null 2>&1 || break; sleep 0.05; done
+               echo inuse-link=$(ip -o link show ve-lo6b 2>/dev/null | wc -l)
+               echo inuse-entry=$(ls $NETSPAWN_RUN_DIR/machines/ | grep -c lo6b)
+               echo inuse-rule=$(nft list table inet netspawn | grep -c 8090)
+               kill $holder
+               touch {ctl}/stop; wait %1
+               for t in $(seq 100); do [ "$(listening)" = 0 ] && break; sleep 0.05; done
+               echo after-listening=$(listening)
+               echo after-tcp=$(get "http://[::1]:8080/index.html")
+               echo after-udp=$(udp gone)"#,
+            img = img.display(),
+            img2 = img2.display(),
+            ctl = env.hold_dir().display()
+        ),
+        120,
+    );
+    let out = &r.stdout;
+    let host4 = field(out, "host4=").unwrap_or("?");
+    // busybox httpd writes an IPv4 client as [::ffff:A.B.C.D].
+    assert!(
+        field(out, "tcp=").is_some_and(|c| c.starts_with("client=") && c.contains(host4)),
+        "TCP from [::1] reaches the machine, from the host's address on its link: {out}\n{}",
+        r.stderr
+    );
+    assert_eq!(field(out, "udp="), Some("echo:one"), "{out}\n{}", r.stderr);
+    assert_eq!(field(out, "udp2="), Some("echo:two"), "{out}");
+    assert_eq!(field(out, "udp3="), Some("echo:three"), "{out}");
+    assert_eq!(field(out, "listening="), Some("2"), "{out}");
+    assert_eq!(field(out, "inuse-rc="), Some("1"), "{out}");
+    let err = field(out, "inuse-err=").unwrap_or("");
+    assert!(
+        err.contains("port tcp:8090 on [::1] is already in use") && !err.contains('\n'),
+        "{out}"
+    );
+    assert_eq!(field(out, "inuse-link="), Some("0"), "{out}");
+    assert_eq!(field(out, "inuse-entry="), Some("0"), "{out}");
+    assert_eq!(field(out, "inuse-rule="), Some("0"), "{out}");
+    assert_eq!(
+        field(out, "after-listening="),
+        Some("0"),
+        "gone with the machine: {out}"
+    );
+    assert_eq!(field(out, "after-tcp="), Some(""), "{out}");
+    assert_eq!(field(out, "after-udp="), Some(""), "{out}");
+}
+
 #[test]
 fn bad_ipv6_input_is_one_clear_error_and_leaves_nothing() {
     let env = TestEnv::new();
