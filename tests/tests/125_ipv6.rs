@@ -158,6 +158,7 @@ while rc == 1 and pat:
 fn link_local_addresses_come_from_nss_with_the_host_side_scope_and_last() {
     let env = TestEnv::new();
     let img = env.busybox("ll");
+    let zimg = env.busybox("zl");
     let lib = env.dir.join("nsslib");
     std::fs::create_dir_all(&lib).unwrap();
     std::fs::copy(
@@ -172,7 +173,12 @@ fn link_local_addresses_come_from_nss_with_the_host_side_scope_and_last() {
             r#"mount --bind {conf} /etc/nsswitch.conf && export LD_LIBRARY_PATH={lib}
                ip link set lo up
                $NETSPAWN -q -n --bind={ctl}:/ctl -D {img} /bin/sh -c 'echo guest=$(ip -6 -o addr show dev host0 scope link); {HOLD}' &
-               for t in $(seq 600); do grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/ll 2>/dev/null && grep -q '^ADDRESSES=.*:' $NETSPAWN_RUN_DIR/machines/ll && break; sleep 0.05; done
+               # On a zone the host reaches the machine through the bridge.
+               $NETSPAWN -q --network-zone=lab --bind={ctl}:/ctl -D {zimg} /bin/sh -c '{HOLD}' &
+               for t in $(seq 600); do grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/ll 2>/dev/null && grep -q '^ADDRESSES=.*:' $NETSPAWN_RUN_DIR/machines/ll && grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/zl 2>/dev/null && break; sleep 0.05; done
+               zll=$(sed -n 's/^LINK_LOCAL=//p' $NETSPAWN_RUN_DIR/machines/zl)
+               echo zone-ll=$zll vzidx=$(ip -o link show vz-lab | cut -d: -f1)
+               ping -c1 -W2 ${{zll%%%*}}%vz-lab >/dev/null && echo PING-ZONE-LL-OK
                grep -E '^(ADDRESSES|LINK_LOCAL)=' $NETSPAWN_RUN_DIR/machines/ll
                echo hostlink=$(readlink $NETSPAWN_RUN_DIR/hosts/ll)
                echo veidx=$(ip -o link show ve-ll | cut -d: -f1)
@@ -187,6 +193,7 @@ fn link_local_addresses_come_from_nss_with_the_host_side_scope_and_last() {
             conf = conf.display(),
             lib = lib.display(),
             img = img.display(),
+            zimg = zimg.display(),
             ctl = env.hold_dir().display()
         ),
         90,
@@ -233,6 +240,13 @@ fn link_local_addresses_come_from_nss_with_the_host_side_scope_and_last() {
         "the module answers the link-local address last, never first: {out}"
     );
     assert!(out.contains("PING-LL-OK"), "{out}\n{}", r.stderr);
+    let zone = field(out, "zone-ll=").unwrap_or("");
+    let (zll, vzidx) = zone.split_once(" vzidx=").unwrap_or(("", "?"));
+    assert!(
+        zll.starts_with("fe80:") && zll.ends_with(&format!("%{vzidx}")),
+        "a zone member's link-local address is scoped to the bridge: {out}"
+    );
+    assert!(out.contains("PING-ZONE-LL-OK"), "{out}\n{}", r.stderr);
     // The family-specific calls (hostent has no scope) never give it.
     assert!(
         !field(out, "hosts=").unwrap_or("fe80").contains("fe80"),
