@@ -49,8 +49,9 @@ pub fn usable(a: &IpAddr) -> bool {
 pub struct AddressWatch {
     watch: Watch,
     nl: Netlink,
-    /// The launcher's own namespace, where the host sides are.
-    host: Netlink,
+    /// The launcher's own namespace, where the host sides are (opened at
+    /// the first link-local address of a veth).
+    host: Option<Netlink>,
     /// (container-side, host-side) veth names.
     veths: Vec<(String, String)>,
 }
@@ -69,7 +70,7 @@ impl AddressWatch {
         Ok(AddressWatch {
             watch,
             nl,
-            host: Netlink::open()?,
+            host: None,
             veths,
         })
     }
@@ -84,40 +85,56 @@ impl AddressWatch {
         self.watch.drain();
     }
 
-    /// The namespace's addresses, sorted.
+    /// The namespace's addresses, sorted. Only the routable ones can fail
+    /// the call: the link-local ones are best effort.
     pub fn addresses(&mut self) -> Result<Seen, RtnlError> {
         let all = self.nl.addresses()?;
         let mut routable: Vec<IpAddr> = all.iter().map(|a| a.address).filter(usable).collect();
         routable.sort();
         routable.dedup();
-        let mut link_local = Vec::new();
-        if !self.veths.is_empty() && all.iter().any(|a| netlink::is_ipv6_link_local(&a.address)) {
-            let links = self.nl.links()?;
-            for a in &all {
-                let IpAddr::V6(v6) = a.address else {
-                    continue;
-                };
-                if !netlink::is_ipv6_link_local(&a.address) {
-                    continue;
-                }
-                let Some(name) = links.iter().find(|l| l.index == a.index).map(|l| &l.name) else {
-                    continue;
-                };
-                let Some((_, host)) = self.veths.iter().find(|(c, _)| c == name) else {
-                    continue;
-                };
-                // Gone already (the machine is stopping): nothing to reach.
-                if let Some(index) = host_side_index(&mut self.host, host)? {
-                    link_local.push((v6, index));
-                }
-            }
-        }
-        link_local.sort();
-        link_local.dedup();
+        let link_local = self.link_local(&all).unwrap_or_else(|e| {
+            tracing::debug!("link-local addresses: {e}");
+            Vec::new()
+        });
         Ok(Seen {
             routable,
             link_local,
         })
+    }
+
+    /// The link-local addresses of `all` on a veth's container side, with
+    /// the index of what reaches them from the host.
+    fn link_local(&mut self, all: &[netlink::Address]) -> Result<Vec<(Ipv6Addr, u32)>, RtnlError> {
+        let mut out = Vec::new();
+        if self.veths.is_empty() || !all.iter().any(|a| netlink::is_ipv6_link_local(&a.address)) {
+            return Ok(out);
+        }
+        let links = self.nl.links()?;
+        let host = match &mut self.host {
+            Some(h) => h,
+            None => self.host.insert(Netlink::open()?),
+        };
+        for a in all {
+            let IpAddr::V6(v6) = a.address else {
+                continue;
+            };
+            if !netlink::is_ipv6_link_local(&a.address) {
+                continue;
+            }
+            let Some(name) = links.iter().find(|l| l.index == a.index).map(|l| &l.name) else {
+                continue;
+            };
+            let Some((_, host_side)) = self.veths.iter().find(|(c, _)| c == name) else {
+                continue;
+            };
+            // Gone already (the machine is stopping): nothing to reach.
+            if let Some(index) = host_side_index(host, host_side)? {
+                out.push((v6, index));
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 }
 
