@@ -147,7 +147,6 @@ async fn serve_tcp(listener: TcpListener, port: u16, target: watch::Receiver<Opt
     // Dropped with this task: aborts every relayed connection.
     let mut conns = JoinSet::new();
     loop {
-        while conns.try_join_next().is_some() {}
         let client = match listener.accept().await {
             Ok((c, _)) => c,
             Err(e) => {
@@ -157,6 +156,8 @@ async fn serve_tcp(listener: TcpListener, port: u16, target: watch::Receiver<Opt
                 continue;
             }
         };
+        // Finished relays leave the set before it is counted.
+        while conns.try_join_next().is_some() {}
         let to = *target.borrow();
         match to {
             Some(addr) if conns.len() < MAX_TCP_CONNECTIONS => {
