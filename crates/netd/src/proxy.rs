@@ -32,7 +32,9 @@ use tokio::time::Instant;
 
 /// A UDP session without traffic either way for this long is closed.
 pub const UDP_IDLE: Duration = Duration::from_secs(60);
-/// Most UDP sessions (client addresses) one port relays at once.
+/// Most UDP sessions (client addresses) one port relays at once: each
+/// holds a socket and a datagram buffer, so a port costs at most about
+/// 16 MiB whatever its clients do.
 pub const MAX_UDP_SESSIONS: usize = 256;
 /// Most TCP connections one port relays at once.
 pub const MAX_TCP_CONNECTIONS: usize = 256;
