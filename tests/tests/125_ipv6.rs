@@ -127,9 +127,134 @@ fn aaaa_and_ptr_from_netd_and_both_families_from_nss() {
         ahosts.contains(v6[0]) && ahosts.contains(v4[0]),
         "getent ahosts gives both families: {out}"
     );
+    // The module answers the link-local address last (checked in
+    // link_local_addresses_come_from_nss_...), but glibc's getaddrinfo sorts
+    // by RFC 6724, whose rule 8 puts a usable link-local destination first:
+    // it always comes with its scope, so it is reachable as given.
+    let first = field(out, "first=").unwrap_or("");
+    assert!(!first.starts_with("fe80") || first.contains('%'), "{out}");
+}
+
+/// getaddrinfo's view of a name: `ADDR SCOPEID` per answer, in order
+/// (glibc's order: it sorts the module's answer by RFC 6724).
+const GAI: &str = r#"python3 -c 'import socket,sys
+for f,_,_,_,a in socket.getaddrinfo(sys.argv[1], None, 0, socket.SOCK_STREAM):
+    print("gai=%s %d" % (a[0].split("%")[0], a[3] if f == socket.AF_INET6 else 0))' "#;
+
+/// The module's own answer to `gethostbyname4_r` (what getaddrinfo gets
+/// before sorting): `ADDR SCOPEID` per tuple, in order.
+const NSS4: &str = r#"python3 -c 'import ctypes,socket,sys
+class T(ctypes.Structure): pass
+T._fields_ = [("next", ctypes.POINTER(T)), ("name", ctypes.c_char_p), ("family", ctypes.c_int), ("addr", ctypes.c_ubyte * 16), ("scopeid", ctypes.c_uint32)]
+lib = ctypes.CDLL("libnss_mymachines.so.2")
+pat = ctypes.POINTER(T)(); buf = ctypes.create_string_buffer(4096); e = ctypes.c_int(); h = ctypes.c_int()
+rc = lib._nss_mymachines_gethostbyname4_r(sys.argv[1].encode(), ctypes.byref(pat), buf, 4096, ctypes.byref(e), ctypes.byref(h), None)
+print("nss4-rc=%d" % rc)
+while rc == 1 and pat:
+    t = pat.contents; n = 4 if t.family == socket.AF_INET else 16
+    print("nss4=%s %d" % (socket.inet_ntop(t.family, bytes(t.addr[:n])), t.scopeid)); pat = t.next' "#;
+
+#[test]
+fn link_local_addresses_come_from_nss_with_the_host_side_scope_and_last() {
+    let env = TestEnv::new();
+    let img = env.busybox("ll");
+    let zimg = env.busybox("zl");
+    let lib = env.dir.join("nsslib");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::copy(
+        bin("libnss_mymachines.so"),
+        lib.join("libnss_mymachines.so.2"),
+    )
+    .unwrap();
+    let conf = env.dir.join("nsswitch.conf");
+    std::fs::write(&conf, "hosts: files mymachines\n").unwrap();
+    let r = env.sh(
+        &format!(
+            r#"mount --bind {conf} /etc/nsswitch.conf && export LD_LIBRARY_PATH={lib}
+               ip link set lo up
+               $NETSPAWN -q -n --bind={ctl}:/ctl -D {img} /bin/sh -c 'echo guest=$(ip -6 -o addr show dev host0 scope link); {HOLD}' &
+               # On a zone the host reaches the machine through the bridge.
+               $NETSPAWN -q --network-zone=lab --bind={ctl}:/ctl -D {zimg} /bin/sh -c '{HOLD}' &
+               for t in $(seq 600); do grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/ll 2>/dev/null && grep -q '^ADDRESSES=.*:' $NETSPAWN_RUN_DIR/machines/ll && grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/zl 2>/dev/null && break; sleep 0.05; done
+               zll=$(sed -n 's/^LINK_LOCAL=//p' $NETSPAWN_RUN_DIR/machines/zl)
+               echo zone-ll=$zll vzidx=$(ip -o link show vz-lab | cut -d: -f1)
+               ping -c1 -W2 ${{zll%%%*}}%vz-lab >/dev/null && echo PING-ZONE-LL-OK
+               grep -E '^(ADDRESSES|LINK_LOCAL)=' $NETSPAWN_RUN_DIR/machines/ll
+               echo hostlink=$(readlink $NETSPAWN_RUN_DIR/hosts/ll)
+               echo veidx=$(ip -o link show ve-ll | cut -d: -f1)
+               {GAI} ll
+               {NSS4} ll
+               echo ahostsv6=$(getent ahostsv6 ll | cut -d' ' -f1 | sort -u | tr '\n' ' ')
+               echo hosts=$(getent hosts ll)
+               ll=$(sed -n 's/^LINK_LOCAL=\([^%]*\)%.*/\1/p' $NETSPAWN_RUN_DIR/machines/ll)
+               ping -c1 -W2 $ll%ve-ll >/dev/null && echo PING-LL-OK
+               touch {ctl}/stop; wait
+               {GAI} ll; echo stopped-rc=$?"#,
+            conf = conf.display(),
+            lib = lib.display(),
+            img = img.display(),
+            zimg = zimg.display(),
+            ctl = env.hold_dir().display()
+        ),
+        90,
+    );
+    let out = &r.stdout;
+    let ll = field(out, "LINK_LOCAL=").unwrap_or_else(|| panic!("{out}\n{}", r.stderr));
+    let veidx = field(out, "veidx=").unwrap_or("?");
+    let (addr, scope) = ll.split_once('%').expect("ADDR%IFINDEX");
+    assert_eq!(
+        scope, veidx,
+        "the scope is ve-ll's index on the host: {out}"
+    );
+    assert!(addr.starts_with("fe80:"), "{out}");
     assert!(
-        !field(out, "first=").unwrap_or("fe80").starts_with("fe80"),
+        field(out, "guest=").is_some_and(|g| g.contains(&format!("{addr}/64"))),
+        "the guest's own link-local address: {out}"
+    );
+    assert!(
+        !field(out, "ADDRESSES=").unwrap_or("fe80").contains("fe80"),
+        "routable addresses are kept apart: {out}"
+    );
+    let pairs = |key: &str| -> Vec<(&str, &str)> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .filter_map(|l| l.split_once(' '))
+            .collect()
+    };
+    let (gai, nss4) = (pairs("gai="), pairs("nss4="));
+    assert!(
+        gai.contains(&(addr, veidx)),
+        "getaddrinfo gives the link-local address with ve-ll's index as scope: {out}"
+    );
+    for list in [&gai, &nss4] {
+        assert!(
+            list.iter()
+                .all(|(a, s)| a.starts_with("fe80") == (*s != "0")),
+            "only link-local answers carry a scope: {out}"
+        );
+    }
+    assert_eq!(nss4.len(), 3, "IPv4, ULA, link-local: {out}");
+    assert_eq!(
+        nss4.last(),
+        Some(&(addr, veidx)),
+        "the module answers the link-local address last, never first: {out}"
+    );
+    assert!(out.contains("PING-LL-OK"), "{out}\n{}", r.stderr);
+    let zone = field(out, "zone-ll=").unwrap_or("");
+    let (zll, vzidx) = zone.split_once(" vzidx=").unwrap_or(("", "?"));
+    assert!(
+        zll.starts_with("fe80:") && zll.ends_with(&format!("%{vzidx}")),
+        "a zone member's link-local address is scoped to the bridge: {out}"
+    );
+    assert!(out.contains("PING-ZONE-LL-OK"), "{out}\n{}", r.stderr);
+    // The family-specific calls (hostent has no scope) never give it.
+    assert!(
+        !field(out, "hosts=").unwrap_or("fe80").contains("fe80"),
         "{out}"
+    );
+    assert!(
+        !out.contains("stopped-rc=0"),
+        "a stopped machine is gone: {out}"
     );
 }
 
@@ -232,6 +357,112 @@ fn ipv6_masquerade_forwards_hairpin_and_no_unpublished_port() {
         Some(""),
         "rules go with the machine: {out}"
     );
+}
+
+/// A UDP echo server for busybox images (which have none): answers each
+/// datagram with `echo:` and the datagram, on IPv4 and IPv6.
+const UDP_ECHO: &str = r#"
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+int main(int argc, char **argv) {
+    int s = socket(AF_INET6, SOCK_DGRAM, 0), off = 0;
+    struct sockaddr_in6 a;
+    memset(&a, 0, sizeof a);
+    a.sin6_family = AF_INET6;
+    a.sin6_port = htons(atoi(argv[1]));
+    setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    if (bind(s, (struct sockaddr *)&a, sizeof a)) return 1;
+    for (;;) {
+        char b[2048];
+        struct sockaddr_storage from;
+        socklen_t fl = sizeof from;
+        ssize_t n = recvfrom(s, b + 5, sizeof b - 5, 0, (struct sockaddr *)&from, &fl);
+        if (n < 0) continue;
+        memcpy(b, "echo:", 5);
+        sendto(s, b, n + 5, 0, (struct sockaddr *)&from, fl);
+    }
+}
+"#;
+
+#[test]
+fn published_ports_are_reachable_from_the_hosts_own_ipv6_loopback() {
+    let env = TestEnv::new();
+    let img = web_image(&env, "lo6");
+    let img2 = env.busybox("lo6b");
+    let echo = compile_static_c(&env, "udpecho", UDP_ECHO);
+    std::fs::copy(&echo, img.join("udpecho")).unwrap();
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               get() {{ python3 -c "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode().strip())" "$1" 2>/dev/null; }}
+               udp() {{ python3 -c 'import socket,sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(1)
+s.sendto(sys.argv[1].encode(), ("::1", 5300))
+try: print(s.recv(100).decode())
+except OSError: print("")' "$1"; }}
+               listening() {{ ss -Htuln "( sport = :8080 or sport = :5300 )" | grep -c '\[::1\]'; }}
+               $NETSPAWN -q -n -p 8080:80 -p udp:5300:5300 --bind={ctl}:/ctl -D {img} /bin/sh -c 'httpd -f -p 80 -h /www & /udpecho 5300 & {HOLD}; kill %1 %2' &
+               for t in $(seq 300); do out=$(get "http://[::1]:8080/cgi-bin/ip") && [ -n "$out" ] && break; sleep 0.1; done
+               echo tcp=$out
+               for t in $(seq 30); do u=$(udp one) && [ -n "$u" ] && break; done
+               echo udp=$u
+               echo udp2=$(udp two)
+               echo udp3=$(udp three)
+               echo listening=$(listening)
+               echo host4=$(ip -4 -o addr show dev ve-lo6 | grep -o 'inet [0-9.]*' | cut -d' ' -f2)
+               # A port something else holds on [::1]: one clear error, nothing made.
+               python3 -c 'import socket,time
+s = socket.socket(socket.AF_INET6); s.bind(("::1", 8090)); s.listen()
+open("{ctl}/held", "w").close(); time.sleep(60)' & holder=$!
+               for t in $(seq 200); do [ -e {ctl}/held ] && break; sleep 0.05; done
+               $NETSPAWN -q -n -p 8090:80 -D {img2} /bin/true 2>{ctl}/inuse.err; echo inuse-rc=$?
+               echo inuse-err=$(cat {ctl}/inuse.err)
+               for t in $(seq 100); do ip link show ve-lo6b >/dev/null 2>&1 || break; sleep 0.05; done
+               echo inuse-link=$(ip -o link show ve-lo6b 2>/dev/null | wc -l)
+               echo inuse-entry=$(ls $NETSPAWN_RUN_DIR/machines/ | grep -c lo6b)
+               echo inuse-rule=$(nft list table inet netspawn | grep -c 8090)
+               kill $holder
+               touch {ctl}/stop; wait %1
+               for t in $(seq 100); do [ "$(listening)" = 0 ] && break; sleep 0.05; done
+               echo after-listening=$(listening)
+               echo after-tcp=$(get "http://[::1]:8080/index.html")
+               echo after-udp=$(udp gone)"#,
+            img = img.display(),
+            img2 = img2.display(),
+            ctl = env.hold_dir().display()
+        ),
+        120,
+    );
+    let out = &r.stdout;
+    let host4 = field(out, "host4=").unwrap_or("?");
+    // busybox httpd writes an IPv4 client as [::ffff:A.B.C.D].
+    assert!(
+        field(out, "tcp=").is_some_and(|c| c.starts_with("client=") && c.contains(host4)),
+        "TCP from [::1] reaches the machine, from the host's address on its link: {out}\n{}",
+        r.stderr
+    );
+    assert_eq!(field(out, "udp="), Some("echo:one"), "{out}\n{}", r.stderr);
+    assert_eq!(field(out, "udp2="), Some("echo:two"), "{out}");
+    assert_eq!(field(out, "udp3="), Some("echo:three"), "{out}");
+    assert_eq!(field(out, "listening="), Some("2"), "{out}");
+    assert_eq!(field(out, "inuse-rc="), Some("1"), "{out}");
+    let err = field(out, "inuse-err=").unwrap_or("");
+    assert!(
+        err.contains("port tcp:8090 on [::1] is already in use") && !err.contains('\n'),
+        "{out}"
+    );
+    assert_eq!(field(out, "inuse-link="), Some("0"), "{out}");
+    assert_eq!(field(out, "inuse-entry="), Some("0"), "{out}");
+    assert_eq!(field(out, "inuse-rule="), Some("0"), "{out}");
+    assert_eq!(
+        field(out, "after-listening="),
+        Some("0"),
+        "gone with the machine: {out}"
+    );
+    assert_eq!(field(out, "after-tcp="), Some(""), "{out}");
+    assert_eq!(field(out, "after-udp="), Some(""), "{out}");
 }
 
 #[test]

@@ -124,7 +124,7 @@ fn a_machine_whose_launcher_is_killed_stops_resolving() {
                $NETSPAWN -q -n --network-config=none -D {img} /bin/sh -c 'ip link set host0 up; ip addr add 10.56.0.9/24 dev host0; sleep 60' &
                launcher=$!
                for t in $(seq 200); do getent ahostsv4 kld >/dev/null && break; sleep 0.05; done
-               echo before=$(getent ahostsv4 kld | head -1 | cut -d' ' -f1) $(getent hosts kld | cut -d' ' -f2)
+               echo before=$(getent ahostsv4 kld | head -1 | cut -d' ' -f1) $(getent hosts kld | awk '{{print $2}}')
                kill -9 $launcher
                # The keeper removes the name; nothing else is waited for.
                for t in $(seq 100); do getent hosts kld >/dev/null || break; sleep 0.05; done

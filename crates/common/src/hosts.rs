@@ -1,7 +1,9 @@
 //! The registry's hosts view: `<run_dir>/hosts/NAME`, one symbolic link per
 //! running machine that has addresses, whose *target text* holds what a
-//! resolver needs: `PID ADDR ADDR ...` (the launcher's PID, then the
-//! addresses seen inside the machine's network namespace).
+//! resolver needs: `PID ADDR ADDR ... LLADDR%IFINDEX ...` (the launcher's
+//! PID, then the routable addresses seen inside the machine's network
+//! namespace, then its IPv6 link-local addresses, each with the index of the
+//! host-side link it is reached through).
 //!
 //! Why links and not files: the NSS module answers host lookups inside every
 //! program on the host, so its cost is on the path of each `getaddrinfo`. A
@@ -17,7 +19,7 @@
 //! are untrusted input for readers: [`Target::parse`] never panics, and a
 //! target that does not parse reads as "no such machine".
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// The longest link target a reader accepts and a writer produces (a
 /// symlink target is at most `PATH_MAX - 1` bytes).
@@ -27,9 +29,23 @@ pub const MAX_TARGET: usize = 4095;
 /// then the addresses, space-separated. Addresses that would make the target
 /// longer than [`MAX_TARGET`] are left out (a hundred IPv6 addresses fit).
 pub fn format_target(launcher: u32, addresses: &[IpAddr]) -> String {
+    format_target_scoped(launcher, addresses, &[])
+}
+
+/// [`format_target`] with the machine's IPv6 link-local addresses after
+/// the routable ones, as `ADDR%IFINDEX` (see [`format_scoped`]). Pairs that
+/// [`parse_scoped`] would refuse are left out, so the target always parses.
+pub fn format_target_scoped(
+    launcher: u32,
+    addresses: &[IpAddr],
+    link_local: &[(Ipv6Addr, u32)],
+) -> String {
     let mut out = launcher.to_string();
-    for a in addresses {
-        let text = a.to_string();
+    let scoped = link_local
+        .iter()
+        .filter(|(a, i)| scoped_is_valid(a, *i))
+        .map(|&(a, i)| format_scoped(a, i));
+    for text in addresses.iter().map(IpAddr::to_string).chain(scoped) {
         if out.len() + 1 + text.len() > MAX_TARGET {
             break;
         }
@@ -37,6 +53,39 @@ pub fn format_target(launcher: u32, addresses: &[IpAddr]) -> String {
         out.push_str(&text);
     }
     out
+}
+
+/// True for an IPv6 link-local unicast address (fe80::/10).
+pub fn is_ipv6_link_local(a: &Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// True if `(addr, ifindex)` may be written: a link-local address and an
+/// interface index the kernel can have (1 to `i32::MAX`).
+fn scoped_is_valid(addr: &Ipv6Addr, ifindex: u32) -> bool {
+    is_ipv6_link_local(addr) && (1..=i32::MAX as u32).contains(&ifindex)
+}
+
+/// A link-local address with its interface index, `fe80::1%5` (the index,
+/// not the name: names change and are not unique across namespaces).
+pub fn format_scoped(addr: Ipv6Addr, ifindex: u32) -> String {
+    format!("{addr}%{ifindex}")
+}
+
+/// Parses `ADDR%IFINDEX` strictly: a link-local IPv6 address, `%`, and a
+/// decimal index from 1 to `i32::MAX` without sign or leading zero.
+pub fn parse_scoped(text: &str) -> Option<(Ipv6Addr, u32)> {
+    let (addr, index) = text.split_once('%')?;
+    if index.is_empty()
+        || index.len() > 10
+        || index.starts_with('0')
+        || !index.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let addr: Ipv6Addr = addr.parse().ok()?;
+    let index: u32 = index.parse().ok()?;
+    scoped_is_valid(&addr, index).then_some((addr, index))
 }
 
 /// A parsed link target, borrowing the bytes it was read from.
@@ -49,8 +98,9 @@ pub struct Target<'a> {
 
 impl<'a> Target<'a> {
     /// Parses a link target: a PID (1 to `i32::MAX`) and at least one
-    /// address, separated by single spaces. Anything else is `None`, so a
-    /// damaged or foreign link never yields a partial answer.
+    /// address, separated by single spaces; an address is a plain one or a
+    /// link-local one with its index ([`parse_scoped`]). Anything else is
+    /// `None`, so a damaged or foreign link never yields a partial answer.
     pub fn parse(bytes: &'a [u8]) -> Option<Target<'a>> {
         if bytes.len() > MAX_TARGET {
             return None;
@@ -66,7 +116,7 @@ impl<'a> Target<'a> {
         }
         if addresses
             .split(' ')
-            .any(|a| a.is_empty() || a.parse::<IpAddr>().is_err())
+            .any(|a| a.is_empty() || (a.parse::<IpAddr>().is_err() && parse_scoped(a).is_none()))
         {
             return None;
         }
@@ -76,9 +126,14 @@ impl<'a> Target<'a> {
         })
     }
 
-    /// The addresses, in the order the launcher wrote them.
+    /// The addresses without a scope, in the order the launcher wrote them.
     pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + 'a {
         self.addresses.split(' ').filter_map(|a| a.parse().ok())
+    }
+
+    /// The link-local addresses with their host-side interface index.
+    pub fn scoped(&self) -> impl Iterator<Item = (Ipv6Addr, u32)> + 'a {
+        self.addresses.split(' ').filter_map(parse_scoped)
     }
 }
 
@@ -98,6 +153,47 @@ mod tests {
         let t = Target::parse(text.as_bytes()).unwrap();
         assert_eq!(t.launcher, 4242);
         assert_eq!(t.addresses().collect::<Vec<_>>(), addrs);
+    }
+
+    #[test]
+    fn link_local_addresses_carry_their_index() {
+        let ll: Ipv6Addr = "fe80::2c:1ff:fe02:304".parse().unwrap();
+        let text = format_target_scoped(
+            7,
+            &ips(&["10.0.0.2", "fd00::2"]),
+            &[(ll, 12), ("fd00::9".parse().unwrap(), 3), (ll, 0)],
+        );
+        assert_eq!(text, "7 10.0.0.2 fd00::2 fe80::2c:1ff:fe02:304%12");
+        let t = Target::parse(text.as_bytes()).unwrap();
+        assert_eq!(
+            t.addresses().collect::<Vec<_>>(),
+            ips(&["10.0.0.2", "fd00::2"])
+        );
+        assert_eq!(t.scoped().collect::<Vec<_>>(), vec![(ll, 12)]);
+        assert_eq!(
+            parse_scoped("fe80::1%2147483647"),
+            Some(("fe80::1".parse().unwrap(), i32::MAX as u32))
+        );
+        for bad in [
+            "fe80::1%",
+            "fe80::1%0",
+            "fe80::1%01",
+            "fe80::1%+1",
+            "fe80::1%-1",
+            "fe80::1%2147483648",
+            "fe80::1%99999999999",
+            "fe80::1%ve-web",
+            "fe80::1%1%1",
+            "fd00::1%3",
+            "10.0.0.1%3",
+            "::1%1",
+            "ff02::1%1",
+            "%3",
+            "fe80::1 %3",
+        ] {
+            assert_eq!(parse_scoped(bad), None, "{bad}");
+            assert_eq!(Target::parse(format!("1 {bad}").as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]
@@ -151,12 +247,13 @@ mod tests {
     #[test]
     fn arbitrary_bytes_never_panic() {
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let alphabet = b"0123456789 .:abcdef\xff\0/";
+        let alphabet = b"0123456789 .:abcdef%\xff\0/";
         for len in 0..300 {
             let bytes = crate::testgen::picks(&mut state, alphabet, len);
             if let Some(t) = Target::parse(&bytes) {
                 assert!(t.launcher > 0);
                 let _ = t.addresses().count();
+                assert!(t.scoped().all(|(a, i)| is_ipv6_link_local(&a) && i > 0));
             }
         }
     }

@@ -20,7 +20,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use crate::fsread;
@@ -28,6 +28,9 @@ use crate::names::machine_name_is_valid;
 
 /// Largest registry entry a reader accepts.
 pub const MAX_ENTRY_SIZE: usize = 64 * 1024;
+
+/// Most link-local addresses an entry holds (one or two per link).
+pub const MAX_LINK_LOCAL: usize = 16;
 
 /// One running machine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,8 +63,13 @@ pub struct Entry {
     pub private_network: bool,
     /// Host-side interfaces that belong to the machine (ve-NAME, vb-NAME, ...).
     pub interfaces: Vec<String>,
-    /// Addresses seen inside the machine's network namespace.
+    /// Routable addresses seen inside the machine's network namespace.
     pub addresses: Vec<IpAddr>,
+    /// IPv6 link-local addresses seen inside it, each with the index of the
+    /// host-side link (in the host's namespace) that reaches it: the veth's
+    /// host end, or the bridge it is enslaved to. Only resolvers that can
+    /// carry a scope get these (see [`crate::hosts`]).
+    pub link_local: Vec<(Ipv6Addr, u32)>,
     /// The payload's system call filter, as a process entering the machine
     /// (`netspawnctl shell`) rebuilds it. None in entries written before
     /// launchers recorded it: enterers then use the default filter.
@@ -218,6 +226,14 @@ impl Entry {
         kv("INTERFACES", &join(&self.interfaces));
         let addrs: Vec<String> = self.addresses.iter().map(|a| a.to_string()).collect();
         kv("ADDRESSES", &join(&addrs));
+        if !self.link_local.is_empty() {
+            let ll: Vec<String> = self
+                .link_local
+                .iter()
+                .map(|&(a, i)| crate::hosts::format_scoped(a, i))
+                .collect();
+            kv("LINK_LOCAL", &join(&ll));
+        }
         if let Some(f) = &self.syscall_filter {
             kv("SYSCALL_FILTER_ALLOW", &join(&f.allow));
             kv("SYSCALL_FILTER_DENY", &join(&f.deny));
@@ -274,6 +290,16 @@ impl Entry {
                         .split_whitespace()
                         .filter_map(|a| a.parse().ok())
                         .collect()
+                }
+                // All or nothing: one malformed pair voids the list.
+                "LINK_LOCAL" => {
+                    e.link_local = v
+                        .split_whitespace()
+                        .take(MAX_LINK_LOCAL + 1)
+                        .map(crate::hosts::parse_scoped)
+                        .collect::<Option<Vec<_>>>()
+                        .filter(|l| l.len() <= MAX_LINK_LOCAL)
+                        .unwrap_or_default()
                 }
                 "SYSCALL_FILTER_ALLOW" => {
                     e.syscall_filter.get_or_insert_with(Default::default).allow = filter_words(&v)
@@ -481,7 +507,8 @@ impl Registry {
                 _ => Ok(()),
             };
         }
-        let target = crate::hosts::format_target(entry.launcher, &entry.addresses);
+        let target =
+            crate::hosts::format_target_scoped(entry.launcher, &entry.addresses, &entry.link_local);
         let tmp = self
             .hosts
             .join(format!(".#{}.{}", entry.name, std::process::id()));
@@ -733,6 +760,7 @@ mod tests {
             private_network: true,
             interfaces: vec!["ve-web".into()],
             addresses: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+            link_local: vec![("fe80::42:1".parse().unwrap(), 7)],
             syscall_filter: Some(RecordedFilter {
                 allow: vec!["@keyring".into(), "bpf".into()],
                 deny: vec!["@mount".into()],
@@ -766,8 +794,40 @@ mod tests {
     #[test]
     fn round_trip() {
         let e = sample();
+        assert!(e.format().contains("\nLINK_LOCAL=fe80::42:1%7\n"));
         assert_eq!(Entry::parse(&e.format()).unwrap(), e);
         assert!(e.is_alive());
+    }
+
+    #[test]
+    fn link_local_pairs_are_all_valid_or_none() {
+        let ll = |v: &str| {
+            Entry::parse(&format!("NAME=a\nLINK_LOCAL={v}\n"))
+                .unwrap()
+                .link_local
+        };
+        assert_eq!(
+            ll("fe80::1%3 fe80::2%4"),
+            vec![
+                ("fe80::1".parse().unwrap(), 3),
+                ("fe80::2".parse().unwrap(), 4)
+            ]
+        );
+        for bad in [
+            "fe80::1%3 fd00::1%3",
+            "fe80::1%3 fe80::2",
+            "fe80::1%0",
+            "fe80::1%ve-web",
+            "10.0.0.1%3",
+        ] {
+            assert_eq!(ll(bad), vec![], "{bad}");
+        }
+        let many = vec!["fe80::1%3"; MAX_LINK_LOCAL + 1].join(" ");
+        assert_eq!(ll(&many), vec![]);
+        assert_eq!(
+            ll(&vec!["fe80::1%3"; MAX_LINK_LOCAL].join(" ")).len(),
+            MAX_LINK_LOCAL
+        );
     }
 
     #[test]
@@ -901,6 +961,7 @@ mod tests {
         let parsed = crate::hosts::Target::parse(target).unwrap();
         assert_eq!(parsed.launcher, e.launcher);
         assert_eq!(parsed.addresses().collect::<Vec<_>>(), e.addresses);
+        assert_eq!(parsed.scoped().collect::<Vec<_>>(), e.link_local);
         e.addresses.clear();
         reg.write(&claim, &e).unwrap();
         assert_eq!(link("web"), None, "addresses gone, link gone");

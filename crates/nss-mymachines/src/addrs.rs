@@ -1,11 +1,12 @@
 //! Which of a machine's addresses the module hands out, and in which form.
 //!
-//! The registry lists every address seen inside the machine's network
-//! namespace. Only the ones reachable from the host by address alone are
-//! useful: link-local addresses need an interface index the caller does not
-//! have, and loopback, unspecified and multicast addresses do not name the
-//! machine. This matches machined, which reports only addresses whose scope
-//! is wider than the link.
+//! The registry lists the routable addresses seen inside the machine's
+//! network namespace; these are the ones reachable from the host by
+//! address alone (loopback, unspecified and multicast addresses do not name
+//! the machine, and a stray link-local one without its scope is useless).
+//! IPv6 link-local addresses come separately, with the host-side interface
+//! index, and only `gethostbyname4_r` hands them out (see
+//! `lookup::Found`).
 
 use std::ffi::c_int;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -149,11 +149,14 @@ pub unsafe extern "C" fn _nss_mymachines_gethostbyname4_r(
         let Some(name) = query_name(name) else {
             return Outcome::NotFound;
         };
-        let addrs = match addresses_of(name, Family::Any) {
-            Ok(found) => found,
-            Err(outcome) => return outcome,
+        // Every address, the link-local ones (with their scope) last.
+        let found = match lookup::machine_all_by_name_here(name) {
+            Ok(Some(found)) => found,
+            Ok(None) => return Outcome::NotFound,
+            Err(e) => return e.into(),
         };
-        let first = match layout::write_tuples(buffer, buflen, name, &addrs) {
+        let scoped = found.scoped.as_slice();
+        let first = match layout::write_tuples(buffer, buflen, name, &found.addrs, scoped) {
             Ok(first) => first,
             Err(e) => return e.into(),
         };

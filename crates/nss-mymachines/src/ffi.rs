@@ -37,7 +37,7 @@ pub struct GaihAddrtuple {
     pub family: c_int,
     /// The address in network byte order (IPv4 uses the first 4 bytes).
     pub addr: [u32; 4],
-    /// Interface index for link-local IPv6 (always 0 here: those are excluded).
+    /// Interface index for link-local IPv6 (0 for every other address).
     pub scopeid: u32,
 }
 

@@ -13,7 +13,7 @@
 
 use std::ffi::{c_char, c_int};
 use std::mem::{align_of, size_of};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::ptr;
 
 use crate::addrs::{af_of, octets};
@@ -148,7 +148,9 @@ pub unsafe fn write_hostent(
 }
 
 /// Writes a `gethostbyname4_r` answer (a linked list of tuples, one per
-/// address, all pointing at `name`) and returns the first tuple.
+/// address, all pointing at `name`) and returns the first tuple: `addrs`
+/// first, then the link-local `scoped` ones with their `scopeid`, so a
+/// link-local address is never the first answer.
 ///
 /// # Safety
 /// `buffer` must be valid for writes of `buflen` bytes.
@@ -157,8 +159,10 @@ pub unsafe fn write_tuples(
     buflen: usize,
     name: &str,
     addrs: &[IpAddr],
+    scoped: &[(Ipv6Addr, u32)],
 ) -> Result<*mut GaihAddrtuple, TooSmall> {
-    let plan = TuplePlan::new(buffer as usize, addrs.len(), name.len()).ok_or(TooSmall)?;
+    let n = addrs.len().checked_add(scoped.len()).ok_or(TooSmall)?;
+    let plan = TuplePlan::new(buffer as usize, n, name.len()).ok_or(TooSmall)?;
     if plan.total > buflen || addrs.is_empty() {
         return Err(TooSmall);
     }
@@ -166,13 +170,17 @@ pub unsafe fn write_tuples(
     let name_ptr = base.add(plan.name);
     put_name(name_ptr, name);
     let first = base.add(plan.tuples).cast::<GaihAddrtuple>();
-    for (i, a) in addrs.iter().enumerate() {
-        let next = if i + 1 < addrs.len() {
+    let all = addrs
+        .iter()
+        .map(|a| (*a, 0))
+        .chain(scoped.iter().map(|&(a, i)| (IpAddr::V6(a), i)));
+    for (i, (a, scopeid)) in all.enumerate() {
+        let next = if i + 1 < n {
             first.add(i + 1)
         } else {
             ptr::null_mut()
         };
-        let (bytes, _) = octets(a);
+        let (bytes, _) = octets(&a);
         let mut words = [0u32; 4];
         for (w, chunk) in words.iter_mut().zip(bytes.chunks_exact(4)) {
             *w = u32::from_ne_bytes(chunk.try_into().unwrap_or([0; 4]));
@@ -180,9 +188,9 @@ pub unsafe fn write_tuples(
         first.add(i).write_unaligned(GaihAddrtuple {
             next,
             name: name_ptr.cast::<c_char>(),
-            family: af_of(a),
+            family: af_of(&a),
             addr: words,
-            scopeid: 0,
+            scopeid,
         });
     }
     Ok(first)
@@ -360,7 +368,8 @@ mod tests {
         let mut buf = vec![0u8; 200];
         // SAFETY: valid for 199 bytes from offset 1.
         unsafe {
-            let first = write_tuples(buf.as_mut_ptr().add(1).cast(), 199, "db", &addrs).unwrap();
+            let first =
+                write_tuples(buf.as_mut_ptr().add(1).cast(), 199, "db", &addrs, &[]).unwrap();
             assert_eq!(first as usize % 8, 0);
             let t0 = &*first;
             assert_eq!(t0.family, libc::AF_INET6);
@@ -371,6 +380,30 @@ mod tests {
             assert!(t1.next.is_null());
             assert_eq!(t0.name, t1.name);
             assert_eq!(std::ffi::CStr::from_ptr(t0.name).to_str(), Ok("db"));
+            assert_eq!((t0.scopeid, t1.scopeid), (0, 0));
+        }
+    }
+
+    #[test]
+    fn link_local_tuples_come_last_with_their_scope() {
+        let addrs: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap()];
+        let ll: Ipv6Addr = "fe80::2".parse().unwrap();
+        let mut buf = vec![0u8; 200];
+        let exact = TuplePlan::new(buf.as_ptr() as usize, 2, 3).unwrap().total;
+        // SAFETY: valid for buf.len() bytes.
+        unsafe {
+            let b = buf.as_mut_ptr().cast();
+            assert!(write_tuples(b, exact - 1, "web", &addrs, &[(ll, 9)]).is_err());
+            assert!(
+                write_tuples(b, 200, "web", &[], &[(ll, 9)]).is_err(),
+                "never first"
+            );
+            let t0 = &*write_tuples(b, exact, "web", &addrs, &[(ll, 9)]).unwrap();
+            assert_eq!((t0.family, t0.scopeid), (libc::AF_INET, 0));
+            let t1 = &*t0.next;
+            assert_eq!((t1.family, t1.scopeid), (libc::AF_INET6, 9));
+            assert_eq!(t1.addr[0].to_ne_bytes(), [0xfe, 0x80, 0, 0]);
+            assert!(t1.next.is_null());
         }
     }
 }

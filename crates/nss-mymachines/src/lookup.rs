@@ -22,7 +22,7 @@
 use std::ffi::{c_int, CStr, OsStr};
 use std::fs;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -152,7 +152,7 @@ pub fn machine_by_name(
     name: &str,
     family: Family,
 ) -> Result<Option<Vec<IpAddr>>, LookupError> {
-    by_name_at(dir.as_os_str().as_bytes(), b"/", name, family)
+    Ok(by_name_at(dir.as_os_str().as_bytes(), b"/", name, family)?.map(|f| f.addrs))
 }
 
 /// [`machine_by_name`] in the hosts view of the run directory the
@@ -161,7 +161,65 @@ pub fn machine_by_name_here(
     name: &str,
     family: Family,
 ) -> Result<Option<Vec<IpAddr>>, LookupError> {
-    with_run_dir(|run_dir| by_name_at(run_dir, b"/hosts/", name, family))
+    Ok(with_run_dir(|run_dir| by_name_at(run_dir, b"/hosts/", name, family))?.map(|f| f.addrs))
+}
+
+/// Everything a caller that can carry a scope id gets for `name` (see
+/// [`Found`]), from the hosts view `dir`.
+pub fn machine_all_by_name(dir: &Path, name: &str) -> Result<Option<Found>, LookupError> {
+    by_name_at(dir.as_os_str().as_bytes(), b"/", name, Family::Any)
+}
+
+/// [`machine_all_by_name`] in the run directory the environment names.
+pub fn machine_all_by_name_here(name: &str) -> Result<Option<Found>, LookupError> {
+    with_run_dir(|run_dir| by_name_at(run_dir, b"/hosts/", name, Family::Any))
+}
+
+/// A running machine's answer: its usable addresses of the family asked
+/// for (never empty), and its IPv6 link-local addresses with the index of
+/// the host-side link that reaches each, for callers that can carry a
+/// scope (gethostbyname4_r) and only after the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub addrs: Vec<IpAddr>,
+    pub scoped: Scoped,
+}
+
+/// Most link-local addresses one answer carries (a machine has one per
+/// link; more in a hostile link target are left out).
+pub const MAX_SCOPED: usize = 16;
+
+/// Link-local addresses with their interface index, on the stack, in the
+/// order the launcher wrote them, each once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scoped {
+    items: [(Ipv6Addr, u32); MAX_SCOPED],
+    len: usize,
+}
+
+impl Scoped {
+    fn from_iter(iter: impl Iterator<Item = (Ipv6Addr, u32)>) -> Scoped {
+        let mut s = Scoped {
+            items: [(Ipv6Addr::UNSPECIFIED, 0); MAX_SCOPED],
+            len: 0,
+        };
+        for pair in iter {
+            if s.as_slice().contains(&pair) {
+                continue;
+            }
+            let Some(slot) = s.items.get_mut(s.len) else {
+                break;
+            };
+            *slot = pair;
+            s.len += 1;
+        }
+        s
+    }
+
+    /// The pairs.
+    pub fn as_slice(&self) -> &[(Ipv6Addr, u32)] {
+        self.items.get(..self.len).unwrap_or(&[])
+    }
 }
 
 fn by_name_at(
@@ -169,7 +227,7 @@ fn by_name_at(
     sub: &[u8],
     name: &str,
     family: Family,
-) -> Result<Option<Vec<IpAddr>>, LookupError> {
+) -> Result<Option<Found>, LookupError> {
     if !machine_name_is_valid(name) {
         return Ok(None);
     }
@@ -181,7 +239,15 @@ fn by_name_at(
     if usable.is_empty() || !launcher_running(target.launcher) {
         return Ok(None);
     }
-    Ok(Some(usable))
+    let scoped = if family == Family::Any {
+        Scoped::from_iter(target.scoped())
+    } else {
+        Scoped::from_iter(std::iter::empty())
+    };
+    Ok(Some(Found {
+        addrs: usable,
+        scoped,
+    }))
 }
 
 /// The addresses of one link, on the stack for the usual few (a link holds
@@ -378,6 +444,44 @@ mod tests {
             Some(vec![ip("10.0.0.2")])
         );
         assert_eq!(machine_by_name(&t.0, "ll", Family::Any).unwrap(), None);
+    }
+
+    #[test]
+    fn link_local_addresses_come_with_their_index_and_only_after_others() {
+        let t = TempDir::new("scoped");
+        t.add("web", "10.0.0.2 fe80::2%7 fd00::2 fe80::3%8 fe80::2%7");
+        t.add("llonly", "fe80::2%7");
+        t.add("v4", "10.0.0.3 fe80::4%9");
+        let all = machine_all_by_name(&t.0, "web").unwrap().unwrap();
+        assert_eq!(all.addrs, vec![ip("10.0.0.2"), ip("fd00::2")]);
+        assert_eq!(
+            all.scoped.as_slice(),
+            &[
+                ("fe80::2".parse().unwrap(), 7),
+                ("fe80::3".parse().unwrap(), 8)
+            ]
+        );
+        // The routable ones alone for the family-specific calls.
+        assert_eq!(
+            machine_by_name(&t.0, "web", Family::V6).unwrap(),
+            Some(vec![ip("fd00::2")])
+        );
+        // Never the first answer: a machine with only link-local is not found.
+        assert_eq!(machine_all_by_name(&t.0, "llonly").unwrap(), None);
+        assert_eq!(
+            machine_all_by_name(&t.0, "v4")
+                .unwrap()
+                .unwrap()
+                .scoped
+                .as_slice(),
+            &[("fe80::4".parse().unwrap(), 9)]
+        );
+        let many: Vec<String> = (1..=40).map(|i| format!("fe80::{i}%{i}")).collect();
+        t.add("many", &format!("10.0.0.5 {}", many.join(" ")));
+        let got = machine_all_by_name(&t.0, "many").unwrap().unwrap();
+        assert_eq!(got.scoped.as_slice().len(), MAX_SCOPED);
+        // Scoped addresses never answer a reverse lookup (it has no scope).
+        assert_eq!(machine_by_address(&t.0, &ip("fe80::2")).unwrap(), None);
     }
 
     #[test]

@@ -30,6 +30,8 @@ fn errno_ptr() -> *mut c_int {
 struct Answer {
     name: String,
     addrs: Vec<IpAddr>,
+    /// Each tuple's `scopeid` (gethostbyname4_r only; empty for a hostent).
+    scopes: Vec<u32>,
 }
 
 /// Checks that `p .. p+len` lies in `[lo, hi)`.
@@ -71,6 +73,7 @@ unsafe fn read_hostent(h: &libc::hostent, lo: *const u8, hi: *const u8) -> Answe
     Answer {
         name: name.to_string_lossy().into_owned(),
         addrs,
+        scopes: Vec::new(),
     }
 }
 
@@ -87,6 +90,7 @@ unsafe fn read_tuples(
 ) -> Answer {
     let mut t = first;
     let mut addrs = Vec::new();
+    let mut scopes = Vec::new();
     let mut name = None;
     while !t.is_null() {
         let callers = first_is_callers && std::ptr::eq(t, first);
@@ -105,12 +109,13 @@ unsafe fn read_tuples(
             libc::AF_INET6 => IpAddr::from(bytes),
             f => panic!("bad family {f}"),
         });
-        assert_eq!(tuple.scopeid, 0);
+        scopes.push(tuple.scopeid);
         t = tuple.next;
     }
     Answer {
         name: name.unwrap_or_default(),
         addrs,
+        scopes,
     }
 }
 
@@ -247,6 +252,22 @@ fn every_buffer_size_answers_or_asks_for_more() {
         "web",
         "10.0.0.2 fd00::2 10.0.0.3 fd00::3 fe80::1 169.254.0.9",
     );
+    // The launcher keeps link-local addresses apart, with their scope.
+    reg.link_raw(
+        "web",
+        netspawn_common::hosts::format_target_scoped(
+            std::process::id(),
+            &ips(&[
+                "10.0.0.2",
+                "fd00::2",
+                "10.0.0.3",
+                "fd00::3",
+                "fe80::1",
+                "169.254.0.9",
+            ]),
+            &[("fe80::7".parse().unwrap(), 7)],
+        ),
+    );
     let many: Vec<String> = (1..=20)
         .flat_map(|i| [format!("10.1.0.{i}"), format!("fd01::{i}")])
         .collect();
@@ -257,14 +278,18 @@ fn every_buffer_size_answers_or_asks_for_more() {
     let v4 = Answer {
         name: web.clone(),
         addrs: ips(&["10.0.0.2", "10.0.0.3"]),
+        scopes: vec![],
     };
     let v6 = Answer {
         name: web.clone(),
         addrs: ips(&["fd00::2", "fd00::3"]),
+        scopes: vec![],
     };
+    // The link-local address last, with its scope; hostent calls never give it.
     let all = Answer {
         name: web.clone(),
-        addrs: ips(&["10.0.0.2", "fd00::2", "10.0.0.3", "fd00::3"]),
+        addrs: ips(&["10.0.0.2", "fd00::2", "10.0.0.3", "fd00::3", "fe80::7"]),
+        scopes: vec![0, 0, 0, 0, 7],
     };
 
     // Needed sizes from the layout (8-byte pointers): NULL alias + (n+1)
@@ -284,7 +309,7 @@ fn every_buffer_size_answers_or_asks_for_more() {
         let what = format!("gethostbyname4_r @+{offset}");
         assert_eq!(
             sweep(&what, 1024, offset, &all, &byname4(c"web", false)),
-            pad + 4 * 40 + 4
+            pad + 5 * 40 + 4
         );
     }
     assert_eq!(
@@ -295,7 +320,7 @@ fn every_buffer_size_answers_or_asks_for_more() {
             &all,
             &byname4(c"web", true)
         ),
-        164
+        204
     );
 
     let by_r = |buf: *mut c_char, len: usize, h: *mut c_int| {
@@ -365,6 +390,7 @@ fn every_buffer_size_answers_or_asks_for_more() {
     let rev_want = Answer {
         name: web.clone(),
         addrs: ips(&["10.0.0.3"]),
+        scopes: vec![],
     };
     assert_eq!(
         sweep("gethostbyaddr_r", 1024, 0, &rev_want, &rev),
@@ -375,6 +401,7 @@ fn every_buffer_size_answers_or_asks_for_more() {
     let many_want = Answer {
         name: "many".into(),
         addrs: many.iter().map(|s| s.parse().unwrap()).collect(),
+        scopes: vec![0; 40],
     };
     assert_eq!(
         sweep(

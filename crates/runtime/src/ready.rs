@@ -11,7 +11,7 @@ use nix::sys::socket::{self, MsgFlags, UnixAddr};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// The addresses inside its network namespace.
-    Addresses(Vec<std::net::IpAddr>),
+    Addresses(crate::network::addrs::Seen),
     /// The payload reported READY=1.
     Ready,
 }

@@ -117,27 +117,32 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
             mac: _,
             forwards,
         } => {
+            if let Some(busy) = busy_port(&ctx.lock(), &owner, &forwards) {
+                return Answer::Err(busy);
+            }
+            // A machine asking again (netd restarted under it) gives up its
+            // old [::1] listeners first, or they would be "in use".
+            let old = ctx.lock().ports.remove(&owner).and_then(|p| p.loopback);
+            if let Some(old) = old {
+                old.close().await;
+            }
+            // Listening on [::1] is what can fail: before anything is recorded.
+            let loopback = match crate::proxy::Loopback::bind(&forwards).await {
+                Ok(l) => l,
+                Err(e) => return Answer::Err(e.to_string()),
+            };
             {
                 let mut st = ctx.lock();
-                for f in &forwards {
-                    if let Some((other, _)) = st.ports.iter().find(|(o, p)| {
-                        **o != owner
-                            && p.forwards
-                                .iter()
-                                .any(|g| g.udp == f.udp && g.host_port == f.host_port)
-                    }) {
-                        return Answer::Err(format!(
-                            "port {}/{} is already forwarded to machine {other}",
-                            f.host_port,
-                            if f.udp { "udp" } else { "tcp" }
-                        ));
-                    }
+                // Another machine may have taken a port while we listened.
+                if let Some(busy) = busy_port(&st, &owner, &forwards) {
+                    return Answer::Err(busy);
                 }
                 st.ports.insert(
                     owner.clone(),
                     Ports {
                         ifname: ifname.clone(),
                         forwards: forwards.clone(),
+                        loopback,
                     },
                 );
                 st.last_busy = Instant::now();
@@ -175,6 +180,11 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
             }
         }
         Request::Release { owner } => {
+            // The [::1] listeners are closed before the answer.
+            let old = ctx.lock().ports.remove(&owner).and_then(|p| p.loopback);
+            if let Some(old) = old {
+                old.close().await;
+            }
             let ctx2 = ctx.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 ctx2.lock().ports.remove(&owner);
@@ -186,6 +196,23 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
             Answer::Ok
         }
     }
+}
+
+/// Why `owner` cannot have `forwards`: a port another machine forwards.
+fn busy_port(st: &State, owner: &str, forwards: &[Forward]) -> Option<String> {
+    forwards.iter().find_map(|f| {
+        let (other, _) = st.ports.iter().find(|(o, p)| {
+            o.as_str() != owner
+                && p.forwards
+                    .iter()
+                    .any(|g| g.udp == f.udp && g.host_port == f.host_port)
+        })?;
+        Some(format!(
+            "port {}/{} is already forwarded to machine {other}",
+            f.host_port,
+            if f.udp { "udp" } else { "tcp" }
+        ))
+    })
 }
 
 /// `FORWARDS`: each forward of `owner` is in netd's NAT state, installed to
@@ -272,6 +299,16 @@ async fn install_ports(ctx: Arc<Ctx>, owner: String, ifname: String, forwards: V
             return;
         }
         let targets = forward_targets(&subnets, &ctx.directory.addresses(&owner));
+        if let (
+            Some(first),
+            Some(Ports {
+                loopback: Some(l), ..
+            }),
+        ) = (targets.first(), ctx.lock().ports.get(&owner))
+        {
+            // [::1] goes to the first address (IPv4 where the machine has one).
+            l.retarget(*first);
+        }
         if !targets.is_empty() && targets != installed {
             let ctx2 = ctx.clone();
             let (owner2, forwards2, targets2) = (owner.clone(), forwards.clone(), targets.clone());

@@ -71,6 +71,9 @@ struct SeenLink {
 struct Ports {
     ifname: String,
     forwards: Vec<netspawn_common::netd::Forward>,
+    /// The forwards from the host's `[::1]` (None where the host has no
+    /// `::1`); dropped with the entry, which closes them.
+    loopback: Option<crate::proxy::Loopback>,
 }
 
 struct State {

@@ -31,7 +31,8 @@
 //! hosts, and from the host's 127.0.0.1: DNAT in `output` as well as
 //! `prerouting`, `route_localnet` on the container link (the kernel otherwise
 //! drops 127.0.0.0/8 on a non-loopback link) and masquerade of 127.0.0.0/8
-//! sources leaving by that link.
+//! sources leaving by that link. IPv6 has no such knob for `::1`: the
+//! `output` DNAT leaves `::1` alone and `crate::proxy` relays it in user space.
 
 pub mod monitor;
 mod render;

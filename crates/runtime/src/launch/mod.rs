@@ -417,10 +417,14 @@ fn run_in_cgroups(
         .as_ref()
         .map(|n| n.plan.registry_interfaces())
         .unwrap_or_default();
+    let veths = net
+        .as_ref()
+        .map(|n| n.plan.veth_pairs())
+        .unwrap_or_default();
     // Links, made while the child waits for the go-ahead.
     let keeper = start_network(cfg, held, net, child, cgroups)?;
     release_child(child, cloned.sync)?;
-    let mut watch = register::address_watch(cfg, held, child);
+    let mut watch = register::address_watch(cfg, held, child, veths);
     let addresses = watch
         .as_mut()
         .and_then(|w| w.addresses().ok())

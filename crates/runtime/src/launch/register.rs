@@ -35,12 +35,13 @@ pub(super) fn address_watch(
     cfg: &Config,
     held: &Held,
     child: Pid,
+    veths: Vec<(String, String)>,
 ) -> Option<network::addrs::AddressWatch> {
     match (cfg.network.private, &held.registry) {
         (true, Some(_)) => std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw()))
             .ok()
             .and_then(|ns| {
-                network::addrs::AddressWatch::open_in(ns.as_fd())
+                network::addrs::AddressWatch::open_in(ns.as_fd(), veths)
                     .map_err(|e| tracing::warn!("cannot watch addresses: {e}"))
                     .ok()
             }),
@@ -65,7 +66,7 @@ impl<'a> Registration<'a> {
         child: Pid,
         cgroups: &Cgroups,
         net_interfaces: Vec<String>,
-        addresses: Vec<std::net::IpAddr>,
+        addresses: network::addrs::Seen,
         userns: Option<crate::userns::UidRange>,
     ) -> Result<Registration<'a>, std::io::Error> {
         let mut entry = None;
@@ -89,7 +90,8 @@ impl<'a> Registration<'a> {
                 cgroups: cgroups.paths.clone(),
                 private_network: cfg.network.private,
                 interfaces: net_interfaces,
-                addresses,
+                addresses: addresses.routable,
+                link_local: addresses.link_local,
                 // What `netspawnctl shell` needs to give an entering process
                 // the payload's filter (see child::lock_down).
                 syscall_filter: Some(RecordedFilter {
@@ -124,9 +126,12 @@ impl<'a> Registration<'a> {
         }
         if let (Some(e), Some((reg, claim))) = (self.entry.as_mut(), &self.held.registry) {
             let changed = match change {
-                crate::ready::Change::Addresses(addrs) if e.addresses != addrs => {
-                    tracing::debug!(?addrs, "addresses changed");
-                    e.addresses = addrs;
+                crate::ready::Change::Addresses(seen)
+                    if e.addresses != seen.routable || e.link_local != seen.link_local =>
+                {
+                    tracing::debug!(?seen, "addresses changed");
+                    e.addresses = seen.routable;
+                    e.link_local = seen.link_local;
                     true
                 }
                 crate::ready::Change::Ready if !e.ready => {

@@ -122,6 +122,20 @@ impl Plan {
             .collect()
     }
 
+    /// Each veth's (container-side, host-side) names: where a container
+    /// address on the first is reached from the host.
+    pub fn veth_pairs(&self) -> Vec<(String, String)> {
+        self.links
+            .iter()
+            .filter_map(|l| match l {
+                PlannedLink::Veth {
+                    host, container, ..
+                } => Some((container.clone(), host.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The machine's interfaces as the registry lists them: host-side veth
     /// names, then macvlan/ipvlan links and interfaces lent to it.
     pub fn registry_interfaces(&self) -> Vec<String> {
