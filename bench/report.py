@@ -652,13 +652,14 @@ def cni_section(d, plots_dir, w):
     w("")
     w(f"{d.get('date', '?')}; `bench/cni.sh`; {d.get('rounds', '?')} rounds; load average "
       f"{', '.join(map(str, d.get('loadavg', []))) or '?'} at start. ADD and DEL of one attachment (median ms), "
-      "netspawn-cni against the reference plugins invoked the same way, after N attachments on one zone. "
+      "netspawn-cni against the reference plugins invoked the same way, with N attachments on a network that "
+      "exists; `new`: the first attachment on a network (each tool makes its bridge). "
       "Details: [`cni.md`](cni.md).")
     w("")
     w("| ours | reference | N | ADD ms | ref ADD ms | ADD ratio | DEL ms | ref DEL ms | DEL ratio |")
     w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for ours, ref in pairs:
-        for n in sorted(summ.get(ours, {}), key=int):
+        for n in sorted(summ.get(ours, {}), key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0)):
             a, b = summ[ours][n], summ.get(ref, {}).get(n)
             if not b:
                 continue
@@ -676,7 +677,7 @@ def cni_section(d, plots_dir, w):
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
         for ax, op in zip(axes, ("add", "del")):
             for tool, series in summ.items():
-                ns = sorted(series, key=int)
+                ns = sorted((n for n in series if n.isdigit()), key=int)
                 ax.plot([int(n) for n in ns], [series[n][f"{op}_median_ms"] for n in ns], marker="o", label=tool)
             ax.set_xscale("log")
             ax.set_xlabel("attachments on the zone (N)")
