@@ -298,8 +298,10 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
         let ctx2 = ctx.clone();
         tokio::task::spawn_blocking(move || {
             let mut nat = ctx2.nat();
-            // One nft run: the table made (a leftover replaced) at once.
-            match nat.recover_standing(&[nat::IpFamily::V4]) {
+            // One nft run: the table made (a leftover replaced) at once,
+            // with both families: the default templates are dual-stack, so
+            // the first link then leaves the table alone.
+            match nat.recover_standing(&[nat::IpFamily::V4, nat::IpFamily::V6]) {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::info!("restored {n} forwarding setting(s) left by an earlier netd")
