@@ -340,10 +340,18 @@ inner_main() {
                     xargs -P 32 -L 1 bash -c 'pm_run "$0" "$1"' || die "podman run failed"
                 t1=$(now_ms)
                 echo "podman_up $n $((t1 - t0))" >>"$out"
+                # Under load podman 4.3 sometimes fails a removal ("crun delete
+                # --force … failed", "open pidfd"); run it again (timed, counted).
+                local ptries=1
                 t0=$(now_ms)
-                pm rm -f -a -t 0 >/dev/null || die "podman rm failed"
+                until pm rm -f -a -t 0 >/dev/null 2>"$WORK/podman-rm.log"; do
+                    ((ptries < 5)) || { tail -3 "$WORK/podman-rm.log" >&2; die "podman rm failed"; }
+                    ptries=$((ptries + 1))
+                done
                 t1=$(now_ms)
                 echo "podman_down $n $((t1 - t0))" >>"$out"
+                echo "$n $r $((ptries - 1))" >>"$WORK/podman-retries.txt"
+                [ -z "$(pm ps -aq)" ] || die "podman rm left containers"
             fi
 
             if [ "$COMPOSE" = 1 ]; then
@@ -380,7 +388,7 @@ inner_main() {
                 [ -z "$(dk ps -aq)" ] || die "compose down left containers"
             fi
             echo "$n $r $(cut -d' ' -f1 /proc/loadavg)" >>"$WORK/load.txt"
-            log "$n machines, round $r: $(grep " $n " "$out" | tail -$((4 + 2 * PODMAN + 2 * COMPOSE)) | awk '{printf "%s %s ms; ", $1, $3}')"
+            log "$n machines, round $r: $(grep " $n " "$out" | tail -$((4 + 2 * PODMAN + 3 * COMPOSE)) | awk '{printf "%s %s ms; ", $1, $3}')"
         done
     done
 
@@ -519,10 +527,11 @@ fi
 VERSIONS=$(versions_json "iperf3=iperf3 --version" "kernel=uname -r")
 VERSIONS=$(L_V=$VERSIONS L_B=$BIN_ID L_L=$LOAD_START "$PY" -c 'import json, os; v = json.loads(os.environ["L_V"]); v["binaries"] = os.environ["L_B"]; v["load"] = os.environ["L_L"].split()[0]; v["loadavg_start"] = os.environ["L_L"]; v["loadavg_end"] = " ".join(open("/proc/loadavg").read().split()[:3]); print(json.dumps(v))')
 L_PODMAN_NOTE=$PODMAN_NOTE L_COMPOSE_NOTE=$COMPOSE_NOTE L_VERSIONS=$VERSIONS "$PY" - "$WORK/samples.txt" "$WORK/iperf.txt" \
-    "$RESULTS_DIR/topology.json" "$RESULTS_DIR/topology.md" "$WORK/load.txt" "$WORK/compose-retries.txt" <<'EOF'
+    "$RESULTS_DIR/topology.json" "$RESULTS_DIR/topology.md" "$WORK/load.txt" "$WORK/compose-retries.txt" "$WORK/podman-retries.txt" <<'EOF'
 import json, os, statistics, sys
-samples, iperf, out_json, out_md, load, retries = sys.argv[1:7]
+samples, iperf, out_json, out_md, load, retries, pretries = sys.argv[1:8]
 compose_retries = [line.split() for line in open(retries)] if os.path.exists(retries) else []
+podman_retries = [line.split() for line in open(pretries)] if os.path.exists(pretries) else []
 rounds_load = [line.split() for line in open(load)] if os.path.exists(load) else []
 data = {}
 for line in open(samples):
@@ -541,6 +550,7 @@ res = {
     "sizes": {str(n): {k: {"samples_ms": v, "median_ms": med(v)} for k, v in d.items()} for n, d in sorted(data.items())},
     "throughput_bps": {k: {"samples": v, "median": med(v)} for k, v in tp.items()},
     "compose_down_retries": [{"n": int(n), "round": int(r), "retries": int(k)} for n, r, k in compose_retries],
+    "podman_down_retries": [{"n": int(n), "round": int(r), "retries": int(k)} for n, r, k in podman_retries],
     "loadavg_1min_after_each_round": [{"n": int(n), "round": int(r), "load": float(l)} for n, r, l in rounds_load],
     "targets": "50 up <= 1 s, down <= 0.5 s; 300 up <= 6 s, down <= 3 s; within 1.2x of the shell loop; >= 10x faster than podman/compose; throughput >= 0.95x raw",
 }
@@ -561,6 +571,8 @@ if pm:
     for n, d in pm:
         pu, pd, up, dn = med(d["podman_up"]), med(d["podman_down"]), med(d["up"]), med(d["down"])
         md.append(f"| {n} | {pu:.0f} | {pd:.0f} | {pu / up:.1f}x faster | {pd / dn:.1f}x faster |")
+    again = [f"{n} machines round {r}: {k}" for n, r, k in podman_retries if int(k)]
+    md += ["", "podman rm -f -a run again after a failed removal (timed, included): " + ("; ".join(again) if again else "never") + "."]
 dc = [(n, d) for n, d in sorted(data.items()) if "compose_up" in d]
 if dc:
     md += ["", "| machines | docker-compose up -d (median ms) | docker-compose down | netspawnctl up vs compose | down vs compose |", "|---:|---:|---:|---:|---:|"]
