@@ -690,23 +690,33 @@ def cni_section(d, plots_dir, w):
 
 
 def topology_section(d, plots_dir, w):
-    """bench/topology.sh: up/down of N machines against the shell loop and podman; iperf3 vs raw."""
+    """bench/topology.sh: up/down of N machines against the shell loop, podman and docker compose; iperf3 vs raw."""
     sizes = d.get("sizes", {})
     v = d.get("versions", {})
     w("## topology")
     w("")
-    w(f"`bench/topology.sh`; {v.get('netspawn', '?')}; load {v.get('load', '?')}. {d.get('what', '')}. "
+    load = v.get("load", "?")
+    if v.get("loadavg_start"):
+        load = f"{v['loadavg_start']} (1, 5, 15 min) at the start, {v.get('loadavg_end', '?')} at the end"
+    w(f"`bench/topology.sh`; {v.get('netspawn', '?')}; load average {load}. {d.get('what', '')}. "
       f"Targets: {d.get('targets', '?')}. Details: [`topology.md`](topology.md).")
     w("")
-    w("| N | up ms | loop up | podman up | up / loop | podman / up | down ms | loop down | podman down |")
-    w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w("| N | up ms | loop up | podman up | compose up | up / loop | podman / up | compose / up "
+      "| down ms | loop down | podman down | compose down | podman / down | compose / down |")
+    w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     med = lambda c, k: (c.get(k) or {}).get("median_ms")
     for n in sorted(sizes, key=int):
         c = sizes[n]
-        up, lu, pu = med(c, "up"), med(c, "loop_up"), med(c, "podman_up")
+        up, lu, pu, cu = med(c, "up"), med(c, "loop_up"), med(c, "podman_up"), med(c, "compose_up")
+        dn, ld, pd, cd = med(c, "down"), med(c, "loop_down"), med(c, "podman_down"), med(c, "compose_down")
         r = lambda a, b: f"{a / b:.2f}x" if a and b else ""
-        w(f"| {n} | {up or ''} | {lu or ''} | {pu or ''} | {r(up, lu)} | {r(pu, up)} | {med(c, 'down') or ''} | "
-          f"{med(c, 'loop_down') or ''} | {med(c, 'podman_down') or ''} |")
+        x = lambda a: a if a is not None else ""
+        w(f"| {n} | {x(up)} | {x(lu)} | {x(pu)} | {x(cu)} | {r(up, lu)} | {r(pu, up)} | {r(cu, up)} "
+          f"| {x(dn)} | {x(ld)} | {x(pd)} | {x(cd)} | {r(pd, dn)} | {r(cd, dn)} |")
+    notes = [f"{k}: {d[k]}" for k in ("podman", "compose") if d.get(k)]
+    if notes:
+        w("")
+        w("; ".join(notes) + ".")
     tp = d.get("throughput_bps", {})
     if tp:
         g = lambda k: (tp.get(k) or {}).get("median")
@@ -723,7 +733,8 @@ def topology_section(d, plots_dir, w):
         fig, ax = plt.subplots(figsize=(6.5, 3.6))
         ns = sorted(sizes, key=int)
         for k, label in (("up", "netspawnctl up"), ("loop_up", "shell loop up"), ("podman_up", "podman run -d"),
-                         ("down", "netspawnctl down"), ("podman_down", "podman rm -f")):
+                         ("compose_up", "docker-compose up -d"), ("down", "netspawnctl down"),
+                         ("podman_down", "podman rm -f"), ("compose_down", "docker-compose down")):
             pts = [(int(n), med(sizes[n], k) / int(n)) for n in ns if med(sizes[n], k)]
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
