@@ -65,6 +65,8 @@ const KICK_BURST: [Duration; 3] = [
     Duration::from_millis(120),
     Duration::from_millis(400),
 ];
+/// When an answer given at once to a solicitation is repeated.
+const ANSWER_AGAIN: Duration = Duration::from_millis(3);
 /// How often unsolicited advertisements are repeated.
 const PERIOD: Duration = Duration::from_secs(200);
 
@@ -351,7 +353,10 @@ pub async fn serve(
                 // The other side's kernel takes advertisements only once its
                 // own link watch has run, which may be a while after ours:
                 // a few more, soon.
-                burst = KICK_BURST.iter().map(|d| now + *d).collect();
+                // (Added to what is due already: an answer's repeat stays.)
+                burst.extend(KICK_BURST.iter().map(|d| now + *d));
+                burst.sort();
+                burst.dedup();
             }
             _ = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
@@ -397,6 +402,26 @@ pub async fn serve(
                             guard.clear_ready();
                             break;
                         }
+                    }
+                }
+                drop(guard);
+                // A solicitation with no advertisement in the last MIN_GAP
+                // is answered here and now: through the timer it would wait
+                // for the runtime's next millisecond tick. A guest that
+                // solicits as soon as its link is up may not take an
+                // advertisement yet (its kernel's link watch has not run),
+                // so one more follows a moment later.
+                let now = Instant::now();
+                if due_answer.is_some_and(|d| d <= now) {
+                    if let Err(e) = send(afd.get_ref(), ifindex, &packet) {
+                        tracing::debug!("{ifname}: router advertisement: {e}");
+                    }
+                    last_sent = Some(now);
+                    due_answer = None;
+                    let again = now + ANSWER_AGAIN;
+                    if !burst.contains(&again) {
+                        burst.push(again);
+                        burst.sort();
                     }
                 }
             }
