@@ -870,6 +870,47 @@ def readme_rows(R):
 
         what = d.get("benchmark", name) + (f" (ratios to {base})" if base else "")
         rows.append((what, ", ".join(cell(n) for n in ours), ", ".join(cell(n) for n in theirs)))
+    if R.get("dns-qps", (None,))[0] == "dns-qps":
+        med = {}
+        for r in R["dns-qps"][1].get("rows", []):
+            if r.get("tool") != "dnsload":
+                continue
+            med.setdefault((r["server"], r["type"], r["clients"], r["inflight"]), []).append(r["r"]["qps"] or 0)
+        m = {k: statistics.median(v) for k, v in med.items()}
+        cells = sorted({k[1:] for k in m if k[0] == "netd"})
+        if cells:
+            lo = min(m[("netd",) + c] for c in cells)
+            hi = max(m[("netd",) + c] for c in cells)
+            ratio = lambda peer: [m[("netd",) + c] / m[(peer,) + c] for c in cells if m.get((peer,) + c)]
+            dm, aa = ratio("dnsmasq"), ratio("aardvark")
+            rows.append(("DNS queries per second, A and AAAA, 1–4 clients × 10–100 in flight (dnsload)",
+                         f"netd {lo / 1000:.0f}k–{hi / 1000:.0f}k QPS",
+                         (f"netd {min(dm):.2f}–{max(dm):.2f}x dnsmasq" if dm else "")
+                         + (f", {min(aa):.2f}–{max(aa):.2f}x aardvark-dns" if aa else "")))
+    if R.get("cni", (None,))[0] == "cni":
+        summ = R["cni"][1].get("summary", {})
+        ours, ref = summ.get("netspawn-cni", {}), summ.get("bridge+host-local", {})
+        ns = [n for n in sorted(ours, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0)) if n in ref]
+        if ns:
+            cell = lambda op: ", ".join(
+                f"{'N=' + n if n.isdigit() else n} {ours[n][op + '_median_ms']:.1f} ms "
+                f"({ours[n][op + '_median_ms'] / ref[n][op + '_median_ms']:.2f}x)" for n in ns)
+            rows.append(("CNI ADD per container, netspawn-cni (ratio to bridge + host-local)", cell("add"),
+                         ", ".join(f"N={n} {ref[n]['add_median_ms']:.1f} ms" if n.isdigit() else
+                                   f"{n} {ref[n]['add_median_ms']:.1f} ms" for n in ns)))
+            rows.append(("CNI DEL per container, netspawn-cni (ratio to bridge + host-local)", cell("del"),
+                         ", ".join(f"N={n} {ref[n]['del_median_ms']:.1f} ms" if n.isdigit() else
+                                   f"{n} {ref[n]['del_median_ms']:.1f} ms" for n in ns)))
+    if R.get("topology", (None,))[0] == "topology":
+        sizes = R["topology"][1].get("sizes", {})
+        g = lambda n, k: (sizes[n].get(k) or {}).get("median_ms")
+        ns = sorted(sizes, key=int)
+        fmt_s = lambda v: f"{v / 1000:.2f} s" if v else "–"
+        rows.append(("`netspawnctl up` / `down` of a lab of N machines (3 zones, a router, p2p links)",
+                     ", ".join(f"N={n} {fmt_s(g(n, 'up'))} / {fmt_s(g(n, 'down'))}" for n in ns),
+                     ", ".join(f"N={n}: podman {fmt_s(g(n, 'podman_up'))} / {fmt_s(g(n, 'podman_down'))}"
+                               + (f", compose {fmt_s(g(n, 'compose_up'))} / {fmt_s(g(n, 'compose_down'))}"
+                                  if g(n, 'compose_up') else "") for n in ns)))
     return rows
 
 
