@@ -340,7 +340,10 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        // netd, if a test started one, goes with the test.
+        // netd, if a test started one, goes with the test; it is waited
+        // for (5 s at most), since on its way out it saves its pools into
+        // the state directory and would make it again after we removed it.
+        let mut netds = Vec::new();
         for e in std::fs::read_dir(self.run_dir())
             .into_iter()
             .flatten()
@@ -351,9 +354,19 @@ impl Drop for TestEnv {
                 if let Some(pid) = std::fs::read_to_string(e.path())
                     .ok()
                     .and_then(|s| s.trim().parse::<i32>().ok())
+                    .filter(|pid| *pid > 1)
                 {
                     unsafe { libc::kill(pid, libc::SIGTERM) };
+                    netds.push(pid);
                 }
+            }
+        }
+        for pid in netds {
+            for _ in 0..500 {
+                if unsafe { libc::kill(pid, 0) } != 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
         // Kill anything still running in our cgroups, then remove them.
