@@ -264,6 +264,23 @@ impl TestEnv {
     }
 
     /// Makes a busybox image named `name` with `netspawnctl bootstrap busybox`.
+    /// The NSS module for this test: `libnss_mymachines.so.2` in a
+    /// directory of its own (for LD_LIBRARY_PATH) and an nsswitch.conf
+    /// with `nsswitch` (to bind-mount over /etc/nsswitch.conf in the test's
+    /// mount namespace). Returns (that directory, that file).
+    pub fn nss_module(&self, nsswitch: &str) -> (PathBuf, PathBuf) {
+        let lib = self.dir.join("nsslib");
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::copy(
+            bin("libnss_mymachines.so"),
+            lib.join("libnss_mymachines.so.2"),
+        )
+        .unwrap();
+        let conf = self.dir.join("nsswitch.conf");
+        std::fs::write(&conf, nsswitch).unwrap();
+        (lib, conf)
+    }
+
     pub fn busybox(&self, name: &str) -> PathBuf {
         self.ctl(&["bootstrap", "busybox", name]).expect_status(0);
         self.image_dir().join(name)

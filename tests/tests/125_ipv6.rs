@@ -72,15 +72,7 @@ fn a_plain_command_has_its_ula_address_and_default_route_before_it_starts() {
 fn aaaa_and_ptr_from_netd_and_both_families_from_nss() {
     let env = TestEnv::new();
     let img = env.busybox("web");
-    let lib = env.dir.join("nsslib");
-    std::fs::create_dir_all(&lib).unwrap();
-    std::fs::copy(
-        bin("libnss_mymachines.so"),
-        lib.join("libnss_mymachines.so.2"),
-    )
-    .unwrap();
-    let conf = env.dir.join("nsswitch.conf");
-    std::fs::write(&conf, "hosts: files mymachines\n").unwrap();
+    let (lib, conf) = env.nss_module("hosts: files mymachines\n");
     let r = env.sh(
         &format!(
             r#"mount --bind {conf} /etc/nsswitch.conf && export LD_LIBRARY_PATH={lib}
@@ -159,15 +151,7 @@ fn link_local_addresses_come_from_nss_with_the_host_side_scope_and_last() {
     let env = TestEnv::new();
     let img = env.busybox("ll");
     let zimg = env.busybox("zl");
-    let lib = env.dir.join("nsslib");
-    std::fs::create_dir_all(&lib).unwrap();
-    std::fs::copy(
-        bin("libnss_mymachines.so"),
-        lib.join("libnss_mymachines.so.2"),
-    )
-    .unwrap();
-    let conf = env.dir.join("nsswitch.conf");
-    std::fs::write(&conf, "hosts: files mymachines\n").unwrap();
+    let (lib, conf) = env.nss_module("hosts: files mymachines\n");
     let r = env.sh(
         &format!(
             r#"mount --bind {conf} /etc/nsswitch.conf && export LD_LIBRARY_PATH={lib}

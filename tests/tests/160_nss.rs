@@ -11,19 +11,8 @@ use netspawn_tests::*;
 /// over /etc/nsswitch.conf in the test's own mount namespace) and the
 /// module on LD_LIBRARY_PATH.
 fn prelude(env: &TestEnv) -> String {
-    let lib = env.dir.join("nsslib");
-    std::fs::create_dir_all(&lib).unwrap();
-    std::fs::copy(
-        bin("libnss_mymachines.so"),
-        lib.join("libnss_mymachines.so.2"),
-    )
-    .unwrap();
-    let conf = env.dir.join("nsswitch.conf");
-    std::fs::write(
-        &conf,
-        "passwd: files mymachines\ngroup: files mymachines\nhosts: files mymachines\n",
-    )
-    .unwrap();
+    let (lib, conf) = env
+        .nss_module("passwd: files mymachines\ngroup: files mymachines\nhosts: files mymachines\n");
     format!(
         "mount --bind {} /etc/nsswitch.conf && export LD_LIBRARY_PATH={}\nip link set lo up\n",
         conf.display(),

@@ -157,15 +157,7 @@ impl<'a> Host<'a> {
 
     fn with_env(env: &'a TestEnv, extra: &[(&str, &str)]) -> Host<'a> {
         // The NSS module on a private nsswitch.conf, as t160 does.
-        let lib = env.dir.join("nsslib");
-        std::fs::create_dir_all(&lib).unwrap();
-        std::fs::copy(
-            bin("libnss_mymachines.so"),
-            lib.join("libnss_mymachines.so.2"),
-        )
-        .unwrap();
-        let nss = env.dir.join("nsswitch.conf");
-        std::fs::write(&nss, "hosts: files mymachines\n").unwrap();
+        let (_, nss) = env.nss_module("hosts: files mymachines\n");
         let mut child = Command::new("unshare")
             .args(["--mount", "--net", "--", "bash", "-c"])
             .arg(format!(

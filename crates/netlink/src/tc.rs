@@ -390,6 +390,12 @@ mod tests {
 
     /// The attribute `kind` at the top level of an emitted message (after
     /// the 20-byte tcmsg header).
+    /// The tcmsg's handle and parent.
+    fn handle_parent(b: &[u8]) -> (u32, u32) {
+        let word = |at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap());
+        (word(8), word(12))
+    }
+
     fn attr(b: &[u8], kind: u16) -> Option<Vec<u8>> {
         let mut at = 20;
         while at + 4 <= b.len() {
@@ -431,11 +437,7 @@ mod tests {
         // tcmsg: family, pad, ifindex 7, handle the kernel's, parent root.
         assert_eq!(b[0], 0);
         assert_eq!(i32::from_ne_bytes(b[4..8].try_into().unwrap()), 7);
-        assert_eq!(u32::from_ne_bytes(b[8..12].try_into().unwrap()), 0);
-        assert_eq!(
-            u32::from_ne_bytes(b[12..16].try_into().unwrap()),
-            0xffff_ffff
-        );
+        assert_eq!(handle_parent(&b), (0, 0xffff_ffff));
         assert_eq!(attr(&b, 1).unwrap(), b"tbf\0");
         let opts = attr(&b, TCA_OPTIONS).unwrap();
         let parms = nested(&opts, TCA_TBF_PARMS).unwrap();
@@ -462,14 +464,7 @@ mod tests {
         });
         assert_eq!(verb, TcVerb::NewQdisc);
         let b = bytes(&m);
-        assert_eq!(
-            u32::from_ne_bytes(b[8..12].try_into().unwrap()),
-            0x0001_0000
-        );
-        assert_eq!(
-            u32::from_ne_bytes(b[12..16].try_into().unwrap()),
-            0xffff_ffff
-        );
+        assert_eq!(handle_parent(&b), (0x0001_0000, 0xffff_ffff));
         assert_eq!(attr(&b, 1).unwrap(), b"htb\0");
         let opts = attr(&b, TCA_OPTIONS).unwrap();
         let glob = nested(&opts, TCA_HTB_INIT).unwrap();
@@ -489,14 +484,7 @@ mod tests {
         assert_eq!(verb, TcVerb::NewClass);
         let b = bytes(&m);
         // classid 1:1, parent 1:0.
-        assert_eq!(
-            u32::from_ne_bytes(b[8..12].try_into().unwrap()),
-            0x0001_0001
-        );
-        assert_eq!(
-            u32::from_ne_bytes(b[12..16].try_into().unwrap()),
-            0x0001_0000
-        );
+        assert_eq!(handle_parent(&b), (0x0001_0001, 0x0001_0000));
         assert_eq!(attr(&b, 1).unwrap(), b"htb\0");
         let opts = attr(&b, TCA_OPTIONS).unwrap();
         let parms = nested(&opts, TCA_HTB_PARMS).unwrap();
@@ -534,14 +522,7 @@ mod tests {
         assert_eq!(verb, TcVerb::NewQdisc);
         let b = bytes(&m);
         // handle 10:0, parent 1:1.
-        assert_eq!(
-            u32::from_ne_bytes(b[8..12].try_into().unwrap()),
-            0x000a_0000
-        );
-        assert_eq!(
-            u32::from_ne_bytes(b[12..16].try_into().unwrap()),
-            0x0001_0001
-        );
+        assert_eq!(handle_parent(&b), (0x000a_0000, 0x0001_0001));
         assert_eq!(attr(&b, 1).unwrap(), b"bfifo\0");
         // tc_fifo_qopt, not nested.
         assert_eq!(attr(&b, TCA_OPTIONS).unwrap(), 75_000u32.to_ne_bytes());
@@ -616,14 +597,7 @@ mod tests {
         let (verb, m) = message(&TcRequest::AddClsact { index: 4 });
         assert_eq!(verb, TcVerb::NewQdisc);
         let b = bytes(&m);
-        assert_eq!(
-            u32::from_ne_bytes(b[8..12].try_into().unwrap()),
-            0xffff_0000
-        );
-        assert_eq!(
-            u32::from_ne_bytes(b[12..16].try_into().unwrap()),
-            0xffff_fff1
-        );
+        assert_eq!(handle_parent(&b), (0xffff_0000, 0xffff_fff1));
         assert_eq!(attr(&b, 1).unwrap(), b"clsact\0");
     }
 }

@@ -82,10 +82,10 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
                 }
             }
             let v4 = kernel_steps(nl, index, &name, &file, first, |request, host| {
-                take_subnet(&ctx2, &name, request, host)
+                take_subnet(&ctx2, &name, request, host, true)
             });
             let v6 = ipv6_steps(nl, index, &name, &file, |request, host| {
-                take_subnet_v6(&ctx2, &name, request, host)
+                take_subnet(&ctx2, &name, request, host, false)
             });
             Ok::<_, String>((v4, v6))
         })
@@ -532,12 +532,16 @@ fn start_ra(
 }
 
 /// A subnet from the pool for the link (the host side's address in it);
-/// saved at once. On failure the reason is kept for `LINK`.
+/// saved at once. A failure of the `required` one (IPv4) is kept as the
+/// reason for `LINK`; one of the IPv6 subnet (a host route over the whole
+/// unique local /48, say) is logged, and the link is served with IPv4 only
+/// rather than not at all.
 fn take_subnet(
     ctx: &Ctx,
     name: &str,
     request: &IpNetwork,
     mut host: Vec<IpNetwork>,
+    required: bool,
 ) -> Option<IpNetwork> {
     let mut st = ctx.lock();
     // Static addresses of every template, even before their links exist.
@@ -550,29 +554,10 @@ fn take_subnet(
             ctx.pools_dirty.notify_one();
             Some(a.host())
         }
-        Err(e) => {
+        Err(e) if required => {
             tracing::error!("{name}: {e}");
             st.failed.insert(name.to_string(), e.to_string());
             None
-        }
-    }
-}
-
-/// As [`take_subnet`] for the link's IPv6 subnet: a failure (a host route
-/// over the whole unique local /48, say) is logged, and the link is served
-/// with IPv4 only rather than not at all.
-fn take_subnet_v6(
-    ctx: &Ctx,
-    name: &str,
-    request: &IpNetwork,
-    mut host: Vec<IpNetwork>,
-) -> Option<IpNetwork> {
-    let mut st = ctx.lock();
-    host.extend(st.templates.static_networks());
-    match st.pools.acquire(name, request, &host) {
-        Ok(a) => {
-            ctx.pools_dirty.notify_one();
-            Some(a.host())
         }
         Err(e) => {
             tracing::error!("{name}: {e}; no IPv6 on this link");

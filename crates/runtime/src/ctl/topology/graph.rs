@@ -86,21 +86,14 @@ pub fn dot(lab: &Lab, live: &Live) -> String {
             quote(&m.short)
         );
     }
-    for m in &lab.machines {
-        for (z, ifname) in &m.zones {
-            let short = lab
-                .zones
-                .iter()
-                .find(|x| x.name == *z)
-                .map_or(z, |x| &x.short);
-            let _ = writeln!(
-                o,
-                "  \"{}\" -- \"zone:{}\" [label=\"{}\"];",
-                quote(&m.short),
-                quote(short),
-                quote(ifname)
-            );
-        }
+    for (machine, zone, ifname) in zone_legs(lab) {
+        let _ = writeln!(
+            o,
+            "  \"{}\" -- \"zone:{}\" [label=\"{}\"];",
+            quote(machine),
+            quote(zone),
+            quote(ifname)
+        );
     }
     for l in &lab.links {
         let _ = writeln!(
@@ -114,6 +107,21 @@ pub fn dot(lab: &Lab, live: &Live) -> String {
     }
     o.push_str("}\n");
     o
+}
+
+/// Every machine's leg on a zone: (machine's short name, zone's short name,
+/// interface inside).
+fn zone_legs(lab: &Lab) -> impl Iterator<Item = (&str, &str, &str)> {
+    lab.machines.iter().flat_map(move |m| {
+        m.zones.iter().map(move |(z, ifname)| {
+            let zone = lab
+                .zones
+                .iter()
+                .find(|x| x.name == *z)
+                .map_or(z.as_str(), |x| x.short.as_str());
+            (m.short.as_str(), zone, ifname.as_str())
+        })
+    })
 }
 
 fn mermaid_id(s: &str) -> String {
@@ -145,21 +153,14 @@ pub fn mermaid(lab: &Lab, live: &Live) -> String {
             mermaid_text(&machine_label(m, live).join("<br/>"))
         );
     }
-    for m in &lab.machines {
-        for (z, ifname) in &m.zones {
-            let short = lab
-                .zones
-                .iter()
-                .find(|x| x.name == *z)
-                .map_or(z, |x| &x.short);
-            let _ = writeln!(
-                o,
-                "  m_{} ---|{}| z_{}",
-                mermaid_id(&m.short),
-                mermaid_text(ifname),
-                mermaid_id(short)
-            );
-        }
+    for (machine, zone, ifname) in zone_legs(lab) {
+        let _ = writeln!(
+            o,
+            "  m_{} ---|{}| z_{}",
+            mermaid_id(machine),
+            mermaid_text(ifname),
+            mermaid_id(zone)
+        );
     }
     for l in &lab.links {
         let _ = writeln!(
