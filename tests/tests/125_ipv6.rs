@@ -119,12 +119,10 @@ fn aaaa_and_ptr_from_netd_and_both_families_from_nss() {
         ahosts.contains(v6[0]) && ahosts.contains(v4[0]),
         "getent ahosts gives both families: {out}"
     );
-    // The module answers the link-local address last (checked in
-    // link_local_addresses_come_from_nss_...), but glibc's getaddrinfo sorts
-    // by RFC 6724, whose rule 8 puts a usable link-local destination first:
-    // it always comes with its scope, so it is reachable as given.
+    // Never a link-local address first (glibc sorts one ahead of the others:
+    // the module leaves them out beside routable addresses).
     let first = field(out, "first=").unwrap_or("");
-    assert!(!first.starts_with("fe80") || first.contains('%'), "{out}");
+    assert!(!first.is_empty() && !first.starts_with("fe80"), "{out}");
 }
 
 /// getaddrinfo's view of a name: `ADDR SCOPEID` per answer, in order
@@ -147,10 +145,11 @@ while rc == 1 and pat:
     print("nss4=%s %d" % (socket.inet_ntop(t.family, bytes(t.addr[:n])), t.scopeid)); pat = t.next' "#;
 
 #[test]
-fn link_local_addresses_come_from_nss_with_the_host_side_scope_and_last() {
+fn link_local_addresses_come_from_nss_with_their_scope_only_for_machines_without_others() {
     let env = TestEnv::new();
     let img = env.busybox("ll");
     let zimg = env.busybox("zl");
+    let oimg = env.busybox("lo6");
     let (lib, conf) = env.nss_module("hosts: files mymachines\n");
     let r = env.sh(
         &format!(
@@ -159,25 +158,32 @@ fn link_local_addresses_come_from_nss_with_the_host_side_scope_and_last() {
                $NETSPAWN -q -n --bind={ctl}:/ctl -D {img} /bin/sh -c 'echo guest=$(ip -6 -o addr show dev host0 scope link); {HOLD}' &
                # On a zone the host reaches the machine through the bridge.
                $NETSPAWN -q --network-zone=lab --bind={ctl}:/ctl -D {zimg} /bin/sh -c '{HOLD}' &
-               for t in $(seq 600); do grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/ll 2>/dev/null && grep -q '^ADDRESSES=.*:' $NETSPAWN_RUN_DIR/machines/ll && grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/zl 2>/dev/null && break; sleep 0.05; done
+               # A machine that configures nothing and takes no RA: only the
+               # kernel's link-local address.
+               $NETSPAWN -q -n --network-config=none --bind={ctl}:/ctl -D {oimg} /bin/sh -c 'echo 0 > /proc/sys/net/ipv6/conf/host0/accept_ra && ip link set host0 up && echo lo6-up; {HOLD}' &
+               for t in $(seq 600); do grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/ll 2>/dev/null && grep -q '^ADDRESSES=.*:' $NETSPAWN_RUN_DIR/machines/ll && grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/zl 2>/dev/null && grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/lo6 2>/dev/null && break; sleep 0.05; done
                zll=$(sed -n 's/^LINK_LOCAL=//p' $NETSPAWN_RUN_DIR/machines/zl)
                echo zone-ll=$zll vzidx=$(ip -o link show vz-lab | cut -d: -f1)
                ping -c1 -W2 ${{zll%%%*}}%vz-lab >/dev/null && echo PING-ZONE-LL-OK
                grep -E '^(ADDRESSES|LINK_LOCAL)=' $NETSPAWN_RUN_DIR/machines/ll
-               echo hostlink=$(readlink $NETSPAWN_RUN_DIR/hosts/ll)
                echo veidx=$(ip -o link show ve-ll | cut -d: -f1)
                {GAI} ll
                {NSS4} ll
-               echo ahostsv6=$(getent ahostsv6 ll | cut -d' ' -f1 | sort -u | tr '\n' ' ')
-               echo hosts=$(getent hosts ll)
                ll=$(sed -n 's/^LINK_LOCAL=\([^%]*\)%.*/\1/p' $NETSPAWN_RUN_DIR/machines/ll)
                ping -c1 -W2 $ll%ve-ll >/dev/null && echo PING-LL-OK
+               echo lo6-ll=$(sed -n 's/^LINK_LOCAL=//p' $NETSPAWN_RUN_DIR/machines/lo6) lo6idx=$(ip -o link show ve-lo6 | cut -d: -f1)
+               echo lo6-addresses=$(sed -n 's/^ADDRESSES=//p' $NETSPAWN_RUN_DIR/machines/lo6)
+               {GAI} lo6 | sed 's/^gai=/lo6-gai=/'
+               {NSS4} lo6 | sed 's/^nss4/lo6-nss4/'
+               getent hosts lo6; echo lo6-hosts-rc=$?
+               ping -c1 -W2 lo6 >/dev/null && echo PING-LO6-BY-NAME-OK
                touch {ctl}/stop; wait
                {GAI} ll; echo stopped-rc=$?"#,
             conf = conf.display(),
             lib = lib.display(),
             img = img.display(),
             zimg = zimg.display(),
+            oimg = oimg.display(),
             ctl = env.hold_dir().display()
         ),
         90,
@@ -205,24 +211,19 @@ fn link_local_addresses_come_from_nss_with_the_host_side_scope_and_last() {
             .filter_map(|l| l.split_once(' '))
             .collect()
     };
+    // Beside routable addresses the link-local one is never answered: glibc
+    // would sort it first.
     let (gai, nss4) = (pairs("gai="), pairs("nss4="));
-    assert!(
-        gai.contains(&(addr, veidx)),
-        "getaddrinfo gives the link-local address with ve-ll's index as scope: {out}"
-    );
+    assert_eq!(nss4.len(), 2, "IPv4 and ULA, no link-local: {out}");
     for list in [&gai, &nss4] {
         assert!(
-            list.iter()
-                .all(|(a, s)| a.starts_with("fe80") == (*s != "0")),
-            "only link-local answers carry a scope: {out}"
+            !list.is_empty()
+                && list
+                    .iter()
+                    .all(|(a, s)| !a.starts_with("fe80") && *s == "0"),
+            "no link-local answer, no scope: {out}"
         );
     }
-    assert_eq!(nss4.len(), 3, "IPv4, ULA, link-local: {out}");
-    assert_eq!(
-        nss4.last(),
-        Some(&(addr, veidx)),
-        "the module answers the link-local address last, never first: {out}"
-    );
     assert!(out.contains("PING-LL-OK"), "{out}\n{}", r.stderr);
     let zone = field(out, "zone-ll=").unwrap_or("");
     let (zll, vzidx) = zone.split_once(" vzidx=").unwrap_or(("", "?"));
@@ -231,11 +232,25 @@ fn link_local_addresses_come_from_nss_with_the_host_side_scope_and_last() {
         "a zone member's link-local address is scoped to the bridge: {out}"
     );
     assert!(out.contains("PING-ZONE-LL-OK"), "{out}\n{}", r.stderr);
-    // The family-specific calls (hostent has no scope) never give it.
+    // A machine with only its link-local address: answered, with the scope,
+    // to getaddrinfo; never to a hostent call (it has no scope).
+    assert!(out.contains("lo6-up"), "{out}\n{}", r.stderr);
+    let lo6 = field(out, "lo6-ll=").unwrap_or("");
+    let (lo6_ll, lo6idx) = lo6.split_once(" lo6idx=").unwrap_or(("", "?"));
+    let (lo6_addr, lo6_scope) = lo6_ll.split_once('%').unwrap_or(("", ""));
     assert!(
-        !field(out, "hosts=").unwrap_or("fe80").contains("fe80"),
+        lo6_addr.starts_with("fe80:") && lo6_scope == lo6idx,
         "{out}"
     );
+    assert_eq!(field(out, "lo6-addresses="), Some(""), "{out}");
+    for key in ["lo6-gai=", "lo6-nss4="] {
+        assert_eq!(pairs(key), vec![(lo6_addr, lo6idx)], "{key} {out}");
+    }
+    assert!(
+        field(out, "lo6-hosts-rc=").is_some_and(|rc| rc != "0"),
+        "{out}"
+    );
+    assert!(out.contains("PING-LO6-BY-NAME-OK"), "{out}\n{}", r.stderr);
     assert!(
         !out.contains("stopped-rc=0"),
         "a stopped machine is gone: {out}"

@@ -498,10 +498,10 @@ impl Registry {
     }
 
     /// Points the machine's hosts link at its launcher and addresses, or
-    /// removes it when the machine has none.
+    /// removes it when the machine has none (routable or link-local).
     fn publish_hosts(&self, entry: &Entry) -> io::Result<()> {
         let link = self.hosts_path(&entry.name);
-        if entry.addresses.is_empty() {
+        if entry.addresses.is_empty() && entry.link_local.is_empty() {
             return match fs::remove_file(&link) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
@@ -952,8 +952,17 @@ mod tests {
         let claim = reg.claim("web").unwrap();
         let mut e = sample();
         e.addresses = vec![];
+        let link_local = std::mem::take(&mut e.link_local);
         reg.write(&claim, &e).unwrap();
         assert_eq!(link("web"), None, "no addresses, no link");
+        // Link-local addresses alone are published (the only answers NSS
+        // gives for such a machine).
+        e.link_local = link_local;
+        reg.write(&claim, &e).unwrap();
+        let target = link("web").expect("link-local only: link written");
+        let parsed = crate::hosts::Target::parse(target.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(parsed.scoped().collect::<Vec<_>>(), e.link_local);
+        assert_eq!(parsed.addresses().count(), 0);
         e.addresses = vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
         reg.write(&claim, &e).unwrap();
         let target = link("web").expect("link written with the entry");
@@ -963,6 +972,7 @@ mod tests {
         assert_eq!(parsed.addresses().collect::<Vec<_>>(), e.addresses);
         assert_eq!(parsed.scoped().collect::<Vec<_>>(), e.link_local);
         e.addresses.clear();
+        e.link_local.clear();
         reg.write(&claim, &e).unwrap();
         assert_eq!(link("web"), None, "addresses gone, link gone");
         e.addresses = vec!["10.0.0.3".parse().unwrap()];

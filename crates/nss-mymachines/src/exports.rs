@@ -149,7 +149,8 @@ pub unsafe extern "C" fn _nss_mymachines_gethostbyname4_r(
         let Some(name) = query_name(name) else {
             return Outcome::NotFound;
         };
-        // Every address, the link-local ones (with their scope) last.
+        // The routable addresses, or for a machine that has none its
+        // link-local ones with their scope (see lookup::Found).
         let found = match lookup::machine_all_by_name_here(name) {
             Ok(Some(found)) => found,
             Ok(None) => return Outcome::NotFound,

@@ -149,8 +149,8 @@ pub unsafe fn write_hostent(
 
 /// Writes a `gethostbyname4_r` answer (a linked list of tuples, one per
 /// address, all pointing at `name`) and returns the first tuple: `addrs`
-/// first, then the link-local `scoped` ones with their `scopeid`, so a
-/// link-local address is never the first answer.
+/// first, then the link-local `scoped` ones with their `scopeid` (the
+/// lookup gives one or the other, see `lookup::Found`).
 ///
 /// # Safety
 /// `buffer` must be valid for writes of `buflen` bytes.
@@ -163,7 +163,7 @@ pub unsafe fn write_tuples(
 ) -> Result<*mut GaihAddrtuple, TooSmall> {
     let n = addrs.len().checked_add(scoped.len()).ok_or(TooSmall)?;
     let plan = TuplePlan::new(buffer as usize, n, name.len()).ok_or(TooSmall)?;
-    if plan.total > buflen || addrs.is_empty() {
+    if plan.total > buflen || n == 0 {
         return Err(TooSmall);
     }
     let base = buffer.cast::<u8>();
@@ -394,10 +394,10 @@ mod tests {
         unsafe {
             let b = buf.as_mut_ptr().cast();
             assert!(write_tuples(b, exact - 1, "web", &addrs, &[(ll, 9)]).is_err());
-            assert!(
-                write_tuples(b, 200, "web", &[], &[(ll, 9)]).is_err(),
-                "never first"
-            );
+            assert!(write_tuples(b, 200, "web", &[], &[]).is_err(), "nothing");
+            let only = &*write_tuples(b, 200, "web", &[], &[(ll, 9)]).unwrap();
+            assert_eq!((only.family, only.scopeid), (libc::AF_INET6, 9));
+            assert!(only.next.is_null());
             let t0 = &*write_tuples(b, exact, "web", &addrs, &[(ll, 9)]).unwrap();
             assert_eq!((t0.family, t0.scopeid), (libc::AF_INET, 0));
             let t1 = &*t0.next;

@@ -152,7 +152,9 @@ pub fn machine_by_name(
     name: &str,
     family: Family,
 ) -> Result<Option<Vec<IpAddr>>, LookupError> {
-    Ok(by_name_at(dir.as_os_str().as_bytes(), b"/", name, family)?.map(|f| f.addrs))
+    Ok(by_name_at(dir.as_os_str().as_bytes(), b"/", name, family)?
+        .map(|f| f.addrs)
+        .filter(|a| !a.is_empty()))
 }
 
 /// [`machine_by_name`] in the hosts view of the run directory the
@@ -161,7 +163,11 @@ pub fn machine_by_name_here(
     name: &str,
     family: Family,
 ) -> Result<Option<Vec<IpAddr>>, LookupError> {
-    Ok(with_run_dir(|run_dir| by_name_at(run_dir, b"/hosts/", name, family))?.map(|f| f.addrs))
+    Ok(
+        with_run_dir(|run_dir| by_name_at(run_dir, b"/hosts/", name, family))?
+            .map(|f| f.addrs)
+            .filter(|a| !a.is_empty()),
+    )
 }
 
 /// Everything a caller that can carry a scope id gets for `name` (see
@@ -176,9 +182,9 @@ pub fn machine_all_by_name_here(name: &str) -> Result<Option<Found>, LookupError
 }
 
 /// A running machine's answer: its usable addresses of the family asked
-/// for (never empty), and its IPv6 link-local addresses with the index of
-/// the host-side link that reaches each, for callers that can carry a
-/// scope (gethostbyname4_r) and only after the others.
+/// for or, for a machine that has none and a caller that can carry a scope
+/// (gethostbyname4_r), its IPv6 link-local addresses with the index of the
+/// host-side link that reaches each. Never both, never neither.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     pub addrs: Vec<IpAddr>,
@@ -236,14 +242,18 @@ fn by_name_at(
         return Ok(None);
     };
     let usable = addrs::select(&target.addresses().collect::<SmallList>(), family);
-    if usable.is_empty() || !launcher_running(target.launcher) {
-        return Ok(None);
-    }
-    let scoped = if family == Family::Any {
+    // Link-local addresses only for a machine that has nothing else: glibc's
+    // getaddrinfo sorts by RFC 6724 (rule 6 and 8 favour fe80::/10 over
+    // ULA, global and IPv4 destinations), so one answered beside a routable
+    // address would become the caller's first answer.
+    let scoped = if usable.is_empty() && family == Family::Any {
         Scoped::from_iter(target.scoped())
     } else {
         Scoped::from_iter(std::iter::empty())
     };
+    if (usable.is_empty() && scoped.len == 0) || !launcher_running(target.launcher) {
+        return Ok(None);
+    }
     Ok(Some(Found {
         addrs: usable,
         scoped,
@@ -447,37 +457,40 @@ mod tests {
     }
 
     #[test]
-    fn link_local_addresses_come_with_their_index_and_only_after_others() {
+    fn link_local_addresses_come_with_their_index_only_when_nothing_else_does() {
         let t = TempDir::new("scoped");
         t.add("web", "10.0.0.2 fe80::2%7 fd00::2 fe80::3%8 fe80::2%7");
-        t.add("llonly", "fe80::2%7");
         t.add("v4", "10.0.0.3 fe80::4%9");
+        // Beside a routable address a link-local one is never answered
+        // (getaddrinfo would sort it first).
         let all = machine_all_by_name(&t.0, "web").unwrap().unwrap();
         assert_eq!(all.addrs, vec![ip("10.0.0.2"), ip("fd00::2")]);
+        assert_eq!(all.scoped.as_slice(), &[]);
+        let v4 = machine_all_by_name(&t.0, "v4").unwrap().unwrap();
         assert_eq!(
-            all.scoped.as_slice(),
+            (v4.addrs, v4.scoped.as_slice()),
+            (vec![ip("10.0.0.3")], &[][..])
+        );
+        assert_eq!(
+            machine_by_name(&t.0, "web", Family::V6).unwrap(),
+            Some(vec![ip("fd00::2")])
+        );
+        // A machine with only link-local addresses: each with its index,
+        // in the launcher's order, once; never to a hostent call.
+        t.add("llonly", "fe80::2%7 fe80::3%8 fe80::2%7");
+        let ll = machine_all_by_name(&t.0, "llonly").unwrap().unwrap();
+        assert!(ll.addrs.is_empty());
+        assert_eq!(
+            ll.scoped.as_slice(),
             &[
                 ("fe80::2".parse().unwrap(), 7),
                 ("fe80::3".parse().unwrap(), 8)
             ]
         );
-        // The routable ones alone for the family-specific calls.
-        assert_eq!(
-            machine_by_name(&t.0, "web", Family::V6).unwrap(),
-            Some(vec![ip("fd00::2")])
-        );
-        // Never the first answer: a machine with only link-local is not found.
-        assert_eq!(machine_all_by_name(&t.0, "llonly").unwrap(), None);
-        assert_eq!(
-            machine_all_by_name(&t.0, "v4")
-                .unwrap()
-                .unwrap()
-                .scoped
-                .as_slice(),
-            &[("fe80::4".parse().unwrap(), 9)]
-        );
+        assert_eq!(machine_by_name(&t.0, "llonly", Family::V6).unwrap(), None);
+        assert_eq!(machine_by_name(&t.0, "llonly", Family::Any).unwrap(), None);
         let many: Vec<String> = (1..=40).map(|i| format!("fe80::{i}%{i}")).collect();
-        t.add("many", &format!("10.0.0.5 {}", many.join(" ")));
+        t.add("many", &many.join(" "));
         let got = machine_all_by_name(&t.0, "many").unwrap().unwrap();
         assert_eq!(got.scoped.as_slice().len(), MAX_SCOPED);
         // Scoped addresses never answer a reverse lookup (it has no scope).

@@ -285,11 +285,26 @@ fn every_buffer_size_answers_or_asks_for_more() {
         addrs: ips(&["fd00::2", "fd00::3"]),
         scopes: vec![],
     };
-    // The link-local address last, with its scope; hostent calls never give it.
+    // Beside routable addresses the link-local one is left out (getaddrinfo
+    // would sort it first); hostent calls never give it.
     let all = Answer {
         name: web.clone(),
-        addrs: ips(&["10.0.0.2", "fd00::2", "10.0.0.3", "fd00::3", "fe80::7"]),
-        scopes: vec![0, 0, 0, 0, 7],
+        addrs: ips(&["10.0.0.2", "fd00::2", "10.0.0.3", "fd00::3"]),
+        scopes: vec![0, 0, 0, 0],
+    };
+    // A machine with only a link-local address: that one, with its scope.
+    reg.link_raw(
+        "ll",
+        netspawn_common::hosts::format_target_scoped(
+            std::process::id(),
+            &[],
+            &[("fe80::8".parse().unwrap(), 8)],
+        ),
+    );
+    let ll = Answer {
+        name: "ll".to_string(),
+        addrs: ips(&["fe80::8"]),
+        scopes: vec![8],
     };
 
     // Needed sizes from the layout (8-byte pointers): NULL alias + (n+1)
@@ -309,7 +324,12 @@ fn every_buffer_size_answers_or_asks_for_more() {
         let what = format!("gethostbyname4_r @+{offset}");
         assert_eq!(
             sweep(&what, 1024, offset, &all, &byname4(c"web", false)),
-            pad + 5 * 40 + 4
+            pad + 4 * 40 + 4
+        );
+        let what = format!("gethostbyname4_r link-local only @+{offset}");
+        assert_eq!(
+            sweep(&what, 1024, offset, &ll, &byname4(c"ll", false)),
+            pad + 40 + 3
         );
     }
     assert_eq!(
@@ -320,8 +340,20 @@ fn every_buffer_size_answers_or_asks_for_more() {
             &all,
             &byname4(c"web", true)
         ),
-        204
+        164
     );
+
+    // hostent has no scope: the link-local-only machine is not found there.
+    let mut buf = vec![0u8; 1024];
+    let mut h: c_int = 0;
+    for af in [libc::AF_INET6, libc::AF_INET] {
+        let (st, _) = byname2(c"ll", af)(buf.as_mut_ptr().cast(), buf.len(), &mut h);
+        assert_eq!(
+            st,
+            NssStatus::NotFound,
+            "gethostbyname2_r({af}) of a link-local-only machine"
+        );
+    }
 
     let by_r = |buf: *mut c_char, len: usize, h: *mut c_int| {
         // SAFETY: all pointers valid.
