@@ -441,11 +441,19 @@ fn nat_tick(ctx: &Ctx) {
     }
 }
 
+/// How long the pools' save waits for more changes after one: links that
+/// come and go in quick succession (a lab's `up`, a loop of short launches)
+/// share one save (two fsyncs) instead of paying one each.
+const SAVE_COALESCE: Duration = Duration::from_millis(200);
+
 /// Saves the pools whenever they changed, one save at a time, each of the
-/// state as it is then (so a save never overwrites a newer one).
+/// state as it is then (so a save never overwrites a newer one); changes
+/// within [`SAVE_COALESCE`] of the first share its save. A netd stopped
+/// meanwhile saves them on its way out.
 async fn save_pools(ctx: Arc<Ctx>) {
     loop {
         ctx.pools_dirty.notified().await;
+        tokio::time::sleep(SAVE_COALESCE).await;
         let (pools, path) = {
             let st = ctx.lock();
             (st.pools.clone(), pool::state_path(&st.paths.state_dir))

@@ -1,6 +1,7 @@
 //! The container's side (systemd-nspawn's inner child): runs in the cloned
 //! child and never returns. It waits for the launcher's go-ahead, builds the
-//! file system, sets hostname and loopback, pivots into the root, drops
+//! file system (while the launcher makes the links; the last steps wait for
+//! its word that they are ready), sets hostname and loopback, pivots into the root, drops
 //! privileges and execs the payload (as PID 1, or as PID 2 under a minimal
 //! init). Any error travels back to the launcher over the sync socket.
 //!
@@ -175,12 +176,15 @@ fn child_setup(
     layer: &mount::RootLayer,
 ) -> Result<Never, String> {
     wait_for_go(sync)?;
+    // Compiled while the launcher makes the links; loaded last.
+    let filter =
+        crate::seccomp::build(&cfg.syscall_filter, cfg.caps).map_err(|err| err.to_string())?;
     if in_userns {
         crate::userns::become_root().map_err(e("become root in the user namespace"))?;
         die_with_launcher(sync)?;
     }
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(e("create cgroup namespace"))?;
-    let root = build_file_system(cfg, plan, notify, in_userns, layer)?;
+    let (root, links_ready) = build_file_system(cfg, plan, sync, notify, in_userns, layer)?;
     unistd::sethostname(&cfg.hostname).map_err(e("set hostname"))?;
     if cfg.network.private {
         loopback_up().map_err(e("bring up lo"))?;
@@ -188,7 +192,12 @@ fn child_setup(
     enter_root(root)?;
     let prepared = crate::exec::prepare(cfg, envp).map_err(|err| err.to_string())?;
     let exec = Exec::resolve(cfg, &prepared.env)?;
-    lock_down(cfg, &prepared)?;
+    crate::sys::cloexec_from(3).map_err(e("close host file descriptors"))?;
+    crate::caps::drop_bounding_set(cfg.caps).map_err(|err| err.to_string())?;
+    if !links_ready {
+        wait_for(sync, SyncMessage::Network)?;
+    }
+    lock_down(cfg, &prepared, &filter)?;
     // `--user=` changed our IDs.
     die_with_launcher(sync)?;
     if cfg.as_pid2 {
@@ -226,8 +235,13 @@ fn die_with_launcher(sync: &OwnedFd) -> Result<(), String> {
 /// Dies with the launcher; then waits until it has placed us in our cgroups.
 fn wait_for_go(sync: &OwnedFd) -> Result<(), String> {
     crate::sys::set_parent_death_signal(Signal::SIGKILL).map_err(e("set parent death signal"))?;
+    wait_for(sync, SyncMessage::Go)
+}
+
+/// Waits for `want` from the launcher.
+fn wait_for(sync: &OwnedFd, want: SyncMessage) -> Result<(), String> {
     match sync::recv(sync) {
-        Ok(Some(SyncMessage::Go)) => Ok(()),
+        Ok(Some(m)) if m == want => Ok(()),
         Ok(None) | Err(SyncError::Io(_)) => Err("launcher went away".into()),
         Ok(Some(other)) => Err(format!("unexpected message from the launcher: {other:?}")),
         Err(SyncError::Frame(e)) => Err(format!("bad message from the launcher: {e}")),
@@ -236,14 +250,20 @@ fn wait_for_go(sync: &OwnedFd) -> Result<(), String> {
 
 /// Mounts the container's file system under its root and binds the notify
 /// socket. Every path inside the image is resolved inside the root, opened
-/// once here after its bind (see [`crate::rootdir`]).
+/// once here after its bind (see [`crate::rootdir`]). The launcher makes the
+/// links meanwhile. A resolv.conf to bind that does not exist yet (host0 on
+/// a LAN bridge: there may be no lease) is bound once the launcher says the
+/// links are ready, and the steps after it (the root's remount) wait with
+/// it; true then. Else the launcher made the file before the clone and
+/// fills it in place.
 fn build_file_system(
     cfg: &Config,
     plan: &[mount::MountOp],
+    sync: &OwnedFd,
     notify: OwnedFd,
     in_userns: bool,
     layer: &mount::RootLayer,
-) -> Result<RootDir, String> {
+) -> Result<(RootDir, bool), String> {
     // With a user namespace the outer child has made the root and what is
     // below it; binding it again (the copy's top is ours to pivot into,
     // what lies below stays locked) makes it the same for both. The outer
@@ -259,8 +279,17 @@ fn build_file_system(
         mount::layer_root(&cfg.root, layer, None).map_err(|err| err.to_string())?;
         RootDir::open(&cfg.root).map_err(e("open the root directory"))?
     };
-    mount::apply(plan, &root, &mut mount::Idmapped::default(), None)
+    let late = plan
+        .iter()
+        .position(|op| matches!(op, mount::MountOp::ResolvConf { src } if !src.exists()));
+    let (before, after) = plan.split_at(late.unwrap_or(plan.len()));
+    mount::apply(before, &root, &mut mount::Idmapped::default(), None)
         .map_err(|err| err.to_string())?;
+    if late.is_some() {
+        wait_for(sync, SyncMessage::Network)?;
+        mount::apply(after, &root, &mut mount::Idmapped::default(), None)
+            .map_err(|err| err.to_string())?;
+    }
     // The notify socket, bound relative to /run/host so long root paths fit.
     let host_dir = root
         .open_path(Path::new("/run/host"))
@@ -269,7 +298,7 @@ fn build_file_system(
     let addr = UnixAddr::new("notify").map_err(e("notify socket address"))?;
     socket::bind(notify.as_raw_fd(), &addr).map_err(e("bind /run/host/notify"))?;
     drop(notify);
-    Ok(root)
+    Ok((root, late.is_some()))
 }
 
 /// Binds the root directory onto itself, with what is mounted below it.
@@ -336,13 +365,15 @@ impl Exec {
     }
 }
 
-/// Closes the host's descriptors on exec, drops capabilities, installs
-/// seccomp, then applies the exec settings (the user switch must come after
-/// the filter, which needs CAP_SYS_ADMIN to install).
-fn lock_down(cfg: &Config, prepared: &crate::exec::Prepared) -> Result<(), String> {
-    crate::sys::cloexec_from(3).map_err(e("close host file descriptors"))?;
-    crate::caps::drop_bounding_set(cfg.caps).map_err(|err| err.to_string())?;
-    crate::seccomp::install(&cfg.syscall_filter, cfg.caps).map_err(|err| err.to_string())?;
+/// Installs seccomp, then applies the exec settings (the user switch must
+/// come after the filter, which needs CAP_SYS_ADMIN to install); the host's
+/// descriptors are close-on-exec and the bounding set is dropped already.
+fn lock_down(
+    cfg: &Config,
+    prepared: &crate::exec::Prepared,
+    filter: &crate::seccomp::Filter,
+) -> Result<(), String> {
+    filter.load().map_err(|err| err.to_string())?;
     crate::exec::apply(cfg, prepared).map_err(|err| err.to_string())?;
     Ok(())
 }

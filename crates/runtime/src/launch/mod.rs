@@ -421,9 +421,13 @@ fn run_in_cgroups(
         .as_ref()
         .map(|n| n.plan.veth_pairs())
         .unwrap_or_default();
-    // Links, made while the child waits for the go-ahead.
+    // The child builds its file system while the links are made; it waits
+    // for them before the last steps and the payload.
+    go_ahead(child, &cloned.sync)?;
     let keeper = start_network(cfg, held, net, child, cgroups)?;
-    release_child(child, cloned.sync)?;
+    send_or_failure(child, &cloned.sync, &SyncMessage::Network)?;
+    // Registered while the child finishes its set-up: the name resolves by
+    // the time the payload runs.
     let mut watch = register::address_watch(cfg, held, child, veths);
     let addresses = watch
         .as_mut()
@@ -439,6 +443,7 @@ fn run_in_cgroups(
         range,
     )
     .map_err(|err| kill_child(child, LaunchError::Registry(err)))?;
+    wait_for_exec(child, cloned.sync)?;
     // The entry records our range now: other launches may pick.
     if let Some(u) = &held.userns {
         u.release_lock();
@@ -572,16 +577,24 @@ fn clone_child(
     let envp = cfg.environment(console_term(cfg).as_deref());
     let cg_fd = cgroups.unified_fd().ok();
     let layer = root_layer(cfg, held);
-    if let Some(u) = &held.userns {
-        // The outer child binds it before the network exists; DHCP fills it in.
-        if let Some(path) = &held.resolv_conf {
+    // The resolv.conf host0's DHCP fills in (in place): made now, so the
+    // child binds it while the links are made, when host0's link is netd's
+    // (a lease is certain); with a user namespace always (the outer child
+    // binds it before the network exists).
+    if let Some(path) = &held.resolv_conf {
+        if held.userns.is_some() || cfg.network.bridge.is_none() {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
             std::fs::File::create(path)
-                .and_then(|_| crate::userns::chown_to_root(path, u.range))
+                .and_then(|_| match &held.userns {
+                    Some(u) => crate::userns::chown_to_root(path, u.range),
+                    None => Ok(()),
+                })
                 .map_err(|e| io_err("make the container's resolv.conf", e))?;
         }
+    }
+    if let Some(u) = &held.userns {
         let trees = idmapped_trees(cfg, held)?;
         let (host_plan, plan) = mount::split_for_userns(plan, &cfg.root);
         // SAFETY: the launcher is single-threaded here.
@@ -817,21 +830,46 @@ fn start_network(
     }
 }
 
-/// Lets the child go on, then waits for its exec (EOF) or its error message.
-fn release_child(child: Pid, sync_parent: OwnedFd) -> Result<(), LaunchError> {
-    if let Err(e) = sync::send(&sync_parent, &SyncMessage::Go) {
-        let err = match e {
-            sync::SyncError::Io(err) => err,
-            sync::SyncError::Frame(_) => nix::Error::EINVAL,
-        };
-        return Err(kill_child(
-            child,
-            LaunchError::Sys {
-                what: "start container",
-                err,
-            },
-        ));
+/// Lets the child build its file system (it is in its cgroups, its user
+/// namespace's maps are written).
+fn go_ahead(child: Pid, sync_parent: &OwnedFd) -> Result<(), LaunchError> {
+    send_or_failure(child, sync_parent, &SyncMessage::Go)
+}
+
+/// Sends `msg`; if the child has gone, its own message says why.
+fn send_or_failure(
+    child: Pid,
+    sync_parent: &OwnedFd,
+    msg: &SyncMessage,
+) -> Result<(), LaunchError> {
+    let Err(e) = sync::send(sync_parent, msg) else {
+        return Ok(());
+    };
+    let mut fds = [nix::poll::PollFd::new(
+        sync_parent.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).is_ok_and(|n| n > 0);
+    let failed = ready.then(|| sync::recv(sync_parent));
+    if let Some(Ok(Some(SyncMessage::Failed(message)))) = failed {
+        let _ = waitpid(child, None);
+        return Err(LaunchError::Child(message));
     }
+    let err = match e {
+        sync::SyncError::Io(err) => err,
+        sync::SyncError::Frame(_) => nix::Error::EINVAL,
+    };
+    Err(kill_child(
+        child,
+        LaunchError::Sys {
+            what: "start container",
+            err,
+        },
+    ))
+}
+
+/// Waits for the child's exec (EOF) or its error message.
+fn wait_for_exec(child: Pid, sync_parent: OwnedFd) -> Result<(), LaunchError> {
     match sync::recv(&sync_parent) {
         // End-of-file: the payload's exec closed the child's end.
         Ok(None) | Err(sync::SyncError::Io(_)) => Ok(()),

@@ -1,9 +1,12 @@
 //! What the launcher and the container's PID 1 say to each other before the
 //! payload runs, over the sequenced-packet socket pair made before the clone
 //! (one message per packet, framed by [`crate::tagged`]). The launcher sends
-//! [`SyncMessage::Go`] once the child is in its cgroups and its links exist;
-//! the child answers only if a step fails ([`SyncMessage::Failed`]). The
-//! socket is close-on-exec: end-of-file means the payload's exec succeeded.
+//! [`SyncMessage::Go`] once the child is in its cgroups (and its user
+//! namespace's maps are written), and [`SyncMessage::Network`] once its links
+//! are made and configured: the child builds its file system in between,
+//! while the launcher makes the links. The child answers only if a step
+//! fails ([`SyncMessage::Failed`]). The socket is close-on-exec: end-of-file
+//! means the payload's exec succeeded.
 //! With a user namespace an outer child clones PID 1 and first says
 //! [`SyncMessage::Started`] with its PID.
 
@@ -16,8 +19,12 @@ use crate::tagged::{self, Frame, FrameError, Message};
 /// A message between the launcher and the container's PID 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncMessage {
-    /// Launcher → child: placed in the cgroups, links made; go on.
+    /// Launcher → child: placed in the cgroups (maps written); build the
+    /// file system.
     Go,
+    /// Launcher → child: the links are made and configured (host0's
+    /// address, the resolv.conf to bind); go on to the payload.
+    Network,
     /// Child → launcher: a step failed (the message names it); the child exits.
     Failed(String),
     /// Outer child → launcher (with a user namespace): PID 1 is cloned,
@@ -27,6 +34,7 @@ pub enum SyncMessage {
 
 mod tag {
     pub const GO: u8 = b'g';
+    pub const NETWORK: u8 = b'n';
     pub const FAILED: u8 = b'E';
     pub const STARTED_IN_CGROUP: u8 = b'P';
     pub const STARTED: u8 = b'p';
@@ -36,6 +44,7 @@ impl Message for SyncMessage {
     fn to_frame(&self) -> (u8, Vec<u8>) {
         match self {
             SyncMessage::Go => (tag::GO, Vec::new()),
+            SyncMessage::Network => (tag::NETWORK, Vec::new()),
             SyncMessage::Failed(m) => (tag::FAILED, tagged::text_payload(m).to_vec()),
             SyncMessage::Started { pid, in_cgroup } => (
                 if *in_cgroup {
@@ -51,6 +60,7 @@ impl Message for SyncMessage {
     fn from_frame(frame: Frame<'_>) -> Result<Self, FrameError> {
         match frame.tag {
             tag::GO => frame.empty("go-ahead").map(|()| SyncMessage::Go),
+            tag::NETWORK => frame.empty("network ready").map(|()| SyncMessage::Network),
             tag::FAILED => frame.text("failure").map(SyncMessage::Failed),
             tag::STARTED | tag::STARTED_IN_CGROUP => {
                 frame.u32("started").map(|pid| SyncMessage::Started {
@@ -110,6 +120,7 @@ mod tests {
     fn messages_round_trip() {
         for msg in [
             SyncMessage::Go,
+            SyncMessage::Network,
             SyncMessage::Failed("bind /run/host/notify: EADDRINUSE".into()),
             SyncMessage::Failed(String::new()),
             SyncMessage::Started {
@@ -143,6 +154,10 @@ mod tests {
         assert_eq!(
             SyncMessage::decode(b"g\x01\0\0\0x"),
             Err(FrameError::Malformed("go-ahead"))
+        );
+        assert_eq!(
+            SyncMessage::decode(b"n\x01\0\0\0x"),
+            Err(FrameError::Malformed("network ready"))
         );
         assert_eq!(
             SyncMessage::decode(b"E\x01\0\0\0\xff"),
