@@ -244,7 +244,7 @@ impl Cgroups {
         limits: &Limits,
     ) -> Result<(Cgroups, DevicePolicy), CgroupError> {
         let rel = Path::new(parent).join(name);
-        let unified = h.unified.join(&rel);
+        let unified = Self::unified_path(h, parent, name);
         let v1 = h.devices.as_ref().map(|d| d.join(&rel));
         // Leftovers of an earlier run in any hierarchy go first.
         Cgroups {
@@ -309,6 +309,11 @@ impl Cgroups {
                 Ok((cg, DevicePolicy::NodevOnly))
             }
         }
+    }
+
+    /// The unified-hierarchy directory [`Cgroups::create`] makes for `name`.
+    pub fn unified_path(h: &Hierarchies, parent: &str, name: &str) -> PathBuf {
+        h.unified.join(parent).join(name)
     }
 
     /// An fd of the unified directory, for `clone3(CLONE_INTO_CGROUP)`.

@@ -505,6 +505,58 @@ fn as_owner<T>(owner: Option<u32>, f: impl Fn() -> nix::Result<T>) -> nix::Resul
     }
 }
 
+/// The file system IDs [`apply`] makes things with: like [`as_owner`],
+/// but the container's root's IDs stay in place after a step that only
+/// makes things in the image (a directory, a symlink, a file), for the next
+/// such step, and come back to the host's at the start of any other step
+/// ([`FsIds::host`]) or when this goes: a run of such steps switches twice,
+/// not twice per step. Each step still runs with the same IDs as through
+/// [`as_owner`].
+struct FsIds {
+    owner: Option<u32>,
+    /// The host's IDs, while the container's root's are in place.
+    saved: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+}
+
+impl FsIds {
+    fn new(owner: Option<u32>) -> Self {
+        FsIds { owner, saved: None }
+    }
+
+    /// Runs `f` with the container's root's IDs (left in place), or as the
+    /// host's root if those may not (`EACCES`, `EPERM`), as [`as_owner`].
+    fn owner<T>(&mut self, f: impl Fn() -> nix::Result<T>) -> nix::Result<T> {
+        use nix::unistd::{setfsgid, setfsuid, Gid, Uid};
+        let Some(id) = self.owner else {
+            return f();
+        };
+        if self.saved.is_none() {
+            self.saved = Some((setfsuid(Uid::from_raw(id)), setfsgid(Gid::from_raw(id))));
+        }
+        match f() {
+            Err(nix::Error::EACCES | nix::Error::EPERM) => {
+                self.host();
+                f()
+            }
+            r => r,
+        }
+    }
+
+    /// The host's IDs back, if the container's root's are in place.
+    fn host(&mut self) {
+        if let Some((u, g)) = self.saved.take() {
+            nix::unistd::setfsgid(g);
+            nix::unistd::setfsuid(u);
+        }
+    }
+}
+
+impl Drop for FsIds {
+    fn drop(&mut self) {
+        self.host();
+    }
+}
+
 fn op_name(op: &MountOp) -> String {
     match op {
         MountOp::MakeDir { path, .. } => format!("create directory {}", path.display()),
@@ -730,16 +782,25 @@ pub fn apply(
     // The mount point the step before made, kept for the mount onto it
     // (one walk less); any other step may cover it, and drops it.
     let mut made: Option<(&Path, std::os::fd::OwnedFd)> = None;
+    let mut ids = FsIds::new(owner);
     for op in ops {
         let fail = |err: nix::Error| MountError::Op {
             op: op_name(op),
             err,
         };
         let last_made = made.take();
+        if !matches!(
+            op,
+            MountOp::MakeDir { .. } | MountOp::Symlink { .. } | MountOp::WriteFile { .. }
+        ) {
+            ids.host();
+        }
         match op {
             MountOp::MakeDir { path, mode } => {
                 let at = inside(root, path)?;
-                let fd = as_owner(owner, || root.chase(&at, Make::Dir(*mode))).map_err(fail)?;
+                let fd = ids
+                    .owner(|| root.chase(&at, Make::Dir(*mode)))
+                    .map_err(fail)?;
                 made = Some((path, fd));
             }
             MountOp::MakeBindTarget {
@@ -829,11 +890,12 @@ pub fn apply(
             }
             MountOp::Symlink { target, link } => {
                 let at = inside(root, link)?;
-                as_owner(owner, || root.symlink(target, &at)).map_err(fail)?;
+                ids.owner(|| root.symlink(target, &at)).map_err(fail)?;
             }
             MountOp::WriteFile { path, contents } => {
                 let at = inside(root, path)?;
-                as_owner(owner, || root.write_file(&at, contents.as_bytes())).map_err(fail)?;
+                ids.owner(|| root.write_file(&at, contents.as_bytes()))
+                    .map_err(fail)?;
             }
             MountOp::ResolvConf { src } => {
                 if src.exists() {

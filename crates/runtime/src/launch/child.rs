@@ -55,8 +55,9 @@ pub(super) struct Outer<'a> {
     pub trees: mount::Idmapped,
     /// PID 1's namespaces, the user namespace among them.
     pub flags: CloneFlags,
-    /// The machine's cgroup2 directory, to clone PID 1 into.
-    pub cgroup: Option<std::os::fd::RawFd>,
+    /// The machine's cgroup2 directory, to clone PID 1 into once the
+    /// launcher has made it ([`SyncMessage::CgroupReady`]).
+    pub cgroup: &'a Path,
     /// The container's root on the host.
     pub owner: u32,
 }
@@ -86,7 +87,8 @@ pub(super) fn child_main(start: Start<'_>) -> ! {
     unsafe { libc::_exit(1) }
 }
 
-/// The outer child: makes the root with the host's privileges, clones PID 1
+/// The outer child: makes the root with the host's privileges (while the
+/// launcher makes the machine's cgroup), then clones PID 1 into the cgroup
 /// (as the launcher's child, CLONE_PARENT), tells the launcher its PID and
 /// exits.
 pub(super) fn outer_main(start: Start<'_>, outer: Outer<'_>) -> ! {
@@ -128,10 +130,29 @@ fn outer_setup(start: Start<'_>, mut outer: Outer<'_>) -> Result<(), (OwnedFd, S
     if let Err(err) = made {
         return Err((start.sync, err));
     }
+    match sync::recv(&start.sync) {
+        Ok(Some(SyncMessage::CgroupReady)) => {}
+        Ok(None) | Err(SyncError::Io(_)) => return Err((start.sync, "launcher went away".into())),
+        Ok(Some(other)) => {
+            let err = format!("unexpected message from the launcher: {other:?}");
+            return Err((start.sync, err));
+        }
+        Err(SyncError::Frame(err)) => {
+            let err = format!("bad message from the launcher: {err}");
+            return Err((start.sync, err));
+        }
+    }
+    // Without it, PID 1 is cloned as it is and the launcher moves it.
+    let cgroup = nix::fcntl::open(
+        outer.cgroup,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok();
     let flags = outer.flags | CloneFlags::CLONE_PARENT;
     // SAFETY: single-threaded; the child goes on to exec or _exit.
-    let cloned = match outer.cgroup {
-        Some(fd) => match unsafe { crate::sys::clone3_into_cgroup(flags.bits(), fd) } {
+    let cloned = match &cgroup {
+        Some(fd) => match unsafe { crate::sys::clone3_into_cgroup(flags.bits(), fd.as_raw_fd()) } {
             Err(nix::Error::ENOSYS | nix::Error::EINVAL | nix::Error::E2BIG) => None,
             r => Some(r.map(|c| (c, true))),
         },

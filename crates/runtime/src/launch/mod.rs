@@ -14,10 +14,12 @@
 //! (which is close-on-exec, so end-of-file means the exec succeeded). PID 1
 //! gets SIGKILL when the launcher dies, which takes the whole container down.
 //!
-//! With `-U` an outer child makes the file system with the host's
-//! privileges and clones PID 1 into a user namespace, which then owns the
-//! others (see [`child`]); the launcher writes its maps (and hands the
-//! container its pty, cgroup and resolv.conf) before the go-ahead. Idmapped
+//! With `-U` an outer child, cloned before the machine's cgroup exists,
+//! makes the file system with the host's privileges while the launcher
+//! makes the cgroup and hands it (with the pty and resolv.conf) to the
+//! container's root; told the cgroup is ready, the outer child clones PID 1
+//! into it and into a user namespace, which then owns the others (see
+//! [`child`]); the launcher writes its maps before the go-ahead. Idmapped
 //! trees for `map` ownership are made before the clones.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -367,6 +369,13 @@ fn run_once(
     host_os_release: Option<&str>,
     sigfd: &SignalFd,
 ) -> Result<(Outcome, Option<network::keeper::Keeper>), LaunchError> {
+    // With a user namespace the outer child makes the root while the
+    // machine's cgroup is made here.
+    let outer = held
+        .userns
+        .as_ref()
+        .map(|u| spawn_outer(cfg, held, u, pty, host_os_release))
+        .transpose()?;
     let (cgroups, policy) = Cgroups::create(
         &held.hierarchies,
         &cfg.cgroup_parent,
@@ -374,7 +383,7 @@ fn run_once(
         &cfg.limits,
     )?;
     tracing::debug!(?policy, "device policy");
-    let result = run_in_cgroups(cfg, held, net, pty, host_os_release, sigfd, &cgroups);
+    let result = run_in_cgroups(cfg, held, net, pty, host_os_release, sigfd, &cgroups, outer);
     if let (Some(u), Ok((Outcome::Killed(libc::SIGHUP), _)), true) =
         (&held.userns, &result, cfg.boot)
     {
@@ -390,6 +399,7 @@ fn run_once(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_in_cgroups(
     cfg: &Config,
     held: &Held,
@@ -398,8 +408,12 @@ fn run_in_cgroups(
     host_os_release: Option<&str>,
     sigfd: &SignalFd,
     cgroups: &Cgroups,
+    outer: Option<Outer>,
 ) -> Result<(Outcome, Option<network::keeper::Keeper>), LaunchError> {
-    let cloned = clone_child(cfg, held, pty, host_os_release, cgroups)?;
+    let cloned = match outer {
+        Some(o) => o.start(held, pty, cgroups)?,
+        None => clone_child(cfg, held, pty, host_os_release, cgroups)?,
+    };
     let child = cloned.pid;
     if let Err(e) = cgroups.add(child.as_raw(), cloned.in_cgroup) {
         return Err(kill_child(child, e.into()));
@@ -409,7 +423,8 @@ fn run_in_cgroups(
         .then(|| held.userns.as_ref().map(|u| u.range))
         .flatten();
     if let Some(range) = range {
-        if let Err(e) = hand_over(child, range, pty, cgroups) {
+        if let Err(e) = crate::userns::write_maps(child.as_raw(), range) {
+            let e = io_err("write the user namespace's maps", e);
             return Err(kill_child(child, e));
         }
     }
@@ -514,17 +529,14 @@ fn io_err(what: &'static str, e: std::io::Error) -> LaunchError {
     }
 }
 
-/// Before the go-ahead: the new user namespace's maps, and to the
-/// container's root what the launcher made for it (its console and its
-/// cgroup, which a booted guest manages).
+/// Before PID 1 is cloned into its user namespace: to the container's
+/// root what the launcher made for it (its console and its cgroup, which a
+/// booted guest manages).
 fn hand_over(
-    child: Pid,
     range: crate::userns::UidRange,
     pty: Option<&Pty>,
     cgroups: &Cgroups,
 ) -> Result<(), LaunchError> {
-    crate::userns::write_maps(child.as_raw(), range)
-        .map_err(|e| io_err("write the user namespace's maps", e))?;
     if let Some(p) = pty {
         nix::unistd::fchown(
             &p.slave,
@@ -549,15 +561,21 @@ fn hand_over(
     Ok(())
 }
 
-/// Clones the container's PID 1 into its new namespaces; the child runs
-/// [`child::child_main`] and never comes back here.
-fn clone_child(
-    cfg: &Config,
-    held: &Held,
-    pty: Option<&Pty>,
-    host_os_release: Option<&str>,
-    cgroups: &Cgroups,
-) -> Result<Cloned, LaunchError> {
+/// The outer child of a launch with a user namespace (see [`child`]),
+/// cloned before the machine's cgroup exists: it makes the root while the
+/// launcher makes the cgroup, then waits for [`SyncMessage::CgroupReady`].
+/// Dropped before that, it ends (its end of `sync` hangs up) and is reaped.
+struct Outer {
+    /// Closed first on drop: the outer child sees the launcher go away.
+    sync: OwnedFd,
+    notify: OwnedFd,
+    reap: Reap,
+}
+
+/// The sockets between the launcher and PID 1 (the launcher's end of
+/// `sync` first, then the child's) and the launcher's end of the
+/// container's /run/host/notify.
+fn child_sockets() -> Result<(OwnedFd, OwnedFd, OwnedFd), LaunchError> {
     let (sync_parent, sync_child) = socket::socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -572,69 +590,93 @@ fn clone_child(
         None,
     )
     .map_err(sys("notify socket"))?;
-    // Everything the child needs is computed before the clone.
+    Ok((sync_parent, sync_child, notify))
+}
+
+/// Clones the outer child (user namespaces), which makes the root with the
+/// host's privileges and, once told the cgroup exists, clones PID 1 into
+/// the user namespace and the others.
+fn spawn_outer(
+    cfg: &Config,
+    held: &Held,
+    u: &crate::userns::Active,
+    pty: Option<&Pty>,
+    host_os_release: Option<&str>,
+) -> Result<Outer, LaunchError> {
+    let (sync_parent, sync_child, notify) = child_sockets()?;
+    // Everything the children need is computed before the clone.
     let plan = mount::plan(&mount_config(cfg, held, pty, host_os_release), &cfg.root);
     let envp = cfg.environment(console_term(cfg).as_deref());
-    let cg_fd = cgroups.unified_fd().ok();
     let layer = root_layer(cfg, held);
-    // The resolv.conf host0's DHCP fills in (in place): made now, so the
-    // child binds it while the links are made, when host0's link is netd's
-    // (a lease is certain); with a user namespace always (the outer child
-    // binds it before the network exists).
+    let cgroup = Cgroups::unified_path(&held.hierarchies, &cfg.cgroup_parent, &held.cgroup_name);
+    // The outer child binds it before the network exists; DHCP fills it in.
     if let Some(path) = &held.resolv_conf {
-        if held.userns.is_some() || cfg.network.bridge.is_none() {
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            std::fs::File::create(path)
-                .and_then(|_| match &held.userns {
-                    Some(u) => crate::userns::chown_to_root(path, u.range),
-                    None => Ok(()),
-                })
-                .map_err(|e| io_err("make the container's resolv.conf", e))?;
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
         }
+        std::fs::File::create(path)
+            .and_then(|_| crate::userns::chown_to_root(path, u.range))
+            .map_err(|e| io_err("make the container's resolv.conf", e))?;
     }
-    if let Some(u) = &held.userns {
-        let trees = idmapped_trees(cfg, held)?;
-        let (host_plan, plan) = mount::split_for_userns(plan, &cfg.root);
-        // SAFETY: the launcher is single-threaded here.
-        let outer =
-            match unsafe { crate::sys::clone_fork(libc::CLONE_NEWNS) }.map_err(sys("clone"))? {
-                None => {
-                    drop(sync_parent);
-                    let start = child::Start {
-                        cfg,
-                        plan: &plan,
-                        sync: sync_child,
-                        notify,
-                        pty,
-                        envp: &envp,
-                        in_userns: true,
-                        layer: &layer,
-                    };
-                    let outer = child::Outer {
-                        host_plan: &host_plan,
-                        trees,
-                        flags: clone_flags(cfg) | CloneFlags::CLONE_NEWUSER,
-                        cgroup: cg_fd.as_ref().map(|f| f.as_raw_fd()),
-                        owner: u.range.shift,
-                    };
-                    child::outer_main(start, outer)
-                }
-                Some(pid) => pid,
+    let trees = idmapped_trees(cfg, held)?;
+    let (host_plan, plan) = mount::split_for_userns(plan, &cfg.root);
+    // SAFETY: the launcher is single-threaded here.
+    let pid = match unsafe { crate::sys::clone_fork(libc::CLONE_NEWNS) }.map_err(sys("clone"))? {
+        None => {
+            drop(sync_parent);
+            let start = child::Start {
+                cfg,
+                plan: &plan,
+                sync: sync_child,
+                notify,
+                pty,
+                envp: &envp,
+                in_userns: true,
+                layer: &layer,
             };
-        drop(sync_child);
-        drop(trees);
-        let started = sync::recv(&sync_parent);
-        let outer = Reap(Some(outer));
-        return match started {
+            let outer = child::Outer {
+                host_plan: &host_plan,
+                trees,
+                flags: clone_flags(cfg) | CloneFlags::CLONE_NEWUSER,
+                cgroup: &cgroup,
+                owner: u.range.shift,
+            };
+            child::outer_main(start, outer)
+        }
+        Some(pid) => pid,
+    };
+    drop(sync_child);
+    drop(trees);
+    Ok(Outer {
+        sync: sync_parent,
+        notify,
+        reap: Reap(Some(pid)),
+    })
+}
+
+impl Outer {
+    /// Once the machine's cgroup exists: hands it (and the console) to the
+    /// container's root, lets the outer child clone PID 1 into it and
+    /// takes PID 1's PID.
+    fn start(
+        self,
+        held: &Held,
+        pty: Option<&Pty>,
+        cgroups: &Cgroups,
+    ) -> Result<Cloned, LaunchError> {
+        if let Some(u) = &held.userns {
+            hand_over(u.range, pty, cgroups)?;
+        }
+        // The outer child may have failed already: its message says why.
+        let _ = sync::send(&self.sync, &SyncMessage::CgroupReady);
+        match sync::recv(&self.sync) {
             Ok(Some(SyncMessage::Started { pid, in_cgroup })) => Ok(Cloned {
                 pid: Pid::from_raw(pid as i32),
                 in_cgroup,
-                sync: sync_parent,
-                notify,
+                sync: self.sync,
+                notify: self.notify,
                 userns: true,
-                outer: Some(outer),
+                outer: Some(self.reap),
             }),
             Ok(Some(SyncMessage::Failed(m))) => Err(LaunchError::Child(m)),
             Ok(other) => Err(LaunchError::Child(format!(
@@ -643,9 +685,36 @@ fn clone_child(
             Err(e) => Err(LaunchError::Child(format!(
                 "the container's outer process: {e}"
             ))),
-        };
+        }
     }
+}
 
+/// Clones the container's PID 1 into its new namespaces (without a user
+/// namespace; see [`spawn_outer`] for one); the child runs
+/// [`child::child_main`] and never comes back here.
+fn clone_child(
+    cfg: &Config,
+    held: &Held,
+    pty: Option<&Pty>,
+    host_os_release: Option<&str>,
+    cgroups: &Cgroups,
+) -> Result<Cloned, LaunchError> {
+    let (sync_parent, sync_child, notify) = child_sockets()?;
+    // Everything the child needs is computed before the clone.
+    let plan = mount::plan(&mount_config(cfg, held, pty, host_os_release), &cfg.root);
+    let envp = cfg.environment(console_term(cfg).as_deref());
+    let cg_fd = cgroups.unified_fd().ok();
+    let layer = root_layer(cfg, held);
+    // The resolv.conf host0's DHCP fills in (in place): made now when
+    // host0's link is netd's (a lease is certain), so the child binds it
+    // while the links are made; on a LAN bridge it is bound once the links
+    // are ready, if DHCP made it.
+    if let (Some(path), None) = (&held.resolv_conf, &cfg.network.bridge) {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        std::fs::File::create(path).map_err(|e| io_err("make the container's resolv.conf", e))?;
+    }
     // Born in its cgroup where the kernel can (no migration wait), else moved after.
     let flags = clone_flags(cfg);
     // SAFETY: the launcher is single-threaded here.

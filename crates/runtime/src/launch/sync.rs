@@ -7,7 +7,9 @@
 //! while the launcher makes the links. The child answers only if a step
 //! fails ([`SyncMessage::Failed`]). The socket is close-on-exec: end-of-file
 //! means the payload's exec succeeded.
-//! With a user namespace an outer child clones PID 1 and first says
+//! With a user namespace an outer child makes the root while the launcher
+//! makes the machine's cgroup; the launcher says [`SyncMessage::CgroupReady`]
+//! once it exists, and the outer child clones PID 1 into it and says
 //! [`SyncMessage::Started`] with its PID.
 
 use std::os::fd::AsFd;
@@ -27,6 +29,9 @@ pub enum SyncMessage {
     Network,
     /// Child → launcher: a step failed (the message names it); the child exits.
     Failed(String),
+    /// Launcher → outer child (with a user namespace): the machine's cgroup
+    /// exists (and belongs to the container's root); clone PID 1 into it.
+    CgroupReady,
     /// Outer child → launcher (with a user namespace): PID 1 is cloned,
     /// with this PID in our namespace, born in its cgroup or not.
     Started { pid: u32, in_cgroup: bool },
@@ -35,6 +40,7 @@ pub enum SyncMessage {
 mod tag {
     pub const GO: u8 = b'g';
     pub const NETWORK: u8 = b'n';
+    pub const CGROUP_READY: u8 = b'c';
     pub const FAILED: u8 = b'E';
     pub const STARTED_IN_CGROUP: u8 = b'P';
     pub const STARTED: u8 = b'p';
@@ -45,6 +51,7 @@ impl Message for SyncMessage {
         match self {
             SyncMessage::Go => (tag::GO, Vec::new()),
             SyncMessage::Network => (tag::NETWORK, Vec::new()),
+            SyncMessage::CgroupReady => (tag::CGROUP_READY, Vec::new()),
             SyncMessage::Failed(m) => (tag::FAILED, tagged::text_payload(m).to_vec()),
             SyncMessage::Started { pid, in_cgroup } => (
                 if *in_cgroup {
@@ -61,6 +68,9 @@ impl Message for SyncMessage {
         match frame.tag {
             tag::GO => frame.empty("go-ahead").map(|()| SyncMessage::Go),
             tag::NETWORK => frame.empty("network ready").map(|()| SyncMessage::Network),
+            tag::CGROUP_READY => frame
+                .empty("cgroup ready")
+                .map(|()| SyncMessage::CgroupReady),
             tag::FAILED => frame.text("failure").map(SyncMessage::Failed),
             tag::STARTED | tag::STARTED_IN_CGROUP => {
                 frame.u32("started").map(|pid| SyncMessage::Started {
@@ -121,6 +131,7 @@ mod tests {
         for msg in [
             SyncMessage::Go,
             SyncMessage::Network,
+            SyncMessage::CgroupReady,
             SyncMessage::Failed("bind /run/host/notify: EADDRINUSE".into()),
             SyncMessage::Failed(String::new()),
             SyncMessage::Started {

@@ -38,22 +38,27 @@ fn check(r: libc::c_long) -> nix::Result<libc::c_long> {
 }
 
 /// The helper process [`userns_fd`] made the namespace with, reaped by
-/// [`Helper::try_reap`] once it has exited, else when this is dropped. It exits as soon as it gets the CPU, but on a
-/// busy host that can take milliseconds: the launcher does not wait for it
-/// on its way to the container's start.
+/// [`Helper::try_reap`] once it has exited, else when this is dropped. It
+/// exits as soon as it gets the CPU, but on a busy host that can take
+/// milliseconds: the launcher does not wait for it on its way to the
+/// container's start. It runs in the launcher's memory, on its own stack,
+/// which is freed only once it is reaped.
 #[derive(Debug)]
-pub struct Helper(Option<nix::unistd::Pid>);
+pub struct Helper {
+    pid: Option<nix::unistd::Pid>,
+    _stack: Vec<u8>,
+}
 
 impl Helper {
     /// Reaps the helper if it has exited, without waiting.
     pub fn try_reap(&mut self) {
         use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-        if let Some(pid) = self.0 {
+        if let Some(pid) = self.pid {
             if !matches!(
                 waitpid(pid, Some(WaitPidFlag::WNOHANG)),
                 Ok(WaitStatus::StillAlive) | Err(Errno::EINTR)
             ) {
-                self.0 = None;
+                self.pid = None;
             }
         }
     }
@@ -61,34 +66,70 @@ impl Helper {
 
 impl Drop for Helper {
     fn drop(&mut self) {
-        if let Some(pid) = self.0 {
+        if let Some(pid) = self.pid {
             while let Err(Errno::EINTR) = nix::sys::wait::waitpid(pid, None) {}
         }
     }
 }
 
+/// The helper's stack: it makes one system call.
+const HELPER_STACK: usize = 16 * 1024;
+
+/// The helper's whole life: close its copy of the pipe's write end, block
+/// until the launcher closes its own (the namespace is set up and opened,
+/// or the launcher died), then exit. It shares the launcher's memory, so it
+/// touches nothing but its own stack, at whose bottom the launcher left the
+/// pipe's two descriptors: raw close(2) and read(2) (whose errno, set only
+/// on an error, is not looked at), then the exit the clone(3) wrapper makes.
+extern "C" fn helper_main(fds: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `fds` points at two descriptors the launcher wrote before
+    // the clone and never touches again.
+    let [rd, wr] = unsafe { std::ptr::read_unaligned(fds as *const [libc::c_int; 2]) };
+    let mut b = [0u8; 1];
+    // SAFETY: a close of our copy of a descriptor, then a read into a
+    // buffer on this stack.
+    unsafe {
+        libc::syscall(libc::SYS_close, wr as libc::c_long);
+        libc::syscall(libc::SYS_read, rd as libc::c_long, b.as_mut_ptr(), 1);
+    }
+    0
+}
+
 /// A user namespace whose maps put 0.. onto `range`: a helper process is
 /// cloned into a new one, its maps written and its namespace opened; the
 /// helper is then told to exit (EOF on a pipe) and reaped when the
-/// returned [`Helper`] goes.
+/// returned [`Helper`] goes. The helper shares the launcher's memory
+/// (CLONE_VM, on a stack of its own): no copy of the launcher's page
+/// tables to make and tear down.
 pub fn userns_fd(range: UidRange) -> nix::Result<(OwnedFd, Helper)> {
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    // SAFETY: the child only reads a pipe and exits (async-signal-safe).
-    let child = match unsafe { crate::sys::clone_fork(libc::CLONE_NEWUSER) }? {
-        None => {
-            drop(wr);
-            let mut b = [0u8; 1];
-            // SAFETY: a read into a local buffer, then _exit.
-            unsafe {
-                libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 1);
-                libc::_exit(0)
-            }
-        }
-        Some(pid) => pid,
+    let mut stack = vec![0u8; HELPER_STACK];
+    // The pipe's descriptors at the bottom, for helper_main; the stack
+    // grows down from its (16-byte aligned) top.
+    let fds: [libc::c_int; 2] = [rd.as_raw_fd(), wr.as_raw_fd()];
+    let base = stack.as_mut_ptr();
+    // SAFETY: the stack is far larger than two descriptors.
+    unsafe { std::ptr::write_unaligned(base.cast::<[libc::c_int; 2]>(), fds) };
+    let top = (base as usize + HELPER_STACK) & !15;
+    // SAFETY: the child runs helper_main on its own stack, which lives in
+    // the returned Helper until the child is reaped, and reads only that
+    // stack and the pipe.
+    let pid = unsafe {
+        libc::clone(
+            helper_main,
+            top as *mut libc::c_void,
+            libc::CLONE_NEWUSER | libc::CLONE_VM | libc::SIGCHLD,
+            base.cast(),
+        )
     };
-    let helper = Helper(Some(child));
+    if pid < 0 {
+        return Err(Errno::last());
+    }
+    let helper = Helper {
+        pid: Some(nix::unistd::Pid::from_raw(pid)),
+        _stack: stack,
+    };
     drop(rd);
-    let pid = child.as_raw();
     let result = super::write_maps(pid, range)
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
         .and_then(|()| {

@@ -135,12 +135,24 @@ pub fn prepare(
     }
     let lock = pick::lock(locks_dir)?;
     let owner = pick::root_owner(root)?;
-    let locked = |shift| matches!(pick::try_range_lock(locks_dir, shift), Ok(None));
+    // The lock of the last range found free is kept: if it is the one
+    // chosen, it is not opened and locked a second time.
+    let last_free: RefCell<Option<(u32, File)>> = RefCell::new(None);
+    let locked = |shift| match pick::try_range_lock(locks_dir, shift) {
+        Ok(Some(f)) => {
+            *last_free.borrow_mut() = Some((shift, f));
+            false
+        }
+        Ok(None) => true,
+        Err(_) => false,
+    };
     let host = pick::HostIds::new();
     let range = pick::choose(spec.mode, owner, &taken(), |id| host.has(id), locked)?;
     // Under the pick lock nobody took it since: ours for the machine's life.
-    let range_lock =
-        pick::try_range_lock(locks_dir, range.shift)?.ok_or(pick::PickError::InUse(range))?;
+    let range_lock = match last_free.into_inner() {
+        Some((shift, f)) if shift == range.shift => f,
+        _ => pick::try_range_lock(locks_dir, range.shift)?.ok_or(pick::PickError::InUse(range))?,
+    };
     // A user namespace with the container's maps: proof that the kernel
     // lets us make one (else `-U` goes on without), and the idmap for `map`.
     let (ns, helper) = match idmap::userns_fd(range) {
