@@ -26,6 +26,7 @@ import os
 import platform
 import random
 import re
+import select
 import signal
 import statistics
 import sys
@@ -93,21 +94,28 @@ def spawn_wait(argv, log_path, timeout_s):
             _, status = os.waitpid(pid, 0)
             t1 = time.perf_counter_ns()
             return t1 - t0, status
-        # Poll only when a timeout is wanted (the boot benchmark): the
-        # sleep granularity (1 ms) is small against a boot.
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                t1 = time.perf_counter_ns()
-                return t1 - t0, status
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGTERM)
-                time.sleep(5)
-                if os.waitpid(pid, os.WNOHANG)[0] == 0:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                fail(f"{argv[0]} did not finish within {timeout_s} s; log tail:\n{tail(log_path)}")
-            time.sleep(0.001)
+        # With a timeout, wait on a pidfd: woken at the child's exit, not at
+        # the next tick of a polling loop (which added up to a millisecond).
+        pidfd = os.pidfd_open(pid)
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            while True:
+                left_ms = max(0, int((deadline - time.monotonic()) * 1000))
+                if poller.poll(left_ms):
+                    done, status = os.waitpid(pid, 0)
+                    t1 = time.perf_counter_ns()
+                    return t1 - t0, status
+                if time.monotonic() > deadline:
+                    break
+        finally:
+            os.close(pidfd)
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(5)
+        if os.waitpid(pid, os.WNOHANG)[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        fail(f"{argv[0]} did not finish within {timeout_s} s; log tail:\n{tail(log_path)}")
     finally:
         os.close(null)
         os.close(log)
@@ -121,10 +129,15 @@ def run_untimed(argv, what):
         fail(f"{what} command failed: {' '.join(argv)}")
 
 
-def one_sample(cmd, log_dir, timeout_s):
-    """Prepares, times and checks one run of a command; returns milliseconds."""
+def one_sample(cmd, log_dir, timeout_s, settle_s=0.0):
+    """Prepares, times and checks one run of a command; returns milliseconds.
+
+    settle_s: an untimed pause before the sample, for the last sample's
+    asynchronous teardown (every command gets the same)."""
     if cmd.get("prepare"):
         run_untimed(cmd["prepare"], f"prepare ({cmd['name']})")
+    if settle_s > 0:
+        time.sleep(settle_s)
     log_path = os.path.join(log_dir, f"{cmd['id']}.log")
     elapsed_ns, status = spawn_wait(cmd["argv"], log_path, timeout_s)
     code = os.waitstatus_to_exitcode(status)
@@ -215,7 +228,7 @@ def cmd_run(spec_path, out_path):
         order = list(cmds)
         rng.shuffle(order)
         for c in order:
-            ms = one_sample(c, log_dir, timeout_s)
+            ms = one_sample(c, log_dir, timeout_s, float(spec.get("settle_s", 0)))
             if r >= warmup:
                 samples[c["name"]].append(ms)
                 after[c["name"]].append((prev, ms))

@@ -56,6 +56,9 @@ cleanup_netlaunch() {
         ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null
         ip netns del "$n" 2>/dev/null
     done
+    for n in main first nspawn; do
+        mountpoint -q "$WORK/$n/run" 2>/dev/null && umount -l "$WORK/$n/run"
+    done
     cleanup_sandbox
 }
 trap cleanup_netlaunch EXIT
@@ -72,6 +75,9 @@ for side in main first nspawn; do
     NSS+=("$ns")
     ip -n "$ns" link set lo up
     mkdir -p "$WORK/$side/run" "$WORK/$side/state"
+    # The run directory on a tmpfs, as /run is on every host (the scratch
+    # directory is on disk; the state directory stays there, as /var/lib).
+    mount -t tmpfs -o mode=0755 netspawn-bench-run "$WORK/$side/run"
 done
 NS_MAIN=/run/netns/netspawn-nl-$$-main
 
@@ -125,7 +131,7 @@ versions["netspawn binaries"] = e["N_BINID"]
 spec = {
     "title": "Networked launch-to-exit of /bin/true: netspawn's network modes against its --private-network floor, and systemd-nspawn",
     "kind": "netlaunch",
-    "rounds": int(e["N_RUNS"]), "warmup": int(e["N_WARMUP"]), "timeout_s": 60,
+    "rounds": int(e["N_RUNS"]), "warmup": int(e["N_WARMUP"]), "timeout_s": 60, "settle_s": 0.05,
     "log_dir": work + "/logs",
     "baseline": "private", "reference": "nspawn-veth",
     "target": "none <= 1.2x, veth <= 1.3x, zone-old <= 1.3x, zone-new <= 1.5x, first <= 2x private",
@@ -134,7 +140,9 @@ spec = {
                "in bench/driver.py; netspawn kinds share one network namespace and netd (first: a namespace of its "
                "own whose netd the untimed prepare step stops); zone-old joins a zone a holder machine keeps; "
                "zone-new waits (untimed) until the last launch's bridge is gone; systemd-nspawn runs in a namespace "
-               "of its own with --register=no --keep-unit."),
+               "of its own with --register=no --keep-unit; every sample starts 50 ms (untimed) after the last one ended, "
+               "so the last launch's teardown (which runs after its launcher exits) does not share the 2 cores with it; "
+               "netspawn's run directories are on a tmpfs, as /run is."),
     "commands": cmds,
 }
 json.dump(spec, open(sys.argv[1], "w"), indent=1)

@@ -110,19 +110,7 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
     }
     let addressed = started.elapsed();
     let dhcp_stop = v4.and_then(|v4| start_dhcp(ctx, &name, &file, v4));
-    if let Some(v4) = v4 {
-        serve_dns(ctx, &name, index, &file, IpAddr::V4(v4.ip())).await;
-    }
     let own6 = v6.as_ref().and_then(|s| s.own);
-    if let Some(own) = own6 {
-        serve_dns(ctx, &name, index, &file, IpAddr::V6(own.ip())).await;
-    }
-    let ra = v6.as_ref().and_then(|s| start_ra(&name, index, &file, s));
-    let (ra_stop, ra_kick) = match ra {
-        Some((stop, kick)) => (Some(stop), Some(kick)),
-        None => (None, None),
-    };
-    let served = started.elapsed();
     let mut subnets: Vec<IpNetwork> = v4
         .map(|v4| IpNetwork::V4(Ipv4Network::new(v4.network(), v4.prefix()).unwrap_or(v4)))
         .into_iter()
@@ -130,7 +118,28 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
     subnets.extend(
         own6.map(|o| IpNetwork::V6(Ipv6Network::new(o.network(), o.prefix()).unwrap_or(o))),
     );
-    masquerade(ctx, &name, &file, subnets).await;
+    // The DNS listeners and the NAT step (a blocking thread) at the same
+    // time: neither needs the other, and the link is answered after both.
+    let dns = async {
+        if let Some(v4) = v4 {
+            serve_dns(ctx, &name, index, &file, IpAddr::V4(v4.ip())).await;
+        }
+        if let Some(own) = own6 {
+            serve_dns(ctx, &name, index, &file, IpAddr::V6(own.ip())).await;
+        }
+        // Advertised (with netd's address as RDNSS) once DNS answers there.
+        let ra = v6.as_ref().and_then(|s| start_ra(&name, index, &file, s));
+        (started.elapsed(), ra)
+    };
+    let nat = async {
+        masquerade(ctx, &name, &file, subnets).await;
+        started.elapsed()
+    };
+    let ((served, ra), natted) = tokio::join!(dns, nat);
+    let (ra_stop, ra_kick) = match ra {
+        Some((stop, kick)) => (Some(stop), Some(kick)),
+        None => (None, None),
+    };
     let address = address.or(own6.map(IpNetwork::V6));
     {
         let mut st = ctx.lock();
@@ -155,8 +164,8 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
     }
     tracing::debug!(
         addressed_us = addressed.as_micros() as u64,
-        dhcp_dns_us = (served - addressed).as_micros() as u64,
-        nat_us = (started.elapsed() - served).as_micros() as u64,
+        dhcp_dns_us = served.saturating_sub(addressed).as_micros() as u64,
+        nat_us = natted.saturating_sub(addressed).as_micros() as u64,
         "{name}: pipeline"
     );
     ctx.changed.notify_waiters();
