@@ -29,6 +29,22 @@ pub enum NetdError {
     Refused(String),
 }
 
+/// A netd this launcher started and has not reached yet (see
+/// [`NetdClient::connect_or_begin`]).
+pub struct Starting {
+    child: std::process::Child,
+    paths: Paths,
+}
+
+impl Starting {
+    /// Waits until the netd started answers, as
+    /// [`NetdClient::connect_or_start`] does.
+    pub fn finish(self) -> Result<NetdClient, NetdError> {
+        started(self.child)?;
+        NetdClient::connect_started(&self.paths)
+    }
+}
+
 /// How many times a request is sent again after its connection was lost.
 const RETRIES: u32 = 3;
 
@@ -75,16 +91,24 @@ fn netd_binary() -> PathBuf {
 /// so this returns at once (with its error, if any) and the daemon is not
 /// our child.
 fn start_netd() -> Result<(), NetdError> {
+    started(spawn_netd()?)
+}
+
+/// Starts netd without waiting for it (see [`started`]).
+fn spawn_netd() -> Result<std::process::Child, NetdError> {
     let bin = netd_binary();
-    let out = std::process::Command::new(&bin)
+    std::process::Command::new(&bin)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
-        .output()
-        .map_err(|err| NetdError::Start {
-            path: bin.clone(),
-            err,
-        })?;
+        .spawn()
+        .map_err(|err| NetdError::Start { path: bin, err })
+}
+
+/// Waits for a netd started by [`spawn_netd`] to fork into the background;
+/// its error, if it refused to start.
+fn started(child: std::process::Child) -> Result<(), NetdError> {
+    let out = child.wait_with_output()?;
     if out.status.success() {
         return Ok(());
     }
@@ -129,10 +153,30 @@ impl NetdClient {
         if let Some(c) = NetdClient::connect_live(paths) {
             return Ok(c);
         }
+        start_netd()?;
+        NetdClient::connect_started(paths)
+    }
+
+    /// [`connect_or_start`](Self::connect_or_start) in two halves: connects
+    /// to the running netd, or starts one and returns at once, so the
+    /// caller makes its links while netd comes up; [`Starting::finish`]
+    /// then waits for it (and says why it refused to start).
+    pub fn connect_or_begin(paths: &Paths) -> Result<Result<NetdClient, Starting>, NetdError> {
+        if let Some(c) = NetdClient::connect_live(paths) {
+            return Ok(Ok(c));
+        }
+        Ok(Err(Starting {
+            child: spawn_netd()?,
+            paths: paths.clone(),
+        }))
+    }
+
+    /// Connects to a netd just started; one that dies before it answers
+    /// (killed while starting) is started again, until 5 s have passed.
+    fn connect_started(paths: &Paths) -> Result<NetdClient, NetdError> {
         let wait = Duration::from_secs(5);
         let deadline = Instant::now() + wait;
         loop {
-            start_netd()?;
             // Starting another while one runs is harmless: it finds the
             // lock taken and exits.
             let again = (Instant::now() + Duration::from_secs(1)).min(deadline);
@@ -148,6 +192,7 @@ impl NetdClient {
                 return Err(NetdError::NotUp(wait));
             }
             tracing::debug!("netspawn-netd did not come up; starting it again");
+            start_netd()?;
         }
     }
 

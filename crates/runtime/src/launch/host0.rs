@@ -23,6 +23,9 @@ pub(super) fn serve_guest(
     child: Pid,
     run_dir: &Path,
 ) -> Result<(), LaunchError> {
+    // A netd this launch started came up while the links were made: waited
+    // for here, so its refusal to start fails the launch before the payload.
+    n.netd()?;
     let primary = n.plan.links.iter().find_map(|l| match l {
         network::PlannedLink::Veth {
             host,
@@ -39,7 +42,7 @@ pub(super) fn serve_guest(
     // Only our own DHCP client needs netd to serve the link before the
     // payload starts; a bare host0 (`--network-config=none`, a booted guest)
     // is configured by the guest, whose DHCP client waits for netd itself.
-    let netd = n.netd.as_mut().filter(|_| cfg.dhcp_host0);
+    let netd = n.netd()?.filter(|_| cfg.dhcp_host0);
     if let Some(netd) = netd {
         let asked = Instant::now();
         let answer = netd.request(&netspawn_common::netd::Request::Link {
@@ -70,7 +73,7 @@ pub(super) fn serve_guest(
         loop {
             match configure_host0(cfg, child, mac, managed, run_dir) {
                 Err(LaunchError::Dhcp(e)) if managed && tries < 2 => {
-                    let Some(netd) = n.netd.as_mut() else {
+                    let Some(netd) = n.netd()? else {
                         return Err(LaunchError::Dhcp(e));
                     };
                     if !netd.revive()? {
@@ -89,7 +92,7 @@ pub(super) fn serve_guest(
             configure_host0_ipv6(cfg, child)?;
         }
     }
-    let Some(netd) = n.netd.as_mut() else {
+    let Some(netd) = n.netd()? else {
         return Ok(());
     };
     super::ports::expose_ports(netd, cfg, ifname, mac)

@@ -19,7 +19,27 @@ pub(super) struct NetState {
     pub(super) host: network::rtnl::Netlink,
     pub(super) zones: network::zone::Zones,
     /// netd, when a link it serves (ve-, vz-) or a port forward is involved.
-    pub(super) netd: Option<crate::netd_client::NetdClient>,
+    netd: Option<crate::netd_client::NetdClient>,
+    /// A netd this launch started, coming up while the links are made.
+    netd_starting: Option<crate::netd_client::Starting>,
+}
+
+impl NetState {
+    /// netd, when a link it serves or a port forward is involved; one this
+    /// launch started is waited for here, the first time.
+    pub(super) fn netd(
+        &mut self,
+    ) -> Result<Option<&mut crate::netd_client::NetdClient>, LaunchError> {
+        if let Some(s) = self.netd_starting.take() {
+            let started = Instant::now();
+            self.netd = Some(s.finish()?);
+            tracing::debug!(
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "netd started and connected"
+            );
+        }
+        Ok(self.netd.as_mut())
+    }
 }
 
 /// Plans the machine's links and checks them against the host (names free,
@@ -38,22 +58,28 @@ pub(super) fn prepare(cfg: &Config, paths: &Paths) -> Result<Option<NetState>, L
     let mut host = network::rtnl::Netlink::open().map_err(network::NetError::from)?;
     network::check(&plan, &mut host)?;
     let served = cfg.network.veth || cfg.network.zone.is_some() || !cfg.network.ports.is_empty();
-    let netd = if served {
+    // A netd that is not running is started here and comes up while the
+    // links are made (it configures links that exist when it starts).
+    let (netd, netd_starting) = if served {
         let started = Instant::now();
-        let c = crate::netd_client::NetdClient::connect_or_start(paths)?;
+        let c = crate::netd_client::NetdClient::connect_or_begin(paths)?;
         tracing::debug!(
             elapsed_us = started.elapsed().as_micros() as u64,
             "netd connected"
         );
-        Some(c)
+        match c {
+            Ok(c) => (Some(c), None),
+            Err(s) => (None, Some(s)),
+        }
     } else {
-        None
+        (None, None)
     };
     Ok(Some(NetState {
         plan,
         host,
         zones: network::zone::Zones::new(paths.locks_dir()),
         netd,
+        netd_starting,
     }))
 }
 
