@@ -946,6 +946,7 @@ def main():
     run = json.loads(a.run_info) if a.run_info else None
     R = load_results(a.results)
     plots_dir = os.path.join(a.results, "plots")
+    pyplot()  # matplotlib is there (else: fail before any old plot goes)
     # Plots are all regenerated: old ones of results no longer there go.
     for old in glob.glob(os.path.join(plots_dir, "*.svg")):
         os.remove(old)
