@@ -440,7 +440,9 @@ fn run_in_cgroups(
     // for them before the last steps and the payload.
     go_ahead(child, &cloned.sync)?;
     let keeper = start_network(cfg, held, net, child, cgroups)?;
-    send_or_failure(child, &cloned.sync, &SyncMessage::Network)?;
+    if let Err(e) = send_or_failure(child, &cloned.sync, &SyncMessage::Network) {
+        return Err(undone(keeper, e));
+    }
     // Registered while the child finishes its set-up: the name resolves by
     // the time the payload runs.
     let mut watch = register::address_watch(cfg, held, child, veths);
@@ -448,7 +450,7 @@ fn run_in_cgroups(
         .as_mut()
         .and_then(|w| w.addresses().ok())
         .unwrap_or_default();
-    let mut registration = Registration::write(
+    let registration = Registration::write(
         cfg,
         held,
         child,
@@ -457,8 +459,14 @@ fn run_in_cgroups(
         addresses,
         range,
     )
-    .map_err(|err| kill_child(child, LaunchError::Registry(err)))?;
-    wait_for_exec(child, cloned.sync)?;
+    .map_err(|err| kill_child(child, LaunchError::Registry(err)));
+    let mut registration = match registration {
+        Ok(r) => r,
+        Err(e) => return Err(undone(keeper, e)),
+    };
+    if let Err(e) = wait_for_exec(child, cloned.sync) {
+        return Err(undone(keeper, e));
+    }
     // The entry records our range now: other launches may pick.
     if let Some(u) = &held.userns {
         u.release_lock();
@@ -868,6 +876,15 @@ fn kill_child(child: Pid, e: LaunchError) -> LaunchError {
 /// Makes the machine's links and starts the keeper that undoes them (or, for
 /// a registered private network without links, a keeper of the registry).
 /// On failure the child is killed.
+/// A launch that failed once its links exist: the keeper tears them down
+/// and is waited for, so nothing is left when the launcher reports `e`.
+fn undone(keeper: Option<network::keeper::Keeper>, e: LaunchError) -> LaunchError {
+    if let Some(k) = keeper {
+        k.finish();
+    }
+    e
+}
+
 fn start_network(
     cfg: &Config,
     held: &Held,
@@ -880,7 +897,7 @@ fn start_network(
             Ok(k) => {
                 // From here on the keeper undoes the links if anything fails.
                 if let Err(e) = host0::serve_guest(n, cfg, child, &held.run_dir) {
-                    return Err(kill_child(child, e));
+                    return Err(undone(Some(k), kill_child(child, e)));
                 }
                 Ok(Some(k))
             }
