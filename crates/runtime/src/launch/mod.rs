@@ -601,6 +601,23 @@ fn child_sockets() -> Result<(OwnedFd, OwnedFd, OwnedFd), LaunchError> {
     Ok((sync_parent, sync_child, notify))
 }
 
+/// Makes the (empty) resolv.conf the container binds before host0's DHCP
+/// fills it in place; owned by the container's root with a user namespace.
+fn make_resolv_conf(
+    path: &std::path::Path,
+    range: Option<crate::userns::UidRange>,
+) -> Result<(), LaunchError> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::File::create(path)
+        .and_then(|_| match range {
+            Some(r) => crate::userns::chown_to_root(path, r),
+            None => Ok(()),
+        })
+        .map_err(|e| io_err("make the container's resolv.conf", e))
+}
+
 /// Clones the outer child (user namespaces), which makes the root with the
 /// host's privileges and, once told the cgroup exists, clones PID 1 into
 /// the user namespace and the others.
@@ -619,12 +636,7 @@ fn spawn_outer(
     let cgroup = Cgroups::unified_path(&held.hierarchies, &cfg.cgroup_parent, &held.cgroup_name);
     // The outer child binds it before the network exists; DHCP fills it in.
     if let Some(path) = &held.resolv_conf {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        std::fs::File::create(path)
-            .and_then(|_| crate::userns::chown_to_root(path, u.range))
-            .map_err(|e| io_err("make the container's resolv.conf", e))?;
+        make_resolv_conf(path, Some(u.range))?;
     }
     let trees = idmapped_trees(cfg, held)?;
     let (host_plan, plan) = mount::split_for_userns(plan, &cfg.root);
@@ -718,10 +730,7 @@ fn clone_child(
     // while the links are made; on a LAN bridge it is bound once the links
     // are ready, if DHCP made it.
     if let (Some(path), None) = (&held.resolv_conf, &cfg.network.bridge) {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        std::fs::File::create(path).map_err(|e| io_err("make the container's resolv.conf", e))?;
+        make_resolv_conf(path, None)?;
     }
     // Born in its cgroup where the kernel can (no migration wait), else moved after.
     let flags = clone_flags(cfg);
