@@ -443,8 +443,12 @@ fn run_in_cgroups(
     if let Err(e) = send_or_failure(child, &cloned.sync, &SyncMessage::Network) {
         return Err(undone(keeper, e));
     }
-    // Registered while the child finishes its set-up: the name resolves by
-    // the time the payload runs.
+    if let Err(e) = wait_for_exec(child, cloned.sync) {
+        return Err(undone(keeper, e));
+    }
+    // Registered once the payload runs, never before: `shell`, `login`,
+    // `copy-to` and the others enter the leader's namespaces and root,
+    // which are the host's until the child has pivoted into the image.
     let mut watch = register::address_watch(cfg, held, child, veths);
     let addresses = watch
         .as_mut()
@@ -464,9 +468,6 @@ fn run_in_cgroups(
         Ok(r) => r,
         Err(e) => return Err(undone(keeper, e)),
     };
-    if let Err(e) = wait_for_exec(child, cloned.sync) {
-        return Err(undone(keeper, e));
-    }
     // The entry records our range now: other launches may pick.
     if let Some(u) = &held.userns {
         u.release_lock();
