@@ -686,7 +686,12 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     loop {
         let mut left: Vec<String> = Vec::new();
         for (n, launcher) in &waiting {
-            if matches!(reg.get(n), Ok(Some(_))) || alive(*launcher) {
+            // The name stays held by the machine's keeper until its links
+            // (and, for the last member, the zone's bridge) are gone.
+            if matches!(reg.get(n), Ok(Some(_)))
+                || alive(*launcher)
+                || matches!(reg.try_hold_idle(n), Ok(None))
+            {
                 left.push(n.clone());
             }
         }
