@@ -177,7 +177,7 @@ pub fn make_zone_legs(
                         .map_err(|e| TopoError::Usage(format!("{what}: {e}")))?,
                 ),
             };
-            pool_address(c, m, pid, &name, ifname)
+            pool_address(c, m, pid, &format!("vz-{zone}"), ifname)
                 .map_err(|e| TopoError::Usage(format!("{what}: {e}")))?;
         }
     }
@@ -187,20 +187,22 @@ pub fn make_zone_legs(
 /// How long a leg waits for netd to serve its zone, and for a lease.
 const LEG_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A pool address for leg `ifname` of machine `m` (host side `host_name`):
-/// netd asked to serve the zone, then our own DHCP client inside the
-/// machine's namespace; the address goes on the leg (no default route: the
-/// machine's host0 has it).
+/// A pool address for leg `ifname` of machine `m` on the zone bridge
+/// `bridge`: netd asked to serve the bridge, then our own DHCP client inside
+/// the machine's namespace; the address goes on the leg (no default route:
+/// the machine's host0 has it). netd is asked about the bridge, not the
+/// leg's host end: a veth made with a master is announced first without
+/// it, and netd asked in between would call that end unmanaged.
 fn pool_address(
     netd: &mut NetdClient,
     m: &Machine,
     pid: u32,
-    host_name: &str,
+    bridge: &str,
     ifname: &str,
 ) -> Result<(), String> {
     let answer = netd
         .request(&Request::Link {
-            ifname: host_name.to_string(),
+            ifname: bridge.to_string(),
             timeout_ms: LEG_TIMEOUT.as_millis() as u64,
         })
         .map_err(|e| e.to_string())?;
