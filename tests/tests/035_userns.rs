@@ -439,9 +439,13 @@ fn an_unregistered_machine_keeps_its_range() {
     let ctl = env.hold_dir();
     let r = env.sh(
         &format!(
-            r#"$NETSPAWN -q -U --register=no --bind={ctl}:/ctl -D {a} /bin/sh -c 'echo A:$(cat /proc/self/uid_map); touch /ctl/up; {HOLD}' &
+            r#"$NETSPAWN -q -U --register=no --bind={ctl}:/ctl -D {a} /bin/sh -c 'echo A:$(cat /proc/self/uid_map); cat /proc/self/uid_map >/ctl/map; touch /ctl/up; {HOLD}' &
                for t in $(seq 600); do [ -e {ctl}/up ] && break; sleep 0.05; done
                $NETSPAWN -q -U -D {b} /bin/sh -c 'echo B:$(cat /proc/self/uid_map)'
+               # A range of its own that starts inside A's: only A's lock
+               # file says A has it (A is in no registry).
+               sa=$(awk '{{print $2}}' {ctl}/map)
+               $NETSPAWN -q --private-users=$((sa + 1000)):1000 -D {b} /bin/true; echo C:$?
                touch {ctl}/stop
                wait"#,
             ctl = ctl.display(),
@@ -459,6 +463,13 @@ fn an_unregistered_machine_keeps_its_range() {
             .1
     };
     assert_ne!(shift("A:"), shift("B:"), "{}", r.stdout);
+    assert!(r.stdout.contains("C:1"), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("overlaps the range of running machine 'unreg'"),
+        "{}",
+        r.stderr
+    );
     check_clean(&env);
 }
 

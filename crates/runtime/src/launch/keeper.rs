@@ -18,13 +18,9 @@ fn io_error(what: &'static str, e: std::io::Error) -> LaunchError {
     }
 }
 
-/// The launcher's locks the keeper must not keep: the image lock, and the
-/// user-namespace pick lock while it is held (else the next `-U` launch
-/// waits for this machine to end).
+/// The launcher's locks the keeper must not keep: the image lock.
 fn inherited_locks(held: &Held) -> Vec<i32> {
-    let mut close = vec![held._image_lock.as_raw_fd()];
-    close.extend(held.userns.as_ref().and_then(|u| u.pick_lock_fd()));
-    close
+    vec![held._image_lock.as_raw_fd()]
 }
 
 /// Starts the keeper of a machine's links: `undo` lists what will be made; the

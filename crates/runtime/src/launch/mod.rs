@@ -219,15 +219,17 @@ fn hold(
     // keeper ran): never a cgroup whose name or launcher is still alive.
     crate::cgroup::sweep_stale(&hierarchies, &paths.cgroup_parent, &Registry::new(paths));
     let userns = match &cfg.userns {
-        Some(spec) => crate::userns::prepare(spec, &cfg.root, &paths.locks_dir(), || {
-            Registry::new(paths)
-                .list()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|e| e.name != cfg.machine)
-                .filter_map(|e| e.userns.map(|r| (e.name, r)))
-                .collect()
-        })?,
+        Some(spec) => {
+            crate::userns::prepare(spec, &cfg.machine, &cfg.root, &paths.locks_dir(), || {
+                Registry::new(paths)
+                    .list()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|e| e.name != cfg.machine)
+                    .filter_map(|e| e.userns.map(|r| (e.name, r)))
+                    .collect()
+            })?
+        }
         None => None,
     };
     let layer = match cfg.ephemeral {
@@ -384,11 +386,6 @@ fn run_once(
     )?;
     tracing::debug!(?policy, "device policy");
     let result = run_in_cgroups(cfg, held, net, pty, host_os_release, sigfd, &cgroups, outer);
-    if let (Some(u), Ok((Outcome::Killed(libc::SIGHUP), _)), true) =
-        (&held.userns, &result, cfg.boot)
-    {
-        u.relock();
-    }
     if let Some((reg, claim)) = &held.registry {
         let _ = reg.remove(claim, &cfg.machine);
     }
@@ -468,9 +465,8 @@ fn run_in_cgroups(
         Ok(r) => r,
         Err(e) => return Err(undone(keeper, e)),
     };
-    // The entry records our range now: other launches may pick.
     if let Some(u) = &held.userns {
-        u.release_lock();
+        u.reap_helper();
     }
     let mut outer = cloned.outer;
     if let Some(o) = outer.as_mut() {

@@ -75,9 +75,6 @@ pub struct Active {
     /// The idmapped tree of the root that showed `map` works, kept for the
     /// first boot (made again for a reboot).
     pub root_tree: RefCell<Option<OwnedFd>>,
-    /// The pick lock, held until the registry entry records the range.
-    lock: RefCell<Option<File>>,
-    locks_dir: std::path::PathBuf,
     /// The range's own lock, held for the machine's life.
     _range_lock: File,
     /// The process that made the idmap's namespace, reaped once gone.
@@ -85,28 +82,9 @@ pub struct Active {
 }
 
 impl Active {
-    /// The pick lock's descriptor while it is held: a process forked from
-    /// the launcher that outlives the pick (the keeper) closes it, or no
-    /// other launch could pick until that process ends.
-    pub fn pick_lock_fd(&self) -> Option<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
-        self.lock.borrow().as_ref().map(|f| f.as_raw_fd())
-    }
-
-    /// Lets other launches pick again (the registry now has our range).
-    /// Also reaps the idmap's helper process if it has exited by then.
-    pub fn release_lock(&self) {
-        self.lock.borrow_mut().take();
+    /// Reaps the idmap's helper process if it has exited by now.
+    pub fn reap_helper(&self) {
         self.helper.borrow_mut().try_reap();
-    }
-
-    /// Holds the pick lock again while the registry entry is gone (a booted
-    /// guest rebooting): nobody picks our range in between.
-    pub fn relock(&self) {
-        match pick::lock(&self.locks_dir) {
-            Ok(f) => *self.lock.borrow_mut() = Some(f),
-            Err(e) => tracing::warn!("{e}"),
-        }
     }
 }
 
@@ -117,11 +95,13 @@ pub fn available() -> bool {
         .unwrap_or(true)
 }
 
-/// Picks the range (under the lock in `locks_dir`, checked against the
-/// running machines `taken`) and gets the image's ownership ready. None:
-/// no user namespace after all (`-U` on a kernel without them).
+/// Picks the range for machine `name` (under the lock in `locks_dir`,
+/// checked against the running machines `taken` and the ranges other
+/// launchers hold) and gets the image's ownership ready. None: no user
+/// namespace after all (`-U` on a kernel without them).
 pub fn prepare(
     spec: &Spec,
+    name: &str,
     root: &Path,
     locks_dir: &Path,
     taken: impl FnOnce() -> Vec<(String, UidRange)>,
@@ -133,25 +113,27 @@ pub fn prepare(
         }
         return Err(UsernsError::Unavailable);
     }
-    let lock = pick::lock(locks_dir)?;
     let owner = pick::root_owner(root)?;
-    // The lock of the last range found free is kept: if it is the one
-    // chosen, it is not opened and locked a second time.
-    let last_free: RefCell<Option<(u32, File)>> = RefCell::new(None);
-    let locked = |shift| match pick::try_range_lock(locks_dir, shift) {
-        Ok(Some(f)) => {
-            *last_free.borrow_mut() = Some((shift, f));
-            false
-        }
-        Ok(None) => true,
-        Err(_) => false,
-    };
     let host = pick::HostIds::new();
-    let range = pick::choose(spec.mode, owner, &taken(), |id| host.has(id), locked)?;
-    // Under the pick lock nobody took it since: ours for the machine's life.
-    let range_lock = match last_free.into_inner() {
-        Some((shift, f)) if shift == range.shift => f,
-        _ => pick::try_range_lock(locks_dir, range.shift)?.ok_or(pick::PickError::InUse(range))?,
+    let range_lock;
+    let range = {
+        // Held only for the pick: from then on the range's own lock file
+        // says it is ours.
+        let _pick = pick::lock(locks_dir)?;
+        let held = pick::held_ranges(locks_dir)?;
+        let held_at: std::collections::HashSet<u32> = held.iter().map(|(_, r)| r.shift).collect();
+        let mut taken = taken();
+        taken.extend(held);
+        let range = pick::choose(
+            spec.mode,
+            owner,
+            &taken,
+            |id| host.has(id),
+            |shift| held_at.contains(&shift),
+        )?;
+        range_lock =
+            pick::try_range_lock(locks_dir, range, name)?.ok_or(pick::PickError::InUse(range))?;
+        range
     };
     // A user namespace with the container's maps: proof that the kernel
     // lets us make one (else `-U` goes on without), and the idmap for `map`.
@@ -218,8 +200,6 @@ pub fn prepare(
         range,
         idmap,
         root_tree: RefCell::new(root_tree),
-        lock: RefCell::new(Some(lock)),
-        locks_dir: locks_dir.to_path_buf(),
         _range_lock: range_lock,
         helper: RefCell::new(helper),
     }))

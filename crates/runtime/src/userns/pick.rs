@@ -8,8 +8,12 @@
 //! registered) and no host user or group has an ID at its ends (see
 //! [`HostIds`]: /etc/passwd and /etc/group are read directly where NSS
 //! could say no more). Launches pick under one lock file
-//! (`<run>/locks/userns.lock`), held until the registry entry records the
-//! range, so two never share one.
+//! (`<run>/locks/userns.lock`), held only for the pick: a range lock file
+//! says which range it holds and for which machine (`SHIFT RANGE NAME`),
+//! and the picker counts every held one as taken ([`held_ranges`]), so a
+//! machine that has picked but is not registered yet is seen, and launches
+//! do not wait for each other's registration (a lab of 300 `-U` machines
+//! would start one at a time).
 
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
@@ -65,25 +69,96 @@ pub fn lock(locks_dir: &Path) -> Result<File, PickError> {
     Ok(file)
 }
 
-/// Locks the range starting at `shift` for this machine's life; None if
-/// another launcher holds it.
-pub fn try_range_lock(locks_dir: &Path, shift: u32) -> Result<Option<File>, PickError> {
-    let path = locks_dir.join(format!("uid-{shift}.lock"));
+/// Locks `range` for machine `name`'s life (the file of its first ID,
+/// which then says `SHIFT RANGE NAME`); None if another launcher holds it.
+/// Called under the pick lock.
+pub fn try_range_lock(
+    locks_dir: &Path,
+    range: UidRange,
+    name: &str,
+) -> Result<Option<File>, PickError> {
+    use std::io::Write;
+    let path = locks_dir.join(format!("uid-{}.lock", range.shift));
     let io = |err: std::io::Error| PickError::Io {
         what: path.display().to_string(),
         err: err.to_string(),
     };
-    let file = fs::OpenOptions::new()
+    let mut file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
         .map_err(io)?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(fs::TryLockError::WouldBlock) => Ok(None),
-        Err(fs::TryLockError::Error(err)) => Err(io(err)),
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(fs::TryLockError::Error(err)) => return Err(io(err)),
     }
+    file.set_len(0).map_err(io)?;
+    file.write_all(format!("{} {} {name}\n", range.shift, range.range).as_bytes())
+        .map_err(io)?;
+    Ok(Some(file))
+}
+
+/// The ranges whose lock files other launchers hold, with their machines'
+/// names (a file that does not say: 65536 IDs from its name's base, "another
+/// container"). A lock file nobody holds is removed. Called under the pick
+/// lock: range locks are taken only under it, so nobody is between opening
+/// one and locking it.
+pub fn held_ranges(locks_dir: &Path) -> Result<Vec<(String, UidRange)>, PickError> {
+    let io = |what: &Path| {
+        let what = what.display().to_string();
+        move |err: std::io::Error| PickError::Io {
+            what,
+            err: err.to_string(),
+        }
+    };
+    let mut held = Vec::new();
+    let dir = match fs::read_dir(locks_dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(held),
+        Err(e) => return Err(io(locks_dir)(e)),
+    };
+    for entry in dir {
+        let entry = entry.map_err(io(locks_dir))?;
+        let file_name = entry.file_name();
+        let Some(shift) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix("uid-")?.strip_suffix(".lock"))
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&path)(e)),
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                // Nobody's: gone, so the directory holds only live ranges.
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(err)) => return Err(io(&path)(err)),
+        }
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let mut words = text.split_whitespace();
+        let said = match (words.next(), words.next(), words.next()) {
+            (Some(s), Some(r), Some(n)) if s.parse() == Ok(shift) => r
+                .parse()
+                .ok()
+                .and_then(|r| UidRange::new(shift, r))
+                .map(|r| (n.to_string(), r)),
+            _ => None,
+        };
+        held.extend(said.or_else(|| {
+            UidRange::new(shift, RANGE_16).map(|r| ("another container".to_string(), r))
+        }));
+    }
+    Ok(held)
 }
 
 /// The root directory's owner (UID, GID).
@@ -383,6 +458,54 @@ mod tests {
         for id in [0, 1, 65534, PICK_MIN, PICK_MIN + 65535, 4_000_000] {
             assert_eq!(host.has(id), host_has_id(id), "{id}");
         }
+    }
+
+    #[test]
+    fn held_range_locks_say_their_range_and_machine_and_free_ones_go() {
+        let dir = std::env::temp_dir().join(format!("netspawn-held-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(held_ranges(&dir).unwrap(), vec![]);
+        fs::create_dir_all(&dir).unwrap();
+        let a = UidRange::new(0x80000, 0x10000).unwrap();
+        let odd = UidRange::new(1_000_000, 5000).unwrap();
+        let held_a = try_range_lock(&dir, a, "web").unwrap().unwrap();
+        let held_odd = try_range_lock(&dir, odd, "db").unwrap().unwrap();
+        // Taken already: a second launcher does not get it.
+        assert!(try_range_lock(&dir, a, "other").unwrap().is_none());
+        // A lock file that does not say what it holds.
+        let bare = File::create(dir.join("uid-2000000.lock")).unwrap();
+        bare.lock().unwrap();
+        // One nobody holds any more, and files that are not range locks.
+        drop(try_range_lock(&dir, UidRange::new(0x90000, 0x10000).unwrap(), "gone").unwrap());
+        fs::write(dir.join("userns.lock"), "").unwrap();
+        fs::write(dir.join("uid-x.lock"), "").unwrap();
+        let mut got = held_ranges(&dir).unwrap();
+        got.sort_by_key(|(_, r)| r.shift);
+        assert_eq!(
+            got,
+            vec![
+                ("web".to_string(), a),
+                ("db".to_string(), odd),
+                (
+                    "another container".to_string(),
+                    UidRange::new(2_000_000, 0x10000).unwrap()
+                ),
+            ]
+        );
+        assert!(
+            !dir.join("uid-589824.lock").exists(),
+            "a free lock file is removed"
+        );
+        assert!(dir.join("uid-x.lock").exists());
+        // The range is free again once its launcher lets go.
+        drop(held_a);
+        let again = try_range_lock(&dir, a, "web2").unwrap().unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join("uid-524288.lock")).unwrap(),
+            "524288 65536 web2\n"
+        );
+        drop((again, held_odd, bare));
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
