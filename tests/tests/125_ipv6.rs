@@ -580,6 +580,71 @@ PY
     assert!(out.contains("Recursive DNS server"), "{out}");
 }
 
+#[test]
+fn solicitations_within_the_multicast_gap_are_answered_by_unicast() {
+    // netd sends all-nodes advertisements at most every 20 ms; a
+    // solicitation from a link-local address that comes sooner is answered
+    // to that address at once (RFC 4861 6.2.6) instead of when the gap ends.
+    // The guest solicits again as soon as each multicast one arrives, so
+    // its solicitation falls inside the gap, and looks for an advertisement
+    // sent to its own address.
+    let env = TestEnv::new();
+    let img = env.busybox("uc6");
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               $NETSPAWN -q -n --bind={ctl}:/ctl -D {img} /bin/sh -c '{HOLD}' &
+               for t in $(seq 600); do [ -e $NETSPAWN_RUN_DIR/machines/uc6 ] && break; sleep 0.05; done
+               leader=$(grep ^LEADER= $NETSPAWN_RUN_DIR/machines/uc6 | cut -d= -f2)
+               nsenter --net=/proc/$leader/ns/net ip -6 -o addr show dev host0 scope link
+               nsenter --net=/proc/$leader/ns/net python3 - <<'PY'
+import socket, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"host0")
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+idx = socket.if_nametoindex("host0")
+rs = b"\x85\x00" + bytes(6)
+seen = []
+end = time.time() + 20
+s.sendto(rs, ("ff02::2", 0, 0, idx))
+while time.time() < end:
+    s.settimeout(0.5)
+    try:
+        data, anc, _, _ = s.recvmsg(2048, socket.CMSG_SPACE(20))
+    except socket.timeout:
+        s.sendto(rs, ("ff02::2", 0, 0, idx))
+        continue
+    if not data or data[0] != 134:
+        continue
+    dst = next((socket.inet_ntop(socket.AF_INET6, d[:16]) for l, t, d in anc
+                if l == socket.IPPROTO_IPV6 and t == socket.IPV6_PKTINFO), "?")
+    seen.append(dst)
+    if not dst.startswith("ff"):
+        break
+    s.sendto(rs, ("ff02::2", 0, 0, idx))
+print("seen", " ".join(seen))
+PY
+               touch {ctl}/stop; wait"#,
+            img = img.display(),
+            ctl = env.hold_dir().display()
+        ),
+        90,
+    );
+    let out = &r.stdout;
+    let own = out
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("host0's link-local address: {out}\n{}", r.stderr));
+    let seen = field(out, "seen ").unwrap_or_else(|| panic!("{out}\n{}", r.stderr));
+    assert!(
+        seen.split_whitespace().any(|d| d == own),
+        "an advertisement sent to {own}: {out}"
+    );
+}
+
 fn debian_cache() -> PathBuf {
     std::env::var_os("NETSPAWN_TEST_DEBIAN_CACHE")
         .map(PathBuf::from)

@@ -5,7 +5,9 @@
 //! answers every router solicitation at once (RFC 4861 §6.2.6 lets a router
 //! wait up to 0.5 s; on a link whose only router is netd nothing is gained by
 //! waiting, and a container's address is then there a few milliseconds after
-//! its link comes up), and sends unsolicited advertisements when the link is
+//! its link comes up; within 20 ms of the last all-nodes advertisement the
+//! answer goes to the solicitor's link-local address alone, as §6.2.6 also
+//! allows, instead of waiting out the gap), and sends unsolicited advertisements when the link is
 //! configured and then periodically. Advertisements go to all nodes
 //! (`ff02::1`) from the link's `fe80::1`, which netd adds without duplicate
 //! address detection, so they can leave as soon as the link is configured
@@ -67,6 +69,15 @@ const KICK_BURST: [Duration; 3] = [
 ];
 /// When an answer given at once to a solicitation is repeated.
 const ANSWER_AGAIN: Duration = Duration::from_millis(3);
+/// The shortest gap between two unicast answers on one link (RFC 4861
+/// §6.2.6 lets a router answer a solicitation from a unicast address to
+/// that address; the all-nodes rate limit is for multicast advertisements).
+/// A solicitation that comes within [`MIN_GAP`] of the last advertisement
+/// is answered this way at once instead of when the gap ends; a link that
+/// floods solicitations gets at most one unicast answer per gap.
+const UNICAST_GAP: Duration = Duration::from_millis(2);
+/// At most this many solicitors are answered by unicast per wake-up.
+const UNICAST_BATCH: usize = 4;
 /// How often unsolicited advertisements are repeated.
 const PERIOD: Duration = Duration::from_secs(200);
 
@@ -227,7 +238,12 @@ pub fn open_socket(ifname: &str, ifindex: u32) -> Result<OwnedFd, RaError> {
 
 /// Sends `packet` to all nodes on the link from [`ROUTER_LINK_LOCAL`].
 fn send(fd: &OwnedFd, ifindex: u32, packet: &[u8]) -> std::io::Result<()> {
-    let dst = SockaddrIn6::from(std::net::SocketAddrV6::new(ALL_NODES, 0, 0, ifindex));
+    send_to(fd, ifindex, packet, ALL_NODES)
+}
+
+/// Sends `packet` to `dst` on the link from [`ROUTER_LINK_LOCAL`].
+fn send_to(fd: &OwnedFd, ifindex: u32, packet: &[u8], dst: Ipv6Addr) -> std::io::Result<()> {
+    let dst = SockaddrIn6::from(std::net::SocketAddrV6::new(dst, 0, 0, ifindex));
     let info = libc::in6_pktinfo {
         ipi6_addr: libc::in6_addr {
             s6_addr: ROUTER_LINK_LOCAL.octets(),
@@ -253,8 +269,9 @@ fn send(fd: &OwnedFd, ifindex: u32, packet: &[u8]) -> std::io::Result<()> {
 /// What one received packet is.
 #[derive(Debug, PartialEq, Eq)]
 enum Received {
-    /// A well-formed solicitation: answer it.
-    Solicit,
+    /// A well-formed solicitation: answer it (by unicast if it came from
+    /// this link-local address).
+    Solicit(Option<Ipv6Addr>),
     /// Someone else's well-formed advertisement: ignore it.
     ForeignAdvert,
     /// Anything else: drop and count it.
@@ -274,7 +291,9 @@ fn classify(packet: &[u8], hop_limit: Option<i32>, from: Option<Ipv6Addr>) -> Re
             Ok(rs) if rs.source_lladdr.is_some() && from.is_some_and(|a| a.is_unspecified()) => {
                 Received::Malformed("link-layer address from ::".into())
             }
-            Ok(_) => Received::Solicit,
+            // Answered to its source only from a link-local unicast
+            // address (not ::, not multicast, nothing routed).
+            Ok(_) => Received::Solicit(from.filter(|a| (a.segments()[0] & 0xffc0) == 0xfe80)),
             Err(e) => Received::Malformed(e.to_string()),
         },
         Some(&wire::ROUTER_ADVERT) => match RouterAdvert::parse(packet) {
@@ -338,6 +357,8 @@ pub async fn serve(
     let mut initial = INITIAL.iter();
     let mut due_answer: Option<Instant> = None;
     let mut burst: Vec<Instant> = Vec::new();
+    let mut last_unicast: Option<Instant> = None;
+    let mut solicitors: Vec<Ipv6Addr> = Vec::new();
     loop {
         burst.retain(|t| last_sent.is_none_or(|l| *t > l));
         let wake = due_answer
@@ -380,8 +401,13 @@ pub async fn serve(
                             guard.clear_ready();
                             break;
                         }
-                        Ok(Some(Received::Solicit)) => {
+                        Ok(Some(Received::Solicit(from))) => {
                             COUNTERS.solicits.fetch_add(1, Ordering::Relaxed);
+                            if let Some(a) = from {
+                                if solicitors.len() < UNICAST_BATCH && !solicitors.contains(&a) {
+                                    solicitors.push(a);
+                                }
+                            }
                             let now = Instant::now();
                             let earliest = last_sent.map_or(now, |t| t + MIN_GAP);
                             due_answer = Some(due_answer.map_or(earliest, |d| d.min(earliest)).max(now));
@@ -423,7 +449,19 @@ pub async fn serve(
                         burst.push(again);
                         burst.sort();
                     }
+                } else if !solicitors.is_empty()
+                    && last_unicast.is_none_or(|t| now >= t + UNICAST_GAP)
+                {
+                    // Within the multicast gap: the solicitors get theirs
+                    // now (the multicast one still follows when it ends).
+                    for a in &solicitors {
+                        if let Err(e) = send_to(afd.get_ref(), ifindex, &packet, *a) {
+                            tracing::debug!("{ifname}: router advertisement to {a}: {e}");
+                        }
+                    }
+                    last_unicast = Some(now);
                 }
+                solicitors.clear();
             }
         }
     }
@@ -536,14 +574,31 @@ mod tests {
         let ll: Ipv6Addr = "fe80::2".parse().unwrap();
         type Case = (Vec<u8>, Option<i32>, Option<Ipv6Addr>, Received);
         let table: Vec<Case> = vec![
-            (rs.clone(), Some(255), Some(ll), Received::Solicit),
+            (rs.clone(), Some(255), Some(ll), Received::Solicit(Some(ll))),
             (
                 rs.clone(),
                 Some(255),
                 Some(Ipv6Addr::UNSPECIFIED),
-                Received::Solicit,
+                Received::Solicit(None),
             ),
-            (rs_ll.clone(), Some(255), Some(ll), Received::Solicit),
+            (
+                rs.clone(),
+                Some(255),
+                Some("fd00::2".parse().unwrap()),
+                Received::Solicit(None),
+            ),
+            (
+                rs.clone(),
+                Some(255),
+                Some("ff02::1".parse().unwrap()),
+                Received::Solicit(None),
+            ),
+            (
+                rs_ll.clone(),
+                Some(255),
+                Some(ll),
+                Received::Solicit(Some(ll)),
+            ),
             (
                 rs_ll,
                 Some(255),
