@@ -177,6 +177,16 @@ impl Rtnl for FakeRtnl {
                 self.insert(name, Some("veth".into()), *master);
                 self.moved_out.push((*peer_netns_pid as i64, peer.clone()));
             }
+            NewLink::VethBetween {
+                name,
+                netns_pid,
+                peer,
+                peer_netns_pid,
+                ..
+            } => {
+                self.moved_out.push((*netns_pid as i64, name.clone()));
+                self.moved_out.push((*peer_netns_pid as i64, peer.clone()));
+            }
             NewLink::Bridge { name } => {
                 if self.exists(name) {
                     return Err(Self::eexist(name));

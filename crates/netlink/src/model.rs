@@ -37,6 +37,19 @@ pub enum NewLink {
         peer_netns_pid: u32,
         master: Option<u32>,
     },
+    /// A veth pair made straight between two network namespaces, `name` in
+    /// that of `netns_pid` (up) and `peer` in that of `peer_netns_pid` (down:
+    /// the kernel cannot open a peer before the pair is joined, ENOTCONN):
+    /// no end is moved afterwards (moving a link to another namespace waits
+    /// for an RCU grace period, 10-20 ms here).
+    VethBetween {
+        name: String,
+        mac: Mac,
+        netns_pid: u32,
+        peer: String,
+        peer_mac: Mac,
+        peer_netns_pid: u32,
+    },
     Bridge {
         name: String,
     },

@@ -316,6 +316,27 @@ impl Rtnl for Netlink {
                 }
                 (format!("create veth {name}"), b.build())
             }
+            NewLink::VethBetween {
+                name,
+                mac,
+                netns_pid,
+                peer,
+                peer_mac,
+                peer_netns_pid,
+            } => {
+                let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+                    .name(peer.clone())
+                    .address(peer_mac.to_vec())
+                    .setns_by_pid(*peer_netns_pid)
+                    .build();
+                let msg = LinkVeth::new(name, peer)
+                    .address(mac.to_vec())
+                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+                    .setns_by_pid(*netns_pid)
+                    .up()
+                    .build();
+                (format!("create veth {name} and {peer}"), msg)
+            }
             NewLink::Bridge { name } => (
                 format!("create bridge {name}"),
                 LinkBridge::new(name).up().build(),

@@ -113,11 +113,24 @@ pub fn start(o: &StartOptions) -> Result<i32, CtlError> {
     };
     let paths = Paths::from_env();
     let mut failures: Vec<CtlError> = Vec::new();
-    let mut pending = Vec::new();
+    let mut checked = Vec::new();
     for name in &names {
-        match begin(&paths, name) {
-            Ok(p) => pending.push(p),
+        match check(&paths, name) {
+            Ok(()) => checked.push(name.as_str()),
             Err(e) => failures.push(e),
+        }
+    }
+    let args: Vec<Vec<String>> = checked.iter().map(|n| launcher_args(n)).collect();
+    let machines: Vec<(&str, &[String])> = checked
+        .iter()
+        .zip(&args)
+        .map(|(n, a)| (*n, a.as_slice()))
+        .collect();
+    let mut pending = Vec::new();
+    for launched in launch_all(&paths, &machines, &[]) {
+        match launched {
+            Ok(p) => pending.push(p),
+            Err(e) => failures.push(e.into()),
         }
     }
     failures.extend(
@@ -145,8 +158,8 @@ pub(crate) struct Pending {
     log: LogFiles,
 }
 
-/// Checks `name`, then starts its pump and its launcher.
-fn begin(paths: &Paths, name: &str) -> Result<Pending, CtlError> {
+/// Checks that `name` may be started: a valid name, not running, an image.
+fn check(paths: &Paths, name: &str) -> Result<(), CtlError> {
     check_machine_name(name).map_err(|reason| CtlError::InvalidName {
         name: name.to_string(),
         reason,
@@ -163,40 +176,60 @@ fn begin(paths: &Paths, name: &str) -> Result<Pending, CtlError> {
         }
         .into());
     }
-    Ok(launch(paths, name, &launcher_args(name), &[])?)
+    Ok(())
 }
 
-/// Starts the log pump of machine `name`, then its launcher with `args`
-/// (and `env` added to ours), detached, as `start` does; the machine is
-/// not registered yet. The checks are the caller's (`start` and topology
-/// files make different ones).
-pub(crate) fn launch(
+/// Starts the log pumps of the machines, then their launchers with their
+/// arguments (and `env` added to ours), detached, as `start` does; the
+/// machines are not registered yet. The checks are the caller's (`start`
+/// and topology files make different ones).
+///
+/// One result per machine (name, launcher arguments), in their order.
+/// Their log pumps start together and each launcher
+/// once its pump holds the log: a pump is a process of its own that takes a
+/// few milliseconds to come up, and a lab started one pump after the other
+/// spent most of its launch time on them.
+pub(crate) fn launch_all(
     paths: &Paths,
-    name: &str,
-    args: &[String],
+    machines: &[(&str, &[String])],
     env: &[(String, String)],
-) -> Result<Pending, LifecycleError> {
-    let log = LogFiles::new(&paths.logs_dir(), name);
-    let (r, w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LifecycleError::Pump {
-            name: name.to_string(),
-            msg: format!("make a pipe: {e}"),
-        })?;
-    let pump = spawn_pump(name, r)?;
-    let launcher = match spawn_launcher(args, env, w) {
-        Ok(c) => c,
-        Err(e) => {
-            // The pump sees end-of-file now that the pipe's last writer is gone.
-            finish(pump);
-            return Err(e);
-        }
-    };
-    Ok(Pending {
-        name: name.to_string(),
-        launcher,
-        pump,
-        log,
-    })
+) -> Vec<Result<Pending, LifecycleError>> {
+    // The pipes are close-on-exec: a pump started later does not keep an
+    // earlier pipe's write end open (it would never see its end).
+    let starting: Vec<_> = machines
+        .iter()
+        .map(|(name, _)| {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+                LifecycleError::Pump {
+                    name: name.to_string(),
+                    msg: format!("make a pipe: {e}"),
+                }
+            })?;
+            Ok((start_pump(name, r)?, w))
+        })
+        .collect();
+    machines
+        .iter()
+        .zip(starting)
+        .map(|((name, args), started)| {
+            let (pump, w) = started?;
+            let pump = pump.ready()?;
+            let launcher = match spawn_launcher(args, env, w) {
+                Ok(c) => c,
+                Err(e) => {
+                    // The pump sees end-of-file now that the pipe's last writer is gone.
+                    finish(pump);
+                    return Err(e);
+                }
+            };
+            Ok(Pending {
+                name: name.to_string(),
+                launcher,
+                pump,
+                log: LogFiles::new(&paths.logs_dir(), name),
+            })
+        })
+        .collect()
 }
 
 /// Makes the command's process a session (and process group) leader of
@@ -214,9 +247,15 @@ fn detach(cmd: &mut Command) {
     }
 }
 
-/// Starts the log pump reading `r`, and waits until it holds the log (it
-/// closes its standard error then; what it wrote there before is its error).
-fn spawn_pump(name: &str, r: OwnedFd) -> Result<Child, LifecycleError> {
+/// A log pump that has been started and may not hold its log yet.
+struct PumpStart {
+    name: String,
+    child: Child,
+}
+
+/// Starts the log pump reading `r`; [`PumpStart::ready`] waits until it
+/// holds the log.
+fn start_pump(name: &str, r: OwnedFd) -> Result<PumpStart, LifecycleError> {
     let exe = std::env::current_exe().map_err(|err| LifecycleError::Spawn {
         what: "the log pump",
         path: "netspawnctl".into(),
@@ -231,33 +270,42 @@ fn spawn_pump(name: &str, r: OwnedFd) -> Result<Child, LifecycleError> {
     cmd.stdin(Stdio::from(r))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|err| LifecycleError::Spawn {
+    let child = cmd.spawn().map_err(|err| LifecycleError::Spawn {
         what: "the log pump",
         path: exe,
         err,
     })?;
     drop(cmd);
-    let err = child.stderr.take().map(OwnedFd::from);
-    let said = err.and_then(|fd| read_to_eof(fd, PUMP_TIMEOUT));
-    let fail = |msg: String| LifecycleError::Pump {
+    Ok(PumpStart {
         name: name.to_string(),
-        msg,
-    };
-    match said {
-        Some(text) if text.trim().is_empty() => Ok(child),
-        Some(text) => {
-            finish(child);
-            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-            Err(fail(
-                line.trim_start_matches("netspawnctl: ").trim().to_string(),
-            ))
-        }
-        None => {
-            finish(child);
-            Err(fail(format!(
-                "still held by another writer after {} s",
-                PUMP_TIMEOUT.as_secs()
-            )))
+        child,
+    })
+}
+
+impl PumpStart {
+    /// Waits until the pump holds the log (it closes its standard error
+    /// then; what it wrote there before is its error).
+    fn ready(self) -> Result<Child, LifecycleError> {
+        let PumpStart { name, mut child } = self;
+        let err = child.stderr.take().map(OwnedFd::from);
+        let said = err.and_then(|fd| read_to_eof(fd, PUMP_TIMEOUT));
+        let fail = |msg: String| LifecycleError::Pump { name, msg };
+        match said {
+            Some(text) if text.trim().is_empty() => Ok(child),
+            Some(text) => {
+                finish(child);
+                let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                Err(fail(
+                    line.trim_start_matches("netspawnctl: ").trim().to_string(),
+                ))
+            }
+            None => {
+                finish(child);
+                Err(fail(format!(
+                    "still held by another writer after {} s",
+                    PUMP_TIMEOUT.as_secs()
+                )))
+            }
         }
     }
 }

@@ -348,6 +348,8 @@ fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
     let mut host = Netlink::open()?;
     let zones = Zones::new(paths.locks_dir());
     let reg = Registry::new(paths);
+    let t0 = Instant::now();
+    let us = || t0.elapsed().as_micros() as u64;
 
     loop {
         let mut progress = false;
@@ -357,14 +359,36 @@ fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
             .filter(|n| n.ready)
             .map(|n| n.m.name.as_str())
             .collect();
-        for n in nodes.iter_mut() {
-            if !matches!(n.phase, Phase::Waiting)
-                || !n.m.after.iter().all(|a| ready.contains(a.as_str()))
-            {
-                continue;
-            }
-            let p = start::launch(paths, &n.m.name, &launcher_args(paths, n.m), &env)
-                .map_err(|e| TopoError::Usage(format!("machine {}: {e}", n.m.short)))?;
+        // Together: their log pumps come up at the same time.
+        let go: Vec<usize> = (0..nodes.len())
+            .filter(|&i| {
+                let n = &nodes[i];
+                matches!(n.phase, Phase::Waiting)
+                    && n.m.after.iter().all(|a| ready.contains(a.as_str()))
+            })
+            .collect();
+        let args: Vec<Vec<String>> = go
+            .iter()
+            .map(|&i| launcher_args(paths, nodes[i].m))
+            .collect();
+        let machines: Vec<(&str, &[String])> = go
+            .iter()
+            .zip(&args)
+            .map(|(&i, a)| (nodes[i].m.name.as_str(), a.as_slice()))
+            .collect();
+        let launched = start::launch_all(paths, &machines, &env);
+        // Every launcher that started is recorded before a failure is
+        // reported, so the teardown finds it.
+        let mut failed = None;
+        for (&i, p) in go.iter().zip(launched) {
+            let n = &mut nodes[i];
+            let p = match p {
+                Ok(p) => p,
+                Err(e) => {
+                    failed.get_or_insert(TopoError::Usage(format!("machine {}: {e}", n.m.short)));
+                    continue;
+                }
+            };
             let (lp, pp) = (p.launcher_pid(), p.pump_pid());
             let _ = writeln!(
                 record,
@@ -375,7 +399,11 @@ fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
             );
             n.phase = Phase::Launched(p);
             n.launched_at = Instant::now();
+            tracing::debug!(at_us = us(), "{}: launched", n.m.short);
             progress = true;
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         // Registrations.
         for n in nodes.iter_mut() {
@@ -389,6 +417,7 @@ fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
                 Progress::Up(e) => {
                     n.leader = e.leader;
                     n.phase = Phase::Registered;
+                    tracing::debug!(at_us = us(), "{}: registered", n.m.short);
                     progress = true;
                 }
                 Progress::Waiting(p) if n.launched_at.elapsed() >= MACHINE_TIMEOUT => {
@@ -410,7 +439,7 @@ fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
             if a.leader == 0 || b.leader == 0 {
                 continue;
             }
-            links::make_p2p(&mut host, &lab.name, l, a.leader, b.leader)?;
+            links::make_p2p(&mut host, l, a.leader, b.leader)?;
             for (end, leader, imp) in [(&l.a, a.leader, &l.impair_a), (&l.b, b.leader, &l.impair_b)]
             {
                 if !imp.is_empty() {
@@ -429,6 +458,7 @@ fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
                 links::configure_addresses(m, leader, Some(&end.ifname))?;
             }
             made[k] = true;
+            tracing::debug!(at_us = us(), "link {}: made", l.label());
             progress = true;
         }
         for n in nodes.iter_mut() {
@@ -437,6 +467,7 @@ fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
             }
             if !n.legs {
                 links::make_zone_legs(&mut host, &zones, n.m, n.leader, &mut netd, paths)?;
+                tracing::debug!(at_us = us(), "{}: zone legs made", n.m.short);
                 n.legs = true;
                 progress = true;
             }
@@ -453,6 +484,7 @@ fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
                 }
                 links::configure_routes(n.m, n.leader)?;
                 run_exec(n.m)?;
+                tracing::debug!(at_us = us(), "{}: configured", n.m.short);
                 n.finished = true;
                 progress = true;
             }
@@ -497,6 +529,7 @@ fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
                 }
             }
             n.ready = true;
+            tracing::debug!(at_us = us(), "{}: ready", n.m.short);
             progress = true;
         }
         if nodes.iter().all(|n| n.ready && n.finished) {
@@ -717,11 +750,7 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     // What `up` may have left between two calls, then the zones.
     match Netlink::open() {
         Ok(mut host) => {
-            let mut names: Vec<String> = lab
-                .links
-                .iter()
-                .map(|l| links::p2p_temp_name(&lab.name, l))
-                .collect();
+            let mut names: Vec<String> = Vec::new();
             for m in &lab.machines {
                 for (_, ifname) in m.zones.iter().skip(1) {
                     names.push(links::leg_host_name(&m.name, ifname));

@@ -5,12 +5,12 @@
 //! static addresses and routes inside the machines.
 //!
 //! Every link is made so that it goes with the machines: a pair is created
-//! with its peer straight in one machine's namespace and its other end moved
-//! at once into the other's; a zone leg's host end is the peer of a link
-//! inside the machine. When a machine's network namespace goes, so do they.
-//! The host-side names are stable hashes ([`p2p_temp_name`],
-//! [`leg_host_name`]), so `down` finds what a killed `up` left between two
-//! steps and removes it.
+//! straight between the two machines' namespaces (one request, nothing on
+//! the host, nothing moved: a move waits for an RCU grace period); a zone
+//! leg's host end is the peer of a link inside the machine. When a
+//! machine's network namespace goes, so do they. A leg's host-side name is
+//! a stable hash ([`leg_host_name`]), so `down` finds what a killed `up`
+//! left between two steps and removes it.
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -32,11 +32,6 @@ const MAC_KEY: HashKey = *b"netspawn-topomac";
 fn hex12(parts: &[&str]) -> String {
     let h = siphash24(parts.join("\0").as_bytes(), &NAME_KEY);
     format!("{:012x}", h & 0xffff_ffff_ffff)
-}
-
-/// The host-side name a link has between its creation and its move.
-pub fn p2p_temp_name(lab: &str, link: &P2pLink) -> String {
-    format!("tl-{}", hex12(&[lab, &link.label()]))
 }
 
 /// The host-side name of a machine's leg on a further zone.
@@ -69,43 +64,26 @@ fn ctx(what: String) -> impl FnOnce(RtnlError) -> TopoError {
 
 /// Makes the point-to-point link `l` between the machines whose leaders are
 /// `pid_a` and `pid_b`, and brings both ends up.
-pub fn make_p2p(
-    host: &mut dyn Rtnl,
-    lab: &str,
-    l: &P2pLink,
-    pid_a: u32,
-    pid_b: u32,
-) -> Result<(), TopoError> {
-    let temp = p2p_temp_name(lab, l);
+pub fn make_p2p(host: &mut dyn Rtnl, l: &P2pLink, pid_a: u32, pid_b: u32) -> Result<(), TopoError> {
     let what = format!("link {}", l.label());
-    host.add(&NewLink::Veth {
-        name: temp.clone(),
+    // Made straight between the two namespaces, the first end up: nothing
+    // is moved afterwards (a move waits for an RCU grace period), and a
+    // failed creation leaves nothing (the pair goes with either namespace).
+    host.add(&NewLink::VethBetween {
+        name: l.a.ifname.clone(),
         mac: mac(&l.a.machine, &l.a.ifname),
+        netns_pid: pid_a,
         peer: l.b.ifname.clone(),
         peer_mac: mac(&l.b.machine, &l.b.ifname),
         peer_netns_pid: pid_b,
-        master: None,
     })
     .map_err(ctx(format!("{what}: create")))?;
-    let moved = netns_of(pid_a).and_then(|ns| {
-        let index = host.link(&temp)?.ok_or_else(|| missing(&temp))?.index;
-        Ok(host.move_to(index, ns.as_fd(), &l.a.ifname)?)
-    });
-    if let Err(e) = moved {
-        if let Ok(Some(t)) = host.link(&temp) {
-            let _ = host.delete(t.index);
-        }
-        return Err(TopoError::Usage(format!(
-            "{what}: move into {}: {e}",
-            l.a.machine
-        )));
-    }
-    for (e, pid) in [(&l.a, pid_a), (&l.b, pid_b)] {
-        set_up_inside(e, pid).map_err(|err| {
-            TopoError::Usage(format!("{what}: bring up {}:{}: {err}", e.short, e.ifname))
-        })?;
-    }
-    Ok(())
+    set_up_inside(&l.b, pid_b).map_err(|err| {
+        TopoError::Usage(format!(
+            "{what}: bring up {}:{}: {err}",
+            l.b.short, l.b.ifname
+        ))
+    })
 }
 
 fn missing(name: &str) -> TopoError {
