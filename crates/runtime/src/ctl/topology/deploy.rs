@@ -636,6 +636,8 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     let mut names: BTreeSet<String> = lab.machines.iter().map(|m| m.name.clone()).collect();
     names.extend(launched.iter().map(|l| l.name.clone()));
     let deadline = Instant::now() + DOWN_TIMEOUT;
+    let t0 = Instant::now();
+    let us = || t0.elapsed().as_micros() as u64;
 
     // Launchers still on their way: let them register (or fail), so every
     // machine is stopped the one way that lets its keeper clean up.
@@ -714,6 +716,7 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
         }
         std::thread::sleep(TICK);
     }
+    tracing::debug!(at_us = us(), "down: machines stopped");
     let pumps: Vec<(String, (u32, u64))> =
         launched.iter().map(|l| (l.name.clone(), l.pump)).collect();
     loop {
@@ -733,6 +736,7 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
                 left.push(n.clone());
             }
         }
+        tracing::trace!(at_us = us(), "down: waiting for {left:?}");
         if left.is_empty() {
             break;
         }
@@ -747,6 +751,7 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
         std::thread::sleep(TICK);
     }
 
+    tracing::debug!(at_us = us(), "down: machines gone");
     // What `up` may have left between two calls, then the zones.
     match Netlink::open() {
         Ok(mut host) => {
@@ -772,6 +777,7 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
         }
         Err(e) => errors.push(format!("netlink: {e}")),
     }
+    tracing::debug!(at_us = us(), "down: zones removed");
     // The zones' own .network files, once their bridges are gone; a running
     // netd forgets them (a later zone of that name gets the defaults again).
     let files = zonefile::existing(lab, paths);
