@@ -77,6 +77,25 @@ impl Drop for Netlink {
     }
 }
 
+/// A veth `name` whose peer `peer` is made in the network namespace of
+/// `peer_netns_pid`.
+fn veth_pair(
+    name: &str,
+    mac: &crate::Mac,
+    peer: &str,
+    peer_mac: &crate::Mac,
+    peer_netns_pid: u32,
+) -> LinkMessageBuilder<LinkVeth> {
+    let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer.to_string())
+        .address(peer_mac.to_vec())
+        .setns_by_pid(peer_netns_pid)
+        .build();
+    LinkVeth::new(name, peer)
+        .address(mac.to_vec())
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+}
+
 pub(crate) fn link_from(msg: &LinkMessage) -> Link {
     let mut l = Link {
         index: msg.header.index,
@@ -302,15 +321,7 @@ impl Rtnl for Netlink {
                 peer_netns_pid,
                 master,
             } => {
-                let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
-                    .name(peer.clone())
-                    .address(peer_mac.to_vec())
-                    .setns_by_pid(*peer_netns_pid)
-                    .build();
-                let mut b = LinkVeth::new(name, peer)
-                    .address(mac.to_vec())
-                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
-                    .up();
+                let mut b = veth_pair(name, mac, peer, peer_mac, *peer_netns_pid).up();
                 if let Some(m) = master {
                     b = b.controller(*m);
                 }
@@ -324,14 +335,7 @@ impl Rtnl for Netlink {
                 peer_mac,
                 peer_netns_pid,
             } => {
-                let peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
-                    .name(peer.clone())
-                    .address(peer_mac.to_vec())
-                    .setns_by_pid(*peer_netns_pid)
-                    .build();
-                let msg = LinkVeth::new(name, peer)
-                    .address(mac.to_vec())
-                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+                let msg = veth_pair(name, mac, peer, peer_mac, *peer_netns_pid)
                     .setns_by_pid(*netns_pid)
                     .up()
                     .build();

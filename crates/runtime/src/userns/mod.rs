@@ -120,17 +120,9 @@ pub fn prepare(
         // Held only for the pick: from then on the range's own lock file
         // says it is ours.
         let _pick = pick::lock(locks_dir)?;
-        let held = pick::held_ranges(locks_dir)?;
-        let held_at: std::collections::HashSet<u32> = held.iter().map(|(_, r)| r.shift).collect();
         let mut taken = taken();
-        taken.extend(held);
-        let range = pick::choose(
-            spec.mode,
-            owner,
-            &taken,
-            |id| host.has(id),
-            |shift| held_at.contains(&shift),
-        )?;
+        taken.extend(pick::held_ranges(locks_dir)?);
+        let range = pick::choose(spec.mode, owner, &taken, |id| host.has(id))?;
         range_lock =
             pick::try_range_lock(locks_dir, range, name)?.ok_or(pick::PickError::InUse(range))?;
         range

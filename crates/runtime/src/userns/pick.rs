@@ -269,14 +269,13 @@ fn ids_in(db: &str) -> Vec<u32> {
 }
 
 /// The range for `mode`, given the root directory's owner and the ranges
-/// of the running machines; `locked`: the range starting there is another
-/// launcher's. Pure but for the two predicates.
+/// taken (running machines' and those other launchers hold, see
+/// [`held_ranges`]). Pure but for the predicate.
 pub fn choose(
     mode: Mode,
     owner: (u32, u32),
     taken: &[(String, UidRange)],
     host_has_id: impl Fn(u32) -> bool,
-    locked: impl Fn(u32) -> bool,
 ) -> Result<UidRange, PickError> {
     let clash = |r: &UidRange| {
         taken
@@ -290,7 +289,6 @@ pub fn choose(
     };
     let fixed = |r: UidRange| match clash(&r) {
         Some(e) => Err(e),
-        None if locked(r.shift) => Err(PickError::InUse(r)),
         None => Ok(r),
     };
     let (uid, gid) = owner;
@@ -309,15 +307,10 @@ pub fn choose(
         }
         Mode::Pick => {
             let free = |r: &UidRange| {
-                clash(r).is_none()
-                    && !locked(r.shift)
-                    && !host_has_id(r.shift)
-                    && !host_has_id(r.shift + (r.range - 1))
+                clash(r).is_none() && !host_has_id(r.shift) && !host_has_id(r.shift + (r.range - 1))
             };
             if uid != 0 && uid & 0xFFFF == 0 && gid == uid {
-                if let Some(r) =
-                    UidRange::new(uid, RANGE_16).filter(|r| clash(r).is_none() && !locked(r.shift))
-                {
+                if let Some(r) = UidRange::new(uid, RANGE_16).filter(|r| clash(r).is_none()) {
                     return Ok(r);
                 }
             }
@@ -346,47 +339,55 @@ mod tests {
     fn pick_takes_the_roots_range_when_free() {
         let taken = vec![("a".to_string(), r(PICK_MIN, 65536))];
         assert_eq!(
-            choose(Mode::Pick, (0x0010_0000, 0x0010_0000), &taken, none, none),
+            choose(Mode::Pick, (0x0010_0000, 0x0010_0000), &taken, none),
             Ok(r(0x0010_0000, 65536))
         );
         // The root's range is taken: the first free one.
         assert_eq!(
-            choose(Mode::Pick, (PICK_MIN, PICK_MIN), &taken, none, none),
+            choose(Mode::Pick, (PICK_MIN, PICK_MIN), &taken, none),
             Ok(r(PICK_MIN + 65536, 65536))
         );
         // Owned by 0, or not a multiple of 65536: the first free one.
         assert_eq!(
-            choose(Mode::Pick, (0, 0), &[], none, none),
+            choose(Mode::Pick, (0, 0), &[], none),
             Ok(r(PICK_MIN, 65536))
         );
         assert_eq!(
-            choose(Mode::Pick, (PICK_MIN + 7, PICK_MIN + 7), &[], none, none),
+            choose(Mode::Pick, (PICK_MIN + 7, PICK_MIN + 7), &[], none),
             Ok(r(PICK_MIN, 65536))
         );
         // A host user at an end of a range skips it.
         assert_eq!(
-            choose(Mode::Pick, (0, 0), &[], |id| id == PICK_MIN + 65535, none),
+            choose(Mode::Pick, (0, 0), &[], |id| id == PICK_MIN + 65535),
             Ok(r(PICK_MIN + 65536, 65536))
         );
     }
 
     #[test]
     fn ranges_locked_by_other_launchers_are_skipped_or_refused() {
-        let mine = |s: u32| s == PICK_MIN || s == 0x0010_0000;
+        // As held_ranges gives them: one that says its machine, one that does not.
+        let held = vec![
+            ("web".to_string(), r(PICK_MIN, 65536)),
+            ("another container".to_string(), r(0x0010_0000, 65536)),
+        ];
         assert_eq!(
-            choose(Mode::Pick, (0x0010_0000, 0x0010_0000), &[], none, mine),
+            choose(Mode::Pick, (0x0010_0000, 0x0010_0000), &held, none),
             Ok(r(PICK_MIN + 65536, 65536))
         );
         assert_eq!(
-            choose(Mode::Fixed(r(PICK_MIN, 65536)), (0, 0), &[], none, mine),
-            Err(PickError::InUse(r(PICK_MIN, 65536)))
+            choose(Mode::Fixed(r(PICK_MIN, 65536)), (0, 0), &held, none),
+            Err(PickError::Overlap {
+                range: r(PICK_MIN, 65536),
+                name: "web".into(),
+                other: r(PICK_MIN, 65536),
+            })
         );
     }
 
     #[test]
     fn pick_runs_out() {
         assert_eq!(
-            choose(Mode::Pick, (0, 0), &[], |_| true, none),
+            choose(Mode::Pick, (0, 0), &[], |_| true),
             Err(PickError::Exhausted)
         );
     }
@@ -394,17 +395,10 @@ mod tests {
     #[test]
     fn fixed_and_root_ranges_must_be_free() {
         let taken = vec![("web".to_string(), r(PICK_MIN, 65536))];
-        let e = choose(
-            Mode::Fixed(r(PICK_MIN + 100, 10)),
-            (0, 0),
-            &taken,
-            none,
-            none,
-        )
-        .unwrap_err();
+        let e = choose(Mode::Fixed(r(PICK_MIN + 100, 10)), (0, 0), &taken, none).unwrap_err();
         assert!(e.to_string().contains("running machine 'web'"), "{e}");
         assert_eq!(
-            choose(Mode::Fixed(r(0, 65536)), (0, 0), &taken, none, none),
+            choose(Mode::Fixed(r(0, 65536)), (0, 0), &taken, none),
             Ok(r(0, 65536))
         );
         assert_eq!(
@@ -412,17 +406,16 @@ mod tests {
                 Mode::FromRoot,
                 (PICK_MIN + 65536 + 5, PICK_MIN + 65536),
                 &taken,
-                none,
                 none
             ),
             Ok(r(PICK_MIN + 65536, 65536))
         );
         assert!(matches!(
-            choose(Mode::FromRoot, (PICK_MIN + 1, PICK_MIN), &taken, none, none),
+            choose(Mode::FromRoot, (PICK_MIN + 1, PICK_MIN), &taken, none),
             Err(PickError::Overlap { .. })
         ));
         assert!(matches!(
-            choose(Mode::FromRoot, (PICK_MIN, 0), &[], none, none),
+            choose(Mode::FromRoot, (PICK_MIN, 0), &[], none),
             Err(PickError::Mismatch { .. })
         ));
     }

@@ -120,12 +120,8 @@ pub fn start(o: &StartOptions) -> Result<i32, CtlError> {
             Err(e) => failures.push(e),
         }
     }
-    let args: Vec<Vec<String>> = checked.iter().map(|n| launcher_args(n)).collect();
-    let machines: Vec<(&str, &[String])> = checked
-        .iter()
-        .zip(&args)
-        .map(|(n, a)| (*n, a.as_slice()))
-        .collect();
+    let machines: Vec<(&str, Vec<String>)> =
+        checked.iter().map(|n| (*n, launcher_args(n))).collect();
     let mut pending = Vec::new();
     for launched in launch_all(&paths, &machines, &[]) {
         match launched {
@@ -191,7 +187,7 @@ fn check(paths: &Paths, name: &str) -> Result<(), CtlError> {
 /// spent most of its launch time on them.
 pub(crate) fn launch_all(
     paths: &Paths,
-    machines: &[(&str, &[String])],
+    machines: &[(&str, Vec<String>)],
     env: &[(String, String)],
 ) -> Vec<Result<Pending, LifecycleError>> {
     // The pipes are close-on-exec: a pump started later does not keep an

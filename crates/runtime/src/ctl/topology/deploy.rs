@@ -367,14 +367,9 @@ fn bring_up(lab: &Lab, paths: &Paths, dir: &Path) -> Result<(), TopoError> {
                     && n.m.after.iter().all(|a| ready.contains(a.as_str()))
             })
             .collect();
-        let args: Vec<Vec<String>> = go
+        let machines: Vec<(&str, Vec<String>)> = go
             .iter()
-            .map(|&i| launcher_args(paths, nodes[i].m))
-            .collect();
-        let machines: Vec<(&str, &[String])> = go
-            .iter()
-            .zip(&args)
-            .map(|(&i, a)| (nodes[i].m.name.as_str(), a.as_slice()))
+            .map(|&i| (nodes[i].m.name.as_str(), launcher_args(paths, nodes[i].m)))
             .collect();
         let launched = start::launch_all(paths, &machines, &env);
         // Every launcher that started is recorded before a failure is
