@@ -105,11 +105,18 @@ pub fn send(fd: impl AsFd, msg: &SyncMessage) -> Result<(), SyncError> {
 }
 
 /// Receives one message; None at end-of-file.
+///
+/// A peer that exits with a message of ours unread resets the socket, and
+/// the kernel reports that reset (once) before what the peer sent first: a
+/// child that fails before it reads its go-ahead sends its failure and
+/// exits. The reset is passed over so the failure is read, not lost.
 pub fn recv(fd: impl AsFd) -> Result<Option<SyncMessage>, SyncError> {
     let mut buf = vec![0u8; tagged::MAX_FRAME];
+    let mut reset = false;
     let n = loop {
         match nix::unistd::read(fd.as_fd(), &mut buf) {
             Err(nix::Error::EINTR) => continue,
+            Err(nix::Error::ECONNRESET) if !reset => reset = true,
             Err(e) => return Err(SyncError::Io(e)),
             Ok(n) => break n,
         }
@@ -145,6 +152,28 @@ mod tests {
         ] {
             assert_eq!(SyncMessage::decode(&msg.encode().unwrap()).unwrap(), msg);
         }
+    }
+
+    #[test]
+    fn a_failure_sent_before_the_peer_went_is_read_even_if_our_message_was_unread() {
+        // The child fails before it reads our go-ahead and exits: closing a
+        // socket with unread data resets its peer, and the reset is reported
+        // before the queued failure. It must still be read.
+        let (parent, child) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        send(&parent, &SyncMessage::Network).unwrap();
+        send(&child, &SyncMessage::Failed("no such user".into())).unwrap();
+        drop(child);
+        assert_eq!(
+            recv(&parent).unwrap(),
+            Some(SyncMessage::Failed("no such user".into()))
+        );
+        assert_eq!(recv(&parent).unwrap(), None);
     }
 
     #[test]
