@@ -159,9 +159,12 @@ fn link_local_addresses_come_from_nss_with_their_scope_only_for_machines_without
                # On a zone the host reaches the machine through the bridge.
                $NETSPAWN -q --network-zone=lab --bind={ctl}:/ctl -D {zimg} /bin/sh -c '{HOLD}' &
                # A machine that configures nothing and takes no RA: only the
-               # kernel's link-local address.
-               $NETSPAWN -q -n --network-config=none --bind={ctl}:/ctl -D {oimg} /bin/sh -c 'echo 0 > /proc/sys/net/ipv6/conf/host0/accept_ra && ip link set host0 up && echo lo6-up; {HOLD}' &
-               for t in $(seq 600); do grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/ll 2>/dev/null && grep -q '^ADDRESSES=.*:' $NETSPAWN_RUN_DIR/machines/ll && grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/zl 2>/dev/null && grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/lo6 2>/dev/null && break; sleep 0.05; done
+               # kernel's link-local address. host0 is up before the payload
+               # runs: on a loaded machine the kernel's own solicitation (a
+               # second after) can be answered before the payload refuses
+               # RAs, so an address it got by then is dropped.
+               $NETSPAWN -q -n --network-config=none --bind={ctl}:/ctl -D {oimg} /bin/sh -c 'echo 0 > /proc/sys/net/ipv6/conf/host0/accept_ra && ip -6 addr flush dev host0 scope global && touch /ctl/lo6-bare && echo lo6-up; {HOLD}' &
+               for t in $(seq 600); do grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/ll 2>/dev/null && grep -q '^ADDRESSES=.*:' $NETSPAWN_RUN_DIR/machines/ll && grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/zl 2>/dev/null && [ -e {ctl}/lo6-bare ] && grep -q '^LINK_LOCAL=' $NETSPAWN_RUN_DIR/machines/lo6 2>/dev/null && ! grep -q '^ADDRESSES=.*:' $NETSPAWN_RUN_DIR/machines/lo6 && break; sleep 0.05; done
                zll=$(sed -n 's/^LINK_LOCAL=//p' $NETSPAWN_RUN_DIR/machines/zl)
                echo zone-ll=$zll vzidx=$(ip -o link show vz-lab | cut -d: -f1)
                ping -c1 -W2 ${{zll%%%*}}%vz-lab >/dev/null && echo PING-ZONE-LL-OK
