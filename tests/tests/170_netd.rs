@@ -467,6 +467,51 @@ fn a_zone_serves_more_unique_machines_in_turn_than_its_pool_holds() {
     assert_eq!(count(&r.stdout, "ok="), 30, "{}\n{}", r.stdout, r.stderr);
 }
 
+/// A machine's MAC is the same on every zone: machines that left a zone for
+/// another one do not hold their old leases there as running machines. Zone
+/// za's pool (13 addresses) is filled by 13 machines; the same 13 then run on
+/// zone zb; a new machine on za still gets an address (before: za counted them
+/// as running, so its whole pool was held and the launch timed out).
+#[test]
+fn machines_that_moved_to_another_zone_leave_their_old_addresses_free() {
+    let env = TestEnv::new();
+    let img = env.busybox("mv");
+    let tpl = small_zone_templates(&env);
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               export NETSPAWN_NETWORK_PATH={tpl}
+               for i in $(seq 13); do
+                 $NETSPAWN -q --read-only --network-zone=za -M m$i -D {img} /bin/sh -c 'ip -4 -o addr show host0 | grep -q inet' || echo first-fail=$i
+               done
+               for i in $(seq 13); do
+                 $NETSPAWN -q --read-only --network-zone=zb -M m$i --bind={ctl}:/ctl -D {img} /bin/sh -c '{HOLD}' &
+               done
+               for t in $(seq 600); do [ $(grep -l '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/m* 2>/dev/null | wc -l) = 13 ] && break; sleep 0.05; done
+               echo on-zb=$(grep -l '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/m* 2>/dev/null | wc -l)
+               $NETSPAWN -q --read-only --network-zone=za -M newcomer -D {img} /bin/sh -c 'ip -4 -o addr show host0 | grep -o "inet [0-9.]*"' && echo newcomer=ok
+               touch {ctl}/stop; wait"#,
+            tpl = tpl.display(),
+            img = img.display(),
+            ctl = env.hold_dir().display()
+        ),
+        240,
+    );
+    assert!(
+        !r.stdout.contains("first-fail="),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(r.stdout.contains("on-zb=13"), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("newcomer=ok"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+}
+
 /// Issue 9, item 5: a client on the zone that makes up MACs gets a bounded share of the pool;
 /// the next machine still gets its address (before: the made-up clients took every free
 /// address and the machine got none).

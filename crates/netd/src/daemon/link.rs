@@ -25,6 +25,7 @@
 //! `&mut dyn Rtnl`: netd's netlink socket on a blocking thread in the
 //! daemon, `netlink::fake::FakeRtnl` in the unit tests.
 
+use std::collections::HashMap;
 use std::hash::Hasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
@@ -81,10 +82,18 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
                     tracing::warn!("{name}: {e}");
                 }
             }
-            let v4 = kernel_steps(nl, index, &name, &file, first, |request, host| {
-                take_subnet(&ctx2, &name, request, host, true)
-            });
-            let v6 = ipv6_steps(nl, index, &name, &file, |request, host| {
+            // One look at the host's networks serves both families' pools.
+            let mut host = HostNetworks::default();
+            let v4 = kernel_steps(
+                nl,
+                index,
+                &name,
+                &file,
+                first,
+                &mut host,
+                |request, host| take_subnet(&ctx2, &name, request, host, true),
+            );
+            let v6 = ipv6_steps(nl, index, &name, &file, &mut host, |request, host| {
                 take_subnet(&ctx2, &name, request, host, false)
             });
             Ok::<_, String>((v4, v6))
@@ -109,7 +118,7 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
         return;
     }
     let addressed = started.elapsed();
-    let dhcp_stop = v4.and_then(|v4| start_dhcp(ctx, &name, &file, v4));
+    let dhcp_stop = v4.and_then(|v4| start_dhcp(ctx, &name, index, &file, v4));
     let own6 = v6.as_ref().and_then(|s| s.own);
     let mut subnets: Vec<IpNetwork> = v4
         .map(|v4| IpNetwork::V4(Ipv4Network::new(v4.network(), v4.prefix()).unwrap_or(v4)))
@@ -118,8 +127,11 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
     subnets.extend(
         own6.map(|o| IpNetwork::V6(Ipv6Network::new(o.network(), o.prefix()).unwrap_or(o))),
     );
-    // The DNS listeners and the NAT step (a blocking thread) at the same
+    // The NAT step (a blocking thread) and the DNS listeners at the same
     // time: neither needs the other, and the link is answered after both.
+    // The thread is started first: binding the listeners does not yield, so
+    // a NAT step started after them would wait for them.
+    let nat = masquerade(ctx, &name, &file, subnets);
     let dns = async {
         if let Some(v4) = v4 {
             serve_dns(ctx, &name, index, &file, IpAddr::V4(v4.ip())).await;
@@ -132,7 +144,7 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
         (started.elapsed(), ra)
     };
     let nat = async {
-        masquerade(ctx, &name, &file, subnets).await;
+        let _ = nat.await;
         started.elapsed()
     };
     let ((served, ra), natted) = tokio::join!(dns, nat);
@@ -250,12 +262,13 @@ fn kernel_steps(
     name: &str,
     file: &NetworkFile,
     first: bool,
+    host: &mut HostNetworks,
     take: impl FnOnce(&IpNetwork, Vec<IpNetwork>) -> Option<IpNetwork>,
 ) -> Option<IpNetwork> {
     if first {
         link_local(nl, index, name, file);
     }
-    assign_address(nl, index, name, file, take)
+    assign_address(nl, index, name, file, host, take)
 }
 
 /// Step 2: `LinkLocalAddressing=`, as systemd.network(5) documents it.
@@ -303,11 +316,12 @@ fn assign_address(
     index: u32,
     name: &str,
     file: &NetworkFile,
+    host: &mut HostNetworks,
     take: impl FnOnce(&IpNetwork, Vec<IpNetwork>) -> Option<IpNetwork>,
 ) -> Option<IpNetwork> {
     let request = serving_address(file)?;
     let address = if template::is_pool_request(&request) {
-        take(&request, host_networks(nl))?
+        take(&request, host.get(nl))?
     } else {
         request
     };
@@ -315,8 +329,19 @@ fn assign_address(
     Some(address)
 }
 
-/// The host's addresses and IPv4 routes (not the default ones), which
-/// pools must avoid. A dump that fails leaves its part out.
+/// [`host_networks`], dumped once for a link's pool requests of both
+/// families (the one's address is not in the other's way).
+#[derive(Default)]
+struct HostNetworks(Option<Vec<IpNetwork>>);
+
+impl HostNetworks {
+    fn get(&mut self, nl: &mut dyn Rtnl) -> Vec<IpNetwork> {
+        self.0.get_or_insert_with(|| host_networks(nl)).clone()
+    }
+}
+
+/// The host's addresses and routes (not the default ones), which pools must
+/// avoid. A dump that fails leaves its part out.
 fn host_networks(nl: &mut dyn Rtnl) -> Vec<IpNetwork> {
     let mut out = Vec::new();
     match nl.addresses() {
@@ -436,6 +461,7 @@ fn ipv6_steps(
     index: u32,
     name: &str,
     file: &NetworkFile,
+    host: &mut HostNetworks,
     take: impl FnOnce(&IpNetwork, Vec<IpNetwork>) -> Option<IpNetwork>,
 ) -> Option<Ipv6Setup> {
     if !wants_ipv6(file) {
@@ -444,7 +470,7 @@ fn ipv6_steps(
     let mut addrs: Vec<Ipv6Network> = Vec::new();
     if let Some(req) = file.network.pool_requests().find(|r| r.is_ipv6()) {
         // On failure the pool said why (logged); the link goes on without it.
-        if let Some(IpNetwork::V6(a)) = take(req, host_networks(nl)) {
+        if let Some(IpNetwork::V6(a)) = take(req, host.get(nl)) {
             addrs.push(a);
         }
     }
@@ -631,6 +657,7 @@ fn dhcp_config(file: &NetworkFile, v4: Ipv4Network) -> Result<dhcp::ServerConfig
 fn start_dhcp(
     ctx: &Arc<Ctx>,
     name: &str,
+    index: u32,
     file: &NetworkFile,
     v4: Ipv4Network,
 ) -> Option<oneshot::Sender<()>> {
@@ -680,7 +707,7 @@ fn start_dhcp(
     let ctx2 = ctx.clone();
     let ifname = name.to_string();
     tokio::spawn(async move {
-        let context = move |mac: &[u8]| dhcp_context(&ctx2, mac);
+        let context = move |mac: &[u8]| dhcp_context(&ctx2, index, mac);
         if let Err(e) = dhcp::io::serve_socket(socket, &ifname, server, context, async move {
             let _ = rx.await;
         })
@@ -765,7 +792,14 @@ pub(super) fn upstream_dns(
 }
 
 /// Step 6: masquerade for the link's subnets, as `IPMasquerade=` says.
-async fn masquerade(ctx: &Arc<Ctx>, name: &str, file: &NetworkFile, subnets: Vec<IpNetwork>) {
+/// Starts the NAT step for a link on a blocking thread; the handle says
+/// when it is done.
+fn masquerade(
+    ctx: &Arc<Ctx>,
+    name: &str,
+    file: &NetworkFile,
+    subnets: Vec<IpNetwork>,
+) -> tokio::task::JoinHandle<()> {
     let m = file.network.ip_masquerade;
     let mode = match (m.ipv4(), m.ipv6()) {
         (true, true) => nat::Masquerade::Both,
@@ -775,7 +809,7 @@ async fn masquerade(ctx: &Arc<Ctx>, name: &str, file: &NetworkFile, subnets: Vec
     };
     let ctx2 = ctx.clone();
     let name = name.to_string();
-    let _ = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let mut nat = ctx2.nat();
         let set = subnets
             .iter()
@@ -787,7 +821,6 @@ async fn masquerade(ctx: &Arc<Ctx>, name: &str, file: &NetworkFile, subnets: Vec
             tracing::error!("{name}: NAT: {e}");
         }
     })
-    .await;
 }
 
 /// A link went away: releases its subnet, DHCP server, DNS listener, NAT
@@ -875,28 +908,51 @@ fn hostname_for(ctx: &Ctx, mac: &[u8]) -> Option<String> {
         .find(|n| generate_mac(&ctx.machine_id, n, &CONTAINER_HASH_KEY, 0)[..] == *mac)
 }
 
-/// A DHCP request's context: the machine's name and the MACs of the running
-/// machines: those whose host-side link exists (also unregistered ones) and
-/// those whose launcher holds the name lock (the registry entry is written
-/// only after the launch's DHCP). The name locks are read only when the
-/// links do not answer what the request asks (`/proc/locks` costs an RCU
-/// grace period, milliseconds, and a launch's own machine has its link).
-fn dhcp_context(ctx: &Ctx, mac: &[u8]) -> dhcp::RequestContext {
+/// Which machines' host-side links are on the link with index `served`
+/// (its own `ve-` link, or a port of its bridge) and which are on another
+/// one, from the links netd has seen: (here, elsewhere). A machine's MAC is
+/// the same on every zone, so one that moved to another zone must not keep
+/// its lease here as a running machine. A bridge port not yet enslaved
+/// counts as here (as every link did before zones were told apart).
+fn machines_by_link(seen: &HashMap<u32, SeenLink>, served: u32) -> (Vec<String>, Vec<String>) {
+    let (mut here, mut elsewhere) = (Vec::new(), Vec::new());
+    for (index, l) in seen {
+        let Some(m) = dhcp::machines::machine_of_link(&l.name) else {
+            continue;
+        };
+        let on_this = *index == served || l.master == Some(served);
+        let on_other = l.master.is_some() || l.name.starts_with("ve-");
+        if !on_this && on_other {
+            elsewhere.push(m.to_string());
+        } else {
+            here.push(m.to_string());
+        }
+    }
+    elsewhere.retain(|m| !here.contains(m));
+    (here, elsewhere)
+}
+
+/// A DHCP request's context on the link with index `served`: the machine's
+/// name and the MACs of the machines running on that link: those whose
+/// host-side link is on it (also unregistered ones) and those whose launcher
+/// holds the name lock (the registry entry is written only after the
+/// launch's DHCP) unless their link is on another one. The name locks are
+/// read only when the links do not answer what the request asks
+/// (`/proc/locks` costs an RCU grace period, milliseconds, and a launch's own
+/// machine has its link).
+fn dhcp_context(ctx: &Ctx, served: u32, mac: &[u8]) -> dhcp::RequestContext {
     use netspawn_common::naming::{generate_mac, CONTAINER_HASH_KEY};
     let hostname = hostname_for(ctx, mac);
-    let (locks, linked) = {
+    let (locks, linked, elsewhere) = {
         let st = ctx.lock();
-        let linked: Vec<String> = st
-            .seen
-            .values()
-            .filter_map(|l| dhcp::machines::machine_of_link(&l.name).map(str::to_string))
-            .collect();
-        (st.paths.locks_dir(), linked)
+        let (here, elsewhere) = machines_by_link(&st.seen, served);
+        (st.paths.locks_dir(), here, elsewhere)
     };
     let machine_id = ctx.machine_id;
     let claimed = move || match dhcp::machines::claimed_names(&locks) {
         Ok(names) => names
             .iter()
+            .filter(|n| !elsewhere.contains(n))
             .map(|n| generate_mac(&machine_id, n, &CONTAINER_HASH_KEY, 0).to_vec())
             .collect(),
         Err(e) => {
@@ -1052,10 +1108,18 @@ mod tests {
             .unwrap();
         // The pool is asked with the host's networks (no default route).
         let mut asked = None;
-        let got = kernel_steps(&mut k, i, "ve-x", &f, true, |req, host| {
-            asked = Some((*req, host));
-            Some(net("10.0.0.1/28"))
-        });
+        let got = kernel_steps(
+            &mut k,
+            i,
+            "ve-x",
+            &f,
+            true,
+            &mut HostNetworks::default(),
+            |req, host| {
+                asked = Some((*req, host));
+                Some(net("10.0.0.1/28"))
+            },
+        );
         assert_eq!(got, Some(net("10.0.0.1/28")));
         assert_eq!(
             asked,
@@ -1075,8 +1139,17 @@ mod tests {
 
         // A restarted netd does it all again: EEXIST everywhere is fine,
         // nothing is there twice and nothing is logged above debug.
-        let (got, log) =
-            logged(|| kernel_steps(&mut k, i, "ve-x", &f, true, |_, _| Some(net("10.0.0.1/28"))));
+        let (got, log) = logged(|| {
+            kernel_steps(
+                &mut k,
+                i,
+                "ve-x",
+                &f,
+                true,
+                &mut HostNetworks::default(),
+                |_, _| Some(net("10.0.0.1/28")),
+            )
+        });
         assert_eq!(got, Some(net("10.0.0.1/28")));
         assert_eq!(addresses(&mut k, i), want);
         assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
@@ -1106,7 +1179,15 @@ mod tests {
         // A static serving address is not added twice.
         let f = ok("[Match]\nName=x\n[Network]\nAddress=10.0.0.1/24\nAddress=10.0.1.1/24\n").file;
         let (mut k, i) = kernel("x");
-        let got = kernel_steps(&mut k, i, "x", &f, false, |_, _| unreachable!("no pool"));
+        let got = kernel_steps(
+            &mut k,
+            i,
+            "x",
+            &f,
+            false,
+            &mut HostNetworks::default(),
+            |_, _| unreachable!("no pool"),
+        );
         assert_eq!(got, Some(net("10.0.0.1/24")));
         assert_eq!(
             k.log,
@@ -1122,7 +1203,18 @@ mod tests {
     fn an_exhausted_pool_or_a_member_link_touches_nothing() {
         let f = ok("[Match]\nName=x\n[Network]\nAddress=0.0.0.0/28\n").file;
         let (mut k, i) = kernel("x");
-        assert_eq!(kernel_steps(&mut k, i, "x", &f, true, |_, _| None), None);
+        assert_eq!(
+            kernel_steps(
+                &mut k,
+                i,
+                "x",
+                &f,
+                true,
+                &mut HostNetworks::default(),
+                |_, _| None
+            ),
+            None
+        );
         assert!(k.log.is_empty(), "{:?}", k.log);
         let vb = template::load_with(&[], &template::BUILTIN)
             .unwrap()
@@ -1132,11 +1224,63 @@ mod tests {
             .unwrap();
         let (mut k, i) = kernel("vb-x");
         assert_eq!(
-            kernel_steps(&mut k, i, "vb-x", &vb, true, |_, _| None),
+            kernel_steps(
+                &mut k,
+                i,
+                "vb-x",
+                &vb,
+                true,
+                &mut HostNetworks::default(),
+                |_, _| None
+            ),
             None
         );
         // Only its LinkLocalAddressing=no.
         assert_eq!(k.log, vec![format!("addrgenmode {i} None")]);
+    }
+
+    #[test]
+    fn machines_on_another_zone_or_link_are_not_running_here() {
+        let seen: HashMap<u32, SeenLink> = [
+            (5, "vz-a", None),
+            (9, "vz-b", None),
+            (6, "vb-x", Some(5)),
+            (7, "vb-y", Some(9)),
+            (8, "vb-z", None),
+            (10, "ve-w", None),
+            (11, "ve-x", None),
+            (12, "eth0", None),
+        ]
+        .into_iter()
+        .map(|(i, name, master)| {
+            (
+                i,
+                SeenLink {
+                    name: name.into(),
+                    master,
+                    kind: None,
+                    link_local_done: true,
+                },
+            )
+        })
+        .collect();
+        let sorted = |(mut a, mut b): (Vec<String>, Vec<String>)| {
+            a.sort();
+            b.sort();
+            (a, b)
+        };
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Zone a: its port x (also on a ve- link of its own) and z, not yet
+        // enslaved; y is on zone b and w on its own link.
+        assert_eq!(
+            sorted(machines_by_link(&seen, 5)),
+            (v(&["x", "z"]), v(&["w", "y"]))
+        );
+        // The link ve-w: w, and z (a port not yet in any bridge).
+        assert_eq!(
+            sorted(machines_by_link(&seen, 10)),
+            (v(&["w", "z"]), v(&["x", "x", "y"]))
+        );
     }
 
     #[test]
@@ -1147,7 +1291,17 @@ mod tests {
         let (mut k, i) = kernel("ll0");
         // Gone after the link-local steps, before the addresses.
         k.vanish(i, 2);
-        let (got, log) = logged(|| kernel_steps(&mut k, i, "ll0", &f, true, |_, _| None));
+        let (got, log) = logged(|| {
+            kernel_steps(
+                &mut k,
+                i,
+                "ll0",
+                &f,
+                true,
+                &mut HostNetworks::default(),
+                |_, _| None,
+            )
+        });
         assert_eq!(got, Some(net("10.0.0.1/28")));
         assert!(k.link("ll0").unwrap().is_none());
         assert_eq!(k.log.len(), 5, "{:?}", k.log);
@@ -1164,7 +1318,17 @@ mod tests {
         // Gone before anything: every step fails and says so.
         let (mut k, i) = kernel("ll0");
         k.vanish(i, 0);
-        let (got, log) = logged(|| kernel_steps(&mut k, i, "ll0", &f, true, |_, _| None));
+        let (got, log) = logged(|| {
+            kernel_steps(
+                &mut k,
+                i,
+                "ll0",
+                &f,
+                true,
+                &mut HostNetworks::default(),
+                |_, _| None,
+            )
+        });
         assert_eq!(got, Some(net("10.0.0.1/28")));
         assert!(log.contains("ENODEV"), "{log}");
     }
@@ -1337,10 +1501,17 @@ mod tests {
         .file;
         let (mut k, i) = kernel("ve-x");
         let mut asked = None;
-        let got = ipv6_steps(&mut k, i, "ve-x", &f, |req, _| {
-            asked = Some(*req);
-            Some(net("fd12:3456:789a:1::1/64"))
-        })
+        let got = ipv6_steps(
+            &mut k,
+            i,
+            "ve-x",
+            &f,
+            &mut HostNetworks::default(),
+            |req, _| {
+                asked = Some(*req);
+                Some(net("fd12:3456:789a:1::1/64"))
+            },
+        )
         .unwrap();
         assert_eq!(asked, Some(net("::/64")));
         assert_eq!(got.own, Some("fd12:3456:789a:1::1/64".parse().unwrap()));
@@ -1364,9 +1535,14 @@ mod tests {
         assert!(k.link("ve-x").unwrap().unwrap().up);
         // Again (a restarted netd): nothing twice, nothing above debug.
         let (again, log) = logged(|| {
-            ipv6_steps(&mut k, i, "ve-x", &f, |_, _| {
-                Some(net("fd12:3456:789a:1::1/64"))
-            })
+            ipv6_steps(
+                &mut k,
+                i,
+                "ve-x",
+                &f,
+                &mut HostNetworks::default(),
+                |_, _| Some(net("fd12:3456:789a:1::1/64")),
+            )
         });
         assert_eq!(again, Some(got));
         assert_eq!(addresses(&mut k, i).len(), 4);
@@ -1374,11 +1550,29 @@ mod tests {
         // No IPv6 asked for: nothing.
         let v4 = ok("[Match]\nName=x\n[Network]\nAddress=0.0.0.0/28\n").file;
         let (mut k, i) = kernel("x");
-        assert_eq!(ipv6_steps(&mut k, i, "x", &v4, |_, _| unreachable!()), None);
+        assert_eq!(
+            ipv6_steps(
+                &mut k,
+                i,
+                "x",
+                &v4,
+                &mut HostNetworks::default(),
+                |_, _| unreachable!()
+            ),
+            None
+        );
         assert!(k.log.is_empty());
         // The pool has no subnet: the static ones still serve.
         let (mut k, i) = kernel("ve-x");
-        let got = ipv6_steps(&mut k, i, "ve-x", &f, |_, _| None).unwrap();
+        let got = ipv6_steps(
+            &mut k,
+            i,
+            "ve-x",
+            &f,
+            &mut HostNetworks::default(),
+            |_, _| None,
+        )
+        .unwrap();
         assert_eq!(got.own, Some("fd99::7/64".parse().unwrap()));
     }
 
