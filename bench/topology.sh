@@ -87,6 +87,30 @@ lab_file() { # N FILE
     } >"$2"
 }
 
+# Waits (at most 60 s) until the machine is quiet: at least 85% of both CPUs
+# idle over a quarter of a second. Each tool's teardown goes on in the
+# background after its command returned (the kernel frees hundreds of
+# network namespaces one after the other, dockerd and podman clean up), and
+# would otherwise be measured as part of the next tool's step: after a round
+# of 300 compose containers the next netspawn up ran beside seconds of it.
+# Called before every timed step of every tool, so each starts on a quiet
+# machine; the seconds waited are kept (quiesce.txt: step, N, round, ms).
+quiesce() { # STEP N ROUND
+    local t0 a b i=0
+    t0=$(now_ms)
+    while ((i < 240)); do
+        a=$(head -1 /proc/stat)
+        sleep 0.25
+        b=$(head -1 /proc/stat)
+        "$PY" -c 'import sys
+a = [int(x) for x in sys.argv[1].split()[1:]]; b = [int(x) for x in sys.argv[2].split()[1:]]
+d = [y - x for x, y in zip(a, b)]; tot = sum(d) or 1
+sys.exit(0 if (d[3] + d[4]) / tot >= 0.85 else 1)' "$a" "$b" && break
+        i=$((i + 1))
+    done
+    echo "$1 $2 $3 $(($(now_ms) - t0))" >>"$WORK/quiesce.txt"
+}
+
 # Machines with an address in the registry.
 addressed() { grep -l '^ADDRESSES=.*[0-9]' "$NETSPAWN_RUN_DIR"/machines/* 2>/dev/null | wc -l; }
 registered() { ls "$NETSPAWN_RUN_DIR/machines" 2>/dev/null | wc -l; }
@@ -299,6 +323,7 @@ inner_main() {
         lab_file "$n" "$WORK/lab$n.toml"
         for r in $(seq "$ROUNDS"); do
             # netspawnctl up/down.
+            quiesce up "$n" "$r"
             t0=$(now_ms)
             "$NETSPAWNCTL" -q up "$WORK/lab$n.toml" >"$WORK/up.log" 2>&1 || {
                 tail "$WORK/up.log" >&2
@@ -307,6 +332,7 @@ inner_main() {
             t1=$(now_ms)
             echo "up $n $((t1 - t0))" >>"$out"
             [ "$(registered)" = "$n" ] || die "up: $(registered) machines registered, not $n"
+            quiesce down "$n" "$r"
             t0=$(now_ms)
             "$NETSPAWNCTL" down "$WORK/lab$n.toml" || die "netspawnctl down failed"
             t1=$(now_ms)
@@ -315,6 +341,7 @@ inner_main() {
 
             # The shell loop: the same machines on the same zones, no links.
             local i z pids=()
+            quiesce loop_up "$n" "$r"
             t0=$(now_ms)
             for i in $(seq "$n"); do
                 z=$(echo a b c | cut -d' ' -f$((i % 3 + 1)))
@@ -326,6 +353,7 @@ inner_main() {
             wait_for "$n addressed machines" 120 addressed_at_least "$n"
             t1=$(now_ms)
             echo "loop_up $n $((t1 - t0))" >>"$out"
+            quiesce loop_down "$n" "$r"
             t0=$(now_ms)
             "$NETSPAWNCTL" terminate $(ls "$NETSPAWN_RUN_DIR/machines")
             wait "${pids[@]}" 2>/dev/null || true
@@ -335,6 +363,7 @@ inner_main() {
             pids=() LOOP_PIDS=
 
             if [ "$PODMAN" = 1 ]; then
+                quiesce podman_up "$n" "$r"
                 t0=$(now_ms)
                 for i in $(seq "$n"); do echo "$i $(echo a b c | cut -d' ' -f$((i % 3 + 1)))"; done |
                     xargs -P 32 -L 1 bash -c 'pm_run "$0" "$1"' || die "podman run failed"
@@ -343,6 +372,7 @@ inner_main() {
                 # Under load podman 4.3 sometimes fails a removal ("crun delete
                 # --force … failed", "open pidfd"); run it again (timed, counted).
                 local ptries=1
+                quiesce podman_down "$n" "$r"
                 t0=$(now_ms)
                 until pm rm -f -a -t 0 >/dev/null 2>"$WORK/podman-rm.log"; do
                     ((ptries < 5)) || { tail -3 "$WORK/podman-rm.log" >&2; die "podman rm failed"; }
@@ -356,6 +386,7 @@ inner_main() {
 
             if [ "$COMPOSE" = 1 ]; then
                 compose_file "$n" "$WORK/compose.yml"
+                quiesce compose_up "$n" "$r"
                 t0=$(now_ms)
                 dc -f "$WORK/compose.yml" up -d >"$WORK/compose-up.log" 2>&1 || {
                     tail "$WORK/compose-up.log" >&2
@@ -376,6 +407,7 @@ inner_main() {
                 # of a second apart: five tries in a row failed once at 50
                 # machines under load).
                 local tries=1
+                quiesce compose_down "$n" "$r"
                 t0=$(now_ms)
                 until dc -f "$WORK/compose.yml" down -t 0 >"$WORK/compose-down.log" 2>&1; do
                     if ! grep -q 'has active endpoints' "$WORK/compose-down.log" || ((tries >= 20)); then
@@ -542,9 +574,11 @@ fi
 VERSIONS=$(versions_json "iperf3=iperf3 --version" "kernel=uname -r")
 VERSIONS=$(L_V=$VERSIONS L_B=$BIN_ID L_L=$LOAD_START "$PY" -c 'import json, os; v = json.loads(os.environ["L_V"]); v["binaries"] = os.environ["L_B"]; v["load"] = os.environ["L_L"].split()[0]; v["loadavg_start"] = os.environ["L_L"]; v["loadavg_end"] = " ".join(open("/proc/loadavg").read().split()[:3]); print(json.dumps(v))')
 L_PODMAN_NOTE=$PODMAN_NOTE L_COMPOSE_NOTE=$COMPOSE_NOTE L_VERSIONS=$VERSIONS "$PY" - "$WORK/samples.txt" "$WORK/iperf.txt" \
-    "$RESULTS_DIR/topology.json" "$RESULTS_DIR/topology.md" "$WORK/load.txt" "$WORK/compose-retries.txt" "$WORK/podman-retries.txt" <<'EOF'
+    "$RESULTS_DIR/topology.json" "$RESULTS_DIR/topology.md" "$WORK/load.txt" "$WORK/compose-retries.txt" "$WORK/podman-retries.txt" \
+    "$WORK/quiesce.txt" <<'EOF'
 import json, os, statistics, sys
-samples, iperf, out_json, out_md, load, retries, pretries = sys.argv[1:8]
+samples, iperf, out_json, out_md, load, retries, pretries, quiet = sys.argv[1:9]
+quiesce = [line.split() for line in open(quiet)] if os.path.exists(quiet) else []
 compose_retries = [line.split() for line in open(retries)] if os.path.exists(retries) else []
 podman_retries = [line.split() for line in open(pretries)] if os.path.exists(pretries) else []
 rounds_load = [line.split() for line in open(load)] if os.path.exists(load) else []
@@ -567,6 +601,7 @@ res = {
     "compose_down_retries": [{"n": int(n), "round": int(r), "retries": int(k)} for n, r, k in compose_retries],
     "podman_down_retries": [{"n": int(n), "round": int(r), "retries": int(k)} for n, r, k in podman_retries],
     "loadavg_1min_after_each_round": [{"n": int(n), "round": int(r), "load": float(l)} for n, r, l in rounds_load],
+    "quiesce_ms": [{"step": st, "n": int(n), "round": int(r), "waited_ms": int(ms)} for st, n, r, ms in quiesce],
     "targets": "50 up <= 1 s, down <= 0.5 s; 300 up <= 6 s, down <= 3 s; within 1.2x of the shell loop; >= 10x faster than podman/compose; throughput >= 0.95x raw",
 }
 json.dump(res, open(out_json, "w"), indent=1)
@@ -574,6 +609,11 @@ md = ["# Topology files: up/down and throughput", "", res["what"] + ".", "",
       f"Load average (1, 5, 15 min) at the start: {res['versions'].get('loadavg_start', '?')}, at the end: {res['versions'].get('loadavg_end', '?')}, on {os.cpu_count()} CPUs"
       "; after each round (machines/round: load): " + ", ".join(f"{n}/{r}: {l}" for n, r, l in rounds_load) +
       " (other benchmarks and builds may have run at the same time: read the figures as measured on a loaded machine).", "",
+      "Every timed step of every tool starts on a quiet machine (at least 85% of the CPUs idle over a quarter of a second, "
+      "at most 60 s of waiting), so no tool's background teardown is timed as part of the next one's step. Waited before "
+      "each step, median (max) ms: " + ", ".join(
+          f"{st} {statistics.median(w):.0f} ({max(w)})" for st, w in (
+              (st, [int(q[3]) for q in quiesce if q[0] == st]) for st in dict.fromkeys(q[0] for q in quiesce))) + ".", "",
       "| machines | up (median ms) | down | shell loop up | loop down | up / loop | up per machine (ms) |",
       "|---:|---:|---:|---:|---:|---:|---:|"]
 for n, d in sorted(data.items()):
