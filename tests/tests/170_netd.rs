@@ -512,6 +512,49 @@ fn machines_that_moved_to_another_zone_leave_their_old_addresses_free() {
     );
 }
 
+/// A zone whose pool is all held by running machines: the next launch fails
+/// with one line that says so (before: "no DHCP server answered", as if
+/// netd were not there), and leaves nothing behind.
+#[test]
+fn a_launch_on_a_full_zone_says_the_pool_is_exhausted() {
+    let env = TestEnv::new();
+    let img = env.busybox("full");
+    let tpl = small_zone_templates(&env);
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               export NETSPAWN_NETWORK_PATH={tpl}
+               for i in $(seq 13); do
+                 $NETSPAWN -q --read-only --network-zone=fz -M f$i --bind={ctl}:/ctl -D {img} /bin/sh -c '{HOLD}' &
+               done
+               for t in $(seq 600); do [ $(grep -l '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/f* 2>/dev/null | wc -l) = 13 ] && break; sleep 0.05; done
+               echo held=$(grep -l '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/f* 2>/dev/null | wc -l)
+               $NETSPAWN -q --read-only --network-zone=fz -M extra -D {img} /bin/true; echo rc=$?
+               echo extra-entry=$(ls $NETSPAWN_RUN_DIR/machines | grep -c '^extra$')
+               echo extra-link=$(ip -o link | grep -c 'vb-extra')
+               touch {ctl}/stop; wait"#,
+            tpl = tpl.display(),
+            img = img.display(),
+            ctl = env.hold_dir().display()
+        ),
+        240,
+    );
+    assert!(r.stdout.contains("held=13"), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("rc=1"), "{}\n{}", r.stdout, r.stderr);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("no lease"))
+        .unwrap_or_else(|| panic!("no DHCP error line: {}", r.stderr));
+    assert!(
+        line.contains("netd's DHCP server on vz-fz did not answer because its pool")
+            && line.contains("(13 addresses) has no free address"),
+        "{line}"
+    );
+    assert!(r.stdout.contains("extra-entry=0"), "{}", r.stdout);
+    assert!(r.stdout.contains("extra-link=0"), "{}", r.stdout);
+}
+
 /// Issue 9, item 5: a client on the zone that makes up MACs gets a bounded share of the pool;
 /// the next machine still gets its address (before: the made-up clients took every free
 /// address and the machine got none).

@@ -44,6 +44,12 @@ pub enum Request {
     },
     /// Read the `.network` files again (`networkctl reload`).
     Reload,
+    /// Why a client on the link netd serves DHCP on (a `ve-` link, a zone's
+    /// bridge) may have got no address lately: asked after a DHCP exchange
+    /// failed.
+    Dhcp {
+        ifname: String,
+    },
 }
 
 /// One port forward: `tcp:8080:80`.
@@ -119,6 +125,7 @@ impl Request {
                 s
             }
             Request::Release { owner } => format!("RELEASE {owner}"),
+            Request::Dhcp { ifname } => format!("DHCP {ifname}"),
             Request::Forwards { owner, forwards } => {
                 let mut s = format!("FORWARDS {owner}");
                 for f in forwards {
@@ -159,6 +166,9 @@ impl Request {
             }),
             ["RELEASE", owner] => Ok(Request::Release {
                 owner: owner.to_string(),
+            }),
+            ["DHCP", ifname] => Ok(Request::Dhcp {
+                ifname: ifname.to_string(),
             }),
             _ => Err("unknown request".into()),
         }
@@ -204,6 +214,9 @@ pub enum Answer {
     Address(Cidr),
     /// `OK unmanaged`: no network template applies to the link.
     Unmanaged,
+    /// `OK note=TEXT`: done, with something to tell (`DHCP`: why clients
+    /// got no address); the text is one line.
+    Note(String),
     /// `ERR message`: the request failed; the message is one line.
     Err(String),
 }
@@ -216,6 +229,7 @@ impl Answer {
             Answer::Ok => "OK".into(),
             Answer::Address(a) => format!("OK address={a}"),
             Answer::Unmanaged => "OK unmanaged".into(),
+            Answer::Note(n) => format!("OK note={}", n.replace(['\n', '\r'], " ")),
             Answer::Err(m) => {
                 let m = m.replace(['\n', '\r'], " ");
                 if m.is_empty() {
@@ -241,6 +255,9 @@ impl Answer {
         }
         if let Some(a) = line.strip_prefix("OK address=") {
             return a.parse().map(Answer::Address);
+        }
+        if let Some(n) = line.strip_prefix("OK note=") {
+            return Ok(Answer::Note(n.to_string()));
         }
         if let Some(m) = line.strip_prefix("ERR ") {
             return Ok(Answer::Err(m.to_string()));
@@ -312,6 +329,9 @@ mod tests {
             Request::Release {
                 owner: "web".into(),
             },
+            Request::Dhcp {
+                ifname: "vz-lab".into(),
+            },
             Request::Forwards {
                 owner: "web".into(),
                 forwards: vec![Forward {
@@ -354,6 +374,7 @@ mod tests {
             Answer::Address(cidr("0.0.0.0/0")),
             Answer::Err("link ve-web was not configured in time".into()),
             Answer::Err(String::new()),
+            Answer::Note("its pool has no free address".into()),
         ];
         for a in answers {
             assert_eq!(Answer::parse(&a.to_line()), Ok(a.clone()), "{a}");
@@ -370,6 +391,7 @@ mod tests {
         assert_eq!(Answer::Ok.to_line(), "OK");
         assert_eq!(Answer::Unmanaged.to_line(), "OK unmanaged");
         assert_eq!(Answer::Err("a\nb".into()).to_line(), "ERR a b");
+        assert_eq!(Answer::Note("a\nb".into()).to_line(), "OK note=a b");
         for bad in [
             "",
             "ok",

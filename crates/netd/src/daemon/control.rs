@@ -5,7 +5,7 @@
 //! `RELEASE` drops them, `RELOAD` reads the `.network` files again.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ipnetwork::IpNetwork;
 use netspawn_common::netd::{Answer, Cidr, Forward, Request};
@@ -79,6 +79,10 @@ pub(super) async fn serve_client(ctx: Arc<Ctx>, stream: tokio::net::UnixStream) 
         }
     }
 }
+
+/// How far back `DHCP` looks for requests its server could not serve (a
+/// launch asks after its own client waited 10 s).
+const DHCP_RECENT: Duration = Duration::from_secs(30);
 
 async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
     match req {
@@ -177,6 +181,22 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
                 }
                 Ok(Err(e)) => Answer::Err(e.to_string()),
                 Err(e) => Answer::Err(format!("reload: {e}")),
+            }
+        }
+        Request::Dhcp { ifname } => {
+            let server = ctx.lock().links.get(&ifname).and_then(|m| m.dhcp.clone());
+            let Some(server) = server else {
+                return Answer::Err(format!("netd serves no DHCP on {ifname}"));
+            };
+            let since = SystemTime::now()
+                .checked_sub(DHCP_RECENT)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let why = server.lock().ok().and_then(|s| s.exhausted_since(since));
+            match why {
+                Some(why) => Answer::Note(format!(
+                    "netd's DHCP server on {ifname} did not answer because {why}"
+                )),
+                None => Answer::Ok,
             }
         }
         Request::Release { owner } => {
@@ -405,6 +425,7 @@ mod tests {
                 address: Some(a),
                 address6: None,
                 dhcp_stop: None,
+                dhcp: None,
                 ra_stop: None,
                 ra_kick: None,
             },
@@ -420,6 +441,7 @@ mod tests {
                 address: Some(z),
                 address6: None,
                 dhcp_stop: None,
+                dhcp: None,
                 ra_stop: None,
                 ra_kick: None,
             },

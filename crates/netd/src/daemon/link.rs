@@ -118,7 +118,9 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
         return;
     }
     let addressed = started.elapsed();
-    let dhcp_stop = v4.and_then(|v4| start_dhcp(ctx, &name, index, &file, v4));
+    let (dhcp_stop, dhcp) = v4
+        .and_then(|v4| start_dhcp(ctx, &name, index, &file, v4))
+        .unzip();
     let own6 = v6.as_ref().and_then(|s| s.own);
     let mut subnets: Vec<IpNetwork> = v4
         .map(|v4| IpNetwork::V4(Ipv4Network::new(v4.network(), v4.prefix()).unwrap_or(v4)))
@@ -161,6 +163,7 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
                 address,
                 address6: own6,
                 dhcp_stop,
+                dhcp,
                 ra_stop,
                 ra_kick,
             },
@@ -660,7 +663,7 @@ fn start_dhcp(
     index: u32,
     file: &NetworkFile,
     v4: Ipv4Network,
-) -> Option<oneshot::Sender<()>> {
+) -> Option<(oneshot::Sender<()>, Arc<Mutex<dhcp::Server>>)> {
     if !file.network.dhcp_server {
         return None;
     }
@@ -706,9 +709,10 @@ fn start_dhcp(
     let (tx, rx) = oneshot::channel();
     let ctx2 = ctx.clone();
     let ifname = name.to_string();
+    let served = server.clone();
     tokio::spawn(async move {
         let context = move |mac: &[u8]| dhcp_context(&ctx2, index, mac);
-        if let Err(e) = dhcp::io::serve_socket(socket, &ifname, server, context, async move {
+        if let Err(e) = dhcp::io::serve_socket(socket, &ifname, served, context, async move {
             let _ = rx.await;
         })
         .await
@@ -716,7 +720,7 @@ fn start_dhcp(
             tracing::error!("{ifname}: DHCP server: {e}");
         }
     });
-    Some(tx)
+    Some((tx, server))
 }
 
 /// Step 5: netd's DNS on the host side's address, for queries arriving on

@@ -48,6 +48,8 @@ struct Managed {
     /// The host side's IPv6 address with the subnet's prefix (`PREFIX::1`).
     address6: Option<ipnetwork::Ipv6Network>,
     dhcp_stop: Option<oneshot::Sender<()>>,
+    /// The link's DHCP server (asked by `DHCP` why a client got nothing).
+    dhcp: Option<Arc<Mutex<crate::dhcp::Server>>>,
     /// Stops the link's router advertisements.
     ra_stop: Option<oneshot::Sender<()>>,
     /// Makes the link's router advertisements send one now.

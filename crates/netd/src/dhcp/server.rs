@@ -411,6 +411,8 @@ pub struct Stats {
     pub dropped_other: u64,
     /// DISCOVERs that found no free address.
     pub pool_exhausted: u64,
+    /// When the latest of them came.
+    pub last_pool_exhausted: Option<SystemTime>,
     /// Lease table saves that failed.
     pub save_failures: u64,
     /// New unknown clients refused by the rate limit.
@@ -559,6 +561,7 @@ impl Server {
         }
         let Some(addr) = self.pick_address(req, now, p, known) else {
             self.stats.pool_exhausted += 1;
+            self.stats.last_pool_exhausted = Some(now);
             return Outcome::Drop(DropReason::PoolExhausted);
         };
         if !known {
@@ -801,6 +804,19 @@ impl Server {
             self.new_unknown.pop_front();
         }
         self.new_unknown.push_back(now);
+    }
+
+    /// Why a client may have got no address: the pool had no free address
+    /// for a DISCOVER at or after `since`; one line, or None.
+    pub fn exhausted_since(&self, since: SystemTime) -> Option<String> {
+        self.stats.last_pool_exhausted.filter(|t| *t >= since)?;
+        Some(format!(
+            "its pool {}-{} ({} addresses) has no free address: every one is held by a \
+             running machine or a client's lease",
+            self.config.pool_start,
+            self.config.pool_end,
+            self.pool_size()
+        ))
     }
 
     fn pool_size(&self) -> u32 {

@@ -568,6 +568,12 @@ fn pool_exhaustion_gives_no_offer_and_never_a_duplicate() {
     );
     assert_eq!(s.stats().pool_exhausted, 1);
     assert_eq!(s.stats().dropped_other, 1);
+    // Said when asked about that time, not about a later one.
+    let why = s
+        .exhausted_since(t(1))
+        .expect("the pool was exhausted at t(1)");
+    assert!(why.contains("10.0.0.1-10.0.0.3 (2 addresses)"), "{why}");
+    assert_eq!(s.exhausted_since(t(2)), None);
     // Client 2 renews; once client 1's lease expires, client 3 can have its address.
     let renew = pkt(MessageType::Request, 2).ciaddr(b);
     assert_eq!(

@@ -38,33 +38,39 @@ pub(super) fn serve_guest(
     let Some((ifname, mac)) = primary else {
         return Ok(());
     };
+    // The links a DHCP exchange crosses: host0's host side, and the bridge
+    // it is a port of. The last is where a DHCP server for host0 is.
+    let mut crossed = vec![ifname.clone()];
+    crossed.extend(n.plan.links.iter().find_map(|l| match l {
+        network::PlannedLink::Veth {
+            container,
+            bridge: Some(b),
+            ..
+        } if container == "host0" => Some(b.ifname()),
+        _ => None,
+    }));
+    let server_link = crossed.last().cloned().unwrap_or_default();
     let mut managed = false;
     // Only our own DHCP client needs netd to serve the link before the
     // payload starts; a bare host0 (`--network-config=none`, a booted guest)
     // is configured by the guest, whose DHCP client waits for netd itself.
+    // For a port of a bridge netd is asked about the bridge: about the
+    // port, before netd has seen it join the bridge (the kernel tells of a
+    // new veth, then of its master), it would answer "unmanaged".
     let netd = n.netd()?.filter(|_| cfg.dhcp_host0);
     if let Some(netd) = netd {
         let asked = Instant::now();
         let answer = netd.request(&netspawn_common::netd::Request::Link {
-            ifname: ifname.clone(),
+            ifname: server_link.clone(),
             timeout_ms: 10_000,
         })?;
         tracing::debug!(
             elapsed_us = asked.elapsed().as_micros() as u64,
-            "netd: {ifname}: {answer}"
+            "netd: {server_link}: {answer}"
         );
         managed = matches!(answer, netspawn_common::netd::Answer::Address(_));
     }
     if cfg.dhcp_host0 {
-        let mut crossed = vec![ifname.clone()];
-        crossed.extend(n.plan.links.iter().find_map(|l| match l {
-            network::PlannedLink::Veth {
-                container,
-                bridge: Some(b),
-                ..
-            } if container == "host0" => Some(b.ifname()),
-            _ => None,
-        }));
         wait_running(&mut n.host, &crossed, child);
         let ipv6 = managed && serves_ipv6(&mut n.host, &crossed);
         // netd serves DHCP on the link: if it died while we waited for a
@@ -77,11 +83,11 @@ pub(super) fn serve_guest(
                         return Err(LaunchError::Dhcp(e));
                     };
                     if !netd.revive()? {
-                        return Err(LaunchError::Dhcp(e));
+                        return Err(LaunchError::Dhcp(with_netd_note(netd, &server_link, e)));
                     }
                     tries += 1;
                     netd.request(&netspawn_common::netd::Request::Link {
-                        ifname: ifname.clone(),
+                        ifname: server_link.clone(),
                         timeout_ms: 10_000,
                     })?;
                 }
@@ -96,6 +102,18 @@ pub(super) fn serve_guest(
         return Ok(());
     };
     super::ports::expose_ports(netd, cfg, ifname, mac)
+}
+
+/// A failed DHCP exchange on a link netd serves, with netd's word on why
+/// when it has one (its pool had no free address, say).
+fn with_netd_note(netd: &mut crate::netd_client::NetdClient, link: &str, err: String) -> String {
+    let asked = netspawn_common::netd::Request::Dhcp {
+        ifname: link.to_string(),
+    };
+    match netd.request(&asked) {
+        Ok(netspawn_common::netd::Answer::Note(why)) => format!("{err}; {why}"),
+        _ => err,
+    }
 }
 
 /// How long to wait for the links a DHCP exchange crosses to run before
