@@ -405,12 +405,13 @@ inner_main() {
                 # has not released yet ("has active endpoints"); the user runs
                 # down again, and so does this (timed, and counted; a quarter
                 # of a second apart: five tries in a row failed once at 50
-                # machines under load).
+                # machines under load; twenty in a row once at 300, so up to
+                # eighty now).
                 local tries=1
                 quiesce compose_down "$n" "$r"
                 t0=$(now_ms)
                 until dc -f "$WORK/compose.yml" down -t 0 >"$WORK/compose-down.log" 2>&1; do
-                    if ! grep -q 'has active endpoints' "$WORK/compose-down.log" || ((tries >= 20)); then
+                    if ! grep -q 'has active endpoints' "$WORK/compose-down.log" || ((tries >= 80)); then
                         tail "$WORK/compose-down.log" >&2
                         die "docker-compose down failed"
                     fi
