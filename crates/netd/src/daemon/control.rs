@@ -2,7 +2,8 @@
 //! [`Answer`] back (the protocol is `netspawn_common::netd`). `LINK` waits
 //! until the link pipeline has configured the link (or its bridge), `PORTS`
 //! registers forwards installed once the machine's address is known,
-//! `RELEASE` drops them, `RELOAD` reads the `.network` files again.
+//! `RELEASE` drops them, `RELOAD` reads the `.network` files again, `DHCP`
+//! says why a link's DHCP server may have left a client without an address.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -47,6 +48,13 @@ fn link_state(st: &State, ifname: &str) -> LinkState {
             Some(bridge) => (bridge.name.as_str(), &bridge.kind),
             None => return LinkState::Pending,
         },
+        // A port of a bridge is announced first without its master (the
+        // kernel makes the veth, then enslaves it): netspawn's ports
+        // (`vb-`) are never served on their own, so one seen without its
+        // master is waited for, not called unmanaged.
+        None if ifname.starts_with("vb-") && seen.kind.as_deref() == Some("veth") => {
+            return LinkState::Pending
+        }
         None => (ifname, &seen.kind),
     };
     if let Some(m) = st.links.get(name) {
@@ -81,8 +89,8 @@ pub(super) async fn serve_client(ctx: Arc<Ctx>, stream: tokio::net::UnixStream) 
 }
 
 /// How far back `DHCP` looks for requests its server could not serve (a
-/// launch asks after its own client waited 10 s).
-const DHCP_RECENT: Duration = Duration::from_secs(30);
+/// launch asks right after its own client gave up, 10 s after it began).
+const DHCP_RECENT: Duration = Duration::from_secs(12);
 
 async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
     match req {
@@ -454,6 +462,12 @@ mod tests {
         st.seen.insert(5, seen("br0", None, "bridge"));
         st.seen.insert(6, seen("vb-lan", Some(5), "veth"));
         assert!(matches!(link_state(&st, "vb-lan"), LinkState::Unmanaged));
+        // A port announced before its master (the kernel's first event for a
+        // veth made with one) waits for it; it is never unmanaged.
+        st.seen.insert(7, seen("vb-new", None, "veth"));
+        assert!(matches!(link_state(&st, "vb-new"), LinkState::Pending));
+        st.seen.insert(7, seen("vb-new", Some(2), "veth"));
+        assert_eq!(ready(&st, "vb-new"), Some(z));
     }
 
     #[test]

@@ -953,11 +953,16 @@ fn dhcp_context(ctx: &Ctx, served: u32, mac: &[u8]) -> dhcp::RequestContext {
         (st.paths.locks_dir(), here, elsewhere)
     };
     let machine_id = ctx.machine_id;
+    let asking = mac.to_vec();
+    // The asking client itself is never left out: netd may still know its
+    // link on a zone it left, and not yet its new one here.
     let claimed = move || match dhcp::machines::claimed_names(&locks) {
         Ok(names) => names
             .iter()
-            .filter(|n| !elsewhere.contains(n))
             .map(|n| generate_mac(&machine_id, n, &CONTAINER_HASH_KEY, 0).to_vec())
+            .zip(names.iter())
+            .filter(|(m, n)| !elsewhere.contains(n) || *m == asking)
+            .map(|(m, _)| m)
             .collect(),
         Err(e) => {
             tracing::debug!("running machines: {e}");

@@ -411,7 +411,7 @@ pub struct Stats {
     pub dropped_other: u64,
     /// DISCOVERs that found no free address.
     pub pool_exhausted: u64,
-    /// When the latest of them came.
+    /// When the latest of them from a running machine came.
     pub last_pool_exhausted: Option<SystemTime>,
     /// Lease table saves that failed.
     pub save_failures: u64,
@@ -561,7 +561,12 @@ impl Server {
         }
         let Some(addr) = self.pick_address(req, now, p, known) else {
             self.stats.pool_exhausted += 1;
-            self.stats.last_pool_exhausted = Some(now);
+            // What `exhausted_since` tells a machine's launcher: only a
+            // running machine's request counts (a made-up client is also
+            // refused when only its share is used up).
+            if known {
+                self.stats.last_pool_exhausted = Some(now);
+            }
             return Outcome::Drop(DropReason::PoolExhausted);
         };
         if !known {

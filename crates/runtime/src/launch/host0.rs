@@ -54,19 +54,19 @@ pub(super) fn serve_guest(
     // Only our own DHCP client needs netd to serve the link before the
     // payload starts; a bare host0 (`--network-config=none`, a booted guest)
     // is configured by the guest, whose DHCP client waits for netd itself.
-    // For a port of a bridge netd is asked about the bridge: about the
-    // port, before netd has seen it join the bridge (the kernel tells of a
-    // new veth, then of its master), it would answer "unmanaged".
+    // netd is asked about our own link, not its bridge: a zone's bridge may
+    // have just been made again under the same name, and netd may not have
+    // seen the old one go yet; our link's master is the new one.
     let netd = n.netd()?.filter(|_| cfg.dhcp_host0);
     if let Some(netd) = netd {
         let asked = Instant::now();
         let answer = netd.request(&netspawn_common::netd::Request::Link {
-            ifname: server_link.clone(),
+            ifname: ifname.clone(),
             timeout_ms: 10_000,
         })?;
         tracing::debug!(
             elapsed_us = asked.elapsed().as_micros() as u64,
-            "netd: {server_link}: {answer}"
+            "netd: {ifname}: {answer}"
         );
         managed = matches!(answer, netspawn_common::netd::Answer::Address(_));
     }
@@ -78,16 +78,16 @@ pub(super) fn serve_guest(
         let mut tries = 0;
         loop {
             match configure_host0(cfg, child, mac, managed, run_dir) {
-                Err(LaunchError::Dhcp(e)) if managed && tries < 2 => {
+                Err(LaunchError::Dhcp(e)) if managed => {
                     let Some(netd) = n.netd()? else {
                         return Err(LaunchError::Dhcp(e));
                     };
-                    if !netd.revive()? {
+                    if tries >= 2 || !netd.revive()? {
                         return Err(LaunchError::Dhcp(with_netd_note(netd, &server_link, e)));
                     }
                     tries += 1;
                     netd.request(&netspawn_common::netd::Request::Link {
-                        ifname: server_link.clone(),
+                        ifname: ifname.clone(),
                         timeout_ms: 10_000,
                     })?;
                 }
