@@ -471,7 +471,8 @@ fn a_zone_serves_more_unique_machines_in_turn_than_its_pool_holds() {
 /// another one do not hold their old leases there as running machines. Zone
 /// za's pool (13 addresses) is filled by 13 machines; the same 13 then run on
 /// zone zb; a new machine on za still gets an address (before: za counted them
-/// as running, so its whole pool was held and the launch timed out).
+/// as running, so its whole pool was held and the launch timed out). The
+/// names are long, so their links' names are shortened with a hash.
 #[test]
 fn machines_that_moved_to_another_zone_leave_their_old_addresses_free() {
     let env = TestEnv::new();
@@ -482,13 +483,13 @@ fn machines_that_moved_to_another_zone_leave_their_old_addresses_free() {
             r#"ip link set lo up
                export NETSPAWN_NETWORK_PATH={tpl}
                for i in $(seq 13); do
-                 $NETSPAWN -q --read-only --network-zone=za -M m$i -D {img} /bin/sh -c 'ip -4 -o addr show host0 | grep -q inet' || echo first-fail=$i
+                 $NETSPAWN -q --read-only --network-zone=za -M moved-machine-$i -D {img} /bin/sh -c 'ip -4 -o addr show host0 | grep -q inet' || echo first-fail=$i
                done
                for i in $(seq 13); do
-                 $NETSPAWN -q --read-only --network-zone=zb -M m$i --bind={ctl}:/ctl -D {img} /bin/sh -c '{HOLD}' &
+                 $NETSPAWN -q --read-only --network-zone=zb -M moved-machine-$i --bind={ctl}:/ctl -D {img} /bin/sh -c '{HOLD}' &
                done
-               for t in $(seq 600); do [ $(grep -l '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/m* 2>/dev/null | wc -l) = 13 ] && break; sleep 0.05; done
-               echo on-zb=$(grep -l '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/m* 2>/dev/null | wc -l)
+               for t in $(seq 600); do [ $(grep -l '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/moved-machine-* 2>/dev/null | wc -l) = 13 ] && break; sleep 0.05; done
+               echo on-zb=$(grep -l '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/moved-machine-* 2>/dev/null | wc -l)
                $NETSPAWN -q --read-only --network-zone=za -M newcomer -D {img} /bin/sh -c 'ip -4 -o addr show host0 | grep -o "inet [0-9.]*"' && echo newcomer=ok
                touch {ctl}/stop; wait"#,
             tpl = tpl.display(),

@@ -912,28 +912,37 @@ fn hostname_for(ctx: &Ctx, mac: &[u8]) -> Option<String> {
         .find(|n| generate_mac(&ctx.machine_id, n, &CONTAINER_HASH_KEY, 0)[..] == *mac)
 }
 
-/// Which machines' host-side links are on the link with index `served`
-/// (its own `ve-` link, or a port of its bridge) and which are on another
-/// one, from the links netd has seen: (here, elsewhere). A machine's MAC is
+/// The machines' host-side links (`ve-`, `vb-`) netd has seen, split into
+/// those on the link with index `served` (that `ve-` link, or a port of that
+/// bridge) and those on another one: (here, elsewhere). A machine's MAC is
 /// the same on every zone, so one that moved to another zone must not keep
 /// its lease here as a running machine. A bridge port not yet enslaved
 /// counts as here (as every link did before zones were told apart).
-fn machines_by_link(seen: &HashMap<u32, SeenLink>, served: u32) -> (Vec<String>, Vec<String>) {
+fn machine_links(seen: &HashMap<u32, SeenLink>, served: u32) -> (Vec<String>, Vec<String>) {
     let (mut here, mut elsewhere) = (Vec::new(), Vec::new());
     for (index, l) in seen {
-        let Some(m) = dhcp::machines::machine_of_link(&l.name) else {
+        if dhcp::machines::machine_of_link(&l.name).is_none() {
             continue;
-        };
+        }
         let on_this = *index == served || l.master == Some(served);
         let on_other = l.master.is_some() || l.name.starts_with("ve-");
         if !on_this && on_other {
-            elsewhere.push(m.to_string());
+            elsewhere.push(l.name.clone());
         } else {
-            here.push(m.to_string());
+            here.push(l.name.clone());
         }
     }
-    elsewhere.retain(|m| !here.contains(m));
     (here, elsewhere)
+}
+
+/// Whether the machine `name` runs on another link than this one, as far as
+/// its links tell: one of them is elsewhere and none is here. Its link
+/// names are made from its name (shortened with a hash if long), so this
+/// holds for long names too.
+fn runs_elsewhere(name: &str, here: &[String], elsewhere: &[String]) -> bool {
+    use netspawn_common::naming::host_ifname;
+    let links = [host_ifname(true, name), host_ifname(false, name)];
+    links.iter().any(|l| elsewhere.contains(l)) && !links.iter().any(|l| here.contains(l))
 }
 
 /// A DHCP request's context on the link with index `served`: the machine's
@@ -947,11 +956,15 @@ fn machines_by_link(seen: &HashMap<u32, SeenLink>, served: u32) -> (Vec<String>,
 fn dhcp_context(ctx: &Ctx, served: u32, mac: &[u8]) -> dhcp::RequestContext {
     use netspawn_common::naming::{generate_mac, CONTAINER_HASH_KEY};
     let hostname = hostname_for(ctx, mac);
-    let (locks, linked, elsewhere) = {
+    let (locks, here, elsewhere) = {
         let st = ctx.lock();
-        let (here, elsewhere) = machines_by_link(&st.seen, served);
+        let (here, elsewhere) = machine_links(&st.seen, served);
         (st.paths.locks_dir(), here, elsewhere)
     };
+    let linked: Vec<String> = here
+        .iter()
+        .filter_map(|l| dhcp::machines::machine_of_link(l).map(str::to_string))
+        .collect();
     let machine_id = ctx.machine_id;
     let asking = mac.to_vec();
     // The asking client itself is never left out: netd may still know its
@@ -961,7 +974,7 @@ fn dhcp_context(ctx: &Ctx, served: u32, mac: &[u8]) -> dhcp::RequestContext {
             .iter()
             .map(|n| generate_mac(&machine_id, n, &CONTAINER_HASH_KEY, 0).to_vec())
             .zip(names.iter())
-            .filter(|(m, n)| !elsewhere.contains(n) || *m == asking)
+            .filter(|(m, n)| *m == asking || !runs_elsewhere(n, &here, &elsewhere))
             .map(|(m, _)| m)
             .collect(),
         Err(e) => {
@@ -1250,22 +1263,25 @@ mod tests {
 
     #[test]
     fn machines_on_another_zone_or_link_are_not_running_here() {
+        use netspawn_common::naming::host_ifname;
+        let long = "averyveryverylongname";
         let seen: HashMap<u32, SeenLink> = [
-            (5, "vz-a", None),
-            (9, "vz-b", None),
-            (6, "vb-x", Some(5)),
-            (7, "vb-y", Some(9)),
-            (8, "vb-z", None),
-            (10, "ve-w", None),
-            (11, "ve-x", None),
-            (12, "eth0", None),
+            (5, "vz-a".to_string(), None),
+            (9, "vz-b".to_string(), None),
+            (6, "vb-x".to_string(), Some(5)),
+            (7, "vb-y".to_string(), Some(9)),
+            (8, "vb-z".to_string(), None),
+            (10, "ve-w".to_string(), None),
+            (11, "ve-x".to_string(), None),
+            (12, "eth0".to_string(), None),
+            (13, host_ifname(true, long), Some(9)),
         ]
         .into_iter()
         .map(|(i, name, master)| {
             (
                 i,
                 SeenLink {
-                    name: name.into(),
+                    name,
                     master,
                     kind: None,
                     link_local_done: true,
@@ -1279,17 +1295,29 @@ mod tests {
             (a, b)
         };
         let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        // Zone a: its port x (also on a ve- link of its own) and z, not yet
-        // enslaved; y is on zone b and w on its own link.
-        assert_eq!(
-            sorted(machines_by_link(&seen, 5)),
-            (v(&["x", "z"]), v(&["w", "y"]))
-        );
+        // Zone a: its port vb-x and vb-z, not yet enslaved; the rest is on
+        // zone b or a link of its own.
+        let (here, elsewhere) = sorted(machine_links(&seen, 5));
+        assert_eq!(here, v(&["vb-x", "vb-z"]));
+        assert_eq!(elsewhere.len(), 4, "{elsewhere:?}");
+        // x is on zone a too (its ve- link is another one); y, w and the
+        // long name, shortened in its link name, run elsewhere.
+        for (m, away) in [
+            ("x", false),
+            ("z", false),
+            ("y", true),
+            ("w", true),
+            (long, true),
+        ] {
+            assert_eq!(runs_elsewhere(m, &here, &elsewhere), away, "{m}");
+        }
+        // A machine netd has seen no link of is not taken for one elsewhere.
+        assert!(!runs_elsewhere("new", &here, &elsewhere));
         // The link ve-w: w, and z (a port not yet in any bridge).
-        assert_eq!(
-            sorted(machines_by_link(&seen, 10)),
-            (v(&["w", "z"]), v(&["x", "x", "y"]))
-        );
+        let (here, elsewhere) = sorted(machine_links(&seen, 10));
+        assert_eq!(here, v(&["vb-z", "ve-w"]));
+        assert!(runs_elsewhere("x", &here, &elsewhere));
+        assert!(!runs_elsewhere("w", &here, &elsewhere));
     }
 
     #[test]
