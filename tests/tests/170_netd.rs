@@ -467,6 +467,21 @@ fn a_zone_serves_more_unique_machines_in_turn_than_its_pool_holds() {
     assert_eq!(count(&r.stdout, "ok="), 30, "{}\n{}", r.stdout, r.stderr);
 }
 
+/// Shell lines that start 13 machines (`PREFIX1`..`PREFIX13`, holding until
+/// `/ctl/stop`) on `zone`, wait until every one has its address, and print
+/// `held=N`, how many have one: a small zone's whole pool.
+fn hold_on_zone(env: &TestEnv, zone: &str, prefix: &str, img: &std::path::Path) -> String {
+    format!(
+        r#"for i in $(seq 13); do
+                 $NETSPAWN -q --read-only --network-zone={zone} -M {prefix}$i --bind={ctl}:/ctl -D {img} /bin/sh -c '{HOLD}' &
+               done
+               for t in $(seq 600); do [ $(grep -l '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/{prefix}* 2>/dev/null | wc -l) = 13 ] && break; sleep 0.05; done
+               echo held=$(grep -l '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/{prefix}* 2>/dev/null | wc -l)"#,
+        ctl = env.hold_dir().display(),
+        img = img.display()
+    )
+}
+
 /// A machine's MAC is the same on every zone: machines that left a zone for
 /// another one do not hold their old leases there as running machines. Zone
 /// za's pool (13 addresses) is filled by 13 machines; the same 13 then run on
@@ -485,16 +500,13 @@ fn machines_that_moved_to_another_zone_leave_their_old_addresses_free() {
                for i in $(seq 13); do
                  $NETSPAWN -q --read-only --network-zone=za -M moved-machine-$i -D {img} /bin/sh -c 'ip -4 -o addr show host0 | grep -q inet' || echo first-fail=$i
                done
-               for i in $(seq 13); do
-                 $NETSPAWN -q --read-only --network-zone=zb -M moved-machine-$i --bind={ctl}:/ctl -D {img} /bin/sh -c '{HOLD}' &
-               done
-               for t in $(seq 600); do [ $(grep -l '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/moved-machine-* 2>/dev/null | wc -l) = 13 ] && break; sleep 0.05; done
-               echo on-zb=$(grep -l '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/moved-machine-* 2>/dev/null | wc -l)
+               {hold}
                $NETSPAWN -q --read-only --network-zone=za -M newcomer -D {img} /bin/sh -c 'ip -4 -o addr show host0 | grep -o "inet [0-9.]*"' && echo newcomer=ok
                touch {ctl}/stop; wait"#,
             tpl = tpl.display(),
             img = img.display(),
-            ctl = env.hold_dir().display()
+            ctl = env.hold_dir().display(),
+            hold = hold_on_zone(&env, "zb", "moved-machine-", &img),
         ),
         240,
     );
@@ -504,7 +516,7 @@ fn machines_that_moved_to_another_zone_leave_their_old_addresses_free() {
         r.stdout,
         r.stderr
     );
-    assert!(r.stdout.contains("on-zb=13"), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("held=13"), "{}\n{}", r.stdout, r.stderr);
     assert!(
         r.stdout.contains("newcomer=ok"),
         "{}\n{}",
@@ -525,18 +537,15 @@ fn a_launch_on_a_full_zone_says_the_pool_is_exhausted() {
         &format!(
             r#"ip link set lo up
                export NETSPAWN_NETWORK_PATH={tpl}
-               for i in $(seq 13); do
-                 $NETSPAWN -q --read-only --network-zone=fz -M f$i --bind={ctl}:/ctl -D {img} /bin/sh -c '{HOLD}' &
-               done
-               for t in $(seq 600); do [ $(grep -l '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/f* 2>/dev/null | wc -l) = 13 ] && break; sleep 0.05; done
-               echo held=$(grep -l '^ADDRESSES=.' $NETSPAWN_RUN_DIR/machines/f* 2>/dev/null | wc -l)
+               {hold}
                $NETSPAWN -q --read-only --network-zone=fz -M extra -D {img} /bin/true; echo rc=$?
                echo extra-entry=$(ls $NETSPAWN_RUN_DIR/machines | grep -c '^extra$')
                echo extra-link=$(ip -o link | grep -c 'vb-extra')
                touch {ctl}/stop; wait"#,
             tpl = tpl.display(),
             img = img.display(),
-            ctl = env.hold_dir().display()
+            ctl = env.hold_dir().display(),
+            hold = hold_on_zone(&env, "fz", "f", &img),
         ),
         240,
     );

@@ -1021,6 +1021,29 @@ mod tests {
 
     /// A fake kernel with `lo`, `eth0` and a down veth `name`, whose index
     /// it returns.
+    /// [`kernel_steps`] and [`ipv6_steps`] with the host's networks not
+    /// looked at yet.
+    fn steps(
+        k: &mut FakeRtnl,
+        i: u32,
+        name: &str,
+        f: &NetworkFile,
+        first: bool,
+        take: impl FnOnce(&IpNetwork, Vec<IpNetwork>) -> Option<IpNetwork>,
+    ) -> Option<IpNetwork> {
+        kernel_steps(k, i, name, f, first, &mut HostNetworks::default(), take)
+    }
+
+    fn steps6(
+        k: &mut FakeRtnl,
+        i: u32,
+        name: &str,
+        f: &NetworkFile,
+        take: impl FnOnce(&IpNetwork, Vec<IpNetwork>) -> Option<IpNetwork>,
+    ) -> Option<Ipv6Setup> {
+        ipv6_steps(k, i, name, f, &mut HostNetworks::default(), take)
+    }
+
     fn kernel(name: &str) -> (FakeRtnl, u32) {
         let mut f = FakeRtnl::with_links(&[("lo", None), ("eth0", None), (name, Some("veth"))]);
         let l = f.links.iter_mut().find(|l| l.name == name).unwrap();
@@ -1130,18 +1153,10 @@ mod tests {
             .unwrap();
         // The pool is asked with the host's networks (no default route).
         let mut asked = None;
-        let got = kernel_steps(
-            &mut k,
-            i,
-            "ve-x",
-            &f,
-            true,
-            &mut HostNetworks::default(),
-            |req, host| {
-                asked = Some((*req, host));
-                Some(net("10.0.0.1/28"))
-            },
-        );
+        let got = steps(&mut k, i, "ve-x", &f, true, |req, host| {
+            asked = Some((*req, host));
+            Some(net("10.0.0.1/28"))
+        });
         assert_eq!(got, Some(net("10.0.0.1/28")));
         assert_eq!(
             asked,
@@ -1161,17 +1176,8 @@ mod tests {
 
         // A restarted netd does it all again: EEXIST everywhere is fine,
         // nothing is there twice and nothing is logged above debug.
-        let (got, log) = logged(|| {
-            kernel_steps(
-                &mut k,
-                i,
-                "ve-x",
-                &f,
-                true,
-                &mut HostNetworks::default(),
-                |_, _| Some(net("10.0.0.1/28")),
-            )
-        });
+        let (got, log) =
+            logged(|| steps(&mut k, i, "ve-x", &f, true, |_, _| Some(net("10.0.0.1/28"))));
         assert_eq!(got, Some(net("10.0.0.1/28")));
         assert_eq!(addresses(&mut k, i), want);
         assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
@@ -1201,15 +1207,7 @@ mod tests {
         // A static serving address is not added twice.
         let f = ok("[Match]\nName=x\n[Network]\nAddress=10.0.0.1/24\nAddress=10.0.1.1/24\n").file;
         let (mut k, i) = kernel("x");
-        let got = kernel_steps(
-            &mut k,
-            i,
-            "x",
-            &f,
-            false,
-            &mut HostNetworks::default(),
-            |_, _| unreachable!("no pool"),
-        );
+        let got = steps(&mut k, i, "x", &f, false, |_, _| unreachable!("no pool"));
         assert_eq!(got, Some(net("10.0.0.1/24")));
         assert_eq!(
             k.log,
@@ -1225,18 +1223,7 @@ mod tests {
     fn an_exhausted_pool_or_a_member_link_touches_nothing() {
         let f = ok("[Match]\nName=x\n[Network]\nAddress=0.0.0.0/28\n").file;
         let (mut k, i) = kernel("x");
-        assert_eq!(
-            kernel_steps(
-                &mut k,
-                i,
-                "x",
-                &f,
-                true,
-                &mut HostNetworks::default(),
-                |_, _| None
-            ),
-            None
-        );
+        assert_eq!(steps(&mut k, i, "x", &f, true, |_, _| None), None);
         assert!(k.log.is_empty(), "{:?}", k.log);
         let vb = template::load_with(&[], &template::BUILTIN)
             .unwrap()
@@ -1245,18 +1232,7 @@ mod tests {
             .find(|f| f.name == "80-container-vb.network")
             .unwrap();
         let (mut k, i) = kernel("vb-x");
-        assert_eq!(
-            kernel_steps(
-                &mut k,
-                i,
-                "vb-x",
-                &vb,
-                true,
-                &mut HostNetworks::default(),
-                |_, _| None
-            ),
-            None
-        );
+        assert_eq!(steps(&mut k, i, "vb-x", &vb, true, |_, _| None), None);
         // Only its LinkLocalAddressing=no.
         assert_eq!(k.log, vec![format!("addrgenmode {i} None")]);
     }
@@ -1328,17 +1304,7 @@ mod tests {
         let (mut k, i) = kernel("ll0");
         // Gone after the link-local steps, before the addresses.
         k.vanish(i, 2);
-        let (got, log) = logged(|| {
-            kernel_steps(
-                &mut k,
-                i,
-                "ll0",
-                &f,
-                true,
-                &mut HostNetworks::default(),
-                |_, _| None,
-            )
-        });
+        let (got, log) = logged(|| steps(&mut k, i, "ll0", &f, true, |_, _| None));
         assert_eq!(got, Some(net("10.0.0.1/28")));
         assert!(k.link("ll0").unwrap().is_none());
         assert_eq!(k.log.len(), 5, "{:?}", k.log);
@@ -1355,17 +1321,7 @@ mod tests {
         // Gone before anything: every step fails and says so.
         let (mut k, i) = kernel("ll0");
         k.vanish(i, 0);
-        let (got, log) = logged(|| {
-            kernel_steps(
-                &mut k,
-                i,
-                "ll0",
-                &f,
-                true,
-                &mut HostNetworks::default(),
-                |_, _| None,
-            )
-        });
+        let (got, log) = logged(|| steps(&mut k, i, "ll0", &f, true, |_, _| None));
         assert_eq!(got, Some(net("10.0.0.1/28")));
         assert!(log.contains("ENODEV"), "{log}");
     }
@@ -1538,17 +1494,10 @@ mod tests {
         .file;
         let (mut k, i) = kernel("ve-x");
         let mut asked = None;
-        let got = ipv6_steps(
-            &mut k,
-            i,
-            "ve-x",
-            &f,
-            &mut HostNetworks::default(),
-            |req, _| {
-                asked = Some(*req);
-                Some(net("fd12:3456:789a:1::1/64"))
-            },
-        )
+        let got = steps6(&mut k, i, "ve-x", &f, |req, _| {
+            asked = Some(*req);
+            Some(net("fd12:3456:789a:1::1/64"))
+        })
         .unwrap();
         assert_eq!(asked, Some(net("::/64")));
         assert_eq!(got.own, Some("fd12:3456:789a:1::1/64".parse().unwrap()));
@@ -1572,14 +1521,9 @@ mod tests {
         assert!(k.link("ve-x").unwrap().unwrap().up);
         // Again (a restarted netd): nothing twice, nothing above debug.
         let (again, log) = logged(|| {
-            ipv6_steps(
-                &mut k,
-                i,
-                "ve-x",
-                &f,
-                &mut HostNetworks::default(),
-                |_, _| Some(net("fd12:3456:789a:1::1/64")),
-            )
+            steps6(&mut k, i, "ve-x", &f, |_, _| {
+                Some(net("fd12:3456:789a:1::1/64"))
+            })
         });
         assert_eq!(again, Some(got));
         assert_eq!(addresses(&mut k, i).len(), 4);
@@ -1587,29 +1531,11 @@ mod tests {
         // No IPv6 asked for: nothing.
         let v4 = ok("[Match]\nName=x\n[Network]\nAddress=0.0.0.0/28\n").file;
         let (mut k, i) = kernel("x");
-        assert_eq!(
-            ipv6_steps(
-                &mut k,
-                i,
-                "x",
-                &v4,
-                &mut HostNetworks::default(),
-                |_, _| unreachable!()
-            ),
-            None
-        );
+        assert_eq!(steps6(&mut k, i, "x", &v4, |_, _| unreachable!()), None);
         assert!(k.log.is_empty());
         // The pool has no subnet: the static ones still serve.
         let (mut k, i) = kernel("ve-x");
-        let got = ipv6_steps(
-            &mut k,
-            i,
-            "ve-x",
-            &f,
-            &mut HostNetworks::default(),
-            |_, _| None,
-        )
-        .unwrap();
+        let got = steps6(&mut k, i, "ve-x", &f, |_, _| None).unwrap();
         assert_eq!(got.own, Some("fd99::7/64".parse().unwrap()));
     }
 
