@@ -72,7 +72,13 @@ pub(super) fn serve_guest(
     }
     if cfg.dhcp_host0 {
         wait_running(&mut n.host, &crossed, child);
-        let ipv6 = managed && serves_ipv6(&mut n.host, &crossed);
+        // The router solicitation goes out first: netd's advertisement and
+        // the kernel's SLAAC run while our DHCP exchange does.
+        let ipv6 = if managed && serves_ipv6(&mut n.host, &crossed) {
+            Some(Host0Ipv6::start(child)?)
+        } else {
+            None
+        };
         // netd serves DHCP on the link: if it died while we waited for a
         // lease, bring it back, let it configure the link again, and ask again.
         let mut tries = 0;
@@ -94,8 +100,8 @@ pub(super) fn serve_guest(
                 r => break r?,
             }
         }
-        if ipv6 {
-            configure_host0_ipv6(cfg, child)?;
+        if let Some(v6) = ipv6 {
+            v6.finish(cfg);
         }
     }
     let Some(netd) = n.netd()? else {
@@ -174,31 +180,54 @@ fn serves_ipv6(host: &mut network::rtnl::Netlink, host_links: &[String]) -> bool
 const SLAAC_WAIT: Duration = Duration::from_secs(5);
 
 /// host0's IPv6 address by SLAAC from netd's router advertisements, before
-/// the payload starts (see [`network::slaac`]). Without it the machine
-/// still runs, with IPv4 only, and says so.
-fn configure_host0_ipv6(cfg: &Config, child: Pid) -> Result<(), LaunchError> {
-    let started = Instant::now();
-    let ns = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw())).map_err(|e| {
-        LaunchError::Sys {
-            what: "open the container's network namespace",
-            err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-        }
-    })?;
-    let mut inside =
-        network::rtnl::Netlink::open_in(ns.as_fd()).map_err(network::NetError::from)?;
-    match network::slaac::solicit_and_wait(ns.as_fd(), &mut inside, "host0", SLAAC_WAIT) {
-        Ok(Some(a)) => {
-            tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, address = %a, "host0 configured by SLAAC");
-        }
-        Ok(None) => {
-            tracing::warn!("host0: no IPv6 address from router advertisements");
-            if !cfg.quiet {
-                eprintln!("netspawn: host0 got no IPv6 address from router advertisements.");
+/// the payload starts (see [`network::slaac`]): solicited by
+/// [`Host0Ipv6::start`], waited for by [`Host0Ipv6::finish`]. Without it
+/// the machine still runs, with IPv4 only, and says so.
+struct Host0Ipv6 {
+    ns: std::fs::File,
+    inside: network::rtnl::Netlink,
+    /// `None` when the solicitation could not start (said at the finish).
+    solicited: Result<network::slaac::Solicitation, netlink::RtnlError>,
+    started: Instant,
+}
+
+impl Host0Ipv6 {
+    fn start(child: Pid) -> Result<Host0Ipv6, LaunchError> {
+        let started = Instant::now();
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw())).map_err(|e| {
+            LaunchError::Sys {
+                what: "open the container's network namespace",
+                err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
             }
-        }
-        Err(e) => tracing::warn!("host0: IPv6: {e}"),
+        })?;
+        let mut inside =
+            network::rtnl::Netlink::open_in(ns.as_fd()).map_err(network::NetError::from)?;
+        let solicited = network::slaac::Solicitation::start(ns.as_fd(), &mut inside, "host0");
+        Ok(Host0Ipv6 {
+            ns,
+            inside,
+            solicited,
+            started,
+        })
     }
-    Ok(())
+
+    fn finish(mut self, cfg: &Config) {
+        let got = self
+            .solicited
+            .and_then(|s| s.wait(self.ns.as_fd(), &mut self.inside, SLAAC_WAIT));
+        match got {
+            Ok(Some(a)) => {
+                tracing::debug!(elapsed_us = self.started.elapsed().as_micros() as u64, address = %a, "host0 configured by SLAAC");
+            }
+            Ok(None) => {
+                tracing::warn!("host0: no IPv6 address from router advertisements");
+                if !cfg.quiet {
+                    eprintln!("netspawn: host0 got no IPv6 address from router advertisements.");
+                }
+            }
+            Err(e) => tracing::warn!("host0: IPv6: {e}"),
+        }
+    }
 }
 
 /// Where the launcher writes the container's resolv.conf.

@@ -8,15 +8,18 @@
 //! at once instead of a second later; these are the container link's own
 //! sysctls, in the container's network namespace (a booted guest gets the
 //! same, whatever its network manager then does). For a plain command
-//! [`solicit_and_wait`] sends a router solicitation at once (the kernel would
-//! send its own only after a second: `rtr_solicit_delay`), and waits until
-//! the kernel has made the address, so the payload starts with it.
+//! [`Solicitation::start`] sends a router solicitation at once (the kernel
+//! would send its own only after a second: `rtr_solicit_delay`), and its
+//! `wait` returns once the kernel has made the address (woken by the
+//! kernel's address event), so the payload starts with it; the launcher
+//! runs its DHCP exchange in between.
 
 use std::net::Ipv6Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use netlink::{in_netns, Rtnl, RtnlError};
+use netlink::{in_netns, Group, Rtnl, RtnlError, Watch};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
     SockaddrIn6,
@@ -107,36 +110,117 @@ fn global_addresses(inside: &mut dyn Rtnl, index: u32) -> Vec<Ipv6Addr> {
         .collect()
 }
 
+/// A router solicitation on its way: started by [`Solicitation::start`]
+/// (which sends the first one at once), finished by [`Solicitation::wait`].
+/// In between the caller can do other work (the launcher runs its DHCP
+/// exchange) while netd answers and the kernel makes the address.
+pub struct Solicitation {
+    /// IPv6 address events inside the namespace, joined before the first
+    /// solicitation went out, so the address's arrival is never missed.
+    watch: Option<Watch>,
+    index: u32,
+    ifname: String,
+    /// When the last solicitation was sent (`None`: none was needed).
+    sent: Option<Instant>,
+    started: Instant,
+}
+
+impl Solicitation {
+    /// Joins the namespace's IPv6 address events and, unless `ifname`
+    /// already has a global address, sends a router solicitation.
+    pub fn start(
+        netns: BorrowedFd<'_>,
+        inside: &mut dyn Rtnl,
+        ifname: &str,
+    ) -> Result<Solicitation, RtnlError> {
+        let link = inside.link(ifname)?.ok_or_else(|| RtnlError::Other {
+            what: format!("find {ifname}"),
+            msg: "no such link".into(),
+        })?;
+        // Without the watch the wait still works, by looking every few
+        // milliseconds (a kernel without the group is not an error).
+        let watch = Watch::open_in(netns, &[Group::Ipv6Addr])
+            .map_err(|e| tracing::debug!("IPv6 address events: {e}"))
+            .ok();
+        let mut s = Solicitation {
+            watch,
+            index: link.index,
+            ifname: ifname.to_string(),
+            sent: None,
+            started: Instant::now(),
+        };
+        if global_addresses(inside, s.index).is_empty() {
+            s.solicit(netns);
+        }
+        Ok(s)
+    }
+
+    fn solicit(&mut self, netns: BorrowedFd<'_>) {
+        if let Err(e) = solicit(netns, &self.ifname, self.index) {
+            tracing::debug!("{e}");
+        }
+        self.sent = Some(Instant::now());
+    }
+
+    /// Waits until the kernel has a global address on the link from the
+    /// router advertisements, for at most `timeout` since [`start`]
+    /// (repeating the solicitation every [`RESEND`]); the address, or `None`
+    /// when none came. Woken by the kernel's address events, not a timer.
+    ///
+    /// [`start`]: Solicitation::start
+    pub fn wait(
+        mut self,
+        netns: BorrowedFd<'_>,
+        inside: &mut dyn Rtnl,
+        timeout: Duration,
+    ) -> Result<Option<Ipv6Addr>, RtnlError> {
+        loop {
+            if let Some(a) = global_addresses(inside, self.index).first() {
+                return Ok(Some(*a));
+            }
+            let now = Instant::now();
+            let deadline = self.started + timeout;
+            if now >= deadline {
+                return Ok(None);
+            }
+            let resend = self.sent.map_or(now, |t| t + RESEND);
+            if now >= resend {
+                self.solicit(netns);
+                continue;
+            }
+            let until = deadline.min(resend) - now;
+            match &self.watch {
+                Some(w) => {
+                    let mut fds = [PollFd::new(w.fd(), PollFlags::POLLIN)];
+                    let ms = until.as_millis().clamp(1, i32::MAX as u128) as i32;
+                    match poll(
+                        &mut fds,
+                        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+                    ) {
+                        Ok(_) | Err(nix::Error::EINTR) => w.drain(),
+                        Err(e) => return Err(nix_err("wait for IPv6 address events")(e)),
+                    }
+                }
+                None => std::thread::sleep(until.min(POLL_WITHOUT_EVENTS)),
+            }
+        }
+    }
+}
+
+/// How often the address is looked for when the event socket could not be
+/// opened.
+const POLL_WITHOUT_EVENTS: Duration = Duration::from_millis(2);
+
 /// Solicits router advertisements on `ifname` and waits until the kernel
 /// has an address from them, for at most `timeout`; the address, or
-/// `None` when none came.
+/// `None` when none came ([`Solicitation::start`], then its `wait`).
 pub fn solicit_and_wait(
     netns: BorrowedFd<'_>,
     inside: &mut dyn Rtnl,
     ifname: &str,
     timeout: Duration,
 ) -> Result<Option<Ipv6Addr>, RtnlError> {
-    let link = inside.link(ifname)?.ok_or_else(|| RtnlError::Other {
-        what: format!("find {ifname}"),
-        msg: "no such link".into(),
-    })?;
-    let started = Instant::now();
-    let mut sent: Option<Instant> = None;
-    loop {
-        if let Some(a) = global_addresses(inside, link.index).first() {
-            return Ok(Some(*a));
-        }
-        if started.elapsed() >= timeout {
-            return Ok(None);
-        }
-        if sent.is_none_or(|t| t.elapsed() >= RESEND) {
-            if let Err(e) = solicit(netns, ifname, link.index) {
-                tracing::debug!("{e}");
-            }
-            sent = Some(Instant::now());
-        }
-        std::thread::sleep(Duration::from_micros(500));
-    }
+    Solicitation::start(netns, inside, ifname)?.wait(netns, inside, timeout)
 }
 
 #[cfg(test)]
