@@ -344,6 +344,7 @@ fn attach(
         machine_mac,
         &rec.name,
         requested,
+        dhcp_client::Server::Netd,
         DHCP_WAIT,
     )
     .map_err(|e| match e {

@@ -68,6 +68,8 @@ pub mod opt {
     pub const PARAMETER_REQUEST_LIST: u8 = 55;
     pub const MAX_MESSAGE_SIZE: u8 = 57;
     pub const CLIENT_ID: u8 = 61;
+    /// RFC 4039 (no data).
+    pub const RAPID_COMMIT: u8 = 80;
     pub const END: u8 = 255;
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use netspawn::network::dhcp_client::{acquire, configure, resolv_conf, Lease};
+use netspawn::network::dhcp_client::{acquire, configure, resolv_conf, Lease, Server as Answering};
 use netspawn::network::rtnl::Netlink;
 
 const MAC: [u8; 6] = [0x0e, 0x4e, 0x53, 0x00, 0x00, 0x01];
@@ -187,8 +187,13 @@ impl Net {
     }
 
     fn dnsmasq(&self) -> Server {
+        self.dnsmasq_with(&[])
+    }
+
+    /// dnsmasq with `extra` arguments.
+    fn dnsmasq_with(&self, extra: &[&str]) -> Server {
         let leases = format!("--dhcp-leasefile={}", self.dir.join("leases").display());
-        let s = Server(self.server.spawn(&[
+        let mut args = vec![
             "dnsmasq",
             "--no-daemon",
             "--conf-file=/dev/null",
@@ -205,7 +210,9 @@ impl Net {
             // dnsmasq otherwise pings a new address and waits 3 s for an
             // answer before offering it, whatever the client.
             "--no-ping",
-        ]));
+        ];
+        args.extend_from_slice(extra);
+        let s = Server(self.server.spawn(&args));
         self.wait_for_server();
         s
     }
@@ -252,9 +259,13 @@ impl Net {
     }
 
     fn acquire(&self, timeout: Duration) -> (Lease, Duration) {
+        self.acquire_from(Answering::Any, timeout)
+    }
+
+    fn acquire_from(&self, server: Answering, timeout: Duration) -> (Lease, Duration) {
         let ns = self.container.file();
         let start = Instant::now();
-        let lease = acquire(ns.as_fd(), "host0", MAC, "web", timeout).expect("lease");
+        let lease = acquire(ns.as_fd(), "host0", MAC, "web", server, timeout).expect("lease");
         (lease, start.elapsed())
     }
 
@@ -340,13 +351,53 @@ fn lease_from_busybox_udhcpd_configures_host0() {
     check_configured(&net, &lease);
 }
 
+/// Rapid commit (RFC 4039) against dnsmasq: with `--dhcp-rapid-commit` it
+/// binds the lease on the DISCOVER (its log shows no REQUEST); without it
+/// the client that asked still gets its lease by the four messages.
+#[test]
+fn rapid_commit_works_with_dnsmasq_and_falls_back_without_it() {
+    require!("dnsmasq", "ip", "nsenter", "ss", "busybox");
+    let net = Net::new("rapid");
+    let log = net.dir.join("dnsmasq.log");
+    let log_arg = format!("--log-facility={}", log.display());
+    let server = net.dnsmasq_with(&["--dhcp-rapid-commit", "--log-dhcp", &log_arg]);
+    let (lease, took) = net.acquire_from(Answering::Netd, Duration::from_secs(10));
+    eprintln!("our client, dnsmasq with rapid commit: {took:?}");
+    check_lease(&lease);
+    check_configured(&net, &lease);
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("DHCPDISCOVER(srv0)") && text.contains("DHCPACK(srv0)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("DHCPREQUEST"),
+        "a REQUEST was needed: {text}"
+    );
+    assert!(!text.contains("DHCPOFFER"), "an OFFER was made: {text}");
+
+    let net = Net::new("norapid");
+    let _server = net.dnsmasq();
+    let (lease, _) = net.acquire_from(Answering::Netd, Duration::from_secs(10));
+    check_lease(&lease);
+}
+
 #[test]
 fn no_server_times_out_with_a_clear_error() {
     require!("ip", "nsenter");
     let net = Net::new("none");
     let ns = net.container.file();
     let start = Instant::now();
-    let err = acquire(ns.as_fd(), "host0", MAC, "web", Duration::from_millis(700)).unwrap_err();
+    let err = acquire(
+        ns.as_fd(),
+        "host0",
+        MAC,
+        "web",
+        Answering::Any,
+        Duration::from_millis(700),
+    )
+    .unwrap_err();
     let took = start.elapsed();
     assert!(
         took >= Duration::from_millis(700) && took < Duration::from_secs(3),
@@ -369,6 +420,7 @@ fn missing_interface_is_an_error() {
         "nosuch0",
         MAC,
         "web",
+        Answering::Any,
         Duration::from_millis(300),
     )
     .unwrap_err();
@@ -425,8 +477,15 @@ fn lease_time_next_to_udhcpc_and_dhclient() {
                     "ours" => {
                         let ns = c.file();
                         let start = Instant::now();
-                        acquire(ns.as_fd(), "host0", mac, "web", Duration::from_secs(10))
-                            .expect("lease");
+                        acquire(
+                            ns.as_fd(),
+                            "host0",
+                            mac,
+                            "web",
+                            Answering::Any,
+                            Duration::from_secs(10),
+                        )
+                        .expect("lease");
                         start.elapsed()
                     }
                     "udhcpc" => time_cmd(

@@ -653,6 +653,7 @@ fn dhcp_config(file: &NetworkFile, v4: Ipv4Network) -> Result<dhcp::ServerConfig
     }
     cfg.default_lease = Duration::from_secs(u64::from(d.default_lease_secs));
     cfg.max_lease = Duration::from_secs(u64::from(d.max_lease_secs));
+    cfg.rapid_commit = d.rapid_commit;
     Ok(cfg)
 }
 

@@ -119,6 +119,9 @@ pub struct ServerConfig {
     pub default_lease: Duration,
     /// Longest lease granted (MaxLeaseTimeSec=).
     pub max_lease: Duration,
+    /// Answer a DISCOVER that asks for rapid commit (RFC 4039, option 80)
+    /// with an ACK at once, the lease bound (RapidCommit=, default yes).
+    pub rapid_commit: bool,
 }
 
 impl ServerConfig {
@@ -167,6 +170,7 @@ impl ServerConfig {
             search: Vec::new(),
             default_lease: DEFAULT_LEASE,
             max_lease: MAX_LEASE,
+            rapid_commit: true,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -465,6 +469,8 @@ struct Request {
     server_id: Option<Ipv4Addr>,
     lease: Option<u32>,
     hostname: Option<String>,
+    /// The client asked for rapid commit (option 80, in a DISCOVER).
+    rapid_commit: bool,
 }
 
 impl Server {
@@ -585,6 +591,13 @@ impl Server {
                 unknown: !known,
             },
         );
+        if req.rapid_commit && self.config.rapid_commit {
+            // RFC 4039: the offer and the request in one exchange; an
+            // address that cannot be bound now is offered as usual.
+            if let Ok(ack) = self.commit(req, addr, known, now, ctx, p) {
+                return ack;
+            }
+        }
         let lease = self.lease_time(req, known, p);
         self.stats.offers += 1;
         self.reply(req, MessageType::Offer, addr, Some(lease), ctx)
@@ -616,6 +629,22 @@ impl Server {
                 return Outcome::Drop(reason);
             }
         }
+        self.commit(req, addr, known, now, ctx, p)
+            .unwrap_or_else(|why| self.nak(req, why))
+    }
+
+    /// Binds `addr` to the client of `req` (a REQUEST, or a DISCOVER with
+    /// rapid commit, whose offer is made just before) and ACKs it; why not
+    /// when the address is not free for it (the caller NAKs a REQUEST).
+    fn commit(
+        &mut self,
+        req: &Request,
+        addr: Ipv4Addr,
+        known: bool,
+        now: SystemTime,
+        ctx: &RequestContext,
+        p: Policy,
+    ) -> Result<Outcome, &'static str> {
         // A machine may take an unknown client's running lease only as we offered it.
         let steal = known
             && p.enforcing()
@@ -624,7 +653,7 @@ impl Server {
                 .get(&req.key)
                 .is_some_and(|o| o.addr == addr && o.until > now);
         if !self.usable_for(addr, &req.key, now, p, steal) {
-            return self.nak(req, "requested address is not available");
+            return Err("requested address is not available");
         }
         let lease_time = self.lease_time(req, known, p);
         let lease = Lease {
@@ -645,7 +674,7 @@ impl Server {
             .table
             .insert_unless(lease, |other| p.blocks(other, now, steal))
         {
-            return self.nak(req, "requested address is in use");
+            return Err("requested address is in use");
         }
         if reclaimed {
             self.stats.reclaimed += 1;
@@ -656,10 +685,10 @@ impl Server {
         self.offers.remove(&req.key);
         if let Err(e) = self.save(now, p) {
             self.stats.save_failures += 1;
-            return Outcome::Drop(DropReason::SaveFailed(e.to_string()));
+            return Ok(Outcome::Drop(DropReason::SaveFailed(e.to_string())));
         }
         self.stats.acks += 1;
-        self.reply(req, MessageType::Ack, addr, Some(lease_time), ctx)
+        Ok(self.reply(req, MessageType::Ack, addr, Some(lease_time), ctx))
     }
 
     fn decline(&mut self, req: &Request, now: SystemTime, p: Policy) -> Outcome {
@@ -990,6 +1019,10 @@ impl Server {
             // RFC 6842: echo the client identifier.
             o.insert(DhcpOption::ClientIdentifier(id.clone()));
         }
+        if kind == MessageType::Ack && req.kind == MessageType::Discover {
+            // RFC 4039 §4: a rapid commit's ACK says so.
+            o.insert(DhcpOption::RapidCommit);
+        }
         let to = match nonzero(req.msg.ciaddr()) {
             Some(ci) if kind != MessageType::Offer => Destination::Unicast(ci),
             _ => Destination::Broadcast,
@@ -1042,7 +1075,7 @@ pub fn client_hwaddr(packet: &[u8]) -> Option<&[u8]> {
 }
 
 /// Option codes the server reads, with their valid lengths (min, max).
-const READ_OPTIONS: [(u8, usize, usize); 8] = [
+const READ_OPTIONS: [(u8, usize, usize); 9] = [
     (opt::HOST_NAME, 1, 255),
     (opt::REQUESTED_ADDRESS, 4, 4),
     (opt::LEASE_TIME, 4, 4),
@@ -1052,6 +1085,7 @@ const READ_OPTIONS: [(u8, usize, usize); 8] = [
     (opt::MAX_MESSAGE_SIZE, 2, 2),
     // Empty is refused later, with a reason.
     (opt::CLIENT_ID, 0, 255),
+    (opt::RAPID_COMMIT, 0, 0),
 ];
 
 /// Rebuilds the packet with only the options the server reads, each checked for its length.
@@ -1138,6 +1172,7 @@ fn parse(packet: &[u8]) -> Result<Request, DropReason> {
         Some(DhcpOption::Hostname(h)) if valid_hostname(h) => Some(h.clone()),
         _ => None,
     };
+    let rapid_commit = opts.get(OptionCode::RapidCommit).is_some();
     Ok(Request {
         msg,
         kind,
@@ -1147,6 +1182,7 @@ fn parse(packet: &[u8]) -> Result<Request, DropReason> {
         server_id,
         lease,
         hostname,
+        rapid_commit,
     })
 }
 

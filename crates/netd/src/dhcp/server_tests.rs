@@ -53,6 +53,7 @@ struct Pkt {
     lease: Option<u32>,
     broadcast: bool,
     giaddr: Ipv4Addr,
+    rapid_commit: bool,
 }
 
 fn pkt(kind: MessageType, n: u8) -> Pkt {
@@ -66,6 +67,7 @@ fn pkt(kind: MessageType, n: u8) -> Pkt {
         lease: None,
         broadcast: false,
         giaddr: Ipv4Addr::UNSPECIFIED,
+        rapid_commit: false,
     }
 }
 
@@ -94,6 +96,10 @@ impl Pkt {
         self.broadcast = true;
         self
     }
+    fn rapid_commit(mut self) -> Self {
+        self.rapid_commit = true;
+        self
+    }
     fn bytes(&self) -> Vec<u8> {
         let mut m = Message::new_with_id(
             0x1234_5678,
@@ -119,6 +125,9 @@ impl Pkt {
         }
         if let Some(l) = self.lease {
             o.insert(DhcpOption::AddressLeaseTime(l));
+        }
+        if self.rapid_commit {
+            o.insert(DhcpOption::RapidCommit);
         }
         o.insert(DhcpOption::Hostname("client".into()));
         let mut v = Vec::new();
@@ -177,6 +186,63 @@ fn lease(s: &mut Server, n: u8, now: SystemTime) -> Ipv4Addr {
     assert_eq!(ack.kind(), Some(MessageType::Ack), "client {n}");
     assert_eq!(ack.msg.yiaddr(), a);
     a
+}
+
+#[test]
+fn a_discover_asking_for_rapid_commit_is_acked_and_bound_at_once() {
+    let (mut s, store) = server();
+    let ack = send(&mut s, &pkt(MessageType::Discover, 1).rapid_commit(), t(0)).unwrap();
+    assert_eq!(ack.kind(), Some(MessageType::Ack));
+    assert_eq!(
+        ack.opt(OptionCode::RapidCommit),
+        Some(&DhcpOption::RapidCommit)
+    );
+    assert_eq!(
+        ack.opt(OptionCode::AddressLeaseTime),
+        Some(&DhcpOption::AddressLeaseTime(3600))
+    );
+    let a = ack.msg.yiaddr();
+    assert!(config().in_pool(a));
+    let l = s.leases().by_addr(a).expect("bound");
+    assert_eq!(l.state, LeaseState::Bound);
+    assert_eq!(l.hwaddr, mac(1));
+    assert_eq!(l.client_hostname.as_deref(), Some("client"));
+    assert_eq!(store.saves(), 1, "a rapid commit is persisted like an ACK");
+    assert_eq!((s.stats().acks, s.stats().offers), (1, 0));
+    // The client's later REQUEST (renewing) keeps the same address.
+    let renew = send(&mut s, &pkt(MessageType::Request, 1).ciaddr(a), t(10)).unwrap();
+    assert_eq!(renew.kind(), Some(MessageType::Ack));
+    assert_eq!(renew.msg.yiaddr(), a);
+    assert_eq!(
+        renew.opt(OptionCode::RapidCommit),
+        None,
+        "only a DISCOVER's ACK says so"
+    );
+    // Another client's rapid DISCOVER gets another address.
+    let other = send(&mut s, &pkt(MessageType::Discover, 2).rapid_commit(), t(10)).unwrap();
+    assert_eq!(other.kind(), Some(MessageType::Ack));
+    assert_ne!(other.msg.yiaddr(), a);
+}
+
+#[test]
+fn rapid_commit_is_offered_as_usual_when_off_or_not_asked_for() {
+    let mut cfg = config();
+    cfg.rapid_commit = false;
+    let (mut off, store) = server_with(cfg);
+    let r = send(
+        &mut off,
+        &pkt(MessageType::Discover, 1).rapid_commit(),
+        t(0),
+    )
+    .unwrap();
+    assert_eq!(r.kind(), Some(MessageType::Offer), "RapidCommit=no");
+    assert_eq!(r.opt(OptionCode::RapidCommit), None);
+    assert_eq!(store.saves(), 0);
+    let (mut on, store) = server();
+    let r = send(&mut on, &pkt(MessageType::Discover, 1), t(0)).unwrap();
+    assert_eq!(r.kind(), Some(MessageType::Offer), "not asked for");
+    assert_eq!(r.opt(OptionCode::RapidCommit), None);
+    assert_eq!(store.saves(), 0);
 }
 
 #[test]

@@ -172,6 +172,9 @@ pub struct DhcpServerConfig {
     /// `MaxLeaseTimeSec=` in seconds (default 12h); [`INFINITE_LEASE`] for
     /// `infinity`.
     pub max_lease_secs: u32,
+    /// `RapidCommit=` (default yes, as networkd): a DISCOVER that asks for
+    /// rapid commit (RFC 4039, option 80) is answered with an ACK at once.
+    pub rapid_commit: bool,
 }
 
 impl Default for DhcpServerConfig {
@@ -184,6 +187,7 @@ impl Default for DhcpServerConfig {
             emit_router: true,
             default_lease_secs: DEFAULT_LEASE_SECS,
             max_lease_secs: DEFAULT_MAX_LEASE_SECS,
+            rapid_commit: true,
         }
     }
 }

@@ -262,6 +262,10 @@ static KEYS: &[Key<NetworkFile>] = &[
         f.dhcp_server.emit_router = values::boolean(v)?;
         Ok(None)
     }),
+    Key::parse("DHCPServer", "RapidCommit", |f, v| {
+        f.dhcp_server.rapid_commit = values::boolean(v)?;
+        Ok(None)
+    }),
     Key::parse("DHCPServer", "DefaultLeaseTimeSec", |f, v| {
         f.dhcp_server.default_lease_secs = if v.is_empty() {
             DEFAULT_LEASE_SECS
@@ -384,7 +388,6 @@ static KEYS: &[Key<NetworkFile>] = &[
     Key::ignored("DHCPServer", "RelayTarget"),
     Key::ignored("DHCPServer", "RelayAgentCircuitId"),
     Key::ignored("DHCPServer", "RelayAgentRemoteId"),
-    Key::ignored("DHCPServer", "RapidCommit"),
     Key::ignored("DHCPServer", "PersistLeases"),
     Key::ignored("DHCPServer", "IPv6OnlyPreferredSec"),
     Key::ignored("DHCPServer", "LocalLeaseDomain"),
@@ -927,6 +930,7 @@ DNS=_server_address 8.8.8.8
 EmitRouter=false
 DefaultLeaseTimeSec=30min
 MaxLeaseTimeSec=2h 30min
+RapidCommit=no
 ";
         let parsed = ok(text);
         assert_eq!(parsed.warnings, Vec::<String>::new());
@@ -998,6 +1002,7 @@ MaxLeaseTimeSec=2h 30min
         assert!(!d.emit_router);
         assert_eq!(d.default_lease_secs, 1800);
         assert_eq!(d.max_lease_secs, 9000);
+        assert!(!d.rapid_commit);
     }
 
     #[test]
@@ -1006,7 +1011,7 @@ MaxLeaseTimeSec=2h 30min
         assert_eq!(f.network, Network::default());
         assert_eq!(f.network.link_local(), Families::Ipv6);
         assert_eq!(f.dhcp_server, DhcpServerConfig::default());
-        assert!(f.dhcp_server.emit_dns && f.dhcp_server.emit_router);
+        assert!(f.dhcp_server.emit_dns && f.dhcp_server.emit_router && f.dhcp_server.rapid_commit);
         assert_eq!(f.dhcp_server.default_lease_secs, 3600);
         assert_eq!(f.dhcp_server.max_lease_secs, 43200);
 

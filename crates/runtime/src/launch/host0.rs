@@ -259,18 +259,30 @@ fn configure_host0(
         }
     })?;
     let timeout = Duration::from_secs(if managed { 10 } else { 5 });
-    let lease =
-        match network::dhcp_client::acquire(ns.as_fd(), "host0", mac, &cfg.hostname, timeout) {
-            Ok(l) => l,
-            Err(e) if !managed => {
-                tracing::warn!("{e}; host0 stays unconfigured");
-                if !cfg.quiet {
-                    eprintln!("netspawn: {e}; host0 stays unconfigured.");
-                }
-                return Ok(());
+    // netd is the link's one DHCP server: rapid commit; a LAN's are not known.
+    let server = if managed {
+        network::dhcp_client::Server::Netd
+    } else {
+        network::dhcp_client::Server::Any
+    };
+    let lease = match network::dhcp_client::acquire(
+        ns.as_fd(),
+        "host0",
+        mac,
+        &cfg.hostname,
+        server,
+        timeout,
+    ) {
+        Ok(l) => l,
+        Err(e) if !managed => {
+            tracing::warn!("{e}; host0 stays unconfigured");
+            if !cfg.quiet {
+                eprintln!("netspawn: {e}; host0 stays unconfigured.");
             }
-            Err(e) => return Err(LaunchError::Dhcp(e.to_string())),
-        };
+            return Ok(());
+        }
+        Err(e) => return Err(LaunchError::Dhcp(e.to_string())),
+    };
     let mut inside =
         network::rtnl::Netlink::open_in(ns.as_fd()).map_err(network::NetError::from)?;
     network::dhcp_client::configure(&mut inside, "host0", &lease)

@@ -135,6 +135,9 @@ pub struct Client {
     hostname: Option<String>,
     /// An address to ask for in DISCOVER (option 50), as CNI's `ips` asks.
     requested: Option<Ipv4Addr>,
+    /// Ask for rapid commit (RFC 4039, option 80) in DISCOVER, and take an
+    /// ACK that carries it as the answer.
+    rapid_commit: bool,
     state: State,
 }
 
@@ -147,8 +150,18 @@ impl Client {
             xid,
             hostname: hostname.filter(|h| !h.is_empty()),
             requested: None,
+            rapid_commit: false,
             state: State::Init,
         }
+    }
+
+    /// Asks for rapid commit (RFC 4039): a server that does it answers the
+    /// DISCOVER with an ACK, in one exchange instead of two. Only for a link
+    /// whose one server is known (netd's): with several servers each could
+    /// bind an address for us.
+    pub fn rapid_commit(mut self, on: bool) -> Client {
+        self.rapid_commit = on;
+        self
     }
 
     /// Asks for `addr` in every DISCOVER (the server may give another).
@@ -179,6 +192,9 @@ impl Client {
         self.add_common_options(&mut msg);
         if let Some(a) = self.requested {
             msg.opts_mut().insert(DhcpOption::RequestedIpAddress(a));
+        }
+        if self.rapid_commit {
+            msg.opts_mut().insert(DhcpOption::RapidCommit);
         }
         let discover = encode(&msg);
         self.state = State::Selecting {
@@ -244,6 +260,20 @@ impl Client {
                     sent: 1,
                 };
                 Event::SendRequest(request)
+            }
+            (Some(MessageType::Ack), State::Selecting { .. })
+                if self.rapid_commit && msg.opts().get(OptionCode::RapidCommit).is_some() =>
+            {
+                let Some(server) = server_id else {
+                    return Event::Ignore;
+                };
+                match lease_from(&msg, server) {
+                    Some(lease) => {
+                        self.state = State::Bound;
+                        Event::Bound(lease)
+                    }
+                    None => Event::Ignore,
+                }
             }
             (Some(MessageType::Ack), State::Requesting { server, .. }) => {
                 let server = *server;
@@ -317,7 +347,7 @@ fn assignable(a: Ipv4Addr) -> bool {
 
 /// The options this client reads. Everything else is dropped before the
 /// decoder sees it (some `dhcproto` decoders assert on lengths).
-const KEPT: [u8; 7] = [
+const KEPT: [u8; 8] = [
     opt::SUBNET_MASK,
     opt::ROUTER,
     opt::DNS_SERVERS,
@@ -325,6 +355,7 @@ const KEPT: [u8; 7] = [
     opt::LEASE_TIME,
     opt::MESSAGE_TYPE,
     opt::SERVER_ID,
+    opt::RAPID_COMMIT,
 ];
 
 /// Checks a received packet with the checked wire view ([`dhcp_wire`]: header
@@ -342,14 +373,16 @@ pub fn sanitize(packet: &[u8]) -> Option<Vec<u8>> {
         let ok = match *code {
             opt::SUBNET_MASK | opt::LEASE_TIME | opt::SERVER_ID => data.len() == 4,
             opt::MESSAGE_TYPE => data.len() == 1,
+            opt::RAPID_COMMIT => data.is_empty(),
             opt::ROUTER | opt::DNS_SERVERS => !data.is_empty() && data.len() % 4 == 0,
             opt::DOMAIN_NAME => std::str::from_utf8(data).is_ok(),
             _ => false,
         };
         if !ok {
-            // A domain name that is not text is dropped alone; anything else
-            // malformed makes the whole packet untrustworthy.
-            if *code == opt::DOMAIN_NAME {
+            // A domain name that is not text, or a rapid commit with data
+            // (dhcproto's decoder asserts on it), is dropped alone; anything
+            // else malformed makes the whole packet untrustworthy.
+            if *code == opt::DOMAIN_NAME || *code == opt::RAPID_COMMIT {
                 continue;
             }
             return None;
@@ -431,6 +464,15 @@ fn lease_from(msg: &Message, server: Ipv4Addr) -> Option<Lease> {
 const FIRST_INTERVAL: Duration = Duration::from_millis(200);
 const MAX_INTERVAL: Duration = Duration::from_secs(4);
 
+/// Who answers DHCP on the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// netd, the one server there: rapid commit is asked for.
+    Netd,
+    /// Whatever server the link has (a LAN): the four-message exchange.
+    Any,
+}
+
 /// Gets a lease for `ifname` (which must be up) in the network namespace
 /// `netns`, within `timeout`. The calling thread enters `netns` only to
 /// create the socket. `hostname` goes out as option 12 (empty: none).
@@ -439,9 +481,10 @@ pub fn acquire(
     ifname: &str,
     mac: [u8; 6],
     hostname: &str,
+    server: Server,
     timeout: Duration,
 ) -> Result<Lease, DhcpClientError> {
-    acquire_requesting(netns, ifname, mac, hostname, None, timeout)
+    acquire_requesting(netns, ifname, mac, hostname, None, server, timeout)
 }
 
 /// [`acquire`], asking for the address `requested` (the server decides).
@@ -451,6 +494,7 @@ pub fn acquire_requesting(
     mac: [u8; 6],
     hostname: &str,
     requested: Option<Ipv4Addr>,
+    server: Server,
     timeout: Duration,
 ) -> Result<Lease, DhcpClientError> {
     let start = Instant::now();
@@ -464,8 +508,9 @@ pub fn acquire_requesting(
     };
     let sock = socket_in(netns, ifname).map_err(io_err("open socket"))?;
     let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT);
-    let mut client =
-        Client::new(mac, random_xid(), Some(hostname.to_string())).requesting(requested);
+    let mut client = Client::new(mac, random_xid(), Some(hostname.to_string()))
+        .requesting(requested)
+        .rapid_commit(server == Server::Netd);
     let mut buf = vec![0u8; 65536];
     let mut interval = FIRST_INTERVAL;
     let mut naks = 0u32;
@@ -858,6 +903,40 @@ mod tests {
             c.handle(&bytes(&reply(0x1234_5678, MessageType::Nak, &MAC))),
             Event::Ignore
         );
+    }
+
+    #[test]
+    fn a_rapid_commit_ack_binds_a_client_that_asked_for_it() {
+        let mut plain = Client::new(MAC, 0x1234_5678, None);
+        assert!(decode(&plain.discover())
+            .opts()
+            .get(OptionCode::RapidCommit)
+            .is_none());
+        let mut c = Client::new(MAC, 0x1234_5678, None).rapid_commit(true);
+        let d = decode(&c.discover());
+        assert_eq!(
+            d.opts().get(OptionCode::RapidCommit),
+            Some(&DhcpOption::RapidCommit)
+        );
+        let mut ack = reply(0x1234_5678, MessageType::Ack, &MAC);
+        // An ACK without option 80 is no answer to a DISCOVER.
+        assert_eq!(c.handle(&bytes(&ack)), Event::Ignore);
+        assert!(!c.is_bound());
+        ack.opts_mut().insert(DhcpOption::RapidCommit);
+        // A client that did not ask takes no rapid ACK.
+        assert_eq!(plain.handle(&bytes(&ack)), Event::Ignore);
+        let Event::Bound(lease) = c.handle(&bytes(&ack)) else {
+            panic!("not bound");
+        };
+        assert_eq!((lease.address, lease.server), (OFFERED, SERVER));
+        assert!(c.is_bound());
+        // A server doing the four-message exchange is still answered.
+        let mut c = Client::new(MAC, 0x1234_5678, None).rapid_commit(true);
+        c.discover();
+        let ev = c.handle(&bytes(&reply(0x1234_5678, MessageType::Offer, &MAC)));
+        assert!(matches!(ev, Event::SendRequest(_)));
+        let ev = c.handle(&bytes(&reply(0x1234_5678, MessageType::Ack, &MAC)));
+        assert!(matches!(ev, Event::Bound(_)));
     }
 
     #[test]

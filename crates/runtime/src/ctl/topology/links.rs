@@ -200,6 +200,7 @@ fn pool_address(
         ifname,
         leg_mac(&m.name),
         &m.name,
+        crate::network::dhcp_client::Server::Netd,
         LEG_TIMEOUT,
     )
     .map_err(|e| e.to_string())?;
