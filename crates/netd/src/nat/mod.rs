@@ -34,6 +34,7 @@
 //! sources leaving by that link. IPv6 has no such knob for `::1`: the
 //! `output` DNAT leaves `::1` alone and `crate::proxy` relays it in user space.
 
+mod libnft;
 pub mod monitor;
 mod render;
 pub mod sysctl;
@@ -407,7 +408,7 @@ impl Nat {
         // only a table that is there is deleted.
         if current_table().map_or(true, |t| t != Summary::default()) {
             let empty = render::render(&State::default());
-            helper::apply_ruleset(&empty).map_err(|e| nft_error("delete", e))?;
+            apply_ruleset(&empty).map_err(|e| nft_error("delete", e))?;
         }
         self.installed = Some(Summary::default());
         Ok(restored)
@@ -669,8 +670,8 @@ impl Nat {
         self.installed = None;
         let done = match fresh {
             // Refused if a table appeared meanwhile: then replace it.
-            Some(f) => helper::apply_ruleset(&f).or_else(|_| helper::apply_ruleset(&nft)),
-            None => helper::apply_ruleset(&nft),
+            Some(f) => apply_ruleset(&f).or_else(|_| apply_ruleset(&nft)),
+            None => apply_ruleset(&nft),
         };
         done.map_err(|e| nft_error("apply", e))?;
         self.installed = Some(want);
@@ -715,7 +716,7 @@ impl Nat {
         self.state.guards.clear();
         let empty = render::render(&State::default());
         self.installed = None;
-        let nft = helper::apply_ruleset(&empty).map_err(|e| nft_error("delete", e));
+        let nft = apply_ruleset(&empty).map_err(|e| nft_error("delete", e));
         if nft.is_ok() {
             self.installed = Some(Summary::default());
         }
@@ -825,10 +826,39 @@ fn localnet_links(s: &State) -> BTreeSet<String> {
         .collect()
 }
 
+/// Makes the kernel's ruleset what `nft` says (one transaction), through
+/// libnftables in-process, or `nft -j -f -` without it ([`libnft`]).
+fn apply_ruleset(nft: &Nftables<'_>) -> Result<(), NftablesError> {
+    let json = serde_json::to_string(nft).map_err(NftablesError::NftInvalidJson)?;
+    match libnft::run(&json) {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(stderr)) => Err(lib_failed("applying ruleset", stderr)),
+        None => helper::apply_ruleset(nft),
+    }
+}
+
+/// `nft -j list ...` of `args`, in-process when libnftables is there.
+fn list_ruleset(args: &[&str]) -> Result<Nftables<'static>, NftablesError> {
+    match libnft::run(&args.join(" ")) {
+        Some(Ok(out)) => serde_json::from_str(&out).map_err(NftablesError::NftInvalidJson),
+        Some(Err(stderr)) => Err(lib_failed("getting the current ruleset", stderr)),
+        None => helper::get_current_ruleset_with_args(helper::DEFAULT_NFT, args),
+    }
+}
+
+fn lib_failed(hint: &str, stderr: String) -> NftablesError {
+    NftablesError::NftFailed {
+        program: "libnftables".into(),
+        hint: hint.into(),
+        stdout: String::new(),
+        stderr,
+    }
+}
+
 /// The summary of the kernel's `table inet netspawn` (empty if absent).
 pub fn current_table() -> Result<Summary, NatError> {
     let args = ["list", "table", "inet", TABLE];
-    match helper::get_current_ruleset_with_args(helper::DEFAULT_NFT, &args) {
+    match list_ruleset(&args) {
         Ok(nft) => Ok(Summary::of(&nft)),
         Err(NftablesError::NftFailed { stderr, .. })
             if stderr.contains("No such file or directory") =>
