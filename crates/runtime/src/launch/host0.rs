@@ -186,7 +186,7 @@ const SLAAC_WAIT: Duration = Duration::from_secs(5);
 struct Host0Ipv6 {
     ns: std::fs::File,
     inside: network::rtnl::Netlink,
-    /// `None` when the solicitation could not start (said at the finish).
+    /// Why the solicitation could not start, if so (said at the finish).
     solicited: Result<network::slaac::Solicitation, netlink::RtnlError>,
     started: Instant,
 }
