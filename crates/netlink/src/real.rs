@@ -96,6 +96,19 @@ fn veth_pair(
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
 }
 
+/// `IFF_RUNNING`, and a queue the kernel has activated. The link watch
+/// sets the operational state (what `IFF_RUNNING` reports) a moment before
+/// it attaches the link's qdisc; until then the link has the `noop` qdisc,
+/// which drops whatever is sent (`skb:kfree_skb` shows such QDISC_DROPs of
+/// the kernel's own IPv6 packets on new links).
+fn running(msg: &LinkMessage) -> bool {
+    msg.header.flags.contains(LinkFlags::Running)
+        && !msg
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::Qdisc(q) if q == "noop"))
+}
+
 pub(crate) fn link_from(msg: &LinkMessage) -> Link {
     let mut l = Link {
         index: msg.header.index,
@@ -281,7 +294,7 @@ impl Rtnl for Netlink {
                 .await
         });
         match r {
-            Ok(m) => Ok(m.is_some_and(|m| m.header.flags.contains(LinkFlags::Running))),
+            Ok(m) => Ok(m.is_some_and(|m| running(&m))),
             Err(e) => match nl_err(format!("look up link {name}"))(e) {
                 RtnlError::Kernel { errno, .. } if errno == libc::ENODEV => Ok(false),
                 other => Err(other),
@@ -613,6 +626,28 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn running_needs_the_flag_and_an_activated_queue() {
+        let msg = |running: bool, qdisc: Option<&str>| {
+            let mut m = LinkMessage::default();
+            m.header.flags = LinkFlags::Up;
+            if running {
+                m.header.flags |= LinkFlags::Running;
+            }
+            m.attributes.push(LinkAttribute::IfName("host0".into()));
+            if let Some(q) = qdisc {
+                m.attributes.push(LinkAttribute::Qdisc(q.into()));
+            }
+            m
+        };
+        assert!(running(&msg(true, Some("noqueue"))));
+        assert!(running(&msg(true, Some("fq_codel"))));
+        assert!(running(&msg(true, None)));
+        // The link watch set the state, not yet the queue.
+        assert!(!running(&msg(true, Some("noop"))));
+        assert!(!running(&msg(false, Some("noqueue"))));
     }
 
     #[test]
