@@ -78,7 +78,7 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
             check_ipv6_prefixes(nl, index, &file)?;
             if serving_address(&file).is_some() || wants_ipv6(&file) {
                 // Never taken for an uplink while it is being configured.
-                if let Err(e) = ctx2.nat().expect_link(&name) {
+                if let Err(e) = ctx2.nat_expected.expect(&name) {
                     tracing::warn!("{name}: {e}");
                 }
             }
@@ -880,6 +880,8 @@ pub(super) async fn on_del_link(ctx: &Arc<Ctx>, link: &Link) {
         }
         tracing::info!("{name}: released");
     }
+    // A link that went before its pipeline finished is no longer expected.
+    ctx.nat_expected.forget(&name);
     // Only links we served (or with port forwards) have rules: most links
     // that go away (bridge members, other machines' links) cost nothing.
     if removed_any {

@@ -102,6 +102,8 @@ struct Ctx {
     /// this. Taken on blocking threads only, and never while holding `state`
     /// (`state` may be taken while holding it).
     nat: Mutex<Nat>,
+    /// Announces links to `nat` without its lock (see [`nat::Expected`]).
+    nat_expected: nat::Expected,
     /// Wakes the task that saves the pools (off the links' path: a save
     /// waits for two fsyncs).
     pools_dirty: Notify,
@@ -267,6 +269,7 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
             nat_idle_since: None,
         })),
         changed: Notify::new(),
+        nat_expected: nat.expected(),
         nat: Mutex::new(nat),
         pools_dirty: Notify::new(),
         rtnl: Mutex::new(Box::new(nl)),
@@ -571,10 +574,12 @@ mod tests {
             netspawn_common::registry::Registry::new(&st.paths),
         ));
         let dir_dyn: Arc<dyn MachineDirectory> = directory.clone();
+        let nat = Nat::new();
         Arc::new(Ctx {
             state: Arc::new(Mutex::new(st)),
             changed: Notify::new(),
-            nat: Mutex::new(Nat::new()),
+            nat_expected: nat.expected(),
+            nat: Mutex::new(nat),
             pools_dirty: Notify::new(),
             rtnl: Mutex::new(Box::new(kernel)),
             dns: dns::DnsServer::new(dir_dyn, dns::DnsConfig::default()),

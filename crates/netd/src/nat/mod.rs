@@ -44,6 +44,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use ipnetwork::IpNetwork;
 use nftables::helper::{self, NftablesError};
@@ -362,6 +363,40 @@ pub struct Nat {
     groups: Box<dyn LinkGroups>,
     /// The groups we put links into.
     marked: BTreeMap<String, u32>,
+    /// Container links announced before they have subnets ([`Expected`]).
+    expected: Expected,
+}
+
+/// Container links announced before they have their subnets, so that no
+/// [`Nat::apply`] meanwhile takes one for an uplink. A handle of its own,
+/// shared with the [`Nat`] it came from ([`Nat::expected`]): a link's
+/// pipeline announces its link without the `Nat`, which netd's start-up may
+/// hold for a while (it makes the table), and so does not wait for it.
+#[derive(Debug, Clone, Default)]
+pub struct Expected(Arc<Mutex<BTreeSet<String>>>);
+
+impl Expected {
+    /// Announces container link `link`.
+    pub fn expect(&self, link: &str) -> Result<(), NatError> {
+        if !sysctl::valid_ifname(link) {
+            return Err(NatError::BadLinkName(link.to_string()));
+        }
+        self.lock().insert(link.to_string());
+        Ok(())
+    }
+
+    fn contains(&self, link: &str) -> bool {
+        self.lock().contains(link)
+    }
+
+    /// Forgets `link` (it went away, or [`Nat::remove_link`]).
+    pub fn forget(&self, link: &str) {
+        self.lock().remove(link);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Default for Nat {
@@ -388,7 +423,13 @@ impl Nat {
             standing: false,
             groups: Box::new(NetlinkGroups::default()),
             marked: BTreeMap::new(),
+            expected: Expected::default(),
         }
+    }
+
+    /// The handle that announces links to this `Nat` without locking it.
+    pub fn expected(&self) -> Expected {
+        self.expected.clone()
     }
 
     /// The same, marking links through `groups` instead of netlink.
@@ -454,13 +495,9 @@ impl Nat {
     }
 
     /// Announces a container link before it has its subnets, so that it is
-    /// never taken for an uplink meanwhile.
+    /// never taken for an uplink meanwhile (also through [`Nat::expected`]).
     pub fn expect_link(&mut self, link: &str) -> Result<(), NatError> {
-        if !sysctl::valid_ifname(link) {
-            return Err(NatError::BadLinkName(link.to_string()));
-        }
-        self.state.links.entry(link.to_string()).or_default();
-        Ok(())
+        self.expected.expect(link)
     }
 
     /// Register `subnet` on container link `link` with masquerade `mode`
@@ -489,6 +526,7 @@ impl Nat {
     /// Forget container link `link`: its masquerade, and the port forwards into
     /// its subnets (their container is gone with it). Unknown links are fine.
     pub fn remove_link(&mut self, link: &str) {
+        self.expected.forget(link);
         let Some(l) = self.state.links.remove(link) else {
             return;
         };
@@ -787,7 +825,8 @@ impl Nat {
                 continue;
             }
             for up in self.uplinks_for(fam) {
-                if up != "lo" && !self.state.links.contains_key(&up) {
+                if up != "lo" && !self.state.links.contains_key(&up) && !self.expected.contains(&up)
+                {
                     want.insert(key(&up, fwd_knob(fam)), true);
                 }
             }

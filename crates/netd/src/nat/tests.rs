@@ -289,3 +289,52 @@ fn masquerade_values() {
     }
     assert!("bogus".parse::<Masquerade>().is_err());
 }
+
+#[test]
+fn an_expected_link_is_never_an_uplink_and_needs_no_lock_on_the_nat() {
+    let dir = std::env::temp_dir().join(format!("netd-nat-expected-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("net")).unwrap();
+    std::fs::create_dir_all(dir.join("sys")).unwrap();
+    // Both links have routes: eth0 is the host's uplink, ve-a a container
+    // link whose address came before its subnet reached the NAT.
+    std::fs::write(
+        dir.join("net/route"),
+        "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+         eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+         ve-a\t0000020A\t00000000\t0001\t0\t0\t0\tF0FFFFFF\t0\t0\t0\n",
+    )
+    .unwrap();
+    let mut nat = Nat::with_paths(NatPaths {
+        sysctl: dir.join("sys"),
+        proc_net: dir.join("net"),
+        journal: None,
+    });
+    nat.set_standing(true, &[IpFamily::V4]);
+    let uplinks = |nat: &mut Nat| -> Vec<String> {
+        nat.desired_sysctls()
+            .unwrap()
+            .into_iter()
+            .filter(|(_, uplink)| *uplink)
+            .map(|(k, _)| k.ifname)
+            .collect()
+    };
+    assert_eq!(
+        uplinks(&mut nat),
+        ["eth0", "ve-a"],
+        "not announced: taken for an uplink"
+    );
+    // Announced through the handle, as a link's pipeline does while netd's
+    // start-up holds the Nat.
+    let handle = nat.expected();
+    handle.expect("ve-a").unwrap();
+    assert!(handle.expect("not a/valid name").is_err());
+    assert_eq!(uplinks(&mut nat), ["eth0"]);
+    nat.set_masquerade("ve-a", net("10.2.0.0/28"), Masquerade::Ipv4)
+        .unwrap();
+    assert_eq!(uplinks(&mut nat), ["eth0"]);
+    // Gone: forgotten by both.
+    nat.remove_link("ve-a");
+    assert_eq!(uplinks(&mut nat), ["eth0", "ve-a"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
