@@ -337,6 +337,7 @@ inner_main() {
         lab_file "$n" "$WORK/lab$n.toml"
         for r in $(seq "$ROUNDS"); do
             # netspawnctl up/down.
+            local failed=0 # compose down refused for good this round
             quiesce up "$n" "$r"
             t0=$(now_ms)
             "$NETSPAWNCTL" -q up "$WORK/lab$n.toml" >"$WORK/up.log" 2>&1 || {
@@ -424,7 +425,6 @@ inner_main() {
                 local tries=1
                 quiesce compose_down "$n" "$r"
                 t0=$(now_ms)
-                local failed=0
                 until dc -f "$WORK/compose.yml" down -t 0 >"$WORK/compose-down.log" 2>&1; do
                     if ! grep -q 'has active endpoints' "$WORK/compose-down.log"; then
                         tail "$WORK/compose-down.log" >&2
@@ -469,7 +469,7 @@ inner_main() {
                 [ -z "$(dk ps -aq)" ] || die "compose down left containers"
             fi
             echo "$n $r $(cut -d' ' -f1 /proc/loadavg)" >>"$WORK/load.txt"
-            log "$n machines, round $r: $(grep " $n " "$out" | tail -$((4 + 2 * PODMAN + 3 * COMPOSE)) | awk '{printf "%s %s ms; ", $1, $3}')"
+            log "$n machines, round $r: $(grep " $n " "$out" | tail -$((4 + 2 * PODMAN + 3 * COMPOSE - failed)) | awk '{printf "%s %s ms; ", $1, $3}')"
         done
     done
 

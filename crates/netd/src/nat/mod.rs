@@ -494,12 +494,6 @@ impl Nat {
         !self.state.links.is_empty() || !self.state.forwards.is_empty()
     }
 
-    /// Announces a container link before it has its subnets, so that it is
-    /// never taken for an uplink meanwhile (also through [`Nat::expected`]).
-    pub fn expect_link(&mut self, link: &str) -> Result<(), NatError> {
-        self.expected.expect(link)
-    }
-
     /// Register `subnet` on container link `link` with masquerade `mode`
     /// (`IPMasquerade=`; the mode applies to all of the link's subnets). A link
     /// with [`Masquerade::No`] is still known, so port forwards into it work.

@@ -121,7 +121,7 @@ fn links_come_and_go_without_changing_the_table() {
         .unwrap()
         .contains("masquerade ipv4 from container links"));
     // Announced, then configured, then gone: the same table throughout.
-    nat.expect_link("ve-a").unwrap();
+    nat.expected().expect("ve-a").unwrap();
     assert_eq!(nat.render(), standing);
     assert!(nat.link_groups().is_empty(), "no subnet yet, no group");
     nat.set_masquerade("ve-a", net("10.2.0.0/28"), Masquerade::Both)

@@ -4,7 +4,7 @@
 //! With a bare host0 nothing waits for netd: it serves the link when it
 //! sees it, and the guest's own DHCP client asks until it does.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -71,19 +71,30 @@ pub(super) fn serve_guest(
         managed = matches!(answer, netspawn_common::netd::Answer::Address(_));
     }
     if cfg.dhcp_host0 {
-        wait_running(&mut n.host, &crossed, child);
+        // The container's namespace, and one netlink socket in it, for all
+        // of host0's steps.
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw())).map_err(|e| {
+            LaunchError::Sys {
+                what: "open the container's network namespace",
+                err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            }
+        })?;
+        let mut inside =
+            network::rtnl::Netlink::open_in(ns.as_fd()).map_err(network::NetError::from)?;
+        wait_running(&mut n.host, &crossed, &mut inside);
         // The router solicitation goes out first: netd's advertisement and
         // the kernel's SLAAC run while our DHCP exchange does.
-        let ipv6 = if managed && serves_ipv6(&mut n.host, &crossed) {
-            Some(Host0Ipv6::start(child)?)
-        } else {
-            None
-        };
+        let ipv6 = (managed && serves_ipv6(&mut n.host, &crossed)).then(|| {
+            (
+                Instant::now(),
+                network::slaac::Solicitation::start(ns.as_fd(), &mut inside, "host0"),
+            )
+        });
         // netd serves DHCP on the link: if it died while we waited for a
         // lease, bring it back, let it configure the link again, and ask again.
         let mut tries = 0;
         loop {
-            match configure_host0(cfg, child, mac, managed, run_dir) {
+            match configure_host0(cfg, ns.as_fd(), &mut inside, mac, managed, run_dir) {
                 Err(LaunchError::Dhcp(e)) if managed => {
                     let Some(netd) = n.netd()? else {
                         return Err(LaunchError::Dhcp(e));
@@ -100,8 +111,9 @@ pub(super) fn serve_guest(
                 r => break r?,
             }
         }
-        if let Some(v6) = ipv6 {
-            v6.finish(cfg);
+        if let Some((started, solicited)) = ipv6 {
+            let got = solicited.and_then(|s| s.wait(ns.as_fd(), &mut inside, SLAAC_WAIT));
+            report_ipv6(cfg, got, started);
         }
     }
     let Some(netd) = n.netd()? else {
@@ -131,21 +143,19 @@ const RUNNING_WAIT: Duration = Duration::from_secs(1);
 /// a link whose carrier came on until its link watch has activated the
 /// link's queue, which a loaded machine may do a while later; a DISCOVER
 /// lost that way would cost a 200 ms retransmission.
-fn wait_running(host: &mut network::rtnl::Netlink, host_links: &[String], child: Pid) {
+fn wait_running(
+    host: &mut network::rtnl::Netlink,
+    host_links: &[String],
+    inside: &mut network::rtnl::Netlink,
+) {
     use network::rtnl::Rtnl;
     let started = Instant::now();
-    let ns = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw())).ok();
-    let mut inside = ns
-        .as_ref()
-        .and_then(|ns| network::rtnl::Netlink::open_in(ns.as_fd()).ok());
     let mut waiting: Vec<&str> = host_links.iter().map(String::as_str).collect();
-    let mut host0 = inside.is_some();
+    let mut host0 = true;
     while started.elapsed() < RUNNING_WAIT {
         waiting.retain(|l| !host.is_running(l).unwrap_or(true));
         if host0 {
-            if let Some(i) = inside.as_mut() {
-                host0 = !i.is_running("host0").unwrap_or(true);
-            }
+            host0 = !inside.is_running("host0").unwrap_or(true);
         }
         if waiting.is_empty() && !host0 {
             break;
@@ -179,54 +189,26 @@ fn serves_ipv6(host: &mut network::rtnl::Netlink, host_links: &[String]) -> bool
 /// advertisements (they are answered at once; this is for a loaded host).
 const SLAAC_WAIT: Duration = Duration::from_secs(5);
 
-/// host0's IPv6 address by SLAAC from netd's router advertisements, before
-/// the payload starts (see [`network::slaac`]): solicited by
-/// [`Host0Ipv6::start`], waited for by [`Host0Ipv6::finish`]. Without it
-/// the machine still runs, with IPv4 only, and says so.
-struct Host0Ipv6 {
-    ns: std::fs::File,
-    inside: network::rtnl::Netlink,
-    /// Why the solicitation could not start, if so (said at the finish).
-    solicited: Result<network::slaac::Solicitation, netlink::RtnlError>,
+/// Says how host0's IPv6 address by SLAAC from netd's router advertisements
+/// went (solicited before the DHCP exchange, waited for after it, before
+/// the payload starts; see [`network::slaac`]). Without it the machine
+/// still runs, with IPv4 only, and says so.
+fn report_ipv6(
+    cfg: &Config,
+    got: Result<Option<std::net::Ipv6Addr>, netlink::RtnlError>,
     started: Instant,
-}
-
-impl Host0Ipv6 {
-    fn start(child: Pid) -> Result<Host0Ipv6, LaunchError> {
-        let started = Instant::now();
-        let ns = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw())).map_err(|e| {
-            LaunchError::Sys {
-                what: "open the container's network namespace",
-                err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            }
-        })?;
-        let mut inside =
-            network::rtnl::Netlink::open_in(ns.as_fd()).map_err(network::NetError::from)?;
-        let solicited = network::slaac::Solicitation::start(ns.as_fd(), &mut inside, "host0");
-        Ok(Host0Ipv6 {
-            ns,
-            inside,
-            solicited,
-            started,
-        })
-    }
-
-    fn finish(mut self, cfg: &Config) {
-        let got = self
-            .solicited
-            .and_then(|s| s.wait(self.ns.as_fd(), &mut self.inside, SLAAC_WAIT));
-        match got {
-            Ok(Some(a)) => {
-                tracing::debug!(elapsed_us = self.started.elapsed().as_micros() as u64, address = %a, "host0 configured by SLAAC");
-            }
-            Ok(None) => {
-                tracing::warn!("host0: no IPv6 address from router advertisements");
-                if !cfg.quiet {
-                    eprintln!("netspawn: host0 got no IPv6 address from router advertisements.");
-                }
-            }
-            Err(e) => tracing::warn!("host0: IPv6: {e}"),
+) {
+    match got {
+        Ok(Some(a)) => {
+            tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, address = %a, "host0 configured by SLAAC");
         }
+        Ok(None) => {
+            tracing::warn!("host0: no IPv6 address from router advertisements");
+            if !cfg.quiet {
+                eprintln!("netspawn: host0 got no IPv6 address from router advertisements.");
+            }
+        }
+        Err(e) => tracing::warn!("host0: IPv6: {e}"),
     }
 }
 
@@ -246,18 +228,13 @@ pub(super) fn resolv_conf_path(cfg: &Config, run_dir: &Path) -> PathBuf {
 /// LAN bridge without a DHCP server, host0 stays bare with a warning.
 fn configure_host0(
     cfg: &Config,
-    child: Pid,
+    ns: BorrowedFd<'_>,
+    inside: &mut network::rtnl::Netlink,
     mac: network::naming::Mac,
     managed: bool,
     run_dir: &Path,
 ) -> Result<(), LaunchError> {
     let started = Instant::now();
-    let ns = std::fs::File::open(format!("/proc/{}/ns/net", child.as_raw())).map_err(|e| {
-        LaunchError::Sys {
-            what: "open the container's network namespace",
-            err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-        }
-    })?;
     let timeout = Duration::from_secs(if managed { 10 } else { 5 });
     // netd is the link's one DHCP server: rapid commit; a LAN's are not known.
     let server = if managed {
@@ -265,27 +242,19 @@ fn configure_host0(
     } else {
         network::dhcp_client::Server::Any
     };
-    let lease = match network::dhcp_client::acquire(
-        ns.as_fd(),
-        "host0",
-        mac,
-        &cfg.hostname,
-        server,
-        timeout,
-    ) {
-        Ok(l) => l,
-        Err(e) if !managed => {
-            tracing::warn!("{e}; host0 stays unconfigured");
-            if !cfg.quiet {
-                eprintln!("netspawn: {e}; host0 stays unconfigured.");
+    let lease =
+        match network::dhcp_client::acquire(ns, "host0", mac, &cfg.hostname, server, timeout) {
+            Ok(l) => l,
+            Err(e) if !managed => {
+                tracing::warn!("{e}; host0 stays unconfigured");
+                if !cfg.quiet {
+                    eprintln!("netspawn: {e}; host0 stays unconfigured.");
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
-        Err(e) => return Err(LaunchError::Dhcp(e.to_string())),
-    };
-    let mut inside =
-        network::rtnl::Netlink::open_in(ns.as_fd()).map_err(network::NetError::from)?;
-    network::dhcp_client::configure(&mut inside, "host0", &lease)
+            Err(e) => return Err(LaunchError::Dhcp(e.to_string())),
+        };
+    network::dhcp_client::configure(inside, "host0", &lease)
         .map_err(|e| LaunchError::Dhcp(e.to_string()))?;
     let path = resolv_conf_path(cfg, run_dir);
     if let Some(dir) = path.parent() {

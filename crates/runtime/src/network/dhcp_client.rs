@@ -261,25 +261,23 @@ impl Client {
                 };
                 Event::SendRequest(request)
             }
-            (Some(MessageType::Ack), State::Selecting { .. })
-                if self.rapid_commit && msg.opts().get(OptionCode::RapidCommit).is_some() =>
-            {
-                let Some(server) = server_id else {
-                    return Event::Ignore;
-                };
-                match lease_from(&msg, server) {
-                    Some(lease) => {
-                        self.state = State::Bound;
-                        Event::Bound(lease)
+            (Some(MessageType::Ack), state) => {
+                let server = match state {
+                    State::Requesting { server, .. } if server_id.is_none_or(|s| s == *server) => {
+                        *server
                     }
-                    None => Event::Ignore,
-                }
-            }
-            (Some(MessageType::Ack), State::Requesting { server, .. }) => {
-                let server = *server;
-                if server_id.is_some_and(|s| s != server) {
-                    return Event::Ignore;
-                }
+                    // A rapid commit (RFC 4039): the ACK answers the DISCOVER.
+                    State::Selecting { .. }
+                        if self.rapid_commit
+                            && msg.opts().get(OptionCode::RapidCommit).is_some() =>
+                    {
+                        match server_id {
+                            Some(s) => s,
+                            None => return Event::Ignore,
+                        }
+                    }
+                    _ => return Event::Ignore,
+                };
                 match lease_from(&msg, server) {
                     Some(lease) => {
                         self.state = State::Bound;

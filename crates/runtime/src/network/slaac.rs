@@ -211,18 +211,6 @@ impl Solicitation {
 /// opened.
 const POLL_WITHOUT_EVENTS: Duration = Duration::from_millis(2);
 
-/// Solicits router advertisements on `ifname` and waits until the kernel
-/// has an address from them, for at most `timeout`; the address, or
-/// `None` when none came ([`Solicitation::start`], then its `wait`).
-pub fn solicit_and_wait(
-    netns: BorrowedFd<'_>,
-    inside: &mut dyn Rtnl,
-    ifname: &str,
-    timeout: Duration,
-) -> Result<Option<Ipv6Addr>, RtnlError> {
-    Solicitation::start(netns, inside, ifname)?.wait(netns, inside, timeout)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,7 +229,9 @@ mod tests {
         );
         let ns = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
         use std::os::fd::AsFd;
-        let got = solicit_and_wait(ns.as_fd(), &mut f, "host0", Duration::ZERO).unwrap();
+        let got = Solicitation::start(ns.as_fd(), &mut f, "host0")
+            .and_then(|s| s.wait(ns.as_fd(), &mut f, Duration::ZERO))
+            .unwrap();
         assert_eq!(got, Some("fd00:1::2".parse().unwrap()));
     }
 }
