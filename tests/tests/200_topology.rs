@@ -385,6 +385,59 @@ left
 }
 
 #[test]
+fn down_leaves_a_zone_bridge_that_a_machine_outside_the_lab_joined() {
+    let env = TestEnv::new();
+    let img = env.busybox("busybox");
+    let file = write(
+        &env,
+        "shared.toml",
+        "[lab]\nname = \"sh\"\n[defaults]\nimage = \"busybox\"\n[zones.net]\n[machines.m]\ncount = 2\nzones = [\"net\"]\ncommand = \"sleep 600\"\n",
+    );
+    let r = env.sh(
+        &format!(
+            r#"{LEFT}
+ip link set lo up
+$NETSPAWNCTL up {file} || exit 1
+$NETSPAWN -q -x --network-zone=sh-net -M outsider --bind={ctl}:/ctl -D {img} /bin/sh -c '{HOLD}' &
+members() {{ ip -o link show master vz-sh-net 2>/dev/null | cut -d: -f2 | cut -d@ -f1 | tr -d ' ' | sort | tr '\n' ' '; }}
+for t in $(seq 1500); do members | grep -q vb-outsider && break; sleep 0.02; done
+echo "before: $(members)"
+$NETSPAWNCTL down {file} || exit 2
+echo "after-down: $(members)"
+echo "machines-after-down: $(ls $NETSPAWN_RUN_DIR/machines | tr '\n' ' ')"
+touch {ctl}/stop
+wait
+for t in $(seq 300); do ip link show vz-sh-net >/dev/null 2>&1 || break; sleep 0.02; done
+left
+"#,
+            img = img.display(),
+            ctl = env.hold_dir().display()
+        ),
+        180,
+    );
+    r.expect_status(0);
+    let out = &r.stdout;
+    let line = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(str::trim)
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        line("before: "),
+        "vb-outsider vb-sh-m1 vb-sh-m2",
+        "{out}\n{}",
+        r.stderr
+    );
+    // The lab's machines and their links are gone; the bridge stays for the
+    // machine that is not the lab's, which still runs on it.
+    assert_eq!(line("after-down: "), "vb-outsider", "{out}\n{}", r.stderr);
+    assert_eq!(line("machines-after-down: "), "outsider", "{out}");
+    // Its last member gone, the bridge went with it.
+    assert_nothing_left(out.split("machines-after-down").nth(1).unwrap(), &env);
+}
+
+#[test]
 fn graph_draws_a_lab_without_deploying_it() {
     let env = TestEnv::new();
     let file = write(&env, "routed.toml", ROUTED);

@@ -3,6 +3,7 @@
 //! check-empty-and-remove happen under one lock per zone
 //! (`<run_dir>/locks/zone-ZONE.lock`), so concurrent launches never race.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::PathBuf;
 
@@ -72,6 +73,37 @@ impl Zones {
         let _ = lockfile::remove_held(&path, &lock);
         Ok(true)
     }
+
+    /// Removes `vz-ZONE` at once, with links still attached, when each of
+    /// them is one of `ours` (the caller's machines' links, which are going
+    /// away): the kernel then deletes the bridge while it deletes those
+    /// links, instead of after them. False, and nothing done, when the
+    /// bridge is gone or another link is attached (then [`leave`] removes
+    /// it, or not, once ours are gone).
+    ///
+    /// [`leave`]: Zones::leave
+    pub fn remove_with(
+        &self,
+        rt: &mut dyn Rtnl,
+        zone: &str,
+        ours: &BTreeSet<String>,
+    ) -> Result<bool, NetError> {
+        let (lock, path) = self.lock(zone)?;
+        let Some(bridge) = rt.link(&format!("vz-{zone}"))? else {
+            let _ = lockfile::remove_held(&path, &lock);
+            return Ok(false);
+        };
+        let foreign = rt
+            .links()?
+            .iter()
+            .any(|l| l.master == Some(bridge.index) && !ours.contains(&l.name));
+        if foreign {
+            return Ok(false);
+        }
+        rt.delete(bridge.index)?;
+        let _ = lockfile::remove_held(&path, &lock);
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -117,6 +149,42 @@ mod tests {
         assert!(
             !tmp.join("zone-lab.lock").exists(),
             "the lock file went with the bridge"
+        );
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
+    fn remove_with_leaves_a_bridge_that_has_a_foreign_member() {
+        let tmp = std::env::temp_dir().join(format!("netspawn-zone-rw-{}", std::process::id()));
+        let zones = Zones::new(tmp.clone());
+        let mut rt = FakeRtnl::with_links(&[("lo", None)]);
+        for m in ["vb-a", "vb-b"] {
+            zones
+                .join(&mut rt, "lab", |rt, master| {
+                    rt.add(&NewLink::Veth {
+                        name: m.into(),
+                        mac: [2; 6],
+                        peer: "host0".into(),
+                        peer_mac: [2; 6],
+                        peer_netns_pid: 1,
+                        master: Some(master),
+                    })
+                })
+                .unwrap();
+        }
+        let only_a: BTreeSet<String> = ["vb-a".to_string()].into();
+        assert!(!zones.remove_with(&mut rt, "lab", &only_a).unwrap());
+        assert!(
+            rt.links.iter().any(|l| l.name == "vz-lab"),
+            "vb-b is not ours"
+        );
+        let both: BTreeSet<String> = ["vb-a".to_string(), "vb-b".to_string()].into();
+        assert!(zones.remove_with(&mut rt, "lab", &both).unwrap());
+        assert!(rt.links.iter().all(|l| l.name != "vz-lab"));
+        assert!(!tmp.join("zone-lab.lock").exists());
+        assert!(
+            !zones.remove_with(&mut rt, "lab", &both).unwrap(),
+            "gone is fine"
         );
         let _ = std::fs::remove_dir_all(&tmp);
     }

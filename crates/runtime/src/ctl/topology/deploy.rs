@@ -712,6 +712,37 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
         std::thread::sleep(TICK);
     }
     tracing::debug!(at_us = us(), "down: machines stopped");
+    // The lab's zone bridges go while the machines' links do: deleting a
+    // bridge waits for RCU grace periods (35-60 ms each here, under the
+    // kernel's rtnl lock), which the links' deletions then share instead
+    // of following. A zone that another machine joined is left alone here.
+    let ours: BTreeSet<String> = names
+        .iter()
+        .map(|n| netspawn_common::naming::host_ifname(true, n))
+        .chain(lab.machines.iter().flat_map(|m| {
+            m.zones
+                .iter()
+                .skip(1)
+                .map(|(_, ifname)| links::leg_host_name(&m.name, ifname))
+        }))
+        .collect();
+    let zone_names: Vec<String> = lab.zones.iter().map(|z| z.name.clone()).collect();
+    let zones_dir = paths.locks_dir();
+    let bridges = std::thread::spawn(move || -> Vec<String> {
+        let mut errors = Vec::new();
+        let zones = Zones::new(zones_dir);
+        match Netlink::open() {
+            Ok(mut host) => {
+                for z in &zone_names {
+                    if let Err(e) = zones.remove_with(&mut host, z, &ours) {
+                        errors.push(format!("remove zone {z}: {e}"));
+                    }
+                }
+            }
+            Err(e) => errors.push(format!("netlink: {e}")),
+        }
+        errors
+    });
     let pumps: Vec<(String, (u32, u64))> =
         launched.iter().map(|l| (l.name.clone(), l.pump)).collect();
     loop {
@@ -747,6 +778,11 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     }
 
     tracing::debug!(at_us = us(), "down: machines gone");
+    match bridges.join() {
+        Ok(e) => errors.extend(e),
+        Err(_) => errors.push("removing the zones' bridges failed".into()),
+    }
+    tracing::debug!(at_us = us(), "down: bridges removed");
     // What `up` may have left between two calls, then the zones.
     match Netlink::open() {
         Ok(mut host) => {
