@@ -695,3 +695,51 @@ fn made_up_client_ids_from_inside_a_machine_get_its_one_address() {
     assert!(leases.iter().all(|l| *l == own), "{own}: {leases:?}");
     assert!(out.contains("next=ok"), "{out}\n{}", r.stderr);
 }
+
+/// Issue 15: a plain command's host0 gets its lease from netd's DHCP server
+/// over netd's control socket (no packet on the link to wait for the
+/// kernel's queues or to be lost), on a `ve-` link and on a zone; it is
+/// the server's own lease for the machine: a DHCP client on host0 is given
+/// the same address.
+#[test]
+fn host0_gets_its_lease_over_netds_control_socket_and_a_client_on_the_link_the_same() {
+    let env = TestEnv::new();
+    let img = env.busybox("direct");
+    std::fs::write(
+        img.join("again.sh"),
+        "printf '#!/bin/sh\\n[ \"$1\" = bound ] && echo lease=$ip\\nexit 0\\n' > /run/s; chmod +x /run/s\n\
+         echo own=$(ip -4 -o addr show host0 | grep -o 'inet [0-9.]*' | cut -d' ' -f2)\n\
+         udhcpc -i host0 -n -q -f -t 5 -T 1 -s /run/s 2>/dev/null\n",
+    )
+    .unwrap();
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               for net in -n --network-zone=dz; do
+                 echo "--- $net"
+                 RUST_LOG=debug $NETSPAWN -q $net -M direct -D {img} /bin/sh /again.sh 2>$NETSPAWN_STATE_DIR/launch.log
+                 grep -o "host0 configured by DHCP over [a-z' ]*" $NETSPAWN_STATE_DIR/launch.log
+               done"#,
+            img = img.display()
+        ),
+        120,
+    );
+    r.expect_status(0);
+    for part in r.stdout.split("--- ").skip(1) {
+        let field = |k: &str| {
+            part.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or("")
+                .to_string()
+        };
+        assert!(
+            part.contains("host0 configured by DHCP over netd's control socket"),
+            "{part}\n{}",
+            r.stderr
+        );
+        let own = field("own=");
+        assert!(!own.is_empty(), "{part}\n{}", r.stderr);
+        assert_eq!(field("lease="), own, "{part}\n{}", r.stderr);
+    }
+    assert_eq!(r.stdout.matches("--- ").count(), 2, "{}", r.stdout);
+}

@@ -9,6 +9,7 @@
 //! | `PORTS OWNER IFNAME MAC PROTO:HOST:CONTAINER...` | `OK` when the forwards are registered (installed as soon as the container's address is known), `ERR ...` if a port is taken |
 //! | `RELEASE OWNER` | `OK` |
 //! | `FORWARDS OWNER PROTO:HOST:CONTAINER...` | `OK` when netd's table has each of these forwards of OWNER's installed (to its address), `ERR ...` naming one that is not |
+//! | `DHCPMSG IFNAME HEX` | `OK packet=HEX`: the answer of the DHCP server netd runs for IFNAME (the link, or the zone bridge it is a port of) to the DHCP message HEX, as if it had come on the link, once the link is configured; `OK` when the server sends nothing back; `ERR ...` when it dropped the message or serves no DHCP there |
 //! | `RELOAD` | `OK` once the `.network` files are read again (they apply to links configured from then on; links served already keep theirs), `ERR FILE:LINE: ...` if one is invalid (the files in effect stay) |
 //!
 //! Any request may be answered `ERR message` (a malformed one always is).
@@ -50,6 +51,38 @@ pub enum Request {
     Dhcp {
         ifname: String,
     },
+    /// A DHCP message for the server of link `ifname` (the link's own, or
+    /// its zone bridge's), handed over on this socket instead of the link:
+    /// a launcher's DISCOVER with rapid commit, answered at once.
+    DhcpMessage {
+        ifname: String,
+        packet: Vec<u8>,
+    },
+}
+
+/// The longest DHCP message either way (an Ethernet frame's payload).
+pub const MAX_DHCP_MESSAGE: usize = 1500;
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Result<Vec<u8>, String> {
+    if !s.len().is_multiple_of(2)
+        || s.len() / 2 > MAX_DHCP_MESSAGE
+        || s.is_empty()
+        || !s.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err("bad DHCP message".into());
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            s.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| "bad DHCP message".to_string())
+        })
+        .collect()
 }
 
 /// One port forward: `tcp:8080:80`.
@@ -126,6 +159,9 @@ impl Request {
             }
             Request::Release { owner } => format!("RELEASE {owner}"),
             Request::Dhcp { ifname } => format!("DHCP {ifname}"),
+            Request::DhcpMessage { ifname, packet } => {
+                format!("DHCPMSG {ifname} {}", to_hex(packet))
+            }
             Request::Forwards { owner, forwards } => {
                 let mut s = format!("FORWARDS {owner}");
                 for f in forwards {
@@ -144,7 +180,16 @@ impl Request {
             return Err("request too long".into());
         }
         let words: Vec<&str> = line.split(' ').collect();
-        if words.iter().skip(1).any(|w| !word_ok(w)) {
+        // A DHCP message's hex is the one long word.
+        let long_ok = |i: usize, w: &str| {
+            i == 2 && words[0] == "DHCPMSG" && !w.is_empty() && !w.contains(char::is_whitespace)
+        };
+        if words
+            .iter()
+            .enumerate()
+            .skip(1)
+            .any(|(i, w)| !word_ok(w) && !long_ok(i, w))
+        {
             return Err("malformed request".into());
         }
         match words.as_slice() {
@@ -169,6 +214,10 @@ impl Request {
             }),
             ["DHCP", ifname] => Ok(Request::Dhcp {
                 ifname: ifname.to_string(),
+            }),
+            ["DHCPMSG", ifname, hex] => Ok(Request::DhcpMessage {
+                ifname: ifname.to_string(),
+                packet: from_hex(hex)?,
             }),
             _ => Err("unknown request".into()),
         }
@@ -214,6 +263,8 @@ pub enum Answer {
     Address(Cidr),
     /// `OK unmanaged`: no network template applies to the link.
     Unmanaged,
+    /// `OK packet=HEX`: a DHCP server's answer to a `DHCPMSG`.
+    Packet(Vec<u8>),
     /// `OK note=TEXT`: done, with something to tell (`DHCP`: why clients
     /// got no address); the text is one line.
     Note(String),
@@ -229,6 +280,7 @@ impl Answer {
             Answer::Ok => "OK".into(),
             Answer::Address(a) => format!("OK address={a}"),
             Answer::Unmanaged => "OK unmanaged".into(),
+            Answer::Packet(p) => format!("OK packet={}", to_hex(p)),
             Answer::Note(n) => format!("OK note={}", n.replace(['\n', '\r'], " ")),
             Answer::Err(m) => {
                 let m = m.replace(['\n', '\r'], " ");
@@ -255,6 +307,9 @@ impl Answer {
         }
         if let Some(a) = line.strip_prefix("OK address=") {
             return a.parse().map(Answer::Address);
+        }
+        if let Some(p) = line.strip_prefix("OK packet=") {
+            return from_hex(p).map(Answer::Packet);
         }
         if let Some(n) = line.strip_prefix("OK note=") {
             return Ok(Answer::Note(n.to_string()));
@@ -332,6 +387,10 @@ mod tests {
             Request::Dhcp {
                 ifname: "vz-lab".into(),
             },
+            Request::DhcpMessage {
+                ifname: "vb-web".into(),
+                packet: (0..=255).chain(0..44).collect(),
+            },
             Request::Forwards {
                 owner: "web".into(),
                 forwards: vec![Forward {
@@ -358,6 +417,11 @@ mod tests {
             "NOPE",
             "LINK  x 1",
             &"A".repeat(5000),
+            "DHCPMSG vb-a",
+            "DHCPMSG vb-a 0",
+            "DHCPMSG vb-a 0g",
+            "DHCPMSG vb-a +1",
+            &format!("DHCPMSG vb-a {}", "00".repeat(MAX_DHCP_MESSAGE + 1)),
         ] {
             assert!(Request::parse(bad).is_err(), "{bad:?}");
         }
@@ -375,6 +439,7 @@ mod tests {
             Answer::Err("link ve-web was not configured in time".into()),
             Answer::Err(String::new()),
             Answer::Note("its pool has no free address".into()),
+            Answer::Packet(vec![2, 1, 6, 0, 0xde, 0xad]),
         ];
         for a in answers {
             assert_eq!(Answer::parse(&a.to_line()), Ok(a.clone()), "{a}");
@@ -403,6 +468,9 @@ mod tests {
             "OK address=10.0.0.1/+4",
             "OK address=web/24",
             "OK managed",
+            "OK packet=",
+            "OK packet=abc",
+            "OK packet=zz",
             "ERRx",
             "NOPE",
             &format!("ERR {}", "x".repeat(5000)),

@@ -3,7 +3,8 @@
 //! until the link pipeline has configured the link (or its bridge), `PORTS`
 //! registers forwards installed once the machine's address is known,
 //! `RELEASE` drops them, `RELOAD` reads the `.network` files again, `DHCP`
-//! says why a link's DHCP server may have left a client without an address.
+//! says why a link's DHCP server may have left a client without an address,
+//! `DHCPMSG` hands a DHCP message to a link's server and returns its answer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -86,6 +87,22 @@ pub(super) async fn serve_client(ctx: Arc<Ctx>, stream: tokio::net::UnixStream) 
             break;
         }
     }
+}
+
+/// The DHCP server netd runs for `ifname`: the link's own (a `ve-` link),
+/// or its bridge's for a port (a zone's `vb-` link); with the index of the
+/// link it serves.
+fn dhcp_server_for(
+    st: &State,
+    ifname: &str,
+) -> Option<(u32, Arc<std::sync::Mutex<crate::dhcp::Server>>)> {
+    let (index, seen) = st.seen.iter().find(|(_, l)| l.name == ifname)?;
+    let (index, name) = match seen.master {
+        Some(m) => (m, st.seen.get(&m)?.name.as_str()),
+        None => (*index, ifname),
+    };
+    let server = st.links.get(name)?.dhcp.clone()?;
+    Some((index, server))
 }
 
 /// How far back `DHCP` looks for requests its server could not serve (a
@@ -205,6 +222,27 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
                     "netd's DHCP server on {ifname} did not answer because {why}"
                 )),
                 None => Answer::Ok,
+            }
+        }
+        Request::DhcpMessage { ifname, packet } => {
+            let served = dhcp_server_for(&ctx.lock(), &ifname);
+            let Some((index, server)) = served else {
+                return Answer::Err(format!("netd serves no DHCP on {ifname}"));
+            };
+            // The same server, policy and counters as a message on the link.
+            let mac = crate::dhcp::server::client_hwaddr(&packet).unwrap_or(&[]);
+            let context = super::link::dhcp_context(ctx, index, mac);
+            let outcome = match server.lock() {
+                Ok(mut s) => s.handle(&packet, SystemTime::now(), &context),
+                Err(_) => return Answer::Err(format!("DHCP server of {ifname} failed")),
+            };
+            match outcome {
+                crate::dhcp::Outcome::Reply { bytes, .. } => Answer::Packet(bytes),
+                crate::dhcp::Outcome::Ignore => Answer::Ok,
+                crate::dhcp::Outcome::Drop(why) => {
+                    tracing::debug!(ifname, ?why, "DHCP message on the control socket dropped");
+                    Answer::Err(format!("DHCP message dropped: {why:?}"))
+                }
             }
         }
         Request::Release { owner } => {

@@ -956,7 +956,7 @@ fn runs_elsewhere(name: &str, here: &[String], elsewhere: &[String]) -> bool {
 /// read only when the links do not answer what the request asks
 /// (`/proc/locks` costs an RCU grace period, milliseconds, and a launch's own
 /// machine has its link).
-fn dhcp_context(ctx: &Ctx, served: u32, mac: &[u8]) -> dhcp::RequestContext {
+pub(super) fn dhcp_context(ctx: &Ctx, served: u32, mac: &[u8]) -> dhcp::RequestContext {
     use netspawn_common::naming::{generate_mac, CONTAINER_HASH_KEY};
     let hostname = hostname_for(ctx, mac);
     let (locks, here, elsewhere) = {

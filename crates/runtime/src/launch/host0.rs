@@ -81,9 +81,19 @@ pub(super) fn serve_guest(
         })?;
         let mut inside =
             network::rtnl::Netlink::open_in(ns.as_fd()).map_err(network::NetError::from)?;
+        // On a link netd serves, its DHCP server answers our DISCOVER (rapid
+        // commit) on the control socket: host0 is configured while the
+        // kernel activates the links' queues, and no message can be lost.
+        let direct = match n.netd()? {
+            Some(netd) if managed => lease_from_netd(netd, &ifname, mac, &cfg.hostname),
+            _ => None,
+        };
+        if let Some(lease) = &direct {
+            apply_lease(cfg, &mut inside, lease, run_dir, "netd's control socket")?;
+        }
         wait_running(&mut n.host, &crossed, &mut inside);
-        // The router solicitation goes out first: netd's advertisement and
-        // the kernel's SLAAC run while our DHCP exchange does.
+        // The router solicitation goes out before a DHCP exchange on the
+        // link: netd's advertisement and the kernel's SLAAC run meanwhile.
         let ipv6 = (managed && serves_ipv6(&mut n.host, &crossed)).then(|| {
             (
                 Instant::now(),
@@ -93,7 +103,7 @@ pub(super) fn serve_guest(
         // netd serves DHCP on the link: if it died while we waited for a
         // lease, bring it back, let it configure the link again, and ask again.
         let mut tries = 0;
-        loop {
+        while direct.is_none() {
             match configure_host0(cfg, ns.as_fd(), &mut inside, mac, managed, run_dir) {
                 Err(LaunchError::Dhcp(e)) if managed => {
                     let Some(netd) = n.netd()? else {
@@ -108,7 +118,10 @@ pub(super) fn serve_guest(
                         timeout_ms: 10_000,
                     })?;
                 }
-                r => break r?,
+                r => {
+                    r?;
+                    break;
+                }
             }
         }
         if let Some((started, solicited)) = ipv6 {
@@ -222,6 +235,71 @@ pub(super) fn resolv_conf_path(cfg: &Config, run_dir: &Path) -> PathBuf {
     run_dir.join("resolv").join(format!("{name}.conf"))
 }
 
+/// host0's lease from netd's DHCP server for `link` (host0's host side),
+/// asked on the control socket; None when netd did not bind one at once
+/// (then the exchange runs on the link, with its retries and notes).
+fn lease_from_netd(
+    netd: &mut crate::netd_client::NetdClient,
+    link: &str,
+    mac: network::naming::Mac,
+    hostname: &str,
+) -> Option<network::dhcp_client::Lease> {
+    let started = Instant::now();
+    let lease = network::dhcp_client::rapid_commit_via(mac, hostname, |packet| {
+        let asked = netspawn_common::netd::Request::DhcpMessage {
+            ifname: link.to_string(),
+            packet,
+        };
+        match netd.request(&asked) {
+            Ok(netspawn_common::netd::Answer::Packet(p)) => Some(p),
+            Ok(other) => {
+                tracing::debug!("netd: DHCP on {link}: {other}");
+                None
+            }
+            Err(e) => {
+                tracing::debug!("netd: DHCP on {link}: {e}");
+                None
+            }
+        }
+    });
+    if let Some(l) = &lease {
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "DHCP on host0: {}/{} from {} over netd's control socket",
+            l.address,
+            l.prefix_len,
+            l.server
+        );
+    }
+    lease
+}
+
+/// Applies a lease to host0 (address, default route) and writes the
+/// resolv.conf the container will see.
+fn apply_lease(
+    cfg: &Config,
+    inside: &mut network::rtnl::Netlink,
+    lease: &network::dhcp_client::Lease,
+    run_dir: &Path,
+    how: &str,
+) -> Result<(), LaunchError> {
+    let started = Instant::now();
+    network::dhcp_client::configure(inside, "host0", lease)
+        .map_err(|e| LaunchError::Dhcp(e.to_string()))?;
+    let path = resolv_conf_path(cfg, run_dir);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&path, network::dhcp_client::resolv_conf(lease)).map_err(|e| {
+        LaunchError::Sys {
+            what: "write the container's resolv.conf",
+            err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    })?;
+    tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, address = %lease.address, "host0 configured by DHCP over {how}");
+    Ok(())
+}
+
 /// Our own DHCP client configures host0 (address, default route) from
 /// inside the container's namespace, and writes the resolv.conf the
 /// container will see. On a link netd serves, failure is an error; on a
@@ -254,18 +332,14 @@ fn configure_host0(
             }
             Err(e) => return Err(LaunchError::Dhcp(e.to_string())),
         };
-    network::dhcp_client::configure(inside, "host0", &lease)
-        .map_err(|e| LaunchError::Dhcp(e.to_string()))?;
-    let path = resolv_conf_path(cfg, run_dir);
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    std::fs::write(&path, network::dhcp_client::resolv_conf(&lease)).map_err(|e| {
-        LaunchError::Sys {
-            what: "write the container's resolv.conf",
-            err: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-        }
-    })?;
-    tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, address = %lease.address, "host0 configured by DHCP");
-    Ok(())
+    let how = if managed {
+        "the link (netd)"
+    } else {
+        "the link"
+    };
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "DHCP exchange on host0 done"
+    );
+    apply_lease(cfg, inside, &lease, run_dir, how)
 }

@@ -602,6 +602,23 @@ pub fn acquire_requesting(
     }
 }
 
+/// A rapid-commit exchange that does not cross the link: `exchange` hands
+/// our DISCOVER to the server some other way (netd's control socket, for a
+/// link netd serves) and returns its answer. The lease, when the answer is
+/// an ACK of it; None for anything else (the caller asks on the link).
+pub fn rapid_commit_via(
+    mac: [u8; 6],
+    hostname: &str,
+    exchange: impl FnOnce(Vec<u8>) -> Option<Vec<u8>>,
+) -> Option<Lease> {
+    let mut client = Client::new(mac, random_xid(), Some(hostname.to_string())).rapid_commit(true);
+    let answer = exchange(client.discover())?;
+    match client.handle(&answer) {
+        Event::Bound(lease) => Some(lease),
+        _ => None,
+    }
+}
+
 fn random_xid() -> u32 {
     let mut b = [0u8; 4];
     // SAFETY: writes at most 4 bytes into `b`.
@@ -935,6 +952,40 @@ mod tests {
         assert!(matches!(ev, Event::SendRequest(_)));
         let ev = c.handle(&bytes(&reply(0x1234_5678, MessageType::Ack, &MAC)));
         assert!(matches!(ev, Event::Bound(_)));
+    }
+
+    #[test]
+    fn rapid_commit_via_takes_only_an_ack_of_its_own_discover() {
+        let ack_of = |kind: MessageType, rapid: bool| {
+            move |discover: Vec<u8>| {
+                let d = decode(&discover);
+                assert_eq!(d.opts().msg_type(), Some(MessageType::Discover));
+                assert!(d.opts().get(OptionCode::RapidCommit).is_some());
+                assert_eq!(
+                    d.opts().get(OptionCode::Hostname),
+                    Some(&DhcpOption::Hostname("web".into()))
+                );
+                let mut m = reply(d.xid(), kind, &MAC);
+                if rapid {
+                    m.opts_mut().insert(DhcpOption::RapidCommit);
+                }
+                Some(bytes(&m))
+            }
+        };
+        let lease = rapid_commit_via(MAC, "web", ack_of(MessageType::Ack, true)).expect("bound");
+        assert_eq!((lease.address, lease.prefix_len), (OFFERED, 24));
+        assert_eq!(lease.router, Some(SERVER));
+        // An offer (the server could not bind at once), an ACK without
+        // option 80, another transaction or no answer: asked on the link.
+        assert!(rapid_commit_via(MAC, "web", ack_of(MessageType::Offer, false)).is_none());
+        assert!(rapid_commit_via(MAC, "web", ack_of(MessageType::Ack, false)).is_none());
+        assert!(rapid_commit_via(MAC, "web", |_| Some(bytes(&{
+            let mut m = reply(1, MessageType::Ack, &MAC);
+            m.opts_mut().insert(DhcpOption::RapidCommit);
+            m
+        })))
+        .is_none());
+        assert!(rapid_commit_via(MAC, "web", |_| None).is_none());
     }
 
     #[test]
