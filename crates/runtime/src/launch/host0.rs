@@ -312,7 +312,6 @@ fn configure_host0(
     managed: bool,
     run_dir: &Path,
 ) -> Result<(), LaunchError> {
-    let started = Instant::now();
     let timeout = Duration::from_secs(if managed { 10 } else { 5 });
     // netd is the link's one DHCP server: rapid commit; a LAN's are not known.
     let server = if managed {
@@ -337,9 +336,5 @@ fn configure_host0(
     } else {
         "the link"
     };
-    tracing::debug!(
-        elapsed_us = started.elapsed().as_micros() as u64,
-        "DHCP exchange on host0 done"
-    );
     apply_lease(cfg, inside, &lease, run_dir, how)
 }
