@@ -9,7 +9,7 @@
 //! | `PORTS OWNER IFNAME MAC PROTO:HOST:CONTAINER...` | `OK` when the forwards are registered (installed as soon as the container's address is known), `ERR ...` if a port is taken |
 //! | `RELEASE OWNER` | `OK` |
 //! | `FORWARDS OWNER PROTO:HOST:CONTAINER...` | `OK` when netd's table has each of these forwards of OWNER's installed (to its address), `ERR ...` naming one that is not |
-//! | `DHCPMSG IFNAME HEX` | `OK packet=HEX`: the answer of the DHCP server netd runs for IFNAME (the link, or the zone bridge it is a port of) to the DHCP message HEX, as if it had come on the link, once the link is configured; `OK` when the server sends nothing back; `ERR ...` when it dropped the message or serves no DHCP there |
+//! | `DHCPMSG IFNAME HEX` | `OK packet=HEX`: the answer of the DHCP server netd runs for IFNAME (the link, or the zone bridge it is a port of) to the DHCP message HEX, as if it had come on the link, at once (ask after `LINK` answered); `OK` when the server sends nothing back; `ERR ...` when it dropped the message or netd serves no DHCP there (yet) |
 //! | `RELOAD` | `OK` once the `.network` files are read again (they apply to links configured from then on; links served already keep theirs), `ERR FILE:LINE: ...` if one is invalid (the files in effect stay) |
 //!
 //! Any request may be answered `ERR message` (a malformed one always is).

@@ -221,6 +221,13 @@ impl NetdClient {
         }
     }
 
+    /// Sends one request once: no reconnect when the connection is lost
+    /// (the caller has a way of its own to go on, and [`revive`](Self::revive)
+    /// still sees that netd went away).
+    pub fn request_once(&mut self, req: &Request) -> Result<Answer, NetdError> {
+        self.exchange(req)
+    }
+
     /// Whether netd had to be brought back: pings it over this connection,
     /// and if the connection is lost (netd died since the last answer),
     /// connects to a new netd, starting one if none runs, and returns true.

@@ -229,20 +229,27 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
             let Some((index, server)) = served else {
                 return Answer::Err(format!("netd serves no DHCP on {ifname}"));
             };
-            // The same server, policy and counters as a message on the link.
-            let mac = crate::dhcp::server::client_hwaddr(&packet).unwrap_or(&[]);
-            let context = super::link::dhcp_context(ctx, index, mac);
-            let outcome = match server.lock() {
-                Ok(mut s) => s.handle(&packet, SystemTime::now(), &context),
-                Err(_) => return Answer::Err(format!("DHCP server of {ifname} failed")),
-            };
+            // The same server, policy and counters as a message on the link;
+            // off the runtime's threads, as the context may read
+            // /proc/locks and the server writes its lease file.
+            let ctx2 = ctx.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
+                let mac = crate::dhcp::server::client_hwaddr(&packet).unwrap_or(&[]);
+                let context = super::link::dhcp_context(&ctx2, index, mac);
+                server
+                    .lock()
+                    .map(|mut s| s.handle(&packet, SystemTime::now(), &context))
+                    .ok()
+            })
+            .await;
             match outcome {
-                crate::dhcp::Outcome::Reply { bytes, .. } => Answer::Packet(bytes),
-                crate::dhcp::Outcome::Ignore => Answer::Ok,
-                crate::dhcp::Outcome::Drop(why) => {
+                Ok(Some(crate::dhcp::Outcome::Reply { bytes, .. })) => Answer::Packet(bytes),
+                Ok(Some(crate::dhcp::Outcome::Ignore)) => Answer::Ok,
+                Ok(Some(crate::dhcp::Outcome::Drop(why))) => {
                     tracing::debug!(ifname, ?why, "DHCP message on the control socket dropped");
                     Answer::Err(format!("DHCP message dropped: {why:?}"))
                 }
+                Ok(None) | Err(_) => Answer::Err(format!("DHCP server of {ifname} failed")),
             }
         }
         Request::Release { owner } => {

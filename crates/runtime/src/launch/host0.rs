@@ -91,6 +91,8 @@ pub(super) fn serve_guest(
         if let Some(lease) = &direct {
             apply_lease(cfg, &mut inside, lease, run_dir, "netd's control socket")?;
         }
+        // Also with a lease from netd: the payload's first packets would be
+        // dropped before the queues are active.
         wait_running(&mut n.host, &crossed, &mut inside);
         // The router solicitation goes out before a DHCP exchange on the
         // link: netd's advertisement and the kernel's SLAAC run meanwhile.
@@ -250,7 +252,9 @@ fn lease_from_netd(
             ifname: link.to_string(),
             packet,
         };
-        match netd.request(&asked) {
+        // Once: a netd that went away is noticed (and brought back) by the
+        // exchange on the link that follows.
+        match netd.request_once(&asked) {
             Ok(netspawn_common::netd::Answer::Packet(p)) => Some(p),
             Ok(other) => {
                 tracing::debug!("netd: DHCP on {link}: {other}");

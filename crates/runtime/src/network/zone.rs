@@ -60,28 +60,15 @@ impl Zones {
     /// Removes `vz-ZONE` if no link is attached to it any more.
     /// Its lock file goes with it (a zone's lock protects only its bridge).
     pub fn leave(&self, rt: &mut dyn Rtnl, zone: &str) -> Result<bool, NetError> {
-        let (lock, path) = self.lock(zone)?;
-        let name = format!("vz-{zone}");
-        let Some(bridge) = rt.link(&name)? else {
-            let _ = lockfile::remove_held(&path, &lock);
-            return Ok(false);
-        };
-        if rt.links()?.iter().any(|l| l.master == Some(bridge.index)) {
-            return Ok(false);
-        }
-        rt.delete(bridge.index)?;
-        let _ = lockfile::remove_held(&path, &lock);
-        Ok(true)
+        self.remove_with(rt, zone, &BTreeSet::new())
     }
 
-    /// Removes `vz-ZONE` at once, with links still attached, when each of
-    /// them is one of `ours` (the caller's machines' links, which are going
-    /// away): the kernel then deletes the bridge while it deletes those
-    /// links, instead of after them. False, and nothing done, when the
-    /// bridge is gone or another link is attached (then [`leave`] removes
-    /// it, or not, once ours are gone).
-    ///
-    /// [`leave`]: Zones::leave
+    /// Removes `vz-ZONE` if each link still attached to it is one of `ours`
+    /// (the caller's machines' links, which are going away): the kernel
+    /// then deletes the bridge while it deletes those links, instead of
+    /// after them. False when another link is attached (the bridge stays,
+    /// and so does its lock file) or the bridge is gone already (its lock
+    /// file is removed, as the bridge's remover would have).
     pub fn remove_with(
         &self,
         rt: &mut dyn Rtnl,

@@ -715,33 +715,41 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     // The lab's zone bridges go while the machines' links do: deleting a
     // bridge waits for RCU grace periods (35-60 ms each here, under the
     // kernel's rtnl lock), which the links' deletions then share instead
-    // of following. A zone that another machine joined is left alone here.
-    let ours: BTreeSet<String> = names
+    // of following. A zone that another machine joined is left alone here;
+    // so is one with a link named as a lab machine that was not found
+    // running (an unregistered machine outside the lab may have that name).
+    let stopped: BTreeSet<&str> = waiting.iter().map(|(n, _)| n.as_str()).collect();
+    let ours: BTreeSet<String> = stopped
         .iter()
         .map(|n| netspawn_common::naming::host_ifname(true, n))
-        .chain(lab.machines.iter().flat_map(|m| {
-            m.zones
+        .chain(
+            lab.machines
                 .iter()
-                .skip(1)
-                .map(|(_, ifname)| links::leg_host_name(&m.name, ifname))
-        }))
+                .filter(|m| stopped.contains(m.name.as_str()))
+                .flat_map(|m| {
+                    m.zones
+                        .iter()
+                        .skip(1)
+                        .map(|(_, ifname)| links::leg_host_name(&m.name, ifname))
+                }),
+        )
         .collect();
     let zone_names: Vec<String> = lab.zones.iter().map(|z| z.name.clone()).collect();
     let zones_dir = paths.locks_dir();
-    let bridges = std::thread::spawn(move || -> Vec<String> {
-        let mut errors = Vec::new();
+    // Only a head start: what fails here is tried again (and reported) by
+    // the zones' `leave` below, once the machines are gone.
+    let bridges = std::thread::spawn(move || {
         let zones = Zones::new(zones_dir);
         match Netlink::open() {
             Ok(mut host) => {
                 for z in &zone_names {
                     if let Err(e) = zones.remove_with(&mut host, z, &ours) {
-                        errors.push(format!("remove zone {z}: {e}"));
+                        tracing::debug!("down: early removal of zone {z}: {e}");
                     }
                 }
             }
-            Err(e) => errors.push(format!("netlink: {e}")),
+            Err(e) => tracing::debug!("down: early removal of the zones: netlink: {e}"),
         }
-        errors
     });
     let pumps: Vec<(String, (u32, u64))> =
         launched.iter().map(|l| (l.name.clone(), l.pump)).collect();
@@ -778,10 +786,7 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     }
 
     tracing::debug!(at_us = us(), "down: machines gone");
-    match bridges.join() {
-        Ok(e) => errors.extend(e),
-        Err(_) => errors.push("removing the zones' bridges failed".into()),
-    }
+    let _ = bridges.join();
     tracing::debug!(at_us = us(), "down: bridges removed");
     // What `up` may have left between two calls, then the zones.
     match Netlink::open() {
