@@ -37,11 +37,19 @@ fn facts(name: &str, kind: &Option<String>) -> LinkFacts {
     }
 }
 
+/// The link netd has seen under `ifname`, with its index.
+fn seen_named<'a>(st: &'a State, ifname: &str) -> Option<(u32, &'a super::SeenLink)> {
+    st.seen
+        .iter()
+        .find(|(_, l)| l.name == ifname)
+        .map(|(i, l)| (*i, l))
+}
+
 fn link_state(st: &State, ifname: &str) -> LinkState {
     if let Some(m) = st.links.get(ifname) {
         return m.address.map_or(LinkState::Pending, LinkState::Ready);
     }
-    let Some(seen) = st.seen.values().find(|l| l.name == ifname) else {
+    let Some((_, seen)) = seen_named(st, ifname) else {
         return LinkState::Pending;
     };
     let (name, kind) = match seen.master {
@@ -96,10 +104,10 @@ fn dhcp_server_for(
     st: &State,
     ifname: &str,
 ) -> Option<(u32, Arc<std::sync::Mutex<crate::dhcp::Server>>)> {
-    let (index, seen) = st.seen.iter().find(|(_, l)| l.name == ifname)?;
+    let (index, seen) = seen_named(st, ifname)?;
     let (index, name) = match seen.master {
         Some(m) => (m, st.seen.get(&m)?.name.as_str()),
-        None => (*index, ifname),
+        None => (index, ifname),
     };
     let server = st.links.get(name)?.dhcp.clone()?;
     Some((index, server))
@@ -323,7 +331,7 @@ fn check_forwards(ctx: &Ctx, owner: &str, forwards: &[Forward]) -> Answer {
 /// IPv4 first: where a machine behind it has its addresses.
 fn link_subnets(st: &State, ifname: &str) -> Vec<IpNetwork> {
     let managed = st.links.get(ifname).or_else(|| {
-        let seen = st.seen.values().find(|l| l.name == ifname)?;
+        let (_, seen) = seen_named(st, ifname)?;
         let bridge = st.seen.get(&seen.master?)?;
         st.links.get(&bridge.name)
     });

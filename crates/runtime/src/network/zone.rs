@@ -98,10 +98,9 @@ mod tests {
     use super::*;
     use netlink::fake::FakeRtnl;
 
-    #[test]
-    fn first_member_creates_last_member_removes() {
-        let tmp = std::env::temp_dir().join(format!("netspawn-zone-{}", std::process::id()));
-        let zones = Zones::new(tmp.clone());
+    /// Zone "lab" with its bridge and two members, vb-a and vb-b; locks in `tmp`.
+    fn two_members(tmp: &std::path::Path) -> (Zones, FakeRtnl) {
+        let zones = Zones::new(tmp.to_path_buf());
         let mut rt = FakeRtnl::with_links(&[("lo", None)]);
         for m in ["vb-a", "vb-b"] {
             zones
@@ -117,6 +116,13 @@ mod tests {
                 })
                 .unwrap();
         }
+        (zones, rt)
+    }
+
+    #[test]
+    fn first_member_creates_last_member_removes() {
+        let tmp = std::env::temp_dir().join(format!("netspawn-zone-{}", std::process::id()));
+        let (zones, mut rt) = two_members(&tmp);
         assert_eq!(
             rt.links.iter().filter(|l| l.name == "vz-lab").count(),
             1,
@@ -143,22 +149,7 @@ mod tests {
     #[test]
     fn remove_with_leaves_a_bridge_that_has_a_foreign_member() {
         let tmp = std::env::temp_dir().join(format!("netspawn-zone-rw-{}", std::process::id()));
-        let zones = Zones::new(tmp.clone());
-        let mut rt = FakeRtnl::with_links(&[("lo", None)]);
-        for m in ["vb-a", "vb-b"] {
-            zones
-                .join(&mut rt, "lab", |rt, master| {
-                    rt.add(&NewLink::Veth {
-                        name: m.into(),
-                        mac: [2; 6],
-                        peer: "host0".into(),
-                        peer_mac: [2; 6],
-                        peer_netns_pid: 1,
-                        master: Some(master),
-                    })
-                })
-                .unwrap();
-        }
+        let (zones, mut rt) = two_members(&tmp);
         let only_a: BTreeSet<String> = ["vb-a".to_string()].into();
         assert!(!zones.remove_with(&mut rt, "lab", &only_a).unwrap());
         assert!(
