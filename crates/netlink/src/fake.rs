@@ -96,6 +96,7 @@ impl FakeRtnl {
             kind,
             master,
             up: true,
+            group: 0,
         });
         self.next
     }
@@ -248,10 +249,31 @@ impl Rtnl for FakeRtnl {
 
     fn set_group(&mut self, index: u32, group: u32) -> Result<(), RtnlError> {
         self.request(format!("group {index} {group}"));
-        if !self.links.iter().any(|l| l.index == index) {
+        let Some(l) = self.links.iter_mut().find(|l| l.index == index) else {
             return Err(Self::enodev(format!("put link {index} into group {group}")));
-        }
+        };
+        l.group = group;
         self.groups.insert(index, group);
+        Ok(())
+    }
+
+    fn delete_group(&mut self, group: u32) -> Result<(), RtnlError> {
+        self.request(format!("delete group {group}"));
+        if group == 0 {
+            return Err(RtnlError::kernel("delete group 0", libc::EPERM));
+        }
+        let gone: Vec<u32> = self
+            .links
+            .iter()
+            .filter(|l| l.group == group)
+            .map(|l| l.index)
+            .collect();
+        if gone.is_empty() {
+            return Err(Self::enodev(format!("delete group {group}")));
+        }
+        for i in gone {
+            self.remove(i);
+        }
         Ok(())
     }
 

@@ -23,6 +23,8 @@ pub struct Link {
     pub kind: Option<String>,
     pub master: Option<u32>,
     pub up: bool,
+    /// Its interface group (`IFLA_GROUP`; 0, the default group, if none).
+    pub group: u32,
 }
 
 /// A link to create.

@@ -116,11 +116,13 @@ pub(crate) fn link_from(msg: &LinkMessage) -> Link {
         kind: None,
         master: None,
         up: msg.header.flags.contains(LinkFlags::Up),
+        group: 0,
     };
     for a in &msg.attributes {
         match a {
             LinkAttribute::IfName(n) => l.name = n.clone(),
             LinkAttribute::Controller(m) => l.master = Some(*m),
+            LinkAttribute::Group(g) => l.group = *g,
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let NlLinkInfo::Kind(k) = i {
@@ -415,6 +417,22 @@ impl Rtnl for Netlink {
             Err(RtnlError::Kernel { errno, .. }) if errno == libc::ENODEV => Ok(()),
             r => r,
         }
+    }
+
+    fn delete_group(&mut self, group: u32) -> Result<(), RtnlError> {
+        if group == 0 {
+            // The kernel refuses it too (EPERM): every link is in group 0.
+            return Err(RtnlError::kernel("delete group 0", libc::EPERM));
+        }
+        let h = self.handle.clone();
+        self.run(async move {
+            let mut req = h.link().del(0);
+            req.message_mut()
+                .attributes
+                .push(LinkAttribute::Group(group));
+            req.execute().await
+        })
+        .map_err(nl_err(format!("delete the links of group {group}")))
     }
 
     fn move_to(&mut self, index: u32, netns: BorrowedFd<'_>, name: &str) -> Result<(), RtnlError> {
@@ -869,6 +887,25 @@ mod tests {
             nl.delete(br.index).unwrap();
             nl.delete(br.index).unwrap(); // gone is success
             assert!(nl.link("br-t").unwrap().is_none());
+
+            // A group's links go with one request; the others stay.
+            for n in ["br-g1", "br-g2", "br-keep"] {
+                nl.add(&NewLink::Bridge { name: n.into() }).unwrap();
+            }
+            for n in ["br-g1", "br-g2"] {
+                let l = nl.link(n).unwrap().unwrap();
+                assert_eq!(l.group, 0);
+                nl.set_group(l.index, 0x6e00_0001).unwrap();
+                assert_eq!(nl.link(n).unwrap().unwrap().group, 0x6e00_0001);
+            }
+            nl.delete_group(0x6e00_0001).unwrap();
+            assert!(nl.link("br-g1").unwrap().is_none());
+            assert!(nl.link("br-g2").unwrap().is_none());
+            assert!(nl.link("br-keep").unwrap().is_some());
+            let e = nl.delete_group(0x6e00_0001).unwrap_err();
+            assert_eq!(e.errno(), Some(libc::ENODEV), "{e}");
+            assert!(nl.delete_group(0).is_err());
+            assert!(nl.link("br-keep").unwrap().is_some());
         })
         .join()
         .unwrap();

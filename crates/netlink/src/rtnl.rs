@@ -42,6 +42,12 @@ pub trait Rtnl {
     /// Puts a link into an interface group (`IFLA_GROUP`; 0 is the default
     /// group), which firewall rules can match (`iifgroup`, `oifgroup`).
     fn set_group(&mut self, index: u32, group: u32) -> Result<(), RtnlError>;
+    /// Deletes every link in interface group `group` with one request
+    /// (`RTM_DELLINK` with `IFLA_GROUP`): the kernel unregisters them as one
+    /// batch, so the RCU waits that each deletion has after the rtnl lock is
+    /// released happen once for all of them. Group 0 (every link's default)
+    /// is refused; ENODEV if no link is in the group.
+    fn delete_group(&mut self, group: u32) -> Result<(), RtnlError>;
 
     /// Whether the link called `name` is operationally up (`IFF_RUNNING`:
     /// up, with carrier, and its transmit queue activated by the kernel's

@@ -528,6 +528,7 @@ fn gone_links(seen: &HashMap<u32, SeenLink>, present: &[Link]) -> Vec<Link> {
             kind: s.kind.clone(),
             master: s.master,
             up: false,
+            group: 0,
         })
         .collect();
     gone.sort_by_key(|l| l.index);
@@ -680,6 +681,7 @@ mod tests {
             kind: Some("veth".into()),
             master: None,
             up: true,
+            group: 0,
         }
     }
 

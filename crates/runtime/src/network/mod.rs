@@ -19,6 +19,7 @@
 //! even after `kill -9` of the launcher and stays off the user's critical path.
 
 pub mod addrs;
+pub mod batch;
 pub mod dhcp_client;
 pub mod keeper;
 pub mod slaac;
@@ -531,6 +532,7 @@ mod tests {
             kind: Some("veth".into()),
             master: None,
             up: true,
+            group: 0,
         });
         assert!(matches!(
             check(

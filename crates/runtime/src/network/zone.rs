@@ -7,9 +7,10 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::PathBuf;
 
-use netlink::{NewLink, Rtnl, RtnlError};
+use netlink::{Link, NewLink, Rtnl, RtnlError};
 use netspawn_common::lockfile;
 
+use super::batch::Batch;
 use super::NetError;
 
 /// The zone locks' directory.
@@ -59,37 +60,83 @@ impl Zones {
 
     /// Removes `vz-ZONE` if no link is attached to it any more.
     /// Its lock file goes with it (a zone's lock protects only its bridge).
+    /// False when a link is attached (the bridge stays, and so does its
+    /// lock file) or the bridge is gone already (its lock file is removed,
+    /// as the bridge's remover would have).
     pub fn leave(&self, rt: &mut dyn Rtnl, zone: &str) -> Result<bool, NetError> {
-        self.remove_with(rt, zone, &BTreeSet::new())
-    }
-
-    /// Removes `vz-ZONE` if each link still attached to it is one of `ours`
-    /// (the caller's machines' links, which are going away): the kernel
-    /// then deletes the bridge while it deletes those links, instead of
-    /// after them. False when another link is attached (the bridge stays,
-    /// and so does its lock file) or the bridge is gone already (its lock
-    /// file is removed, as the bridge's remover would have).
-    pub fn remove_with(
-        &self,
-        rt: &mut dyn Rtnl,
-        zone: &str,
-        ours: &BTreeSet<String>,
-    ) -> Result<bool, NetError> {
         let (lock, path) = self.lock(zone)?;
         let Some(bridge) = rt.link(&format!("vz-{zone}"))? else {
             let _ = lockfile::remove_held(&path, &lock);
             return Ok(false);
         };
-        let foreign = rt
-            .links()?
-            .iter()
-            .any(|l| l.master == Some(bridge.index) && !ours.contains(&l.name));
-        if foreign {
+        if rt.links()?.iter().any(|l| l.master == Some(bridge.index)) {
             return Ok(false);
         }
         rt.delete(bridge.index)?;
         let _ = lockfile::remove_held(&path, &lock);
         Ok(true)
+    }
+
+    /// Deletes, with one kernel request (`batch`, see [`Batch`]), the links
+    /// in `ours` that still exist (the caller's links, by index: a link
+    /// deleted meanwhile and made again under its name by someone else has
+    /// another index) and the bridges of `zones` with only links of `ours`
+    /// attached, as [`Zones::leave`] would once those links were gone. The
+    /// caller may have put `ours` into `batch` already (an empty batch is
+    /// made again from the links there are now). The zones are locked
+    /// in name order, which cannot deadlock with a launcher (it holds one
+    /// zone's lock at a time). Returns the zones whose bridges were removed.
+    pub fn remove_all_with(
+        &self,
+        rt: &mut dyn Rtnl,
+        zones: &[String],
+        ours: &[Link],
+        mut batch: Batch,
+    ) -> Result<Vec<String>, NetError> {
+        let names: BTreeSet<&str> = zones.iter().map(String::as_str).collect();
+        let mut held = Vec::new();
+        for z in names {
+            let (lock, path) = self.lock(z)?;
+            held.push((z, lock, path));
+        }
+        let links = rt.links()?;
+        if batch.is_empty() {
+            batch = Batch::new(&links);
+        }
+        let mine = |l: &Link| ours.iter().any(|o| o.index == l.index && o.name == l.name);
+        let mut doomed: Vec<&Link> = Vec::new();
+        let mut done: Vec<usize> = Vec::new();
+        for (i, (z, _, _)) in held.iter().enumerate() {
+            let name = format!("vz-{z}");
+            let Some(bridge) = links.iter().find(|l| l.name == name) else {
+                done.push(i); // gone already: its lock file goes too
+                continue;
+            };
+            let foreign = links
+                .iter()
+                .any(|l| l.master == Some(bridge.index) && !mine(l));
+            if !foreign {
+                doomed.push(bridge);
+                done.push(i);
+            }
+        }
+        for l in doomed
+            .iter()
+            .copied()
+            .chain(links.iter().filter(|l| mine(l)))
+        {
+            batch.add(rt, l)?;
+        }
+        batch.delete(rt)?;
+        let mut removed = Vec::new();
+        for i in done {
+            let (z, lock, path) = &held[i];
+            let _ = lockfile::remove_held(path, lock);
+            if doomed.iter().any(|b| b.name == format!("vz-{z}")) {
+                removed.push(z.to_string());
+            }
+        }
+        Ok(removed)
     }
 }
 
@@ -147,23 +194,96 @@ mod tests {
     }
 
     #[test]
-    fn remove_with_leaves_a_bridge_that_has_a_foreign_member() {
-        let tmp = std::env::temp_dir().join(format!("netspawn-zone-rw-{}", std::process::id()));
+    fn remove_all_with_deletes_ours_and_the_bridges_left_to_them_in_one_request() {
+        let tmp = std::env::temp_dir().join(format!("netspawn-zone-ra-{}", std::process::id()));
+        let zones = Zones::new(tmp.clone());
+        let mut rt = FakeRtnl::with_links(&[("lo", None)]);
+        for (z, m) in [("a", "vb-1"), ("b", "vb-2"), ("c", "vb-3"), ("c", "vb-x")] {
+            zones
+                .join(&mut rt, z, |rt, master| {
+                    rt.add(&NewLink::Veth {
+                        name: m.into(),
+                        mac: [2; 6],
+                        peer: "host0".into(),
+                        peer_mac: [2; 6],
+                        peer_netns_pid: 1,
+                        master: Some(master),
+                    })
+                })
+                .unwrap();
+        }
+        rt.add(&NewLink::Bridge {
+            name: "tz-leg".into(),
+        })
+        .unwrap();
+        let b = rt.link("vz-b").unwrap().unwrap().index;
+        rt.set_group(b, 0x4e53_0001).unwrap();
+        let ours: Vec<Link> = ["vb-1", "vb-2", "vb-3", "tz-leg"]
+            .iter()
+            .map(|n| rt.link(n).unwrap().unwrap())
+            .collect();
+        rt.log.clear();
+        let all = ["c", "a", "b", "gone"].map(String::from);
+        let batch = Batch::new(&rt.links().unwrap());
+        let removed = zones.remove_all_with(&mut rt, &all, &ours, batch).unwrap();
+        assert_eq!(removed, ["a", "b"], "c has vb-x, which is not ours");
+        for gone in ["vz-a", "vz-b", "vb-1", "vb-2", "vb-3", "tz-leg"] {
+            assert!(rt.link(gone).unwrap().is_none(), "{gone}: {:?}", rt.log);
+        }
+        assert!(rt.link("vz-c").unwrap().is_some());
+        assert!(rt.link("vb-x").unwrap().is_some());
+        let deletes: Vec<&String> = rt.log.iter().filter(|r| r.starts_with("delete")).collect();
+        assert_eq!(deletes.len(), 1, "one request for all: {:?}", rt.log);
+        assert!(deletes[0].starts_with("delete group "), "{deletes:?}");
+        assert!(!tmp.join("zone-a.lock").exists());
+        assert!(
+            tmp.join("zone-c.lock").exists(),
+            "c's bridge stays, so does its lock"
+        );
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
+    fn remove_all_with_spares_a_link_made_again_under_one_of_our_names() {
+        let tmp = std::env::temp_dir().join(format!("netspawn-zone-rn-{}", std::process::id()));
         let (zones, mut rt) = two_members(&tmp);
-        let only_a: BTreeSet<String> = ["vb-a".to_string()].into();
-        assert!(!zones.remove_with(&mut rt, "lab", &only_a).unwrap());
-        assert!(
-            rt.links.iter().any(|l| l.name == "vz-lab"),
-            "vb-b is not ours"
-        );
-        let both: BTreeSet<String> = ["vb-a".to_string(), "vb-b".to_string()].into();
-        assert!(zones.remove_with(&mut rt, "lab", &both).unwrap());
-        assert!(rt.links.iter().all(|l| l.name != "vz-lab"));
-        assert!(!tmp.join("zone-lab.lock").exists());
-        assert!(
-            !zones.remove_with(&mut rt, "lab", &both).unwrap(),
-            "gone is fine"
-        );
+        let ours: Vec<Link> = ["vb-a", "vb-b"]
+            .iter()
+            .map(|n| rt.link(n).unwrap().unwrap())
+            .collect();
+        // vb-b's machine went and another machine of that name joined.
+        rt.delete(ours[1].index).unwrap();
+        zones
+            .join(&mut rt, "lab", |rt, master| {
+                rt.add(&NewLink::Veth {
+                    name: "vb-b".into(),
+                    mac: [2; 6],
+                    peer: "host0".into(),
+                    peer_mac: [2; 6],
+                    peer_netns_pid: 1,
+                    master: Some(master),
+                })
+            })
+            .unwrap();
+        let batch = Batch::new(&rt.links().unwrap());
+        let removed = zones
+            .remove_all_with(&mut rt, &["lab".to_string()], &ours, batch)
+            .unwrap();
+        assert!(removed.is_empty(), "the new vb-b is not ours");
+        assert!(rt.link("vb-a").unwrap().is_none());
+        assert!(rt.link("vb-b").unwrap().is_some());
+        assert!(rt.link("vz-lab").unwrap().is_some());
+        assert!(tmp.join("zone-lab.lock").exists());
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
+    fn leave_keeps_a_bridge_with_members() {
+        let tmp = std::env::temp_dir().join(format!("netspawn-zone-lv-{}", std::process::id()));
+        let (zones, mut rt) = two_members(&tmp);
+        assert!(!zones.leave(&mut rt, "lab").unwrap());
+        assert!(rt.link("vz-lab").unwrap().is_some());
+        assert!(tmp.join("zone-lab.lock").exists());
         let _ = std::fs::remove_dir_all(&tmp);
     }
 }
