@@ -127,8 +127,18 @@ fn journal(o: &LogsOptions) -> Result<i32, CtlError> {
 /// `log-pump NAME`: copies standard input into the machine's console log
 /// until end-of-file. Standard error is the starter's pipe: an error goes
 /// there, and once the log is held it is closed (pointed at `/dev/null`),
-/// which tells `start` to go on.
+/// which tells `start` to go on. (`start` runs the same in a forked copy of
+/// itself, [`pump_in`]; the command is kept for starters of their own.)
 pub fn pump(name: &str, max_bytes: u64) -> Result<i32, CtlError> {
+    check_name(name)?;
+    pump_in(&Paths::from_env().logs_dir(), name, max_bytes)
+}
+
+/// [`pump`] with the log directory given: what a forked pump runs. It takes
+/// no lock another thread of the process it was forked from could have
+/// held (no standard stream of Rust's, no logging); it allocates, which
+/// glibc's malloc allows after a fork.
+pub(crate) fn pump_in(dir: &Path, name: &str, max_bytes: u64) -> Result<i32, CtlError> {
     check_name(name)?;
     // Hang-ups and interrupts are not ours to act on: the launcher decides
     // when the output ends.
@@ -139,9 +149,8 @@ pub fn pump(name: &str, max_bytes: u64) -> Result<i32, CtlError> {
         // SAFETY: installing SIG_IGN, no handler code.
         let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
     }
-    let dir = Paths::from_env().logs_dir();
-    std::fs::create_dir_all(&dir).map_err(LifecycleError::io("make the log directory", &dir))?;
-    let files = LogFiles::new(&dir, name);
+    std::fs::create_dir_all(dir).map_err(LifecycleError::io("make the log directory", dir))?;
+    let files = LogFiles::new(dir, name);
     let mut w = consolelog::Writer::open(files.clone(), max_bytes)
         .map_err(LifecycleError::io("open", &files.current))?;
     w.write(
@@ -159,7 +168,13 @@ pub fn pump(name: &str, max_bytes: u64) -> Result<i32, CtlError> {
     nix::unistd::dup2_stderr(null.as_fd())
         .map_err(|e| LifecycleError::io("redirect standard error to", "/dev/null")(e.into()))?;
     drop(null);
-    let mut input = std::io::stdin().lock();
+    // Standard input, read as a plain descriptor: not through Rust's
+    // `stdin()`, whose lock a thread of a forking process may have held.
+    // SAFETY: descriptor 0 is ours for the pump's life and is not closed
+    // here (ManuallyDrop).
+    let mut input = std::mem::ManuallyDrop::new(unsafe {
+        <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(0)
+    });
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match input.read(&mut buf) {
