@@ -31,6 +31,9 @@ pub struct Netlink {
     /// Always there until drop, which takes it out.
     rt: Option<tokio::runtime::Runtime>,
     handle: rtnetlink::Handle,
+    /// The connection's socket (owned by the connection's task, which lives
+    /// as long as `rt`): for a socket option around one request.
+    fd: std::os::fd::RawFd,
 }
 
 impl Netlink {
@@ -41,14 +44,16 @@ impl Netlink {
             .enable_io()
             .build()
             .map_err(RtnlError::io(what))?;
-        let (conn, handle, _) = {
+        let (mut conn, handle, _) = {
             let _guard = rt.enter();
             rtnetlink::new_connection().map_err(RtnlError::io(what))?
         };
+        let fd = AsRawFd::as_raw_fd(conn.socket_mut());
         rt.spawn(conn);
         Ok(Netlink {
             rt: Some(rt),
             handle,
+            fd,
         })
     }
 
@@ -566,6 +571,53 @@ impl Rtnl for Netlink {
         Ok(msgs.iter().filter_map(address_from).collect())
     }
 
+    /// One link's addresses, filtered by the kernel: a plain dump lists the
+    /// addresses of every link (on a host with hundreds of machines, each
+    /// veth's IPv6 link-local address), which this is asked for on every
+    /// launch. The kernel filters a dump by the header's index only with
+    /// `NETLINK_GET_STRICT_CHK`, which is set for this request alone: under
+    /// it the other dumps' headers would be taken as filters too (a route
+    /// dump's table, protocol and type).
+    fn link_addresses(&mut self, index: u32) -> Result<Vec<Address>, RtnlError> {
+        let strict = |on: bool| {
+            let v = libc::c_int::from(on);
+            // SAFETY: setsockopt on our connection's open socket with a
+            // c_int value of the right size.
+            let r = unsafe {
+                libc::setsockopt(
+                    self.fd,
+                    libc::SOL_NETLINK,
+                    libc::NETLINK_GET_STRICT_CHK,
+                    (&v as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            r == 0
+        };
+        let filtered = strict(true);
+        let mut req = self.handle.address().get();
+        if filtered {
+            req.message_mut().header.index = index;
+        }
+        let got: Result<Vec<AddressMessage>, _> =
+            self.run(async move { req.execute().try_collect().await });
+        if filtered && !strict(false) {
+            // Not to be left on for the dumps that follow.
+            return Err(RtnlError::kernel(
+                "switch strict checking off again",
+                std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO),
+            ));
+        }
+        let msgs = got.map_err(nl_err(format!("list the addresses of link {index}")))?;
+        Ok(msgs
+            .iter()
+            .filter_map(address_from)
+            .filter(|a| a.index == index)
+            .collect())
+    }
+
     fn add_address_scoped(
         &mut self,
         index: u32,
@@ -843,6 +895,23 @@ mod tests {
                 .collect();
             mine.sort();
             assert_eq!(mine, vec![(ip("10.9.0.1"), 24), (ip("10.9.1.1"), 24)]);
+            // Filtered by the kernel (strict checking for that dump alone):
+            // lo's addresses are not the bridge's, and the dumps after it
+            // are whole again (a strict route dump would take the header's
+            // protocol as a filter and drop the kernel's prefix routes).
+            nl.set_up(lo.index).unwrap();
+            let lo_only = nl.link_addresses(lo.index).unwrap();
+            assert!(lo_only.iter().all(|a| a.index == lo.index), "{lo_only:?}");
+            assert!(lo_only.iter().any(|a| a.address == ip("127.0.0.1")));
+            assert!(nl.addresses().unwrap().iter().any(|a| a.index == br.index));
+            assert!(
+                nl.routes(Family::V4)
+                    .unwrap()
+                    .iter()
+                    .any(|r| r.destination == ip("10.9.0.0") && r.protocol == RouteProtocol::Kernel),
+                "{:?}",
+                nl.routes(Family::V4)
+            );
 
             assert!(nl.default_route_links().unwrap().is_empty());
             nl.add_default_route(br.index, ip("10.9.0.254"), None, RouteProtocol::Dhcp)
