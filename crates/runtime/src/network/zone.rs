@@ -125,7 +125,10 @@ impl Zones {
             .copied()
             .chain(links.iter().filter(|l| mine(l)))
         {
-            batch.add(rt, l)?;
+            if let Err(e) = batch.add(rt, l) {
+                batch.restore(rt);
+                return Err(e.into());
+            }
         }
         batch.delete(rt)?;
         let mut removed = Vec::new();

@@ -131,14 +131,34 @@ fn journal(o: &LogsOptions) -> Result<i32, CtlError> {
 /// itself, [`pump_in`]; the command is kept for starters of their own.)
 pub fn pump(name: &str, max_bytes: u64) -> Result<i32, CtlError> {
     check_name(name)?;
-    pump_in(&Paths::from_env().logs_dir(), name, max_bytes)
+    pump_in(
+        &Paths::from_env().logs_dir(),
+        name,
+        max_bytes,
+        &pump_header(name),
+    )
 }
 
-/// [`pump`] with the log directory given: what a forked pump runs. It takes
-/// no lock another thread of the process it was forked from could have
-/// held (no standard stream of Rust's, no logging); it allocates, which
-/// glibc's malloc allows after a fork.
-pub(crate) fn pump_in(dir: &Path, name: &str, max_bytes: u64) -> Result<i32, CtlError> {
+/// The line a pump starts the log with.
+pub(crate) fn pump_header(name: &str) -> String {
+    format!(
+        "-- netspawnctl start {name}: {} --\n",
+        format_timestamp(now_usec())
+    )
+}
+
+/// [`pump`] with the log directory and the first line given: what a forked
+/// pump runs. It takes no lock another thread of the process it was forked
+/// from could have held (no standard stream of Rust's, no logging, no
+/// local time: glibc's time zone lock is not reset at a fork, which is why
+/// the caller makes `header`); it allocates, which glibc's malloc allows
+/// after a fork.
+pub(crate) fn pump_in(
+    dir: &Path,
+    name: &str,
+    max_bytes: u64,
+    header: &str,
+) -> Result<i32, CtlError> {
     check_name(name)?;
     // Hang-ups and interrupts are not ours to act on: the launcher decides
     // when the output ends.
@@ -153,14 +173,8 @@ pub(crate) fn pump_in(dir: &Path, name: &str, max_bytes: u64) -> Result<i32, Ctl
     let files = LogFiles::new(dir, name);
     let mut w = consolelog::Writer::open(files.clone(), max_bytes)
         .map_err(LifecycleError::io("open", &files.current))?;
-    w.write(
-        format!(
-            "-- netspawnctl start {name}: {} --\n",
-            format_timestamp(now_usec())
-        )
-        .as_bytes(),
-    )
-    .map_err(LifecycleError::io("write", &files.current))?;
+    w.write(header.as_bytes())
+        .map_err(LifecycleError::io("write", &files.current))?;
     let null = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/null")

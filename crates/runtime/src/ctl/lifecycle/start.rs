@@ -13,7 +13,8 @@
 //! input `/dev/null`, working directory `/`, so nothing of netspawnctl's
 //! terminal or lifetime reaches it. Its standard output and error (the
 //! console, forwarded read-only, and its own messages) go through a pipe to
-//! a log pump, a second detached process (`netspawnctl log-pump NAME`), which
+//! a log pump, a second detached process (a forked copy of netspawnctl
+//! running what `netspawnctl log-pump NAME` runs, named `log-pump`), which
 //! keeps them in the size-capped console log ([`super::consolelog`]). The
 //! pump is started first and reports that it holds the log before the
 //! launcher runs; it ends when the launcher (and the network keeper, which
@@ -191,8 +192,9 @@ pub(crate) fn launch_all(
     machines: &[(&str, Vec<String>)],
     env: &[(String, String)],
 ) -> Vec<Result<Pending, LifecycleError>> {
-    // The pipes are close-on-exec: a pump started later does not keep an
-    // earlier pipe's write end open (it would never see its end).
+    // The pipes are close-on-exec, and a pump (a fork, no exec) closes
+    // every descriptor it does not need: a pump started later does not keep
+    // an earlier pipe's write end open (that pump would never see its end).
     let starting: Vec<_> = machines
         .iter()
         .map(|(name, _)| {
@@ -289,6 +291,11 @@ fn start_pump(name: &str, r: OwnedFd) -> Result<PumpStart, LifecycleError> {
     use nix::fcntl::OFlag;
     let dir = Paths::from_env().logs_dir();
     let max_bytes = consolelog::max_bytes_from_env();
+    let header = logs::pump_header(name);
+    // Every descriptor above 2 is closed in the child; where close_range(2)
+    // is missing (Linux before 5.9) or refused, one by one up to this limit.
+    let max_fd = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft.min(1 << 20) as i32);
     let fail = |e: nix::Error| LifecycleError::Spawn {
         what: "the log pump",
         path: "netspawnctl".into(),
@@ -314,23 +321,35 @@ fn start_pump(name: &str, r: OwnedFd) -> Result<PumpStart, LifecycleError> {
                 && libc::dup2(tell.as_raw_fd(), 2) == 2
                 && libc::chdir(c"/".as_ptr()) == 0;
             if !ok {
+                // Said on the ready pipe: end-of-file alone means ready.
+                let line = b"netspawnctl: set up the log pump's descriptors\n";
+                libc::write(tell.as_raw_fd(), line.as_ptr().cast(), line.len());
                 libc::_exit(1);
             }
             // Nothing else of ours: another pump's pipe end kept open here
             // would keep that pump from ever seeing its end.
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+                for fd in 3..max_fd {
+                    libc::close(fd);
+                }
+            }
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
             libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             // What ps shows as its name (its command line is ours).
             libc::prctl(libc::PR_SET_NAME, c"log-pump".as_ptr());
-            let code = match logs::pump_in(&dir, name, max_bytes) {
-                Ok(c) => c,
-                Err(e) => {
+            // A panic must not unwind into the parent's code (debug builds
+            // unwind; release builds abort).
+            let run =
+                std::panic::AssertUnwindSafe(|| logs::pump_in(&dir, name, max_bytes, &header));
+            let code = match std::panic::catch_unwind(run) {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
                     let line = format!("netspawnctl: {e}\n");
                     libc::write(2, line.as_ptr().cast(), line.len());
                     1
                 }
+                Err(_) => 1,
             };
             libc::_exit(code)
         },

@@ -756,7 +756,10 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
         let mut batch = Batch::new(&all);
         let gone = Netlink::open().and_then(|mut h| {
             for l in &ours {
-                batch.add(&mut h, l)?;
+                if let Err(e) = batch.add(&mut h, l) {
+                    batch.restore(&mut h);
+                    return Err(e);
+                }
             }
             batch.delete(&mut h)
         });
