@@ -580,19 +580,12 @@ impl Rtnl for Netlink {
     /// dump's table, protocol and type).
     fn link_addresses(&mut self, index: u32) -> Result<Vec<Address>, RtnlError> {
         let strict = |on: bool| {
-            let v = libc::c_int::from(on);
-            // SAFETY: setsockopt on our connection's open socket with a
-            // c_int value of the right size.
-            let r = unsafe {
-                libc::setsockopt(
-                    self.fd,
-                    libc::SOL_NETLINK,
-                    libc::NETLINK_GET_STRICT_CHK,
-                    (&v as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            r == 0
+            // SAFETY: our connection's open socket, borrowed: never closed
+            // here (ManuallyDrop), it lives as long as `self`.
+            let sock = std::mem::ManuallyDrop::new(unsafe {
+                <rtnetlink::sys::Socket as std::os::fd::FromRawFd>::from_raw_fd(self.fd)
+            });
+            sock.set_netlink_get_strict_chk(on).is_ok()
         };
         let filtered = strict(true);
         let mut req = self.handle.address().get();

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use netlink::{Link, NewLink, Rtnl, RtnlError};
 use netspawn_common::lockfile;
 
-use super::batch::Batch;
+use super::batch::delete_together;
 use super::NetError;
 
 /// The zone locks' directory.
@@ -77,21 +77,19 @@ impl Zones {
         Ok(true)
     }
 
-    /// Deletes, with one kernel request (`batch`, see [`Batch`]), the links
-    /// in `ours` that still exist (the caller's links, by index: a link
-    /// deleted meanwhile and made again under its name by someone else has
-    /// another index) and the bridges of `zones` with only links of `ours`
-    /// attached, as [`Zones::leave`] would once those links were gone. The
-    /// caller may have put `ours` into `batch` already (an empty batch is
-    /// made again from the links there are now). The zones are locked
-    /// in name order, which cannot deadlock with a launcher (it holds one
-    /// zone's lock at a time). Returns the zones whose bridges were removed.
+    /// Deletes, with one kernel request ([`delete_together`]), the links in
+    /// `ours` that still exist (the caller's links, by index: a link deleted
+    /// meanwhile and made again under its name by someone else has another
+    /// index) and the bridges of `zones` with only links of `ours` attached,
+    /// as [`Zones::leave`] would once those links were gone. The zones are
+    /// locked in name order, which cannot deadlock with a launcher (it holds
+    /// one zone's lock at a time). Returns the zones whose bridges were
+    /// removed.
     pub fn remove_all_with(
         &self,
         rt: &mut dyn Rtnl,
         zones: &[String],
         ours: &[Link],
-        mut batch: Batch,
     ) -> Result<Vec<String>, NetError> {
         let names: BTreeSet<&str> = zones.iter().map(String::as_str).collect();
         let mut held = Vec::new();
@@ -100,42 +98,31 @@ impl Zones {
             held.push((z, lock, path));
         }
         let links = rt.links()?;
-        if batch.is_empty() {
-            batch = Batch::new(&links);
-        }
         let mine = |l: &Link| ours.iter().any(|o| o.index == l.index && o.name == l.name);
-        let mut doomed: Vec<&Link> = Vec::new();
-        let mut done: Vec<usize> = Vec::new();
+        let mut doomed: Vec<&Link> = links.iter().filter(|l| mine(l)).collect();
+        // Per zone: whether its bridge goes; its lock file goes with it
+        // (also when the bridge is gone already).
+        let mut going: Vec<(usize, bool)> = Vec::new();
         for (i, (z, _, _)) in held.iter().enumerate() {
             let name = format!("vz-{z}");
             let Some(bridge) = links.iter().find(|l| l.name == name) else {
-                done.push(i); // gone already: its lock file goes too
+                going.push((i, false));
                 continue;
             };
-            let foreign = links
+            if !links
                 .iter()
-                .any(|l| l.master == Some(bridge.index) && !mine(l));
-            if !foreign {
+                .any(|l| l.master == Some(bridge.index) && !mine(l))
+            {
                 doomed.push(bridge);
-                done.push(i);
+                going.push((i, true));
             }
         }
-        for l in doomed
-            .iter()
-            .copied()
-            .chain(links.iter().filter(|l| mine(l)))
-        {
-            if let Err(e) = batch.add(rt, l) {
-                batch.restore(rt);
-                return Err(e.into());
-            }
-        }
-        batch.delete(rt)?;
+        delete_together(rt, &doomed)?;
         let mut removed = Vec::new();
-        for i in done {
+        for (i, bridge) in going {
             let (z, lock, path) = &held[i];
             let _ = lockfile::remove_held(path, lock);
-            if doomed.iter().any(|b| b.name == format!("vz-{z}")) {
+            if bridge {
                 removed.push(z.to_string());
             }
         }
@@ -148,23 +135,28 @@ mod tests {
     use super::*;
     use netlink::fake::FakeRtnl;
 
+    /// A member `name` joins `zone` (its bridge made if need be).
+    fn join(zones: &Zones, rt: &mut FakeRtnl, zone: &str, name: &str) {
+        zones
+            .join(rt, zone, |rt, master| {
+                rt.add(&NewLink::Veth {
+                    name: name.into(),
+                    mac: [2; 6],
+                    peer: "host0".into(),
+                    peer_mac: [2; 6],
+                    peer_netns_pid: 1,
+                    master: Some(master),
+                })
+            })
+            .unwrap();
+    }
+
     /// Zone "lab" with its bridge and two members, vb-a and vb-b; locks in `tmp`.
     fn two_members(tmp: &std::path::Path) -> (Zones, FakeRtnl) {
         let zones = Zones::new(tmp.to_path_buf());
         let mut rt = FakeRtnl::with_links(&[("lo", None)]);
         for m in ["vb-a", "vb-b"] {
-            zones
-                .join(&mut rt, "lab", |rt, master| {
-                    rt.add(&NewLink::Veth {
-                        name: m.into(),
-                        mac: [2; 6],
-                        peer: "host0".into(),
-                        peer_mac: [2; 6],
-                        peer_netns_pid: 1,
-                        master: Some(master),
-                    })
-                })
-                .unwrap();
+            join(&zones, &mut rt, "lab", m);
         }
         (zones, rt)
     }
@@ -202,18 +194,7 @@ mod tests {
         let zones = Zones::new(tmp.clone());
         let mut rt = FakeRtnl::with_links(&[("lo", None)]);
         for (z, m) in [("a", "vb-1"), ("b", "vb-2"), ("c", "vb-3"), ("c", "vb-x")] {
-            zones
-                .join(&mut rt, z, |rt, master| {
-                    rt.add(&NewLink::Veth {
-                        name: m.into(),
-                        mac: [2; 6],
-                        peer: "host0".into(),
-                        peer_mac: [2; 6],
-                        peer_netns_pid: 1,
-                        master: Some(master),
-                    })
-                })
-                .unwrap();
+            join(&zones, &mut rt, z, m);
         }
         rt.add(&NewLink::Bridge {
             name: "tz-leg".into(),
@@ -227,8 +208,7 @@ mod tests {
             .collect();
         rt.log.clear();
         let all = ["c", "a", "b", "gone"].map(String::from);
-        let batch = Batch::new(&rt.links().unwrap());
-        let removed = zones.remove_all_with(&mut rt, &all, &ours, batch).unwrap();
+        let removed = zones.remove_all_with(&mut rt, &all, &ours).unwrap();
         assert_eq!(removed, ["a", "b"], "c has vb-x, which is not ours");
         for gone in ["vz-a", "vz-b", "vb-1", "vb-2", "vb-3", "tz-leg"] {
             assert!(rt.link(gone).unwrap().is_none(), "{gone}: {:?}", rt.log);
@@ -256,21 +236,9 @@ mod tests {
             .collect();
         // vb-b's machine went and another machine of that name joined.
         rt.delete(ours[1].index).unwrap();
-        zones
-            .join(&mut rt, "lab", |rt, master| {
-                rt.add(&NewLink::Veth {
-                    name: "vb-b".into(),
-                    mac: [2; 6],
-                    peer: "host0".into(),
-                    peer_mac: [2; 6],
-                    peer_netns_pid: 1,
-                    master: Some(master),
-                })
-            })
-            .unwrap();
-        let batch = Batch::new(&rt.links().unwrap());
+        join(&zones, &mut rt, "lab", "vb-b");
         let removed = zones
-            .remove_all_with(&mut rt, &["lab".to_string()], &ours, batch)
+            .remove_all_with(&mut rt, &["lab".to_string()], &ours)
             .unwrap();
         assert!(removed.is_empty(), "the new vb-b is not ours");
         assert!(rt.link("vb-a").unwrap().is_none());

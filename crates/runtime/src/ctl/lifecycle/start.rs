@@ -308,7 +308,6 @@ fn start_pump(name: &str, r: OwnedFd) -> Result<PumpStart, LifecycleError> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(fail)?;
-    let (r, null, tell) = (r.as_raw_fd(), null, tell);
     // SAFETY: the child sets up its descriptors with async-signal-safe calls
     // only, then runs `pump_in`, which takes no lock another thread of ours
     // could hold (see there), and leaves with _exit: none of our
@@ -316,7 +315,7 @@ fn start_pump(name: &str, r: OwnedFd) -> Result<PumpStart, LifecycleError> {
     match unsafe { nix::unistd::fork() }.map_err(fail)? {
         nix::unistd::ForkResult::Child => unsafe {
             libc::setsid();
-            let ok = libc::dup2(r, 0) == 0
+            let ok = libc::dup2(r.as_raw_fd(), 0) == 0
                 && libc::dup2(null.as_raw_fd(), 1) == 1
                 && libc::dup2(tell.as_raw_fd(), 2) == 2
                 && libc::chdir(c"/".as_ptr()) == 0;

@@ -40,7 +40,7 @@ use super::{zonefile, TopoError};
 use crate::ctl::lifecycle::start::{self, Pending, Progress};
 use crate::ctl::signal;
 use crate::netd_client::NetdClient;
-use crate::network::batch::Batch;
+use crate::network::batch::delete_together;
 use crate::network::zone::Zones;
 
 /// How long a machine may take to be registered, and a probe to succeed.
@@ -609,10 +609,9 @@ fn probe(m: &Machine, leader: u32) -> Result<(), String> {
 
 /// The host-side veths netspawn made for `running` machines of `lab` (their
 /// own, `vb-NAME` or `ve-NAME`, and their legs on zones), by index, taken
-/// while they run, and every link there is. Not every name the registry
-/// lists: a link handed to a machine with `--network-interface` goes back
-/// to the host.
-fn lab_links(lab: &Lab, running: &[(String, Entry)]) -> (Vec<netlink::Link>, Vec<netlink::Link>) {
+/// while they run. Not every name the registry lists: a link handed to a
+/// machine with `--network-interface` goes back to the host.
+fn lab_links(lab: &Lab, running: &[(String, Entry)]) -> Vec<netlink::Link> {
     let mut names: BTreeSet<String> = BTreeSet::new();
     for (n, e) in running.iter().filter(|(_, e)| e.leader > 0) {
         let own = [true, false].map(|b| netspawn_common::naming::host_ifname(b, n));
@@ -627,16 +626,13 @@ fn lab_links(lab: &Lab, running: &[(String, Entry)]) -> (Vec<netlink::Link>, Vec
         }
     }
     match Netlink::open().and_then(|mut h| h.links()) {
-        Ok(all) => (
-            all.iter()
-                .filter(|l| l.kind.as_deref() == Some("veth") && names.contains(&l.name))
-                .cloned()
-                .collect(),
-            all,
-        ),
+        Ok(all) => all
+            .into_iter()
+            .filter(|l| l.kind.as_deref() == Some("veth") && names.contains(&l.name))
+            .collect(),
         Err(e) => {
             tracing::debug!("down: the machines' links: {e}");
-            (Vec::new(), Vec::new())
+            Vec::new()
         }
     }
 }
@@ -719,7 +715,7 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     let asked_to_power_off =
         |e: &Entry| e.boot && e.leader > 0 && !poweroff_wait.is_zero() && alive(leader(e));
     // The machines' host-side links go with one request, and the lab's zone
-    // bridges with another (see `Batch`: the kernel then waits for RCU
+    // bridges with another (see `delete_together`: the kernel then waits for RCU
     // grace periods once for all of them instead of link by link). When
     // every machine is to be killed, the links go first: a SIGKILLed
     // payload cannot notice, and once the machines die their namespaces
@@ -735,39 +731,32 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     // are made by `up`, not by their launchers: the kernel would delete
     // each with its machine's namespace, but later, and the last step below
     // would wait for that one by one.
-    let (ours, all) = lab_links(lab, &running);
+    let ours = lab_links(lab, &running);
+    let kill_all = !running.iter().any(|(_, e)| asked_to_power_off(e));
+    if kill_all {
+        let gone = Netlink::open()
+            .and_then(|mut h| delete_together(&mut h, &ours.iter().collect::<Vec<_>>()));
+        if let Err(e) = gone {
+            tracing::debug!("down: the machines' links: {e}");
+        }
+        tracing::debug!(at_us = us(), "down: links removed");
+    }
     let zone_names: Vec<String> = lab.zones.iter().map(|z| z.name.clone()).collect();
     let zones = Zones::new(paths.locks_dir());
-    let mine = ours.clone();
-    let remove = move |batch: Batch| match Netlink::open() {
+    let remove = move || match Netlink::open() {
         // Only a head start: what fails here is tried again (and
         // reported) by the zones' `leave` below, once the machines are gone.
-        Ok(mut host) => match zones.remove_all_with(&mut host, &zone_names, &mine, batch) {
+        Ok(mut host) => match zones.remove_all_with(&mut host, &zone_names, &ours) {
             Ok(z) => tracing::debug!(at_us = us(), "down: links and zones {z:?} removed"),
             Err(e) => tracing::debug!("down: early removal of the zones: {e}"),
         },
         Err(e) => tracing::debug!("down: early removal of the zones: netlink: {e}"),
     };
-    let mut after_stop = None;
-    let mut bridges = None;
-    if running.iter().any(|(_, e)| asked_to_power_off(e)) {
-        after_stop = Some(remove);
+    let (mut bridges, mut after_stop) = (None, None);
+    if kill_all {
+        bridges = Some(std::thread::spawn(remove));
     } else {
-        let mut batch = Batch::new(&all);
-        let gone = Netlink::open().and_then(|mut h| {
-            for l in &ours {
-                if let Err(e) = batch.add(&mut h, l) {
-                    batch.restore(&mut h);
-                    return Err(e);
-                }
-            }
-            batch.delete(&mut h)
-        });
-        if let Err(e) = gone {
-            tracing::debug!("down: the machines' links: {e}");
-        }
-        tracing::debug!(at_us = us(), "down: links removed");
-        bridges = Some(std::thread::spawn(move || remove(Batch::new(&[]))));
+        after_stop = Some(remove);
     }
     for (n, e) in &running {
         if e.leader > 0 {
@@ -805,7 +794,7 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     }
     tracing::debug!(at_us = us(), "down: machines stopped");
     if let Some(remove) = after_stop {
-        bridges = Some(std::thread::spawn(move || remove(Batch::new(&[]))));
+        bridges = Some(std::thread::spawn(remove));
     }
     let pumps: Vec<(String, (u32, u64))> =
         launched.iter().map(|l| (l.name.clone(), l.pump)).collect();
