@@ -700,7 +700,8 @@ fn made_up_client_ids_from_inside_a_machine_get_its_one_address() {
 /// over netd's control socket (no packet on the link to wait for the
 /// kernel's queues or to be lost), on a `ve-` link and on a zone; it is
 /// the server's own lease for the machine: a DHCP client on host0 is given
-/// the same address.
+/// the same address. The lease comes with netd's answer about the link
+/// (`LINKDHCP`: netd's server binds it beside the link's last steps).
 #[test]
 fn host0_gets_its_lease_over_netds_control_socket_and_a_client_on_the_link_the_same() {
     let env = TestEnv::new();
@@ -719,6 +720,7 @@ fn host0_gets_its_lease_over_netds_control_socket_and_a_client_on_the_link_the_s
                  echo "--- $net"
                  RUST_LOG=debug $NETSPAWN -q $net -M direct -D {img} /bin/sh /again.sh 2>$NETSPAWN_STATE_DIR/launch.log
                  grep -o "host0 configured by DHCP over [a-z' ]*" $NETSPAWN_STATE_DIR/launch.log
+                 grep -o "with netd's answer about [a-z0-9-]*" $NETSPAWN_STATE_DIR/launch.log
                done"#,
             img = img.display()
         ),
@@ -734,6 +736,12 @@ fn host0_gets_its_lease_over_netds_control_socket_and_a_client_on_the_link_the_s
         };
         assert!(
             part.contains("host0 configured by DHCP over netd's control socket"),
+            "{part}\n{}",
+            r.stderr
+        );
+        // One request: netd's answer about the link carried the lease.
+        assert!(
+            part.contains("with netd's answer about v"),
             "{part}\n{}",
             r.stderr
         );

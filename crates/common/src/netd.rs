@@ -9,6 +9,7 @@
 //! | `PORTS OWNER IFNAME MAC PROTO:HOST:CONTAINER...` | `OK` when the forwards are registered (installed as soon as the container's address is known), `ERR ...` if a port is taken |
 //! | `RELEASE OWNER` | `OK` |
 //! | `FORWARDS OWNER PROTO:HOST:CONTAINER...` | `OK` when netd's table has each of these forwards of OWNER's installed (to its address), `ERR ...` naming one that is not |
+//! | `LINKDHCP IFNAME TIMEOUT_MS HEX` | `LINK` and `DHCPMSG` in one: the DHCP message HEX goes to the link's server as soon as that exists, while netd finishes the link; once the link is configured, `OK address=A/N packet=HEX` (the host side's address and the server's answer), `OK address=A/N` when the server sent nothing back or dropped the message, `OK unmanaged`, `ERR ...` as for `LINK` |
 //! | `DHCPMSG IFNAME HEX` | `OK packet=HEX`: the answer of the DHCP server netd runs for IFNAME (the link, or the zone bridge it is a port of) to the DHCP message HEX, as if it had come on the link, at once (ask after `LINK` answered); `OK` when the server sends nothing back; `ERR ...` when it dropped the message or netd serves no DHCP there (yet) |
 //! | `RELOAD` | `OK` once the `.network` files are read again (they apply to links configured from then on; links served already keep theirs), `ERR FILE:LINE: ...` if one is invalid (the files in effect stay) |
 //!
@@ -56,6 +57,15 @@ pub enum Request {
     /// a launcher's DISCOVER with rapid commit, answered at once.
     DhcpMessage {
         ifname: String,
+        packet: Vec<u8>,
+    },
+    /// `Link` and `DhcpMessage` in one (a launcher's DISCOVER with rapid
+    /// commit for host0): the message goes to the link's server as soon as
+    /// netd has made it, beside the link's last steps, and is answered with
+    /// the link.
+    LinkDhcp {
+        ifname: String,
+        timeout_ms: u64,
         packet: Vec<u8>,
     },
 }
@@ -162,6 +172,11 @@ impl Request {
             Request::DhcpMessage { ifname, packet } => {
                 format!("DHCPMSG {ifname} {}", to_hex(packet))
             }
+            Request::LinkDhcp {
+                ifname,
+                timeout_ms,
+                packet,
+            } => format!("LINKDHCP {ifname} {timeout_ms} {}", to_hex(packet)),
             Request::Forwards { owner, forwards } => {
                 let mut s = format!("FORWARDS {owner}");
                 for f in forwards {
@@ -182,7 +197,12 @@ impl Request {
         let words: Vec<&str> = line.split(' ').collect();
         // A DHCP message's hex is the one long word.
         let long_ok = |i: usize, w: &str| {
-            i == 2 && words[0] == "DHCPMSG" && !w.is_empty() && !w.contains(char::is_whitespace)
+            let hex_at = match words[0] {
+                "DHCPMSG" => 2,
+                "LINKDHCP" => 3,
+                _ => return false,
+            };
+            i == hex_at && !w.is_empty() && !w.contains(char::is_whitespace)
         };
         if words
             .iter()
@@ -217,6 +237,11 @@ impl Request {
             }),
             ["DHCPMSG", ifname, hex] => Ok(Request::DhcpMessage {
                 ifname: ifname.to_string(),
+                packet: from_hex(hex)?,
+            }),
+            ["LINKDHCP", ifname, t, hex] => Ok(Request::LinkDhcp {
+                ifname: ifname.to_string(),
+                timeout_ms: t.parse().map_err(|_| "bad timeout")?,
                 packet: from_hex(hex)?,
             }),
             _ => Err("unknown request".into()),
@@ -265,6 +290,9 @@ pub enum Answer {
     Unmanaged,
     /// `OK packet=HEX`: a DHCP server's answer to a `DHCPMSG`.
     Packet(Vec<u8>),
+    /// `OK address=A/N packet=HEX`: `LINKDHCP`'s answer, the link's
+    /// address and the DHCP server's answer.
+    Leased { address: Cidr, packet: Vec<u8> },
     /// `OK note=TEXT`: done, with something to tell (`DHCP`: why clients
     /// got no address); the text is one line.
     Note(String),
@@ -281,6 +309,9 @@ impl Answer {
             Answer::Address(a) => format!("OK address={a}"),
             Answer::Unmanaged => "OK unmanaged".into(),
             Answer::Packet(p) => format!("OK packet={}", to_hex(p)),
+            Answer::Leased { address, packet } => {
+                format!("OK address={address} packet={}", to_hex(packet))
+            }
             Answer::Note(n) => format!("OK note={}", n.replace(['\n', '\r'], " ")),
             Answer::Err(m) => {
                 let m = m.replace(['\n', '\r'], " ");
@@ -306,6 +337,12 @@ impl Answer {
             _ => {}
         }
         if let Some(a) = line.strip_prefix("OK address=") {
+            if let Some((a, p)) = a.split_once(" packet=") {
+                return Ok(Answer::Leased {
+                    address: a.parse()?,
+                    packet: from_hex(p)?,
+                });
+            }
             return a.parse().map(Answer::Address);
         }
         if let Some(p) = line.strip_prefix("OK packet=") {
@@ -399,6 +436,11 @@ mod tests {
                     container_port: 80,
                 }],
             },
+            Request::LinkDhcp {
+                ifname: "ve-web".into(),
+                timeout_ms: 10_000,
+                packet: (0..=255).chain(0..44).collect(),
+            },
         ];
         for r in reqs {
             assert_eq!(Request::parse(&r.to_line()), Ok(r.clone()));
@@ -422,6 +464,11 @@ mod tests {
             "DHCPMSG vb-a 0g",
             "DHCPMSG vb-a +1",
             &format!("DHCPMSG vb-a {}", "00".repeat(MAX_DHCP_MESSAGE + 1)),
+            "LINKDHCP ve-a 100",
+            "LINKDHCP ve-a x 00",
+            "LINKDHCP ve-a 100 0g",
+            "LINKDHCP ve-a 100 00 00",
+            "LINK ve-a 100 00",
         ] {
             assert!(Request::parse(bad).is_err(), "{bad:?}");
         }
@@ -440,6 +487,10 @@ mod tests {
             Answer::Err(String::new()),
             Answer::Note("its pool has no free address".into()),
             Answer::Packet(vec![2, 1, 6, 0, 0xde, 0xad]),
+            Answer::Leased {
+                address: cidr("10.0.0.1/28"),
+                packet: vec![2, 1, 6, 0, 0xbe, 0xef],
+            },
         ];
         for a in answers {
             assert_eq!(Answer::parse(&a.to_line()), Ok(a.clone()), "{a}");
@@ -471,6 +522,9 @@ mod tests {
             "OK packet=",
             "OK packet=abc",
             "OK packet=zz",
+            "OK address=10.0.0.1/28 packet=",
+            "OK address=10.0.0.1/28 packet=0",
+            "OK address=10.0.0.1 packet=00",
             "ERRx",
             "NOPE",
             &format!("ERR {}", "x".repeat(5000)),

@@ -4,7 +4,9 @@
 //! registers forwards installed once the machine's address is known,
 //! `RELEASE` drops them, `RELOAD` reads the `.network` files again, `DHCP`
 //! says why a link's DHCP server may have left a client without an address,
-//! `DHCPMSG` hands a DHCP message to a link's server and returns its answer.
+//! `DHCPMSG` hands a DHCP message to a link's server and returns its answer,
+//! `LINKDHCP` does both of `LINK` and `DHCPMSG`, the message as soon as the
+//! link's server exists.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -98,8 +100,8 @@ pub(super) async fn serve_client(ctx: Arc<Ctx>, stream: tokio::net::UnixStream) 
 }
 
 /// The DHCP server netd runs for `ifname`: the link's own (a `ve-` link),
-/// or its bridge's for a port (a zone's `vb-` link); with the index of the
-/// link it serves.
+/// or its bridge's for a port (a zone's `vb-` link), also while that link
+/// is still in its pipeline; with the index of the link it serves.
 fn dhcp_server_for(
     st: &State,
     ifname: &str,
@@ -109,8 +111,66 @@ fn dhcp_server_for(
         Some(m) => (m, st.seen.get(&m)?.name.as_str()),
         None => (index, ifname),
     };
-    let server = st.links.get(name)?.dhcp.clone()?;
+    let server = match st.links.get(name) {
+        Some(m) => m.dhcp.clone()?,
+        None => st.early_dhcp.get(name)?.clone(),
+    };
     Some((index, server))
+}
+
+/// Hands `packet` to a link's DHCP server: the same server, policy and
+/// counters as a message on the link; off the runtime's threads, as the
+/// context may read /proc/locks and the server writes its lease file.
+fn dhcp_exchange(
+    ctx: &Arc<Ctx>,
+    (index, server): (u32, Arc<std::sync::Mutex<crate::dhcp::Server>>),
+    packet: Vec<u8>,
+) -> tokio::task::JoinHandle<Option<crate::dhcp::Outcome>> {
+    let ctx = ctx.clone();
+    tokio::task::spawn_blocking(move || {
+        let mac = crate::dhcp::server::client_hwaddr(&packet).unwrap_or(&[]);
+        let context = super::link::dhcp_context(&ctx, index, mac);
+        server
+            .lock()
+            .map(|mut s| s.handle(&packet, SystemTime::now(), &context))
+            .ok()
+    })
+}
+
+/// `LINK`: waits until netd has configured `ifname` (or the bridge it is a
+/// port of), calling `pending` with the state each time it has not yet.
+async fn wait_link(
+    ctx: &Arc<Ctx>,
+    ifname: &str,
+    timeout_ms: u64,
+    mut pending: impl FnMut(&State),
+) -> Answer {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(60_000));
+    loop {
+        let notified = ctx.changed.notified();
+        {
+            let mut st = ctx.lock();
+            st.last_busy = Instant::now();
+            if let Some(why) = st.failed.get(ifname) {
+                return Answer::Err(why.clone());
+            }
+            match link_state(&st, ifname) {
+                LinkState::Ready(a) => {
+                    return Answer::Address(Cidr {
+                        addr: a.ip(),
+                        prefix: a.prefix(),
+                    })
+                }
+                LinkState::Unmanaged => return Answer::Unmanaged,
+                LinkState::Pending => pending(&st),
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Answer::Err(format!("link {ifname} was not configured in time"));
+        }
+        let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), notified).await;
+    }
 }
 
 /// How far back `DHCP` looks for requests its server could not serve (a
@@ -120,32 +180,42 @@ const DHCP_RECENT: Duration = Duration::from_secs(12);
 async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
     match req {
         Request::Ping => Answer::Ok,
-        Request::Link { ifname, timeout_ms } => {
-            let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(60_000));
-            loop {
-                let notified = ctx.changed.notified();
-                {
-                    let mut st = ctx.lock();
-                    st.last_busy = Instant::now();
-                    if let Some(why) = st.failed.get(&ifname) {
-                        return Answer::Err(why.clone());
-                    }
-                    match link_state(&st, &ifname) {
-                        LinkState::Ready(a) => {
-                            return Answer::Address(Cidr {
-                                addr: a.ip(),
-                                prefix: a.prefix(),
-                            })
-                        }
-                        LinkState::Unmanaged => return Answer::Unmanaged,
-                        LinkState::Pending => {}
+        Request::Link { ifname, timeout_ms } => wait_link(ctx, &ifname, timeout_ms, |_| {}).await,
+        Request::LinkDhcp {
+            ifname,
+            timeout_ms,
+            packet,
+        } => {
+            // The message goes to the link's server as soon as that exists,
+            // beside the link's NAT and DNS steps; answered with the link.
+            let mut packet = Some(packet);
+            let mut exchange = None;
+            let mut start = |st: &State| {
+                if exchange.is_none() {
+                    if let Some(served) = dhcp_server_for(st, &ifname) {
+                        exchange = packet.take().map(|p| dhcp_exchange(ctx, served, p));
                     }
                 }
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Answer::Err(format!("link {ifname} was not configured in time"));
+            };
+            let address = match wait_link(ctx, &ifname, timeout_ms, &mut start).await {
+                Answer::Address(a) => a,
+                other => return other,
+            };
+            start(&ctx.lock());
+            let outcome = match exchange {
+                Some(e) => e.await,
+                None => return Answer::Address(address),
+            };
+            match outcome {
+                Ok(Some(crate::dhcp::Outcome::Reply { bytes, .. })) => Answer::Leased {
+                    address,
+                    packet: bytes,
+                },
+                Ok(Some(crate::dhcp::Outcome::Drop(why))) => {
+                    tracing::debug!(ifname, ?why, "DHCP message on the control socket dropped");
+                    Answer::Address(address)
                 }
-                let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), notified).await;
+                _ => Answer::Address(address),
             }
         }
         Request::Ports {
@@ -234,23 +304,10 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
         }
         Request::DhcpMessage { ifname, packet } => {
             let served = dhcp_server_for(&ctx.lock(), &ifname);
-            let Some((index, server)) = served else {
+            let Some(served) = served else {
                 return Answer::Err(format!("netd serves no DHCP on {ifname}"));
             };
-            // The same server, policy and counters as a message on the link;
-            // off the runtime's threads, as the context may read
-            // /proc/locks and the server writes its lease file.
-            let ctx2 = ctx.clone();
-            let outcome = tokio::task::spawn_blocking(move || {
-                let mac = crate::dhcp::server::client_hwaddr(&packet).unwrap_or(&[]);
-                let context = super::link::dhcp_context(&ctx2, index, mac);
-                server
-                    .lock()
-                    .map(|mut s| s.handle(&packet, SystemTime::now(), &context))
-                    .ok()
-            })
-            .await;
-            match outcome {
+            match dhcp_exchange(ctx, served, packet).await {
                 Ok(Some(crate::dhcp::Outcome::Reply { bytes, .. })) => Answer::Packet(bytes),
                 Ok(Some(crate::dhcp::Outcome::Ignore)) => Answer::Ok,
                 Ok(Some(crate::dhcp::Outcome::Drop(why))) => {
@@ -521,6 +578,153 @@ mod tests {
         assert!(matches!(link_state(&st, "vb-new"), LinkState::Pending));
         st.seen.insert(7, seen("vb-new", Some(2), "veth"));
         assert_eq!(ready(&st, "vb-new"), Some(z));
+    }
+
+    /// `LINKDHCP`: the server binds the lease while the link is still in
+    /// its pipeline; the answer waits for the link, and carries both.
+    #[test]
+    fn linkdhcp_binds_before_the_link_is_configured_and_answers_with_it() {
+        use dhcproto::v4::{DhcpOption, Message, MessageType};
+        use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ctx = super::super::tests::ctx(netlink::fake::FakeRtnl::with_links(&[]));
+        let subnet: ipnetwork::Ipv4Network = "10.0.0.0/28".parse().unwrap();
+        let host: IpNetwork = "10.0.0.1/28".parse().unwrap();
+        let store = crate::dhcp::MemoryStore::new();
+        let config =
+            crate::dhcp::ServerConfig::from_subnet("10.0.0.1".parse().unwrap(), subnet, 0, 0)
+                .unwrap();
+        let server = Arc::new(std::sync::Mutex::new(
+            crate::dhcp::Server::new(config, Box::new(store.clone()), SystemTime::now()).unwrap(),
+        ));
+        let mac = [2, 0, 0, 0, 0, 7];
+        let mut discover = Message::new_with_id(
+            0x0102_0304,
+            std::net::Ipv4Addr::UNSPECIFIED,
+            std::net::Ipv4Addr::UNSPECIFIED,
+            std::net::Ipv4Addr::UNSPECIFIED,
+            std::net::Ipv4Addr::UNSPECIFIED,
+            &mac,
+        );
+        discover
+            .opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Discover));
+        discover.opts_mut().insert(DhcpOption::RapidCommit);
+        let mut packet = Vec::new();
+        discover.encode(&mut Encoder::new(&mut packet)).unwrap();
+        rt.block_on(async {
+            {
+                let mut st = ctx.lock();
+                st.seen.insert(1, seen("ve-web", None, "veth"));
+                st.early_dhcp.insert("ve-web".into(), server.clone());
+            }
+            let c = ctx.clone();
+            let asked = tokio::spawn(async move {
+                let req = Request::LinkDhcp {
+                    ifname: "ve-web".into(),
+                    timeout_ms: 10_000,
+                    packet,
+                };
+                handle(&c, req).await
+            });
+            for _ in 0..5000 {
+                if store.saves() > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert!(
+                store.saves() > 0,
+                "no lease bound while the link was pending"
+            );
+            assert!(
+                !asked.is_finished(),
+                "answered before the link was configured"
+            );
+            {
+                let mut st = ctx.lock();
+                st.early_dhcp.remove("ve-web");
+                st.links.insert(
+                    "ve-web".into(),
+                    Managed {
+                        address: Some(host),
+                        address6: None,
+                        dhcp_stop: None,
+                        dhcp: Some(server.clone()),
+                        ra_stop: None,
+                        ra_kick: None,
+                    },
+                );
+            }
+            ctx.changed.notify_waiters();
+            match asked.await.unwrap() {
+                Answer::Leased { address, packet } => {
+                    assert_eq!(address.to_string(), "10.0.0.1/28");
+                    let ack = Message::decode(&mut Decoder::new(&packet)).unwrap();
+                    assert_eq!(
+                        ack.opts().get(dhcproto::v4::OptionCode::MessageType),
+                        Some(&DhcpOption::MessageType(MessageType::Ack))
+                    );
+                    assert!(
+                        subnet.contains(ack.yiaddr()) && ack.yiaddr() != subnet.nth(1).unwrap()
+                    );
+                }
+                other => panic!("{other}"),
+            }
+            assert_eq!(
+                dhcp_server_for(&ctx.lock(), "ve-web").map(|(i, _)| i),
+                Some(1)
+            );
+        });
+    }
+
+    /// A zone's port is served by its bridge's server, also while the
+    /// bridge is still in its pipeline; a link configured without DHCP has
+    /// none, whatever was there before.
+    #[test]
+    fn dhcp_servers_of_links_in_their_pipeline() {
+        let mut st = state();
+        let server = || {
+            let config = crate::dhcp::ServerConfig::from_subnet(
+                "10.1.0.1".parse().unwrap(),
+                "10.1.0.0/24".parse().unwrap(),
+                0,
+                0,
+            )
+            .unwrap();
+            Arc::new(std::sync::Mutex::new(
+                crate::dhcp::Server::new(
+                    config,
+                    Box::new(crate::dhcp::MemoryStore::new()),
+                    SystemTime::now(),
+                )
+                .unwrap(),
+            ))
+        };
+        st.seen.insert(2, seen("vz-lab", None, "bridge"));
+        st.seen.insert(3, seen("vb-one", Some(2), "veth"));
+        assert!(dhcp_server_for(&st, "vb-one").is_none());
+        let zone = server();
+        st.early_dhcp.insert("vz-lab".into(), zone.clone());
+        let (index, found) = dhcp_server_for(&st, "vb-one").unwrap();
+        assert_eq!(index, 2);
+        assert!(Arc::ptr_eq(&found, &zone));
+        assert!(matches!(link_state(&st, "vb-one"), LinkState::Pending));
+        st.links.insert(
+            "vz-lab".into(),
+            Managed {
+                address: Some("10.1.0.1/24".parse().unwrap()),
+                address6: None,
+                dhcp_stop: None,
+                dhcp: None,
+                ra_stop: None,
+                ra_kick: None,
+            },
+        );
+        assert!(dhcp_server_for(&st, "vb-one").is_none());
     }
 
     #[test]

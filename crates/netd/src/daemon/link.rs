@@ -121,6 +121,11 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
     let (dhcp_stop, dhcp) = v4
         .and_then(|v4| start_dhcp(ctx, &name, index, &file, v4))
         .unzip();
+    if let Some(server) = &dhcp {
+        // A `LINKDHCP` waiting for this link may hand its message over now.
+        ctx.lock().early_dhcp.insert(name.clone(), server.clone());
+        ctx.changed.notify_waiters();
+    }
     let own6 = v6.as_ref().and_then(|s| s.own);
     let mut subnets: Vec<IpNetwork> = v4
         .map(|v4| IpNetwork::V4(Ipv4Network::new(v4.network(), v4.prefix()).unwrap_or(v4)))
@@ -157,6 +162,7 @@ pub(super) async fn on_new_link(ctx: &Arc<Ctx>, link: &Link) {
     let address = address.or(own6.map(IpNetwork::V6));
     {
         let mut st = ctx.lock();
+        st.early_dhcp.remove(&name);
         st.links.insert(
             name.clone(),
             Managed {
@@ -836,6 +842,7 @@ pub(super) async fn on_del_link(ctx: &Arc<Ctx>, link: &Link) {
         let mut st = ctx.lock();
         st.seen.remove(&link.index);
         st.failed.remove(&name);
+        st.early_dhcp.remove(&name);
         let removed = st.links.remove(&name);
         let owners: Vec<String> = st
             .ports

@@ -91,6 +91,10 @@ struct State {
     last_busy: Instant,
     /// Since when no link or forward needed NAT (for [`STANDING`]).
     nat_idle_since: Option<Instant>,
+    /// The DHCP servers of links still in their pipeline (after the server
+    /// started, before the link is in `links`): `LINKDHCP` hands its
+    /// message over beside the link's last steps.
+    early_dhcp: HashMap<String, Arc<Mutex<crate::dhcp::Server>>>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -267,6 +271,7 @@ async fn main_loop(paths: Paths, idle_exit: Duration) -> Result<(), DaemonError>
             failed: HashMap::new(),
             last_busy: Instant::now(),
             nat_idle_since: None,
+            early_dhcp: HashMap::new(),
         })),
         changed: Notify::new(),
         nat_expected: nat.expected(),
@@ -556,6 +561,7 @@ impl State {
             failed: HashMap::new(),
             last_busy: Instant::now(),
             nat_idle_since: None,
+            early_dhcp: HashMap::new(),
         }
     }
 }
@@ -569,7 +575,7 @@ mod tests {
 
     /// A daemon's context over a fake kernel, with the built-in templates;
     /// nothing in it writes anywhere.
-    fn ctx(kernel: FakeRtnl) -> Arc<Ctx> {
+    pub(super) fn ctx(kernel: FakeRtnl) -> Arc<Ctx> {
         let st = State::for_tests();
         let directory = Arc::new(dns::RegistryDirectory::new(
             netspawn_common::registry::Registry::new(&st.paths),

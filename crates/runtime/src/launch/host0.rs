@@ -57,18 +57,21 @@ pub(super) fn serve_guest(
     // netd is asked about our own link, not its bridge: a zone's bridge may
     // have just been made again under the same name, and netd may not have
     // seen the old one go yet; our link's master is the new one.
+    // On a link netd serves, its DHCP server answers our DISCOVER (rapid
+    // commit) on the control socket, together with netd's answer about the
+    // link: host0 is configured while the kernel activates the links'
+    // queues, and no message can be lost.
+    let mut direct = None;
     let netd = n.netd()?.filter(|_| cfg.dhcp_host0);
     if let Some(netd) = netd {
         let asked = Instant::now();
-        let answer = netd.request(&netspawn_common::netd::Request::Link {
-            ifname: ifname.clone(),
-            timeout_ms: 10_000,
-        })?;
+        let (answer, lease) = link_with_lease(netd, &ifname, mac, &cfg.hostname)?;
         tracing::debug!(
             elapsed_us = asked.elapsed().as_micros() as u64,
             "netd: {ifname}: {answer}"
         );
         managed = matches!(answer, netspawn_common::netd::Answer::Address(_));
+        direct = lease.filter(|_| managed);
     }
     if cfg.dhcp_host0 {
         // The container's namespace, and one netlink socket in it, for all
@@ -81,13 +84,6 @@ pub(super) fn serve_guest(
         })?;
         let mut inside =
             network::rtnl::Netlink::open_in(ns.as_fd()).map_err(network::NetError::from)?;
-        // On a link netd serves, its DHCP server answers our DISCOVER (rapid
-        // commit) on the control socket: host0 is configured while the
-        // kernel activates the links' queues, and no message can be lost.
-        let direct = match n.netd()? {
-            Some(netd) if managed => lease_from_netd(netd, &ifname, mac, &cfg.hostname),
-            _ => None,
-        };
         if let Some(lease) = &direct {
             apply_lease(cfg, &mut inside, lease, run_dir, "netd's control socket")?;
         }
@@ -237,9 +233,75 @@ pub(super) fn resolv_conf_path(cfg: &Config, run_dir: &Path) -> PathBuf {
     run_dir.join("resolv").join(format!("{name}.conf"))
 }
 
+/// netd's answer about `link` (host0's host side; `Answer::Address` once
+/// netd configured it), with host0's lease from netd's DHCP server, which
+/// netd hands our DISCOVER to as soon as it has made it (`LINKDHCP`). The
+/// lease is None when netd did not bind one at once (then the exchange runs
+/// on the link, with its retries and notes). A netd older than `LINKDHCP`
+/// is asked `LINK`, then `DHCPMSG`.
+fn link_with_lease(
+    netd: &mut crate::netd_client::NetdClient,
+    link: &str,
+    mac: network::naming::Mac,
+    hostname: &str,
+) -> Result<
+    (
+        netspawn_common::netd::Answer,
+        Option<network::dhcp_client::Lease>,
+    ),
+    LaunchError,
+> {
+    use crate::netd_client::NetdError;
+    use netspawn_common::netd::{Answer, Request};
+    let started = Instant::now();
+    let mut answer = None;
+    let lease = network::dhcp_client::rapid_commit_via(mac, hostname, |packet| {
+        let asked = Request::LinkDhcp {
+            ifname: link.to_string(),
+            timeout_ms: 10_000,
+            packet,
+        };
+        match netd.request(&asked) {
+            Ok(Answer::Leased { address, packet }) => {
+                answer = Some(Ok(Answer::Address(address)));
+                Some(packet)
+            }
+            other => {
+                answer = Some(other);
+                None
+            }
+        }
+    });
+    let answer = match answer {
+        Some(Err(NetdError::Refused(e))) if e == "unknown request" => None,
+        other => other,
+    };
+    let Some(answer) = answer else {
+        let answer = netd.request(&Request::Link {
+            ifname: link.to_string(),
+            timeout_ms: 10_000,
+        })?;
+        let lease = match answer {
+            Answer::Address(_) => lease_from_netd(netd, link, mac, hostname),
+            _ => None,
+        };
+        return Ok((answer, lease));
+    };
+    if let Some(l) = &lease {
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "DHCP on host0: {}/{} from {} with netd's answer about {link}",
+            l.address,
+            l.prefix_len,
+            l.server
+        );
+    }
+    Ok((answer?, lease))
+}
+
 /// host0's lease from netd's DHCP server for `link` (host0's host side),
-/// asked on the control socket; None when netd did not bind one at once
-/// (then the exchange runs on the link, with its retries and notes).
+/// asked on the control socket after `LINK` (a netd older than
+/// `LINKDHCP`); None when netd did not bind one at once.
 fn lease_from_netd(
     netd: &mut crate::netd_client::NetdClient,
     link: &str,
@@ -341,4 +403,109 @@ fn configure_host0(
         "the link"
     };
     apply_lease(cfg, inside, &lease, run_dir, how)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+
+    use netspawn_common::netd::{socket_path, Answer, Request};
+    use netspawn_common::paths::Paths;
+
+    use super::link_with_lease;
+    use crate::netd_client::NetdClient;
+
+    /// A fake netd on a run directory of its own that answers each request
+    /// with `answer`, until the client goes; returns the requests' words.
+    fn fake_netd(
+        tag: &str,
+        answer: fn(&Request) -> String,
+    ) -> (Paths, std::thread::JoinHandle<Vec<String>>) {
+        let dir = std::env::temp_dir().join(format!("netspawn-host0-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let paths = Paths {
+            run_dir: dir.clone(),
+            image_dir: "/nonexistent/images".into(),
+            state_dir: "/nonexistent/state".into(),
+            settings_path: Vec::new(),
+            cgroup_parent: "netspawn".into(),
+        };
+        let listener = UnixListener::bind(socket_path(&paths)).unwrap();
+        let served = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut w = conn.try_clone().unwrap();
+            let mut seen = Vec::new();
+            for line in BufReader::new(conn).lines() {
+                let line = line.unwrap();
+                let req = Request::parse(&line).unwrap();
+                writeln!(w, "{}", answer(&req)).unwrap();
+                seen.push(line.split(' ').take(2).collect::<Vec<_>>().join(" "));
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            seen
+        });
+        (paths, served)
+    }
+
+    fn client(paths: &Paths) -> NetdClient {
+        match NetdClient::connect_or_begin(paths) {
+            Ok(Ok(c)) => c,
+            _ => panic!("no connection to the fake netd"),
+        }
+    }
+
+    /// A netd older than `LINKDHCP` refuses it: `LINK`, then `DHCPMSG`.
+    #[test]
+    fn an_older_netd_is_asked_link_then_dhcpmsg() {
+        let (paths, served) = fake_netd("old", |r| match r {
+            Request::LinkDhcp { .. } => "ERR unknown request".into(),
+            Request::Link { .. } => "OK address=10.0.0.1/28".into(),
+            _ => "ERR netd serves no DHCP on ve-web".into(),
+        });
+        let mut c = client(&paths);
+        let (answer, lease) = link_with_lease(&mut c, "ve-web", [2, 0, 0, 0, 0, 1], "web").unwrap();
+        assert_eq!(answer.to_string(), "OK address=10.0.0.1/28");
+        assert!(lease.is_none());
+        drop(c);
+        assert_eq!(
+            served.join().unwrap(),
+            ["LINKDHCP ve-web", "LINK ve-web", "DHCPMSG ve-web"]
+        );
+    }
+
+    /// netd's answer about the link comes through as it is; nothing more
+    /// is asked when there is no lease in it.
+    #[test]
+    fn linkdhcp_answers_without_a_lease_are_passed_on() {
+        for (tag, line, expect) in [
+            ("unmanaged", "OK unmanaged", Ok(Answer::Unmanaged)),
+            (
+                "address",
+                "OK address=10.0.0.1/28",
+                Ok(Answer::Address("10.0.0.1/28".parse().unwrap())),
+            ),
+            (
+                "refused",
+                "ERR link ve-web was not configured in time",
+                Err(()),
+            ),
+        ] {
+            let (paths, served) = match tag {
+                "unmanaged" => fake_netd(tag, |_| "OK unmanaged".into()),
+                "address" => fake_netd(tag, |_| "OK address=10.0.0.1/28".into()),
+                _ => fake_netd(tag, |_| "ERR link ve-web was not configured in time".into()),
+            };
+            let mut c = client(&paths);
+            let got = link_with_lease(&mut c, "ve-web", [2, 0, 0, 0, 0, 1], "web");
+            match (&got, &expect) {
+                (Ok((a, None)), Ok(e)) => assert_eq!(a, e, "{line}"),
+                (Err(_), Err(())) => {}
+                _ => panic!("{line}: {:?}", got.map(|(a, l)| (a, l.is_some()))),
+            }
+            drop(c);
+            assert_eq!(served.join().unwrap(), ["LINKDHCP ve-web"], "{line}");
+        }
+    }
 }
