@@ -128,12 +128,20 @@ fn dhcp_exchange(
 ) -> tokio::task::JoinHandle<Option<crate::dhcp::Outcome>> {
     let ctx = ctx.clone();
     tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
         let mac = crate::dhcp::server::client_hwaddr(&packet).unwrap_or(&[]);
         let context = super::link::dhcp_context(&ctx, index, mac);
-        server
+        let contexted = started.elapsed();
+        let outcome = server
             .lock()
             .map(|mut s| s.handle(&packet, SystemTime::now(), &context))
-            .ok()
+            .ok();
+        tracing::trace!(
+            context_us = contexted.as_micros() as u64,
+            handled_us = started.elapsed().as_micros() as u64,
+            "DHCP message on the control socket"
+        );
+        outcome
     })
 }
 

@@ -112,6 +112,10 @@ pub(super) fn setup_network(
         held,
         cgroups,
     )?;
+    tracing::trace!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "network: keeper started"
+    );
     let mut undo = network::Teardown::default();
     let made = network::setup(
         &n.plan,
@@ -122,11 +126,19 @@ pub(super) fn setup_network(
         &mut undo,
     )
     .and_then(|()| {
+        tracing::trace!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "network: links made"
+        );
         if n.plan.container_interfaces().iter().any(|i| i == "host0") {
             // Before host0 comes up: its addresses are usable at once.
             network::slaac::prepare(ns.as_fd(), "host0")?;
         }
         let mut inside = network::rtnl::Netlink::open_in(ns.as_fd())?;
+        tracing::trace!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "network: inside the container's namespace"
+        );
         network::configure_container(&n.plan, &mut inside)
     });
     if let Err(e) = made {
