@@ -272,8 +272,12 @@ fn link_with_lease(
             }
         }
     });
+    // An older netd refuses the request's long word before looking at the
+    // request ("malformed request"), or does not know it.
     let answer = match answer {
-        Some(Err(NetdError::Refused(e))) if e == "unknown request" => None,
+        Some(Err(NetdError::Refused(e))) if e == "unknown request" || e == "malformed request" => {
+            None
+        }
         other => other,
     };
     let Some(answer) = answer else {
@@ -456,23 +460,35 @@ mod tests {
         }
     }
 
-    /// A netd older than `LINKDHCP` refuses it: `LINK`, then `DHCPMSG`.
+    /// A netd older than `LINKDHCP` refuses it (as a malformed request: its
+    /// long word; or an unknown one): `LINK`, then `DHCPMSG`.
     #[test]
     fn an_older_netd_is_asked_link_then_dhcpmsg() {
-        let (paths, served) = fake_netd("old", |r| match r {
-            Request::LinkDhcp { .. } => "ERR unknown request".into(),
-            Request::Link { .. } => "OK address=10.0.0.1/28".into(),
-            _ => "ERR netd serves no DHCP on ve-web".into(),
-        });
-        let mut c = client(&paths);
-        let (answer, lease) = link_with_lease(&mut c, "ve-web", [2, 0, 0, 0, 0, 1], "web").unwrap();
-        assert_eq!(answer.to_string(), "OK address=10.0.0.1/28");
-        assert!(lease.is_none());
-        drop(c);
-        assert_eq!(
-            served.join().unwrap(),
-            ["LINKDHCP ve-web", "LINK ve-web", "DHCPMSG ve-web"]
-        );
+        let servers: [fn(&Request) -> String; 2] = [
+            |r| match r {
+                Request::LinkDhcp { .. } => "ERR malformed request".into(),
+                Request::Link { .. } => "OK address=10.0.0.1/28".into(),
+                _ => "ERR netd serves no DHCP on ve-web".into(),
+            },
+            |r| match r {
+                Request::LinkDhcp { .. } => "ERR unknown request".into(),
+                Request::Link { .. } => "OK address=10.0.0.1/28".into(),
+                _ => "ERR netd serves no DHCP on ve-web".into(),
+            },
+        ];
+        for (i, server) in servers.into_iter().enumerate() {
+            let (paths, served) = fake_netd(&format!("old{i}"), server);
+            let mut c = client(&paths);
+            let (answer, lease) =
+                link_with_lease(&mut c, "ve-web", [2, 0, 0, 0, 0, 1], "web").unwrap();
+            assert_eq!(answer.to_string(), "OK address=10.0.0.1/28");
+            assert!(lease.is_none());
+            drop(c);
+            assert_eq!(
+                served.join().unwrap(),
+                ["LINKDHCP ve-web", "LINK ve-web", "DHCPMSG ve-web"]
+            );
+        }
     }
 
     /// netd's answer about the link comes through as it is; nothing more

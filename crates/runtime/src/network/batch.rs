@@ -36,10 +36,27 @@ fn batch_group() -> u32 {
 /// it only links that are going anyway: one that outlives it by a crash is
 /// left in a group nothing matches.
 pub fn delete_together(rt: &mut dyn Rtnl, links: &[&Link]) -> Result<(), RtnlError> {
-    delete_in_group(rt, links, batch_group())
+    delete_in_group(rt, links, batch_group(), &mut || {})
 }
 
-fn delete_in_group(rt: &mut dyn Rtnl, links: &[&Link], group: u32) -> Result<(), RtnlError> {
+/// [`delete_together`], calling `deleting` right before the request that
+/// deletes the group (and again before deleting one by one, when that
+/// comes to it): for a caller that starts what should come after the
+/// kernel took the request, not before it.
+pub fn delete_together_then(
+    rt: &mut dyn Rtnl,
+    links: &[&Link],
+    deleting: &mut dyn FnMut(),
+) -> Result<(), RtnlError> {
+    delete_in_group(rt, links, batch_group(), deleting)
+}
+
+fn delete_in_group(
+    rt: &mut dyn Rtnl,
+    links: &[&Link],
+    group: u32,
+    deleting: &mut dyn FnMut(),
+) -> Result<(), RtnlError> {
     let mut moved: Vec<&Link> = Vec::new();
     let mut ok = true;
     for l in links {
@@ -67,7 +84,10 @@ fn delete_in_group(rt: &mut dyn Rtnl, links: &[&Link], group: u32) -> Result<(),
                 .all(|l| moved.iter().any(|m| m.index == l.index))
         });
         let together = match only_ours {
-            Ok(true) => rt.delete_group(group),
+            Ok(true) => {
+                deleting();
+                rt.delete_group(group)
+            }
             Ok(false) => Err(RtnlError::Other {
                 what: format!("delete group {group}"),
                 msg: "it has a link that is not ours".into(),
@@ -83,6 +103,7 @@ fn delete_in_group(rt: &mut dyn Rtnl, links: &[&Link], group: u32) -> Result<(),
     }
     restore(rt, &moved);
     let mut first = None;
+    deleting();
     for l in links {
         match rt.delete(l.index) {
             Err(e) if e.errno() != Some(libc::ENODEV) => {
@@ -139,6 +160,29 @@ mod tests {
         assert!(rt.link("c").unwrap().is_some());
     }
 
+    /// The caller is told once: before the request that deletes the group,
+    /// or before the deletions one by one.
+    #[test]
+    fn the_caller_is_told_once_before_the_deletion() {
+        let mut rt = fake(&["a", "b", "c", "other"]);
+        let (a, b) = (get(&mut rt, "a"), get(&mut rt, "b"));
+        let mut told = 0;
+        delete_together_then(&mut rt, &[&a, &b], &mut || told += 1).unwrap();
+        assert_eq!(told, 1);
+        assert!(rt.link("a").unwrap().is_none() && rt.link("b").unwrap().is_none());
+        // One by one: a link of another batch is in the group.
+        let (c, other) = (get(&mut rt, "c"), get(&mut rt, "other"));
+        rt.set_group(other.index, BATCH_GROUP_BASE | 5).unwrap();
+        let mut told = 0;
+        delete_in_group(&mut rt, &[&c], BATCH_GROUP_BASE | 5, &mut || told += 1).unwrap();
+        assert_eq!(told, 1);
+        assert!(rt.link("c").unwrap().is_none());
+        // Nothing left to delete: nothing to tell.
+        let mut told = 0;
+        delete_together_then(&mut rt, &[&a], &mut || told += 1).unwrap();
+        assert_eq!(told, 0);
+    }
+
     #[test]
     fn a_member_that_went_is_no_error_and_its_name_made_again_is_spared() {
         let mut rt = fake(&["a", "b", "c"]);
@@ -162,7 +206,7 @@ mod tests {
         // Another batch drew the same group, or a link was left in it.
         let other = get(&mut rt, "other");
         rt.set_group(other.index, BATCH_GROUP_BASE | 7).unwrap();
-        delete_in_group(&mut rt, &[&a, &b], BATCH_GROUP_BASE | 7).unwrap();
+        delete_in_group(&mut rt, &[&a, &b], BATCH_GROUP_BASE | 7, &mut || {}).unwrap();
         assert!(rt.link("a").unwrap().is_none());
         assert!(rt.link("b").unwrap().is_none());
         assert!(rt.link("other").unwrap().is_some(), "{:?}", rt.log);

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use netlink::{Link, NewLink, Rtnl, RtnlError};
 use netspawn_common::lockfile;
 
-use super::batch::delete_together;
+use super::batch::delete_together_then;
 use super::NetError;
 
 /// The zone locks' directory.
@@ -77,19 +77,20 @@ impl Zones {
         Ok(true)
     }
 
-    /// Deletes, with one kernel request ([`delete_together`]), the links in
+    /// Deletes, with one kernel request ([`delete_together_then`]), the links in
     /// `ours` that still exist (the caller's links, by index: a link deleted
     /// meanwhile and made again under its name by someone else has another
     /// index) and the bridges of `zones` with only links of `ours` attached,
     /// as [`Zones::leave`] would once those links were gone. The zones are
     /// locked in name order, which cannot deadlock with a launcher (it holds
-    /// one zone's lock at a time). Returns the zones whose bridges were
-    /// removed.
+    /// one zone's lock at a time). `deleting` is called right before the
+    /// deletion's request. Returns the zones whose bridges were removed.
     pub fn remove_all_with(
         &self,
         rt: &mut dyn Rtnl,
         zones: &[String],
         ours: &[Link],
+        deleting: &mut dyn FnMut(),
     ) -> Result<Vec<String>, NetError> {
         let names: BTreeSet<&str> = zones.iter().map(String::as_str).collect();
         let mut held = Vec::new();
@@ -117,7 +118,7 @@ impl Zones {
                 going.push((i, true));
             }
         }
-        delete_together(rt, &doomed)?;
+        delete_together_then(rt, &doomed, deleting)?;
         let mut removed = Vec::new();
         for (i, bridge) in going {
             let (z, lock, path) = &held[i];
@@ -208,7 +209,9 @@ mod tests {
             .collect();
         rt.log.clear();
         let all = ["c", "a", "b", "gone"].map(String::from);
-        let removed = zones.remove_all_with(&mut rt, &all, &ours).unwrap();
+        let removed = zones
+            .remove_all_with(&mut rt, &all, &ours, &mut || {})
+            .unwrap();
         assert_eq!(removed, ["a", "b"], "c has vb-x, which is not ours");
         for gone in ["vz-a", "vz-b", "vb-1", "vb-2", "vb-3", "tz-leg"] {
             assert!(rt.link(gone).unwrap().is_none(), "{gone}: {:?}", rt.log);
@@ -238,7 +241,7 @@ mod tests {
         rt.delete(ours[1].index).unwrap();
         join(&zones, &mut rt, "lab", "vb-b");
         let removed = zones
-            .remove_all_with(&mut rt, &["lab".to_string()], &ours)
+            .remove_all_with(&mut rt, &["lab".to_string()], &ours, &mut || {})
             .unwrap();
         assert!(removed.is_empty(), "the new vb-b is not ours");
         assert!(rt.link("vb-a").unwrap().is_none());

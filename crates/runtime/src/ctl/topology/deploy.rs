@@ -40,7 +40,6 @@ use super::{zonefile, TopoError};
 use crate::ctl::lifecycle::start::{self, Pending, Progress};
 use crate::ctl::signal;
 use crate::netd_client::NetdClient;
-use crate::network::batch::delete_together;
 use crate::network::zone::Zones;
 
 /// How long a machine may take to be registered, and a probe to succeed.
@@ -714,47 +713,48 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     let leader = |e: &Entry| (e.leader, process_start_time(e.leader).unwrap_or(0));
     let asked_to_power_off =
         |e: &Entry| e.boot && e.leader > 0 && !poweroff_wait.is_zero() && alive(leader(e));
-    // The machines' host-side links go with one request, and the lab's zone
-    // bridges with another (see `delete_together`: the kernel then waits for RCU
-    // grace periods once for all of them instead of link by link). When
-    // every machine is to be killed, the links go first: a SIGKILLed
-    // payload cannot notice, and once the machines die their namespaces
-    // keep the kernel's rtnl lock busy, behind which the same request takes
-    // three to five times as long (50 machines: 45 ms before, 150-260 ms
-    // after the kill). The bridges follow at once on a thread, beside the
-    // machines' deaths: each one's deletion waits for an RCU grace period
-    // under the rtnl lock (25-60 ms here). Booted machines that power off
-    // keep their links until they are down; then links and bridges go
-    // together, beside the keepers. A zone that another machine joined is
-    // left alone, and so is a link of ours that went meanwhile (a link made
-    // again under its name has another index). The machines' legs on zones
-    // are made by `up`, not by their launchers: the kernel would delete
-    // each with its machine's namespace, but later, and the last step below
-    // would wait for that one by one.
+    // The machines' host-side links and the lab's zone bridges go with one
+    // request (see `delete_together`: the kernel then waits for RCU grace
+    // periods once for all of them instead of link by link; a bridge's
+    // deletion still waits for one of its own under the rtnl lock, 25-60 ms
+    // here). When every machine is to be killed, the kill follows as soon
+    // as the kernel has the request: a SIGKILLed payload cannot notice, the
+    // machines die beside the bridges' grace periods, and the request is
+    // not queued behind their namespaces' teardown, which keeps the kernel's
+    // rtnl lock busy (50 machines: the links' deletion took 45 ms before the
+    // kill, 150-260 ms after it). Booted machines that power off keep their
+    // links until they are down; then links and bridges go together, beside
+    // the keepers. A zone that another machine joined is left alone, and so
+    // is a link of ours that went meanwhile (a link made again under its
+    // name has another index). The machines' legs on zones are made by
+    // `up`, not by their launchers: the kernel would delete each with its
+    // machine's namespace, but later, and the last step below would wait
+    // for that one by one.
     let ours = lab_links(lab, &running);
     let kill_all = !running.iter().any(|(_, e)| asked_to_power_off(e));
-    if kill_all {
-        let gone = Netlink::open()
-            .and_then(|mut h| delete_together(&mut h, &ours.iter().collect::<Vec<_>>()));
-        if let Err(e) = gone {
-            tracing::debug!("down: the machines' links: {e}");
-        }
-        tracing::debug!(at_us = us(), "down: links removed");
-    }
     let zone_names: Vec<String> = lab.zones.iter().map(|z| z.name.clone()).collect();
     let zones = Zones::new(paths.locks_dir());
+    let (deleting, requested) = std::sync::mpsc::channel::<()>();
     let remove = move || match Netlink::open() {
         // Only a head start: what fails here is tried again (and
         // reported) by the zones' `leave` below, once the machines are gone.
-        Ok(mut host) => match zones.remove_all_with(&mut host, &zone_names, &ours) {
-            Ok(z) => tracing::debug!(at_us = us(), "down: links and zones {z:?} removed"),
-            Err(e) => tracing::debug!("down: early removal of the zones: {e}"),
-        },
+        Ok(mut host) => {
+            let mut told = || {
+                let _ = deleting.send(());
+            };
+            match zones.remove_all_with(&mut host, &zone_names, &ours, &mut told) {
+                Ok(z) => tracing::debug!(at_us = us(), "down: links and zones {z:?} removed"),
+                Err(e) => tracing::debug!("down: early removal of the zones: {e}"),
+            }
+        }
         Err(e) => tracing::debug!("down: early removal of the zones: netlink: {e}"),
     };
     let (mut bridges, mut after_stop) = (None, None);
     if kill_all {
         bridges = Some(std::thread::spawn(remove));
+        // Until the request goes (or the thread ended without one).
+        let _ = requested.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        tracing::debug!(at_us = us(), "down: links and zones going");
     } else {
         after_stop = Some(remove);
     }
