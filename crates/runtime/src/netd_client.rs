@@ -3,8 +3,9 @@
 //!
 //! netd may die between or during requests (killed, crashed, restarted by
 //! an upgrade). Every request is idempotent on netd's side (`LINK` only
-//! waits and reads, `PORTS` replaces the owner's forwards, `RELEASE` drops
-//! them), so a request whose connection is lost before its answer line
+//! waits and reads, `LINKDHCP`'s DISCOVER is bound again to the lease the
+//! server saved for that client, `PORTS` replaces the owner's forwards,
+//! `RELEASE` drops them), so a request whose connection is lost before its answer line
 //! arrives is sent again over a new connection, to a netd started afresh if
 //! none runs, a bounded number of times.
 
@@ -126,6 +127,13 @@ fn started(child: std::process::Child) -> Result<(), NetdError> {
 }
 
 impl NetdClient {
+    /// A connection to the socket of `paths`, without a word exchanged
+    /// (nothing is started; for tests with a netd of their own making).
+    #[cfg(test)]
+    pub(crate) fn connect_only(paths: &Paths) -> std::io::Result<NetdClient> {
+        NetdClient::connect(paths)
+    }
+
     fn connect(paths: &Paths) -> std::io::Result<NetdClient> {
         let s = UnixStream::connect(socket_path(paths))?;
         s.set_read_timeout(Some(Duration::from_secs(65)))?;

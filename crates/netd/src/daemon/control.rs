@@ -196,6 +196,9 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
         } => {
             // The message goes to the link's server as soon as that exists,
             // beside the link's NAT and DNS steps; answered with the link.
+            // (A zone's new bridge is configured before netd sees its first
+            // port: a port finds its bridge's server configured already.)
+            let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(60_000));
             let mut packet = Some(packet);
             let mut exchange = None;
             let mut start = |st: &State| {
@@ -210,15 +213,31 @@ async fn handle(ctx: &Arc<Ctx>, req: Request) -> Answer {
                 other => return other,
             };
             start(&ctx.lock());
-            let outcome = match exchange {
-                Some(e) => e.await,
-                None => return Answer::Address(address),
+            let Some(exchange) = exchange else {
+                return Answer::Address(address);
+            };
+            // A server that is stuck (its lease file on a slow disk) holds
+            // back the lease, not the answer about the link: the launcher
+            // then runs the exchange on the link.
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(10));
+            let Ok(outcome) = tokio::time::timeout(left, exchange).await else {
+                tracing::debug!(
+                    ifname,
+                    "DHCP message on the control socket: no answer in time"
+                );
+                return Answer::Address(address);
             };
             match outcome {
-                Ok(Some(crate::dhcp::Outcome::Reply { bytes, .. })) => Answer::Leased {
-                    address,
-                    packet: bytes,
-                },
+                Ok(Some(crate::dhcp::Outcome::Reply { bytes, .. }))
+                    if bytes.len() <= netspawn_common::netd::MAX_DHCP_MESSAGE =>
+                {
+                    Answer::Leased {
+                        address,
+                        packet: bytes,
+                    }
+                }
                 Ok(Some(crate::dhcp::Outcome::Drop(why))) => {
                     tracing::debug!(ifname, ?why, "DHCP message on the control socket dropped");
                     Answer::Address(address)
@@ -687,6 +706,58 @@ mod tests {
                 Some(1)
             );
         });
+    }
+
+    /// A server that does not answer in time (here: its lock held) holds
+    /// back the lease, not the answer about the link.
+    #[test]
+    fn linkdhcp_answers_without_a_lease_when_the_server_is_stuck() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ctx = super::super::tests::ctx(netlink::fake::FakeRtnl::with_links(&[]));
+        let config = crate::dhcp::ServerConfig::from_subnet(
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.0/28".parse().unwrap(),
+            0,
+            0,
+        )
+        .unwrap();
+        let server = Arc::new(std::sync::Mutex::new(
+            crate::dhcp::Server::new(
+                config,
+                Box::new(crate::dhcp::MemoryStore::new()),
+                SystemTime::now(),
+            )
+            .unwrap(),
+        ));
+        {
+            let mut st = ctx.lock();
+            st.seen.insert(1, seen("ve-web", None, "veth"));
+            st.links.insert(
+                "ve-web".into(),
+                Managed {
+                    address: Some("10.0.0.1/28".parse().unwrap()),
+                    address6: None,
+                    dhcp_stop: None,
+                    dhcp: Some(server.clone()),
+                    ra_stop: None,
+                    ra_kick: None,
+                },
+            );
+        }
+        let stuck = server.lock().unwrap();
+        let answer = rt.block_on(handle(
+            &ctx,
+            Request::LinkDhcp {
+                ifname: "ve-web".into(),
+                timeout_ms: 50,
+                packet: vec![1; 300],
+            },
+        ));
+        drop(stuck);
+        assert_eq!(answer.to_string(), "OK address=10.0.0.1/28");
     }
 
     /// A zone's port is served by its bridge's server, also while the

@@ -454,10 +454,80 @@ mod tests {
     }
 
     fn client(paths: &Paths) -> NetdClient {
-        match NetdClient::connect_or_begin(paths) {
-            Ok(Ok(c)) => c,
-            _ => panic!("no connection to the fake netd"),
+        NetdClient::connect_only(paths).expect("a connection to the fake netd")
+    }
+
+    /// A DHCP server's ACK (rapid commit) of 10.0.0.5/28 to `discover`,
+    /// for its transaction if `same_xid`, else for another one.
+    fn ack(discover: &[u8], same_xid: bool) -> String {
+        use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
+        use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+        let d = Message::decode(&mut Decoder::new(discover)).unwrap();
+        let server: std::net::Ipv4Addr = "10.0.0.1".parse().unwrap();
+        let xid = if same_xid { d.xid() } else { d.xid() ^ 1 };
+        let mut m = Message::new_with_id(
+            xid,
+            std::net::Ipv4Addr::UNSPECIFIED,
+            "10.0.0.5".parse().unwrap(),
+            server,
+            std::net::Ipv4Addr::UNSPECIFIED,
+            &d.chaddr()[..6],
+        );
+        m.set_opcode(Opcode::BootReply);
+        let o = m.opts_mut();
+        o.insert(DhcpOption::MessageType(MessageType::Ack));
+        o.insert(DhcpOption::ServerIdentifier(server));
+        o.insert(DhcpOption::SubnetMask("255.255.255.240".parse().unwrap()));
+        o.insert(DhcpOption::Router(vec![server]));
+        o.insert(DhcpOption::DomainNameServer(vec![server]));
+        o.insert(DhcpOption::AddressLeaseTime(3600));
+        o.insert(DhcpOption::RapidCommit);
+        let mut v = Vec::new();
+        m.encode(&mut Encoder::new(&mut v)).unwrap();
+        Answer::Leased {
+            address: "10.0.0.1/28".parse().unwrap(),
+            packet: v,
         }
+        .to_line()
+    }
+
+    /// netd's answer carries the lease: host0's address, route and DNS
+    /// come from it, in one request.
+    #[test]
+    fn the_lease_comes_with_the_answer_about_the_link() {
+        let (paths, served) = fake_netd("leased", |r| match r {
+            Request::LinkDhcp { packet, .. } => ack(packet, true),
+            _ => "ERR unexpected".into(),
+        });
+        let mut c = client(&paths);
+        let (answer, lease) = link_with_lease(&mut c, "ve-web", [2, 0, 0, 0, 0, 1], "web").unwrap();
+        assert_eq!(answer.to_string(), "OK address=10.0.0.1/28");
+        let lease = lease.expect("a lease");
+        assert_eq!(lease.address.to_string(), "10.0.0.5");
+        assert_eq!(lease.prefix_len, 28);
+        assert_eq!(
+            lease.router.map(|r| r.to_string()).as_deref(),
+            Some("10.0.0.1")
+        );
+        drop(c);
+        assert_eq!(served.join().unwrap(), ["LINKDHCP ve-web"]);
+    }
+
+    /// An ACK of another transaction is no lease (the exchange then runs
+    /// on the link); the answer about the link still stands, and nothing
+    /// more is asked.
+    #[test]
+    fn an_ack_of_another_transaction_is_no_lease() {
+        let (paths, served) = fake_netd("otherxid", |r| match r {
+            Request::LinkDhcp { packet, .. } => ack(packet, false),
+            _ => "ERR unexpected".into(),
+        });
+        let mut c = client(&paths);
+        let (answer, lease) = link_with_lease(&mut c, "ve-web", [2, 0, 0, 0, 0, 1], "web").unwrap();
+        assert_eq!(answer.to_string(), "OK address=10.0.0.1/28");
+        assert!(lease.is_none());
+        drop(c);
+        assert_eq!(served.join().unwrap(), ["LINKDHCP ve-web"]);
     }
 
     /// A netd older than `LINKDHCP` refuses it (as a malformed request: its

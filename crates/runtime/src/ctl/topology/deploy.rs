@@ -717,12 +717,15 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     // request (see `delete_together`: the kernel then waits for RCU grace
     // periods once for all of them instead of link by link; a bridge's
     // deletion still waits for one of its own under the rtnl lock, 25-60 ms
-    // here). When every machine is to be killed, the kill follows as soon
-    // as the kernel has the request: a SIGKILLed payload cannot notice, the
-    // machines die beside the bridges' grace periods, and the request is
-    // not queued behind their namespaces' teardown, which keeps the kernel's
-    // rtnl lock busy (50 machines: the links' deletion took 45 ms before the
-    // kill, 150-260 ms after it). Booted machines that power off keep their
+    // here). When every machine is to be killed, the kill goes out right
+    // before the request (the kernel handles a netlink request inside the
+    // send: there is no later moment to be told): a SIGKILLed payload
+    // cannot notice, the machines die beside the bridges' grace periods,
+    // and the request is not queued behind their namespaces' teardown,
+    // which keeps the kernel's rtnl lock busy (50 machines: the links'
+    // deletion took 45 ms before the kill, 150-260 ms after it) and which
+    // begins only once a killed machine's processes are gone and its
+    // keeper let its namespace go. Booted machines that power off keep their
     // links until they are down; then links and bridges go together, beside
     // the keepers. A zone that another machine joined is left alone, and so
     // is a link of ours that went meanwhile (a link made again under its
@@ -752,7 +755,7 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     let (mut bridges, mut after_stop) = (None, None);
     if kill_all {
         bridges = Some(std::thread::spawn(remove));
-        // Until the request goes (or the thread ended without one).
+        // Until the request is about to go (or the thread ended without one).
         let _ = requested.recv_timeout(deadline.saturating_duration_since(Instant::now()));
         tracing::debug!(at_us = us(), "down: links and zones going");
     } else {
