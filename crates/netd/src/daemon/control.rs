@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ipnetwork::IpNetwork;
 use netspawn_common::netd::{Answer, Cidr, Forward, Request};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::{Ctx, Ports, State};
 use crate::dns::MachineDirectory;
@@ -82,17 +82,36 @@ fn link_state(st: &State, ifname: &str) -> LinkState {
     }
 }
 
+/// The longest request line read (the protocol's 4096 bytes and a CR LF):
+/// a longer one is refused and its connection closed, without reading more
+/// of it into memory.
+const MAX_REQUEST_LINE: usize = 4096 + 2;
+
 pub(super) async fn serve_client(ctx: Arc<Ctx>, stream: tokio::net::UnixStream) {
     let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let answer = match Request::parse(&line) {
-            Err(e) => Answer::Err(e),
-            Ok(req) => handle(&ctx, req).await,
+    let mut reader = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let limit = (MAX_REQUEST_LINE + 1) as u64;
+        match (&mut reader).take(limit).read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let too_long = !buf.ends_with(b"\n") && buf.len() > MAX_REQUEST_LINE;
+        let answer = if too_long {
+            Answer::Err("request too long".into())
+        } else {
+            match std::str::from_utf8(&buf).map(Request::parse) {
+                Ok(Ok(req)) => handle(&ctx, req).await,
+                Ok(Err(e)) => Answer::Err(e),
+                Err(_) => Answer::Err("malformed request".into()),
+            }
         };
         if w.write_all(format!("{}\n", answer.to_line()).as_bytes())
             .await
             .is_err()
+            || too_long
         {
             break;
         }
@@ -758,6 +777,41 @@ mod tests {
         ));
         drop(stuck);
         assert_eq!(answer.to_string(), "OK address=10.0.0.1/28");
+    }
+
+    /// A line longer than the protocol allows is refused and its
+    /// connection closed; requests before it are answered as usual.
+    #[test]
+    fn an_overlong_request_line_is_refused_and_the_connection_closed() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ctx = super::super::tests::ctx(netlink::fake::FakeRtnl::with_links(&[]));
+        rt.block_on(async {
+            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+            let served = tokio::spawn(serve_client(ctx, theirs));
+            let (r, mut w) = ours.into_split();
+            let mut lines = BufReader::new(r).lines();
+            w.write_all(b"PING\n").await.unwrap();
+            assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("OK"));
+            // The server stops reading: the write may fail half-way, and
+            // the answer may be lost to the reset of a socket closed with
+            // unread data; what must hold is that the server ends.
+            let writer = tokio::spawn(async move {
+                let _ = w.write_all(&vec![b'A'; 100_000]).await;
+                w
+            });
+            tokio::time::timeout(Duration::from_secs(10), served)
+                .await
+                .expect("the server ends the connection")
+                .unwrap();
+            if let Ok(Some(l)) = lines.next_line().await {
+                assert_eq!(l, "ERR request too long");
+            }
+            drop(writer.await.unwrap());
+        });
     }
 
     /// A zone's port is served by its bridge's server, also while the
