@@ -573,6 +573,42 @@ mod tests {
         }
     }
 
+    type SharedServer = Arc<std::sync::Mutex<crate::dhcp::Server>>;
+
+    /// A DHCP server for 10.0.0.0/28 (netd at .1), with the store it saves to.
+    fn dhcp_server() -> (SharedServer, crate::dhcp::MemoryStore) {
+        let store = crate::dhcp::MemoryStore::new();
+        let config = crate::dhcp::ServerConfig::from_subnet(
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.0/28".parse().unwrap(),
+            0,
+            0,
+        )
+        .unwrap();
+        let server =
+            crate::dhcp::Server::new(config, Box::new(store.clone()), SystemTime::now()).unwrap();
+        (Arc::new(std::sync::Mutex::new(server)), store)
+    }
+
+    /// The record of a link netd configured with `address`.
+    fn managed(address: &str, dhcp: Option<SharedServer>) -> Managed {
+        Managed {
+            address: Some(address.parse().unwrap()),
+            address6: None,
+            dhcp_stop: None,
+            dhcp,
+            ra_stop: None,
+            ra_kick: None,
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn link_states() {
         let mut st = state();
@@ -583,33 +619,15 @@ mod tests {
         // Seen, a template asks for an address: pending until configured.
         st.seen.insert(1, seen("ve-web", None, "veth"));
         assert!(matches!(link_state(&st, "ve-web"), LinkState::Pending));
-        st.links.insert(
-            "ve-web".into(),
-            Managed {
-                address: Some(a),
-                address6: None,
-                dhcp_stop: None,
-                dhcp: None,
-                ra_stop: None,
-                ra_kick: None,
-            },
-        );
+        st.links
+            .insert("ve-web".into(), managed("10.0.0.1/28", None));
         assert_eq!(ready(&st, "ve-web"), Some(a));
         // A zone member is ready when its bridge is.
         st.seen.insert(2, seen("vz-lab", None, "bridge"));
         st.seen.insert(3, seen("vb-one", Some(2), "veth"));
         assert!(matches!(link_state(&st, "vb-one"), LinkState::Pending));
-        st.links.insert(
-            "vz-lab".into(),
-            Managed {
-                address: Some(z),
-                address6: None,
-                dhcp_stop: None,
-                dhcp: None,
-                ra_stop: None,
-                ra_kick: None,
-            },
-        );
+        st.links
+            .insert("vz-lab".into(), managed("10.1.0.1/24", None));
         assert_eq!(ready(&st, "vb-one"), Some(z));
         // A member whose bridge is not seen yet waits for it.
         st.seen.insert(4, seen("vb-two", Some(9), "veth"));
@@ -632,20 +650,10 @@ mod tests {
     fn linkdhcp_binds_before_the_link_is_configured_and_answers_with_it() {
         use dhcproto::v4::{DhcpOption, Message, MessageType};
         use dhcproto::{Decodable, Decoder, Encodable, Encoder};
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let ctx = super::super::tests::ctx(netlink::fake::FakeRtnl::with_links(&[]));
         let subnet: ipnetwork::Ipv4Network = "10.0.0.0/28".parse().unwrap();
-        let host: IpNetwork = "10.0.0.1/28".parse().unwrap();
-        let store = crate::dhcp::MemoryStore::new();
-        let config =
-            crate::dhcp::ServerConfig::from_subnet("10.0.0.1".parse().unwrap(), subnet, 0, 0)
-                .unwrap();
-        let server = Arc::new(std::sync::Mutex::new(
-            crate::dhcp::Server::new(config, Box::new(store.clone()), SystemTime::now()).unwrap(),
-        ));
+        let (server, store) = dhcp_server();
         let mac = [2, 0, 0, 0, 0, 7];
         let mut discover = Message::new_with_id(
             0x0102_0304,
@@ -695,14 +703,7 @@ mod tests {
                 st.early_dhcp.remove("ve-web");
                 st.links.insert(
                     "ve-web".into(),
-                    Managed {
-                        address: Some(host),
-                        address6: None,
-                        dhcp_stop: None,
-                        dhcp: Some(server.clone()),
-                        ra_stop: None,
-                        ra_kick: None,
-                    },
+                    managed("10.0.0.1/28", Some(server.clone())),
                 );
             }
             ctx.changed.notify_waiters();
@@ -731,39 +732,15 @@ mod tests {
     /// back the lease, not the answer about the link.
     #[test]
     fn linkdhcp_answers_without_a_lease_when_the_server_is_stuck() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let ctx = super::super::tests::ctx(netlink::fake::FakeRtnl::with_links(&[]));
-        let config = crate::dhcp::ServerConfig::from_subnet(
-            "10.0.0.1".parse().unwrap(),
-            "10.0.0.0/28".parse().unwrap(),
-            0,
-            0,
-        )
-        .unwrap();
-        let server = Arc::new(std::sync::Mutex::new(
-            crate::dhcp::Server::new(
-                config,
-                Box::new(crate::dhcp::MemoryStore::new()),
-                SystemTime::now(),
-            )
-            .unwrap(),
-        ));
+        let (server, _) = dhcp_server();
         {
             let mut st = ctx.lock();
             st.seen.insert(1, seen("ve-web", None, "veth"));
             st.links.insert(
                 "ve-web".into(),
-                Managed {
-                    address: Some("10.0.0.1/28".parse().unwrap()),
-                    address6: None,
-                    dhcp_stop: None,
-                    dhcp: Some(server.clone()),
-                    ra_stop: None,
-                    ra_kick: None,
-                },
+                managed("10.0.0.1/28", Some(server.clone())),
             );
         }
         let stuck = server.lock().unwrap();
@@ -784,10 +761,7 @@ mod tests {
     #[test]
     fn an_overlong_request_line_is_refused_and_the_connection_closed() {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let ctx = super::super::tests::ctx(netlink::fake::FakeRtnl::with_links(&[]));
         rt.block_on(async {
             let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
@@ -820,43 +794,17 @@ mod tests {
     #[test]
     fn dhcp_servers_of_links_in_their_pipeline() {
         let mut st = state();
-        let server = || {
-            let config = crate::dhcp::ServerConfig::from_subnet(
-                "10.1.0.1".parse().unwrap(),
-                "10.1.0.0/24".parse().unwrap(),
-                0,
-                0,
-            )
-            .unwrap();
-            Arc::new(std::sync::Mutex::new(
-                crate::dhcp::Server::new(
-                    config,
-                    Box::new(crate::dhcp::MemoryStore::new()),
-                    SystemTime::now(),
-                )
-                .unwrap(),
-            ))
-        };
         st.seen.insert(2, seen("vz-lab", None, "bridge"));
         st.seen.insert(3, seen("vb-one", Some(2), "veth"));
         assert!(dhcp_server_for(&st, "vb-one").is_none());
-        let zone = server();
+        let (zone, _) = dhcp_server();
         st.early_dhcp.insert("vz-lab".into(), zone.clone());
         let (index, found) = dhcp_server_for(&st, "vb-one").unwrap();
         assert_eq!(index, 2);
         assert!(Arc::ptr_eq(&found, &zone));
         assert!(matches!(link_state(&st, "vb-one"), LinkState::Pending));
-        st.links.insert(
-            "vz-lab".into(),
-            Managed {
-                address: Some("10.1.0.1/24".parse().unwrap()),
-                address6: None,
-                dhcp_stop: None,
-                dhcp: None,
-                ra_stop: None,
-                ra_kick: None,
-            },
-        );
+        st.links
+            .insert("vz-lab".into(), managed("10.0.0.1/28", None));
         assert!(dhcp_server_for(&st, "vb-one").is_none());
     }
 

@@ -233,6 +233,12 @@ pub(super) fn resolv_conf_path(cfg: &Config, run_dir: &Path) -> PathBuf {
     run_dir.join("resolv").join(format!("{name}.conf"))
 }
 
+/// netd's answer about a link, and host0's lease if it came with it.
+type AnswerAndLease = (
+    netspawn_common::netd::Answer,
+    Option<network::dhcp_client::Lease>,
+);
+
 /// netd's answer about `link` (host0's host side; `Answer::Address` once
 /// netd configured it), with host0's lease from netd's DHCP server, which
 /// netd hands our DISCOVER to as soon as it has made it (`LINKDHCP`). The
@@ -244,13 +250,7 @@ fn link_with_lease(
     link: &str,
     mac: network::naming::Mac,
     hostname: &str,
-) -> Result<
-    (
-        netspawn_common::netd::Answer,
-        Option<network::dhcp_client::Lease>,
-    ),
-    LaunchError,
-> {
+) -> Result<AnswerAndLease, LaunchError> {
     use crate::netd_client::NetdError;
     use netspawn_common::netd::{Answer, Request};
     let started = Instant::now();
@@ -417,7 +417,7 @@ mod tests {
     use netspawn_common::netd::{socket_path, Answer, Request};
     use netspawn_common::paths::Paths;
 
-    use super::link_with_lease;
+    use super::{link_with_lease, AnswerAndLease, LaunchError};
     use crate::netd_client::NetdClient;
 
     /// A fake netd on a run directory of its own that answers each request
@@ -453,8 +453,17 @@ mod tests {
         (paths, served)
     }
 
-    fn client(paths: &Paths) -> NetdClient {
-        NetdClient::connect_only(paths).expect("a connection to the fake netd")
+    /// `link_with_lease` for ve-web against a fake netd answering with
+    /// `answer`; with the requests it saw (their first two words).
+    fn ask(
+        tag: &str,
+        answer: fn(&Request) -> String,
+    ) -> (Result<AnswerAndLease, LaunchError>, Vec<String>) {
+        let (paths, served) = fake_netd(tag, answer);
+        let mut c = NetdClient::connect_only(&paths).expect("a connection to the fake netd");
+        let got = link_with_lease(&mut c, "ve-web", [2, 0, 0, 0, 0, 1], "web");
+        drop(c);
+        (got, served.join().unwrap())
     }
 
     /// A DHCP server's ACK (rapid commit) of 10.0.0.5/28 to `discover`,
@@ -495,12 +504,11 @@ mod tests {
     /// come from it, in one request.
     #[test]
     fn the_lease_comes_with_the_answer_about_the_link() {
-        let (paths, served) = fake_netd("leased", |r| match r {
+        let (got, seen) = ask("leased", |r| match r {
             Request::LinkDhcp { packet, .. } => ack(packet, true),
             _ => "ERR unexpected".into(),
         });
-        let mut c = client(&paths);
-        let (answer, lease) = link_with_lease(&mut c, "ve-web", [2, 0, 0, 0, 0, 1], "web").unwrap();
+        let (answer, lease) = got.unwrap();
         assert_eq!(answer.to_string(), "OK address=10.0.0.1/28");
         let lease = lease.expect("a lease");
         assert_eq!(lease.address.to_string(), "10.0.0.5");
@@ -509,8 +517,7 @@ mod tests {
             lease.router.map(|r| r.to_string()).as_deref(),
             Some("10.0.0.1")
         );
-        drop(c);
-        assert_eq!(served.join().unwrap(), ["LINKDHCP ve-web"]);
+        assert_eq!(seen, ["LINKDHCP ve-web"]);
     }
 
     /// An ACK of another transaction is no lease (the exchange then runs
@@ -518,16 +525,14 @@ mod tests {
     /// more is asked.
     #[test]
     fn an_ack_of_another_transaction_is_no_lease() {
-        let (paths, served) = fake_netd("otherxid", |r| match r {
+        let (got, seen) = ask("otherxid", |r| match r {
             Request::LinkDhcp { packet, .. } => ack(packet, false),
             _ => "ERR unexpected".into(),
         });
-        let mut c = client(&paths);
-        let (answer, lease) = link_with_lease(&mut c, "ve-web", [2, 0, 0, 0, 0, 1], "web").unwrap();
+        let (answer, lease) = got.unwrap();
         assert_eq!(answer.to_string(), "OK address=10.0.0.1/28");
         assert!(lease.is_none());
-        drop(c);
-        assert_eq!(served.join().unwrap(), ["LINKDHCP ve-web"]);
+        assert_eq!(seen, ["LINKDHCP ve-web"]);
     }
 
     /// A netd older than `LINKDHCP` refuses it (as a malformed request: its
@@ -547,17 +552,11 @@ mod tests {
             },
         ];
         for (i, server) in servers.into_iter().enumerate() {
-            let (paths, served) = fake_netd(&format!("old{i}"), server);
-            let mut c = client(&paths);
-            let (answer, lease) =
-                link_with_lease(&mut c, "ve-web", [2, 0, 0, 0, 0, 1], "web").unwrap();
+            let (got, seen) = ask(&format!("old{i}"), server);
+            let (answer, lease) = got.unwrap();
             assert_eq!(answer.to_string(), "OK address=10.0.0.1/28");
             assert!(lease.is_none());
-            drop(c);
-            assert_eq!(
-                served.join().unwrap(),
-                ["LINKDHCP ve-web", "LINK ve-web", "DHCPMSG ve-web"]
-            );
+            assert_eq!(seen, ["LINKDHCP ve-web", "LINK ve-web", "DHCPMSG ve-web"]);
         }
     }
 
@@ -578,20 +577,17 @@ mod tests {
                 Err(()),
             ),
         ] {
-            let (paths, served) = match tag {
-                "unmanaged" => fake_netd(tag, |_| "OK unmanaged".into()),
-                "address" => fake_netd(tag, |_| "OK address=10.0.0.1/28".into()),
-                _ => fake_netd(tag, |_| "ERR link ve-web was not configured in time".into()),
+            let (got, seen) = match tag {
+                "unmanaged" => ask(tag, |_| "OK unmanaged".into()),
+                "address" => ask(tag, |_| "OK address=10.0.0.1/28".into()),
+                _ => ask(tag, |_| "ERR link ve-web was not configured in time".into()),
             };
-            let mut c = client(&paths);
-            let got = link_with_lease(&mut c, "ve-web", [2, 0, 0, 0, 0, 1], "web");
             match (&got, &expect) {
                 (Ok((a, None)), Ok(e)) => assert_eq!(a, e, "{line}"),
                 (Err(_), Err(())) => {}
                 _ => panic!("{line}: {:?}", got.map(|(a, l)| (a, l.is_some()))),
             }
-            drop(c);
-            assert_eq!(served.join().unwrap(), ["LINKDHCP ve-web"], "{line}");
+            assert_eq!(seen, ["LINKDHCP ve-web"], "{line}");
         }
     }
 }
