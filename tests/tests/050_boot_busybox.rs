@@ -127,3 +127,71 @@ fn sigterm_to_the_launcher_shuts_a_booted_guest_down_cleanly() {
         "clean shutdown is status 0"
     );
 }
+
+#[test]
+fn a_stop_request_waits_until_pid_1_handles_its_signal() {
+    // The kernel drops a signal that a PID namespace's init has no handler
+    // for. A stop request that comes before the init installs its handler
+    // (an init still starting) waits for it instead of being lost.
+    let env = TestEnv::new();
+    let img = env.busybox("bbearly");
+    let script = "touch /started; while [ ! -e /go ]; do sleep 0.05; done; \
+                  trap 'exit 7' USR2; while :; do sleep 0.05; done";
+    let mut child = env
+        .cmd(
+            "netspawn",
+            &[
+                "-q",
+                "--kill-signal=SIGUSR2",
+                "-D",
+                img.to_str().unwrap(),
+                "/bin/sh",
+                "-c",
+                script,
+            ],
+            120,
+        )
+        .env("RUST_LOG", "netspawn=debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn netspawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !img.join("started").exists() {
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let entry = std::fs::read_to_string(env.run_dir().join("machines/bbearly")).unwrap();
+    let launcher: i32 = entry
+        .lines()
+        .find_map(|l| l.strip_prefix("LAUNCHER="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no LAUNCHER= in\n{entry}"));
+    // The launcher's log says when it holds the request back.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("waits until PID 1 takes it") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    unsafe { libc::kill(launcher, libc::SIGTERM) };
+    let held = rx.recv_timeout(Duration::from_secs(20)).is_ok();
+    // Now the command installs its handler; the request reaches it.
+    std::fs::write(img.join("go"), "").unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(20));
+    let log = reader.join().unwrap();
+    assert!(held, "the request was not held back:\n{log}");
+    assert_eq!(status, Some(7), "the command's handler ran:\n{log}");
+    assert!(env.registry_names().is_empty());
+}

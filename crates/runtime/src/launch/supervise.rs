@@ -1,6 +1,14 @@
 //! Supervising the running container (systemd-nspawn's run loop): the
 //! console forwarded, signals turned into stop requests for PID 1,
 //! sd_notify messages read, addresses watched, until PID 1 dies.
+//!
+//! A stop request's signal waits until PID 1 handles it. The kernel drops
+//! a signal sent to a PID namespace's init that has no handler for it, so
+//! a request that came while the image's init was still starting (before
+//! busybox init or systemd installed their handlers) would be lost, and
+//! the machine would run on until a second request killed it. The
+//! supervisor keeps such a request pending and sends it once /proc shows
+//! that PID 1 takes the signal (systemd-nspawn sends it once).
 
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -32,6 +40,7 @@ pub(super) fn supervise(
     let forward_in = cfg.console.forwards_input();
     let mut console = console_forwarder(cfg.console, pty, stdin.as_fd(), stdout.as_fd())?;
     let mut stop_requests = 0;
+    let mut pending: Option<i32> = None;
     loop {
         let mut fds = vec![
             PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
@@ -48,7 +57,12 @@ pub(super) fn supervise(
             .as_mut()
             .map(|c| c.register(&mut fds))
             .unwrap_or_default();
-        let timeout = console.as_ref().map_or(PollTimeout::NONE, |c| c.timeout());
+        let mut timeout = console.as_ref().map_or(PollTimeout::NONE, |c| c.timeout());
+        // (as_millis panics on NONE.)
+        let pending_poll = PollTimeout::from(PENDING_STOP_POLL_MS);
+        if pending.is_some() && (timeout.is_none() || timeout > pending_poll) {
+            timeout = pending_poll;
+        }
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(e) => {
@@ -81,12 +95,71 @@ pub(super) fn supervise(
             }
         }
         if ready(0, &fds) {
-            handle_signals(cfg, child, sigfd, pty, forward_in, &mut stop_requests);
+            let stop = Stop {
+                requests: &mut stop_requests,
+                pending: &mut pending,
+            };
+            handle_signals(cfg, child, sigfd, pty, forward_in, stop);
             if let Some(outcome) = reaped(child) {
                 return Ok(finish(console.as_mut(), outcome));
             }
         }
+        if let Some(sig) = pending {
+            if handles(child, sig) {
+                tracing::debug!("PID 1 now takes signal {sig}, sending the pending stop request");
+                pending = None;
+                // SAFETY: plain kill(2) with a validated signal number.
+                unsafe { libc::kill(child.as_raw(), sig) };
+            }
+        }
     }
+}
+
+/// How often a pending stop request looks again whether PID 1 takes it.
+const PENDING_STOP_POLL_MS: u16 = 20;
+
+/// The stop requests received so far and the signal still waiting for
+/// PID 1 to take it, if any.
+struct Stop<'a> {
+    requests: &'a mut u32,
+    pending: &'a mut Option<i32>,
+}
+
+/// Whether a signal sent to the process now would reach it rather than be
+/// dropped: it has a handler (`SigCgt` in /proc), it blocks the signal
+/// (`SigBlk`: a signalfd reader such as systemd, or a signal it will take
+/// later), or it sleeps in sigtimedwait(2), which busybox init waits in
+/// (the kernel checks the mask saved by that call, which /proc does not
+/// show; a waiter for other signals than ours is taken at its word). A
+/// process we cannot read (it is gone) counts as reached: the signal then
+/// goes out and does no harm.
+fn handles(pid: Pid, sig: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    let (Some(caught), Some(blocked)) = (
+        in_mask(&status, "SigCgt:", sig),
+        in_mask(&status, "SigBlk:", sig),
+    ) else {
+        return true;
+    };
+    caught || blocked || in_sigtimedwait(pid)
+}
+
+/// Whether the process sleeps in rt_sigtimedwait(2) (/proc/PID/syscall
+/// starts with the number of the call it is in).
+fn in_sigtimedwait(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .is_ok_and(|s| s.split_whitespace().next() == Some(&libc::SYS_rt_sigtimedwait.to_string()))
+}
+
+/// Whether the mask on the /proc status line that starts with `key` has
+/// the signal's bit; `None` when the line is absent or malformed.
+fn in_mask(status: &str, key: &str, sig: i32) -> Option<bool> {
+    let mask = status.lines().find_map(|l| l.strip_prefix(key))?;
+    let mask = u64::from_str_radix(mask.trim(), 16).ok()?;
+    let bit = u32::try_from(sig).ok()?.checked_sub(1)?;
+    Some(bit < 64 && mask & (1u64 << bit) != 0)
 }
 
 /// The forwarder between our terminal and the console's pty, when the
@@ -117,14 +190,15 @@ fn console_forwarder<'a>(
 }
 
 /// Reads the signals we received: SIGWINCH resizes the console; a stop
-/// request sends the kill signal to PID 1 (SIGKILL from the second on).
+/// request sends the kill signal to PID 1 (SIGKILL from the second on),
+/// or leaves it pending while PID 1 would not take it.
 fn handle_signals(
     cfg: &Config,
     child: Pid,
     sigfd: &SignalFd,
     pty: Option<&Pty>,
     forward_in: bool,
-    stop_requests: &mut u32,
+    stop: Stop<'_>,
 ) {
     while let Ok(Some(info)) = sigfd.read_signal() {
         let signo = info.ssi_signo as i32;
@@ -136,11 +210,17 @@ fn handle_signals(
                 }
             }
             Ok(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP | Signal::SIGQUIT) => {
-                *stop_requests += 1;
+                *stop.requests += 1;
                 let sig = match cfg.kill_signal {
-                    Some(s) if *stop_requests == 1 => s,
+                    Some(s) if *stop.requests == 1 => s,
                     _ => libc::SIGKILL,
                 };
+                *stop.pending = None;
+                if sig != libc::SIGKILL && !handles(child, sig) {
+                    tracing::debug!("stop requested, signal {sig} waits until PID 1 takes it");
+                    *stop.pending = Some(sig);
+                    continue;
+                }
                 tracing::debug!("stop requested, sending signal {sig} to PID 1");
                 // SAFETY: plain kill(2) with a validated signal number.
                 unsafe { libc::kill(child.as_raw(), sig) };
@@ -167,4 +247,27 @@ fn finish(console: Option<&mut Forwarder<'_>>, outcome: Outcome) -> Outcome {
     }
     let _ = std::io::stdout().flush();
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_mask;
+
+    #[test]
+    fn the_signal_masks_are_read_bit_by_signal() {
+        // SIGHUP (1), SIGUSR2 (12) and SIGRTMIN+3 (37) caught.
+        let status = "Name:\tinit\nSigBlk:\t0000000000004000\nSigCgt:\t0000001000000801\n";
+        let caught = |sig| in_mask(status, "SigCgt:", sig);
+        assert_eq!(caught(libc::SIGHUP), Some(true));
+        assert_eq!(caught(libc::SIGUSR2), Some(true));
+        assert_eq!(caught(37), Some(true));
+        assert_eq!(caught(libc::SIGTERM), Some(false));
+        assert_eq!(caught(65), Some(false));
+        assert_eq!(caught(0), None);
+        // SIGTERM (15) blocked.
+        assert_eq!(in_mask(status, "SigBlk:", libc::SIGTERM), Some(true));
+        assert_eq!(in_mask(status, "SigBlk:", libc::SIGUSR2), Some(false));
+        assert_eq!(in_mask("Name:\tx\n", "SigCgt:", libc::SIGTERM), None);
+        assert_eq!(in_mask("SigCgt:\tzz\n", "SigCgt:", libc::SIGTERM), None);
+    }
 }
