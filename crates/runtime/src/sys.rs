@@ -282,9 +282,80 @@ pub fn self_start_time() -> u64 {
     netspawn_common::registry::process_start_time(std::process::id()).unwrap_or(0)
 }
 
+/// Whether a signal sent to the process now would reach it rather than be
+/// dropped, as the kernel drops a signal that a PID namespace's init (or any
+/// process ignoring it) neither catches nor blocks: it has a handler
+/// (`SigCgt` in /proc), it blocks the signal (`SigBlk`: a signalfd reader
+/// such as systemd, or a signal it takes later), or it sleeps in
+/// sigtimedwait(2), which busybox init waits in (the kernel then checks the
+/// mask saved by that call, which /proc does not show; a waiter for other
+/// signals than this one is taken at its word). A process that cannot be
+/// read (it is gone) counts as reached: the signal goes out and does no harm.
+pub fn takes_signal(pid: i32, sig: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    let (Some(caught), Some(blocked)) = (
+        in_signal_mask(&status, "SigCgt:", sig),
+        in_signal_mask(&status, "SigBlk:", sig),
+    ) else {
+        return true;
+    };
+    caught || blocked || in_sigtimedwait(pid)
+}
+
+/// Whether the process sleeps in rt_sigtimedwait(2) (/proc/PID/syscall
+/// starts with the number of the call it is in).
+fn in_sigtimedwait(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .is_ok_and(|s| s.split_whitespace().next() == Some(&libc::SYS_rt_sigtimedwait.to_string()))
+}
+
+/// Whether the mask on the /proc status line that starts with `key` has the
+/// signal's bit; `None` when the line is absent or malformed.
+fn in_signal_mask(status: &str, key: &str, sig: i32) -> Option<bool> {
+    let mask = status.lines().find_map(|l| l.strip_prefix(key))?;
+    let mask = u64::from_str_radix(mask.trim(), 16).ok()?;
+    let bit = u32::try_from(sig).ok()?.checked_sub(1)?;
+    Some(bit < 64 && mask & (1u64 << bit) != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_signal_masks_are_read_bit_by_signal() {
+        // SIGHUP (1), SIGUSR2 (12) and SIGRTMIN+3 (37) caught; SIGTERM (15) blocked.
+        let status = "Name:\tinit\nSigBlk:\t0000000000004000\nSigCgt:\t0000001000000801\n";
+        let caught = |sig| in_signal_mask(status, "SigCgt:", sig);
+        assert_eq!(caught(libc::SIGHUP), Some(true));
+        assert_eq!(caught(libc::SIGUSR2), Some(true));
+        assert_eq!(caught(37), Some(true));
+        assert_eq!(caught(libc::SIGTERM), Some(false));
+        assert_eq!(caught(65), Some(false));
+        assert_eq!(caught(0), None);
+        assert_eq!(in_signal_mask(status, "SigBlk:", libc::SIGTERM), Some(true));
+        assert_eq!(
+            in_signal_mask(status, "SigBlk:", libc::SIGUSR2),
+            Some(false)
+        );
+        assert_eq!(in_signal_mask("Name:\tx\n", "SigCgt:", libc::SIGTERM), None);
+        assert_eq!(
+            in_signal_mask("SigCgt:\tzz\n", "SigCgt:", libc::SIGTERM),
+            None
+        );
+    }
+
+    #[test]
+    fn a_process_takes_a_signal_it_catches_or_blocks_but_not_one_it_leaves_alone() {
+        // This test's own process: SIGWINCH has its default action and is
+        // not blocked by the test harness.
+        let me = std::process::id() as i32;
+        assert!(!takes_signal(me, libc::SIGWINCH));
+        // A process that is gone counts as reached.
+        assert!(takes_signal(i32::MAX, libc::SIGTERM));
+    }
 
     #[test]
     fn open_in_root_stays_inside() {

@@ -164,22 +164,37 @@ pub fn lookup_container(name: &str, verb: &str) -> Result<Entry, CtlError> {
 }
 
 /// `poweroff NAME...`: SIGRTMIN+4 to each booted machine's init (SIGTERM to a
-/// machine that runs a plain command).
+/// machine that runs a plain command), once it takes it.
 pub fn poweroff(names: &[String]) -> Result<i32, CtlError> {
     for name in names {
         let e = lookup(name)?;
-        signal::send(e.leader, signal::poweroff_signal(&e))?;
+        send_stop(name, e.leader, signal::poweroff_signal(&e))?;
     }
     Ok(0)
 }
 
-/// `reboot NAME...`: SIGINT (ctrl-alt-del) to each machine's init.
+/// `reboot NAME...`: SIGINT (ctrl-alt-del) to each machine's init, once it
+/// takes it.
 pub fn reboot(names: &[String]) -> Result<i32, CtlError> {
     for name in names {
         let e = lookup_container(name, "reboot")?;
-        signal::send(e.leader, signal::REBOOT_SIGNAL)?;
+        send_stop(name, e.leader, signal::REBOOT_SIGNAL)?;
     }
     Ok(0)
+}
+
+/// Sends `poweroff`'s or `reboot`'s signal when PID 1 takes it (a young
+/// init gets a few seconds to install its handlers); says so when PID 1
+/// does not, since the kernel then drops it and the machine runs on.
+fn send_stop(name: &str, leader: u32, sig: i32) -> Result<(), CtlError> {
+    if !signal::send_when_taken(leader, sig)? {
+        eprintln!(
+            "netspawnctl: PID 1 of machine '{name}' neither handles nor blocks {}, so the \
+             kernel drops it and the machine runs on; 'netspawnctl terminate {name}' stops it",
+            signal::signal_name(sig)
+        );
+    }
+    Ok(())
 }
 
 /// `terminate NAME...`: SIGKILL to each machine's PID 1, which takes the whole

@@ -1,6 +1,8 @@
 //! Signals to machines: signal-name parsing, and the `poweroff`, `reboot`,
 //! `terminate` and `kill` verbs, with the signals machined uses for them.
 
+use std::time::Duration;
+
 use netspawn_common::registry::Entry;
 
 use super::{procfs, CtlError};
@@ -142,6 +144,53 @@ pub fn send(pid: u32, sig: i32) -> Result<(), CtlError> {
         nix::Error::ESRCH => Ok(()),
         err => Err(CtlError::Signal { pid, sig, err }),
     }
+}
+
+/// How long `poweroff` and `reboot` wait, at most, for a machine's PID 1 to
+/// take their signal, counted from its start: an init that is still
+/// starting has not yet installed its handlers (busybox init, systemd), and
+/// the kernel drops a signal sent to a PID namespace's init before then.
+const YOUNG_LEADER: Duration = Duration::from_secs(5);
+/// How often the wait looks again.
+const TAKE_POLL: Duration = Duration::from_millis(20);
+
+/// Sends a shutdown or reboot signal to a machine's PID 1 once it takes it
+/// ([`crate::sys::takes_signal`]), waiting while PID 1 is younger than
+/// [`YOUNG_LEADER`]. Returns whether PID 1 took it: `false` means it was
+/// sent to a PID 1 that neither handles nor blocks it, which drops it.
+pub fn send_when_taken(leader: u32, sig: i32) -> Result<bool, CtlError> {
+    let Ok(pid) = i32::try_from(leader) else {
+        return send(leader, sig).map(|()| true);
+    };
+    loop {
+        if pid <= 0 || crate::sys::takes_signal(pid, sig) {
+            return send(leader, sig).map(|()| true);
+        }
+        if age(leader).is_none_or(|a| a >= YOUNG_LEADER) {
+            return send(leader, sig).map(|()| false);
+        }
+        std::thread::sleep(TAKE_POLL);
+    }
+}
+
+/// How long the process has been running (its start in /proc/PID/stat
+/// against /proc/uptime); `None` when either cannot be read.
+fn age(pid: u32) -> Option<Duration> {
+    let start = netspawn_common::registry::process_start_time(pid)?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf(3) only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz <= 0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(
+        (uptime - start as f64 / hz as f64).max(0.0),
+    ))
 }
 
 /// Sends `sig` to the leader or to every process of the machine.

@@ -105,7 +105,7 @@ pub(super) fn supervise(
             }
         }
         if let Some(sig) = pending {
-            if handles(child, sig) {
+            if crate::sys::takes_signal(child.as_raw(), sig) {
                 tracing::debug!("PID 1 now takes signal {sig}, sending the pending stop request");
                 pending = None;
                 // SAFETY: plain kill(2) with a validated signal number.
@@ -123,43 +123,6 @@ const PENDING_STOP_POLL_MS: u16 = 20;
 struct Stop<'a> {
     requests: &'a mut u32,
     pending: &'a mut Option<i32>,
-}
-
-/// Whether a signal sent to the process now would reach it rather than be
-/// dropped: it has a handler (`SigCgt` in /proc), it blocks the signal
-/// (`SigBlk`: a signalfd reader such as systemd, or a signal it will take
-/// later), or it sleeps in sigtimedwait(2), which busybox init waits in
-/// (the kernel checks the mask saved by that call, which /proc does not
-/// show; a waiter for other signals than ours is taken at its word). A
-/// process we cannot read (it is gone) counts as reached: the signal then
-/// goes out and does no harm.
-fn handles(pid: Pid, sig: i32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return true;
-    };
-    let (Some(caught), Some(blocked)) = (
-        in_mask(&status, "SigCgt:", sig),
-        in_mask(&status, "SigBlk:", sig),
-    ) else {
-        return true;
-    };
-    caught || blocked || in_sigtimedwait(pid)
-}
-
-/// Whether the process sleeps in rt_sigtimedwait(2) (/proc/PID/syscall
-/// starts with the number of the call it is in).
-fn in_sigtimedwait(pid: Pid) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/syscall"))
-        .is_ok_and(|s| s.split_whitespace().next() == Some(&libc::SYS_rt_sigtimedwait.to_string()))
-}
-
-/// Whether the mask on the /proc status line that starts with `key` has
-/// the signal's bit; `None` when the line is absent or malformed.
-fn in_mask(status: &str, key: &str, sig: i32) -> Option<bool> {
-    let mask = status.lines().find_map(|l| l.strip_prefix(key))?;
-    let mask = u64::from_str_radix(mask.trim(), 16).ok()?;
-    let bit = u32::try_from(sig).ok()?.checked_sub(1)?;
-    Some(bit < 64 && mask & (1u64 << bit) != 0)
 }
 
 /// The forwarder between our terminal and the console's pty, when the
@@ -216,7 +179,7 @@ fn handle_signals(
                     _ => libc::SIGKILL,
                 };
                 *stop.pending = None;
-                if sig != libc::SIGKILL && !handles(child, sig) {
+                if sig != libc::SIGKILL && !crate::sys::takes_signal(child.as_raw(), sig) {
                     tracing::debug!("stop requested, signal {sig} waits until PID 1 takes it");
                     *stop.pending = Some(sig);
                     continue;
@@ -247,27 +210,4 @@ fn finish(console: Option<&mut Forwarder<'_>>, outcome: Outcome) -> Outcome {
     }
     let _ = std::io::stdout().flush();
     outcome
-}
-
-#[cfg(test)]
-mod tests {
-    use super::in_mask;
-
-    #[test]
-    fn the_signal_masks_are_read_bit_by_signal() {
-        // SIGHUP (1), SIGUSR2 (12) and SIGRTMIN+3 (37) caught.
-        let status = "Name:\tinit\nSigBlk:\t0000000000004000\nSigCgt:\t0000001000000801\n";
-        let caught = |sig| in_mask(status, "SigCgt:", sig);
-        assert_eq!(caught(libc::SIGHUP), Some(true));
-        assert_eq!(caught(libc::SIGUSR2), Some(true));
-        assert_eq!(caught(37), Some(true));
-        assert_eq!(caught(libc::SIGTERM), Some(false));
-        assert_eq!(caught(65), Some(false));
-        assert_eq!(caught(0), None);
-        // SIGTERM (15) blocked.
-        assert_eq!(in_mask(status, "SigBlk:", libc::SIGTERM), Some(true));
-        assert_eq!(in_mask(status, "SigBlk:", libc::SIGUSR2), Some(false));
-        assert_eq!(in_mask("Name:\tx\n", "SigCgt:", libc::SIGTERM), None);
-        assert_eq!(in_mask("SigCgt:\tzz\n", "SigCgt:", libc::SIGTERM), None);
-    }
 }

@@ -761,11 +761,21 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     } else {
         after_stop = Some(remove);
     }
+    // An init that does not take its signal yet (still starting: the
+    // kernel would drop it) gets it once it does, within the wait.
+    let mut unsent: Vec<((u32, u64), i32)> = Vec::new();
+    let ask = |leader: (u32, u64), sig: i32, unsent: &mut Vec<((u32, u64), i32)>| {
+        if !crate::sys::takes_signal(leader.0 as i32, sig) {
+            unsent.push((leader, sig));
+            return true;
+        }
+        signal::send(leader.0, sig).is_ok()
+    };
     for (n, e) in &running {
         if e.leader > 0 {
             let leader = leader(e);
             let asked =
-                asked_to_power_off(e) && signal::send(e.leader, signal::poweroff_signal(e)).is_ok();
+                asked_to_power_off(e) && ask(leader, signal::poweroff_signal(e), &mut unsent);
             if asked {
                 powering_off.push((n.clone(), leader));
             } else {
@@ -776,6 +786,18 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     }
     let until = Instant::now() + poweroff_wait;
     loop {
+        unsent.retain(|&(p, sig)| {
+            if !alive(p) {
+                return false;
+            }
+            if !crate::sys::takes_signal(p.0 as i32, sig) {
+                return true;
+            }
+            if signal::send(p.0, sig).is_err() {
+                kill9(p.0);
+            }
+            false
+        });
         powering_off.retain(|(_, p)| alive(*p));
         if powering_off.is_empty() {
             break;
