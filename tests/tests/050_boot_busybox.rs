@@ -130,9 +130,9 @@ fn sigterm_to_the_launcher_shuts_a_booted_guest_down_cleanly() {
 
 #[test]
 fn a_stop_request_waits_until_pid_1_handles_its_signal() {
-    // The kernel drops a signal that a PID namespace's init has no handler
-    // for. A stop request that comes before the init installs its handler
-    // (an init still starting) waits for it instead of being lost.
+    // The kernel drops a signal that a PID namespace's init neither handles
+    // nor blocks. A stop request that comes before the init installs its
+    // handler (an init still starting) waits for it instead of being lost.
     let env = TestEnv::new();
     let img = env.busybox("bbearly");
     let script = "touch /started; while [ ! -e /go ]; do sleep 0.05; done; \
@@ -156,6 +156,10 @@ fn a_stop_request_waits_until_pid_1_handles_its_signal() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn netspawn");
+    // The registry entry is written once the payload runs, which is when
+    // it touches /started too: wait for both.
+    env.wait_registered("bbearly", Duration::from_secs(20))
+        .expect("registered");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !img.join("started").exists() {
         assert!(Instant::now() < deadline, "the command never started");
@@ -190,6 +194,11 @@ fn a_stop_request_waits_until_pid_1_handles_its_signal() {
     // Now the command installs its handler; the request reaches it.
     std::fs::write(img.join("go"), "").unwrap();
     let status = wait_timeout(&mut child, Duration::from_secs(20));
+    if status.is_none() {
+        // wait_timeout ended `timeout`, not the launcher below it, which
+        // holds the log's pipe open.
+        unsafe { libc::kill(launcher, libc::SIGKILL) };
+    }
     let log = reader.join().unwrap();
     assert!(held, "the request was not held back:\n{log}");
     assert_eq!(status, Some(7), "the command's handler ran:\n{log}");

@@ -286,11 +286,15 @@ pub fn self_start_time() -> u64 {
 /// dropped, as the kernel drops a signal that a PID namespace's init (or any
 /// process ignoring it) neither catches nor blocks: it has a handler
 /// (`SigCgt` in /proc), it blocks the signal (`SigBlk`: a signalfd reader
-/// such as systemd, or a signal it takes later), or it sleeps in
+/// such as systemd, or busybox init outside its wait), or it sleeps in
 /// sigtimedwait(2), which busybox init waits in (the kernel then checks the
 /// mask saved by that call, which /proc does not show; a waiter for other
-/// signals than this one is taken at its word). A process that cannot be
-/// read (it is gone) counts as reached: the signal goes out and does no harm.
+/// signals than this one is taken at its word). A blocked signal counts as
+/// taken although a process could unblock it later without a handler (the
+/// kernel would drop it then): inits block what they mean to take. What
+/// cannot be read counts as taken, so the signal goes out as it always did:
+/// a process that is gone, or a /proc/PID/syscall that ptrace rules (Yama's
+/// `ptrace_scope` 3, an LSM) keep from us.
 pub fn takes_signal(pid: i32, sig: i32) -> bool {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return true;
@@ -301,14 +305,29 @@ pub fn takes_signal(pid: i32, sig: i32) -> bool {
     ) else {
         return true;
     };
-    caught || blocked || in_sigtimedwait(pid)
+    caught
+        || blocked
+        || std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+            .map_or(true, |s| in_sigtimedwait(&s))
 }
 
-/// Whether the process sleeps in rt_sigtimedwait(2) (/proc/PID/syscall
-/// starts with the number of the call it is in).
-fn in_sigtimedwait(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/syscall"))
-        .is_ok_and(|s| s.split_whitespace().next() == Some(&libc::SYS_rt_sigtimedwait.to_string()))
+/// The numbers of rt_sigtimedwait(2) a task may be in: the native call, and
+/// on x86_64 the i386 ones a 32-bit guest's init uses (177, and 421 for
+/// rt_sigtimedwait_time64), which no x86_64 call has.
+#[cfg(target_arch = "x86_64")]
+const SIGTIMEDWAIT: &[libc::c_long] = &[libc::SYS_rt_sigtimedwait, 177, 421];
+#[cfg(not(target_arch = "x86_64"))]
+const SIGTIMEDWAIT: &[libc::c_long] = &[libc::SYS_rt_sigtimedwait];
+
+/// Whether a /proc/PID/syscall text says the task sleeps in
+/// rt_sigtimedwait(2) (it starts with the number of the call it is in;
+/// `running`, or -1 outside a call).
+fn in_sigtimedwait(syscall: &str) -> bool {
+    syscall
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<libc::c_long>().ok())
+        .is_some_and(|n| SIGTIMEDWAIT.contains(&n))
 }
 
 /// Whether the mask on the /proc status line that starts with `key` has the
@@ -345,6 +364,18 @@ mod tests {
             in_signal_mask("SigCgt:\tzz\n", "SigCgt:", libc::SIGTERM),
             None
         );
+    }
+
+    #[test]
+    fn the_call_a_task_sleeps_in_is_read_from_its_syscall_file() {
+        let nr = libc::SYS_rt_sigtimedwait;
+        assert!(in_sigtimedwait(&format!(
+            "{nr} 0x5eb308 0x0 0x0 0x8 0x0 0x1b0 0x7ffff32dd540 0x41675f\n"
+        )));
+        assert!(!in_sigtimedwait("61 0x1 0x2 0x3 0x4 0x5 0x6 0x7 0x8\n"));
+        assert!(!in_sigtimedwait("running\n"));
+        assert!(!in_sigtimedwait("-1 0x7ffd 0x4016\n"));
+        assert!(!in_sigtimedwait(""));
     }
 
     #[test]

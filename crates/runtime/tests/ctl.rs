@@ -494,28 +494,41 @@ fn shell_on_a_terminal_gets_a_pty_and_escape_ends_it() {
 #[test]
 fn reboot_and_poweroff_signal_the_init() {
     require_root!();
-    // An "init" that says which signal it got through its exit status. It
-    // installs its handlers only after half a second, as a starting init
-    // does: reboot and poweroff wait for them (the kernel drops a signal
-    // that a PID namespace's init neither handles nor blocks). The wait is
-    // a loop of builtins: bash catches SIGINT while it waits for a child.
-    let script = "exec bash -c 't=${EPOCHREALTIME/./}; \
-                  while (( ${EPOCHREALTIME/./} - t < 500000 )); do :; done; \
-                  trap \"exit 42\" INT; trap \"exit 44\" RTMIN+4; while :; do sleep 0.05; done'";
-    let mut m = FakeMachine::start_with("ctl-reboot", &[], script, "bash", true);
-    let o = m.run(&["reboot", "ctl-reboot"], None);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stderr(&o), "");
-    assert_eq!(m.wait_exit(), Some(42));
-
-    let mut m = FakeMachine::start_with("ctl-poweroff", &[], script, "bash", true);
-    let o = m.run(&["poweroff", "ctl-poweroff"], None);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stderr(&o), "");
-    assert_eq!(m.wait_exit(), Some(44));
-
-    let o = m.run(&["poweroff", "nope"], None);
-    assert_eq!(stderr(&o), "netspawnctl: No machine 'nope' known\n");
+    for (verb, name, code) in [
+        ("reboot", "ctl-reboot", 42),
+        ("poweroff", "ctl-poweroff", 44),
+    ] {
+        // An "init" that says which signal it got through its exit status.
+        // It installs its handlers only once told to (a file appears), as a
+        // starting init does later: reboot and poweroff wait for them (the
+        // kernel drops a signal that a PID namespace's init neither handles
+        // nor blocks). Its wait is a loop of builtins: bash catches SIGINT
+        // while it waits for a child.
+        let go =
+            std::env::temp_dir().join(format!("netspawnctl-test-{}-{name}.go", std::process::id()));
+        let _ = std::fs::remove_file(&go);
+        let script = format!(
+            "exec bash -c 'while [ ! -e {} ]; do :; done; \
+             trap \"exit 42\" INT; trap \"exit 44\" RTMIN+4; while :; do sleep 0.05; done'",
+            go.display()
+        );
+        let mut m = FakeMachine::start_with(name, &[], &script, "bash", true);
+        let ctl = m.ctl(&[verb, name]).spawn().expect("run netspawnctl");
+        std::thread::sleep(Duration::from_millis(200));
+        let mut ctl = ctl;
+        assert!(
+            ctl.try_wait().unwrap().is_none(),
+            "{verb} did not wait for the handler"
+        );
+        std::fs::write(&go, "").unwrap();
+        let o = wait_with_timeout(ctl);
+        let _ = std::fs::remove_file(&go);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(stderr(&o), "");
+        assert_eq!(m.wait_exit(), Some(code));
+        let o = m.run(&[verb, "nope"], None);
+        assert_eq!(stderr(&o), "netspawnctl: No machine 'nope' known\n");
+    }
 }
 
 #[test]

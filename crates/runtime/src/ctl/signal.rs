@@ -148,35 +148,50 @@ pub fn send(pid: u32, sig: i32) -> Result<(), CtlError> {
 
 /// How long `poweroff` and `reboot` wait, at most, for a machine's PID 1 to
 /// take their signal, counted from its start: an init that is still
-/// starting has not yet installed its handlers (busybox init, systemd), and
-/// the kernel drops a signal sent to a PID namespace's init before then.
+/// starting (systemd, before it blocks the signals it takes) would have it
+/// dropped by the kernel.
 const YOUNG_LEADER: Duration = Duration::from_secs(5);
 /// How often the wait looks again.
 const TAKE_POLL: Duration = Duration::from_millis(20);
+/// How many looks an old PID 1 gets before it is said not to take the
+/// signal (one look may fall between its wake-up and its next wait).
+const OLD_LOOKS: u32 = 3;
 
 /// Sends a shutdown or reboot signal to a machine's PID 1 once it takes it
 /// ([`crate::sys::takes_signal`]), waiting while PID 1 is younger than
-/// [`YOUNG_LEADER`]. Returns whether PID 1 took it: `false` means it was
-/// sent to a PID 1 that neither handles nor blocks it, which drops it.
+/// [`YOUNG_LEADER`]. Returns whether PID 1 took it (or is gone): `false`
+/// means it was sent to a PID 1 that neither handles nor blocks it, which
+/// drops it. The process is told from one that took its PID meanwhile by
+/// its start time.
 pub fn send_when_taken(leader: u32, sig: i32) -> Result<bool, CtlError> {
-    let Ok(pid) = i32::try_from(leader) else {
+    let start = netspawn_common::registry::process_start_time(leader);
+    let (Ok(pid), Some(start)) = (i32::try_from(leader), start) else {
+        // Not a process we can look at (gone, or no PID): as before.
         return send(leader, sig).map(|()| true);
     };
+    let same = || netspawn_common::registry::process_start_time(leader) == Some(start);
+    let mut old_looks = 0;
     loop {
+        if !same() {
+            return Ok(true);
+        }
         if pid <= 0 || crate::sys::takes_signal(pid, sig) {
             return send(leader, sig).map(|()| true);
         }
-        if age(leader).is_none_or(|a| a >= YOUNG_LEADER) {
-            return send(leader, sig).map(|()| false);
+        if age(start).is_none_or(|a| a >= YOUNG_LEADER) {
+            old_looks += 1;
+            if old_looks >= OLD_LOOKS {
+                return send(leader, sig).map(|()| !same());
+            }
         }
         std::thread::sleep(TAKE_POLL);
     }
 }
 
-/// How long the process has been running (its start in /proc/PID/stat
-/// against /proc/uptime); `None` when either cannot be read.
-fn age(pid: u32) -> Option<Duration> {
-    let start = netspawn_common::registry::process_start_time(pid)?;
+/// How long a process that started at `start` (clock ticks since boot, as
+/// in /proc/PID/stat) has been running, against /proc/uptime; `None` when
+/// that cannot be read.
+fn age(start: u64) -> Option<Duration> {
     let uptime: f64 = std::fs::read_to_string("/proc/uptime")
         .ok()?
         .split_whitespace()

@@ -2,13 +2,14 @@
 //! console forwarded, signals turned into stop requests for PID 1,
 //! sd_notify messages read, addresses watched, until PID 1 dies.
 //!
-//! A stop request's signal waits until PID 1 handles it. The kernel drops
-//! a signal sent to a PID namespace's init that has no handler for it, so
-//! a request that came while the image's init was still starting (before
-//! busybox init or systemd installed their handlers) would be lost, and
-//! the machine would run on until a second request killed it. The
-//! supervisor keeps such a request pending and sends it once /proc shows
-//! that PID 1 takes the signal (systemd-nspawn sends it once).
+//! A stop request's signal waits until PID 1 takes it. The kernel drops a
+//! signal sent to a PID namespace's init that neither handles nor blocks
+//! it, so a request that came while the image's init was still starting
+//! (systemd before it blocks the signals it reads from a signalfd) would be
+//! lost, and the machine would run on until a second request killed it.
+//! The supervisor keeps such a request pending and sends it once /proc
+//! shows that PID 1 takes the signal, looking every 20 ms for 5 s, then
+//! every 250 ms (systemd-nspawn sends it once).
 
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -40,7 +41,7 @@ pub(super) fn supervise(
     let forward_in = cfg.console.forwards_input();
     let mut console = console_forwarder(cfg.console, pty, stdin.as_fd(), stdout.as_fd())?;
     let mut stop_requests = 0;
-    let mut pending: Option<i32> = None;
+    let mut pending: Option<Pending> = None;
     loop {
         let mut fds = vec![
             PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
@@ -59,9 +60,11 @@ pub(super) fn supervise(
             .unwrap_or_default();
         let mut timeout = console.as_ref().map_or(PollTimeout::NONE, |c| c.timeout());
         // (as_millis panics on NONE.)
-        let pending_poll = PollTimeout::from(PENDING_STOP_POLL_MS);
-        if pending.is_some() && (timeout.is_none() || timeout > pending_poll) {
-            timeout = pending_poll;
+        if let Some(p) = &pending {
+            let pending_poll = p.poll();
+            if timeout.is_none() || timeout > pending_poll {
+                timeout = pending_poll;
+            }
         }
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::Error::EINTR) => {}
@@ -104,7 +107,7 @@ pub(super) fn supervise(
                 return Ok(finish(console.as_mut(), outcome));
             }
         }
-        if let Some(sig) = pending {
+        if let Some(Pending { sig, .. }) = pending {
             if crate::sys::takes_signal(child.as_raw(), sig) {
                 tracing::debug!("PID 1 now takes signal {sig}, sending the pending stop request");
                 pending = None;
@@ -115,14 +118,33 @@ pub(super) fn supervise(
     }
 }
 
-/// How often a pending stop request looks again whether PID 1 takes it.
-const PENDING_STOP_POLL_MS: u16 = 20;
+/// A stop request's signal that PID 1 does not take yet, and since when.
+#[derive(Clone, Copy)]
+struct Pending {
+    sig: i32,
+    since: std::time::Instant,
+}
+
+impl Pending {
+    /// How long until the next look whether PID 1 takes the signal: often
+    /// while an init may still be starting, then seldom (a PID 1 that never
+    /// takes it waits for a second request, which kills it).
+    fn poll(&self) -> PollTimeout {
+        match self.since.elapsed() < PENDING_STOP_OFTEN {
+            true => PollTimeout::from(20u16),
+            false => PollTimeout::from(250u16),
+        }
+    }
+}
+
+/// How long a pending stop request looks often.
+const PENDING_STOP_OFTEN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The stop requests received so far and the signal still waiting for
 /// PID 1 to take it, if any.
 struct Stop<'a> {
     requests: &'a mut u32,
-    pending: &'a mut Option<i32>,
+    pending: &'a mut Option<Pending>,
 }
 
 /// The forwarder between our terminal and the console's pty, when the
@@ -181,7 +203,10 @@ fn handle_signals(
                 *stop.pending = None;
                 if sig != libc::SIGKILL && !crate::sys::takes_signal(child.as_raw(), sig) {
                     tracing::debug!("stop requested, signal {sig} waits until PID 1 takes it");
-                    *stop.pending = Some(sig);
+                    *stop.pending = Some(Pending {
+                        sig,
+                        since: std::time::Instant::now(),
+                    });
                     continue;
                 }
                 tracing::debug!("stop requested, sending signal {sig} to PID 1");
