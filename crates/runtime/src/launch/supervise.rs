@@ -59,7 +59,6 @@ pub(super) fn supervise(
             .map(|c| c.register(&mut fds))
             .unwrap_or_default();
         let mut timeout = console.as_ref().map_or(PollTimeout::NONE, |c| c.timeout());
-        // (as_millis panics on NONE.)
         if let Some(p) = &pending {
             let pending_poll = p.poll();
             if timeout.is_none() || timeout > pending_poll {
