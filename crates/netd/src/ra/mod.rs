@@ -365,6 +365,24 @@ pub async fn serve(
             .into_iter()
             .chain(burst.first().copied())
             .fold(next, Instant::min);
+        // What is due now (the first advertisement, the answer to a kick)
+        // goes here and now: through the timer it would wait for the
+        // runtime's next millisecond tick (up to 1 ms, which a new link's
+        // SLAAC address, and the payload that waits for it, waited too).
+        let now = Instant::now();
+        if wake <= now {
+            if let Err(e) = send(afd.get_ref(), ifindex, &packet) {
+                tracing::debug!("{ifname}: router advertisement: {e}");
+            }
+            last_sent = Some(now);
+            due_answer = None;
+            if now >= next {
+                next = now + initial.next().copied().unwrap_or(PERIOD);
+            }
+            // Let the runtime run others between two sends.
+            tokio::task::yield_now().await;
+            continue;
+        }
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             _ = kick.notified() => {
