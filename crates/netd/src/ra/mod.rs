@@ -365,10 +365,11 @@ pub async fn serve(
             .into_iter()
             .chain(burst.first().copied())
             .fold(next, Instant::min);
-        // What is due now (the first advertisement, the answer to a kick)
-        // goes here and now: through the timer it would wait for the
-        // runtime's next millisecond tick (up to 1 ms, which a new link's
-        // SLAAC address, and the payload that waits for it, waited too).
+        // What is due goes here, the timer's wake-ups included; what is due
+        // now (the first advertisement, the answer to a kick) goes without
+        // the timer, which would wait for the runtime's next millisecond
+        // tick (up to 1 ms, which a new link's SLAAC address, and the
+        // payload that waits for it, waited too).
         let now = Instant::now();
         if wake <= now {
             if let Err(e) = send(afd.get_ref(), ifindex, &packet) {
@@ -397,17 +398,8 @@ pub async fn serve(
                 burst.sort();
                 burst.dedup();
             }
-            _ = tokio::time::sleep_until(wake) => {
-                let now = Instant::now();
-                if let Err(e) = send(afd.get_ref(), ifindex, &packet) {
-                    tracing::debug!("{ifname}: router advertisement: {e}");
-                }
-                last_sent = Some(now);
-                due_answer = None;
-                if now >= next {
-                    next = now + initial.next().copied().unwrap_or(PERIOD);
-                }
-            }
+            // Due now: sent at the top of the loop.
+            _ = tokio::time::sleep_until(wake) => {}
             ready = afd.readable() => {
                 let mut guard = match ready {
                     Ok(g) => g,

@@ -175,7 +175,7 @@ pub fn send_when_taken(leader: u32, sig: i32) -> Result<bool, CtlError> {
         if !same() {
             return Ok(true);
         }
-        if pid <= 0 || crate::sys::takes_signal(pid, sig) {
+        if crate::sys::takes_signal(pid, sig) {
             return send(leader, sig).map(|()| true);
         }
         if age(start).is_none_or(|a| a >= YOUNG_LEADER) {
