@@ -761,22 +761,14 @@ fn teardown(lab: &Lab, paths: &Paths, poweroff_wait: Duration) -> Vec<String> {
     } else {
         after_stop = Some(remove);
     }
-    // An init that does not take its signal yet (still starting: the
-    // kernel would drop it) gets it once it does, within the wait.
+    // The poweroff signals go out in the wait below, each once its init
+    // takes it (one still starting would have it dropped by the kernel).
     let mut unsent: Vec<((u32, u64), i32)> = Vec::new();
-    let ask = |leader: (u32, u64), sig: i32, unsent: &mut Vec<((u32, u64), i32)>| {
-        if !crate::sys::takes_signal(leader.0 as i32, sig) {
-            unsent.push((leader, sig));
-            return true;
-        }
-        signal::send(leader.0, sig).is_ok()
-    };
     for (n, e) in &running {
         if e.leader > 0 {
             let leader = leader(e);
-            let asked =
-                asked_to_power_off(e) && ask(leader, signal::poweroff_signal(e), &mut unsent);
-            if asked {
+            if asked_to_power_off(e) {
+                unsent.push((leader, signal::poweroff_signal(e)));
                 powering_off.push((n.clone(), leader));
             } else {
                 kill9(e.leader);
