@@ -10,25 +10,32 @@
 # netds never meet; the namespace is entered with nsenter for both, so the
 # wrapper's cost is the same on both sides. Ratios are after/before medians.
 #
-# Usage: bench/ab.sh BEFORE_BIN_DIR AFTER_BIN_DIR [--runs N (100)] [--warmup N (5)]
+#   private — `netspawn -q --register=no --private-network` (netlaunch.sh's floor)
+#   none  — `netspawn -q -n --network-config=none` (a veth, host0 left bare)
+# (all of them `--read-only`, as in netlaunch.sh), every sample 50 ms after
+# the last one ended (a launch's teardown runs after its launcher exits).
+#
+# Usage: bench/ab.sh BEFORE_BIN_DIR AFTER_BIN_DIR [--runs N (100)] [--warmup N (5)] [--name NAME (ab)]
 #   *_BIN_DIR: a directory with netspawn, netspawnctl and netspawn-netd (release builds).
-# Writes bench/results/ab.{md,json}.
+# Writes bench/results/NAME.{md,json}.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 (($# >= 2)) || die "usage: bench/ab.sh BEFORE_BIN_DIR AFTER_BIN_DIR [--runs N] [--warmup N]"
 BEFORE=$(realpath "$1") AFTER=$(realpath "$2")
 shift 2
-RUNS=100 WARMUP=5
+RUNS=100 WARMUP=5 NAME=ab
 while (($#)); do
     case $1 in
     --runs) RUNS=${2:?}; shift ;;
     --warmup) WARMUP=${2:?}; shift ;;
+    --name) NAME=${2:?}; shift ;;
     *) die "unknown option: $1" ;;
     esac
     shift
 done
 [[ $RUNS =~ ^[1-9][0-9]*$ && $WARMUP =~ ^[0-9]+$ ]] || die "--runs/--warmup need a number"
+[[ $NAME =~ ^[a-z0-9-]+$ ]] || die "--name takes lower-case letters, digits and dashes"
 for d in "$BEFORE" "$AFTER"; do
     for b in netspawn netspawnctl netspawn-netd; do [ -x "$d/$b" ] || die "missing $d/$b"; done
 done
@@ -77,15 +84,18 @@ for side, bindir in (("before", e["A_BEFORE"]), ("after", e["A_AFTER"])):
             # no launcher of its own run directory holds.
             f"NETSPAWN_CGROUP_PARENT={e['A_CGPARENT']}/{side}"]
     ns = f"{bindir}/netspawn"
+    q = ["-q", "--read-only", "-D", img, "/bin/true"]
     cmds += [
-        {"name": f"true {side}", "argv": wrap + [ns, "-q", "--register=no", "-D", img, "/bin/true"]},
-        {"name": f"veth {side}", "argv": wrap + [ns, "-q", "-n", "-M", f"ab{side[0]}v", "-D", img, "/bin/true"]},
-        {"name": f"zone {side}", "argv": wrap + [ns, "-q", "--network-zone=ab", "-M", f"ab{side[0]}z", "-D", img, "/bin/true"]},
+        {"name": f"true {side}", "argv": wrap + [ns, "--register=no"] + q},
+        {"name": f"private {side}", "argv": wrap + [ns, "--register=no", "--private-network"] + q},
+        {"name": f"none {side}", "argv": wrap + [ns, "-n", "--network-config=none", "-M", f"ab{side[0]}n"] + q},
+        {"name": f"veth {side}", "argv": wrap + [ns, "-n", "-M", f"ab{side[0]}v"] + q},
+        {"name": f"zone {side}", "argv": wrap + [ns, "--network-zone=ab", "-M", f"ab{side[0]}z"] + q},
     ]
 spec = {
-    "title": "netspawn before/after: launch-to-exit of /bin/true (host network, -n, zone)",
+    "title": "netspawn before/after: launch-to-exit of /bin/true (host network, --private-network, -n without and with host0 configured, zone)",
     "kind": "ab",
-    "rounds": int(e["A_RUNS"]), "warmup": int(e["A_WARMUP"]), "timeout_s": 30,
+    "rounds": int(e["A_RUNS"]), "warmup": int(e["A_WARMUP"]), "timeout_s": 30, "settle_s": 0.05,
     "log_dir": work + "/logs",
     "baseline": "true before", "reference": "true after",
     "target": "after within noise of before",
@@ -99,10 +109,10 @@ json.dump(spec, open(sys.argv[1], "w"), indent=1)
 EOF
 
 log "measuring: $RUNS rounds (+$WARMUP warm-up), interleaved"
-run_isolated "$PY" "$BENCH_DIR/driver.py" run "$SPEC" "$WORK/ab.json"
-cp "$WORK/ab.json" "$RESULTS_DIR/ab.json"
-"$PY" "$BENCH_DIR/driver.py" report "$RESULTS_DIR/ab.json" "$RESULTS_DIR/ab.md"
-"$PY" - "$RESULTS_DIR/ab.json" <<'EOF' | tee -a "$RESULTS_DIR/ab.md"
+run_isolated "$PY" "$BENCH_DIR/driver.py" run "$SPEC" "$WORK/$NAME.json"
+cp "$WORK/$NAME.json" "$RESULTS_DIR/$NAME.json"
+"$PY" "$BENCH_DIR/driver.py" report "$RESULTS_DIR/$NAME.json" "$RESULTS_DIR/$NAME.md"
+"$PY" - "$RESULTS_DIR/$NAME.json" <<'EOF' | tee -a "$RESULTS_DIR/$NAME.md"
 import json, sys
 r = json.load(open(sys.argv[1]))
 st = r["stats"]
@@ -111,10 +121,10 @@ st = r["stats"]
 # between the modes, so the mean is shown too.
 print("\n| launch | before median / mean (ms) | after median / mean (ms) | after/before (median, mean) |")
 print("|---|---|---|---|")
-for k in ("true", "veth", "zone"):
+for k in ("true", "private", "none", "veth", "zone"):
     b, a = st.get(f"{k} before"), st.get(f"{k} after")
     if b and a:
         print(f"| {k} | {b['median_ms']:.2f} / {b['mean_ms']:.2f} | {a['median_ms']:.2f} / {a['mean_ms']:.2f} "
               f"| {a['median_ms'] / b['median_ms']:.3f}, {a['mean_ms'] / b['mean_ms']:.3f} |")
 EOF
-log "written: $RESULTS_DIR/ab.md, $RESULTS_DIR/ab.json"
+log "written: $RESULTS_DIR/$NAME.md, $RESULTS_DIR/$NAME.json"

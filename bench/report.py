@@ -855,7 +855,8 @@ def readme_rows(R):
     # row, netspawn's commands against the others.
     for name in section_order(R):
         kind, d = R[name]
-        if kind != "driver" or name in ("launch", "boot", "ab"):
+        # ab*: bench/ab.sh's comparisons of two builds (--name), not the peers.
+        if kind != "driver" or name in ("launch", "boot") or name.startswith("ab"):
             continue
         st = d["stats"]
         base = d.get("baseline")
