@@ -64,6 +64,18 @@ impl Netlink {
         in_netns(netns, Netlink::open)?
     }
 
+    /// Puts the link named `name` into interface group `group` with one
+    /// request, the kernel finding the link by its name (no lookup of its
+    /// index first). A link that does not exist is an error.
+    pub fn set_group_by_name(&mut self, name: &str, group: u32) -> Result<(), RtnlError> {
+        let h = self.handle.clone();
+        let msg = LinkUnspec::new_with_name(name)
+            .append_extra_attribute(LinkAttribute::Group(group))
+            .build();
+        self.run(async move { h.link().set(msg).execute().await })
+            .map_err(nl_err(format!("put link {name} into group {group}")))
+    }
+
     fn run<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt
             .as_ref()

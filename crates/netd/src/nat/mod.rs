@@ -82,18 +82,14 @@ impl fmt::Debug for NetlinkGroups {
 
 impl LinkGroups for NetlinkGroups {
     fn set_group(&mut self, ifname: &str, group: u32) -> Result<(), String> {
-        use netlink::Rtnl;
         let nl = match &mut self.nl {
             Some(nl) => nl,
             None => self
                 .nl
                 .insert(netlink::Netlink::open().map_err(|e| e.to_string())?),
         };
-        let link = nl
-            .link(ifname)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no link {ifname}"))?;
-        nl.set_group(link.index, group).map_err(|e| e.to_string())
+        nl.set_group_by_name(ifname, group)
+            .map_err(|e| e.to_string())
     }
 }
 
