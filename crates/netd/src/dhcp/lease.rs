@@ -6,19 +6,19 @@
 //! on the link), which stay out of the pool for a while.
 //!
 //! Persistence is a log: a file of whole tables, each one line of JSON, the last whole line the
-//! table ([`FileStore`]). A save appends the table as one line with one `write` to the file it
-//! keeps open, so a crash of netd at any point leaves either the old or the new table, never a
-//! mix (a line cut short by a crash of the host has no newline and is skipped when read). Once
-//! the log has grown past [`COMPACT_AT`] (or many times its table), or when the file is not a log
-//! (one pretty-printed table, as netd wrote it before), the next save replaces it atomically with
-//! one line (temporary file, rename). The server saves before it sends an ACK (see
-//! [`LeaseStore`]), so whatever a client was told survives a `kill -9`. There is no fsync on that
-//! path: a lease matters while its machine runs, and no machine survives a crash of the host,
-//! while an fsync on a busy disk costs every launch milliseconds (1 to 30 ms measured) between
-//! its DISCOVER and its ACK. Appending instead of replacing matters too: a new file renamed over
-//! the old one cost 0.4-0.5 ms on ext4 (a new inode, and ext4 starts writing the new file out
-//! before a rename over another commits), an append about a tenth of that, and a launch with
-//! host0 configured waits for that save.
+//! table ([`FileStore`]). A save appends the table as one line with one `write`, so a crash of
+//! netd at any point leaves either the old or the new table, never a mix (a line cut short by a
+//! crash of the host has no newline and is skipped when read). Once the log has grown past
+//! [`COMPACT_AT`] (or many times its table), or when the file is not a log (one pretty-printed
+//! table, as netd wrote it before), the next save replaces it atomically with one line
+//! (temporary file, rename). The server saves before it sends an ACK (see [`LeaseStore`]), so
+//! whatever a client was told survives a `kill -9`. There is no fsync on that path: a lease
+//! matters while its machine runs, and no machine survives a crash of the host, while an fsync
+//! on a busy disk costs every launch milliseconds (1 to 30 ms measured) between its DISCOVER and
+//! its ACK. Appending instead of replacing matters too: a new file renamed over the old one cost
+//! 0.4-0.5 ms on ext4 (a new inode, and ext4 starts writing the new file out before a rename
+//! over another commits), an append about a tenth of that, and a launch with host0 configured
+//! waits for that save.
 
 use std::collections::HashMap;
 use std::fs;
@@ -609,21 +609,17 @@ const COMPACT_TABLES: u64 = 8;
 
 /// A lease file on disk (under netd's state directory, e.g.
 /// `/var/lib/netspawn/leases/ve-web.json`): a log of tables, appended to on each save (see the
-/// module's documentation).
-#[derive(Debug)]
+/// module's documentation). The file is opened for each save, not kept open: netd serves
+/// hundreds of links, each with a store.
+#[derive(Debug, Clone)]
 pub struct FileStore {
     path: PathBuf,
-    /// The file open for appending, with its size, once a save found it a log.
-    log: Option<(fs::File, u64)>,
 }
 
 impl FileStore {
     /// A store at `path`; the directory must exist.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileStore {
-            path: path.into(),
-            log: None,
-        }
+        FileStore { path: path.into() }
     }
 
     /// The file's path.
@@ -631,52 +627,36 @@ impl FileStore {
         &self.path
     }
 
-    /// The file, opened (made if missing) for appending, if it is a log: empty, or
-    /// starting with a table on one line and ending with a whole line.
-    fn open_log(&self) -> io::Result<Option<(fs::File, u64)>> {
+    /// Appends `line` (one table) to the file, made if missing, if the file is a log (empty,
+    /// or starting with a table on one line and ending with a whole line) that is not due for
+    /// compaction; false if it is not.
+    fn append(&self, line: &str) -> io::Result<bool> {
         use std::os::unix::fs::FileExt;
-        let f = fs::OpenOptions::new()
+        let mut f = fs::OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .mode(0o644)
             .open(&self.path)?;
         let size = f.metadata()?.len();
-        if size == 0 {
-            return Ok(Some((f, 0)));
-        }
-        let (mut first, mut last) = ([0u8; 2], [0u8; 1]);
-        f.read_exact_at(&mut first, 0)?;
-        f.read_exact_at(&mut last, size - 1)?;
-        Ok((first == *b"{\"" && last[0] == b'\n').then_some((f, size)))
-    }
-
-    /// Appends `line` to the log if it is open and not due for compaction; false if not.
-    fn append(&mut self, line: &str) -> Result<bool, LeaseError> {
-        let Some((f, size)) = self.log.as_mut() else {
-            return Ok(false);
-        };
         let len = line.len() as u64;
-        if *size + len > COMPACT_AT.max(len * COMPACT_TABLES) {
+        if size + len > COMPACT_AT.max(len * COMPACT_TABLES) {
             return Ok(false);
+        }
+        if size > 0 {
+            let (mut first, mut last) = ([0u8; 2], [0u8; 1]);
+            f.read_exact_at(&mut first, 0)?;
+            f.read_exact_at(&mut last, size - 1)?;
+            if first != *b"{\"" || last[0] != b'\n' {
+                return Ok(false);
+            }
         }
         // One write: a table is a whole line or none (a regular file takes a write of this
-        // size whole, unless the disk is full or the host crashes in it).
-        match f.write(line.as_bytes()) {
-            Ok(n) if n as u64 == len => {
-                *size += len;
-                Ok(true)
-            }
-            r => {
-                // A part went in: the next save compacts (the file no longer ends with a line).
-                self.log = None;
-                let source = r.err().unwrap_or_else(|| io::Error::other("short write"));
-                Err(LeaseError::Io {
-                    action: "write",
-                    path: self.path.clone(),
-                    source,
-                })
-            }
+        // size whole, unless the disk is full or the host crashes in it). A part that went in
+        // leaves the file without its last newline: the next save replaces it.
+        match f.write(line.as_bytes())? {
+            n if n as u64 == len => Ok(true),
+            _ => Err(io::Error::other("short write")),
         }
     }
 }
@@ -687,25 +667,16 @@ impl LeaseStore for FileStore {
     }
     fn save(&mut self, table: &LeaseTable) -> Result<(), LeaseError> {
         let line = table.to_json();
-        if self.log.is_none() {
-            self.log = self.open_log().map_err(|source| LeaseError::Io {
-                action: "open",
-                path: self.path.clone(),
-                source,
-            })?;
-        }
-        if self.append(&line)? {
+        let appended = self.append(&line).map_err(|source| LeaseError::Io {
+            action: "append to",
+            path: self.path.clone(),
+            source,
+        })?;
+        if appended {
             return Ok(());
         }
-        // Not a log, or a long one: replaced by one line, then appended to.
-        self.log = None;
-        table.save(&self.path)?;
-        self.log = self
-            .open_log()
-            .ok()
-            .flatten()
-            .filter(|(_, size)| *size == line.len() as u64);
-        Ok(())
+        // Not a log, or a long one: replaced by one line.
+        table.save(&self.path)
     }
 }
 
