@@ -751,3 +751,54 @@ fn host0_gets_its_lease_over_netds_control_socket_and_a_client_on_the_link_the_s
     }
     assert_eq!(r.stdout.matches("--- ").count(), 2, "{}", r.stdout);
 }
+
+/// netd holds about ten descriptors per link it serves: started under a soft
+/// open-file limit of 128 (1024 is the usual one, and ran out at about a
+/// hundred `-n` machines), it raises its limit and serves every machine: each
+/// has its address, and the last one resolves the first by name through
+/// netd's DNS on its own link.
+#[test]
+fn netd_serves_more_links_than_the_open_file_limit_it_was_started_with_allows() {
+    let env = TestEnv::new();
+    let img = env.busybox("fdl");
+    let dir = env.dir.join("fdl-out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let r = env.sh(
+        &format!(
+            r#"ip link set lo up
+               cd {dir}
+               ulimit -Sn 128
+               n=16
+               for i in $(seq $n); do
+                   $NETSPAWN -q -n --read-only -M fdl$i -D {img} sh -c \
+                       'ip -4 -o addr show host0 | grep -q inet && echo up; exec sleep 120' \
+                       > out$i 2>&1 &
+                   for t in $(seq 200); do [ -s out$i ] && break; sleep 0.05; done
+               done
+               echo launched=$(grep -l '^up$' out* | wc -l)
+               cat out* | grep -v '^up$'
+               echo limit=$(awk '/Max open files/ {{ print $4 }}' /proc/$(cat $NETSPAWN_RUN_DIR/netd-*.pid)/limits)
+               $NETSPAWNCTL shell fdl$n /bin/sh -c 'nslookup fdl1' 2>&1 | sed 's/^/ns: /'
+               $NETSPAWNCTL terminate $(seq -f fdl%g $n) >/dev/null 2>&1
+               wait"#,
+            img = img.display(),
+            dir = dir.display()
+        ),
+        180,
+    );
+    let out = &r.stdout;
+    assert_eq!(count(out, "launched="), 16, "{out}\n{}", r.stderr);
+    assert!(
+        count(out, "limit=") > 128,
+        "netd kept the limit it was started with: {out}"
+    );
+    // busybox's nslookup: the server first, then each answer's name and address.
+    let answers = out.split_once("ns: Name:").map_or("", |(_, a)| a);
+    assert!(
+        answers
+            .lines()
+            .any(|l| l.starts_with("ns: Address") && l.contains('.')),
+        "fdl16 did not resolve fdl1 through netd: {out}\n{}",
+        r.stderr
+    );
+}

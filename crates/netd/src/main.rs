@@ -48,6 +48,10 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+    match netd::sys::raise_nofile_limit() {
+        Ok(n) => tracing::debug!("open-file limit {n}"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     // Bad templates are the caller's problem: report them before going to the background.
     let paths = netspawn_common::paths::Paths::from_env();
     if let Err(e) = netd::template::load(&netd::template::search_path_with_run(&paths.run_dir)) {

@@ -255,6 +255,36 @@ fn pktinfo_ifindex(buf: &[u8], v6: bool) -> Option<u32> {
     None
 }
 
+/// The open-file limit netd asks for at start (systemd's default hard limit
+/// for services), capped by the kernel's `fs.nr_open`.
+pub const NOFILE_WANTED: u64 = 512 * 1024;
+
+/// Raises the process's open-file limit: every link netd serves holds about
+/// ten descriptors (its DHCP socket, a UDP and a TCP DNS listener per address,
+/// router advertisements, ...), so the soft limit of 1024 a shell or a
+/// systemd service starts with ran out at about a hundred machines with `-n`
+/// (their links then got no DNS, no NAT, no router advertisements). netd
+/// waits with epoll and never `select`, which is why the soft limit is 1024
+/// elsewhere. The hard limit is raised too where allowed (root on the host),
+/// else the soft one goes up to the hard one. Returns the soft limit now.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    let wanted = NOFILE_WANTED.min(nr_open).max(soft);
+    if wanted > hard && setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted).is_ok() {
+        return Ok(wanted);
+    }
+    let soft_now = wanted.min(hard);
+    if soft_now > soft {
+        setrlimit(Resource::RLIMIT_NOFILE, soft_now, hard)?;
+    }
+    Ok(soft_now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
