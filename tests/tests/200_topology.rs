@@ -514,15 +514,20 @@ $NETSPAWNCTL netem --loss 30% im-a:eth1
 $NETSPAWNCTL shell im-a /bin/sh -c 'ping -c 300 -i 0.01 -W 1 10.7.0.2' | grep -o '[0-9]* packets received' | sed 's/^/some-lost: /'
 $NETSPAWNCTL netem --reset im-a:eth1
 # b sends to a through b's 10mbit tbf: iperf3 server in a, client in b.
-nsenter --net=/proc/$pa/ns/net iperf3 -s -1 -B 10.7.0.1 >/dev/null 2>&1 &
+# Each one-off server is waited for (5 s at most): the next one must not find
+# it still listening (its client would reach the one that is ending).
+reap() {{ for i in $(seq 100); do kill -0 $1 2>/dev/null || break; sleep 0.05; done; kill $1 2>/dev/null; wait $1 2>/dev/null; }}
+nsenter --net=/proc/$pa/ns/net iperf3 -s -1 -B 10.7.0.1 >/dev/null 2>&1 & srv=$!
 for i in $(seq 200); do nsenter --net=/proc/$pa/ns/net ss -ltn 2>/dev/null | grep -q ':5201' && break; sleep 0.05; done
 nsenter --net=/proc/$pb/ns/net iperf3 -c 10.7.0.1 -t 2 -J > {dir}/iperf.json; echo "iperf-rc=$?"
+reap $srv
 # The same rate by htb (a class at 10mbit with a byte FIFO as its queue).
 $NETSPAWNCTL netem --rate 10mbit --shaper=htb im-b:eth1; echo "htb-rc=$?"
 $NETSPAWNCTL netem --show im-b:eth1
-nsenter --net=/proc/$pa/ns/net iperf3 -s -1 -B 10.7.0.1 >/dev/null 2>&1 &
+nsenter --net=/proc/$pa/ns/net iperf3 -s -1 -B 10.7.0.1 >/dev/null 2>&1 & srv=$!
 for i in $(seq 200); do nsenter --net=/proc/$pa/ns/net ss -ltn 2>/dev/null | grep -q ':5201' && break; sleep 0.05; done
 nsenter --net=/proc/$pb/ns/net iperf3 -c 10.7.0.1 -t 2 -J > {dir}/iperf-htb.json; echo "iperf-htb-rc=$?"
+reap $srv
 echo "--- delay"
 $NETSPAWNCTL netem --delay 20ms --jitter 2ms im-a:eth1; echo "delay-rc=$?"
 $NETSPAWNCTL netem --show im-a:eth1
@@ -560,7 +565,7 @@ left
             .and_then(|s| s.split("\"bits_per_second\":").nth(1))
             .and_then(|s| s.split([',', '\n', '}']).next())
             .and_then(|s| s.trim().parse().ok())
-            .expect("bits_per_second in iperf3's output")
+            .unwrap_or_else(|| panic!("no bits_per_second in iperf3's {file}: {json}"))
     };
     // A veth moves gigabits: 10mbit means the tbf is in force.
     let bps = received("iperf.json");
