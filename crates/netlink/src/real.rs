@@ -68,12 +68,17 @@ impl Netlink {
     /// request, the kernel finding the link by its name (no lookup of its
     /// index first). A link that does not exist is an error.
     pub fn set_group_by_name(&mut self, name: &str, group: u32) -> Result<(), RtnlError> {
-        let h = self.handle.clone();
         let msg = LinkUnspec::new_with_name(name)
             .append_extra_attribute(LinkAttribute::Group(group))
             .build();
+        self.set_link(msg, format!("put link {name} into group {group}"))
+    }
+
+    /// Sends one `RTM_SETLINK` request; `what` names it in the error.
+    fn set_link(&self, msg: LinkMessage, what: String) -> Result<(), RtnlError> {
+        let h = self.handle.clone();
         self.run(async move { h.link().set(msg).execute().await })
-            .map_err(nl_err(format!("put link {name} into group {group}")))
+            .map_err(nl_err(what))
     }
 
     fn run<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -409,20 +414,16 @@ impl Rtnl for Netlink {
     }
 
     fn set_up(&mut self, index: u32) -> Result<(), RtnlError> {
-        let h = self.handle.clone();
         let msg = LinkUnspec::new_with_index(index).up().build();
-        self.run(async move { h.link().set(msg).execute().await })
-            .map_err(nl_err(format!("bring up link {index}")))
+        self.set_link(msg, format!("bring up link {index}"))
     }
 
     fn set_master(&mut self, index: u32, master: u32) -> Result<(), RtnlError> {
-        let h = self.handle.clone();
         let msg = LinkUnspec::new_with_index(index)
             .controller(master)
             .up()
             .build();
-        self.run(async move { h.link().set(msg).execute().await })
-            .map_err(nl_err(format!("attach link {index} to bridge {master}")))
+        self.set_link(msg, format!("attach link {index} to bridge {master}"))
     }
 
     fn delete(&mut self, index: u32) -> Result<(), RtnlError> {
@@ -453,13 +454,11 @@ impl Rtnl for Netlink {
     }
 
     fn move_to(&mut self, index: u32, netns: BorrowedFd<'_>, name: &str) -> Result<(), RtnlError> {
-        let h = self.handle.clone();
         let msg = LinkUnspec::new_with_index(index)
             .setns_by_fd(netns.as_raw_fd())
             .name(name.to_string())
             .build();
-        self.run(async move { h.link().set(msg).execute().await })
-            .map_err(nl_err(format!("move link {name}")))
+        self.set_link(msg, format!("move link {name}"))
     }
 
     fn add_altname(&mut self, index: u32, altname: &str) -> Result<(), RtnlError> {
@@ -475,12 +474,10 @@ impl Rtnl for Netlink {
     }
 
     fn set_group(&mut self, index: u32, group: u32) -> Result<(), RtnlError> {
-        let h = self.handle.clone();
         let msg = LinkUnspec::new_with_index(index)
             .append_extra_attribute(LinkAttribute::Group(group))
             .build();
-        self.run(async move { h.link().set(msg).execute().await })
-            .map_err(nl_err(format!("put link {index} into group {group}")))
+        self.set_link(msg, format!("put link {index} into group {group}"))
     }
 
     fn set_ipv6_addr_gen_mode(
@@ -488,16 +485,15 @@ impl Rtnl for Netlink {
         index: u32,
         mode: In6AddrGenMode,
     ) -> Result<(), RtnlError> {
-        let h = self.handle.clone();
         let msg = LinkUnspec::new_with_index(index)
             .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
                 vec![AfSpecInet6::AddrGenMode(mode)],
             )]))
             .build();
-        self.run(async move { h.link().set(msg).execute().await })
-            .map_err(nl_err(format!(
-                "set IPv6 address generation of link {index} to {mode:?}"
-            )))
+        self.set_link(
+            msg,
+            format!("set IPv6 address generation of link {index} to {mode:?}"),
+        )
     }
 
     fn tc(&mut self, req: &crate::tc::TcRequest) -> Result<(), RtnlError> {
